@@ -1,0 +1,44 @@
+# The README's commands. Everything a fresh machine needs is installed from here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PEERS_DIR := $(shell scripts/peers.sh --print)
+export PYTHANOS_PEERS_DIR := $(PEERS_DIR)
+
+.PHONY: quickstart test bench peers system-peers venv clean
+
+## make quickstart: start what pythanos has so far on this machine (see README)
+quickstart: venv system-peers
+	$(PY) scripts/quickstart.py
+
+## make test: venv + project + test extras, system peers, Go peers, then the whole suite
+test: system-peers
+	@set -o pipefail; \
+	scripts/peers.sh > $(VENV).peers.log 2>&1 & peers=$$!; \
+	$(MAKE) --no-print-directory venv || { kill $$peers; exit 1; }; \
+	if ! wait $$peers; then cat $(VENV).peers.log; echo "peers build failed"; exit 1; fi; \
+	tail -n 3 $(VENV).peers.log; \
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+## make bench: print one line per figure
+bench: venv
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+peers:
+	scripts/peers.sh
+
+system-peers:
+	@scripts/system-peers.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard components/pythanos/tsdb/*.c)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(VENV).peers.log build *.egg-info components/*.egg-info

@@ -1,0 +1,3 @@
+"""pythanos: a Python re-implementation of Thanos, wire-compatible with Thanos and Prometheus."""
+
+__version__ = "0.1.0"

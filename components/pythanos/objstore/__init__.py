@@ -1,0 +1,1 @@
+"""Object storage: Thanos objstore YAML, S3 (minio) and FILESYSTEM buckets."""

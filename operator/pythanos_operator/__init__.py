@@ -1,0 +1,1 @@
+"""pythanos-operator: reconciles ThanosCluster and PrometheusHA custom resources (kopf)."""

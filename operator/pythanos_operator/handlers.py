@@ -1,0 +1,1 @@
+"""kopf handlers. The reconcile of ThanosCluster / PrometheusHA lands with the operator issue."""

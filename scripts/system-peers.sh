@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install the peers Debian packages: Prometheus + promtool (prometheus) and Alertmanager
+# (prometheus-alertmanager). Only when missing; needs root or sudo.
+set -euo pipefail
+need=()
+command -v promtool >/dev/null && command -v prometheus >/dev/null || need+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
+[[ ${#need[@]} -eq 0 ]] && exit 0
+sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+echo "system-peers: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+# policy-rc.d 101: the packages must not start their own services; tests start them.
+$sudo sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+$sudo apt-get install -y -q --no-install-recommends "${need[@]}"
+$sudo rm -f /usr/sbin/policy-rc.d
