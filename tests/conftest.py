@@ -1,0 +1,30 @@
+"""pytest wiring for the real-peer harness in ``peers.py``."""
+from __future__ import annotations
+
+import pytest
+
+from peers import (  # noqa: F401  (fixtures are used by name)
+    alertmanager_bin,
+    alertmanager_factory,
+    attach_logs,
+    prometheus3_bin,
+    prometheus_bin,
+    prometheus_factory,
+    promtool_bin,
+    pythanos_bin,
+    pythanos_factory,
+    runtest_setup_hook,
+    s3_bucket,
+    s3_server,
+    thanos_bin,
+)
+
+
+def pytest_runtest_setup(item):
+    runtest_setup_hook(item)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    attach_logs(item, outcome.get_result())

