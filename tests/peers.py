@@ -327,13 +327,14 @@ def start_seaweedfs(work: Path, registry: ProcessRegistry, session: bool = True)
         '{"identities": [{"name": "pythanos", "credentials": [{"accessKey": "%s", "secretKey": "%s"}],'
         ' "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}' % (S3_ACCESS_KEY, S3_SECRET_KEY))
     (work / "data").mkdir(parents=True, exist_ok=True)
-    ports = free_ports(9)
+    ports = free_ports(11)
     args = [weed, "server", f"-dir={work / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={ports[0]}", f"-master.port.grpc={ports[1]}",
             f"-volume.port={ports[2]}", f"-volume.port.grpc={ports[3]}",
             "-filer", f"-filer.port={ports[4]}", f"-filer.port.grpc={ports[5]}",
             "-s3", f"-s3.port={ports[6]}", f"-s3.port.grpc={ports[7]}", f"-s3.config={s3_conf}",
-            f"-metricsPort={ports[8]}", "-master.volumeSizeLimitMB=64", "-volume.max=20"]
+            f"-s3.port.iceberg={ports[9]}", f"-s3.port.lance={ports[10]}", f"-metricsPort={ports[8]}",
+            "-master.volumeSizeLimitMB=64", "-volume.max=20"]
     p = registry.start("seaweedfs", args, work, session=session)
     p.url, p.port = f"http://127.0.0.1:{ports[6]}", ports[6]
     server = S3Server(f"127.0.0.1:{ports[6]}", S3_ACCESS_KEY, S3_SECRET_KEY, p)
