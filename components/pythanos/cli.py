@@ -103,8 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as e:  # one clear line instead of a traceback for expected errors
         from .errors import UserError
+        from .objstore import ObjstoreError
 
-        if isinstance(e, UserError):
+        if isinstance(e, (UserError, ObjstoreError)):
             log.error("%s", e)
             return 1
         raise

@@ -1,1 +1,34 @@
-"""Object storage: Thanos objstore YAML, S3 (minio) and FILESYSTEM buckets."""
+"""Object storage: Thanos objstore YAML, S3 (minio) and FILESYSTEM buckets.
+
+``bucket_from_flags`` / ``bucket_from_config`` build a :class:`Bucket` from Thanos' objstore
+YAML (``config.py``); ``bucket.py`` holds the interface and its semantics, ``filesystem.py``
+and ``s3.py`` the implementations, ``retry.py`` the backoff policy. The API is blocking: async
+callers run it in a thread pool.
+"""
+from .bucket import (
+    Bucket,
+    ObjectAttributes,
+    ObjectNotFoundError,
+    ObjstoreError,
+    PrefixedBucket,
+    is_obj_not_found,
+)
+from .config import bucket_from_config, bucket_from_flags
+from .filesystem import FilesystemBucket
+from .retry import RetryPolicy
+from .s3 import S3Bucket, S3Config
+
+__all__ = [
+    "Bucket",
+    "FilesystemBucket",
+    "ObjectAttributes",
+    "ObjectNotFoundError",
+    "ObjstoreError",
+    "PrefixedBucket",
+    "RetryPolicy",
+    "S3Bucket",
+    "S3Config",
+    "bucket_from_config",
+    "bucket_from_flags",
+    "is_obj_not_found",
+]
