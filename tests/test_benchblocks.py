@@ -74,9 +74,9 @@ def test_parse_labels():
 
 def test_parse_max_time():
     now = 1_700_000_000_000
-    assert bb.parse_max_time("6h", now_ms=now) == now - 6 * H
+    assert bb.parse_max_time("6h", now_ms=now) == now + 6 * H  # Thanos' TimeOrDurationValue: now plus
     assert bb.parse_max_time("-6h", now_ms=now) == now - 6 * H
-    assert bb.parse_max_time("1h30m", now_ms=now) == now - 90 * 60_000
+    assert bb.parse_max_time("-1h30m", now_ms=now) == now - 90 * 60_000
     assert bb.parse_max_time("0s", now_ms=now) == now
     assert bb.parse_max_time("0", now_ms=now) == now
     assert bb.parse_max_time("2019-10-18T00:00:00Z") == MAXT_2019
@@ -144,7 +144,7 @@ def test_generation_bounded_memory():
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory, pythanos_bin):
-    """The README's command, run once: continuous-365d-tiny ending 6h ago."""
+    """The README's command, run once: continuous-365d-tiny up to 6h from now (as the course runs it)."""
     exe = pythanos_bin
     out = tmp_path_factory.mktemp("benchblocks") / "blocks"
     now = int(time.time() * 1000)
@@ -169,7 +169,7 @@ def test_cli_writes_planned_blocks(generated):
     assert len(names) == 13, names
     metas = _metas(d)
     now0, now1 = generated["now"]
-    plans = [bb.plan("continuous-365d-tiny", t - 6 * H) for t in (now0, now1)]
+    plans = [bb.plan("continuous-365d-tiny", t + 6 * H) for t in (now0, now1)]
     got = [(m.min_time, m.max_time) for m in metas]
     assert got in [[tuple(b) for b in p] for p in plans]
     for m in metas:

@@ -72,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Profile name, e.g. continuous-365d-tiny (see --profile=help).")
     bb.add_argument("--labels", action="append", default=[],
                     help='External labels of the blocks, e.g. \'cluster="eu1"\' (repeatable).')
-    bb.add_argument("--max-time", default="30m",
-                    help="End of the newest block: RFC3339 time, or a duration before now (e.g. 6h). "
-                         "Rounded up to a 2h boundary.")
+    bb.add_argument("--max-time", default="-30m",
+                    help="End of the newest block: RFC3339 time, or a duration relative to now "
+                         "(6h = now plus 6h, -30m = 30m ago). Rounded up to a 2h boundary.")
     bb.add_argument("--output.dir", dest="output_dir", required=True, help="Directory to write the blocks into.")
     bb.add_argument("--seed", type=int, default=1, help="Random seed, for reproducible data.")
     bb.set_defaults(run=_run_bench_blocks)

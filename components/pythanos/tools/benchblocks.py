@@ -176,13 +176,16 @@ def parse_duration(text: str, flag: str = "--max-time") -> int:
 
 
 def parse_max_time(text: str, flag: str = "--max-time", now_ms: int | None = None) -> int:
-    """RFC3339 time, or a duration before now (``6h``; a leading ``-`` means the same) -> unix ms.
+    """RFC3339 time, or a duration relative to now -> unix ms.
 
-    Not aligned yet: :func:`plan` rounds it up to the next 2h boundary like thanosbench.
+    As Thanos' ``TimeOrDurationValue`` (which thanosbench uses): ``6h`` is now plus 6h and
+    ``-6h`` now minus 6h; the course's ``--max-time=6h`` thereby generates data up to the
+    present and a little beyond. Not aligned yet: :func:`plan` rounds it up to the next 2h
+    boundary like thanosbench.
     """
     s = (text or "").strip()
     if not s:
-        raise UserError(f"{flag}: empty; want an RFC3339 time or a duration before now, e.g. 6h")
+        raise UserError(f"{flag}: empty; want an RFC3339 time or a duration relative to now, e.g. 6h or -30m")
     if _RFC3339_RE.match(s):
         iso = s.replace("z", "Z").replace("t", "T")
         if iso.endswith("Z"):
@@ -192,15 +195,16 @@ def parse_max_time(text: str, flag: str = "--max-time", now_ms: int | None = Non
         except ValueError as e:
             raise UserError(f"{flag}: invalid RFC3339 time {text!r}: {e}") from None
         return int(round(t.timestamp() * 1000))
-    body = s[1:] if s.startswith("-") else s
+    sign = -1 if s.startswith("-") else 1
+    body = s[1:] if s[0] in "+-" else s
     try:
         dur = parse_duration(body, flag)
     except UserError:
-        raise UserError(f"{flag}: expected an RFC3339 time (2019-10-18T00:00:00Z) or a duration before now "
-                        f"(6h, 30m, 0s), got {text!r}") from None
+        raise UserError(f"{flag}: expected an RFC3339 time (2019-10-18T00:00:00Z) or a duration relative to now "
+                        f"(6h, -30m, 0s), got {text!r}") from None
     if now_ms is None:
         now_ms = int(time.time() * 1000)
-    return now_ms - dur
+    return now_ms + sign * dur
 
 
 def get_profile(name: str, flag: str = "--profile") -> Profile:
