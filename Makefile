@@ -24,7 +24,7 @@ test: system-peers
 
 ## make bench: print one line per figure
 bench: venv
-	$(PY) benchmarks/run.py $(BENCH_ARGS)
+	MALLOC_TOP_PAD_=67108864 $(PY) benchmarks/run.py $(BENCH_ARGS)  # as the component image runs
 
 peers:
 	scripts/peers.sh

@@ -12,6 +12,16 @@ Shapes (timestamps in ms):
 * ``counter_jitter``: 15 s +- 50 ms jitter, integer counter increments of 0..99;
 * ``random``: 15 s interval, uniform random floats in [0, 1) (the worst realistic case).
 
+Figures per shape:
+
+* ``xor_decode_<shape>``: ``decode_xor_many`` as callers use it, into fresh numpy arrays. With
+  glibc's default malloc a multi-megabyte result comes from freshly mapped pages every call,
+  and on this VM a fresh 4 KiB page costs ~2-3 us to fault in: that is 16 bytes/sample of output,
+  i.e. several ns/sample on top of the codec. Set ``MALLOC_TOP_PAD_`` (or ``MALLOC_TRIM_THRESHOLD_``
+  + ``MALLOC_MMAP_THRESHOLD_``) in the environment to keep freed heap mapped and see it vanish.
+* ``xor_decode_into_<shape>``: ``decode_xor_many_into`` into reused arrays: the codec alone.
+* ``xor_encode_<shape>``: ``encode_xor_many``; ``xor_size_<shape>``: bytes/sample of the chunks.
+
 Also: ``xor_decode_single_call`` (one ``decode_xor`` Python call per 120-sample chunk, ns/sample)
 to show the per-call overhead that batching avoids.
 
@@ -27,10 +37,10 @@ from pathlib import Path
 import numpy as np
 
 try:
-    from pythanos.tsdb.chunkenc import decode_xor, decode_xor_many, encode_xor_many
+    from pythanos.tsdb.chunkenc import decode_xor, decode_xor_many, decode_xor_many_into, encode_xor_many
 except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "components"))
-    from pythanos.tsdb.chunkenc import decode_xor, decode_xor_many, encode_xor_many
+    from pythanos.tsdb.chunkenc import decode_xor, decode_xor_many, decode_xor_many_into, encode_xor_many
 
 SAMPLES_PER_CHUNK = 120
 CHUNKS = 5000
@@ -74,8 +84,11 @@ def run(chunks: int = CHUNKS, repeats: int = REPEATS) -> list[tuple[str, float, 
         if not (np.array_equal(t2, t) and np.array_equal(v2.view(np.uint64), v.view(np.uint64))):
             raise AssertionError(f"{name}: round trip mismatch")
         dec = _best(lambda: decode_xor_many(buf, starts, lengths), repeats)
+        t_out, v_out = np.empty_like(t), np.empty_like(v)
+        dec_into = _best(lambda: decode_xor_many_into(buf, starts, lengths, t_out, v_out), repeats)
         enc = _best(lambda: encode_xor_many(t, v, bounds), repeats)
         figures.append((f"xor_decode_{name}", dec / total, "ns/sample"))
+        figures.append((f"xor_decode_into_{name}", dec_into / total, "ns/sample"))
         figures.append((f"xor_encode_{name}", enc / total, "ns/sample"))
         figures.append((f"xor_size_{name}", len(buf) / total, "bytes/sample"))
         if name == "counter_jitter":

@@ -25,6 +25,7 @@ from pythanos.tsdb.chunkenc import (
     MAX_SAMPLES,
     decode_xor,
     decode_xor_many,
+    decode_xor_many_into,
     encode_xor,
     encode_xor_many,
     xor_num_samples,
@@ -553,6 +554,43 @@ def test_input_normalisation():
     assert encode_xor(tt[::2], vv[::2]) == ref  # non-contiguous views
     t2, v2 = decode_xor(bytearray(ref))
     assert list(t2) == t and list(v2) == v
+
+
+def test_decode_many_into():
+    cases = [golden_case(g[0]) for g in GOLDEN[:12]]
+    t = np.concatenate([c[0] for c in cases])
+    v = np.concatenate([c[1] for c in cases])
+    buf, offs = encode_xor_many(t, v, np.cumsum([0] + [len(c[0]) for c in cases]))
+    starts, lengths = offs[:-1], np.diff(offs)
+    t_out = np.full(len(t) + 5, -1, dtype=np.int64)
+    v_out = np.zeros(len(t) + 5)
+    counts, total = decode_xor_many_into(buf, starts, lengths, t_out, v_out)
+    assert total == len(t) and list(counts) == [len(c[0]) for c in cases]
+    assert_same(t, v, t_out[:total], v_out[:total])
+    assert (t_out[total:] == -1).all()  # nothing written past the samples
+    with pytest.raises(ValueError):
+        decode_xor_many_into(buf, starts, lengths, t_out[: len(t) - 1], v_out)
+    with pytest.raises(TypeError):
+        decode_xor_many_into(buf, starts, lengths, t_out.astype(np.int32), v_out)
+    with pytest.raises(TypeError):
+        decode_xor_many_into(buf, starts, lengths, t_out, v_out[::2])
+    with pytest.raises(CorruptChunkError) as ei:
+        decode_xor_many_into(buf, starts, lengths - (np.arange(len(lengths)) == 3), t_out, v_out)
+    assert ei.value.chunk_index == 3
+
+
+def test_non_native_inputs():
+    t, v = golden_case("jit:counter:33")
+    ref = encode_xor(t, v)
+    assert encode_xor(t.astype(">i8"), v.astype(">f8")) == ref  # byte-swapped: converted
+    assert encode_xor(list(t), list(v)) == ref
+    with pytest.raises(ValueError):
+        encode_xor(t.reshape(3, 11), v.reshape(3, 11))
+    buf, offs = encode_xor_many(t.astype(">i8"), v, np.array([0, 10, 33], dtype=">i8"))
+    assert buf[offs[0]:offs[1]] == encode_xor(t[:10], v[:10])
+    counts, t2, v2 = decode_xor_many(buf, [int(offs[0]), int(offs[1])], np.diff(offs).astype(np.int32))
+    assert list(counts) == [10, 23]
+    assert_same(t, v, t2, v2)
 
 
 def test_api_errors():

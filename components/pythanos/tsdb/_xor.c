@@ -2,10 +2,11 @@
  * Prometheus XOR chunk codec (tsdb/chunkenc/xor.go), batched.
  *
  * Only the CPython C API and the buffer protocol are used (no numpy headers).
- * The Python wrapper in chunkenc.py owns argument normalisation (dtypes,
- * contiguity, bounds) and turns the error codes returned here into
- * CorruptChunkError; this file never raises for bad chunk *data*, it reports
- * (code, chunk index, sample index, byte offset) instead.
+ * Arguments must be 1-D C-contiguous int64/float64 buffers (TypeError
+ * otherwise: the Python wrapper in chunkenc.py then normalises and retries);
+ * everything else (bounds, offsets, lengths) is validated here. Bad chunk
+ * *data* never raises here: the (code, chunk index, sample index, byte offset)
+ * of the failure is returned and chunkenc.py raises CorruptChunkError.
  *
  * Bit layout (see prometheus-formats.md section 5):
  *   u16 BE count | varint t0 | 64 raw bits v0 | uvarint dt1 | xor(v1) |
@@ -55,13 +56,6 @@ enum {
  * re-taking the GIL costs more than the work and risks a convoy wait of up to
  * the interpreter's switch interval behind another thread. */
 #define GIL_RELEASE_SAMPLES 8192
-
-#ifndef XOR_RUNS
-#define XOR_RUNS 1
-#endif
-#ifndef XOR_FUSE
-#define XOR_FUSE 1
-#endif
 
 INLINE uint64_t load_be64(const uint8_t *p) {
     uint64_t x;
@@ -134,8 +128,8 @@ INLINE int count_plausible(unsigned n, size_t len) {
  * fit in it (the common case), and runs of "00" (same dod, same value) are
  * consumed up to 32 samples per peek with clz.
  */
-static int decode_chunk(const uint8_t *restrict p, size_t len, unsigned n, uint8_t *restrict tout,
-                        uint8_t *restrict vout, int64_t *esample, int64_t *eoff) {
+static int decode_chunk(const uint8_t *p, size_t len, unsigned n, uint8_t *tout,
+                        uint8_t *vout, int64_t *esample, int64_t *eoff) {
     *esample = 0;
     *eoff = 0;
     if (len < 2) return XOR_ERR_SHORT;
@@ -212,7 +206,7 @@ static int decode_chunk(const uint8_t *restrict p, size_t len, unsigned n, uint8
     for (s = 2; s < n;) {
         spos = pos;
         uint64_t w = peek64(p, len, pos);
-        if (XOR_RUNS && !(w >> 62)) {
+        if (!(w >> 62)) {
             /* "00": dod 0 and value unchanged; take the whole run of them */
             unsigned m = (w ? CLZ64(w) : 64) >> 1;
             if (m > n - s) m = n - s;
@@ -230,38 +224,45 @@ static int decode_chunk(const uint8_t *restrict p, size_t len, unsigned n, uint8
             s += m;
             continue;
         }
-        unsigned c;
+        /* Each dod bucket continues with a constant bit count so that the
+         * value's bits come from `w` at a known shift (no second load) and
+         * the compiler cannot turn the bucket choice into a cmov chain that
+         * would serialise the next load behind this one. */
+#define VALUE_AT(K)                                                            \
+        do {                                                                   \
+            unsigned c = (K);                                                  \
+            uint64_t x = w << (K);                                             \
+            READ_VALUE(x, 64 - (K));                                           \
+            pos += c;                                                          \
+        } while (0)
         if (!(w >> 63)) {
-            c = 1;
-        } else {
-            uint64_t dod;
-            if (!(w & (1ULL << 62))) {            /* 10 + 14 bits */
-                uint64_t b = (w << 2) >> 50;
-                dod = b > 8192 ? b - 16384 : b;
-                c = 16;
-            } else if (!(w & (1ULL << 61))) {     /* 110 + 17 bits */
-                uint64_t b = (w << 3) >> 47;
-                dod = b > 65536 ? b - 131072 : b;
-                c = 20;
-            } else if (!(w & (1ULL << 60))) {     /* 1110 + 20 bits */
-                uint64_t b = (w << 4) >> 44;
-                dod = b > 524288 ? b - 1048576 : b;
-                c = 24;
-            } else {                              /* 1111 + 64 bits */
-                dod = peek64(p, len, pos + 4);
-                c = 68;
-            }
-            tdelta += dod;
-        }
-        t += tdelta;
-        if (XOR_FUSE && c <= 24) {
-            uint64_t x = w << c;
-            READ_VALUE(x, 64 - c);
-        } else {
-            uint64_t x = peek64(p, len, pos + c);
+            t += tdelta;
+            VALUE_AT(1);
+        } else if (!(w & (1ULL << 62))) {         /* 10 + 14 bits */
+            uint64_t b = (w << 2) >> 50;
+            tdelta += b > 8192 ? b - 16384 : b;
+            t += tdelta;
+            VALUE_AT(16);
+        } else if (!(w & (1ULL << 61))) {         /* 110 + 17 bits */
+            uint64_t b = (w << 3) >> 47;
+            tdelta += b > 65536 ? b - 131072 : b;
+            t += tdelta;
+            VALUE_AT(20);
+        } else if (!(w & (1ULL << 60))) {         /* 1110 + 20 bits */
+            uint64_t b = (w << 4) >> 44;
+            tdelta += b > 524288 ? b - 1048576 : b;
+            t += tdelta;
+            VALUE_AT(24);
+        } else {                                  /* 1111 + 64 bits */
+            tdelta += peek64(p, len, pos + 4);
+            t += tdelta;
+            pos += 68;
+            unsigned c = 0;
+            uint64_t x = peek64(p, len, pos);
             READ_VALUE(x, 64);
+            pos += c;
         }
-        pos += c;
+#undef VALUE_AT
         if (UNLIKELY(pos > nbits)) goto trunc_error;
         st_u64(tout + 8 * (size_t)s, t);
         st_u64(vout + 8 * (size_t)s, vbits);
@@ -433,14 +434,36 @@ typedef struct {
     int ok;
 } view;
 
-static int get_view(PyObject *o, view *v, int writable, const char *what) {
+/* kind: 0 = any C-contiguous bytes; 'i' = 1-D int64; 'f' = 1-D float64 (native order).
+ * Failure is a TypeError, on which the Python wrapper normalises its arguments and retries. */
+static int get_view(PyObject *o, view *v, int writable, int kind, const char *what) {
     v->ok = 0;
-    if (PyObject_GetBuffer(o, &v->b, writable ? (PyBUF_SIMPLE | PyBUF_WRITABLE) : PyBUF_SIMPLE) < 0) {
-        PyErr_Format(PyExc_TypeError, "%s: expected a contiguous%s buffer", what, writable ? " writable" : "");
-        return -1;
-    }
+    int flags = kind ? (PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) : PyBUF_SIMPLE;
+    if (writable) flags |= PyBUF_WRITABLE;
+    if (PyObject_GetBuffer(o, &v->b, flags) < 0) goto bad;
     v->ok = 1;
+    if (kind) {
+        const char *f = v->b.format ? v->b.format : "B";
+        if (*f == '@' || *f == '=') f++;
+#if PY_LITTLE_ENDIAN
+        else if (*f == '<') f++;
+#else
+        else if (*f == '>' || *f == '!') f++;
+#endif
+        int fmt_ok = kind == 'i' ? ((f[0] == 'l' || f[0] == 'q') && f[1] == 0) : (f[0] == 'd' && f[1] == 0);
+        if (!fmt_ok || v->b.itemsize != 8 || v->b.ndim != 1) {
+            PyBuffer_Release(&v->b);
+            v->ok = 0;
+            goto bad;
+        }
+    }
     return 0;
+bad:
+    PyErr_Clear();
+    PyErr_Format(PyExc_TypeError, "%s: expected a %s%s buffer", what,
+                 kind == 'i' ? "1-D C-contiguous int64" : kind == 'f' ? "1-D C-contiguous float64" : "C-contiguous bytes",
+                 writable ? " writable" : "");
+    return -1;
 }
 
 static void rel(view *v) {
@@ -454,8 +477,8 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
     int quirk;
     view tv, vv;
     if (!PyArg_ParseTuple(args, "OOp", &to, &vo, &quirk)) return NULL;
-    if (get_view(to, &tv, 0, "t") < 0) return NULL;
-    if (get_view(vo, &vv, 0, "v") < 0) { rel(&tv); return NULL; }
+    if (get_view(to, &tv, 0, 'i', "t") < 0) return NULL;
+    if (get_view(vo, &vv, 0, 'f', "v") < 0) { rel(&tv); return NULL; }
     PyObject *res = NULL;
     size_t n = (size_t)tv.b.len / 8;
     if (tv.b.len % 8 || vv.b.len != tv.b.len) {
@@ -491,8 +514,8 @@ static PyObject *py_encode_many(PyObject *self, PyObject *args) {
     tv.ok = vv.ok = bv.ok = ov.ok = 0;
     if (!PyArg_ParseTuple(args, "OOOOp", &to, &vo, &bo, &oo, &quirk)) return NULL;
     PyObject *res = NULL;
-    if (get_view(to, &tv, 0, "t") < 0 || get_view(vo, &vv, 0, "v") < 0 ||
-        get_view(bo, &bv, 0, "bounds") < 0 || get_view(oo, &ov, 1, "offsets") < 0)
+    if (get_view(to, &tv, 0, 'i', "t") < 0 || get_view(vo, &vv, 0, 'f', "v") < 0 ||
+        get_view(bo, &bv, 0, 'i', "bounds") < 0 || get_view(oo, &ov, 1, 'i', "offsets") < 0)
         goto done;
     if (tv.b.len % 8 || vv.b.len != tv.b.len) {
         PyErr_SetString(PyExc_ValueError, "t and v must be int64/float64 buffers of equal length");
@@ -571,7 +594,11 @@ static PyObject *new_array(Py_ssize_t n, PyObject *dtype, uint8_t **data) {
         PyErr_SetString(PyExc_RuntimeError, "_xor.set_allocator() was not called");
         return NULL;
     }
-    PyObject *a = PyObject_CallFunction(g_empty, "nO", n, dtype);
+    PyObject *pn = PyLong_FromSsize_t(n);
+    if (!pn) return NULL;
+    PyObject *argv[2] = {pn, dtype};
+    PyObject *a = PyObject_Vectorcall(g_empty, argv, 2, NULL);
+    Py_DECREF(pn);
     if (!a) return NULL;
     Py_buffer b;
     if (PyObject_GetBuffer(a, &b, PyBUF_SIMPLE | PyBUF_WRITABLE) < 0) { Py_DECREF(a); return NULL; }
@@ -589,7 +616,7 @@ static PyObject *new_array(Py_ssize_t n, PyObject *dtype, uint8_t **data) {
 /* decode(buf) -> (code, sample, offset, t, v); t/v are None on error */
 static PyObject *py_decode(PyObject *self, PyObject *arg) {
     view bv;
-    if (get_view(arg, &bv, 0, "data") < 0) return NULL;
+    if (get_view(arg, &bv, 0, 0, "data") < 0) return NULL;
     const uint8_t *p = bv.b.buf;
     size_t len = (size_t)bv.b.len;
     int64_t es = 0, eo = 0;
@@ -628,6 +655,46 @@ static PyObject *py_decode(PyObject *self, PyObject *arg) {
     return Py_BuildValue("(iLLNN)", rc, 0LL, 0LL, ta, va);
 }
 
+/* Pass 1 of a batch: check every (offset, length) against the buffer and read
+ * the sample counts into cp. Returns a code; *ec = failing chunk; *total = sum. */
+static int headers_pass(const uint8_t *buf, uint64_t blen, const uint8_t *op, const uint8_t *lp,
+                        size_t k, uint8_t *cp, int64_t *ec, uint64_t *total) {
+    uint64_t sum = 0;
+    for (size_t c = 0; c < k; c++) {
+        int64_t off = (int64_t)ld_u64(op + 8 * c), ln = (int64_t)ld_u64(lp + 8 * c);
+        *ec = (int64_t)c;
+        if (off < 0 || ln < 0 || (uint64_t)off > blen || (uint64_t)ln > blen - (uint64_t)off)
+            return XOR_ERR_RANGE;
+        if (ln < 2) return XOR_ERR_SHORT;
+        const uint8_t *p = buf + off;
+        unsigned n = ((unsigned)p[0] << 8) | p[1];
+        if (!count_plausible(n, (size_t)ln)) return XOR_ERR_TOOMANY;
+        st_u64(cp + 8 * c, n);
+        sum += n;
+    }
+    *ec = 0;
+    *total = sum;
+    return XOR_OK;
+}
+
+/* Pass 2: decode chunk c's n = cp[c] samples to tp/vp (capacity `cap` samples).
+ * Everything caller-owned is re-checked, as it may change while the GIL is released. */
+static int decode_pass(const uint8_t *buf, uint64_t blen, const uint8_t *op, const uint8_t *lp,
+                       size_t k, const uint8_t *cp, uint8_t *tp, uint8_t *vp, uint64_t cap,
+                       int64_t *ec, int64_t *es, int64_t *eo) {
+    uint64_t at = 0;
+    for (size_t c = 0; c < k; c++) {
+        uint64_t off = ld_u64(op + 8 * c), ln = ld_u64(lp + 8 * c), n = ld_u64(cp + 8 * c);
+        *ec = (int64_t)c;
+        *es = *eo = 0;
+        if (off > blen || ln > blen - off || n > 65535 || n > cap - at) return XOR_ERR_RANGE;
+        int rc = decode_chunk(buf + off, (size_t)ln, (unsigned)n, tp + 8 * at, vp + 8 * at, es, eo);
+        if (rc != XOR_OK) return rc;
+        at += n;
+    }
+    return XOR_OK;
+}
+
 /* decode_many(buf, offsets, lengths) -> (code, chunk, sample, offset, counts, t, v);
  * the last three are None on error. */
 static PyObject *py_decode_many(PyObject *self, PyObject *args) {
@@ -636,8 +703,8 @@ static PyObject *py_decode_many(PyObject *self, PyObject *args) {
     bv.ok = ov.ok = lv.ok = 0;
     PyObject *cnt = NULL, *ta = NULL, *va = NULL, *res = NULL;
     if (!PyArg_ParseTuple(args, "OOO", &bo, &oo, &lo)) return NULL;
-    if (get_view(bo, &bv, 0, "buf") < 0 || get_view(oo, &ov, 0, "offsets") < 0 ||
-        get_view(lo, &lv, 0, "lengths") < 0)
+    if (get_view(bo, &bv, 0, 0, "buf") < 0 || get_view(oo, &ov, 0, 'i', "offsets") < 0 ||
+        get_view(lo, &lv, 0, 'i', "lengths") < 0)
         goto done;
     if (ov.b.len % 8 || lv.b.len != ov.b.len) {
         PyErr_SetString(PyExc_ValueError, "offsets and lengths must be int64 buffers of equal length");
@@ -646,52 +713,30 @@ static PyObject *py_decode_many(PyObject *self, PyObject *args) {
     {
         const uint8_t *buf = bv.b.buf;
         const uint64_t blen = (uint64_t)bv.b.len;
-        const uint8_t *op = ov.b.buf, *lp = lv.b.buf;
         size_t k = (size_t)ov.b.len / 8;
-        int rc = XOR_OK;
         int64_t ec = 0, es = 0, eo = 0;
         uint64_t total = 0;
         uint8_t *cp, *tp, *vp;
         cnt = new_array((Py_ssize_t)k, g_i8, &cp);
         if (!cnt) goto done;
-        /* pass 1: ranges and headers */
-        for (size_t c = 0; c < k; c++) {
-            int64_t off = (int64_t)ld_u64(op + 8 * c), ln = (int64_t)ld_u64(lp + 8 * c);
-            if (off < 0 || ln < 0 || (uint64_t)off > blen || (uint64_t)ln > blen - (uint64_t)off) {
-                rc = XOR_ERR_RANGE; ec = (int64_t)c;
-                break;
-            }
-            if (ln < 2) { rc = XOR_ERR_SHORT; ec = (int64_t)c; break; }
-            const uint8_t *p = buf + off;
-            unsigned n = ((unsigned)p[0] << 8) | p[1];
-            if (!count_plausible(n, (size_t)ln)) { rc = XOR_ERR_TOOMANY; ec = (int64_t)c; break; }
-            st_u64(cp + 8 * c, n);
-            total += n;
-        }
+        int rc = headers_pass(buf, blen, ov.b.buf, lv.b.buf, k, cp, &ec, &total);
         if (rc == XOR_OK) {
             ta = new_array((Py_ssize_t)total, g_i8, &tp);
             if (!ta) goto done;
             va = new_array((Py_ssize_t)total, g_f8, &vp);
             if (!va) goto done;
-            int release = total >= GIL_RELEASE_SAMPLES;
-            PyThreadState *ts = release ? PyEval_SaveThread() : NULL;
-            size_t at = 0;
-            for (size_t c = 0; c < k; c++) {
-                size_t off = (size_t)ld_u64(op + 8 * c), ln = (size_t)ld_u64(lp + 8 * c);
-                size_t n = (size_t)ld_u64(cp + 8 * c);
-                /* offsets/lengths are caller-owned: re-check, they may have changed */
-                if (off > blen || ln > blen - off) { rc = XOR_ERR_RANGE; es = eo = 0; ec = (int64_t)c; break; }
-                rc = decode_chunk(buf + off, ln, (unsigned)n, tp + 8 * at, vp + 8 * at, &es, &eo);
-                if (rc != XOR_OK) { ec = (int64_t)c; break; }
-                at += n;
+            if (total >= GIL_RELEASE_SAMPLES) {
+                Py_BEGIN_ALLOW_THREADS
+                rc = decode_pass(buf, blen, ov.b.buf, lv.b.buf, k, cp, tp, vp, total, &ec, &es, &eo);
+                Py_END_ALLOW_THREADS
+            } else {
+                rc = decode_pass(buf, blen, ov.b.buf, lv.b.buf, k, cp, tp, vp, total, &ec, &es, &eo);
             }
-            if (release) PyEval_RestoreThread(ts);
         }
-        if (rc != XOR_OK) {
+        if (rc != XOR_OK)
             res = Py_BuildValue("(iLLLOOO)", rc, (long long)ec, (long long)es, (long long)eo, Py_None, Py_None, Py_None);
-        } else {
+        else
             res = Py_BuildValue("(iLLLOOO)", rc, 0LL, 0LL, 0LL, cnt, ta, va);
-        }
     }
 done:
     Py_XDECREF(cnt);
@@ -703,6 +748,59 @@ done:
     return res;
 }
 
+/* decode_many_into(buf, offsets, lengths, t_out, v_out)
+ *   -> (code, chunk, sample, offset, counts | None, total); total = samples needed. A code
+ *   of -1 means the outputs are too small (nothing decoded). */
+static PyObject *py_decode_many_into(PyObject *self, PyObject *args) {
+    PyObject *bo, *oo, *lo, *to, *vo;
+    view bv, ov, lv, tv, vv;
+    bv.ok = ov.ok = lv.ok = tv.ok = vv.ok = 0;
+    PyObject *cnt = NULL, *res = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOO", &bo, &oo, &lo, &to, &vo)) return NULL;
+    if (get_view(bo, &bv, 0, 0, "buf") < 0 || get_view(oo, &ov, 0, 'i', "offsets") < 0 ||
+        get_view(lo, &lv, 0, 'i', "lengths") < 0 || get_view(to, &tv, 1, 'i', "t_out") < 0 ||
+        get_view(vo, &vv, 1, 'f', "v_out") < 0)
+        goto done;
+    if (ov.b.len % 8 || lv.b.len != ov.b.len) {
+        PyErr_SetString(PyExc_ValueError, "offsets and lengths must be int64 buffers of equal length");
+        goto done;
+    }
+    {
+        const uint8_t *buf = bv.b.buf;
+        const uint64_t blen = (uint64_t)bv.b.len;
+        size_t k = (size_t)ov.b.len / 8;
+        int64_t ec = 0, es = 0, eo = 0;
+        uint64_t total = 0;
+        uint8_t *cp;
+        cnt = new_array((Py_ssize_t)k, g_i8, &cp);
+        if (!cnt) goto done;
+        int rc = headers_pass(buf, blen, ov.b.buf, lv.b.buf, k, cp, &ec, &total);
+        uint64_t cap = (uint64_t)(tv.b.len < vv.b.len ? tv.b.len : vv.b.len) / 8;
+        if (rc == XOR_OK && total > cap) {
+            rc = -1;
+        } else if (rc == XOR_OK) {
+            uint8_t *tp = tv.b.buf, *vp = vv.b.buf;
+            if (total >= GIL_RELEASE_SAMPLES) {
+                Py_BEGIN_ALLOW_THREADS
+                rc = decode_pass(buf, blen, ov.b.buf, lv.b.buf, k, cp, tp, vp, cap, &ec, &es, &eo);
+                Py_END_ALLOW_THREADS
+            } else {
+                rc = decode_pass(buf, blen, ov.b.buf, lv.b.buf, k, cp, tp, vp, cap, &ec, &es, &eo);
+            }
+        }
+        res = Py_BuildValue("(iLLLOL)", rc, (long long)ec, (long long)es, (long long)eo,
+                            rc == XOR_OK ? cnt : Py_None, (long long)total);
+    }
+done:
+    Py_XDECREF(cnt);
+    rel(&bv);
+    rel(&ov);
+    rel(&lv);
+    rel(&tv);
+    rel(&vv);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"encode", py_encode, METH_VARARGS, "encode(t, v, quirk) -> bytes"},
     {"encode_many", py_encode_many, METH_VARARGS, "encode_many(t, v, bounds, offsets_out, quirk) -> bytes"},
@@ -710,6 +808,8 @@ static PyMethodDef methods[] = {
     {"decode", py_decode, METH_O, "decode(data) -> (code, sample, offset, t | None, v | None)"},
     {"decode_many", py_decode_many, METH_VARARGS,
      "decode_many(buf, offsets, lengths) -> (code, chunk, sample, offset, counts, t, v)"},
+    {"decode_many_into", py_decode_many_into, METH_VARARGS,
+     "decode_many_into(buf, offsets, lengths, t_out, v_out) -> (code, chunk, sample, offset, counts, total)"},
     {NULL, NULL, 0, NULL},
 };
 

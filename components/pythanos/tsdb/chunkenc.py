@@ -30,6 +30,7 @@ __all__ = [
     "decode_xor",
     "encode_xor_many",
     "decode_xor_many",
+    "decode_xor_many_into",
     "xor_num_samples",
 ]
 
@@ -101,12 +102,14 @@ def _buf(data):
 
 def encode_xor(t: np.ndarray, v: np.ndarray, *, prom2_quirk: bool = False) -> bytes:
     """Encode one chunk (at most 65535 samples) and return its ``data`` bytes."""
+    try:  # fast path: 1-D contiguous int64 / float64 arrays go straight to C
+        return _xor.encode(t, v, prom2_quirk)
+    except TypeError:
+        pass
     t = _i8(t)
     v = _f8(v)
     if t.ndim != 1 or t.shape != v.shape:
         raise ValueError(f"t and v must be 1-D and of equal length, got {t.shape} and {v.shape}")
-    if t.size > MAX_SAMPLES:
-        raise ValueError(f"an XOR chunk holds at most {MAX_SAMPLES} samples, got {t.size}")
     return _xor.encode(t, v, prom2_quirk)
 
 
@@ -118,6 +121,12 @@ def encode_xor_many(
     Returns ``(buf, offsets)``: the chunk datas back to back and ``offsets`` (int64, ``k+1``)
     so that chunk ``i`` is ``buf[offsets[i]:offsets[i+1]]``.
     """
+    # The C side validates bounds (0 <= b[i] <= b[i+1] <= len(t), at most MAX_SAMPLES each).
+    offsets = np.empty(max(np.size(bounds), 1), dtype=np.int64)
+    try:
+        return _xor.encode_many(t, v, bounds, offsets, prom2_quirk), offsets
+    except TypeError:
+        pass
     t = _i8(t)
     v = _f8(v)
     bounds = _i8(bounds)
@@ -126,17 +135,18 @@ def encode_xor_many(
     if bounds.ndim != 1 or bounds.size < 1:
         raise ValueError("bounds must be a 1-D array of k+1 sample indices")
     offsets = np.empty(bounds.size, dtype=np.int64)
-    # The C side validates bounds (0 <= b[i] <= b[i+1] <= len(t), at most MAX_SAMPLES each).
-    data = _xor.encode_many(t, v, bounds, offsets, prom2_quirk)
-    return data, offsets
+    return _xor.encode_many(t, v, bounds, offsets, prom2_quirk), offsets
 
 
 def decode_xor(data: bytes | memoryview) -> tuple[np.ndarray, np.ndarray]:
     """Decode one chunk's ``data``; returns ``(t int64, v float64)``."""
-    b = _buf(data)
-    code, sample, offset, t, v = _xor.decode(b)
+    try:
+        code, sample, offset, t, v = _xor.decode(data)
+    except TypeError:
+        data = _buf(data)
+        code, sample, offset, t, v = _xor.decode(data)
     if code:
-        raise _corrupt(code, None, sample, offset, 0, len(b))
+        raise _corrupt(code, None, sample, offset, 0, memoryview(data).nbytes)
     return t, v
 
 
@@ -147,15 +157,43 @@ def decode_xor_many(buf, offsets: np.ndarray, lengths: np.ndarray) -> tuple[np.n
     raises :class:`CorruptChunkError` whose ``offset`` is the byte offset in ``buf`` where the
     failing sample starts, with ``chunk_index``, ``sample_index`` and ``chunk_offset`` set.
     """
-    offsets = _i8(offsets)
-    lengths = _i8(lengths)
-    if offsets.shape != lengths.shape or offsets.ndim != 1:
-        raise ValueError("offsets and lengths must be 1-D and of equal length")
-    code, chunk, sample, off, counts, t, v = _xor.decode_many(_buf(buf), offsets, lengths)
+    try:
+        code, chunk, sample, off, counts, t, v = _xor.decode_many(buf, offsets, lengths)
+    except TypeError:
+        offsets = _i8(offsets)
+        lengths = _i8(lengths)
+        if offsets.shape != lengths.shape or offsets.ndim != 1:
+            raise ValueError("offsets and lengths must be 1-D and of equal length") from None
+        code, chunk, sample, off, counts, t, v = _xor.decode_many(_buf(buf), offsets, lengths)
     if code:
         base = int(offsets[chunk]) if code != 5 else 0
         raise _corrupt(code, chunk, sample, off, base, int(lengths[chunk]))
     return counts, t, v
+
+
+def decode_xor_many_into(
+    buf, offsets: np.ndarray, lengths: np.ndarray, t_out: np.ndarray, v_out: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """Like :func:`decode_xor_many`, but into caller-owned arrays (reused across calls).
+
+    ``t_out`` (int64) and ``v_out`` (float64) must be C-contiguous and hold at least the total
+    sample count; samples go to ``[:total]``. Returns ``(counts, total)``. Reusing outputs
+    avoids fresh-page faults, which cost more than the decoding itself on some machines.
+    """
+    offsets = _i8(offsets)
+    lengths = _i8(lengths)
+    if offsets.shape != lengths.shape or offsets.ndim != 1:
+        raise ValueError("offsets and lengths must be 1-D and of equal length")
+    for name, a, dt in (("t_out", t_out, _I8), ("v_out", v_out, _F8)):
+        if not isinstance(a, np.ndarray) or a.dtype != dt or not a.flags.c_contiguous or not a.flags.writeable:
+            raise TypeError(f"{name} must be a writable C-contiguous {dt} ndarray")
+    code, chunk, sample, off, counts, total = _xor.decode_many_into(_buf(buf), offsets, lengths, t_out, v_out)
+    if code == -1:
+        raise ValueError(f"outputs hold {min(t_out.size, v_out.size)} samples, the chunks have {total}")
+    if code:
+        base = int(offsets[chunk]) if code != 5 else 0
+        raise _corrupt(code, chunk, sample, off, base, int(lengths[chunk]))
+    return counts, total
 
 
 def xor_num_samples(data) -> int:
