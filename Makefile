@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PEERS_DIR := $(shell scripts/peers.sh --print)
 export PYTHANOS_PEERS_DIR := $(PEERS_DIR)
 
-.PHONY: quickstart test bench peers system-peers venv clean
+.PHONY: quickstart test bench peers system-peers venv clean proto
 
 ## make quickstart: start what pythanos has so far on this machine (see README)
 quickstart: venv system-peers
@@ -28,6 +28,12 @@ bench: venv
 
 peers:
 	scripts/peers.sh
+
+## make proto: regenerate the checked-in protobuf modules (StoreAPI and Prometheus remote protocol)
+proto: venv
+	$(PY) -m pip install -q 'grpcio-tools==1.85.1'
+	$(PY) components/pythanos/storeapi/generate.py
+	$(PY) -m pythanos.remote.prompb.generate
 
 system-peers:
 	@scripts/system-peers.sh

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the Go-based peers the tests talk to (real Thanos, Prometheus 3.x) from the
+# Build the Go-based peers the tests talk to (real Thanos, Prometheus 3.x, kube-apiserver,
+# kube-controller-manager, kubectl, helm) from the
 # Go module proxy into a cache directory outside the repository. A binary already in
 # the cache is reused; delete the cache directory to rebuild from scratch.
 #
@@ -10,6 +11,8 @@ set -euo pipefail
 THANOS_VERSION="${THANOS_VERSION:-v0.42.4}"
 PROMETHEUS_MODULE_VERSION="${PROMETHEUS_MODULE_VERSION:-v0.309.1}"   # = Prometheus 3.9.1 (the one Thanos v0.42 builds against); newer tags need modules the proxy does not serve
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-3.9.1}"                   # what --version reports
+KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.36.3}"                 # k8s.io/kubernetes: kube-apiserver, kube-controller-manager, kubectl
+HELM_VERSION="${HELM_VERSION:-v4.3.1}"                               # helm.sh/helm/v4
 PEERS_DIR="${PYTHANOS_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pythanos-peers}"
 BIN="$PEERS_DIR/bin"
 
@@ -25,7 +28,7 @@ log() { printf 'level=info ts=%s caller=peers.sh msg=%q\n' "$(date -u +%FT%TZ)" 
 # repeats them builds the same binary.
 #   build_wrapped NAME MODULE VERSION PACKAGE OUTPUT REPORTED_VERSION
 build_wrapped() {
-  local name=$1 module=$2 version=$3 pkg=$4 out=$5 reported=$6
+  local name=$1 module=$2 version=$3 pkg=$4 out=$5 reported=$6 tags=${7:-}
   local wrap="$PEERS_DIR/src/$name-$version"
   [[ -x "$out" ]] && { log "$name $version cached"; return 0; }
   rm -rf "$wrap"; mkdir -p "$wrap"
@@ -45,16 +48,20 @@ build_wrapped() {
   ( cd "$wrap"
     # Resolve the whole build list (the module's requirements plus the directives) into go.sum.
     GOFLAGS=-mod=mod go get "$pkg@$version"
-    go build -trimpath -o "$out.partial" \
+    go build -trimpath ${tags:+-tags "$tags"} -o "$out.partial" \
       -ldflags "-s -w -X github.com/prometheus/common/version.Version=$reported -X github.com/prometheus/common/version.Branch=HEAD" \
       "$pkg" )
   mv "$out.partial" "$out"
   log "built $name $version"
 }
 
+# Thanos' release build (.promu.yml) uses the tags netgo,slicelabels: its gRPC label codec
+# depends on the slice layout of labels, and without the tag a querier panics on the first
+# Info answer of any endpoint.
 build_thanos() {
   build_wrapped thanos github.com/thanos-io/thanos "$THANOS_VERSION" \
-    github.com/thanos-io/thanos/cmd/thanos "$BIN/thanos-$THANOS_VERSION" "${THANOS_VERSION#v}"
+    github.com/thanos-io/thanos/cmd/thanos "$BIN/thanos-$THANOS_VERSION-slicelabels" "${THANOS_VERSION#v}" \
+    netgo,slicelabels
 }
 
 build_prometheus() {
@@ -62,16 +69,98 @@ build_prometheus() {
     github.com/prometheus/prometheus/cmd/prometheus "$BIN/prometheus-$PROMETHEUS_VERSION" "$PROMETHEUS_VERSION"
 }
 
+# k8s.io/kubernetes requires every staging module (k8s.io/api, k8s.io/client-go, ...) at
+# v0.0.0 and points it at ./staging/src with a replace directive, which a consumer cannot
+# use. The wrapper replaces each `k8s.io/<m> v0.0.0` requirement (the list read from the
+# module's go.mod, so it follows the version) with the published k8s.io/<m> v0.X.Y.
+# kube-apiserver, kube-controller-manager and kubectl come from the one wrapper module, built
+# one after another so the later ones reuse the compiled packages (the log has each time).
+# etcd comes from the same build list: go.etcd.io/etcd/server/v3 at the version this
+# Kubernetes release requires (its root package is etcd's main). Debian's etcd-server
+# (3.4.23) is older than the 3.4.29/3.5.11 that kube-apiserver >= 1.31 assumes.
+build_kubernetes() {
+  local version=$KUBERNETES_VERSION name=kubernetes
+  local staging_version="v0${version#v1}"
+  local minor; minor=$(echo "$version" | cut -d. -f2)
+  local gomod; gomod=$(go mod download -json "k8s.io/kubernetes@$version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  [[ -f "$gomod" ]] || { echo "cannot download k8s.io/kubernetes@$version" >&2; return 1; }
+  local etcd_version; etcd_version=$(awk '$1 == "go.etcd.io/etcd/server/v3" {print $2}' "$gomod")
+  [[ -n "$etcd_version" ]] || { echo "no go.etcd.io/etcd/server/v3 requirement in $gomod" >&2; return 1; }
+  echo "$etcd_version" > "$PEERS_DIR/etcd-version"
+  local cmds=(kube-apiserver kube-controller-manager kubectl etcd) missing_cmds=() c
+  for c in "${cmds[@]}"; do [[ -x "$BIN/$(peer_file "$c")" ]] || missing_cmds+=("$c"); done
+  [[ ${#missing_cmds[@]} -eq 0 ]] && { log "kubernetes $version and etcd $etcd_version cached"; return 0; }
+  local wrap="$PEERS_DIR/src/$name-$version" t0
+  rm -rf "$wrap"; mkdir -p "$wrap"
+  t0=$(date +%s)
+  local staging; staging=$(sed -nE 's#^[[:space:]]*(require[[:space:]]+)?(k8s\.io/[A-Za-z0-9._/-]+)[[:space:]]+v0\.0\.0([[:space:]]|$).*#\2#p' "$gomod" | sort -u)
+  [[ -n "$staging" ]] || { echo "no k8s.io/* v0.0.0 requirements in $gomod" >&2; return 1; }
+  {
+    echo "module pythanos.local/${name}wrap"
+    echo
+    grep -E '^go ' "$gomod"
+    echo
+    echo "require k8s.io/kubernetes $version"
+    echo
+    echo "replace ("
+    for m in $staging; do echo "	$m => $m $staging_version"; done
+    echo ")"
+  } > "$wrap/go.mod"
+  printf 'package %swrap\n' "$name" > "$wrap/doc.go"
+  log "kubernetes $version: $(echo "$staging" | wc -l) staging modules replaced with $staging_version"
+  local ld="-s -w"
+  for pkgpath in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld="$ld -X $pkgpath.gitVersion=$version -X $pkgpath.gitMajor=1 -X $pkgpath.gitMinor=$minor"
+    ld="$ld -X $pkgpath.gitTreeState=clean -X $pkgpath.buildDate=1970-01-01T00:00:00Z"
+  done
+  ( cd "$wrap"
+    GOFLAGS=-mod=mod go get "go.etcd.io/etcd/server/v3@$etcd_version" \
+      $(for c in "${cmds[@]:0:3}"; do echo "k8s.io/kubernetes/cmd/$c@$version"; done)
+    log "kubernetes $version: modules resolved in $(( $(date +%s) - t0 ))s"
+    for c in "${missing_cmds[@]}"; do
+      local t1 out pkg; t1=$(date +%s); out="$BIN/$(peer_file "$c")"
+      pkg="k8s.io/kubernetes/cmd/$c"; [[ $c == etcd ]] && pkg=go.etcd.io/etcd/server/v3
+      go build -trimpath -o "$out.partial" -ldflags "$ld" "$pkg"
+      mv "$out.partial" "$out"
+      log "built $(basename "$out") in $(( $(date +%s) - t1 ))s"
+    done )
+  log "built kubernetes $version in $(( $(date +%s) - t0 ))s"
+}
+
+# File name of a Kubernetes-build peer in $BIN (versioned).
+peer_file() {
+  if [[ $1 == etcd ]]; then echo "etcd-$(cat "$PEERS_DIR/etcd-version")"; else echo "$1-$KUBERNETES_VERSION"; fi
+}
+
+# helm's go.mod has no replace/exclude directives, so plain `go install pkg@version` works.
+build_helm() {
+  local out="$BIN/helm-$HELM_VERSION" major="${HELM_VERSION%%.*}" t0
+  [[ -x "$out" ]] && { log "helm $HELM_VERSION cached"; return 0; }
+  t0=$(date +%s)
+  local gobin="$PEERS_DIR/src/helm-$HELM_VERSION-bin"
+  rm -rf "$gobin"; mkdir -p "$gobin"
+  GOBIN="$gobin" go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/$major/internal/version.version=$HELM_VERSION -X helm.sh/helm/$major/internal/version.gitTreeState=clean" \
+    "helm.sh/helm/$major/cmd/helm@$HELM_VERSION"
+  mv "$gobin/helm" "$out"
+  log "built helm $HELM_VERSION in $(( $(date +%s) - t0 ))s"
+}
+
 start=$(date +%s)
+builds=(thanos prometheus kubernetes helm)
 pids=()
-build_thanos > "$PEERS_DIR/logs/thanos.log" 2>&1 & pids+=($!)
-build_prometheus > "$PEERS_DIR/logs/prometheus.log" 2>&1 & pids+=($!)
+for b in "${builds[@]}"; do "build_$b" > "$PEERS_DIR/logs/$b.log" 2>&1 & pids+=($!); done
 rc=0
 for i in "${!pids[@]}"; do wait "${pids[$i]}" || rc=1; done
-for f in "$PEERS_DIR"/logs/thanos.log "$PEERS_DIR"/logs/prometheus.log; do
-  if [[ $rc -ne 0 ]]; then echo "--- $f"; tail -n 40 "$f"; else tail -n 1 "$f"; fi
+for b in "${builds[@]}"; do
+  f="$PEERS_DIR/logs/$b.log"
+  if [[ $rc -ne 0 ]]; then echo "--- $f"; tail -n 40 "$f"; else grep -h 'msg=' "$f" | tail -n 4; fi
 done
-ln -sf "thanos-$THANOS_VERSION" "$BIN/thanos"
+ln -sf "thanos-$THANOS_VERSION-slicelabels" "$BIN/thanos"
 ln -sf "prometheus-$PROMETHEUS_VERSION" "$BIN/prometheus"
+for c in kube-apiserver kube-controller-manager kubectl etcd; do
+  [[ -f "$PEERS_DIR/etcd-version" && -x "$BIN/$(peer_file "$c")" ]] && ln -sf "$(peer_file "$c")" "$BIN/$c"
+done
+[[ -x "$BIN/helm-$HELM_VERSION" ]] && ln -sf "helm-$HELM_VERSION" "$BIN/helm"
 log "peers ready in $BIN after $(( $(date +%s) - start ))s (rc=$rc)"
 exit $rc

@@ -1,0 +1,2 @@
+"""Generated protobuf modules of Thanos' StoreAPI / InfoAPI (see ``../generate.py``); do not edit
+the ``*_pb2.py`` files by hand."""
