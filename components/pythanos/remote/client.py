@@ -34,6 +34,7 @@ import aiohttp
 import cramjam
 import numpy as np
 
+from ..httpsession import SessionClient
 from ..tsdb.encoding import crc32c
 from ..tsdb.labels import MATCH_EQUAL, MATCH_NOT_EQUAL, MATCH_NOT_REGEXP, MATCH_REGEXP, Matcher
 from .prompb import remote_pb2, types_pb2
@@ -237,7 +238,7 @@ def samples_to_xor_chunks(t: np.ndarray, v: np.ndarray, max_samples: int = MAX_S
     return out
 
 
-class RemoteReadClient:
+class RemoteReadClient(SessionClient):
     """Remote read against one Prometheus: ``async for s in client.read(start, end, matchers): ...``.
 
     ``timeout`` bounds a whole read (connect, headers and body), ``connect_timeout`` the TCP
@@ -250,28 +251,11 @@ class RemoteReadClient:
                  max_frame: int = DEFAULT_CHUNKED_READ_LIMIT):
         self.base_url = url.rstrip("/")
         self.read_url = self.base_url + "/api/v1/read"
-        self._session = session
-        self._own_session = session is None
+        super().__init__(session)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.user_agent = user_agent
         self.max_frame = max_frame
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-            self._own_session = True
-        return self._session
-
-    async def close(self) -> None:
-        if self._own_session and self._session is not None and not self._session.closed:
-            await self._session.close()
-
-    async def __aenter__(self) -> "RemoteReadClient":
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()
 
     def _error(self, what: str, status: int = 0, body: str = "") -> RemoteReadError:
         msg = f"remote read from {self.read_url}: {what}"

@@ -28,6 +28,7 @@ from urllib.parse import quote
 import aiohttp
 import yaml
 
+from ..httpsession import SessionClient
 from ..tsdb.labels import Matcher
 
 log = logging.getLogger(__name__)
@@ -85,33 +86,16 @@ def parse_lowest_timestamp(metrics_text: str) -> int:
     raise ValueError(f"metric families did not contain {LOWEST_TIMESTAMP_METRIC!r}")
 
 
-class PromClient:
+class PromClient(SessionClient):
     """Async client of one Prometheus at ``url`` (e.g. ``http://localhost:9090``)."""
 
     def __init__(self, url: str, *, session: aiohttp.ClientSession | None = None, timeout: float = 30.0,
                  connect_timeout: float = 5.0, user_agent: str = "pythanos"):
         self.url = url.rstrip("/")
-        self._session = session
-        self._own_session = session is None
+        super().__init__(session)
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.user_agent = user_agent
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-            self._own_session = True
-        return self._session
-
-    async def close(self) -> None:
-        if self._own_session and self._session is not None and not self._session.closed:
-            await self._session.close()
-
-    async def __aenter__(self) -> "PromClient":
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()
 
     # ------------------------------------------------------------------------------ plumbing
 
