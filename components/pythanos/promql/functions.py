@@ -1,0 +1,1065 @@
+"""Binary operators, aggregations and functions over the step grid (see engine.py for the value types)."""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import promql_parser as pp
+
+from .engine import (NAME, SC, ST, VS, RangeArg, _check_dupes, _drop_name, _labels_str, _reduce_windows,
+                     _unparen, _value_type)
+from .errors import ExecutionError, ParseError
+from .format import format_scalar_float
+
+_np_err = dict(divide="ignore", invalid="ignore", over="ignore")
+
+# ================================================================ binary operators
+
+_ARITH = {"+", "-", "*", "/", "%", "^", "atan2"}
+_CMP = {"==", "!=", ">", "<", ">=", "<="}
+_SET = {"and", "or", "unless"}
+
+
+def _op(op, a, b):
+    with np.errstate(**_np_err):
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        if op == "/":
+            return a / b
+        if op == "%":
+            return np.fmod(a, b)
+        if op == "^":
+            return np.power(a, b)
+        if op == "atan2":
+            return np.arctan2(a, b)
+        if op == "==":
+            return a == b
+        if op == "!=":
+            return a != b
+        if op == ">":
+            return a > b
+        if op == "<":
+            return a < b
+        if op == ">=":
+            return a >= b
+        if op == "<=":
+            return a <= b
+    raise ExecutionError(f"unsupported binary operator {op!r}")
+
+
+def _sigf(on, names):
+    names = set(names or ())
+    if on:
+        return lambda l: tuple(kv for kv in l if kv[0] in names)
+    return lambda l: tuple(kv for kv in l if kv[0] != NAME and kv[0] not in names)
+
+
+def binary(ev, n, ts):
+    op = str(n.op)
+    mod = n.modifier
+    return_bool = bool(mod and mod.return_bool)
+    lt, rt = _value_type(n.lhs), _value_type(n.rhs)
+    lhs = ev.eval(n.lhs, ts)
+    rhs = ev.eval(n.rhs, ts)
+    if isinstance(lhs, SC) and isinstance(rhs, SC):
+        r = _op(op, lhs.v, rhs.v)
+        if op in _CMP:
+            r = r.astype(np.float64)
+        return SC(np.asarray(r, dtype=np.float64))
+    if isinstance(lhs, ST) or isinstance(rhs, ST):
+        raise ExecutionError("binary expression must contain only scalar and instant vector types")
+    if isinstance(lhs, VS) and isinstance(rhs, VS):
+        if op in _SET:
+            return _set_op(op, lhs, rhs, mod)
+        return _vector_binop(op, lhs, rhs, mod, return_bool)
+    # vector <op> scalar
+    if isinstance(lhs, VS):
+        vec, sc, swap = lhs, rhs.v[None, :], False
+    else:
+        vec, sc, swap = rhs, lhs.v[None, :], True
+    a, b = (sc, vec.V) if swap else (vec.V, sc)
+    r = _op(op, a, b)
+    if op in _CMP:
+        if return_bool:
+            return _check_dupes(VS([_drop_name(l) for l in vec.labels], r.astype(np.float64), vec.P.copy()))
+        return VS(list(vec.labels), vec.V, vec.P & r)
+    return _check_dupes(VS([_drop_name(l) for l in vec.labels], r, vec.P.copy()))
+
+
+def _card(mod):
+    if mod is None or mod.card is None:
+        return "one-to-one"
+    c = str(mod.card)
+    return {"VectorMatchCardinality.ManyToOne": "many-to-one", "VectorMatchCardinality.OneToMany": "one-to-many",
+            "VectorMatchCardinality.ManyToMany": "many-to-many"}.get(c, "one-to-one")
+
+
+def _matching(mod):
+    if mod is None or mod.matching is None:
+        return False, []
+    m = mod.matching
+    return m.type == pp.LabelModifierType.Include, list(m.labels)
+
+
+def _set_op(op, lhs, rhs, mod):
+    on, names = _matching(mod)
+    sigf = _sigf(on, names)
+    S = lhs.V.shape[1]
+
+    def any_by_sig(vs):
+        d = {}
+        for i, l in enumerate(vs.labels):
+            s = sigf(l)
+            if s in d:
+                d[s] = d[s] | vs.P[i]
+            else:
+                d[s] = vs.P[i].copy()
+        return d
+
+    none = np.zeros(S, bool)
+    if op == "and":
+        R = any_by_sig(rhs)
+        P = np.array([lhs.P[i] & R.get(sigf(l), none) for i, l in enumerate(lhs.labels)], bool).reshape(-1, S)
+        return VS(list(lhs.labels), lhs.V, P)
+    if op == "unless":
+        R = any_by_sig(rhs)
+        P = np.array([lhs.P[i] & ~R.get(sigf(l), none) for i, l in enumerate(lhs.labels)], bool).reshape(-1, S)
+        return VS(list(lhs.labels), lhs.V, P)
+    L = any_by_sig(lhs)
+    P = np.array([rhs.P[i] & ~L.get(sigf(l), none) for i, l in enumerate(rhs.labels)], bool).reshape(-1, S)
+    return _check_dupes(VS(list(lhs.labels) + list(rhs.labels), np.vstack([lhs.V, rhs.V]), np.vstack([lhs.P, P])))
+
+
+def _vector_binop(op, lhs, rhs, mod, return_bool):
+    card = _card(mod)
+    on, names = _matching(mod)
+    include = list(mod.group_labels or []) if mod is not None and card in ("many-to-one", "one-to-many") else []
+    sigf = _sigf(on, names)
+    S = lhs.V.shape[1]
+    many, one = (rhs, lhs) if card == "one-to-many" else (lhs, rhs)
+    many_any = many.P.any(axis=0) if len(many.labels) else np.zeros(S, bool)
+    # the "one" side: at most one series per signature and step
+    groups = {}
+    for i, l in enumerate(one.labels):
+        groups.setdefault(sigf(l), []).append(i)
+    for sig, rows in groups.items():
+        if len(rows) > 1:
+            P = one.P[rows] & many_any
+            bad = np.nonzero(P.sum(axis=0) > 1)[0]
+            if len(bad):
+                st = bad[0]
+                present = [r for r in rows if one.P[r, st]]
+                side = "left" if card == "one-to-many" else "right"
+                ml = tuple(kv for kv in one.labels[present[-1]] if (kv[0] in names if on else kv[0] != NAME and kv[0] not in names))
+                raise ExecutionError(
+                    f"found duplicate series for the match group {_labels_str(ml)} on the {side} hand-side of the "
+                    f"operation: [{_labels_str(one.labels[present[1]])}, {_labels_str(one.labels[present[0]])}]"
+                    ";many-to-many matching not allowed: matching labels must be unique on one side")
+    li, ri = [], []
+    for i, l in enumerate(many.labels):
+        for r in groups.get(sigf(l), ()):
+            li.append(i)
+            ri.append(r)
+    if not li:
+        return VS.empty(S)
+    li = np.array(li)
+    ri = np.array(ri)
+    MV, OV = many.V[li], one.V[ri]
+    P = many.P[li] & one.P[ri]
+    a, b = (OV, MV) if card == "one-to-many" else (MV, OV)
+    r = _op(op, a, b)
+    Pm = P
+    is_cmp = op in _CMP
+    if is_cmp and not return_bool:
+        V = a
+        P = P & r
+    elif is_cmp:
+        V = r.astype(np.float64)
+    else:
+        V = r
+    drop_name = (op in _ARITH) or return_bool
+    keep = set(names)
+    out_labels = []
+    for k in range(len(li)):
+        ml = many.labels[li[k]]
+        if drop_name:
+            ml = _drop_name(ml)
+        if card == "one-to-one":
+            if on:
+                ml = tuple(kv for kv in ml if kv[0] in keep)
+            else:
+                ml = tuple(kv for kv in ml if kv[0] not in keep)
+        if include:
+            d = dict(ml)
+            od = dict(one.labels[ri[k]])
+            for nm in include:
+                if od.get(nm, ""):
+                    d[nm] = od[nm]
+                else:
+                    d.pop(nm, None)
+            ml = tuple(sorted(d.items()))
+        out_labels.append(ml)
+    # cardinality checks on kept samples
+    if card == "one-to-one":
+        bysig = {}
+        for k in range(len(li)):
+            bysig.setdefault(sigf(many.labels[li[k]]), []).append(k)
+        for rows in bysig.values():
+            if len(rows) > 1 and (Pm[rows].sum(axis=0) > 1).any():
+                raise ExecutionError("multiple matches for labels: many-to-one matching must be explicit "
+                                     "(group_left/group_right)")
+    else:
+        byout = {}
+        for k in range(len(li)):
+            byout.setdefault((sigf(many.labels[li[k]]), out_labels[k]), []).append(k)
+        for rows in byout.values():
+            if len(rows) > 1 and (P[rows].sum(axis=0) > 1).any():
+                raise ExecutionError("multiple matches for labels: grouping labels must ensure unique matches")
+    return _check_dupes(VS(out_labels, np.asarray(V, dtype=np.float64), P))
+
+
+# ================================================================ aggregations
+
+def _group_keys(labels, mod):
+    if mod is None:
+        return [()] * len(labels)
+    names = set(mod.labels)
+    if mod.type == pp.AggModifierType.By:
+        return [tuple(kv for kv in l if kv[0] in names) for l in labels]
+    return [tuple(kv for kv in l if kv[0] not in names and kv[0] != NAME) for l in labels]
+
+
+def _groups(keys):
+    gid = {}
+    ids = np.empty(len(keys), dtype=np.int64)
+    order = []
+    for i, k in enumerate(keys):
+        g = gid.get(k)
+        if g is None:
+            g = gid[k] = len(order)
+            order.append(k)
+        ids[i] = g
+    return ids, order
+
+
+def _seg_reduce(ufunc, M, ids, G):
+    """Reduce rows of M per group id (rows reordered by group), returning (G, S)."""
+    order = np.argsort(ids, kind="stable")
+    sids = ids[order]
+    starts = np.r_[0, np.nonzero(np.diff(sids))[0] + 1]
+    r = ufunc.reduceat(M[order], starts, axis=0)
+    out_ids = sids[starts]
+    return r, out_ids
+
+
+def _kahan_seg_sum(Vz, ids, G):
+    """Sum of rows per group; Neumaier-compensated (iterating over the k-th member of every group) only for
+    the groups where plain summation could lose digits (cancellation, i.e. sum|v| >> |sum v|)."""
+    plain, gids = _seg_reduce(np.add, Vz, ids, G)
+    with np.errstate(**_np_err):
+        absum, _ = _seg_reduce(np.add, np.abs(Vz), ids, G)
+        need = (absum > 0) & ~(np.abs(plain) * 1e4 > absum)
+    if not need.any():
+        return plain, gids
+    bad_groups = gids[need.any(axis=1)]
+    sel = np.isin(ids, bad_groups)
+    comp, cg = _kahan_seg_sum_full(Vz[sel], ids[sel])
+    pos = np.searchsorted(gids, cg)
+    plain[pos] = comp
+    return plain, gids
+
+
+def _kahan_seg_sum_full(Vz, ids):
+    S = Vz.shape[1]
+    order = np.argsort(ids, kind="stable")
+    sids = ids[order]
+    starts = np.r_[0, np.nonzero(np.diff(sids))[0] + 1]
+    sizes = np.diff(np.r_[starts, len(sids)])
+    gids = sids[starts]
+    s = np.zeros((len(starts), S))
+    c = np.zeros((len(starts), S))
+    with np.errstate(**_np_err):
+        for k in range(int(sizes.max()) if len(sizes) else 0):
+            live = np.nonzero(sizes > k)[0]
+            x = Vz[order[starts[live] + k]]
+            cur = s[live]
+            t = cur + x
+            big = np.abs(cur) >= np.abs(x)
+            c[live] += np.where(big, (cur - t) + x, (x - t) + cur)
+            s[live] = t
+        out = s + np.where(np.isinf(s), 0.0, c)
+    return out, gids
+
+
+def aggregate(ev, n, ts):
+    op = str(n.op)
+    S = len(ts)
+    param = None
+    if n.param is not None:
+        param = ev.eval(n.param, ts)
+    vec = ev.eval(n.expr, ts)
+    if not isinstance(vec, VS):
+        raise ExecutionError(f"expected instant vector in aggregation {op}")
+    keys = _group_keys(vec.labels, n.modifier)
+    if op in ("topk", "bottomk", "limitk", "limit_ratio"):
+        return _topk(op, vec, keys, param, S)
+    if op == "count_values":
+        return _count_values(vec, keys, param.s, S)
+    if op == "quantile":
+        return _quantile_agg(vec, keys, param.v, S)
+    N = len(vec.labels)
+    if N == 0:
+        return VS.empty(S)
+    ids, order = _groups(keys)
+    G = len(order)
+    P = vec.P
+    Vz = np.where(P, vec.V, 0.0)
+    cnt, gids = _seg_reduce(np.add, P.astype(np.float64), ids, G)
+    labels = [order[g] for g in gids]
+    present = cnt > 0
+    with np.errstate(**_np_err):
+        if op == "sum":
+            out, _ = _kahan_seg_sum(Vz, ids, G)
+        elif op == "count":
+            out = cnt
+        elif op == "group":
+            out = np.ones_like(cnt)
+        elif op == "avg":
+            s, _ = _kahan_seg_sum(Vz, ids, G)
+            out = s / cnt
+            bad = np.isinf(out)
+            if bad.any():
+                fin, _ = _seg_reduce(np.add, np.where(P, np.isinf(vec.V), False).astype(np.float64), ids, G)
+                c_row = cnt[np.searchsorted(gids, ids)] if False else None
+                cnt_by_gid = np.zeros((G, S))
+                cnt_by_gid[gids] = cnt
+                alt, _ = _seg_reduce(np.add, np.where(P, vec.V / cnt_by_gid[ids], 0.0), ids, G)
+                fix = bad & (fin == 0)
+                out = np.where(fix, alt, out)
+        elif op in ("min", "max"):
+            Vn = np.where(P, vec.V, np.nan)
+            out, _ = _seg_reduce(np.fmin if op == "min" else np.fmax, Vn, ids, G)
+        elif op in ("stddev", "stdvar"):
+            s, _ = _seg_reduce(np.add, Vz, ids, G)
+            mean = s / cnt
+            mean_by = np.zeros((G, S))
+            mean_by[gids] = mean
+            d = np.where(P, vec.V - mean_by[ids], 0.0)
+            ss, _ = _seg_reduce(np.add, d * d, ids, G)
+            out = ss / cnt
+            mn, _ = _seg_reduce(np.fmin, np.where(P, vec.V, np.nan), ids, G)
+            mx, _ = _seg_reduce(np.fmax, np.where(P, vec.V, np.nan), ids, G)
+            out = np.where((mn == mx) & np.isfinite(mn), 0.0, out)
+            if op == "stddev":
+                out = np.sqrt(out)
+        else:
+            raise ExecutionError(f"unsupported aggregation {op!r}")
+    return VS(labels, np.asarray(out, dtype=np.float64), present)
+
+
+def _topk(op, vec, keys, param, S):
+    N = len(vec.labels)
+    kv = param.v if isinstance(param, SC) else None
+    if kv is None:
+        raise ExecutionError(f"expected scalar parameter for {op}")
+    if np.isnan(kv).any():
+        raise ExecutionError("Ratio value is NaN" if op == "limit_ratio" else "Parameter value is NaN")
+    if op == "limit_ratio":
+        raise ExecutionError("limit_ratio is not supported")
+    if N == 0:
+        return VS.empty(S)
+    k = np.where(kv >= 9.2e18, 9.2e18, kv).astype(np.int64)
+    ids, order = _groups(keys)
+    newP = np.zeros_like(vec.P)
+    ordered = []
+    for g in range(len(order)):
+        rows = np.nonzero(ids == g)[0]
+        V = vec.V[rows]
+        P = vec.P[rows]
+        if op == "limitk":
+            rank = np.cumsum(P, axis=0) - 1
+            sel = P & (rank < k[None, :])
+            newP[rows] = sel
+            ordered.extend(rows[sel[:, 0]].tolist() if S == 1 else [])
+            continue
+        cat = np.where(P, np.where(np.isnan(V), 1, 0), 2)
+        key = np.where(cat == 0, -V if op == "topk" else V, 0.0)
+        srt = np.lexsort((key, cat), axis=0)  # per column: rows ordered best first
+        rank = np.empty_like(srt)
+        np.put_along_axis(rank, srt, np.arange(len(rows))[:, None].repeat(S, 1), axis=0)
+        sel = P & (rank < k[None, :])
+        newP[rows] = sel
+        if S == 1:
+            ordered.extend(rows[srt[:, 0]][sel[srt[:, 0], 0]].tolist())
+    return VS(list(vec.labels), vec.V, newP, ordered if S == 1 else None)
+
+
+def _count_values(vec, keys, label, S):
+    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label or "") and not label:
+        raise ExecutionError(f"invalid label name {label!r}")
+    counts = {}
+    rows, cols = np.nonzero(vec.P)
+    for r, c in zip(rows.tolist(), cols.tolist()):
+        s = format_scalar_float(float(vec.V[r, c]))
+        d = dict(keys[r])
+        d[label] = s
+        key = tuple(sorted(d.items()))
+        arr = counts.get(key)
+        if arr is None:
+            arr = counts[key] = np.zeros(S)
+        arr[c] += 1
+    labels = list(counts)
+    V = np.array([counts[l] for l in labels]).reshape(len(labels), S)
+    return VS(labels, V, V > 0)
+
+
+def _quantile(q, vals):
+    """Prometheus' ``quantile``: vals sorted with NaN first."""
+    if math.isnan(q):
+        return math.nan
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    n = len(vals)
+    rank = q * (n - 1)
+    lo = max(0, math.floor(rank))
+    hi = min(n - 1, lo + 1)
+    w = rank - math.floor(rank)
+    return vals[lo] * (1 - w) + vals[hi] * w
+
+
+def _sort_nan_first(a):
+    a = np.asarray(a, dtype=np.float64)
+    nan = np.isnan(a)
+    return np.concatenate([a[nan], np.sort(a[~nan])])
+
+
+def _quantile_agg(vec, keys, qv, S):
+    ids, order = _groups(keys)
+    G = len(order)
+    V = np.zeros((G, S))
+    P = np.zeros((G, S), bool)
+    for g in range(G):
+        rows = np.nonzero(ids == g)[0]
+        for c in range(S):
+            m = vec.P[rows, c]
+            if m.any():
+                V[g, c] = _quantile(qv[c], _sort_nan_first(vec.V[rows, c][m]).tolist())
+                P[g, c] = True
+    return VS(list(order), V, P)
+
+
+# ================================================================ functions
+
+def _scalar_arg(ev, node, ts):
+    v = ev.eval(node, ts)
+    if isinstance(v, SC):
+        return v.v
+    raise ExecutionError("expected scalar argument")
+
+
+def _math(vec, f):
+    with np.errstate(**_np_err):
+        V = f(vec.V)
+    return _check_dupes(VS([_drop_name(l) for l in vec.labels], np.asarray(V, dtype=np.float64), vec.P.copy()))
+
+
+_MATH = {
+    "abs": np.abs, "ceil": np.ceil, "floor": np.floor, "exp": np.exp, "ln": np.log, "log2": np.log2,
+    "log10": np.log10, "sqrt": np.sqrt, "sgn": np.sign,
+    "sin": np.sin, "cos": np.cos, "tan": np.tan, "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan,
+    "sinh": np.sinh, "cosh": np.cosh, "tanh": np.tanh, "asinh": np.arcsinh, "acosh": np.arccosh,
+    "atanh": np.arctanh, "deg": np.degrees, "rad": np.radians,
+}
+
+
+def _datetime_parts(sec):
+    """Broken-down UTC time of float seconds (NaN/Inf give NaN)."""
+    ok = np.isfinite(sec)
+    s = np.where(ok, sec, 0).astype(np.int64)
+    days = np.floor_divide(s, 86400)
+    d64 = days.astype("datetime64[D]")
+    Y = d64.astype("datetime64[Y]")
+    M = d64.astype("datetime64[M]")
+    year = Y.astype(np.int64) + 1970
+    month = M.astype(np.int64) % 12 + 1
+    dom = (d64 - M.astype("datetime64[D]")).astype(np.int64) + 1
+    doy = (d64 - Y.astype("datetime64[D]")).astype(np.int64) + 1
+    dow = (days + 4) % 7
+    next_m = (M + 1).astype("datetime64[D]")
+    dim = (next_m - M.astype("datetime64[D]")).astype(np.int64)
+    sod = s - days * 86400
+    return ok, dict(year=year, month=month, day_of_month=dom, day_of_year=doy, day_of_week=dow,
+                    days_in_month=dim, hour=sod // 3600, minute=(sod % 3600) // 60)
+
+
+_RANGE_FUNCS = {"rate", "increase", "delta", "irate", "idelta", "avg_over_time", "sum_over_time", "count_over_time",
+                "min_over_time", "max_over_time", "last_over_time", "first_over_time", "present_over_time",
+                "stddev_over_time", "stdvar_over_time", "quantile_over_time", "mad_over_time", "changes", "resets",
+                "deriv", "predict_linear", "double_exponential_smoothing", "absent_over_time", "ts_of_last_over_time",
+                "ts_of_first_over_time", "ts_of_max_over_time", "ts_of_min_over_time"}
+
+
+def call(ev, n, ts):
+    name = n.func.name
+    args = list(n.args)
+    S = len(ts)
+    if name in _RANGE_FUNCS:
+        mi = 1 if name == "quantile_over_time" else 0
+        extra = [_scalar_arg(ev, a, ts) for i, a in enumerate(args) if i != mi]
+        ra = ev.range_arg(args[mi], ts)
+        if name == "absent_over_time":
+            anyp = np.zeros(S, bool)
+            for k in range(len(ra.series)):
+                anyp |= ra.hi[k] > ra.lo[k]
+            labels = _absent_labels(args[0])
+            return VS([labels], np.ones((1, S)), ~anyp[None, :])
+        return _range_func(name, ra, extra, ts)
+    if name == "time":
+        return SC(ts / 1000.0)
+    if name == "pi":
+        return SC(np.full(S, math.pi))
+    if name == "vector":
+        v = _scalar_arg(ev, args[0], ts)
+        return VS([()], v[None, :].astype(np.float64), np.ones((1, S), bool))
+    if name == "scalar":
+        vec = ev.eval(args[0], ts)
+        cnt = vec.P.sum(axis=0)
+        idx = np.argmax(vec.P, axis=0) if len(vec.labels) else np.zeros(S, int)
+        val = vec.V[idx, np.arange(S)] if len(vec.labels) else np.full(S, np.nan)
+        return SC(np.where(cnt == 1, val, np.nan))
+    if name in ("year", "month", "day_of_month", "day_of_year", "day_of_week", "days_in_month", "hour", "minute"):
+        if args:
+            vec = ev.eval(args[0], ts)
+        else:
+            vec = VS([()], (ts / 1000.0)[None, :], np.ones((1, S), bool))
+        ok, parts = _datetime_parts(vec.V)
+        V = np.where(ok, parts[name].astype(np.float64), np.nan)
+        return _check_dupes(VS([_drop_name(l) for l in vec.labels], V, vec.P.copy()))
+    if name == "timestamp":
+        a = _unparen(args[0])
+        if isinstance(a, pp.VectorSelector):
+            vec, T = ev.vector_selector(a, ts, with_ts=True)
+            return _check_dupes(VS([_drop_name(l) for l in vec.labels], T / 1000.0, vec.P))
+        vec = ev.eval(a, ts)
+        return _check_dupes(VS([_drop_name(l) for l in vec.labels], np.broadcast_to(ts / 1000.0, vec.V.shape).copy(),
+                               vec.P))
+    if name in _MATH:
+        return _math(ev.eval(args[0], ts), _MATH[name])
+    if name == "round":
+        vec = ev.eval(args[0], ts)
+        to = _scalar_arg(ev, args[1], ts) if len(args) > 1 else np.ones(S)
+        inv = 1.0 / to
+        return _math(vec, lambda V: np.floor(V * inv + 0.5) / inv)
+    if name in ("clamp", "clamp_min", "clamp_max"):
+        vec = ev.eval(args[0], ts)
+        if name == "clamp":
+            lo, hi = _scalar_arg(ev, args[1], ts), _scalar_arg(ev, args[2], ts)
+            out = _math(vec, lambda V: np.maximum(lo, np.minimum(hi, V)))
+            out.P = out.P & ~(lo > hi)[None, :]
+            return out
+        b = _scalar_arg(ev, args[1], ts)
+        if name == "clamp_min":
+            return _math(vec, lambda V: np.maximum(b, V))
+        return _math(vec, lambda V: np.minimum(b, V))
+    if name in ("sort", "sort_desc"):
+        vec = ev.eval(args[0], ts)
+        if S == 1:
+            rows = [i for i in range(len(vec.labels)) if vec.P[i, 0]]
+            vals = vec.V[rows, 0]
+            nan = np.isnan(vals)
+            key = np.where(nan, 0, vals if name == "sort" else -vals)
+            o = np.lexsort((key, nan))
+            vec.ordered = [rows[i] for i in o]
+        return vec
+    if name in ("sort_by_label", "sort_by_label_desc"):
+        vec = ev.eval(args[0], ts)
+        names = [ev.eval(a, ts).s for a in args[1:]]
+        if S == 1:
+            rows = [i for i in range(len(vec.labels)) if vec.P[i, 0]]
+            import functools
+
+            def cmp(a, b):
+                da, db = dict(vec.labels[a]), dict(vec.labels[b])
+                for nm in names:
+                    x, y = da.get(nm, ""), db.get(nm, "")
+                    c = _natural_cmp(x, y)
+                    if c:
+                        return c
+                la, lb = vec.labels[a], vec.labels[b]
+                return (la > lb) - (la < lb)
+            rows.sort(key=functools.cmp_to_key(cmp), reverse=(name == "sort_by_label_desc"))
+            vec.ordered = rows
+        return vec
+    if name == "label_replace":
+        vec = ev.eval(args[0], ts)
+        dst, repl, src, rx = (ev.eval(a, ts).s for a in args[1:5])
+        try:
+            creg = re.compile("(?s:" + _go_re(rx) + ")")
+        except re.error:
+            raise ExecutionError(f"invalid regular expression in label_replace(): {rx}")
+        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", dst) and not dst:
+            raise ExecutionError(f"invalid destination label name in label_replace(): {dst}")
+        out = []
+        for l in vec.labels:
+            d = dict(l)
+            m = creg.fullmatch(d.get(src, ""))
+            if m:
+                res = _expand(repl, m)
+                if res:
+                    d[dst] = res
+                else:
+                    d.pop(dst, None)
+            out.append(tuple(sorted(d.items())))
+        return _check_dupes(VS(out, vec.V, vec.P))
+    if name == "label_join":
+        vec = ev.eval(args[0], ts)
+        strs = [ev.eval(a, ts).s for a in args[1:]]
+        dst, sep, srcs = strs[0], strs[1], strs[2:]
+        out = []
+        for l in vec.labels:
+            d = dict(l)
+            v = sep.join(d.get(s, "") for s in srcs)
+            if v:
+                d[dst] = v
+            else:
+                d.pop(dst, None)
+            out.append(tuple(sorted(d.items())))
+        return _check_dupes(VS(out, vec.V, vec.P))
+    if name == "absent":
+        vec = ev.eval(args[0], ts)
+        anyp = vec.P.any(axis=0) if len(vec.labels) else np.zeros(S, bool)
+        return VS([_absent_labels(args[0])], np.ones((1, S)), ~anyp[None, :])
+    if name == "histogram_quantile":
+        q = _scalar_arg(ev, args[0], ts)
+        return _histogram_quantile(q, ev.eval(args[1], ts), S, ev)
+    if name in ("histogram_count", "histogram_sum", "histogram_avg", "histogram_fraction", "histogram_stddev",
+                "histogram_stdvar"):
+        ev.eval(args[-1] if name != "histogram_fraction" else args[2], ts)
+        return VS.empty(S)  # only native histograms have these; float samples are ignored
+    if name == "info":
+        return ev.eval(args[0], ts)
+    raise ExecutionError(f"function {name!r} is not supported")
+
+
+def _natural_cmp(a, b):
+    def key(s):
+        return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.findall(r"\d+|\D+", s)]
+    ka, kb = key(a), key(b)
+    return (ka > kb) - (ka < kb)
+
+
+def _go_re(rx):
+    m = re.match(r"^\(\?([ims]+)\)", rx)
+    if m:
+        return rx[m.end():] if False else rx
+    return rx
+
+
+_EXPAND = re.compile(r"\$(\$|\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
+
+
+def _expand(template, m):
+    def rep(mm):
+        if mm.group(1) == "$":
+            return "$"
+        nm = mm.group(2) or mm.group(3)
+        try:
+            g = m.group(int(nm)) if nm.isdigit() else m.group(nm)
+        except (IndexError, error_types):
+            return ""
+        return g or ""
+    return _EXPAND.sub(rep, template)
+
+
+error_types = (re.error, IndexError)
+
+
+def _absent_labels(node):
+    node = _unparen(node)
+    if isinstance(node, pp.MatrixSelector):
+        node = node.vector_selector
+    if not isinstance(node, pp.VectorSelector):
+        return ()
+    seen = {}
+    dup = set()
+    for m in node.matchers.matchers:
+        if m.name == NAME:
+            continue
+        if m.name in seen:
+            dup.add(m.name)
+        if str(m.op) == "MatchOp.Equal":
+            seen.setdefault(m.name, m.value)
+        else:
+            seen.setdefault(m.name, None)
+            dup.add(m.name)
+    return tuple(sorted((k, v) for k, v in seen.items() if k not in dup and v is not None))
+
+
+# ---------------------------------------------------------------- range functions
+
+def _gather(t, v, lo, hi):
+    """Concatenate the windows: (segment ids, values, timestamps, counts)."""
+    cnt = np.maximum(hi - lo, 0)
+    total = int(cnt.sum())
+    seg = np.repeat(np.arange(len(lo)), cnt)
+    starts = np.cumsum(cnt) - cnt
+    pos = np.arange(total) - np.repeat(starts, cnt) + np.repeat(lo, cnt)
+    return seg, v[pos], t[pos], cnt
+
+
+def _kahan_windows(t, v, lo, hi):
+    """Neumaier-compensated window sums, vectorised over windows (loop over the position in the window)."""
+    cnt = np.maximum(hi - lo, 0)
+    S = len(lo)
+    s = np.zeros(S)
+    c = np.zeros(S)
+    with np.errstate(**_np_err):
+        for k in range(int(cnt.max()) if S else 0):
+            live = np.nonzero(cnt > k)[0]
+            x = v[lo[live] + k]
+            cur = s[live]
+            tt = cur + x
+            big = np.abs(cur) >= np.abs(x)
+            c[live] += np.where(big, (cur - tt) + x, (x - tt) + cur)
+            s[live] = tt
+        return s + np.where(np.isinf(s), 0.0, c)
+
+
+_BATCHED = {"rate", "increase", "delta", "irate", "idelta", "count_over_time", "last_over_time",
+            "present_over_time", "changes", "resets"}
+
+
+def _range_func_batched(name, ra: RangeArg, ts):
+    """All series at once: samples concatenated, windows as global (series x steps) index arrays."""
+    S = len(ts)
+    N = len(ra.series)
+    if N == 0:
+        return VS.empty(S)
+    lens = np.array([len(t) for _, t, _ in ra.series])
+    off = np.cumsum(lens) - lens
+    T = np.concatenate([t for _, t, _ in ra.series])
+    V = np.concatenate([v for _, _, v in ra.series])
+    LO = np.array(ra.lo).reshape(N, S) + off[:, None]
+    HI = np.array(ra.hi).reshape(N, S) + off[:, None]
+    cnt = HI - LO
+    ilo = np.minimum(LO, len(T) - 1)
+    ilast = np.maximum(HI - 1, 0)
+    te = ra.te[None, :]
+    starts = np.zeros(len(T), bool)
+    starts[off] = True
+    with np.errstate(**_np_err):
+        if name in ("rate", "increase", "delta"):
+            ok = cnt >= 2
+            first, last = V[ilo], V[ilast]
+            ft, lt = T[ilo], T[ilast]
+            result = last - first
+            if name != "delta":
+                c = np.zeros(len(V))
+                c[1:] = np.where(V[1:] < V[:-1], V[:-1], 0.0)
+                c[starts] = 0.0
+                cs = np.cumsum(c)
+                result = result + (cs[ilast] - cs[ilo])
+            dstart = (ft - (te - ra.range_ms)) / 1000.0
+            dend = (te - lt) / 1000.0
+            sampled = (lt - ft) / 1000.0
+            avg = sampled / np.maximum(cnt - 1, 1)
+            thr = avg * 1.1
+            dstart = np.where(dstart >= thr, avg / 2, dstart)
+            if name != "delta":
+                dz = np.where((result > 0) & (first >= 0), sampled * (first / result), dstart)
+                dstart = np.minimum(dstart, np.where(np.isnan(dz), dstart, dz))
+            dend = np.where(dend >= thr, avg / 2, dend)
+            factor = (sampled + dstart + dend) / sampled
+            if name == "rate":
+                factor = factor / (ra.range_ms / 1000.0)
+            out = result * factor
+        elif name in ("irate", "idelta"):
+            ok = cnt >= 2
+            iprev = np.maximum(HI - 2, 0)
+            last, prev = V[ilast], V[iprev]
+            if name == "irate":
+                dt = (T[ilast] - T[iprev]) / 1000.0
+                out = np.where(last < prev, last, last - prev) / dt
+                ok &= dt > 0
+            else:
+                out = last - prev
+        elif name == "count_over_time":
+            ok, out = cnt > 0, cnt.astype(np.float64)
+        elif name == "present_over_time":
+            ok, out = cnt > 0, np.ones((N, S))
+        elif name == "last_over_time":
+            ok, out = cnt > 0, V[ilast]
+        else:  # changes, resets
+            d = np.zeros(len(V))
+            if name == "changes":
+                d[1:] = ~((V[1:] == V[:-1]) | (np.isnan(V[1:]) & np.isnan(V[:-1])))
+            else:
+                d[1:] = V[1:] < V[:-1]
+            d[starts] = 0
+            cs = np.cumsum(d)
+            ok, out = cnt > 0, cs[ilast] - cs[ilo]
+    keep = ok.any(axis=1)
+    labels = [lab if name == "last_over_time" else _drop_name(lab)
+              for (lab, _, _), k in zip(ra.series, keep) if k]
+    return _check_dupes(VS(labels, np.asarray(out, dtype=np.float64)[keep], ok[keep]))
+
+
+def _range_func(name, ra: RangeArg, extra, ts):
+    if name in _BATCHED:
+        return _range_func_batched(name, ra, ts)
+    S = len(ts)
+    labels, Vs, Ps = [], [], []
+    keep_name = name in ("last_over_time", "first_over_time")
+    rng_s = ra.range_ms / 1000.0
+    te = ra.te
+    for k, (lab, t, v) in enumerate(ra.series):
+        lo, hi = ra.lo[k], ra.hi[k]
+        cnt = hi - lo
+        nonempty = cnt > 0
+        if not nonempty.any():
+            continue
+        ilo = np.minimum(lo, len(t) - 1)
+        ilast = np.maximum(hi - 1, 0)
+        with np.errstate(**_np_err):
+            if name in ("rate", "increase", "delta"):
+                ok = cnt >= 2
+                first, last = v[ilo], v[ilast]
+                ft, lt = t[ilo], t[ilast]
+                result = last - first
+                if name != "delta":
+                    c = np.zeros(len(v))
+                    c[1:] = np.where(v[1:] < v[:-1], v[:-1], 0.0)
+                    cs = np.cumsum(c)
+                    result = result + (cs[ilast] - cs[ilo])
+                dstart = (ft - (te - ra.range_ms)) / 1000.0
+                dend = (te - lt) / 1000.0
+                sampled = (lt - ft) / 1000.0
+                avg = sampled / np.maximum(cnt - 1, 1)
+                thr = avg * 1.1
+                dstart = np.where(dstart >= thr, avg / 2, dstart)
+                if name != "delta":
+                    dz = np.where((result > 0) & (first >= 0), sampled * (first / result), dstart)
+                    dstart = np.minimum(dstart, np.where(np.isnan(dz), dstart, dz))
+                dend = np.where(dend >= thr, avg / 2, dend)
+                factor = (sampled + dstart + dend) / sampled
+                if name == "rate":
+                    factor = factor / rng_s
+                out = result * factor
+            elif name in ("irate", "idelta"):
+                ok = cnt >= 2
+                iprev = np.maximum(hi - 2, 0)
+                last, prev = v[ilast], v[iprev]
+                if name == "irate":
+                    dt = (t[ilast] - t[iprev]) / 1000.0
+                    out = np.where(last < prev, last, last - prev) / dt
+                    ok &= dt > 0
+                else:
+                    out = last - prev
+            elif name == "sum_over_time":
+                ok, out = nonempty, _kahan_windows(t, v, lo, hi)
+            elif name == "count_over_time":
+                ok, out = nonempty, cnt.astype(np.float64)
+            elif name == "present_over_time":
+                ok, out = nonempty, np.ones(S)
+            elif name == "avg_over_time":
+                s = _kahan_windows(t, v, lo, hi)
+                out = s / cnt
+                ok = nonempty
+                bad = np.isinf(out) & nonempty
+                if bad.any():
+                    seg, gv, _, _ = _gather(t, v, lo, hi)
+                    alt = np.bincount(seg, weights=gv / cnt[seg], minlength=S)
+                    hasinf = np.bincount(seg, weights=np.isinf(gv).astype(float), minlength=S) > 0
+                    out = np.where(bad & ~hasinf, alt, out)
+            elif name == "min_over_time":
+                ok, out = nonempty, _reduce_windows(np.fmin, v, lo, hi, np.nan)
+            elif name == "max_over_time":
+                ok, out = nonempty, _reduce_windows(np.fmax, v, lo, hi, np.nan)
+            elif name == "last_over_time":
+                ok, out = nonempty, v[ilast]
+            elif name == "first_over_time":
+                ok, out = nonempty, v[ilo]
+            elif name == "ts_of_last_over_time":
+                ok, out = nonempty, t[ilast] / 1000.0
+            elif name == "ts_of_first_over_time":
+                ok, out = nonempty, t[ilo] / 1000.0
+            elif name in ("changes", "resets"):
+                d = np.zeros(len(v))
+                if name == "changes":
+                    d[1:] = ~((v[1:] == v[:-1]) | (np.isnan(v[1:]) & np.isnan(v[:-1])))
+                else:
+                    d[1:] = v[1:] < v[:-1]
+                cs = np.cumsum(d)
+                ok, out = nonempty, cs[ilast] - cs[ilo]
+            elif name in ("stddev_over_time", "stdvar_over_time"):
+                seg, gv, _, _ = _gather(t, v, lo, hi)
+                c = np.maximum(cnt, 1)
+                mean = np.bincount(seg, weights=gv, minlength=S) / c
+                dv = gv - mean[seg]
+                var = np.bincount(seg, weights=dv * dv, minlength=S) / c
+                vmin = _reduce_windows(np.fmin, v, lo, hi, np.nan)
+                vmax = _reduce_windows(np.fmax, v, lo, hi, np.nan)
+                var = np.where((vmin == vmax) & np.isfinite(vmin), 0.0, var)
+                ok, out = nonempty, (np.sqrt(var) if name == "stddev_over_time" else var)
+            elif name in ("deriv", "predict_linear"):
+                seg, gv, gt, _ = _gather(t, v, lo, hi)
+                ok = cnt >= 2
+                base = t[ilo] if name == "deriv" else ts
+                x = (gt - base[seg]) / 1000.0
+                c = np.maximum(cnt, 1).astype(np.float64)
+                sx = np.bincount(seg, weights=x, minlength=S)
+                sy = np.bincount(seg, weights=gv, minlength=S)
+                sxy = np.bincount(seg, weights=x * gv, minlength=S)
+                sx2 = np.bincount(seg, weights=x * x, minlength=S)
+                vmin = _reduce_windows(np.minimum, v, lo, hi, np.nan)
+                vmax = _reduce_windows(np.maximum, v, lo, hi, np.nan)
+                const = (vmin == vmax)
+                cov = sxy - sx * sy / c
+                varx = sx2 - sx * sx / c
+                slope = cov / varx
+                intercept = sy / c - slope * sx / c
+                first = v[ilo]
+                slope = np.where(const, np.where(np.isinf(first), np.nan, 0.0), slope)
+                intercept = np.where(const, np.where(np.isinf(first), np.nan, first), intercept)
+                out = slope if name == "deriv" else slope * extra[0] + intercept
+            elif name in ("quantile_over_time", "mad_over_time"):
+                seg, gv, _, _ = _gather(t, v, lo, hi)
+                nan = np.isnan(gv)
+                o = np.lexsort((np.where(nan, 0, gv), ~nan, seg))
+                sv = gv[o]
+                starts = np.cumsum(cnt) - cnt
+                out = np.full(S, np.nan)
+                for c in np.nonzero(nonempty)[0]:
+                    w = sv[starts[c]:starts[c] + cnt[c]]
+                    if name == "quantile_over_time":
+                        out[c] = _quantile(float(extra[0][c]), w.tolist())
+                    else:
+                        med = _quantile(0.5, w.tolist())
+                        out[c] = _quantile(0.5, _sort_nan_first(np.abs(w - med)).tolist())
+                ok = nonempty
+            elif name in ("ts_of_max_over_time", "ts_of_min_over_time"):
+                out = np.full(S, np.nan)
+                for c in np.nonzero(nonempty)[0]:
+                    best, bt = v[lo[c]], t[lo[c]]
+                    for j in range(lo[c], hi[c]):
+                        f = v[j]
+                        if (f >= best if name == "ts_of_max_over_time" else f <= best) or math.isnan(best):
+                            best, bt = f, t[j]
+                    out[c] = bt / 1000.0
+                ok = nonempty
+            elif name == "double_exponential_smoothing":
+                sf, tf = extra[0], extra[1]
+                out = np.full(S, np.nan)
+                ok = cnt >= 2
+                for c in np.nonzero(ok)[0]:
+                    a, b_ = float(sf[c]), float(tf[c])
+                    if not (0 < a < 1):
+                        raise ExecutionError(f"invalid smoothing factor. Expected: 0 < sf < 1, got: {a:f}")
+                    if not (0 < b_ < 1):
+                        raise ExecutionError(f"invalid trend factor. Expected: 0 < tf < 1, got: {b_:f}")
+                    w = v[lo[c]:hi[c]].tolist()
+                    s0, s1, tr = 0.0, w[0], w[1] - w[0]
+                    for i in range(1, len(w)):
+                        x = a * w[i]
+                        if i - 1 > 0:
+                            tr = b_ * (s1 - s0) + (1 - b_) * tr
+                        y = (1 - a) * (s1 + tr)
+                        s0, s1 = s1, x + y
+                    out[c] = s1
+            else:
+                raise ExecutionError(f"function {name!r} is not supported")
+        labels.append(lab if keep_name else _drop_name(lab))
+        Vs.append(np.asarray(out, dtype=np.float64))
+        Ps.append(ok)
+    V = np.array(Vs, dtype=np.float64).reshape(len(labels), S)
+    P = np.array(Ps, dtype=bool).reshape(len(labels), S)
+    return _check_dupes(VS(labels, V, P))
+
+
+# ---------------------------------------------------------------- histogram_quantile (classic buckets)
+
+def _parse_le(s):
+    try:
+        return float(s.replace("_", "")) if s.strip() == s else None
+    except ValueError:
+        return None
+
+
+def _histogram_quantile(q, vec, S, ev):
+    groups = {}
+    for i, l in enumerate(vec.labels):
+        le = None
+        rest = []
+        for kv in l:
+            if kv[0] == "le":
+                le = kv[1]
+            elif kv[0] != NAME:
+                rest.append(kv)
+        if le is None:
+            continue
+        f = _parse_le(le)
+        if f is None:
+            ev.ctx.warnings.append(f'PromQL warning: bucket label "le" is missing or has a malformed value of "{le}"')
+            continue
+        groups.setdefault(tuple(rest), []).append((f, i))
+    labels, Vs, Ps = [], [], []
+    for key, items in groups.items():
+        items.sort(key=lambda x: x[0])
+        les = np.array([x[0] for x in items])
+        rows = np.array([x[1] for x in items])
+        C = vec.V[rows]
+        P = vec.P[rows]
+        out = np.full(S, np.nan)
+        anyp = P.any(axis=0)
+        for c in np.nonzero(anyp)[0]:
+            m = P[:, c]
+            out[c] = _bucket_quantile(float(q[c]), les[m], C[m, c])
+        labels.append(key)
+        Vs.append(out)
+        Ps.append(anyp)
+    V = np.array(Vs).reshape(len(labels), S)
+    P = np.array(Ps, dtype=bool).reshape(len(labels), S)
+    return _check_dupes(VS(labels, V, P))
+
+
+def _bucket_quantile(q, les, counts):
+    if math.isnan(q):
+        return math.nan
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    if len(les) == 0 or not math.isinf(les[-1]) or les[-1] < 0:
+        return math.nan
+    # coalesce equal bounds
+    ub, idx = np.unique(les, return_index=True)
+    cs = np.add.reduceat(counts, idx)
+    les, counts = ub, cs
+    if len(les) < 2:
+        return math.nan
+    counts = np.maximum.accumulate(np.where(np.isnan(counts), -np.inf, counts))
+    total = counts[-1]
+    if total == 0 or math.isnan(total):
+        return math.nan
+    rank = q * total
+    cand = np.nonzero(counts[:-1] >= rank)[0]
+    b = int(cand[0]) if len(cand) else len(les) - 1
+    if b == len(les) - 1:
+        return float(les[-2])
+    if b == 0 and les[0] <= 0:
+        return float(les[0])
+    start = 0.0
+    end = les[b]
+    cnt = counts[b]
+    if b > 0:
+        start = les[b - 1]
+        cnt -= counts[b - 1]
+        rank -= counts[b - 1]
+    return float(start + (end - start) * (rank / cnt))

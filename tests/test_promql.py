@@ -1,0 +1,148 @@
+"""Focused tests of PromQL semantics that implementations get wrong (prometheus-formats.md §10.3, §11)."""
+import math
+
+import numpy as np
+import pytest
+
+from pythanos.promql import (STALE_NAN, Engine, ExecutionError, MemoryQueryable, ParseError, format_float,
+                             format_scalar_float, format_timestamp, response_json)
+
+M = 60_000
+
+
+def _q(series):
+    q = MemoryQueryable()
+    for labels, t, v in series:
+        q.add(labels, np.asarray(t, dtype=np.int64), np.asarray(v, dtype=np.float64))
+    return q
+
+
+def _vec(res):
+    assert res.type == "vector"
+    return {s.labels: s.v for s in res.value}
+
+
+def test_rate_extrapolation_and_counter_reset():
+    # samples every 15s from 15s, counter with a reset; window (T-5m, T]
+    t = np.arange(1, 21) * 15_000
+    v = np.arange(1, 21, dtype=float) * 3
+    v[10:] -= 30  # reset: 30 -> 3
+    q = _q([({"__name__": "c", "job": "a"}, t, v)])
+    e = Engine()
+    got = _vec(e.instant("increase(c[5m])", 300_000, q))[(("job", "a"),)]
+    # by hand: last-first + reset correction, extrapolated (Prometheus extrapolatedRate)
+    first, last = v[0], v[-1]
+    result = last - first + 30.0
+    sampled = (t[-1] - t[0]) / 1000
+    avg = sampled / (len(t) - 1)
+    d_start = (t[0] - 0) / 1000
+    d_start = avg / 2 if d_start >= avg * 1.1 else d_start
+    d_start = min(d_start, sampled * first / result)
+    d_end = (300_000 - t[-1]) / 1000
+    assert got == pytest.approx(result * (sampled + d_start + d_end) / sampled, rel=1e-12)
+    r = _vec(e.instant("rate(c[5m])", 300_000, q))[(("job", "a"),)]
+    assert r == pytest.approx(got / 300, rel=1e-12)
+
+
+def test_left_open_window_and_fewer_than_two_samples():
+    q = _q([({"__name__": "x"}, [0, 60_000], [1, 2])])
+    e = Engine()
+    # the sample at T-1m is outside (T-1m, T]: only one sample left -> no output
+    assert e.instant("rate(x[1m])", 60_000, q).value == []
+    assert _vec(e.instant("count_over_time(x[1m])", 60_000, q)) == {(): 1.0}
+    assert _vec(e.instant("count_over_time(x[61s])", 60_000, q)) == {(): 2.0}
+
+
+def test_lookback_and_staleness():
+    q = _q([({"__name__": "x"}, [0, 60_000, 120_000], [1, 2, STALE_NAN])])
+    e = Engine()
+    assert _vec(e.instant("x", 100_000, q)) == {(("__name__", "x"),): 2.0}
+    assert e.instant("x", 120_000, q).value == []  # stale marker ends the series
+    q2 = _q([({"__name__": "y"}, [0], [5])])
+    assert e.instant("y", 5 * M, q2).value == []  # lookback is left-open (3.x)
+    assert _vec(e.instant("y", 5 * M - 1, q2)) == {(("__name__", "y"),): 5.0}
+    # stale markers are dropped from range selections
+    assert _vec(e.instant("count_over_time(x[5m])", 150_000, q)) == {(): 2.0}
+
+
+def test_range_query_matches_instant():
+    t = np.arange(0, 3600_000, 15_000)
+    q = _q([({"__name__": "x", "i": str(i)}, t, np.cumsum(np.random.default_rng(i).random(len(t))))
+            for i in range(5)])
+    e = Engine()
+    rr = e.range("sum by (i) (rate(x[5m]))", 600_000, 1800_000, 60_000, q)
+    for s in rr.value:
+        for ti, vi in zip(s.t.tolist(), s.v.tolist()):
+            inst = _vec(e.instant("sum by (i) (rate(x[5m]))", ti, q))
+            assert inst[s.labels] == pytest.approx(vi, rel=1e-9)
+
+
+def test_many_to_many_error_text():
+    q = _q([({"__name__": "a", "job": "x", "i": "1"}, [0], [1]),
+            ({"__name__": "b", "job": "x", "i": "1"}, [0], [1]),
+            ({"__name__": "b", "job": "x", "i": "2"}, [0], [2])])
+    e = Engine()
+    with pytest.raises(ExecutionError) as ei:
+        e.instant("a + on(job) b", 0, q)
+    assert str(ei.value) == (
+        'found duplicate series for the match group {job="x"} on the right hand-side of the operation: '
+        '[{__name__="b", i="2", job="x"}, {__name__="b", i="1", job="x"}];many-to-many matching not allowed: '
+        'matching labels must be unique on one side')
+    assert ei.value.error_type == "execution" and ei.value.status == 422
+    with pytest.raises(ExecutionError, match="many-to-one matching must be explicit"):
+        e.instant("b + on(job) a", 0, q)
+    with pytest.raises(ExecutionError, match="vector cannot contain metrics with the same labelset"):
+        e.instant('rate({__name__=~"a|b", i="1"}[5m]) or abs({__name__=~"a|b", i="1"})', 0, q)
+
+
+def test_parse_error_is_bad_data():
+    with pytest.raises(ParseError) as ei:
+        Engine().instant("sum(x", 0, MemoryQueryable())
+    assert ei.value.error_type == "bad_data" and "unclosed left parenthesis" in str(ei.value)
+
+
+def test_absent_labels_and_name_dropping():
+    e = Engine()
+    q = _q([({"__name__": "x", "job": "a"}, [0], [-3])])
+    assert _vec(e.instant('absent(nonexistent{job="myjob",instance=~".*"})', 0, q)) == {(("job", "myjob"),): 1.0}
+    assert _vec(e.instant("absent(sum(nonexistent))", 0, q)) == {(): 1.0}
+    assert _vec(e.instant("abs(x)", 0, q)) == {(("job", "a"),): 3.0}
+    assert _vec(e.instant("x > -5", 0, q)) == {(("__name__", "x"), ("job", "a")): -3.0}
+    assert _vec(e.instant("x > bool -5", 0, q)) == {(("job", "a"),): 1.0}
+
+
+def test_histogram_quantile_classic():
+    les = ["0.1", "0.5", "1", "+Inf"]
+    counts = [1, 5, 8, 10]
+    q = _q([({"__name__": "h_bucket", "le": le}, [0], [c]) for le, c in zip(les, counts)])
+    e = Engine()
+    assert _vec(e.instant("histogram_quantile(0.5, h_bucket)", 0, q))[()] == pytest.approx(0.1 + 0.4 * 4 / 4)
+    assert _vec(e.instant("histogram_quantile(0.99, h_bucket)", 0, q))[()] == 1.0
+    assert _vec(e.instant("histogram_quantile(2, h_bucket)", 0, q))[()] == math.inf
+
+
+def test_number_formatting():
+    assert format_float(1e-07) == "1e-07"
+    assert format_float(1e21) == "1e+21"
+    assert format_float(0.1 + 0.2) == "0.30000000000000004"
+    assert format_float(123456789012345678.0) == "123456789012345680"
+    assert format_float(-0.0) == "-0"
+    assert [format_float(x) for x in (math.inf, -math.inf, math.nan)] == ["+Inf", "-Inf", "NaN"]
+    assert format_scalar_float(1e21) == "1000000000000000000000"
+    assert format_timestamp(1700000100500) == "1700000100.500"
+    assert format_timestamp(1700000000050) == "1700000000.050"
+    assert format_timestamp(-1500) == "-1.500"
+    assert format_timestamp(1700000100000) == "1700000100"
+    res = Engine().instant("scalar(vector(1e21))", 1700000100500, MemoryQueryable())
+    assert response_json(res) == '{"status":"success","data":{"resultType":"scalar","result":[1700000100.5,"1000000000000000000000"]}}'
+
+
+def test_subquery_and_at_modifier():
+    t = np.arange(0, 3600_000, 60_000)
+    q = _q([({"__name__": "x"}, t, t / 1000.0)])
+    e = Engine()
+    assert _vec(e.instant("x @ 600", 3000_000, q)) == {(("__name__", "x"),): 600.0}
+    assert _vec(e.instant("x @ 600 offset 1m", 3000_000, q)) == {(("__name__", "x"),): 540.0}
+    # subquery steps aligned to multiples of the step, window left-open
+    assert _vec(e.instant("count_over_time(x[5m:1m])", 600_000, q)) == {(): 5.0}
+    assert _vec(e.instant("max_over_time(x[10m:2m] @ end())", 600_000, q)) == {(): 600.0}

@@ -1,0 +1,28 @@
+"""Prometheus' own promqltest files (tests/promqltest/testdata, Apache-2.0) against pythanos.promql.
+
+Each file's pass count must not drop below its recorded baseline (tests/promqltest/baseline.json);
+improvements are printed. Regenerate the baseline with
+``python tests/promqltest/runner.py --write-baseline``.
+"""
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "promqltest"))
+import runner  # noqa: E402
+
+with open(runner.BASELINE) as fh:
+    BASELINE = json.load(fh)
+
+
+@pytest.mark.parametrize("name", runner.test_files())
+def test_promqltest_file(name):
+    r = runner.FileRun(os.path.join(runner.TESTDATA, name)).run()
+    total = r.passed + r.failed + r.hist
+    print(f"{name}: passed {r.passed} failed {r.failed} skipped-histogram {r.hist} total {total} "
+          f"(baseline {BASELINE.get(name, 0)})")
+    for line, expr, err in r.failures:
+        print(f"  line {line}: {expr}: {err}")
+    assert r.passed >= BASELINE.get(name, 0), f"{name}: {r.passed} passed < baseline {BASELINE.get(name)}"
