@@ -17,6 +17,7 @@ from peers import (  # noqa: F401  (fixtures are used by name)
     s3_bucket,
     s3_server,
     thanos_bin,
+    thanos_query_factory,
 )
 
 

@@ -4,7 +4,8 @@ Every later test reuses these fixtures (registered in ``conftest.py``):
 
 * ``promtool_bin``, ``prometheus_bin``, ``alertmanager_bin``: Debian's Prometheus 2.42 tools.
 * ``prometheus3_bin``, ``thanos_bin``: built by ``scripts/peers.sh`` into the peers cache.
-* ``prometheus_factory``, ``alertmanager_factory``, ``pythanos_factory``: start processes.
+* ``prometheus_factory``, ``alertmanager_factory``, ``pythanos_factory``, ``thanos_query_factory``:
+  start processes.
 * ``s3_server`` (session) and ``s3_bucket`` (a fresh bucket per test): SeaweedFS.
 
 A missing peer skips the test locally (with the reason) and fails it under CI (``CI=true``).
@@ -13,6 +14,7 @@ When a test fails, the logs of the processes it started are attached to its repo
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -282,6 +284,61 @@ def pythanos_factory(tmp_path_factory, pythanos_bin):
         if ready_url:
             p.url = ready_url
             p.wait_ready(lambda: http_get(ready_url, timeout=2)[0] == 200, ready_timeout, what=ready_url)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+# --- thanos query -------------------------------------------------------------------------------
+
+def start_thanos_query(thanos_bin: str, endpoints: list[str], work: Path, extra: Sequence[str] = (),
+                       ready_timeout: float = 60.0) -> Process:
+    """A real ``thanos query`` on free ports, ready once every endpoint is listed healthy in
+    /api/v1/stores (``--query.replica-label=replica``; ``extra`` adds flags). The caller stops it
+    (the ``thanos_query_factory`` fixture does)."""
+    http_port, grpc_port = free_ports(2)
+    args = [thanos_bin, "query", f"--http-address=127.0.0.1:{http_port}", f"--grpc-address=127.0.0.1:{grpc_port}",
+            "--query.replica-label=replica", "--log.level=debug", *[f"--endpoint={e}" for e in endpoints], *extra]
+    p = REGISTRY.start("thanos-query", args, work)
+    p.url, p.port = f"http://127.0.0.1:{http_port}", http_port
+
+    def healthy() -> bool:
+        code, body = http_get(p.url + "/api/v1/stores", timeout=2)
+        if code != 200:
+            return False
+        stores = [s for group in json.loads(body)["data"].values() for s in group]
+        ok = {s["name"] for s in stores if not s.get("lastError")}
+        return all(e in ok for e in endpoints)
+
+    try:
+        p.wait_ready(healthy, timeout=ready_timeout, what="all endpoints healthy in /api/v1/stores")
+    except RuntimeError:
+        explain_thanos_crash(p)
+        raise
+    return p
+
+
+def explain_thanos_crash(p) -> None:
+    """A Thanos built without ``-tags slicelabels`` panics as soon as labels cross gRPC (its
+    ZLabel casts assume the slice layout of labels.Labels): say so instead of a stack trace."""
+    if not p.alive() and "panic:" in p.log(400):
+        pytest.fail(f"{p.name} panicked: is the thanos binary built without `-tags slicelabels`? (Thanos' "
+                    ".promu.yml builds with netgo,slicelabels; with Prometheus' default stringlabels the querier "
+                    "panics on endpoint label sets and the sidecar on Info). Rebuild it: scripts/peers.sh.\n"
+                    + p.log(40), pytrace=False)
+
+
+@pytest.fixture
+def thanos_query_factory(thanos_bin, tmp_path_factory):
+    """``thanos_query_factory(endpoints, extra_args)`` -> started, healthy ``thanos query``."""
+    started = []
+
+    def start(endpoints, extra=(), ready_timeout: float = 60.0):
+        p = start_thanos_query(thanos_bin, endpoints, tmp_path_factory.mktemp("thanos-query"), list(extra),
+                               ready_timeout=ready_timeout)
+        started.append(p)
         return p
 
     yield start

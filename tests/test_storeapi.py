@@ -23,7 +23,7 @@ import grpc
 import numpy as np
 import pytest
 
-from peers import REGISTRY, free_ports, http_get
+from peers import REGISTRY, explain_thanos_crash, free_ports, http_get
 from pythanos.storeapi import (
     INFO,
     LABEL_NAMES,
@@ -112,56 +112,8 @@ def expect_at(v: np.ndarray, t_ms: int, lookback_ms: int = 300_000) -> float | N
     return float(v[i])
 
 
-# --- thanos query ------------------------------------------------------------------------------
-
-def start_thanos_query(thanos_bin: str, endpoints: list[str], work: Path, extra: list[str] = ()):
-    """A real ``thanos query`` on free ports (stopped by the harness' REGISTRY fixtures below),
-    ready once every endpoint is listed healthy in /api/v1/stores."""
-    http_port, grpc_port = free_ports(2)
-    args = [thanos_bin, "query", f"--http-address=127.0.0.1:{http_port}", f"--grpc-address=127.0.0.1:{grpc_port}",
-            "--query.replica-label=replica", "--log.level=debug", *[f"--endpoint={e}" for e in endpoints], *extra]
-    p = REGISTRY.start("thanos-query", args, work)
-    p.url, p.port = f"http://127.0.0.1:{http_port}", http_port
-
-    def healthy() -> bool:
-        code, body = http_get(p.url + "/api/v1/stores", timeout=2)
-        if code != 200:
-            return False
-        stores = [s for group in json.loads(body)["data"].values() for s in group]
-        ok = {s["name"] for s in stores if not s.get("lastError")}
-        return all(e in ok for e in endpoints)
-
-    try:
-        p.wait_ready(healthy, timeout=60, what="all endpoints healthy in /api/v1/stores")
-    except RuntimeError:
-        explain_thanos_crash(p)
-        raise
-    return p
-
-
-def explain_thanos_crash(p) -> None:
-    """A Thanos built without ``-tags slicelabels`` panics as soon as labels cross gRPC (its
-    ZLabel casts assume the slice layout of labels.Labels): say so instead of a stack trace."""
-    if not p.alive() and "panic:" in p.log(400):
-        pytest.fail(f"{p.name} panicked: is the thanos binary built without `-tags slicelabels`? (Thanos' "
-                    ".promu.yml builds with netgo,slicelabels; with Prometheus' default stringlabels the querier "
-                    "panics on endpoint label sets and the sidecar on Info). Rebuild it: scripts/peers.sh.\n"
-                    + p.log(40), pytrace=False)
-
-
-@pytest.fixture
-def thanos_query_factory(thanos_bin, tmp_path_factory):
-    """``thanos_query_factory(endpoints, extra_args)`` -> started, healthy ``thanos query``."""
-    started = []
-
-    def start(endpoints, extra=()):
-        p = start_thanos_query(thanos_bin, endpoints, tmp_path_factory.mktemp("thanos-query"), list(extra))
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        p.stop()
+# --- thanos query: start_thanos_query, explain_thanos_crash and the thanos_query_factory fixture live in
+# peers.py (shared by every suite that needs a real querier) -----------------------------------------
 
 
 def api(p, path: str, **params):

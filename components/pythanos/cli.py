@@ -57,6 +57,103 @@ def _run_bucket_ls(args: argparse.Namespace) -> int:
     return bucket.ls(_bucket_from_flags(args), output=args.output, out=sys.stdout)
 
 
+# --- sidecar (pythanos sidecar) -------------------------------------------------------------------
+
+def _flag_type(parse, flag: str):
+    """An argparse ``type=`` that turns our UserError into argparse's "argument --flag: ..." error."""
+    def conv(text: str):
+        from .errors import UserError
+
+        try:
+            return parse(text, flag)
+        except UserError as e:
+            msg = str(e)
+            prefix = f"{flag}: "
+            raise argparse.ArgumentTypeError(msg[len(prefix):] if msg.startswith(prefix) else msg) from None
+    conv.__name__ = flag
+    return conv
+
+
+def _add_sidecar(components) -> None:
+    from .sidecar import run as sc
+
+    p = components.add_parser("sidecar", help="Sidecar for Prometheus server.")
+    _add_common(p)
+    dur = lambda flag: _flag_type(sc.parse_duration, flag)  # noqa: E731
+    p.add_argument("--http-address", dest="http_address", default="0.0.0.0:10902",
+                   type=_flag_type(sc.parse_address, "--http-address"),
+                   help="Listen host:port for HTTP endpoints.")
+    p.add_argument("--http-grace-period", dest="http_grace_period", default=120.0, type=dur("--http-grace-period"),
+                   help="Time to wait after an interrupt received for HTTP Server.")
+    p.add_argument("--grpc-address", dest="grpc_address", default="0.0.0.0:10901",
+                   type=_flag_type(sc.parse_address, "--grpc-address"),
+                   help="Listen ip:port address for gRPC endpoints (StoreAPI).")
+    p.add_argument("--grpc-grace-period", dest="grpc_grace_period", default=120.0, type=dur("--grpc-grace-period"),
+                   help="Time to wait after an interrupt received for GRPC Server.")
+    p.add_argument("--prometheus.url", dest="prometheus_url", default="http://localhost:9090",
+                   type=_flag_type(sc.parse_url, "--prometheus.url"), help="URL at which to reach Prometheus's API.")
+    p.add_argument("--prometheus.ready_timeout", dest="prometheus_ready_timeout", default=600.0,
+                   type=dur("--prometheus.ready_timeout"),
+                   help="Maximum time to wait for the Prometheus instance to start up")
+    p.add_argument("--prometheus.get_config_interval", dest="get_config_interval", default=30.0,
+                   type=dur("--prometheus.get_config_interval"),
+                   help="How often to get Prometheus config")
+    p.add_argument("--prometheus.get_config_timeout", dest="get_config_timeout", default=30.0,
+                   type=dur("--prometheus.get_config_timeout"),
+                   help="Timeout for getting Prometheus config")
+    p.add_argument("--tsdb.path", dest="tsdb_path", default="./data", help="Data directory of TSDB.")
+    _add_objstore(p, required=False)
+    p.add_argument("--shipper.upload-compacted", dest="upload_compacted", action="store_true",
+                   help="If true shipper will try to upload compacted blocks as well.")
+    p.add_argument("--reloader.config-file", dest="reloader_config_file", default="",
+                   help="Config file watched by the reloader.")
+    p.add_argument("--reloader.config-envsubst-file", dest="reloader_config_envsubst_file", default="",
+                   help="Output file for environment variable substituted config file.")
+    p.add_argument("--reloader.rule-dir", dest="reloader_rule_dirs", action="append", default=[],
+                   help="Rule directories for the reloader to refresh (repeated field).")
+    p.add_argument("--reloader.watch-interval", dest="reloader_watch_interval", default=180.0,
+                   type=dur("--reloader.watch-interval"), help="Controls how often reloader re-reads config and rules.")
+    p.add_argument("--reloader.retry-interval", dest="reloader_retry_interval", default=5.0,
+                   type=dur("--reloader.retry-interval"),
+                   help="Controls how often reloader retries config reload in case of error.")
+    p.add_argument("--min-time", dest="min_time", default=sc.parse_time_or_duration(sc.DEFAULT_MIN_TIME),
+                   type=_flag_type(sc.parse_time_or_duration, "--min-time"),
+                   help="Start of time range limit to serve. Thanos sidecar will serve only metrics, which happened "
+                        "later than this value. Option can be a constant time in RFC3339 format or time duration "
+                        "relative to current time, such as -1d or 2h45m. Valid duration units are ms, s, m, h, d, w, y.")
+    p.set_defaults(run=_run_sidecar)
+
+
+def _run_sidecar(args: argparse.Namespace) -> int:
+    from .sidecar import run as sc
+
+    bucket = None
+    if args.objstore_config_file is not None or args.objstore_config is not None:
+        text = args.objstore_config
+        if args.objstore_config_file is not None:
+            from .errors import UserError
+
+            try:
+                with open(args.objstore_config_file, encoding="utf-8") as f:
+                    text = f.read()
+            except OSError as e:
+                raise UserError(f"--objstore.config-file={args.objstore_config_file}: cannot read: "
+                                f"{e.strerror or e}") from None
+        if (text or "").strip():  # empty configuration: uploads disabled, as Thanos
+            bucket = _bucket_from_flags(args)
+    cfg = sc.SidecarConfig(
+        prometheus_url=args.prometheus_url, prometheus_ready_timeout=args.prometheus_ready_timeout,
+        get_config_interval=args.get_config_interval, get_config_timeout=args.get_config_timeout,
+        tsdb_path=args.tsdb_path, bucket=bucket, upload_compacted=args.upload_compacted,
+        http_address=args.http_address, http_grace_period=args.http_grace_period,
+        grpc_address=args.grpc_address, grpc_grace_period=args.grpc_grace_period,
+        reloader_config_file=args.reloader_config_file,
+        reloader_config_envsubst_file=args.reloader_config_envsubst_file,
+        reloader_rule_dirs=list(args.reloader_rule_dirs), reloader_watch_interval=args.reloader_watch_interval,
+        reloader_retry_interval=args.reloader_retry_interval, min_time=args.min_time)
+    return sc.run(cfg)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pythanos", description="A Python re-implementation of Thanos.")
     parser.add_argument("--version", action="version", version=f"pythanos, version {__version__}")
@@ -87,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--output", "-o", default="", choices=["", "json", "wide"],
                     help="Optional format in which to print each block's information.")
     ls.set_defaults(run=_run_bucket_ls)
+
+    _add_sidecar(components)
     return parser
 
 
