@@ -395,3 +395,22 @@ def test_objstore_outage_delays_uploads_and_loses_nothing(s3_bucket, tmp_path):
     direct = bucket_from_config(s3_bucket.objstore_yaml, "test")
     assert sorted(bucket_metas(direct)) == sorted(m.ulid for m in metas)
     assert reg.get_sample_value("thanos_shipper_uploads_total") == len(metas)
+
+
+def test_stale_upload_dir_of_a_killed_upload_is_removed(tmp_path):
+    """A kill between a block's meta.json upload and the state write leaves hard links behind;
+    the next sync removes them so they don't pin blocks Prometheus deletes."""
+    tsdb = tmp_path / "tsdb"
+    metas = make_blocks(tsdb, compacted=False)
+    stale = tsdb / "thanos" / "upload" / metas[0].ulid
+    (stale / "chunks").mkdir(parents=True)
+    os.link(tsdb / metas[0].ulid / "index", stale / "index")
+    assert os.stat(tsdb / metas[0].ulid / "index").st_nlink == 2
+    bkt = FilesystemBucket(tmp_path / "bkt")
+    # The killed run got as far as the block's meta.json: the restart only marks it as done.
+    bkt.upload(f"{metas[0].ulid}/meta.json", (tsdb / metas[0].ulid / "meta.json").read_bytes())
+    sh = Shipper(bkt, tsdb, labels=lambda: dict(LABELS))
+    assert sh.sync() == len(metas) - 1
+    assert metas[0].ulid in sh.uploaded_blocks()
+    assert list((tsdb / "thanos" / "upload").iterdir()) == []
+    assert os.stat(tsdb / metas[0].ulid / "index").st_nlink == 1

@@ -258,12 +258,21 @@ class Shipper:
 
     # ------------------------------------------------------------------------------ sync
 
+    def _remove_stale_upload_dirs(self) -> None:
+        """Hard links left by an upload that was killed: nothing is uploading now (we hold the
+        lock), so every directory under thanos/upload is stale and would pin deleted blocks."""
+        updir = self.dir / UPLOAD_DIR
+        if updir.is_dir():
+            for d in updir.iterdir():
+                shutil.rmtree(d, ignore_errors=True)
+
     def sync(self) -> int:
         """One pass over the TSDB dir; returns the number of blocks uploaded. Raises ShipperError."""
         with self._lock:
             return self._sync()
 
     def _sync(self) -> int:
+        self._remove_stale_upload_dirs()
         has_uploaded = self._read_state()
         done: set[str] = set()
         uploaded = 0
