@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PEERS_DIR := $(shell scripts/peers.sh --print)
 export PYTHANOS_PEERS_DIR := $(PEERS_DIR)
 
-.PHONY: quickstart test bench peers system-peers venv clean proto
+.PHONY: quickstart test bench peers system-peers venv clean proto e2e
 
 ## make quickstart: start what pythanos has so far on this machine (see README)
 quickstart: venv system-peers
@@ -25,6 +25,11 @@ test: system-peers
 ## make bench: print one line per figure
 bench: venv
 	MALLOC_TOP_PAD_=67108864 $(PY) benchmarks/run.py $(BENCH_ARGS)  # as the component image runs
+
+## make e2e: kind end-to-end (build both images, kind load, install with manifests/, apply the example,
+## wait for Ready, query the querier through a port-forward, check dedup); needs kind + Docker, else skips
+e2e: venv
+	PYTHANOS_E2E=1 $(PY) -m pytest tests/e2e -rs $(PYTEST_ARGS)
 
 peers:
 	scripts/peers.sh

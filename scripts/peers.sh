@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the Go-based peers the tests talk to (real Thanos, Prometheus 3.x, kube-apiserver,
-# kube-controller-manager, kubectl, helm) from the
-# Go module proxy into a cache directory outside the repository. A binary already in
-# the cache is reused; delete the cache directory to rebuild from scratch.
+# kube-controller-manager, kubectl, etcd, helm) from the Go module proxy into a cache
+# directory outside the repository. A binary already in the cache is reused; delete the
+# cache directory to rebuild from scratch.
 #
 #   scripts/peers.sh            build what is missing, in parallel
 #   scripts/peers.sh --print    print the cache directory
@@ -82,12 +82,19 @@ build_kubernetes() {
   local version=$KUBERNETES_VERSION name=kubernetes
   local staging_version="v0${version#v1}"
   local minor; minor=$(echo "$version" | cut -d. -f2)
+  local cmds=(kube-apiserver kube-controller-manager kubectl etcd) missing_cmds=() c
+  local stamp="$PEERS_DIR/etcd-version.$version"   # the etcd version k8s.io/kubernetes@$version requires
+  if [[ -f "$stamp" ]]; then
+    cp "$stamp" "$PEERS_DIR/etcd-version"
+    for c in "${cmds[@]}"; do [[ -x "$BIN/$(peer_file "$c")" ]] || missing_cmds+=("$c"); done
+    [[ ${#missing_cmds[@]} -eq 0 ]] && { log "kubernetes $version and etcd $(cat "$stamp") cached"; return 0; }
+  fi
   local gomod; gomod=$(go mod download -json "k8s.io/kubernetes@$version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   [[ -f "$gomod" ]] || { echo "cannot download k8s.io/kubernetes@$version" >&2; return 1; }
   local etcd_version; etcd_version=$(awk '$1 == "go.etcd.io/etcd/server/v3" {print $2}' "$gomod")
   [[ -n "$etcd_version" ]] || { echo "no go.etcd.io/etcd/server/v3 requirement in $gomod" >&2; return 1; }
-  echo "$etcd_version" > "$PEERS_DIR/etcd-version"
-  local cmds=(kube-apiserver kube-controller-manager kubectl etcd) missing_cmds=() c
+  echo "$etcd_version" > "$stamp"; cp "$stamp" "$PEERS_DIR/etcd-version"
+  missing_cmds=()
   for c in "${cmds[@]}"; do [[ -x "$BIN/$(peer_file "$c")" ]] || missing_cmds+=("$c"); done
   [[ ${#missing_cmds[@]} -eq 0 ]] && { log "kubernetes $version and etcd $etcd_version cached"; return 0; }
   local wrap="$PEERS_DIR/src/$name-$version" t0

@@ -19,6 +19,20 @@ from peers import (  # noqa: F401  (fixtures are used by name)
     thanos_bin,
     thanos_query_factory,
 )
+from kube import (  # noqa: F401  (fixtures are used by name; the real kube-apiserver harness)
+    etcd_bin,
+    helm_bin,
+    kube_apiserver,
+    kube_apiserver_bin,
+    kube_client,
+    kube_controller_manager,
+    kube_controller_manager_bin,
+    kubeconfig,
+    kubectl,
+    kubectl_bin,
+    namespace,
+    pythanos_crds,
+)
 
 
 def pytest_runtest_setup(item):

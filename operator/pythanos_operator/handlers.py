@@ -1,1 +1,492 @@
-"""kopf handlers. The reconcile of ThanosCluster / PrometheusHA lands with the operator issue."""
+"""kopf handlers: wiring only. Render (pure) -> apply (server-side apply, prune) -> status.
+
+* PrometheusHA / ThanosCluster: one idempotent reconcile on resume/create/update. A PrometheusHA change also
+  re-reconciles its ThanosCluster (endpoints, replica labels) and the other members (external-label conflicts
+  may have cleared); a ThanosCluster change re-reconciles its members (object storage comes from it).
+* StatefulSets/Deployments we manage: every watch event refreshes the owner's ``status`` (Available, Ready),
+  so status is level-triggered by the workloads without a per-object timer (a timer would put a finalizer on
+  every custom resource, which wedges deletion when the operator is gone — e.g. under Argo CD app deletion).
+* kopf indexes hold all PrometheusHAs, ThanosClusters and our workloads, so cross-object rules need no lists.
+
+Invalid references never crash anything: a missing ThanosCluster (``ThanosClusterNotFound``), object-storage
+Secret (``ObjectStorageSecretMissing``) or scrape-config object, an external-label clash
+(``ExternalLabelsConflict``) or an API error (``ReconcileFailed``) becomes ``Ready=False`` with that reason, a
+Warning Event, no workload change, and (for the object's own handler) a kopf retry after
+``PYTHANOS_OPERATOR_RETRY_DELAY`` seconds (default 30).
+
+No handler writes ``spec``; no finalizer is added (children are garbage-collected through owner references).
+"""
+from __future__ import annotations
+
+import copy
+import datetime
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import kopf
+
+from . import metrics
+from . import render
+from . import status as st
+from .kube import ApiError, Kube
+from .spec import (GROUP, PHA_KIND, PHA_PLURAL, TC_KIND, TC_PLURAL, VERSION, Defaults, name_of, namespace_of,
+                   pha_spec, tc_spec)
+
+MANAGED = {"app.kubernetes.io/managed-by": render.MANAGED_BY}
+PHA_CHILD_KINDS = ("StatefulSet", "PodDisruptionBudget", "Service", "ConfigMap")
+TC_CHILD_KINDS = ("Deployment", "StatefulSet", "PodDisruptionBudget", "Service", "ConfigMap")
+WORKLOAD_KINDS = ("StatefulSet", "Deployment")
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy({k: v for k, v in dict(body).items()})
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---------------------------------------------------------------------------------------------- startup
+
+def defaults_from_env() -> Defaults:
+    d = Defaults()
+    return Defaults(
+        component_image=os.environ.get("PYTHANOS_COMPONENT_IMAGE") or d.component_image,
+        prometheus_image_repo=os.environ.get("PYTHANOS_PROMETHEUS_IMAGE_REPO") or d.prometheus_image_repo,
+        image_pull_policy=os.environ.get("PYTHANOS_IMAGE_PULL_POLICY") or d.image_pull_policy,
+    )
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    # Our own annotation prefix for kopf's bookkeeping; events only for warnings and failures.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="pythanos.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="pythanos.io", key="last-handled-configuration")
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = int(os.environ.get("PYTHANOS_OPERATOR_WORKERS", "4"))
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    # Least privilege: no cluster-wide scanning of CRDs/namespaces (CRDs are installed before the operator).
+    settings.scanning.disabled = os.environ.get("PYTHANOS_OPERATOR_SCANNING", "0") != "1"
+    if getattr(memo, "kube", None) is None:
+        memo.kube = Kube.from_environment()
+    memo.defaults = defaults_from_env()
+    memo.retry_delay = float(os.environ.get("PYTHANOS_OPERATOR_RETRY_DELAY", "30"))
+    if getattr(memo, "peering", None):
+        for obj in peering_objects(memo.peering, getattr(memo, "namespaces", None) or []):
+            memo.kube.apply_any(obj)   # idempotent; kopf then finds it when peering starts
+    logger.info("pythanos-operator started (component image %s)", memo.defaults.component_image)
+
+
+def peering_objects(name: str, namespaces: list[str]) -> list[dict[str, Any]]:
+    if not namespaces:
+        return [{"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}]
+    return [{"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": name, "namespace": ns}}
+            for ns in namespaces]
+
+
+@kopf.on.probe(id="kube")
+def probe_kube(memo: kopf.Memo, **_: Any) -> bool:
+    return getattr(memo, "kube", None) is not None
+
+
+# ---------------------------------------------------------------------------------------------- indexes
+
+@kopf.index(GROUP, VERSION, PHA_PLURAL)
+def pha_idx(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+    return {(namespace, name): _plain(body)}
+
+
+@kopf.index(GROUP, VERSION, TC_PLURAL)
+def tc_idx(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+    return {(namespace, name): _plain(body)}
+
+
+@kopf.index("apps", "v1", "statefulsets", labels=MANAGED)
+def sts_idx(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+    return {(namespace, "StatefulSet", name): {"kind": "StatefulSet", "metadata": _plain(body["metadata"]),
+                                               "spec": {"replicas": body.get("spec", {}).get("replicas", 1)},
+                                               "status": _plain(body.get("status") or {})}}
+
+
+@kopf.index("apps", "v1", "deployments", labels=MANAGED)
+def deploy_idx(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+    return {(namespace, "Deployment", name): {"kind": "Deployment", "metadata": _plain(body["metadata"]),
+                                              "spec": {"replicas": body.get("spec", {}).get("replicas", 1)},
+                                              "status": _plain(body.get("status") or {})}}
+
+
+def _values(index: Any) -> list[dict[str, Any]]:
+    out = []
+    for _key, store in (index or {}).items():
+        out.extend(store)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- context
+
+_locks: dict[tuple[str, str, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock(kind: str, ns: str, name: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault((kind, ns, name), threading.Lock())
+
+
+@dataclass
+class Ctx:
+    kube: Kube
+    defaults: Defaults
+    phas: list[dict[str, Any]]
+    tcs: list[dict[str, Any]]
+    workload_indexes: tuple[Any, ...]   # kopf's live indexes: read at status time, never a stale snapshot
+    logger: logging.Logger
+    retry_delay: float = 30.0
+    first_attempt: bool = True   # kopf's retry == 0: a retry re-reports an unchanged failure without an Event
+    done: set = field(default_factory=set)
+
+    @classmethod
+    def build(cls, memo: Any, logger: logging.Logger, pha_idx: Any, tc_idx: Any, sts_idx: Any,
+              deploy_idx: Any) -> "Ctx":
+        return cls(memo.kube, memo.defaults, _values(pha_idx), _values(tc_idx), (sts_idx, deploy_idx), logger,
+                   getattr(memo, "retry_delay", 30.0))
+
+    def workload(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+        for idx in self.workload_indexes:
+            store = (idx or {}).get((namespace, kind, name))
+            for v in store or ():
+                return v
+        return None
+
+    def with_current(self, kind: str, body: Mapping[str, Any]) -> None:
+        """Make the handler's own (freshest) body the one the indexes hold."""
+        lst = self.phas if kind == PHA_KIND else self.tcs
+        key = (namespace_of(body), name_of(body))
+        lst[:] = [b for b in lst if (namespace_of(b), name_of(b)) != key] + [_plain(body)]
+
+    def conflicts(self) -> dict[tuple[str, str], str]:
+        return render.external_label_conflicts(self.phas, self.tcs)
+
+    def accepted_members(self, tc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        bad = self.conflicts()
+        return [m for m in render.members_of(tc, self.phas, self.tcs)
+                if (namespace_of(m), name_of(m)) not in bad]
+
+
+# ---------------------------------------------------------------------------------------------- status
+
+def _expected_workloads(objs: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    return [(o["kind"], o["metadata"]["name"]) for o in objs if o["kind"] in WORKLOAD_KINDS]
+
+
+def status_extras(ctx: Ctx, kind: str, body: Mapping[str, Any], avail: st.Availability) -> dict[str, Any]:
+    """The kind-specific status fields next to the conditions (printer columns, scale subresource)."""
+    if kind == PHA_KIND:
+        tc = render.cluster_for(body, ctx.tcs)
+        sel = {"app.kubernetes.io/name": "prometheus", render.LABEL_PHA: name_of(body)}
+        return {"replicas": avail.replicas, "readyReplicas": avail.ready, "availableReplicas": avail.ready,
+                "selector": ",".join(f"{k}={v}" for k, v in sel.items()),
+                "thanosCluster": name_of(tc) if tc is not None else None}
+    members = ctx.accepted_members(body)
+    return {"members": len(members), "replicaLabels": render.replica_labels(body, members, "querier")}
+
+
+def write_status(ctx: Ctx, kind: str, body: Mapping[str, Any], reconciled: st.Cond | None,
+                 expected: list[tuple[str, str]]) -> bool:
+    """Recompute Available/Ready (and Reconciled when given) and patch ``status``; returns whether the
+    Reconciled condition changed (callers post an Event for a new failure)."""
+    ns, name = namespace_of(body), name_of(body)
+    with _lock(kind, ns, name):
+        live = ctx.kube.get(kind, ns, name)
+        if live is None or live["metadata"].get("deletionTimestamp"):
+            return False
+        if live["metadata"].get("uid") != (body.get("metadata") or {}).get("uid"):
+            return False   # a newer object of the same name: its own handler reports
+        prev_status = live.get("status") or {}
+        prev = prev_status.get("conditions") or []
+        old_rec = st.cond_of(prev, st.RECONCILED)
+        if reconciled is not None:
+            generation = (body.get("metadata") or {}).get("generation")
+        else:
+            reconciled = old_rec or st.Cond("Unknown", "Pending", "not reconciled yet")
+            generation = prev_status.get("observedGeneration")
+        live_wl = [w for w in (ctx.workload(ns, k, n) for k, n in expected) if w is not None]
+        avail = st.availability(expected, live_wl)
+        ready = st.ready_from(reconciled, avail.cond)
+        conds = st.merge_conditions(prev, generation, {st.READY: ready, st.RECONCILED: reconciled,
+                                                       st.AVAILABLE: avail.cond}, _now())
+        new = {"conditions": conds, **status_extras(ctx, kind, body, avail)}
+        if generation is not None:
+            new["observedGeneration"] = int(generation)
+        if all(prev_status.get(k) == v for k, v in new.items()):
+            return False
+        ctx.kube.patch_status(kind, ns, name, new)
+        metrics.set_ready(kind, ns, name, ready.status == "True")
+        return old_rec != reconciled
+
+
+def _report_failure(ctx: Ctx, kind: str, body: Mapping[str, Any], cond: st.Cond, expected: list, own: bool) -> None:
+    changed = write_status(ctx, kind, body, cond, expected)
+    ctx.logger.warning("%s %s/%s: %s: %s", kind, namespace_of(body), name_of(body), cond.reason, cond.message)
+    metrics.failure(kind, cond.reason)
+    if (own and ctx.first_attempt) or changed:
+        kopf.warn(body, reason=cond.reason, message=cond.message)
+
+
+# ---------------------------------------------------------------------------------------------- reconcile
+
+def _secret_missing(ctx: Ctx, ns: str, ref: Any) -> bool:
+    return ref is not None and not ctx.kube.exists("Secret", ns, ref.name)
+
+
+def _going_away(ctx: Ctx, kind: str, body: Mapping[str, Any], e: ApiError) -> bool:
+    """The object or its namespace is being deleted: nothing to report (and nowhere to report it)."""
+    if e.status == 403 and "being terminated" in str(e):
+        return True
+    return e.status == 404 and ctx.kube.get(kind, namespace_of(body), name_of(body)) is None
+
+
+def _guarded(kind: str, fn: Any) -> Any:
+    """Any unexpected error of a reconcile becomes Reconciled=False/ReconcileFailed + an Event (and a kopf
+    retry for the object's own handler): an error is a value on the object, never an operator crash."""
+    def run(ctx: Ctx, body: Mapping[str, Any], own: bool) -> None:
+        try:
+            fn(ctx, body, own)
+        except kopf.TemporaryError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            if isinstance(e, ApiError) and _going_away(ctx, kind, body, e):
+                ctx.logger.info("%s %s/%s is going away: %s", kind, namespace_of(body), name_of(body), e)
+                return
+            ctx.logger.exception("reconcile of %s %s/%s failed", kind, namespace_of(body), name_of(body))
+            cond = st.Cond("False", st.RECONCILE_FAILED, f"{type(e).__name__}: {e}")
+            try:
+                _report_failure(ctx, kind, body, cond, [], own)
+            except Exception:  # noqa: BLE001  (the API server itself may be what fails)
+                pass
+            if own:
+                raise kopf.TemporaryError(cond.message, delay=ctx.retry_delay) from e
+    run.__name__ = fn.__name__
+    return run
+
+
+def _reconcile_pha(ctx: Ctx, pha: Mapping[str, Any], own: bool) -> None:
+    ns, name = namespace_of(pha), name_of(pha)
+    if ("PHA", ns, name) in ctx.done:
+        return
+    ctx.done.add(("PHA", ns, name))
+    t0 = time.monotonic()
+    s = pha_spec(pha)
+    tc = render.cluster_for(pha, ctx.tcs)
+    objs = render.render_prometheus_ha(pha, tc, ctx.defaults)
+    expected = _expected_workloads(objs)
+
+    if s.cluster_name and tc is None:
+        cond = st.Cond("False", st.THANOS_CLUSTER_NOT_FOUND,
+                       f"ThanosCluster {ns}/{s.cluster_name} (spec.thanosClusterRef) not found; workload left "
+                       "unchanged until it exists")
+        _report_failure(ctx, PHA_KIND, pha, cond, expected, own)
+        if own:
+            raise kopf.TemporaryError(cond.message, delay=ctx.retry_delay)
+        return
+
+    other = ctx.conflicts().get((ns, name))
+    if other is not None:
+        labels = ",".join(f"{k}={v!r}" for k, v in sorted(s.external_labels.items()))
+        cluster = name_of(tc) if tc is not None else s.cluster_name
+        cond = st.Cond("False", st.EXTERNAL_LABELS_CONFLICT,
+                       f"external labels {{{labels}}} equal those of PrometheusHA {ns}/{other} (ThanosCluster "
+                       f"{cluster}); workload left unchanged until the labels are unique")
+        _report_failure(ctx, PHA_KIND, pha, cond, expected, own)
+        return
+
+    ref = render.pha_objstore(s, tc)
+    if _secret_missing(ctx, ns, ref):
+        cond = st.Cond("False", st.OBJECT_STORAGE_SECRET_MISSING,
+                       f"object storage Secret {ns}/{ref.name} not found (key {ref.key}); workload left unchanged")
+        _report_failure(ctx, PHA_KIND, pha, cond, expected, own)
+        if own:
+            raise kopf.TemporaryError(cond.message, delay=ctx.retry_delay)
+        return
+    cref = s.scrape_config_ref
+    if cref is not None and not ctx.kube.exists(cref.kind, ns, cref.name):
+        cond = st.Cond("False", st.RECONCILE_FAILED, f"scrape config {cref.kind} {ns}/{cref.name} not found")
+        _report_failure(ctx, PHA_KIND, pha, cond, expected, own)
+        if own:
+            raise kopf.TemporaryError(cond.message, delay=ctx.retry_delay)
+        return
+    _apply(ctx, PHA_KIND, pha, objs, PHA_CHILD_KINDS,
+           f"{render.LABEL_PHA}={name},app.kubernetes.io/managed-by={render.MANAGED_BY}", expected, own)
+    metrics.observe(PHA_KIND, time.monotonic() - t0)
+
+
+def _reconcile_tc(ctx: Ctx, tc: Mapping[str, Any], own: bool) -> None:
+    ns, name = namespace_of(tc), name_of(tc)
+    if ("TC", ns, name) in ctx.done:
+        return
+    ctx.done.add(("TC", ns, name))
+    t0 = time.monotonic()
+    s = tc_spec(tc)
+    objs = render.render_thanos_cluster(tc, ctx.accepted_members(tc), ctx.defaults)
+    expected = _expected_workloads(objs)
+    if _secret_missing(ctx, ns, s.objstore):
+        cond = st.Cond("False", st.OBJECT_STORAGE_SECRET_MISSING,
+                       f"object storage Secret {ns}/{s.objstore.name} not found (key {s.objstore.key}); "
+                       "workloads left unchanged")
+        _report_failure(ctx, TC_KIND, tc, cond, expected, own)
+        if own:
+            raise kopf.TemporaryError(cond.message, delay=ctx.retry_delay)
+        return
+    _apply(ctx, TC_KIND, tc, objs, TC_CHILD_KINDS,
+           f"{render.LABEL_TC}={name},!{render.LABEL_PHA},app.kubernetes.io/managed-by={render.MANAGED_BY}",
+           expected, own)
+    metrics.observe(TC_KIND, time.monotonic() - t0)
+
+
+reconcile_pha = _guarded(PHA_KIND, _reconcile_pha)
+reconcile_tc = _guarded(TC_KIND, _reconcile_tc)
+
+
+def _apply(ctx: Ctx, kind: str, owner: Mapping[str, Any], objs: list[dict[str, Any]], child_kinds: Iterable[str],
+           selector: str, expected: list, own: bool) -> None:
+    ns = namespace_of(owner)
+    try:
+        for o in objs:
+            _, recreated = ctx.kube.apply_recreating(o)
+            if recreated:
+                ctx.logger.info("recreated %s %s/%s (immutable fields changed; pods orphaned and re-adopted)",
+                                o["kind"], ns, o["metadata"]["name"])
+        gone = ctx.kube.prune(child_kinds, ns, selector, (owner.get("metadata") or {}).get("uid"),
+                              {(o["kind"], o["metadata"]["name"]) for o in objs})
+        for k, n in gone:
+            ctx.logger.info("pruned %s %s/%s", k, ns, n)
+    except ApiError as e:
+        if _going_away(ctx, kind, owner, e):
+            ctx.logger.info("%s %s/%s is going away: %s", kind, ns, name_of(owner), e)
+            return
+        cond = st.Cond("False", st.RECONCILE_FAILED, str(e))
+        _report_failure(ctx, kind, owner, cond, expected, own)
+        if own:
+            raise kopf.TemporaryError(str(e), delay=ctx.retry_delay)
+        return
+    ctx.logger.info("%s %s/%s: applied %d objects", kind, ns, name_of(owner), len(objs))
+    write_status(ctx, kind, owner, st.Cond("True", st.RECONCILE_SUCCEEDED,
+                                           f"applied {len(objs)} objects"), expected)
+    metrics.success(kind)
+
+
+def _others(ctx: Ctx, fn: Any, bodies: Iterable[Mapping[str, Any]]) -> None:
+    """Re-reconcile related objects; their failures are reported on them, never raised here."""
+    for b in bodies:
+        try:
+            fn(ctx, b, own=False)
+        except Exception as e:   # noqa: BLE001  (an error value on the other object, not a crash here)
+            ctx.logger.warning("reconcile of %s/%s failed: %s", namespace_of(b), name_of(b), e)
+
+
+def _peers_and_cluster(ctx: Ctx, pha: Mapping[str, Any], cluster_key: tuple[str, str] | None) -> None:
+    if cluster_key is None:
+        return
+    ns, cname = cluster_key
+    peers = [p for p in ctx.phas if render.cluster_key(p, ctx.tcs) == cluster_key
+             and (namespace_of(p), name_of(p)) != (namespace_of(pha), name_of(pha))]
+    _others(ctx, reconcile_pha, sorted(peers, key=name_of))
+    _others(ctx, reconcile_tc, [t for t in ctx.tcs if (namespace_of(t), name_of(t)) == (ns, cname)])
+
+
+@kopf.on.resume(GROUP, VERSION, PHA_PLURAL)
+@kopf.on.create(GROUP, VERSION, PHA_PLURAL)
+@kopf.on.update(GROUP, VERSION, PHA_PLURAL)
+def pha_reconcile(body: kopf.Body, old: Any, retry: int, memo: kopf.Memo, logger: logging.Logger,
+                  pha_idx: kopf.Index, tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index,
+                  **_: Any) -> None:
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)
+    ctx.first_attempt = retry == 0
+    ctx.with_current(PHA_KIND, body)
+    keys = {render.cluster_key(body, ctx.tcs)}
+    if old:   # it may have left a cluster (reference or labels changed): that one re-renders too
+        before = _plain(body)
+        before["spec"] = copy.deepcopy(dict(old.get("spec") or {}))
+        before["metadata"]["labels"] = dict((old.get("metadata") or {}).get("labels") or {})
+        keys.add(render.cluster_key(before, ctx.tcs))
+    try:
+        reconcile_pha(ctx, body, own=True)
+    finally:
+        for key in sorted(k for k in keys if k):
+            _peers_and_cluster(ctx, body, key)
+
+
+@kopf.on.resume(GROUP, VERSION, TC_PLURAL)
+@kopf.on.create(GROUP, VERSION, TC_PLURAL)
+@kopf.on.update(GROUP, VERSION, TC_PLURAL)
+def tc_reconcile(body: kopf.Body, retry: int, memo: kopf.Memo, logger: logging.Logger, pha_idx: kopf.Index,
+                 tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index, **_: Any) -> None:
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)
+    ctx.first_attempt = retry == 0
+    ctx.with_current(TC_KIND, body)
+    try:
+        reconcile_tc(ctx, body, own=True)
+    finally:
+        _others(ctx, reconcile_pha, render.members_of(body, ctx.phas, ctx.tcs))
+
+
+@kopf.on.event(GROUP, VERSION, PHA_PLURAL)
+def pha_deleted(type: str, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, pha_idx: kopf.Index,
+                tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index, **_: Any) -> None:
+    if type != "DELETED":
+        return
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)
+    key = (namespace_of(body), name_of(body))
+    ctx.phas = [p for p in ctx.phas if (namespace_of(p), name_of(p)) != key]
+    _peers_and_cluster(ctx, body, render.cluster_key(body, ctx.tcs))
+
+
+@kopf.on.event(GROUP, VERSION, TC_PLURAL)
+def tc_deleted(type: str, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, pha_idx: kopf.Index,
+               tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index, **_: Any) -> None:
+    if type != "DELETED":
+        return
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)
+    key = (namespace_of(body), name_of(body))
+    ctx.tcs = [t for t in ctx.tcs if (namespace_of(t), name_of(t)) != key]
+    former = [p for p in ctx.phas if render.cluster_key(p, [*ctx.tcs, _plain(body)]) == key]
+    _others(ctx, reconcile_pha, former)
+
+
+def _workload_event(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, pha_idx: Any, tc_idx: Any,
+                    sts_idx: Any, deploy_idx: Any) -> None:
+    labels = body.get("metadata", {}).get("labels") or {}
+    ns = body.get("metadata", {}).get("namespace")
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)
+    try:
+        if labels.get(render.LABEL_PHA):
+            owner = next((p for p in ctx.phas if (namespace_of(p), name_of(p)) == (ns, labels[render.LABEL_PHA])), None)
+            if owner is not None:
+                tc = render.cluster_for(owner, ctx.tcs)
+                objs = render.render_prometheus_ha(owner, tc, ctx.defaults)
+                write_status(ctx, PHA_KIND, owner, None, _expected_workloads(objs))
+        elif labels.get(render.LABEL_TC):
+            owner = next((t for t in ctx.tcs if (namespace_of(t), name_of(t)) == (ns, labels[render.LABEL_TC])), None)
+            if owner is not None:
+                objs = render.render_thanos_cluster(owner, ctx.accepted_members(owner), ctx.defaults)
+                write_status(ctx, TC_KIND, owner, None, _expected_workloads(objs))
+    except ApiError as e:
+        logger.warning("status refresh failed: %s", e)
+
+
+@kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED)
+def sts_event(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, pha_idx: kopf.Index, tc_idx: kopf.Index,
+              sts_idx: kopf.Index, deploy_idx: kopf.Index, **_: Any) -> None:
+    _workload_event(body, memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+def deploy_event(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, pha_idx: kopf.Index,
+                 tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index, **_: Any) -> None:
+    _workload_event(body, memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)

@@ -1,0 +1,32 @@
+"""Operator metrics on ``/metrics`` (prometheus-client)."""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+RECONCILES = Counter("pythanos_operator_reconcile_total", "Reconciles that applied their objects.", ["kind"])
+FAILURES = Counter("pythanos_operator_reconcile_failures_total", "Reconciles that failed, by reason.",
+                   ["kind", "reason"])
+DURATION = Histogram("pythanos_operator_reconcile_duration_seconds", "Time to render and apply one object.",
+                     ["kind"])
+READY = Gauge("pythanos_operator_resource_ready", "1 when the resource's Ready condition is True.",
+              ["kind", "namespace", "name"])
+
+
+def success(kind: str) -> None:
+    RECONCILES.labels(kind).inc()
+
+
+def failure(kind: str, reason: str) -> None:
+    FAILURES.labels(kind, reason).inc()
+
+
+def observe(kind: str, seconds: float) -> None:
+    DURATION.labels(kind).observe(seconds)
+
+
+def set_ready(kind: str, namespace: str, name: str, ready: bool) -> None:
+    READY.labels(kind, namespace, name).set(1 if ready else 0)
+
+
+def serve(port: int, addr: str = "0.0.0.0") -> None:
+    start_http_server(port, addr=addr)

@@ -1,0 +1,495 @@
+"""Pure render functions: custom resources in, Kubernetes objects out (no I/O, no clock, no globals).
+
+* :func:`render_prometheus_ha` — a PrometheusHA (and the ThanosCluster it belongs to, or ``None``) to its
+  config ConfigMap, headless governing Service, StatefulSet (Prometheus + the pythanos sidecar) and, for more
+  than one replica, a PodDisruptionBudget.
+* :func:`render_thanos_cluster` — a ThanosCluster and its member PrometheusHAs to the querier (endpoint SD
+  ConfigMap, Deployment, Service), the store gateway (StatefulSet per shard/time partition, headless Service)
+  and the singleton compactor (StatefulSet, Service).
+* :func:`external_label_conflicts` / :func:`cluster_for` / :func:`members_of` — the cross-object rules.
+
+Every object carries explicit labels (never the owner's: Argo CD's tracking label must not spread to
+children) and, when the owner has a ``uid``, a controller owner reference, so the apply step only applies.
+DNS names use the short ``<svc>.<ns>.svc`` form: nothing here assumes the cluster domain.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+
+from .spec import (API_VERSION, Defaults, PHASpec, labels_match, meta, name_of, namespace_of, pha_spec,
+                   tc_spec)
+
+MANAGED_BY = "pythanos-operator"
+PART_OF = "pythanos"
+LABEL_PHA = "pythanos.io/prometheusha"
+LABEL_TC = "pythanos.io/thanoscluster"
+GRPC_PORT, HTTP_PORT, PROM_PORT = 10901, 10902, 9090
+
+CONFIG_DIR = "/etc/prometheus/config"
+CONFIG_OUT_DIR = "/etc/prometheus/config_out"
+CONFIG_TEMPLATE_KEY = "prometheus.yaml.tmpl"
+SCRAPE_DIR = "/etc/prometheus/scrape"
+OBJSTORE_DIR = "/etc/thanos/objstore"
+SD_DIR = "/etc/thanos/sd"
+SD_KEY = "endpoints.yaml"
+
+POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "fsGroup": 65534,
+                "seccompProfile": {"type": "RuntimeDefault"}}
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                      "capabilities": {"drop": ["ALL"]}}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def _detached(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Plain JSON data with no shared sub-objects (callers may mutate; YAML dumps need no anchors)."""
+    return json.loads(json.dumps(objs))
+
+
+def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any] | None:
+    m = meta(owner)
+    if not m.get("uid"):
+        return None
+    return {"apiVersion": owner.get("apiVersion") or API_VERSION, "kind": owner["kind"], "name": m["name"],
+            "uid": m["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def _labels(name: str, component: str, owner_label: str, owner_name: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        owner_label: owner_name,
+    }
+
+
+def _selector(labels: Mapping[str, str], owner_label: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": labels["app.kubernetes.io/name"], owner_label: labels[owner_label]}
+
+
+def _obj(api_version: str, kind: str, name: str, namespace: str, labels: Mapping[str, str],
+         owner: Mapping[str, Any], **body: Any) -> dict[str, Any]:
+    md: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels)}
+    ref = owner_reference(owner)
+    if ref:
+        md["ownerReferences"] = [ref]
+    return {"apiVersion": api_version, "kind": kind, "metadata": md, **body}
+
+
+def _soft_anti_affinity(selector: Mapping[str, str]) -> dict[str, Any]:
+    return {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+        "weight": 100,
+        "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {"matchLabels": dict(selector)}}}]}}
+
+
+def _http_probe(path: str, port: str, period: int = 10, failure: int = 3) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": port}, "periodSeconds": period, "failureThreshold": failure,
+            "timeoutSeconds": 3}
+
+
+def _env_pod() -> list[dict[str, Any]]:
+    return [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]
+
+
+def dns_srv(service: str, namespace: str, port_name: str = "grpc") -> str:
+    """Thanos DNS-SRV discovery of every pod behind a headless Service (cluster-domain agnostic)."""
+    return f"dnssrv+_{port_name}._tcp.{service}.{namespace}.svc"
+
+
+def _thanos_container(name: str, image: str, pull: str, args: list[str], resources: Mapping[str, Any],
+                      mounts: list[dict[str, Any]], ports: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": name, "image": image, "imagePullPolicy": pull, "args": args,
+        "env": _env_pod(), "ports": ports,
+        "livenessProbe": _http_probe("/-/healthy", "http", 30, 4),
+        "readinessProbe": _http_probe("/-/ready", "http", 5, 20),
+        "resources": dict(resources), "securityContext": dict(CONTAINER_SECURITY),
+        # read-only root filesystem: Python's tempfiles go to an emptyDir
+        "volumeMounts": [*mounts, {"name": "tmp", "mountPath": "/tmp"}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+# ---------------------------------------------------------------------------------------------- PrometheusHA
+
+def pha_names(name: str) -> dict[str, str]:
+    base = f"prometheus-{name}"
+    return {"statefulset": base, "service": base, "config": f"{base}-config", "pdb": base}
+
+
+def prometheus_config(s: PHASpec) -> dict[str, Any]:
+    """The Prometheus config template; ``$(POD_NAME)`` is expanded per pod by the sidecar's reloader."""
+    ext = dict(sorted(s.external_labels.items()))
+    ext[s.replica_label] = "$(POD_NAME)"
+    cfg: dict[str, Any] = {
+        "global": {"scrape_interval": s.scrape_interval, "evaluation_interval": s.evaluation_interval,
+                   "external_labels": ext},
+        "alerting": {"alert_relabel_configs": [{"action": "labeldrop", "regex": s.replica_label}]},
+    }
+    if s.scrape_config_ref is not None:
+        cfg["scrape_config_files"] = [f"{SCRAPE_DIR}/{s.scrape_config_ref.key}"]
+    cfg["scrape_configs"] = list(s.scrape_configs)
+    return cfg
+
+
+def pha_objstore(s: PHASpec, cluster: Mapping[str, Any] | None):
+    """The object-storage Secret reference the sidecar uploads with (None: no upload)."""
+    if s.objstore is not None and not s.objstore_from_cluster:
+        return s.objstore
+    if s.objstore_from_cluster and cluster is not None:
+        return tc_spec(cluster).objstore
+    return s.objstore
+
+
+def render_prometheus_ha(pha: Mapping[str, Any], cluster: Mapping[str, Any] | None,
+                         defaults: Defaults = Defaults()) -> list[dict[str, Any]]:
+    s = pha_spec(pha)
+    names = pha_names(s.name)
+    ns = s.namespace
+    labels = _labels("prometheus", "prometheus", LABEL_PHA, s.name)
+    if cluster is not None:
+        labels[LABEL_TC] = name_of(cluster)
+    sel = _selector(labels, LABEL_PHA)
+    objstore = pha_objstore(s, cluster)
+    image = s.image or f"{defaults.prometheus_image_repo}:{s.version}"
+    sidecar_image = s.sidecar_image or defaults.component_image
+    pull = defaults.image_pull_policy
+
+    config = _obj("v1", "ConfigMap", names["config"], ns, labels, pha, data={
+        CONFIG_TEMPLATE_KEY: yaml.safe_dump(prometheus_config(s), sort_keys=False, default_flow_style=False)})
+
+    service = _obj("v1", "Service", names["service"], ns, labels, pha, spec={
+        "clusterIP": "None",
+        "selector": dict(sel),
+        "ports": [{"name": "web", "port": PROM_PORT, "targetPort": "web"},
+                  {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc"},
+                  {"name": "http", "port": HTTP_PORT, "targetPort": "http"}],
+    })
+
+    prom_args = [
+        f"--config.file={CONFIG_OUT_DIR}/prometheus.yaml",
+        "--storage.tsdb.path=/prometheus",
+        f"--storage.tsdb.retention.time={s.retention}",
+        # The sidecar uploads 2h blocks: local compaction off (min = max block duration), as Thanos requires.
+        "--storage.tsdb.min-block-duration=2h",
+        "--storage.tsdb.max-block-duration=2h",
+        f"--web.listen-address=:{PROM_PORT}",
+        f"--log.level={s.log_level}",
+        "--web.enable-lifecycle",
+        "--web.enable-admin-api",
+    ]
+    data_mount = {"name": "data", "mountPath": "/prometheus"}
+    prom_mounts = [data_mount, {"name": "config-out", "mountPath": CONFIG_OUT_DIR, "readOnly": True}]
+    if s.scrape_config_ref is not None:
+        prom_mounts.append({"name": "scrape-configs", "mountPath": SCRAPE_DIR, "readOnly": True})
+    prometheus = {
+        "name": "prometheus", "image": image, "imagePullPolicy": pull,
+        # The sidecar's reloader writes the expanded config; wait for its first write (no init container needed).
+        "command": ["/bin/sh", "-c",
+                    f'until [ -s {CONFIG_OUT_DIR}/prometheus.yaml ]; do sleep 1; done; exec /bin/prometheus "$@"',
+                    "--"],
+        "args": prom_args,
+        "ports": [{"name": "web", "containerPort": PROM_PORT}],
+        "livenessProbe": _http_probe("/-/healthy", "web", 15, 6),
+        "readinessProbe": _http_probe("/-/ready", "web", 5, 60),
+        "resources": dict(s.resources), "securityContext": dict(CONTAINER_SECURITY),
+        "volumeMounts": prom_mounts, "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    sc_args = [
+        "sidecar",
+        f"--log.level={s.sidecar_log_level}",
+        f"--prometheus.url=http://localhost:{PROM_PORT}",
+        f"--grpc-address=0.0.0.0:{GRPC_PORT}",
+        f"--http-address=0.0.0.0:{HTTP_PORT}",
+        "--tsdb.path=/prometheus",
+        f"--reloader.config-file={CONFIG_DIR}/{CONFIG_TEMPLATE_KEY}",
+        f"--reloader.config-envsubst-file={CONFIG_OUT_DIR}/prometheus.yaml",
+    ]
+    sc_mounts = [data_mount, {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+                 {"name": "config-out", "mountPath": CONFIG_OUT_DIR}]
+    if s.scrape_config_ref is not None:
+        sc_args.append(f"--reloader.rule-dir={SCRAPE_DIR}")
+        sc_mounts.append({"name": "scrape-configs", "mountPath": SCRAPE_DIR, "readOnly": True})
+    if objstore is not None:
+        sc_args.append(f"--objstore.config-file={OBJSTORE_DIR}/{objstore.key}")
+        sc_mounts.append({"name": "objstore", "mountPath": OBJSTORE_DIR, "readOnly": True})
+    sidecar = _thanos_container("thanos-sidecar", sidecar_image, pull, sc_args, s.sidecar_resources, sc_mounts,
+                                [{"name": "grpc", "containerPort": GRPC_PORT},
+                                 {"name": "http", "containerPort": HTTP_PORT}])
+
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": names["config"]}},
+        {"name": "config-out", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    if s.scrape_config_ref is not None:
+        r = s.scrape_config_ref
+        volumes.append({"name": "scrape-configs", "secret": {"secretName": r.name}} if r.kind == "Secret"
+                       else {"name": "scrape-configs", "configMap": {"name": r.name}})
+    if objstore is not None:
+        volumes.append({"name": "objstore", "secret": {"secretName": objstore.name}})
+    sts_spec: dict[str, Any] = {
+        "replicas": s.replicas,
+        "serviceName": names["service"],
+        "podManagementPolicy": "Parallel",
+        "selector": {"matchLabels": dict(sel)},
+        "template": {
+            "metadata": {"labels": dict(labels)},
+            "spec": {
+                "securityContext": dict(POD_SECURITY),
+                "affinity": _soft_anti_affinity(sel),
+                "terminationGracePeriodSeconds": 120,
+                "containers": [prometheus, sidecar],
+                "volumes": volumes,
+            },
+        },
+    }
+    if s.storage:
+        sts_spec["volumeClaimTemplates"] = [{"metadata": {"name": "data"}, "spec": dict(s.storage)}]
+    else:
+        volumes.append({"name": "data", "emptyDir": {}})
+    sts = _obj("apps/v1", "StatefulSet", names["statefulset"], ns, labels, pha, spec=sts_spec)
+
+    out = [config, service, sts]
+    if s.replicas > 1:
+        out.append(_obj("policy/v1", "PodDisruptionBudget", names["pdb"], ns, labels, pha, spec={
+            "maxUnavailable": 1, "selector": {"matchLabels": dict(sel)}}))
+    return _detached(out)
+
+
+# ---------------------------------------------------------------------------------------------- ThanosCluster
+
+def tc_names(name: str) -> dict[str, str]:
+    return {"query": f"thanos-query-{name}", "query_sd": f"thanos-query-{name}-endpoints",
+            "store": f"thanos-store-{name}", "compact": f"thanos-compact-{name}"}
+
+
+def replica_labels(tc: Mapping[str, Any], members: Sequence[Mapping[str, Any]], section: str) -> list[str]:
+    """Every member's replica label name plus the section's extras, sorted and unique."""
+    s = tc_spec(tc)
+    if section == "querier":
+        extra = s.querier.get("extraReplicaLabels") or []
+    else:
+        extra = (s.compactor.get("deduplication") or {}).get("extraReplicaLabels") or []
+    found = {pha_spec(m).replica_label for m in members} | {str(x) for x in extra}
+    return sorted(found)
+
+
+def query_endpoints(tc: Mapping[str, Any], members: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    s = tc_spec(tc)
+    eps = [{"address": dns_srv(pha_names(name_of(m))["service"], namespace_of(m))}
+           for m in sorted(members, key=name_of)]
+    if int(s.store.get("replicas", 1)) > 0 and s.objstore is not None:
+        eps.append({"address": dns_srv(tc_names(s.name)["store"], s.namespace)})
+    for e in s.querier.get("extraEndpoints") or []:
+        eps.append({"address": e} if isinstance(e, str) else dict(e))
+    return eps
+
+
+def render_thanos_cluster(tc: Mapping[str, Any], members: Sequence[Mapping[str, Any]],
+                          defaults: Defaults = Defaults()) -> list[dict[str, Any]]:
+    s = tc_spec(tc)
+    ns, names = s.namespace, tc_names(s.name)
+    image = s.image or defaults.component_image
+    pull = defaults.image_pull_policy
+    out: list[dict[str, Any]] = []
+    objstore_args: list[str] = []
+    objstore_mounts: list[dict[str, Any]] = []
+    objstore_vols: list[dict[str, Any]] = []
+    if s.objstore is not None:
+        objstore_args = [f"--objstore.config-file={OBJSTORE_DIR}/{s.objstore.key}"]
+        objstore_mounts = [{"name": "objstore", "mountPath": OBJSTORE_DIR, "readOnly": True}]
+        objstore_vols = [{"name": "objstore", "secret": {"secretName": s.objstore.name}}]
+    ports = [{"name": "grpc", "containerPort": GRPC_PORT}, {"name": "http", "containerPort": HTTP_PORT}]
+    svc_ports = [{"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc"},
+                 {"name": "http", "port": HTTP_PORT, "targetPort": "http"}]
+
+    # -- querier
+    q = s.querier
+    ql = _labels("thanos-query", "query-layer", LABEL_TC, s.name)
+    qsel = _selector(ql, LABEL_TC)
+    sd = {"endpoints": query_endpoints(tc, members)}
+    out.append(_obj("v1", "ConfigMap", names["query_sd"], ns, ql, tc,
+                    data={SD_KEY: yaml.safe_dump(sd, sort_keys=False, default_flow_style=False)}))
+    q_args = ["query", f"--log.level={s.log_level}", f"--grpc-address=0.0.0.0:{GRPC_PORT}", f"--http-address=0.0.0.0:{HTTP_PORT}",
+              f"--endpoint.sd-config-file={SD_DIR}/{SD_KEY}",
+              f"--endpoint.sd-config-reload-interval={q.get('endpointReloadInterval', '30s')}"]
+    q_args += [f"--query.replica-label={lbl}" for lbl in replica_labels(tc, members, "querier")]
+    q_args += [str(a) for a in q.get("extraArgs") or []]
+    qc = _thanos_container("thanos-query", image, pull, q_args, q.get("resources") or {},
+                           [{"name": "endpoints", "mountPath": SD_DIR, "readOnly": True}], ports)
+    out.append(_obj("apps/v1", "Deployment", names["query"], ns, ql, tc, spec={
+        "replicas": int(q.get("replicas", 1)),
+        "selector": {"matchLabels": dict(qsel)},
+        "template": {"metadata": {"labels": dict(ql)}, "spec": {
+            "securityContext": dict(POD_SECURITY), "affinity": _soft_anti_affinity(qsel),
+            "terminationGracePeriodSeconds": 120, "containers": [qc],
+            "volumes": [{"name": "endpoints", "configMap": {"name": names["query_sd"]}},
+                        {"name": "tmp", "emptyDir": {}}]}},
+    }))
+    out.append(_obj("v1", "Service", names["query"], ns, ql, tc, spec={"selector": dict(qsel), "ports": svc_ports}))
+    if int(q.get("replicas", 1)) > 1:
+        out.append(_obj("policy/v1", "PodDisruptionBudget", names["query"], ns, ql, tc, spec={
+            "maxUnavailable": 1, "selector": {"matchLabels": dict(qsel)}}))
+
+    if s.objstore is None:
+        return _detached(out)   # store gateway and compactor need a bucket
+
+    # -- store gateway: one StatefulSet per (time partition, hash shard), one headless Service for discovery
+    st = s.store
+    sl = _labels("thanos-store", "object-store-gateway", LABEL_TC, s.name)
+    ssel = _selector(sl, LABEL_TC)
+    shards = max(1, int(st.get("shards", 1)))
+    partitions = list(st.get("timePartitions") or [{}])
+    out.append(_obj("v1", "Service", names["store"], ns, sl, tc, spec={
+        "clusterIP": "None", "selector": dict(ssel), "ports": svc_ports}))
+    for pi, part in enumerate(partitions):
+        for si in range(shards):
+            suffix = (f"-t{pi}" if len(partitions) > 1 else "") + (f"-{si}" if shards > 1 else "")
+            name = names["store"] + suffix
+            lbl = dict(sl)
+            plbl = {"pythanos.io/store-shard": str(si), "pythanos.io/store-partition": str(pi)}
+            lbl.update(plbl)
+            args = ["store", f"--log.level={s.log_level}", f"--grpc-address=0.0.0.0:{GRPC_PORT}", f"--http-address=0.0.0.0:{HTTP_PORT}",
+                    "--data-dir=/var/thanos/store", *objstore_args]
+            if st.get("ignoreDeletionMarksDelay"):
+                args.append(f"--ignore-deletion-marks-delay={st['ignoreDeletionMarksDelay']}")
+            if part.get("minTime"):
+                args.append(f"--min-time={part['minTime']}")
+            if part.get("maxTime"):
+                args.append(f"--max-time={part['maxTime']}")
+            if shards > 1:
+                relabel = [{"action": "hashmod", "source_labels": ["__block_id"], "target_label": "shard",
+                            "modulus": shards},
+                           {"action": "keep", "source_labels": ["shard"], "regex": str(si)}]
+                args.append("--selector.relabel-config=" + yaml.safe_dump(relabel, default_flow_style=True,
+                                                                            width=10_000).strip())
+            args += [str(a) for a in st.get("extraArgs") or []]
+            c = _thanos_container("thanos-store", image, pull, args, st.get("resources") or {},
+                                  [{"name": "data", "mountPath": "/var/thanos/store"}, *objstore_mounts], ports)
+            psel = {**ssel, **plbl}
+            vols = [*objstore_vols, {"name": "tmp", "emptyDir": {}}]
+            sts_spec: dict[str, Any] = {
+                "replicas": int(st.get("replicas", 1)),
+                "serviceName": names["store"],
+                "podManagementPolicy": "Parallel",
+                "selector": {"matchLabels": psel},
+                "template": {"metadata": {"labels": dict(lbl)}, "spec": {
+                    "securityContext": dict(POD_SECURITY), "affinity": _soft_anti_affinity(psel),
+                    "terminationGracePeriodSeconds": 120, "containers": [c], "volumes": vols}},
+            }
+            if st.get("storage"):   # a cache of index headers: emptyDir unless asked for
+                sts_spec["volumeClaimTemplates"] = [{"metadata": {"name": "data"},
+                                                     "spec": _pvc_spec(st.get("storage"), "10Gi")}]
+            else:
+                vols.append({"name": "data", "emptyDir": {}})
+            out.append(_obj("apps/v1", "StatefulSet", name, ns, lbl, tc, spec=sts_spec))
+
+    # -- compactor: a singleton per bucket (replicas capped at 1), with a PVC
+    cp = s.compactor
+    cl = _labels("thanos-compact", "database-compactor", LABEL_TC, s.name)
+    csel = _selector(cl, LABEL_TC)
+    ret = cp.get("retention") or {}
+    c_args = ["compact", f"--log.level={s.log_level}", "--wait", f"--http-address=0.0.0.0:{HTTP_PORT}", "--data-dir=/var/thanos/compact",
+              *objstore_args,
+              f"--retention.resolution-raw={ret.get('raw', '0d')}",
+              f"--retention.resolution-5m={ret.get('fiveMinutes', ret.get('5m', '0d'))}",
+              f"--retention.resolution-1h={ret.get('oneHour', ret.get('1h', '0d'))}",
+              "--compact.concurrency=1", "--delete-delay=48h"]
+    if (cp.get("downsampling") or {}).get("enabled", True) is False:
+        c_args.append("--downsampling.disable")
+    dedup = cp.get("deduplication") or {}
+    if dedup.get("enabled", True):
+        c_args += [f"--deduplication.replica-label={lbl}" for lbl in replica_labels(tc, members, "compactor")]
+        if dedup.get("func", "penalty"):
+            c_args.append(f"--deduplication.func={dedup.get('func', 'penalty')}")
+    c_args += [str(a) for a in cp.get("extraArgs") or []]
+    cc = _thanos_container("thanos-compact", image, pull, c_args, cp.get("resources") or {},
+                           [{"name": "data", "mountPath": "/var/thanos/compact"}, *objstore_mounts],
+                           [{"name": "http", "containerPort": HTTP_PORT}])
+    out.append(_obj("v1", "Service", names["compact"], ns, cl, tc, spec={
+        "selector": dict(csel), "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}]}))
+    out.append(_obj("apps/v1", "StatefulSet", names["compact"], ns, cl, tc, spec={
+        "replicas": min(1, max(0, int(cp.get("replicas", 1)))),
+        "serviceName": names["compact"],
+        "selector": {"matchLabels": dict(csel)},
+        "template": {"metadata": {"labels": dict(cl)}, "spec": {
+            "securityContext": dict(POD_SECURITY), "terminationGracePeriodSeconds": 120,
+            "containers": [cc], "volumes": [*objstore_vols, {"name": "tmp", "emptyDir": {}}]}},
+        "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": _pvc_spec(cp.get("storage"), "10Gi")}],
+    }))
+    return _detached(out)
+
+
+def _pvc_spec(storage: Any, default_size: str) -> dict[str, Any]:
+    if isinstance(storage, Mapping) and isinstance(storage.get("volumeClaimTemplate"), Mapping):
+        return dict(storage["volumeClaimTemplate"].get("spec") or {})
+    size = storage.get("size") if isinstance(storage, Mapping) else None
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": size or default_size}}}
+    if isinstance(storage, Mapping) and storage.get("storageClassName"):
+        spec["storageClassName"] = storage["storageClassName"]
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------- cross-object rules
+
+def cluster_for(pha: Mapping[str, Any], clusters: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The ThanosCluster a PrometheusHA belongs to: its explicit reference, else the first (by name) whose
+    member selector matches its labels; same namespace only."""
+    s = pha_spec(pha)
+    same_ns = sorted((c for c in clusters if namespace_of(c) == s.namespace), key=name_of)
+    if s.cluster_name:
+        return next((c for c in same_ns if name_of(c) == s.cluster_name), None)
+    labels = meta(pha).get("labels") or {}
+    return next((c for c in same_ns if labels_match(tc_spec(c).member_selector, labels)), None)
+
+
+def cluster_key(pha: Mapping[str, Any], clusters: Iterable[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """(namespace, cluster name) of the cluster a PrometheusHA belongs to, including a named cluster that
+    does not exist (yet): PrometheusHAs naming the same cluster share one label space."""
+    c = cluster_for(pha, clusters)
+    if c is not None:
+        return namespace_of(c), name_of(c)
+    s = pha_spec(pha)
+    return (s.namespace, s.cluster_name) if s.cluster_name else None
+
+
+def members_of(tc: Mapping[str, Any], phas: Iterable[Mapping[str, Any]],
+               clusters: Iterable[Mapping[str, Any]] = ()) -> list[Mapping[str, Any]]:
+    cl = list(clusters) or [tc]
+    if not any(name_of(c) == name_of(tc) and namespace_of(c) == namespace_of(tc) for c in cl):
+        cl.append(tc)
+    key = (namespace_of(tc), name_of(tc))
+    return sorted((p for p in phas if cluster_key(p, cl) == key), key=name_of)
+
+
+def _age_key(pha: Mapping[str, Any]) -> tuple[str, str]:
+    # RFC 3339 UTC timestamps sort lexically; a missing one (not yet created) sorts last.
+    return (meta(pha).get("creationTimestamp") or "9999", name_of(pha))
+
+
+def external_label_conflicts(phas: Iterable[Mapping[str, Any]],
+                             clusters: Iterable[Mapping[str, Any]] = ()) -> dict[tuple[str, str], str]:
+    """Members of one ThanosCluster whose external label set (the replica label is never part of it)
+    equals an earlier member's: ``{(namespace, name): name of the earlier one}``. The earliest
+    (creationTimestamp, then name) keeps its labels; every later one conflicts."""
+    clusters = list(clusters)
+    seen: dict[tuple[Any, frozenset], Mapping[str, Any]] = {}
+    out: dict[tuple[str, str], str] = {}
+    for p in sorted(phas, key=_age_key):
+        key = cluster_key(p, clusters)
+        if key is None:
+            continue
+        s = pha_spec(p)
+        labelset = frozenset((k, v) for k, v in s.external_labels.items() if k != s.replica_label)
+        first = seen.setdefault((key, labelset), p)
+        if first is not p:
+            out[(namespace_of(p), name_of(p))] = name_of(first)
+    return out

@@ -1,0 +1,203 @@
+"""Typed, defaulted views of the custom resources' ``spec`` (the one place that knows field names).
+
+The CRD schema applies the same defaults on the server; they are repeated here so the render functions
+are total on un-defaulted input (unit tests, dry runs) and so a field rename touches one file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+GROUP = "pythanos.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+PHA_KIND, PHA_PLURAL = "PrometheusHA", "prometheushas"
+TC_KIND, TC_PLURAL = "ThanosCluster", "thanosclusters"
+
+DEFAULT_REPLICA_LABEL = "replica"
+DEFAULT_OBJSTORE_KEY = "objstore.yml"
+DEFAULT_PROMETHEUS_VERSION = "v3.9.1"
+DEFAULT_PROMETHEUS_IMAGE_REPO = "quay.io/prometheus/prometheus"
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Operator-wide defaults (from the operator's flags/env, not from the CRs)."""
+    component_image: str = "pythanos:0.1.0"
+    prometheus_image_repo: str = DEFAULT_PROMETHEUS_IMAGE_REPO
+    image_pull_policy: str = "IfNotPresent"
+
+
+def _get(d: Mapping[str, Any] | None, *path: str, default: Any = None) -> Any:
+    cur: Any = d
+    for p in path:
+        if not isinstance(cur, Mapping) or p not in cur or cur[p] is None:
+            return default
+        cur = cur[p]
+    return cur
+
+
+def meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    return obj.get("metadata") or {}
+
+
+def name_of(obj: Mapping[str, Any]) -> str:
+    return meta(obj)["name"]
+
+
+def namespace_of(obj: Mapping[str, Any]) -> str:
+    return meta(obj).get("namespace") or "default"
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str = DEFAULT_OBJSTORE_KEY
+
+
+def _secret_key_ref(d: Mapping[str, Any] | None, default_key: str = DEFAULT_OBJSTORE_KEY) -> SecretKeyRef | None:
+    """Accepts ``{secretKeyRef: {name, key}}``, ``{secretRef: {name, key}}`` or ``{name, key}``."""
+    if not isinstance(d, Mapping):
+        return None
+    ref = d.get("secretKeyRef") or d.get("secretRef") or (d if "name" in d else None)
+    if not isinstance(ref, Mapping) or not ref.get("name"):
+        return None
+    return SecretKeyRef(name=ref["name"], key=ref.get("key") or default_key)
+
+
+@dataclass(frozen=True)
+class ConfigRef:
+    kind: str  # "Secret" | "ConfigMap"
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class PHASpec:
+    name: str
+    namespace: str
+    replicas: int
+    version: str
+    image: str | None
+    external_labels: dict[str, str]
+    replica_label: str
+    scrape_interval: str
+    evaluation_interval: str
+    scrape_configs: list[Any]
+    scrape_config_ref: ConfigRef | None
+    retention: str
+    storage: dict[str, Any] | None   # a PVC spec (volumeClaimTemplate.spec) or None: emptyDir
+    resources: dict[str, Any]
+    sidecar_image: str | None
+    log_level: str
+    sidecar_log_level: str
+    sidecar_resources: dict[str, Any]
+    objstore_from_cluster: bool
+    objstore: SecretKeyRef | None
+    cluster_name: str | None
+    cluster_selector_labels: dict[str, str] = field(default_factory=dict)
+
+
+def pha_spec(pha: Mapping[str, Any]) -> PHASpec:
+    s = pha.get("spec") or {}
+    sc = s.get("sidecar") or {}
+    os_ = sc.get("objectStorage") or {}
+    sref = _secret_key_ref(os_)
+    from_cluster = bool(os_.get("fromCluster", sref is None))
+    cfg_ref = None
+    cfrom = s.get("scrapeConfigFrom") or _get(s, "scrapeConfig", "from") or {}
+    if isinstance(cfrom, Mapping):
+        if cfrom.get("secretKeyRef"):
+            r = cfrom["secretKeyRef"]
+            cfg_ref = ConfigRef("Secret", r["name"], r.get("key") or "scrape-configs.yaml")
+        elif cfrom.get("configMapKeyRef"):
+            r = cfrom["configMapKeyRef"]
+            cfg_ref = ConfigRef("ConfigMap", r["name"], r.get("key") or "scrape-configs.yaml")
+    scrape = s.get("scrapeConfigs")
+    if scrape is None:
+        scrape = _get(s, "scrapeConfig", "scrapeConfigs", default=[])
+    storage = s.get("storage")
+    pvc = None
+    if isinstance(storage, Mapping):
+        pvc = storage.get("volumeClaimTemplate", {}).get("spec") if storage.get("volumeClaimTemplate") else None
+        if pvc is None:
+            pvc = {"accessModes": ["ReadWriteOnce"],
+                   "resources": {"requests": {"storage": str(storage.get("size") or "10Gi")}}}
+            if storage.get("storageClassName"):
+                pvc["storageClassName"] = storage["storageClassName"]
+    cref = s.get("thanosCluster") or s.get("thanosClusterRef") or s.get("clusterRef")
+    cluster_name = cref.get("name") if isinstance(cref, Mapping) else (cref if isinstance(cref, str) else None)
+    return PHASpec(
+        name=name_of(pha), namespace=namespace_of(pha),
+        replicas=int(s.get("replicas", 2)),
+        version=str(s.get("version") or DEFAULT_PROMETHEUS_VERSION),
+        image=s.get("image"),
+        external_labels={str(k): str(v) for k, v in (s.get("externalLabels") or {}).items()},
+        replica_label=s.get("replicaExternalLabelName") or DEFAULT_REPLICA_LABEL,
+        scrape_interval=s.get("scrapeInterval") or "15s",
+        evaluation_interval=s.get("evaluationInterval") or "15s",
+        scrape_configs=list(scrape or []),
+        scrape_config_ref=cfg_ref,
+        retention=s.get("retention") or "24h",
+        storage=dict(pvc) if pvc else None,
+        resources=dict(s.get("resources") or {}),
+        sidecar_image=sc.get("image"),
+        log_level=s.get("logLevel") or "info",
+        sidecar_log_level=sc.get("logLevel") or "info",
+        sidecar_resources=dict(sc.get("resources") or {}),
+        objstore_from_cluster=from_cluster,
+        objstore=sref,
+        cluster_name=cluster_name,
+    )
+
+
+@dataclass(frozen=True)
+class TCSpec:
+    name: str
+    namespace: str
+    image: str | None
+    log_level: str
+    objstore: SecretKeyRef | None
+    member_selector: dict[str, Any] | None
+    querier: dict[str, Any]
+    store: dict[str, Any]
+    compactor: dict[str, Any]
+
+
+def tc_spec(tc: Mapping[str, Any]) -> TCSpec:
+    s = tc.get("spec") or {}
+    sel = s.get("prometheusHASelector") or s.get("memberSelector") or s.get("selector")
+    return TCSpec(
+        name=name_of(tc), namespace=namespace_of(tc),
+        image=s.get("image"),
+        log_level=s.get("logLevel") or "info",
+        objstore=_secret_key_ref(s.get("objectStorage")),
+        member_selector=dict(sel) if isinstance(sel, Mapping) else None,
+        querier=dict(s.get("querier") or s.get("query") or {}),
+        store=dict(s.get("storeGateway") or s.get("store") or {}),
+        compactor=dict(s.get("compactor") or s.get("compact") or {}),
+    )
+
+
+def labels_match(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A metav1.LabelSelector (matchLabels + matchExpressions) against a label map; None/{} matches nothing."""
+    if not selector:
+        return False
+    ml = selector.get("matchLabels") or {}
+    me = selector.get("matchExpressions") or []
+    if not ml and not me:
+        return False
+    for k, v in ml.items():
+        if labels.get(k) != v:
+            return False
+    for e in me:
+        k, op, vals = e.get("key"), e.get("operator"), e.get("values") or []
+        if op == "In" and labels.get(k) not in vals:
+            return False
+        if op == "NotIn" and k in labels and labels[k] in vals:
+            return False
+        if op == "Exists" and k not in labels:
+            return False
+        if op == "DoesNotExist" and k in labels:
+            return False
+    return True

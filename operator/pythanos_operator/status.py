@@ -1,0 +1,109 @@
+"""Pure status math: workloads' status -> Available; Reconciled + Available -> Ready; conditions list.
+
+Conditions are ``metav1.Condition`` shaped (type/status/reason/message/lastTransitionTime/observedGeneration),
+one list keyed by type. ``lastTransitionTime`` is kept while a condition's status does not change.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+READY, RECONCILED, AVAILABLE = "Ready", "Reconciled", "Available"
+
+# Reasons
+RECONCILE_SUCCEEDED = "ReconcileSucceeded"
+RECONCILE_FAILED = "ReconcileFailed"
+EXTERNAL_LABELS_CONFLICT = "ExternalLabelsConflict"
+OBJECT_STORAGE_SECRET_MISSING = "ObjectStorageSecretMissing"
+THANOS_CLUSTER_NOT_FOUND = "ThanosClusterNotFound"
+ALL_PODS_READY = "AllPodsReady"
+NO_POD_READY = "NoPodReady"
+SOME_PODS_NOT_READY = "SomePodsNotReady"
+WORKLOAD_NOT_FOUND = "WorkloadNotFound"
+SCALED_TO_ZERO = "ScaledToZero"
+
+
+@dataclass(frozen=True)
+class Cond:
+    status: str   # "True" | "False" | "Unknown"
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Availability:
+    cond: Cond
+    replicas: int
+    ready: int
+
+
+def _ready_count(w: Mapping[str, Any]) -> int:
+    st = w.get("status") or {}
+    if w.get("kind") == "Deployment":
+        return int(st.get("availableReplicas") or 0)
+    return int(st.get("readyReplicas") or 0)
+
+
+def availability(expected: Sequence[tuple[str, str]], live: Iterable[Mapping[str, Any]]) -> Availability:
+    """``expected``: (kind, name) of the workloads the render produced; ``live``: their objects as read."""
+    by_key = {(w.get("kind"), (w.get("metadata") or {}).get("name")): w for w in live}
+    total = ready = 0
+    missing, parts = [], []
+    for kind, name in expected:
+        w = by_key.get((kind, name))
+        if w is None:
+            missing.append(f"{kind} {name} not found")
+            continue
+        want = int((w.get("spec") or {}).get("replicas", 1))
+        got = min(_ready_count(w), want)
+        total += want
+        ready += got
+        if got < want:
+            parts.append(f"{kind} {name}: {got}/{want} ready")
+    if not expected:
+        return Availability(Cond("False", WORKLOAD_NOT_FOUND, "no workload rendered"), 0, 0)
+    if missing:
+        return Availability(Cond("False", WORKLOAD_NOT_FOUND, "; ".join(missing + parts)), total, ready)
+    if total == 0:
+        return Availability(Cond("True", SCALED_TO_ZERO, "all workloads are scaled to zero"), 0, 0)
+    if ready == total:
+        return Availability(Cond("True", ALL_PODS_READY, f"{ready}/{total} pods ready"), total, ready)
+    if ready == 0:
+        return Availability(Cond("False", NO_POD_READY, "; ".join(parts)), total, ready)
+    return Availability(Cond("False", SOME_PODS_NOT_READY, "; ".join(parts)), total, ready)
+
+
+def ready_from(reconciled: Cond, available: Cond) -> Cond:
+    """The summary: a failed reconcile wins, then availability."""
+    if reconciled.status != "True":
+        return Cond("False", reconciled.reason, reconciled.message)
+    if available.status != "True":
+        return Cond("False", available.reason, available.message)
+    return Cond("True", available.reason, available.message)
+
+
+def merge_conditions(previous: Iterable[Mapping[str, Any]] | None, generation: int | None,
+                     new: Mapping[str, Cond], now: str) -> list[dict[str, Any]]:
+    prev = {c.get("type"): c for c in previous or []}
+    out = []
+    for ctype in (READY, RECONCILED, AVAILABLE):
+        c = new.get(ctype)
+        if c is None:
+            if ctype in prev:
+                out.append(dict(prev[ctype]))
+            continue
+        old = prev.get(ctype)
+        ltt = old.get("lastTransitionTime") if old and old.get("status") == c.status else None
+        d = {"type": ctype, "status": c.status, "reason": c.reason, "message": c.message[:32768],
+             "lastTransitionTime": ltt or now}
+        if generation is not None:
+            d["observedGeneration"] = int(generation)
+        out.append(d)
+    return out
+
+
+def cond_of(conditions: Iterable[Mapping[str, Any]] | None, ctype: str) -> Cond | None:
+    for c in conditions or []:
+        if c.get("type") == ctype:
+            return Cond(c.get("status", "Unknown"), c.get("reason", ""), c.get("message", ""))
+    return None

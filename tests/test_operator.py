@@ -1,0 +1,444 @@
+"""The operator against a real kube-apiserver (+ etcd, + kube-controller-manager for garbage collection).
+
+The real ``pythanos-operator`` process runs (module-scoped) with the install's own identity: the
+ServiceAccount and ClusterRole of manifests/rbac.yaml (a token from the TokenRequest API), so every call it
+makes is proven to fit the least-privilege RBAC. There is no kubelet: tests patch StatefulSet/Deployment
+``/status`` themselves to move the conditions.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from kube import write_kubeconfig
+from peers import free_ports
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "manifests" / "examples"
+OPERATOR_NS = "pythanos-system"
+TIMEOUT = 45.0
+
+
+def wait_for(fn: Callable[[], Any], timeout: float = TIMEOUT, what: str = "condition", interval: float = 0.25):
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001  (retry until the deadline; report the last error)
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+class Operator:
+    def __init__(self, proc: subprocess.Popen, log: Path, health: int, metrics: int):
+        self.proc, self.log, self.health_port, self.metrics_port = proc, log, health, metrics
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def get(self, port: int, path: str) -> tuple[int, str]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+def start_operator(kubeconfig: Path, work: Path, *args: str, name: str = "operator") -> Operator:
+    health, metrics = free_ports(2)
+    log = work / f"{name}.log"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHANOS_OPERATOR_RETRY_DELAY": "2",
+           "PYTHANOS_COMPONENT_IMAGE": "pythanos:test", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pythanos_operator.main", f"--liveness=http://127.0.0.1:{health}/healthz",
+         f"--metrics-address=127.0.0.1:{metrics}", *args],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=str(work))
+    op = Operator(proc, log, health, metrics)
+    try:
+        wait_for(lambda: op.alive() and op.get(health, "/healthz")[0] == 200, 60, "operator /healthz")
+    except AssertionError:
+        proc.kill()
+        raise AssertionError(f"operator did not come up:\n{op.output()[-4000:]}")
+    return op
+
+
+def stop_operator(op: Operator) -> None:
+    op.proc.terminate()
+    try:
+        op.proc.wait(15)
+    except subprocess.TimeoutExpired:
+        op.proc.kill()
+        op.proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def installed(kubectl, pythanos_crds):
+    """The operator install (manifests/: CRDs, namespace, peering, RBAC, Deployment) applied as users do."""
+    kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "manifests"))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s",
+            "crd/clusterkopfpeerings.kopf.dev", "crd/kopfpeerings.kopf.dev")
+    return True
+
+
+@pytest.fixture(scope="module")
+def operator_kubeconfig(installed, kubectl, kube_apiserver, tmp_path_factory) -> Path:
+    """A kubeconfig for the operator's ServiceAccount (so the RBAC of manifests/ is what it gets)."""
+    token = kubectl("create", "token", "pythanos-operator", "-n", OPERATOR_NS, "--duration=2h").stdout.strip()
+    work = tmp_path_factory.mktemp("operator-sa")
+    return write_kubeconfig(work / "kubeconfig", kube_apiserver.url, kube_apiserver.ca_file, token,
+                            user="system:serviceaccount:pythanos-system:pythanos-operator")
+
+
+@pytest.fixture(scope="module")
+def operator(operator_kubeconfig, tmp_path_factory, request):
+    work = tmp_path_factory.mktemp("operator")
+    op = start_operator(operator_kubeconfig, work, "--standalone")
+    yield op
+    alive = op.alive()
+    stop_operator(op)
+    assert alive, f"the operator died:\n{op.output()[-6000:]}"
+
+
+@pytest.fixture
+def op_log(operator, request):
+    """Print the operator's log tail when a test fails."""
+    start = len(operator.output())
+    yield operator
+    if not operator.alive():
+        pytest.fail(f"the operator died:\n{operator.output()[-6000:]}")
+    # shown by pytest only when the test failed
+    sys.stdout.write("---- operator log during this test ----\n" + operator.output()[start:][-8000:])
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def kget(kubectl, kind: str, name: str, ns: str) -> dict | None:
+    r = kubectl("get", kind, name, "-o", "json", "--show-managed-fields", namespace=ns, check=False)
+    if r.returncode != 0:
+        if "NotFound" in r.stderr or "not found" in r.stderr:
+            return None
+        raise AssertionError(r.stderr)
+    return json.loads(r.stdout)
+
+
+def cond(obj: dict | None, ctype: str) -> dict:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c["type"] == ctype:
+            return c
+    return {}
+
+
+def wait_cond(kubectl, kind, name, ns, ctype, status, reason=None, timeout=TIMEOUT) -> dict:
+    seen: list = [None]
+
+    def ok():
+        o = kget(kubectl, kind, name, ns)
+        seen[0] = (o or {}).get("status")
+        c = cond(o, ctype)
+        return o if c.get("status") == status and (reason is None or c.get("reason") == reason) else None
+    try:
+        return wait_for(ok, timeout, f"{kind} {ns}/{name} {ctype}={status} {reason or ''}")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\nlast status: {json.dumps(seen[0], indent=1)}") from None
+
+
+def patch_status(kubectl, kind, name, ns, status: dict) -> None:
+    kubectl("patch", kind, name, "--subresource=status", "--type=merge", "-p", json.dumps({"status": status}),
+            namespace=ns)
+
+
+def args_of(obj: dict, container: str) -> list[str]:
+    return next(c for c in obj["spec"]["template"]["spec"]["containers"] if c["name"] == container)["args"]
+
+
+def apply_examples(kubectl, ns: str, *files: str) -> None:
+    files = files or ("objstore-secret.yaml", "thanoscluster.yaml", "prometheusha-eu1.yaml", "prometheusha-us1.yaml")
+    for f in files:
+        kubectl("apply", "--server-side", "-f", str(EXAMPLES / f), namespace=ns)
+
+
+def events_for(kubectl, ns: str, name: str) -> list[dict]:
+    return [e for e in kubectl.json("get", "events", namespace=ns)["items"]
+            if e["involvedObject"].get("name") == name]
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+def test_examples_render_children_with_owner_refs_and_flags(kubectl, namespace, op_log):
+    ns = namespace
+    kubectl("apply", "--server-side", "-k", str(EXAMPLES), namespace=ns)   # as the README says
+    tc = wait_for(lambda: kget(kubectl, "thanoscluster", "demo", ns), what="tc")
+    eu1 = kget(kubectl, "prometheusha", "eu1", ns)
+    us1 = kget(kubectl, "prometheusha", "us1", ns)
+
+    sts_us1 = wait_for(lambda: kget(kubectl, "statefulset", "prometheus-us1", ns), what="sts us1")
+    sts_eu1 = wait_for(lambda: kget(kubectl, "statefulset", "prometheus-eu1", ns), what="sts eu1")
+    assert sts_us1["spec"]["replicas"] == 2 and sts_eu1["spec"]["replicas"] == 1
+    for sts, owner in ((sts_us1, us1), (sts_eu1, eu1)):
+        assert sts["metadata"]["ownerReferences"] == [{
+            "apiVersion": "pythanos.io/v1alpha1", "kind": "PrometheusHA", "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
+        side = args_of(sts, "thanos-sidecar")
+        assert side[0] == "sidecar" and "--objstore.config-file=/etc/thanos/objstore/objstore.yml" in side
+        assert any(c["image"] == "pythanos:test" for c in sts["spec"]["template"]["spec"]["containers"])
+        mf = {m["manager"] for m in sts["metadata"]["managedFields"]}
+        assert "pythanos-operator" in mf
+    cm = wait_for(lambda: kget(kubectl, "configmap", "prometheus-us1-config", ns), what="config")
+    cfg = yaml.safe_load(cm["data"]["prometheus.yaml.tmpl"])
+    assert cfg["global"]["external_labels"] == {"cluster": "us1", "replica": "$(POD_NAME)"}
+    svc = kget(kubectl, "service", "prometheus-us1", ns)
+    assert svc["spec"]["clusterIP"] == "None" and any(p["name"] == "grpc" and p["port"] == 10901
+                                                       for p in svc["spec"]["ports"])
+    assert wait_for(lambda: kget(kubectl, "pdb", "prometheus-us1", ns), what="pdb us1")
+    assert kget(kubectl, "pdb", "prometheus-eu1", ns) is None
+
+    q = wait_for(lambda: kget(kubectl, "deployment", "thanos-query-demo", ns), what="querier")
+    assert q["metadata"]["ownerReferences"][0]["uid"] == tc["metadata"]["uid"]
+    assert "--query.replica-label=replica" in args_of(q, "thanos-query")
+    sd = wait_for(lambda: kget(kubectl, "configmap", "thanos-query-demo-endpoints", ns), what="sd")
+
+    def endpoints():
+        got = yaml.safe_load(kget(kubectl, "configmap", "thanos-query-demo-endpoints", ns)["data"]["endpoints.yaml"])
+        return got if len(got["endpoints"]) == 3 else None
+    assert wait_for(endpoints, what="3 endpoints") == {"endpoints": [
+        {"address": f"dnssrv+_grpc._tcp.prometheus-eu1.{ns}.svc"},
+        {"address": f"dnssrv+_grpc._tcp.prometheus-us1.{ns}.svc"},
+        {"address": f"dnssrv+_grpc._tcp.thanos-store-demo.{ns}.svc"}]}
+    assert sd["metadata"]["ownerReferences"][0]["kind"] == "ThanosCluster"
+    compact = wait_for(lambda: kget(kubectl, "statefulset", "thanos-compact-demo", ns), what="compactor")
+    assert compact["spec"]["replicas"] == 1 and compact["spec"]["volumeClaimTemplates"]
+    assert "--deduplication.replica-label=replica" in args_of(compact, "thanos-compact")
+    assert wait_for(lambda: kget(kubectl, "statefulset", "thanos-store-demo", ns), what="store")
+    assert kget(kubectl, "service", "thanos-store-demo", ns)["spec"]["clusterIP"] == "None"
+
+    # Status: reconciled, nothing ready yet (no kubelet here).
+    o = wait_cond(kubectl, "prometheusha", "us1", ns, "Ready", "False", "NoPodReady")
+    assert cond(o, "Reconciled")["status"] == "True"
+    assert o["status"]["observedGeneration"] == o["metadata"]["generation"]
+    assert o["status"]["thanosCluster"] == "demo"
+    t = wait_cond(kubectl, "thanoscluster", "demo", ns, "Reconciled", "True")
+    assert t["status"]["members"] == 2 and t["status"]["replicaLabels"] == ["replica"]
+    # printer columns read what we write
+    out = kubectl("get", "pha", namespace=ns).stdout
+    assert "NoPodReady" in out and "us1" in out
+
+
+def test_status_follows_workload_status(kubectl, namespace, op_log):
+    ns = namespace
+    apply_examples(kubectl, ns)
+    wait_for(lambda: kget(kubectl, "statefulset", "prometheus-us1", ns), what="sts")
+    wait_cond(kubectl, "prometheusha", "us1", ns, "Available", "False", "NoPodReady")
+    patch_status(kubectl, "statefulset", "prometheus-us1", ns, {"replicas": 2, "readyReplicas": 1})
+    o = wait_cond(kubectl, "prometheusha", "us1", ns, "Ready", "False", "SomePodsNotReady")
+    assert "1/2 ready" in cond(o, "Available")["message"]
+    assert o["status"]["readyReplicas"] == 1 and o["status"]["replicas"] == 2
+    patch_status(kubectl, "statefulset", "prometheus-us1", ns, {"replicas": 2, "readyReplicas": 2})
+    o = wait_cond(kubectl, "prometheusha", "us1", ns, "Ready", "True", "AllPodsReady")
+    assert cond(o, "Available")["status"] == "True" and o["status"]["availableReplicas"] == 2
+
+    # the ThanosCluster's Ready summarises querier, store gateway and compactor
+    wait_cond(kubectl, "thanoscluster", "demo", ns, "Ready", "False", "NoPodReady")
+    for kind, name, st in (("deployment", "thanos-query-demo", {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}),
+                           ("statefulset", "thanos-store-demo", {"replicas": 1, "readyReplicas": 1})):
+        wait_for(lambda: kget(kubectl, kind, name, ns), what=name)
+        patch_status(kubectl, kind, name, ns, st)
+    wait_cond(kubectl, "thanoscluster", "demo", ns, "Ready", "False", "SomePodsNotReady")
+    wait_for(lambda: kget(kubectl, "statefulset", "thanos-compact-demo", ns), what="compactor")
+    patch_status(kubectl, "statefulset", "thanos-compact-demo", ns, {"replicas": 1, "readyReplicas": 1})
+    wait_cond(kubectl, "thanoscluster", "demo", ns, "Ready", "True", "AllPodsReady")
+
+
+def test_scale_down_prunes_pdb_and_spec_is_never_written(kubectl, namespace, op_log):
+    ns = namespace
+    apply_examples(kubectl, ns)
+    wait_for(lambda: kget(kubectl, "pdb", "prometheus-us1", ns), what="pdb")
+    before = {(k, n): kget(kubectl, k, n, ns)["spec"] for k, n in
+              (("prometheusha", "us1"), ("prometheusha", "eu1"), ("thanoscluster", "demo"))}
+    # Server-side apply dry run of the original YAML: nothing to change (the operator wrote no spec).
+    wait_cond(kubectl, "thanoscluster", "demo", ns, "Reconciled", "True")
+    for f in ("thanoscluster.yaml", "prometheusha-eu1.yaml", "prometheusha-us1.yaml"):
+        r = kubectl("diff", "--server-side", "-f", str(EXAMPLES / f), namespace=ns, check=False)
+        assert r.returncode == 0, f"{f} differs from the live object:\n{r.stdout}{r.stderr}"
+    for (k, n), spec in before.items():
+        assert kget(kubectl, k, n, ns)["spec"] == spec
+        mf = [m for m in kget(kubectl, k, n, ns)["metadata"]["managedFields"] if "f:spec" in json.dumps(m)]
+        assert {m["manager"] for m in mf} == {"kubectl"}, mf
+
+    # through the scale subresource (spec.replicas, status.replicas, status.selector)
+    kubectl("scale", "prometheusha", "us1", "--replicas=1", namespace=ns)
+    wait_for(lambda: kget(kubectl, "pdb", "prometheus-us1", ns) is None, what="pdb pruned")
+    assert kget(kubectl, "statefulset", "prometheus-us1", ns)["spec"]["replicas"] == 1
+    o = wait_for(lambda: (lambda x: x if x["status"].get("observedGeneration") == 2 else None)(
+        kget(kubectl, "prometheusha", "us1", ns)), what="observedGeneration 2")
+    assert cond(o, "Reconciled")["observedGeneration"] == 2
+    scale = json.loads(kubectl("get", "--raw", f"/apis/pythanos.io/v1alpha1/namespaces/{ns}/prometheushas/us1/scale").stdout)
+    assert scale["spec"]["replicas"] == 1
+    assert scale["status"]["selector"] == "app.kubernetes.io/name=prometheus,pythanos.io/prometheusha=us1"
+
+
+def test_immutable_statefulset_change_recreates_it(kubectl, namespace, kube_controller_manager, op_log):
+    """Adding storage changes volumeClaimTemplates (immutable): orphan-delete and re-apply, not a wedge.
+    (The garbage collector completes an orphaning delete, hence kube-controller-manager.)"""
+    ns = namespace
+    apply_examples(kubectl, ns, "objstore-secret.yaml", "thanoscluster.yaml", "prometheusha-eu1.yaml")
+    old = wait_for(lambda: kget(kubectl, "statefulset", "prometheus-eu1", ns), what="sts")
+    kubectl("patch", "prometheusha", "eu1", "--type=merge", "-p", '{"spec":{"storage":{"size":"1Gi"}}}', namespace=ns)
+
+    def recreated():
+        sts = kget(kubectl, "statefulset", "prometheus-eu1", ns)
+        return sts if sts and sts["metadata"]["uid"] != old["metadata"]["uid"] else None
+    sts = wait_for(recreated, what="sts recreated")
+    vct = sts["spec"]["volumeClaimTemplates"][0]
+    assert vct["metadata"]["name"] == "data" and vct["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    wait_cond(kubectl, "prometheusha", "eu1", ns, "Reconciled", "True")
+
+
+def test_external_label_conflict(kubectl, namespace, op_log):
+    ns = namespace
+    apply_examples(kubectl, ns, "objstore-secret.yaml", "thanoscluster.yaml", "prometheusha-eu1.yaml")
+    wait_cond(kubectl, "prometheusha", "eu1", ns, "Reconciled", "True")
+    sts_before = kget(kubectl, "statefulset", "prometheus-eu1", ns)
+    dup = yaml.safe_load((EXAMPLES / "prometheusha-eu1.yaml").read_text())
+    dup["metadata"]["name"] = "eu1-again"
+    dup["spec"]["replicas"] = 2
+    kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(dup), namespace=ns)
+
+    o = wait_cond(kubectl, "prometheusha", "eu1-again", ns, "Ready", "False", "ExternalLabelsConflict")
+    msg = cond(o, "Reconciled")["message"]
+    assert "eu1" in msg and "cluster='eu1'" in msg, msg
+    ev = wait_for(lambda: [e for e in events_for(kubectl, ns, "eu1-again") if e["reason"] == "ExternalLabelsConflict"],
+                  what="conflict event")
+    assert ev[0]["type"] == "Warning" and f"{ns}/eu1" in ev[0]["message"]
+    # no workload for the later one; the earlier one keeps running, untouched
+    time.sleep(1)
+    assert kget(kubectl, "statefulset", "prometheus-eu1-again", ns) is None
+    assert kget(kubectl, "statefulset", "prometheus-eu1", ns)["metadata"]["generation"] == \
+        sts_before["metadata"]["generation"]
+    assert cond(kget(kubectl, "prometheusha", "eu1", ns), "Reconciled")["status"] == "True"
+    sd = yaml.safe_load(kget(kubectl, "configmap", "thanos-query-demo-endpoints", ns)["data"]["endpoints.yaml"])
+    assert not any("eu1-again" in e["address"] for e in sd["endpoints"])
+
+    # making the labels unique resolves it
+    kubectl("patch", "prometheusha", "eu1-again", "--type=merge", "-p",
+            '{"spec":{"externalLabels":{"cluster":"eu2"}}}', namespace=ns)
+    wait_cond(kubectl, "prometheusha", "eu1-again", ns, "Reconciled", "True")
+    assert wait_for(lambda: kget(kubectl, "statefulset", "prometheus-eu1-again", ns), what="sts after fix")
+
+    def in_sd():
+        d = yaml.safe_load(kget(kubectl, "configmap", "thanos-query-demo-endpoints", ns)["data"]["endpoints.yaml"])
+        return any("prometheus-eu1-again" in e["address"] for e in d["endpoints"])
+    wait_for(in_sd, what="endpoint added")
+
+
+def test_missing_object_storage_secret(kubectl, namespace, operator, op_log):
+    ns = namespace
+    apply_examples(kubectl, ns, "thanoscluster.yaml", "prometheusha-eu1.yaml")
+    t = wait_cond(kubectl, "thanoscluster", "demo", ns, "Ready", "False", "ObjectStorageSecretMissing")
+    assert "thanos-objstore" in cond(t, "Reconciled")["message"]
+    wait_cond(kubectl, "prometheusha", "eu1", ns, "Ready", "False", "ObjectStorageSecretMissing")
+    assert wait_for(lambda: [e for e in events_for(kubectl, ns, "demo") if e["reason"] == "ObjectStorageSecretMissing"],
+                    what="event")
+    assert kget(kubectl, "deployment", "thanos-query-demo", ns) is None
+    assert kget(kubectl, "statefulset", "prometheus-eu1", ns) is None
+    assert operator.alive() and operator.get(operator.health_port, "/healthz")[0] == 200
+    # the Secret appears: the retry (2 s here) picks it up
+    apply_examples(kubectl, ns, "objstore-secret.yaml")
+    wait_cond(kubectl, "thanoscluster", "demo", ns, "Reconciled", "True")
+    wait_cond(kubectl, "prometheusha", "eu1", ns, "Reconciled", "True")
+    assert kget(kubectl, "deployment", "thanos-query-demo", ns)
+    assert kget(kubectl, "statefulset", "prometheus-eu1", ns)
+
+
+def test_deleting_thanoscluster_collects_its_children(kubectl, namespace, kube_controller_manager, op_log):
+    ns = namespace
+    apply_examples(kubectl, ns)
+    for kind, name in (("deployment", "thanos-query-demo"), ("statefulset", "thanos-compact-demo"),
+                       ("configmap", "thanos-query-demo-endpoints"), ("statefulset", "prometheus-eu1")):
+        wait_for(lambda: kget(kubectl, kind, name, ns), what=name)
+    kubectl("delete", "thanoscluster", "demo", "--wait=true", "--timeout=60s", namespace=ns)
+    for kind, name in (("deployment", "thanos-query-demo"), ("statefulset", "thanos-compact-demo"),
+                       ("statefulset", "thanos-store-demo"), ("service", "thanos-query-demo"),
+                       ("configmap", "thanos-query-demo-endpoints")):
+        wait_for(lambda: kget(kubectl, kind, name, ns) is None, 60, f"{kind} {name} collected")
+    # members stay and keep running as they were; their dangling reference is reported
+    sts_before = kget(kubectl, "statefulset", "prometheus-eu1", ns)
+    o = wait_cond(kubectl, "prometheusha", "eu1", ns, "Ready", "False", "ThanosClusterNotFound")
+    assert "demo" in cond(o, "Reconciled")["message"]
+    assert kget(kubectl, "statefulset", "prometheus-eu1", ns)["metadata"]["generation"] == \
+        sts_before["metadata"]["generation"]
+    # a PrometheusHA without a reference renders standalone (no upload)
+    kubectl("patch", "prometheusha", "eu1", "--type=json", "-p", '[{"op":"remove","path":"/spec/thanosClusterRef"}]',
+            namespace=ns)
+
+    def standalone():
+        sts = kget(kubectl, "statefulset", "prometheus-eu1", ns)
+        return not any(a.startswith("--objstore") for a in args_of(sts, "thanos-sidecar"))
+    wait_for(standalone, what="eu1 re-rendered without the cluster")
+    o = wait_cond(kubectl, "prometheusha", "eu1", ns, "Reconciled", "True")
+    assert "thanosCluster" not in o["status"]
+
+
+def test_metrics_and_health(operator):
+    code, text = operator.get(operator.metrics_port, "/metrics")
+    assert code == 200 and "pythanos_operator_reconcile_total" in text
+    assert operator.get(operator.health_port, "/healthz")[0] == 200
+
+
+def test_peering_keeps_one_replica_active(operator_kubeconfig, kubectl, tmp_path, operator):
+    """Two more operators peered on the ClusterKopfPeering: the lower priority one pauses."""
+    ops = []
+    try:
+        ops.append(start_operator(operator_kubeconfig, tmp_path, "--peering=pythanos-operator", "--priority=10",
+                                  name="low"))
+        ops.append(start_operator(operator_kubeconfig, tmp_path, "--peering=pythanos-operator", "--priority=20",
+                                  name="high"))
+        wait_for(lambda: "Pausing operations in favour of" in ops[0].output(), 60, "low priority pauses")
+        assert "Pausing operations" not in ops[1].output()
+        peering = kubectl.json("get", "clusterkopfpeering", "pythanos-operator")
+        assert len(peering.get("status") or {}) >= 2
+    finally:
+        for op in ops:
+            stop_operator(op)
+
+
+def test_namespaced_install_with_role_only(kubectl, namespace, helm_bin, kube_apiserver, tmp_path, installed):
+    """The chart's watchNamespaces mode: a Role/RoleBinding in the watched namespace is all the operator
+    gets (its own ServiceAccount, no ClusterRole) and it still reconciles, peers and reports."""
+    ns = namespace
+    chart = ROOT / "charts" / "pythanos-operator"
+    out = subprocess.run([helm_bin, "template", "pythanos-operator", str(chart), "--namespace", OPERATOR_NS,
+                          "--set", f"watchNamespaces={{{ns}}}", "--set", f"serviceAccount.name=op-{ns}"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d and d["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "Role", "RoleBinding"}
+    kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(docs))
+    token = kubectl("create", "token", f"op-{ns}", "-n", OPERATOR_NS, "--duration=1h").stdout.strip()
+    kc = write_kubeconfig(tmp_path / "kubeconfig", kube_apiserver.url, kube_apiserver.ca_file, token,
+                          user=f"system:serviceaccount:{OPERATOR_NS}:op-{ns}")
+    op = start_operator(kc, tmp_path, f"--namespace={ns}", "--peering=pythanos-operator", name="namespaced")
+    try:
+        apply_examples(kubectl, ns, "objstore-secret.yaml", "thanoscluster.yaml", "prometheusha-us1.yaml")
+        wait_cond(kubectl, "prometheusha", "us1", ns, "Reconciled", "True")
+        wait_cond(kubectl, "thanoscluster", "demo", ns, "Reconciled", "True")
+        assert kget(kubectl, "kopfpeering", "pythanos-operator", ns)
+        # this operator did the work (the module's cluster-wide one may have too)
+        wait_for(lambda: f"PrometheusHA {ns}/us1: applied" in op.output(), what="namespaced operator applied us1")
+        wait_for(lambda: f"ThanosCluster {ns}/demo: applied" in op.output(), what="namespaced operator applied demo")
+        assert "Forbidden" not in op.output() and "forbidden" not in op.output(), op.output()[-4000:]
+    finally:
+        stop_operator(op)
