@@ -9,7 +9,10 @@ What it does, as the Thanos sidecar does (facts from ``pkg/store/prometheus.go``
   to Prometheus' remote read asking for ``STREAMED_XOR_CHUNKS`` first, ``SAMPLES`` second.
   Streamed chunks are **passed through**: the ``prometheus.Chunk`` message becomes a
   ``thanos.AggrChunk`` with the same bytes, ``type`` shifted from Prometheus' numbering
-  (XOR = 1) to Thanos' (XOR = 0); no sample is decoded. A SAMPLES answer (servers that do not
+  (XOR = 1) to Thanos' (XOR = 0); no sample is decoded. The fast path: each remote-read frame is
+  parsed once, its chunks are written straight into ``thanos.Series`` wire bytes
+  (:class:`ChunkTranscoder`, no message object per chunk) and yielded as
+  :class:`~pythanos.storeapi.types.RawSeries`; the server base adds the label bytes. A SAMPLES answer (servers that do not
   stream) is cut into XOR chunks of at most 120 samples, and series without samples are skipped,
   as Thanos does. External labels are merged by the server base and win over Prometheus' own.
 * ``skip_chunks``: ``/api/v1/series`` instead of remote read (labels only), as Thanos.
@@ -50,7 +53,7 @@ from ..remote import (
 from ..remote.prompb import remote_pb2
 from ..storeapi import InvalidArgument, Series, Store, StoreInfo, Unavailable
 from ..storeapi.pb import types_pb2
-from ..storeapi.types import LabelNamesRequest, Labels, LabelValuesRequest, SeriesRequest
+from ..storeapi.types import LabelNamesRequest, Labels, LabelValuesRequest, RawSeries, SeriesRequest, uvarint
 from ..tsdb.labels import Matcher
 from .promclient import PromClient, PromClientError
 
@@ -91,6 +94,53 @@ def to_aggr_chunks(chunks) -> list:
             raw.SetInParent()
         out.append(ac)
     return out
+
+
+_V1 = tuple(bytes((i,)) for i in range(0x80))
+
+
+class ChunkTranscoder:
+    """``prometheus.Chunk`` messages -> the ``chunks`` fields of a ``thanos.Series`` (bytes), the
+    same bytes ``to_aggr_chunks`` + ``SerializeToString`` give, without a message per chunk.
+
+    AggrChunk{min_time = 1, max_time = 2, raw = 3 Chunk{type = 1, data = 2}}; proto3 leaves out
+    zero values, as the generated serializer does. The ``min_time``/``max_time`` prefix is cached
+    (chunks of series scraped together share their time ranges)."""
+
+    __slots__ = ("heads",)
+
+    def __init__(self) -> None:
+        self.heads: dict = {}
+
+    def head(self, mint: int, maxt: int) -> bytes:
+        h = (b"\x08" + uvarint(mint) if mint else b"") + (b"\x10" + uvarint(maxt) if maxt else b"") + b"\x1a"
+        if len(self.heads) > 100_000:
+            self.heads.clear()
+        self.heads[(mint, maxt)] = h
+        return h
+
+    def __call__(self, chunks) -> bytes:
+        get = self.heads.get
+        out = []
+        for c in chunks:
+            mint = c.min_time_ms
+            maxt = c.max_time_ms
+            head = get((mint, maxt)) or self.head(mint, maxt)
+            data = c.data
+            n = len(data)
+            t = c.type
+            # raw = Chunk{type = 1 (Thanos numbering: Prometheus' minus one), data = 2}
+            if n:
+                raw = (b"\x12" + _V1[n] if n < 0x80 else b"\x12" + uvarint(n)) + data
+            else:
+                raw = b""
+            if t != 1:
+                raw = b"\x08" + uvarint(t - 1) + raw
+            n = len(raw)
+            ac = head + (_V1[n] if n < 0x80 else uvarint(n)) + raw
+            n = len(ac)
+            out.append((b"\x12" + _V1[n] if n < 0x80 else b"\x12" + uvarint(n)) + ac)
+        return b"".join(out)
 
 
 class PrometheusStore(Store):
@@ -200,6 +250,7 @@ class PrometheusStore(Store):
                 offset = 0
                 pend_labels: Optional[tuple] = None
                 pend_chunks: list = []
+                transcode = ChunkTranscoder()
                 async for piece in resp.content.iter_any():
                     buf += piece
                     before = len(buf)
@@ -211,17 +262,17 @@ class PrometheusStore(Store):
                     for cs in parse(b"".join(msgs) if len(msgs) > 1 else msgs[0]).chunked_series:
                         lbls = tuple([(lb.name, lb.value) for lb in cs.labels])
                         if lbls == pend_labels:
-                            pend_chunks.extend(to_aggr_chunks(cs.chunks))
+                            pend_chunks.append(transcode(cs.chunks))
                             continue
                         if pend_labels is not None:
-                            ready.append(Series(pend_labels, pend_chunks))
-                        pend_labels, pend_chunks = lbls, to_aggr_chunks(cs.chunks)
+                            ready.append(RawSeries(pend_labels, b"".join(pend_chunks)))
+                        pend_labels, pend_chunks = lbls, [transcode(cs.chunks)]
                     for s in ready:
                         yield s
                 if buf:
                     raise FrameError(f"stream ended inside a frame ({len(buf)} bytes left over)", offset)
                 if pend_labels is not None:
-                    yield Series(pend_labels, pend_chunks)
+                    yield RawSeries(pend_labels, b"".join(pend_chunks))
         except RemoteReadError:
             raise
         except FrameError as e:

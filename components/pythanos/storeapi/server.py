@@ -16,6 +16,12 @@ What the base does for every store (as Thanos' own stores do, ``pkg/store/promet
 * ``limit`` caps the number of series; ``skip_chunks`` drops chunks;
 * ``response_batch_size > 1`` sends ``batch`` frames of up to that many series, a warning
   flushes the pending batch first (``batchableServer``);
+* frames are written as bytes (the Series RPC's serializer passes them as they are): label
+  fields from a per-call cache of encoded pairs, chunks from :class:`~.types.RawSeries` as the
+  store serialized them (or from :class:`Series` chunk messages), ``series``/``batch`` wrappers by
+  concatenation; byte-identical to serializing the messages. Buffered series are turned into
+  their bytes as they arrive, so only the sort (linear on sorted input) and framing wait for
+  the end;
 * :class:`SeriesWarning` items become ``warning`` frames, ``google.protobuf.Any`` items ``hints``;
 * LabelNames adds external label names (when the store has any names), LabelValues answers an
   external label itself; both drop ``without_replica_labels``, sort and de-duplicate;
@@ -32,21 +38,23 @@ import grpc
 from google.protobuf import any_pb2
 
 from . import service as svc
-from .pb import rpc_pb2, types_pb2
+from .pb import rpc_pb2
 from .types import (
     BadMatcherError,
     Labels,
     LabelNamesRequest,
     LabelsResult,
+    LabelEncoder,
     LabelValuesRequest,
+    RawSeries,
     Series,
     SeriesRequest,
     SeriesWarning,
     StoreInfo,
-    chunk_to_pb,
-    labels_to_pb,
     matchers_from_pb,
     norm_labels,
+    pb_bytes_field,
+    series_payload,
 )
 
 __all__ = ["Store", "StoreServer", "StoreError", "InvalidArgument", "Unavailable", "Internal", "Aborted",
@@ -54,7 +62,7 @@ __all__ = ["Store", "StoreServer", "StoreError", "InvalidArgument", "Unavailable
 
 log = logging.getLogger("pythanos.storeapi")
 
-SeriesItem = Union[Series, SeriesWarning, any_pb2.Any]
+SeriesItem = Union[Series, RawSeries, SeriesWarning, any_pb2.Any]
 
 
 class StoreError(Exception):
@@ -101,8 +109,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def series(self, req: SeriesRequest) -> AsyncIterator[SeriesItem]:
         """Yield :class:`Series` (labels: mapping or pairs, chunks: :class:`~.types.Chunk` or
-        ``(min_time, max_time, encoding, data)`` in Thanos encoding numbering), and optionally
-        :class:`SeriesWarning` / ``Any`` hints. ``req.matchers`` exclude external-label ones."""
+        ``(min_time, max_time, encoding, data)`` in Thanos encoding numbering) or
+        :class:`~.types.RawSeries` (chunks already serialized; labels a tuple of pairs sorted by
+        name, no empty value), and optionally :class:`SeriesWarning` / ``Any`` hints.
+        ``req.matchers`` exclude external-label ones."""
 
     @abc.abstractmethod
     async def label_names(self, req: LabelNamesRequest) -> Union[LabelsResult, Sequence[str]]: ...
@@ -170,10 +180,11 @@ class StoreServer:
             return grpc.unary_unary_rpc_method_handler(
                 fn, request_deserializer=req.FromString, response_serializer=resp.SerializeToString)
 
-        req, resp, _ = svc.METHODS[svc.SERIES]
+        req, _, _ = svc.METHODS[svc.SERIES]
         store_methods = {
+            # the Series handler yields SeriesResponse frames already serialized (see _Framer)
             "Series": grpc.unary_stream_rpc_method_handler(
-                self._series, request_deserializer=req.FromString, response_serializer=resp.SerializeToString),
+                self._series, request_deserializer=req.FromString, response_serializer=_as_is),
             "LabelNames": uu(self._label_names, svc.LABEL_NAMES),
             "LabelValues": uu(self._label_values, svc.LABEL_VALUES),
         }
@@ -241,7 +252,9 @@ class StoreServer:
         if fail is not None:
             await context.abort(fail.code, fail.msg)
 
-    async def _series_frames(self, r: rpc_pb2.SeriesRequest) -> AsyncIterator[rpc_pb2.SeriesResponse]:
+    async def _series_frames(self, r: rpc_pb2.SeriesRequest) -> AsyncIterator[bytes]:
+        """Serialized SeriesResponse frames. Series bytes are put together from encoded labels
+        and chunk bytes (byte-identical to what ``SerializeToString`` of the messages gives)."""
         matchers = matchers_from_pb(r.matchers)
         info = await self._get_info()
         ext = info.external_labels
@@ -261,10 +274,16 @@ class StoreServer:
         limit = int(r.limit)
         skip = r.skip_chunks
         ext_names = {n for n, _ in ext}
+        encode_labels = LabelEncoder()
 
         def complete(s) -> Labels:
-            lbls = s.labels if isinstance(s, Series) else s[0]
-            if isinstance(lbls, tuple) and not ext_names and not remove:
+            lbls = s[0]  # Series, RawSeries or a (labels, chunks) pair
+            if type(s) is RawSeries:
+                # sorted pairs: unchanged when it holds every external pair and no label to remove
+                # (Prometheus' remote read answers carry its external labels, the sidecar's too)
+                if all(p in lbls for p in ext_kept) and not (remove and any(n in remove for n, _ in lbls)):
+                    return lbls
+            elif isinstance(lbls, tuple) and not ext_names and not remove:
                 return lbls if _is_sorted_pairs(lbls) else norm_labels(lbls)
             d = dict(lbls.items() if hasattr(lbls, "items") else lbls)
             for n in remove:
@@ -272,11 +291,8 @@ class StoreServer:
             d.update(ext_kept)
             return tuple(sorted((n, v) for n, v in d.items() if v != ""))
 
-        def to_pb(lbls: Labels, s) -> types_pb2.Series:
-            ps = types_pb2.Series(labels=labels_to_pb(lbls))
-            if not skip:
-                ps.chunks.extend([chunk_to_pb(c) for c in (s.chunks if isinstance(s, Series) else s[1])])
-            return ps
+        def to_pb(lbls: Labels, s) -> bytes:
+            return series_payload(encode_labels(lbls), s, skip)
 
         source = self.store.series(req)
         try:
@@ -306,17 +322,20 @@ class StoreServer:
                         for f in out.other(item):
                             yield f
                         continue
-                    buf.append((complete(item), item))
-                buf.sort(key=lambda x: x[0])
+                    lbls = complete(item)
+                    # the Series bytes are built while the store is still producing; only the sort
+                    # and the framing are left for the end
+                    buf.append((lbls, to_pb(lbls, item)))
+                buf.sort(key=_first)  # linear when already sorted (Prometheus' order, usually)
                 prev = None
                 count = 0
-                for lbls, item in buf:
+                for lbls, payload in buf:
                     if lbls != prev:
                         count += 1
                         if limit and count > limit:
                             break
                     prev = lbls
-                    for f in out.series(to_pb(lbls, item)):
+                    for f in out.series(payload):
                         yield f
             for f in out.flush():
                 yield f
@@ -403,16 +422,18 @@ class StoreServer:
 
 
 class _Framer:
-    """Turns series and other frames into SeriesResponse frames, batching like Thanos."""
+    """Turns series (``thanos.Series`` bytes) and other frames into serialized SeriesResponse
+    frames, batching like Thanos: ``series = 1`` alone, or ``batch = 4`` holding a SeriesBatch of
+    ``series = 1`` entries (protobuf concatenation, no message objects)."""
 
     def __init__(self, batch_size: int) -> None:
         self.size = batch_size if batch_size > 1 else 0
         self.pending: list = []
 
-    def series(self, s: types_pb2.Series) -> Iterable[rpc_pb2.SeriesResponse]:
+    def series(self, s: bytes) -> Iterable[bytes]:
         if not self.size:
-            return (rpc_pb2.SeriesResponse(series=s),)
-        self.pending.append(s)
+            return (pb_bytes_field(b"\x0a", s),)
+        self.pending.append(pb_bytes_field(b"\x0a", s))
         if len(self.pending) >= self.size:
             return self.flush()
         return ()
@@ -420,17 +441,25 @@ class _Framer:
     def flush(self) -> list:
         if not self.pending:
             return []
-        resp = rpc_pb2.SeriesResponse(batch=types_pb2.SeriesBatch(series=self.pending))
+        frame = pb_bytes_field(b"\x22", b"".join(self.pending))
         self.pending = []
-        return [resp]
+        return [frame]
 
     def other(self, item) -> list:
         out = self.flush()
         if isinstance(item, any_pb2.Any):
-            out.append(rpc_pb2.SeriesResponse(hints=item))
+            out.append(rpc_pb2.SeriesResponse(hints=item).SerializeToString())
         else:
-            out.append(rpc_pb2.SeriesResponse(warning=str(item)))
+            out.append(rpc_pb2.SeriesResponse(warning=str(item)).SerializeToString())
         return out
+
+
+def _as_is(b: bytes) -> bytes:
+    return b
+
+
+def _first(x):
+    return x[0]
 
 
 def _is_sorted_pairs(lbls) -> bool:

@@ -25,7 +25,8 @@ __all__ = [
     "AGGR_COUNTER", "PARTIAL_RESPONSE_WARN", "PARTIAL_RESPONSE_ABORT", "MIN_TIME", "MAX_TIME",
     "COMPONENT_TYPES", "norm_labels", "labels_to_pb", "labels_from_pb", "matcher_to_pb", "matcher_from_pb",
     "matchers_from_pb", "BadMatcherError", "chunk_to_pb", "chunk_from_pb", "series_to_pb", "series_from_pb",
-    "prom_to_thanos_encoding", "thanos_to_prom_encoding",
+    "prom_to_thanos_encoding", "thanos_to_prom_encoding", "RawSeries", "uvarint", "pb_bytes_field",
+    "labels_to_bytes", "LabelEncoder", "series_payload",
 ]
 
 Labels = tuple  # tuple[tuple[str, str], ...], sorted by name, names unique
@@ -130,6 +131,20 @@ class Series(NamedTuple):
     chunks: Sequence[Chunk] = ()
 
 
+class RawSeries(NamedTuple):
+    """A series whose chunks are already on the wire: the fast path of :class:`Series`.
+
+    ``labels`` are the store's labels (as for :class:`Series`; the server base merges external
+    labels and removes replica labels as usual), ``chunks`` the serialized ``chunks`` fields of
+    a ``thanos.Series`` message: for every ``AggrChunk``, the tag byte ``0x12``, the varint
+    length and the ``AggrChunk`` bytes, concatenated (what ``Series(chunks=...)`` would add to
+    ``SerializeToString()``). The base emits ``labels`` + ``chunks`` as the ``Series`` bytes
+    without parsing them."""
+
+    labels: Labels
+    chunks: bytes = b""
+
+
 class SeriesWarning(str):
     """A partial-response warning in a Series stream (a ``warning`` frame)."""
 
@@ -170,6 +185,78 @@ def series_to_pb(labels: Labels, chunks: Iterable = ()) -> types_pb2.Series:
 
 def series_from_pb(s) -> Series:
     return Series(labels_from_pb(s.labels), [chunk_from_pb(c) for c in s.chunks])
+
+
+# --- protobuf wire writing (the Series fast path) ----------------------------------------------
+
+_VARINT1 = tuple(bytes((i,)) for i in range(0x80))
+
+
+def uvarint(n: int) -> bytes:
+    """Protobuf varint of ``n``; a negative ``n`` is written as its 64-bit two's complement
+    (10 bytes), as protobuf writes a negative ``int64``/``int32``/enum."""
+    if 0 <= n < 0x80:
+        return _VARINT1[n]
+    if 0 < n < 0x4000:
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
+    if n < 0:
+        n += 1 << 64
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def pb_bytes_field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: ``tag`` (already the key byte(s)), varint length, payload."""
+    n = len(payload)
+    return tag + (_VARINT1[n] if n < 0x80 else uvarint(n)) + payload
+
+
+class LabelEncoder:
+    """``thanos.Series`` ``labels`` fields (``0x0a`` len ``Label{name=1, value=2}``) with the
+    bytes of each pair cached: label pairs repeat across the series of one answer."""
+
+    __slots__ = ("cache",)
+
+    def __init__(self) -> None:
+        self.cache: dict = {}
+
+    def __call__(self, labels: Labels) -> bytes:
+        cache = self.cache
+        get = cache.get
+        out = []
+        for pair in labels:
+            b = get(pair)
+            if b is None:
+                n, v = pair
+                inner = (pb_bytes_field(b"\x0a", n.encode()) if n else b"") + (
+                    pb_bytes_field(b"\x12", v.encode()) if v else b"")
+                b = cache[pair] = pb_bytes_field(b"\x0a", inner)
+                if len(cache) > 100_000:
+                    cache.clear()
+                    cache[pair] = b
+            out.append(b)
+        return b"".join(out)
+
+
+def labels_to_bytes(labels: Labels) -> bytes:
+    return LabelEncoder()(labels)
+
+
+def series_payload(labels_bytes: bytes, s, skip_chunks: bool = False) -> bytes:
+    """``thanos.Series`` bytes for a :class:`RawSeries` / :class:`Series` / ``(labels, chunks)``
+    whose labels are already encoded (the complete set)."""
+    if skip_chunks:
+        return labels_bytes
+    if isinstance(s, RawSeries):
+        return labels_bytes + s.chunks
+    chunks = s.chunks if isinstance(s, Series) else s[1]
+    if not chunks:
+        return labels_bytes
+    return labels_bytes + b"".join([pb_bytes_field(b"\x12", chunk_to_pb(c).SerializeToString()) for c in chunks])
 
 
 # --- requests as the store sees them -----------------------------------------------------------
