@@ -9,5 +9,10 @@ setup(
             # Baseline x86-64/arm64 code (no -march=native: the wheel/image must run anywhere).
             extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
+        Extension(
+            "pythanos.storeapi._transcode",
+            sources=["components/pythanos/storeapi/_transcode.c"],
+            extra_compile_args=["-O3", "-std=gnu99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
     ],
 )

@@ -9,10 +9,11 @@ What it does, as the Thanos sidecar does (facts from ``pkg/store/prometheus.go``
   to Prometheus' remote read asking for ``STREAMED_XOR_CHUNKS`` first, ``SAMPLES`` second.
   Streamed chunks are **passed through**: the ``prometheus.Chunk`` message becomes a
   ``thanos.AggrChunk`` with the same bytes, ``type`` shifted from Prometheus' numbering
-  (XOR = 1) to Thanos' (XOR = 0); no sample is decoded. The fast path: each remote-read frame is
-  parsed once, its chunks are written straight into ``thanos.Series`` wire bytes
-  (:class:`ChunkTranscoder`, no message object per chunk) and yielded as
-  :class:`~pythanos.storeapi.types.RawSeries`; the server base adds the label bytes. A SAMPLES answer (servers that do not
+  (XOR = 1) to Thanos' (XOR = 0); no sample is decoded. The fast path: every complete
+  remote-read frame received goes through one C call (``pythanos.storeapi._transcode``: CRC,
+  parse, chunks written straight into ``thanos.Series`` wire bytes, the same bytes as the Python
+  :class:`ChunkTranscoder`) and is yielded as :class:`~pythanos.storeapi.types.RawSeries`; the
+  server base adds the label bytes. A SAMPLES answer (servers that do not
   stream) is cut into XOR chunks of at most 120 samples, and series without samples are skipped,
   as Thanos does. External labels are merged by the server base and win over Prometheus' own.
 * ``skip_chunks``: ``/api/v1/series`` instead of remote read (labels only), as Thanos.
@@ -47,11 +48,10 @@ from ..remote import (
     RemoteReadClient,
     RemoteReadError,
     encode_read_request,
-    iter_frames,
     samples_to_xor_chunks,
 )
-from ..remote.prompb import remote_pb2
 from ..storeapi import InvalidArgument, Series, Store, StoreInfo, Unavailable
+from ..storeapi._transcode import transcode_frames as _transcode_frames
 from ..storeapi.pb import types_pb2
 from ..storeapi.types import LabelNamesRequest, Labels, LabelValuesRequest, RawSeries, SeriesRequest, uvarint
 from ..tsdb.labels import Matcher
@@ -216,16 +216,17 @@ class PrometheusStore(Store):
         """Remote read, streamed frames turned into Series without decoding a sample.
 
         The hot path of the sidecar, so it does not go through ``RemoteReadClient.read`` (one
-        event-loop turn and one protobuf parse per frame): it takes every complete frame that has
-        arrived, parses them with **one** ``FromString`` (concatenated messages merge: the
-        repeated ``chunked_series`` append, in order) and joins consecutive entries of one series
-        (Prometheus splits big series over frames)."""
+        event-loop turn and one protobuf parse per frame): every complete frame that has arrived
+        goes through **one** C call (``storeapi._transcode.transcode_frames``: CRC32C check,
+        parse, chunks written as ``thanos.Series`` wire bytes byte for byte as
+        :class:`ChunkTranscoder`, labels as str pairs, consecutive entries of one series joined;
+        the GIL released for the parse), and entries of one series split over two calls are
+        joined here (Prometheus splits big series over frames)."""
         rc = self.remote
         body = encode_read_request([(start, end, matchers)])
         headers = {"Content-Encoding": "snappy", "Accept-Encoding": "snappy", "Content-Type": "application/x-protobuf",
                    "User-Agent": rc.user_agent, "X-Prometheus-Remote-Read-Version": REMOTE_READ_VERSION}
         timeout = aiohttp.ClientTimeout(total=rc.timeout, connect=rc.connect_timeout)
-        parse = remote_pb2.ChunkedReadResponse.FromString
         t0 = time.monotonic()
         try:
             async with rc._get_session().post(rc.read_url, data=body, headers=headers, timeout=timeout,
@@ -250,25 +251,36 @@ class PrometheusStore(Store):
                 offset = 0
                 pend_labels: Optional[tuple] = None
                 pend_chunks: list = []
-                transcode = ChunkTranscoder()
+                max_frame = rc.max_frame
                 async for piece in resp.content.iter_any():
                     buf += piece
-                    before = len(buf)
-                    msgs = list(iter_frames(buf, max_frame=rc.max_frame, base=offset))
-                    offset += before - len(buf)
-                    if not msgs:
+                    # every complete frame in one C call: CRC, parse, transcode (without the GIL);
+                    # consecutive entries of one series come back joined
+                    try:
+                        used, ready = _transcode_frames(buf, offset, max_frame, RawSeries)
+                    except ValueError as e:
+                        raise rc._error(f"corrupt chunked response: {e}") from e
+                    if not used:
                         continue
-                    ready = []
-                    for cs in parse(b"".join(msgs) if len(msgs) > 1 else msgs[0]).chunked_series:
-                        lbls = tuple([(lb.name, lb.value) for lb in cs.labels])
-                        if lbls == pend_labels:
-                            pend_chunks.append(transcode(cs.chunks))
-                            continue
-                        if pend_labels is not None:
-                            ready.append(RawSeries(pend_labels, b"".join(pend_chunks)))
-                        pend_labels, pend_chunks = lbls, [transcode(cs.chunks)]
-                    for s in ready:
-                        yield s
+                    del buf[:used]
+                    offset += used
+                    if not ready:
+                        continue
+                    i = 0
+                    if pend_labels is not None:  # join across calls (a series split over reads)
+                        first = ready[0]
+                        if first[0] == pend_labels:
+                            pend_chunks.append(first[1])
+                            i = 1
+                        if i == 0 or len(ready) > 1:
+                            yield RawSeries(pend_labels, pend_chunks[0] if len(pend_chunks) == 1
+                                            else b"".join(pend_chunks))
+                            pend_labels = None
+                    if i < len(ready):
+                        last = ready.pop()
+                        for k in range(i, len(ready)):
+                            yield ready[k]
+                        pend_labels, pend_chunks = last[0], [last[1]]
                 if buf:
                     raise FrameError(f"stream ended inside a frame ({len(buf)} bytes left over)", offset)
                 if pend_labels is not None:
