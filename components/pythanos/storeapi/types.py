@@ -15,6 +15,7 @@ from typing import Iterable, Mapping, NamedTuple, Optional, Sequence, Union
 
 from google.protobuf import any_pb2
 
+from ..tsdb.encoding import encode_uvarint
 from ..tsdb.labels import MATCH_EQUAL, MATCH_NOT_EQUAL, MATCH_NOT_REGEXP, MATCH_REGEXP, Matcher
 from .pb import info_pb2, labels_pb2, rpc_pb2, types_pb2
 
@@ -199,14 +200,7 @@ def uvarint(n: int) -> bytes:
         return _VARINT1[n]
     if 0 < n < 0x4000:
         return bytes(((n & 0x7F) | 0x80, n >> 7))
-    if n < 0:
-        n += 1 << 64
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return encode_uvarint(n & 0xFFFFFFFFFFFFFFFF)  # protobuf writes negative int64 as 10 bytes
 
 
 def pb_bytes_field(tag: bytes, payload: bytes) -> bytes:

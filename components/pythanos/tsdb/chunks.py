@@ -21,6 +21,7 @@ from typing import Iterable, Sequence
 import google_crc32c
 import numpy as np
 
+from .encoding import encode_uvarint
 from .errors import CorruptChunkError
 
 MAGIC_CHUNKS = 0x85BD40DD
@@ -35,15 +36,6 @@ ESTIMATED_MAX_CHUNK_SIZE = 16000
 DEFAULT_MAX_GAP = 512 * 1024
 # One coalesced read never spans more than this.
 MAX_RANGE_SIZE = 32 * 1024 * 1024
-
-
-def put_uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def segment_name(seq0: int) -> str:
@@ -125,7 +117,7 @@ class ChunkWriter:
             seq = self.seq
             for i in range(s, e):
                 data = bytes(mv[off[i]:off[i + 1]])
-                head = put_uvarint(len(data)) + bytes((encs[i],))
+                head = encode_uvarint(len(data)) + bytes((encs[i],))
                 refs[i] = (seq << 32) | pos
                 crc = google_crc32c.extend(google_crc32c.value(head[-1:]), data)
                 parts += (head, data, struct.pack(">I", crc))

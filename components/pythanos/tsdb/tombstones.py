@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 
 import google_crc32c
 
+from .encoding import put_uvarint, put_varint
 from .errors import CorruptBlockError
 
 MAGIC_TOMBSTONE = 0x0130BA30
@@ -22,17 +23,6 @@ HEADER = struct.pack(">IB", MAGIC_TOMBSTONE, TOMBSTONES_V1)
 FILENAME = "tombstones"
 
 Intervals = list  # list[tuple[int, int]], closed intervals
-
-
-def _put_uvarint(out: bytearray, n: int) -> None:
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-
-
-def _put_varint(out: bytearray, n: int) -> None:
-    _put_uvarint(out, ((n << 1) ^ (n >> 63)) & 0xFFFFFFFFFFFFFFFF)
 
 
 def merge_intervals(intervals: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -51,9 +41,9 @@ def encode(stones: Mapping[int, Sequence[tuple[int, int]]]) -> bytes:
     body = bytearray()
     for ref in sorted(stones):
         for mint, maxt in stones[ref]:
-            _put_uvarint(body, int(ref))
-            _put_varint(body, int(mint))
-            _put_varint(body, int(maxt))
+            put_uvarint(body, int(ref))
+            put_varint(body, int(mint))
+            put_varint(body, int(maxt))
     return HEADER + bytes(body) + struct.pack(">I", google_crc32c.value(bytes(body)))
 
 
