@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from typing import NamedTuple
 
 import pytest
 from google.protobuf.message import DecodeError
@@ -12,7 +13,7 @@ from pythanos.remote.prompb import remote_pb2
 from pythanos.remote.prompb import types_pb2 as prompb
 from pythanos.sidecar.store import ChunkTranscoder
 from pythanos.storeapi import _transcode
-from pythanos.storeapi.pb import types_pb2
+from pythanos.storeapi.pb import labels_pb2, types_pb2
 from pythanos.storeapi.types import RawSeries, uvarint
 from pythanos.tsdb.encoding import crc32c
 
@@ -229,3 +230,30 @@ def test_fuzz_mutations_never_crash():
             _transcode.transcode_frames(bytes(s2), 0)
         except ValueError:
             pass
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_wire_is_the_serialized_series(seed):
+    """``wire=True``: the third item is exactly what protobuf serializes for a thanos.Series with
+    these labels (empty names/values included, as Prometheus sent them) and these chunks."""
+    rng = random.Random(100 + seed)
+    series = random_series(rng, 40)
+    msg = response(series)
+    got = _transcode.transcode(msg, 0, RawSeries, True)
+    assert len(got) == len(series) and all(type(s) is RawSeries for s in got)
+    for s in got:
+        want = types_pb2.Series(labels=[labels_pb2.Label(name=n, value=v) for n, v in s.labels])
+        assert s.wire == want.SerializeToString() + s.chunks
+        assert types_pb2.Series.FromString(s.wire).labels == want.labels
+    used, framed = _transcode.transcode_frames(frame(msg), 0, 50_000_000, RawSeries, wire=True)
+    assert [s.wire for s in framed] == [s.wire for s in got]
+    assert all(s.wire == b"" for s in _transcode.transcode(msg, 0, RawSeries))
+    assert all(len(s) == 2 for s in _transcode.transcode(msg))
+    assert all(len(s) == 3 and s[2] == w.wire for s, w in zip(_transcode.transcode(msg, 0, None, True), got))
+
+    class Pair(NamedTuple):
+        labels: tuple
+        chunks: bytes
+
+    with pytest.raises(TypeError, match="third field"):
+        _transcode.transcode(msg, 0, Pair, True)

@@ -143,6 +143,11 @@ class ChunkTranscoder:
         return b"".join(out)
 
 
+def _joined(first: RawSeries, chunks: list) -> RawSeries:
+    """The series ``first`` with the chunks of all its pieces (its ``wire`` holds only its own)."""
+    return first if len(chunks) == 1 else RawSeries(first[0], b"".join(chunks))
+
+
 class PrometheusStore(Store):
     """StoreAPI on top of one Prometheus.
 
@@ -249,15 +254,15 @@ class PrometheusStore(Store):
                     raise rc._error(f"unsupported streamed content type {ctype!r}")
                 buf = bytearray()
                 offset = 0
-                pend_labels: Optional[tuple] = None
+                pend: Optional[RawSeries] = None  # the last series of a call: may go on in the next
                 pend_chunks: list = []
                 max_frame = rc.max_frame
                 async for piece in resp.content.iter_any():
                     buf += piece
                     # every complete frame in one C call: CRC, parse, transcode (without the GIL);
-                    # consecutive entries of one series come back joined
+                    # consecutive entries of one series come back joined, with their Series bytes
                     try:
-                        used, ready = _transcode_frames(buf, offset, max_frame, RawSeries)
+                        used, ready = _transcode_frames(buf, offset, max_frame, RawSeries, True)
                     except ValueError as e:
                         raise rc._error(f"corrupt chunked response: {e}") from e
                     if not used:
@@ -267,24 +272,23 @@ class PrometheusStore(Store):
                     if not ready:
                         continue
                     i = 0
-                    if pend_labels is not None:  # join across calls (a series split over reads)
+                    if pend is not None:  # join across calls (a series split over reads)
                         first = ready[0]
-                        if first[0] == pend_labels:
+                        if first[0] == pend[0]:
                             pend_chunks.append(first[1])
                             i = 1
                         if i == 0 or len(ready) > 1:
-                            yield RawSeries(pend_labels, pend_chunks[0] if len(pend_chunks) == 1
-                                            else b"".join(pend_chunks))
-                            pend_labels = None
+                            yield _joined(pend, pend_chunks)
+                            pend = None
                     if i < len(ready):
                         last = ready.pop()
                         for k in range(i, len(ready)):
                             yield ready[k]
-                        pend_labels, pend_chunks = last[0], [last[1]]
+                        pend, pend_chunks = last, [last[1]]
                 if buf:
                     raise FrameError(f"stream ended inside a frame ({len(buf)} bytes left over)", offset)
-                if pend_labels is not None:
-                    yield RawSeries(pend_labels, b"".join(pend_chunks))
+                if pend is not None:
+                    yield _joined(pend, pend_chunks)
         except RemoteReadError:
             raise
         except FrameError as e:

@@ -1,15 +1,16 @@
 /* Prometheus remote-read STREAMED_XOR_CHUNKS frames -> Thanos ``Series`` wire pieces (C kernel).
  *
- * transcode(msg, cls=None) -> list
+ * transcode(msg, base=0, cls=None, wire=False) -> list
  *     ``msg`` is one (or several concatenated) ``prometheus.ChunkedReadResponse`` message(s).
- * transcode_frames(buf, base=0, max_frame=50000000, cls=None) -> (consumed, list)
+ * transcode_frames(buf, base=0, max_frame=50000000, cls=None, wire=False) -> (consumed, list)
  *     ``buf`` holds frames (uvarint length, CRC32C big-endian, message); every complete frame is
  *     checked and transcoded; ``consumed`` is the number of bytes they took (the caller drops
  *     them; an incomplete trailing frame is left for later). ``base`` is the stream offset of
  *     ``buf[0]`` (error messages).
  *
  * The list holds one item per series: ``cls((labels, chunks))`` built directly as a tuple
- * subclass of size 2 (``cls`` a NamedTuple such as ``RawSeries``) or a plain 2-tuple. ``labels``
+ * subclass of size 2 (``cls`` a NamedTuple such as ``RawSeries``) or a plain 2-tuple; with
+ * ``wire=True`` a third item, the whole ``thanos.Series`` message with these labels unchanged. ``labels``
  * is a tuple of ``(name, value)`` str pairs, ``chunks`` the ``chunks`` fields of a
  * ``thanos.Series`` (for each prometheus Chunk: 0x12 len AggrChunk{min_time = 1, max_time = 2,
  * raw = 3 Chunk{type = 1 (prometheus type - 1), data = 2}}, zero values left out, ``raw``
@@ -452,7 +453,79 @@ static PyObject *mkstr(St *s, const uint8_t *p, size_t n) {
     return u;
 }
 
-static PyObject *build(St *s, PyTypeObject *cls) {
+/* ``thanos.Series`` bytes with the labels as they came (Label{name = 1, value = 2} in field 1,
+ * empty strings left out as protobuf does) followed by the chunk fields: what the server base
+ * sends when it keeps a series' labels unchanged, so it need not encode them again. */
+static size_t varint_len(size_t n) {
+    size_t k = 1;
+    while (n >= 0x80) {
+        n >>= 7;
+        k++;
+    }
+    return k;
+}
+
+static uint8_t *put_varint(uint8_t *p, size_t n) {
+    while (n >= 0x80) {
+        *p++ = (uint8_t)(n | 0x80);
+        n >>= 7;
+    }
+    *p++ = (uint8_t)n;
+    return p;
+}
+
+static size_t label_inner_len(const Lbl *l) {
+    return (l->nl ? 1 + varint_len(l->nl) + l->nl : 0) + (l->vl ? 1 + varint_len(l->vl) + l->vl : 0);
+}
+
+static PyObject *wire_bytes(const Lbl *L, size_t n, const uint8_t *chunks, size_t clen) {
+    size_t total = clen;
+    for (size_t j = 0; j < n; j++) {
+        size_t in = label_inner_len(&L[j]);
+        total += 1 + varint_len(in) + in;
+    }
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (!b) return NULL;
+    uint8_t *p = (uint8_t *)PyBytes_AS_STRING(b);
+    for (size_t j = 0; j < n; j++) {
+        const Lbl *l = &L[j];
+        *p++ = 0x0a;
+        p = put_varint(p, label_inner_len(l));
+        if (l->nl) {
+            *p++ = 0x0a;
+            p = put_varint(p, l->nl);
+            memcpy(p, l->n, l->nl);
+            p += l->nl;
+        }
+        if (l->vl) {
+            *p++ = 0x12;
+            p = put_varint(p, l->vl);
+            memcpy(p, l->v, l->vl);
+            p += l->vl;
+        }
+    }
+    if (clen) memcpy(p, chunks, clen);
+    return b;
+}
+
+static PyObject *build(St *s, PyTypeObject *cls, int wire) {
+    /* a NamedTuple with a third field gets one (empty bytes unless ``wire``) */
+    Py_ssize_t k = wire ? 3 : 2;
+    if (cls) {
+        PyObject *fields = PyObject_GetAttrString((PyObject *)cls, "_fields");
+        Py_ssize_t nf = fields && PyTuple_Check(fields) ? PyTuple_GET_SIZE(fields) : -1;
+        Py_XDECREF(fields);
+        if (nf != 2 && nf != 3) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "cls must be a NamedTuple of (labels, chunks[, wire])");
+            return NULL;
+        }
+        if (nf < k) {
+            PyErr_SetString(PyExc_TypeError, "wire=True needs a cls with a third field");
+            return NULL;
+        }
+        k = nf;
+    }
     PyObject *list = PyList_New((Py_ssize_t)s->ns);
     if (!list) return NULL;
     /* the previous series' pairs (and their strings), reused where the bytes are equal */
@@ -525,14 +598,25 @@ static PyObject *build(St *s, PyTypeObject *cls) {
             Py_DECREF(lt);
             goto fail;
         }
-        PyObject *item = cls ? cls->tp_alloc(cls, 2) : PyTuple_New(2);
+        PyObject *wb = NULL;
+        if (k == 3) {
+            wb = wire ? wire_bytes(L, x->nlbl, s->out + x->off, x->len) : PyBytes_FromStringAndSize(NULL, 0);
+            if (!wb) {
+                Py_DECREF(lt);
+                Py_DECREF(ch);
+                goto fail;
+            }
+        }
+        PyObject *item = cls ? cls->tp_alloc(cls, k) : PyTuple_New(k);
         if (!item) {
             Py_DECREF(lt);
             Py_DECREF(ch);
+            Py_XDECREF(wb);
             goto fail;
         }
         PyTuple_SET_ITEM(item, 0, lt);
         PyTuple_SET_ITEM(item, 1, ch);
+        if (k == 3) PyTuple_SET_ITEM(item, 2, wb);
         PyList_SET_ITEM(list, (Py_ssize_t)i, item);
     }
     (void)capprev;
@@ -557,12 +641,13 @@ static int check_cls(PyObject *o, PyTypeObject **cls) {
 }
 
 static PyObject *py_transcode(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"msg", "base", "cls", NULL};
+    static char *kwlist[] = {"msg", "base", "cls", "wire", NULL};
     Py_buffer b;
     long long base = 0;
     PyObject *clso = NULL;
+    int wire = 0;
     PyTypeObject *cls;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|LO", kwlist, &b, &base, &clso)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|LOp", kwlist, &b, &base, &clso, &wire)) return NULL;
     if (check_cls(clso, &cls)) {
         PyBuffer_Release(&b);
         return NULL;
@@ -575,20 +660,22 @@ static PyObject *py_transcode(PyObject *self, PyObject *args, PyObject *kw) {
     Py_BEGIN_ALLOW_THREADS
     r = do_response(&s, b.buf, (const uint8_t *)b.buf + b.len);
     Py_END_ALLOW_THREADS
-    PyObject *res = r ? raise_err(&s) : build(&s, cls);
+    PyObject *res = r ? raise_err(&s) : build(&s, cls, wire);
     st_free(&s);
     PyBuffer_Release(&b);
     return res;
 }
 
 static PyObject *py_transcode_frames(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"buf", "base", "max_frame", "cls", NULL};
+    static char *kwlist[] = {"buf", "base", "max_frame", "cls", "wire", NULL};
     Py_buffer b;
     long long base = 0;
     unsigned long long max_frame = 50000000ULL;
     PyObject *clso = NULL;
+    int wire = 0;
     PyTypeObject *cls;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|LKO", kwlist, &b, &base, &max_frame, &clso)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|LKOp", kwlist, &b, &base, &max_frame, &clso, &wire))
+        return NULL;
     if (check_cls(clso, &cls)) {
         PyBuffer_Release(&b);
         return NULL;
@@ -605,7 +692,7 @@ static PyObject *py_transcode_frames(PyObject *self, PyObject *args, PyObject *k
     if (used < 0) {
         raise_err(&s);
     } else {
-        PyObject *list = build(&s, cls);
+        PyObject *list = build(&s, cls, wire);
         if (list) res = Py_BuildValue("(LN)", used, list);
     }
     st_free(&s);
@@ -615,9 +702,10 @@ static PyObject *py_transcode_frames(PyObject *self, PyObject *args, PyObject *k
 
 static PyMethodDef methods[] = {
     {"transcode", (PyCFunction)(void (*)(void))py_transcode, METH_VARARGS | METH_KEYWORDS,
-     "transcode(msg, base=0, cls=None) -> [cls((labels, chunks)), ...]"},
+     "transcode(msg, base=0, cls=None, wire=False) -> [cls((labels, chunks[, wire])), ...]"},
     {"transcode_frames", (PyCFunction)(void (*)(void))py_transcode_frames, METH_VARARGS | METH_KEYWORDS,
-     "transcode_frames(buf, base=0, max_frame=50000000, cls=None) -> (consumed, [cls((labels, chunks)), ...])"},
+     "transcode_frames(buf, base=0, max_frame=50000000, cls=None, wire=False) -> (consumed, [cls((labels, chunks[, "
+     "wire])), ...])"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -17,9 +17,9 @@ What the base does for every store (as Thanos' own stores do, ``pkg/store/promet
 * ``response_batch_size > 1`` sends ``batch`` frames of up to that many series, a warning
   flushes the pending batch first (``batchableServer``);
 * frames are written as bytes (the Series RPC's serializer passes them as they are): label
-  fields from a per-call cache of encoded pairs, chunks from :class:`~.types.RawSeries` as the
-  store serialized them (or from :class:`Series` chunk messages), ``series``/``batch`` wrappers by
-  concatenation; byte-identical to serializing the messages. Buffered series are turned into
+  fields from a per-call cache of encoded pairs (or a RawSeries' ``wire`` bytes when its labels
+  stay as they are), chunks from :class:`~.types.RawSeries` as the store serialized them (or
+  from :class:`Series` chunk messages), ``series``/``batch`` wrappers by concatenation; byte-identical to serializing the messages. Buffered series are turned into
   their bytes as they arrive, so only the sort (linear on sorted input) and framing wait for
   the end;
 * :class:`SeriesWarning` items become ``warning`` frames, ``google.protobuf.Any`` items ``hints``;
@@ -292,6 +292,8 @@ class StoreServer:
             return tuple(sorted((n, v) for n, v in d.items() if v != ""))
 
         def to_pb(lbls: Labels, s) -> bytes:
+            if type(s) is RawSeries and s[2] and lbls is s[0] and not skip:
+                return s[2]  # the transcoder wrote the Series with these very labels
             return series_payload(encode_labels(lbls), s, skip)
 
         source = self.store.series(req)
@@ -316,17 +318,41 @@ class StoreServer:
                     for f in out.series(to_pb(lbls, item)):
                         yield f
             else:
-                buf: list[tuple[Labels, object]] = []
+                # Buffered: the answer must be sorted after the label changes. Stores usually
+                # yield the final order already (Prometheus sorts), so frames are built while
+                # the store is still producing and sent as they are at the end; only when an
+                # item arrives out of order does the base fall back to sort-then-frame.
+                buf: list[tuple[Labels, bytes]] = []
+                early = _Framer(batch)
+                frames: list[bytes] = []
+                ordered = True
+                prev = None
+                count = 0
                 async for item in source:
                     if isinstance(item, (str, any_pb2.Any)):
                         for f in out.other(item):
                             yield f
                         continue
                     lbls = complete(item)
-                    # the Series bytes are built while the store is still producing; only the sort
-                    # and the framing are left for the end
-                    buf.append((lbls, to_pb(lbls, item)))
-                buf.sort(key=_first)  # linear when already sorted (Prometheus' order, usually)
+                    payload = to_pb(lbls, item)
+                    buf.append((lbls, payload))
+                    if not ordered:
+                        continue
+                    if prev is not None and lbls < prev:
+                        ordered = False
+                        frames = []
+                        continue
+                    if lbls != prev:
+                        count += 1
+                    prev = lbls
+                    if not limit or count <= limit:
+                        frames.extend(early.series(payload))
+                if ordered:
+                    frames.extend(early.flush())
+                    for f in frames:
+                        yield f
+                    return
+                buf.sort(key=_first)  # linear when nearly sorted
                 prev = None
                 count = 0
                 for lbls, payload in buf:

@@ -140,10 +140,13 @@ class RawSeries(NamedTuple):
     a ``thanos.Series`` message: for every ``AggrChunk``, the tag byte ``0x12``, the varint
     length and the ``AggrChunk`` bytes, concatenated (what ``Series(chunks=...)`` would add to
     ``SerializeToString()``). The base emits ``labels`` + ``chunks`` as the ``Series`` bytes
-    without parsing them."""
+    without parsing them. ``wire``, when not empty, is the whole ``thanos.Series`` message with
+    exactly these labels (the transcoder writes it): the base sends it as it is when it keeps the
+    labels unchanged."""
 
     labels: Labels
     chunks: bytes = b""
+    wire: bytes = b""
 
 
 class SeriesWarning(str):
