@@ -1,0 +1,343 @@
+"""The querier's HTTP API v1: Prometheus' routes with Thanos' additions (``pkg/api/query/v1.go``).
+
+Responses are written byte for byte as Thanos writes them: the envelope ``status, data,
+errorType, error, warnings`` (empty fields left out), query data as ``resultType, result,
+analysis`` (Thanos always writes its empty ``"analysis":{}``), numbers and timestamps as
+Prometheus formats them (:mod:`pythanos.promql.format`), ``<>&`` escaped as jsoniter does.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Optional, Sequence
+
+from aiohttp import web
+
+from .. import __version__
+from ..promql import Engine, PromQLError
+from ..promql.format import result_json
+from .params import (MAX_TIME_MS, MIN_TIME_MS, ApiError, first, now_ms, parse_bool, parse_duration, parse_limit,
+                     parse_selector, parse_time)
+from .proxy import Proxy, StoreFetchError
+from .queryable import QueryOptions, StoreQueryable
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ApiConfig", "QueryAPI", "envelope"]
+
+MAX_POINTS = 11000
+
+
+def _jstr(s: str) -> str:
+    import json
+
+    return json.dumps(s, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def envelope(data_json: Optional[str] = None, *, error: Optional[ApiError] = None,
+             warnings: Sequence[str] = ()) -> str:
+    parts = ['{"status":' + ('"error"' if error is not None else '"success"')]
+    if data_json is not None:
+        parts.append('"data":' + data_json)
+    if error is not None:
+        parts.append('"errorType":' + _jstr(error.error_type))
+        parts.append('"error":' + _jstr(error.message))
+    if warnings:
+        parts.append('"warnings":[' + ",".join(_jstr(w) for w in warnings) + "]")
+    return ",".join(parts) + "}"
+
+
+def _json(value) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c").replace(
+        ">", "\\u003e").replace("&", "\\u0026")
+
+
+@dataclass
+class ApiConfig:
+    replica_labels: list[str] = field(default_factory=list)
+    partial_response: bool = True
+    auto_downsampling: bool = False
+    timeout_s: float = 120.0
+    max_concurrent: int = 20
+    lookback_delta_ms: int = 300_000
+    default_step_ms: int = 1000
+    dedup_func: str = "penalty"
+    metadata_range_ms: int = 0
+
+
+class QueryAPI:
+    def __init__(self, proxy: Proxy, engine: Engine, config: ApiConfig, statuses: Callable[[], dict]) -> None:
+        self.proxy = proxy
+        self.engine = engine
+        self.cfg = config
+        self.statuses = statuses
+        self.gate = asyncio.Semaphore(max(1, config.max_concurrent))
+        self.in_flight = 0
+
+    def routes(self, app: web.Application, prefix: str = "") -> None:
+        p = prefix.rstrip("/") + "/api/v1"
+        for path, h in (("/query", self.query), ("/query_range", self.query_range), ("/series", self.series),
+                        ("/labels", self.labels), ("/label/{name}/values", self.label_values)):
+            app.router.add_route("GET", p + path, self._wrap(h))
+            app.router.add_route("POST", p + path, self._wrap(h))
+        app.router.add_get(p + "/stores", self._wrap(self.stores))
+        app.router.add_get(p + "/status/buildinfo", self._wrap(self.buildinfo))
+
+    # -- plumbing --
+    def _wrap(self, fn: Callable[[web.Request, dict], Awaitable[tuple[str, list]]]):
+        async def handler(request: web.Request) -> web.Response:
+            params = await _params(request)
+            try:
+                data, warnings = await fn(request, params)
+                body, status = envelope(data, warnings=warnings), 200
+            except ApiError as e:
+                body, status = envelope(error=e), e.status
+            headers = {"Content-Type": "application/json"}
+            if status != 200:
+                headers["Cache-Control"] = "no-store"
+            return web.Response(body=body.encode(), status=status, headers=headers)
+        return handler
+
+    def _options(self, params, *, instant: bool, step_ms: int = 0) -> QueryOptions:
+        dedup = parse_bool(first(params, "dedup"), "dedup") if first(params, "dedup") else True
+        replica = params.getall("replicaLabels[]", []) or list(self.cfg.replica_labels)
+        partial = self.cfg.partial_response
+        if first(params, "partial_response"):
+            partial = parse_bool(first(params, "partial_response"), "partial_response")
+        store_matchers = [parse_selector(s) for s in params.getall("storeMatch[]", [])] or None
+        val = first(params, "max_source_resolution")
+        res = 0
+        if self.cfg.auto_downsampling or val == "auto":
+            res = 0 if instant else step_ms // 5
+        if val and val != "auto":
+            try:
+                res = parse_duration(val)
+            except ApiError as e:
+                raise ApiError("bad_data", f"'max_source_resolution' parameter: {e.message}") from None
+        if res < 0:
+            raise ApiError("bad_data", "negative 'max_source_resolution' is not accepted. Try a positive integer")
+        engine = first(params, "engine")
+        if engine and engine not in ("prometheus", "thanos"):
+            raise ApiError("bad_data", f"'{engine}' bad engine")
+        return QueryOptions(dedup=dedup, replica_labels=replica, partial=partial, store_matchers=store_matchers,
+                            max_resolution_window=res, dedup_func=self.cfg.dedup_func)
+
+    def _lookback(self, params) -> Optional[int]:
+        val = first(params, "lookback_delta")
+        if not val:
+            return None
+        try:
+            ms = parse_duration(val)
+        except ApiError as e:
+            raise ApiError("bad_data", f"'lookback_delta' parameter: {e.message}") from None
+        return ms if ms > 0 else None
+
+    def _timeout(self, params) -> float:
+        t = self.cfg.timeout_s
+        val = first(params, "timeout")
+        if val:
+            t = min(t, parse_duration(val) / 1000.0) if t else parse_duration(val) / 1000.0
+        return t
+
+    async def _run(self, fn, queryable: StoreQueryable, timeout: float):
+        """Evaluate in a worker thread under the concurrency gate; errors as the API types them."""
+        loop = asyncio.get_running_loop()
+        async with self.gate:
+            self.in_flight += 1
+            try:
+                fut = loop.run_in_executor(None, fn)
+                try:
+                    return await (asyncio.wait_for(fut, timeout) if timeout else fut)
+                except asyncio.TimeoutError:
+                    raise ApiError("timeout", "query timed out in query execution") from None
+                except PromQLError as e:
+                    raise ApiError(e.error_type, str(e)) from None
+                except StoreFetchError as e:
+                    raise ApiError("internal", str(e)) from None
+            finally:
+                self.in_flight -= 1
+
+    def _query_data(self, result) -> str:
+        return result_json(result)[:-1] + ',"analysis":{}}'
+
+    # -- handlers --
+    async def query(self, request: web.Request, params) -> tuple[str, list]:
+        ts = _time_param(params, "time", now_ms())
+        timeout = self._timeout(params)
+        opts = self._options(params, instant=True)
+        lookback = self._lookback(params)
+        q = first(params, "query")
+        _check_parse(q)
+        qa = StoreQueryable(self.proxy, asyncio.get_running_loop(), opts, timeout=timeout)
+        res = await self._run(lambda: self.engine.instant(q, ts, qa, lookback_delta_ms=lookback), qa, timeout)
+        return self._query_data(res), _warnings(qa, res)
+
+    async def query_range(self, request: web.Request, params) -> tuple[str, list]:
+        start = _time_value(first(params, "start"))
+        end = _time_value(first(params, "end"))
+        if end < start:
+            raise ApiError("bad_data", "end timestamp must not be before start time")
+        sval = first(params, "step")
+        if sval:
+            try:
+                step = parse_duration(sval)
+            except ApiError as e:
+                raise ApiError("bad_data", f"'step' parameter: {e.message}") from None
+        else:
+            step = max((end - start) // 1000 // 250, self.cfg.default_step_ms // 1000) * 1000
+        if step <= 0:
+            raise ApiError("bad_data", "zero or negative query resolution step widths are not accepted. "
+                                       "Try a positive integer")
+        if (end - start) // step > MAX_POINTS:
+            raise ApiError("bad_data", "exceeded maximum resolution of 11,000 points per timeseries. "
+                                       "Try decreasing the query resolution (?step=XX)")
+        timeout = self._timeout(params)
+        opts = self._options(params, instant=False, step_ms=step)
+        lookback = self._lookback(params)
+        q = first(params, "query")
+        _check_parse(q)
+        qa = StoreQueryable(self.proxy, asyncio.get_running_loop(), opts, timeout=timeout)
+        res = await self._run(lambda: self.engine.range(q, start, end, step, qa, lookback_delta_ms=lookback),
+                              qa, timeout)
+        return self._query_data(res), _warnings(qa, res)
+
+    def _meta_range(self, params) -> tuple[int, int]:
+        if self.cfg.metadata_range_ms:
+            end_d = now_ms()
+            start_d = end_d - self.cfg.metadata_range_ms
+        else:
+            start_d, end_d = MIN_TIME_MS, MAX_TIME_MS
+        start = _time_param(params, "start", start_d)
+        end = _time_param(params, "end", end_d)
+        if end < start:
+            raise ApiError("bad_data", "end timestamp must not be before start time")
+        return start, end
+
+    async def series(self, request: web.Request, params) -> tuple[str, list]:
+        matches = params.getall("match[]", [])
+        if not matches:
+            raise ApiError("bad_data", "no match[] parameter provided")
+        start, end = self._meta_range(params)
+        sets = [parse_selector(m) for m in matches]
+        opts = self._options(params, instant=True)
+        limit = parse_limit(first(params, "limit"))
+        replica = opts.replica_labels if opts.deduplicating else ()
+        found: dict = {}
+        warnings: list = []
+        for ms in sets:
+            try:
+                got = await self.proxy.fetch(ms, start, end, replica_labels=replica, partial=opts.partial,
+                                             skip_chunks=True, store_matchers=opts.store_matchers,
+                                             timeout=self._timeout(params))
+            except StoreFetchError as e:
+                raise ApiError("execution", str(e)) from None
+            warnings.extend(w for w in got.warnings if w not in warnings)
+            drop = set(replica)
+            for lbls in got.series:
+                key = tuple(kv for kv in lbls if kv[0] not in drop) if drop else lbls
+                found[key] = True
+        out = sorted(found)
+        if limit and len(out) > limit:
+            out = out[:limit]
+            warnings.append("results truncated due to limit")
+        return "[" + ",".join(_json(dict(ls)) for ls in out) + "]", warnings
+
+    async def labels(self, request: web.Request, params) -> tuple[str, list]:
+        start, end = self._meta_range(params)
+        return await self._label_call(None, params, start, end)
+
+    async def label_values(self, request: web.Request, params) -> tuple[str, list]:
+        name = request.match_info["name"]
+        if not name:
+            raise ApiError("bad_data", f'invalid label name: "{name}"')
+        start, end = self._meta_range(params)
+        return await self._label_call(name, params, start, end)
+
+    async def _label_call(self, name: Optional[str], params, start: int, end: int) -> tuple[str, list]:
+        partial = self.cfg.partial_response
+        if first(params, "partial_response"):
+            partial = parse_bool(first(params, "partial_response"), "partial_response")
+        store_matchers = [parse_selector(s) for s in params.getall("storeMatch[]", [])] or None
+        limit = parse_limit(first(params, "limit"))
+        sets = [parse_selector(m) for m in params.getall("match[]", [])] or [[]]
+        values: set = set()
+        warnings: list = []
+        for ms in sets:
+            try:
+                if name is None:
+                    vals, ws = await self.proxy.label_names(ms, start, end, partial=partial,
+                                                            store_matchers=store_matchers,
+                                                            timeout=self._timeout(params))
+                else:
+                    vals, ws = await self.proxy.label_values(name, ms, start, end, partial=partial,
+                                                             store_matchers=store_matchers,
+                                                             timeout=self._timeout(params))
+            except StoreFetchError as e:
+                raise ApiError("execution", str(e)) from None
+            values.update(vals)
+            warnings.extend(w for w in ws if w not in warnings)
+        out = sorted(values)
+        if limit and len(out) > limit:
+            out = out[:limit]
+            warnings.append("results truncated due to limit")
+        return _json(out), warnings
+
+    async def stores(self, request: web.Request, params) -> tuple[str, list]:
+        return _json(self.statuses()), []
+
+    async def buildinfo(self, request: web.Request, params) -> tuple[str, list]:
+        import platform
+
+        return _json({"version": __version__, "revision": "", "branch": "", "buildUser": "", "buildDate": "",
+                      "goVersion": f"python{platform.python_version()}"}), []
+
+
+def _check_parse(q: str) -> None:
+    try:
+        Engine.parse_check(q)
+    except PromQLError as e:
+        raise ApiError("bad_data", str(e)) from None
+
+
+def _warnings(qa: StoreQueryable, res) -> list:
+    out = list(qa.warnings)
+    for w in list(getattr(res, "warnings", []) or []) + list(getattr(res, "infos", []) or []):
+        if w not in out:
+            out.append(w)
+    return out
+
+
+def _time_value(s: str) -> int:
+    return parse_time(s)
+
+
+def _time_param(params, name: str, default: int) -> int:
+    val = first(params, name)
+    if not val:
+        return default
+    try:
+        return parse_time(val)
+    except ApiError as e:
+        raise ApiError("bad_data", f"Invalid time value for '{name}': {e.message}") from None
+
+
+async def _params(request: web.Request):
+    """URL query and form body together (Go's ``r.Form``: body values first)."""
+    from multidict import MultiDict
+
+    out: MultiDict = MultiDict()
+    if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
+        body = await request.post()
+        for k, v in body.items():
+            out.add(k, v)
+    for k, v in request.query.items():
+        out.add(k, v)
+    return out
+
+
+def elapsed_ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000

@@ -1,0 +1,162 @@
+"""The querier's endpoint set (Thanos ``pkg/query/endpointset.go``).
+
+Every ``interval`` (Thanos: 5 s) each discovered address is asked for Info (``thanos.info.Info``,
+falling back to ``thanos.Store/Info``; timeout 5 s). An endpoint that answers is *active*: queries
+fan out to it. One that fails is dropped from the active set at once (a strict one stays) and is
+re-added when it answers again; its status (with the last error) stays on the stores page until it
+has been unhealthy for ``unhealthy_timeout`` (Thanos' ``--store.unhealthy-timeout``, 5 m).
+Addresses no longer discovered are closed and forgotten.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from ..storeapi import StoreClient
+from ..storeapi.types import MAX_TIME, MIN_TIME, StoreInfo
+from .discovery import Discovery
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Endpoint", "EndpointSet"]
+
+
+@dataclass
+class Endpoint:
+    address: str
+    client: StoreClient
+    strict: bool = False
+    info: Optional[StoreInfo] = None
+    last_check: Optional[_dt.datetime] = None
+    last_error: Optional[str] = None
+    unhealthy_since: Optional[float] = None
+    active: bool = False
+
+    @property
+    def component_type(self) -> str:
+        return (self.info.component_type if self.info else "") or ""
+
+    def label_sets(self) -> list[tuple]:
+        return self.info.effective_label_sets() if self.info else []
+
+    def time_range(self) -> tuple[int, int]:
+        if self.info is None:
+            return MIN_TIME, MAX_TIME
+        return self.info.min_time, self.info.max_time
+
+    def status(self) -> dict:
+        mint, maxt = self.time_range()
+        return {
+            "name": self.address,
+            "lastCheck": _rfc3339(self.last_check),
+            "lastError": self.last_error,
+            "labelSets": [dict(ls) for ls in self.label_sets()],
+            "minTime": mint,
+            "maxTime": maxt,
+        }
+
+
+def _rfc3339(t: Optional[_dt.datetime]) -> Optional[str]:
+    if t is None:
+        return None
+    s = t.astimezone(_dt.timezone.utc).isoformat(timespec="microseconds")
+    return s.replace("+00:00", "Z")
+
+
+@dataclass
+class EndpointSet:
+    discovery: Discovery
+    interval: float = 5.0
+    info_timeout: float = 5.0
+    unhealthy_timeout: float = 300.0
+    client_factory: Callable[[str], StoreClient] = field(default=lambda addr: StoreClient(addr))
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    _task: Optional[asyncio.Task] = None
+    _updated: Optional[asyncio.Event] = None
+
+    async def start(self) -> None:
+        """First update at once (so a querier started with live endpoints answers right away)."""
+        self._updated = asyncio.Event()
+        await self.update()
+        self._task = asyncio.create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.update()
+            except Exception as e:  # noqa: BLE001 - never let the refresh loop die
+                log.error("endpoint set update failed", extra={"err": repr(e)})
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        for ep in self.endpoints.values():
+            await ep.client.close()
+        self.endpoints.clear()
+
+    async def update(self) -> None:
+        now = time.monotonic()
+        wanted = await self.discovery.addresses(now)
+        for addr in list(self.endpoints):
+            if addr not in wanted:
+                ep = self.endpoints.pop(addr)
+                log.info("removing endpoint: no longer discovered", extra={"address": addr})
+                await ep.client.close()
+        for addr, strict in wanted.items():
+            if addr not in self.endpoints:
+                self.endpoints[addr] = Endpoint(addr, self.client_factory(addr), strict=strict)
+            else:
+                self.endpoints[addr].strict = strict
+        await asyncio.gather(*(self._check(ep, now) for ep in list(self.endpoints.values())))
+        for addr, ep in list(self.endpoints.items()):
+            if (not ep.strict and ep.unhealthy_since is not None
+                    and now - ep.unhealthy_since >= self.unhealthy_timeout):
+                log.info("removing endpoint: unhealthy for too long", extra={"address": addr, "err": ep.last_error})
+                self.endpoints.pop(addr)
+                await ep.client.close()
+        if self._updated is not None:
+            self._updated.set()
+
+    async def _check(self, ep: Endpoint, now: float) -> None:
+        try:
+            info = await ep.client.info(timeout=self.info_timeout)
+        except Exception as e:  # noqa: BLE001 - any failure makes the endpoint unhealthy
+            msg = str(e) or type(e).__name__
+            if ep.active:
+                log.warning("endpoint is unhealthy, dropping it from queries",
+                            extra={"address": ep.address, "err": msg})
+            ep.last_error = msg
+            ep.active = ep.strict and ep.info is not None
+            if ep.unhealthy_since is None:
+                ep.unhealthy_since = now
+        else:
+            if not ep.active:
+                log.info("adding new endpoint to query endpoint set",
+                         extra={"address": ep.address, "extLset": _fmt_sets(info.effective_label_sets())})
+            ep.info, ep.last_error, ep.unhealthy_since, ep.active = info, None, None, True
+        ep.last_check = _dt.datetime.now(_dt.timezone.utc)
+
+    def active(self) -> list[Endpoint]:
+        return [ep for ep in self.endpoints.values() if ep.active]
+
+    def statuses(self) -> dict[str, list[dict]]:
+        """``/api/v1/stores``: by component type; endpoints of unknown type are left out, as Thanos."""
+        out: dict[str, list[dict]] = {}
+        for ep in sorted(self.endpoints.values(), key=lambda e: e.address):
+            if not ep.component_type:
+                continue
+            out.setdefault(ep.component_type, []).append(ep.status())
+        return out
+
+
+def _fmt_sets(sets) -> str:
+    return ",".join("{" + ",".join(f'{n}="{v}"' for n, v in ls) + "}" for ls in sets)

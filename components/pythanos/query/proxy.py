@@ -1,0 +1,223 @@
+"""Fan-out of one selection to the active endpoints (Thanos ``pkg/store/proxy.go``) and the
+series it brings back, grouped by label set.
+
+Which endpoints are asked: those whose time range overlaps the selection, one of whose external
+label sets is not contradicted by the matchers (``LabelSetsMatch``: a matcher on a label the set
+does not hold never excludes), and, when ``storeMatch[]`` is given, whose address matches one of
+those selector lists (against the synthetic label ``__address__``).
+
+Each endpoint answers a Series call; frames are parsed with protobuf's C parser and only labels
+and chunk bytes are kept. A failing endpoint (error, or silence beyond the response timeout)
+becomes a warning when partial response is allowed, otherwise the selection fails naming it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from ..storeapi.client import StoreAPIError
+from ..storeapi.types import PARTIAL_RESPONSE_ABORT, PARTIAL_RESPONSE_WARN
+from ..tsdb.labels import Matcher
+from .endpoints import Endpoint, EndpointSet
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Proxy", "Fetched", "StoreFetchError", "label_sets_match", "address_matches"]
+
+DEFAULT_BATCH = 64  # store.DefaultResponseBatchSize: what v0.41+ queriers ask for
+
+
+class StoreFetchError(Exception):
+    """A store failed and partial response is off: the query fails with this message."""
+
+
+@dataclass
+class Fetched:
+    """Series of one selection: labels -> chunks ``(min_time, max_time, encoding, data)`` in the
+    order the endpoints sent them; ``sources[labels]`` counts the endpoints that sent the set."""
+
+    series: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+
+def label_sets_match(matchers: Sequence[Matcher], label_sets: list) -> bool:
+    if not label_sets:
+        return True
+    for ls in label_sets:
+        d = dict(ls)
+        if all(m.name not in d or m.matches(d[m.name]) for m in matchers):
+            return True
+    return False
+
+
+def address_matches(store_matchers: Optional[list[list[Matcher]]], address: str) -> bool:
+    if not store_matchers:
+        return True
+    d = {"__address__": address}
+    return any(all(m.matches(d.get(m.name, "")) for m in ms) for ms in store_matchers)
+
+
+def _describe(ep: Endpoint) -> str:
+    mint, maxt = ep.time_range()
+    sets = ",".join("{" + ",".join(f'{n}="{v}"' for n, v in ls) + "}" for ls in ep.label_sets())
+    return f"store Addr: {ep.address} LabelSets: {sets} MinTime: {mint} MaxTime: {maxt}"
+
+
+class Proxy:
+    """Selections over the active endpoints of an :class:`EndpointSet`."""
+
+    def __init__(self, endpoints: EndpointSet, *, response_timeout: float = 0.0,
+                 batch_size: int = DEFAULT_BATCH) -> None:
+        self.endpoints = endpoints
+        self.response_timeout = response_timeout
+        self.batch_size = batch_size
+
+    def candidates(self, matchers: Sequence[Matcher], mint: int, maxt: int,
+                   store_matchers: Optional[list[list[Matcher]]] = None) -> list[Endpoint]:
+        out = []
+        for ep in self.endpoints.active():
+            emin, emax = ep.time_range()
+            if emin > maxt or emax < mint:
+                continue
+            if not label_sets_match(matchers, ep.label_sets()):
+                continue
+            if not address_matches(store_matchers, ep.address):
+                continue
+            out.append(ep)
+        return out
+
+    async def fetch(self, matchers: Sequence[Matcher], mint: int, maxt: int, *,
+                    replica_labels: Sequence[str] = (), partial: bool = True, skip_chunks: bool = False,
+                    store_matchers: Optional[list[list[Matcher]]] = None, timeout: Optional[float] = None,
+                    max_resolution_window: int = 0, limit: int = 0) -> Fetched:
+        """One Series call to every candidate endpoint, concurrently; see the module doc."""
+        eps = self.candidates(matchers, mint, maxt, store_matchers)
+        out = Fetched()
+        strategy = PARTIAL_RESPONSE_WARN if partial else PARTIAL_RESPONSE_ABORT
+
+        async def one(ep: Endpoint) -> tuple[Endpoint, list, list, Optional[str]]:
+            req = ep.client.series_request(
+                matchers, mint, maxt, skip_chunks=skip_chunks, response_batch_size=self.batch_size,
+                without_replica_labels=list(replica_labels), partial_response_strategy=strategy,
+                max_resolution_window=max_resolution_window, limit=limit)
+            got: list = []
+            warns: list = []
+            strip = set(replica_labels) if replica_labels and ep.info is not None and \
+                not ep.info.supports_without_replica_labels else None
+            try:
+                coro = _read(ep, req, got, warns, strip, self.response_timeout)
+                await (asyncio.wait_for(coro, timeout) if timeout else coro)
+            except asyncio.TimeoutError:
+                return ep, got, warns, f"{_describe(ep)}: receive series: timed out after {timeout:g}s"
+            except StoreAPIError as e:
+                return ep, got, warns, f"{_describe(ep)}: {e}"
+            return ep, got, warns, None
+
+        results = await asyncio.gather(*(one(ep) for ep in eps))
+        for ep, got, warns, err in results:
+            if err is not None:
+                if not partial:
+                    raise StoreFetchError(err)
+                log.warning("partial response: store failed", extra={"err": err})
+                out.warnings.append(err)
+                continue
+            if warns and not partial:
+                raise StoreFetchError(f"{_describe(ep)}: {warns[0]}")
+            out.warnings.extend(warns)
+            series, sources = out.series, out.sources
+            for lbls, chunks in got:
+                have = series.get(lbls)
+                if have is None:
+                    series[lbls] = chunks
+                    sources[lbls] = 1
+                else:
+                    if have is not chunks:
+                        series[lbls] = have + chunks
+                    sources[lbls] += 1
+        return out
+
+    async def label_names(self, matchers, start: int, end: int, *, partial: bool = True,
+                          replica_labels: Sequence[str] = (), timeout: Optional[float] = None,
+                          store_matchers=None) -> tuple[list[str], list[str]]:
+        return await self._labels(None, matchers, start, end, partial, replica_labels, timeout, store_matchers)
+
+    async def label_values(self, name: str, matchers, start: int, end: int, *, partial: bool = True,
+                           replica_labels: Sequence[str] = (), timeout: Optional[float] = None,
+                           store_matchers=None) -> tuple[list[str], list[str]]:
+        return await self._labels(name, matchers, start, end, partial, replica_labels, timeout, store_matchers)
+
+    async def _labels(self, name, matchers, start, end, partial, replica_labels, timeout, store_matchers):
+        eps = self.candidates(matchers, start, end, store_matchers)
+        strategy = PARTIAL_RESPONSE_WARN if partial else PARTIAL_RESPONSE_ABORT
+
+        async def one(ep):
+            try:
+                if name is None:
+                    coro = ep.client.label_names(matchers, start, end, without_replica_labels=list(replica_labels),
+                                                 partial_response_strategy=strategy, timeout=timeout)
+                else:
+                    coro = ep.client.label_values(name, matchers, start, end,
+                                                  without_replica_labels=list(replica_labels),
+                                                  partial_response_strategy=strategy, timeout=timeout)
+                return ep, await coro, None
+            except StoreAPIError as e:
+                return ep, None, f"{_describe(ep)}: {e}"
+
+        values: set = set()
+        warnings: list = []
+        for ep, res, err in await asyncio.gather(*(one(ep) for ep in eps)):
+            if err is not None:
+                if not partial:
+                    raise StoreFetchError(err)
+                warnings.append(err)
+                continue
+            values.update(res.values)
+            warnings.extend(res.warnings)
+        if name is None:
+            values -= set(replica_labels)
+        values.discard("")
+        return sorted(values), warnings
+
+
+async def _read(ep: Endpoint, req, got: list, warns: list, strip: Optional[set], response_timeout: float) -> None:
+    """Read one endpoint's Series stream into ``got`` as (labels, [chunk tuples])."""
+    frames = ep.client.series_frames(req)
+    it = frames.__aiter__()
+    try:
+        while True:
+            try:
+                if response_timeout:
+                    frame = await asyncio.wait_for(it.__anext__(), response_timeout)
+                else:
+                    frame = await it.__anext__()
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise StoreAPIError(ep.address, "/thanos.Store/Series", None,
+                                    f"no response within --store.response-timeout={response_timeout:g}s") from None
+            kind = frame.WhichOneof("result")
+            if kind == "batch":
+                for s in frame.batch.series:
+                    got.append(_series(s, strip))
+            elif kind == "series":
+                got.append(_series(frame.series, strip))
+            elif kind == "warning":
+                warns.append(frame.warning)
+    finally:
+        await frames.aclose()
+
+
+def _series(s, strip: Optional[set]) -> tuple:
+    if strip:
+        lbls = tuple((lb.name, lb.value) for lb in s.labels if lb.name not in strip)
+    else:
+        lbls = tuple((lb.name, lb.value) for lb in s.labels)
+    return lbls, [(c.min_time, c.max_time, c.raw.type, c.raw.data) for c in s.chunks if c.HasField("raw")]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,133 @@
+"""The PromQL engine's view of the stores for one query (Thanos ``pkg/query/querier.go``).
+
+The engine runs in a worker thread and calls :meth:`StoreQueryable.select`, which runs the
+fan-out on the querier's event loop and waits for it. Series of one label set are then turned
+into samples:
+
+* with de-duplication (``dedup`` and at least one replica label), every label set goes through
+  :func:`pythanos.dedup.dedup_chunks` (byte-identical chunks dropped, overlap split, penalty
+  merge; counter adjustment for rate/increase/irate/resets, as ``hints.func`` says);
+* without it, a label set from one endpoint is decoded as it is (all such series in one C call)
+  and one sent by several endpoints is merged 1:1 by timestamp (Prometheus' chained merge).
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..dedup import COUNTER_FUNCS, COUNTER_RESET_FUNCS, dedup_chunks
+from ..promql.errors import ExecutionError, PromQLError, QueryTimeoutError
+from ..tsdb.chunkenc import decode_xor_many
+from ..tsdb.labels import Matcher
+from .proxy import Proxy, StoreFetchError
+
+__all__ = ["QueryOptions", "StoreQueryable", "StorageError"]
+
+XOR = 0  # thanos Chunk.Encoding
+
+
+class StorageError(PromQLError):
+    """A store failed and partial response is off (Prometheus' ErrStorage: ``internal``, 500)."""
+
+    error_type = "internal"
+    status = 500
+
+
+@dataclass
+class QueryOptions:
+    dedup: bool = True
+    replica_labels: Sequence[str] = ()
+    partial: bool = True
+    store_matchers: Optional[list] = None
+    max_resolution_window: int = 0
+    dedup_func: str = "penalty"
+
+    @property
+    def deduplicating(self) -> bool:
+        return self.dedup and bool(self.replica_labels)
+
+
+@dataclass
+class StoreQueryable:
+    proxy: Proxy
+    loop: asyncio.AbstractEventLoop
+    opts: QueryOptions
+    timeout: Optional[float] = None
+    warnings: list = field(default_factory=list)
+
+    def select(self, matchers: Sequence[Matcher], mint_ms: int, maxt_ms: int, hints=None) -> list:
+        o = self.opts
+        fut = asyncio.run_coroutine_threadsafe(self.proxy.fetch(
+            matchers, mint_ms, maxt_ms, replica_labels=o.replica_labels if o.deduplicating else (),
+            partial=o.partial, store_matchers=o.store_matchers, timeout=self.timeout,
+            max_resolution_window=o.max_resolution_window), self.loop)
+        try:
+            got = fut.result()
+        except StoreFetchError as e:
+            raise StorageError(str(e)) from None
+        except asyncio.TimeoutError:
+            raise QueryTimeoutError("query timed out in query execution") from None
+        for w in got.warnings:
+            if w not in self.warnings:
+                self.warnings.append(w)
+        func = getattr(hints, "func", "") if hints is not None else ""
+        return to_samples(got.series, got.sources, mint_ms, maxt_ms, o, func)
+
+
+def to_samples(series: dict, sources: dict, mint: int, maxt: int, o: QueryOptions, func: str = "") -> list:
+    """(labels, t, v) for every label set, samples in ``[mint, maxt]``; see the module doc."""
+    out: list = []
+    single: list = []  # (labels, chunks) decoded together
+    for lbls, chunks in series.items():
+        for c in chunks:
+            if c[2] != XOR:
+                raise ExecutionError(f"native histogram chunks are not supported yet (series {_fmt(lbls)})")
+        if o.deduplicating:
+            t, v = dedup_chunks([(c[0], c[1], c[3]) for c in chunks], counter=func in COUNTER_FUNCS,
+                                func=o.dedup_func, counter_resets=func in COUNTER_RESET_FUNCS,
+                                mint=mint, maxt=maxt)
+            if len(t):
+                out.append((lbls, t, v))
+        elif sources.get(lbls, 1) > 1:
+            t, v = dedup_chunks([(c[0], c[1], c[3]) for c in chunks], func="chain", mint=mint, maxt=maxt)
+            if len(t):
+                out.append((lbls, t, v))
+        else:
+            single.append((lbls, chunks))
+    if single:
+        out.extend(_decode_single(single, mint, maxt))
+    return out
+
+
+def _decode_single(items: list, mint: int, maxt: int) -> list:
+    """All single-source series in one C decode; chunks of a series are in time order."""
+    datas = []
+    per_series = []
+    for _, chunks in items:
+        per_series.append(len(chunks))
+        datas.extend(c[3] for c in chunks)
+    lengths = np.fromiter((len(d) for d in datas), np.int64, len(datas))
+    offsets = np.zeros(len(datas), np.int64)
+    if len(datas) > 1:
+        np.cumsum(lengths[:-1], out=offsets[1:])
+    counts, t, v = decode_xor_many(b"".join(datas), offsets, lengths)
+    # sample bounds of each series (chunk bounds mapped through the sample counts), then each
+    # series is cut to [mint, maxt]
+    sample_at_chunk = np.r_[0, np.cumsum(counts)]
+    bounds = sample_at_chunk[np.r_[0, np.cumsum(per_series)]]
+    out = []
+    for i, (lbls, _) in enumerate(items):
+        a, b = int(bounds[i]), int(bounds[i + 1])
+        ts = t[a:b]
+        lo = int(np.searchsorted(ts, mint, "left"))
+        hi = int(np.searchsorted(ts, maxt, "right"))
+        if hi > lo:
+            out.append((lbls, ts[lo:hi], v[a + lo:a + hi]))
+    return out
+
+
+def _fmt(lbls) -> str:
+    return "{" + ", ".join(f'{n}="{v}"' for n, v in lbls) + "}"
