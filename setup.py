@@ -14,5 +14,11 @@ setup(
             sources=["components/pythanos/storeapi/_transcode.c"],
             extra_compile_args=["-O3", "-std=gnu99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
+        Extension(
+            "pythanos.dedup._dedup",
+            sources=["components/pythanos/dedup/_dedup.c"],
+            # -ffp-contract=off: the counter adjustment must round exactly like Go (no fused multiply-add).
+            extra_compile_args=["-O3", "-std=c99", "-ffp-contract=off", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
     ],
 )

@@ -146,3 +146,86 @@ def test_subquery_and_at_modifier():
     # subquery steps aligned to multiples of the step, window left-open
     assert _vec(e.instant("count_over_time(x[5m:1m])", 600_000, q)) == {(): 5.0}
     assert _vec(e.instant("max_over_time(x[10m:2m] @ end())", 600_000, q)) == {(): 600.0}
+
+
+def test_batched_range_functions_match_per_series_across_chunks(monkeypatch):
+    """Counter resets, series boundaries and batch boundaries: many series in tiny batches must give
+    what each series gives alone."""
+    from pythanos.promql import functions as fn
+
+    rng = np.random.default_rng(7)
+    series = []
+    for i in range(12):
+        n = int(rng.integers(1, 60))
+        t = np.sort(rng.choice(np.arange(0, 3600_000, 5_000), n, replace=False))
+        v = np.cumsum(rng.integers(0, 5, n)).astype(float)
+        if n > 4:
+            v[n // 2:] -= v[n // 2] - 1  # a reset
+        if i % 3 == 0:
+            v = v[::-1].copy()  # many resets; the next series starts lower than this one ends
+        series.append(({"__name__": "c", "i": str(i)}, t, v))
+    q = _q(series)
+    e = Engine()
+    queries = ["rate(c[5m])", "increase(c[3m])", "delta(c[5m])", "irate(c[5m])", "resets(c[10m])",
+               "changes(c[10m])", "count_over_time(c[2m])", "last_over_time(c[1m])"]
+    whole = {qq: e.range(qq, 0, 3600_000, 30_000, q) for qq in queries}
+    monkeypatch.setattr(fn, "_CHUNK_SAMPLES", 7)
+    for qq in queries:
+        small = e.range(qq, 0, 3600_000, 30_000, q)
+        assert [(s.labels, s.t.tolist(), s.v.tolist()) for s in small.value] == \
+               [(s.labels, s.t.tolist(), s.v.tolist()) for s in whole[qq].value], qq
+        for labels, t, v in series:
+            one = e.range(qq, 0, 3600_000, 30_000, _q([(labels, t, v)]))
+            want = [(s.t.tolist(), s.v.tolist()) for s in one.value]
+            key = tuple(sorted((k, x) for k, x in labels.items() if k != "__name__" or qq.startswith("last")))
+            got = [(s.t.tolist(), s.v.tolist()) for s in small.value if s.labels == key]
+            assert got == want, (qq, labels)
+
+
+def test_topk_ties_keep_earlier_series_and_nan_last():
+    q = _q([({"__name__": "x", "i": str(i)}, [0], [v]) for i, v in enumerate([1.0, 3.0, 3.0, math.nan, 3.0, 2.0])])
+    e = Engine()
+    res = e.instant("topk(2, x)", 0, q)
+    assert [dict(s.labels)["i"] for s in res.value] == ["1", "2"]
+    res = e.instant("bottomk(2, x)", 0, q)
+    assert [dict(s.labels)["i"] for s in res.value] == ["0", "5"]
+    res = e.instant("topk(5, x)", 0, q)
+    assert [dict(s.labels)["i"] for s in res.value] == ["1", "2", "4", "5", "0"]
+    res = e.instant("topk(6, x)", 0, q)
+    assert [dict(s.labels)["i"] for s in res.value][-1] == "3"
+    r = e.range("topk(1, x)", 0, 60_000, 30_000, q)
+    assert [(dict(s.labels)["i"], s.t.tolist()) for s in r.value] == [("1", [0, 30_000, 60_000])]
+
+
+def test_regex_flags_in_mid_pattern_follow_re2():
+    """RE2 applies ``(?i)`` from where it stands to the end of its group, every later alternative included."""
+    from pythanos.tsdb.labels import Matcher
+
+    def m(rx, s):
+        return Matcher("=~", "l", rx).matches(s)
+
+    assert m("((?i)PRO).*", "production") and not m("((?i)PRO).*", "xpro")
+    assert m(".*((?i)DUC).*", "PRODUCTION") and m(".*((?i)DUC).*", "production")
+    assert m("a(?i)b|c", "aB") and m("a(?i)b|c", "C") and not m("a(?i)b|c", "AB")
+    assert m("a(?i)b(?-i)c", "aBc") and not m("a(?i)b(?-i)c", "aBC")
+    assert m("[[:alpha:]]+[[:digit:]]", "abc1") and not m("[[:alpha:]]+", "ab1")
+    assert m("(?<x>a)b", "ab")
+
+
+def test_delayed_name_removal_is_an_engine_option():
+    q = _q([({"__name__": "a", "env": "1"}, [0], [1.0]), ({"__name__": "b", "env": "1"}, [0], [2.0])])
+    with pytest.raises(ExecutionError, match="same labelset"):
+        Engine().instant('sum by (env) (rate({env="1"}[5m])) or -{env="1"}', 0, q)
+    d = Engine(delayed_name_removal=True)
+    # grouped by the names still there, then both names go: the labelsets clash at the end
+    with pytest.raises(ExecutionError, match="same labelset"):
+        d.instant('sum by (__name__) (-{env="1"})', 0, q)
+    assert _vec(d.instant('sum by (__name__) ({env="1"})', 0, q)) == {(("__name__", "a"),): 1.0,
+                                                                       (("__name__", "b"),): 2.0}
+    assert _vec(d.instant('sum by (env) (-{env="1"})', 0, q)) == {(("env", "1"),): -3.0}
+    assert _vec(d.instant('label_replace(-{env="1"}, "__name__", "n_$1", "__name__", "(.+)")', 0, q)) == {
+        (("__name__", "n_a"), ("env", "1")): -1.0, (("__name__", "n_b"), ("env", "1")): -2.0}
+    res = d.instant('max_over_time((-a)[1m:30s])', 0, q)
+    assert [s.labels for s in res.value] == [(("env", "1"),)]
+    res = d.instant('(-a)[1m:30s]', 0, q)
+    assert [s.labels for s in res.value] == [(("env", "1"),)]

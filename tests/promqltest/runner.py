@@ -197,7 +197,11 @@ _HIST_FUNCS = re.compile(r"histogram_(count|sum|avg|fraction|stddev|stdvar)\b")
 class FileRun:
     def __init__(self, path, engine=None):
         self.path = path
-        self.engine = engine or Engine(lookback_delta_ms=300_000, max_samples=50_000_000, timeout_s=60)
+        # Prometheus' NewTestEngine enables delayed __name__ removal; PROMQLTEST_DELAYED_NAME_REMOVAL=0 runs
+        # the server's default instead
+        delayed = os.environ.get("PROMQLTEST_DELAYED_NAME_REMOVAL", "1") == "1"
+        self.engine = engine or Engine(lookback_delta_ms=300_000, max_samples=50_000_000, timeout_s=60,
+                                       delayed_name_removal=delayed)
         self.q = MemoryQueryable()
         self.hist_names = set()
         self.hist_loaded = False

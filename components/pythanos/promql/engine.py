@@ -10,7 +10,9 @@ and are dropped from range selections.
 """
 from __future__ import annotations
 
+import concurrent.futures as _cf
 import math
+import threading
 import time as _time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -22,8 +24,9 @@ import promql_parser as pp
 from ..tsdb.labels import Matcher
 from .errors import ExecutionError, ParseError, PromQLError, QueryTimeoutError, TooManySamplesError
 from .format import format_float
+from .parse_errors import invalid_utf8_literals, prometheus_parse_error
 
-__all__ = ["Engine", "Queryable", "MemoryQueryable", "Result", "Sample", "Series", "STALE_NAN",
+__all__ = ["Engine", "Queryable", "MemoryQueryable", "Result", "Sample", "Series", "SelectHints", "STALE_NAN",
            "is_stale_nan", "parse"]
 
 STALE_NAN_BITS = 0x7FF0000000000002
@@ -36,10 +39,36 @@ def is_stale_nan(v: np.ndarray) -> np.ndarray:
     return np.asarray(v, dtype=np.float64).view(np.uint64) == np.uint64(STALE_NAN_BITS)
 
 
+@dataclass(frozen=True)
+class SelectHints:
+    """What the engine will do with a selection (Prometheus' ``storage.SelectHints``).
+
+    A remote querier uses it to pick a downsampling resolution (``step``, ``range``), to push a
+    function or grouping down, and to narrow the request to ``[start, end]``.  ``start``/``end``
+    are the selection window in ms (the same as ``select``'s ``mint_ms``/``maxt_ms``), ``step``
+    the evaluation step of the enclosing query or subquery (0 for instant queries), ``range``
+    the matrix selector's range in ms (0 for an instant selector), ``func`` the nearest enclosing
+    function or aggregation name ("" if a binary operator comes first), ``grouping``/``by`` the
+    labels of the aggregation directly enclosing the selector.
+    """
+
+    start: int
+    end: int
+    step: int = 0
+    range: int = 0
+    func: str = ""
+    grouping: tuple = ()
+    by: bool = False
+
+
 class Queryable(Protocol):
-    def select(self, matchers: Sequence[Matcher], mint_ms: int, maxt_ms: int) -> list:
+    def select(self, matchers: Sequence[Matcher], mint_ms: int, maxt_ms: int,
+               hints: Optional[SelectHints] = None) -> list:
         """Series matching all matchers with samples in [mint_ms, maxt_ms]:
-        a list of (labels: sorted tuple of (name, value), t: int64 ndarray, v: float64 ndarray)."""
+        a list of (labels: sorted tuple of (name, value), t: int64 ndarray, v: float64 ndarray).
+
+        May block (a remote fan-out); the engine calls it from its own worker threads, several
+        selectors of one query concurrently.  Samples outside [mint_ms, maxt_ms] are tolerated."""
 
 
 class MemoryQueryable:
@@ -67,7 +96,9 @@ class MemoryQueryable:
     def clear(self) -> None:
         self._series.clear()
 
-    def select(self, matchers, mint_ms, maxt_ms):
+    def select(self, matchers: Sequence[Matcher], mint_ms: int, maxt_ms: int,
+               hints: Optional[SelectHints] = None) -> list:
+        """See :class:`Queryable`; ``hints`` are accepted and ignored."""
         out = []
         for labels, (t, v) in self._series.items():
             d = dict(labels)
@@ -138,7 +169,8 @@ class ST:
 
 
 class RangeArg:
-    """A range vector per step: raw samples per series and each step's window [lo, hi)."""
+    """A range vector per step: raw samples per series and each step's window [lo, hi) as (series x steps)
+    index arrays into that series' samples."""
     __slots__ = ("series", "lo", "hi", "te", "range_ms", "node")
 
     def __init__(self, series, lo, hi, te, range_ms, node):
@@ -149,8 +181,39 @@ def _ms(td: timedelta) -> int:
     return (td.days * 86400 + td.seconds) * 1000 + td.microseconds // 1000
 
 
-def _drop_name(labels: tuple) -> tuple:
+class _DroppedName(str):
+    """The key of a ``__name__`` that a function or operator dropped, kept until evaluation ends
+    (Prometheus 3 delayed name removal, its ``DropName`` flag). It equals, hashes and sorts as
+    "__name__", so ``by (__name__)`` and label_replace/label_join still see the name."""
+
+    __slots__ = ()
+
+
+_DROPPED = _DroppedName(NAME)
+
+
+def _drop_name(labels: tuple, delayed: bool = False) -> tuple:
+    """Remove ``__name__`` now, or with delayed name removal mark it for removal at the end."""
+    if delayed:
+        return tuple((_DROPPED, v) if k == NAME else (k, v) for k, v in labels)
     return tuple(kv for kv in labels if kv[0] != NAME)
+
+
+def _keep_name(labels: tuple) -> tuple:
+    """Clear a pending removal: the result keeps its name (comparisons, label_replace of __name__)."""
+    return tuple((NAME, v) if k == NAME else (k, v) for k, v in labels)
+
+
+def _has_dropped(labels: tuple) -> bool:
+    return any(type(k) is _DroppedName for k, _ in labels)
+
+
+def _finish_names(val: "VS") -> "VS":
+    """End of evaluation: names marked for removal go now; series that become equal merge (or clash)."""
+    if not any(_has_dropped(l) for l in val.labels):
+        return val
+    val.labels = [_drop_name(l) if _has_dropped(l) else l for l in val.labels]
+    return val
 
 
 def _labels_str(labels) -> str:
@@ -164,7 +227,7 @@ def parse(query: str):
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
         msg = str(e).strip() or "invalid promql query"
-        raise ParseError(f"1:1: parse error: {msg}") from None
+        raise ParseError(prometheus_parse_error(query, msg)) from None
 
 
 _MATCH_OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
@@ -226,39 +289,190 @@ def _kahan_windows(v, lo, hi):
 
 class _Ctx:
     __slots__ = ("q", "start", "end", "lookback", "deadline", "max_samples", "warnings", "infos", "samples",
-                 "sub_step")
+                 "sub_step", "step", "plan", "futures", "bad_utf8", "delayed")
 
-    def __init__(self, q, start, end, lookback, deadline, max_samples, sub_step):
+    def __init__(self, q, start, end, lookback, deadline, max_samples, sub_step, step=0):
         self.q, self.start, self.end, self.lookback = q, start, end, lookback
         self.deadline, self.max_samples, self.sub_step = deadline, max_samples, sub_step
+        self.step = step
         self.warnings, self.infos, self.samples = [], [], 0
+        self.plan: dict = {}      # id(selector node) -> _Planned
+        self.futures: dict = {}   # id(selector node) -> Future of a prefetched select
+        self.bad_utf8: frozenset = frozenset()  # string literals Go would decode to invalid UTF-8
+        self.delayed = False  # delayed __name__ removal (Engine.delayed_name_removal)
 
     def check(self):
         if self.deadline is not None and _time.monotonic() > self.deadline:
             raise QueryTimeoutError("query timed out in expression evaluation")
 
+    def remaining(self) -> Optional[float]:
+        return None if self.deadline is None else max(0.0, self.deadline - _time.monotonic())
+
+
+class _Planned:
+    """One selector's static selection (Prometheus' populateSeries): matchers, window and hints."""
+    __slots__ = ("node", "matchers", "mint", "maxt", "hints")
+
+    def __init__(self, node, matchers, mint, maxt, hints):
+        self.node, self.matchers, self.mint, self.maxt, self.hints = node, matchers, mint, maxt, hints
+
+
+def _static_te(n, s: int, e: int, ctx: _Ctx) -> tuple:
+    """Bounds of a selector's or subquery's effective times when its parent is evaluated over [s, e]."""
+    at = _at_ms(n.at, ctx)
+    off = _ms(n.offset) if n.offset is not None else 0
+    if at is not None:
+        return at - off, at - off
+    return s - off, e - off
+
+
+def _path_func(path: list) -> str:
+    """Nearest enclosing function or aggregation; a binary operator stops the search (extractFuncFromPath)."""
+    for p in reversed(path):
+        if isinstance(p, pp.AggregateExpr):
+            return str(p.op)
+        if isinstance(p, pp.Call):
+            return p.func.name
+        if isinstance(p, pp.BinaryExpr):
+            return ""
+    return ""
+
+
+def _path_grouping(path: list) -> tuple:
+    """(by, grouping) of an aggregation that directly encloses the selector (extractGroupsFromPath)."""
+    if path and isinstance(path[-1], pp.AggregateExpr):
+        mod = path[-1].modifier
+        if mod is None:  # by = !Without: a plain sum(x) is "by ()"
+            return True, ()
+        return str(mod.type) != "AggModifierType.Without", tuple(mod.labels or ())
+    return False, ()
+
+
+def _plan(expr, ctx: _Ctx) -> dict:
+    """Every selector of the query with its selection window and hints, keyed by ``id(node)``."""
+    plan: dict = {}
+
+    def visit(n, path, s, e, step):
+        if isinstance(n, pp.ParenExpr):
+            visit(n.expr, path + [n], s, e, step)
+        elif isinstance(n, pp.VectorSelector):
+            lo, hi = _static_te(n, s, e, ctx)
+            mint, maxt = lo - ctx.lookback + 1, hi
+            by, grouping = _path_grouping(path)
+            h = SelectHints(mint, maxt, step, 0, _path_func(path), grouping, by)
+            plan[id(n)] = _Planned(n, _matchers(n), mint, maxt, h)
+        elif isinstance(n, pp.MatrixSelector):
+            vs = n.vector_selector
+            rng = _ms(n.range)
+            lo, hi = _static_te(vs, s, e, ctx)
+            mint, maxt = lo - rng + 1, hi
+            h = SelectHints(mint, maxt, step, rng, _path_func(path), (), False)
+            plan[id(n)] = _Planned(n, _matchers(vs), mint, maxt, h)
+        elif isinstance(n, pp.SubqueryExpr):
+            rng = _ms(n.range)
+            sub = _ms(n.step) if n.step is not None else 0
+            if sub <= 0:
+                sub = ctx.sub_step
+            lo, hi = _static_te(n, s, e, ctx)
+            visit(n.expr, path + [n], lo - rng, hi, sub)
+        elif isinstance(n, pp.UnaryExpr):
+            visit(n.expr, path + [n], s, e, step)
+        elif isinstance(n, pp.BinaryExpr):
+            visit(n.lhs, path + [n], s, e, step)
+            visit(n.rhs, path + [n], s, e, step)
+        elif isinstance(n, pp.AggregateExpr):
+            if n.param is not None:
+                visit(n.param, path + [n], s, e, step)
+            visit(n.expr, path + [n], s, e, step)
+        elif isinstance(n, pp.Call):
+            for a in n.args:
+                visit(a, path + [n], s, e, step)
+
+    visit(expr, [], ctx.start, ctx.end, ctx.step)
+    return plan
+
 
 # ---------------------------------------------------------------- engine
 
 class Engine:
-    """``Engine(lookback_delta_ms=300000, max_samples=50_000_000, timeout_s=120)``."""
+    """``Engine(lookback_delta_ms=300000, max_samples=50_000_000, timeout_s=120)``.
 
-    def __init__(self, lookback_delta_ms: int = 300_000, max_samples: int = 50_000_000,
-                 timeout_s: Optional[float] = 120.0, default_subquery_step_ms: int = 60_000):
+    ``delayed_name_removal`` is Prometheus' ``promql-delayed-name-removal`` feature (off by default in
+    the server, on in its promqltest engine): functions and operators mark ``__name__`` for removal
+    and it goes when evaluation ends, so ``by (__name__)`` and label functions can still use it.
+
+    Before evaluating, all selectors of a query are selected concurrently on a small thread pool
+    (``select_concurrency``), as Prometheus issues every ``Select`` before evaluation: a remote
+    queryable then fans out once per selector in parallel instead of one selector after another.
+    """
+
+    def __init__(self, lookback_delta_ms: int = 300_000, max_samples: Optional[int] = 50_000_000,
+                 timeout_s: Optional[float] = 120.0, default_subquery_step_ms: int = 60_000,
+                 select_concurrency: int = 8, delayed_name_removal: bool = False):
         self.lookback_delta_ms = int(lookback_delta_ms)
+        self.delayed_name_removal = bool(delayed_name_removal)
         self.max_samples = max_samples
         self.timeout_s = timeout_s
         self.default_subquery_step_ms = default_subquery_step_ms
+        self.select_concurrency = max(1, int(select_concurrency))
+        self._pool: Optional[_cf.ThreadPoolExecutor] = None
+        self._pool_lock = threading.Lock()
 
-    def _ctx(self, q, start, end, lookback_delta_ms):
+    @staticmethod
+    def parse_check(query: str) -> None:
+        """Raise :class:`ParseError` (Prometheus' wording and position) if ``query`` does not parse."""
+        parse(query)
+
+    def close(self) -> None:
+        """Stop the select thread pool (running selects finish)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _executor(self) -> _cf.ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = _cf.ThreadPoolExecutor(self.select_concurrency, thread_name_prefix="promql-select")
+            return self._pool
+
+    def _ctx(self, q, start, end, lookback_delta_ms, step=0):
         dl = _time.monotonic() + self.timeout_s if self.timeout_s else None
         lb = int(lookback_delta_ms) if lookback_delta_ms else self.lookback_delta_ms
-        return _Ctx(q, start, end, lb, dl, self.max_samples, self.default_subquery_step_ms)
+        ctx = _Ctx(q, start, end, lb, dl, self.max_samples, self.default_subquery_step_ms, step)
+        ctx.delayed = self.delayed_name_removal
+        return ctx
+
+    def _prepare(self, expr, ctx: _Ctx, query: str = "") -> None:
+        """Plan every selector and start their selects concurrently.
+
+        A lone selector on the in-memory queryable is selected inline (nothing to overlap, nothing
+        that blocks); otherwise the pool lets the deadline interrupt a select that hangs."""
+        ctx.bad_utf8 = invalid_utf8_literals(query)
+        ctx.plan = _plan(expr, ctx)
+        if not ctx.plan or (len(ctx.plan) == 1 and (ctx.deadline is None or type(ctx.q) is MemoryQueryable)):
+            return
+        pool = self._executor()
+        for key, pl in ctx.plan.items():
+            ctx.futures[key] = pool.submit(ctx.q.select, pl.matchers, pl.mint, pl.maxt, hints=pl.hints)
+
+    @staticmethod
+    def _finish(ctx: _Ctx) -> None:
+        for f in ctx.futures.values():
+            f.cancel()
+        ctx.futures.clear()
 
     def instant(self, query: str, time_ms: int, queryable, lookback_delta_ms: Optional[int] = None) -> Result:
         expr = parse(query)
         time_ms = int(time_ms)
         ctx = self._ctx(queryable, time_ms, time_ms, lookback_delta_ms)
+        try:
+            self._prepare(expr, ctx, query)
+            return self._instant(expr, time_ms, ctx)
+        finally:
+            self._finish(ctx)
+
+    def _instant(self, expr, time_ms: int, ctx: _Ctx) -> Result:
         ts = np.array([time_ms], dtype=np.int64)
         ev = _Evaluator(ctx)
         node = _unparen(expr)
@@ -268,15 +482,18 @@ class Engine:
             for k, (labels, t, v) in enumerate(ra.series):
                 lo, hi = ra.lo[k][0], ra.hi[k][0]
                 if hi > lo:
+                    if _has_dropped(labels):  # a subquery over a name-dropping expression
+                        labels = _drop_name(labels)
                     out.append(Series(labels, t[lo:hi].copy(), v[lo:hi].copy()))
             out.sort(key=lambda s: s.labels)
             return Result("matrix", out, ctx.warnings, ctx.infos)
         val = ev.eval(node, ts)
+        ctx.check()
         if isinstance(val, SC):
             return Result("scalar", (time_ms, float(val.v[0])), ctx.warnings, ctx.infos)
         if isinstance(val, ST):
             return Result("string", (time_ms, val.s), ctx.warnings, ctx.infos)
-        _check_dupes(val)
+        _check_dupes(_finish_names(val))
         rows = val.ordered if val.ordered is not None else range(len(val.labels))
         out = [Sample(val.labels[i], time_ms, float(val.V[i, 0])) for i in rows if val.P[i, 0]]
         return Result("vector", out, ctx.warnings, ctx.infos)
@@ -294,12 +511,17 @@ class Engine:
         if rt not in ("vector", "scalar"):
             raise ParseError(f"invalid expression type \"{'range vector' if rt == 'matrix' else rt}\" for range query, "
                              "must be Scalar or instant Vector")
-        ctx = self._ctx(queryable, start_ms, end_ms, lookback_delta_ms)
-        ts = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
-        val = _Evaluator(ctx).eval(node, ts)
+        ctx = self._ctx(queryable, start_ms, end_ms, lookback_delta_ms, step_ms)
+        try:
+            self._prepare(expr, ctx, query)
+            ts = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
+            val = _Evaluator(ctx).eval(node, ts)
+            ctx.check()
+        finally:
+            self._finish(ctx)
         if isinstance(val, SC):
             return Result("matrix", [Series((), ts.copy(), val.v.astype(np.float64))], ctx.warnings, ctx.infos)
-        _check_dupes(val)
+        _check_dupes(_finish_names(val))
         out = []
         for i, labels in enumerate(val.labels):
             p = val.P[i]
@@ -376,6 +598,7 @@ from . import functions as _fn  # noqa: E402  (functions need the types above)
 class _Evaluator:
     def __init__(self, ctx: _Ctx):
         self.ctx = ctx
+        self.delayed = ctx.delayed
 
     # ---- dispatch
     def eval(self, n, ts):
@@ -393,7 +616,7 @@ class _Evaluator:
             v = self.eval(n.expr, ts)
             if isinstance(v, SC):
                 return SC(-v.v)
-            return VS([_drop_name(l) for l in v.labels], -v.V, v.P)
+            return VS([_drop_name(l, self.delayed) for l in v.labels], -v.V, v.P)
         if isinstance(n, pp.BinaryExpr):
             return _fn.binary(self, n, ts)
         if isinstance(n, pp.AggregateExpr):
@@ -401,6 +624,30 @@ class _Evaluator:
         if isinstance(n, pp.Call):
             return _fn.call(self, n, ts)
         raise ExecutionError(f"unsupported expression {type(n).__name__}")
+
+    def select(self, node, matchers, mint: int, maxt: int, rng: int) -> list:
+        """The selection for ``node``: its prefetched result when that covers [mint, maxt], else a fresh select."""
+        ctx = self.ctx
+        key = id(node)
+        pl = ctx.plan.get(key)
+        fut = ctx.futures.pop(key, None)
+        if fut is not None and pl is not None and pl.mint <= mint and maxt <= pl.maxt:
+            try:
+                found = fut.result(timeout=ctx.remaining())
+            except _cf.TimeoutError:
+                raise QueryTimeoutError("query timed out in expression evaluation") from None
+            ctx.check()
+            return found
+        if fut is not None:
+            fut.cancel()
+        if pl is not None:
+            h = pl.hints
+            hints = SelectHints(mint, maxt, h.step, rng, h.func, h.grouping, h.by)
+        else:
+            hints = SelectHints(mint, maxt, ctx.step, rng)
+        found = ctx.q.select(matchers, mint, maxt, hints=hints)
+        ctx.check()
+        return found
 
     def count_samples(self, k):
         self.ctx.samples += int(k)
@@ -418,26 +665,33 @@ class _Evaluator:
         te = self._eff_times(n, ts)
         lb = self.ctx.lookback
         S = len(ts)
-        found = self.ctx.q.select(_matchers(n), int(te.min()) - lb + 1, int(te.max()))
-        labels, Vs, Ps, Ts = [], [], [], []
-        for lab, t, v in found:
-            idx = np.searchsorted(t, te, "right") - 1
-            ok = idx >= 0
-            ic = np.where(ok, idx, 0)
-            tt = t[ic]
-            vv = v[ic]
-            ok &= tt > te - lb
-            ok &= ~is_stale_nan(vv)
-            if ok.any():
-                labels.append(lab)
-                Vs.append(vv)
-                Ps.append(ok)
-                Ts.append(tt)
-        self.count_samples(sum(int(p.sum()) for p in Ps))
-        V = np.array(Vs, dtype=np.float64).reshape(len(labels), S)
-        P = np.array(Ps, dtype=bool).reshape(len(labels), S)
+        found = self.select(n, _matchers(n), int(te.min()) - lb + 1, int(te.max()), 0)
+        N = len(found)
+        V = np.empty((N, S), dtype=np.float64)
+        P = np.empty((N, S), dtype=bool)
+        T = np.empty((N, S), dtype=np.int64) if with_ts else None
+        cut = te - lb
+        for i, (lab, t, v) in enumerate(found):
+            idx = np.searchsorted(t, te, "right")
+            idx -= 1
+            ok = P[i]
+            np.greater_equal(idx, 0, out=ok)
+            np.maximum(idx, 0, out=idx)
+            tt = t[idx]
+            np.take(v, idx, out=V[i])
+            ok &= tt > cut
+            if np.isnan(V[i]).any():  # stale markers are NaNs; the bit test only when there are any
+                ok &= ~is_stale_nan(V[i])
+            if with_ts:
+                T[i] = tt
+        keep = P.any(axis=1)
+        labels = [lab for (lab, _, _), k in zip(found, keep) if k]
+        if not keep.all():
+            V, P = V[keep], P[keep]
+            if with_ts:
+                T = T[keep]
+        self.count_samples(int(P.sum()))
         if with_ts:
-            T = np.array(Ts, dtype=np.int64).reshape(len(labels), S)
             return VS(labels, V, P), T
         return VS(labels, V, P)
 
@@ -447,7 +701,7 @@ class _Evaluator:
             vs = n.vector_selector
             rng = _ms(n.range)
             te = self._eff_times(vs, ts)
-            found = self.ctx.q.select(_matchers(vs), int(te.min()) - rng + 1, int(te.max()))
+            found = self.select(n, _matchers(vs), int(te.min()) - rng + 1, int(te.max()), rng)
             series = []
             for lab, t, v in found:
                 st = is_stale_nan(v)
@@ -480,12 +734,11 @@ class _Evaluator:
                         series.append((lab, inner_ts[p], val.V[i][p]))
         else:
             raise ExecutionError("expected a range vector")
-        los, his = [], []
-        total = 0
-        for lab, t, v in series:
-            lo, hi = _windows(t, te, rng)
-            los.append(lo)
-            his.append(hi)
-            total += int((hi - lo).sum())
-        self.count_samples(total)
+        S = len(te)
+        both = np.empty((len(series), 2 * S), dtype=np.int64)
+        bounds = np.concatenate([te - rng, te])
+        for k, (lab, t, v) in enumerate(series):
+            both[k] = np.searchsorted(t, bounds, "right")
+        los, his = both[:, :S], both[:, S:]
+        self.count_samples(int(his.sum()) - int(los.sum()))
         return RangeArg(series, los, his, te, rng, n)

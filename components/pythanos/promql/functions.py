@@ -7,7 +7,8 @@ import re
 import numpy as np
 import promql_parser as pp
 
-from .engine import (NAME, SC, ST, VS, RangeArg, _check_dupes, _drop_name, _labels_str, _reduce_windows,
+from .engine import (NAME, SC, ST, VS, RangeArg, _check_dupes, _drop_name, _has_dropped, _keep_name, _labels_str,
+                     _reduce_windows,
                      _unparen, _value_type)
 from .errors import ExecutionError, ParseError
 from .format import format_scalar_float
@@ -76,7 +77,7 @@ def binary(ev, n, ts):
     if isinstance(lhs, VS) and isinstance(rhs, VS):
         if op in _SET:
             return _set_op(op, lhs, rhs, mod)
-        return _vector_binop(op, lhs, rhs, mod, return_bool)
+        return _vector_binop(op, lhs, rhs, mod, return_bool, ev.delayed)
     # vector <op> scalar
     if isinstance(lhs, VS):
         vec, sc, swap = lhs, rhs.v[None, :], False
@@ -86,9 +87,10 @@ def binary(ev, n, ts):
     r = _op(op, a, b)
     if op in _CMP:
         if return_bool:
-            return _check_dupes(VS([_drop_name(l) for l in vec.labels], r.astype(np.float64), vec.P.copy()))
+            return _check_dupes(VS([_drop_name(l, ev.delayed) for l in vec.labels], r.astype(np.float64),
+                                   vec.P.copy()))
         return VS(list(vec.labels), vec.V, vec.P & r)
-    return _check_dupes(VS([_drop_name(l) for l in vec.labels], r, vec.P.copy()))
+    return _check_dupes(VS([_drop_name(l, ev.delayed) for l in vec.labels], r, vec.P.copy()))
 
 
 def _card(mod):
@@ -135,7 +137,7 @@ def _set_op(op, lhs, rhs, mod):
     return _check_dupes(VS(list(lhs.labels) + list(rhs.labels), np.vstack([lhs.V, rhs.V]), np.vstack([lhs.P, P])))
 
 
-def _vector_binop(op, lhs, rhs, mod, return_bool):
+def _vector_binop(op, lhs, rhs, mod, return_bool, delayed=False):
     card = _card(mod)
     on, names = _matching(mod)
     include = list(mod.group_labels or []) if mod is not None and card in ("many-to-one", "one-to-many") else []
@@ -182,13 +184,16 @@ def _vector_binop(op, lhs, rhs, mod, return_bool):
         V = r.astype(np.float64)
     else:
         V = r
-    drop_name = (op in _ARITH) or return_bool
     keep = set(names)
     out_labels = []
     for k in range(len(li)):
         ml = many.labels[li[k]]
-        if drop_name:
+        if op in _ARITH:  # vector/vector arithmetic drops the name at once, delayed removal or not
             ml = _drop_name(ml)
+        elif return_bool:
+            ml = _drop_name(ml, delayed)
+        elif delayed:  # a filtering comparison's result keeps its name (DropName = false)
+            ml = _keep_name(ml)
         if card == "one-to-one":
             if on:
                 ml = tuple(kv for kv in ml if kv[0] in keep)
@@ -316,6 +321,8 @@ def aggregate(ev, n, ts):
     if N == 0:
         return VS.empty(S)
     ids, order = _groups(keys)
+    if ev.delayed:
+        order = _group_drop_flags(order, ids, vec.labels)
     G = len(order)
     P = vec.P
     Vz = np.where(P, vec.V, 0.0)
@@ -362,6 +369,18 @@ def aggregate(ev, n, ts):
     return VS(labels, np.asarray(out, dtype=np.float64), present)
 
 
+def _group_drop_flags(order, ids, labels):
+    """Delayed name removal: a group kept by ``by (__name__)`` loses its name at the end if any member's
+    name was marked for removal (Prometheus' groupedAggregation.dropName)."""
+    out = list(order)
+    for g, key in enumerate(order):
+        if any(k == NAME for k, _ in key):
+            members = np.nonzero(ids == g)[0]
+            flagged = any(_has_dropped(labels[i]) for i in members)
+            out[g] = _drop_name(key, True) if flagged else _keep_name(key)
+    return out
+
+
 def _topk(op, vec, keys, param, S):
     N = len(vec.labels)
     kv = param.v if isinstance(param, SC) else None
@@ -387,16 +406,43 @@ def _topk(op, vec, keys, param, S):
             newP[rows] = sel
             ordered.extend(rows[sel[:, 0]].tolist() if S == 1 else [])
             continue
-        cat = np.where(P, np.where(np.isnan(V), 1, 0), 2)
-        key = np.where(cat == 0, -V if op == "topk" else V, 0.0)
-        srt = np.lexsort((key, cat), axis=0)  # per column: rows ordered best first
-        rank = np.empty_like(srt)
-        np.put_along_axis(rank, srt, np.arange(len(rows))[:, None].repeat(S, 1), axis=0)
-        sel = P & (rank < k[None, :])
+        sel = _topk_select(op, V, P, k)
         newP[rows] = sel
         if S == 1:
-            ordered.extend(rows[srt[:, 0]][sel[srt[:, 0], 0]].tolist())
+            r = np.nonzero(sel[:, 0])[0]
+            v = V[r, 0]
+            nan = np.isnan(v)
+            key = np.where(nan, 0.0, -v if op == "topk" else v)
+            ordered.extend(rows[r[np.lexsort((key, nan))]].tolist())
     return VS(list(vec.labels), vec.V, newP, ordered if S == 1 else None)
+
+
+def _topk_select(op, V, P, k):
+    """Rows each column keeps: the k best numbers (ties to the earlier series, as Prometheus' heap keeps
+    them), then NaNs in series order if fewer than k numbers. O(rows x steps) via np.partition."""
+    n, S = V.shape
+    kk = np.clip(k, 0, n)
+    num = P & ~np.isnan(V)
+    K = np.where(num, -V if op == "topk" else V, np.inf)
+    sel = np.zeros((n, S), bool)
+    for kv in np.unique(kk):
+        if kv == 0:
+            continue
+        cols = np.nonzero(kk == kv)[0] if len(np.unique(kk)) > 1 else slice(None)
+        Kc, numc = K[:, cols], num[:, cols]
+        thr = np.partition(Kc, kv - 1, axis=0)[kv - 1]
+        better = numc & (Kc < thr)
+        equal = numc & (Kc == thr)
+        need = kv - better.sum(axis=0)
+        tie = np.nonzero(equal.sum(axis=0) > need)[0]  # only tied columns need the series-order cut
+        if len(tie):
+            equal[:, tie] &= np.cumsum(equal[:, tie], axis=0) <= need[tie]
+        sel[:, cols] = better | equal
+    rem = kk - sel.sum(axis=0)
+    if (rem > 0).any():
+        nan = P & ~num
+        sel |= nan & (np.cumsum(nan, axis=0) <= rem)
+    return sel
 
 
 def _count_values(vec, keys, label, S):
@@ -464,10 +510,11 @@ def _scalar_arg(ev, node, ts):
     raise ExecutionError("expected scalar argument")
 
 
-def _math(vec, f):
+def _math(vec, f, delayed=False):
     with np.errstate(**_np_err):
         V = f(vec.V)
-    return _check_dupes(VS([_drop_name(l) for l in vec.labels], np.asarray(V, dtype=np.float64), vec.P.copy()))
+    return _check_dupes(VS([_drop_name(l, delayed) for l in vec.labels], np.asarray(V, dtype=np.float64),
+                           vec.P.copy()))
 
 
 _MATH = {
@@ -515,12 +562,10 @@ def call(ev, n, ts):
         extra = [_scalar_arg(ev, a, ts) for i, a in enumerate(args) if i != mi]
         ra = ev.range_arg(args[mi], ts)
         if name == "absent_over_time":
-            anyp = np.zeros(S, bool)
-            for k in range(len(ra.series)):
-                anyp |= ra.hi[k] > ra.lo[k]
+            anyp = (ra.hi > ra.lo).any(axis=0) if len(ra.series) else np.zeros(S, bool)
             labels = _absent_labels(args[0])
             return VS([labels], np.ones((1, S)), ~anyp[None, :])
-        return _range_func(name, ra, extra, ts)
+        return _range_func(name, ra, extra, ts, ev.delayed)
     if name == "time":
         return SC(ts / 1000.0)
     if name == "pi":
@@ -541,33 +586,33 @@ def call(ev, n, ts):
             vec = VS([()], (ts / 1000.0)[None, :], np.ones((1, S), bool))
         ok, parts = _datetime_parts(vec.V)
         V = np.where(ok, parts[name].astype(np.float64), np.nan)
-        return _check_dupes(VS([_drop_name(l) for l in vec.labels], V, vec.P.copy()))
+        return _check_dupes(VS([_drop_name(l, ev.delayed) for l in vec.labels], V, vec.P.copy()))
     if name == "timestamp":
         a = _unparen(args[0])
         if isinstance(a, pp.VectorSelector):
             vec, T = ev.vector_selector(a, ts, with_ts=True)
-            return _check_dupes(VS([_drop_name(l) for l in vec.labels], T / 1000.0, vec.P))
+            return _check_dupes(VS([_drop_name(l, ev.delayed) for l in vec.labels], T / 1000.0, vec.P))
         vec = ev.eval(a, ts)
-        return _check_dupes(VS([_drop_name(l) for l in vec.labels], np.broadcast_to(ts / 1000.0, vec.V.shape).copy(),
-                               vec.P))
+        return _check_dupes(VS([_drop_name(l, ev.delayed) for l in vec.labels],
+                               np.broadcast_to(ts / 1000.0, vec.V.shape).copy(), vec.P))
     if name in _MATH:
-        return _math(ev.eval(args[0], ts), _MATH[name])
+        return _math(ev.eval(args[0], ts), _MATH[name], ev.delayed)
     if name == "round":
         vec = ev.eval(args[0], ts)
         to = _scalar_arg(ev, args[1], ts) if len(args) > 1 else np.ones(S)
         inv = 1.0 / to
-        return _math(vec, lambda V: np.floor(V * inv + 0.5) / inv)
+        return _math(vec, lambda V: np.floor(V * inv + 0.5) / inv, ev.delayed)
     if name in ("clamp", "clamp_min", "clamp_max"):
         vec = ev.eval(args[0], ts)
         if name == "clamp":
             lo, hi = _scalar_arg(ev, args[1], ts), _scalar_arg(ev, args[2], ts)
-            out = _math(vec, lambda V: np.maximum(lo, np.minimum(hi, V)))
+            out = _math(vec, lambda V: np.maximum(lo, np.minimum(hi, V)), ev.delayed)
             out.P = out.P & ~(lo > hi)[None, :]
             return out
         b = _scalar_arg(ev, args[1], ts)
         if name == "clamp_min":
-            return _math(vec, lambda V: np.maximum(b, V))
-        return _math(vec, lambda V: np.minimum(b, V))
+            return _math(vec, lambda V: np.maximum(b, V), ev.delayed)
+        return _math(vec, lambda V: np.minimum(b, V), ev.delayed)
     if name in ("sort", "sort_desc"):
         vec = ev.eval(args[0], ts)
         if S == 1:
@@ -604,11 +649,11 @@ def call(ev, n, ts):
             creg = re.compile("(?s:" + _go_re(rx) + ")")
         except re.error:
             raise ExecutionError(f"invalid regular expression in label_replace(): {rx}")
-        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", dst) and not dst:
+        if not dst or dst in ev.ctx.bad_utf8:  # 3.x: any non-empty valid UTF-8 name
             raise ExecutionError(f"invalid destination label name in label_replace(): {dst}")
         out = []
         for l in vec.labels:
-            d = dict(l)
+            d = dict(_keep_name(l) if dst == NAME else l)  # writing __name__ cancels a pending removal
             m = creg.fullmatch(d.get(src, ""))
             if m:
                 res = _expand(repl, m)
@@ -622,9 +667,14 @@ def call(ev, n, ts):
         vec = ev.eval(args[0], ts)
         strs = [ev.eval(a, ts).s for a in args[1:]]
         dst, sep, srcs = strs[0], strs[1], strs[2:]
+        for src in srcs:
+            if src in ev.ctx.bad_utf8:
+                raise ExecutionError(f"invalid source label name in label_join(): {src}")
+        if not dst or dst in ev.ctx.bad_utf8:
+            raise ExecutionError(f"invalid destination label name in label_join(): {dst}")
         out = []
         for l in vec.labels:
-            d = dict(l)
+            d = dict(_keep_name(l) if dst == NAME else l)
             v = sep.join(d.get(s, "") for s in srcs)
             if v:
                 d[dst] = v
@@ -736,66 +786,114 @@ _BATCHED = {"rate", "increase", "delta", "irate", "idelta", "count_over_time", "
             "present_over_time", "changes", "resets"}
 
 
-def _range_func_batched(name, ra: RangeArg, ts):
-    """All series at once: samples concatenated, windows as global (series x steps) index arrays."""
+_CHUNK_SAMPLES = 1 << 16  # samples per batch: bounds the concatenated copies to a few tens of MB
+
+
+def _series_chunks(lens: np.ndarray, limit: int = _CHUNK_SAMPLES):
+    """Consecutive (a, b) series ranges holding about ``limit`` samples each (at least one series)."""
+    N = len(lens)
+    cum = np.cumsum(lens)
+    a = 0
+    while a < N:
+        base = cum[a - 1] if a else 0
+        b = int(np.searchsorted(cum, base + limit, "right"))
+        b = max(b, a + 1)
+        yield a, min(b, N)
+        a = b
+
+
+def _range_func_batched(name, ra: RangeArg, ts, delayed=False):
+    """All series at once: samples concatenated, windows as global (series x steps) index arrays.
+
+    Series are taken in batches of about ``_CHUNK_SAMPLES`` samples, so a day of 10k series never
+    becomes one multi-GB copy; within a batch there is no per-series or per-sample Python loop.
+    """
     S = len(ts)
     N = len(ra.series)
     if N == 0:
         return VS.empty(S)
-    lens = np.array([len(t) for _, t, _ in ra.series])
+    lens_all = np.fromiter((len(t) for _, t, _ in ra.series), dtype=np.int64, count=N)
+    out = np.empty((N, S), dtype=np.float64)
+    ok = np.empty((N, S), dtype=bool)
+    te = ra.te[None, :]
+    for a, b in _series_chunks(lens_all):
+        _batched_chunk(name, ra, a, b, lens_all[a:b], te, out[a:b], ok[a:b])
+    keep = ok.any(axis=1)
+    labels = [lab if name == "last_over_time" else _drop_name(lab, delayed)
+              for (lab, _, _), k in zip(ra.series, keep) if k]
+    if keep.all():
+        return _check_dupes(VS(labels, out, ok))
+    return _check_dupes(VS(labels, out[keep], ok[keep]))
+
+
+def _batched_chunk(name, ra: RangeArg, a, b, lens, te, out, ok_out):
+    chunk = ra.series[a:b]
     off = np.cumsum(lens) - lens
-    T = np.concatenate([t for _, t, _ in ra.series])
-    V = np.concatenate([v for _, _, v in ra.series])
-    LO = np.array(ra.lo).reshape(N, S) + off[:, None]
-    HI = np.array(ra.hi).reshape(N, S) + off[:, None]
+    T = np.concatenate([t for _, t, _ in chunk]) if b - a > 1 else chunk[0][1]
+    V = np.concatenate([v for _, _, v in chunk]) if b - a > 1 else chunk[0][2]
+    LO = np.asarray(ra.lo[a:b]) + off[:, None]
+    HI = np.asarray(ra.hi[a:b]) + off[:, None]
     cnt = HI - LO
     ilo = np.minimum(LO, len(T) - 1)
     ilast = np.maximum(HI - 1, 0)
-    te = ra.te[None, :]
     starts = np.zeros(len(T), bool)
-    starts[off] = True
+    starts[off[lens > 0]] = True
     with np.errstate(**_np_err):
         if name in ("rate", "increase", "delta"):
+            # Prometheus' extrapolatedRate, in ms (the ratios do not need seconds), in place
             ok = cnt >= 2
-            first, last = V[ilo], V[ilast]
-            ft, lt = T[ilo], T[ilast]
-            result = last - first
+            first = V[ilo]
+            result = V[ilast]
+            result -= first
             if name != "delta":
-                c = np.zeros(len(V))
-                c[1:] = np.where(V[1:] < V[:-1], V[:-1], 0.0)
-                c[starts] = 0.0
-                cs = np.cumsum(c)
-                result = result + (cs[ilast] - cs[ilo])
-            dstart = (ft - (te - ra.range_ms)) / 1000.0
-            dend = (te - lt) / 1000.0
-            sampled = (lt - ft) / 1000.0
+                # counter resets are rare: correct with a cumulative sum over the reset points only
+                drop = V[1:] < V[:-1]
+                drop[off[1:][lens[1:] > 0] - 1] = False  # series boundaries are not resets
+                rpos = np.flatnonzero(drop)
+                if len(rpos):
+                    crs = np.concatenate(([0.0], np.cumsum(V[rpos])))  # V[rpos] is the value before the reset
+                    result += crs[np.searchsorted(rpos, ilast, "left")]
+                    result -= crs[np.searchsorted(rpos, ilo, "left")]
+            ft = T[ilo].astype(np.float64)
+            lt = T[ilast].astype(np.float64)
+            sampled = lt - ft
             avg = sampled / np.maximum(cnt - 1, 1)
-            thr = avg * 1.1
-            dstart = np.where(dstart >= thr, avg / 2, dstart)
+            half = avg * 0.5
+            thr = avg
+            thr *= 1.1
+            dstart = ft
+            dstart -= te - ra.range_ms
+            np.copyto(dstart, half, where=dstart >= thr)
             if name != "delta":
-                dz = np.where((result > 0) & (first >= 0), sampled * (first / result), dstart)
-                dstart = np.minimum(dstart, np.where(np.isnan(dz), dstart, dz))
-            dend = np.where(dend >= thr, avg / 2, dend)
-            factor = (sampled + dstart + dend) / sampled
+                dz = sampled * first
+                dz /= result
+                np.copyto(dstart, dz, where=(result > 0) & (first >= 0) & (dz < dstart))
+            dend = np.subtract(te, lt, out=lt)
+            np.copyto(dend, half, where=dend >= thr)
+            factor = dstart
+            factor += dend
+            factor += sampled
+            factor /= sampled
             if name == "rate":
-                factor = factor / (ra.range_ms / 1000.0)
-            out = result * factor
+                factor /= ra.range_ms / 1000.0
+            res = result
+            res *= factor
         elif name in ("irate", "idelta"):
             ok = cnt >= 2
             iprev = np.maximum(HI - 2, 0)
             last, prev = V[ilast], V[iprev]
             if name == "irate":
                 dt = (T[ilast] - T[iprev]) / 1000.0
-                out = np.where(last < prev, last, last - prev) / dt
+                res = np.where(last < prev, last, last - prev) / dt
                 ok &= dt > 0
             else:
-                out = last - prev
+                res = last - prev
         elif name == "count_over_time":
-            ok, out = cnt > 0, cnt.astype(np.float64)
+            ok, res = cnt > 0, cnt
         elif name == "present_over_time":
-            ok, out = cnt > 0, np.ones((N, S))
+            ok, res = cnt > 0, 1.0
         elif name == "last_over_time":
-            ok, out = cnt > 0, V[ilast]
+            ok, res = cnt > 0, V[ilast]
         else:  # changes, resets
             d = np.zeros(len(V))
             if name == "changes":
@@ -803,17 +901,15 @@ def _range_func_batched(name, ra: RangeArg, ts):
             else:
                 d[1:] = V[1:] < V[:-1]
             d[starts] = 0
-            cs = np.cumsum(d)
-            ok, out = cnt > 0, cs[ilast] - cs[ilo]
-    keep = ok.any(axis=1)
-    labels = [lab if name == "last_over_time" else _drop_name(lab)
-              for (lab, _, _), k in zip(ra.series, keep) if k]
-    return _check_dupes(VS(labels, np.asarray(out, dtype=np.float64)[keep], ok[keep]))
+            cs = np.cumsum(d, out=d)
+            ok, res = cnt > 0, cs[ilast] - cs[ilo]
+    out[...] = res
+    ok_out[...] = ok
 
 
-def _range_func(name, ra: RangeArg, extra, ts):
+def _range_func(name, ra: RangeArg, extra, ts, delayed=False):
     if name in _BATCHED:
-        return _range_func_batched(name, ra, ts)
+        return _range_func_batched(name, ra, ts, delayed)
     S = len(ts)
     labels, Vs, Ps = [], [], []
     keep_name = name in ("last_over_time", "first_over_time")
@@ -975,7 +1071,7 @@ def _range_func(name, ra: RangeArg, extra, ts):
                     out[c] = s1
             else:
                 raise ExecutionError(f"function {name!r} is not supported")
-        labels.append(lab if keep_name else _drop_name(lab))
+        labels.append(lab if keep_name else _drop_name(lab, delayed))
         Vs.append(np.asarray(out, dtype=np.float64))
         Ps.append(ok)
     V = np.array(Vs, dtype=np.float64).reshape(len(labels), S)
@@ -1002,6 +1098,8 @@ def _histogram_quantile(q, vec, S, ev):
                 le = kv[1]
             elif kv[0] != NAME:
                 rest.append(kv)
+            elif ev.delayed:
+                rest.append(_drop_name((kv,), True)[0])
         if le is None:
             continue
         f = _parse_le(le)

@@ -157,7 +157,7 @@ class QueryAPI:
                 except PromQLError as e:
                     raise ApiError(e.error_type, str(e)) from None
                 except StoreFetchError as e:
-                    raise ApiError("internal", str(e)) from None
+                    raise ApiError("execution", str(e)) from None
             finally:
                 self.in_flight -= 1
 
@@ -206,6 +206,13 @@ class QueryAPI:
         return self._query_data(res), _warnings(qa, res)
 
     def _meta_range(self, params) -> tuple[int, int]:
+        """Thanos wraps these errors twice, so their text starts with the type: "bad_data: ..."."""
+        try:
+            return self._meta_range_inner(params)
+        except ApiError as e:
+            raise ApiError("bad_data", f"bad_data: {e.message}") from None
+
+    def _meta_range_inner(self, params) -> tuple[int, int]:
         if self.cfg.metadata_range_ms:
             end_d = now_ms()
             start_d = end_d - self.cfg.metadata_range_ms

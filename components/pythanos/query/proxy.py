@@ -62,9 +62,19 @@ def address_matches(store_matchers: Optional[list[list[Matcher]]], address: str)
 
 
 def _describe(ep: Endpoint) -> str:
+    """Thanos' wording: "receive series from Addr: ... MinTime: ... MaxTime: ..."."""
     mint, maxt = ep.time_range()
-    sets = ",".join("{" + ",".join(f'{n}="{v}"' for n, v in ls) + "}" for ls in ep.label_sets())
-    return f"store Addr: {ep.address} LabelSets: {sets} MinTime: {mint} MaxTime: {maxt}"
+    return f"Addr: {ep.address} MinTime: {mint} MaxTime: {maxt}"
+
+
+def rpc_text(e: StoreAPIError) -> str:
+    """A gRPC failure as Go's status error prints: ``rpc error: code = Unavailable desc = ...``."""
+    if e.code is None:
+        return e.details
+    name = "".join(p.capitalize() for p in e.code.name.split("_"))
+    if e.code.name == "OK":
+        name = "OK"
+    return f"rpc error: code = {name} desc = {e.details}"
 
 
 class Proxy:
@@ -112,21 +122,22 @@ class Proxy:
                 coro = _read(ep, req, got, warns, strip, self.response_timeout)
                 await (asyncio.wait_for(coro, timeout) if timeout else coro)
             except asyncio.TimeoutError:
-                return ep, got, warns, f"{_describe(ep)}: receive series: timed out after {timeout:g}s"
+                return ep, got, warns, (f"receive series from {_describe(ep)}: rpc error: code = DeadlineExceeded "
+                                        f"desc = context deadline exceeded after {timeout:g}s")
             except StoreAPIError as e:
-                return ep, got, warns, f"{_describe(ep)}: {e}"
+                return ep, got, warns, f"receive series from {_describe(ep)}: {rpc_text(e)}"
             return ep, got, warns, None
 
         results = await asyncio.gather(*(one(ep) for ep in eps))
         for ep, got, warns, err in results:
             if err is not None:
                 if not partial:
-                    raise StoreFetchError(err)
+                    raise StoreFetchError(f"expanding series: proxy Series(): rpc error: code = Aborted desc = {err}")
                 log.warning("partial response: store failed", extra={"err": err})
                 out.warnings.append(err)
                 continue
             if warns and not partial:
-                raise StoreFetchError(f"{_describe(ep)}: {warns[0]}")
+                raise StoreFetchError(f"expanding series: proxy Series(): rpc error: code = Aborted desc = {warns[0]}")
             out.warnings.extend(warns)
             series, sources = out.series, out.sources
             for lbls, chunks in got:
@@ -165,7 +176,8 @@ class Proxy:
                                                   partial_response_strategy=strategy, timeout=timeout)
                 return ep, await coro, None
             except StoreAPIError as e:
-                return ep, None, f"{_describe(ep)}: {e}"
+                return ep, None, f"receive {'label names' if name is None else 'label values'} from {_describe(ep)}: " \
+                                 f"{rpc_text(e)}"
 
         values: set = set()
         warnings: list = []
@@ -177,8 +189,6 @@ class Proxy:
                 continue
             values.update(res.values)
             warnings.extend(res.warnings)
-        if name is None:
-            values -= set(replica_labels)
         values.discard("")
         return sorted(values), warnings
 

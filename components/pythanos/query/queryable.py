@@ -30,10 +30,11 @@ XOR = 0  # thanos Chunk.Encoding
 
 
 class StorageError(PromQLError):
-    """A store failed and partial response is off (Prometheus' ErrStorage: ``internal``, 500)."""
+    """A store failed and partial response is off. Thanos answers ``execution`` (422) here, not
+    Prometheus' ``internal``: its querier's error is not a promql.ErrStorage."""
 
-    error_type = "internal"
-    status = 500
+    error_type = "execution"
+    status = 422
 
 
 @dataclass
@@ -99,7 +100,12 @@ def to_samples(series: dict, sources: dict, mint: int, maxt: int, o: QueryOption
             single.append((lbls, chunks))
     if single:
         out.extend(_decode_single(single, mint, maxt))
+    out.sort(key=_first)  # Thanos' proxy merges stores in label order; topk/bottomk ties depend on it
     return out
+
+
+def _first(x):
+    return x[0]
 
 
 def _decode_single(items: list, mint: int, maxt: int) -> list:

@@ -2,7 +2,8 @@
 
 Regular expressions are fully anchored, like Prometheus' ``^(?s:re)$`` (3.x:
 ``.`` also matches a newline). Python's ``re`` is used; the RE2 syntax used in
-practice (classes, alternation, repetition, ``(?i)``) is the same. A label
+practice (classes, alternation, repetition) is the same, and what Python spells
+differently (mid-pattern ``(?i)``, ``(?<name>``, ``[[:alpha:]]``) is rewritten. A label
 that is absent has the value ``""`` for matching purposes.
 """
 from __future__ import annotations
@@ -29,6 +30,108 @@ def _is_literal(s: str) -> bool:
     return not any(c in _META for c in s)
 
 
+_FLAG_GROUP = re.compile(r"\(\?([imsU]*(?:-[imsU]*)?)\)")
+_POSIX = {"alnum": "0-9A-Za-z", "alpha": "A-Za-z", "ascii": "\\x00-\\x7F", "blank": "\\t ",
+          "cntrl": "\\x00-\\x1F\\x7F", "digit": "0-9", "graph": "!-~", "lower": "a-z", "print": " -~",
+          "punct": "!-/:-@[-`{-~", "space": "\\t\\n\\v\\f\\r ", "upper": "A-Z", "word": "0-9A-Za-z_",
+          "xdigit": "0-9A-Fa-f"}
+
+
+def _re2_to_python(value: str) -> str:
+    """RE2 syntax Python's ``re`` spells differently: a flag group ``(?i)`` in mid-pattern (RE2 applies
+    it to the rest of the enclosing group, each remaining alternative included; Python only allows
+    flags at the very start), ``(?<name>``, and POSIX classes ``[[:alpha:]]`` inside brackets."""
+    out: list = []
+    stack = [[None, False]]  # per group: (flags for the remaining alternatives, wrapper open)
+    i, n = 0, len(value)
+    while i < n:
+        c = value[i]
+        if c == "\\":
+            out.append(value[i:i + 2])
+            i += 2
+            continue
+        if c == "[":
+            j = i + 1
+            buf = ["["]
+            if j < n and value[j] == "^":
+                buf.append("^")
+                j += 1
+            if j < n and value[j] == "]":
+                buf.append("\\]")
+                j += 1
+            while j < n and value[j] != "]":
+                if value[j] == "\\":
+                    buf.append(value[j:j + 2])
+                    j += 2
+                    continue
+                m = re.compile(r"\[:(\^?)([a-z]+):\]").match(value, j)
+                if m and m.group(2) in _POSIX and not m.group(1):
+                    buf.append(_POSIX[m.group(2)])
+                    j = m.end()
+                    continue
+                if value[j] == "[":
+                    buf.append("\\[")
+                    j += 1
+                    continue
+                buf.append(value[j])
+                j += 1
+            buf.append("]")
+            out.append("".join(buf))
+            i = j + 1
+            continue
+        if c == "(":
+            m = _FLAG_GROUP.match(value, i)
+            if m and m.group(1):
+                frame = stack[-1]
+                if frame[1]:
+                    out.append(")")
+                flags = m.group(1)
+                if frame[0]:
+                    flags = _merge_flags(frame[0], flags)
+                frame[0], frame[1] = flags, True
+                out.append(f"(?{flags}:")
+                i = m.end()
+                continue
+            stack.append([None, False])
+            if value.startswith("(?<", i) and not value.startswith("(?<=", i) and not value.startswith("(?<!", i):
+                out.append("(?P<")
+                i += 3
+                continue
+            out.append("(")
+            i += 1
+            continue
+        if c == ")":
+            frame = stack.pop() if len(stack) > 1 else stack[-1]
+            if frame[1]:
+                out.append(")")
+            out.append(")")
+            i += 1
+            continue
+        if c == "|":
+            frame = stack[-1]
+            if frame[1]:
+                out.append(")")
+            out.append("|")
+            if frame[0]:
+                out.append(f"(?{frame[0]}:")
+                frame[1] = True
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    if stack[-1][1]:
+        out.append(")")
+    return "".join(out)
+
+
+def _merge_flags(old: str, new: str) -> str:
+    on_old, _, off_old = old.partition("-")
+    on_new, _, off_new = new.partition("-")
+    on = "".join(sorted((set(on_old) - set(off_new)) | set(on_new)))
+    off = "".join(sorted((set(off_old) - set(on_new)) | set(off_new)))
+    return on + ("-" + off if off else "")
+
+
 def _compile(value: str) -> re.Pattern:
     flags = 0
     m = _LEADING_FLAGS.match(value)
@@ -43,7 +146,9 @@ def _compile(value: str) -> re.Pattern:
             else:
                 raise ValueError(f"unsupported regex flag {f!r} in {value!r}")
         value = value[m.end():]
-    return re.compile("(?:" + value + ")", flags | re.DOTALL)
+    if any("U" in f for f in _FLAG_GROUP.findall(value)):
+        raise ValueError(f"unsupported regex flag 'U' in {value!r}")
+    return re.compile("(?:" + _re2_to_python(value) + ")", flags | re.DOTALL)
 
 
 @dataclass(frozen=True)
