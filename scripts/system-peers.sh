@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install the peers Debian packages: Prometheus + promtool (prometheus), Alertmanager
-# (prometheus-alertmanager) and Chromium (chromium: the web UI's browser tests, headless).
+# (prometheus-alertmanager), Chromium (chromium: the web UI's browser tests, headless) and
+# dnsmasq (dnsmasq-base: a DNS server for the querier's dns+/dnssrv+ discovery tests).
 # Only when missing; needs root or sudo.
 set -euo pipefail
 need=()
 command -v promtool >/dev/null && command -v prometheus >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 command -v chromium >/dev/null || need+=(chromium)
+command -v dnsmasq >/dev/null || [[ -x /usr/sbin/dnsmasq ]] || need+=(dnsmasq-base)
 [[ ${#need[@]} -eq 0 ]] && exit 0
 sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
 echo "system-peers: installing ${need[*]}"

@@ -195,6 +195,9 @@ def _add_query(components) -> None:
                    help="Refresh interval to re-read file SD files. It is used as a resync fallback.")
     p.add_argument("--store.sd-dns-interval", dest="dns_interval", default=30.0,
                    type=dur("--store.sd-dns-interval"), help="Interval between DNS resolutions.")
+    p.add_argument("--store.sd-dns-server", dest="dns_server", default="", metavar="<host:port>",
+                   help="pythanos only: ask this DNS server for dns+/dnssrv+ addresses instead of the system "
+                        "resolver.")
     p.add_argument("--store.unhealthy-timeout", dest="unhealthy_timeout", default=300.0,
                    type=dur("--store.unhealthy-timeout"),
                    help="Timeout before an unhealthy store is cleaned from the store UI page.")
@@ -273,6 +276,8 @@ def _run_query(args: argparse.Namespace) -> int:
                 qd.parse_sd_config(f.read(), f"--endpoint.sd-config-file={args.sd_config_file}")
         except OSError as e:
             raise UserError(f"--endpoint.sd-config-file={args.sd_config_file}: cannot read: {e.strerror or e}") from None
+    if args.dns_server:
+        qd.validate_address(args.dns_server, f"--store.sd-dns-server={args.dns_server}")
     replica = [r.strip() for v in args.replica_labels for r in v.split(",") if r.strip()]
     api = ApiConfig(replica_labels=replica, partial_response=args.partial_response,
                     auto_downsampling=args.auto_downsampling, timeout_s=args.query_timeout,
@@ -283,7 +288,7 @@ def _run_query(args: argparse.Namespace) -> int:
     cfg = QueryConfig(http_address=args.http_address, grpc_address=args.grpc_address,
                       http_grace_period=args.http_grace_period, grpc_grace_period=args.grpc_grace_period,
                       endpoints=specs, sd_files=list(args.sd_files), sd_config_file=args.sd_config_file,
-                      sd_interval=args.sd_interval, dns_interval=args.dns_interval,
+                      sd_interval=args.sd_interval, dns_interval=args.dns_interval, dns_server=args.dns_server,
                       unhealthy_timeout=args.unhealthy_timeout, response_timeout=args.response_timeout, api=api,
                       external_prefix=args.external_prefix, route_prefix=args.route_prefix,
                       select_concurrency=args.max_concurrent_select)

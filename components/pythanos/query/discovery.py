@@ -152,6 +152,7 @@ class Discovery:
     sd_config_file: str = ""
     dns_interval: float = 30.0
     sd_interval: float = 300.0
+    dns_server: str = ""  # host:port to ask instead of the system resolver (pythanos only)
     _file_targets: list[str] = field(default_factory=list)
     _file_state: tuple = ()
     _file_read_at: float = float("-inf")
@@ -198,7 +199,7 @@ class Discovery:
             cached = self._dns.get(spec.address)
             if cached is None or now - cached[0] >= self.dns_interval:
                 try:
-                    found = await resolve(prefix, rest)
+                    found = await resolve(prefix, rest, self.dns_server)
                     self._dns[spec.address] = (now, found)
                 except (OSError, ConfigError, Exception) as e:  # noqa: BLE001 - keep the last good answer
                     log.error("failed to resolve endpoint address", extra={"address": spec.address, "err": str(e)})
@@ -209,34 +210,58 @@ class Discovery:
         return out
 
 
-async def resolve(prefix: str, rest: str) -> list[str]:
-    """One DNS lookup in Thanos' style; ``host:port`` strings."""
-    loop = asyncio.get_running_loop()
+async def resolve(prefix: str, rest: str, server: str = "") -> list[str]:
+    """One DNS lookup in Thanos' style; ``host:port`` strings. Without ``server``, A/AAAA
+    lookups use the system's resolver (``/etc/hosts`` included) and SRV lookups
+    ``/etc/resolv.conf``; with it, every lookup asks that server."""
     if prefix in ("dns+", "dnsdualstack+"):
         host, port = _host_port(rest, prefix + rest)
-        fam = socket.AF_UNSPEC
-        infos = await loop.getaddrinfo(host, port, family=fam, type=socket.SOCK_STREAM)
+        if server:
+            ips, errors = [], []
+            for rdtype in ("A", "AAAA"):  # one family failing is fine when the other answers
+                try:
+                    ips += await _lookup(server, host, rdtype)
+                except Exception as e:  # noqa: BLE001 - dns.exception.DNSException and socket errors
+                    errors.append(e)
+            if not ips and errors:
+                raise errors[0]
+        else:
+            loop = asyncio.get_running_loop()
+            infos = await loop.getaddrinfo(host, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM)
+            ips = [sa[0] for *_, sa in infos]
         addrs = []
-        for af, _, _, _, sa in infos:
-            ip = sa[0]
-            a = f"[{ip}]:{port}" if af == socket.AF_INET6 else f"{ip}:{port}"
+        for ip in ips:
+            a = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
             if a not in addrs:
                 addrs.append(a)
         return addrs
-    # SRV
-    import dns.asyncresolver
-
     name, _, port_s = rest.partition(":")
     port = int(port_s) if port_s else None
-    ans = await dns.asyncresolver.resolve(name, "SRV")
     out = []
-    for r in ans:
-        target = str(r.target).rstrip(".")
-        p = port or r.port
+    for target, srv_port in await _lookup(server, name, "SRV"):
+        p = port or srv_port
         if prefix == "dnssrvnoa+":
             out.append(f"{target}:{p}")
             continue
-        for a in await resolve("dns+", f"{target}:{p}"):
+        for a in await resolve("dns+", f"{target}:{p}", server):
             if a not in out:
                 out.append(a)
     return out
+
+
+async def _lookup(server: str, name: str, rdtype: str) -> list:
+    import dns.asyncresolver
+    import dns.resolver
+
+    res = dns.asyncresolver.Resolver(configure=not server)
+    if server:
+        host, port = _host_port(server, "--store.sd-dns-server")
+        res.nameservers = [host]
+        res.port = port
+    try:
+        ans = await res.resolve(name, rdtype)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return []
+    if rdtype == "SRV":
+        return [(str(r.target).rstrip("."), r.port) for r in ans]
+    return [r.address for r in ans]
