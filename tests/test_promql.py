@@ -229,3 +229,37 @@ def test_delayed_name_removal_is_an_engine_option():
     assert [s.labels for s in res.value] == [(("env", "1"),)]
     res = d.instant('(-a)[1m:30s]', 0, q)
     assert [s.labels for s in res.value] == [(("env", "1"),)]
+
+
+def test_window_order_statistics_match_a_per_window_reference(monkeypatch):
+    """quantile_over_time / mad_over_time on step chunks (NaNs, +-Inf, ragged windows) against a plain
+    per-window computation of Prometheus' quantile (NaNs sorted first)."""
+    from pythanos.promql import functions as fn
+
+    rng = np.random.default_rng(11)
+    t = np.sort(rng.choice(np.arange(0, 1800_000, 5_000), 200, replace=False))
+    v = rng.normal(0, 10, len(t))
+    v[rng.choice(len(t), 12, replace=False)] = np.nan
+    v[rng.choice(len(t), 4, replace=False)] = np.inf
+    v[rng.choice(len(t), 4, replace=False)] = -np.inf
+    q = _q([({"__name__": "g"}, t, v)])
+    monkeypatch.setattr(fn, "_WINDOW_CELLS", 50)  # many step chunks
+
+    def ref_quantile(qq, w):
+        w = np.concatenate([w[np.isnan(w)], np.sort(w[~np.isnan(w)])])
+        return fn._quantile(qq, w.tolist())
+
+    ts = np.arange(0, 1800_001, 30_000)
+    for query, f in (("quantile_over_time(0.3, g[2m])", lambda w: ref_quantile(0.3, w)),
+                     ("quantile_over_time(1.5, g[2m])", lambda w: ref_quantile(1.5, w)),
+                     ("mad_over_time(g[3m])", lambda w: ref_quantile(0.5, np.abs(w - ref_quantile(0.5, w))))):
+        rng_ms = 120_000 if "2m" in query else 180_000
+        res = Engine().range(query, 0, 1800_000, 30_000, q)
+        got = dict(zip(res.value[0].t.tolist(), res.value[0].v.tolist())) if res.value else {}
+        for T in ts:
+            w = v[(t > T - rng_ms) & (t <= T)]
+            if len(w) == 0:
+                assert T not in got
+                continue
+            want = f(w)
+            assert (math.isnan(want) and math.isnan(got[T])) or got[T] == want, (query, T, got[T], want)

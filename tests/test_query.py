@@ -356,6 +356,24 @@ def test_partial_response(broken_store):
     print("partial response off:", got["error"], "| thanos:", want["error"])
 
 
+def test_fan_out_only_to_stores_that_can_match(broken_store, topo):
+    """The broken store (cluster="eu2") is not asked when the matchers exclude its external labels
+    or when storeMatch[] leaves it out: then even partial_response=false succeeds. (Sidecars
+    announce no lower time bound, so time pruning is checked in test_candidates_by_time_range.)"""
+    ours, thanos = broken_store
+    t = eval_time()
+    for q in (ours, thanos):
+        doc = ok(q.url, "/api/v1/query", query='prometheus_tsdb_head_series{cluster="us1"}', time=t,
+                 partial_response="false")
+        assert len(doc["data"]["result"]) == 2 and not doc.get("warnings"), (q.name, doc)
+    eu1 = topo.ours_sc[0].extra["grpc"]
+    doc = ok(ours.url, "/api/v1/query", query="prometheus_tsdb_head_series", time=t, partial_response="false",
+             **{"storeMatch[]": f'{{__address__="{eu1}"}}'})
+    assert [r["metric"]["cluster"] for r in doc["data"]["result"]] == ["eu1"], doc
+    code, doc = get(ours.url, "/api/v1/query", query="prometheus_tsdb_head_series", time=t, partial_response="false")
+    assert code == 422 and doc["errorType"] == "execution", doc
+
+
 def test_hanging_store_hits_query_timeout(topo):
     """A sidecar stopped with SIGSTOP accepts connections and never answers: the query fails with
     Prometheus' timeout error after --query.timeout while the querier keeps serving."""
@@ -386,3 +404,30 @@ def test_hanging_store_hits_query_timeout(topo):
         os.killpg(sc.pid, signal.SIGCONT)
         for p in (q, sc, prom):
             p.stop()
+
+
+def test_candidates_by_time_range_labels_and_address():
+    from pythanos.query.discovery import Discovery
+    from pythanos.query.endpoints import Endpoint, EndpointSet
+    from pythanos.query.proxy import Proxy
+    from pythanos.storeapi.types import StoreInfo
+    from pythanos.tsdb.labels import Matcher
+
+    es = EndpointSet(Discovery())
+    for addr, labels, mint, maxt in (("a:1", {"cluster": "eu1"}, 0, 1000), ("b:1", {"cluster": "us1"}, 500, 2000),
+                                     ("c:1", {}, 3000, 4000)):
+        es.endpoints[addr] = Endpoint(addr, client=None, active=True,
+                                      info=StoreInfo(min_time=mint, max_time=maxt, external_labels=labels))
+    p = Proxy(es)
+    name = Matcher("=", "__name__", "x")
+
+    def pick(ms, a, b, store=None):
+        return sorted(e.address for e in p.candidates(ms, a, b, store))
+    assert pick([name], 0, 5000) == ["a:1", "b:1", "c:1"]
+    assert pick([name], 1001, 2500) == ["b:1"]
+    assert pick([name], 2001, 2999) == []
+    assert pick([name, Matcher("=", "cluster", "eu1")], 0, 5000) == ["a:1", "c:1"]  # c has no labels
+    assert pick([name, Matcher("=~", "cluster", "eu.*|us.*")], 0, 5000) == ["a:1", "b:1", "c:1"]
+    assert pick([name], 0, 5000, [[Matcher("=", "__address__", "b:1")]]) == ["b:1"]
+    es.endpoints["b:1"].active = False
+    assert pick([name], 0, 5000) == ["a:1", "c:1"]

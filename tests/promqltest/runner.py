@@ -15,6 +15,9 @@ Differences from Prometheus' harness (reported, not hidden):
   the message must match);
 - the ``@ <evalTime>`` re-run of instant evals is not done.
 
+Like Prometheus' ``NewTestEngine`` the engine runs with delayed ``__name__`` removal
+(``PROMQLTEST_DELAYED_NAME_REMOVAL=0`` runs the server default instead).
+
 ``python tests/promqltest/runner.py [files...]`` prints the per-file table.
 """
 from __future__ import annotations

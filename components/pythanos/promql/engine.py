@@ -260,12 +260,6 @@ def _at_ms(at, ctx) -> Optional[int]:
 
 # ---------------------------------------------------------------- window kernels
 
-def _windows(t, te, range_ms):
-    lo = np.searchsorted(t, te - range_ms, "right")
-    hi = np.searchsorted(t, te, "right")
-    return lo, hi
-
-
 def _reduce_windows(ufunc, v, lo, hi, empty):
     """ufunc-reduce v[lo:hi] for every window; windows with lo >= hi get ``empty``."""
     S = len(lo)
@@ -280,11 +274,6 @@ def _reduce_windows(ufunc, v, lo, hi, empty):
     r = ufunc.reduceat(ext, idx)
     out[ok] = r[0::2]
     return out
-
-
-def _kahan_windows(v, lo, hi):
-    """Sum over windows; falls back to exact per-window sums when non-finite values are present."""
-    return _reduce_windows(np.add, v, lo, hi, 0.0)
 
 
 class _Ctx:
@@ -551,7 +540,8 @@ def _value_type(n) -> str:
         return _value_type(n.expr)
     if isinstance(n, pp.Call):
         rt = str(n.func.return_type)
-        return {"ValueType.Scalar": "scalar", "ValueType.Matrix": "matrix", "ValueType.String": "string"}.get(rt, "vector")
+        return {"ValueType.Scalar": "scalar", "ValueType.Matrix": "matrix",
+                "ValueType.String": "string"}.get(rt, "vector")
     if isinstance(n, pp.BinaryExpr):
         if _value_type(n.lhs) == "scalar" and _value_type(n.rhs) == "scalar":
             return "scalar"

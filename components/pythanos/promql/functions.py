@@ -888,6 +888,11 @@ def _batched_chunk(name, ra: RangeArg, a, b, lens, te, out, ok_out):
                 ok &= dt > 0
             else:
                 res = last - prev
+        elif name in ("sum_over_time", "avg_over_time"):
+            ok = cnt > 0
+            res = _prefix_window_sums(V, LO, HI)
+            if name == "avg_over_time":
+                res /= np.maximum(cnt, 1)
         elif name == "count_over_time":
             ok, res = cnt > 0, cnt
         elif name == "present_over_time":
@@ -907,8 +912,105 @@ def _batched_chunk(name, ra: RangeArg, a, b, lens, te, out, ok_out):
     ok_out[...] = ok
 
 
+_WINDOW_CELLS = 1 << 22  # steps x window cells materialised at once for order statistics
+
+
+def _step_chunks(cnt: np.ndarray, limit: int = _WINDOW_CELLS):
+    """Consecutive step ranges whose (steps x longest window) matrix stays under ``limit`` cells."""
+    S = len(cnt)
+    a = 0
+    while a < S:
+        b = a + 1
+        widest = int(cnt[a])
+        while b < S and max(widest, int(cnt[b])) * (b + 1 - a) <= limit:
+            widest = max(widest, int(cnt[b]))
+            b += 1
+        yield a, b
+        a = b
+
+
+def _sorted_windows(v, lo, cnt):
+    """Each step's window as a sorted row (non-NaN ascending, then +Inf padding, then NaNs); the window
+    sizes and NaN counts per row. Prometheus sorts NaNs first; _quantile_rows accounts for that."""
+    w = max(int(cnt.max()) if len(cnt) else 0, 1)
+    j = np.arange(w)[None, :]
+    inside = j < cnt[:, None]
+    idx = np.minimum(lo[:, None] + j, len(v) - 1)
+    W = np.where(inside, v[idx], np.inf)
+    nn = (np.isnan(W) & inside).sum(axis=1)
+    W.sort(axis=1)
+    return W, cnt, nn
+
+
+def _quantile_rows(q, W, n, nn):
+    """Prometheus' quantile (values sorted with NaNs first) of every row of ``W`` at once."""
+    out = np.full(len(n), np.nan)
+    has = n > 0
+    with np.errstate(**_np_err):
+        rank = q * (n - 1)
+        fl = np.floor(rank)
+        lo = np.maximum(0, fl).astype(np.int64)
+        hi = np.minimum(n - 1, lo + 1)
+        wgt = rank - fl
+
+        def at(p):  # logical position p: NaN if p < nn, else the (p - nn)-th non-NaN value
+            src = np.clip(p - nn, 0, W.shape[1] - 1)
+            val = W[np.arange(len(p)), src]
+            return np.where(p < nn, np.nan, val)
+
+        r = at(np.where(has, lo, 0)) * (1 - wgt) + at(np.where(has, hi, 0)) * wgt
+    r = np.where(q < 0, -np.inf, np.where(q > 1, np.inf, r))
+    r = np.where(np.isnan(q), np.nan, r)
+    out[has] = r[has]
+    return out
+
+
+def _prefix_window_sums(V, LO, HI):
+    """Window sums from compensated prefix sums: the prefix ``P = cumsum(V)`` plus the exact rounding
+    error of every step (TwoSum, cumsum adds in order), so ``P[hi] - P[lo]`` keeps what plain prefix
+    differences lose; Kahan-class accuracy in O(samples + windows). Finite, non-overflowing input only."""
+    P = np.empty(len(V) + 1)
+    P[0] = 0.0
+    np.cumsum(V, out=P[1:])
+    a, s_ = P[:-1], P[1:]
+    bb = s_ - a
+    err = (a - (s_ - bb)) + (V - bb)
+    C = np.empty(len(V) + 1)
+    C[0] = 0.0
+    np.cumsum(err, out=C[1:])
+    out = P[HI] - P[LO]
+    dc = C[HI] - C[LO]
+    out += dc
+    # Where the prefix magnitude could swamp a window of small values (values spanning many orders of
+    # magnitude), the bound of what the prefixes lose exceeds an ulp of the window: sum those windows
+    # exactly as Prometheus does (Neumaier, in order).
+    eps = np.finfo(np.float64).eps
+    A = np.empty(len(V) + 1)
+    A[0] = 0.0
+    np.cumsum(np.abs(V), out=A[1:])
+    bound = (eps * eps * len(V) * 4) * A[-1] + (2 * eps) * np.abs(dc)
+    bad = bound > (eps / 4) * (A[HI] - A[LO])
+    bad &= HI > LO
+    if bad.any():
+        out[bad] = _kahan_windows(None, V, LO[bad], HI[bad])
+    return out
+
+
+def _prefix_safe(ra: RangeArg) -> bool:
+    """Prefix sums are exact enough only for finite values whose running sums cannot overflow."""
+    total = 0
+    peak = 0.0
+    for _, _, v in ra.series:
+        if len(v):
+            if not np.isfinite(v).all():
+                return False
+            peak = max(peak, float(np.abs(v).max()))
+            total += len(v)
+    return peak * max(total, 1) < 1e306
+
+
 def _range_func(name, ra: RangeArg, extra, ts, delayed=False):
-    if name in _BATCHED:
+    if name in _BATCHED or (name in ("sum_over_time", "avg_over_time") and _prefix_safe(ra)):
         return _range_func_batched(name, ra, ts, delayed)
     S = len(ts)
     labels, Vs, Ps = [], [], []
@@ -1026,19 +1128,22 @@ def _range_func(name, ra: RangeArg, extra, ts, delayed=False):
                 intercept = np.where(const, np.where(np.isinf(first), np.nan, first), intercept)
                 out = slope if name == "deriv" else slope * extra[0] + intercept
             elif name in ("quantile_over_time", "mad_over_time"):
-                seg, gv, _, _ = _gather(t, v, lo, hi)
-                nan = np.isnan(gv)
-                o = np.lexsort((np.where(nan, 0, gv), ~nan, seg))
-                sv = gv[o]
-                starts = np.cumsum(cnt) - cnt
                 out = np.full(S, np.nan)
-                for c in np.nonzero(nonempty)[0]:
-                    w = sv[starts[c]:starts[c] + cnt[c]]
+                q = extra[0] if name == "quantile_over_time" else None
+                for a, b in _step_chunks(cnt):
+                    W, n_, nn = _sorted_windows(v, lo[a:b], cnt[a:b])
                     if name == "quantile_over_time":
-                        out[c] = _quantile(float(extra[0][c]), w.tolist())
+                        out[a:b] = _quantile_rows(q[a:b], W, n_, nn)
                     else:
-                        med = _quantile(0.5, w.tolist())
-                        out[c] = _quantile(0.5, _sort_nan_first(np.abs(w - med)).tolist())
+                        med = _quantile_rows(np.full(b - a, 0.5), W, n_, nn)
+                        # deviations of the non-NaN values; NaN inputs and NaN deviations count as NaNs
+                        real = np.arange(W.shape[1])[None, :] < (n_ - nn)[:, None]
+                        with np.errstate(**_np_err):
+                            D = np.where(real, np.abs(W - med[:, None]), np.inf)
+                        dn = np.isnan(D)
+                        D[dn] = np.inf
+                        D.sort(axis=1)
+                        out[a:b] = _quantile_rows(np.full(b - a, 0.5), D, n_, nn + dn.sum(axis=1))
                 ok = nonempty
             elif name in ("ts_of_max_over_time", "ts_of_min_over_time"):
                 out = np.full(S, np.nan)

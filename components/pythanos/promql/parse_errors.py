@@ -277,7 +277,8 @@ def _unexpected(q: str, toks: list) -> tuple:
                 return "unexpected end of input in offset, expected number, duration, or step()", t.pos
             if prev.kind == "OP" or prev.kind == "(" and k >= 2 and toks[k - 2].val in ("on", "ignoring"):
                 return "unexpected end of input", t.pos
-            if prev.kind == ")" and _grouping_before(toks, k - 1) == "agg" and _opener(toks, k - 1) in ("by", "without"):
+            if prev.kind == ")" and _grouping_before(toks, k - 1) == "agg" and \
+                    _opener(toks, k - 1) in ("by", "without"):
                 return "unexpected end of input in aggregation", t.pos
             if prev.kind == ")" and _grouping_before(toks, k - 1) == "binop":
                 return "unexpected end of input", t.pos
@@ -289,7 +290,7 @@ def _unexpected(q: str, toks: list) -> tuple:
         if prev.kind == "@" and t.kind in ("IDENT", "METRIC_IDENT"):
             return f"unexpected {t.desc()} in @, expected timestamp", t.pos
         if t.kind == "[" and (k == 0 or prev.kind not in operand_end):
-            return f'unexpected "["', t.pos
+            return 'unexpected "["', t.pos
         if prev.kind in operand_end and t.kind in operand_start - {"{"}:
             ctx = " in aggregation" if prev.kind == ")" and _grouping_before(toks, k - 1) == "agg" else ""
             return f"unexpected {t.desc()}{ctx}", t.pos
@@ -301,7 +302,7 @@ def _unexpected(q: str, toks: list) -> tuple:
             if prev.kind == "IDENT" and t.kind != "MATCH":
                 return f"unexpected {t.desc()} in label matching, expected label matching operator", t.pos
         if prev.kind == ":" and t.kind in ("METRIC_IDENT", ":"):
-            return f'unexpected metric identifier ":"', t.pos
+            return 'unexpected metric identifier ":"', t.pos
     if len(toks) >= 2 and toks[0].kind == "[":
         return 'unexpected "["', toks[0].pos
     return "invalid promql query", _first_pos(toks)
@@ -406,7 +407,7 @@ def prometheus_parse_error(q: str, msg: str) -> str:
         k = next((k for k, t in enumerate(toks) if t.kind == "{" and (k == 0 or toks[k - 1].kind not in
                                                                        ("IDENT", "METRIC_IDENT"))), None)
         return f"{_position(q, toks[k].pos if k is not None else at)}: parse error: {out}"
-    if out.startswith("invalid label matcher") or out.startswith("unexpected end of input") or out == "invalid promql query" or out.startswith("unexpected "):
+    if out == "invalid promql query" or out.startswith(("invalid label matcher", "unexpected ")):
         text, pos = _unexpected(q, toks)
         return f"{_position(q, pos)}: parse error: {text}"
     return f"{_position(q, at)}: parse error: {out}"
