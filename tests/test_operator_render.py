@@ -416,3 +416,22 @@ def test_rendered_prometheus_flags_and_config(tc, eu1, us1, prometheus3_bin, pro
     prom = next(c for _, c in _all_containers(tc, eu1, us1) if c["name"] == "prometheus")
     r = subprocess.run([prometheus3_bin, *prom["args"], "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_rendered_component_flags_parse_with_pythanos(tc, eu1, us1):
+    """The component image runs ``pythanos <component>``: every flag rendered for a component we
+    already ship must parse with our own CLI (stores and compactor come with their issues)."""
+    from pythanos.cli import build_parser
+
+    ours = {"sidecar", "query"}
+    seen = set()
+    for obj, c in _all_containers(tc, eu1, us1):
+        if c["name"] == "prometheus" or c["args"][0] not in ours:
+            continue
+        seen.add(c["args"][0])
+        try:
+            args = build_parser().parse_args(c["args"])
+        except SystemExit as e:
+            pytest.fail(f"{obj}/{c['name']}: pythanos rejects {c['args']} (exit {e.code})")
+        assert args.component == c["args"][0]
+    assert seen == ours

@@ -185,6 +185,10 @@ def _add_query(components) -> None:
                         "the health check fails (repeatable).")
     p.add_argument("--endpoint.sd-config-file", dest="sd_config_file", default="",
                    help="Path to Config File with endpoint definitions (reloaded when it changes).")
+    p.add_argument("--endpoint.sd-config-reload-interval", dest="sd_config_interval", default=300.0,
+                   type=dur("--endpoint.sd-config-reload-interval"),
+                   help="Interval between endpoint config refreshes (the file is also re-read as soon as it "
+                        "changes).")
     p.add_argument("--endpoint.sd-config", dest="sd_config", default="",
                    help="Alternative to 'endpoint.sd-config-file' flag (mutually exclusive). Content of Config File "
                         "with endpoint definitions.")
@@ -289,6 +293,7 @@ def _run_query(args: argparse.Namespace) -> int:
                       http_grace_period=args.http_grace_period, grpc_grace_period=args.grpc_grace_period,
                       endpoints=specs, sd_files=list(args.sd_files), sd_config_file=args.sd_config_file,
                       sd_interval=args.sd_interval, dns_interval=args.dns_interval, dns_server=args.dns_server,
+                      sd_config_interval=args.sd_config_interval,
                       unhealthy_timeout=args.unhealthy_timeout, response_timeout=args.response_timeout, api=api,
                       external_prefix=args.external_prefix, route_prefix=args.route_prefix,
                       select_concurrency=args.max_concurrent_select)

@@ -145,19 +145,22 @@ class Discovery:
     """Resolves the configured endpoints into addresses, on demand (:meth:`addresses`).
 
     ``static``: flag addresses; ``sd_files``: file SD patterns (re-read when they change or every
-    ``sd_interval``); ``sd_config_file``: endpoint SD config (re-read when it changes)."""
+    ``sd_interval``); ``sd_config_file``: endpoint SD config (re-read when it changes or every
+    ``sd_config_interval``)."""
 
     static: list[EndpointSpec] = field(default_factory=list)
     sd_files: list[str] = field(default_factory=list)
     sd_config_file: str = ""
     dns_interval: float = 30.0
     sd_interval: float = 300.0
+    sd_config_interval: float = 300.0
     dns_server: str = ""  # host:port to ask instead of the system resolver (pythanos only)
     _file_targets: list[str] = field(default_factory=list)
     _file_state: tuple = ()
     _file_read_at: float = float("-inf")
     _cfg_specs: list[EndpointSpec] = field(default_factory=list)
     _cfg_state: tuple = ()
+    _cfg_read_at: float = float("-inf")
     _dns: dict = field(default_factory=dict)  # address -> (resolved_at, [host:port])
 
     def _reload_files(self, now: float) -> None:
@@ -172,13 +175,13 @@ class Discovery:
                 self._file_state, self._file_read_at = state, now
         if self.sd_config_file:
             state = _mtimes([self.sd_config_file])
-            if state != self._cfg_state:
+            if state != self._cfg_state or now - self._cfg_read_at >= self.sd_config_interval:
                 try:
                     with open(self.sd_config_file, encoding="utf-8") as f:
                         self._cfg_specs = parse_sd_config(f.read(), f"--endpoint.sd-config-file={self.sd_config_file}")
                 except (OSError, ConfigError) as e:
                     log.error("failed to reload endpoint SD config; keeping the previous one", extra={"err": str(e)})
-                self._cfg_state = state
+                self._cfg_state, self._cfg_read_at = state, now
 
     def specs(self, now: float) -> list[EndpointSpec]:
         self._reload_files(now)

@@ -32,6 +32,7 @@ class QueryConfig:
     sd_files: list[str] = field(default_factory=list)
     sd_config_file: str = ""
     sd_interval: float = 300.0
+    sd_config_interval: float = 300.0
     dns_interval: float = 30.0
     dns_server: str = ""
     unhealthy_timeout: float = 300.0
@@ -97,7 +98,8 @@ async def serve(config: QueryConfig, stop: Optional[asyncio.Event] = None) -> in
 
     discovery = Discovery(static=list(config.endpoints), sd_files=list(config.sd_files),
                           sd_config_file=config.sd_config_file, dns_interval=config.dns_interval,
-                          sd_interval=config.sd_interval, dns_server=config.dns_server)
+                          sd_interval=config.sd_interval, sd_config_interval=config.sd_config_interval,
+                          dns_server=config.dns_server)
     endpoints = EndpointSet(discovery, unhealthy_timeout=config.unhealthy_timeout)
     proxy = Proxy(endpoints, response_timeout=config.response_timeout)
     engine = Engine(lookback_delta_ms=config.api.lookback_delta_ms, timeout_s=config.api.timeout_s or None,
