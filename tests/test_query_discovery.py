@@ -75,6 +75,14 @@ def test_sd_config_and_files(tmp_path):
 
 # --- real processes ------------------------------------------------------------------------------
 
+class Sidecars(list):
+    """The sidecars' gRPC ports, and the Prometheus they front."""
+
+    def __init__(self, ports, prom_url: str) -> None:
+        super().__init__(ports)
+        self.prom_url = prom_url
+
+
 @pytest.fixture(scope="module")
 def two_sidecars(tmp_path_factory, prometheus_bin, pythanos_bin):
     base = tmp_path_factory.mktemp("discovery")
@@ -99,7 +107,7 @@ def two_sidecars(tmp_path_factory, prometheus_bin, pythanos_bin):
             sc.url = f"http://127.0.0.1:{h}"
             sc.wait_http_ready("/-/ready", READY)
             grpc.append(g)
-        yield grpc
+        yield Sidecars(grpc, prom_url=prom.url)
     finally:
         for p in reversed(procs):
             p.stop()
@@ -220,3 +228,34 @@ def test_flag_errors_name_the_flag(pythanos_bin, flag, msg):
     r = subprocess.run([pythanos_bin, "query", "--http-address=127.0.0.1:0", flag], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode in (1, 2) and msg in (r.stdout + r.stderr), r.stdout + r.stderr
+
+
+def test_unhealthy_endpoint_dropped_and_readded(two_sidecars, pythanos_bin, tmp_path):
+    """A sidecar that goes away is dropped from queries at the next Info round (its status stays,
+    with the error); started again on the same port it is added back."""
+    a = f"127.0.0.1:{two_sidecars[0]}"
+    # a third sidecar we can stop, on the same Prometheus as the others
+    g, h = free_ports(2)
+    args = [pythanos_bin, "sidecar", f"--prometheus.url={two_sidecars.prom_url}", f"--grpc-address=127.0.0.1:{g}",
+            f"--http-address=127.0.0.1:{h}", "--grpc-grace-period=0s", "--http-grace-period=0s"]
+    sc = REGISTRY.start("sidecar-flaky", args, tmp_path)
+    sc.url = f"http://127.0.0.1:{h}"
+    sc.wait_http_ready("/-/ready", READY)
+    c = f"127.0.0.1:{g}"
+    q = start_query(pythanos_bin, tmp_path, f"--endpoint={a}", f"--endpoint={c}")
+    try:
+        wait_stores(q, {a, c})
+        sc.stop()
+        wait_stores(q, {a})
+        code, body = http_get(q.url + "/api/v1/stores")
+        status = {s["name"]: s for grp in json.loads(body)["data"].values() for s in grp}
+        assert status[c]["lastError"], status  # still listed, with why
+        code, body = http_get(q.url + "/api/v1/query?query=count(up)&partial_response=false")
+        assert code == 200, body  # the dropped endpoint is not asked
+        sc = REGISTRY.start("sidecar-flaky", args, tmp_path)
+        sc.url = f"http://127.0.0.1:{h}"
+        sc.wait_http_ready("/-/ready", READY)
+        wait_stores(q, {a, c})
+    finally:
+        q.stop()
+        sc.stop()
