@@ -20,5 +20,10 @@ setup(
             # -ffp-contract=off: the counter adjustment must round exactly like Go (no fused multiply-add).
             extra_compile_args=["-O3", "-std=c99", "-ffp-contract=off", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
+        Extension(
+            "pythanos.promql._topk",
+            sources=["components/pythanos/promql/_topk.c"],
+            extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
     ],
 )

@@ -10,6 +10,7 @@ import promql_parser as pp
 from .engine import (NAME, SC, ST, VS, RangeArg, _check_dupes, _drop_name, _has_dropped, _keep_name, _labels_str,
                      _reduce_windows,
                      _unparen, _value_type)
+from . import _topk as _topk_c
 from .errors import ExecutionError, ParseError
 from .format import format_scalar_float
 
@@ -394,55 +395,36 @@ def _topk(op, vec, keys, param, S):
         return VS.empty(S)
     k = np.where(kv >= 9.2e18, 9.2e18, kv).astype(np.int64)
     ids, order = _groups(keys)
+    if op != "limitk":
+        newP, ordered = _topk_select(op, vec.V, vec.P, ids, len(order), k)
+        return VS(list(vec.labels), vec.V, newP, ordered)
     newP = np.zeros_like(vec.P)
     ordered = []
     for g in range(len(order)):
         rows = np.nonzero(ids == g)[0]
-        V = vec.V[rows]
         P = vec.P[rows]
-        if op == "limitk":
-            rank = np.cumsum(P, axis=0) - 1
-            sel = P & (rank < k[None, :])
-            newP[rows] = sel
-            ordered.extend(rows[sel[:, 0]].tolist() if S == 1 else [])
-            continue
-        sel = _topk_select(op, V, P, k)
+        rank = np.cumsum(P, axis=0) - 1
+        sel = P & (rank < k[None, :])
         newP[rows] = sel
-        if S == 1:
-            r = np.nonzero(sel[:, 0])[0]
-            v = V[r, 0]
-            nan = np.isnan(v)
-            key = np.where(nan, 0.0, -v if op == "topk" else v)
-            ordered.extend(rows[r[np.lexsort((key, nan))]].tolist())
+        ordered.extend(rows[sel[:, 0]].tolist() if S == 1 else [])
     return VS(list(vec.labels), vec.V, newP, ordered if S == 1 else None)
 
 
-def _topk_select(op, V, P, k):
-    """Rows each column keeps: the k best numbers (ties to the earlier series, as Prometheus' heap keeps
-    them), then NaNs in series order if fewer than k numbers. O(rows x steps) via np.partition."""
-    n, S = V.shape
-    kk = np.clip(k, 0, n)
-    num = P & ~np.isnan(V)
-    K = np.where(num, -V if op == "topk" else V, np.inf)
-    sel = np.zeros((n, S), bool)
-    for kv in np.unique(kk):
-        if kv == 0:
-            continue
-        cols = np.nonzero(kk == kv)[0] if len(np.unique(kk)) > 1 else slice(None)
-        Kc, numc = K[:, cols], num[:, cols]
-        thr = np.partition(Kc, kv - 1, axis=0)[kv - 1]
-        better = numc & (Kc < thr)
-        equal = numc & (Kc == thr)
-        need = kv - better.sum(axis=0)
-        tie = np.nonzero(equal.sum(axis=0) > need)[0]  # only tied columns need the series-order cut
-        if len(tie):
-            equal[:, tie] &= np.cumsum(equal[:, tie], axis=0) <= need[tie]
-        sel[:, cols] = better | equal
-    rem = kk - sel.sum(axis=0)
-    if (rem > 0).any():
-        nan = P & ~num
-        sel |= nan & (np.cumsum(nan, axis=0) <= rem)
-    return sel
+def _topk_select(op, V, P, ids, G, k):
+    """topk/bottomk as Prometheus picks them: per step and group, Go's container/heap walk over the
+    series in input order (ties at the k-th place are cut by the heap's shape, not by series order),
+    in the C kernel :mod:`pythanos.promql._topk`. Returns the kept mask (series x steps) and, for a
+    single step, the kept rows in Prometheus' output order (groups by first appearance, each group's
+    heap sorted with Go's ``sort.Sort(sort.Reverse(heap))``), else None."""
+    N, S = V.shape
+    V = np.ascontiguousarray(V, dtype=np.float64)
+    P8 = np.ascontiguousarray(P, dtype=bool).view(np.uint8)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    k = np.ascontiguousarray(np.broadcast_to(k, (S,)), dtype=np.int64)
+    sel = np.zeros((N, S), np.uint8)
+    out = np.empty(N, np.int64)
+    n = _topk_c.select(V, P8, ids, G, k, op == "bottomk", sel, out, N)
+    return sel.view(bool), (out[:n].tolist() if S == 1 else None)
 
 
 def _count_values(vec, keys, label, S):
