@@ -25,5 +25,10 @@ setup(
             sources=["components/pythanos/promql/_topk.c"],
             extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
+        Extension(
+            "pythanos.query._frames",
+            sources=["components/pythanos/query/_frames.c"],
+            extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
     ],
 )

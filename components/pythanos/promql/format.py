@@ -18,6 +18,15 @@ def _fixed(f: float) -> str:
 
 def format_float(f: float) -> str:
     """Go ``strconv.AppendFloat(f, fmt, -1, 64)`` with 'e' for |f| < 1e-6 or >= 1e21, as ``MarshalFloat``."""
+    r = _repr(float(f))
+    if "e" not in r and "n" not in r:
+        # 1e-4 <= |f| < 1e16 (or 0): repr already is the shortest round-trip digits in fixed
+        # notation, as Go's 'f' -1; only an integral value's ".0" goes
+        return r[:-2] if r[-2:] == ".0" else r
+    return _format_float_slow(f)
+
+
+def _format_float_slow(f: float) -> str:
     if math.isnan(f):
         return "NaN"
     if math.isinf(f):
@@ -26,7 +35,7 @@ def format_float(f: float) -> str:
         return "-0" if math.copysign(1.0, f) < 0 else "0"
     a = abs(f)
     if a < 1e-6 or a >= 1e21:
-        r = repr(f)  # Python: '1e-07', '1.5e+21' — Go uses at least two exponent digits
+        r = repr(float(f))  # Python: '1e-07', '1.5e+21' — Go uses at least two exponent digits
         mant, _, exp = r.partition("e")
         sign = exp[0] if exp[0] in "+-" else "+"
         digits = exp.lstrip("+-")
@@ -34,6 +43,9 @@ def format_float(f: float) -> str:
             digits = "0" + digits
         return f"{mant}e{sign}{digits}"
     return _fixed(f)
+
+
+_repr = float.__repr__
 
 
 def format_scalar_float(f: float) -> str:
@@ -70,8 +82,47 @@ def _jstr(s: str) -> str:
     return json.dumps(s, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+_JSTR_CACHE: dict = {}
+
+
+def _jstr_cached(s: str) -> str:
+    """:func:`_jstr` for label names and values, which repeat across series and queries."""
+    r = _JSTR_CACHE.get(s)
+    if r is None:
+        if len(_JSTR_CACHE) > 200_000:
+            _JSTR_CACHE.clear()
+        r = _JSTR_CACHE[s] = _jstr(s)
+    return r
+
+
 def _metric(labels) -> str:
-    return "{" + ",".join(f"{_jstr(k)}:{_jstr(v)}" for k, v in labels) + "}"
+    j = _jstr_cached
+    return "{" + ",".join(f"{j(k)}:{j(v)}" for k, v in labels) + "}"
+
+
+def _points(ts: list, vs: list, tcache: dict) -> str:
+    """``[t,"v"],...`` of one series. Timestamps are formatted once per result (series of a range
+    query share the step grid); a value equal to the one before (a gauge holding still) reuses
+    its string, except 0 (0 and -0 compare equal but print differently)."""
+    if len(tcache) > 100_000:
+        tcache.clear()
+    parts = []
+    app = parts.append
+    pv = None
+    pvs = ""
+    for t, v in zip(ts, vs):
+        tstr = tcache.get(t)
+        if tstr is None:
+            tstr = tcache[t] = format_timestamp(t)
+        if v != pv or v == 0:
+            r = _repr(v)
+            if "e" not in r and "n" not in r:
+                pvs = r[:-2] if r[-2:] == ".0" else r
+            else:
+                pvs = _format_float_slow(v)
+            pv = v
+        app(f'[{tstr},"{pvs}"]')
+    return ",".join(parts)
 
 
 def result_json(result) -> str:
@@ -85,14 +136,13 @@ def result_json(result) -> str:
         body = f"[{_go_json_float(t / 1000)},{_jstr(v)}]"
     elif rt == "vector":
         body = "[" + ",".join(
-            f'{{"metric":{_metric(s.labels)},"value":[{format_timestamp(s.t)},{_jstr(format_float(s.v))}]}}'
+            f'{{"metric":{_metric(s.labels)},"value":[{format_timestamp(s.t)},"{format_float(s.v)}"]}}'
             for s in result.value) + "]"
     else:
-        parts = []
-        for s in result.value:
-            pts = ",".join(f"[{format_timestamp(t)},{_jstr(format_float(v))}]" for t, v in zip(s.t.tolist(), s.v.tolist()))
-            parts.append(f'{{"metric":{_metric(s.labels)},"values":[{pts}]}}')
-        body = "[" + ",".join(parts) + "]"
+        tcache: dict = {}
+        body = "[" + ",".join(
+            f'{{"metric":{_metric(s.labels)},"values":[{_points(s.t.tolist(), s.v.tolist(), tcache)}]}}'
+            for s in result.value) + "]"
     return f'{{"resultType":"{rt}","result":{body}}}'
 
 

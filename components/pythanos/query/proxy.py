@@ -6,8 +6,9 @@ label sets is not contradicted by the matchers (``LabelSetsMatch``: a matcher on
 does not hold never excludes), and, when ``storeMatch[]`` is given, whose address matches one of
 those selector lists (against the synthetic label ``__address__``).
 
-Each endpoint answers a Series call; frames are parsed with protobuf's C parser and only labels
-and chunk bytes are kept. A failing endpoint (error, or silence beyond the response timeout)
+Each endpoint answers a Series call; its frames are taken as raw bytes and parsed by a small C
+parser (``_frames``) straight into label tuples and chunk tuples (protobuf's parser and a Python
+walk over its objects when the extension is not built); only labels and chunk bytes are kept. A failing endpoint (error, or silence beyond the response timeout)
 becomes a warning when partial response is allowed, otherwise the selection fails naming it.
 """
 from __future__ import annotations
@@ -15,15 +16,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from ..storeapi import service as _svc
 from ..storeapi.client import StoreAPIError
 from ..storeapi.types import PARTIAL_RESPONSE_ABORT, PARTIAL_RESPONSE_WARN
 from ..tsdb.labels import Matcher
 from .endpoints import Endpoint, EndpointSet
 
 log = logging.getLogger(__name__)
+
+try:
+    from . import _frames
+except ImportError:  # pragma: no cover - the extension is not built
+    _frames = None
 
 __all__ = ["Proxy", "Fetched", "StoreFetchError", "label_sets_match", "address_matches"]
 
@@ -193,8 +201,62 @@ class Proxy:
         return sorted(values), warnings
 
 
+_RAW_CALLS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _raw_series_call(client):
+    """The client's Series method on its own channel, but answering raw frame bytes."""
+    client._call(_svc.SERIES)  # opens the channel if needed
+    ch = client._channel
+    got = _RAW_CALLS.get(client)
+    if got is None or got[0] is not ch:
+        req, _, _ = _svc.METHODS[_svc.SERIES]
+        got = (ch, ch.unary_stream(_svc.SERIES, request_serializer=req.SerializeToString,
+                                   response_deserializer=None))
+        _RAW_CALLS[client] = got
+    return got[1]
+
+
 async def _read(ep: Endpoint, req, got: list, warns: list, strip: Optional[set], response_timeout: float) -> None:
     """Read one endpoint's Series stream into ``got`` as (labels, [chunk tuples])."""
+    if _frames is None:
+        return await _read_pb(ep, req, got, warns, strip, response_timeout)
+    import grpc
+
+    client = ep.client
+    call = _raw_series_call(client)(req, timeout=client.timeout)
+    strip_set = frozenset(strip) if strip else None
+    cache: dict = {}
+    parse = _frames.parse
+    try:
+        it = call.__aiter__()
+        while True:
+            try:
+                if response_timeout:
+                    frame = await asyncio.wait_for(it.__anext__(), response_timeout)
+                else:
+                    frame = await it.__anext__()
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise StoreAPIError(ep.address, "/thanos.Store/Series", None,
+                                    f"no response within --store.response-timeout={response_timeout:g}s") from None
+            try:
+                kind, payload = parse(frame, strip_set, cache)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise StoreAPIError(ep.address, _svc.SERIES, None, f"decoding Series response: {e}") from None
+            if kind == 4 or kind == 1:
+                got.extend(payload)
+            elif kind == 2:
+                warns.append(payload)
+    except grpc.aio.AioRpcError as e:
+        raise client._error(_svc.SERIES, e) from None
+    finally:
+        call.cancel()
+
+
+async def _read_pb(ep: Endpoint, req, got: list, warns: list, strip: Optional[set], response_timeout: float) -> None:
+    """:func:`_read` through protobuf's parser (the extension is not built)."""
     frames = ep.client.series_frames(req)
     it = frames.__aiter__()
     try:

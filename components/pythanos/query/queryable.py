@@ -13,14 +13,16 @@ into samples:
 from __future__ import annotations
 
 import asyncio
+import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
 
-from ..dedup import COUNTER_FUNCS, COUNTER_RESET_FUNCS, dedup_chunks
+from ..dedup import COUNTER_FUNCS, COUNTER_RESET_FUNCS, apply_counter_resets, dedup_chunks
 from ..promql.errors import ExecutionError, PromQLError, QueryTimeoutError
-from ..tsdb.chunkenc import decode_xor_many
+from ..tsdb.chunkenc import decode_xor_many, decode_xor_many_into
 from ..tsdb.labels import Matcher
 from .proxy import Proxy, StoreFetchError
 
@@ -99,7 +101,7 @@ def to_samples(series: dict, sources: dict, mint: int, maxt: int, o: QueryOption
         else:
             single.append((lbls, chunks))
     if single:
-        out.extend(_decode_single(single, mint, maxt))
+        out.extend(_decode_single(single, mint, maxt, counter_resets=func in COUNTER_RESET_FUNCS))
     out.sort(key=_first)  # Thanos' proxy merges stores in label order; topk/bottomk ties depend on it
     return out
 
@@ -108,18 +110,84 @@ def _first(x):
     return x[0]
 
 
-def _decode_single(items: list, mint: int, maxt: int) -> list:
-    """All single-source series in one C decode; chunks of a series are in time order."""
+class _SamplePool:
+    """Decode buffers kept across queries, as Go's heap keeps its pages.
+
+    Decoding itself is cheap (tens of ms for 57M samples); what costs is faulting in fresh
+    pages for the output (about 1-2 s per GB on a small VM): numpy's large arrays are mmapped
+    and handed back to the kernel when a query ends. Buffers of big selections are therefore
+    kept here; the engine gets views into them, and a buffer is reused only when no view is
+    left (its reference count is back to the pool's own references), so a query never sees
+    another's samples. At most ``max_bytes`` are kept (idle ones are dropped first)."""
+
+    MIN_SAMPLES = 1 << 20  # smaller selections decode into fresh arrays
+
+    def __init__(self, max_bytes: int = 2 << 30) -> None:
+        self.max_bytes = max_bytes
+        self.bufs: list = []  # [t int64[n], v float64[n]] pairs
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _idle(pair: list) -> bool:
+        # references to an idle array: the pair list's slot and getrefcount's argument; a view
+        # (t[a:b], also of a view) holds one more on its base
+        return sys.getrefcount(pair[0]) <= 2 and sys.getrefcount(pair[1]) <= 2
+
+    def acquire(self, n: int) -> tuple:
+        with self.lock:
+            best = None
+            for pair in self.bufs:
+                if pair[0].size >= n and self._idle(pair) and (best is None or pair[0].size < best[0].size):
+                    best = pair
+            if best is not None:
+                return best[0], best[1]
+            size = n + n // 8
+            t, v = np.empty(size, np.int64), np.empty(size, np.float64)
+            kept = sum(p[0].size for p in self.bufs) * 16
+            # make room: drop idle buffers, smallest first, until the new one fits
+            for pair in sorted(self.bufs, key=lambda p: p[0].size):
+                if kept + size * 16 <= self.max_bytes:
+                    break
+                if self._idle(pair):
+                    self.bufs.remove(pair)
+                    kept -= pair[0].size * 16
+            if kept + size * 16 <= self.max_bytes:
+                self.bufs.append([t, v])
+            return t, v
+
+
+_POOL = _SamplePool()
+
+
+def _decode_single(items: list, mint: int, maxt: int, counter_resets: bool = False) -> list:
+    """All single-source series in one C decode; chunks of a series are in time order.
+
+    ``counter_resets``: under rate/increase/irate/resets/xrate/xincrease Thanos reads raw
+    chunks as running totals (``aggrsFromFunc`` -> COUNTER -> ``ApplyCounterResetsIterator``)
+    even without de-duplication, before cutting to the selection; so do we."""
     datas = []
     per_series = []
     for _, chunks in items:
         per_series.append(len(chunks))
         datas.extend(c[3] for c in chunks)
-    lengths = np.fromiter((len(d) for d in datas), np.int64, len(datas))
+    lengths = np.fromiter(map(len, datas), np.int64, len(datas))
     offsets = np.zeros(len(datas), np.int64)
     if len(datas) > 1:
         np.cumsum(lengths[:-1], out=offsets[1:])
-    counts, t, v = decode_xor_many(b"".join(datas), offsets, lengths)
+    buf = b"".join(datas)
+    del datas
+    # the 2-byte big-endian sample count heading every XOR chunk gives the total up front
+    raw = np.frombuffer(buf, np.uint8)
+    ok = lengths >= 2
+    total = int((raw[offsets[ok]].astype(np.int64) << 8 | raw[offsets[ok] + 1]).sum()) if ok.any() else 0
+    if total >= _SamplePool.MIN_SAMPLES:
+        t_out, v_out = _POOL.acquire(total)
+        counts, n = decode_xor_many_into(buf, offsets, lengths, t_out, v_out)
+        t, v = t_out[:n], v_out[:n]
+        del t_out, v_out
+    else:
+        counts, t, v = decode_xor_many(buf, offsets, lengths)
+    del buf, raw
     # sample bounds of each series (chunk bounds mapped through the sample counts), then each
     # series is cut to [mint, maxt]
     sample_at_chunk = np.r_[0, np.cumsum(counts)]
@@ -127,11 +195,13 @@ def _decode_single(items: list, mint: int, maxt: int) -> list:
     out = []
     for i, (lbls, _) in enumerate(items):
         a, b = int(bounds[i]), int(bounds[i + 1])
-        ts = t[a:b]
+        ts, vs = t[a:b], v[a:b]
+        if counter_resets:
+            ts, vs = apply_counter_resets(ts, vs)
         lo = int(np.searchsorted(ts, mint, "left"))
         hi = int(np.searchsorted(ts, maxt, "right"))
         if hi > lo:
-            out.append((lbls, ts[lo:hi], v[a + lo:a + hi]))
+            out.append((lbls, ts[lo:hi], vs[lo:hi]))
     return out
 
 

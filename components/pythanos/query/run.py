@@ -102,7 +102,9 @@ async def serve(config: QueryConfig, stop: Optional[asyncio.Event] = None) -> in
                           dns_server=config.dns_server)
     endpoints = EndpointSet(discovery, unhealthy_timeout=config.unhealthy_timeout)
     proxy = Proxy(endpoints, response_timeout=config.response_timeout)
+    # Thanos builds its engine with MaxSamples = MaxInt32 (pkg/api/query/engine.go)
     engine = Engine(lookback_delta_ms=config.api.lookback_delta_ms, timeout_s=config.api.timeout_s or None,
+                    max_samples=2**31 - 1,
                     select_concurrency=config.select_concurrency)
     api = QueryAPI(proxy, engine, config.api, endpoints.statuses)
     metrics.gate_in_flight.set_function(lambda: api.in_flight)

@@ -97,6 +97,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
             "1 week in 9 blocks, 10k series (10000 targets x 1 metric)"),
     Profile("bench-10k-1d", (_h(2),) * 12, 100, 100,
             "pythanos benchmark: 1 day in 12 2h blocks, 10k series (100 targets x 100 metrics)"),
+    Profile("bench-10k-1d-1metric", (_h(2),) * 12, 10_000, 1,
+            "pythanos benchmark: 1 day in 12 2h blocks, 10k series of one metric (10000 targets x 1 metric)"),
     Profile("bench-10k-2h", (_h(2),), 100, 100,
             "pythanos benchmark: one 2h block, 10k series (100 targets x 100 metrics)"),
 )}
