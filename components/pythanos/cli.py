@@ -236,6 +236,9 @@ def _add_query(components) -> None:
                    help="The default metadata time range duration for retrieving labels through Labels and Series "
                         "API when the range parameters are not specified. 0 means the range covers the time since "
                         "the beginning.")
+    p.add_argument("--enable-feature", dest="features", action="append", default=[],
+                   help="Comma separated feature names to enable. Valid options for now: "
+                        "promql-experimental-functions (enables promql experimental functions in query)")
     p.add_argument("--deduplication.func", dest="dedup_func", default="penalty", choices=["penalty", "chain"],
                    help="Experimental. Deduplication algorithm for merging overlapping series.")
     p.add_argument("--web.external-prefix", dest="external_prefix", default="",
@@ -283,12 +286,16 @@ def _run_query(args: argparse.Namespace) -> int:
     if args.dns_server:
         qd.validate_address(args.dns_server, f"--store.sd-dns-server={args.dns_server}")
     replica = [r.strip() for v in args.replica_labels for r in v.split(",") if r.strip()]
+    features = {f.strip() for v in args.features for f in v.split(",") if f.strip()}
+    for f in sorted(features - {"promql-experimental-functions"}):
+        log.warning("unknown feature, ignoring", extra={"feature": f})
     api = ApiConfig(replica_labels=replica, partial_response=args.partial_response,
                     auto_downsampling=args.auto_downsampling, timeout_s=args.query_timeout,
                     max_concurrent=args.max_concurrent,
                     lookback_delta_ms=int(args.lookback_delta * 1000) or 300_000,
                     default_step_ms=int(args.default_step * 1000), dedup_func=args.dedup_func,
-                    metadata_range_ms=int(args.metadata_range * 1000))
+                    metadata_range_ms=int(args.metadata_range * 1000),
+                    experimental_functions="promql-experimental-functions" in features)
     cfg = QueryConfig(http_address=args.http_address, grpc_address=args.grpc_address,
                       http_grace_period=args.http_grace_period, grpc_grace_period=args.grpc_grace_period,
                       endpoints=specs, sd_files=list(args.sd_files), sd_config_file=args.sd_config_file,

@@ -302,6 +302,45 @@ def _kahan_seg_sum_full(Vz, ids):
     return out, gids
 
 
+def _welford_seg(V, P, ids):
+    """Per group and step, the sum of squared deviations exactly as Prometheus' stddev/stdvar aggregation
+    builds it: the group's present samples in input order, the first sets mean = f and M2 = 0 (NaN if f is
+    NaN or +-Inf), each further one count += 1, delta = f - mean, mean += delta / count,
+    M2 += delta * (f - mean). The first step is the same update from count = mean = M2 = 0 (it gives
+    mean = f and f * 0, NaN for +-Inf and NaN). Vectorised over groups and steps: the loop is over a
+    series' position in its group (groups sorted by size, so the groups still running are a prefix), a
+    series without a sample at a step leaves that step unchanged. Rows come out in group-id order (as
+    _seg_reduce's)."""
+    S = V.shape[1]
+    order = np.argsort(ids, kind="stable")
+    sids = ids[order]
+    starts = np.r_[0, np.nonzero(np.diff(sids))[0] + 1]
+    sizes = np.diff(np.r_[starts, len(sids)])
+    Gn = len(starts)
+    by_size = np.argsort(-sizes, kind="stable")
+    st = starts[by_size]
+    kmax = int(sizes.max()) if Gn else 0
+    live = np.searchsorted(-sizes[by_size], -np.arange(kmax), "left")
+    cnt = np.zeros((Gn, S))
+    mean = np.zeros((Gn, S))
+    m2 = np.zeros((Gn, S))
+    with np.errstate(**_np_err):
+        for k in range(kmax):
+            L = int(live[k])
+            rows = order[st[:L] + k]
+            x, p = V[rows], P[rows]
+            c, m, q = cnt[:L], mean[:L], m2[:L]
+            c += p
+            delta = x - m
+            m_new = m + delta / c
+            q_new = q + delta * (x - m_new)
+            np.copyto(m, m_new, where=p)
+            np.copyto(q, q_new, where=p)
+    out = np.empty_like(m2)
+    out[by_size] = m2
+    return out
+
+
 def aggregate(ev, n, ts):
     op = str(n.op)
     S = len(ts)
@@ -353,16 +392,7 @@ def aggregate(ev, n, ts):
             Vn = np.where(P, vec.V, np.nan)
             out, _ = _seg_reduce(np.fmin if op == "min" else np.fmax, Vn, ids, G)
         elif op in ("stddev", "stdvar"):
-            s, _ = _seg_reduce(np.add, Vz, ids, G)
-            mean = s / cnt
-            mean_by = np.zeros((G, S))
-            mean_by[gids] = mean
-            d = np.where(P, vec.V - mean_by[ids], 0.0)
-            ss, _ = _seg_reduce(np.add, d * d, ids, G)
-            out = ss / cnt
-            mn, _ = _seg_reduce(np.fmin, np.where(P, vec.V, np.nan), ids, G)
-            mx, _ = _seg_reduce(np.fmax, np.where(P, vec.V, np.nan), ids, G)
-            out = np.where((mn == mx) & np.isfinite(mn), 0.0, out)
+            out = _welford_seg(vec.V, P, ids) / cnt
             if op == "stddev":
                 out = np.sqrt(out)
         else:
@@ -390,7 +420,7 @@ def _topk(op, vec, keys, param, S):
     if np.isnan(kv).any():
         raise ExecutionError("Ratio value is NaN" if op == "limit_ratio" else "Parameter value is NaN")
     if op == "limit_ratio":
-        raise ExecutionError("limit_ratio is not supported")
+        return _limit_ratio(vec, keys, kv, S)
     if N == 0:
         return VS.empty(S)
     k = np.where(kv >= 9.2e18, 9.2e18, kv).astype(np.int64)
@@ -408,6 +438,115 @@ def _topk(op, vec, keys, param, S):
         newP[rows] = sel
         ordered.extend(rows[sel[:, 0]].tolist() if S == 1 else [])
     return VS(list(vec.labels), vec.V, newP, ordered if S == 1 else None)
+
+
+_U64 = (1 << 64) - 1
+_XP1, _XP2, _XP3 = 0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9
+_XP4, _XP5 = 0x85EBCA77C2B2AE63, 0x27D4EB2F165667C5
+
+
+def _rotl64(x, r):
+    return ((x << r) | (x >> (64 - r))) & _U64
+
+
+def _xxh64_round(acc, lane):
+    return (_rotl64((acc + lane * _XP2) & _U64, 31) * _XP1) & _U64
+
+
+def _xxh64(data: bytes, seed: int = 0) -> int:
+    """XXH64 of ``data`` (the hash behind Prometheus' ``labels.Labels.Hash``)."""
+    n = len(data)
+    i = 0
+    if n >= 32:
+        v1, v2, v3, v4 = (seed + _XP1 + _XP2) & _U64, (seed + _XP2) & _U64, seed, (seed - _XP1) & _U64
+        while i + 32 <= n:
+            a, b, c, d = (int.from_bytes(data[j:j + 8], "little") for j in range(i, i + 32, 8))
+            v1, v2, v3, v4 = _xxh64_round(v1, a), _xxh64_round(v2, b), _xxh64_round(v3, c), _xxh64_round(v4, d)
+            i += 32
+        h = (_rotl64(v1, 1) + _rotl64(v2, 7) + _rotl64(v3, 12) + _rotl64(v4, 18)) & _U64
+        for v in (v1, v2, v3, v4):
+            h = ((h ^ _xxh64_round(0, v)) * _XP1 + _XP4) & _U64
+    else:
+        h = (seed + _XP5) & _U64
+    h = (h + n) & _U64
+    while i + 8 <= n:
+        h ^= _xxh64_round(0, int.from_bytes(data[i:i + 8], "little"))
+        h = (_rotl64(h, 27) * _XP1 + _XP4) & _U64
+        i += 8
+    if i + 4 <= n:
+        h ^= (int.from_bytes(data[i:i + 4], "little") * _XP1) & _U64
+        h = (_rotl64(h, 23) * _XP2 + _XP3) & _U64
+        i += 4
+    while i < n:
+        h ^= (data[i] * _XP5) & _U64
+        h = (_rotl64(h, 11) * _XP1) & _U64
+        i += 1
+    h ^= h >> 33
+    h = (h * _XP2) & _U64
+    h ^= h >> 29
+    h = (h * _XP3) & _U64
+    h ^= h >> 32
+    return h
+
+
+def _go_label_size(n: int) -> bytes:
+    return bytes((n,)) if n < 255 else bytes((255, n & 0xFF, (n >> 8) & 0xFF, (n >> 16) & 0xFF))
+
+
+def _labels_hash(labels) -> int:
+    """Prometheus' ``labels.Labels.Hash()`` (default stringlabels build): XXH64 of the labels sorted by name,
+    each name and value as a length (one byte, or 255 and three little-endian bytes) and its UTF-8 bytes."""
+    buf = bytearray()
+    for k, v in sorted(labels, key=lambda kv: str(kv[0])):
+        kb, vb = str(k).encode("utf-8", "surrogateescape"), str(v).encode("utf-8", "surrogateescape")
+        buf += _go_label_size(len(kb)) + kb + _go_label_size(len(vb)) + vb
+    return _xxh64(bytes(buf))
+
+
+def _ratio_offsets(labels) -> np.ndarray:
+    """HashRatioSampler.SampleOffset of every series: float64(hash) / float64(MaxUint64)."""
+    h = np.fromiter((_labels_hash(l) for l in labels), dtype=np.uint64, count=len(labels))
+    return h.astype(np.float64) / float(_U64)
+
+
+def _go_heap_push(heap: list, item, less) -> None:
+    """container/heap.Push: append, then sift up."""
+    heap.append(item)
+    j = len(heap) - 1
+    while j > 0:
+        i = (j - 1) // 2
+        if i == j or not less(heap[j], heap[i]):
+            break
+        heap[i], heap[j] = heap[j], heap[i]
+        j = i
+
+
+def _limit_ratio(vec, keys, r, S):
+    """limit_ratio(r, v): per step, the series whose label-hash offset in [0, 1) is below r (r >= 0) or at
+    least 1 + r (r < 0), r capped to [-1, 1]; no output at a step where r is 0. Instant results keep
+    Prometheus' order: groups by first appearance, each group's series as its vectorByValueHeap holds them."""
+    N = len(vec.labels)
+    if N == 0 or not np.any(r != 0):
+        return VS.empty(S)
+    rr = np.clip(r, -1.0, 1.0)
+    off = _ratio_offsets(vec.labels)[:, None]
+    take = np.where(rr >= 0, off < rr, off >= 1.0 + rr)
+    newP = vec.P & take & (r != 0)[None, :]
+    if S != 1:
+        return VS(list(vec.labels), vec.V, newP)
+    ids, order = _groups(keys)
+    heaps = [[] for _ in order]
+    V = vec.V[:, 0]
+
+    def less(i, j):  # vectorByValueHeap.Less
+        return math.isnan(V[i]) or V[i] < V[j]
+
+    for i in np.nonzero(newP[:, 0])[0].tolist():
+        _go_heap_push(heaps[ids[i]], i, less)
+    seen = []
+    for g in dict.fromkeys(ids[vec.P[:, 0]].tolist()):
+        seen.extend(heaps[g])
+    return VS(list(vec.labels), vec.V, newP, seen)
 
 
 def _topk_select(op, V, P, ids, G, k):
@@ -508,11 +647,32 @@ _MATH = {
 }
 
 
+# Go's time.Unix(sec, 0) works on absolute seconds sec + _GO_UNIX_TO_ABS as a uint64, so a sec below
+# -_GO_UNIX_TO_ABS wraps around to sec + 2**64 (unixToInternal + internalToAbsolute of Go's time package).
+_GO_UNIX_TO_ABS = 62135596800 + (292277022400 * 3652425 // 10000 + 306) * 86400
+_WRAP_DAYS, _WRAP_REM = divmod(1 << 64, 86400)
+_I64_MIN = np.int64(-(1 << 63))
+
+
+def _go_int64(f):
+    """Go's int64(f) on amd64 (CVTTSD2SQ): truncation; NaN, +-Inf and out-of-range give math.MinInt64."""
+    f = np.asarray(f, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        ok = (f >= -9.223372036854775808e18) & (f < 9.223372036854775808e18)
+    return np.where(ok, f, -9.223372036854775808e18).astype(np.int64)
+
+
 def _datetime_parts(sec):
-    """Broken-down UTC time of float seconds (NaN/Inf give NaN)."""
-    ok = np.isfinite(sec)
-    s = np.where(ok, sec, 0).astype(np.int64)
+    """Broken-down UTC time of float seconds as Prometheus computes it: ``time.Unix(int64(f), 0).UTC()``
+    (NaN/Inf become math.MinInt64 seconds, which Go's calendar wraps to 2**63 s: 292277026596-12-04 15:30)."""
+    s = _go_int64(sec)
+    wrap = s < -_GO_UNIX_TO_ABS
     days = np.floor_divide(s, 86400)
+    sod = s - days * 86400
+    if wrap.any():
+        sw = s[wrap] + _WRAP_REM  # (s + 2**64) // 86400 without leaving int64
+        days[wrap] = _WRAP_DAYS + np.floor_divide(sw, 86400)
+        sod[wrap] = np.mod(sw, 86400)
     d64 = days.astype("datetime64[D]")
     Y = d64.astype("datetime64[Y]")
     M = d64.astype("datetime64[M]")
@@ -523,7 +683,7 @@ def _datetime_parts(sec):
     dow = (days + 4) % 7
     next_m = (M + 1).astype("datetime64[D]")
     dim = (next_m - M.astype("datetime64[D]")).astype(np.int64)
-    sod = s - days * 86400
+    ok = np.ones(np.shape(s), bool)
     return ok, dict(year=year, month=month, day_of_month=dom, day_of_year=doy, day_of_week=dow,
                     days_in_month=dim, hour=sod // 3600, minute=(sod % 3600) // 60)
 
@@ -765,7 +925,43 @@ def _kahan_windows(t, v, lo, hi):
 
 
 _BATCHED = {"rate", "increase", "delta", "irate", "idelta", "count_over_time", "last_over_time",
-            "present_over_time", "changes", "resets"}
+            "present_over_time", "changes", "resets", "stddev_over_time", "stdvar_over_time"}
+
+
+def _kahan_inc(inc, s, c):
+    """Prometheus' kahanSumInc on arrays: (s + inc, the Neumaier compensation c updated; 0 once s is +-Inf)."""
+    t = s + inc
+    big = np.abs(s) >= np.abs(inc)
+    c = c + np.where(big, (s - t) + inc, (inc - t) + s)
+    c[np.isinf(t)] = 0.0
+    return t, c
+
+
+def _variance_windows(V, lo, cnt):
+    """Population variance of every window V[lo:lo+cnt] as Prometheus' stddev/stdvar_over_time compute it:
+    Welford's update with Kahan-compensated mean and M2, samples in order. Vectorised over the windows (the
+    windows sorted by length, so the ones still running at position k are a prefix); NaN for empty windows."""
+    W = len(lo)
+    order = np.argsort(-cnt, kind="stable")
+    slo = lo[order]
+    scnt = cnt[order]
+    kmax = int(scnt[0]) if W else 0
+    # live[k]: how many windows hold more than k samples
+    live = np.searchsorted(-scnt, -np.arange(kmax), "left") if kmax else np.zeros(0, np.int64)
+    mean = np.zeros(W)
+    c_mean = np.zeros(W)
+    aux = np.zeros(W)
+    c_aux = np.zeros(W)
+    for k in range(kmax):
+        m = int(live[k])
+        x = V[slo[:m] + k]
+        count = float(k + 1)
+        delta = x - (mean[:m] + c_mean[:m])
+        mean[:m], c_mean[:m] = _kahan_inc(delta / count, mean[:m], c_mean[:m])
+        aux[:m], c_aux[:m] = _kahan_inc(delta * (x - (mean[:m] + c_mean[:m])), aux[:m], c_aux[:m])
+    out = np.empty(W)
+    out[order] = (aux + c_aux) / scnt
+    return out
 
 
 _CHUNK_SAMPLES = 1 << 16  # samples per batch: bounds the concatenated copies to a few tens of MB
@@ -833,9 +1029,16 @@ def _batched_chunk(name, ra: RangeArg, a, b, lens, te, out, ok_out):
                 drop[off[1:][lens[1:] > 0] - 1] = False  # series boundaries are not resets
                 rpos = np.flatnonzero(drop)
                 if len(rpos):
-                    crs = np.concatenate(([0.0], np.cumsum(V[rpos])))  # V[rpos] is the value before the reset
-                    result += crs[np.searchsorted(rpos, ilast, "left")]
-                    result -= crs[np.searchsorted(rpos, ilo, "left")]
+                    rv = V[rpos]  # the value before the reset: finite or +Inf (a drop from -Inf or NaN is none)
+                    inf = np.isinf(rv)
+                    crs = np.concatenate(([0.0], np.cumsum(np.where(inf, 0.0, rv))))
+                    ia = np.searchsorted(rpos, ilast, "left")
+                    ib = np.searchsorted(rpos, ilo, "left")
+                    result += crs[ia]
+                    result -= crs[ib]
+                    if inf.any():  # Prometheus adds each window's corrections: +Inf where one of them is +Inf
+                        ci = np.concatenate(([0], np.cumsum(inf)))
+                        result[ci[ia] > ci[ib]] += np.inf
             ft = T[ilo].astype(np.float64)
             lt = T[ilast].astype(np.float64)
             sampled = lt - ft
@@ -875,6 +1078,11 @@ def _batched_chunk(name, ra: RangeArg, a, b, lens, te, out, ok_out):
             res = _prefix_window_sums(V, LO, HI)
             if name == "avg_over_time":
                 res /= np.maximum(cnt, 1)
+        elif name in ("stddev_over_time", "stdvar_over_time"):
+            ok = cnt > 0
+            res = _variance_windows(V, LO.ravel(), cnt.ravel()).reshape(cnt.shape)
+            if name == "stddev_over_time":
+                res = np.sqrt(res)
         elif name == "count_over_time":
             ok, res = cnt > 0, cnt
         elif name == "present_over_time":
@@ -1078,16 +1286,6 @@ def _range_func(name, ra: RangeArg, extra, ts, delayed=False):
                     d[1:] = v[1:] < v[:-1]
                 cs = np.cumsum(d)
                 ok, out = nonempty, cs[ilast] - cs[ilo]
-            elif name in ("stddev_over_time", "stdvar_over_time"):
-                seg, gv, _, _ = _gather(t, v, lo, hi)
-                c = np.maximum(cnt, 1)
-                mean = np.bincount(seg, weights=gv, minlength=S) / c
-                dv = gv - mean[seg]
-                var = np.bincount(seg, weights=dv * dv, minlength=S) / c
-                vmin = _reduce_windows(np.fmin, v, lo, hi, np.nan)
-                vmax = _reduce_windows(np.fmax, v, lo, hi, np.nan)
-                var = np.where((vmin == vmax) & np.isfinite(vmin), 0.0, var)
-                ok, out = nonempty, (np.sqrt(var) if name == "stddev_over_time" else var)
             elif name in ("deriv", "predict_linear"):
                 seg, gv, gt, _ = _gather(t, v, lo, hi)
                 ok = cnt >= 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Optional, Sequence
@@ -67,6 +68,7 @@ class ApiConfig:
     default_step_ms: int = 1000
     dedup_func: str = "penalty"
     metadata_range_ms: int = 0
+    experimental_functions: bool = False  # --enable-feature=promql-experimental-functions
 
 
 class QueryAPI:
@@ -171,7 +173,7 @@ class QueryAPI:
         opts = self._options(params, instant=True)
         lookback = self._lookback(params)
         q = first(params, "query")
-        _check_parse(q)
+        _check_parse(q, self.cfg.experimental_functions)
         qa = StoreQueryable(self.proxy, asyncio.get_running_loop(), opts, timeout=timeout)
         res = await self._run(lambda: self.engine.instant(q, ts, qa, lookback_delta_ms=lookback), qa, timeout)
         return self._query_data(res), _warnings(qa, res)
@@ -199,7 +201,7 @@ class QueryAPI:
         opts = self._options(params, instant=False, step_ms=step)
         lookback = self._lookback(params)
         q = first(params, "query")
-        _check_parse(q)
+        _check_parse(q, self.cfg.experimental_functions)
         qa = StoreQueryable(self.proxy, asyncio.get_running_loop(), opts, timeout=timeout)
         res = await self._run(lambda: self.engine.range(q, start, end, step, qa, lookback_delta_ms=lookback),
                               qa, timeout)
@@ -303,11 +305,45 @@ class QueryAPI:
                       "goVersion": f"python{platform.python_version()}"}), []
 
 
-def _check_parse(q: str) -> None:
+# Prometheus 3.9.1 parser/functions.go entries with Experimental: true, and the experimental
+# aggregators; Thanos rejects them unless --enable-feature=promql-experimental-functions.
+EXPERIMENTAL_FUNCS = frozenset({"first_over_time", "double_exponential_smoothing", "info", "mad_over_time",
+                                "ts_of_first_over_time", "ts_of_max_over_time", "ts_of_min_over_time",
+                                "ts_of_last_over_time", "sort_by_label", "sort_by_label_desc"})
+EXPERIMENTAL_AGGRS = frozenset({"limitk", "limit_ratio"})
+
+
+def _check_parse(q: str, experimental: bool = True) -> None:
     try:
         Engine.parse_check(q)
     except PromQLError as e:
         raise ApiError("bad_data", str(e)) from None
+    if experimental:
+        return
+    import promql_parser as pp
+
+    from ..promql import parse
+
+    def pos(name: str) -> str:
+        m = re.search(r"\b" + re.escape(name) + r"\s*\(", q)
+        off = m.start() if m else 0
+        line = q.count("\n", 0, off) + 1
+        return f"{line}:{off - (q.rfind(chr(10), 0, off) + 1) + 1}"
+
+    def walk(n) -> None:
+        if isinstance(n, pp.Call) and n.func.name in EXPERIMENTAL_FUNCS:
+            raise ApiError("bad_data", f'{pos(n.func.name)}: parse error: function "{n.func.name}" is not enabled')
+        if isinstance(n, pp.AggregateExpr) and str(n.op) in EXPERIMENTAL_AGGRS:
+            op = str(n.op)
+            raise ApiError("bad_data", f"{pos(op)}: parse error: {op}() is experimental and must be enabled with "
+                                       "--enable-feature=promql-experimental-functions")
+        for attr in ("args", "expr", "param", "lhs", "rhs"):
+            child = getattr(n, attr, None)
+            for c in (child if isinstance(child, (list, tuple)) else [child]):
+                if c is not None and not isinstance(c, (str, int, float)):
+                    walk(c)
+
+    walk(parse(q))
 
 
 def _warnings(qa: StoreQueryable, res) -> list:
