@@ -5,6 +5,13 @@ import json
 import math
 from decimal import Decimal
 
+import numpy as np
+
+try:  # the C kernel writes matrix points; the Python below is the reference and the fallback
+    from ._jsonfmt import points as _c_points
+except ImportError:  # pragma: no cover - an unbuilt source tree
+    _c_points = None
+
 __all__ = ["format_float", "format_scalar_float", "format_timestamp", "result_json", "response_json"]
 
 
@@ -125,6 +132,14 @@ def _points(ts: list, vs: list, tcache: dict) -> str:
     return ",".join(parts)
 
 
+def _i8(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _f8(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
 def result_json(result) -> str:
     """The ``data`` object: ``{"resultType":..., "result":...}`` for a :class:`~pythanos.promql.engine.Result`."""
     rt = result.type
@@ -137,6 +152,10 @@ def result_json(result) -> str:
     elif rt == "vector":
         body = "[" + ",".join(
             f'{{"metric":{_metric(s.labels)},"value":[{format_timestamp(s.t)},"{format_float(s.v)}"]}}'
+            for s in result.value) + "]"
+    elif _c_points is not None:
+        body = "[" + ",".join(
+            f'{{"metric":{_metric(s.labels)},"values":[{_c_points(_i8(s.t), _f8(s.v))}]}}'
             for s in result.value) + "]"
     else:
         tcache: dict = {}
