@@ -49,3 +49,68 @@ def test_random_bit_patterns_and_repeats(bits):
     v = np.array(bits + bits[:5] * 3, np.uint64).view(np.float64)
     t = np.arange(len(v), dtype=np.int64) * 15_000 + 1_700_000_000_123
     assert points(t, v) == python_points(t, v)
+
+
+def _one(t, v) -> str:
+    return f'[{fmt.format_timestamp(t)},"{fmt.format_float(v)}"]'
+
+
+RANGES = [(1e-7, 1e-6), (1e-6, 1e-4), (1e-4, 1.0), (1.0, 1e6), (1e15, 1e16), (1e16, 1e21), (1e21, 1e25),
+          (1e-300, 1e-200), (1e200, 1e308)]
+
+
+def test_every_value_and_vector_point_against_format_float():
+    from pythanos.promql._jsonfmt import point
+    rng = np.random.default_rng(7)
+    vals = []
+    for lo, hi in RANGES:  # log-uniform values in and around both switch points
+        vals += list(np.exp(rng.uniform(math.log(lo), math.log(hi), 3000)))
+    vals += list(np.round(rng.random(3000) * 1000, int(rng.integers(0, 6))))  # few decimals
+    vals += list(rng.integers(-2**53, 2**53, 1000).astype(np.float64))
+    vals += list(rng.integers(0, 2**64 - 1, 5000, dtype=np.uint64).view(np.float64))  # any bit pattern
+    vals += [float(np.uint64(0x7FF0000000000002).view(np.float64)), 0.0, -0.0, math.inf, -math.inf]
+    with np.errstate(over="ignore", invalid="ignore"):
+        for x in (1e-6, 1e21, 1e16, 1e-4, 2.0 ** 50, 2.0 ** 53, 5e-324, 1.7976931348623157e308):
+            y = x
+            for _ in range(5):
+                vals.append(y)
+                y = float(np.nextafter(y, np.inf))
+            y = x
+            for _ in range(5):
+                y = float(np.nextafter(y, -np.inf))
+                vals.append(y)
+    vals += [-x for x in vals]
+    v = np.array(vals, np.float64)
+    t = rng.integers(-(2**50), 2**50, len(v)).astype(np.int64)
+    t[: len(t) // 4] = (t[: len(t) // 4] // 1000) * 1000 + rng.choice([0, 5, 50, 500], len(t) // 4)
+    assert points(t, v) == ",".join(_one(int(a), float(b)) for a, b in zip(t, v))
+    for a, b in zip(t[:3000], v[:3000]):
+        assert point(int(a), float(b)) == _one(int(a), float(b))
+    for a in (0, 5, 50, 500, -5, -50, -500, -1000, 1000, 2**63 - 1, -(2**63)):
+        assert point(a, 1.5) == _one(a, 1.5)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(min_value=1e-6, max_value=2.0 ** 53), st.integers(0, 17))
+def test_rounded_decimals(x, d):
+    v = np.array([round(x, d), -round(x, d), x], np.float64)
+    t = np.zeros(3, np.int64)
+    assert points(t, v) == ",".join(_one(0, float(b)) for b in v)
+
+
+def test_result_json_fallback_identical():
+    import types
+    rng = np.random.default_rng(3)
+    series = [types.SimpleNamespace(labels=(("a", f"<{i}>"), ("b", 'x\\"y')),
+                                    t=np.arange(20, dtype=np.int64) * 15_005 - 100,
+                                    v=rng.standard_normal(20) * 10.0 ** rng.integers(-9, 23)) for i in range(50)]
+    vec = [types.SimpleNamespace(labels=s.labels, t=int(s.t[3]), v=float(s.v[3])) for s in series]
+    for res in (types.SimpleNamespace(type="matrix", value=series), types.SimpleNamespace(type="vector", value=vec)):
+        c = fmt.result_json(res)
+        saved = fmt._c_point, fmt._c_points
+        fmt._c_point = fmt._c_points = None
+        try:
+            py = fmt.result_json(res)
+        finally:
+            fmt._c_point, fmt._c_points = saved
+        assert c == py

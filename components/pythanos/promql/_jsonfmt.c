@@ -9,6 +9,12 @@
  * 'f'): "NaN", "+Inf", "-Inf", "-0"; the shortest round-trip digits come from CPython's repr
  * (``PyOS_double_to_string(f, 'r', ...)``), which in the 'e' ranges already is Go's form and in
  * the 'f' range is expanded where repr chose an exponent (1e-6 <= |f| < 1e-4, 1e16 <= |f| < 1e21).
+ * For 1e-6 <= |f| < 2^53 the same shortest digits are found without dtoa first: the smallest k
+ * for which the decimal nearest |f| x 10^k reads back as |f| (a double test for k <= 3, then an
+ * exact 128-bit test, binary-searched); undecidable cases (ties, interval edges, powers of two)
+ * go to dtoa.
+ *
+ * point(t, v) -> str: ``[t,"v"]`` of one instant-vector sample, same rules.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -33,34 +39,184 @@ static int grow(buf *b, size_t need) {
     return 0;
 }
 
-static int put(buf *b, const char *s, size_t n) {
-    if (grow(b, n)) return -1;
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    return 0;
-}
-
-static int put_ts(buf *b, int64_t t) {
-    char tmp[40];
+/* MarshalTimestamp text of t into out (at least 24 bytes); returns its length. */
+static inline int ts_text(int64_t t, char *out) {
+    char tmp[24];
     int neg = t < 0;
     /* |INT64_MIN| does not fit: work on unsigned */
     uint64_t a = neg ? (uint64_t)(-(t + 1)) + 1 : (uint64_t)t;
-    uint64_t s = a / 1000, ms = a % 1000;
-    int n = ms ? snprintf(tmp, sizeof tmp, "%s%llu.%03llu", neg ? "-" : "", (unsigned long long)s,
-                          (unsigned long long)ms)
-               : snprintf(tmp, sizeof tmp, "%s%llu", neg ? "-" : "", (unsigned long long)s);
-    return put(b, tmp, (size_t)n);
+    uint64_t s = a / 1000;
+    unsigned ms = (unsigned)(a % 1000);
+    char *o = out;
+    if (neg) *o++ = '-';
+    int k = 0;
+    do {
+        tmp[k++] = (char)('0' + s % 10);
+        s /= 10;
+    } while (s);
+    while (k) *o++ = tmp[--k];
+    if (ms) {
+        *o++ = '.';
+        *o++ = (char)('0' + ms / 100);
+        *o++ = (char)('0' + ms / 10 % 10);
+        *o++ = (char)('0' + ms % 10);
+    }
+    return (int)(o - out);
 }
+
+static const double POW10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+#define FAST_LIMIT 1125899906842624.0 /* 2^50 */
+
+/* Fast exact path for values with few decimals (counters, gauges rounded to a few digits):
+ * the smallest k such that m = round(a * 10^k) < 2^50 and m / 10^k == a (both IEEE-exact
+ * roundings, so the decimal m x 10^-k reads back as a). Below 2^50 the error of a * 10^k is far
+ * under 0.5, so any k-digit decimal that reads back as a is m, and no other k-digit decimal does
+ * (the doubles near a are less than 10^-k / 4 apart): m x 10^-k with the smallest such k is the
+ * shortest round-trip decimal, the one repr and Go choose. Returns the length written to out, or
+ * 0 when a has no such form (then dtoa decides). Requires 1e-6 <= a < 2^50. */
+/* m x 10^-k in fixed notation (m < 10^19, no trailing zero dropped unless defensive). */
+static inline int write_fixed(uint64_t m, int k, char *out) {
+    uint64_t ip, fp;
+    if (k >= 19) {
+        ip = 0;
+        fp = m;
+    } else {
+        uint64_t p10 = 1;
+        for (int i = 0; i < k; i++) p10 *= 10;
+        ip = m / p10;
+        fp = m % p10;
+    }
+    char tmp[24];
+    char *o = out;
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + ip % 10);
+        ip /= 10;
+    } while (ip);
+    while (n) *o++ = tmp[--n];
+    int nd = k;
+    while (nd && fp % 10 == 0) { /* defensive: the smallest k leaves no trailing zero */
+        fp /= 10;
+        nd--;
+    }
+    if (nd) {
+        *o++ = '.';
+        for (int i = nd - 1; i >= 0; i--) {
+            o[i] = (char)('0' + fp % 10);
+            fp /= 10;
+        }
+        o += nd;
+    }
+    return (int)(o - out);
+}
+
+static inline int fast_fixed(double a, char *out, int *kstop) {
+    int k = 0;
+    for (; k <= 3; k++) {
+        double p = a * POW10[k];
+        if (p >= FAST_LIMIT) break;
+        double mr = nearbyint(p);
+        if (mr / POW10[k] != a) continue;
+        return write_fixed((uint64_t)mr, k, out);
+    }
+    *kstop = k;
+    return 0;
+}
+
+#if defined(__SIZEOF_INT128__)
+#define HAVE_EXACT 1
+static const uint64_t POW5[23] = {1ULL, 5ULL, 25ULL, 125ULL, 625ULL, 3125ULL, 15625ULL, 78125ULL,
+                                  390625ULL, 1953125ULL, 9765625ULL, 48828125ULL, 244140625ULL,
+                                  1220703125ULL, 6103515625ULL, 30517578125ULL, 152587890625ULL,
+                                  762939453125ULL, 3814697265625ULL, 19073486328125ULL,
+                                  95367431640625ULL, 476837158203125ULL, 2384185791015625ULL};
+
+/* Exact version of the search for 1e-6 <= a < 2^53 (up to 17 digits), from k = k0 on: with
+ * a = M 2^q, x = a 10^k = M 5^k 2^(k+q) is exact in 128 bits; the decimal nearest x (the only
+ * candidate: an integer within the round-trip interval is the nearest one) reads back as a iff
+ * |m - x| < ulp(a) 10^k / 2 = 5^k 2^(k+q-1). Ties, interval edges and powers of two (asymmetric
+ * interval) are left to dtoa (returns 0). */
+/* 1: m x 10^-k reads back as a; 0: no k-digit decimal does; -1: undecided here (dtoa). */
+static inline int try_k(uint64_t M, int q, int k, uint64_t *mout) {
+    unsigned __int128 N = (unsigned __int128)M * POW5[k];
+    int s = -(k + q);
+    if (s <= 0) {
+        if (s < -10) return -1;
+        unsigned __int128 x = N << -s;
+        if (x >= (unsigned __int128)10000000000000000000ULL) return -1;
+        *mout = (uint64_t)x;
+        return 1;
+    }
+    if (s >= 120) return -1;
+    unsigned __int128 one = (unsigned __int128)1 << s, half = one >> 1;
+    unsigned __int128 fl = N >> s, rem = N & (one - 1), dist;
+    if (rem == half) return -1;
+    if (rem > half) {
+        fl += 1;
+        dist = one - rem;
+    } else {
+        dist = rem;
+    }
+    unsigned __int128 d2 = dist * 2;
+    if (d2 == (unsigned __int128)POW5[k]) return -1;
+    if (d2 > (unsigned __int128)POW5[k]) return 0;
+    if (fl >= (unsigned __int128)10000000000000000000ULL) return -1;
+    *mout = (uint64_t)fl;
+    return 1;
+}
+
+static int exact_fixed(double a, int k0, char *out) {
+    uint64_t bits;
+    memcpy(&bits, &a, 8);
+    int E = (int)((bits >> 52) & 0x7ff);
+    uint64_t M = (bits & ((1ULL << 52) - 1)) | (1ULL << 52);
+    if (E == 0 || M == (1ULL << 52)) return 0;
+    int q = E - 1075;
+    /* round-tripping is monotone in k (a k-digit decimal is also a (k+1)-digit one), and 17
+     * significant digits always round-trip: binary search for the smallest k */
+    int hi = 18 - (int)floor(log10(a));
+    if (hi > 22) hi = 22;
+    if (hi < k0) return 0;
+    uint64_t m, mh;
+    int r = try_k(M, q, hi, &mh);
+    if (r != 1) return 0;
+    int lo = k0; /* invariant: every k < lo fails, hi succeeds */
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        r = try_k(M, q, mid, &m);
+        if (r < 0) return 0;
+        if (r) {
+            hi = mid;
+            mh = m;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    return write_fixed(mh, hi, out);
+}
+#endif
 
 /* Go's value text for f into out (at least 64 bytes); returns its length or -1. */
 static int go_float(double f, char *out) {
     if (isnan(f)) return (int)(memcpy(out, "NaN", 3), 3);
     if (isinf(f)) return f > 0 ? (int)(memcpy(out, "+Inf", 4), 4) : (int)(memcpy(out, "-Inf", 4), 4);
     if (f == 0) return signbit(f) ? (int)(memcpy(out, "-0", 2), 2) : (int)(memcpy(out, "0", 1), 1);
+    double a = fabs(f);
+    if (a >= 1e-6 && a < 9007199254740992.0 /* 2^53 */) {
+        int kstop = 0;
+        int n0 = a < FAST_LIMIT ? fast_fixed(a, out + (f < 0), &kstop) : 0;
+#ifdef HAVE_EXACT
+        if (!n0) n0 = exact_fixed(a, kstop, out + (f < 0));
+#endif
+        if (n0) {
+            if (f < 0) out[0] = '-';
+            return n0 + (f < 0);
+        }
+    }
     char *r = PyOS_double_to_string(f, 'r', 0, 0, NULL);
     if (!r) return -1;
     size_t rn = strlen(r);
-    double a = fabs(f);
     char *e = strchr(r, 'e');
     int n;
     if (a < 1e-6 || a >= 1e21 || !e) {
@@ -103,6 +259,8 @@ static int go_float(double f, char *out) {
     return n;
 }
 
+#define POINT_MAX (1 + 21 + 4 + 2 + 64 + 2 + 1) /* ,[ ts ," value "] */
+
 static PyObject *py_points(PyObject *self, PyObject *args) {
     Py_buffer tb, vb;
     if (!PyArg_ParseTuple(args, "y*y*", &tb, &vb)) return NULL;
@@ -119,6 +277,10 @@ static PyObject *py_points(PyObject *self, PyObject *args) {
     int vl = 0;
     uint64_t prev_bits = 0;
     int have_prev = 0;
+    if (grow(&b, (size_t)(n ? n : 1) * 32)) {
+        PyErr_NoMemory();
+        goto done;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         uint64_t bits;
         memcpy(&bits, &v[i], 8);
@@ -132,14 +294,25 @@ static PyObject *py_points(PyObject *self, PyObject *args) {
             prev_bits = bits;
             have_prev = 1;
         }
-        if ((i && put(&b, ",", 1)) || put(&b, "[", 1) || put_ts(&b, t[i]) || put(&b, ",\"", 2) ||
-            put(&b, val, (size_t)vl) || put(&b, "\"]", 2)) {
+        if (grow(&b, POINT_MAX)) {
             PyMem_Free(b.p);
             PyErr_NoMemory();
             goto done;
         }
+        char *o = b.p + b.n;
+        if (i) *o++ = ',';
+        *o++ = '[';
+        o += ts_text(t[i], o);
+        *o++ = ',';
+        *o++ = '"';
+        memcpy(o, val, (size_t)vl);
+        o += vl;
+        *o++ = '"';
+        *o++ = ']';
+        b.n = (size_t)(o - b.p);
     }
-    res = PyUnicode_DecodeASCII(b.p ? b.p : "", (Py_ssize_t)b.n, NULL);
+    res = PyUnicode_New((Py_ssize_t)b.n, 127);
+    if (res && b.n) memcpy(PyUnicode_DATA(res), b.p, b.n);
     PyMem_Free(b.p);
 done:
     PyBuffer_Release(&tb);
@@ -147,8 +320,31 @@ done:
     return res;
 }
 
+/* point(t, v) -> '[ts,"v"]' for one sample (instant vectors). */
+static PyObject *py_point(PyObject *self, PyObject *args) {
+    long long t;
+    double f;
+    if (!PyArg_ParseTuple(args, "Ld", &t, &f)) return NULL;
+    char out[POINT_MAX];
+    char *o = out;
+    *o++ = '[';
+    o += ts_text((int64_t)t, o);
+    *o++ = ',';
+    *o++ = '"';
+    int vl = go_float(f, o);
+    if (vl < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "cannot format value");
+        return NULL;
+    }
+    o += vl;
+    *o++ = '"';
+    *o++ = ']';
+    return PyUnicode_DecodeASCII(out, (Py_ssize_t)(o - out), NULL);
+}
+
 static PyMethodDef methods[] = {
     {"points", py_points, METH_VARARGS, "points(t int64, v float64) -> '[t,\"v\"],...' as Prometheus' JSON"},
+    {"point", py_point, METH_VARARGS, "point(t int, v float) -> '[t,\"v\"]' as Prometheus' JSON"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -8,9 +8,10 @@ from decimal import Decimal
 import numpy as np
 
 try:  # the C kernel writes matrix points; the Python below is the reference and the fallback
+    from ._jsonfmt import point as _c_point
     from ._jsonfmt import points as _c_points
 except ImportError:  # pragma: no cover - an unbuilt source tree
-    _c_points = None
+    _c_point = _c_points = None
 
 __all__ = ["format_float", "format_scalar_float", "format_timestamp", "result_json", "response_json"]
 
@@ -149,6 +150,10 @@ def result_json(result) -> str:
     elif rt == "string":
         t, v = result.value
         body = f"[{_go_json_float(t / 1000)},{_jstr(v)}]"
+    elif rt == "vector" and _c_point is not None:
+        body = "[" + ",".join(
+            f'{{"metric":{_metric(s.labels)},"value":{_c_point(int(s.t), float(s.v))}}}'
+            for s in result.value) + "]"
     elif rt == "vector":
         body = "[" + ",".join(
             f'{{"metric":{_metric(s.labels)},"value":[{format_timestamp(s.t)},"{format_float(s.v)}"]}}'
