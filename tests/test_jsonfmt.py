@@ -1,5 +1,6 @@
-"""The C matrix-point writer (``pythanos.promql._jsonfmt``) equals the Python formatter, which
-follows Go's ``strconv`` rules (checked against real Prometheus and Thanos elsewhere), byte for byte."""
+"""The C writers (``pythanos.promql._jsonfmt``: matrix points, and whole vector/matrix results
+written by one or two threads) equal the Python formatter, which follows Go's ``strconv`` rules
+and jsoniter's escaping (checked against real Prometheus and Thanos elsewhere), byte for byte."""
 from __future__ import annotations
 
 import math
@@ -106,11 +107,69 @@ def test_result_json_fallback_identical():
                                     v=rng.standard_normal(20) * 10.0 ** rng.integers(-9, 23)) for i in range(50)]
     vec = [types.SimpleNamespace(labels=s.labels, t=int(s.t[3]), v=float(s.v[3])) for s in series]
     for res in (types.SimpleNamespace(type="matrix", value=series), types.SimpleNamespace(type="vector", value=vec)):
-        c = fmt.result_json(res)
-        saved = fmt._c_point, fmt._c_points
-        fmt._c_point = fmt._c_points = None
-        try:
-            py = fmt.result_json(res)
-        finally:
-            fmt._c_point, fmt._c_points = saved
-        assert c == py
+        assert fmt.result_json(res) == _python_result(res)
+
+
+def _python_result(res) -> str:
+    """The pure-Python writer: no C kernel at all."""
+    saved = fmt._c_point, fmt._c_points, fmt._c_series
+    fmt._c_point = fmt._c_points = fmt._c_series = None
+    try:
+        return fmt.result_json(res)
+    finally:
+        fmt._c_point, fmt._c_points, fmt._c_series = saved
+
+
+LABEL_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12) | st.sampled_from(
+    ["", "<>&", '"\\', "\x00\x01\x1f\x7f", "\b\f\n\r\t", "\u2028\u2029", "é€😀", "a b"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.tuples(LABEL_TEXT, LABEL_TEXT), max_size=4),
+                          st.lists(st.tuples(st.integers(-(2**62), 2**62),
+                                             st.floats(allow_nan=True, allow_infinity=True)), max_size=6)),
+                max_size=6))
+def test_whole_results_random_labels_and_values(raw):
+    import types
+    series, vec = [], []
+    for labels, pts in raw:
+        t = np.array([p[0] for p in pts], np.int64)
+        v = np.array([p[1] for p in pts], np.float64)
+        series.append(types.SimpleNamespace(labels=tuple(labels), t=t, v=v))
+        if pts:
+            vec.append(types.SimpleNamespace(labels=tuple(labels), t=int(t[0]), v=float(v[0])))
+    for res in (types.SimpleNamespace(type="matrix", value=series), types.SimpleNamespace(type="vector", value=vec)):
+        assert fmt.result_json(res) == _python_result(res)
+
+
+def test_big_result_written_by_two_threads_identical(monkeypatch):
+    """Above the split size the second half comes from the other thread; the text is the same,
+    including where values need dtoa (which takes the GIL back inside the C writer)."""
+    import types
+    rng = np.random.default_rng(11)
+    series = []
+    for i in range(300):
+        n = int(rng.integers(0, 400))
+        v = np.round(rng.random(n) * 100, int(rng.integers(0, 4)))
+        v[rng.random(n) < 0.1] = rng.standard_normal(int((rng.random(n) < 0.1).sum()) or 1)[:1]  # dtoa cases
+        series.append(types.SimpleNamespace(labels=(("__name__", "m"), ("i", str(i))),
+                                            t=np.sort(rng.integers(0, 10**12, n)).astype(np.int64), v=v))
+    res = types.SimpleNamespace(type="matrix", value=series)
+    monkeypatch.setattr(fmt, "_HALF_POINTS", 1000)
+    pieces = fmt.result_pieces(res)
+    assert len(pieces) == 5  # header, first half, comma, second half, trailer
+    assert b"".join(pieces).decode() == _python_result(res)
+    vec = [types.SimpleNamespace(labels=s.labels, t=i * 1001, v=float(i) / 7) for i, s in enumerate(series)]
+    vres = types.SimpleNamespace(type="vector", value=vec)
+    monkeypatch.setattr(fmt, "_HALF_POINTS", 10)
+    assert len(fmt.result_pieces(vres)) == 5
+    assert fmt.result_json(vres) == _python_result(vres)
+
+
+def test_whole_result_falls_back_on_other_arrays():
+    """Non-contiguous or non-int64/float64 arrays go to the Python writer, same text."""
+    import types
+    t = np.arange(0, 40, dtype=np.int64)[::2] * 1000
+    v = np.arange(20, dtype=np.float32)
+    res = types.SimpleNamespace(type="matrix", value=[types.SimpleNamespace(labels=(("a", "b"),), t=t, v=v)])
+    assert fmt.result_json(res) == _python_result(res)

@@ -15,6 +15,14 @@
  * go to dtoa.
  *
  * point(t, v) -> str: ``[t,"v"]`` of one instant-vector sample, same rules.
+ *
+ * series(items, lo, hi, vector) -> Buf: ``{"metric":{...},"values":[...]},...`` (``"value":[t,"v"]``
+ * when ``vector``) of items[lo:hi], each with ``labels`` (tuple of (name, value) str pairs), ``t``
+ * and ``v``; label strings escaped as the Python formatter does (json.dumps without ASCII escaping,
+ * then <>& as \u003c \u003e \u0026). The Python objects are read first; the writing runs without
+ * the GIL (it is taken back only for dtoa's rare cases), so two threads can each write half of one
+ * result. The Buf exposes its bytes through the buffer protocol: it is written to the socket as
+ * it is, never copied into a str.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -342,9 +350,328 @@ static PyObject *py_point(PyObject *self, PyObject *args) {
     return PyUnicode_DecodeASCII(out, (Py_ssize_t)(o - out), NULL);
 }
 
+/* ---- whole results ---- */
+
+typedef struct {
+    PyObject_HEAD
+    char *p;
+    Py_ssize_t n;
+} BufObject;
+
+static void buf_dealloc(BufObject *self) {
+    free(self->p);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int buf_getbuffer(BufObject *self, Py_buffer *view, int flags) {
+    return PyBuffer_FillInfo(view, (PyObject *)self, self->p, self->n, 1, flags);
+}
+
+static Py_ssize_t buf_len(BufObject *self) { return self->n; }
+
+static PyBufferProcs buf_as_buffer = {(getbufferproc)buf_getbuffer, NULL};
+static PySequenceMethods buf_as_seq = {.sq_length = (lenfunc)buf_len};
+
+static PyTypeObject BufType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pythanos.promql._jsonfmt.Buf",
+    .tp_basicsize = sizeof(BufObject),
+    .tp_dealloc = (destructor)buf_dealloc,
+    .tp_as_buffer = &buf_as_buffer,
+    .tp_as_sequence = &buf_as_seq,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Bytes written by series(), readable through the buffer protocol (memoryview, socket writes).",
+};
+
+typedef struct {
+    char *p;
+    size_t n, cap;
+} cbuf; /* malloc-backed: grown without the GIL */
+
+static int cgrow(cbuf *b, size_t need) {
+    if (b->n + need <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 65536;
+    while (cap < b->n + need) cap *= 2;
+    char *np = realloc(b->p, cap);
+    if (!np) return -1;
+    b->p = np;
+    b->cap = cap;
+    return 0;
+}
+
+typedef struct {
+    const char *s;
+    Py_ssize_t n;
+} str_ref;
+
+typedef struct {
+    Py_ssize_t first_label, nlabels; /* into the label table */
+    const int64_t *t;
+    const double *v;
+    Py_ssize_t n;
+    int64_t t1; /* vector mode */
+    double v1;
+} item_ref;
+
+static const char HEX[] = "0123456789abcdef";
+
+/* A JSON string as _jstr writes it: json.dumps(s, ensure_ascii=False) (\" \\ \b \f \n \r \t,
+ * other control characters as \u00xx, everything else as UTF-8) then <>& as \u003c \u003e \u0026. */
+static int put_jstr(cbuf *b, const char *s, Py_ssize_t n) {
+    if (cgrow(b, (size_t)n * 6 + 2)) return -1;
+    char *o = b->p + b->n;
+    *o++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&') {
+            *o++ = (char)c;
+            continue;
+        }
+        *o++ = '\\';
+        switch (c) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
+        default:
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = HEX[c >> 4];
+            *o++ = HEX[c & 15];
+        }
+    }
+    *o++ = '"';
+    b->n = (size_t)(o - b->p);
+    return 0;
+}
+
+static inline int put(cbuf *b, const char *s, size_t n) {
+    if (cgrow(b, n)) return -1;
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    return 0;
+}
+
+/* go_float without the GIL: dtoa's cases take it back for the call. */
+static int go_float_nogil(double f, char *out, PyThreadState **ts) {
+    double a = fabs(f);
+    if (isnan(f) || isinf(f) || f == 0) return go_float(f, out);
+    if (a >= 1e-6 && a < 9007199254740992.0 /* 2^53, as go_float */) {
+        int kstop = 0;
+        int n0 = a < FAST_LIMIT ? fast_fixed(a, out + (f < 0), &kstop) : 0;
+#ifdef HAVE_EXACT
+        if (!n0) n0 = exact_fixed(a, kstop, out + (f < 0));
+#endif
+        if (n0) {
+            if (f < 0) out[0] = '-';
+            return n0 + (f < 0);
+        }
+    }
+    PyEval_RestoreThread(*ts);
+    int r = go_float(f, out);
+    *ts = PyEval_SaveThread();
+    return r;
+}
+
+static int write_items(cbuf *b, const item_ref *items, Py_ssize_t count, const str_ref *lab, int vector,
+                       PyThreadState **ts) {
+    char val[64];
+    for (Py_ssize_t k = 0; k < count; k++) {
+        const item_ref *it = &items[k];
+        if (put(b, k ? ",{\"metric\":{" : "{\"metric\":{", k ? 12 : 11)) return -1;
+        for (Py_ssize_t j = 0; j < it->nlabels; j++) {
+            const str_ref *kv = &lab[2 * (it->first_label + j)];
+            if (j && put(b, ",", 1)) return -1;
+            if (put_jstr(b, kv[0].s, kv[0].n) || put(b, ":", 1) || put_jstr(b, kv[1].s, kv[1].n)) return -1;
+        }
+        if (vector) {
+            if (put(b, "},\"value\":[", 11)) return -1;
+            if (cgrow(b, POINT_MAX + 2)) return -1;
+            char *o = b->p + b->n;
+            o += ts_text(it->t1, o);
+            *o++ = ',';
+            *o++ = '"';
+            int vl = go_float_nogil(it->v1, o, ts);
+            if (vl < 0) return -2;
+            o += vl;
+            *o++ = '"';
+            *o++ = ']';
+            *o++ = '}';
+            b->n = (size_t)(o - b->p);
+            continue;
+        }
+        if (put(b, "},\"values\":[", 12)) return -1;
+        uint64_t prev_bits = 0;
+        int have_prev = 0, vl = 0;
+        if (cgrow(b, (size_t)it->n * 24 + 2)) return -1;
+        for (Py_ssize_t i = 0; i < it->n; i++) {
+            uint64_t bits;
+            memcpy(&bits, &it->v[i], 8);
+            if (!have_prev || bits != prev_bits) {
+                vl = go_float_nogil(it->v[i], val, ts);
+                if (vl < 0) return -2;
+                prev_bits = bits;
+                have_prev = 1;
+            }
+            if (cgrow(b, POINT_MAX)) return -1;
+            char *o = b->p + b->n;
+            if (i) *o++ = ',';
+            *o++ = '[';
+            o += ts_text(it->t[i], o);
+            *o++ = ',';
+            *o++ = '"';
+            memcpy(o, val, (size_t)vl);
+            o += vl;
+            *o++ = '"';
+            *o++ = ']';
+            b->n = (size_t)(o - b->p);
+        }
+        if (put(b, "]}", 2)) return -1;
+    }
+    return 0;
+}
+
+static int utf8_of(PyObject *o, str_ref *out) {
+    if (!PyUnicode_Check(o)) {
+        PyErr_SetString(PyExc_TypeError, "label names and values must be str");
+        return -1;
+    }
+    out->s = PyUnicode_AsUTF8AndSize(o, &out->n);
+    return out->s ? 0 : -1;
+}
+
+static PyObject *py_series(PyObject *self, PyObject *args) {
+    PyObject *seq;
+    Py_ssize_t lo, hi;
+    int vector;
+    if (!PyArg_ParseTuple(args, "Onnp", &seq, &lo, &hi, &vector)) return NULL;
+    PyObject *fast = PySequence_Fast(seq, "items must be a sequence");
+    if (!fast) return NULL;
+    Py_ssize_t total = PySequence_Fast_GET_SIZE(fast);
+    if (lo < 0) lo = 0;
+    if (hi > total) hi = total;
+    Py_ssize_t count = hi > lo ? hi - lo : 0;
+    PyObject **objs = PySequence_Fast_ITEMS(fast) + lo;
+    item_ref *items = calloc((size_t)(count ? count : 1), sizeof(item_ref));
+    Py_buffer *bufs = calloc((size_t)(count ? count : 1) * 2, sizeof(Py_buffer));
+    PyObject **keep = calloc((size_t)(count ? count : 1), sizeof(PyObject *)); /* labels tuples */
+    str_ref *lab = NULL;
+    Py_ssize_t nlab = 0, caplab = 0, nbufs = 0;
+    BufObject *res = NULL;
+    cbuf b = {0};
+    if (!items || !bufs || !keep) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *o = objs[k];
+        PyObject *labels = PyObject_GetAttrString(o, "labels");
+        if (!labels) goto done;
+        keep[k] = labels;
+        if (!PyTuple_Check(labels)) {
+            PyErr_SetString(PyExc_TypeError, "labels must be a tuple of (name, value) pairs");
+            goto done;
+        }
+        Py_ssize_t np_ = PyTuple_GET_SIZE(labels);
+        if (nlab + np_ > caplab) {
+            caplab = (nlab + np_) * 2 + 64;
+            str_ref *nl = realloc(lab, (size_t)caplab * 2 * sizeof(str_ref));
+            if (!nl) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            lab = nl;
+        }
+        items[k].first_label = nlab;
+        items[k].nlabels = np_;
+        for (Py_ssize_t j = 0; j < np_; j++) {
+            PyObject *pair = PyTuple_GET_ITEM(labels, j);
+            if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+                PyErr_SetString(PyExc_TypeError, "labels must be a tuple of (name, value) pairs");
+                goto done;
+            }
+            if (utf8_of(PyTuple_GET_ITEM(pair, 0), &lab[2 * nlab]) ||
+                utf8_of(PyTuple_GET_ITEM(pair, 1), &lab[2 * nlab + 1]))
+                goto done;
+            nlab++;
+        }
+        PyObject *t = PyObject_GetAttrString(o, "t");
+        if (!t) goto done;
+        PyObject *v = PyObject_GetAttrString(o, "v");
+        if (!v) {
+            Py_DECREF(t);
+            goto done;
+        }
+        int bad = 0;
+        if (vector) {
+            items[k].t1 = PyLong_AsLongLong(t);
+            items[k].v1 = PyFloat_AsDouble(v);
+            bad = PyErr_Occurred() != NULL;
+        } else if (PyObject_GetBuffer(t, &bufs[2 * k], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) == 0) {
+            nbufs = 2 * k + 1;
+            if (PyObject_GetBuffer(v, &bufs[2 * k + 1], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) == 0) {
+                nbufs = 2 * k + 2;
+                Py_buffer *tb = &bufs[2 * k], *vb = &bufs[2 * k + 1];
+                if (tb->itemsize != 8 || vb->itemsize != 8 || tb->len != vb->len || !tb->format ||
+                    !vb->format || (strcmp(tb->format, "l") && strcmp(tb->format, "q")) || strcmp(vb->format, "d")) {
+                    PyErr_SetString(PyExc_TypeError, "t must be int64 and v float64 arrays of the same length");
+                    bad = 1;
+                } else {
+                    items[k].t = tb->buf;
+                    items[k].v = vb->buf;
+                    items[k].n = tb->len / 8;
+                }
+            } else {
+                bad = 1;
+            }
+        } else {
+            bad = 1;
+        }
+        Py_DECREF(t);
+        Py_DECREF(v);
+        if (bad) goto done;
+    }
+    {
+        int rc;
+        PyThreadState *ts = PyEval_SaveThread();
+        rc = write_items(&b, items, count, lab, vector, &ts);
+        PyEval_RestoreThread(ts);
+        if (rc == -1) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        if (rc == -2) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "cannot format value");
+            goto done;
+        }
+    }
+    res = PyObject_New(BufObject, &BufType);
+    if (res) {
+        res->p = b.p;
+        res->n = (Py_ssize_t)b.n;
+        b.p = NULL;
+    }
+done:
+    free(b.p);
+    for (Py_ssize_t i = 0; i < nbufs; i++)
+        if (bufs && bufs[i].obj) PyBuffer_Release(&bufs[i]);
+    if (keep)
+        for (Py_ssize_t k = 0; k < count; k++) Py_XDECREF(keep[k]);
+    free(keep);
+    free(bufs);
+    free(items);
+    free(lab);
+    Py_DECREF(fast);
+    return (PyObject *)res;
+}
+
 static PyMethodDef methods[] = {
     {"points", py_points, METH_VARARGS, "points(t int64, v float64) -> '[t,\"v\"],...' as Prometheus' JSON"},
     {"point", py_point, METH_VARARGS, "point(t int, v float) -> '[t,\"v\"]' as Prometheus' JSON"},
+    {"series", py_series, METH_VARARGS, "series(items, lo, hi, vector) -> Buf: items[lo:hi] as Prometheus' JSON"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -353,4 +680,15 @@ static struct PyModuleDef moddef = {
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__jsonfmt(void) { return PyModule_Create(&moddef); }
+PyMODINIT_FUNC PyInit__jsonfmt(void) {
+    if (PyType_Ready(&BufType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&moddef);
+    if (!m) return NULL;
+    Py_INCREF(&BufType);
+    if (PyModule_AddObject(m, "Buf", (PyObject *)&BufType) < 0) {
+        Py_DECREF(&BufType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -3,17 +3,25 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from typing import Optional
 
 import numpy as np
 
 try:  # the C kernel writes matrix points; the Python below is the reference and the fallback
     from ._jsonfmt import point as _c_point
     from ._jsonfmt import points as _c_points
+    from ._jsonfmt import series as _c_series
 except ImportError:  # pragma: no cover - an unbuilt source tree
-    _c_point = _c_points = None
+    _c_point = _c_points = _c_series = None
 
-__all__ = ["format_float", "format_scalar_float", "format_timestamp", "result_json", "response_json"]
+__all__ = ["format_float", "format_scalar_float", "format_timestamp", "result_json", "result_pieces",
+           "response_json"]
+
+_HALF_POINTS = 200_000  # results with more points are written by two threads, half each
+_second_writer: Optional[ThreadPoolExecutor] = None
 
 
 def _fixed(f: float) -> str:
@@ -143,6 +151,58 @@ def _f8(a) -> np.ndarray:
 
 def result_json(result) -> str:
     """The ``data`` object: ``{"resultType":..., "result":...}`` for a :class:`~pythanos.promql.engine.Result`."""
+    return b"".join(result_pieces(result)).decode()
+
+
+def result_pieces(result) -> list:
+    """:func:`result_json` as a list of bytes-like pieces, to be written one after another.
+
+    Big vectors and matrices are written by the C kernel straight into buffers that go to the
+    socket as they are (an 80 MB answer is never copied into a str and back); above
+    ``_HALF_POINTS`` points a second thread writes the second half at the same time."""
+    rt = result.type
+    if rt in ("vector", "matrix") and _c_series is not None:
+        items = result.value
+        try:
+            body = _series_pieces(items, rt == "vector")
+        except (TypeError, BufferError):  # not str label pairs or int64/float64 arrays: the Python writer
+            body = None
+        if body is not None:
+            return [f'{{"resultType":"{rt}","result":['.encode(), *body, b"]}"]
+    return [_result_json_py(result).encode()]
+
+
+def _series_pieces(items: list, vector: bool) -> list:
+    n = len(items)
+    points = n if vector else sum(len(s.t) for s in items)
+    if points < _HALF_POINTS or n < 2:
+        return [_c_series(items, 0, n, vector)]
+    # split where half of the points are, so both threads take about as long
+    half, acc, mid = points // 2, 0, n // 2
+    if not vector:
+        for i, s in enumerate(items):
+            acc += len(s.t)
+            if acc >= half:
+                mid = max(1, min(n - 1, i + 1))
+                break
+    fut = _writer().submit(_c_series, items, mid, n, vector)
+    first = _c_series(items, 0, mid, vector)
+    return [first, b",", fut.result()]
+
+
+_writer_lock = threading.Lock()
+
+
+def _writer() -> ThreadPoolExecutor:
+    global _second_writer
+    with _writer_lock:
+        if _second_writer is None:
+            _second_writer = ThreadPoolExecutor(1, thread_name_prefix="json-writer")
+        return _second_writer
+
+
+def _result_json_py(result) -> str:
+    """The reference writer (and the one for scalars and strings)."""
     rt = result.type
     if rt == "scalar":
         t, v = result.value

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from .. import __version__
 from ..promql import Engine, PromQLError
-from ..promql.format import result_json
+from ..promql.format import result_pieces
 from .params import (MAX_TIME_MS, MIN_TIME_MS, ApiError, first, now_ms, parse_bool, parse_duration, parse_limit,
                      parse_selector, parse_time)
 from .proxy import Proxy, StoreFetchError
@@ -48,6 +48,34 @@ def envelope(data_json: Optional[str] = None, *, error: Optional[ApiError] = Non
     if warnings:
         parts.append('"warnings":[' + ",".join(_jstr(w) for w in warnings) + "]")
     return ",".join(parts) + "}"
+
+
+def envelope_pieces(data: list, warnings: Sequence[str] = ()) -> list:
+    """:func:`envelope` of a success whose data is already a list of bytes-like pieces."""
+    tail = b"}"
+    if warnings:
+        tail = (',"warnings":[' + ",".join(_jstr(w) for w in warnings) + "]}").encode()
+    return [b'{"status":"success","data":', *data, tail]
+
+
+WRITE_SLICE = 1 << 20  # big answers go out in slices, each straight from the writer's buffer
+
+
+async def _stream(request: web.Request, pieces: list) -> web.StreamResponse:
+    """A 200 JSON answer made of pieces: small ones joined, big ones written slice by slice."""
+    total = sum(len(p) for p in pieces)
+    headers = {"Content-Type": "application/json"}
+    if total <= WRITE_SLICE:
+        return web.Response(body=b"".join(pieces), headers=headers)
+    resp = web.StreamResponse(headers=headers)
+    resp.content_length = total
+    await resp.prepare(request)
+    for p in pieces:
+        mv = memoryview(p)
+        for i in range(0, len(mv), WRITE_SLICE):
+            await resp.write(mv[i:i + WRITE_SLICE])
+    await resp.write_eof()
+    return resp
 
 
 def _json(value) -> str:
@@ -90,11 +118,13 @@ class QueryAPI:
         app.router.add_get(p + "/status/buildinfo", self._wrap(self.buildinfo))
 
     # -- plumbing --
-    def _wrap(self, fn: Callable[[web.Request, dict], Awaitable[tuple[str, list]]]):
+    def _wrap(self, fn: Callable[[web.Request, dict], Awaitable[tuple["str | list", list]]]):
         async def handler(request: web.Request) -> web.Response:
             params = await _params(request)
             try:
                 data, warnings = await fn(request, params)
+                if isinstance(data, list):
+                    return await _stream(request, envelope_pieces(data, warnings))
                 body, status = envelope(data, warnings=warnings), 200
             except ApiError as e:
                 body, status = envelope(error=e), e.status
@@ -163,11 +193,15 @@ class QueryAPI:
             finally:
                 self.in_flight -= 1
 
-    def _query_data(self, result) -> str:
-        return result_json(result)[:-1] + ',"analysis":{}}'
+    async def _query_data(self, result) -> list:
+        """The query's data as bytes pieces, written in a worker thread (big answers take a while)."""
+        pieces = await asyncio.get_running_loop().run_in_executor(None, result_pieces, result)
+        last = bytes(pieces[-1])
+        assert last.endswith(b"}")
+        return pieces[:-1] + [last[:-1] + b',"analysis":{}}']
 
     # -- handlers --
-    async def query(self, request: web.Request, params) -> tuple[str, list]:
+    async def query(self, request: web.Request, params) -> tuple[list, list]:
         ts = _time_param(params, "time", now_ms())
         timeout = self._timeout(params)
         opts = self._options(params, instant=True)
@@ -176,9 +210,9 @@ class QueryAPI:
         _check_parse(q, self.cfg.experimental_functions)
         qa = StoreQueryable(self.proxy, asyncio.get_running_loop(), opts, timeout=timeout)
         res = await self._run(lambda: self.engine.instant(q, ts, qa, lookback_delta_ms=lookback), qa, timeout)
-        return self._query_data(res), _warnings(qa, res)
+        return await self._query_data(res), _warnings(qa, res)
 
-    async def query_range(self, request: web.Request, params) -> tuple[str, list]:
+    async def query_range(self, request: web.Request, params) -> tuple[list, list]:
         start = _time_value(first(params, "start"))
         end = _time_value(first(params, "end"))
         if end < start:
@@ -205,7 +239,7 @@ class QueryAPI:
         qa = StoreQueryable(self.proxy, asyncio.get_running_loop(), opts, timeout=timeout)
         res = await self._run(lambda: self.engine.range(q, start, end, step, qa, lookback_delta_ms=lookback),
                               qa, timeout)
-        return self._query_data(res), _warnings(qa, res)
+        return await self._query_data(res), _warnings(qa, res)
 
     def _meta_range(self, params) -> tuple[int, int]:
         """Thanos wraps these errors twice, so their text starts with the type: "bad_data: ..."."""
