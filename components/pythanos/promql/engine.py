@@ -68,7 +68,9 @@ class Queryable(Protocol):
         a list of (labels: sorted tuple of (name, value), t: int64 ndarray, v: float64 ndarray).
 
         May block (a remote fan-out); the engine calls it from its own worker threads, several
-        selectors of one query concurrently.  Samples outside [mint_ms, maxt_ms] are tolerated."""
+        selectors of one query concurrently.  Samples outside [mint_ms, maxt_ms] are tolerated.
+        A returned list may carry ``stale_free = True``: no value is a staleness marker (the
+        engine then skips its per-series check)."""
 
 
 class MemoryQueryable:
@@ -468,12 +470,14 @@ class Engine:
         if isinstance(node, (pp.MatrixSelector, pp.SubqueryExpr)):
             ra = ev.range_arg(node, ts)
             out = []
-            for k, (labels, t, v) in enumerate(ra.series):
-                lo, hi = ra.lo[k][0], ra.hi[k][0]
+            sub = isinstance(node, pp.SubqueryExpr)
+            # views, not copies: selections are the querier's own arrays (its decode pool keeps a
+            # buffer from reuse while any view of it is alive)
+            for (labels, t, v), lo, hi in zip(ra.series, ra.lo[:, 0].tolist(), ra.hi[:, 0].tolist()):
                 if hi > lo:
-                    if _has_dropped(labels):  # a subquery over a name-dropping expression
+                    if sub and _has_dropped(labels):  # a subquery over a name-dropping expression
                         labels = _drop_name(labels)
-                    out.append(Series(labels, t[lo:hi].copy(), v[lo:hi].copy()))
+                    out.append(Series(labels, t[lo:hi], v[lo:hi]))
             out.sort(key=lambda s: s.labels)
             return Result("matrix", out, ctx.warnings, ctx.infos)
         val = ev.eval(node, ts)
@@ -692,13 +696,16 @@ class _Evaluator:
             rng = _ms(n.range)
             te = self._eff_times(vs, ts)
             found = self.select(n, _matchers(vs), int(te.min()) - rng + 1, int(te.max()), rng)
-            series = []
-            for lab, t, v in found:
-                st = is_stale_nan(v)
-                if st.any():
-                    t, v = t[~st], v[~st]
-                if len(t):
-                    series.append((lab, t, v))
+            if getattr(found, "stale_free", False):
+                series = [x for x in found if len(x[1])]
+            else:
+                series = []
+                for lab, t, v in found:
+                    st = is_stale_nan(v)
+                    if st.any():
+                        t, v = t[~st], v[~st]
+                    if len(t):
+                        series.append((lab, t, v))
         elif isinstance(n, pp.SubqueryExpr):
             rng = _ms(n.range)
             step = _ms(n.step) if n.step is not None else self.ctx.sub_step

@@ -67,6 +67,9 @@ class _Metrics:
 
 
 def run(config: QueryConfig) -> int:
+    from ..runtime import tune_gc
+
+    tune_gc()
     return asyncio.run(serve(config))
 
 

@@ -270,6 +270,9 @@ async def _validate_flags(prom, cfg: SidecarConfig) -> None:
 
 def run(config: SidecarConfig) -> int:
     """Run the sidecar until SIGTERM/SIGINT; the process exit code."""
+    from ..runtime import tune_gc
+
+    tune_gc()
     return asyncio.run(serve(config))
 
 
