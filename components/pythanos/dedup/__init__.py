@@ -38,6 +38,7 @@ __all__ = [
     "FUNCS",
     "INITIAL_PENALTY_MS",
     "apply_counter_resets",
+    "counter_resets_inplace",
     "dedup_chunks",
     "dedup_samples",
     "split_replicas",
@@ -84,6 +85,13 @@ def apply_counter_resets(t: np.ndarray, v: np.ndarray) -> Replica:
     vo = np.empty(len(t), _F8)
     n = _dedup.counter_resets(t, v, to, vo)
     return to[:n], vo[:n]
+
+
+def counter_resets_inplace(t: np.ndarray, v: np.ndarray) -> int:
+    """:func:`apply_counter_resets` written over its own input (contiguous, writable int64 and
+    float64 views); returns how many samples remain at the front. Safe because the kernel
+    writes sample ``m`` only after reading sample ``i >= m``."""
+    return _dedup.counter_resets(t, v, t, v)
 
 
 def _bound(t: np.ndarray, v: np.ndarray, mint: Optional[int], maxt: Optional[int]) -> Replica:

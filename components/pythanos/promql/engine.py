@@ -194,6 +194,21 @@ class _DroppedName(str):
 _DROPPED = _DroppedName(NAME)
 
 
+def _without_stale(found) -> list:
+    """A selection's series without staleness markers (a range vector never holds them), and
+    without the series left empty."""
+    if getattr(found, "stale_free", False):
+        return [x for x in found if len(x[1])]
+    series = []
+    for lab, t, v in found:
+        st = is_stale_nan(v)
+        if st.any():
+            t, v = t[~st], v[~st]
+        if len(t):
+            series.append((lab, t, v))
+    return series
+
+
 def _drop_name(labels: tuple, delayed: bool = False) -> tuple:
     """Remove ``__name__`` now, or with delayed name removal mark it for removal at the end."""
     if delayed:
@@ -660,12 +675,16 @@ class _Evaluator:
         lb = self.ctx.lookback
         S = len(ts)
         found = self.select(n, _matchers(n), int(te.min()) - lb + 1, int(te.max()), 0)
-        N = len(found)
+        N = len(found)  # at most this many series come (a lazy selection skips empty ones)
         V = np.empty((N, S), dtype=np.float64)
         P = np.empty((N, S), dtype=bool)
         T = np.empty((N, S), dtype=np.int64) if with_ts else None
         cut = te - lb
-        for i, (lab, t, v) in enumerate(found):
+        labels = []
+        i = 0
+        # one pass: a lazy selection decodes batch by batch while this reads it
+        for lab, t, v in found:
+            labels.append(lab)
             idx = np.searchsorted(t, te, "right")
             idx -= 1
             ok = P[i]
@@ -678,8 +697,13 @@ class _Evaluator:
                 ok &= ~is_stale_nan(V[i])
             if with_ts:
                 T[i] = tt
+            i += 1
+        if i < N:
+            V, P = V[:i], P[:i]
+            if with_ts:
+                T = T[:i]
         keep = P.any(axis=1)
-        labels = [lab for (lab, _, _), k in zip(found, keep) if k]
+        labels = [lab for lab, k in zip(labels, keep) if k]
         if not keep.all():
             V, P = V[keep], P[keep]
             if with_ts:
@@ -689,6 +713,30 @@ class _Evaluator:
             return VS(labels, V, P), T
         return VS(labels, V, P)
 
+    def range_arg_parts(self, n, ts):
+        """:meth:`range_arg` in parts of consecutive series, one per batch of a lazy selection,
+        for callers that are done with a part before they take the next (range functions):
+        then only one batch of samples is decoded at a time."""
+        n = _unparen(n)
+        found = None
+        if isinstance(n, pp.MatrixSelector):
+            vs = n.vector_selector
+            rng = _ms(n.range)
+            te = self._eff_times(vs, ts)
+            found = self.select(n, _matchers(vs), int(te.min()) - rng + 1, int(te.max()), rng)
+        if found is None or not hasattr(found, "batches"):
+            yield self.range_arg(n, ts) if found is None else self._range_bounds(_without_stale(found), te, rng, n)
+            return
+        it = found.batches()
+        while True:
+            batch = next(it, None)
+            if batch is None:
+                return
+            ra = self._range_bounds(_without_stale(batch), te, rng, n)
+            del batch
+            yield ra
+            del ra
+
     def range_arg(self, n, ts) -> RangeArg:
         n = _unparen(n)
         if isinstance(n, pp.MatrixSelector):
@@ -696,16 +744,10 @@ class _Evaluator:
             rng = _ms(n.range)
             te = self._eff_times(vs, ts)
             found = self.select(n, _matchers(vs), int(te.min()) - rng + 1, int(te.max()), rng)
-            if getattr(found, "stale_free", False):
-                series = [x for x in found if len(x[1])]
+            if hasattr(found, "batches"):
+                series = [x for batch in found.batches() for x in _without_stale(batch)]
             else:
-                series = []
-                for lab, t, v in found:
-                    st = is_stale_nan(v)
-                    if st.any():
-                        t, v = t[~st], v[~st]
-                    if len(t):
-                        series.append((lab, t, v))
+                series = _without_stale(found)
         elif isinstance(n, pp.SubqueryExpr):
             rng = _ms(n.range)
             step = _ms(n.step) if n.step is not None else self.ctx.sub_step
@@ -731,11 +773,17 @@ class _Evaluator:
                         series.append((lab, inner_ts[p], val.V[i][p]))
         else:
             raise ExecutionError("expected a range vector")
+        return self._range_bounds(series, te, rng, n)
+
+    def _range_bounds(self, series: list, te, rng: int, n) -> RangeArg:
+        """Each step's window ``(te - rng, te]`` as index bounds into every series' samples
+        (int32 when every series is shorter than 2^31 samples: half the memory)."""
         S = len(te)
-        both = np.empty((len(series), 2 * S), dtype=np.int64)
+        longest = max((len(t) for _, t, _ in series), default=0)
+        both = np.empty((len(series), 2 * S), dtype=np.int32 if longest < 2**31 - 1 else np.int64)
         bounds = np.concatenate([te - rng, te])
         for k, (lab, t, v) in enumerate(series):
             both[k] = np.searchsorted(t, bounds, "right")
         los, his = both[:, :S], both[:, S:]
-        self.count_samples(int(his.sum()) - int(los.sum()))
+        self.count_samples(int(his.sum(dtype=np.int64)) - int(los.sum(dtype=np.int64)))
         return RangeArg(series, los, his, te, rng, n)

@@ -702,12 +702,17 @@ def call(ev, n, ts):
     if name in _RANGE_FUNCS:
         mi = 1 if name == "quantile_over_time" else 0
         extra = [_scalar_arg(ev, a, ts) for i, a in enumerate(args) if i != mi]
-        ra = ev.range_arg(args[mi], ts)
         if name == "absent_over_time":
+            ra = ev.range_arg(args[mi], ts)
             anyp = (ra.hi > ra.lo).any(axis=0) if len(ra.series) else np.zeros(S, bool)
             labels = _absent_labels(args[0])
             return VS([labels], np.ones((1, S)), ~anyp[None, :])
-        return _range_func(name, ra, extra, ts, ev.delayed)
+        parts = [_range_func(name, ra, extra, ts, ev.delayed) for ra in ev.range_arg_parts(args[mi], ts)]
+        if len(parts) == 1:
+            return parts[0]
+        # series of one part never clash with another's before names are dropped; after, they may
+        return _check_dupes(VS([lab for p in parts for lab in p.labels], np.concatenate([p.V for p in parts]),
+                               np.concatenate([p.P for p in parts])))
     if name == "time":
         return SC(ts / 1000.0)
     if name == "pi":

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..dedup import COUNTER_FUNCS, COUNTER_RESET_FUNCS, apply_counter_resets, dedup_chunks
+from ..dedup import COUNTER_FUNCS, COUNTER_RESET_FUNCS, counter_resets_inplace, dedup_chunks
 from ..promql.engine import STALE_NAN_BITS
 from ..promql.errors import ExecutionError, PromQLError, QueryTimeoutError
 from ..tsdb.chunkenc import decode_xor_many, decode_xor_many_into
@@ -89,10 +89,8 @@ def to_samples(series: dict, sources: dict, mint: int, maxt: int, o: QueryOption
                 raise ExecutionError(f"native histogram chunks are not supported yet (series {_fmt(lbls)})")
     resets = func in COUNTER_RESET_FUNCS
     if not o.deduplicating and all(n == 1 for n in sources.values()):
-        # the common case, one source per label set: everything in one C decode, already in order
-        out = _decode_single(list(series.items()), mint, maxt, counter_resets=resets)
-        out.sort(key=_first)  # Thanos' proxy merges stores in label order; topk/bottomk ties depend on it
-        return out
+        # the common case, one source per label set: decoded batch by batch as the engine reads
+        return LazySelection(list(series.items()), mint, maxt, counter_resets=resets)
     out = _Selected()
     single: list = []  # (labels, chunks) decoded together
     for lbls, chunks in series.items():
@@ -173,50 +171,97 @@ _POOL = _SamplePool()
 
 
 def _decode_single(items: list, mint: int, maxt: int, counter_resets: bool = False) -> list:
-    """All single-source series in one C decode; chunks of a series are in time order.
+    """All of ``items`` decoded at once (see :class:`LazySelection`), in label order."""
+    return list(LazySelection(items, mint, maxt, counter_resets=counter_resets))
 
-    ``counter_resets``: under rate/increase/irate/resets/xrate/xincrease Thanos reads raw
-    chunks as running totals (``aggrsFromFunc`` -> COUNTER -> ``ApplyCounterResetsIterator``)
-    even without de-duplication, before cutting to the selection; so do we."""
-    datas = [c[3] for _, chunks in items for c in chunks]
-    per_series = np.fromiter((len(chunks) for _, chunks in items), np.int64, len(items))
-    lengths = np.fromiter(map(len, datas), np.int64, len(datas))
-    offsets = np.zeros(len(datas), np.int64)
-    if len(datas) > 1:
-        np.cumsum(lengths[:-1], out=offsets[1:])
-    buf = b"".join(datas)
-    del datas
-    # the 2-byte big-endian sample count heading every XOR chunk gives the total up front
-    raw = np.frombuffer(buf, np.uint8)
-    ok = lengths >= 2
-    total = int((raw[offsets[ok]].astype(np.int64) << 8 | raw[offsets[ok] + 1]).sum()) if ok.any() else 0
-    if total >= _SamplePool.MIN_SAMPLES:
-        t_out, v_out = _POOL.acquire(total)
-        counts, n = decode_xor_many_into(buf, offsets, lengths, t_out, v_out)
-        t, v = t_out[:n], v_out[:n]
-        del t_out, v_out
-    else:
-        counts, t, v = decode_xor_many(buf, offsets, lengths)
-    del buf, raw
-    # sample bounds of each series (chunk bounds mapped through the sample counts)
-    sample_at_chunk = np.r_[0, np.cumsum(counts)]
-    bounds = sample_at_chunk[np.r_[0, np.cumsum(per_series)]]
-    out = _Selected()
-    # one pass over all samples instead of one per series in the engine
-    out.stale_free = not bool((v.view(np.uint64) == STALE_NAN_BITS).any())
-    if counter_resets:
-        for i, (lbls, _) in enumerate(items):
-            ts, vs = apply_counter_resets(t[bounds[i]:bounds[i + 1]], v[bounds[i]:bounds[i + 1]])
-            lo = int(np.searchsorted(ts, mint, "left"))
-            hi = int(np.searchsorted(ts, maxt, "right"))
-            if hi > lo:
-                out.append((lbls, ts[lo:hi], vs[lo:hi]))
+
+BATCH_SAMPLES = 1 << 22  # decoded samples per batch: 64 MB of int64 + float64
+
+
+class LazySelection:
+    """Single-source series of one selection, decoded batch by batch as they are read.
+
+    Only the compressed chunks are kept (one joined buffer, the labels sorted as Thanos' proxy
+    merges them; topk/bottomk ties depend on that order). Iterating yields ``(labels, t, v)``
+    with the samples in ``[mint, maxt]``; :meth:`batches` yields the same as lists of about
+    :data:`BATCH_SAMPLES` samples, so an engine that is done with one batch before it asks for
+    the next never holds the whole selection decoded: a day of 10k series is 0.9 GB as arrays
+    and about 25 MB as chunks. ``counter_resets``: under rate/increase/irate/resets/xrate/xincrease
+    Thanos reads raw chunks as running totals (``aggrsFromFunc`` -> COUNTER ->
+    ``ApplyCounterResetsIterator``) even without de-duplication, before cutting to the
+    selection; so do we, in place in the decode buffer."""
+
+    stale_free = False  # unknown for the whole selection; each batch says
+
+    def __init__(self, items: list, mint: int, maxt: int, *, counter_resets: bool = False) -> None:
+        items = sorted(items, key=_first)
+        self.mint, self.maxt, self.counter_resets = mint, maxt, counter_resets
+        self.labels = [lbls for lbls, _ in items]
+        datas = [c[3] for _, chunks in items for c in chunks]
+        per_series = np.fromiter((len(chunks) for _, chunks in items), np.int64, len(items))
+        self.lengths = np.fromiter(map(len, datas), np.int64, len(datas))
+        self.offsets = np.zeros(len(datas), np.int64)
+        if len(datas) > 1:
+            np.cumsum(self.lengths[:-1], out=self.offsets[1:])
+        self.buf = b"".join(datas)
+        del datas
+        # the 2-byte big-endian sample count heading every XOR chunk sizes each batch up front
+        raw = np.frombuffer(self.buf, np.uint8)
+        heads = np.zeros(len(self.lengths), np.int64)
+        ok = self.lengths >= 2
+        heads[ok] = raw[self.offsets[ok]].astype(np.int64) << 8 | raw[self.offsets[ok] + 1]
+        self.chunk_at = np.r_[0, np.cumsum(per_series)].astype(np.int64)  # series -> first chunk
+        self.samples_at = np.r_[0, np.cumsum(heads)][self.chunk_at]  # series -> samples before it
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self):
+        it = self.batches()
+        while True:
+            batch = next(it, None)
+            if batch is None:
+                return
+            yield from batch
+            del batch  # the next batch may then reuse this one's buffer
+
+    def batches(self, max_samples: int = BATCH_SAMPLES):
+        n = len(self.labels)
+        a = 0
+        while a < n:
+            b = int(np.searchsorted(self.samples_at, self.samples_at[a] + max_samples, "right")) - 1
+            b = min(max(b, a + 1), n)
+            yield self._decode(a, b)
+            a = b
+
+    def _decode(self, a: int, b: int) -> "_Selected":
+        ca, cb = int(self.chunk_at[a]), int(self.chunk_at[b])
+        offsets, lengths = self.offsets[ca:cb], self.lengths[ca:cb]
+        total = int(self.samples_at[b] - self.samples_at[a])
+        if total >= _SamplePool.MIN_SAMPLES:
+            t_out, v_out = _POOL.acquire(total)
+            counts, n = decode_xor_many_into(self.buf, offsets, lengths, t_out, v_out)
+            t, v = t_out[:n], v_out[:n]
+            del t_out, v_out
+        else:
+            counts, t, v = decode_xor_many(self.buf, offsets, lengths)
+        sample_at_chunk = np.r_[0, np.cumsum(counts)]
+        bounds = sample_at_chunk[self.chunk_at[a:b + 1] - ca]
+        starts, ends = bounds[:-1], bounds[1:]
+        out = _Selected()
+        if self.counter_resets:
+            ends = starts.copy()
+            for i, (s, e) in enumerate(zip(starts.tolist(), bounds[1:].tolist())):
+                ends[i] = s + counter_resets_inplace(t[s:e], v[s:e])
+            out.stale_free = True  # the running totals drop every NaN
+        else:
+            # one pass over the batch instead of one per series in the engine
+            out.stale_free = not bool((v.view(np.uint64) == STALE_NAN_BITS).any())
+        # each series cut to [mint, maxt] (its samples are in time order), all bisected at once
+        lo = search_many(t, starts, ends, self.mint, right=False)
+        hi = search_many(t, starts, ends, self.maxt, right=True)
+        out.extend((lbls, t[x:y], v[x:y]) for lbls, x, y in zip(self.labels[a:b], lo.tolist(), hi.tolist()) if y > x)
         return out
-    # each series cut to [mint, maxt] (its samples are in time order), all series bisected at once
-    lo = search_many(t, bounds[:-1], bounds[1:], mint, right=False)
-    hi = search_many(t, bounds[:-1], bounds[1:], maxt, right=True)
-    out.extend((lbls, t[a:b], v[a:b]) for (lbls, _), a, b in zip(items, lo.tolist(), hi.tolist()) if b > a)
-    return out
 
 
 def search_many(t: np.ndarray, starts: np.ndarray, ends: np.ndarray, x: int, *, right: bool) -> np.ndarray:
