@@ -264,3 +264,30 @@ def test_window_order_statistics_match_a_per_window_reference(monkeypatch):
                 continue
             want = f(w)
             assert (math.isnan(want) and math.isnan(got[T])) or got[T] == want, (query, T, got[T], want)
+
+
+def test_aggregation_by_blocks_of_steps_equals_whole():
+    """Big vectors are aggregated a block of steps at a time; every block size gives the same
+    groups, presence and values (sum and avg to the last bits only: their compensation is chosen
+    per block)."""
+    from pythanos.promql import functions as fn
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        N, S = int(rng.integers(1, 40)), int(rng.integers(1, 30))
+        V = rng.standard_normal((N, S)) * 10.0 ** rng.integers(-3, 15, (N, 1))
+        V[rng.random((N, S)) < 0.05] = np.nan
+        V[rng.random((N, S)) < 0.02] = np.inf
+        P = rng.random((N, S)) < 0.8
+        ids = rng.integers(0, 5, N)
+        B = int(rng.integers(1, S + 1))
+        for op in ("sum", "count", "group", "avg", "min", "max", "stddev", "stdvar"):
+            whole = fn._agg_steps(op, V, P, ids, 5)
+            parts = [fn._agg_steps(op, V[:, a:a + B], P[:, a:a + B], ids, 5) for a in range(0, S, B)]
+            out = np.concatenate([p[0] for p in parts], axis=1)
+            assert np.array_equal(parts[0][2], whole[2])
+            assert np.array_equal(np.concatenate([p[1] for p in parts], axis=1), whole[1])
+            if op in ("sum", "avg"):
+                # plain summation is used only where |sum| > sum|v| / 1e4: at most ~N eps 1e4 apart
+                np.testing.assert_allclose(out, whole[0], rtol=1e-10, atol=0)
+            else:
+                assert np.array_equal(out, whole[0], equal_nan=True)

@@ -364,10 +364,28 @@ def aggregate(ev, n, ts):
     if ev.delayed:
         order = _group_drop_flags(order, ids, vec.labels)
     G = len(order)
-    P = vec.P
-    Vz = np.where(P, vec.V, 0.0)
-    cnt, gids = _seg_reduce(np.add, P.astype(np.float64), ids, G)
+    # steps are independent: big vectors are aggregated a block of steps at a time, so the
+    # temporaries stay at a few MB instead of several copies of the whole (series x steps) input
+    block = max(1, _AGG_BLOCK_CELLS // N)
+    if S <= block:
+        out, present, gids = _agg_steps(op, vec.V, vec.P, ids, G)
+    else:
+        parts = [_agg_steps(op, vec.V[:, a:a + block], vec.P[:, a:a + block], ids, G) for a in range(0, S, block)]
+        gids = parts[0][2]
+        out = np.concatenate([p[0] for p in parts], axis=1)
+        present = np.concatenate([p[1] for p in parts], axis=1)
     labels = [order[g] for g in gids]
+    return VS(labels, out, present)
+
+
+_AGG_BLOCK_CELLS = 1 << 21
+
+
+def _agg_steps(op, V, P, ids, G):
+    """(values, present, group ids in row order) of sum/count/group/avg/min/max/stddev/stdvar
+    over the columns given."""
+    Vz = np.where(P, V, 0.0)
+    cnt, gids = _seg_reduce(np.add, P.astype(np.float64), ids, G)
     present = cnt > 0
     with np.errstate(**_np_err):
         if op == "sum":
@@ -381,23 +399,22 @@ def aggregate(ev, n, ts):
             out = s / cnt
             bad = np.isinf(out)
             if bad.any():
-                fin, _ = _seg_reduce(np.add, np.where(P, np.isinf(vec.V), False).astype(np.float64), ids, G)
-                c_row = cnt[np.searchsorted(gids, ids)] if False else None
-                cnt_by_gid = np.zeros((G, S))
+                fin, _ = _seg_reduce(np.add, np.where(P, np.isinf(V), False).astype(np.float64), ids, G)
+                cnt_by_gid = np.zeros((G, V.shape[1]))
                 cnt_by_gid[gids] = cnt
-                alt, _ = _seg_reduce(np.add, np.where(P, vec.V / cnt_by_gid[ids], 0.0), ids, G)
+                alt, _ = _seg_reduce(np.add, np.where(P, V / cnt_by_gid[ids], 0.0), ids, G)
                 fix = bad & (fin == 0)
                 out = np.where(fix, alt, out)
         elif op in ("min", "max"):
-            Vn = np.where(P, vec.V, np.nan)
+            Vn = np.where(P, V, np.nan)
             out, _ = _seg_reduce(np.fmin if op == "min" else np.fmax, Vn, ids, G)
         elif op in ("stddev", "stdvar"):
-            out = _welford_seg(vec.V, P, ids) / cnt
+            out = _welford_seg(V, P, ids) / cnt
             if op == "stddev":
                 out = np.sqrt(out)
         else:
             raise ExecutionError(f"unsupported aggregation {op!r}")
-    return VS(labels, np.asarray(out, dtype=np.float64), present)
+    return np.asarray(out, dtype=np.float64), present, gids
 
 
 def _group_drop_flags(order, ids, labels):
