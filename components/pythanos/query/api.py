@@ -70,11 +70,14 @@ async def _stream(request: web.Request, pieces: list) -> web.StreamResponse:
     resp = web.StreamResponse(headers=headers)
     resp.content_length = total
     await resp.prepare(request)
-    for p in pieces:
-        mv = memoryview(p)
-        for i in range(0, len(mv), WRITE_SLICE):
-            await resp.write(mv[i:i + WRITE_SLICE])
-    await resp.write_eof()
+    try:
+        for p in pieces:
+            mv = memoryview(p)
+            for i in range(0, len(mv), WRITE_SLICE):
+                await resp.write(mv[i:i + WRITE_SLICE])
+        await resp.write_eof()
+    except ConnectionResetError:  # the client went away mid-answer: nothing left to tell it
+        log.debug("client closed the connection during the answer", extra={"path": request.path})
     return resp
 
 
