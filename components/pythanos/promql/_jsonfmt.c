@@ -34,13 +34,13 @@
 typedef struct {
     char *p;
     size_t n, cap;
-} buf;
+} buf; /* malloc-backed, so it can grow without the GIL */
 
 static int grow(buf *b, size_t need) {
     if (b->n + need <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 4096;
     while (cap < b->n + need) cap *= 2;
-    char *np = PyMem_Realloc(b->p, cap);
+    char *np = realloc(b->p, cap);
     if (!np) return -1;
     b->p = np;
     b->cap = cap;
@@ -296,14 +296,14 @@ static PyObject *py_points(PyObject *self, PyObject *args) {
             vl = go_float(v[i], val);
             if (vl < 0) {
                 if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "cannot format value");
-                PyMem_Free(b.p);
+                free(b.p);
                 goto done;
             }
             prev_bits = bits;
             have_prev = 1;
         }
         if (grow(&b, POINT_MAX)) {
-            PyMem_Free(b.p);
+            free(b.p);
             PyErr_NoMemory();
             goto done;
         }
@@ -321,7 +321,7 @@ static PyObject *py_points(PyObject *self, PyObject *args) {
     }
     res = PyUnicode_New((Py_ssize_t)b.n, 127);
     if (res && b.n) memcpy(PyUnicode_DATA(res), b.p, b.n);
-    PyMem_Free(b.p);
+    free(b.p);
 done:
     PyBuffer_Release(&tb);
     PyBuffer_Release(&vb);
@@ -382,21 +382,6 @@ static PyTypeObject BufType = {
     .tp_doc = "Bytes written by series(), readable through the buffer protocol (memoryview, socket writes).",
 };
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-} cbuf; /* malloc-backed: grown without the GIL */
-
-static int cgrow(cbuf *b, size_t need) {
-    if (b->n + need <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 65536;
-    while (cap < b->n + need) cap *= 2;
-    char *np = realloc(b->p, cap);
-    if (!np) return -1;
-    b->p = np;
-    b->cap = cap;
-    return 0;
-}
 
 typedef struct {
     const char *s;
@@ -416,8 +401,8 @@ static const char HEX[] = "0123456789abcdef";
 
 /* A JSON string as _jstr writes it: json.dumps(s, ensure_ascii=False) (\" \\ \b \f \n \r \t,
  * other control characters as \u00xx, everything else as UTF-8) then <>& as \u003c \u003e \u0026. */
-static int put_jstr(cbuf *b, const char *s, Py_ssize_t n) {
-    if (cgrow(b, (size_t)n * 6 + 2)) return -1;
+static int put_jstr(buf *b, const char *s, Py_ssize_t n) {
+    if (grow(b, (size_t)n * 6 + 2)) return -1;
     char *o = b->p + b->n;
     *o++ = '"';
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -448,8 +433,8 @@ static int put_jstr(cbuf *b, const char *s, Py_ssize_t n) {
     return 0;
 }
 
-static inline int put(cbuf *b, const char *s, size_t n) {
-    if (cgrow(b, n)) return -1;
+static inline int put(buf *b, const char *s, size_t n) {
+    if (grow(b, n)) return -1;
     memcpy(b->p + b->n, s, n);
     b->n += n;
     return 0;
@@ -476,7 +461,7 @@ static int go_float_nogil(double f, char *out, PyThreadState **ts) {
     return r;
 }
 
-static int write_items(cbuf *b, const item_ref *items, Py_ssize_t count, const str_ref *lab, int vector,
+static int write_items(buf *b, const item_ref *items, Py_ssize_t count, const str_ref *lab, int vector,
                        PyThreadState **ts) {
     char val[64];
     for (Py_ssize_t k = 0; k < count; k++) {
@@ -489,7 +474,7 @@ static int write_items(cbuf *b, const item_ref *items, Py_ssize_t count, const s
         }
         if (vector) {
             if (put(b, "},\"value\":[", 11)) return -1;
-            if (cgrow(b, POINT_MAX + 2)) return -1;
+            if (grow(b, POINT_MAX + 2)) return -1;
             char *o = b->p + b->n;
             o += ts_text(it->t1, o);
             *o++ = ',';
@@ -506,7 +491,7 @@ static int write_items(cbuf *b, const item_ref *items, Py_ssize_t count, const s
         if (put(b, "},\"values\":[", 12)) return -1;
         uint64_t prev_bits = 0;
         int have_prev = 0, vl = 0;
-        if (cgrow(b, (size_t)it->n * 24 + 2)) return -1;
+        if (grow(b, (size_t)it->n * 24 + 2)) return -1;
         for (Py_ssize_t i = 0; i < it->n; i++) {
             uint64_t bits;
             memcpy(&bits, &it->v[i], 8);
@@ -516,7 +501,7 @@ static int write_items(cbuf *b, const item_ref *items, Py_ssize_t count, const s
                 prev_bits = bits;
                 have_prev = 1;
             }
-            if (cgrow(b, POINT_MAX)) return -1;
+            if (grow(b, POINT_MAX)) return -1;
             char *o = b->p + b->n;
             if (i) *o++ = ',';
             *o++ = '[';
@@ -561,7 +546,7 @@ static PyObject *py_series(PyObject *self, PyObject *args) {
     str_ref *lab = NULL;
     Py_ssize_t nlab = 0, caplab = 0, nbufs = 0;
     BufObject *res = NULL;
-    cbuf b = {0};
+    buf b = {0};
     if (!items || !bufs || !keep) {
         PyErr_NoMemory();
         goto done;
