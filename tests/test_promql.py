@@ -248,7 +248,7 @@ def test_window_order_statistics_match_a_per_window_reference(monkeypatch):
 
     def ref_quantile(qq, w):
         w = np.concatenate([w[np.isnan(w)], np.sort(w[~np.isnan(w)])])
-        return fn._quantile(qq, w.tolist())
+        return _quantile_model(qq, w.tolist())
 
     ts = np.arange(0, 1800_001, 30_000)
     for query, f in (("quantile_over_time(0.3, g[2m])", lambda w: ref_quantile(0.3, w)),
@@ -291,3 +291,183 @@ def test_aggregation_by_blocks_of_steps_equals_whole():
                 np.testing.assert_allclose(out, whole[0], rtol=1e-10, atol=0)
             else:
                 assert np.array_equal(out, whole[0], equal_nan=True)
+
+
+def _bucket_quantile_model(q, les, counts):
+    """Prometheus' bucketQuantile for one step, written the plain way (present buckets only)."""
+    import math
+    if math.isnan(q):
+        return math.nan
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    if len(les) == 0 or not math.isinf(les[-1]) or les[-1] < 0:
+        return math.nan
+    ub, idx = np.unique(les, return_index=True)
+    les, counts = ub, np.add.reduceat(counts, idx)
+    if len(les) < 2:
+        return math.nan
+    counts = np.maximum.accumulate(np.where(np.isnan(counts), -np.inf, counts))
+    total = counts[-1]
+    if total == 0 or math.isnan(total):
+        return math.nan
+    rank = q * total
+    cand = np.nonzero(counts[:-1] >= rank)[0]
+    b = int(cand[0]) if len(cand) else len(les) - 1
+    if b == len(les) - 1:
+        return float(les[-2])
+    if b == 0 and les[0] <= 0:
+        return float(les[0])
+    start, end, cnt = 0.0, les[b], counts[b]
+    if b > 0:
+        start = les[b - 1]
+        cnt -= counts[b - 1]
+        rank -= counts[b - 1]
+    return float(start + (end - start) * (rank / cnt))
+
+
+def _quantile_model(q, vals):
+    """Prometheus' quantile of one step's values (sorted with NaNs first)."""
+    import math
+    if math.isnan(q):
+        return math.nan
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    n = len(vals)
+    rank = q * (n - 1)
+    lo = max(0, math.floor(rank))
+    hi = min(n - 1, lo + 1)
+    w = rank - math.floor(rank)
+    return vals[lo] * (1 - w) + vals[hi] * w
+
+
+def _same(a, b) -> bool:
+    return (a == b) or (np.isnan(a) and np.isnan(b))
+
+
+def test_histogram_quantile_all_steps_at_once_equals_per_step_model():
+    """Buckets present at some steps only, equal bounds, NaN and decreasing counts, bounds <= 0,
+    a missing +Inf bucket, q outside [0, 1] and NaN: every step as the one-step model says."""
+    from pythanos.promql import functions as fn
+    rng = np.random.default_rng(2)
+    for _ in range(400):
+        B, S = int(rng.integers(1, 8)), int(rng.integers(1, 12))
+        les = np.sort(rng.choice([-1.0, 0.0, 0.5, 1.0, 2.5, 5.0, 10.0, np.inf, np.inf], B))
+        if rng.random() < 0.8:
+            les[-1] = np.inf
+        C = np.cumsum(rng.integers(0, 5, (B, S)), axis=0).astype(np.float64)
+        C[rng.random((B, S)) < 0.1] = np.nan
+        C[rng.random((B, S)) < 0.1] -= 3  # non-monotonic
+        P = rng.random((B, S)) < 0.85
+        q = rng.choice([0.0, 0.1, 0.5, 0.9, 0.99, 1.0, -0.5, 1.5, np.nan], S)
+        out, anyp = fn._bucket_quantile_steps(q, les, C, P)
+        for c in range(S):
+            m = P[:, c]
+            assert anyp[c] == m.any()
+            if m.any():
+                with np.errstate(all="ignore"):  # the model computes NaN/Inf cases as Go does
+                    exp = _bucket_quantile_model(float(q[c]), les[m], C[m, c])
+                assert _same(out[c], exp), (les, C[:, c], m, q[c], out[c], exp)
+
+
+def test_quantile_aggregation_all_steps_at_once_equals_per_step_model():
+    from pythanos.promql import functions as fn
+    from pythanos.promql.engine import VS
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        N, S = int(rng.integers(1, 12)), int(rng.integers(1, 10))
+        V = rng.choice([-np.inf, -1.0, 0.0, 0.5, 2.0, 7.5, np.inf, np.nan], (N, S))
+        P = rng.random((N, S)) < 0.7
+        keys = [("g", str(int(rng.integers(0, 3)))) for _ in range(N)]
+        q = rng.choice([0.0, 0.25, 0.5, 0.9, 1.0, -1.0, 2.0, np.nan], S)
+        got = fn._quantile_agg(VS([((k,),) for k in keys], V, P), [(k,) for k in keys], q, S)
+        ids, order = fn._groups([(k,) for k in keys])
+        for g in range(len(order)):
+            rows = np.nonzero(ids == g)[0]
+            for c in range(S):
+                m = P[rows, c]
+                assert got.P[g, c] == m.any()
+                if m.any():
+                    vals = V[rows, c][m]
+                    nan = np.isnan(vals)
+                    srt = np.concatenate([vals[nan], np.sort(vals[~nan])]).tolist()
+                    assert _same(got.V[g, c], _quantile_model(float(q[c]), srt))
+
+
+def _ts_of_extreme_model(is_max, tw, vw):
+    import math
+    best, bt = vw[0], tw[0]
+    for f, tt in zip(vw, tw):
+        if (f >= best if is_max else f <= best) or math.isnan(best):
+            best, bt = f, tt
+    return bt / 1000.0
+
+
+def _des_model(w, a, b):
+    s0, s1, tr = 0.0, w[0], w[1] - w[0]
+    for i in range(1, len(w)):
+        x = a * w[i]
+        if i - 1 > 0:
+            tr = b * (s1 - s0) + (1 - b) * tr
+        y = (1 - a) * (s1 + tr)
+        s0, s1 = s1, x + y
+    return s1
+
+
+def test_window_walks_vectorised_equal_per_window_models(monkeypatch):
+    """ts_of_max/min_over_time and double_exponential_smoothing run over all windows at once
+    (step chunks included); each window equals Prometheus' per-window walk, bit for bit."""
+    from pythanos.promql import functions as fn
+    monkeypatch.setattr(fn, "_WINDOW_CELLS", 40)
+    rng = np.random.default_rng(9)
+    for _ in range(100):
+        n = int(rng.integers(1, 60))
+        t = np.cumsum(rng.integers(1, 5, n)).astype(np.int64) * 1000
+        v = rng.choice([np.nan, -np.inf, np.inf, 0.0, 1.0, 2.0, 3.5], n) if rng.random() < 0.5 else rng.standard_normal(n)
+        S = int(rng.integers(1, 30))
+        lo = np.sort(rng.integers(0, n, S))
+        cnt = np.minimum(rng.integers(0, 15, S), n - lo)
+        for is_max in (True, False):
+            got = fn._ts_of_extreme(is_max, t, v, lo, cnt)
+            for c in range(S):
+                if cnt[c]:
+                    exp = _ts_of_extreme_model(is_max, t[lo[c]:lo[c] + cnt[c]], v[lo[c]:lo[c] + cnt[c]].tolist())
+                    assert got[c] == exp
+        sf, tf = rng.uniform(0.05, 0.95, S), rng.uniform(0.05, 0.95, S)
+        ok = cnt >= 2
+        with np.errstate(all="ignore"):
+            got = fn._double_exponential_smoothing(v, lo, cnt, ok, sf, tf)
+            for c in range(S):
+                if ok[c]:
+                    exp = _des_model(v[lo[c]:lo[c] + cnt[c]].tolist(), float(sf[c]), float(tf[c]))
+                    assert _same(got[c], exp)
+    with pytest.raises(Exception, match=r"invalid trend factor. Expected: 0 < tf < 1, got: 1.500000"):
+        fn._double_exponential_smoothing(np.ones(4), np.array([0]), np.array([1]), np.array([False]),
+                                         np.array([0.5]), np.array([1.5]))
+
+
+def test_count_values_vectorised_equals_per_sample_model():
+    """Values as their text (NaN payloads one "NaN", 0 and -0 apart), a label that overrides a
+    grouping label merges groups, series in order of first appearance."""
+    from pythanos.promql import functions as fn
+    from pythanos.promql.engine import VS
+    from pythanos.promql.format import format_scalar_float
+    rng = np.random.default_rng(12)
+    nan2 = np.array([0x7FF8000000000123], np.uint64).view(np.float64)[0]
+    for _ in range(200):
+        N, S = int(rng.integers(1, 10)), int(rng.integers(1, 8))
+        V = rng.choice([0.0, -0.0, 1.0, 2.5, np.nan, nan2, np.inf, 1e21], (N, S))
+        P = rng.random((N, S)) < 0.7
+        label = str(rng.choice(["value", "g"]))
+        keys = [(("g", str(int(rng.integers(0, 3)))),) for _ in range(N)]
+        got = fn._count_values(VS([k for k in keys], V, P), keys, label, S)
+        counts: dict = {}
+        for r, c in zip(*np.nonzero(P)):
+            d = dict(keys[r])
+            d[label] = format_scalar_float(float(V[r, c]))
+            counts.setdefault(tuple(sorted(d.items())), np.zeros(S))[c] += 1
+        assert got.labels == list(counts)
+        assert np.array_equal(got.V, np.array([counts[k] for k in counts]).reshape(len(counts), S))

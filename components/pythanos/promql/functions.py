@@ -586,56 +586,42 @@ def _topk_select(op, V, P, ids, G, k):
 def _count_values(vec, keys, label, S):
     if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label or "") and not label:
         raise ExecutionError(f"invalid label name {label!r}")
-    counts = {}
-    rows, cols = np.nonzero(vec.P)
-    for r, c in zip(rows.tolist(), cols.tolist()):
-        s = format_scalar_float(float(vec.V[r, c]))
-        d = dict(keys[r])
-        d[label] = s
-        key = tuple(sorted(d.items()))
-        arr = counts.get(key)
-        if arr is None:
-            arr = counts[key] = np.zeros(S)
-        arr[c] += 1
-    labels = list(counts)
-    V = np.array([counts[l] for l in labels]).reshape(len(labels), S)
+    rows, cols = np.nonzero(vec.P)  # row-major: output series in order of first appearance
+    if not len(rows):
+        return VS.empty(S)
+    # a value is its text: every NaN is "NaN", 0 and -0 differ, other doubles print apart
+    bits = vec.V[rows, cols].view(np.uint64).copy()
+    bits[np.isnan(vec.V[rows, cols])] = np.float64(np.nan).view(np.uint64)
+    vals, vid = np.unique(bits, return_inverse=True)
+    ids, order = _groups(keys)
+    pair = ids[rows] * len(vals) + vid
+    upair, first, pinv = np.unique(pair, return_index=True, return_inverse=True)
+    texts = [format_scalar_float(float(x)) for x in vals.view(np.float64)]
+    key_index: dict = {}
+    pair_key = np.empty(len(upair), np.int64)
+    for i in np.argsort(first, kind="stable").tolist():  # (group, value) pairs as they first appear
+        d = dict(order[int(upair[i]) // len(vals)])
+        d[label] = texts[int(upair[i]) % len(vals)]
+        pair_key[i] = key_index.setdefault(tuple(sorted(d.items())), len(key_index))
+    labels = list(key_index)
+    V = np.bincount(pair_key[pinv] * S + cols, minlength=len(labels) * S).astype(np.float64).reshape(len(labels), S)
     return VS(labels, V, V > 0)
 
 
-def _quantile(q, vals):
-    """Prometheus' ``quantile``: vals sorted with NaN first."""
-    if math.isnan(q):
-        return math.nan
-    if q < 0:
-        return -math.inf
-    if q > 1:
-        return math.inf
-    n = len(vals)
-    rank = q * (n - 1)
-    lo = max(0, math.floor(rank))
-    hi = min(n - 1, lo + 1)
-    w = rank - math.floor(rank)
-    return vals[lo] * (1 - w) + vals[hi] * w
-
-
-def _sort_nan_first(a):
-    a = np.asarray(a, dtype=np.float64)
-    nan = np.isnan(a)
-    return np.concatenate([a[nan], np.sort(a[~nan])])
-
-
 def _quantile_agg(vec, keys, qv, S):
+    """``quantile``: per group, every step at once (members as columns, sorted with NaNs first)."""
     ids, order = _groups(keys)
     G = len(order)
     V = np.zeros((G, S))
     P = np.zeros((G, S), bool)
     for g in range(G):
         rows = np.nonzero(ids == g)[0]
-        for c in range(S):
-            m = vec.P[rows, c]
-            if m.any():
-                V[g, c] = _quantile(qv[c], _sort_nan_first(vec.V[rows, c][m]).tolist())
-                P[g, c] = True
+        M, Pm = vec.V[rows].T, vec.P[rows].T  # steps x members
+        W = np.where(Pm, M, np.inf)
+        nn = (np.isnan(W) & Pm).sum(axis=1)
+        W.sort(axis=1)  # present values ascending, then +Inf padding, then NaNs (counted apart)
+        V[g] = _quantile_rows(qv, W, Pm.sum(axis=1), nn)
+        P[g] = Pm.any(axis=1)
     return VS(list(order), V, P)
 
 
@@ -1127,6 +1113,58 @@ def _batched_chunk(name, ra: RangeArg, a, b, lens, te, out, ok_out):
 _WINDOW_CELLS = 1 << 22  # steps x window cells materialised at once for order statistics
 
 
+def _ts_of_extreme(is_max: bool, t, v, lo, cnt) -> np.ndarray:
+    """ts_of_max/min_over_time: the time of the window's last sample equal to its largest
+    (smallest) non-NaN value, in seconds; of its last sample when all are NaN. (Prometheus walks
+    the window keeping f >= best, or f <= best, and replaces a NaN best with anything.)"""
+    out = np.full(len(cnt), np.nan)
+    for a, b in _step_chunks(cnt):
+        c = cnt[a:b]
+        w = max(int(c.max()), 1)
+        j = np.arange(w)[None, :]
+        inside = j < c[:, None]
+        idx = np.minimum(lo[a:b, None] + j, len(v) - 1)
+        W = np.where(inside, v[idx], np.nan)
+        best = (np.fmax if is_max else np.fmin).reduce(W, axis=1)  # NaN only when all are
+        hit = inside & (W == best[:, None])
+        last = np.where(np.isnan(best), c - 1, w - 1 - np.argmax(hit[:, ::-1], axis=1))
+        live = c > 0
+        out[a:b][live] = t[lo[a:b][live] + last[live]] / 1000.0
+    return out
+
+
+def _double_exponential_smoothing(v, lo, cnt, ok, sf, tf) -> np.ndarray:
+    """Holt's linear smoothing of every window at once: the recurrence runs over the position in
+    the window, each step's window advancing together (same operations, same order as
+    Prometheus' per-window loop)."""
+    out = np.full(len(cnt), np.nan)
+    # Prometheus checks the factors at every step with samples, the smoothing factor first
+    bad_sf, bad_tf = ~((sf > 0) & (sf < 1)), ~((tf > 0) & (tf < 1))
+    bad = np.nonzero((cnt > 0) & (bad_sf | bad_tf))[0]
+    if len(bad):
+        c = bad[0]
+        if bad_sf[c]:
+            raise ExecutionError(f"invalid smoothing factor. Expected: 0 < sf < 1, got: {float(sf[c]):f}")
+        raise ExecutionError(f"invalid trend factor. Expected: 0 < tf < 1, got: {float(tf[c]):f}")
+    live_steps = np.nonzero(ok)[0]
+    if not len(live_steps):
+        return out
+    a, b = sf[live_steps], tf[live_steps]
+    L, n = lo[live_steps], cnt[live_steps]
+    s0 = np.zeros(len(live_steps))
+    s1 = v[L].astype(np.float64)
+    tr = v[L + 1] - v[L]
+    for i in range(1, int(n.max())):
+        go = i < n
+        x = a * v[np.where(go, L + i, L)]
+        if i > 1:
+            tr = np.where(go, b * (s1 - s0) + (1 - b) * tr, tr)
+        y = (1 - a) * (s1 + tr)
+        s0, s1 = np.where(go, s1, s0), np.where(go, x + y, s1)
+    out[live_steps] = s1
+    return out
+
+
 def _step_chunks(cnt: np.ndarray, limit: int = _WINDOW_CELLS):
     """Consecutive step ranges whose (steps x longest window) matrix stays under ``limit`` cells."""
     S = len(cnt)
@@ -1348,34 +1386,10 @@ def _range_func(name, ra: RangeArg, extra, ts, delayed=False):
                         out[a:b] = _quantile_rows(np.full(b - a, 0.5), D, n_, nn + dn.sum(axis=1))
                 ok = nonempty
             elif name in ("ts_of_max_over_time", "ts_of_min_over_time"):
-                out = np.full(S, np.nan)
-                for c in np.nonzero(nonempty)[0]:
-                    best, bt = v[lo[c]], t[lo[c]]
-                    for j in range(lo[c], hi[c]):
-                        f = v[j]
-                        if (f >= best if name == "ts_of_max_over_time" else f <= best) or math.isnan(best):
-                            best, bt = f, t[j]
-                    out[c] = bt / 1000.0
-                ok = nonempty
+                ok, out = nonempty, _ts_of_extreme(name == "ts_of_max_over_time", t, v, lo, cnt)
             elif name == "double_exponential_smoothing":
-                sf, tf = extra[0], extra[1]
-                out = np.full(S, np.nan)
                 ok = cnt >= 2
-                for c in np.nonzero(ok)[0]:
-                    a, b_ = float(sf[c]), float(tf[c])
-                    if not (0 < a < 1):
-                        raise ExecutionError(f"invalid smoothing factor. Expected: 0 < sf < 1, got: {a:f}")
-                    if not (0 < b_ < 1):
-                        raise ExecutionError(f"invalid trend factor. Expected: 0 < tf < 1, got: {b_:f}")
-                    w = v[lo[c]:hi[c]].tolist()
-                    s0, s1, tr = 0.0, w[0], w[1] - w[0]
-                    for i in range(1, len(w)):
-                        x = a * w[i]
-                        if i - 1 > 0:
-                            tr = b_ * (s1 - s0) + (1 - b_) * tr
-                        y = (1 - a) * (s1 + tr)
-                        s0, s1 = s1, x + y
-                    out[c] = s1
+                out = _double_exponential_smoothing(v, lo, cnt, ok, extra[0], extra[1])
             else:
                 raise ExecutionError(f"function {name!r} is not supported")
         labels.append(lab if keep_name else _drop_name(lab, delayed))
@@ -1419,13 +1433,7 @@ def _histogram_quantile(q, vec, S, ev):
         items.sort(key=lambda x: x[0])
         les = np.array([x[0] for x in items])
         rows = np.array([x[1] for x in items])
-        C = vec.V[rows]
-        P = vec.P[rows]
-        out = np.full(S, np.nan)
-        anyp = P.any(axis=0)
-        for c in np.nonzero(anyp)[0]:
-            m = P[:, c]
-            out[c] = _bucket_quantile(float(q[c]), les[m], C[m, c])
+        out, anyp = _bucket_quantile_steps(q, les, vec.V[rows], vec.P[rows])
         labels.append(key)
         Vs.append(out)
         Ps.append(anyp)
@@ -1434,37 +1442,43 @@ def _histogram_quantile(q, vec, S, ev):
     return _check_dupes(VS(labels, V, P))
 
 
-def _bucket_quantile(q, les, counts):
-    if math.isnan(q):
-        return math.nan
-    if q < 0:
-        return -math.inf
-    if q > 1:
-        return math.inf
-    if len(les) == 0 or not math.isinf(les[-1]) or les[-1] < 0:
-        return math.nan
-    # coalesce equal bounds
-    ub, idx = np.unique(les, return_index=True)
-    cs = np.add.reduceat(counts, idx)
-    les, counts = ub, cs
-    if len(les) < 2:
-        return math.nan
-    counts = np.maximum.accumulate(np.where(np.isnan(counts), -np.inf, counts))
-    total = counts[-1]
-    if total == 0 or math.isnan(total):
-        return math.nan
-    rank = q * total
-    cand = np.nonzero(counts[:-1] >= rank)[0]
-    b = int(cand[0]) if len(cand) else len(les) - 1
-    if b == len(les) - 1:
-        return float(les[-2])
-    if b == 0 and les[0] <= 0:
-        return float(les[0])
-    start = 0.0
-    end = les[b]
-    cnt = counts[b]
-    if b > 0:
-        start = les[b - 1]
-        cnt -= counts[b - 1]
-        rank -= counts[b - 1]
-    return float(start + (end - start) * (rank / cnt))
+def _bucket_quantile_steps(q, les, C, P):
+    """Prometheus' ``bucketQuantile`` of one bucket set at every step at once: ``les`` ascending
+    (one per row), ``C``/``P`` (buckets x steps) counts and presence, ``q`` per step. At each step
+    only the buckets present count: the highest must be +Inf, equal bounds are added together, at
+    least two bounds must remain, NaN counts are ignored by the running maximum that makes the
+    counts monotonic, and the quantile is interpolated linearly inside the bucket where the rank
+    falls (the lowest bucket from 0 unless its bound is <= 0; above the last finite bound, that
+    bound). Returns (values, steps with any bucket)."""
+    S = C.shape[1]
+    anyp = P.any(axis=0)
+    # coalesce equal bounds (rows are sorted, so equal bounds are adjacent)
+    U, first = np.unique(les, return_index=True)
+    K = len(U)
+    Cd = np.add.reduceat(np.where(P, C, 0.0), first, axis=0)
+    Pd = np.logical_or.reduceat(P, first, axis=0)
+    with np.errstate(**_np_err):
+        cum = np.maximum.accumulate(np.where(Pd & ~np.isnan(Cd), Cd, -np.inf), axis=0)
+        kk = np.arange(K)[:, None]
+        prev_incl = np.maximum.accumulate(np.where(Pd, kk, -1), axis=0)  # last present bound <= k
+        prev = np.vstack([np.full((1, S), -1), prev_incl[:-1]])  # last present bound < k
+        valid = Pd[K - 1] & (U[K - 1] == np.inf) & (Pd.sum(axis=0) >= 2)
+        total = cum[K - 1]
+        valid &= total != 0
+        rank = q * total
+        cand = Pd & (cum >= rank[None, :]) & (kk < K - 1)
+        b = np.where(cand.any(axis=0), cand.argmax(axis=0), K - 1)
+        cols = np.arange(S)
+        pb = prev[b, cols]
+        end = U[b]
+        cnt = cum[b, cols]
+        start = np.where(pb >= 0, U[np.maximum(pb, 0)], 0.0)
+        below = np.where(pb >= 0, cum[np.maximum(pb, 0), cols], 0.0)
+        r = start + (end - start) * ((rank - below) / (cnt - below))
+        r = np.where((pb < 0) & (end <= 0), end, r)  # lowest bucket with a bound <= 0: that bound
+        second_last = U[np.maximum(prev[K - 1], 0)]
+        r = np.where(b == K - 1, second_last, r)  # rank above every finite bucket
+        r = np.where(valid, r, np.nan)
+        r = np.where(q < 0, -np.inf, np.where(q > 1, np.inf, r))
+        r = np.where(np.isnan(q), np.nan, r)
+    return np.where(anyp, r, np.nan), anyp
