@@ -293,8 +293,8 @@ def test_aggregation_by_blocks_of_steps_equals_whole():
                 assert np.array_equal(out, whole[0], equal_nan=True)
 
 
-def _bucket_quantile_model(q, les, counts):
-    """Prometheus' bucketQuantile for one step, written the plain way (present buckets only)."""
+def _q_outside(q):
+    """What both quantile functions answer for a NaN q or one outside [0, 1] (else None)."""
     import math
     if math.isnan(q):
         return math.nan
@@ -302,6 +302,14 @@ def _bucket_quantile_model(q, les, counts):
         return -math.inf
     if q > 1:
         return math.inf
+    return None
+
+
+def _bucket_quantile_model(q, les, counts):
+    """Prometheus' bucketQuantile for one step, written the plain way (present buckets only)."""
+    import math
+    if _q_outside(q) is not None:
+        return _q_outside(q)
     if len(les) == 0 or not math.isinf(les[-1]) or les[-1] < 0:
         return math.nan
     ub, idx = np.unique(les, return_index=True)
@@ -330,12 +338,8 @@ def _bucket_quantile_model(q, les, counts):
 def _quantile_model(q, vals):
     """Prometheus' quantile of one step's values (sorted with NaNs first)."""
     import math
-    if math.isnan(q):
-        return math.nan
-    if q < 0:
-        return -math.inf
-    if q > 1:
-        return math.inf
+    if _q_outside(q) is not None:
+        return _q_outside(q)
     n = len(vals)
     rank = q * (n - 1)
     lo = max(0, math.floor(rank))
