@@ -475,3 +475,37 @@ def test_count_values_vectorised_equals_per_sample_model():
             counts.setdefault(tuple(sorted(d.items())), np.zeros(S))[c] += 1
         assert got.labels == list(counts)
         assert np.array_equal(got.V, np.array([counts[k] for k in counts]).reshape(len(counts), S))
+
+
+@pytest.mark.parametrize("query", ["deriv(g[10m])", "predict_linear(g[10m], 600)", "predict_linear(g[5m], -30)",
+                                   "deriv(c[3m])", "predict_linear(g[10m] @ 1700003000, 600)"])
+def test_linear_regression_from_prefix_sums_equals_per_window_sums(monkeypatch, query):
+    """deriv/predict_linear over finite values come from compensated prefix sums; they equal the
+    per-window least squares (the path taken for non-finite values) to 1e-9 relative, including
+    windows of constant values (slope 0) and single-sample windows (no result)."""
+    from pythanos.promql import functions as fn
+    rng = np.random.default_rng(21)
+    series = []
+    for i in range(40):
+        n = int(rng.integers(1, 300))
+        t = 1_700_000_000_000 + np.cumsum(rng.integers(1, 40, n)).astype(np.int64) * 1000
+        if i % 3 == 0:
+            v = np.repeat(rng.standard_normal(n // 10 + 1) * 1e3, 10)[:n]  # constant stretches
+        elif i % 3 == 1:
+            v = np.cumsum(rng.random(n)) * 1e6  # a big counter
+        else:
+            v = rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4)
+        series.append(({"__name__": "g" if i % 4 else "c", "i": str(i)}, t, v))
+    t = 1_700_000_000_000 + np.arange(400, dtype=np.int64) * 15_000
+    series.append(({"__name__": "g", "i": "const"}, t, np.full(400, 42.5)))
+    series.append(({"__name__": "c", "i": "const"}, t, np.full(400, 7.0)))
+    q = _q(series)
+    e = Engine(max_samples=10**9)
+    start, end = 1_700_000_000_000, 1_700_000_000_000 + 6_000_000
+    fast = e.range(query, start, end, 37_000, q)
+    monkeypatch.setattr(fn, "_prefix_safe", lambda ra, scale=1.0: False)
+    slow = e.range(query, start, end, 37_000, q)
+    assert [s.labels for s in fast.value] == [s.labels for s in slow.value] and fast.value
+    for a, b in zip(fast.value, slow.value):
+        assert np.array_equal(a.t, b.t)
+        np.testing.assert_allclose(a.v, b.v, rtol=1e-9, atol=1e-9 * np.abs(b.v).max())

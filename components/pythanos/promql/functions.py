@@ -988,7 +988,7 @@ def _series_chunks(lens: np.ndarray, limit: int = _CHUNK_SAMPLES):
         a = b
 
 
-def _range_func_batched(name, ra: RangeArg, ts, delayed=False):
+def _range_func_batched(name, ra: RangeArg, ts, delayed=False, extra=()):
     """All series at once: samples concatenated, windows as global (series x steps) index arrays.
 
     Series are taken in batches of about ``_CHUNK_SAMPLES`` samples, so a day of 10k series never
@@ -1003,7 +1003,7 @@ def _range_func_batched(name, ra: RangeArg, ts, delayed=False):
     ok = np.empty((N, S), dtype=bool)
     te = ra.te[None, :]
     for a, b in _series_chunks(lens_all):
-        _batched_chunk(name, ra, a, b, lens_all[a:b], te, out[a:b], ok[a:b])
+        _batched_chunk(name, ra, a, b, lens_all[a:b], te, out[a:b], ok[a:b], extra, ts)
     keep = ok.any(axis=1)
     labels = [lab if name == "last_over_time" else _drop_name(lab, delayed)
               for (lab, _, _), k in zip(ra.series, keep) if k]
@@ -1012,7 +1012,7 @@ def _range_func_batched(name, ra: RangeArg, ts, delayed=False):
     return _check_dupes(VS(labels, out[keep], ok[keep]))
 
 
-def _batched_chunk(name, ra: RangeArg, a, b, lens, te, out, ok_out):
+def _batched_chunk(name, ra: RangeArg, a, b, lens, te, out, ok_out, extra=(), ts=None):
     chunk = ra.series[a:b]
     off = np.cumsum(lens) - lens
     T = np.concatenate([t for _, t, _ in chunk]) if b - a > 1 else chunk[0][1]
@@ -1086,6 +1086,9 @@ def _batched_chunk(name, ra: RangeArg, a, b, lens, te, out, ok_out):
             res = _prefix_window_sums(V, LO, HI)
             if name == "avg_over_time":
                 res /= np.maximum(cnt, 1)
+        elif name in ("deriv", "predict_linear"):
+            ok = cnt >= 2
+            res = _linear_regression_windows(name, T, V, LO, HI, ilo, ilast, starts, ts, extra)
         elif name in ("stddev_over_time", "stdvar_over_time"):
             ok = cnt > 0
             res = _variance_windows(V, LO.ravel(), cnt.ravel()).reshape(cnt.shape)
@@ -1246,7 +1249,48 @@ def _prefix_window_sums(V, LO, HI):
     return out
 
 
-def _prefix_safe(ra: RangeArg) -> bool:
+def _linear_regression_windows(name, T, V, LO, HI, ilo, ilast, starts, ts, extra):
+    """deriv / predict_linear of every window from compensated prefix sums (Prometheus'
+    ``linearRegression``: least squares with x in seconds from the window's first sample, or
+    from the evaluation time ``ts`` for predict_linear, also under @; a window whose values are
+    all equal has slope 0).
+
+    The sums of x, x^2 and x*y are taken from one origin for the whole batch and moved to each
+    window's own origin algebraically (``sum (x-b)^2 = sum x^2 - 2b sum x + n b^2``); with x in
+    seconds within a query's range that costs about 1e-12 relative, against the 1e-16 of
+    Prometheus' Kahan sums, in O(samples + windows) instead of O(window length) per step.
+    Finite values only (see :func:`_prefix_safe`)."""
+    t0 = int(T.min()) if len(T) else 0
+    X = (T - t0) / 1000.0
+    n = (HI - LO).astype(np.float64)
+    sx = _prefix_window_sums(X, LO, HI)
+    sy = _prefix_window_sums(V, LO, HI)
+    sxy = _prefix_window_sums(X * V, LO, HI)
+    sxx = _prefix_window_sums(X * X, LO, HI)
+    base = (T[ilo] - t0) / 1000.0 if name == "deriv" else (ts[None, :] - t0) / 1000.0
+    nz = np.maximum(n, 1.0)
+    sumx = sx - n * base
+    sumx2 = sxx - 2 * base * sx + n * base * base
+    sumxy = sxy - base * sy
+    cov = sumxy - sumx * sy / nz
+    varx = sumx2 - sumx * sumx / nz
+    slope = cov / varx
+    intercept = sy / nz - slope * sumx / nz
+    # all values of the window equal to its first: no change between neighbours inside it
+    d = np.zeros(len(V))
+    d[1:] = V[1:] != V[:-1]
+    d[starts] = 0
+    cs = np.cumsum(d, out=d)
+    const = cs[ilast] == cs[ilo]
+    first = V[ilo]
+    slope = np.where(const, 0.0, slope)
+    if name == "deriv":
+        return slope
+    intercept = np.where(const, first, intercept)
+    return slope * extra[0] + intercept
+
+
+def _prefix_safe(ra: RangeArg, scale: float = 1.0) -> bool:
     """Prefix sums are exact enough only for finite values whose running sums cannot overflow."""
     total = 0
     peak = 0.0
@@ -1256,12 +1300,15 @@ def _prefix_safe(ra: RangeArg) -> bool:
                 return False
             peak = max(peak, float(np.abs(v).max()))
             total += len(v)
-    return peak * max(total, 1) < 1e306
+    return peak * scale * max(total, 1) < 1e306
 
 
 def _range_func(name, ra: RangeArg, extra, ts, delayed=False):
     if name in _BATCHED or (name in ("sum_over_time", "avg_over_time") and _prefix_safe(ra)):
         return _range_func_batched(name, ra, ts, delayed)
+    # x*y with x up to the query's span in seconds (1e10 covers three centuries)
+    if name in ("deriv", "predict_linear") and _prefix_safe(ra, 1e10):
+        return _range_func_batched(name, ra, ts, delayed, extra)
     S = len(ts)
     labels, Vs, Ps = [], [], []
     keep_name = name in ("last_over_time", "first_over_time")
