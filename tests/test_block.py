@@ -13,7 +13,7 @@ from pythanos.tsdb import chunks as ch
 from pythanos.tsdb import tombstones as tomb
 from pythanos.tsdb import ulid
 from pythanos.tsdb.block import BlockReader, BlockWriter, aligned_ranges, cut_fixed, cut_head, write_blocks
-from pythanos.tsdb.errors import CorruptBlockError, CorruptChunkError, CorruptIndexError
+from pythanos.tsdb.errors import CorruptBlockError, CorruptChunkError
 from pythanos.tsdb.labels import Matcher
 from pythanos.tsdb.meta import (
     BlockMeta,
@@ -22,12 +22,11 @@ from pythanos.tsdb.meta import (
     DeletionMark,
     InvalidMetaError,
     NoCompactMark,
-    ThanosMeta,
     marker_from_json,
     marker_to_json,
     read_meta,
 )
-from pythanos.tsdb.source import BytesSource, FileSource
+from pythanos.tsdb.source import FileSource
 
 from openmetrics_gen import STALE_NAN_BITS, random_series, same_samples
 

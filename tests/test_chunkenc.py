@@ -16,7 +16,7 @@ import threading
 import google_crc32c
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pythanos.tsdb import chunkenc

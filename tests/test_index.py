@@ -582,7 +582,6 @@ def test_postings_offset_table_with_bad_entry():
     body[7:7 + old_len] = encode_uvarint(2**40)
     newsec = struct.pack(">I", len(body)) + body + struct.pack(">I", crc32c(bytes(body)))
     b = bytes(blob[:pt]) + newsec + bytes(blob[-52:])
-    tb = bytes(b[-52:-4])
     e = corrupt_ok(b)
     assert e is not None and "postings offset table" in e.what
 

@@ -11,19 +11,17 @@ and are dropped from range selections.
 from __future__ import annotations
 
 import concurrent.futures as _cf
-import math
 import threading
 import time as _time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 import promql_parser as pp
 
 from ..tsdb.labels import Matcher
-from .errors import ExecutionError, ParseError, PromQLError, QueryTimeoutError, TooManySamplesError
-from .format import format_float
+from .errors import ExecutionError, ParseError, QueryTimeoutError, TooManySamplesError
 from .parse_errors import invalid_utf8_literals, prometheus_parse_error
 
 __all__ = ["Engine", "Queryable", "MemoryQueryable", "Result", "Sample", "Series", "SelectHints", "STALE_NAN",
@@ -588,7 +586,6 @@ def _check_dupes(val: VS, msg="vector cannot contain metrics with the same label
         P = val.P[rows]
         if (P.sum(axis=0) > 1).any():
             raise ExecutionError(msg)
-        V = np.where(P, val.V[rows], 0.0)
         idx = np.argmax(P, axis=0)
         labels.append(l)
         Vs.append(val.V[rows][idx, np.arange(P.shape[1])])

@@ -9,9 +9,9 @@ import promql_parser as pp
 
 from .engine import (NAME, SC, ST, VS, RangeArg, _check_dupes, _drop_name, _has_dropped, _keep_name, _labels_str,
                      _reduce_windows,
-                     _unparen, _value_type)
+                     _unparen)
 from . import _topk as _topk_c
-from .errors import ExecutionError, ParseError
+from .errors import ExecutionError
 from .format import format_scalar_float
 
 _np_err = dict(divide="ignore", invalid="ignore", over="ignore")
@@ -65,7 +65,6 @@ def binary(ev, n, ts):
     op = str(n.op)
     mod = n.modifier
     return_bool = bool(mod and mod.return_bool)
-    lt, rt = _value_type(n.lhs), _value_type(n.rhs)
     lhs = ev.eval(n.lhs, ts)
     rhs = ev.eval(n.rhs, ts)
     if isinstance(lhs, SC) and isinstance(rhs, SC):
