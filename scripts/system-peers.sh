@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the peers Debian packages: Prometheus + promtool (prometheus), Alertmanager
 # (prometheus-alertmanager), Chromium (chromium: the web UI's browser tests, headless) and
-# dnsmasq (dnsmasq-base: a DNS server for the querier's dns+/dnssrv+ discovery tests).
+# dnsmasq (dnsmasq-base: a DNS server for the querier's dns+/dnssrv+ discovery tests),
+# memcached and redis-server (the cache tests).
 # Only when missing; needs root or sudo.
 set -euo pipefail
 need=()
@@ -9,6 +10,8 @@ command -v promtool >/dev/null && command -v prometheus >/dev/null || need+=(pro
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 command -v chromium >/dev/null || need+=(chromium)
 command -v dnsmasq >/dev/null || [[ -x /usr/sbin/dnsmasq ]] || need+=(dnsmasq-base)
+command -v memcached >/dev/null || need+=(memcached)
+command -v redis-server >/dev/null || need+=(redis-server)
 [[ ${#need[@]} -eq 0 ]] && exit 0
 sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
 echo "system-peers: installing ${need[*]}"

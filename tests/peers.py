@@ -445,3 +445,73 @@ def attach_logs(item, report) -> None:
         text = p.log(150 if p in REGISTRY.current else 30)
         if text:
             report.sections.append((f"log of {p.name} (pid {p.pid}, {p.log_path})", text))
+
+
+# --- caches: memcached and Redis (Debian packages memcached, redis-server) -----------------------
+
+@dataclass
+class CacheServer:
+    """A real memcached or redis-server on 127.0.0.1. ``stop()``/``start()`` stop it (by pid) and
+    start it again on the same port, for tests of a cache whose server goes away and comes back."""
+
+    kind: str
+    args: list[str]
+    work: Path
+    port: int
+    process: Process
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        """A real round trip: memcached ``version``, Redis ``PING``."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(b"version\r\n" if self.kind == "memcached" else b"PING\r\n")
+            reply = s.recv(64)
+        return reply.startswith(b"VERSION " if self.kind == "memcached" else b"+PONG")
+
+    def start(self, registry: "ProcessRegistry | None" = None) -> None:
+        if self.process.alive():
+            return
+        self.process = (registry or REGISTRY).start(self.kind, self.args, self.work, session=True)
+        self.process.port = self.port
+        self.process.wait_ready(self.ready, timeout=30, what=f"{self.kind} on {self.address}")
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_cache_server(kind: str, binary: str, work: Path, registry: ProcessRegistry) -> CacheServer:
+    port = free_port()
+    if kind == "memcached":
+        # -I: the largest item; Thanos' max_item_size should match it (64 MiB lets tests go above 1 MiB)
+        args = [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64", "-I", "4m", "-t", "2"]
+        if os.geteuid() == 0:
+            args += ["-u", "root"]
+    else:
+        args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+                "--dir", str(work), "--protected-mode", "no", "--daemonize", "no"]
+    p = registry.start(kind, args, work, session=True)
+    p.port = port
+    server = CacheServer(kind, args, work, port, p)
+    p.wait_ready(server.ready, timeout=30, what=f"{kind} on {server.address}")
+    return server
+
+
+@pytest.fixture(scope="session")
+def memcached_server(tmp_path_factory) -> Iterator[CacheServer]:
+    """A real memcached (Debian package memcached) on a free 127.0.0.1 port, for the session."""
+    binary = find_binary("memcached", "/usr/bin/memcached") or missing("memcached (Debian package memcached)")
+    server = start_cache_server("memcached", binary, tmp_path_factory.mktemp("memcached"), REGISTRY)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[CacheServer]:
+    """A real redis-server (Debian package redis-server) on a free 127.0.0.1 port, for the session."""
+    binary = find_binary("redis-server", "/usr/bin/redis-server") or missing("redis-server (Debian package redis-server)")
+    server = start_cache_server("redis-server", binary, tmp_path_factory.mktemp("redis"), REGISTRY)
+    yield server
+    server.stop()
