@@ -6,7 +6,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-import re
 import time
 import weakref
 from dataclasses import dataclass
@@ -50,40 +49,7 @@ class Cache(abc.ABC):
 
 # --- sizes: Thanos' model.Bytes (alecthomas/units.ParseBase2Bytes) --------------------------------
 
-_SIZE_UNITS = {"B": 1}
-for _i, _p in enumerate("KMGTPE", start=1):
-    _SIZE_UNITS[_p + "iB"] = 1024 ** _i
-    _SIZE_UNITS[_p + "B"] = 1024 ** _i  # ParseBase2Bytes: "KB" and "KiB" are both 1024 (never "kB")
-_SIZE_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([A-Za-z]*)")
-
-
-def parse_size(text: str | int, where: str) -> int:
-    """A size in bytes as Thanos' ``model.Bytes`` reads it: ``250MiB``, ``1GB``, ``1MiB512KiB``.
-
-    Like ``units.ParseBase2Bytes`` the units are base 2 whichever spelling (``KB`` = ``KiB`` = 1024,
-    ``1GB`` = 2^30; ``kB`` is rejected). Unlike it, a plain number (YAML int or digits) is bytes.
-    Raises :class:`pythanos.errors.ConfigError` naming ``where``."""
-    from ..errors import ConfigError
-
-    if isinstance(text, bool):
-        raise ConfigError(f"{where}: invalid size {text!r} (want e.g. 250MiB, 1GB or a number of bytes)")
-    if isinstance(text, int):
-        if text < 0:
-            raise ConfigError(f"{where}: size must not be negative, got {text}")
-        return text
-    s = str(text).strip()
-    if s.isdigit():
-        return int(s)
-    pos, total = 0, 0.0
-    for m in _SIZE_PART.finditer(s):
-        if m.start() != pos or m.group(2) not in _SIZE_UNITS:
-            break
-        total += float(m.group(1)) * _SIZE_UNITS[m.group(2)]
-        pos = m.end()
-    if not s or pos != len(s):
-        raise ConfigError(f"{where}: invalid size {text!r} (want e.g. 250MiB, 1GB, 512KiB or a number of bytes; "
-                          "units are base 2 as in Thanos)")
-    return int(total)
+from ..flags import parse_bytes as parse_size  # noqa: E402  (re-exported: cache YAML sizes)
 
 
 def format_size(n: int) -> str:

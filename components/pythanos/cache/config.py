@@ -26,10 +26,7 @@ from .inmemory import DEFAULT_MAX_ITEM_SIZE, InMemoryCache
 from .memcached import MemcachedCache, MemcachedConfig
 from .rediscache import RedisCache, RedisConfig, RedisTLSConfig
 
-try:  # the shared flag parsers (components/pythanos/flags.py)
-    from ..flags import parse_duration
-except ImportError:  # pragma: no cover - older tree: the sidecar's copy
-    from ..sidecar.run import parse_duration
+from ..flags import parse_duration
 
 __all__ = ["InMemoryConfig", "CacheConfig", "ConfiguredCache", "parse_cache_config", "build_cache",
            "cache_from_config", "DEFAULT_TTL", "INDEX_CACHE_ITEMS"]

@@ -1,0 +1,265 @@
+"""Flag parsers every component shares: durations, listen addresses, URLs, times, byte sizes,
+and the argparse groups that Thanos repeats on each component (logging, HTTP/gRPC listeners,
+object storage).
+
+Parsers take ``(text, flag)`` and raise :class:`UserError` naming the flag; :func:`flag_type`
+turns one into an argparse ``type=`` so a bad value prints argparse's usual
+"argument --flag: ..." line. Components keep their own flags in ``<component>/flags.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, TypeVar
+from urllib.parse import urlsplit
+
+from . import logfmt
+from .errors import ConfigError, UserError
+
+__all__ = ["parse_duration", "parse_time_or_duration", "TimeOrDuration", "MinTime", "parse_url", "parse_address",
+           "parse_bytes", "positive_int", "non_negative_int", "duration", "content_flag", "flag_type", "add_common", "add_objstore", "add_listeners",
+           "read_flag_file", "objstore_text", "bucket_from_args", "DEFAULT_MIN_TIME", "DEFAULT_MAX_TIME"]
+
+T = TypeVar("T")
+
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+             "d": 86400.0, "w": 7 * 86400.0, "y": 365 * 86400.0}
+_DUR_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d|w|y)")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$")
+
+
+def parse_duration(text: str, flag: str) -> float:
+    """A duration in seconds: Go's syntax (``1m30s``, ``1.5h``, ``300ms``) or Prometheus' (``2d``, ``1w``)."""
+    s = (text or "").strip()
+    if s == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    for m in _DUR_PART.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _GO_UNITS[m.group(2)]
+        pos = m.end()
+    if not s or pos != len(s):
+        raise UserError(f"{flag}: invalid duration {text!r} (want e.g. 30s, 5m, 1h30m, 2d)")
+    return total
+
+
+@dataclass(frozen=True)
+class TimeOrDuration:
+    """Thanos' ``TimeOrDurationValue``: a fixed time (``time_ms``) or a duration relative to now
+    (``offset_ms``, evaluated at every use, so ``-2h`` keeps moving)."""
+
+    time_ms: Optional[int] = None
+    offset_ms: Optional[int] = None
+    text: str = ""
+
+    def timestamp_ms(self, now_ms: Optional[int] = None) -> int:
+        if self.time_ms is not None:
+            return self.time_ms
+        if now_ms is None:
+            now_ms = int(time.time() * 1000)
+        return now_ms + int(self.offset_ms or 0)
+
+
+MinTime = TimeOrDuration  # the sidecar's name for it
+
+DEFAULT_MIN_TIME = "0000-01-01T00:00:00Z"
+DEFAULT_MAX_TIME = "9999-12-31T23:59:59Z"
+
+
+def parse_time_or_duration(text: str, flag: str = "--min-time") -> TimeOrDuration:
+    """RFC3339 time or a duration relative to now (``-1d``, ``2h45m``)."""
+    s = (text or "").strip()
+    if not s:
+        raise UserError(f"{flag}: empty; want an RFC3339 time (2019-10-18T00:00:00Z) or a duration such as -1d")
+    if _RFC3339.match(s):
+        iso = s[:-1] + "+00:00" if s[-1] in "Zz" else s
+        iso = iso.replace("t", "T")
+        try:
+            if int(iso[:4]) < 1:  # Thanos' default 0000-01-01: Python has no year 0; count from 0001-01-01
+                rest = _dt.datetime.fromisoformat("0001" + iso[4:])
+                base = _dt.datetime(1, 1, 1, tzinfo=_dt.timezone.utc)
+                ms = -62167219200000 + int((rest - base).total_seconds() * 1000)
+            else:
+                ms = int(round(_dt.datetime.fromisoformat(iso).timestamp() * 1000))
+        except ValueError as e:
+            raise UserError(f"{flag}: invalid RFC3339 time {text!r}: {e}") from None
+        return TimeOrDuration(time_ms=ms, text=s)
+    sign = -1 if s.startswith("-") else 1
+    body = s[1:] if s[0] in "+-" else s
+    try:
+        secs = parse_duration(body, flag)
+    except UserError:
+        raise UserError(f"{flag}: expected an RFC3339 time (2019-10-18T00:00:00Z) or a duration relative to now "
+                        f"(-1d, 2h45m), got {text!r}") from None
+    return TimeOrDuration(offset_ms=sign * int(round(secs * 1000)), text=s)
+
+
+def parse_url(text: str, flag: str) -> str:
+    u = urlsplit((text or "").strip())
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise UserError(f"{flag}: want an http(s) URL such as http://localhost:9090, got {text!r}")
+    try:
+        u.port
+    except ValueError:
+        raise UserError(f"{flag}: invalid port in {text!r}") from None
+    return text.strip().rstrip("/")
+
+
+def parse_address(text: str, flag: str) -> str:
+    """``host:port`` (host may be empty or ``[v6]``) for a listen address."""
+    s = (text or "").strip()
+    _, sep, port = s.rpartition(":")
+    if not sep or not port.isdigit() or not (0 <= int(port) <= 65535):
+        raise UserError(f"{flag}: want host:port, e.g. 0.0.0.0:10901, got {text!r}")
+    return s
+
+
+# kingpin's BytesVar (units.ParseBase2Bytes): KB and KiB are both 1024
+_SIZE_UNITS = {"B": 1}
+for _i, _p in enumerate("KMGTPE", start=1):
+    _SIZE_UNITS[_p + "iB"] = 1024 ** _i
+    _SIZE_UNITS[_p + "B"] = 1024 ** _i  # ParseBase2Bytes: "KB" and "KiB" are both 1024 (never "kB")
+_SIZE_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([A-Za-z]*)")
+
+
+def parse_bytes(text: str | int, where: str) -> int:
+    """A size in bytes as Thanos' ``model.Bytes`` reads it: ``250MiB``, ``1GB``, ``1MiB512KiB``.
+
+    Like ``units.ParseBase2Bytes`` the units are base 2 whichever spelling (``KB`` = ``KiB`` = 1024,
+    ``1GB`` = 2^30; ``kB`` is rejected). Unlike it, a plain number (YAML int or digits) is bytes.
+    Raises :class:`pythanos.errors.ConfigError` naming ``where``."""
+    if isinstance(text, bool):
+        raise ConfigError(f"{where}: invalid size {text!r} (want e.g. 250MiB, 1GB or a number of bytes)")
+    if isinstance(text, int):
+        if text < 0:
+            raise ConfigError(f"{where}: size must not be negative, got {text}")
+        return text
+    s = str(text).strip()
+    if s.isdigit():
+        return int(s)
+    pos, total = 0, 0.0
+    for m in _SIZE_PART.finditer(s):
+        if m.start() != pos or m.group(2) not in _SIZE_UNITS:
+            break
+        total += float(m.group(1)) * _SIZE_UNITS[m.group(2)]
+        pos = m.end()
+    if not s or pos != len(s):
+        raise ConfigError(f"{where}: invalid size {text!r} (want e.g. 250MiB, 1GB, 512KiB or a number of bytes; "
+                          "units are base 2 as in Thanos)")
+    return int(total)
+
+
+def positive_int(text: str, flag: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise UserError(f"{flag}: expected an integer, got {text!r}") from None
+    if n <= 0:
+        raise UserError(f"{flag}: must be positive, got {n}")
+    return n
+
+
+def non_negative_int(text: str, flag: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise UserError(f"{flag}: expected an integer, got {text!r}") from None
+    if n < 0:
+        raise UserError(f"{flag}: must not be negative, got {n}")
+    return n
+
+
+def flag_type(parse: Callable[[str, str], T], flag: str) -> Callable[[str], T]:
+    """An argparse ``type=`` that turns our UserError into argparse's "argument --flag: ..." error."""
+    def conv(text: str) -> T:
+        try:
+            return parse(text, flag)
+        except UserError as e:
+            msg, prefix = str(e), f"{flag}: "
+            raise argparse.ArgumentTypeError(msg[len(prefix):] if msg.startswith(prefix) else msg) from None
+    conv.__name__ = flag
+    return conv
+
+
+def duration(flag: str) -> Callable[[str], float]:
+    return flag_type(parse_duration, flag)
+
+
+# ---------------------------------------------------------------------------------------------- groups
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log.level", dest="log_level", default="info", choices=sorted(logfmt.LEVELS),
+                   help="Only log messages with the given severity or above.")
+    p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"],
+                   help="Output format of log messages.")
+
+
+def add_listeners(p: argparse.ArgumentParser, *, http: str = "0.0.0.0:10902", grpc: Optional[str] = "0.0.0.0:10901"
+                  ) -> None:
+    """``--http-address`` / ``--http-grace-period`` and (unless ``grpc`` is None) the gRPC pair."""
+    p.add_argument("--http-address", dest="http_address", default=http,
+                   type=flag_type(parse_address, "--http-address"), help="Listen host:port for HTTP endpoints.")
+    p.add_argument("--http-grace-period", dest="http_grace_period", default=120.0,
+                   type=duration("--http-grace-period"),
+                   help="Time to wait after an interrupt received for HTTP Server.")
+    if grpc is None:
+        return
+    p.add_argument("--grpc-address", dest="grpc_address", default=grpc,
+                   type=flag_type(parse_address, "--grpc-address"),
+                   help="Listen ip:port address for gRPC endpoints (StoreAPI).")
+    p.add_argument("--grpc-grace-period", dest="grpc_grace_period", default=120.0,
+                   type=duration("--grpc-grace-period"),
+                   help="Time to wait after an interrupt received for GRPC Server.")
+
+
+def add_objstore(p: argparse.ArgumentParser, required: bool) -> None:
+    g = p.add_mutually_exclusive_group(required=required)
+    g.add_argument("--objstore.config-file", dest="objstore_config_file", metavar="PATH",
+                   help="Path to YAML file that contains object store configuration.")
+    g.add_argument("--objstore.config", dest="objstore_config", metavar="YAML",
+                   help="Alternative to 'objstore.config-file' flag: object store configuration in YAML.")
+
+
+def read_flag_file(path: str, flag: str) -> str:
+    """The text of a ``--*-file`` flag's file, or a UserError naming the flag and the reason."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise UserError(f"{flag}={path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{flag}={path}: not UTF-8 text: {e}") from None
+
+
+def content_flag(args: argparse.Namespace, dest: str, flag: str) -> str:
+    """Thanos' ``extflag.PathOrContent``: the ``--x-file`` file's text, or ``--x``'s value, or ""."""
+    path = getattr(args, f"{dest}_file", None)
+    if path:
+        return read_flag_file(path, f"{flag}-file")
+    return getattr(args, dest, None) or ""
+
+
+def objstore_text(args: argparse.Namespace) -> Optional[str]:
+    """The objstore YAML given by flags, None when neither flag is set."""
+    if args.objstore_config_file is None and args.objstore_config is None:
+        return None
+    return content_flag(args, "objstore_config", "--objstore.config")
+
+
+def bucket_from_args(args: argparse.Namespace, *, optional: bool = False):
+    """The bucket of ``--objstore.config[-file]``; with ``optional``, None when no (or an empty)
+    configuration is given (Thanos: uploads disabled)."""
+    from .objstore import bucket_from_config, bucket_from_flags
+
+    if optional:
+        text = objstore_text(args)
+        if not (text or "").strip():
+            return None
+        where = (f"--objstore.config-file={args.objstore_config_file}" if args.objstore_config_file
+                 else "--objstore.config")
+        return bucket_from_config(text, where)
+    return bucket_from_flags(config_file=args.objstore_config_file, config_yaml=args.objstore_config)

@@ -1,0 +1,254 @@
+"""The one server base every long-running component stands on.
+
+A :class:`Component` owns what Thanos' ``prober``, ``httpserver`` and ``grpcserver`` packages
+give each ``thanos <component>``:
+
+* a metrics registry with the process collectors, ``thanos_status{check,component}``,
+  ``thanos_build_info`` and ``http_request_duration_seconds`` (every HTTP route instrumented);
+* the HTTP server: ``/metrics``, ``/-/healthy`` and ``/-/ready`` (503 with the reason while not
+  ready), plus whatever routes the component adds to :attr:`Component.app` before
+  :meth:`start_http`;
+* the gRPC server (``grpc.aio``, the StoreAPI's server options) carrying the generic handlers the
+  component registers (e.g. ``StoreServer(store).handlers()``);
+* SIGTERM/SIGINT handling and graceful shutdown: not ready, gRPC drains within
+  ``--grpc-grace-period``, HTTP within ``--http-grace-period``;
+* :meth:`run_tasks`: the component's background loops supervised together: the first one to
+  fail ends the component (exit code 1, the error logged once).
+
+Listening is the one place where transport security plugs in (``--grpc-server-tls-*`` and
+``--http.config``): :meth:`start_http` and :meth:`start_grpc` are the only callers of
+``TCPSite`` and ``add_*_port``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Awaitable, Callable, Iterable, Optional
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Component", "ReadyCheck"]
+
+#: ``None`` when ready, else the reason shown by ``/-/ready``.
+ReadyCheck = Callable[[], Optional[str]]
+
+
+class _Metrics:
+    def __init__(self, registry, component: str) -> None:
+        from prometheus_client import Gauge, Histogram
+
+        from .. import __version__
+
+        self.status = Gauge("thanos_status", "Represents status (0 indicates failure, 1 indicates success) of the "
+                            "component.", ["check", "component"], registry=registry)
+        self.status.labels("healthy", component).set(0)
+        self.status.labels("ready", component).set(0)
+        self.build = Gauge("thanos_build_info", "A metric with a constant '1' value labeled by version, revision, "
+                           "branch, and goversion from which thanos was built.",
+                           ["version", "revision", "branch", "goversion"], registry=registry)
+        self.build.labels(__version__, "", "", "python").set(1)
+        self.http_duration = Histogram("http_request_duration_seconds", "Tracks the latencies for HTTP requests.",
+                                       ["code", "handler", "method"], registry=registry)
+
+
+class Component:
+    """HTTP + gRPC servers, probes, metrics and shutdown of one ``pythanos <component>``.
+
+    Typical use in a component's ``serve``::
+
+        srv = Component("store", http_address=..., grpc_address=..., stop=stop)
+        srv.app.router.add_get(...)              # the component's own routes
+        srv.ready_check = lambda: None if synced else "initial block sync running"
+        await srv.start_http()
+        await srv.start_grpc(StoreServer(store).handlers())
+        return await srv.run_tasks([...])        # until a signal or a failing task; then shutdown
+    """
+
+    def __init__(self, name: str, *, http_address: str, http_grace_period: float = 120.0,
+                 grpc_address: Optional[str] = None, grpc_grace_period: float = 120.0,
+                 stop: Optional[asyncio.Event] = None, registry=None) -> None:
+        from aiohttp import web
+        from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+
+        self.name = name
+        self.http_address = http_address
+        self.http_grace_period = http_grace_period
+        self.grpc_address = grpc_address
+        self.grpc_grace_period = grpc_grace_period
+        self.stop = stop or asyncio.Event()
+        if registry is None:
+            registry = CollectorRegistry()
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+        self.registry = registry
+        self.metrics = _Metrics(registry, name)
+        self.ready_check: ReadyCheck = lambda: None
+        self._ready = False
+        #: called before ``/metrics`` is rendered (to refresh gauges computed on demand)
+        self.before_metrics: list[Callable[[], None]] = []
+        self.app = web.Application(middlewares=[self._instrument])
+        self.app.router.add_get("/metrics", self._metrics_handler)
+        self.app.router.add_get("/-/healthy", self._healthy_handler)
+        self.app.router.add_get("/-/ready", self._ready_handler)
+        self._runner = None
+        self._grpc = None
+        self.grpc_port = 0
+        self.http_port = 0
+        self._install_signals()
+
+    # -- probes --------------------------------------------------------------------------------------
+    def set_ready(self, ok: bool) -> None:
+        """Mark the component ready (``ready_check`` is still consulted by ``/-/ready``)."""
+        self._ready = ok
+        self.metrics.status.labels("ready", self.name).set(1 if ok else 0)
+
+    def not_ready_reason(self) -> Optional[str]:
+        why = self.ready_check()
+        if why is not None:
+            return why
+        return None if self._ready else "not ready"
+
+    async def _healthy_handler(self, request):
+        from aiohttp import web
+
+        return web.Response(text="OK")
+
+    async def _ready_handler(self, request):
+        from aiohttp import web
+
+        why = self.not_ready_reason()
+        if why is None:
+            return web.Response(text="OK")
+        return web.Response(status=503, text=f"NOT OK: {why}\n")
+
+    async def _metrics_handler(self, request):
+        from aiohttp import web
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+        for fn in self.before_metrics:
+            fn()
+        body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _instrument(self, request, handler):
+        from aiohttp import web
+
+        t0 = time.perf_counter()
+        code = 500
+        try:
+            resp = await handler(request)
+            code = resp.status
+            return resp
+        except web.HTTPException as e:
+            code = e.status
+            raise
+        finally:
+            route = request.match_info.route.resource
+            name = route.canonical if route is not None else "other"
+            self.metrics.http_duration.labels(str(code), name, request.method).observe(time.perf_counter() - t0)
+
+    # aiohttp recognises new-style middlewares by this attribute
+    _instrument.__middleware_version__ = 1  # type: ignore[attr-defined]
+
+    # -- listening ----------------------------------------------------------------------------------
+    async def start_http(self) -> None:
+        from aiohttp import web
+
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=self.http_grace_period)
+        await self._runner.setup()
+        host, _, port = self.http_address.rpartition(":")
+        site = web.TCPSite(self._runner, host.strip("[]") or None, int(port))
+        try:
+            await site.start()
+        except OSError as e:
+            await self._runner.cleanup()
+            self._runner = None
+            raise UserError(f"--http-address={self.http_address}: cannot listen: {e.strerror or e}") from None
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else int(port)
+        self.metrics.status.labels("healthy", self.name).set(1)
+        log.info("listening for requests and metrics", extra={"component": self.name, "address": self.http_address})
+
+    async def start_grpc(self, handlers: Iterable) -> None:
+        import grpc
+
+        from ..storeapi import service as svc
+
+        if self.grpc_address is None:
+            raise ValueError(f"{self.name}: no gRPC address configured")
+        server = grpc.aio.server(options=svc.SERVER_OPTIONS)
+        server.add_generic_rpc_handlers(list(handlers))
+        try:
+            port = server.add_insecure_port(self.grpc_address)
+        except RuntimeError as e:
+            raise UserError(f"--grpc-address={self.grpc_address}: cannot listen: {e}") from None
+        if not port:
+            raise UserError(f"--grpc-address={self.grpc_address}: cannot listen")
+        await server.start()
+        self._grpc = server
+        self.grpc_port = port
+        log.info("listening for serving gRPC", extra={"component": self.name, "address": self.grpc_address})
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop.set)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                pass
+
+    async def run_tasks(self, tasks: Iterable[Awaitable], *, on_stop: Optional[Callable[[], Awaitable]] = None) -> int:
+        """Run the background coroutines until ``stop`` is set or one of them ends; then shut down.
+
+        A task that raises ends the component with exit code 1 (a :class:`UserError` logged as
+        its message, anything else as "<component> component failed"); a task that returns
+        without being asked to counts as a failure too. ``on_stop`` runs after the servers
+        have stopped (close clients, buckets)."""
+        running = [t if isinstance(t, asyncio.Task) else asyncio.ensure_future(t) for t in tasks]
+        stop_task = asyncio.create_task(self.stop.wait(), name="stop")
+        exit_code = 0
+        try:
+            done, _ = await asyncio.wait([stop_task, *running], return_when=asyncio.FIRST_COMPLETED)
+            failure: Optional[BaseException] = None
+            for t in done:
+                if t is stop_task:
+                    continue
+                exc = t.exception()
+                failure = exc if exc is not None else RuntimeError(f"{t.get_name()} ended")
+            if failure is not None:
+                exit_code = 1
+                if isinstance(failure, UserError):
+                    log.error(str(failure))
+                else:
+                    log.error(f"{self.name} component failed", extra={"err": f"{type(failure).__name__}: {failure}"})
+            else:
+                log.info("caught signal. Exiting.")
+        finally:
+            for t in running:
+                t.cancel()
+            stop_task.cancel()
+            await asyncio.gather(*running, stop_task, return_exceptions=True)
+            await self.shutdown()
+            if on_stop is not None:
+                await on_stop()
+        return exit_code
+
+    async def shutdown(self) -> None:
+        """Not ready, then gRPC and HTTP stop within their grace periods."""
+        self.set_ready(False)
+        if self._grpc is not None:
+            await self._grpc.stop(self.grpc_grace_period)
+            self._grpc = None
+            log.info("internal server is shutdown gracefully", extra={"component": self.name, "service": "gRPC"})
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+            log.info("internal server is shutdown gracefully", extra={"component": self.name, "service": "http"})
+        self.metrics.status.labels("healthy", self.name).set(0)
