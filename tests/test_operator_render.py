@@ -420,10 +420,10 @@ def test_rendered_prometheus_flags_and_config(tc, eu1, us1, prometheus3_bin, pro
 
 def test_rendered_component_flags_parse_with_pythanos(tc, eu1, us1):
     """The component image runs ``pythanos <component>``: every flag rendered for a component we
-    already ship must parse with our own CLI (stores and compactor come with their issues)."""
+    already ship must parse with our own CLI (the compactor comes with its issue)."""
     from pythanos.cli import build_parser
 
-    ours = {"sidecar", "query"}
+    ours = {"sidecar", "query", "store"}
     seen = set()
     for obj, c in _all_containers(tc, eu1, us1):
         if c["name"] == "prometheus" or c["args"][0] not in ours:
@@ -434,4 +434,8 @@ def test_rendered_component_flags_parse_with_pythanos(tc, eu1, us1):
         except SystemExit as e:
             pytest.fail(f"{obj}/{c['name']}: pythanos rejects {c['args']} (exit {e.code})")
         assert args.component == c["args"][0]
+        if args.component == "store" and args.relabel_config:  # the sharding config parses too
+            from pythanos.relabel import SELECTOR_ACTIONS, parse_relabel_config
+
+            assert parse_relabel_config(args.relabel_config, "--selector.relabel-config", actions=SELECTOR_ACTIONS)
     assert seen == ours

@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import os
 import struct
-from typing import BinaryIO, Iterable, NamedTuple, Sequence
+from typing import BinaryIO, Iterable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from .source import ByteSource, FileSource
 
 __all__ = [
     "MAGIC_INDEX", "FORMAT_V1", "FORMAT_V2", "FORMAT_V3", "HEADER_LEN", "TOC_LEN",
-    "TOC", "ChunkMeta", "IndexWriter", "IndexWriterError", "IndexReader", "Matcher", "write_index",
+    "TOC", "ChunkMeta", "IndexWriter", "IndexWriterError", "IndexReader", "IndexCache", "Matcher", "write_index",
 ]
 
 MAGIC_INDEX = 0xBAAAD700
@@ -369,12 +369,28 @@ class _Name:
         self.ends = ends
 
 
+class IndexCache(Protocol):
+    """What a reader asks before reading postings lists or series entries (the store gateway's
+    index cache). Values are opaque bytes the reader wrote; every hit is checked as a read is."""
+
+    def get_postings(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], bytes]: ...
+
+    def put_postings(self, items: dict[tuple[str, str], bytes]) -> None: ...
+
+    def get_series(self, refs: list[int]) -> dict[int, bytes]: ...
+
+    def put_series(self, items: dict[int, bytes]) -> None: ...
+
+
 class IndexReader:
     """Reads an index through a ``ByteSource`` with ranged reads.
 
     On open: header, TOC, symbol table, postings offset table (all CRC-checked).
-    On demand: postings lists and series entries.
+    On demand: postings lists and series entries, through ``cache`` (an :class:`IndexCache`)
+    when one is set.
     """
+
+    cache: "IndexCache | None" = None
 
     def __init__(self, source: ByteSource, block: str = "", file: str = "index", *, owns_source: bool = False) -> None:
         self.source = source
@@ -608,6 +624,8 @@ class IndexReader:
         i = bisect.bisect_left(e.values, value)
         if i >= len(e.values) or e.values[i] != value:
             return _EMPTY
+        if self.cache is not None:
+            return self._union(name, [i])
         return self._read_postings_one(e.offs[i], e.ends[i], name, value)
 
     def all_postings(self) -> np.ndarray:
@@ -704,6 +722,27 @@ class IndexReader:
             gstart = g
         return out
 
+    def _postings_lists(self, e: _Name, idx: Sequence[int], name: str) -> list[np.ndarray]:
+        """``_read_postings_many`` with the cache asked first and filled with what was read."""
+        if self.cache is None or not len(idx):
+            return self._read_postings_many(e, idx, name)
+        vals = e.values
+        hits = self.cache.get_postings([(name, vals[i]) for i in idx])
+        out = []
+        miss = []
+        for i in idx:
+            b = hits.get((name, vals[i]))
+            if b is None or len(b) % 4:
+                miss.append(i)
+            else:
+                out.append(np.frombuffer(b, dtype=">u4"))
+        if miss:
+            miss.sort(key=e.offs.__getitem__)  # the order _read_postings_many answers in
+            got = self._read_postings_many(e, miss, name)
+            self.cache.put_postings({(name, vals[i]): np.asarray(r, dtype=">u4").tobytes() for i, r in zip(miss, got)})
+            out.extend(got)
+        return out
+
     def _value_indices(self, e: _Name, m: Matcher, invert: bool) -> list[int]:
         """Indices of the values of ``e`` that ``m`` matches (``invert``: that ``m`` does not match)."""
         vals = e.values
@@ -747,7 +786,7 @@ class IndexReader:
     def _union(self, name: str, idx: list[int]) -> np.ndarray:
         """Sorted union of the postings of ``name``'s values ``idx`` (every list's order verified)."""
         e = self._names[name]
-        lists = self._read_postings_many(e, idx, name)
+        lists = self._postings_lists(e, idx, name)
         if not lists:
             return _EMPTY
         if len(lists) == 1:
@@ -906,8 +945,16 @@ class IndexReader:
         if not refs:
             return []
         uniq = sorted(set(refs))
-        offs = [self._series_offset(r) for r in uniq]
         got: dict[int, tuple] = {}
+        fresh: dict[int, bytes] | None = None
+        if self.cache is not None:
+            for r, b in self.cache.get_series(uniq).items():
+                d = self._decode_series(b, 0, self._series_offset(r), r)
+                if d is not None:
+                    got[r] = d
+            uniq = [r for r in uniq if r not in got]
+            fresh = {}
+        offs = [self._series_offset(r) for r in uniq]
         g0 = 0
         while g0 < len(uniq):
             g = g0 + 1
@@ -920,9 +967,26 @@ class IndexReader:
                 r = self._decode_series(buf, offs[j] - start, start, uniq[j])
                 if r is None:
                     r = self.series(uniq[j])
+                elif fresh is not None:
+                    fresh[uniq[j]] = self._entry_bytes(buf, offs[j] - start)
                 got[uniq[j]] = r
             g0 = g
+        if fresh:
+            self.cache.put_series(fresh)
         return [got[r] for r in refs]
+
+    @staticmethod
+    def _entry_bytes(buf: bytes, start: int) -> bytes:
+        """The whole series entry (length, body, CRC) at ``buf[start:]``, already validated."""
+        ln, pos, shift = 0, start, 0
+        while True:
+            b = buf[pos]
+            pos += 1
+            ln |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        return bytes(buf[start:pos + ln + 4])
 
     # -- introspection
     @property

@@ -1,0 +1,1 @@
+"""``pythanos store``: the store gateway (StoreAPI over the blocks of a bucket)."""

@@ -1,0 +1,687 @@
+"""The store gateway's StoreAPI over every block of a bucket (Thanos ``pkg/store/bucket.go``).
+
+Blocks come from a :class:`~pythanos.block.MetaFetcher` sync. Each :class:`BucketBlock` reads
+its ``index`` through a local index-header (:mod:`pythanos.tsdb.indexheader`: symbols and the
+postings offset table on disk under ``--data-dir``, everything else by ranged reads) and its
+chunks by ranged reads. Opening a block's index is done in the background after a sync and on
+demand by the first query that needs the block, so the store is ready once the metas are synced
+and a query never misses a block whose index-header is still being built.
+
+A Series call, as Thanos answers it:
+
+* block sets per external label set; matchers on external labels are checked against the set's
+  values and dropped; blocks are chosen per set by resolution (``max_resolution_window``: the
+  coarsest allowed resolution first, gaps filled with finer ones, ``getFor``);
+* per block, in the I/O pool: postings (expensive non-empty matchers such as ``pod!=""`` are
+  applied to the loaded series instead of fetching every posting list of the label), the series
+  limit checked on the postings count *before* any series or chunk is fetched, series entries,
+  chunks overlapping the request, the chunk limit; labels extended with the block's external
+  labels (theirs win) minus ``without_replica_labels``;
+* blocks merged in label order; a series present in several blocks is one series whose chunks
+  are the union with identical chunks removed (Thanos' ``responseDeduplicator``);
+* any block failing fails the call with its ULID in the message (the querier's partial response
+  decides); a block that fails to load is reported once, dropped, and retried next sync.
+"""
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import os
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Optional, Sequence
+
+from google.protobuf import any_pb2
+
+from ..storeapi.pb import hints_pb2
+from ..storeapi.server import Internal, ResourceExhausted, Store, Unavailable
+from ..storeapi.types import (MAX_TIME, MIN_TIME, LabelNamesRequest, LabelsResult, LabelValuesRequest, RawSeries,
+                              SeriesRequest, StoreInfo, uvarint)
+from ..tsdb.chunks import ChunkReader
+from ..tsdb.errors import CorruptBlockError
+from ..tsdb.index import IndexReader
+from ..tsdb.labels import MATCH_EQUAL, MATCH_NOT_EQUAL, Matcher
+from ..tsdb.meta import BlockMeta
+from ..tsdb.source import BucketSource
+from .aggr import AggrChunkError, aggr_chunk_bytes
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BucketStore", "BucketStoreConfig", "BucketBlock", "MAX_SAMPLES_PER_CHUNK"]
+
+MAX_SAMPLES_PER_CHUNK = 120  # Thanos: the samples limit is enforced as chunks = samples / 120
+RESOLUTIONS = (3_600_000, 300_000, 0)  # Thanos' block set order: 1h, 5m, raw
+LAZY_MATCHER_MIN_VALUES = 64  # a non-empty matcher over more values than this is applied to series
+
+
+@dataclass
+class BucketStoreConfig:
+    data_dir: str = "./data"
+    block_sync_concurrency: int = 20
+    series_max_concurrency: int = 20
+    series_limit: int = 0          # --store.limits.request-series
+    samples_limit: int = 0         # --store.limits.request-samples (as chunks / 120)
+    lazy_index_header: bool = False
+    lazy_idle_timeout: float = 300.0
+    min_time: object = None        # TimeOrDuration or None
+    max_time: object = None
+    io_threads: int = 16
+    chunk_pool_size: int = 2 << 30
+
+
+class BucketBlock:
+    """One block in the bucket: its meta, index (through the index-header) and chunk readers."""
+
+    def __init__(self, bucket, meta: BlockMeta, data_dir: str, index_cache=None) -> None:
+        self.bucket = bucket
+        self.index_cache = index_cache
+        self.meta = meta
+        self.ulid = meta.ulid
+        self.dir = os.path.join(data_dir, meta.ulid)
+        self.resolution = meta.resolution
+        self.ext: tuple = tuple(sorted((k, v) for k, v in meta.labels.items() if v != ""))
+        self._ext_map = dict(self.ext)
+        self._index: Optional[IndexReader] = None
+        self._lock = threading.Lock()
+        self.last_used = time.monotonic()
+        sizes = {f.rel_path: f.size_bytes for f in (meta.thanos.files if meta.thanos else []) if f.size_bytes}
+        self._sizes = sizes
+        names = sorted(n for n in sizes if n.startswith("chunks/"))
+        self._chunk_names = names or None
+        self._chunks: Optional[ChunkReader] = None
+
+    # -- readers -------------------------------------------------------------------------------------
+    def index(self) -> IndexReader:
+        """The block's index reader, opening it (and building its index-header) if needed. Blocking."""
+        with self._lock:
+            self.last_used = time.monotonic()
+            if self._index is None:
+                self._index = self._open_index()
+            return self._index
+
+    @property
+    def loaded(self) -> bool:
+        return self._index is not None
+
+    def _open_index(self) -> IndexReader:
+        from ..tsdb import indexheader as ih
+
+        remote = BucketSource(self.bucket, f"{self.ulid}/index", "index", block=self.ulid,
+                              size=self._sizes.get("index"))
+        path = os.path.join(self.dir, ih.INDEX_HEADER_FILENAME)
+        for attempt in (0, 1):
+            if not os.path.exists(path):
+                ih.build(remote, path, block=self.ulid)
+            try:
+                src = ih.HeaderedIndexSource(path, remote, block=self.ulid)
+                ix = IndexReader(src, block=self.ulid, file="index", owns_source=True)
+                if self.index_cache is not None:
+                    ix.cache = self.index_cache.for_block(self.ulid)
+                return ix
+            except CorruptBlockError as e:
+                if attempt:
+                    raise
+                # a damaged local file (disk full, crash) is rebuilt once from the bucket
+                log.warning("index-header unusable, rebuilding", extra={"block": self.ulid, "err": str(e)})
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        raise AssertionError("unreachable")
+
+    def chunks(self) -> ChunkReader:
+        with self._lock:
+            if self._chunks is None:
+                names = self._chunk_names
+                if names is None:
+                    names = sorted(f"chunks/{k.rstrip('/').rsplit('/', 1)[-1]}"
+                                   for k in self.bucket.iter(f"{self.ulid}/chunks/", recursive=False)
+                                   if not k.endswith("/"))
+                srcs = [BucketSource(self.bucket, f"{self.ulid}/{n}", n, block=self.ulid, size=self._sizes.get(n))
+                        for n in names]
+                self._chunks = ChunkReader(srcs, block=self.ulid, names=names)
+            return self._chunks
+
+    def release_if_idle(self, idle_s: float) -> bool:
+        """Close the index reader when unused for ``idle_s`` (lazy reader); True when released."""
+        with self._lock:
+            if self._index is None or time.monotonic() - self.last_used < idle_s:
+                return False
+            self._index.close()
+            self._index = None
+            return True
+
+    def close(self, remove_dir: bool = False) -> None:
+        with self._lock:
+            if self._index is not None:
+                self._index.close()
+                self._index = None
+        if remove_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- matching ------------------------------------------------------------------------------------
+    def split_matchers(self, matchers: Sequence[Matcher]) -> Optional[list[Matcher]]:
+        """Matchers left for the index after those on external labels, or None when one fails
+        (Thanos' ``labelMatchers``: a name the block's labels lack goes to the index)."""
+        out = []
+        for m in matchers:
+            v = self._ext_map.get(m.name)
+            if v is None:
+                out.append(m)
+            elif not m.matches(v):
+                return None
+        return out
+
+    def overlaps(self, mint: int, maxt: int) -> bool:
+        return self.meta.min_time <= maxt and mint < self.meta.max_time
+
+
+class ChunkPool:
+    """``--chunk-pool-size``: a cap on chunk bytes held by all Series calls at once. A call that
+    would go over it fails with RESOURCE_EXHAUSTED instead of growing memory (Thanos: "pool exhausted")."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        with self._lock:
+            if self.capacity and self.used + n > self.capacity:
+                raise ResourceExhausted(f"populate chunk: pool exhausted: {n} bytes of chunks would exceed "
+                                        f"--chunk-pool-size={self.capacity} ({self.used} bytes in use)")
+            self.used += n
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.used = max(0, self.used - n)
+
+
+@dataclass
+class _Limits:
+    series: int = 0
+    chunks: int = 0
+    series_used: int = 0
+    chunks_used: int = 0
+    pool: Optional[ChunkPool] = None
+    pooled: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take_bytes(self, n: int) -> None:
+        if self.pool is not None:
+            self.pool.take(n)
+            with self.lock:
+                self.pooled += n
+
+    def release(self) -> None:
+        if self.pool is not None:
+            with self.lock:
+                n, self.pooled = self.pooled, 0
+            self.pool.give(n)
+
+    def reserve_series(self, n: int) -> None:
+        if not self.series:
+            return
+        with self.lock:
+            self.series_used += n
+            if self.series_used > self.series:
+                raise ResourceExhausted(f"exceeded series limit: limit {self.series} violated (got {self.series_used})")
+
+    def reserve_chunks(self, n: int) -> None:
+        if not self.chunks:
+            return
+        with self.lock:
+            self.chunks_used += n
+            if self.chunks_used > self.chunks:
+                raise ResourceExhausted(f"exceeded chunks limit: limit {self.chunks} violated (got {self.chunks_used})")
+
+
+def _is_lazy_candidate(m: Matcher) -> bool:
+    """Matchers that select "has the label" over many values (``!=""``, ``=~".+"``)."""
+    return not m.matches("") and m.type != MATCH_EQUAL
+
+
+def _plan(ix: IndexReader, matchers: list[Matcher]) -> tuple[list[Matcher], list[Matcher]]:
+    """(matchers for the postings, matchers applied to the loaded series).
+
+    A positive matcher that would fetch the posting lists of many values (``pod!=""``: every
+    pod) is deferred when another positive matcher narrows the result: its condition is then
+    checked on the labels of the few series the others select (thanos-io/thanos#7956)."""
+    pos = [m for m in matchers if not m.matches("")]
+    if len(pos) < 2:
+        return matchers, []
+    costs = []
+    for m in pos:
+        e = ix._names.get(m.name)
+        n = 0 if e is None else len(ix._value_indices(e, m, invert=False))
+        costs.append(n)
+    cheapest = min(costs)
+    lazy = [m for m, n in zip(pos, costs)
+            if _is_lazy_candidate(m) and n > LAZY_MATCHER_MIN_VALUES and n > 4 * max(cheapest, 1)]
+    if len(lazy) == len(pos):
+        lazy = lazy[1:]
+    return [m for m in matchers if m not in lazy], lazy
+
+
+def _complete(series_labels, ext: tuple, remove: frozenset) -> tuple:
+    """Series labels + block external labels (external win), minus ``remove``; sorted."""
+    d = dict(series_labels)
+    d.update(ext)
+    if remove:
+        for n in remove:
+            d.pop(n, None)
+    return tuple(sorted((n, v) for n, v in d.items() if v != ""))
+
+
+def block_series(block: BucketBlock, matchers: list[Matcher], mint: int, maxt: int, *, skip_chunks: bool,
+                 aggrs: Sequence[int], remove: frozenset, limits: _Limits, limit: int = 0
+                 ) -> list[tuple[tuple, list[tuple[int, int, bytes]]]]:
+    """One block's answer: ``[(labels, [(mint, maxt, AggrChunk bytes)])]`` sorted by labels. Blocking."""
+    ix = block.index()
+    index_ms, lazy = _plan(ix, matchers) if matchers else ([], [])
+    refs = ix.postings_for_matchers(index_ms) if index_ms else ix.postings("", "")
+    if not lazy:
+        limits.reserve_series(len(refs))  # before a single series or chunk is fetched (#5733)
+    entries = ix.series_many(refs)
+    out = []
+    all_refs: list[int] = []
+    selected = []
+    for lbls, metas in entries:
+        if lazy:
+            d = dict(lbls)
+            if not all(m.matches(d.get(m.name, "")) for m in lazy):
+                continue
+        mine = [(int(c.mint), int(c.maxt), int(c.ref)) for c in metas if c.maxt >= mint and c.mint <= maxt]
+        if not mine:
+            continue
+        selected.append((_complete(lbls, block.ext, remove), mine))
+        if limit and len(selected) >= limit and not lazy:
+            break
+    if lazy:
+        limits.reserve_series(len(selected))
+    if skip_chunks:
+        out = [(lbls, []) for lbls, _ in selected]
+    else:
+        for _, mine in selected:
+            limits.reserve_chunks(len(mine))
+            all_refs.extend(r for _, _, r in mine)
+        encs, buf, offs, lens = block.chunks().chunks_raw(all_refs)
+        limits.take_bytes(len(buf))
+        mv = memoryview(buf)
+        k = 0
+        try:
+            for lbls, mine in selected:
+                chks = []
+                for cmint, cmaxt, _ in mine:
+                    o, n = int(offs[k]), int(lens[k])
+                    chks.append((cmint, cmaxt, aggr_chunk_bytes(cmint, cmaxt, int(encs[k]), bytes(mv[o:o + n]), aggrs)))
+                    k += 1
+                out.append((lbls, chks))
+        except AggrChunkError as e:
+            raise Internal(f"block {block.ulid}: {e}") from None
+    out.sort(key=lambda x: x[0])
+    return out
+
+
+def _merge(results: list[list]) -> list[tuple[tuple, bytes]]:
+    """Per-block sorted answers -> one sorted answer; series in several blocks chained with
+    identical chunks dropped and chunks ordered by (mint, maxt), as Thanos' deduplicator."""
+    out: list[tuple[tuple, bytes]] = []
+    cur = None
+    chunks: list = []
+    for lbls, chks in heapq.merge(*results, key=lambda x: x[0]):
+        if lbls != cur:
+            if cur is not None:
+                out.append((cur, _series_chunks(chunks)))
+            cur, chunks = lbls, list(chks)
+        else:
+            chunks.extend(chks)
+    if cur is not None:
+        out.append((cur, _series_chunks(chunks)))
+    return out
+
+
+def _series_chunks(chunks: list) -> bytes:
+    if not chunks:
+        return b""
+    if len(chunks) > 1:
+        seen = set()
+        uniq = []
+        for c in chunks:
+            if c[2] not in seen:
+                seen.add(c[2])
+                uniq.append(c)
+        uniq.sort(key=lambda c: (c[0], c[1]))
+        chunks = uniq
+    return b"".join(b"\x12" + uvarint(len(c[2])) + c[2] for c in chunks)
+
+
+class BucketStore(Store):
+    """StoreAPI over the blocks the last sync found; :meth:`sync` is called by the run loop."""
+
+    presorted = True
+
+    def __init__(self, bucket, fetcher, config: BucketStoreConfig, *, registry=None, index_cache=None) -> None:
+        self.bucket = bucket
+        self.index_cache = index_cache
+        self.fetcher = fetcher
+        self.cfg = config
+        self.blocks: dict[str, BucketBlock] = {}
+        self._failed_loads: set[str] = set()
+        self._pool = ThreadPoolExecutor(max(4, config.io_threads), thread_name_prefix="store-io")
+        self._gate = asyncio.Semaphore(max(1, config.series_max_concurrency))
+        self._load_sem = threading.Semaphore(max(1, config.block_sync_concurrency))
+        self.chunk_pool = ChunkPool(config.chunk_pool_size)
+        self.synced = False
+        self.last_sync_error: Optional[str] = None
+        self.metrics = _Metrics(registry, self) if registry is not None else None
+        os.makedirs(config.data_dir, exist_ok=True)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for b in self.blocks.values():
+            b.close()
+
+    # -- sync -----------------------------------------------------------------------------------------
+    async def sync(self) -> None:
+        """Sync the block set with the bucket. Raises on a listing failure (blocks kept as they are)."""
+        loop = asyncio.get_running_loop()
+        try:
+            res = await loop.run_in_executor(self._pool, self.fetcher.fetch)
+        except Exception as e:
+            self.last_sync_error = f"{type(e).__name__}: {e}"
+            raise
+        self.last_sync_error = None
+        new = []
+        for u, meta in res.metas.items():
+            if u not in self.blocks:
+                b = BucketBlock(self.bucket, meta, self.cfg.data_dir, self.index_cache)
+                self.blocks[u] = b
+                new.append(b)
+        # blocks that vanished are dropped; a meta that failed to read keeps its block
+        for u in list(self.blocks):
+            if u not in res.metas and u not in res.failed:
+                self.blocks.pop(u).close(remove_dir=True)
+                if self.metrics:
+                    self.metrics.drops.inc()
+                log.info("dropped outdated block", extra={"block": u})
+        self._remove_stale_dirs()
+        self.synced = True
+        if new:
+            log.info("loaded new blocks", extra={"count": len(new)})
+        if new and not self.cfg.lazy_index_header:
+            for b in new:
+                loop.run_in_executor(self._pool, self._preload, b)
+
+    def _preload(self, b: BucketBlock) -> None:
+        with self._load_sem:
+            if b.ulid not in self.blocks:
+                return
+            try:
+                b.index()
+            except Exception as e:  # noqa: BLE001
+                self._load_failed(b, e)
+                return
+            if self.metrics:
+                self.metrics.loads.inc()
+
+    def _load_failed(self, b: BucketBlock, e: BaseException) -> None:
+        """Report a broken block once, drop it; the next sync tries it again."""
+        if self.blocks.get(b.ulid) is b:
+            self.blocks.pop(b.ulid, None)
+            b.close(remove_dir=True)
+        if self.metrics:
+            self.metrics.load_failures.inc()
+        if b.ulid not in self._failed_loads:
+            self._failed_loads.add(b.ulid)
+            log.error("loading block failed; serving the other blocks", extra={"block": b.ulid, "err": str(e)})
+
+    def _remove_stale_dirs(self) -> None:
+        from ..tsdb.ulid import is_ulid
+
+        try:
+            names = os.listdir(self.cfg.data_dir)
+        except OSError:
+            return
+        for n in names:
+            if is_ulid(n) and n not in self.blocks:
+                shutil.rmtree(os.path.join(self.cfg.data_dir, n), ignore_errors=True)
+
+    def release_idle(self) -> int:
+        n = sum(1 for b in list(self.blocks.values()) if b.release_if_idle(self.cfg.lazy_idle_timeout))
+        if n and self.metrics:
+            self.metrics.lazy_unloads.inc(n)
+        return n
+
+    # -- info -----------------------------------------------------------------------------------------
+    def _time_bounds(self) -> tuple[int, int]:
+        lo = self.cfg.min_time.timestamp_ms() if self.cfg.min_time is not None else MIN_TIME
+        hi = self.cfg.max_time.timestamp_ms() if self.cfg.max_time is not None else MAX_TIME
+        return lo, hi
+
+    async def info(self) -> StoreInfo:
+        blocks = list(self.blocks.values())
+        if not blocks:
+            # Thanos reports an empty store as MaxInt64/MinInt64 so queriers skip it
+            return StoreInfo(min_time=MAX_TIME, max_time=MIN_TIME, label_sets=[], component_type="store")
+        lo, hi = self._time_bounds()
+        mint = max(min(b.meta.min_time for b in blocks), lo)
+        maxt = min(max(b.meta.max_time for b in blocks), hi)
+        sets = sorted({b.ext for b in blocks})
+        by_ext: dict[tuple, list] = {}
+        for b in blocks:
+            by_ext.setdefault(b.ext, []).append((b.meta.min_time, b.meta.max_time))
+        tsdb = []
+        for ext, spans in by_ext.items():
+            spans.sort()
+            cur = list(spans[0])
+            for a, z in spans[1:]:
+                if a > cur[1]:
+                    tsdb.append((ext, cur[0], cur[1]))
+                    cur = [a, z]
+                else:
+                    cur[1] = z
+            tsdb.append((ext, cur[0], cur[1]))
+        return StoreInfo(min_time=mint, max_time=maxt, label_sets=[list(s) for s in sets], component_type="store",
+                         supports_without_replica_labels=True, tsdb_infos=tsdb)
+
+    # -- block choice ---------------------------------------------------------------------------------
+    def _blocks_for(self, matchers: list[Matcher], mint: int, maxt: int, max_res: int
+                    ) -> list[tuple[BucketBlock, list[Matcher]]]:
+        sets: dict[tuple, dict[int, list[BucketBlock]]] = {}
+        for b in self.blocks.values():
+            sets.setdefault(b.ext, {}).setdefault(b.resolution, []).append(b)
+        out = []
+        for ext, by_res in sets.items():
+            some = next(iter(by_res.values()))[0]
+            left = some.split_matchers(matchers)
+            if left is None:
+                continue
+            for lst in by_res.values():
+                lst.sort(key=lambda b: b.meta.min_time)
+            for b in _get_for(by_res, mint, maxt, max_res, 0):
+                out.append((b, left))
+        return out
+
+    # -- StoreAPI -------------------------------------------------------------------------------------
+    def _not_ready(self) -> None:
+        if not self.synced:
+            raise Unavailable("store gateway not ready: initial block sync has not finished"
+                              + (f" ({self.last_sync_error})" if self.last_sync_error else ""))
+
+    async def _run_blocks(self, fn, blocks) -> list:
+        loop = asyncio.get_running_loop()
+        futs = [loop.run_in_executor(self._pool, fn, b, ms) for b, ms in blocks]
+        results = await asyncio.gather(*futs, return_exceptions=True)
+        out = []
+        for (b, _), r in zip(blocks, results):
+            if isinstance(r, BaseException):
+                for f in futs:
+                    f.cancel()
+                raise _block_error(b, r)
+            out.append(r)
+        return out
+
+    async def series(self, req: SeriesRequest) -> AsyncIterator:
+        self._not_ready()
+        lo, hi = self._time_bounds()
+        mint, maxt = max(req.min_time, lo), min(req.max_time, hi)
+        blocks = self._blocks_for(req.matchers, mint, maxt, int(req.max_resolution_window))
+        limits = _Limits(series=self.cfg.series_limit, chunks=self.cfg.samples_limit // MAX_SAMPLES_PER_CHUNK,
+                         pool=self.chunk_pool)
+        remove = frozenset(req.without_replica_labels)
+        aggrs = list(req.aggregates)
+        limit = int(req.limit)
+
+        def one(b: BucketBlock, ms: list[Matcher]):
+            return block_series(b, ms, mint, maxt, skip_chunks=req.skip_chunks, aggrs=aggrs, remove=remove,
+                                limits=limits, limit=limit)
+
+        try:
+            async with self._gate:
+                t0 = time.monotonic()
+                try:
+                    results = await self._run_blocks(one, blocks) if blocks else []
+                    merged = await asyncio.get_running_loop().run_in_executor(self._pool, _merge, results)
+                except ResourceExhausted as e:
+                    if self.metrics:
+                        self.metrics.dropped.labels("series" if "series limit" in str(e) else "chunks").inc()
+                    raise
+                results = []
+            if self.metrics:
+                self.metrics.observe_series(len(blocks), len(merged), time.monotonic() - t0)
+            for lbls, chunks in merged:
+                yield RawSeries(lbls, chunks)
+        finally:
+            limits.release()  # the answer's chunk bytes are no longer held
+
+    async def label_names(self, req: LabelNamesRequest) -> LabelsResult:
+        self._not_ready()
+        remove = frozenset(req.without_replica_labels)
+        blocks = [(b, ms) for b in self.blocks.values() if b.overlaps(req.start, req.end)
+                  for ms in [b.split_matchers(req.matchers)] if ms is not None]
+
+        def one(b: BucketBlock, ms: list[Matcher]) -> set:
+            if not ms:
+                return set(b.index().label_names()) | {n for n, _ in b.ext if n not in remove}
+            rows = block_series(b, ms, req.start, req.end, skip_chunks=True, aggrs=(), remove=remove,
+                                limits=_Limits(series=self.cfg.series_limit))
+            return {n for lbls, _ in rows for n, _ in lbls}
+
+        sets = await self._run_blocks(one, blocks)
+        names = sorted(set().union(*sets)) if sets else []
+        return LabelsResult(names, hints=_queried_hints(hints_pb2.LabelNamesResponseHints(), blocks))
+
+    async def label_values(self, req: LabelValuesRequest) -> LabelsResult:
+        self._not_ready()
+        has_name_eq = any(m.name == "__name__" and m.type == MATCH_EQUAL for m in req.matchers)
+        blocks = []
+        for b in self.blocks.values():
+            if not b.overlaps(req.start, req.end):
+                continue
+            ms = b.split_matchers(req.matchers)
+            if ms is None:
+                continue
+            if not has_name_eq and ms and req.label not in b._ext_map:
+                ms = ms + [Matcher(MATCH_NOT_EQUAL, req.label, "")]
+            blocks.append((b, ms))
+
+        def one(b: BucketBlock, ms: list[Matcher]) -> set:
+            if not ms:
+                vals = set(b.index().label_values(req.label))
+                ext = b._ext_map.get(req.label)
+                if ext:
+                    vals.add(ext)
+                return vals
+            rows = block_series(b, ms, req.start, req.end, skip_chunks=True, aggrs=(), remove=frozenset(),
+                                limits=_Limits(series=self.cfg.series_limit))
+            return {v for lbls, _ in rows for n, v in lbls if n == req.label}
+
+        sets = await self._run_blocks(one, blocks)
+        vals = sorted(set().union(*sets)) if sets else []
+        return LabelsResult(vals, hints=_queried_hints(hints_pb2.LabelValuesResponseHints(), blocks))
+
+
+def _get_for(by_res: dict[int, list[BucketBlock]], mint: int, maxt: int, max_res: int, i: int) -> list[BucketBlock]:
+    """Thanos' ``bucketBlockSet.getFor``: the coarsest resolution <= ``max_res`` first, gaps
+    between its blocks filled recursively with finer resolutions."""
+    if mint > maxt:
+        return []
+    while i < len(RESOLUTIONS) and RESOLUTIONS[i] > max_res:
+        i += 1
+    if i >= len(RESOLUTIONS):
+        return []
+    out: list[BucketBlock] = []
+    start = mint
+    for b in by_res.get(RESOLUTIONS[i], []):
+        if b.meta.max_time <= mint:
+            continue
+        if b.meta.min_time > maxt:
+            break
+        if i + 1 < len(RESOLUTIONS):
+            out.extend(_get_for(by_res, start, b.meta.min_time - 1, RESOLUTIONS[i + 1], i + 1))
+        out.append(b)
+        start = b.meta.max_time
+    if i + 1 < len(RESOLUTIONS):
+        out.extend(_get_for(by_res, start, maxt, RESOLUTIONS[i + 1], i + 1))
+    return out
+
+
+def _queried_hints(msg, blocks) -> any_pb2.Any:
+    for b, _ in blocks:
+        msg.queried_blocks.add(id=b.ulid)
+    a = any_pb2.Any()
+    a.Pack(msg, type_url_prefix="type.googleapis.com/")
+    return a
+
+
+def _block_error(b: BucketBlock, e: BaseException) -> BaseException:
+    """Name the block in the error; limits keep their code and message."""
+    from ..objstore import ObjstoreError
+    from ..storeapi.server import StoreError
+
+    if isinstance(e, ResourceExhausted):
+        return e
+    if isinstance(e, StoreError):
+        return type(e)(f"block {b.ulid}: {e}")
+    if isinstance(e, ObjstoreError):
+        return Unavailable(f"fetch series for block {b.ulid}: {e}")
+    if isinstance(e, CorruptBlockError):
+        return Internal(f"fetch series for block {b.ulid}: {e}")
+    return Internal(f"fetch series for block {b.ulid}: {type(e).__name__}: {e}")
+
+
+class _Metrics:
+    def __init__(self, registry, store: BucketStore) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        ns = "thanos_bucket_store"
+        self.loaded = Gauge(f"{ns}_blocks_loaded", "Number of currently loaded blocks.", registry=registry)
+        self.loaded.set_function(lambda: len(store.blocks))
+        self.loads = Counter(f"{ns}_block_loads", "Total number of remote block loading attempts.",
+                             registry=registry)
+        self.load_failures = Counter(f"{ns}_block_load_failures", "Total number of failed remote block loading "
+                                     "attempts.", registry=registry)
+        self.drops = Counter(f"{ns}_block_drops", "Total number of local blocks that were dropped.",
+                             registry=registry)
+        self.blocks_queried = Histogram(f"{ns}_series_blocks_queried", "Number of blocks in a bucket store that "
+                                        "were touched to satisfy a query.", registry=registry,
+                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+        self.result_series = Histogram(f"{ns}_series_result_series", "Number of series observed in the final "
+                                       "result of a query after merging identical series from different blocks.",
+                                       registry=registry, buckets=(1, 10, 100, 1000, 10_000, 100_000, 1_000_000))
+        self.get_all = Histogram(f"{ns}_series_get_all_duration_seconds", "Time it takes until all per-block "
+                                 "prepares and loads for a query are finished.", registry=registry)
+        self.dropped = Counter(f"{ns}_queries_dropped", "Number of queries that were dropped due to the limit.",
+                               ["reason"], registry=registry)
+        self.lazy_unloads = Counter("thanos_bucket_store_indexheader_lazy_unload", "Total number of index-header "
+                                    "lazy unload operations.", registry=registry)
+
+    def observe_series(self, blocks: int, series: int, seconds: float) -> None:
+        self.blocks_queried.observe(blocks)
+        self.result_series.observe(series)
+        self.get_all.observe(seconds)

@@ -1,0 +1,147 @@
+"""``pythanos store`` flags (Thanos' ``cmd/thanos/store.go`` names and defaults) -> :class:`StoreConfig`."""
+from __future__ import annotations
+
+import argparse
+
+from .. import flags as f
+
+__all__ = ["register", "config_from_args"]
+
+
+def register(components) -> None:
+    p = components.add_parser("store", help="Store node giving access to blocks in a bucket provider. Now supported "
+                                            "GCS, S3, Azure, Swift, Tencent COS and Aliyun OSS.")
+    f.add_common(p)
+    f.add_listeners(p)
+    dur = f.duration
+    size = lambda flag: f.flag_type(f.parse_bytes, flag)  # noqa: E731
+    count = lambda flag: f.flag_type(f.non_negative_int, flag)  # noqa: E731
+    p.add_argument("--data-dir", dest="data_dir", default="./data",
+                   help="Local data directory used for caching purposes (index-header, in-mem cache items and "
+                        "meta.jsons). If removed, no data will be lost, just store will have to rebuild the cache.")
+    f.add_objstore(p, required=True)
+    p.add_argument("--index-cache-size", dest="index_cache_size", default=f.parse_bytes("250MB", "--index-cache-size"),
+                   type=size("--index-cache-size"),
+                   help="Maximum size of items held in the in-memory index cache. Ignored if --index-cache.config "
+                        "or --index-cache.config-file option is specified.")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--index-cache.config-file", dest="index_cache_config_file", metavar="<file-path>",
+                   help="Path to YAML file that contains index cache configuration.")
+    g.add_argument("--index-cache.config", dest="index_cache_config", metavar="<content>",
+                   help="Alternative to 'index-cache.config-file' flag: index cache configuration in YAML.")
+    p.add_argument("--chunk-pool-size", dest="chunk_pool_size", default=f.parse_bytes("2GB", "--chunk-pool-size"),
+                   type=size("--chunk-pool-size"),
+                   help="Maximum size of concurrently allocatable bytes reserved strictly to reuse for chunks in "
+                        "memory.")
+    p.add_argument("--store.grpc.series-max-concurrency", dest="series_max_concurrency", default=20,
+                   type=f.flag_type(f.positive_int, "--store.grpc.series-max-concurrency"),
+                   help="Maximum number of concurrent Series calls.")
+    p.add_argument("--store.limits.request-series", "--store.grpc.touched-series-limit", dest="series_limit",
+                   default=0, type=count("--store.limits.request-series"),
+                   help="The maximum series allowed for a single Series request. The Series call fails if this "
+                        "limit is exceeded. 0 means no limit.")
+    p.add_argument("--store.limits.request-samples", "--store.grpc.series-sample-limit", dest="samples_limit",
+                   default=0, type=count("--store.limits.request-samples"),
+                   help="The maximum samples allowed for a single Series request, The Series call fails if this "
+                        "limit is exceeded. 0 means no limit. NOTE: For efficiency the limit is internally "
+                        "implemented as 'chunks limit' considering each chunk contains a maximum of 120 samples.")
+    p.add_argument("--sync-block-duration", dest="sync_block_duration", default=900.0,
+                   type=dur("--sync-block-duration"), help="Repeat interval for syncing the blocks between local "
+                                                           "and remote view.")
+    p.add_argument("--block-discovery-strategy", dest="block_discovery_strategy", default="concurrent",
+                   choices=["concurrent", "recursive"],
+                   help="One of concurrent, recursive. When set to concurrent, stores will concurrently issue one "
+                        "call per directory to discover active blocks in the bucket.")
+    p.add_argument("--block-sync-concurrency", dest="block_sync_concurrency", default=20,
+                   type=f.flag_type(f.positive_int, "--block-sync-concurrency"),
+                   help="Number of goroutines to use when constructing index-cache.json blocks from object storage. "
+                        "Must be equal or greater than 1.")
+    p.add_argument("--block-meta-fetch-concurrency", dest="block_meta_fetch_concurrency", default=32,
+                   type=f.flag_type(f.positive_int, "--block-meta-fetch-concurrency"),
+                   help="Number of goroutines to use when fetching block metadata from object storage.")
+    p.add_argument("--min-time", dest="min_time", default=f.parse_time_or_duration(f.DEFAULT_MIN_TIME),
+                   type=f.flag_type(f.parse_time_or_duration, "--min-time"),
+                   help="Start of time range limit to serve. Thanos Store will serve only metrics, which happened "
+                        "later than this value. Option can be a constant time in RFC3339 format or time duration "
+                        "relative to current time, such as -1d or 2h45m. Valid duration units are ms, s, m, h, d, w, y.")
+    p.add_argument("--max-time", dest="max_time", default=f.parse_time_or_duration(f.DEFAULT_MAX_TIME, "--max-time"),
+                   type=f.flag_type(f.parse_time_or_duration, "--max-time"),
+                   help="End of time range limit to serve. Thanos Store will serve only blocks, which happened "
+                        "earlier than this value. Option can be a constant time in RFC3339 format or time duration "
+                        "relative to current time, such as -1d or 2h45m. Valid duration units are ms, s, m, h, d, w, y.")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--selector.relabel-config-file", dest="relabel_config_file", metavar="<file-path>",
+                   help="Path to YAML file with relabeling configuration that allows selecting blocks. It follows "
+                        "native Prometheus relabel-config syntax.")
+    g.add_argument("--selector.relabel-config", dest="relabel_config", metavar="<content>",
+                   help="Alternative to 'selector.relabel-config-file' flag (mutually exclusive). Content of YAML "
+                        "file with relabeling configuration that allows selecting blocks.")
+    p.add_argument("--consistency-delay", dest="consistency_delay", default=0.0, type=dur("--consistency-delay"),
+                   help="Minimum age of all blocks before they are being read. Set it to safe value (e.g 30m) if "
+                        "your object storage is eventually consistent.")
+    p.add_argument("--ignore-deletion-marks-delay", dest="ignore_deletion_marks_delay", default=86400.0,
+                   type=dur("--ignore-deletion-marks-delay"),
+                   help="Duration after which the blocks marked for deletion will be filtered out while fetching "
+                        "blocks. The idea of ignore-deletion-marks-delay is to ignore blocks that are marked for "
+                        "deletion with some delay. This ensures store can still serve blocks that are meant to be "
+                        "deleted but do not have a replacement yet.")
+    p.add_argument("--store.enable-index-header-lazy-reader", dest="lazy_index_header", action="store_true",
+                   help="If true, Store Gateway will lazy memory map index-header only once the block is required "
+                        "by a query.")
+    p.add_argument("--store.index-header-lazy-reader-idle-timeout", dest="lazy_idle_timeout", default=300.0,
+                   type=dur("--store.index-header-lazy-reader-idle-timeout"),
+                   help="If index-header lazy reader is enabled and this idle timeout setting is > 0, memory "
+                        "map-ed index-headers will be automatically released after 'idle timeout' inactivity.")
+    p.add_argument("--cache-index-header", dest="cache_index_header", action=argparse.BooleanOptionalAction,
+                   default=True, help="Cache TSDB index-headers on disk to reduce startup time. When set to true, "
+                                      "Thanos Store will download index headers from remote object storage on "
+                                      "startup and create a header file on disk.")
+    p.add_argument("--web.disable", dest="web_disable", action="store_true",
+                   help="Disable Block Viewer UI.")
+    p.add_argument("--web.external-prefix", dest="external_prefix", default="",
+                   help="Static prefix for all HTML links and redirect URLs in the bucket web UI interface.")
+    p.add_argument("--web.prefix-header", dest="prefix_header", default="",
+                   help="Name of HTTP request header used for dynamic prefixing of UI links and redirects.")
+    p.add_argument("--web.disable-cors", dest="disable_cors", action="store_true",
+                   help="Whether to disable CORS headers to be set by Thanos. By default Thanos sets CORS headers "
+                        "to be allowed by all.")
+    p.add_argument("--bucket-web-label", dest="bucket_web_label", default="",
+                   help="External block label to use as group title in the bucket web UI")
+    p.add_argument("--disable-admin-operations", dest="disable_admin_operations", action="store_true",
+                   help="Disable UI/API admin operations like marking blocks for deletion and no compaction.")
+    p.set_defaults(run=main)
+
+
+def config_from_args(args: argparse.Namespace):
+    from ..cache import INDEX_CACHE_ITEMS, parse_cache_config
+    from ..relabel import SELECTOR_ACTIONS, parse_relabel_config
+    from .run import StoreConfig
+
+    relabel_where = ("--selector.relabel-config-file" if args.relabel_config_file else "--selector.relabel-config")
+    relabel = parse_relabel_config(f.content_flag(args, "relabel_config", "--selector.relabel-config"),
+                                   relabel_where, actions=SELECTOR_ACTIONS)
+    cache_text = f.content_flag(args, "index_cache_config", "--index-cache.config")
+    cache_where = ("--index-cache.config-file" if args.index_cache_config_file else "--index-cache.config")
+    cache = parse_cache_config(cache_text, cache_where, args.index_cache_size, valid_items=INDEX_CACHE_ITEMS) \
+        if cache_text.strip() else None
+    if args.min_time.timestamp_ms() > args.max_time.timestamp_ms():
+        from ..errors import UserError
+
+        raise UserError(f"--min-time={args.min_time.text} is later than --max-time={args.max_time.text}")
+    return StoreConfig(
+        http_address=args.http_address, http_grace_period=args.http_grace_period,
+        grpc_address=args.grpc_address, grpc_grace_period=args.grpc_grace_period,
+        data_dir=args.data_dir, bucket=f.bucket_from_args(args), index_cache_size=args.index_cache_size,
+        index_cache=cache, chunk_pool_size=args.chunk_pool_size,
+        series_max_concurrency=args.series_max_concurrency, series_limit=args.series_limit,
+        samples_limit=args.samples_limit, sync_interval=args.sync_block_duration,
+        block_sync_concurrency=args.block_sync_concurrency, meta_fetch_concurrency=args.block_meta_fetch_concurrency,
+        min_time=args.min_time, max_time=args.max_time, relabel=relabel, consistency_delay=args.consistency_delay,
+        ignore_deletion_marks_delay=args.ignore_deletion_marks_delay, lazy_index_header=args.lazy_index_header,
+        lazy_idle_timeout=args.lazy_idle_timeout, web_disable=args.web_disable)
+
+
+def main(args: argparse.Namespace) -> int:
+    from .run import run
+
+    return run(config_from_args(args))
