@@ -27,7 +27,7 @@ def random_series(rng: random.Random) -> types_pb2.Series:
             c.raw.data = rng.randbytes(rng.choice([0, 1, 127, 128, 5000]))
             if rng.random() < 0.3:
                 c.raw.hash = rng.getrandbits(64)
-        elif kind < 0.9:  # downsampled: aggregates only (no raw) are left out by both paths
+        elif kind < 0.9:  # downsampled: aggregates only (no raw; see also test_query_downsampled.py)
             c.count.data = rng.randbytes(10)
             c.sum.data = rng.randbytes(10)
     return s

@@ -2,8 +2,12 @@
  *
  * parse(frame: bytes, strip: frozenset | None, cache: dict) -> (kind, payload)
  *   kind 1 (series) / 4 (batch): payload = list of (labels, chunks) with labels a tuple of
- *     (name, value) str pairs (labels named in strip left out) and chunks a list of
- *     (min_time, max_time, encoding, data) for every AggrChunk that has a raw chunk;
+ *     (name, value) str pairs (labels named in strip left out) and chunks a list with, for
+ *     every AggrChunk: (min_time, max_time, encoding, data) when it holds only a raw chunk;
+ *     (min_time, max_time, encoding, data, {aggr: (encoding, data)}) when it holds aggregates
+ *     (thanos.Aggr keys COUNT=1 .. COUNTER=5; encoding 0 and data b"" when there is no raw
+ *     chunk), where a raw chunk in Thanos' on-disk aggregate encoding 0xFF counts as its
+ *     aggregates; nothing for an AggrChunk with neither;
  *   kind 2 (warning): payload = the warning str;
  *   kind 3 (hints) or an empty frame: payload = None.
  * `cache` maps label bytes to their str so names and repeated values are shared, not copied.
@@ -132,36 +136,111 @@ static PyObject *parse_label(rd *r, PyObject *cache, PyObject *strip, int *skip)
     return t;
 }
 
-/* AggrChunk -> (min_time, max_time, type, data), or Py_None (borrowed, not increfed) without raw */
-static PyObject *parse_chunk(rd *r) {
-    int64_t mint = 0, maxt = 0;
-    int has_raw = 0;
-    uint64_t type = 0;
-    rd data = {(const uint8_t *)"", (const uint8_t *)""}, sub, raw;
+/* One thanos.Chunk{type=1, data=2, hash=3} merged into *type / *data (protobuf merges a repeated
+ * message field: the last type and data seen win). */
+static int parse_sub(rd *r, uint64_t *type, rd *data) {
     uint32_t num;
     int wt;
     uint64_t val;
+    while (r->p < r->end) {
+        rd s2;
+        if (field(r, &num, &wt, &val, &s2)) return -1;
+        if (wt == 0 && num == 1) *type = val;
+        else if (wt == 2 && num == 2) *data = s2;
+    }
+    return 0;
+}
+
+#define AGGR_ENCODING 0xFF /* Thanos' downsample.ChunkEncAggr, the on-disk encoding byte */
+
+/* Prometheus chunk encoding byte -> thanos Chunk.Encoding (XOR=0, HISTOGRAM=1, FLOAT_HISTOGRAM=2) */
+static long long store_encoding(uint8_t b) { return (b >= 1 && b <= 3) ? (long long)b - 1 : AGGR_ENCODING; }
+
+/* aggrs[a] = (type, data) with the key a as a Python int (thanos.Aggr: COUNT=1 .. COUNTER=5) */
+static int set_aggr(PyObject *aggrs, int a, long long type, const uint8_t *p, Py_ssize_t n) {
+    PyObject *k = PyLong_FromLong(a), *v = Py_BuildValue("(Ly#)", type, (const char *)p, n);
+    int rc = (k && v) ? PyDict_SetItem(aggrs, k, v) : -1;
+    Py_XDECREF(k);
+    Py_XDECREF(v);
+    return rc;
+}
+
+/* The on-disk aggregate chunk (pkg/compact/downsample/aggr.go): for count, sum, min, max, counter in
+ * turn uvarint(L), then, if L > 0, one encoding byte and L bytes of that sub-chunk. */
+static int split_aggr(PyObject *aggrs, const uint8_t *p, const uint8_t *end) {
+    rd r = {p, end};
+    for (int i = 0; i < 5; i++) {
+        uint64_t len;
+        if (varint(&r, &len)) return -1;
+        if (len == 0) continue;
+        if ((uint64_t)(r.end - r.p) < len + 1) return -1;
+        if (set_aggr(aggrs, i + 1, store_encoding(r.p[0]), r.p + 1, (Py_ssize_t)len)) return -2;
+        r.p += len + 1;
+    }
+    return 0;
+}
+
+/* AggrChunk -> (min_time, max_time, type, data) for a raw chunk, or (min_time, max_time, raw type,
+ * raw data, {aggr: (type, data)}) when it has aggregates (raw type 0 and data b"" without raw; a raw
+ * chunk in the on-disk aggregate encoding 0xFF is split into its aggregates), or Py_None (borrowed,
+ * not increfed) when it has neither. */
+static PyObject *parse_chunk(rd *r) {
+    int64_t mint = 0, maxt = 0;
+    int has_raw = 0, has[6] = {0};
+    uint64_t type = 0, atype[6] = {0};
+    rd data = {(const uint8_t *)"", (const uint8_t *)""}, sub, adata[6];
+    uint32_t num;
+    int wt;
+    uint64_t val;
+    for (int i = 0; i < 6; i++) adata[i] = data;
     while (r->p < r->end) {
         if (field(r, &num, &wt, &val, &sub)) return bad("chunk");
         if (wt == 0 && num == 1) mint = (int64_t)val;
         else if (wt == 0 && num == 2) maxt = (int64_t)val;
         else if (wt == 2 && num == 3) {
-            /* a repeated message field merges; take the last type/data seen like protobuf does */
             has_raw = 1;
-            raw = sub;
-            while (raw.p < raw.end) {
-                rd s2;
-                if (field(&raw, &num, &wt, &val, &s2)) return bad("raw chunk");
-                if (wt == 0 && num == 1) type = val;
-                else if (wt == 2 && num == 2) data = s2;
-            }
+            if (parse_sub(&sub, &type, &data)) return bad("raw chunk");
+        } else if (wt == 2 && num >= 4 && num <= 8) {
+            int a = (int)num - 3; /* thanos.Aggr: COUNT=1, SUM=2, MIN=3, MAX=4, COUNTER=5 */
+            has[a] = 1;
+            if (parse_sub(&sub, &atype[a], &adata[a])) return bad("aggregate chunk");
         }
     }
-    if (!has_raw) return Py_None;
+    int any = 0;
+    for (int a = 1; a <= 5; a++) any |= has[a];
+    int aggr_raw = has_raw && (int32_t)type == AGGR_ENCODING;
+    if (!any && !aggr_raw) {
+        if (!has_raw) return Py_None;
+        PyObject *d = PyBytes_FromStringAndSize((const char *)data.p, data.end - data.p);
+        if (!d) return NULL;
+        return Py_BuildValue("(LLLN)", (long long)mint, (long long)maxt, (long long)(int32_t)type, d);
+    }
+    PyObject *aggrs = PyDict_New();
+    if (!aggrs) return NULL;
+    if (aggr_raw) {
+        int rc = split_aggr(aggrs, data.p, data.end);
+        if (rc) {
+            Py_DECREF(aggrs);
+            return rc == -1 ? bad("aggregate chunk encoding") : NULL;
+        }
+        has_raw = 0;
+    }
+    for (int a = 1; a <= 5; a++) {
+        if (has[a] && set_aggr(aggrs, a, (long long)(int32_t)atype[a], adata[a].p, adata[a].end - adata[a].p)) {
+            Py_DECREF(aggrs);
+            return NULL;
+        }
+    }
+    if (!has_raw) {
+        type = 0;
+        data.p = data.end = (const uint8_t *)"";
+    }
     PyObject *d = PyBytes_FromStringAndSize((const char *)data.p, data.end - data.p);
-    if (!d) return NULL;
-    PyObject *out = Py_BuildValue("(LLLN)", (long long)mint, (long long)maxt, (long long)(int32_t)type, d);
-    return out;
+    if (!d) {
+        Py_DECREF(aggrs);
+        return NULL;
+    }
+    return Py_BuildValue("(LLLNN)", (long long)mint, (long long)maxt, (long long)(int32_t)type, d, aggrs);
 }
 
 static PyObject *parse_series(rd *r, PyObject *cache, PyObject *strip) {

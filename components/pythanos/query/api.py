@@ -100,6 +100,27 @@ class ApiConfig:
     dedup_func: str = "penalty"
     metadata_range_ms: int = 0
     experimental_functions: bool = False  # --enable-feature=promql-experimental-functions
+    dynamic_lookback_delta: bool = True  # Thanos' hidden --query.dynamic-lookback-delta (default true)
+
+
+RESOLUTIONS_MS = (0, 300_000, 3_600_000)  # downsample.ResLevel0, 1, 2
+
+
+def lookback_for_resolution(lookback_ms: int, max_source_resolution_ms: int, dynamic: bool = True) -> int:
+    """Thanos' ``LookbackDeltaFactory`` (cmd/thanos/query.go): with the dynamic lookback delta, a query
+    that may read 5m data looks back at least 5m and one that may read 1h data at least 1h; the
+    resolution counts once it exceeds both the level below and the configured lookback delta."""
+    resolutions = RESOLUTIONS_MS if dynamic else RESOLUTIONS_MS[:1]
+    lds = []
+    cur = lookback_ms
+    for r in resolutions:
+        if lookback_ms < r:
+            cur = r
+        lds.append(cur)
+    for i in range(len(resolutions) - 1, 0, -1):
+        if max(resolutions[i - 1], lookback_ms) < max_source_resolution_ms:
+            return lds[i]
+    return lds[0]
 
 
 class QueryAPI:
@@ -161,15 +182,21 @@ class QueryAPI:
         return QueryOptions(dedup=dedup, replica_labels=replica, partial=partial, store_matchers=store_matchers,
                             max_resolution_window=res, dedup_func=self.cfg.dedup_func)
 
-    def _lookback(self, params) -> Optional[int]:
+    def _lookback(self, params, opts: QueryOptions) -> Optional[int]:
+        """The request's ``lookback_delta`` when positive, else the lookback for the query's
+        ``max_source_resolution`` (:func:`lookback_for_resolution`)."""
         val = first(params, "lookback_delta")
-        if not val:
-            return None
-        try:
-            ms = parse_duration(val)
-        except ApiError as e:
-            raise ApiError("bad_data", f"'lookback_delta' parameter: {e.message}") from None
-        return ms if ms > 0 else None
+        ms = 0
+        if val:
+            try:
+                ms = parse_duration(val)
+            except ApiError as e:
+                raise ApiError("bad_data", f"'lookback_delta' parameter: {e.message}") from None
+        if ms > 0:
+            return ms
+        ld = lookback_for_resolution(self.cfg.lookback_delta_ms, opts.max_resolution_window,
+                                     self.cfg.dynamic_lookback_delta)
+        return ld if ld != self.cfg.lookback_delta_ms else None
 
     def _timeout(self, params) -> float:
         t = self.cfg.timeout_s
@@ -208,7 +235,7 @@ class QueryAPI:
         ts = _time_param(params, "time", now_ms())
         timeout = self._timeout(params)
         opts = self._options(params, instant=True)
-        lookback = self._lookback(params)
+        lookback = self._lookback(params, opts)
         q = first(params, "query")
         _check_parse(q, self.cfg.experimental_functions)
         qa = StoreQueryable(self.proxy, asyncio.get_running_loop(), opts, timeout=timeout)
@@ -236,7 +263,7 @@ class QueryAPI:
                                        "Try decreasing the query resolution (?step=XX)")
         timeout = self._timeout(params)
         opts = self._options(params, instant=False, step_ms=step)
-        lookback = self._lookback(params)
+        lookback = self._lookback(params, opts)
         q = first(params, "query")
         _check_parse(q, self.cfg.experimental_functions)
         qa = StoreQueryable(self.proxy, asyncio.get_running_loop(), opts, timeout=timeout)

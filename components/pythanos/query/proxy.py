@@ -8,7 +8,9 @@ those selector lists (against the synthetic label ``__address__``).
 
 Each endpoint answers a Series call; its frames are taken as raw bytes and parsed by a small C
 parser (``_frames``) straight into label tuples and chunk tuples (protobuf's parser and a Python
-walk over its objects when the extension is not built); only labels and chunk bytes are kept. A failing endpoint (error, or silence beyond the response timeout)
+walk over its objects when the extension is not built); only labels and chunk bytes are kept: a
+raw chunk as ``(min_time, max_time, encoding, data)``, a downsampled one with its aggregates as a
+fifth item ``{thanos.Aggr: (encoding, data)}``. A failing endpoint (error, or silence beyond the response timeout)
 becomes a warning when partial response is allowed, otherwise the selection fails naming it.
 """
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Optional, Sequence
 from ..storeapi import service as _svc
 from ..storeapi.client import StoreAPIError
 from ..storeapi.types import PARTIAL_RESPONSE_ABORT, PARTIAL_RESPONSE_WARN
+from ..tsdb.aggrchunk import AGGR_ENCODING, AGGR_TYPES
+from ..tsdb.aggrchunk import split as split_aggr
 from ..tsdb.labels import Matcher
 from .endpoints import Endpoint, EndpointSet
 
@@ -111,8 +115,10 @@ class Proxy:
     async def fetch(self, matchers: Sequence[Matcher], mint: int, maxt: int, *,
                     replica_labels: Sequence[str] = (), partial: bool = True, skip_chunks: bool = False,
                     store_matchers: Optional[list[list[Matcher]]] = None, timeout: Optional[float] = None,
-                    max_resolution_window: int = 0, limit: int = 0) -> Fetched:
-        """One Series call to every candidate endpoint, concurrently; see the module doc."""
+                    max_resolution_window: int = 0, limit: int = 0, aggregates: Sequence[int] = ()) -> Fetched:
+        """One Series call to every candidate endpoint, concurrently; see the module doc.
+        ``max_resolution_window``/``aggregates``: the downsampled data the stores may answer with
+        (``SeriesRequest`` fields 4 and 5)."""
         eps = self.candidates(matchers, mint, maxt, store_matchers)
         out = Fetched()
         strategy = PARTIAL_RESPONSE_WARN if partial else PARTIAL_RESPONSE_ABORT
@@ -121,7 +127,7 @@ class Proxy:
             req = ep.client.series_request(
                 matchers, mint, maxt, skip_chunks=skip_chunks, response_batch_size=self.batch_size,
                 without_replica_labels=list(replica_labels), partial_response_strategy=strategy,
-                max_resolution_window=max_resolution_window, limit=limit)
+                max_resolution_window=max_resolution_window, aggregates=aggregates, limit=limit)
             got: list = []
             warns: list = []
             strip = set(replica_labels) if replica_labels and ep.info is not None and \
@@ -272,15 +278,21 @@ async def _read_pb(ep: Endpoint, req, got: list, warns: list, strip: Optional[se
                 raise StoreAPIError(ep.address, "/thanos.Store/Series", None,
                                     f"no response within --store.response-timeout={response_timeout:g}s") from None
             kind = frame.WhichOneof("result")
-            if kind == "batch":
-                for s in frame.batch.series:
-                    got.append(_series(s, strip))
-            elif kind == "series":
-                got.append(_series(frame.series, strip))
-            elif kind == "warning":
+            try:
+                if kind == "batch":
+                    for s in frame.batch.series:
+                        got.append(_series(s, strip))
+                elif kind == "series":
+                    got.append(_series(frame.series, strip))
+            except ValueError as e:
+                raise StoreAPIError(ep.address, _svc.SERIES, None, f"decoding Series response: {e}") from None
+            if kind == "warning":
                 warns.append(frame.warning)
     finally:
         await frames.aclose()
+
+
+_AGGR_FIELDS = tuple(enumerate(AGGR_TYPES, 1))  # (thanos.Aggr, AggrChunk field name)
 
 
 def _series(s, strip: Optional[set]) -> tuple:
@@ -288,7 +300,33 @@ def _series(s, strip: Optional[set]) -> tuple:
         lbls = tuple((lb.name, lb.value) for lb in s.labels if lb.name not in strip)
     else:
         lbls = tuple((lb.name, lb.value) for lb in s.labels)
-    return lbls, [(c.min_time, c.max_time, c.raw.type, c.raw.data) for c in s.chunks if c.HasField("raw")]
+    out = []
+    for c in s.chunks:
+        t = _chunk(c)
+        if t is not None:
+            out.append(t)
+    return lbls, out
+
+
+def _chunk(c) -> Optional[tuple]:
+    """One AggrChunk as ``_frames.parse`` gives it (see there): ``(min_time, max_time, encoding, data)``
+    for a raw chunk, ``(..., {aggr: (encoding, data)})`` with aggregates, ``None`` without either."""
+    has_raw = c.HasField("raw")
+    aggrs = None
+    if has_raw and c.raw.type == AGGR_ENCODING:
+        aggrs = split_aggr(c.raw.data)
+        has_raw = False
+    for a, name in _AGGR_FIELDS:
+        if c.HasField(name):
+            if aggrs is None:
+                aggrs = {}
+            sub = getattr(c, name)
+            aggrs[a] = (sub.type, sub.data)
+    if aggrs is None:
+        return (c.min_time, c.max_time, c.raw.type, c.raw.data) if has_raw else None
+    if has_raw:
+        return c.min_time, c.max_time, c.raw.type, c.raw.data, aggrs
+    return c.min_time, c.max_time, 0, b"", aggrs
 
 
 def now_ms() -> int:

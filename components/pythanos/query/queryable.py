@@ -9,6 +9,11 @@ into samples:
   merge; counter adjustment for rate/increase/irate/resets, as ``hints.func`` says);
 * without it, a label set from one endpoint is decoded as it is (all such series in one C call)
   and one sent by several endpoints is merged 1:1 by timestamp (Prometheus' chained merge).
+
+Downsampled data: each selection asks for the aggregates its function needs and at most the
+resolution ``max_source_resolution`` allows (:mod:`pythanos.query.downsampled`); chunks that
+arrive with aggregates are read as Thanos reads them (the chosen aggregate, the average of sum and
+count, or the counter as a running total), on whole arrays like raw chunks.
 """
 from __future__ import annotations
 
@@ -20,11 +25,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..dedup import COUNTER_FUNCS, COUNTER_RESET_FUNCS, counter_resets_inplace, dedup_chunks
+from ..dedup import COUNTER_FUNCS, COUNTER_RESET_FUNCS, counter_resets_inplace, dedup_chunks, dedup_samples
 from ..promql.engine import STALE_NAN_BITS
 from ..promql.errors import ExecutionError, PromQLError, QueryTimeoutError
 from ..tsdb.chunkenc import decode_xor_many, decode_xor_many_into
 from ..tsdb.labels import Matcher
+from .downsampled import (DEFAULT_AGGRS, UnsupportedChunk, aggrs_from_func, has_aggregates,
+                          max_resolution_from_hints, overlap_split, pick, remove_identical)
 from .proxy import Proxy, StoreFetchError
 
 __all__ = ["QueryOptions", "StoreQueryable", "StorageError"]
@@ -64,10 +71,14 @@ class StoreQueryable:
 
     def select(self, matchers: Sequence[Matcher], mint_ms: int, maxt_ms: int, hints=None) -> list:
         o = self.opts
+        func = getattr(hints, "func", "") if hints is not None else ""
+        rng = getattr(hints, "range", 0) if hints is not None else 0
+        aggrs = aggrs_from_func(func)
         fut = asyncio.run_coroutine_threadsafe(self.proxy.fetch(
             matchers, mint_ms, maxt_ms, replica_labels=o.replica_labels if o.deduplicating else (),
             partial=o.partial, store_matchers=o.store_matchers, timeout=self.timeout,
-            max_resolution_window=o.max_resolution_window), self.loop)
+            max_resolution_window=max_resolution_from_hints(o.max_resolution_window, rng, func),
+            aggregates=aggrs), self.loop)
         try:
             got = fut.result()
         except StoreFetchError as e:
@@ -77,24 +88,31 @@ class StoreQueryable:
         for w in got.warnings:
             if w not in self.warnings:
                 self.warnings.append(w)
-        func = getattr(hints, "func", "") if hints is not None else ""
-        return to_samples(got.series, got.sources, mint_ms, maxt_ms, o, func)
+        return to_samples(got.series, got.sources, mint_ms, maxt_ms, o, func, aggrs)
 
 
-def to_samples(series: dict, sources: dict, mint: int, maxt: int, o: QueryOptions, func: str = "") -> list:
-    """(labels, t, v) for every label set, samples in ``[mint, maxt]``; see the module doc."""
-    if any(c[2] != XOR for chunks in series.values() for c in chunks):
+def to_samples(series: dict, sources: dict, mint: int, maxt: int, o: QueryOptions, func: str = "",
+               aggrs: Optional[tuple] = None) -> list:
+    """(labels, t, v) for every label set, samples in ``[mint, maxt]``; see the module doc.
+    ``aggrs``: what the selection asked for (``aggrs_from_func(func)`` when not given)."""
+    if aggrs is None:
+        aggrs = aggrs_from_func(func)
+    if any(c[2] != XOR for chunks in series.values() for c in chunks if len(c) == 4):
         for lbls, chunks in series.items():
-            if any(c[2] != XOR for c in chunks):
+            if any(c[2] != XOR for c in chunks if len(c) == 4):
                 raise ExecutionError(f"native histogram chunks are not supported yet (series {_fmt(lbls)})")
     resets = func in COUNTER_RESET_FUNCS
     if not o.deduplicating and all(n == 1 for n in sources.values()):
         # the common case, one source per label set: decoded batch by batch as the engine reads
-        return LazySelection(list(series.items()), mint, maxt, counter_resets=resets)
+        return LazySelection(list(series.items()), mint, maxt, counter_resets=resets, aggrs=aggrs)
     out = _Selected()
     single: list = []  # (labels, chunks) decoded together
     for lbls, chunks in series.items():
-        if o.deduplicating:
+        if (o.deduplicating or sources.get(lbls, 1) > 1) and has_aggregates(chunks):
+            t, v = _merge_downsampled(lbls, chunks, aggrs, func, o, mint, maxt, resets)
+            if len(t):
+                out.append((lbls, t, v))
+        elif o.deduplicating:
             t, v = dedup_chunks([(c[0], c[1], c[3]) for c in chunks], counter=func in COUNTER_FUNCS,
                                 func=o.dedup_func, counter_resets=resets, mint=mint, maxt=maxt)
             if len(t):
@@ -106,9 +124,26 @@ def to_samples(series: dict, sources: dict, mint: int, maxt: int, o: QueryOption
         else:
             single.append((lbls, chunks))
     if single:
-        out.extend(_decode_single(single, mint, maxt, counter_resets=resets))
+        out.extend(_decode_single(single, mint, maxt, counter_resets=resets, aggrs=aggrs))
     out.sort(key=_first)
     return out
+
+
+def _merge_downsampled(lbls, chunks: list, aggrs: tuple, func: str, o: QueryOptions, mint: int, maxt: int,
+                       resets: bool) -> tuple:
+    """A label set with downsampled chunks from several endpoints, or under de-duplication, as
+    Thanos' querier reads it: the proxy's chunk order without identical chunks; without
+    de-duplication that is one series (aggregates, counter running totals, ``[mint, maxt]``),
+    with it each "fake replica" of non-overlapping chunks is read so and the replicas are merged
+    as raw ones are (penalty, with the counter adjustment for rate/increase/irate/resets)."""
+    uniq = remove_identical(chunks)
+    reps = []
+    for rep in (overlap_split(uniq) if o.deduplicating else [uniq]):
+        got = list(LazySelection([(lbls, rep)], mint, maxt, counter_resets=resets, aggrs=aggrs))
+        reps.append((got[0][1], got[0][2]) if got else (np.empty(0, np.int64), np.empty(0, np.float64)))
+    if not o.deduplicating:
+        return reps[0]
+    return dedup_samples(reps, counter=func in COUNTER_FUNCS, func=o.dedup_func, counter_resets=False)
 
 
 class _Selected(list):
@@ -170,9 +205,10 @@ class _SamplePool:
 _POOL = _SamplePool()
 
 
-def _decode_single(items: list, mint: int, maxt: int, counter_resets: bool = False) -> list:
+def _decode_single(items: list, mint: int, maxt: int, counter_resets: bool = False,
+                   aggrs: tuple = DEFAULT_AGGRS) -> list:
     """All of ``items`` decoded at once (see :class:`LazySelection`), in label order."""
-    return list(LazySelection(items, mint, maxt, counter_resets=counter_resets))
+    return list(LazySelection(items, mint, maxt, counter_resets=counter_resets, aggrs=aggrs))
 
 
 BATCH_SAMPLES = 1 << 22  # decoded samples per batch: 64 MB of int64 + float64
@@ -189,15 +225,27 @@ class LazySelection:
     and about 25 MB as chunks. ``counter_resets``: under rate/increase/irate/resets/xrate/xincrease
     Thanos reads raw chunks as running totals (``aggrsFromFunc`` -> COUNTER ->
     ``ApplyCounterResetsIterator``) even without de-duplication, before cutting to the
-    selection; so do we, in place in the decode buffer."""
+    selection; so do we, in place in the decode buffer. ``aggrs``: what the selection asked the
+    stores for; of a chunk with aggregates that aggregate is decoded (or its raw chunk), and for
+    the default COUNT and SUM the sum and count chunks, divided sample by sample
+    (:mod:`pythanos.query.downsampled`). The chunks of a series are read one after another as
+    Thanos' ``chunkSeriesIterator`` does: a chunk that overlaps the one before starts after the
+    last sample read."""
 
     stale_free = False  # unknown for the whole selection; each batch says
 
-    def __init__(self, items: list, mint: int, maxt: int, *, counter_resets: bool = False) -> None:
+    def __init__(self, items: list, mint: int, maxt: int, *, counter_resets: bool = False,
+                 aggrs: tuple = DEFAULT_AGGRS) -> None:
         items = sorted(items, key=_first)
         self.mint, self.maxt, self.counter_resets = mint, maxt, counter_resets
         self.labels = [lbls for lbls, _ in items]
-        datas = [c[3] for _, chunks in items for c in chunks]
+        self.counts_buf = None  # downsampled averages: the count chunks (see _averages)
+        if any(has_aggregates(chunks) for _, chunks in items):
+            datas, counts = _picked(items, aggrs)
+            if counts:
+                self._index_counts(counts, sum(len(chunks) for _, chunks in items))
+        else:
+            datas = [c[3] for _, chunks in items for c in chunks]
         per_series = np.fromiter((len(chunks) for _, chunks in items), np.int64, len(items))
         self.lengths = np.fromiter(map(len, datas), np.int64, len(datas))
         self.offsets = np.zeros(len(datas), np.int64)
@@ -212,6 +260,21 @@ class LazySelection:
         heads[ok] = raw[self.offsets[ok]].astype(np.int64) << 8 | raw[self.offsets[ok] + 1]
         self.chunk_at = np.r_[0, np.cumsum(per_series)].astype(np.int64)  # series -> first chunk
         self.samples_at = np.r_[0, np.cumsum(heads)][self.chunk_at]  # series -> samples before it
+
+    def _index_counts(self, counts: dict, n_chunks: int) -> None:
+        """The count chunks of averaged chunks (chunk index -> data) as one buffer; ``count_len``
+        is -1 for chunks read as they are."""
+        idx = np.fromiter(counts.keys(), np.int64, len(counts))
+        datas = list(counts.values())
+        lens = np.fromiter(map(len, datas), np.int64, len(datas))
+        offs = np.zeros(len(datas), np.int64)
+        if len(datas) > 1:
+            np.cumsum(lens[:-1], out=offs[1:])
+        self.counts_buf = b"".join(datas)
+        self.count_len = np.full(n_chunks, -1, np.int64)
+        self.count_off = np.zeros(n_chunks, np.int64)
+        self.count_len[idx] = lens
+        self.count_off[idx] = offs
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -246,22 +309,118 @@ class LazySelection:
         else:
             counts, t, v = decode_xor_many(self.buf, offsets, lengths)
         sample_at_chunk = np.r_[0, np.cumsum(counts)]
+        if self.counts_buf is not None:
+            self._averages(ca, cb, counts, sample_at_chunk, t, v)
         bounds = sample_at_chunk[self.chunk_at[a:b + 1] - ca]
         starts, ends = bounds[:-1], bounds[1:]
         out = _Selected()
+        fixed: dict = {}
         if self.counter_resets:
             ends = starts.copy()
             for i, (s, e) in enumerate(zip(starts.tolist(), bounds[1:].tolist())):
                 ends[i] = s + counter_resets_inplace(t[s:e], v[s:e])
             out.stale_free = True  # the running totals drop every NaN
         else:
+            fixed = _skip_overlaps(t, v, sample_at_chunk, starts, self.chunk_at[a:b + 1] - ca)
             # one pass over the batch instead of one per series in the engine
             out.stale_free = not bool((v.view(np.uint64) == STALE_NAN_BITS).any())
         # each series cut to [mint, maxt] (its samples are in time order), all bisected at once
         lo = search_many(t, starts, ends, self.mint, right=False)
         hi = search_many(t, starts, ends, self.maxt, right=True)
+        if fixed:
+            lo, hi = lo.tolist(), hi.tolist()
+            for i, (ts, vs) in fixed.items():
+                x = int(np.searchsorted(ts, self.mint, "left"))
+                y = int(np.searchsorted(ts, self.maxt, "right"))
+                if y > x:
+                    fixed[i] = (ts[x:y], vs[x:y])
+                else:
+                    fixed[i] = None
+            for i, (lbls, x, y) in enumerate(zip(self.labels[a:b], lo, hi)):
+                if i in fixed:
+                    if fixed[i] is not None:
+                        out.append((lbls, fixed[i][0], fixed[i][1]))
+                elif y > x:
+                    out.append((lbls, t[x:y], v[x:y]))
+            return out
         out.extend((lbls, t[x:y], v[x:y]) for lbls, x, y in zip(self.labels[a:b], lo.tolist(), hi.tolist()) if y > x)
         return out
+
+    def _averages(self, ca: int, cb: int, counts: np.ndarray, sample_at_chunk: np.ndarray, t: np.ndarray,
+                  v: np.ndarray) -> None:
+        """``AverageChunkIterator`` for the averaged chunks among ``[ca, cb)``: their sums were decoded
+        into ``t``/``v``; their counts are decoded here and each sum becomes sum / count."""
+        clen = self.count_len[ca:cb]
+        sel = np.flatnonzero(clen >= 0)
+        if not len(sel):
+            return
+        c2, t2, v2 = decode_xor_many(self.counts_buf, self.count_off[ca:cb][sel], clen[sel])
+        if not np.array_equal(c2, counts[sel]):
+            raise ExecutionError("sum and count iterator not aligned")
+        # where each count sample's sum sample is: chunk start in the batch + index within the chunk
+        first = np.r_[0, np.cumsum(c2)[:-1]]
+        pos = np.repeat(sample_at_chunk[sel] - first, c2) + np.arange(len(t2), dtype=np.int64)
+        if not np.array_equal(t[pos], t2):
+            raise ExecutionError("sum and count timestamps not aligned")
+        v[pos] = v[pos] / v2
+
+
+def _picked(items: list, aggrs: tuple) -> tuple[list, dict]:
+    """What to decode of every chunk of ``items`` (:func:`pythanos.query.downsampled.pick`): the data
+    list, one per chunk, and the count chunks of averaged chunks by chunk index."""
+    datas: list = []
+    counts: dict = {}
+    for lbls, chunks in items:
+        try:
+            for c in chunks:
+                d, n = pick(c, aggrs)
+                if n is not None:
+                    counts[len(datas)] = n
+                datas.append(d)
+        except UnsupportedChunk as e:
+            if e.encoding in (1, 2):
+                raise ExecutionError(f"native histogram chunks are not supported yet (series {_fmt(lbls)})") from None
+            raise ExecutionError(f"unsupported chunk encoding {e.encoding} (series {_fmt(lbls)})") from None
+    return datas, counts
+
+
+def _skip_overlaps(t: np.ndarray, v: np.ndarray, sample_at_chunk: np.ndarray, starts: np.ndarray,
+                   series_chunk: np.ndarray) -> dict:
+    """Thanos' ``chunkSeriesIterator`` reads the chunks of a series one after another and starts each
+    next chunk after the last sample read (chunks are in order but may overlap). Only series where a
+    chunk starts at or before the end of the one before need work (one vectorised check over the
+    chunk starts); they come back as ``{series index in the batch: (t, v)}`` with those samples left
+    out. ``series_chunk``: the first chunk of each series and the end, relative to the batch."""
+    if len(sample_at_chunk) < 3:
+        return {}
+    pos = sample_at_chunk[:-1]
+    ser = np.repeat(np.arange(len(starts)), np.diff(series_chunk))
+    # the first sample of a non-empty chunk that does not start its series, against the one before
+    m = (sample_at_chunk[1:] > pos) & (pos != starts[ser])
+    p = pos[m]
+    bad = ser[m][t[p] <= t[p - 1]]
+    if not len(bad):
+        return {}
+    out = {}
+    for i in np.unique(bad).tolist():
+        keep_t, keep_v = [], []
+        last = None
+        for k in range(int(series_chunk[i]), int(series_chunk[i + 1])):
+            ct = t[sample_at_chunk[k]:sample_at_chunk[k + 1]]
+            cv = v[sample_at_chunk[k]:sample_at_chunk[k + 1]]
+            if not len(ct):
+                continue
+            if last is not None:
+                after = ct > last
+                if not after.any():
+                    continue  # the whole chunk is at or before the last sample read
+                j = int(np.argmax(after))
+                ct, cv = ct[j:], cv[j:]
+            keep_t.append(ct)
+            keep_v.append(cv)
+            last = int(ct[-1])
+        out[i] = (np.concatenate(keep_t), np.concatenate(keep_v))
+    return out
 
 
 def search_many(t: np.ndarray, starts: np.ndarray, ends: np.ndarray, x: int, *, right: bool) -> np.ndarray:

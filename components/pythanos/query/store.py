@@ -46,7 +46,8 @@ class QueryStore(Store):
             got = await self.proxy.fetch(req.matchers, req.min_time, req.max_time,
                                          replica_labels=req.without_replica_labels, partial=partial,
                                          skip_chunks=req.skip_chunks,
-                                         max_resolution_window=req.max_resolution_window)
+                                         max_resolution_window=req.max_resolution_window,
+                                         aggregates=list(req.aggregates))
         except StoreFetchError as e:
             raise Unavailable(str(e)) from None
         for w in got.warnings:
@@ -78,7 +79,8 @@ def _merge_chunks(chunks: list) -> list:
     seen = set()
     out = []
     for c in sorted(chunks, key=lambda c: (c[0], c[1])):
-        key = (c[0], c[1], c[2], bytes(c[3]))
+        aggrs = tuple(sorted((a, e, bytes(d)) for a, (e, d) in c[4].items())) if len(c) > 4 else ()
+        key = (c[0], c[1], c[2], bytes(c[3]), aggrs)
         if key in seen:
             continue
         seen.add(key)
