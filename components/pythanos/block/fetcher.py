@@ -272,7 +272,14 @@ class MetaFetcher:
     def _load(self, u: str):
         m = self._cached(u)
         if m is not None:
-            return u, m, None
+            # a cached meta still needs its object: a deleted (or being deleted) block has none
+            try:
+                if self.bucket.exists(f"{u}/{META_FILENAME}"):
+                    return u, m, None
+            except Exception as e:  # noqa: BLE001
+                return u, None, f"{FAILED}: {e}"
+            self._cache.pop(u, None)
+            return u, None, NO_META
         try:
             data = self.bucket.get(f"{u}/{META_FILENAME}")
         except Exception as e:  # noqa: BLE001

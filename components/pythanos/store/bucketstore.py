@@ -113,25 +113,20 @@ class BucketBlock:
         remote = BucketSource(self.bucket, f"{self.ulid}/index", "index", block=self.ulid,
                               size=self._sizes.get("index"))
         path = os.path.join(self.dir, ih.INDEX_HEADER_FILENAME)
-        for attempt in (0, 1):
-            if not os.path.exists(path):
-                ih.build(remote, path, block=self.ulid)
+        if os.path.exists(path):
             try:
                 src = ih.HeaderedIndexSource(path, remote, block=self.ulid)
-                ix = IndexReader(src, block=self.ulid, file="index", owns_source=True)
-                if self.index_cache is not None:
-                    ix.cache = self.index_cache.for_block(self.ulid)
-                return ix
             except CorruptBlockError as e:
-                if attempt:
-                    raise
-                # a damaged local file (disk full, crash) is rebuilt once from the bucket
+                # a damaged local file (disk full, crash) is rebuilt from the bucket
                 log.warning("index-header unusable, rebuilding", extra={"block": self.ulid, "err": str(e)})
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-        raise AssertionError("unreachable")
+                os.unlink(path)
+        if not os.path.exists(path):
+            ih.build(remote, path, block=self.ulid)
+            src = ih.HeaderedIndexSource(path, remote, block=self.ulid)
+        ix = IndexReader(src, block=self.ulid, file="index", owns_source=True)
+        if self.index_cache is not None:
+            ix.cache = self.index_cache.for_block(self.ulid)
+        return ix
 
     def chunks(self) -> ChunkReader:
         with self._lock:
@@ -283,6 +278,14 @@ def block_series(block: BucketBlock, matchers: list[Matcher], mint: int, maxt: i
     """One block's answer: ``[(labels, [(mint, maxt, AggrChunk bytes)])]`` sorted by labels. Blocking."""
     ix = block.index()
     index_ms, lazy = _plan(ix, matchers) if matchers else ([], [])
+    pos = [m for m in index_ms if not m.matches("")]
+    if limits.series and len(pos) == 1 and len(index_ms) == 1 and not lazy:
+        # one label's lists: their sizes in the offset table give the series count before any
+        # posting is fetched (Thanos fetches first and counts after, thanos-io/thanos#5733)
+        n, _ = ix.postings_size(pos[0])
+        if n > limits.series:
+            raise ResourceExhausted(f"exceeded series limit: limit {limits.series} violated (got at least {n}, "
+                                    f"counted before fetching postings)")
     refs = ix.postings_for_matchers(index_ms) if index_ms else ix.postings("", "")
     if not lazy:
         limits.reserve_series(len(refs))  # before a single series or chunk is fetched (#5733)
@@ -397,11 +400,21 @@ class BucketStore(Store):
             raise
         self.last_sync_error = None
         new = []
+        retry = []
         for u, meta in res.metas.items():
             if u not in self.blocks:
                 b = BucketBlock(self.bucket, meta, self.cfg.data_dir, self.index_cache)
-                self.blocks[u] = b
-                new.append(b)
+                if u in self._failed_loads:
+                    retry.append(b)  # known broken: added only once it loads
+                else:
+                    self.blocks[u] = b
+                    new.append(b)
+        for b, ok in zip(retry, await asyncio.gather(*(loop.run_in_executor(self._pool, self._try_load, b)
+                                                        for b in retry))):
+            if ok:
+                self._failed_loads.discard(b.ulid)
+                self.blocks[b.ulid] = b
+                log.info("block loads again", extra={"block": b.ulid})
         # blocks that vanished are dropped; a meta that failed to read keeps its block
         for u in list(self.blocks):
             if u not in res.metas and u not in res.failed:
@@ -409,6 +422,7 @@ class BucketStore(Store):
                 if self.metrics:
                     self.metrics.drops.inc()
                 log.info("dropped outdated block", extra={"block": u})
+        self._failed_loads &= set(res.metas)
         self._remove_stale_dirs()
         self.synced = True
         if new:
@@ -429,6 +443,14 @@ class BucketStore(Store):
             if self.metrics:
                 self.metrics.loads.inc()
 
+    def _try_load(self, b: BucketBlock) -> bool:
+        try:
+            b.index()
+            return True
+        except Exception as e:  # noqa: BLE001
+            self._load_failed(b, e)
+            return False
+
     def _load_failed(self, b: BucketBlock, e: BaseException) -> None:
         """Report a broken block once, drop it; the next sync tries it again."""
         if self.blocks.get(b.ulid) is b:
@@ -438,7 +460,10 @@ class BucketStore(Store):
             self.metrics.load_failures.inc()
         if b.ulid not in self._failed_loads:
             self._failed_loads.add(b.ulid)
-            log.error("loading block failed; serving the other blocks", extra={"block": b.ulid, "err": str(e)})
+            log.error("loading block failed; serving the other blocks, retrying at every sync",
+                      extra={"block": b.ulid, "err": str(e)})
+        else:
+            log.debug("loading block failed again", extra={"block": b.ulid, "err": str(e)})
 
     def _remove_stale_dirs(self) -> None:
         from ..tsdb.ulid import is_ulid
@@ -520,8 +545,8 @@ class BucketStore(Store):
         out = []
         for (b, _), r in zip(blocks, results):
             if isinstance(r, BaseException):
-                for f in futs:
-                    f.cancel()
+                if not b.loaded and isinstance(r, CorruptBlockError):
+                    self._load_failed(b, r)  # its index could not even be opened: out of the set
                 raise _block_error(b, r)
             out.append(r)
         return out

@@ -722,6 +722,16 @@ class IndexReader:
             gstart = g
         return out
 
+    def postings_size(self, m: Matcher) -> tuple[int, int]:
+        """``(series, bytes)`` of the postings lists a positive matcher would fetch, from the
+        offset table alone (nothing read): the series count is exact up to list padding."""
+        e = self._names.get(m.name)
+        if e is None:
+            return 0, 0
+        idx = self._value_indices(e, m, invert=False)
+        size = sum(e.ends[i] - e.offs[i] for i in idx)
+        return max(0, (size - 12 * len(idx)) // 4), size
+
     def _postings_lists(self, e: _Name, idx: Sequence[int], name: str) -> list[np.ndarray]:
         """``_read_postings_many`` with the cache asked first and filled with what was read."""
         if self.cache is None or not len(idx):

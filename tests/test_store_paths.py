@@ -1,0 +1,150 @@
+"""The store gateway's read path on a real block in a bucket, counting what it fetches: limits that
+are decided before any posting is read, ``pod!=""``-style matchers that do not fetch every posting
+list, aggregate chunks filled as Thanos fills them, and the index cache answering instead of reads."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pythanos.objstore import FilesystemBucket
+from pythanos.storeapi.pb import types_pb2
+from pythanos.storeapi.server import ResourceExhausted
+from pythanos.store.aggr import AggrChunkError, aggr_chunk_bytes
+from pythanos.store.bucketstore import BucketBlock, _Limits, block_series
+from pythanos.tsdb.block import BlockReader, BlockWriter
+from pythanos.tsdb.labels import Matcher
+from pythanos.tsdb.upload import upload_block
+
+HOUR = 3_600_000
+
+
+class CountingBucket(FilesystemBucket):
+    """A filesystem bucket that counts ranged reads and bytes per object."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__(root)
+        self.reads: list[tuple[str, int, int]] = []
+
+    def get_range(self, key, offset, length):
+        self.reads.append((key, offset, length))
+        return super().get_range(key, offset, length)
+
+    def index_bytes(self) -> int:
+        return sum(n for k, _, n in self.reads if k.endswith("/index"))
+
+
+@pytest.fixture(scope="module")
+def block(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("paths")
+    rng = np.random.default_rng(7)
+    w = BlockWriter(tmp / "out", thanos={"labels": {"cluster": "eu1"}, "source": "test"})
+    t = np.arange(0, 2 * HOUR, 30_000, dtype=np.int64)
+    for i in range(3000):
+        w.add_series({"__name__": f"m{i % 10}", "pod": f"pod-{i:05d}", "job": f"j{i % 4}"}, t,
+                     rng.normal(size=len(t)))
+    meta = w.write()
+    root = tmp / "bucket"
+    upload_block(FilesystemBucket(str(root)), tmp / "out" / meta.ulid)
+    return root, meta, tmp / "out" / meta.ulid
+
+
+def open_block(root, meta, tmp_path) -> tuple[BucketBlock, CountingBucket]:
+    bkt = CountingBucket(str(root))
+    b = BucketBlock(bkt, meta, str(tmp_path / "data"))
+    b.index()  # builds the index-header: what follows counts only query reads
+    bkt.reads.clear()
+    return b, bkt
+
+
+def labels_of(rows):
+    return [lbls for lbls, _ in rows]
+
+
+def test_series_limit_decided_before_postings_are_fetched(block, tmp_path):
+    root, meta, _ = block
+    b, bkt = open_block(root, meta, tmp_path)
+    with pytest.raises(ResourceExhausted, match="exceeded series limit"):
+        block_series(b, [Matcher.re("__name__", "m[1-3]")], 0, 2 * HOUR, skip_chunks=True, aggrs=(),
+                     remove=frozenset(), limits=_Limits(series=500))
+    assert bkt.reads == [], "postings were read before the limit was checked"
+    # under the limit the same call answers
+    rows = block_series(b, [Matcher.re("__name__", "m[1-3]")], 0, 2 * HOUR, skip_chunks=True, aggrs=(),
+                        remove=frozenset(), limits=_Limits(series=1000))
+    assert len(rows) == 900
+
+
+def test_non_empty_matcher_applied_to_series_instead_of_every_posting_list(block, tmp_path):
+    root, meta, local = block
+    b, bkt = open_block(root, meta, tmp_path)
+    ms = [Matcher.eq("__name__", "m3"), Matcher.ne("pod", "")]
+    rows = block_series(b, ms, 0, 2 * HOUR, skip_chunks=True, aggrs=(), remove=frozenset(), limits=_Limits())
+    lazy_bytes = bkt.index_bytes()
+    with BlockReader.open_dir(local) as full:
+        want = [tuple(sorted(dict(lbls, cluster="eu1").items())) for lbls, _, _ in full.series(ms)]
+        pod_lists = sum(full.index.postings_size(Matcher.ne("pod", ""))[1:])
+    assert labels_of(rows) == sorted(want) and len(rows) == 300
+    # 3000 pod lists are ~45 KB; what was read is the m3 list and 300 series entries
+    assert lazy_bytes < pod_lists, (lazy_bytes, pod_lists)
+
+
+def test_index_cache_answers_instead_of_reads(block, tmp_path):
+    root, meta, _ = block
+
+    class DictCache:
+        def __init__(self):
+            self.p, self.s = {}, {}
+
+        def get_postings(self, keys):
+            return {k: self.p[k] for k in keys if k in self.p}
+
+        def put_postings(self, items):
+            self.p.update(items)
+
+        def get_series(self, refs):
+            return {r: self.s[r] for r in refs if r in self.s}
+
+        def put_series(self, items):
+            self.s.update(items)
+
+    cache = DictCache()
+    b, bkt = open_block(root, meta, tmp_path)
+    b.index().cache = cache
+    ms = [Matcher.re("__name__", "m[12]"), Matcher.eq("job", "j1")]
+    first = block_series(b, ms, 0, 2 * HOUR, skip_chunks=True, aggrs=(), remove=frozenset(), limits=_Limits())
+    assert bkt.index_bytes() > 0 and cache.p and cache.s
+    bkt.reads.clear()
+    again = block_series(b, ms, 0, 2 * HOUR, skip_chunks=True, aggrs=(), remove=frozenset(), limits=_Limits())
+    assert again == first and bkt.index_bytes() == 0
+    # a damaged cached entry is caught like a damaged read
+    r = next(iter(cache.s))
+    cache.s[r] = cache.s[r][:-1] + bytes([cache.s[r][-1] ^ 1])
+    with pytest.raises(Exception, match="CRC32C"):
+        block_series(b, ms, 0, 2 * HOUR, skip_chunks=True, aggrs=(), remove=frozenset(), limits=_Limits())
+
+
+def aggr_chunk(parts) -> bytes:
+    """An on-disk AggrChunk from ``[(encoding, data) or None] * 5``."""
+    out = b""
+    for p in parts:
+        if p is None:
+            out += b"\x00"
+        else:
+            out += bytes([len(p[1])]) + bytes([p[0]]) + p[1]
+    return out
+
+
+def test_aggregate_chunks_filled_as_thanos_populates_them():
+    data = aggr_chunk([(1, b"cnt"), (1, b"sum"), (1, b"min"), (1, b"max"), (1, b"ctr")])
+    ac = types_pb2.AggrChunk.FromString(aggr_chunk_bytes(-5, 9, 0xFF, data, [1, 5]))
+    assert (ac.min_time, ac.max_time) == (-5, 9)
+    assert ac.count.data == b"cnt" and ac.counter.data == b"ctr" and not ac.HasField("sum") and not ac.HasField("raw")
+    import xxhash
+
+    assert ac.count.hash == xxhash.xxh64_intdigest(b"cnt")
+    raw = types_pb2.AggrChunk.FromString(aggr_chunk_bytes(1, 2, 1, b"\x00\x01xor", [1, 2]))
+    assert raw.raw.data == b"\x00\x01xor" and raw.raw.type == types_pb2.Chunk.XOR and not raw.HasField("count")
+    no_min = aggr_chunk([(1, b"cnt"), (1, b"sum"), None, (1, b"max"), (1, b"ctr")])
+    with pytest.raises(AggrChunkError, match="aggregate min does not exist"):
+        aggr_chunk_bytes(0, 1, 0xFF, no_min, [3])
+    # byte-identical to the generated serializer
+    assert aggr_chunk_bytes(-5, 9, 0xFF, data, [1, 5]) == ac.SerializeToString()
