@@ -6,6 +6,7 @@ import pytest
 from peers import (  # noqa: F401  (fixtures are used by name)
     alertmanager_bin,
     alertmanager_factory,
+    downsampled_bucket,
     attach_logs,
     memcached_server,
     prometheus3_bin,

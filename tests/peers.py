@@ -515,3 +515,29 @@ def redis_server(tmp_path_factory) -> Iterator[CacheServer]:
     server = start_cache_server("redis-server", binary, tmp_path_factory.mktemp("redis"), REGISTRY)
     yield server
     server.stop()
+
+
+# --- a year of blocks, compacted and downsampled by a real thanos compact ------------------------
+
+DOWNSAMPLED_MAX_TIME = "2025-03-01T00:00:00Z"  # fixed: the same data every run
+
+
+@pytest.fixture(scope="session")
+def downsampled_bucket(tmp_path_factory, pythanos_bin, thanos_bin) -> Path:
+    """A year of blocks, compacted and downsampled to 5m and 1h by a real ``thanos compact``."""
+    work = tmp_path_factory.mktemp("downsampled-bucket")
+    bucket = work / "bucket"
+    subprocess.run([pythanos_bin, "tools", "bench-blocks", "--profile", "continuous-365d-tiny",
+                    "--labels", 'cluster="eu1"', "--max-time", DOWNSAMPLED_MAX_TIME, "--output.dir", str(bucket)],
+                   check=True, capture_output=True, timeout=600)
+    log = work / "compact.log"
+    with open(log, "wb") as f:
+        rc = subprocess.run([thanos_bin, "compact", f"--data-dir={work / 'compact'}",
+                             "--objstore.config={type: FILESYSTEM, config: {directory: %s}}" % bucket,
+                             "--consistency-delay=0s", "--delete-delay=0s", "--http-address=127.0.0.1:0",
+                             "--log.level=info"],
+                            stdout=f, stderr=subprocess.STDOUT, timeout=1800).returncode
+    assert rc == 0, log.read_text()[-4000:]
+    resolutions = {json.loads(m.read_text())["thanos"]["downsample"]["resolution"] for m in bucket.glob("*/meta.json")}
+    assert resolutions == {0, 300_000, 3_600_000}, (resolutions, log.read_text()[-4000:])
+    return bucket

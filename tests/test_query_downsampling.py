@@ -29,13 +29,12 @@ from pathlib import Path
 
 import pytest
 
-from peers import REGISTRY, free_ports, http_get, start_thanos_query
+from peers import DOWNSAMPLED_MAX_TIME as MAX_TIME, REGISTRY, free_ports, http_get, start_thanos_query
 
 READY = 180.0
 REL = 1e-9
 H = 3_600_000
 D = 24 * H
-MAX_TIME = "2025-03-01T00:00:00Z"  # fixed: the same data every run
 M = '{__name__=~"continuous_app_metric.*"}'
 M0 = "continuous_app_metric0"
 
@@ -46,27 +45,6 @@ def objstore(bucket: Path) -> str:
 
 def metas(bucket: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in bucket.glob("*/meta.json")]
-
-
-@pytest.fixture(scope="session")
-def downsampled_bucket(tmp_path_factory, pythanos_bin, thanos_bin) -> Path:
-    """A year of blocks, compacted and downsampled to 5m and 1h by a real ``thanos compact``."""
-    work = tmp_path_factory.mktemp("downsampled-bucket")
-    bucket = work / "bucket"
-    subprocess.run([pythanos_bin, "tools", "bench-blocks", "--profile", "continuous-365d-tiny",
-                    "--labels", 'cluster="eu1"', "--max-time", MAX_TIME, "--output.dir", str(bucket)],
-                   check=True, capture_output=True, timeout=600)
-    log = work / "compact.log"
-    with open(log, "wb") as f:
-        rc = subprocess.run([thanos_bin, "compact", f"--data-dir={work / 'compact'}",
-                             f"--objstore.config={objstore(bucket)}", "--consistency-delay=0s",
-                             "--delete-delay=0s", "--http-address=127.0.0.1:0", "--log.level=info"],
-                            stdout=f, stderr=subprocess.STDOUT, timeout=1800).returncode
-    assert rc == 0, log.read_text()[-4000:]
-    got = metas(bucket)
-    resolutions = {m["thanos"]["downsample"]["resolution"] for m in got}
-    assert resolutions == {0, 300_000, 3_600_000}, (resolutions, log.read_text()[-4000:])
-    return bucket
 
 
 class Topology:
@@ -127,6 +105,22 @@ def topo(tmp_path_factory, downsampled_bucket, thanos_bin, pythanos_bin):
                 t.ours_auto = p
             else:
                 t.ours = p
+        # our querier over our store, to compare with Thanos' querier over Thanos' store
+        oh, og = free_ports(2)
+        ostore = t.start("pythanos-store", [pythanos_bin, "store", f"--data-dir={t.base / 'our-store-data'}",
+                                            f"--objstore.config={objstore(downsampled_bucket)}",
+                                            f"--http-address=127.0.0.1:{oh}", f"--grpc-address=127.0.0.1:{og}",
+                                            "--ignore-deletion-marks-delay=0s"])
+        ostore.url = f"http://127.0.0.1:{oh}"
+        ostore.wait_http_ready("/-/ready", READY)
+        h, g = free_ports(2)
+        full = t.start("query-ours-over-our-store", [pythanos_bin, "query", f"--http-address=127.0.0.1:{h}",
+                                                     f"--grpc-address=127.0.0.1:{g}", "--query.replica-label=replica",
+                                                     f"--endpoint=127.0.0.1:{og}"])
+        full.url = f"http://127.0.0.1:{h}"
+        full.wait_http_ready("/-/ready", READY)
+        full.wait_ready(lambda: healthy_endpoints(full.url) >= 1, READY, what="our store healthy")
+        t.full = full
         for name, eps, extra in (("thanos", [grpc], []), ("thanos_auto", [grpc], ["--query.auto-downsampling"]),
                                  ("stacked", [t.ours.extra["grpc"]], [])):
             q = start_thanos_query(thanos_bin, eps, t.base / name, extra, ready_timeout=READY)
@@ -220,7 +214,7 @@ def answers(topo):
 
     def ask(c):
         name, path, params = c
-        return ok(topo.thanos.url, path, params), ok(topo.ours.url, path, params)
+        return ok(topo.thanos.url, path, params), ok(topo.ours.url, path, params), ok(topo.full.url, path, params)
 
     with ThreadPoolExecutor(4) as ex:
         return list(zip(cs, ex.map(ask, cs)))
@@ -228,7 +222,7 @@ def answers(topo):
 
 def test_same_answers_as_thanos(answers):
     failures, exact, nonempty = [], 0, 0
-    for (name, _, _), (want, got) in answers:
+    for (name, _, _), (want, got, _) in answers:
         diffs, ex = compare(got, want)
         if diffs:
             failures.append(f"{name}: " + "; ".join(diffs[:3]))
@@ -240,10 +234,21 @@ def test_same_answers_as_thanos(answers):
     assert nonempty >= len(answers) * 0.9
 
 
+def test_our_querier_over_our_store_answers_as_thanos_over_thanos_store(answers):
+    """The whole read path ours (``pythanos query`` over ``pythanos store``) against Thanos' whole
+    path (``thanos query`` over ``thanos store``) on the same downsampled bucket."""
+    failures = []
+    for (name, _, _), (want, _, full) in answers:
+        diffs, _ = compare(full, want)
+        if diffs:
+            failures.append(f"{name}: " + "; ".join(diffs[:3]))
+    assert not failures, f"{len(failures)} of {len(answers)} differ:\n" + "\n".join(failures[:30])
+
+
 def test_downsampled_data_is_read(answers):
     """The resolutions really differ: a count over 30 days is of samples at 0s and of 5m/1h windows
     otherwise (Thanos' COUNT aggregate read as the series), and the averages of plain selectors."""
-    by = {name: got for (name, _, _), (_, got) in answers}
+    by = {name: got for (name, _, _), (_, got, _) in answers}
 
     def val(name):
         return float(by[name]["data"]["result"][0]["value"][1])
@@ -260,8 +265,8 @@ def test_downsampled_data_is_read(answers):
 
 def test_dynamic_lookback_delta(answers):
     """At half past an hour a plain selector finds the 1h samples (30 minutes old) only because the
-    lookback delta grows with max_source_resolution, as in Thanos; at 5m it finds nothing."""
-    by = {name: got for (name, _, _), (_, got) in answers}
+    lookback delta grows with max_source_resolution, as in Thanos."""
+    by = {name: got for (name, _, _), (_, got, _) in answers}
     assert len(by[f"instant end-200d+30m [30d] res=1h {M}"]["data"]["result"]) == 5
 
 

@@ -120,22 +120,10 @@ def metas(bucket: Path) -> dict[str, dict]:
 # --- buckets -----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def bench_bucket(tmp_path_factory, pythanos_bin, thanos_bin) -> Path:
-    """A year of continuous-365d-tiny, then compacted and downsampled by a real ``thanos compact``."""
-    work = tmp_path_factory.mktemp("store-bench")
-    bucket = work / "bucket"
-    subprocess.run([pythanos_bin, "tools", "bench-blocks", "--profile", "continuous-365d-tiny",
-                    "--labels", 'cluster="eu1"', "--max-time", "6h", "--output.dir", str(bucket)],
-                   check=True, capture_output=True, timeout=600)
-    r = subprocess.run([thanos_bin, "compact", f"--data-dir={work / 'compact'}",
-                        f"--objstore.config={fs_yaml(bucket)}", "--delete-delay=0s", "--consistency-delay=0s",
-                        "--http-address=127.0.0.1:0", "--log.level=warn"],
-                       capture_output=True, text=True, timeout=1200)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    # the marked sources are gone (delete-delay 0): the bucket holds what the compactor left
-    res = {m["thanos"]["downsample"]["resolution"] for m in metas(bucket).values()}
-    assert res == {0, 300_000, 3_600_000}, res
-    return bucket
+def bench_bucket(downsampled_bucket) -> Path:
+    """A year of continuous-365d-tiny compacted and downsampled by a real ``thanos compact``
+    (raw, 5m and 1h blocks; shared with the querier's tests: never modified here)."""
+    return downsampled_bucket
 
 
 @pytest.fixture(scope="module")
@@ -273,6 +261,40 @@ def test_series_equal_to_thanos_on_prometheus_blocks(prom_bucket, pair):
                 assert a == b, (matchers, mint, maxt, extra)
                 compared += len(a) if isinstance(a, list) else 0
     assert compared > 1000
+
+
+def hints(msg, block_matchers):
+    from google.protobuf import any_pb2
+
+    for n, t, v in block_matchers:
+        msg.block_matchers.add(name=n, type=t, value=v)
+    a = any_pb2.Any()
+    a.Pack(msg, type_url_prefix="type.googleapis.com/")
+    return a
+
+
+def test_request_hints_choose_blocks_as_thanos(bench_bucket, pair):
+    from pythanos.storeapi.pb import hints_pb2
+
+    ours, theirs = pair(bench_bucket)
+    lo, hi = span(bench_bucket)
+    us = sorted(metas(bench_bucket))
+    m = [("__name__", RE, "continuous_app_metric[01]")]
+    checked = 0
+    for bms in ([("__block_id", EQ, us[3])], [("__block_id", RE, f"{us[0]}|{us[-1]}|{us[7]}")],
+                [("cluster", EQ, "eu1"), ("__block_id", NEQ, us[5])], [("cluster", EQ, "nope")]):
+        for res in (0, 3_600_000):
+            kw = dict(hints=hints(hints_pb2.SeriesRequestHints(), bms), max_resolution_window=res,
+                      aggregates=[COUNT, SUM])
+            a = series_or_error(ours.extra["grpc"], m, lo, hi, **kw)
+            assert a == series_or_error(theirs.extra["grpc"], m, lo, hi, **kw), (bms, res)
+            checked += len(a)
+        for name, msg, kw in (("LabelNames", hints_pb2.LabelNamesRequestHints(), {}),
+                              ("LabelValues", hints_pb2.LabelValuesRequestHints(), {"label": "__name__"})):
+            h = hints(msg, bms)
+            assert labels_call(ours.extra["grpc"], name, [], lo, hi, hints=h, **kw) == \
+                labels_call(theirs.extra["grpc"], name, [], lo, hi, hints=h, **kw)
+    assert checked > 0
 
 
 def test_label_names_and_values_equal_to_thanos(bench_bucket, prom_bucket, pair):

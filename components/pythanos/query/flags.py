@@ -74,6 +74,10 @@ def register(components) -> None:
     p.add_argument("--query.lookback-delta", dest="lookback_delta", default=0.0, type=dur("--query.lookback-delta"),
                    help="The maximum lookback duration for retrieving metrics during expression evaluations. "
                         "0 means the PromQL default, 5m.")
+    p.add_argument("--query.dynamic-lookback-delta", dest="dynamic_lookback_delta",
+                   action=argparse.BooleanOptionalAction, default=True,
+                   help="Allow for larger lookback duration for queries based on resolution (as Thanos' hidden "
+                        "flag of the same name).")
     p.add_argument("--query.default-step", dest="default_step", default=1.0, type=dur("--query.default-step"),
                    help="Set default step for range queries. Default step is only used when step is not set in UI.")
     p.add_argument("--query.metadata.default-time-range", dest="metadata_range", default=0.0,
@@ -130,6 +134,7 @@ def config_from_args(args: argparse.Namespace):
                     lookback_delta_ms=int(args.lookback_delta * 1000) or 300_000,
                     default_step_ms=int(args.default_step * 1000), dedup_func=args.dedup_func,
                     metadata_range_ms=int(args.metadata_range * 1000),
+                    dynamic_lookback_delta=args.dynamic_lookback_delta,
                     experimental_functions="promql-experimental-functions" in features)
     return QueryConfig(http_address=args.http_address, grpc_address=args.grpc_address,
                       http_grace_period=args.http_grace_period, grpc_grace_period=args.grpc_grace_period,

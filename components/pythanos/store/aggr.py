@@ -16,10 +16,11 @@ from typing import Sequence
 import xxhash
 
 from ..storeapi.types import uvarint
+from ..tsdb import aggrchunk
 
 __all__ = ["ENCODING_AGGR", "AGGR_FIELDS", "aggr_chunk_bytes", "AggrChunkError"]
 
-ENCODING_AGGR = 0xFF
+ENCODING_AGGR = aggrchunk.AGGR_ENCODING
 # StoreAPI Aggr enum (COUNT=1 ... COUNTER=5) -> (index in the on-disk AggrChunk, AggrChunk field tag)
 AGGR_FIELDS = {1: (0, 0x22), 2: (1, 0x2A), 3: (2, 0x32), 4: (3, 0x3A), 5: (4, 0x42)}
 _AGGR_NAMES = ("count", "sum", "min", "max", "counter")
@@ -45,36 +46,6 @@ def _field(tag: int, payload: bytes) -> bytes:
     return bytes((tag,)) + uvarint(len(payload)) + payload
 
 
-def _aggr_get(data: bytes, want: int):
-    """Entry ``want`` (0 count .. 4 counter) of an on-disk AggrChunk as ``(prom_encoding, bytes)``,
-    or None when unset; parsed as Thanos' ``AggrChunk.Get`` (which also needs one byte after a
-    zero length, so a trailing unset entry reads as malformed there and here)."""
-    pos = 0
-    n = len(data)
-    for i in range(want + 1):
-        ln = 0
-        shift = 0
-        while True:
-            if pos >= n or shift > 63:
-                return None
-            b = data[pos]
-            pos += 1
-            ln |= (b & 0x7F) << shift
-            if b < 0x80:
-                break
-            shift += 7
-        if n - pos < ln + 1:
-            return None
-        if ln == 0:
-            if i == want:
-                return None
-            continue
-        if i == want:
-            return data[pos], bytes(data[pos + 1:pos + 1 + ln])
-        pos += 1 + ln
-    return None
-
-
 def aggr_chunk_bytes(mint: int, maxt: int, encoding: int, data: bytes, aggrs: Sequence[int]) -> bytes:
     """The ``thanos.AggrChunk`` message bytes of one chunk read from a block."""
     head = (b"\x08" + uvarint(mint & 0xFFFFFFFFFFFFFFFF) if mint else b"") + \
@@ -86,7 +57,7 @@ def aggr_chunk_bytes(mint: int, maxt: int, encoding: int, data: bytes, aggrs: Se
         if a not in AGGR_FIELDS:  # RAW on a downsampled chunk: Thanos fills nothing either
             continue
         idx, tag = AGGR_FIELDS[a]
-        e = _aggr_get(data, idx)
+        e = aggrchunk.get(data, idx)
         if e is None:
             raise AggrChunkError(f"aggregate {_AGGR_NAMES[idx]} does not exist")
         parts.append(_field(tag, _chunk_msg(e[0], e[1])))

@@ -38,7 +38,7 @@ from typing import AsyncIterator, Optional, Sequence
 from google.protobuf import any_pb2
 
 from ..storeapi.pb import hints_pb2
-from ..storeapi.server import Internal, ResourceExhausted, Store, Unavailable
+from ..storeapi.server import Internal, InvalidArgument, ResourceExhausted, Store, Unavailable
 from ..storeapi.types import (MAX_TIME, MIN_TIME, LabelNamesRequest, LabelsResult, LabelValuesRequest, RawSeries,
                               SeriesRequest, StoreInfo, uvarint)
 from ..tsdb.chunks import ChunkReader
@@ -85,6 +85,7 @@ class BucketBlock:
         self.resolution = meta.resolution
         self.ext: tuple = tuple(sorted((k, v) for k, v in meta.labels.items() if v != ""))
         self._ext_map = dict(self.ext)
+        self._relabel = {**self._ext_map, "__block_id": meta.ulid}  # what request hints' block matchers see
         self._index: Optional[IndexReader] = None
         self._lock = threading.Lock()
         self.last_used = time.monotonic()
@@ -170,6 +171,9 @@ class BucketBlock:
             elif not m.matches(v):
                 return None
         return out
+
+    def matches_block(self, block_matchers: Sequence[Matcher]) -> bool:
+        return all(m.matches(self._relabel.get(m.name, "")) for m in block_matchers)
 
     def overlaps(self, mint: int, maxt: int) -> bool:
         return self.meta.min_time <= maxt and mint < self.meta.max_time
@@ -515,8 +519,8 @@ class BucketStore(Store):
                          supports_without_replica_labels=True, tsdb_infos=tsdb)
 
     # -- block choice ---------------------------------------------------------------------------------
-    def _blocks_for(self, matchers: list[Matcher], mint: int, maxt: int, max_res: int
-                    ) -> list[tuple[BucketBlock, list[Matcher]]]:
+    def _blocks_for(self, matchers: list[Matcher], mint: int, maxt: int, max_res: int,
+                    block_matchers: Sequence[Matcher] = ()) -> list[tuple[BucketBlock, list[Matcher]]]:
         sets: dict[tuple, dict[int, list[BucketBlock]]] = {}
         for b in self.blocks.values():
             sets.setdefault(b.ext, {}).setdefault(b.resolution, []).append(b)
@@ -528,7 +532,7 @@ class BucketStore(Store):
                 continue
             for lst in by_res.values():
                 lst.sort(key=lambda b: b.meta.min_time)
-            for b in _get_for(by_res, mint, maxt, max_res, 0):
+            for b in _get_for(by_res, mint, maxt, max_res, 0, block_matchers):
                 out.append((b, left))
         return out
 
@@ -555,7 +559,8 @@ class BucketStore(Store):
         self._not_ready()
         lo, hi = self._time_bounds()
         mint, maxt = max(req.min_time, lo), min(req.max_time, hi)
-        blocks = self._blocks_for(req.matchers, mint, maxt, int(req.max_resolution_window))
+        blocks = self._blocks_for(req.matchers, mint, maxt, int(req.max_resolution_window),
+                                  _hint_block_matchers(req.hints, hints_pb2.SeriesRequestHints(), "series"))
         limits = _Limits(series=self.cfg.series_limit, chunks=self.cfg.samples_limit // MAX_SAMPLES_PER_CHUNK,
                          pool=self.chunk_pool)
         remove = frozenset(req.without_replica_labels)
@@ -587,7 +592,8 @@ class BucketStore(Store):
     async def label_names(self, req: LabelNamesRequest) -> LabelsResult:
         self._not_ready()
         remove = frozenset(req.without_replica_labels)
-        blocks = [(b, ms) for b in self.blocks.values() if b.overlaps(req.start, req.end)
+        bms = _hint_block_matchers(req.hints, hints_pb2.LabelNamesRequestHints(), "label names")
+        blocks = [(b, ms) for b in self.blocks.values() if b.overlaps(req.start, req.end) and b.matches_block(bms)
                   for ms in [b.split_matchers(req.matchers)] if ms is not None]
 
         def one(b: BucketBlock, ms: list[Matcher]) -> set:
@@ -604,9 +610,10 @@ class BucketStore(Store):
     async def label_values(self, req: LabelValuesRequest) -> LabelsResult:
         self._not_ready()
         has_name_eq = any(m.name == "__name__" and m.type == MATCH_EQUAL for m in req.matchers)
+        bms = _hint_block_matchers(req.hints, hints_pb2.LabelValuesRequestHints(), "label values")
         blocks = []
         for b in self.blocks.values():
-            if not b.overlaps(req.start, req.end):
+            if not b.overlaps(req.start, req.end) or not b.matches_block(bms):
                 continue
             ms = b.split_matchers(req.matchers)
             if ms is None:
@@ -631,7 +638,8 @@ class BucketStore(Store):
         return LabelsResult(vals, hints=_queried_hints(hints_pb2.LabelValuesResponseHints(), blocks))
 
 
-def _get_for(by_res: dict[int, list[BucketBlock]], mint: int, maxt: int, max_res: int, i: int) -> list[BucketBlock]:
+def _get_for(by_res: dict[int, list[BucketBlock]], mint: int, maxt: int, max_res: int, i: int,
+             block_matchers: Sequence[Matcher] = ()) -> list[BucketBlock]:
     """Thanos' ``bucketBlockSet.getFor``: the coarsest resolution <= ``max_res`` first, gaps
     between its blocks filled recursively with finer resolutions."""
     if mint > maxt:
@@ -648,12 +656,27 @@ def _get_for(by_res: dict[int, list[BucketBlock]], mint: int, maxt: int, max_res
         if b.meta.min_time > maxt:
             break
         if i + 1 < len(RESOLUTIONS):
-            out.extend(_get_for(by_res, start, b.meta.min_time - 1, RESOLUTIONS[i + 1], i + 1))
-        out.append(b)
+            out.extend(_get_for(by_res, start, b.meta.min_time - 1, RESOLUTIONS[i + 1], i + 1, block_matchers))
+        if b.matches_block(block_matchers):
+            out.append(b)
         start = b.meta.max_time
     if i + 1 < len(RESOLUTIONS):
-        out.extend(_get_for(by_res, start, maxt, RESOLUTIONS[i + 1], i + 1))
+        out.extend(_get_for(by_res, start, maxt, RESOLUTIONS[i + 1], i + 1, block_matchers))
     return out
+
+
+def _hint_block_matchers(hints, msg, what: str) -> list[Matcher]:
+    """The ``block_matchers`` of request hints (``hintspb.*RequestHints`` in an Any)."""
+    if hints is None:
+        return []
+    from ..storeapi.types import matchers_from_pb
+
+    if not hints.Unpack(msg):
+        raise InvalidArgument(f"unmarshal {what} request hints: type {hints.type_url} is not {msg.DESCRIPTOR.full_name}")
+    try:
+        return matchers_from_pb(msg.block_matchers)
+    except ValueError as e:
+        raise InvalidArgument(f"translate request hints labels matchers: {e}") from None
 
 
 def _queried_hints(msg, blocks) -> any_pb2.Any:

@@ -12,7 +12,7 @@ form, keyed by ``thanos.Aggr`` (COUNT 1 .. COUNTER 5).
 """
 from __future__ import annotations
 
-__all__ = ["AGGR_ENCODING", "AGGR_TYPES", "split", "store_encoding"]
+__all__ = ["AGGR_ENCODING", "AGGR_TYPES", "get", "split", "store_encoding"]
 
 AGGR_ENCODING = 0xFF
 """``downsample.ChunkEncAggr``; also what a StoreAPI raw chunk's ``type`` says when a store sends an
@@ -52,3 +52,33 @@ def split(data: bytes | memoryview) -> dict[int, tuple[int, bytes]]:
         out[i + 1] = (store_encoding(b[p]), bytes(b[p + 1:p + 1 + n]))
         p += n + 1
     return out
+
+
+def get(data: bytes, want: int):
+    """Entry ``want`` (0 count .. 4 counter) of an on-disk AggrChunk as ``(prom_encoding, bytes)``,
+    or None when unset; parsed as Thanos' ``AggrChunk.Get`` (which also needs one byte after a
+    zero length, so a trailing unset entry reads as malformed there and here)."""
+    pos = 0
+    n = len(data)
+    for i in range(want + 1):
+        ln = 0
+        shift = 0
+        while True:
+            if pos >= n or shift > 63:
+                return None
+            b = data[pos]
+            pos += 1
+            ln |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        if n - pos < ln + 1:
+            return None
+        if ln == 0:
+            if i == want:
+                return None
+            continue
+        if i == want:
+            return data[pos], bytes(data[pos + 1:pos + 1 + ln])
+        pos += 1 + ln
+    return None
