@@ -106,9 +106,8 @@ async def serve(config: QueryConfig, stop: Optional[asyncio.Event] = None) -> in
         await endpoints.stop()
         engine.close()
 
+    await srv.start(StoreServer(QueryStore(proxy)).handlers(), cleanup=close)
     try:
-        await srv.start_http()
-        await srv.start_grpc(StoreServer(QueryStore(proxy)).handlers())
         await endpoints.start()
     except BaseException:
         await srv.shutdown()

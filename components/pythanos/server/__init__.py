@@ -31,7 +31,7 @@ from ..errors import UserError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Component", "ReadyCheck"]
+__all__ = ["Component", "ReadyCheck", "close_quietly"]
 
 #: ``None`` when ready, else the reason shown by ``/-/ready``.
 ReadyCheck = Callable[[], Optional[str]]
@@ -195,6 +195,20 @@ class Component:
         self.grpc_port = port
         log.info("listening for serving gRPC", extra={"component": self.name, "address": self.grpc_address})
 
+    async def start(self, grpc_handlers: Optional[Iterable] = None,
+                    cleanup: Optional[Callable[[], Awaitable]] = None) -> None:
+        """HTTP, then gRPC (when handlers are given); if either cannot listen, what started is
+        stopped, ``cleanup`` runs and the error (a UserError naming the flag) propagates."""
+        try:
+            await self.start_http()
+            if grpc_handlers is not None:
+                await self.start_grpc(grpc_handlers)
+        except BaseException:
+            await self.shutdown()
+            if cleanup is not None:
+                await cleanup()
+            raise
+
     # -- lifecycle ----------------------------------------------------------------------------------
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -252,3 +266,13 @@ class Component:
             self._runner = None
             log.info("internal server is shutdown gracefully", extra={"component": self.name, "service": "http"})
         self.metrics.status.labels("healthy", self.name).set(0)
+
+
+def close_quietly(obj) -> None:
+    """``obj.close()`` if it has one, ignoring its errors (shutdown must go on)."""
+    closer = getattr(obj, "close", None)
+    if closer is not None:
+        try:
+            closer()
+        except Exception:  # noqa: BLE001
+            pass

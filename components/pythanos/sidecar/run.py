@@ -163,7 +163,7 @@ async def serve(config: SidecarConfig, stop: Optional[asyncio.Event] = None) -> 
     from prometheus_client import Gauge
 
     from ..remote import RemoteReadClient
-    from ..server import Component
+    from ..server import Component, close_quietly
     from ..storeapi import StoreServer
     from ..storeapi.types import norm_labels
     from .promclient import PromClient, PromClientError
@@ -185,21 +185,9 @@ async def serve(config: SidecarConfig, stop: Optional[asyncio.Event] = None) -> 
     async def close_clients() -> None:
         for c in (prom, api, remote):
             await c.close()
-        if config.bucket is not None:
-            close = getattr(config.bucket, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:  # noqa: BLE001
-                    pass
+        close_quietly(config.bucket)
 
-    try:
-        await srv.start_http()
-        await srv.start_grpc(StoreServer(store).handlers())
-    except BaseException:
-        await srv.shutdown()
-        await close_clients()
-        raise
+    await srv.start(StoreServer(store).handlers(), cleanup=close_clients)
 
     tasks: list[asyncio.Task] = []
 

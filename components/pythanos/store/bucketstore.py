@@ -76,9 +76,10 @@ class BucketStoreConfig:
 class BucketBlock:
     """One block in the bucket: its meta, index (through the index-header) and chunk readers."""
 
-    def __init__(self, bucket, meta: BlockMeta, data_dir: str, index_cache=None) -> None:
+    def __init__(self, bucket, meta: BlockMeta, data_dir: str, index_cache=None, fetch_pool=None) -> None:
         self.bucket = bucket
         self.index_cache = index_cache
+        self.fetch_pool = fetch_pool
         self.meta = meta
         self.ulid = meta.ulid
         self.dir = os.path.join(data_dir, meta.ulid)
@@ -139,7 +140,7 @@ class BucketBlock:
                                    if not k.endswith("/"))
                 srcs = [BucketSource(self.bucket, f"{self.ulid}/{n}", n, block=self.ulid, size=self._sizes.get(n))
                         for n in names]
-                self._chunks = ChunkReader(srcs, block=self.ulid, names=names)
+                self._chunks = ChunkReader(srcs, block=self.ulid, names=names, pool=self.fetch_pool)
             return self._chunks
 
     def release_if_idle(self, idle_s: float) -> bool:
@@ -380,6 +381,8 @@ class BucketStore(Store):
         self.blocks: dict[str, BucketBlock] = {}
         self._failed_loads: set[str] = set()
         self._pool = ThreadPoolExecutor(max(4, config.io_threads), thread_name_prefix="store-io")
+        # chunk ranges of one block fetched concurrently (a pool of its own: store-io workers wait on it)
+        self._fetch_pool = ThreadPoolExecutor(max(4, config.io_threads), thread_name_prefix="store-fetch")
         self._gate = asyncio.Semaphore(max(1, config.series_max_concurrency))
         self._load_sem = threading.Semaphore(max(1, config.block_sync_concurrency))
         self.chunk_pool = ChunkPool(config.chunk_pool_size)
@@ -390,6 +393,7 @@ class BucketStore(Store):
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._fetch_pool.shutdown(wait=False, cancel_futures=True)
         for b in self.blocks.values():
             b.close()
 
@@ -407,7 +411,7 @@ class BucketStore(Store):
         retry = []
         for u, meta in res.metas.items():
             if u not in self.blocks:
-                b = BucketBlock(self.bucket, meta, self.cfg.data_dir, self.index_cache)
+                b = BucketBlock(self.bucket, meta, self.cfg.data_dir, self.index_cache, self._fetch_pool)
                 if u in self._failed_loads:
                     retry.append(b)  # known broken: added only once it loads
                 else:

@@ -61,7 +61,7 @@ def run(config: StoreConfig) -> int:
 async def serve(config: StoreConfig, stop: Optional[asyncio.Event] = None) -> int:
     from ..block import (ConsistencyDelayFilter, DeduplicateFilter, IgnoreDeletionMarkFilter, LabelShardFilter,
                          MetaFetcher, TimePartitionFilter)
-    from ..server import Component
+    from ..server import Component, close_quietly
     from ..storeapi import StoreServer
     from . import indexcache
     from .bucketstore import BucketStore, BucketStoreConfig
@@ -96,20 +96,9 @@ async def serve(config: StoreConfig, stop: Optional[asyncio.Event] = None) -> in
         store.close()
         fetcher.close()
         await cache.close()
-        closer = getattr(config.bucket, "close", None)
-        if closer is not None:
-            try:
-                closer()
-            except Exception:  # noqa: BLE001
-                pass
+        close_quietly(config.bucket)
 
-    try:
-        await srv.start_http()
-        await srv.start_grpc(StoreServer(store).handlers())
-    except BaseException:
-        await srv.shutdown()
-        await close()
-        raise
+    await srv.start(StoreServer(store).handlers(), cleanup=close)
 
     async def sync_loop() -> None:
         while not store.synced:

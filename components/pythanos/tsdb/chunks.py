@@ -165,8 +165,9 @@ class ChunkReader:
     """Reads chunk records from segment sources (index = 0-based segment sequence)."""
 
     def __init__(self, sources: Sequence, *, block: str = "", names: Sequence[str] | None = None,
-                 max_gap: int = DEFAULT_MAX_GAP):
+                 max_gap: int = DEFAULT_MAX_GAP, pool=None):
         self.sources = list(sources)
+        self.pool = pool  # an Executor: the ranged reads of one call run on it concurrently
         self.block = block
         self.names = list(names) if names is not None else [f"chunks/{segment_name(i)}" for i in range(len(sources))]
         self.max_gap = max_gap
@@ -180,8 +181,8 @@ class ChunkReader:
         return CorruptChunkError(self.block, name, offset, what)
 
     def _read(self, seq: int, offset: int, length: int) -> bytes:
-        self.reads += 1
         data = self.sources[seq].read(offset, length)
+        self.reads += 1  # (from several threads: a statistic, not exact under concurrency)
         self.bytes_read += len(data)
         return data
 
@@ -277,10 +278,11 @@ class ChunkReader:
             return encs, b"", offs, lens
         order = np.argsort(refs, kind="stable")
         sref = refs[order]
+        # 1. the ranged reads: runs of refs of one segment within max_gap
+        groups = []
         i = 0
         while i < k:
             seq, start, size = self._check_ref(int(sref[i]))
-            # Group following refs of the same segment within max_gap.
             j = i + 1
             while j < k:
                 s2, o2 = split_ref(int(sref[j]))
@@ -291,7 +293,15 @@ class ChunkReader:
                 j += 1
             last = int(sref[j - 1] & 0xFFFFFFFF)
             end = min(size, last + MAX_CHUNK_LEN_FIELD + 1 + ESTIMATED_MAX_CHUNK_SIZE + 4)
-            data = self._read(seq, start, end - start)
+            groups.append((i, j, seq, start, end))
+            i = j
+        # 2. fetched together when a pool is given (object storage: latency, not bandwidth, bounds it)
+        if self.pool is not None and len(groups) > 1:
+            datas = list(self.pool.map(lambda g: self._read(g[2], g[3], g[4] - g[3]), groups))
+        else:
+            datas = [self._read(seq, start, end - start) for _, _, seq, start, end in groups]
+        # 3. records parsed out of each read
+        for (i, j, seq, start, _), data in zip(groups, datas):
             mv = memoryview(data)
             base_in_out = total
             pieces.append(data)
@@ -307,9 +317,8 @@ class ChunkReader:
                     pieces.append(d)
                     total += len(d)
                     continue
-                enc, s, n = r
-                encs[idx], offs[idx], lens[idx] = enc, base_in_out + s, n
-            i = j
+                enc, s0, n = r
+                encs[idx], offs[idx], lens[idx] = enc, base_in_out + s0, n
         return encs, b"".join(pieces) if len(pieces) > 1 else pieces[0], offs, lens
 
 
