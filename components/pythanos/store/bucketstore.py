@@ -35,6 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Optional, Sequence
 
+import numpy as np
+
 from google.protobuf import any_pb2
 
 from ..storeapi.pb import hints_pb2
@@ -267,20 +269,10 @@ def _plan(ix: IndexReader, matchers: list[Matcher]) -> tuple[list[Matcher], list
     return [m for m in matchers if m not in lazy], lazy
 
 
-def _complete(series_labels, ext: tuple, remove: frozenset) -> tuple:
-    """Series labels + block external labels (external win), minus ``remove``; sorted."""
-    d = dict(series_labels)
-    d.update(ext)
-    if remove:
-        for n in remove:
-            d.pop(n, None)
-    return tuple(sorted((n, v) for n, v in d.items() if v != ""))
-
-
-def block_series(block: BucketBlock, matchers: list[Matcher], mint: int, maxt: int, *, skip_chunks: bool,
-                 aggrs: Sequence[int], remove: frozenset, limits: _Limits, limit: int = 0
-                 ) -> list[tuple[tuple, list[tuple[int, int, bytes]]]]:
-    """One block's answer: ``[(labels, [(mint, maxt, AggrChunk bytes)])]`` sorted by labels. Blocking."""
+def block_postings(block: BucketBlock, matchers: list[Matcher], limits: "_Limits") -> tuple[np.ndarray, list]:
+    """Series refs of the matchers in one block, and the matchers left for the loaded series.
+    The series limit is reserved here, as Thanos' ``ExpandPostings``: every block's postings are
+    counted before any block loads a chunk. Blocking."""
     ix = block.index()
     index_ms, lazy = _plan(ix, matchers) if matchers else ([], [])
     pos = [m for m in index_ms if not m.matches("")]
@@ -294,54 +286,70 @@ def block_series(block: BucketBlock, matchers: list[Matcher], mint: int, maxt: i
     refs = ix.postings_for_matchers(index_ms) if index_ms else ix.postings("", "")
     if not lazy:
         limits.reserve_series(len(refs))  # before a single series or chunk is fetched (#5733)
-    entries = ix.series_many(refs)
-    out = []
-    all_refs: list[int] = []
-    selected = []
-    for lbls, metas in entries:
-        if lazy:
-            d = dict(lbls)
-            if not all(m.matches(d.get(m.name, "")) for m in lazy):
-                continue
-        mine = [(int(c.mint), int(c.maxt), int(c.ref)) for c in metas if c.maxt >= mint and c.mint <= maxt]
-        if not mine:
-            continue
-        selected.append((_complete(lbls, block.ext, remove), mine))
-        if limit and len(selected) >= limit and not lazy:
-            break
+    return refs, lazy
+
+
+def block_series(block: BucketBlock, matchers: list[Matcher], mint: int, maxt: int, *, skip_chunks: bool,
+                 aggrs: Sequence[int], remove: frozenset, limits: "_Limits", limit: int = 0, postings=None
+                 ) -> list[tuple[tuple, list[tuple[int, int, bytes]]]]:
+    """One block's answer: ``[(labels, [(mint, maxt, AggrChunk bytes)])]`` sorted by labels;
+    ``postings`` is what :func:`block_postings` gave, computed here when None. Blocking."""
+    refs, lazy = postings if postings is not None else block_postings(block, matchers, limits)
+    ix = block.index()
+    labels, nch, chunks = ix.series_bulk(refs, block.ext, None if lazy else remove)
+    # chunks overlapping [mint, maxt]; series without one are not part of the answer
+    owner = np.repeat(np.arange(len(labels)), nch)
+    inside = (chunks[:, 1] >= mint) & (chunks[:, 0] <= maxt)
+    per = np.bincount(owner[inside], minlength=len(labels))
+    sel = np.flatnonzero(per).tolist()
     if lazy:
-        limits.reserve_series(len(selected))
+        sel = [i for i in sel if all(m.matches(dict(labels[i]).get(m.name, "")) for m in lazy)]
+        limits.reserve_series(len(sel))
+        if remove:
+            for i in sel:
+                labels[i] = tuple(p for p in labels[i] if p[0] not in remove)
+    elif limit:
+        sel = sel[:limit]
     if skip_chunks:
-        out = [(lbls, []) for lbls, _ in selected]
+        out = [(labels[i], ()) for i in sel]
     else:
-        for _, mine in selected:
-            limits.reserve_chunks(len(mine))
-            all_refs.extend(r for _, _, r in mine)
-        encs, buf, offs, lens = block.chunks().chunks_raw(all_refs)
+        chosen = np.zeros(len(labels), dtype=bool)
+        chosen[sel] = True
+        picked = chunks[inside & chosen[owner]]
+        counts = per[sel]
+        limits.reserve_chunks(int(counts.sum()))
+        encs, buf, offs, lens = block.chunks().chunks_raw(picked[:, 2])
         limits.take_bytes(len(buf))
         mv = memoryview(buf)
-        k = 0
+        times = picked[:, :2].tolist()
+        encs, offs, lens = encs.tolist(), offs.tolist(), lens.tolist()
         try:
-            for lbls, mine in selected:
-                chks = []
-                for cmint, cmaxt, _ in mine:
-                    o, n = int(offs[k]), int(lens[k])
-                    chks.append((cmint, cmaxt, aggr_chunk_bytes(cmint, cmaxt, int(encs[k]), bytes(mv[o:o + n]), aggrs)))
-                    k += 1
-                out.append((lbls, chks))
+            chks = [(cmint, cmaxt, aggr_chunk_bytes(cmint, cmaxt, e, bytes(mv[o:o + n]), aggrs))
+                    for (cmint, cmaxt), e, o, n in zip(times, encs, offs, lens)]
         except AggrChunkError as e:
             raise Internal(f"block {block.ulid}: {e}") from None
-    out.sort(key=lambda x: x[0])
+        out = []
+        k = 0
+        for i, c in zip(sel, counts.tolist()):
+            out.append((labels[i], chks[k:k + c]))
+            k += c
+    out.sort(key=_first)
     return out
+
+
+def _first(x):
+    return x[0]
 
 
 def _merge(results: list[list]) -> list[tuple[tuple, bytes]]:
     """Per-block sorted answers -> one sorted answer; series in several blocks chained with
     identical chunks dropped and chunks ordered by (mint, maxt), as Thanos' deduplicator."""
+    if len(results) == 1:
+        return [(lbls, _series_chunks(chks)) for lbls, chks in results[0]]
     out: list[tuple[tuple, bytes]] = []
     cur = None
     chunks: list = []
-    for lbls, chks in heapq.merge(*results, key=lambda x: x[0]):
+    for lbls, chks in heapq.merge(*results, key=_first):
         if lbls != cur:
             if cur is not None:
                 out.append((cur, _series_chunks(chunks)))
@@ -353,7 +361,7 @@ def _merge(results: list[list]) -> list[tuple[tuple, bytes]]:
     return out
 
 
-def _series_chunks(chunks: list) -> bytes:
+def _series_chunks(chunks) -> bytes:
     if not chunks:
         return b""
     if len(chunks) > 1:
@@ -571,14 +579,20 @@ class BucketStore(Store):
         aggrs = list(req.aggregates)
         limit = int(req.limit)
 
-        def one(b: BucketBlock, ms: list[Matcher]):
-            return block_series(b, ms, mint, maxt, skip_chunks=req.skip_chunks, aggrs=aggrs, remove=remove,
-                                limits=limits, limit=limit)
+        def expand(b: BucketBlock, ms: list[Matcher]):
+            return block_postings(b, ms, limits)
 
         try:
             async with self._gate:
                 t0 = time.monotonic()
                 try:
+                    postings = await self._run_blocks(expand, blocks) if blocks else []
+                    by_block = {id(b): p for (b, _), p in zip(blocks, postings)}
+
+                    def one(b: BucketBlock, ms: list[Matcher]):
+                        return block_series(b, ms, mint, maxt, skip_chunks=req.skip_chunks, aggrs=aggrs,
+                                            remove=remove, limits=limits, limit=limit, postings=by_block[id(b)])
+
                     results = await self._run_blocks(one, blocks) if blocks else []
                     merged = await asyncio.get_running_loop().run_in_executor(self._pool, _merge, results)
                 except ResourceExhausted as e:

@@ -954,36 +954,126 @@ class IndexReader:
         refs = [int(r) for r in refs]
         if not refs:
             return []
-        uniq = sorted(set(refs))
-        got: dict[int, tuple] = {}
+        labels, nch, chunks = self.series_bulk(refs)
+        out = []
+        k = 0
+        for lbls, n in zip(labels, nch.tolist()):
+            out.append((list(lbls), [ChunkMeta(*c) for c in chunks[k:k + n].tolist()]))
+            k += n
+        return out
+
+    def series_bulk(self, refs, ext: tuple = (), remove=None) -> tuple[list, np.ndarray, np.ndarray]:
+        """The series ``refs`` decoded in C: ``(labels, nchunks int64[n], chunks int64[m, 3])`` in
+        the order of ``refs``; chunks ``(mint, maxt, ref)`` of series i follow those of i - 1.
+
+        ``labels[i]`` is a tuple of pairs: the series' labels merged with the sorted pairs ``ext``
+        (which win on equal names), without the names in the set ``remove``. Entries close together
+        are fetched in one read; the cache (when set) is asked first and given what was read."""
+        from ._series import decode
+
+        refs = np.asarray(refs, dtype=np.int64)
+        if self.cache is not None or (len(refs) > 1 and not bool((refs[1:] > refs[:-1]).all())):
+            return self._series_bulk_mapped(refs, ext, remove)
+        offs = refs * SERIES_ALIGN
+        if len(offs) and (int(offs[0]) < self.toc.series or int(offs[-1]) >= self._series_end):
+            self._series_offset(int(refs[0]) if int(offs[0]) < self.toc.series else int(refs[-1]))
+        cuts = (np.flatnonzero(np.diff(offs) > _SERIES_GAP) + 1).tolist()
+        labels: list = []
+        nchs: list = []
+        chunks: list = []
+        for g0, g in zip([0] + cuts, cuts + [len(refs)]):
+            while g0 < g:
+                end = g0 + int(np.searchsorted(offs[g0:g], offs[g0] + _COALESCE_MAX, side="left"))
+                end = max(end, g0 + 1)
+                start = int(offs[g0])
+                stop = min(int(offs[end - 1]) + _SERIES_WINDOW, self._series_end)
+                buf = self._read(start, stop - start, f"series refs {int(refs[g0])}..{int(refs[end - 1])}")
+                lb, ends, nch, ch, err = decode(buf, offs[g0:end] - start, self._series_end - start, self._symbols,
+                                                 ext, remove)
+                if err is not None:
+                    i, pos, what = err
+                    raise self._err(start + pos, f"series ref {int(refs[g0 + i])}: {what}")
+                ends = np.frombuffer(ends, dtype=np.int64)
+                if (ends < 0).any():  # an entry longer than the window: this run the careful way
+                    lb, n2, c2 = self._series_bulk_mapped(refs[g0:end], ext, remove)
+                    labels.extend(lb)
+                    nchs.append(n2)
+                    chunks.append(c2)
+                else:
+                    labels.extend(lb)
+                    nchs.append(np.frombuffer(nch, dtype=np.int64))
+                    chunks.append(np.frombuffer(ch, dtype=np.int64).reshape(-1, 3))
+                g0 = end
+        if not chunks:
+            return labels, np.empty(0, np.int64), np.empty((0, 3), np.int64)
+        return labels, np.concatenate(nchs), np.concatenate(chunks)
+
+    def _series_bulk_mapped(self, refs, ext: tuple = (), remove=None) -> tuple[list, np.ndarray, np.ndarray]:
+        """``series_bulk`` entry by entry: refs in any order or repeated, the cache, long entries."""
+        from ._series import decode
+
+        refs = np.asarray(refs, dtype=np.int64)
+        uniq = np.unique(refs)
+        found: dict[int, tuple] = {}  # ref -> (labels, chunks int64[k, 3])
         fresh: dict[int, bytes] | None = None
+        todo = uniq.tolist()
         if self.cache is not None:
-            for r, b in self.cache.get_series(uniq).items():
-                d = self._decode_series(b, 0, self._series_offset(r), r)
-                if d is not None:
-                    got[r] = d
-            uniq = [r for r in uniq if r not in got]
+            hits = self.cache.get_series(todo)
+            if hits:
+                keys = list(hits)
+                blob = b"".join(hits[r] for r in keys)
+                starts = np.cumsum([0] + [len(hits[r]) for r in keys[:-1]], dtype=np.int64)
+                self._decode_into(decode, blob, starts, keys, len(blob), 0, ext, remove, found, None)
+            todo = [r for r in todo if r not in found]
             fresh = {}
-        offs = [self._series_offset(r) for r in uniq]
+        offs = [self._series_offset(r) for r in todo]
         g0 = 0
-        while g0 < len(uniq):
+        while g0 < len(todo):
             g = g0 + 1
-            while g < len(uniq) and offs[g] - offs[g - 1] <= _SERIES_GAP and offs[g] - offs[g0] < _COALESCE_MAX:
+            while g < len(todo) and offs[g] - offs[g - 1] <= _SERIES_GAP and offs[g] - offs[g0] < _COALESCE_MAX:
                 g += 1
             start = offs[g0]
             stop = min(offs[g - 1] + _SERIES_WINDOW, self._series_end)
-            buf = self._read(start, stop - start, f"series refs {uniq[g0]}..{uniq[g - 1]}")
-            for j in range(g0, g):
-                r = self._decode_series(buf, offs[j] - start, start, uniq[j])
-                if r is None:
-                    r = self.series(uniq[j])
-                elif fresh is not None:
-                    fresh[uniq[j]] = self._entry_bytes(buf, offs[j] - start)
-                got[uniq[j]] = r
+            buf = self._read(start, stop - start, f"series refs {todo[g0]}..{todo[g - 1]}")
+            starts = np.asarray(offs[g0:g], dtype=np.int64) - start
+            short = self._decode_into(decode, buf, starts, todo[g0:g], self._series_end - start, start, ext, remove,
+                                      found, fresh)
+            for r in short:  # longer than the window: read whole
+                off = self._series_offset(r)
+                d = self._dec(self._read(off, min(10, self._series_end - off), f"series ref {r}"), off, 0, None)
+                total = d.uvarint() + d.pos + 4
+                one = self._read(off, total, f"series ref {r}")
+                self._decode_into(decode, one, np.zeros(1, np.int64), [r], self._series_end - off, off, ext, remove,
+                                  found, fresh)
             g0 = g
         if fresh:
             self.cache.put_series(fresh)
-        return [got[r] for r in refs]
+        order = refs.tolist()
+        labels = [found[r][0] for r in order]
+        parts = [found[r][1] for r in order]
+        nch = np.fromiter((len(c) for c in parts), dtype=np.int64, count=len(parts))
+        chunks = np.concatenate(parts) if parts else np.empty((0, 3), np.int64)
+        return labels, nch, chunks
+
+    def _decode_into(self, decode, buf, starts, refs, limit, base, ext, remove, found, fresh) -> list[int]:
+        """Decode entries of ``buf`` at ``starts`` into ``found``; the refs that need more bytes."""
+        labels, ends, nch, chunks, err = decode(buf, starts, limit, self._symbols, ext, remove)
+        if err is not None:
+            i, pos, what = err
+            raise self._err(base + pos, f"series ref {refs[i]}: {what}")
+        ends = np.frombuffer(ends, dtype=np.int64)
+        nch = np.frombuffer(nch, dtype=np.int64)
+        chunks = np.frombuffer(chunks, dtype=np.int64).reshape(-1, 3)
+        bounds = np.concatenate(([0], np.cumsum(nch)))
+        short = []
+        for i, r in enumerate(refs):
+            if ends[i] < 0:
+                short.append(r)
+                continue
+            found[r] = (labels[i], chunks[bounds[i]:bounds[i + 1]])
+            if fresh is not None:
+                fresh[r] = bytes(buf[starts[i]:ends[i]])
+        return short
 
     @staticmethod
     def _entry_bytes(buf: bytes, start: int) -> bytes:

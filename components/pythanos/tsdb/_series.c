@@ -1,0 +1,253 @@
+/*
+ * Series entries of a Prometheus index (format v2, tsdb/docs/format/index.md), decoded in bulk.
+ *
+ *   uvarint len | uvarint nlabels | (uvarint name_ref, uvarint value_ref)* | uvarint nchunks
+ *   | varint mint0 | uvarint maxt0-mint0 | uvarint ref0 | (uvarint mint-prev_maxt, uvarint maxt-mint,
+ *   varint ref-prev_ref)* | CRC32C(BE) over the len bytes after the length
+ *
+ * decode(buf, starts, limit, symbols, ext, remove) reads the entry at every position of `starts`
+ * (int64, positions in `buf`), checks its CRC and symbol references, and returns
+ *
+ *   (labels, ends, nchunks, chunks, error)
+ *
+ * labels   list of tuples of (name, value) pairs: the series' labels merged with the sorted pairs
+ *          `ext` (ext wins on equal names: Thanos' ExtendSortedLabels), minus names in `remove`
+ *          (a set, or None), pairs with an empty value left out;
+ * ends     bytes holding int64[n]: the position after each entry (its CRC), -1 when `buf` ends
+ *          before the entry does (the caller reads that entry again with more bytes);
+ * nchunks  bytes holding int64[n]; chunks: bytes holding int64[3 * sum(nchunks)] as (mint, maxt, ref);
+ * error    None, or (index, position, message) of the first malformed entry (nothing after it is
+ *          decoded); positions are relative to `buf`. `limit` is the end of the series section
+ *          relative to buf (it may lie beyond the buffer): no entry may cross it.
+ *
+ * Everything is bounded by the buffer: no count read from the data allocates more than the bytes
+ * that hold it could describe.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+static uint32_t crc_table[256];
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
+static uint32_t crc32c(const uint8_t *p, Py_ssize_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (Py_ssize_t i = 0; i < n; i++) c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+/* 0 ok, -1 past `end`, -2 overflow */
+static int uvarint(const uint8_t *b, Py_ssize_t *pos, Py_ssize_t end, uint64_t *out) {
+    uint64_t x = 0;
+    unsigned s = 0;
+    for (int i = 0; i < 10; i++) {
+        if (*pos >= end) return -1;
+        uint8_t c = b[(*pos)++];
+        if (c < 0x80) {
+            if (i == 9 && c > 1) return -2;
+            *out = x | ((uint64_t)c << s);
+            return 0;
+        }
+        x |= (uint64_t)(c & 0x7F) << s;
+        s += 7;
+    }
+    return -2;
+}
+
+static int varint(const uint8_t *b, Py_ssize_t *pos, Py_ssize_t end, int64_t *out) {
+    uint64_t u;
+    int r = uvarint(b, pos, end, &u);
+    if (r) return r;
+    *out = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+    return 0;
+}
+
+typedef struct {
+    int64_t *v;
+    Py_ssize_t n, cap;
+} Vec;
+
+static int vec_push(Vec *a, int64_t x) {
+    if (a->n == a->cap) {
+        Py_ssize_t cap = a->cap ? a->cap * 2 : 1024;
+        int64_t *v = PyMem_Realloc(a->v, (size_t)cap * sizeof(int64_t));
+        if (!v) return -1;
+        a->v = v;
+        a->cap = cap;
+    }
+    a->v[a->n++] = x;
+    return 0;
+}
+
+static PyObject *vec_bytes(Vec *a) {
+    return PyBytes_FromStringAndSize((const char *)a->v, a->n * (Py_ssize_t)sizeof(int64_t));
+}
+
+/* Append pair to list unless its name is removed or its value empty. Steals nothing. */
+static int emit(PyObject *out, PyObject *name, PyObject *value, PyObject *remove) {
+    if (PyUnicode_GET_LENGTH(value) == 0) return 0;
+    if (remove != NULL) {
+        int r = PySet_Contains(remove, name);
+        if (r < 0) return -1;
+        if (r) return 0;
+    }
+    PyObject *t = PyTuple_Pack(2, name, value);
+    if (!t) return -1;
+    int r = PyList_Append(out, t);
+    Py_DECREF(t);
+    return r;
+}
+
+static PyObject *py_decode(PyObject *self, PyObject *args) {
+    Py_buffer buf, st;
+    Py_ssize_t limit;
+    PyObject *syms, *ext, *remove;
+    if (!PyArg_ParseTuple(args, "y*y*nO!O!O", &buf, &st, &limit, &PyList_Type, &syms, &PyTuple_Type, &ext, &remove))
+        return NULL;
+    PyObject *result = NULL, *labels = NULL, *err = Py_None;
+    Vec ends = {0}, nch = {0}, chk = {0};
+    Py_INCREF(err);
+    if (remove == Py_None) remove = NULL;
+    else if (!PyAnySet_Check(remove)) {
+        PyErr_SetString(PyExc_TypeError, "remove must be a set or None");
+        goto done;
+    }
+    if (st.len % 8) {
+        PyErr_SetString(PyExc_ValueError, "starts must be int64");
+        goto done;
+    }
+    const uint8_t *b = buf.buf;
+    Py_ssize_t blen = buf.len;
+    const int64_t *starts = st.buf;
+    Py_ssize_t n = st.len / 8, nsym = PyList_GET_SIZE(syms), next = PyTuple_GET_SIZE(ext);
+    labels = PyList_New(0);
+    if (!labels) goto done;
+    PyObject *pairs = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t pos = (Py_ssize_t)starts[i];
+        const char *what = NULL;
+        if (pos < 0 || pos > blen) { what = "series entry position outside the read"; goto bad; }
+        uint64_t ln;
+        int r = uvarint(b, &pos, blen, &ln);
+        if (r == -2 || (r == -1 && blen >= limit)) { what = "invalid entry length"; goto bad; }
+        if (r == 0 && ln + 4 > (uint64_t)(limit > pos ? limit - pos : 0)) { what = "entry runs past the series section"; goto bad; }
+        if (r == -1 || ln + 4 > (uint64_t)(blen - pos)) {
+            /* the read ends first: the caller fetches this one again */
+            if (vec_push(&ends, -1) || vec_push(&nch, 0)) goto nomem;
+            if (PyList_Append(labels, Py_None)) goto done;
+            continue;
+        }
+        Py_ssize_t body = pos, bend = pos + (Py_ssize_t)ln;
+        uint32_t want = ((uint32_t)b[bend] << 24) | ((uint32_t)b[bend + 1] << 16) | ((uint32_t)b[bend + 2] << 8) | b[bend + 3];
+        if (crc32c(b + body, (Py_ssize_t)ln) != want) { pos = bend; what = "CRC32C mismatch"; goto bad; }
+        uint64_t nl;
+        if (uvarint(b, &pos, bend, &nl)) { what = "bad label count"; goto bad; }
+        if (nl > (uint64_t)(bend - pos) / 2) { what = "label count cannot fit in the entry"; goto bad; }
+        pairs = PyList_New(0);
+        if (!pairs) goto done;
+        Py_ssize_t j = 0;
+        for (uint64_t k = 0; k < nl; k++) {
+            uint64_t ni, vi;
+            Py_ssize_t at = pos;
+            if (uvarint(b, &pos, bend, &ni) || uvarint(b, &pos, bend, &vi)) { pos = at; what = "bad label reference"; goto badp; }
+            if (ni >= (uint64_t)nsym || vi >= (uint64_t)nsym) { pos = at; what = "symbol reference out of range"; goto badp; }
+            PyObject *name = PyList_GET_ITEM(syms, (Py_ssize_t)ni), *value = PyList_GET_ITEM(syms, (Py_ssize_t)vi);
+            /* ext pairs sorting before this name first; an equal ext name replaces this pair */
+            int replaced = 0;
+            while (j < next) {
+                PyObject *ep = PyTuple_GET_ITEM(ext, j);
+                PyObject *en = PyTuple_GET_ITEM(ep, 0);
+                int c = PyUnicode_Compare(en, name);
+                if (c == -1 && PyErr_Occurred()) goto donep;
+                if (c > 0) break;
+                if (emit(pairs, en, PyTuple_GET_ITEM(ep, 1), remove)) goto donep;
+                j++;
+                if (c == 0) { replaced = 1; break; }
+            }
+            if (!replaced && emit(pairs, name, value, remove)) goto donep;
+        }
+        for (; j < next; j++) {
+            PyObject *ep = PyTuple_GET_ITEM(ext, j);
+            if (emit(pairs, PyTuple_GET_ITEM(ep, 0), PyTuple_GET_ITEM(ep, 1), remove)) goto donep;
+        }
+        uint64_t nc;
+        if (uvarint(b, &pos, bend, &nc)) { what = "bad chunk count"; goto badp; }
+        if (nc > (uint64_t)(bend - pos) / 3) { what = "chunk count cannot fit in the entry"; goto badp; }
+        int64_t mint = 0, maxt = 0;
+        uint64_t ref = 0;
+        for (uint64_t k = 0; k < nc; k++) {
+            uint64_t d, d2;
+            if (k == 0) {
+                if (varint(b, &pos, bend, &mint) || uvarint(b, &pos, bend, &d) || uvarint(b, &pos, bend, &ref)) { what = "bad chunk meta"; goto badp; }
+                maxt = mint + (int64_t)d;
+            } else {
+                int64_t dr;
+                if (uvarint(b, &pos, bend, &d) || uvarint(b, &pos, bend, &d2) || varint(b, &pos, bend, &dr)) { what = "bad chunk meta"; goto badp; }
+                mint = maxt + (int64_t)d;
+                maxt = mint + (int64_t)d2;
+                ref += (uint64_t)dr;
+            }
+            if (vec_push(&chk, mint) || vec_push(&chk, maxt) || vec_push(&chk, (int64_t)ref)) goto nomemp;
+        }
+        if (pos != bend) { what = "trailing bytes in entry"; goto badp; }
+        PyObject *t = PyList_AsTuple(pairs);
+        Py_CLEAR(pairs);
+        if (!t) goto done;
+        if (PyList_Append(labels, t)) { Py_DECREF(t); goto done; }
+        Py_DECREF(t);
+        if (vec_push(&ends, bend + 4) || vec_push(&nch, (int64_t)nc)) goto nomem;
+        continue;
+    badp:
+        Py_CLEAR(pairs);
+    bad:
+        Py_DECREF(err);
+        err = Py_BuildValue("(nns)", i, pos, what);
+        if (!err) goto done;
+        break;
+    nomemp:
+        Py_CLEAR(pairs);
+    nomem:
+        PyErr_NoMemory();
+        goto done;
+    donep:
+        Py_CLEAR(pairs);
+        goto done;
+    }
+    {
+        PyObject *e = vec_bytes(&ends), *c = vec_bytes(&nch), *k = vec_bytes(&chk);
+        if (e && c && k) result = PyTuple_Pack(5, labels, e, c, k, err);
+        Py_XDECREF(e);
+        Py_XDECREF(c);
+        Py_XDECREF(k);
+    }
+done:
+    Py_XDECREF(labels);
+    Py_XDECREF(err);
+    PyMem_Free(ends.v);
+    PyMem_Free(nch.v);
+    PyMem_Free(chk.v);
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&st);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"decode", py_decode, METH_VARARGS, "decode(buf, starts, limit, symbols, ext, remove) -> (labels, ends, nchunks, chunks, error)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "_series", "Bulk decoding of index series entries.", -1, methods,
+                                  NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__series(void) {
+    crc_init();
+    return PyModule_Create(&mod);
+}
