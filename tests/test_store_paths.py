@@ -57,7 +57,7 @@ def open_block(root, meta, tmp_path) -> tuple[BucketBlock, CountingBucket]:
 
 
 def labels_of(rows):
-    return [lbls for lbls, _ in rows]
+    return [row[0] for row in rows]
 
 
 def test_series_limit_decided_before_postings_are_fetched(block, tmp_path):
@@ -180,7 +180,7 @@ def test_ready_before_index_headers_exist_and_queries_wait_for_their_block(block
                             max_time=2 * HOUR, skip_chunks=True)
 
         async def collect():
-            return [s async for s in store.series(req)]
+            return [s async for group in store.series(req) for s in group]
 
         task = asyncio.ensure_future(collect())
         await asyncio.sleep(0.05)

@@ -57,7 +57,8 @@ __all__ = ["BucketStore", "BucketStoreConfig", "BucketBlock", "MAX_SAMPLES_PER_C
 
 MAX_SAMPLES_PER_CHUNK = 120  # Thanos: the samples limit is enforced as chunks = samples / 120
 RESOLUTIONS = (3_600_000, 300_000, 0)  # Thanos' block set order: 1h, 5m, raw
-LAZY_MATCHER_MIN_VALUES = 64  # a non-empty matcher over more values than this is applied to series
+LAZY_MATCHER_MIN_VALUES = 64
+_YIELD_GROUP = 1024  # series handed to the server base per step  # a non-empty matcher over more values than this is applied to series
 
 
 @dataclass
@@ -296,13 +297,17 @@ def block_series(block: BucketBlock, matchers: list[Matcher], mint: int, maxt: i
     ``postings`` is what :func:`block_postings` gave, computed here when None. Blocking."""
     refs, lazy = postings if postings is not None else block_postings(block, matchers, limits)
     ix = block.index()
-    labels, nch, chunks = ix.series_bulk(refs, block.ext, None if lazy else remove)
+    if lazy:  # labels are checked (and replica labels dropped) below: nothing pre-encoded
+        labels, nch, chunks = ix.series_bulk(refs, block.ext, None)
+    else:
+        labels, nch, chunks, wires = ix.series_bulk(refs, block.ext, remove, wire=True)
     # chunks overlapping [mint, maxt]; series without one are not part of the answer
     owner = np.repeat(np.arange(len(labels)), nch)
     inside = (chunks[:, 1] >= mint) & (chunks[:, 0] <= maxt)
     per = np.bincount(owner[inside], minlength=len(labels))
     sel = np.flatnonzero(per).tolist()
     if lazy:
+        wires = [None] * len(labels)  # labels change below: the base encodes them
         sel = [i for i in sel if all(m.matches(dict(labels[i]).get(m.name, "")) for m in lazy)]
         limits.reserve_series(len(sel))
         if remove:
@@ -311,7 +316,7 @@ def block_series(block: BucketBlock, matchers: list[Matcher], mint: int, maxt: i
     elif limit:
         sel = sel[:limit]
     if skip_chunks:
-        out = [(labels[i], ()) for i in sel]
+        out = [(labels[i], (), wires[i]) for i in sel]
     else:
         chosen = np.zeros(len(labels), dtype=bool)
         chosen[sel] = True
@@ -331,7 +336,7 @@ def block_series(block: BucketBlock, matchers: list[Matcher], mint: int, maxt: i
         out = []
         k = 0
         for i, c in zip(sel, counts.tolist()):
-            out.append((labels[i], chks[k:k + c]))
+            out.append((labels[i], chks[k:k + c], wires[i]))
             k += c
     out.sort(key=_first)
     return out
@@ -341,23 +346,25 @@ def _first(x):
     return x[0]
 
 
-def _merge(results: list[list]) -> list[tuple[tuple, bytes]]:
-    """Per-block sorted answers -> one sorted answer; series in several blocks chained with
-    identical chunks dropped and chunks ordered by (mint, maxt), as Thanos' deduplicator."""
+def _merge(results: list[list]) -> list[tuple[tuple, bytes, bytes]]:
+    """Per-block sorted answers -> one sorted answer ``(labels, chunks bytes, labels protobuf or
+    None)``; series in several blocks chained with identical chunks dropped and chunks ordered by
+    (mint, maxt), as Thanos' deduplicator."""
     if len(results) == 1:
-        return [(lbls, _series_chunks(chks)) for lbls, chks in results[0]]
-    out: list[tuple[tuple, bytes]] = []
+        return [(lbls, _series_chunks(chks), w) for lbls, chks, w in results[0]]
+    out: list = []
     cur = None
     chunks: list = []
-    for lbls, chks in heapq.merge(*results, key=_first):
+    wire = None
+    for lbls, chks, w in heapq.merge(*results, key=_first):
         if lbls != cur:
             if cur is not None:
-                out.append((cur, _series_chunks(chunks)))
-            cur, chunks = lbls, list(chks)
+                out.append((cur, _series_chunks(chunks), wire))
+            cur, chunks, wire = lbls, list(chks), w
         else:
             chunks.extend(chks)
     if cur is not None:
-        out.append((cur, _series_chunks(chunks)))
+        out.append((cur, _series_chunks(chunks), wire))
     return out
 
 
@@ -380,6 +387,7 @@ class BucketStore(Store):
     """StoreAPI over the blocks the last sync found; :meth:`sync` is called by the run loop."""
 
     presorted = True
+    final_labels = True  # labels come complete from the C decoder, answers in groups
 
     def __init__(self, bucket, fetcher, config: BucketStoreConfig, *, registry=None, index_cache=None) -> None:
         self.bucket = bucket
@@ -602,8 +610,9 @@ class BucketStore(Store):
                 results = []
             if self.metrics:
                 self.metrics.observe_series(len(blocks), len(merged), time.monotonic() - t0)
-            for lbls, chunks in merged:
-                yield RawSeries(lbls, chunks)
+            for g in range(0, len(merged), _YIELD_GROUP):
+                yield [RawSeries(lbls, chunks, w + chunks if w is not None else b"")
+                       for lbls, chunks, w in merged[g:g + _YIELD_GROUP]]
         finally:
             limits.release()  # the answer's chunk bytes are no longer held
 
@@ -619,7 +628,7 @@ class BucketStore(Store):
                 return set(b.index().label_names()) | {n for n, _ in b.ext if n not in remove}
             rows = block_series(b, ms, req.start, req.end, skip_chunks=True, aggrs=(), remove=remove,
                                 limits=_Limits(series=self.cfg.series_limit))
-            return {n for lbls, _ in rows for n, _ in lbls}
+            return {n for lbls, *_ in rows for n, _ in lbls}
 
         sets = await self._run_blocks(one, blocks)
         names = sorted(set().union(*sets)) if sets else []
@@ -649,7 +658,7 @@ class BucketStore(Store):
                 return vals
             rows = block_series(b, ms, req.start, req.end, skip_chunks=True, aggrs=(), remove=frozenset(),
                                 limits=_Limits(series=self.cfg.series_limit))
-            return {v for lbls, _ in rows for n, v in lbls if n == req.label}
+            return {v for lbls, *_ in rows for n, v in lbls if n == req.label}
 
         sets = await self._run_blocks(one, blocks)
         vals = sorted(set().union(*sets)) if sets else []

@@ -103,6 +103,11 @@ class Store(abc.ABC):
     #: external labels, replica labels removed, sorted): the base then streams without buffering.
     presorted: bool = False
 
+    #: True when ``series()`` yields :class:`RawSeries` whose labels are already complete (external
+    #: labels merged, ``without_replica_labels`` removed) and in the final order, possibly grouped
+    #: in lists: the base then only checks the order, counts and frames them.
+    final_labels: bool = False
+
     @abc.abstractmethod
     async def info(self) -> StoreInfo: ...
 
@@ -292,13 +297,39 @@ class StoreServer:
             return tuple(sorted((n, v) for n, v in d.items() if v != ""))
 
         def to_pb(lbls: Labels, s) -> bytes:
-            if type(s) is RawSeries and s[2] and lbls is s[0] and not skip:
-                return s[2]  # the transcoder wrote the Series with these very labels
+            if type(s) is RawSeries and s[2] and lbls is s[0] and (not skip or not s[1]):
+                return s[2]  # the store wrote the Series with these very labels (and no chunks to skip)
             return series_payload(encode_labels(lbls), s, skip)
 
         source = self.store.series(req)
         try:
-            if self.store.presorted:
+            if self.store.final_labels:
+                prev = None
+                count = 0
+                async for group in source:
+                    for item in (group if type(group) is list else (group,)):
+                        if type(item) is not RawSeries:
+                            for f in out.other(item):
+                                yield f
+                            continue
+                        lbls = item[0]
+                        if prev is not None and lbls <= prev:
+                            if lbls < prev:
+                                raise _Fail(grpc.StatusCode.INTERNAL,
+                                            f"store yielded series out of order: {_fmt(lbls)} after {_fmt(prev)}")
+                        else:
+                            count += 1
+                            if limit and count > limit:
+                                break
+                        prev = lbls
+                        w = item[2]
+                        payload = w if w and (not skip or not item[1]) else to_pb(lbls, item)
+                        for f in out.series(payload):
+                            yield f
+                    else:
+                        continue
+                    break
+            elif self.store.presorted:
                 prev: Optional[Labels] = None
                 count = 0
                 async for item in source:

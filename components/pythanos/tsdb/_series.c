@@ -20,6 +20,9 @@
  *          decoded); positions are relative to `buf`. `limit` is the end of the series section
  *          relative to buf (it may lie beyond the buffer): no entry may cross it.
  *
+ * With a true seventh argument a sixth item follows: per series the ``labels`` fields of its
+ * thanos.Series message (protobuf bytes; None where a string is not valid UTF-8).
+ *
  * Everything is bounded by the buffer: no count read from the data allocates more than the bytes
  * that hold it could describe.
  */
@@ -106,13 +109,74 @@ static int emit(PyObject *out, PyObject *name, PyObject *value, PyObject *remove
     return r;
 }
 
+typedef struct {
+    uint8_t *v;
+    Py_ssize_t n, cap;
+} Buf;
+
+static int put(Buf *b, const void *p, Py_ssize_t n) {
+    if (b->n + n > b->cap) {
+        Py_ssize_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n) cap *= 2;
+        uint8_t *v = PyMem_Realloc(b->v, (size_t)cap);
+        if (!v) { PyErr_NoMemory(); return -1; }
+        b->v = v;
+        b->cap = cap;
+    }
+    memcpy(b->v + b->n, p, (size_t)n);
+    b->n += n;
+    return 0;
+}
+
+static int put_uvarint(Buf *vb, uint64_t x) {
+    uint8_t t[10];
+    int n = 0;
+    while (x >= 0x80) { t[n++] = (uint8_t)(x | 0x80); x >>= 7; }
+    t[n++] = (uint8_t)x;
+    return put(vb, t, n);
+}
+
+static int uvarint_len(uint64_t x) {
+    int n = 1;
+    while (x >= 0x80) { x >>= 7; n++; }
+    return n;
+}
+
+/* The ``labels`` fields of a thanos.Series (field 1, Label{name = 1, value = 2}) for pairs, or None
+ * when a string is not valid UTF-8 (the caller then encodes it the slow way). */
+static PyObject *encode_labels(PyObject *pairs, Buf *vb) {
+    Buf *b = vb;
+    b->n = 0;
+    Py_ssize_t n = PyList_GET_SIZE(pairs);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *p = PyList_GET_ITEM(pairs, i);
+        Py_ssize_t ln, lv;
+        const char *nm = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(p, 0), &ln);
+        const char *vl = nm ? PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(p, 1), &lv) : NULL;
+        if (!nm || !vl) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        uint64_t inner = (ln ? 1 + (uint64_t)uvarint_len((uint64_t)ln) + (uint64_t)ln : 0)
+                       + (lv ? 1 + (uint64_t)uvarint_len((uint64_t)lv) + (uint64_t)lv : 0);
+        uint8_t t1 = 0x0a, t2 = 0x12;
+        if (put(vb, &t1, 1) || put_uvarint(vb, inner)) return NULL;
+        if (ln && (put(vb, &t1, 1) || put_uvarint(vb, (uint64_t)ln) || put(vb, nm, ln))) return NULL;
+        if (lv && (put(vb, &t2, 1) || put_uvarint(vb, (uint64_t)lv) || put(vb, vl, lv))) return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)b->v, b->n);
+}
+
 static PyObject *py_decode(PyObject *self, PyObject *args) {
     Py_buffer buf, st;
     Py_ssize_t limit;
     PyObject *syms, *ext, *remove;
-    if (!PyArg_ParseTuple(args, "y*y*nO!O!O", &buf, &st, &limit, &PyList_Type, &syms, &PyTuple_Type, &ext, &remove))
+    int want_wire = 0;
+    if (!PyArg_ParseTuple(args, "y*y*nO!O!O|p", &buf, &st, &limit, &PyList_Type, &syms, &PyTuple_Type, &ext, &remove,
+                          &want_wire))
         return NULL;
-    PyObject *result = NULL, *labels = NULL, *err = Py_None;
+    PyObject *result = NULL, *labels = NULL, *wires = NULL, *err = Py_None;
+    Buf wb = {0};
     Vec ends = {0}, nch = {0}, chk = {0};
     Py_INCREF(err);
     if (remove == Py_None) remove = NULL;
@@ -130,6 +194,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     Py_ssize_t n = st.len / 8, nsym = PyList_GET_SIZE(syms), next = PyTuple_GET_SIZE(ext);
     labels = PyList_New(0);
     if (!labels) goto done;
+    if (want_wire && !(wires = PyList_New(0))) goto done;
     PyObject *pairs = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_ssize_t pos = (Py_ssize_t)starts[i];
@@ -143,6 +208,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
             /* the read ends first: the caller fetches this one again */
             if (vec_push(&ends, -1) || vec_push(&nch, 0)) goto nomem;
             if (PyList_Append(labels, Py_None)) goto done;
+            if (wires && PyList_Append(wires, Py_None)) goto done;
             continue;
         }
         Py_ssize_t body = pos, bend = pos + (Py_ssize_t)ln;
@@ -198,6 +264,13 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
             if (vec_push(&chk, mint) || vec_push(&chk, maxt) || vec_push(&chk, (int64_t)ref)) goto nomemp;
         }
         if (pos != bend) { what = "trailing bytes in entry"; goto badp; }
+        if (wires) {
+            PyObject *w = encode_labels(pairs, &wb);
+            if (!w) goto donep;
+            int ar = PyList_Append(wires, w);
+            Py_DECREF(w);
+            if (ar) goto donep;
+        }
         PyObject *t = PyList_AsTuple(pairs);
         Py_CLEAR(pairs);
         if (!t) goto done;
@@ -223,13 +296,16 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     }
     {
         PyObject *e = vec_bytes(&ends), *c = vec_bytes(&nch), *k = vec_bytes(&chk);
-        if (e && c && k) result = PyTuple_Pack(5, labels, e, c, k, err);
+        if (e && c && k) result = wires ? PyTuple_Pack(6, labels, e, c, k, err, wires)
+                                        : PyTuple_Pack(5, labels, e, c, k, err);
         Py_XDECREF(e);
         Py_XDECREF(c);
         Py_XDECREF(k);
     }
 done:
     Py_XDECREF(labels);
+    Py_XDECREF(wires);
+    PyMem_Free(wb.v);
     Py_XDECREF(err);
     PyMem_Free(ends.v);
     PyMem_Free(nch.v);

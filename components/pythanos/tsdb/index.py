@@ -962,23 +962,43 @@ class IndexReader:
             k += n
         return out
 
-    def series_bulk(self, refs, ext: tuple = (), remove=None) -> tuple[list, np.ndarray, np.ndarray]:
+    def series_bulk(self, refs, ext: tuple = (), remove=None, *, wire: bool = False) -> tuple:
         """The series ``refs`` decoded in C: ``(labels, nchunks int64[n], chunks int64[m, 3])`` in
         the order of ``refs``; chunks ``(mint, maxt, ref)`` of series i follow those of i - 1.
 
         ``labels[i]`` is a tuple of pairs: the series' labels merged with the sorted pairs ``ext``
         (which win on equal names), without the names in the set ``remove``. Entries close together
-        are fetched in one read; the cache (when set) is asked first and given what was read."""
+        are fetched in one read; the cache (when set) is asked first and given what was read.
+        With ``wire`` a fourth item: per series the protobuf ``labels`` fields of a thanos.Series
+        (or None where not made here: the caller encodes those)."""
         from ._series import decode
 
         refs = np.asarray(refs, dtype=np.int64)
-        if self.cache is not None or (len(refs) > 1 and not bool((refs[1:] > refs[:-1]).all())):
-            return self._series_bulk_mapped(refs, ext, remove)
+        if len(refs) > 1 and not bool((refs[1:] > refs[:-1]).all()):
+            return self._with_wire(self._series_bulk_mapped(refs, ext, remove), wire)
+        fresh: dict[int, bytes] | None = None
+        if self.cache is not None:
+            keys = refs.tolist()
+            hits = self.cache.get_series(keys)
+            if hits and len(hits) == len(keys):  # all cached: one decode of the entries in order
+                parts = [hits[r] for r in keys]
+                starts = np.cumsum([0] + [len(b) for b in parts[:-1]], dtype=np.int64)
+                blob = b"".join(parts)
+                lb, _, nch, ch, err, *wl = decode(blob, starts, len(blob), self._symbols, ext, remove, wire)
+                if err is not None:
+                    i, pos, what = err
+                    raise self._err(self._series_offset(keys[i]), f"series ref {keys[i]}: {what} (cached entry)")
+                out = (lb, np.frombuffer(nch, dtype=np.int64), np.frombuffer(ch, dtype=np.int64).reshape(-1, 3))
+                return out + tuple(wl)
+            if hits:
+                return self._with_wire(self._series_bulk_mapped(refs, ext, remove), wire)
+            fresh = {}
         offs = refs * SERIES_ALIGN
         if len(offs) and (int(offs[0]) < self.toc.series or int(offs[-1]) >= self._series_end):
             self._series_offset(int(refs[0]) if int(offs[0]) < self.toc.series else int(refs[-1]))
         cuts = (np.flatnonzero(np.diff(offs) > _SERIES_GAP) + 1).tolist()
         labels: list = []
+        wires: list = []
         nchs: list = []
         chunks: list = []
         for g0, g in zip([0] + cuts, cuts + [len(refs)]):
@@ -988,25 +1008,40 @@ class IndexReader:
                 start = int(offs[g0])
                 stop = min(int(offs[end - 1]) + _SERIES_WINDOW, self._series_end)
                 buf = self._read(start, stop - start, f"series refs {int(refs[g0])}..{int(refs[end - 1])}")
-                lb, ends, nch, ch, err = decode(buf, offs[g0:end] - start, self._series_end - start, self._symbols,
-                                                 ext, remove)
+                lb, ends, nch, ch, err, *wl = decode(buf, offs[g0:end] - start, self._series_end - start,
+                                                     self._symbols, ext, remove, wire)
                 if err is not None:
                     i, pos, what = err
                     raise self._err(start + pos, f"series ref {int(refs[g0 + i])}: {what}")
                 ends = np.frombuffer(ends, dtype=np.int64)
                 if (ends < 0).any():  # an entry longer than the window: this run the careful way
                     lb, n2, c2 = self._series_bulk_mapped(refs[g0:end], ext, remove)
+                    wires.extend([None] * len(lb))
                     labels.extend(lb)
                     nchs.append(n2)
                     chunks.append(c2)
                 else:
                     labels.extend(lb)
+                    if wire:
+                        wires.extend(wl[0])
                     nchs.append(np.frombuffer(nch, dtype=np.int64))
                     chunks.append(np.frombuffer(ch, dtype=np.int64).reshape(-1, 3))
+                    if fresh is not None:
+                        mv = memoryview(buf)
+                        for r, a, z in zip(refs[g0:end].tolist(), (offs[g0:end] - start).tolist(), ends.tolist()):
+                            fresh[r] = bytes(mv[a:z])
                 g0 = end
+        if fresh:
+            self.cache.put_series(fresh)
         if not chunks:
-            return labels, np.empty(0, np.int64), np.empty((0, 3), np.int64)
-        return labels, np.concatenate(nchs), np.concatenate(chunks)
+            out = (labels, np.empty(0, np.int64), np.empty((0, 3), np.int64))
+        else:
+            out = (labels, np.concatenate(nchs), np.concatenate(chunks))
+        return out + ((wires,) if wire else ())
+
+    @staticmethod
+    def _with_wire(res: tuple, wire: bool) -> tuple:
+        return res + ([None] * len(res[0]),) if wire else res
 
     def _series_bulk_mapped(self, refs, ext: tuple = (), remove=None) -> tuple[list, np.ndarray, np.ndarray]:
         """``series_bulk`` entry by entry: refs in any order or repeated, the cache, long entries."""
