@@ -243,3 +243,39 @@ def test_bulk_series_decoding_equals_the_entry_by_entry_reader(block):
         lb, n2, _ = ix.series_bulk(mixed)
         assert lb == [tuple(one_by_one[i][0]) for i in (5, 0, 5)]
         assert n2.tolist() == [len(one_by_one[i][1]) for i in (5, 0, 5)]
+
+
+def test_raw_chunk_messages_from_c_equal_the_generated_serializer():
+    """AggrChunk bytes with raw chunks built in C (times incl. negative and zero, all three raw
+    encodings, hash = XXH64 of the data) equal protobuf's own serialization; XXH64 equals xxhash's."""
+    import os
+
+    import xxhash
+
+    from pythanos.tsdb._series import raw_chunks, xxh64
+
+    rng = np.random.default_rng(5)
+    datas = [os.urandom(int(n)) for n in rng.integers(0, 300, 200)] + [b"", os.urandom(40000)]
+    for d in datas:
+        assert xxh64(d) == xxhash.xxh64_intdigest(d)
+    buf = b"".join(datas)
+    lens = np.array([len(d) for d in datas], dtype=np.int64)
+    offs = np.concatenate(([0], np.cumsum(lens)[:-1])).astype(np.int64)
+    mint = rng.integers(-2**40, 2**41, len(datas)).astype(np.int64)
+    mint[:3] = (0, -1, 2**62)
+    maxt = mint + rng.integers(0, 10**7, len(datas))
+    enc = rng.integers(1, 4, len(datas)).astype(np.int64)
+    enc[5] = 0xFF
+    got = raw_chunks(buf, mint, maxt, enc, offs, lens)
+    assert got[5] is None
+    for i, b in enumerate(got):
+        if i == 5:
+            continue
+        want = types_pb2.AggrChunk(min_time=int(mint[i]), max_time=int(maxt[i]))
+        want.raw.type = int(enc[i]) - 1
+        want.raw.data = datas[i]
+        want.raw.hash = xxhash.xxh64_intdigest(datas[i])
+        if not datas[i] and not want.raw.hash:
+            want.raw.SetInParent()
+        assert b == want.SerializeToString(), i
+        assert b == aggr_chunk_bytes(int(mint[i]), int(maxt[i]), int(enc[i]), datas[i], [])

@@ -36,7 +36,8 @@ def _chunk_msg(prom_encoding: int, data: bytes) -> bytes:
     if prom_encoding > 1:
         out = b"\x08" + uvarint(prom_encoding - 1)
     h = xxhash.xxh64_intdigest(data)
-    out += b"\x12" + uvarint(len(data)) + data
+    if data:  # proto3 leaves an empty bytes field out
+        out += b"\x12" + uvarint(len(data)) + data
     if h:
         out += b"\x18" + uvarint(h)
     return out

@@ -43,6 +43,7 @@ from ..storeapi.pb import hints_pb2
 from ..storeapi.server import Internal, InvalidArgument, ResourceExhausted, Store, Unavailable
 from ..storeapi.types import (MAX_TIME, MIN_TIME, LabelNamesRequest, LabelsResult, LabelValuesRequest, RawSeries,
                               SeriesRequest, StoreInfo, uvarint)
+from ..tsdb._series import raw_chunks
 from ..tsdb.chunks import ChunkReader
 from ..tsdb.errors import CorruptBlockError
 from ..tsdb.index import IndexReader
@@ -325,14 +326,17 @@ def block_series(block: BucketBlock, matchers: list[Matcher], mint: int, maxt: i
         limits.reserve_chunks(int(counts.sum()))
         encs, buf, offs, lens = block.chunks().chunks_raw(picked[:, 2])
         limits.take_bytes(len(buf))
+        mints, maxts = np.ascontiguousarray(picked[:, 0]), np.ascontiguousarray(picked[:, 1])
+        msgs = raw_chunks(buf, mints, maxts, encs.astype(np.int64), offs, lens)  # XOR/histograms, in C
+        mints, maxts = mints.tolist(), maxts.tolist()
         mv = memoryview(buf)
-        times = picked[:, :2].tolist()
-        encs, offs, lens = encs.tolist(), offs.tolist(), lens.tolist()
         try:
-            chks = [(cmint, cmaxt, aggr_chunk_bytes(cmint, cmaxt, e, bytes(mv[o:o + n]), aggrs))
-                    for (cmint, cmaxt), e, o, n in zip(times, encs, offs, lens)]
+            for j in [j for j, m in enumerate(msgs) if m is None]:  # downsampled: the requested aggregates
+                o, n = int(offs[j]), int(lens[j])
+                msgs[j] = aggr_chunk_bytes(mints[j], maxts[j], int(encs[j]), bytes(mv[o:o + n]), aggrs)
         except AggrChunkError as e:
             raise Internal(f"block {block.ulid}: {e}") from None
+        chks = list(zip(mints, maxts, msgs))
         out = []
         k = 0
         for i, c in zip(sel, counts.tolist()):

@@ -315,7 +315,105 @@ done:
     return result;
 }
 
+/* ---- XXH64 (seed 0), as Thanos hashes chunk data (cespare/xxhash) ---- */
+#define P1 11400714785074694791ULL
+#define P2 14029467366897019727ULL
+#define P3 1609587929392839161ULL
+#define P4 9650029242287828579ULL
+#define P5 2870177450012600261ULL
+
+static inline uint64_t rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+static inline uint64_t rd64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; } /* little-endian hosts */
+static inline uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint64_t xround(uint64_t acc, uint64_t in) { acc += in * P2; acc = rotl(acc, 31); return acc * P1; }
+static inline uint64_t xmerge(uint64_t acc, uint64_t v) { acc ^= xround(0, v); return acc * P1 + P4; }
+
+static uint64_t xxh64(const uint8_t *p, Py_ssize_t n) {
+    const uint8_t *end = p + n;
+    uint64_t h;
+    if (n >= 32) {
+        uint64_t v1 = P1 + P2, v2 = P2, v3 = 0, v4 = (uint64_t)0 - P1;
+        const uint8_t *lim = end - 32;
+        do {
+            v1 = xround(v1, rd64(p)); v2 = xround(v2, rd64(p + 8));
+            v3 = xround(v3, rd64(p + 16)); v4 = xround(v4, rd64(p + 24));
+            p += 32;
+        } while (p <= lim);
+        h = rotl(v1, 1) + rotl(v2, 7) + rotl(v3, 12) + rotl(v4, 18);
+        h = xmerge(h, v1); h = xmerge(h, v2); h = xmerge(h, v3); h = xmerge(h, v4);
+    } else {
+        h = P5;
+    }
+    h += (uint64_t)n;
+    while (p + 8 <= end) { h ^= xround(0, rd64(p)); h = rotl(h, 27) * P1 + P4; p += 8; }
+    if (p + 4 <= end) { h ^= (uint64_t)rd32(p) * P1; h = rotl(h, 23) * P2 + P3; p += 4; }
+    while (p < end) { h ^= (uint64_t)(*p) * P5; h = rotl(h, 11) * P1; p++; }
+    h ^= h >> 33; h *= P2; h ^= h >> 29; h *= P3; h ^= h >> 32;
+    return h;
+}
+
+static PyObject *py_xxh64(PyObject *self, PyObject *args) {
+    Py_buffer b;
+    if (!PyArg_ParseTuple(args, "y*", &b)) return NULL;
+    uint64_t h = xxh64(b.buf, b.len);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLongLong(h);
+}
+
+/* raw_chunks(buf, mint, maxt, enc, offs, lens) -> list of thanos.AggrChunk message bytes with the
+ * chunk in ``raw`` (Chunk{type = encoding - 1, data, hash = xxh64(data)}), as the generated
+ * serializer writes them; all but buf are int64 buffers of one length. Encodings other than 1..3
+ * give None (the caller builds those: downsampled aggregate chunks). */
+static PyObject *py_raw_chunks(PyObject *self, PyObject *args) {
+    Py_buffer buf, a, z, e, o, l;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*", &buf, &a, &z, &e, &o, &l)) return NULL;
+    PyObject *out = NULL;
+    Buf w = {0};
+    Py_ssize_t n = a.len / 8;
+    if (a.len % 8 || z.len != a.len || e.len != a.len || o.len != a.len || l.len != a.len) {
+        PyErr_SetString(PyExc_ValueError, "raw_chunks: int64 arrays of one length expected");
+        goto end;
+    }
+    const int64_t *mi = a.buf, *ma = z.buf, *en = e.buf, *of = o.buf, *ln = l.buf;
+    out = PyList_New(n);
+    if (!out) goto end;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (en[i] < 1 || en[i] > 3) { Py_INCREF(Py_None); PyList_SET_ITEM(out, i, Py_None); continue; }
+        if (of[i] < 0 || ln[i] < 0 || of[i] > buf.len - ln[i]) {
+            PyErr_SetString(PyExc_ValueError, "raw_chunks: chunk outside the buffer");
+            Py_CLEAR(out);
+            goto end;
+        }
+        const uint8_t *d = (const uint8_t *)buf.buf + of[i];
+        uint64_t h = xxh64(d, ln[i]);
+        /* proto3: an empty data field is left out, as the generated serializer does */
+        uint64_t inner = (ln[i] ? (uint64_t)(1 + uvarint_len((uint64_t)ln[i]) + ln[i]) : 0)
+                       + (h ? (uint64_t)(1 + uvarint_len(h)) : 0) + (en[i] > 1 ? 2 : 0);
+        uint8_t t;
+        w.n = 0;
+        int bad = 0;
+        if (mi[i]) { t = 0x08; bad |= put(&w, &t, 1) || put_uvarint(&w, (uint64_t)mi[i]); }
+        if (ma[i]) { t = 0x10; bad |= put(&w, &t, 1) || put_uvarint(&w, (uint64_t)ma[i]); }
+        t = 0x1a; bad |= put(&w, &t, 1) || put_uvarint(&w, inner);
+        if (en[i] > 1) { uint8_t ty[2] = {0x08, (uint8_t)(en[i] - 1)}; bad |= put(&w, ty, 2); }
+        if (ln[i]) { t = 0x12; bad |= put(&w, &t, 1) || put_uvarint(&w, (uint64_t)ln[i]) || put(&w, d, ln[i]); }
+        if (h) { t = 0x18; bad |= put(&w, &t, 1) || put_uvarint(&w, h); }
+        if (bad) { Py_CLEAR(out); goto end; }
+        PyObject *bb = PyBytes_FromStringAndSize((const char *)w.v, w.n);
+        if (!bb) { Py_CLEAR(out); goto end; }
+        PyList_SET_ITEM(out, i, bb);
+    }
+end:
+    PyMem_Free(w.v);
+    PyBuffer_Release(&buf); PyBuffer_Release(&a); PyBuffer_Release(&z);
+    PyBuffer_Release(&e); PyBuffer_Release(&o); PyBuffer_Release(&l);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"xxh64", py_xxh64, METH_VARARGS, "xxh64(data) -> int: XXH64 with seed 0"},
+    {"raw_chunks", py_raw_chunks, METH_VARARGS,
+     "raw_chunks(buf, mint, maxt, encoding, offsets, lengths) -> list of AggrChunk bytes (None: not raw)"},
     {"decode", py_decode, METH_VARARGS, "decode(buf, starts, limit, symbols, ext, remove) -> (labels, ends, nchunks, chunks, error)"},
     {NULL, NULL, 0, NULL},
 };
