@@ -16,6 +16,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import threading
 from typing import Optional
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,10 @@ class IndexCache:
         self.items = set(configured.enabled_items) or {"Postings", "Series", "ExpandedPostings"}
         self.loop = loop
         self.metrics = _Metrics(registry) if registry is not None else None
+        # the in-memory backend is called from the reader threads directly (under this lock)
+        # instead of through the event loop, which has the answers to write meanwhile
+        self._direct = getattr(self.backend, "get_multi_sync", None) is not None
+        self._lock = threading.Lock()
 
     def for_block(self, ulid: str) -> "BlockIndexCache":
         return BlockIndexCache(self, ulid)
@@ -46,7 +51,11 @@ class IndexCache:
         if item not in self.items or not keys:
             return {}
         try:
-            hits = self._run(self.backend.get_multi(keys))
+            if self._direct:
+                with self._lock:
+                    hits = self.backend.get_multi_sync(keys)
+            else:
+                hits = self._run(self.backend.get_multi(keys))
         except Exception as e:  # noqa: BLE001
             log.debug("index cache lookup failed", extra={"err": str(e)})
             hits = {}
@@ -59,7 +68,11 @@ class IndexCache:
         if item not in self.items or not items:
             return
         try:
-            self._run(self.backend.set_multi(items, self.ttl))
+            if self._direct:
+                with self._lock:
+                    self.backend.set_multi_sync(items, self.ttl)
+            else:
+                self._run(self.backend.set_multi(items, self.ttl))
         except Exception as e:  # noqa: BLE001
             log.debug("index cache store failed", extra={"err": str(e)})
         if self.metrics:
