@@ -12,11 +12,14 @@ A Series call, as Thanos answers it:
 * block sets per external label set; matchers on external labels are checked against the set's
   values and dropped; blocks are chosen per set by resolution (``max_resolution_window``: the
   coarsest allowed resolution first, gaps filled with finer ones, ``getFor``);
-* per block, in the I/O pool: postings (expensive non-empty matchers such as ``pod!=""`` are
-  applied to the loaded series instead of fetching every posting list of the label), the series
-  limit checked on the postings count *before* any series or chunk is fetched, series entries,
-  chunks overlapping the request, the chunk limit; labels extended with the block's external
-  labels (theirs win) minus ``without_replica_labels``;
+* first, every block in the I/O pool: postings (expensive non-empty matchers such as ``pod!=""``
+  are applied to the loaded series instead of fetching every posting list of the label) and the
+  series limit, checked on the postings count before any series or chunk is fetched (from the
+  offset table alone where one label decides), as Thanos' ``ExpandPostings``;
+* then every block: series entries decoded in C (labels extended with the block's external labels,
+  theirs win, minus ``without_replica_labels``, and already protobuf-encoded), chunks overlapping
+  the request chosen on whole arrays, the chunk limit, chunk ranges fetched concurrently and raw
+  chunks turned into ``AggrChunk`` messages in C;
 * blocks merged in label order; a series present in several blocks is one series whose chunks
   are the union with identical chunks removed (Thanos' ``responseDeduplicator``);
 * any block failing fails the call with its ULID in the message (the querier's partial response
@@ -36,7 +39,6 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Optional, Sequence
 
 import numpy as np
-
 from google.protobuf import any_pb2
 
 from ..storeapi.pb import hints_pb2
@@ -58,8 +60,8 @@ __all__ = ["BucketStore", "BucketStoreConfig", "BucketBlock", "MAX_SAMPLES_PER_C
 
 MAX_SAMPLES_PER_CHUNK = 120  # Thanos: the samples limit is enforced as chunks = samples / 120
 RESOLUTIONS = (3_600_000, 300_000, 0)  # Thanos' block set order: 1h, 5m, raw
-LAZY_MATCHER_MIN_VALUES = 64
-_YIELD_GROUP = 1024  # series handed to the server base per step  # a non-empty matcher over more values than this is applied to series
+LAZY_MATCHER_MIN_VALUES = 64  # a non-empty matcher over more values than this is applied to series
+_YIELD_GROUP = 1024  # series handed to the server base per step
 
 
 @dataclass
@@ -271,7 +273,7 @@ def _plan(ix: IndexReader, matchers: list[Matcher]) -> tuple[list[Matcher], list
     return [m for m in matchers if m not in lazy], lazy
 
 
-def block_postings(block: BucketBlock, matchers: list[Matcher], limits: "_Limits") -> tuple[np.ndarray, list]:
+def block_postings(block: BucketBlock, matchers: list[Matcher], limits: _Limits) -> tuple[np.ndarray, list]:
     """Series refs of the matchers in one block, and the matchers left for the loaded series.
     The series limit is reserved here, as Thanos' ``ExpandPostings``: every block's postings are
     counted before any block loads a chunk. Blocking."""
@@ -292,7 +294,7 @@ def block_postings(block: BucketBlock, matchers: list[Matcher], limits: "_Limits
 
 
 def block_series(block: BucketBlock, matchers: list[Matcher], mint: int, maxt: int, *, skip_chunks: bool,
-                 aggrs: Sequence[int], remove: frozenset, limits: "_Limits", limit: int = 0, postings=None
+                 aggrs: Sequence[int], remove: frozenset, limits: _Limits, limit: int = 0, postings=None
                  ) -> list[tuple[tuple, list[tuple[int, int, bytes]]]]:
     """One block's answer: ``[(labels, [(mint, maxt, AggrChunk bytes)])]`` sorted by labels;
     ``postings`` is what :func:`block_postings` gave, computed here when None. Blocking."""
