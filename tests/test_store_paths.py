@@ -277,5 +277,6 @@ def test_raw_chunk_messages_from_c_equal_the_generated_serializer():
         want.raw.hash = xxhash.xxh64_intdigest(datas[i])
         if not datas[i] and not want.raw.hash:
             want.raw.SetInParent()
-        assert b == want.SerializeToString(), i
-        assert b == aggr_chunk_bytes(int(mint[i]), int(maxt[i]), int(enc[i]), datas[i], [])
+        msg = want.SerializeToString()
+        assert b == types_pb2.Series(chunks=[want]).SerializeToString(), i  # the whole Series.chunks field
+        assert msg == aggr_chunk_bytes(int(mint[i]), int(maxt[i]), int(enc[i]), datas[i], [])

@@ -329,13 +329,15 @@ def block_series(block: BucketBlock, matchers: list[Matcher], mint: int, maxt: i
         encs, buf, offs, lens = block.chunks().chunks_raw(picked[:, 2])
         limits.take_bytes(len(buf))
         mints, maxts = np.ascontiguousarray(picked[:, 0]), np.ascontiguousarray(picked[:, 1])
-        msgs = raw_chunks(buf, mints, maxts, encs.astype(np.int64), offs, lens)  # XOR/histograms, in C
+        # XOR/histogram chunks as Series.chunks fields, in C (identical chunks compare equal as bytes)
+        msgs = raw_chunks(buf, mints, maxts, encs.astype(np.int64), offs, lens)
         mints, maxts = mints.tolist(), maxts.tolist()
         mv = memoryview(buf)
         try:
             for j in [j for j, m in enumerate(msgs) if m is None]:  # downsampled: the requested aggregates
                 o, n = int(offs[j]), int(lens[j])
-                msgs[j] = aggr_chunk_bytes(mints[j], maxts[j], int(encs[j]), bytes(mv[o:o + n]), aggrs)
+                m = aggr_chunk_bytes(mints[j], maxts[j], int(encs[j]), bytes(mv[o:o + n]), aggrs)
+                msgs[j] = b"\x12" + uvarint(len(m)) + m
         except AggrChunkError as e:
             raise Internal(f"block {block.ulid}: {e}") from None
         chks = list(zip(mints, maxts, msgs))
@@ -386,7 +388,7 @@ def _series_chunks(chunks) -> bytes:
                 uniq.append(c)
         uniq.sort(key=lambda c: (c[0], c[1]))
         chunks = uniq
-    return b"".join(b"\x12" + uvarint(len(c[2])) + c[2] for c in chunks)
+    return b"".join([c[2] for c in chunks])  # each is a whole ``chunks`` field already
 
 
 class BucketStore(Store):

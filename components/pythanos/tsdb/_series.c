@@ -30,6 +30,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdio.h>
 
 static uint32_t crc_table[256];
 
@@ -360,8 +361,8 @@ static PyObject *py_xxh64(PyObject *self, PyObject *args) {
     return PyLong_FromUnsignedLongLong(h);
 }
 
-/* raw_chunks(buf, mint, maxt, enc, offs, lens) -> list of thanos.AggrChunk message bytes with the
- * chunk in ``raw`` (Chunk{type = encoding - 1, data, hash = xxh64(data)}), as the generated
+/* raw_chunks(buf, mint, maxt, enc, offs, lens) -> list of ``chunks`` fields of a thanos.Series
+ * (tag 0x12, length, AggrChunk message) with the chunk in ``raw`` (Chunk{type = encoding - 1, data, hash = xxh64(data)}), as the generated
  * serializer writes them; all but buf are int64 buffers of one length. Encodings other than 1..3
  * give None (the caller builds those: downsampled aggregate chunks). */
 static PyObject *py_raw_chunks(PyObject *self, PyObject *args) {
@@ -389,9 +390,12 @@ static PyObject *py_raw_chunks(PyObject *self, PyObject *args) {
         /* proto3: an empty data field is left out, as the generated serializer does */
         uint64_t inner = (ln[i] ? (uint64_t)(1 + uvarint_len((uint64_t)ln[i]) + ln[i]) : 0)
                        + (h ? (uint64_t)(1 + uvarint_len(h)) : 0) + (en[i] > 1 ? 2 : 0);
-        uint8_t t;
+        uint64_t msg = (mi[i] ? (uint64_t)(1 + uvarint_len((uint64_t)mi[i])) : 0)
+                     + (ma[i] ? (uint64_t)(1 + uvarint_len((uint64_t)ma[i])) : 0)
+                     + 1 + (uint64_t)uvarint_len(inner) + inner;
+        uint8_t t = 0x12;  /* the message as the ``chunks`` field (2) of a thanos.Series */
         w.n = 0;
-        int bad = 0;
+        int bad = put(&w, &t, 1) || put_uvarint(&w, msg);
         if (mi[i]) { t = 0x08; bad |= put(&w, &t, 1) || put_uvarint(&w, (uint64_t)mi[i]); }
         if (ma[i]) { t = 0x10; bad |= put(&w, &t, 1) || put_uvarint(&w, (uint64_t)ma[i]); }
         t = 0x1a; bad |= put(&w, &t, 1) || put_uvarint(&w, inner);
@@ -410,10 +414,74 @@ end:
     return out;
 }
 
+/* records(data, rels, base, size) -> (encodings, starts, lengths, error): the chunk records
+ * ``uvarint(len) | encoding | data | CRC32C(BE) over encoding + data`` at positions ``rels``
+ * (int64) of ``data``, which holds the segment file from offset ``base`` (file size ``size``).
+ * Outputs are bytes holding int64[n]; a start of -1 means ``data`` ends before that record does
+ * (the caller reads it alone). ``error``: None or (index, file offset, message). */
+static PyObject *py_records(PyObject *self, PyObject *args) {
+    Py_buffer d, r;
+    Py_ssize_t base, size;
+    if (!PyArg_ParseTuple(args, "y*y*nn", &d, &r, &base, &size)) return NULL;
+    PyObject *res = NULL, *err = Py_None;
+    Py_ssize_t n = r.len / 8, end = d.len;
+    const uint8_t *b = d.buf;
+    const int64_t *rel = r.buf;
+    PyObject *e = PyBytes_FromStringAndSize(NULL, n * 8), *st = PyBytes_FromStringAndSize(NULL, n * 8),
+             *ln = PyBytes_FromStringAndSize(NULL, n * 8);
+    Py_INCREF(err);
+    if (!e || !st || !ln) goto out;
+    int64_t *E = (int64_t *)PyBytes_AS_STRING(e), *S = (int64_t *)PyBytes_AS_STRING(st), *L = (int64_t *)PyBytes_AS_STRING(ln);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t pos = (Py_ssize_t)rel[i], off = base + pos;
+        uint64_t len;
+        E[i] = 0; S[i] = -1; L[i] = 0;
+        if (pos < 0 || pos > end) { Py_DECREF(err); err = Py_BuildValue("(nns)", i, off, "chunk position outside the read"); break; }
+        Py_ssize_t p = pos;
+        int u = uvarint(b, &p, end, &len);
+        if (u) {
+            Py_ssize_t lim = off + 5 < size ? off + 5 : size;
+            if (u == -2 || base + end >= lim) {
+                Py_DECREF(err);
+                err = Py_BuildValue("(nns)", i, off, "truncated chunk record (length field)");
+                break;
+            }
+            continue; /* needs more bytes */
+        }
+        if ((uint64_t)(size - base - p) < len + 5) {
+            Py_DECREF(err);
+            err = Py_BuildValue("(nns)", i, off, "truncated chunk record: data past the end of the file");
+            break;
+        }
+        if ((uint64_t)(end - p) < len + 5) continue; /* needs more bytes */
+        const uint8_t *q = b + p + 1 + len;
+        uint32_t want = ((uint32_t)q[0] << 24) | ((uint32_t)q[1] << 16) | ((uint32_t)q[2] << 8) | q[3];
+        uint32_t got = crc32c(b + p, (Py_ssize_t)len + 1);
+        if (got != want) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "checksum mismatch: stored %08x, computed %08x", want, got);
+            Py_DECREF(err);
+            err = Py_BuildValue("(nns)", i, off, msg);
+            break;
+        }
+        E[i] = b[p];
+        S[i] = p + 1;
+        L[i] = (int64_t)len;
+    }
+    if (err) res = PyTuple_Pack(4, e, st, ln, err);
+out:
+    Py_XDECREF(e); Py_XDECREF(st); Py_XDECREF(ln); Py_XDECREF(err);
+    PyBuffer_Release(&d);
+    PyBuffer_Release(&r);
+    return res;
+}
+
 static PyMethodDef methods[] = {
+    {"records", py_records, METH_VARARGS,
+     "records(data, rels, base, size) -> (encodings, starts, lengths, error) of chunk records"},
     {"xxh64", py_xxh64, METH_VARARGS, "xxh64(data) -> int: XXH64 with seed 0"},
     {"raw_chunks", py_raw_chunks, METH_VARARGS,
-     "raw_chunks(buf, mint, maxt, encoding, offsets, lengths) -> list of AggrChunk bytes (None: not raw)"},
+     "raw_chunks(buf, mint, maxt, encoding, offsets, lengths) -> list of Series.chunks fields (None: not raw)"},
     {"decode", py_decode, METH_VARARGS, "decode(buf, starts, limit, symbols, ext, remove) -> (labels, ends, nchunks, chunks, error)"},
     {NULL, NULL, 0, NULL},
 };

@@ -276,49 +276,48 @@ class ChunkReader:
         total = 0
         if k == 0:
             return encs, b"", offs, lens
+        from ._series import records
+
         order = np.argsort(refs, kind="stable")
         sref = refs[order]
-        # 1. the ranged reads: runs of refs of one segment within max_gap
+        seqs = (sref >> np.uint64(32)).astype(np.int64)
+        pos = (sref & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        # 1. every ref checked (segment exists, offset inside it) on whole arrays
+        useq = np.unique(seqs)
+        sizes = np.array([self._size(int(q)) for q in useq], dtype=np.int64)[np.searchsorted(useq, seqs)]
+        bad = (pos < SEGMENT_HEADER_SIZE) | (pos >= sizes)
+        if bad.any():
+            self._check_ref(int(sref[int(np.flatnonzero(bad)[0])]))  # raises, naming the ref
+        # 2. the ranged reads: runs of refs of one segment within max_gap, at most MAX_RANGE_SIZE
+        cuts = (np.flatnonzero((seqs[1:] != seqs[:-1])
+                               | (np.diff(pos) > self.max_gap + ESTIMATED_MAX_CHUNK_SIZE)) + 1).tolist()
         groups = []
-        i = 0
-        while i < k:
-            seq, start, size = self._check_ref(int(sref[i]))
-            j = i + 1
-            while j < k:
-                s2, o2 = split_ref(int(sref[j]))
-                if (s2 != seq or o2 - int(sref[j - 1] & 0xFFFFFFFF) > self.max_gap + ESTIMATED_MAX_CHUNK_SIZE
-                        or o2 - start > MAX_RANGE_SIZE):
-                    break
-                self._check_ref(int(sref[j]))
-                j += 1
-            last = int(sref[j - 1] & 0xFFFFFFFF)
-            end = min(size, last + MAX_CHUNK_LEN_FIELD + 1 + ESTIMATED_MAX_CHUNK_SIZE + 4)
-            groups.append((i, j, seq, start, end))
-            i = j
-        # 2. fetched together when a pool is given (object storage: latency, not bandwidth, bounds it)
+        for g0, g in zip([0] + cuts, cuts + [k]):
+            while g0 < g:
+                j = max(g0 + 1, g0 + int(np.searchsorted(pos[g0:g], pos[g0] + MAX_RANGE_SIZE, side="right")))
+                seq, start, size = int(seqs[g0]), int(pos[g0]), int(sizes[g0])
+                end = min(size, int(pos[j - 1]) + MAX_CHUNK_LEN_FIELD + 1 + ESTIMATED_MAX_CHUNK_SIZE + 4)
+                groups.append((g0, j, seq, start, end, size))
+                g0 = j
         if self.pool is not None and len(groups) > 1:
             datas = list(self.pool.map(lambda g: self._read(g[2], g[3], g[4] - g[3]), groups))
         else:
-            datas = [self._read(seq, start, end - start) for _, _, seq, start, end in groups]
-        # 3. records parsed out of each read
-        for (i, j, seq, start, _), data in zip(groups, datas):
-            mv = memoryview(data)
-            base_in_out = total
+            datas = [self._read(seq, start, end - start) for _, _, seq, start, end, _ in groups]
+        # 3. records parsed out of each read, in C
+        for (i, j, seq, start, _, size), data in zip(groups, datas):
+            e, st, ln, err = records(data, pos[i:j] - start, start, size)
+            if err is not None:
+                raise self._err(seq, err[1], err[2])
+            e, st, ln = (np.frombuffer(x, dtype=np.int64) for x in (e, st, ln))
+            idx = order[i:j]
+            encs[idx], offs[idx], lens[idx] = e, st + total, ln
             pieces.append(data)
             total += len(data)
-            for t in range(i, j):
-                o = int(sref[t] & 0xFFFFFFFF)
-                rel = o - start
-                r = self._parse(seq, mv, start, rel, len(mv))
-                idx = order[t]
-                if r is None:  # longer than estimated: read it alone
-                    enc, d = self.chunk(int(sref[t]))
-                    encs[idx], offs[idx], lens[idx] = enc, total, len(d)
-                    pieces.append(d)
-                    total += len(d)
-                    continue
-                enc, s0, n = r
-                encs[idx], offs[idx], lens[idx] = enc, base_in_out + s0, n
+            for t in np.flatnonzero(st < 0).tolist():  # longer than estimated: read it alone
+                enc, d = self.chunk(int(sref[i + t]))
+                encs[idx[t]], offs[idx[t]], lens[idx[t]] = enc, total, len(d)
+                pieces.append(d)
+                total += len(d)
         return encs, b"".join(pieces) if len(pieces) > 1 else pieces[0], offs, lens
 
 
