@@ -49,12 +49,8 @@ Environment: ``BENCH_STORE_RUNS`` (default 3), ``BENCH_STORE_BLOCKS`` (see above
 (default 64), ``BENCH_STORE_INDEX_CACHE`` (default 250MB), ``BENCH_STORE_KEEP=1`` keeps the work dir
 (store logs, data dirs) and prints its path.
 
-Measured on this 2-core VM (2026-12-02, three runs, load average 2-6 from other sessions; ratios ours /
-Thanos, wall time): answers identical; ready from an empty data dir 3.0-5.9, from a warm one 10-13 (ours
-1.4-1.7 s, Thanos 0.1-0.16 s); Series cold / warm: ``1series`` 1.5-2.3 / 1.4-1.7, ``10k_regex`` 2.8-5.3 /
-6.2-7.9, ``100k_nochunks`` 3.3-5.0 / 6.5-8.7 (ours 3-6 s), ``1k_20h`` 2.7-3.5 / 3.6-4.9; peak RSS 1.8
-(about 370 MB vs 205 MB). About 100-115 s with ``BENCH_STORE_BLOCKS`` set, plus 150 s to generate the
-blocks.
+Figures measured with it, and what moved them: benchmarks/README.md (section bench_store.py).
+About 100-115 s with ``BENCH_STORE_BLOCKS`` set, plus 150 s to generate the blocks.
 """
 from __future__ import annotations
 
