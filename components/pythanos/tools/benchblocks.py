@@ -25,7 +25,6 @@ batching, and a block is produced in batches of series with bounded memory.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import logging
 import os
@@ -37,6 +36,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import UserError
+from ..flags import parse_time_or_duration
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +119,6 @@ class BenchBlocksConfig:
 # --------------------------------------------------------------------------------------------- flags
 
 _LABEL_RE = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*$')
-_DURATION_RE = re.compile(
-    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
-_DURATION_UNITS = (365 * DAY_MS, 7 * DAY_MS, DAY_MS, HOUR_MS, 60_000, 1000, 1)
-_RFC3339_RE = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$")
 
 
 def _unescape(s: str) -> str:
@@ -170,46 +165,15 @@ def _split_label_list(item: str) -> list[str]:
     return [p for p in parts if p.strip()] or [item]
 
 
-def parse_duration(text: str, flag: str = "--max-time") -> int:
-    """A Prometheus duration (``1y2w3d4h5m6s7ms``, or ``0``) in ms."""
-    if text == "0":
-        return 0
-    m = _DURATION_RE.match(text)
-    if not text or not m:
-        raise UserError(f"{flag}: not a duration: {text!r}")
-    return sum(int(g) * u for g, u in zip(m.groups(), _DURATION_UNITS) if g)
-
-
 def parse_max_time(text: str, flag: str = "--max-time", now_ms: int | None = None) -> int:
     """RFC3339 time, or a duration relative to now -> unix ms.
 
-    As Thanos' ``TimeOrDurationValue`` (which thanosbench uses): ``6h`` is now plus 6h and
-    ``-6h`` now minus 6h; the course's ``--max-time=6h`` thereby generates data up to the
-    present and a little beyond. Not aligned yet: :func:`plan` rounds it up to the next 2h
-    boundary like thanosbench.
+    As Thanos' ``TimeOrDurationValue`` (which thanosbench uses; :func:`pythanos.flags.parse_time_or_duration`):
+    ``6h`` is now plus 6h and ``-6h`` now minus 6h; the course's ``--max-time=6h`` thereby generates
+    data up to the present and a little beyond. Not aligned yet: :func:`plan` rounds it up to the
+    next 2h boundary like thanosbench.
     """
-    s = (text or "").strip()
-    if not s:
-        raise UserError(f"{flag}: empty; want an RFC3339 time or a duration relative to now, e.g. 6h or -30m")
-    if _RFC3339_RE.match(s):
-        iso = s.replace("z", "Z").replace("t", "T")
-        if iso.endswith("Z"):
-            iso = iso[:-1] + "+00:00"
-        try:
-            t = _dt.datetime.fromisoformat(iso.replace(" ", "T"))
-        except ValueError as e:
-            raise UserError(f"{flag}: invalid RFC3339 time {text!r}: {e}") from None
-        return int(round(t.timestamp() * 1000))
-    sign = -1 if s.startswith("-") else 1
-    body = s[1:] if s[0] in "+-" else s
-    try:
-        dur = parse_duration(body, flag)
-    except UserError:
-        raise UserError(f"{flag}: expected an RFC3339 time (2019-10-18T00:00:00Z) or a duration relative to now "
-                        f"(6h, -30m, 0s), got {text!r}") from None
-    if now_ms is None:
-        now_ms = int(time.time() * 1000)
-    return now_ms + sign * dur
+    return parse_time_or_duration(text, flag).timestamp_ms(now_ms)
 
 
 def get_profile(name: str, flag: str = "--profile") -> Profile:
