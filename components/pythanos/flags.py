@@ -20,7 +20,7 @@ from . import logfmt
 from .errors import ConfigError, UserError
 
 __all__ = ["parse_duration", "parse_time_or_duration", "TimeOrDuration", "MinTime", "parse_url", "parse_address",
-           "parse_bytes", "positive_int", "non_negative_int", "duration", "content_flag", "flag_type", "add_common", "add_objstore", "add_listeners",
+           "parse_bytes", "positive_int", "add_time_range", "non_negative_int", "duration", "content_flag", "flag_type", "add_common", "add_objstore", "add_listeners",
            "read_flag_file", "objstore_text", "bucket_from_args", "DEFAULT_MIN_TIME", "DEFAULT_MAX_TIME"]
 
 T = TypeVar("T")
@@ -214,6 +214,23 @@ def add_listeners(p: argparse.ArgumentParser, *, http: str = "0.0.0.0:10902", gr
     p.add_argument("--grpc-grace-period", dest="grpc_grace_period", default=120.0,
                    type=duration("--grpc-grace-period"),
                    help="Time to wait after an interrupt received for GRPC Server.")
+
+
+_TIME_HELP = ("Option can be a constant time in RFC3339 format or time duration relative to current time, such "
+              "as -1d or 2h45m. Valid duration units are ms, s, m, h, d, w, y.")
+
+
+def add_time_range(p: argparse.ArgumentParser, who: str, *, max_time: bool = False) -> None:
+    """``--min-time`` (and with ``max_time`` ``--max-time``): Thanos' time-or-duration range to serve."""
+    p.add_argument("--min-time", dest="min_time", default=parse_time_or_duration(DEFAULT_MIN_TIME),
+                   type=flag_type(parse_time_or_duration, "--min-time"),
+                   help=f"Start of time range limit to serve. {who} will serve only metrics, which happened later "
+                        f"than this value. {_TIME_HELP}")
+    if max_time:
+        p.add_argument("--max-time", dest="max_time", default=parse_time_or_duration(DEFAULT_MAX_TIME, "--max-time"),
+                       type=flag_type(parse_time_or_duration, "--max-time"),
+                       help=f"End of time range limit to serve. {who} will serve only blocks, which happened earlier "
+                            f"than this value. {_TIME_HELP}")
 
 
 def add_objstore(p: argparse.ArgumentParser, required: bool) -> None:

@@ -37,11 +37,7 @@ def register(components) -> None:
     p.add_argument("--reloader.retry-interval", dest="reloader_retry_interval", default=5.0,
                    type=f.duration("--reloader.retry-interval"),
                    help="Controls how often reloader retries config reload in case of error.")
-    p.add_argument("--min-time", dest="min_time", default=f.parse_time_or_duration(f.DEFAULT_MIN_TIME),
-                   type=f.flag_type(f.parse_time_or_duration, "--min-time"),
-                   help="Start of time range limit to serve. Thanos sidecar will serve only metrics, which happened "
-                        "later than this value. Option can be a constant time in RFC3339 format or time duration "
-                        "relative to current time, such as -1d or 2h45m. Valid duration units are ms, s, m, h, d, w, y.")
+    f.add_time_range(p, "Thanos sidecar")
     p.set_defaults(run=main)
 
 

@@ -59,16 +59,7 @@ def register(components) -> None:
     p.add_argument("--block-meta-fetch-concurrency", dest="block_meta_fetch_concurrency", default=32,
                    type=f.flag_type(f.positive_int, "--block-meta-fetch-concurrency"),
                    help="Number of goroutines to use when fetching block metadata from object storage.")
-    p.add_argument("--min-time", dest="min_time", default=f.parse_time_or_duration(f.DEFAULT_MIN_TIME),
-                   type=f.flag_type(f.parse_time_or_duration, "--min-time"),
-                   help="Start of time range limit to serve. Thanos Store will serve only metrics, which happened "
-                        "later than this value. Option can be a constant time in RFC3339 format or time duration "
-                        "relative to current time, such as -1d or 2h45m. Valid duration units are ms, s, m, h, d, w, y.")
-    p.add_argument("--max-time", dest="max_time", default=f.parse_time_or_duration(f.DEFAULT_MAX_TIME, "--max-time"),
-                   type=f.flag_type(f.parse_time_or_duration, "--max-time"),
-                   help="End of time range limit to serve. Thanos Store will serve only blocks, which happened "
-                        "earlier than this value. Option can be a constant time in RFC3339 format or time duration "
-                        "relative to current time, such as -1d or 2h45m. Valid duration units are ms, s, m, h, d, w, y.")
+    f.add_time_range(p, "Thanos Store", max_time=True)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--selector.relabel-config-file", dest="relabel_config_file", metavar="<file-path>",
                    help="Path to YAML file with relabeling configuration that allows selecting blocks. It follows "

@@ -1110,19 +1110,6 @@ class IndexReader:
                 fresh[r] = bytes(buf[starts[i]:ends[i]])
         return short
 
-    @staticmethod
-    def _entry_bytes(buf: bytes, start: int) -> bytes:
-        """The whole series entry (length, body, CRC) at ``buf[start:]``, already validated."""
-        ln, pos, shift = 0, start, 0
-        while True:
-            b = buf[pos]
-            pos += 1
-            ln |= (b & 0x7F) << shift
-            if b < 0x80:
-                break
-            shift += 7
-        return bytes(buf[start:pos + ln + 4])
-
     # -- introspection
     @property
     def size(self) -> int:
