@@ -1,0 +1,148 @@
+"""A block writer that streams: series arrive in label order with their chunks already encoded.
+
+The compactor and the downsampler never hold a block in memory: they read series from their
+input blocks in the index's label order, produce each output series' chunks, and hand them
+here. Chunk bytes go straight to the segment files and the series entry straight to the index;
+only the postings (one ref per label pair, as Prometheus) and the symbol table stay in memory.
+
+``StreamBlockWriter(output_dir, symbols, min_time=, max_time=, thanos=, compaction=)``;
+``add_series(labels, chunks)`` with ``labels`` a name-sorted sequence of ``(name, value)`` and
+``chunks`` a sequence of ``(mint, maxt, encoding, data)`` in time order; ``write()`` returns the
+:class:`BlockMeta` (``None`` when no series had chunks), ``abort()`` removes the partial block.
+The block is built in ``<output_dir>/<ULID>.tmp-for-creation`` and renamed when complete.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from . import tombstones as _tomb
+from . import ulid as _ulid
+from .chunks import ChunkWriter, DEFAULT_SEGMENT_SIZE
+from .meta import META_FILENAME, BlockMeta, BlockStats, Compaction, ThanosFile, ThanosMeta, write_meta
+
+TMP_FOR_CREATION = ".tmp-for-creation"
+INDEX_FILENAME = "index"
+CHUNKS_DIRNAME = "chunks"
+
+Chunk = tuple  # (mint, maxt, encoding, data)
+
+
+def chunk_samples(encoding: int, data: bytes | memoryview) -> int:
+    """Samples in one chunk: XOR's 2-byte count, or an AggrChunk's count sub-chunk's."""
+    mv = memoryview(data)
+    if encoding == 1:
+        return int.from_bytes(mv[:2], "big") if len(mv) >= 2 else 0
+    if encoding == 0xFF:
+        from .aggrchunk import get
+        c = get(bytes(mv), 0)
+        return int.from_bytes(c[1][:2], "big") if c and c[0] == 1 and len(c[1]) >= 2 else 0
+    return int.from_bytes(mv[:2], "big") if len(mv) >= 2 else 0
+
+
+def finish_thanos_meta(thanos: ThanosMeta | None, block_dir: str, segment_files: Sequence[str]) -> None:
+    """Fill ``segment_files`` and ``files`` (sizes) as Thanos' writers do."""
+    if thanos is None:
+        return
+    thanos.segment_files = list(segment_files)
+    files = [ThanosFile(f"{CHUNKS_DIRNAME}/{f}", os.path.getsize(os.path.join(block_dir, CHUNKS_DIRNAME, f)))
+             for f in segment_files]
+    files.append(ThanosFile(INDEX_FILENAME, os.path.getsize(os.path.join(block_dir, INDEX_FILENAME))))
+    files.append(ThanosFile(META_FILENAME))
+    thanos.files = sorted(files, key=lambda f: f.rel_path)
+
+
+class StreamBlockWriter:
+    """See the module docstring."""
+
+    def __init__(self, output_dir: str | os.PathLike, symbols: Iterable[str], *, min_time: int, max_time: int,
+                 thanos: ThanosMeta | None = None, compaction: Compaction | None = None,
+                 block_ulid: str | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE):
+        from .index import IndexWriter
+
+        self.ulid = block_ulid or _ulid.new()
+        self.output_dir = os.fspath(output_dir)
+        self.final = os.path.join(self.output_dir, self.ulid)
+        self.tmp = self.final + TMP_FOR_CREATION
+        self.min_time, self.max_time = min_time, max_time
+        self.thanos = thanos
+        self.compaction = compaction
+        self.stats = BlockStats()
+        if os.path.exists(self.tmp):
+            shutil.rmtree(self.tmp)
+        os.makedirs(os.path.join(self.tmp, CHUNKS_DIRNAME))
+        self._cw = ChunkWriter(os.path.join(self.tmp, CHUNKS_DIRNAME), segment_size)
+        try:
+            self._iw = IndexWriter(os.path.join(self.tmp, INDEX_FILENAME), symbols, style="prom3")
+        except BaseException:
+            self._cw.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+        self._done = False
+
+    def add_series(self, labels: Sequence[tuple[str, str]], chunks: Sequence[Chunk]) -> None:
+        """Append one series (labels strictly after the previous series'); empty ``chunks`` is a no-op."""
+        if not chunks:
+            return
+        lens = [len(c[3]) for c in chunks]
+        offs = np.zeros(len(chunks) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offs[1:])
+        buf = b"".join(bytes(c[3]) if isinstance(c[3], memoryview) else c[3] for c in chunks)
+        refs = self._cw.write_series(buf, offs, [int(c[2]) for c in chunks])
+        self._iw.add_series(labels, [(int(c[0]), int(c[1]), int(r)) for c, r in zip(chunks, refs.tolist())])
+        st = self.stats
+        st.num_series += 1
+        st.num_chunks += len(chunks)
+        st.num_samples += sum(chunk_samples(int(c[2]), c[3]) for c in chunks)
+
+    def add_series_raw(self, labels: Sequence[tuple[str, str]], mints, maxts, encs, buf, offs,
+                       num_samples: int) -> None:
+        """Append one series whose chunks are ``buf[offs[i]:offs[i+1]]`` (sample count given)."""
+        if len(mints) == 0:
+            return
+        refs = self._cw.write_series(buf, offs, encs)
+        self._iw.add_series(labels, list(zip(mints, maxts, refs.tolist())))
+        st = self.stats
+        st.num_series += 1
+        st.num_chunks += len(mints)
+        st.num_samples += int(num_samples)
+
+    def write(self) -> BlockMeta | None:
+        """Finish the index, tombstones and meta.json, and move the block into place."""
+        self._done = True
+        try:
+            self._cw.close()
+            if self.stats.num_series == 0:
+                self._iw.abort()
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                return None
+            self._iw.close()
+            _tomb.write(self.tmp)
+            comp = self.compaction or Compaction(level=1, sources=[self.ulid])
+            meta = BlockMeta(ulid=self.ulid, min_time=self.min_time, max_time=self.max_time, stats=self.stats,
+                             compaction=comp, thanos=self.thanos)
+            finish_thanos_meta(meta.thanos, self.tmp, [os.path.basename(f) for f in self._cw.files])
+            write_meta(self.tmp, meta)
+            os.replace(self.tmp, self.final)
+            return meta
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Drop the partial block (safe to call twice)."""
+        self._done = True
+        self._cw.close()
+        if not getattr(self._iw, "_closed", True):
+            self._iw.abort()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> "StreamBlockWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or not self._done:
+            self.abort()
