@@ -418,12 +418,12 @@ def test_rendered_prometheus_flags_and_config(tc, eu1, us1, prometheus3_bin, pro
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-def test_rendered_component_flags_parse_with_pythanos(tc, eu1, us1):
+def test_rendered_component_flags_parse_with_pythanos(tc, eu1, us1, tmp_path):
     """The component image runs ``pythanos <component>``: every flag rendered for a component we
-    already ship must parse with our own CLI (the compactor comes with its issue)."""
+    ship must parse with our own CLI."""
     from pythanos.cli import build_parser
 
-    ours = {"sidecar", "query", "store"}
+    ours = {"sidecar", "query", "store", "compact"}
     seen = set()
     for obj, c in _all_containers(tc, eu1, us1):
         if c["name"] == "prometheus" or c["args"][0] not in ours:
@@ -434,6 +434,14 @@ def test_rendered_component_flags_parse_with_pythanos(tc, eu1, us1):
         except SystemExit as e:
             pytest.fail(f"{obj}/{c['name']}: pythanos rejects {c['args']} (exit {e.code})")
         assert args.component == c["args"][0]
+        if args.component == "compact":  # the whole config builds (replica labels, retention checks)
+            from pythanos.compact.flags import config_from_args
+
+            # the pod's secret mount is not here: the same flags with a local bucket file
+            (tmp_path / "objstore.yml").write_text(f"type: FILESYSTEM\nconfig:\n  directory: {tmp_path}\n")
+            args.objstore_config_file = str(tmp_path / "objstore.yml")
+            cfg = config_from_args(args)
+            assert cfg.wait and cfg.replica_labels and cfg.vertical, cfg
         if args.component == "store" and args.relabel_config:  # the sharding config parses too
             from pythanos.relabel import SELECTOR_ACTIONS, parse_relabel_config
 

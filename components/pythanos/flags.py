@@ -47,6 +47,31 @@ def parse_duration(text: str, flag: str) -> float:
     return total
 
 
+def format_duration(seconds: float) -> str:
+    """Go's ``time.Duration.String()`` (``2h0m0s``, ``30m0s``, ``1.5s``, ``0s``): how Thanos prints durations."""
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    sign = "-" if ns < 0 else ""
+    ns = abs(ns)
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if ns >= size or unit == "ns":
+                return f"{sign}{_trim(ns / size)}{unit}"
+    h, rem = divmod(ns, 3_600_000_000_000)
+    m, rem = divmod(rem, 60_000_000_000)
+    sec = _trim(rem / 1e9)
+    if h:
+        return f"{sign}{h}h{m}m{sec}s"
+    if m:
+        return f"{sign}{m}m{sec}s"
+    return f"{sign}{sec}s"
+
+
+def _trim(x: float) -> str:
+    return f"{x:.9f}".rstrip("0").rstrip(".")
+
+
 @dataclass(frozen=True)
 class TimeOrDuration:
     """Thanos' ``TimeOrDurationValue``: a fixed time (``time_ms``) or a duration relative to now
@@ -239,6 +264,26 @@ def add_objstore(p: argparse.ArgumentParser, required: bool) -> None:
                    help="Path to YAML file that contains object store configuration.")
     g.add_argument("--objstore.config", dest="objstore_config", metavar="YAML",
                    help="Alternative to 'objstore.config-file' flag: object store configuration in YAML.")
+
+
+def add_selector_relabel(p: argparse.ArgumentParser) -> None:
+    """``--selector.relabel-config[-file]``: which blocks (by external labels) a component handles."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--selector.relabel-config-file", dest="relabel_config_file", metavar="<file-path>",
+                   help="Path to YAML file with relabeling configuration that allows selecting blocks. It follows "
+                        "native Prometheus relabel-config syntax.")
+    g.add_argument("--selector.relabel-config", dest="relabel_config", metavar="<content>",
+                   help="Alternative to 'selector.relabel-config-file' flag (mutually exclusive). Content of YAML "
+                        "file with relabeling configuration that allows selecting blocks.")
+
+
+def selector_relabel_from_args(args: argparse.Namespace) -> list:
+    """The parsed ``--selector.relabel-config[-file]`` (errors name the flag and the rule)."""
+    from .relabel import SELECTOR_ACTIONS, parse_relabel_config
+
+    where = "--selector.relabel-config-file" if args.relabel_config_file else "--selector.relabel-config"
+    return parse_relabel_config(content_flag(args, "relabel_config", "--selector.relabel-config"), where,
+                                actions=SELECTOR_ACTIONS)
 
 
 def read_flag_file(path: str, flag: str) -> str:

@@ -60,13 +60,7 @@ def register(components) -> None:
                    type=f.flag_type(f.positive_int, "--block-meta-fetch-concurrency"),
                    help="Number of goroutines to use when fetching block metadata from object storage.")
     f.add_time_range(p, "Thanos Store", max_time=True)
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--selector.relabel-config-file", dest="relabel_config_file", metavar="<file-path>",
-                   help="Path to YAML file with relabeling configuration that allows selecting blocks. It follows "
-                        "native Prometheus relabel-config syntax.")
-    g.add_argument("--selector.relabel-config", dest="relabel_config", metavar="<content>",
-                   help="Alternative to 'selector.relabel-config-file' flag (mutually exclusive). Content of YAML "
-                        "file with relabeling configuration that allows selecting blocks.")
+    f.add_selector_relabel(p)
     p.add_argument("--consistency-delay", dest="consistency_delay", default=0.0, type=dur("--consistency-delay"),
                    help="Minimum age of all blocks before they are being read. Set it to safe value (e.g 30m) if "
                         "your object storage is eventually consistent.")
@@ -105,12 +99,9 @@ def register(components) -> None:
 
 def config_from_args(args: argparse.Namespace):
     from ..cache import INDEX_CACHE_ITEMS, parse_cache_config
-    from ..relabel import SELECTOR_ACTIONS, parse_relabel_config
     from .run import StoreConfig
 
-    relabel_where = ("--selector.relabel-config-file" if args.relabel_config_file else "--selector.relabel-config")
-    relabel = parse_relabel_config(f.content_flag(args, "relabel_config", "--selector.relabel-config"),
-                                   relabel_where, actions=SELECTOR_ACTIONS)
+    relabel = f.selector_relabel_from_args(args)
     cache_text = f.content_flag(args, "index_cache_config", "--index-cache.config")
     cache_where = ("--index-cache.config-file" if args.index_cache_config_file else "--index-cache.config")
     cache = parse_cache_config(cache_text, cache_where, args.index_cache_size, valid_items=INDEX_CACHE_ITEMS) \

@@ -60,7 +60,10 @@ class StreamBlockWriter:
 
     def __init__(self, output_dir: str | os.PathLike, symbols: Iterable[str], *, min_time: int, max_time: int,
                  thanos: ThanosMeta | None = None, compaction: Compaction | None = None,
-                 block_ulid: str | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE):
+                 block_ulid: str | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE,
+                 prometheus_stats: bool = False):
+        """``prometheus_stats``: also fill ``numFloatSamples`` / ``numHistogramSamples`` and the
+        ``thanos.index_stats`` sizes, as a Prometheus 3 compaction plus Thanos' index health check do."""
         from .index import IndexWriter
 
         self.ulid = block_ulid or _ulid.new()
@@ -71,6 +74,10 @@ class StreamBlockWriter:
         self.thanos = thanos
         self.compaction = compaction
         self.stats = BlockStats()
+        self.prometheus_stats = prometheus_stats
+        self._prev_ref = 0
+        self._series_max = 0
+        self._chunk_max = 0
         if os.path.exists(self.tmp):
             shutil.rmtree(self.tmp)
         os.makedirs(os.path.join(self.tmp, CHUNKS_DIRNAME))
@@ -91,12 +98,35 @@ class StreamBlockWriter:
         offs = np.zeros(len(chunks) + 1, dtype=np.int64)
         np.cumsum(lens, out=offs[1:])
         buf = b"".join(bytes(c[3]) if isinstance(c[3], memoryview) else c[3] for c in chunks)
-        refs = self._cw.write_series(buf, offs, [int(c[2]) for c in chunks])
-        self._iw.add_series(labels, [(int(c[0]), int(c[1]), int(r)) for c, r in zip(chunks, refs.tolist())])
+        encs = [int(c[2]) for c in chunks]
+        refs = self._cw.write_series(buf, offs, encs)
+        ref = self._iw.add_series(labels, [(int(c[0]), int(c[1]), int(r)) for c, r in zip(chunks, refs.tolist())])
+        n = sum(chunk_samples(e, c[3]) for e, c in zip(encs, chunks))
+        self._account(ref, refs, n, encs)
+
+    def _account(self, ref: int, refs: np.ndarray, n: int, encs) -> None:
         st = self.stats
         st.num_series += 1
-        st.num_chunks += len(chunks)
-        st.num_samples += sum(chunk_samples(int(c[2]), c[3]) for c in chunks)
+        st.num_chunks += len(refs)
+        st.num_samples += n
+        if not self.prometheus_stats:
+            return
+        hist = sum(1 for e in encs if e in (2, 3)) if not isinstance(encs, int) else (len(refs) if encs in (2, 3) else 0)
+        if hist:
+            st.num_histogram_samples += n  # mixed series are rare; native histograms come later
+        else:
+            st.num_float_samples += n
+        # Thanos' GatherIndexHealthStats: distance between consecutive series entries (x16), and
+        # between chunk refs in one segment (skipping a series' last two chunks, as Thanos does).
+        if self._prev_ref:
+            self._series_max = max(self._series_max, (ref - self._prev_ref) * 16)
+        self._prev_ref = ref
+        if len(refs) > 2:
+            r = refs.astype(np.int64)
+            d = np.diff(r)[:len(r) - 2]
+            same = (r[1:len(r) - 1] >> 32) == (r[:len(r) - 2] >> 32)
+            if same.any():
+                self._chunk_max = max(self._chunk_max, int(d[same].max()))
 
     def add_series_raw(self, labels: Sequence[tuple[str, str]], mints, maxts, encs, buf, offs,
                        num_samples: int) -> None:
@@ -104,11 +134,8 @@ class StreamBlockWriter:
         if len(mints) == 0:
             return
         refs = self._cw.write_series(buf, offs, encs)
-        self._iw.add_series(labels, list(zip(mints, maxts, refs.tolist())))
-        st = self.stats
-        st.num_series += 1
-        st.num_chunks += len(mints)
-        st.num_samples += int(num_samples)
+        ref = self._iw.add_series(labels, list(zip(mints, maxts, refs.tolist())))
+        self._account(ref, refs, int(num_samples), encs)
 
     def write(self) -> BlockMeta | None:
         """Finish the index, tombstones and meta.json, and move the block into place."""
@@ -124,6 +151,8 @@ class StreamBlockWriter:
             comp = self.compaction or Compaction(level=1, sources=[self.ulid])
             meta = BlockMeta(ulid=self.ulid, min_time=self.min_time, max_time=self.max_time, stats=self.stats,
                              compaction=comp, thanos=self.thanos)
+            if meta.thanos is not None and self.prometheus_stats:
+                meta.thanos.index_stats = {"series_max_size": self._series_max, "chunk_max_size": self._chunk_max}
             finish_thanos_meta(meta.thanos, self.tmp, [os.path.basename(f) for f in self._cw.files])
             write_meta(self.tmp, meta)
             os.replace(self.tmp, self.final)

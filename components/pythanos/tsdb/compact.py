@@ -1,0 +1,209 @@
+"""Compacting local blocks into one (Prometheus' ``LeveledCompactor`` as Thanos' compactor runs it).
+
+:func:`compact_blocks` streams: the input blocks' series are read in label order, batch by
+batch, merged k-way by label set, and written through :class:`StreamBlockWriter`; memory holds
+one batch per input block and one series, never a block.
+
+Chunks of a series that do not overlap are copied byte for byte (what Prometheus does, so a
+horizontally compacted block's chunks equal its sources'). Overlapping chunks (vertical
+compaction: blocks of replicas, or out-of-order uploads) are merged as Prometheus'
+``compactChunkIterator`` / Thanos' ``dedupChunksIterator`` do: pop the earliest chunk, gather
+every chunk overlapping it (dropping exact duplicates of the previous one), merge their samples,
+re-encode them into chunks of at most 120 samples, emit the first and put the rest back among
+the pending chunks. Sample merge: ``"chain"`` keeps one sample per timestamp (Prometheus'
+``ChainedSeriesMerge``, Thanos' default ``--deduplication.func=""``); ``"penalty"`` runs the
+querier's penalty de-duplication (``pythanos.dedup``), as Thanos' ``--deduplication.func=penalty``.
+
+The output meta is Prometheus' ``CompactBlockMetas``: level = highest input level + 1, sources
+= sorted union, parents = the inputs in the order given, time range = union.
+"""
+from __future__ import annotations
+
+import heapq
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from .block import BlockReader
+from .chunkenc import decode_xor_many, encode_xor_many
+from .errors import CorruptBlockError
+from .meta import BlockDesc, BlockMeta, Compaction, ThanosMeta
+from .streamwriter import StreamBlockWriter
+
+__all__ = ["MERGE_FUNCS", "compact_blocks", "compaction_meta", "merge_series_chunks"]
+
+MERGE_FUNCS = ("chain", "penalty")
+SAMPLES_PER_CHUNK = 120  # Prometheus' seriesToChunkEncoderSplit
+ENC_XOR = 1
+
+Chunk = tuple  # (mint, maxt, encoding, data)
+
+
+def compaction_meta(metas: Sequence[BlockMeta]) -> Compaction:
+    """Level, sources and parents of a block compacted from ``metas`` (in that order)."""
+    sources = sorted({s for m in metas for s in m.compaction.sources})
+    parents = [BlockDesc(m.ulid, m.min_time, m.max_time) for m in metas]
+    return Compaction(level=max(m.compaction.level for m in metas) + 1, sources=sources, parents=parents)
+
+
+def _decode(chunks: Sequence[Chunk], where: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    bad = [c for c in chunks if int(c[2]) != ENC_XOR]
+    if bad:
+        raise CorruptBlockError(where, "chunks", 0, f"overlapping chunks of encoding {int(bad[0][2])} cannot be "
+                                "merged (only float XOR chunks are merged vertically)")
+    lens = np.fromiter((len(c[3]) for c in chunks), np.int64, len(chunks))
+    offs = np.zeros(len(chunks), np.int64)
+    np.cumsum(lens[:-1], out=offs[1:])
+    counts, t, v = decode_xor_many(b"".join(bytes(c[3]) for c in chunks), offs, lens)
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    return [(t[a:b], v[a:b]) for a, b in zip(starts.tolist(), ends.tolist())]
+
+
+def _merge_samples(parts: list[tuple[np.ndarray, np.ndarray]], func: str) -> tuple[np.ndarray, np.ndarray]:
+    if func == "penalty":
+        from ..dedup import dedup_samples
+
+        return dedup_samples(parts, func="penalty")
+    t = np.concatenate([p[0] for p in parts])
+    v = np.concatenate([p[1] for p in parts])
+    order = np.argsort(t, kind="stable")
+    t, v = t[order], v[order]
+    keep = np.ones(len(t), bool)
+    keep[1:] = t[1:] != t[:-1]
+    return t[keep], v[keep]
+
+
+def _encode(t: np.ndarray, v: np.ndarray) -> list[Chunk]:
+    if len(t) == 0:
+        return []
+    bounds = np.append(np.arange(0, len(t), SAMPLES_PER_CHUNK, dtype=np.int64), len(t))
+    buf, offs = encode_xor_many(t, v, bounds)
+    mv = memoryview(buf)
+    return [(int(t[a]), int(t[b - 1]), ENC_XOR, bytes(mv[int(offs[i]):int(offs[i + 1])]))
+            for i, (a, b) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist()))]
+
+
+def merge_series_chunks(chunk_lists: Sequence[Sequence[Chunk]], func: str = "chain", where: str = "") -> list[Chunk]:
+    """One series' chunks from several blocks (each list in time order) as one list; see the
+    module docstring. Non-overlapping input comes back as the same chunk objects."""
+    lists = [list(cl) for cl in chunk_lists if cl]
+    if len(lists) == 1:
+        return _merge_one(lists[0], func, where)
+    heap: list = []
+    seq = 0
+    for li, cl in enumerate(lists):
+        heap.append((cl[0][0], cl[0][1], seq, cl, 0))
+        seq += 1
+    heapq.heapify(heap)
+    out: list[Chunk] = []
+
+    def advance(cl, pos):
+        nonlocal seq
+        if pos + 1 < len(cl):
+            heapq.heappush(heap, (cl[pos + 1][0], cl[pos + 1][1], seq, cl, pos + 1))
+            seq += 1
+
+    while heap:
+        _, _, _, cl, pos = heapq.heappop(heap)
+        curr = cl[pos]
+        advance(cl, pos)
+        overlapping = []
+        omax, prev = curr[1], curr
+        while heap and heap[0][0] <= omax:
+            _, _, _, ncl, npos = heapq.heappop(heap)
+            nxt = ncl[npos]
+            if not (nxt[0] == prev[0] and nxt[1] == prev[1] and bytes(nxt[3]) == bytes(prev[3])):
+                overlapping.append(nxt)
+                omax = max(omax, nxt[1])
+                prev = nxt
+            advance(ncl, npos)
+        if not overlapping:
+            out.append(curr)
+            continue
+        merged = _encode(*_merge_samples(_decode([curr, *overlapping], where), func))
+        out.append(merged[0])
+        if len(merged) > 1:
+            rest = merged[1:]
+            heapq.heappush(heap, (rest[0][0], rest[0][1], seq, rest, 0))
+            seq += 1
+    return out
+
+
+def _merge_one(cl: list[Chunk], func: str, where: str) -> list[Chunk]:
+    """A single list: copied unless its own chunks overlap (a block with out-of-order chunks)."""
+    for a, b in zip(cl, cl[1:]):
+        if b[0] <= a[1]:
+            return merge_series_chunks([[c] for c in cl], func, where)
+    return cl
+
+
+def _apply_tombstones(chunks: list[Chunk], intervals, where: str) -> list[Chunk]:
+    """Drop deleted samples (local blocks only; Thanos never uploads tombstones)."""
+    parts = _decode(chunks, where)
+    t = np.concatenate([p[0] for p in parts])
+    v = np.concatenate([p[1] for p in parts])
+    keep = np.ones(len(t), bool)
+    for lo, hi in intervals:
+        keep &= ~((t >= lo) & (t <= hi))
+    return _encode(t[keep], v[keep])
+
+
+def _series_stream(reader: BlockReader, batch: int) -> Iterator[tuple]:
+    for lbls, intervals, chunks in reader.series_chunks(batch_series=batch):
+        yield lbls, intervals, chunks
+
+
+def compact_blocks(block_dirs: Sequence[str], output_dir: str, *, thanos: Optional[ThanosMeta] = None,
+                   func: str = "chain", batch_series: int = 1024,
+                   progress: Optional[Callable[[int], None]] = None) -> Optional[BlockMeta]:
+    """Compact the local blocks ``block_dirs`` (in minTime order) into one new block under
+    ``output_dir``; returns its meta, or None when the inputs hold no samples."""
+    if func not in MERGE_FUNCS:
+        raise ValueError(f"unknown merge func {func!r} (want one of {', '.join(MERGE_FUNCS)})")
+    readers = [BlockReader.open_dir(d) for d in block_dirs]
+    try:
+        metas = [r.meta for r in readers]
+        symbols: set[str] = set()
+        for r in readers:
+            symbols.update(r.index.symbols())
+        mint = min(m.min_time for m in metas)
+        maxt = max(m.max_time for m in metas)
+        w = StreamBlockWriter(output_dir, symbols, min_time=mint, max_time=maxt, thanos=thanos,
+                              compaction=compaction_meta(metas), prometheus_stats=True)
+        with w:
+            streams = [((lbls, i, iv, ch) for lbls, iv, ch in _series_stream(r, batch_series))
+                       for i, r in enumerate(readers)]
+            cur_lbls = None
+            pending: list = []
+            done = 0
+
+            def flush() -> None:
+                nonlocal done
+                where = ",".join(readers[i].ulid for i, _, _ in pending)
+                lists = []
+                for i, iv, ch in pending:
+                    if iv:
+                        ch = _apply_tombstones(ch, iv, readers[i].ulid)
+                    lists.append(ch)
+                w.add_series(cur_lbls, merge_series_chunks(lists, func, where) if len(lists) > 1
+                             else _merge_one(lists[0], func, where) if lists[0] else [])
+                done += 1
+                if progress is not None and done % 10000 == 0:
+                    progress(done)
+
+            for lbls, i, iv, ch in heapq.merge(*streams, key=lambda s: (s[0], s[1])):
+                if lbls != cur_lbls:
+                    if pending:
+                        flush()
+                    cur_lbls, pending = lbls, []
+                pending.append((i, iv, ch))
+            if pending:
+                flush()
+            if progress is not None:
+                progress(done)
+            return w.write()
+    finally:
+        for r in readers:
+            r.close()
+
