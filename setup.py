@@ -15,6 +15,12 @@ setup(
             extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
         Extension(
+            "pythanos.tsdb._downsample",
+            sources=["components/pythanos/tsdb/_downsample.c"],
+            # -ffp-contract=off: aggregates must round exactly like Go (no fused multiply-add).
+            extra_compile_args=["-O3", "-std=c99", "-ffp-contract=off", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
+        Extension(
             "pythanos.storeapi._transcode",
             sources=["components/pythanos/storeapi/_transcode.c"],
             extra_compile_args=["-O3", "-std=gnu99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
