@@ -31,7 +31,7 @@ from .planner import DEFAULT_RANGES, Group, describe_overlaps, groups, overlaps,
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RES_RAW", "RES_5M", "RES_1H", "BucketCompactor", "CompactorConfig", "CompactorMetrics", "HaltError",
+__all__ = ["make_fetcher", "RES_RAW", "RES_5M", "RES_1H", "BucketCompactor", "CompactorConfig", "CompactorMetrics", "HaltError",
            "RetryError", "PARTIAL_UPLOAD_THRESHOLD_AGE"]
 
 RES_RAW, RES_5M, RES_1H = 0, 300_000, 3_600_000
@@ -112,6 +112,25 @@ class CompactorMetrics:
 
 def _res_label(res: int) -> str:
     return {RES_RAW: "0", RES_5M: "1", RES_1H: "2"}.get(res, str(res))
+
+
+def make_fetcher(bucket, *, data_dir: str, relabel=(), replica_labels=(), consistency_delay: float = 1800.0,
+                 delete_delay: float = 48 * 3600.0, min_time=None, max_time=None, concurrency: int = 32,
+                 registry=None) -> MetaFetcher:
+    """The compactor's view of a bucket (Thanos' filter chain for ``compact`` and the bucket tools):
+    time partition, label sharding, consistency delay, deletion marks older than half the delete
+    delay, replica labels removed, then blocks contained in others filtered out."""
+    from .fetcher import (ConsistencyDelayFilter, DeduplicateFilter, IgnoreDeletionMarkFilter, LabelShardFilter,
+                          ReplicaLabelRemover, TimePartitionFilter)
+
+    filters = []
+    if min_time is not None and max_time is not None:
+        filters.append(TimePartitionFilter(min_time, max_time))
+    filters += [LabelShardFilter(list(relabel), list(replica_labels)), ConsistencyDelayFilter(consistency_delay),
+                IgnoreDeletionMarkFilter(delete_delay / 2), ReplicaLabelRemover(list(replica_labels)),
+                DeduplicateFilter()]
+    return MetaFetcher(bucket, cache_dir=os.path.join(data_dir, "meta-syncer"), concurrency=concurrency,
+                       filters=filters, registry=registry)
 
 
 class BucketCompactor:

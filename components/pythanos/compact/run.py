@@ -58,21 +58,14 @@ def run(config: CompactConfig) -> int:
 
 
 def build(config: CompactConfig, registry=None):
-    """The fetcher and :class:`BucketCompactor` of this configuration (also used by the bucket tools)."""
-    from ..block import (ConsistencyDelayFilter, DeduplicateFilter, IgnoreDeletionMarkFilter, LabelShardFilter,
-                         MetaFetcher, ReplicaLabelRemover, TimePartitionFilter)
-    from ..block.compactor import BucketCompactor, CompactorConfig, CompactorMetrics
+    """The fetcher and :class:`BucketCompactor` of this configuration."""
+    from ..block.compactor import BucketCompactor, CompactorConfig, CompactorMetrics, make_fetcher
     from ..block.planner import DEFAULT_RANGES
 
-    filters = []
-    if config.min_time is not None and config.max_time is not None:
-        filters.append(TimePartitionFilter(config.min_time, config.max_time))
-    filters += [LabelShardFilter(config.relabel, config.replica_labels),
-                ConsistencyDelayFilter(config.consistency_delay),
-                IgnoreDeletionMarkFilter(config.delete_delay / 2),
-                ReplicaLabelRemover(config.replica_labels), DeduplicateFilter()]
-    fetcher = MetaFetcher(config.bucket, cache_dir=os.path.join(config.data_dir, "meta-syncer"),
-                          concurrency=config.meta_fetch_concurrency, filters=filters, registry=registry)
+    fetcher = make_fetcher(config.bucket, data_dir=config.data_dir, relabel=config.relabel,
+                           replica_labels=config.replica_labels, consistency_delay=config.consistency_delay,
+                           delete_delay=config.delete_delay, min_time=config.min_time, max_time=config.max_time,
+                           concurrency=config.meta_fetch_concurrency, registry=registry)
     cc = CompactorConfig(data_dir=config.data_dir, ranges=list(config.ranges or DEFAULT_RANGES),
                          vertical=config.vertical, dedup_func=config.dedup_func,
                          concurrency=config.compact_concurrency, fetch_concurrency=config.fetch_concurrency,

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 
 from .. import flags as f
 
@@ -117,6 +119,92 @@ def register(components) -> None:
                          "deletion because it's compacting the block at the same time.")
     vf.set_defaults(run=_bucket_verify)
 
+    dur = f.duration
+    pos = lambda flag: f.flag_type(f.positive_int, flag)  # noqa: E731
+
+    def chores(p, delete_help: str) -> None:
+        f.add_common(p)
+        f.add_objstore(p, required=True)
+        p.add_argument("--delete-delay", dest="delete_delay", default=48 * 3600.0, type=dur("--delete-delay"),
+                       help=delete_help)
+        p.add_argument("--consistency-delay", dest="consistency_delay", default=1800.0,
+                       type=dur("--consistency-delay"),
+                       help="Minimum age of fresh (non-compacted) blocks before they are being processed. Malformed "
+                            "blocks older than the maximum of consistency-delay and 48h0m0s will be removed.")
+        p.add_argument("--block-sync-concurrency", dest="block_sync_concurrency", default=20,
+                       type=pos("--block-sync-concurrency"),
+                       help="Number of goroutines to use when syncing block metadata from object storage.")
+        f.add_selector_relabel(p)
+
+    cl = bsub.add_parser("cleanup", help="Cleans up all blocks marked for deletion.")
+    chores(cl, "Time before a block marked for deletion is deleted from bucket.")
+    cl.set_defaults(run=_bucket_cleanup)
+
+    rt = bsub.add_parser("retention", help="Retention applies retention policies on the given bucket. Please make "
+                                           "sure no compactor is running on the same bucket at the same time.")
+    chores(rt, "Time before a block marked for deletion is deleted from bucket.")
+    for res, what in (("raw", "raw samples"), ("5m", "samples of resolution 1 (5 minutes)"),
+                      ("1h", "samples of resolution 2 (1 hour)")):
+        rt.add_argument(f"--retention.resolution-{res}", dest=f"retention_{res}", default=0.0,
+                        type=dur(f"--retention.resolution-{res}"),
+                        help=f"How long to retain {what} in bucket. Setting this to 0d will retain samples of this "
+                             "resolution forever")
+    rt.set_defaults(run=_bucket_retention)
+
+    ds = bsub.add_parser("downsample", help="Continuously downsamples blocks in an object store bucket.")
+    f.add_common(ds)
+    f.add_objstore(ds, required=True)
+    f.add_listeners(ds, http="0.0.0.0:10902", grpc=None)
+    ds.add_argument("--wait-interval", dest="wait_interval", default=300.0, type=dur("--wait-interval"),
+                    help="Wait interval between downsample runs.")
+    ds.add_argument("--downsample.concurrency", dest="downsample_concurrency", default=1,
+                    type=pos("--downsample.concurrency"), help="Number of goroutines to use when downsampling blocks.")
+    ds.add_argument("--block-files-concurrency", dest="block_files_concurrency", default=1,
+                    type=pos("--block-files-concurrency"),
+                    help="Number of goroutines to use when fetching/uploading block files from object storage.")
+    ds.add_argument("--data-dir", dest="data_dir", default="./data",
+                    help="Data directory in which to cache blocks and process downsamplings.")
+    ds.add_argument("--hash-func", dest="hash_func", default="", choices=["", "SHA256"],
+                    help="Specify which hash function to use when calculating the hashes of produced files.")
+    ds.add_argument("--single-run", dest="single_run", action="store_true",
+                    help="(pythanos) Run one downsampling pass (two passes: raw->5m, then 5m->1h) and exit.")
+    ds.set_defaults(run=_bucket_downsample)
+
+    rw = bsub.add_parser("rewrite", help="Rewrite chosen blocks in the bucket, while deleting or modifying series. "
+                                         "WARNING: This procedure is *IRREVERSIBLE* after certain time (delete "
+                                         "delay), so do backup your blocks first.")
+    f.add_common(rw)
+    f.add_objstore(rw, required=True)
+    rw.add_argument("--id", dest="ids", action="append", required=True, metavar="ID",
+                    help="ID (ULID) of the blocks for rewrite (repeated flag).")
+    rw.add_argument("--tmp.dir", dest="tmp_dir", default=os.path.join(tempfile.gettempdir(), "thanos-rewrite"),
+                    help="Working directory for temporary files")
+    rw.add_argument("--dry-run", dest="dry_run", default=True, action=argparse.BooleanOptionalAction,
+                    help="Prints the series changes instead of doing them. Defaults to true, for user to double "
+                         "check. (: Pass --no-dry-run to skip this.")
+    rw.add_argument("--prom-blocks", dest="prom_blocks", action="store_true",
+                    help="If specified, we assume the blocks to be uploaded are only used with Prometheus so we "
+                         "don't check external labels in this case.")
+    rw.add_argument("--delete-blocks", dest="delete_blocks", action="store_true",
+                    help="Whether to delete the original blocks after rewriting blocks successfully. Available in "
+                         "non dry-run mode only.")
+    rw.add_argument("--hash-func", dest="hash_func", default="", choices=["", "SHA256"],
+                    help="Specify which hash function to use when calculating the hashes of produced files.")
+    for name, what in (("rewrite.to-delete-config", "[]metadata.DeletionRequest"),
+                       ("rewrite.to-relabel-config", "relabel configs")):
+        g = rw.add_mutually_exclusive_group()
+        dest = name.replace(".", "_").replace("-", "_")
+        g.add_argument(f"--{name}-file", dest=f"{dest}_file", metavar="<file-path>",
+                       help=f"Path to YAML file that contains {what} that will be applied to blocks")
+        g.add_argument(f"--{name}", dest=dest, metavar="<content>",
+                       help=f"Alternative to '{name}-file' flag (mutually exclusive). Content of YAML file that "
+                            f"contains {what} that will be applied to blocks")
+    rw.add_argument("--rewrite.add-change-log", dest="change_log", default=True,
+                    action=argparse.BooleanOptionalAction,
+                    help="If specified, all modifications are written to new block directory. Disable if latency "
+                         "is to high.")
+    rw.set_defaults(run=_bucket_rewrite)
+
 
 def _bench_blocks(args: argparse.Namespace) -> int:
     from . import benchblocks
@@ -169,3 +257,49 @@ def _bucket_verify(args: argparse.Namespace) -> int:
                  if args.objstore_backup_config_file else "--objstore-backup.config")
         backup = bucket_from_config(text, where)
     return verify.verify(f.bucket_from_args(args), cfg, backup=backup)
+
+
+def _chores(args: argparse.Namespace, **kw):
+    from .lifecycle import ChoreConfig
+
+    return ChoreConfig(delete_delay=args.delete_delay, consistency_delay=args.consistency_delay,
+                       concurrency=args.block_sync_concurrency, relabel=f.selector_relabel_from_args(args), **kw)
+
+
+def _bucket_cleanup(args: argparse.Namespace) -> int:
+    from . import lifecycle
+
+    return lifecycle.cleanup(f.bucket_from_args(args), _chores(args))
+
+
+def _bucket_retention(args: argparse.Namespace) -> int:
+    from . import lifecycle
+
+    return lifecycle.retention(f.bucket_from_args(args), _chores(
+        args, retention={0: args.retention_raw, 300_000: args.retention_5m, 3_600_000: args.retention_1h}))
+
+
+def _bucket_downsample(args: argparse.Namespace) -> int:
+    from . import lifecycle
+
+    cfg = lifecycle.ChoreConfig(data_dir=args.data_dir, downsample_concurrency=args.downsample_concurrency,
+                                wait_interval=args.wait_interval, consistency_delay=0.0)
+    return lifecycle.downsample(f.bucket_from_args(args), cfg, args.http_address, once=args.single_run)
+
+
+def _bucket_rewrite(args: argparse.Namespace) -> int:
+    from . import mark, rewrite
+
+    delete_text = f.content_flag(args, "rewrite_to_delete_config", "--rewrite.to-delete-config")
+    relabel_text = f.content_flag(args, "rewrite_to_relabel_config", "--rewrite.to-relabel-config")
+    relabel = []
+    if relabel_text.strip():
+        from ..relabel import parse_relabel_config
+
+        relabel = parse_relabel_config(relabel_text, "--rewrite.to-relabel-config")
+    cfg = rewrite.RewriteConfig(
+        ids=mark.parse_ids(args.ids, "--id"), tmp_dir=args.tmp_dir,
+        deletions=rewrite.parse_deletions(delete_text, "--rewrite.to-delete-config") if delete_text.strip() else [],
+        relabel=relabel, relabel_text=relabel_text, dry_run=args.dry_run, delete_blocks=args.delete_blocks,
+        prom_blocks=args.prom_blocks, change_log=args.change_log)
+    return rewrite.rewrite(f.bucket_from_args(args), cfg)

@@ -97,13 +97,13 @@ def downsample_block(reader: BlockReader, output_dir: str | os.PathLike, resolut
     thanos.downsample_resolution = resolution
     thanos.source = COMPACTOR_SOURCE
     thanos.segment_files, thanos.files = [], []
-    thanos.index_stats = {}  # the input's do not describe the output: left to the caller to compute
+    thanos.index_stats = {}  # recomputed by the writer, as Thanos' health check after downsampling does
     thanos.upload_time = None
     job = _Job(reader, resolution, in_res, batch_samples)
     refs = np.asarray(reader.index.postings("", ""), dtype=_I8)
     total = len(refs)
     writer = StreamBlockWriter(output_dir, reader.index.symbols(), min_time=src.min_time, max_time=src.max_time,
-                               thanos=thanos, compaction=copy.deepcopy(src.compaction))
+                               thanos=thanos, compaction=copy.deepcopy(src.compaction), index_stats=True)
     with writer:
         # Thanos copies the input's stats and overwrites only these three counts.
         writer.stats.num_tombstones = src.stats.num_tombstones

@@ -61,9 +61,10 @@ class StreamBlockWriter:
     def __init__(self, output_dir: str | os.PathLike, symbols: Iterable[str], *, min_time: int, max_time: int,
                  thanos: ThanosMeta | None = None, compaction: Compaction | None = None,
                  block_ulid: str | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE,
-                 prometheus_stats: bool = False):
-        """``prometheus_stats``: also fill ``numFloatSamples`` / ``numHistogramSamples`` and the
-        ``thanos.index_stats`` sizes, as a Prometheus 3 compaction plus Thanos' index health check do."""
+                 prometheus_stats: bool = False, index_stats: bool | None = None):
+        """``prometheus_stats``: also fill ``numFloatSamples`` / ``numHistogramSamples`` as a
+        Prometheus 3 compaction does; ``index_stats`` (default: as ``prometheus_stats``): fill
+        ``thanos.index_stats`` as Thanos' index health check does after compaction and downsampling."""
         from .index import IndexWriter
 
         self.ulid = block_ulid or _ulid.new()
@@ -75,6 +76,7 @@ class StreamBlockWriter:
         self.compaction = compaction
         self.stats = BlockStats()
         self.prometheus_stats = prometheus_stats
+        self.index_stats = prometheus_stats if index_stats is None else index_stats
         self._prev_ref = 0
         self._series_max = 0
         self._chunk_max = 0
@@ -109,13 +111,14 @@ class StreamBlockWriter:
         st.num_series += 1
         st.num_chunks += len(refs)
         st.num_samples += n
-        if not self.prometheus_stats:
+        if self.prometheus_stats:
+            hist = sum(1 for e in encs if e in (2, 3)) if not isinstance(encs, int) else (encs in (2, 3))
+            if hist:
+                st.num_histogram_samples += n  # mixed series are rare; native histograms come later
+            else:
+                st.num_float_samples += n
+        if not self.index_stats:
             return
-        hist = sum(1 for e in encs if e in (2, 3)) if not isinstance(encs, int) else (len(refs) if encs in (2, 3) else 0)
-        if hist:
-            st.num_histogram_samples += n  # mixed series are rare; native histograms come later
-        else:
-            st.num_float_samples += n
         # Thanos' GatherIndexHealthStats: distance between consecutive series entries (x16), and
         # between chunk refs in one segment (skipping a series' last two chunks, as Thanos does).
         if self._prev_ref:
@@ -151,7 +154,7 @@ class StreamBlockWriter:
             comp = self.compaction or Compaction(level=1, sources=[self.ulid])
             meta = BlockMeta(ulid=self.ulid, min_time=self.min_time, max_time=self.max_time, stats=self.stats,
                              compaction=comp, thanos=self.thanos)
-            if meta.thanos is not None and self.prometheus_stats:
+            if meta.thanos is not None and self.index_stats:
                 meta.thanos.index_stats = {"series_max_size": self._series_max, "chunk_max_size": self._chunk_max}
             finish_thanos_meta(meta.thanos, self.tmp, [os.path.basename(f) for f in self._cw.files])
             write_meta(self.tmp, meta)
