@@ -22,6 +22,7 @@ from peers import (  # noqa: F401  (fixtures are used by name)
     thanos_bin,
     thanos_query_factory,
 )
+from browser import chromium, chromium_bin  # noqa: F401  (headless Chromium for the web UI tests)
 from kube import (  # noqa: F401  (fixtures are used by name; the real kube-apiserver harness)
     etcd_bin,
     helm_bin,
