@@ -21,6 +21,11 @@ setup(
             extra_compile_args=["-O3", "-std=c99", "-ffp-contract=off", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
         Extension(
+            "pythanos.tsdb._indexenc",
+            sources=["components/pythanos/tsdb/_indexenc.c"],
+            extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
+        Extension(
             "pythanos.storeapi._transcode",
             sources=["components/pythanos/storeapi/_transcode.c"],
             extra_compile_args=["-O3", "-std=gnu99", "-Wall", "-Wextra", "-Wno-unused-parameter"],

@@ -128,6 +128,59 @@ class ChunkWriter:
                 self._cut()
         return refs
 
+    def write_records(self, buf, rec_lens: np.ndarray, data_lens: np.ndarray, series_counts: Sequence[int]
+                      ) -> np.ndarray:
+        """Append whole chunk records copied from other segment files (``uvarint(len) | encoding |
+        data | CRC``, back to back in ``buf``; record ``i`` is ``rec_lens[i]`` bytes, its data
+        ``data_lens[i]``), series after series (``series_counts`` chunks each), cutting segment
+        files exactly where :meth:`write_series` would. Returns the chunk refs (uint64)."""
+        mv = memoryview(buf).cast("B")
+        rec_lens = np.asarray(rec_lens, dtype=np.int64)
+        est = np.asarray(data_lens, dtype=np.int64) + (MAX_CHUNK_LEN_FIELD + 1 + 4)
+        starts = np.zeros(len(rec_lens) + 1, dtype=np.int64)
+        np.cumsum(rec_lens, out=starts[1:])
+        if starts[-1] != len(mv):
+            raise ValueError(f"records: lengths add up to {int(starts[-1])} bytes, buffer has {len(mv)}")
+        refs = np.zeros(len(rec_lens), dtype=np.uint64)
+        seg = self.segment_size
+        run = 0  # first byte of buf not yet written
+        i = 0
+        for c in series_counts:
+            c = int(c)
+            if c == 0:
+                continue
+            if self._n == 0:
+                self._cut()
+            total = int(est[i:i + c].sum())
+            if total + SEGMENT_HEADER_SIZE <= seg and (self._n == SEGMENT_HEADER_SIZE or total + self._n <= seg):
+                base = self._n - int(starts[i])
+                refs[i:i + c] = (np.uint64(self.seq) << np.uint64(32)) | (starts[i:i + c] + base).astype(np.uint64)
+                self._n += int(starts[i + c] - starts[i])
+                i += c
+                continue
+            # rare: this series crosses a segment boundary; Go's batching chunk by chunk
+            bsize, first, cuts = 0, True, []
+            for j in range(c):
+                bsize += int(est[i + j])
+                cut = j != 0 and bsize + SEGMENT_HEADER_SIZE > seg
+                if first and self._n > SEGMENT_HEADER_SIZE:
+                    cut = bsize + self._n > seg
+                    if cut:
+                        first = False
+                if cut:
+                    cuts.append(j)
+                    bsize = int(est[i + j])
+            for j in range(c):
+                if j in cuts:
+                    self._f.write(mv[run:int(starts[i + j])])
+                    run = int(starts[i + j])
+                    self._cut()
+                refs[i + j] = (self.seq << 32) | self._n
+                self._n += int(rec_lens[i + j])
+            i += c
+        self._f.write(mv[run:])
+        return refs
+
     def write_chunks(self, chunks: Iterable[tuple[int, bytes]]) -> list[int]:
         """Convenience: write ``(encoding, data)`` pairs of one series; returns refs."""
         chunks = list(chunks)

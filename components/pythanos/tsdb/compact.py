@@ -20,6 +20,7 @@ The output meta is Prometheus' ``CompactBlockMetas``: level = highest input leve
 from __future__ import annotations
 
 import heapq
+import os
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -28,7 +29,7 @@ from .block import BlockReader
 from .chunkenc import decode_xor_many, encode_xor_many
 from .errors import CorruptBlockError
 from .meta import BlockDesc, BlockMeta, Compaction, ThanosMeta
-from .streamwriter import StreamBlockWriter
+from .streamwriter import StreamBlockWriter, chunk_samples
 
 __all__ = ["MERGE_FUNCS", "compact_blocks", "compaction_meta", "merge_series_chunks"]
 
@@ -154,6 +155,166 @@ def _series_stream(reader: BlockReader, batch: int) -> Iterator[tuple]:
         yield lbls, intervals, chunks
 
 
+# --- the copy path: blocks that do not overlap (horizontal compaction) --------------------------------
+
+COPY_BATCH_SERIES = 8192
+
+
+def _copyable(readers: Sequence[BlockReader]) -> bool:
+    ms = sorted((r.meta for r in readers), key=lambda m: m.min_time)
+    if any(a.max_time > b.min_time for a, b in zip(ms, ms[1:])):
+        return False
+    return all(not r.tombstones and r.path and os.path.isdir(r.path) for r in readers)
+
+
+class _BlockCursor:
+    """One input block read in label order, a batch of series at a time."""
+
+    def __init__(self, reader: BlockReader, idx: int) -> None:
+        self.r = reader
+        self.idx = idx
+        self.refs = np.asarray(reader.index.postings("", ""), dtype=np.int64)
+        self.pos = 0
+        self.labels: list = []
+        self.nch = np.empty(0, np.int64)
+        self.ch = np.empty((0, 3), np.int64)
+        self.segs = [np.memmap(os.path.join(reader.path, "chunks", n.split("/")[-1]), dtype=np.uint8, mode="r")
+                     for n in reader.chunks.names]
+
+    def fill(self, n: int) -> None:
+        if self.labels or self.pos >= len(self.refs):
+            return
+        refs = self.refs[self.pos:self.pos + n]
+        self.pos += len(refs)
+        self.labels, self.nch, self.ch = self.r.index.series_bulk(refs)
+        self.labels = [tuple(lb) for lb in self.labels]
+
+    @property
+    def done(self) -> bool:
+        return not self.labels and self.pos >= len(self.refs)
+
+    @property
+    def last_batch(self) -> bool:
+        return self.pos >= len(self.refs)
+
+    def take(self, upto) -> tuple[list, np.ndarray, np.ndarray]:
+        """The buffered series with labels <= ``upto`` (all when None)."""
+        import bisect
+
+        k = len(self.labels) if upto is None else bisect.bisect_right(self.labels, upto)
+        c = int(self.nch[:k].sum())
+        out = (self.labels[:k], self.nch[:k], self.ch[:c])
+        self.labels, self.nch, self.ch = self.labels[k:], self.nch[k:], self.ch[c:]
+        return out
+
+    def records(self, refs: np.ndarray):
+        """Record start, record length, data length, encoding and sample count of each chunk."""
+        from ._series import records
+
+        seq = (refs >> 32).astype(np.int64)
+        off = (refs & 0xFFFFFFFF).astype(np.int64)
+        n = len(refs)
+        rs, rl, dl, enc, ns = (np.zeros(n, np.int64) for _ in range(5))
+        for q in np.unique(seq).tolist():
+            if q >= len(self.segs):
+                raise CorruptBlockError(self.r.ulid, "chunks", 0, f"chunk ref to segment {q + 1} which is missing")
+            sel = np.flatnonzero(seq == q)
+            data = self.segs[q]
+            e, st, ln, err = records(data, off[sel], 0, len(data))
+            if err is not None:
+                raise CorruptBlockError(self.r.ulid, self.r.chunks.names[q], err[1], err[2])
+            e, st, ln = (np.frombuffer(x, dtype=np.int64) for x in (e, st, ln))
+            rs[sel], dl[sel], enc[sel] = off[sel], ln, e
+            rl[sel] = st + ln + 4 - off[sel]
+            has2 = ln >= 2
+            cnt = np.zeros(len(sel), np.int64)
+            if has2.any():
+                p = st[has2]
+                cnt[has2] = (data[p].astype(np.int64) << 8) | data[p + 1].astype(np.int64)
+            for j in np.flatnonzero(e == 0xFF).tolist():  # downsampled: the count sub-chunk's samples
+                cnt[j] = chunk_samples(0xFF, bytes(data[st[j]:st[j] + ln[j]]))
+            ns[sel] = cnt
+        return rs, rl, dl, enc, ns
+
+
+def _copy_compact(readers: Sequence[BlockReader], w: StreamBlockWriter, symbols: list[str],
+                  progress: Optional[Callable[[int], None]]) -> bool:
+    """Write the merged series of non-overlapping blocks by copying chunk records; False (nothing
+    written) when a series' chunks turn out to overlap, so the caller merges instead."""
+    cursors = [_BlockCursor(r, i) for i, r in enumerate(readers)]
+    sym_index = {s: i for i, s in enumerate(symbols)}
+    done = 0
+    first = True
+    while any(not c.done for c in cursors):
+        for c in cursors:
+            c.fill(COPY_BATCH_SERIES)
+        live = [c for c in cursors if c.labels]
+        bounds = [c.labels[-1] for c in live if not c.last_batch]
+        upto = min(bounds) if bounds else None
+        parts = [(c, *c.take(upto)) for c in live]
+        # merge the label sets of this window: one output series per distinct set
+        keyid: dict = {}
+        ids = []
+        for c, labels, nch, ch in parts:
+            ids.append(np.fromiter((keyid.setdefault(lb, len(keyid)) for lb in labels), np.int64, len(labels)))
+        uniq = list(keyid)
+        order = sorted(range(len(uniq)), key=uniq.__getitem__)
+        rank = np.empty(len(uniq), np.int64)
+        rank[order] = np.arange(len(uniq))
+        e_rank = np.concatenate([rank[i] for i in ids])
+        e_blk = np.concatenate([np.full(len(i), c.idx, np.int64) for (c, *_), i in zip(parts, ids)])
+        e_nch = np.concatenate([p[2] for p in parts])
+        # each entry's first chunk row in the concatenated chunk table
+        ch_all = np.concatenate([p[3] for p in parts])
+        e_cstart = np.concatenate(([0], np.cumsum(e_nch)[:-1]))
+        eo = np.lexsort((e_blk, e_rank))
+        cnt = e_nch[eo]
+        rows = np.repeat(e_cstart[eo] - np.concatenate(([0], np.cumsum(cnt)[:-1])), cnt) + np.arange(int(cnt.sum()))
+        mint, maxt = ch_all[rows, 0], ch_all[rows, 1]
+        # chunks per output series, and the overlap check (then: merge path)
+        series_of_entry = e_rank[eo]
+        out_nch = np.bincount(series_of_entry, weights=cnt, minlength=len(uniq)).astype(np.int64)
+        s_of_row = np.repeat(np.arange(len(uniq)), out_nch)
+        same = s_of_row[1:] == s_of_row[:-1]
+        if (same & (mint[1:] <= maxt[:-1])).any():
+            if first:
+                return False
+            raise CorruptBlockError(",".join(r.ulid for r in readers), "index", 0,
+                                    "overlapping chunks found after the copy compaction started")
+        first = False
+        # chunk records of every block, in output order
+        blk_of_row = np.repeat(e_blk[eo], cnt)
+        rs, rl, dl, enc, ns = (np.zeros(len(rows), np.int64) for _ in range(5))
+        pieces_idx = []
+        for c in cursors:
+            sel = np.flatnonzero(blk_of_row == c.idx)
+            if len(sel):
+                a = c.records(ch_all[rows[sel], 2].astype(np.uint64))
+                for arr, val in zip((rs, rl, dl, enc, ns), a):
+                    arr[sel] = val
+                pieces_idx.append((c, sel))
+        seg_data = {c.idx: c.segs for c in cursors}
+        sq = (ch_all[rows, 2].astype(np.uint64) >> np.uint64(32)).astype(np.int64)
+        buf = b"".join(memoryview(seg_data[b][q])[a:a + ln]
+                       for b, q, a, ln in zip(blk_of_row.tolist(), sq.tolist(), rs.tolist(), rl.tolist()))
+        new_refs = w._cw.write_records(buf, rl, dl, out_nch.tolist())
+        # index entries: labels as symbol indices of the output table
+        labels_sorted = [uniq[i] for i in order]
+        nl = np.fromiter((len(lb) for lb in labels_sorted), np.int64, len(labels_sorted))
+        try:
+            syms = np.fromiter((sym_index[x] for lb in labels_sorted for kv in lb for x in kv), np.uint32,
+                               int(nl.sum()) * 2)
+        except KeyError as e:
+            raise CorruptBlockError(",".join(r.ulid for r in readers), "index", 0,
+                                    f"label {e.args[0]!r} missing from the symbol tables") from None
+        srefs = w._iw.add_encoded_series(nl, syms, out_nch, mint, maxt, new_refs.astype(np.int64))
+        w.account_bulk(srefs, new_refs, out_nch, ns, enc)
+        done += len(uniq)
+        if progress is not None:
+            progress(done)
+    return True
+
+
 def compact_blocks(block_dirs: Sequence[str], output_dir: str, *, thanos: Optional[ThanosMeta] = None,
                    func: str = "chain", batch_series: int = 1024,
                    progress: Optional[Callable[[int], None]] = None) -> Optional[BlockMeta]:
@@ -169,6 +330,13 @@ def compact_blocks(block_dirs: Sequence[str], output_dir: str, *, thanos: Option
             symbols.update(r.index.symbols())
         mint = min(m.min_time for m in metas)
         maxt = max(m.max_time for m in metas)
+        if _copyable(readers):
+            w = StreamBlockWriter(output_dir, symbols, min_time=mint, max_time=maxt, thanos=thanos,
+                                  compaction=compaction_meta(metas), prometheus_stats=True)
+            with w:
+                if _copy_compact(readers, w, w._iw._symbols, progress):
+                    return w.write()
+                w.abort()
         w = StreamBlockWriter(output_dir, symbols, min_time=mint, max_time=maxt, thanos=thanos,
                               compaction=compaction_meta(metas), prometheus_stats=True)
         with w:

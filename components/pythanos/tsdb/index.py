@@ -125,6 +125,7 @@ class IndexWriter:
         self._all: list[int] = []
         self.toc: TOC | None = None
         self._buffered: list | None = None
+        self._bulk_postings: list = []
         self._sym_index: dict[str, int] = {}
         self._symbols: list[str] = []
         if symbols is None:
@@ -241,6 +242,57 @@ class IndexWriter:
         self._nseries += 1
         return ref
 
+    def add_encoded_series(self, nlabels: np.ndarray, syms: np.ndarray, nchunks: np.ndarray, mint: np.ndarray,
+                           maxt: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        """Many series in one call, encoded in C (the compactor's fast path); returns their refs.
+
+        Series ``i`` has ``nlabels[i]`` labels given as (name, value) *symbol indices of this
+        writer's table* in ``syms`` (uint32 pairs) and ``nchunks[i]`` chunk metas in ``mint`` /
+        ``maxt`` / ``ref``. The caller guarantees label-set order (strictly increasing, also
+        after the series added before) and non-decreasing chunk refs across series; chunk metas
+        within a series are checked in C."""
+        from ._indexenc import series
+
+        if self._closed or self._buffered is not None:
+            raise IndexWriterError("add_encoded_series needs an open writer with its symbol table written")
+        syms = np.ascontiguousarray(syms, dtype=np.uint32)
+        if len(syms) and int(syms.max()) >= len(self._symbols):
+            raise IndexWriterError(f"symbol index {int(syms.max())} outside the table of {len(self._symbols)}")
+        try:
+            entries, refs = series(self._pos, *(np.ascontiguousarray(a, dtype=np.int64) for a in (nlabels,)),
+                                   syms, *(np.ascontiguousarray(a, dtype=np.int64) for a in (nchunks, mint, maxt, ref)))
+        except ValueError as e:
+            raise IndexWriterError(str(e)) from None
+        self._write(entries)
+        refs = np.frombuffer(refs, dtype=np.int64)
+        if len(refs) and int(refs[-1]) > MAX_SERIES_REF:
+            raise IndexWriterError("index exceeds 64 GiB")
+        keys = (syms[0::2].astype(np.int64) << 32) | syms[1::2].astype(np.int64)
+        self._bulk_postings.append((keys, np.repeat(refs, np.asarray(nlabels, dtype=np.int64))))
+        self._all.extend(refs.tolist())
+        self._nseries += len(refs)
+        if len(ref):
+            self._last_chunk_ref = int(ref[-1])
+        return refs
+
+    def _merge_bulk_postings(self) -> None:
+        if not self._bulk_postings:
+            return
+        keys = np.concatenate([k for k, _ in self._bulk_postings])
+        owners = np.concatenate([o for _, o in self._bulk_postings])
+        self._bulk_postings = []
+        order = np.lexsort((owners, keys))
+        keys, owners = keys[order], owners[order]
+        cuts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+        starts = np.concatenate(([0], cuts)).tolist()
+        ends = np.concatenate((cuts, [len(keys)])).tolist()
+        post = self._postings
+        for a, b in zip(starts, ends):
+            k = int(keys[a])
+            refs = owners[a:b]
+            old = post.get(k)
+            post[k] = refs if old is None else np.sort(np.concatenate((np.asarray(old, np.int64), refs)))
+
     # -- finish
     def close(self) -> TOC:
         if self._closed:
@@ -256,6 +308,7 @@ class IndexWriter:
             for labels, cms in buffered:
                 self._emit_series(labels, cms)
         self._closed = True
+        self._merge_bulk_postings()
         syms = self._symbols
         keys = sorted(self._postings)
         post = self._postings

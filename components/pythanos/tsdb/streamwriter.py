@@ -140,6 +140,40 @@ class StreamBlockWriter:
         ref = self._iw.add_series(labels, list(zip(mints, maxts, refs.tolist())))
         self._account(ref, refs, int(num_samples), encs)
 
+    def account_bulk(self, series_refs: np.ndarray, chunk_refs: np.ndarray, nchunks: np.ndarray,
+                     samples: np.ndarray, encodings: np.ndarray) -> None:
+        """Stats for series written in bulk (:meth:`IndexWriter.add_encoded_series`), as
+        :meth:`add_series` keeps them one by one."""
+        st = self.stats
+        n = len(series_refs)
+        if n == 0:
+            return
+        st.num_series += n
+        st.num_chunks += int(nchunks.sum())
+        total = int(samples.sum())
+        st.num_samples += total
+        if self.prometheus_stats:
+            hist = np.isin(encodings, (2, 3))
+            st.num_histogram_samples += int(samples[hist].sum())
+            st.num_float_samples += total - int(samples[hist].sum())
+        if not self.index_stats:
+            return
+        srefs = np.asarray(series_refs, dtype=np.int64)
+        if self._prev_ref:
+            srefs = np.concatenate(([self._prev_ref], srefs))
+        if len(srefs) > 1:
+            self._series_max = max(self._series_max, int(np.diff(srefs).max()) * 16)
+        self._prev_ref = int(srefs[-1])
+        # chunk sizes as Thanos' health check measures them: ref distance to the next chunk of the
+        # series in the same segment, for every chunk but a series' last two
+        r = np.asarray(chunk_refs, dtype=np.int64)
+        if len(r) > 1:
+            pos = np.arange(len(r)) - np.repeat(np.concatenate(([0], np.cumsum(nchunks)[:-1])), nchunks)
+            left = np.repeat(nchunks, nchunks) - pos  # chunks from this one to the series' end
+            ok = (left[:-1] > 2) & ((r[1:] >> 32) == (r[:-1] >> 32))
+            if ok.any():
+                self._chunk_max = max(self._chunk_max, int(np.diff(r)[ok].max()))
+
     def write(self) -> BlockMeta | None:
         """Finish the index, tombstones and meta.json, and move the block into place."""
         self._done = True

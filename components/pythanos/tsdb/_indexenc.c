@@ -1,0 +1,189 @@
+/* Encoding many index series entries in one call (the compactor's fast path).
+ *
+ * series(pos0, nlabels, syms, nchunks, mint, maxt, ref) -> (bytes, refs)
+ *
+ *   pos0     file offset the bytes will be written at (entries are 16-byte aligned, so the
+ *            padding depends on it)
+ *   nlabels  int64[n]    label pairs per series
+ *   syms     uint32[2L]  (name symbol index, value symbol index) pairs, series after series
+ *   nchunks  int64[n]    chunks per series
+ *   mint, maxt, ref  int64[m]  chunk metas, series after series
+ *
+ * Each entry: zero padding to a multiple of 16, then uvarint(len(body)), body, CRC32C(body) as
+ * big-endian uint32; body = uvarint(#labels) {uvarint(name) uvarint(value)} uvarint(#chunks),
+ * first chunk varint(mint) uvarint(maxt-mint) uvarint(ref), next ones uvarint(mint - prev maxt)
+ * uvarint(maxt-mint) varint(ref - prev ref). refs[i] = entry offset / 16.
+ *
+ * Every count is checked against the array sizes and every chunk meta against the index's rules
+ * (maxt >= mint, mint > previous maxt, refs not decreasing), so bad input is an error, never a
+ * read out of bounds. The GIL is released while encoding.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+static uint32_t crc_table[8][256];
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+        crc_table[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xFF];
+}
+
+static uint32_t crc32c(const uint8_t *p, size_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    while (n >= 8) {
+        uint32_t lo = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+        lo ^= c;
+        c = crc_table[7][lo & 0xFF] ^ crc_table[6][(lo >> 8) & 0xFF] ^ crc_table[5][(lo >> 16) & 0xFF] ^
+            crc_table[4][lo >> 24] ^ crc_table[3][p[4]] ^ crc_table[2][p[5]] ^ crc_table[1][p[6]] ^
+            crc_table[0][p[7]];
+        p += 8;
+        n -= 8;
+    }
+    while (n--) c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xFF];
+    return c ^ 0xFFFFFFFFu;
+}
+
+static size_t put_uv(uint8_t *b, uint64_t v) {
+    size_t i = 0;
+    while (v >= 0x80) {
+        b[i++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    b[i++] = (uint8_t)v;
+    return i;
+}
+
+static size_t put_v(uint8_t *b, int64_t v) {
+    uint64_t u = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    return put_uv(b, u);
+}
+
+static PyObject *py_series(PyObject *self, PyObject *args) {
+    long long pos0;
+    Py_buffer nl, sy, nc, mi, ma, rf;
+    if (!PyArg_ParseTuple(args, "Ly*y*y*y*y*y*", &pos0, &nl, &sy, &nc, &mi, &ma, &rf)) return NULL;
+    PyObject *result = NULL;
+    uint8_t *out = NULL;
+    int64_t *refs = NULL;
+    uint8_t *body = NULL;
+    Py_ssize_t n = nl.len / 8, L2 = sy.len / 4, m = mi.len / 8;
+    const int64_t *nlabels = nl.buf, *nchunks = nc.buf, *mint = mi.buf, *maxt = ma.buf, *ref = rf.buf;
+    const uint32_t *syms = sy.buf;
+    const char *err = NULL;
+    Py_ssize_t bad = -1;
+    if (nc.len / 8 != n || ma.len / 8 != m || rf.len / 8 != m || pos0 < 0) {
+        PyErr_SetString(PyExc_ValueError, "series: array sizes disagree or pos0 is negative");
+        goto done;
+    }
+    /* sizes first: worst case per entry */
+    Py_ssize_t tl = 0, tc = 0;
+    size_t cap = 0, maxbody = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (nlabels[i] < 0 || nchunks[i] < 0 || nlabels[i] > L2 / 2 - tl || nchunks[i] > m - tc) {
+            PyErr_Format(PyExc_ValueError, "series %zd: label or chunk count out of range", i);
+            goto done;
+        }
+        size_t b = 10 + (size_t)nlabels[i] * 10 + 10 + (size_t)nchunks[i] * 30;
+        if (b > maxbody) maxbody = b;
+        cap += 16 + 10 + b + 4;
+        tl += nlabels[i];
+        tc += nchunks[i];
+    }
+    if (tl * 2 != L2 || tc != m) {
+        PyErr_SetString(PyExc_ValueError, "series: label or chunk arrays longer than the counts say");
+        goto done;
+    }
+    out = PyMem_RawMalloc(cap ? cap : 1);
+    refs = PyMem_RawMalloc(n ? (size_t)n * 8 : 8);
+    body = PyMem_RawMalloc(maxbody ? maxbody : 1);
+    if (!out || !refs || !body) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    size_t w = 0;
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t li = 0, ci = 0;
+    for (Py_ssize_t i = 0; i < n && !err; i++) {
+        int64_t pos = pos0 + (int64_t)w;
+        size_t pad = (size_t)((16 - pos % 16) % 16);
+        memset(out + w, 0, pad);
+        w += pad;
+        refs[i] = (pos0 + (int64_t)w) / 16;
+        size_t b = put_uv(body, (uint64_t)nlabels[i]);
+        for (int64_t k = 0; k < nlabels[i]; k++, li++) {
+            b += put_uv(body + b, syms[2 * li]);
+            b += put_uv(body + b, syms[2 * li + 1]);
+        }
+        b += put_uv(body + b, (uint64_t)nchunks[i]);
+        int64_t t0 = 0, r0 = 0;
+        for (int64_t k = 0; k < nchunks[i]; k++, ci++) {
+            int64_t a = mint[ci], z = maxt[ci], r = ref[ci];
+            if (z < a) { err = "chunk maxt before mint"; bad = i; break; }
+            if (k == 0) {
+                b += put_v(body + b, a);
+                b += put_uv(body + b, (uint64_t)(z - a));
+                b += put_uv(body + b, (uint64_t)r);
+            } else {
+                if (a <= t0) { err = "chunk overlaps the previous one"; bad = i; break; }
+                if (r < r0) { err = "chunk ref before the previous one"; bad = i; break; }
+                b += put_uv(body + b, (uint64_t)(a - t0));
+                b += put_uv(body + b, (uint64_t)(z - a));
+                b += put_v(body + b, r - r0);
+            }
+            t0 = z;
+            r0 = r;
+        }
+        if (err) break;
+        w += put_uv(out + w, b);
+        memcpy(out + w, body, b);
+        w += b;
+        uint32_t c = crc32c(body, b);
+        out[w++] = (uint8_t)(c >> 24);
+        out[w++] = (uint8_t)(c >> 16);
+        out[w++] = (uint8_t)(c >> 8);
+        out[w++] = (uint8_t)c;
+    }
+    Py_END_ALLOW_THREADS
+    if (err) {
+        PyErr_Format(PyExc_ValueError, "series %zd: %s", bad, err);
+        goto done;
+    }
+    PyObject *bytes = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)w);
+    PyObject *rb = PyBytes_FromStringAndSize((const char *)refs, n * 8);
+    if (bytes && rb) result = PyTuple_Pack(2, bytes, rb);
+    Py_XDECREF(bytes);
+    Py_XDECREF(rb);
+done:
+    PyMem_RawFree(out);
+    PyMem_RawFree(refs);
+    PyMem_RawFree(body);
+    PyBuffer_Release(&nl);
+    PyBuffer_Release(&sy);
+    PyBuffer_Release(&nc);
+    PyBuffer_Release(&mi);
+    PyBuffer_Release(&ma);
+    PyBuffer_Release(&rf);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"series", py_series, METH_VARARGS,
+     "series(pos0, nlabels, syms, nchunks, mint, maxt, ref) -> (entries bytes, refs int64 bytes)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_indexenc",
+                                    "Bulk encoding of index series entries.", -1, methods};
+
+PyMODINIT_FUNC PyInit__indexenc(void) {
+    crc_init();
+    return PyModule_Create(&module);
+}
