@@ -19,7 +19,8 @@ Checked:
   timeouts and says why in ``err``;
 * the page in a real headless Chromium: one row per label set, one span per block, a 5m block's
   details, overlapping blocks highlighted, marking from the page, admin buttons hidden when disabled,
-  a screenshot.
+  a screenshot;
+* ``pythanos compact --wait`` and ``pythanos store`` serve it (global and loaded views).
 """
 from __future__ import annotations
 
@@ -551,3 +552,46 @@ def test_page_in_chromium(bucket, chromium, tmp_path, request, capsys):
         shot = run(scenario(srv.url))
     assert_png(shot, VIEWPORT)
     report_screenshot(request, capsys, shot)
+
+
+# ------------------------------------------------------------------------- mounted by the components
+
+def test_compactor_and_store_serve_the_block_viewer(bucket, pythanos_factory, tmp_path):
+    """``pythanos compact --wait``: /blocks the whole bucket, /loaded the compactor's own (filtered)
+    view; ``pythanos store``: its loaded blocks; both pages served, / redirected to /blocks."""
+    h = free_port()
+    base = f"http://127.0.0.1:{h}"
+    comp = pythanos_factory(["compact", "--wait", "--wait-interval=1h", "--downsampling.disable",
+                             f"--objstore.config-file={bucket.config}", f"--data-dir={tmp_path / 'compact'}",
+                             f"--http-address=127.0.0.1:{h}"], ready_url=base + "/-/ready", name="compact")
+
+    def ulids(url: str) -> set[str]:
+        code, body = get_json(url)
+        return {b["ulid"] for b in body["data"]["blocks"]} if code == 200 else set()
+
+    everything = {bucket.ulid(n) for n in bucket.blocks}
+    comp.wait_ready(lambda: ulids(base + "/api/v1/blocks") == everything, 60, what="the global view of every block")
+    # the compactor's view: fresh sidecar blocks wait for the consistency delay; compactor-made ones do not
+    made = {bucket.ulid(n) for n in ("a5m", "a1h", "c12")}
+    comp.wait_ready(lambda: ulids(base + "/api/v1/blocks?view=loaded") == made, 60,
+                    what="the compactor's view in view=loaded")
+    for path in ("/blocks", "/loaded"):
+        code, text = http_get(base + path)
+        assert code == 200 and b'"component": "compact"' in text and b'"views": ["global", "loaded"]' in text
+    with urllib.request.urlopen(base + "/") as r:  # redirected
+        assert r.url == base + "/blocks"
+
+    g, h = free_port(), free_port()
+    store = pythanos_factory(["store", f"--objstore.config-file={bucket.config}", f"--data-dir={tmp_path / 'store'}",
+                              f"--http-address=127.0.0.1:{h}", f"--grpc-address=127.0.0.1:{g}"],
+                             ready_url=f"http://127.0.0.1:{h}/-/ready", name="store")
+    base = f"http://127.0.0.1:{h}"
+    shown = {bucket.ulid(n) for n in SHOWN}
+    assert ulids(base + "/api/v1/blocks?view=loaded") == ulids(base + "/api/v1/blocks") == shown
+    code, text = http_get(base + "/loaded")
+    assert code == 200 and b'"component": "store"' in text
+    assert post_form(base + "/api/v1/blocks/mark", {"id": bucket.ulid("b1"), "action": "NO_COMPACTION"}) == \
+        (204, None)
+    assert (bucket.root / bucket.ulid("b1") / "no-compact-mark.json").exists()
+    comp.stop()
+    store.stop()

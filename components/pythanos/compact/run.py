@@ -48,6 +48,14 @@ class CompactConfig:
     relabel: list = field(default_factory=list)
     halt_on_error: bool = True
     ranges: Optional[list] = None
+    # the block viewer (with --wait, as Thanos): global view refreshed on its own, loaded = the compactor's view
+    web_disable: bool = False
+    web_prefix: str = ""
+    web_disable_cors: bool = False
+    bucket_web_label: str = ""
+    disable_admin_operations: bool = False
+    block_viewer_interval: float = 60.0
+    block_viewer_timeout: float = 300.0
 
 
 def run(config: CompactConfig) -> int:
@@ -101,8 +109,12 @@ async def serve(config: CompactConfig, stop: Optional[asyncio.Event] = None) -> 
             log.info(f"retention policy of {name} is enabled",
                      extra={"duration": format_duration(config.retention[res])})
 
+    viewer = _add_block_viewer(srv, config, bc) if config.wait and not config.web_disable else None
+
     async def close() -> None:
         fetcher.close()
+        if viewer is not None:
+            viewer.fetcher.close()
         close_quietly(config.bucket)
 
     await srv.start(cleanup=close)
@@ -156,10 +168,28 @@ async def serve(config: CompactConfig, stop: Optional[asyncio.Event] = None) -> 
     tasks = [asyncio.create_task(wait_loop() if config.wait else single_run(), name="compact")]
     if config.wait and config.cleanup_interval > 0:
         tasks.append(asyncio.create_task(cleanup_loop(), name="cleanup"))
+    if viewer is not None:
+        tasks.append(viewer.start())
     log.info("starting compact node", extra={"http": config.http_address})
     if not config.wait:
         return await _run_once(srv, tasks, close)
     return await srv.run_tasks(tasks, on_stop=close)
+
+
+def _add_block_viewer(srv, config: CompactConfig, bc):
+    """The bucket web UI on the compactor's HTTP server: ``/blocks`` the whole bucket (its own
+    unfiltered fetcher, every ``--block-viewer.global.sync-block-interval``), ``/loaded`` the
+    compactor's filtered view of its last sync. Returns the global view (to start and close)."""
+    from ..block import MetaFetcher
+    from ..web.blocks import BlocksView, LiveView, add_blocks_routes
+
+    view = BlocksView(MetaFetcher(config.bucket, concurrency=config.meta_fetch_concurrency),
+                      refresh=config.block_viewer_interval, timeout=config.block_viewer_timeout)
+    add_blocks_routes(srv.app, view, loaded=LiveView(lambda: list(bc.synced.metas.values()), bucket=config.bucket),
+                      prefix=config.web_prefix, label=config.bucket_web_label,
+                      disable_admin=config.disable_admin_operations, component="compact", redirect_root=True,
+                      cors=not config.web_disable_cors)
+    return view
 
 
 async def _run_once(srv, tasks, close) -> int:

@@ -49,6 +49,10 @@ class StoreConfig:
     lazy_index_header: bool = False
     lazy_idle_timeout: float = 300.0
     web_disable: bool = False
+    web_prefix: str = ""
+    web_disable_cors: bool = False
+    bucket_web_label: str = ""
+    disable_admin_operations: bool = False
 
 
 def run(config: StoreConfig) -> int:
@@ -91,6 +95,8 @@ async def serve(config: StoreConfig, stop: Optional[asyncio.Event] = None) -> in
         return "initial block sync has not finished" + (f": {store.last_sync_error}" if store.last_sync_error else "")
 
     srv.ready_check = not_ready
+    if not config.web_disable:
+        _add_block_viewer(srv, config, store)
 
     async def close() -> None:
         store.close()
@@ -128,3 +134,14 @@ async def serve(config: StoreConfig, stop: Optional[asyncio.Event] = None) -> in
         tasks.append(asyncio.create_task(idle_loop(), name="index-header-release"))
     log.info("starting store node", extra={"grpc": config.grpc_address, "http": config.http_address})
     return await srv.run_tasks(tasks, on_stop=close)
+
+
+def _add_block_viewer(srv, config: StoreConfig, store) -> None:
+    """The bucket web UI on the store's HTTP server: the blocks the store has loaded, at ``/loaded``
+    (Thanos' store page) and ``/blocks`` (Thanos' store answers an empty global view there)."""
+    from ..web.blocks import LiveView, add_blocks_routes
+
+    loaded = LiveView(lambda: [b.meta for b in list(store.blocks.values())], bucket=config.bucket)
+    add_blocks_routes(srv.app, loaded, loaded=loaded, prefix=config.web_prefix, label=config.bucket_web_label,
+                      disable_admin=config.disable_admin_operations, component="store",
+                      redirect_root=True, cors=not config.web_disable_cors)
