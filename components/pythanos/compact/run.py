@@ -59,9 +59,10 @@ class CompactConfig:
 
 
 def run(config: CompactConfig) -> int:
-    from ..runtime import tune_gc
+    from ..runtime import tune_gc, tune_malloc
 
     tune_gc()
+    tune_malloc()
     return asyncio.run(serve(config))
 
 

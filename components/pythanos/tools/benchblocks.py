@@ -101,6 +101,9 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
             "pythanos benchmark: 1 day in 12 2h blocks, 10k series of one metric (10000 targets x 1 metric)"),
     Profile("bench-10k-2h", (_h(2),), 100, 100,
             "pythanos benchmark: one 2h block, 10k series (100 targets x 100 metrics)"),
+    Profile("bench-10k-14d", (_h(48),) * 7, 100, 100,
+            "pythanos benchmark: 2 weeks in seven 48h blocks, 10k series (100 targets x 100 metrics) at 60 s",
+            scrape_interval=60_000),
     Profile("bench-100k-20h", (_h(2),) * 10, 1000, 100,
             "pythanos benchmark: 20 h in ten 2h blocks of 100k series (1000 targets x 100 metrics) at 60 s, "
             "1M series in all", scrape_interval=60_000),

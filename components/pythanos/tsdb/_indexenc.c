@@ -1,4 +1,5 @@
-/* Encoding many index series entries in one call (the compactor's fast path).
+/* Encoding many index series entries and chunk records in one call (the compactor's and the
+ * downsampler's bulk writes).
  *
  * series(pos0, nlabels, syms, nchunks, mint, maxt, ref) -> (bytes, refs)
  *
@@ -36,8 +37,7 @@ static void crc_init(void) {
             crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xFF];
 }
 
-static uint32_t crc32c(const uint8_t *p, size_t n) {
-    uint32_t c = 0xFFFFFFFFu;
+static uint32_t crc32c_update(uint32_t c, const uint8_t *p, size_t n) {
     while (n >= 8) {
         uint32_t lo = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
         lo ^= c;
@@ -48,7 +48,11 @@ static uint32_t crc32c(const uint8_t *p, size_t n) {
         n -= 8;
     }
     while (n--) c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xFF];
-    return c ^ 0xFFFFFFFFu;
+    return c;
+}
+
+static uint32_t crc32c(const uint8_t *p, size_t n) {
+    return crc32c_update(0xFFFFFFFFu, p, n) ^ 0xFFFFFFFFu;
 }
 
 static size_t put_uv(uint8_t *b, uint64_t v) {
@@ -174,7 +178,70 @@ done:
     return result;
 }
 
+/* chunk_records(buf, offs, encs) -> (records bytes, record lengths int64 bytes): chunk i is
+ * buf[offs[i]:offs[i+1]] with encoding byte encs[i] (encs: bytes of k, or one byte for all);
+ * each record is uvarint(len(data)) | encoding | data | CRC32C(encoding + data) big-endian. */
+static PyObject *py_chunk_records(PyObject *self, PyObject *args) {
+    Py_buffer b, o, e;
+    if (!PyArg_ParseTuple(args, "y*y*y*", &b, &o, &e)) return NULL;
+    PyObject *result = NULL;
+    uint8_t *out = NULL;
+    int64_t *lens = NULL;
+    Py_ssize_t k = o.len / 8 - 1;
+    const int64_t *offs = o.buf;
+    const uint8_t *data = b.buf, *encs = e.buf;
+    if (k < 0 || (e.len != k && e.len != 1)) {
+        PyErr_SetString(PyExc_ValueError, "chunk_records: want k+1 offsets and k (or 1) encodings");
+        goto done;
+    }
+    size_t cap = 0;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        if (offs[i] < 0 || offs[i + 1] < offs[i] || offs[i + 1] > b.len) {
+            PyErr_Format(PyExc_ValueError, "chunk_records: chunk %zd outside the buffer", i);
+            goto done;
+        }
+        cap += (size_t)(offs[i + 1] - offs[i]) + 10 + 1 + 4;
+    }
+    out = PyMem_RawMalloc(cap ? cap : 1);
+    lens = PyMem_RawMalloc(k ? (size_t)k * 8 : 8);
+    if (!out || !lens) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    size_t w = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < k; i++) {
+        size_t n = (size_t)(offs[i + 1] - offs[i]), w0 = w;
+        uint8_t enc = encs[e.len == 1 ? 0 : i];
+        w += put_uv(out + w, n);
+        out[w++] = enc;
+        memcpy(out + w, data + offs[i], n);
+        w += n;
+        uint32_t c = crc32c_update(crc32c_update(0xFFFFFFFFu, &enc, 1), data + offs[i], n) ^ 0xFFFFFFFFu;
+        out[w++] = (uint8_t)(c >> 24);
+        out[w++] = (uint8_t)(c >> 16);
+        out[w++] = (uint8_t)(c >> 8);
+        out[w++] = (uint8_t)c;
+        lens[i] = (int64_t)(w - w0);
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *rb = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)w);
+    PyObject *lb = PyBytes_FromStringAndSize((const char *)lens, k * 8);
+    if (rb && lb) result = PyTuple_Pack(2, rb, lb);
+    Py_XDECREF(rb);
+    Py_XDECREF(lb);
+done:
+    PyMem_RawFree(out);
+    PyMem_RawFree(lens);
+    PyBuffer_Release(&b);
+    PyBuffer_Release(&o);
+    PyBuffer_Release(&e);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"chunk_records", py_chunk_records, METH_VARARGS,
+     "chunk_records(buf, offs, encs) -> (records bytes, record lengths int64 bytes)"},
     {"series", py_series, METH_VARARGS,
      "series(pos0, nlabels, syms, nchunks, mint, maxt, ref) -> (entries bytes, refs int64 bytes)"},
     {NULL, NULL, 0, NULL},

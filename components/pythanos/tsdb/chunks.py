@@ -143,6 +143,15 @@ class ChunkWriter:
             raise ValueError(f"records: lengths add up to {int(starts[-1])} bytes, buffer has {len(mv)}")
         refs = np.zeros(len(rec_lens), dtype=np.uint64)
         seg = self.segment_size
+        if self._n == 0:
+            self._cut()
+        all_est = int(est.sum())
+        if self._n + all_est <= seg and all_est + SEGMENT_HEADER_SIZE <= seg:
+            # everything fits in the open segment: no series can trigger a cut
+            refs[:] = (np.uint64(self.seq) << np.uint64(32)) | (starts[:-1] + self._n).astype(np.uint64)
+            self._n += int(starts[-1])
+            self._f.write(mv)
+            return refs
         run = 0  # first byte of buf not yet written
         i = 0
         for c in series_counts:

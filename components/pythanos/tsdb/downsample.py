@@ -319,14 +319,7 @@ class _Job:
 
     @staticmethod
     def _write(writer: StreamBlockWriter, labels, abuf, aoffs, mint, maxt, nout, nsamples) -> None:
-        k = 0
-        for lbls, n in zip(labels, nout.tolist()):
-            if n:
-                o0 = int(aoffs[k])
-                writer.add_series_raw(lbls, mint[k:k + n].tolist(), maxt[k:k + n].tolist(), AGGR_ENCODING,
-                                      abuf[o0:int(aoffs[k + n])], aoffs[k:k + n + 1] - o0,
-                                      int(nsamples[k:k + n].sum()))
-            k += n
+        writer.add_many(labels, abuf, aoffs, AGGR_ENCODING, mint, maxt, nout, nsamples)
 
 
 class _Chunks:

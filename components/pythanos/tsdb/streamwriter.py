@@ -140,6 +140,37 @@ class StreamBlockWriter:
         ref = self._iw.add_series(labels, list(zip(mints, maxts, refs.tolist())))
         self._account(ref, refs, int(num_samples), encs)
 
+    def add_many(self, labels: Sequence, buf, offs: np.ndarray, encodings, mint: np.ndarray, maxt: np.ndarray,
+                 nchunks: np.ndarray, samples: np.ndarray) -> None:
+        """Append many series at once (labels in order, after the previous ones): series ``i`` has
+        ``nchunks[i]`` chunks (0: skipped), chunk ``j`` is ``buf[offs[j]:offs[j+1]]`` with
+        ``encodings`` (one byte for all or one per chunk) and ``samples[j]`` samples. Records and
+        index entries are built in C: no Python per chunk."""
+        from ._indexenc import chunk_records
+
+        nchunks = np.asarray(nchunks, dtype=np.int64)
+        if len(nchunks) == 0 or int(nchunks.sum()) == 0:
+            return
+        offs = np.ascontiguousarray(offs, dtype=np.int64)
+        encs = bytes([encodings]) if isinstance(encodings, (int, np.integer)) else \
+            np.ascontiguousarray(encodings, dtype=np.uint8).tobytes()
+        recs, rec_lens = chunk_records(buf, offs, encs)
+        rec_lens = np.frombuffer(rec_lens, dtype=np.int64)
+        keep = nchunks > 0
+        refs = self._cw.write_records(recs, rec_lens, np.diff(offs), nchunks[keep].tolist())
+        si = self._iw._sym_index
+        kept = [lb for lb, k in zip(labels, keep.tolist()) if k]
+        nl = np.fromiter((len(lb) for lb in kept), np.int64, len(kept))
+        try:
+            syms = np.fromiter((si[x] for lb in kept for kv in lb for x in kv), np.uint32, int(nl.sum()) * 2)
+        except KeyError as e:
+            raise ValueError(f"symbol {e.args[0]!r} is not in the block's symbol table") from None
+        srefs = self._iw.add_encoded_series(nl, syms, nchunks[keep], mint, maxt, refs.astype(np.int64))
+        enc_arr = np.frombuffer(encs, dtype=np.uint8)
+        if len(enc_arr) == 1:
+            enc_arr = np.repeat(enc_arr, len(rec_lens))
+        self.account_bulk(srefs, refs, nchunks[keep], np.asarray(samples, dtype=np.int64), enc_arr)
+
     def account_bulk(self, series_refs: np.ndarray, chunk_refs: np.ndarray, nchunks: np.ndarray,
                      samples: np.ndarray, encodings: np.ndarray) -> None:
         """Stats for series written in bulk (:meth:`IndexWriter.add_encoded_series`), as
