@@ -239,7 +239,55 @@ done:
     return result;
 }
 
+/* gather(sources, which, starts, lens) -> bytes: sources[which[i]][starts[i]:starts[i]+lens[i]]
+ * for every i, back to back (copying chunk records out of several segment files at once). */
+static PyObject *py_gather(PyObject *self, PyObject *args) {
+    PyObject *srcs;
+    Py_buffer w, st, ln;
+    if (!PyArg_ParseTuple(args, "O!y*y*y*", &PyTuple_Type, &srcs, &w, &st, &ln)) return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t ns = PyTuple_GET_SIZE(srcs), n = w.len / 8;
+    Py_buffer *views = PyMem_Calloc(ns ? (size_t)ns : 1, sizeof(Py_buffer));
+    Py_ssize_t got = 0;
+    const int64_t *which = w.buf, *starts = st.buf, *lens = ln.buf;
+    if (!views) { PyErr_NoMemory(); goto done; }
+    if (st.len / 8 != n || ln.len / 8 != n) {
+        PyErr_SetString(PyExc_ValueError, "gather: which, starts and lens differ in length");
+        goto done;
+    }
+    for (; got < ns; got++)
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(srcs, got), &views[got], PyBUF_SIMPLE) < 0) goto done;
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (which[i] < 0 || which[i] >= ns || starts[i] < 0 || lens[i] < 0 ||
+            starts[i] > views[which[i]].len - lens[i]) {
+            PyErr_Format(PyExc_ValueError, "gather: range %zd outside its source", i);
+            goto done;
+        }
+        total += (Py_ssize_t)lens[i];
+    }
+    result = PyBytes_FromStringAndSize(NULL, total);
+    if (!result) goto done;
+    {
+        char *out = PyBytes_AS_STRING(result);
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n; i++) {
+            memcpy(out, (const char *)views[which[i]].buf + starts[i], (size_t)lens[i]);
+            out += lens[i];
+        }
+        Py_END_ALLOW_THREADS
+    }
+done:
+    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&views[i]);
+    PyMem_Free(views);
+    PyBuffer_Release(&w);
+    PyBuffer_Release(&st);
+    PyBuffer_Release(&ln);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"gather", py_gather, METH_VARARGS, "gather(sources, which, starts, lens) -> bytes of the ranges, in order"},
     {"chunk_records", py_chunk_records, METH_VARARGS,
      "chunk_records(buf, offs, encs) -> (records bytes, record lengths int64 bytes)"},
     {"series", py_series, METH_VARARGS,

@@ -29,6 +29,7 @@ from .block import BlockReader
 from .chunkenc import decode_xor_many, encode_xor_many
 from .errors import CorruptBlockError
 from .meta import BlockDesc, BlockMeta, Compaction, ThanosMeta
+from ._indexenc import gather
 from .streamwriter import StreamBlockWriter, chunk_samples
 
 __all__ = ["MERGE_FUNCS", "compact_blocks", "compaction_meta", "merge_series_chunks"]
@@ -285,18 +286,20 @@ def _copy_compact(readers: Sequence[BlockReader], w: StreamBlockWriter, symbols:
         # chunk records of every block, in output order
         blk_of_row = np.repeat(e_blk[eo], cnt)
         rs, rl, dl, enc, ns = (np.zeros(len(rows), np.int64) for _ in range(5))
-        pieces_idx = []
         for c in cursors:
             sel = np.flatnonzero(blk_of_row == c.idx)
             if len(sel):
                 a = c.records(ch_all[rows[sel], 2].astype(np.uint64))
                 for arr, val in zip((rs, rl, dl, enc, ns), a):
                     arr[sel] = val
-                pieces_idx.append((c, sel))
-        seg_data = {c.idx: c.segs for c in cursors}
-        sq = (ch_all[rows, 2].astype(np.uint64) >> np.uint64(32)).astype(np.int64)
-        buf = b"".join(memoryview(seg_data[b][q])[a:a + ln]
-                       for b, q, a, ln in zip(blk_of_row.tolist(), sq.tolist(), rs.tolist(), rl.tolist()))
+        # one gather over every input segment file
+        srcs, first_src = [], {}
+        for c in cursors:
+            first_src[c.idx] = len(srcs)
+            srcs.extend(c.segs)
+        sq = (ch_all[rows, 2] >> 32).astype(np.int64)
+        which = np.asarray([first_src[c.idx] for c in cursors], np.int64)[blk_of_row] + sq
+        buf = gather(tuple(srcs), which, rs, rl)
         new_refs = w._cw.write_records(buf, rl, dl, out_nch.tolist())
         # index entries: labels as symbol indices of the output table
         labels_sorted = [uniq[i] for i in order]
