@@ -111,7 +111,8 @@ class CompactorMetrics:
 
 
 def _res_label(res: int) -> str:
-    return {RES_RAW: "0", RES_5M: "1", RES_1H: "2"}.get(res, str(res))
+    """Thanos' ``resolution`` metric label: the resolution in milliseconds (``ResolutionString``)."""
+    return str(int(res))
 
 
 def make_fetcher(bucket, *, data_dir: str, relabel=(), replica_labels=(), consistency_delay: float = 1800.0,
@@ -200,6 +201,7 @@ class BucketCompactor:
             marked = set(res.deletion_marked) | set(res.partial)
             marks = ops.read_markers(self.bucket, sorted(marked), DELETION_MARK_FILENAME, self.fetcher.map)
             now = self.now()
+            deleted = set()
             for u, mark in sorted(marks.items()):
                 if now - mark.deletion_time <= self.cfg.delete_delay:
                     continue
@@ -211,8 +213,12 @@ class BucketCompactor:
                                 extra={"block": u, "err": str(e)})
                     continue
                 self.metrics.cleaned.inc()
+                deleted.add(u)
                 log.info("deleted block marked for deletion", extra={"block": u})
-            for u in sorted(set(res.partial) - set(marks)):
+            # A partial block is deleted once its mark is older than the delete delay (above; a
+            # delete that stopped after meta.json), or, marked or not, once nothing in it changed
+            # for 48h (an aborted upload; Thanos' only rule for blocks without meta.json).
+            for u in sorted(set(res.partial) - deleted):
                 if now - self._last_modified(u) <= PARTIAL_UPLOAD_THRESHOLD_AGE:
                     continue
                 self.metrics.partial_deletes.inc()
@@ -373,9 +379,11 @@ class BucketCompactor:
                 last[0] = time.monotonic()
                 log.info("compaction progress", extra={"group": g.key, "series_done": done, "series_total": total})
 
+        from ..tsdb.index import IndexWriterError
+
         try:
             return compact_blocks(dirs, work, thanos=thanos, func=func, progress=progress)
-        except CorruptBlockError as e:
+        except (CorruptBlockError, IndexWriterError) as e:
             raise HaltError(f"compact blocks {[os.path.basename(d) for d in dirs]}: {e}") from e
 
     # -- downsampling -------------------------------------------------------------------------------

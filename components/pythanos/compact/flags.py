@@ -165,7 +165,11 @@ def config_from_args(args: argparse.Namespace):
         downsample_concurrency=args.downsample_concurrency, delete_delay=args.delete_delay,
         vertical=args.vertical or bool(replica), dedup_func=args.dedup_func, replica_labels=replica,
         skip_out_of_order=args.skip_out_of_order, min_time=args.min_time, max_time=args.max_time,
-        relabel=f.selector_relabel_from_args(args), halt_on_error=args.halt_on_error, ranges=ranges)
+        relabel=f.selector_relabel_from_args(args), halt_on_error=args.halt_on_error, ranges=ranges,
+        web_disable=args.web_disable, web_prefix=args.route_prefix or args.external_prefix,
+        web_disable_cors=args.disable_cors, bucket_web_label=args.bucket_web_label,
+        disable_admin_operations=args.disable_admin_operations,
+        block_viewer_interval=args.block_viewer_sync_interval, block_viewer_timeout=args.block_viewer_sync_timeout)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -54,7 +54,10 @@ def call_with_retry(
         except Exception as e:  # noqa: BLE001 - classified below
             if attempt >= policy.max_attempts or not is_transient(e):
                 if attempt > 1:
-                    e.add_note(f"gave up after {attempt} attempts")
+                    try:
+                        e.add_note(f"gave up after {attempt} attempts")
+                    except AttributeError:  # minio's S3Error is a frozen dataclass
+                        pass
                 raise
             backoff = policy.delay(attempt)
             log.warning(

@@ -120,7 +120,9 @@ def config_from_args(args: argparse.Namespace):
         block_sync_concurrency=args.block_sync_concurrency, meta_fetch_concurrency=args.block_meta_fetch_concurrency,
         min_time=args.min_time, max_time=args.max_time, relabel=relabel, consistency_delay=args.consistency_delay,
         ignore_deletion_marks_delay=args.ignore_deletion_marks_delay, lazy_index_header=args.lazy_index_header,
-        lazy_idle_timeout=args.lazy_idle_timeout, web_disable=args.web_disable)
+        lazy_idle_timeout=args.lazy_idle_timeout, web_disable=args.web_disable, web_prefix=args.external_prefix,
+        web_disable_cors=args.disable_cors, bucket_web_label=args.bucket_web_label,
+        disable_admin_operations=args.disable_admin_operations)
 
 
 def main(args: argparse.Namespace) -> int:

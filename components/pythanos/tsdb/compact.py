@@ -189,6 +189,17 @@ class _BlockCursor:
         self.pos += len(refs)
         self.labels, self.nch, self.ch = self.r.index.series_bulk(refs)
         self.labels = [tuple(lb) for lb in self.labels]
+        m = self.r.meta
+        if len(self.ch):
+            # Thanos' health check: a chunk (partly) outside the block's range is a critical issue,
+            # except one starting exactly at maxTime (prometheus/tsdb#347)
+            mint, maxt = self.ch[:, 0], self.ch[:, 1]
+            bad = ((mint < m.min_time) | (maxt > m.max_time)) & (mint != m.max_time)
+            if bad.any():
+                raise CorruptBlockError(self.r.ulid, "index", 0,
+                                        f"{int(bad.sum())} chunks outside the block time range "
+                                        f"[{m.min_time}, {m.max_time}]; repair it with "
+                                        "`tools bucket verify --repair --issues=index_known_issues`")
 
     @property
     def done(self) -> bool:
