@@ -485,3 +485,45 @@ def test_a_year_compacted_and_downsampled_equals_thanos(downsampled_bucket, tmp_
     v = subprocess.run([thanos_bin, "tools", "bucket", "verify", f"--objstore.config={fs_yaml(b)}"],
                        capture_output=True, text=True, timeout=300)
     assert v.returncode == 0 and "level=warn" not in v.stderr and "level=error" not in v.stderr, v.stderr[-3000:]
+
+
+def ooo_bucket(root: Path) -> tuple[Path, str]:
+    """Five 2h blocks; the second has a series whose second chunk starts inside its first."""
+    from test_tools_bucket_verify import make_raw_block
+
+    b = root / "ooo"
+    b.mkdir(parents=True)
+    bad = None
+    for k in range(5):
+        mint = BASE + k * 2 * H
+        ts = list(range(mint, mint + 2 * H, 60_000))
+        chunks = [ts[:60], ts[50:]] if k == 1 else [ts[:60], ts[60:]]
+        u = make_raw_block(b, [((("__name__", "up"), ("job", "a")), chunks)], mint, mint + 2 * H,
+                           {"cluster": "eu1"}, born=int(time.time() * 1000) + k)
+        bad = u if k == 1 else bad
+    return b, bad
+
+
+def test_out_of_order_chunks_merged_or_skipped(tmp_path, pythanos_bin, thanos_bin):
+    """By default our compactor merges a series' out-of-order chunks (every sample kept once), where
+    Thanos stops with an error; with --compact.skip-block-with-out-of-order-chunks both set the
+    block aside with the same no-compact mark."""
+    b, bad = ooo_bucket(tmp_path / "a")
+    r = compact(pythanos_bin, b, tmp_path / "wa", "--downsampling.disable")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (ts, _), = samples(b).values()
+    want = np.arange(BASE, BASE + 10 * H, 60_000)
+    np.testing.assert_array_equal(ts, want)
+    assert max(m["compaction"]["level"] for m in metas(b).values()) == 2
+    t = compact(thanos_bin, ooo_bucket(tmp_path / "t0")[0], tmp_path / "t0w", "--downsampling.disable")
+    assert t.returncode != 0 and "out-of-order" in t.stderr
+    marks = {}
+    for who, binary in (("ours", pythanos_bin), ("thanos", thanos_bin)):
+        b, bad = ooo_bucket(tmp_path / who)
+        r = compact(binary, b, tmp_path / f"{who}w", "--downsampling.disable",
+                    "--compact.skip-block-with-out-of-order-chunks")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert bad in metas(b) and metas(b)[bad]["compaction"]["level"] == 1
+        mark = json.loads((b / bad / "no-compact-mark.json").read_text())
+        marks[who] = (mark["reason"], sorted(mark))
+    assert marks["ours"] == marks["thanos"]

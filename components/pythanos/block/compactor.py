@@ -324,6 +324,18 @@ class BucketCompactor:
                 except Exception as e:  # noqa: BLE001
                     raise RetryError(f"download block {m.ulid}: {e}") from e
                 dirs.append(d)
+            if self.cfg.skip_out_of_order:
+                from ..tsdb.compact import out_of_order_series
+
+                bad = [m for m, d in zip(to_compact, dirs) if out_of_order_series(d)]
+                for m in bad:
+                    ops.mark_no_compact(self.bucket, m.ulid, "block-index-out-of-order-chunk",
+                                        "block has series with out-of-order chunks; left out of compaction "
+                                        "(--compact.skip-block-with-out-of-order-chunks)",
+                                        self.metrics.mark(NO_COMPACT_MARK_FILENAME, "block-index-out-of-order-chunk"))
+                    self.no_compact[m.ulid] = True
+                if bad:
+                    return 1  # planned again without them at the next round
             log.info("downloaded blocks; compacting", extra={"group": g.key, "plan": " ".join(ids),
                                                              "duration": f"{time.monotonic() - t0:.3f}s"})
             vertical = bool(overlaps(to_compact))

@@ -94,8 +94,9 @@ def register(components) -> None:
                    default=f.parse_bytes("64GB", "--compact.block-max-index-size"),
                    type=f.flag_type(f.parse_bytes, "--compact.block-max-index-size"), help=argparse.SUPPRESS)
     p.add_argument("--compact.skip-block-with-out-of-order-chunks", dest="skip_out_of_order", action="store_true",
-                   help="When set to true, mark blocks containing index with out-of-order chunks for no compact "
-                        "instead of halting the compaction")
+                   help="When set to true, mark blocks containing index with out-of-order chunks for no compact. "
+                        "Without it pythanos merges a series' out-of-order chunks while compacting (every sample "
+                        "kept once), where Thanos stops with an error.")
     p.add_argument("--hash-func", dest="hash_func", default="", choices=["", "SHA256"],
                    help="Specify which hash function to use when calculating the hashes of produced files.")
     f.add_time_range(p, "Thanos Compactor", max_time=True)

@@ -329,6 +329,25 @@ def _copy_compact(readers: Sequence[BlockReader], w: StreamBlockWriter, symbols:
     return True
 
 
+def out_of_order_series(block_dir: str, batch: int = COPY_BATCH_SERIES) -> int:
+    """How many series of the block have a chunk starting before the previous one ends (not an
+    exact duplicate): what Thanos' health check calls out-of-order chunks."""
+    with BlockReader.open_dir(block_dir) as r:
+        refs = np.asarray(r.index.postings("", ""), dtype=np.int64)
+        n = 0
+        for b0 in range(0, len(refs), batch):
+            _, nch, ch = r.index.series_bulk(refs[b0:b0 + batch])
+            if len(ch) < 2:
+                continue
+            s_of = np.repeat(np.arange(len(nch)), nch)
+            same = s_of[1:] == s_of[:-1]
+            mint, maxt = ch[:, 0], ch[:, 1]
+            dup = (mint[1:] == mint[:-1]) & (maxt[1:] == maxt[:-1])
+            bad = same & (mint[1:] <= maxt[:-1]) & ~dup
+            n += len(np.unique(s_of[1:][bad]))
+        return n
+
+
 def compact_blocks(block_dirs: Sequence[str], output_dir: str, *, thanos: Optional[ThanosMeta] = None,
                    func: str = "chain", batch_series: int = 1024,
                    progress: Optional[Callable[[int], None]] = None) -> Optional[BlockMeta]:
