@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pythanos.tools.bucket import go_duration, is_ulid
+from pythanos.gofmt import duration
+from pythanos.tools.bucket import is_ulid
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHANOS = Path(sys.executable).parent / "pythanos"
@@ -111,5 +112,5 @@ def test_ulid_and_duration_helpers():
     for bad in ("8ZZZZZZZZZZZZZZZZZZZZZZZZZ", BLOCK_A[:-1], BLOCK_A + "0", "01HQ000000000000000000000I",
                 "01HQ000000000000000000000U", "debug", ""):
         assert not is_ulid(bad), bad
-    assert [go_duration(s) for s in (0, 59, 60, 3600, 7200, 90061, -30)] == [
+    assert [duration(s * 1_000_000_000) for s in (0, 59, 60, 3600, 7200, 90061, -30)] == [
         "0s", "59s", "1m0s", "1h0m0s", "2h0m0s", "25h1m1s", "-30s"]

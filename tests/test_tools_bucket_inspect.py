@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pythanos.tools import gofmt
+from pythanos import gofmt
 from pythanos.tools.inspect import _less
 from pythanos.tsdb import ulid as _ulid
 from pythanos.tsdb.block import BlockWriter

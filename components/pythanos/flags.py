@@ -48,28 +48,10 @@ def parse_duration(text: str, flag: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """Go's ``time.Duration.String()`` (``2h0m0s``, ``30m0s``, ``1.5s``, ``0s``): how Thanos prints durations."""
-    ns = round(seconds * 1e9)
-    if ns == 0:
-        return "0s"
-    sign = "-" if ns < 0 else ""
-    ns = abs(ns)
-    if ns < 1_000_000_000:
-        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
-            if ns >= size or unit == "ns":
-                return f"{sign}{_trim(ns / size)}{unit}"
-    h, rem = divmod(ns, 3_600_000_000_000)
-    m, rem = divmod(rem, 60_000_000_000)
-    sec = _trim(rem / 1e9)
-    if h:
-        return f"{sign}{h}h{m}m{sec}s"
-    if m:
-        return f"{sign}{m}m{sec}s"
-    return f"{sign}{sec}s"
+    """Go's ``time.Duration.String()`` (``2h0m0s``, ``30m0s``, ``1.5s``): how Thanos prints durations."""
+    from .gofmt import duration
 
-
-def _trim(x: float) -> str:
-    return f"{x:.9f}".rstrip("0").rstrip(".")
+    return duration(round(seconds * 1e9))
 
 
 @dataclass(frozen=True)
@@ -275,6 +257,32 @@ def add_selector_relabel(p: argparse.ArgumentParser) -> None:
     g.add_argument("--selector.relabel-config", dest="relabel_config", metavar="<content>",
                    help="Alternative to 'selector.relabel-config-file' flag (mutually exclusive). Content of YAML "
                         "file with relabeling configuration that allows selecting blocks.")
+
+
+def add_bucket_web(p: argparse.ArgumentParser, *, disable: bool = True, route_prefix: bool = False,
+                   label_flag: str = "--bucket-web-label") -> None:
+    """The bucket web UI's flags (store, compactor, ``tools bucket web``); ``label_flag`` keeps
+    Thanos' name for the group-title flag (``--label`` on ``tools bucket web``)."""
+    if disable:
+        p.add_argument("--web.disable", dest="web_disable", action="store_true", help="Disable Block Viewer UI.")
+    if route_prefix:
+        p.add_argument("--web.route-prefix", dest="route_prefix", default="",
+                       help="Prefix for API and UI endpoints. This allows thanos UI to be served on a sub-path.")
+    p.add_argument("--web.external-prefix", dest="external_prefix", default="",
+                   help="Static prefix for all HTML links and redirect URLs in the bucket web UI interface.")
+    p.add_argument("--web.prefix-header", dest="prefix_header", default="",
+                   help="Name of HTTP request header used for dynamic prefixing of UI links and redirects.")
+    p.add_argument("--web.disable-cors", dest="disable_cors", action="store_true",
+                   help="Whether to disable CORS headers to be set by Thanos. By default Thanos sets CORS headers "
+                        "to be allowed by all.")
+    p.add_argument(label_flag, dest="bucket_web_label", default="",
+                   help="External block label to use as group title in the bucket web UI")
+    p.add_argument("--disable-admin-operations", dest="disable_admin_operations", action="store_true",
+                   help="Disable UI/API admin operations like marking blocks for deletion and no compaction.")
+
+
+def web_prefix_from_args(args: argparse.Namespace) -> str:
+    return getattr(args, "route_prefix", "") or args.external_prefix
 
 
 def selector_relabel_from_args(args: argparse.Namespace) -> list:

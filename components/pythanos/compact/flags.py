@@ -107,19 +107,7 @@ def register(components) -> None:
                    help=argparse.SUPPRESS)
     p.add_argument("--debug.max-compaction-level", dest="max_compaction_level", default=4,
                    type=pos("--debug.max-compaction-level"), help=argparse.SUPPRESS)
-    p.add_argument("--web.disable", dest="web_disable", action="store_true", help="Disable Block Viewer UI.")
-    p.add_argument("--web.route-prefix", dest="route_prefix", default="",
-                   help="Prefix for API and UI endpoints.")
-    p.add_argument("--web.external-prefix", dest="external_prefix", default="",
-                   help="Static prefix for all HTML links and redirect URLs in the bucket web UI interface.")
-    p.add_argument("--web.prefix-header", dest="prefix_header", default="",
-                   help="Name of HTTP request header used for dynamic prefixing of UI links and redirects.")
-    p.add_argument("--web.disable-cors", dest="disable_cors", action="store_true",
-                   help="Whether to disable CORS headers to be set by Thanos.")
-    p.add_argument("--bucket-web-label", dest="bucket_web_label", default="",
-                   help="External block label to use as group title in the bucket web UI")
-    p.add_argument("--disable-admin-operations", dest="disable_admin_operations", action="store_true",
-                   help="Disable UI/API admin operations like marking blocks for deletion and no compaction.")
+    f.add_bucket_web(p, route_prefix=True)
     p.set_defaults(run=main)
 
 
@@ -167,7 +155,7 @@ def config_from_args(args: argparse.Namespace):
         vertical=args.vertical or bool(replica), dedup_func=args.dedup_func, replica_labels=replica,
         skip_out_of_order=args.skip_out_of_order, min_time=args.min_time, max_time=args.max_time,
         relabel=f.selector_relabel_from_args(args), halt_on_error=args.halt_on_error, ranges=ranges,
-        web_disable=args.web_disable, web_prefix=args.route_prefix or args.external_prefix,
+        web_disable=args.web_disable, web_prefix=f.web_prefix_from_args(args),
         web_disable_cors=args.disable_cors, bucket_web_label=args.bucket_web_label,
         disable_admin_operations=args.disable_admin_operations,
         block_viewer_interval=args.block_viewer_sync_interval, block_viewer_timeout=args.block_viewer_sync_timeout)

@@ -81,19 +81,7 @@ def register(components) -> None:
                    default=True, help="Cache TSDB index-headers on disk to reduce startup time. When set to true, "
                                       "Thanos Store will download index headers from remote object storage on "
                                       "startup and create a header file on disk.")
-    p.add_argument("--web.disable", dest="web_disable", action="store_true",
-                   help="Disable Block Viewer UI.")
-    p.add_argument("--web.external-prefix", dest="external_prefix", default="",
-                   help="Static prefix for all HTML links and redirect URLs in the bucket web UI interface.")
-    p.add_argument("--web.prefix-header", dest="prefix_header", default="",
-                   help="Name of HTTP request header used for dynamic prefixing of UI links and redirects.")
-    p.add_argument("--web.disable-cors", dest="disable_cors", action="store_true",
-                   help="Whether to disable CORS headers to be set by Thanos. By default Thanos sets CORS headers "
-                        "to be allowed by all.")
-    p.add_argument("--bucket-web-label", dest="bucket_web_label", default="",
-                   help="External block label to use as group title in the bucket web UI")
-    p.add_argument("--disable-admin-operations", dest="disable_admin_operations", action="store_true",
-                   help="Disable UI/API admin operations like marking blocks for deletion and no compaction.")
+    f.add_bucket_web(p)
     p.set_defaults(run=main)
 
 
@@ -120,7 +108,8 @@ def config_from_args(args: argparse.Namespace):
         block_sync_concurrency=args.block_sync_concurrency, meta_fetch_concurrency=args.block_meta_fetch_concurrency,
         min_time=args.min_time, max_time=args.max_time, relabel=relabel, consistency_delay=args.consistency_delay,
         ignore_deletion_marks_delay=args.ignore_deletion_marks_delay, lazy_index_header=args.lazy_index_header,
-        lazy_idle_timeout=args.lazy_idle_timeout, web_disable=args.web_disable, web_prefix=args.external_prefix,
+        lazy_idle_timeout=args.lazy_idle_timeout, web_disable=args.web_disable,
+        web_prefix=f.web_prefix_from_args(args),
         web_disable_cors=args.disable_cors, bucket_web_label=args.bucket_web_label,
         disable_admin_operations=args.disable_admin_operations)
 

@@ -13,11 +13,11 @@ Blocks are printed sorted by ULID. Output formats:
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 from typing import Any, TextIO
 
+from .. import gofmt
 from ..objstore import Bucket, ObjstoreError, is_obj_not_found
 
 log = logging.getLogger(__name__)
@@ -30,47 +30,15 @@ def is_ulid(s: str) -> bool:
     return len(s) == 26 and s[0] <= "7" and all(c in _CROCKFORD for c in s.upper())
 
 
-def _trunc_div(a: int, b: int) -> int:
-    q = abs(a) // b
-    return q if a >= 0 else -q
-
-
-def _rfc3339(seconds: int) -> str:
-    """Go's ``time.Unix(s, 0).Format(time.RFC3339)`` in the local zone."""
-    t = _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).astimezone()
-    s = t.strftime("%Y-%m-%dT%H:%M:%S")
-    off = t.utcoffset() or _dt.timedelta(0)
-    if not off:
-        return s + "Z"
-    sign = "+" if off >= _dt.timedelta(0) else "-"
-    mins = abs(int(off.total_seconds())) // 60
-    return f"{s}{sign}{mins // 60:02d}:{mins % 60:02d}"
-
-
-def go_duration(seconds: int) -> str:
-    """Go's ``time.Duration.String()`` for whole seconds (``2h0m0s``, ``30m0s``, ``0s``)."""
-    if seconds == 0:
-        return "0s"
-    sign = "-" if seconds < 0 else ""
-    s = abs(seconds)
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    if h:
-        return f"{sign}{h}h{m}m{sec}s"
-    if m:
-        return f"{sign}{m}m{sec}s"
-    return f"{sign}{sec}s"
-
-
 def _labels(labels: dict[str, Any]) -> str:
     return "{" + ", ".join(f"{k}={json.dumps(str(v), ensure_ascii=False)}" for k, v in sorted(labels.items())) + "}"
 
 
 def wide_line(meta: dict[str, Any]) -> str:
     thanos = meta.get("thanos") or {}
-    mint = _trunc_div(int(meta.get("minTime", 0)), 1000)
-    maxt = _trunc_div(int(meta.get("maxTime", 0)), 1000)
-    return (f"{meta.get('ulid', '')} -- {_rfc3339(mint)} - {_rfc3339(maxt)} Diff: {go_duration(maxt - mint)}, "
+    mint = gofmt.go_div(int(meta.get("minTime", 0)), 1000)
+    maxt = gofmt.go_div(int(meta.get("maxTime", 0)), 1000)
+    return (f"{meta.get('ulid', '')} -- {gofmt.unix_rfc3339(mint)} - {gofmt.unix_rfc3339(maxt)} Diff: {gofmt.duration((maxt - mint) * 1_000_000_000)}, "
             f"Compaction: {int((meta.get('compaction') or {}).get('level', 0))}, "
             f"Downsample: {int((thanos.get('downsample') or {}).get('resolution', 0))}, "
             f"Source: {thanos.get('source', '')}, Labels: {_labels(thanos.get('labels') or {})}")

@@ -24,7 +24,7 @@ from typing import Optional, Sequence, TextIO
 
 from ..errors import UserError
 from ..tsdb.meta import BlockMeta
-from . import gofmt
+from .. import gofmt
 
 log = logging.getLogger(__name__)
 

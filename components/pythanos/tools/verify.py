@@ -42,7 +42,7 @@ from ..errors import UserError
 from ..block.planner import group_key  # Thanos' <resolution>@<labels hash>
 from ..objstore import is_obj_not_found
 from ..tsdb.meta import DELETION_MARK_FILENAME, META_FILENAME, NO_COMPACT_MARK_FILENAME, BlockMeta
-from . import gofmt
+from .. import gofmt
 from .progress import Progress
 
 log = logging.getLogger(__name__)

@@ -21,26 +21,13 @@ def register(bsub) -> None:
     f.add_common(p)
     f.add_objstore(p, required=True)
     f.add_listeners(p, grpc=None)
-    p.add_argument("--web.route-prefix", dest="route_prefix", default="",
-                   help="Prefix for API and UI endpoints. This allows thanos UI to be served on a sub-path. This "
-                        "option is analogous to --web.route-prefix of Prometheus.")
-    p.add_argument("--web.external-prefix", dest="external_prefix", default="",
-                   help="Static prefix for all HTML links and redirect URLs in the bucket web UI interface.")
-    p.add_argument("--web.prefix-header", dest="prefix_header", default="",
-                   help="Name of HTTP request header used for dynamic prefixing of UI links and redirects.")
-    p.add_argument("--web.disable-cors", dest="disable_cors", action="store_true",
-                   help="Whether to disable CORS headers to be set by Thanos. By default Thanos sets CORS headers "
-                        "to be allowed by all.")
+    f.add_bucket_web(p, disable=False, route_prefix=True, label_flag="--label")
     p.add_argument("--refresh", dest="refresh", default=1800.0, type=f.duration("--refresh"),
                    help="Refresh interval to download metadata from remote storage")
     p.add_argument("--timeout", dest="timeout", default=300.0, type=f.duration("--timeout"),
                    help="Timeout to download metadata from remote storage")
-    p.add_argument("--label", dest="label", default="",
-                   help="External block label to use as group title")
     f.add_time_range(p, "Bucket Web", max_time=True)
     f.add_selector_relabel(p)
-    p.add_argument("--disable-admin-operations", dest="disable_admin_operations", action="store_true",
-                   help="Disable UI/API admin operations like marking blocks for deletion and no compaction.")
     p.set_defaults(run=main)
 
 
@@ -57,7 +44,7 @@ async def serve(args: argparse.Namespace) -> int:
     fetcher = bucket_web_fetcher(bucket, min_time=args.min_time, max_time=args.max_time,
                                  relabel=f.selector_relabel_from_args(args), registry=srv.registry)
     view = BlocksView(fetcher, refresh=args.refresh, timeout=args.timeout)
-    add_blocks_routes(srv.app, view, prefix=args.route_prefix or args.external_prefix, label=args.label,
+    add_blocks_routes(srv.app, view, prefix=f.web_prefix_from_args(args), label=args.bucket_web_label,
                       disable_admin=args.disable_admin_operations, component="bucket", redirect_root=True,
                       cors=not args.disable_cors)
 

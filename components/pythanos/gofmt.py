@@ -71,7 +71,7 @@ def duration_ms(ms: int) -> str:
     return duration(int(ms) * 1_000_000)
 
 
-def _go_div(a: int, b: int) -> int:
+def go_div(a: int, b: int) -> int:
     q = abs(a) // b
     return q if a >= 0 else -q
 
@@ -115,7 +115,7 @@ def _rfc3339_far(seconds: int) -> str:
 
 def unix_ms_rfc3339(ms: int) -> str:
     """``time.Unix(ms/1000, 0)`` (Go's truncating division) as RFC3339 in the local zone."""
-    return unix_rfc3339(_go_div(int(ms), 1000))
+    return unix_rfc3339(go_div(int(ms), 1000))
 
 
 def thousands(n: int) -> str:
