@@ -315,7 +315,7 @@ class BucketCompactor:
         os.makedirs(work, exist_ok=True)
         dirs = []
         try:
-            for m in to_compact:
+            def fetch(m) -> str:
                 d = os.path.join(work, m.ulid)
                 try:
                     ops.download(self.bucket, m.ulid, d)
@@ -323,7 +323,13 @@ class BucketCompactor:
                     raise RetryError(f"download block {m.ulid}: it disappeared from the bucket") from None
                 except Exception as e:  # noqa: BLE001
                     raise RetryError(f"download block {m.ulid}: {e}") from e
-                dirs.append(d)
+                return d
+
+            if self.cfg.fetch_concurrency > 1 and len(to_compact) > 1:  # --compact.blocks-fetch-concurrency
+                with ThreadPoolExecutor(self.cfg.fetch_concurrency, thread_name_prefix="block-fetch") as pool:
+                    dirs = list(pool.map(fetch, to_compact))
+            else:
+                dirs = [fetch(m) for m in to_compact]
             if self.cfg.skip_out_of_order:
                 from ..tsdb.compact import out_of_order_series
 
