@@ -5,6 +5,9 @@
 # cache directory to rebuild from scratch.
 #
 #   scripts/peers.sh            build what is missing, in parallel
+#   scripts/peers.sh --cluster  also the node and cluster-add-on peers of the local e2e cluster
+#                               (tests/e2e/localcluster.py): kube-scheduler, kubelet, kube-proxy
+#                               (same Kubernetes version, same wrapper module) and CoreDNS
 #   scripts/peers.sh --print    print the cache directory
 set -euo pipefail
 
@@ -13,10 +16,14 @@ PROMETHEUS_MODULE_VERSION="${PROMETHEUS_MODULE_VERSION:-v0.309.1}"   # = Prometh
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-3.9.1}"                   # what --version reports
 KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.36.3}"                 # k8s.io/kubernetes: kube-apiserver, kube-controller-manager, kubectl
 HELM_VERSION="${HELM_VERSION:-v4.3.1}"                               # helm.sh/helm/v4
+COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"                        # github.com/coredns/coredns (--cluster only)
 PEERS_DIR="${PYTHANOS_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pythanos-peers}"
 BIN="$PEERS_DIR/bin"
 
 if [[ "${1:-}" == "--print" ]]; then echo "$PEERS_DIR"; exit 0; fi
+CLUSTER=0
+if [[ "${1:-}" == "--cluster" ]]; then CLUSTER=1; shift; fi
+[[ $# -eq 0 ]] || { echo "usage: scripts/peers.sh [--cluster|--print]" >&2; exit 2; }
 command -v go >/dev/null || { echo "peers.sh: go is not on PATH" >&2; exit 1; }
 mkdir -p "$BIN" "$PEERS_DIR/logs"
 export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0
@@ -75,6 +82,8 @@ build_prometheus() {
 # module's go.mod, so it follows the version) with the published k8s.io/<m> v0.X.Y.
 # kube-apiserver, kube-controller-manager and kubectl come from the one wrapper module, built
 # one after another so the later ones reuse the compiled packages (the log has each time).
+# With --cluster, kube-scheduler, kubelet and kube-proxy are built in the same job after them
+# (one job, not a parallel one: they share most compiled packages with the others).
 # etcd comes from the same build list: go.etcd.io/etcd/server/v3 at the version this
 # Kubernetes release requires (its root package is etcd's main). Debian's etcd-server
 # (3.4.23) is older than the 3.4.29/3.5.11 that kube-apiserver >= 1.31 assumes.
@@ -83,6 +92,7 @@ build_kubernetes() {
   local staging_version="v0${version#v1}"
   local minor; minor=$(echo "$version" | cut -d. -f2)
   local cmds=(kube-apiserver kube-controller-manager kubectl etcd) missing_cmds=() c
+  [[ $CLUSTER == 1 ]] && cmds+=("${CLUSTER_KUBE_CMDS[@]}")
   local stamp="$PEERS_DIR/etcd-version.$version"   # the etcd version k8s.io/kubernetes@$version requires
   if [[ -f "$stamp" ]]; then
     cp "$stamp" "$PEERS_DIR/etcd-version"
@@ -122,7 +132,7 @@ build_kubernetes() {
   done
   ( cd "$wrap"
     GOFLAGS=-mod=mod go get "go.etcd.io/etcd/server/v3@$etcd_version" \
-      $(for c in "${cmds[@]:0:3}"; do echo "k8s.io/kubernetes/cmd/$c@$version"; done)
+      $(for c in "${cmds[@]}"; do [[ $c == etcd ]] || echo "k8s.io/kubernetes/cmd/$c@$version"; done)
     log "kubernetes $version: modules resolved in $(( $(date +%s) - t0 ))s"
     for c in "${missing_cmds[@]}"; do
       local t1 out pkg; t1=$(date +%s); out="$BIN/$(peer_file "$c")"
@@ -137,6 +147,20 @@ build_kubernetes() {
 # File name of a Kubernetes-build peer in $BIN (versioned).
 peer_file() {
   if [[ $1 == etcd ]]; then echo "etcd-$(cat "$PEERS_DIR/etcd-version")"; else echo "$1-$KUBERNETES_VERSION"; fi
+}
+
+CLUSTER_KUBE_CMDS=(kube-scheduler kubelet kube-proxy)
+
+# CoreDNS' go.mod has no replace/exclude directives either; its main package is the module root.
+build_coredns() {
+  local out="$BIN/coredns-$COREDNS_VERSION" t0
+  [[ -x "$out" ]] && { log "coredns $COREDNS_VERSION cached"; return 0; }
+  t0=$(date +%s)
+  local gobin="$PEERS_DIR/src/coredns-$COREDNS_VERSION-bin"
+  rm -rf "$gobin"; mkdir -p "$gobin"
+  GOBIN="$gobin" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+  mv "$gobin/coredns" "$out"
+  log "built coredns $COREDNS_VERSION in $(( $(date +%s) - t0 ))s"
 }
 
 # helm's go.mod has no replace/exclude directives, so plain `go install pkg@version` works.
@@ -155,6 +179,7 @@ build_helm() {
 
 start=$(date +%s)
 builds=(thanos prometheus kubernetes helm)
+[[ $CLUSTER == 1 ]] && builds+=(coredns)
 pids=()
 for b in "${builds[@]}"; do "build_$b" > "$PEERS_DIR/logs/$b.log" 2>&1 & pids+=($!); done
 rc=0
@@ -165,9 +190,10 @@ for b in "${builds[@]}"; do
 done
 ln -sf "thanos-$THANOS_VERSION-slicelabels" "$BIN/thanos"
 ln -sf "prometheus-$PROMETHEUS_VERSION" "$BIN/prometheus"
-for c in kube-apiserver kube-controller-manager kubectl etcd; do
+for c in kube-apiserver kube-controller-manager kubectl etcd "${CLUSTER_KUBE_CMDS[@]}"; do
   [[ -f "$PEERS_DIR/etcd-version" && -x "$BIN/$(peer_file "$c")" ]] && ln -sf "$(peer_file "$c")" "$BIN/$c"
 done
 [[ -x "$BIN/helm-$HELM_VERSION" ]] && ln -sf "helm-$HELM_VERSION" "$BIN/helm"
+[[ -x "$BIN/coredns-$COREDNS_VERSION" ]] && ln -sf "coredns-$COREDNS_VERSION" "$BIN/coredns"
 log "peers ready in $BIN after $(( $(date +%s) - start ))s (rc=$rc)"
 exit $rc
