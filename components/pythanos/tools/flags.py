@@ -282,24 +282,52 @@ def _bucket_retention(args: argparse.Namespace) -> int:
 def _bucket_downsample(args: argparse.Namespace) -> int:
     from . import lifecycle
 
+    # Thanos' downsampler sees every block (no consistency delay, none hidden for a deletion mark)
     cfg = lifecycle.ChoreConfig(data_dir=args.data_dir, downsample_concurrency=args.downsample_concurrency,
-                                wait_interval=args.wait_interval, consistency_delay=0.0)
+                                wait_interval=args.wait_interval, consistency_delay=0.0,
+                                delete_delay=float("inf"))
     return lifecycle.downsample(f.bucket_from_args(args), cfg, args.http_address, once=args.single_run)
 
 
 def _bucket_rewrite(args: argparse.Namespace) -> int:
     from . import mark, rewrite
 
-    delete_text = f.content_flag(args, "rewrite_to_delete_config", "--rewrite.to-delete-config")
-    relabel_text = f.content_flag(args, "rewrite_to_relabel_config", "--rewrite.to-relabel-config")
+    ids = mark.parse_ids(args.ids, "--id")
+    delete_text = _env_content(args, "rewrite_to_delete_config", "--rewrite.to-delete-config")
+    relabel_text = _env_content(args, "rewrite_to_relabel_config", "--rewrite.to-relabel-config")
     relabel = []
     if relabel_text.strip():
         from ..relabel import parse_relabel_config
 
-        relabel = parse_relabel_config(relabel_text, "--rewrite.to-relabel-config")
+        relabel = parse_relabel_config(relabel_text, _where(args, "rewrite_to_relabel_config",
+                                                            "--rewrite.to-relabel-config"))
+    deletions = (rewrite.parse_deletions(delete_text, _where(args, "rewrite_to_delete_config",
+                                                             "--rewrite.to-delete-config"))
+                 if delete_text.strip() else [])
     cfg = rewrite.RewriteConfig(
-        ids=mark.parse_ids(args.ids, "--id"), tmp_dir=args.tmp_dir,
-        deletions=rewrite.parse_deletions(delete_text, "--rewrite.to-delete-config") if delete_text.strip() else [],
-        relabel=relabel, relabel_text=relabel_text, dry_run=args.dry_run, delete_blocks=args.delete_blocks,
-        prom_blocks=args.prom_blocks, change_log=args.change_log)
+        ids=ids, tmp_dir=args.tmp_dir, deletions=deletions, relabel=relabel, dry_run=args.dry_run,
+        delete_blocks=args.delete_blocks, prom_blocks=args.prom_blocks, change_log=args.change_log)
     return rewrite.rewrite(f.bucket_from_args(args), cfg)
+
+
+def _env_content(args: argparse.Namespace, dest: str, flag: str) -> str:
+    """A path-or-content flag with Thanos' environment substitution (``$(VAR)``, Kubernetes style;
+    an unset variable is an error)."""
+    import re
+
+    from ..errors import UserError
+
+    text = f.content_flag(args, dest, flag)
+
+    def sub(m: "re.Match") -> str:
+        if m.group(1) not in os.environ:
+            raise UserError(f"{_where(args, dest, flag)}: found reference to unset environment variable "
+                            f"\"{m.group(1)}\"")
+        return os.environ[m.group(1)]
+
+    return re.sub(r"\$\(([a-zA-Z_0-9]+)\)", sub, text)
+
+
+def _where(args: argparse.Namespace, dest: str, flag: str) -> str:
+    path = getattr(args, f"{dest}_file", None)
+    return f"{flag}-file={path}" if path else flag

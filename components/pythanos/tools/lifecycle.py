@@ -8,7 +8,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..block.compactor import BucketCompactor, CompactorConfig, HaltError, RetryError, make_fetcher
+from ..block.compactor import (BucketCompactor, CompactorConfig, CompactorMetrics, HaltError, RetryError,
+                               make_fetcher)
 
 log = logging.getLogger(__name__)
 
@@ -27,25 +28,35 @@ class ChoreConfig:
     wait_interval: float = 300.0
 
 
-def _compactor(bucket, cfg: ChoreConfig, data_dir: str) -> BucketCompactor:
+def _compactor(bucket, cfg: ChoreConfig, data_dir: str, registry=None) -> BucketCompactor:
+    """The compactor's library on the bucket; with ``registry`` the fetcher's metrics and the
+    downsampler's (Thanos' names: ``thanos_compact_downsample_total`` and ``..._failures_total``,
+    by source resolution) are served; the compactor-only ones stay unregistered."""
     fetcher = make_fetcher(bucket, data_dir=data_dir, relabel=cfg.relabel, consistency_delay=cfg.consistency_delay,
-                           delete_delay=cfg.delete_delay, concurrency=cfg.concurrency)
+                           delete_delay=cfg.delete_delay, concurrency=cfg.concurrency, registry=registry)
+    metrics = CompactorMetrics(registry=None)
+    if registry is not None:
+        registry.register(metrics.downsamples)
+        registry.register(metrics.downsample_failures)
     return BucketCompactor(bucket, fetcher, CompactorConfig(
         data_dir=data_dir, delete_delay=cfg.delete_delay, retention=dict(cfg.retention),
-        downsample_concurrency=cfg.downsample_concurrency))
+        downsample_concurrency=cfg.downsample_concurrency), metrics=metrics)
 
 
 def cleanup(bucket, cfg: ChoreConfig) -> int:
     """Delete blocks marked for deletion longer than ``--delete-delay`` ago and aborted partial
-    uploads; also mark blocks that another block fully contains (Thanos' GC)."""
+    uploads (no meta.json, nothing changed for 48h), as Thanos' ``tools bucket cleanup``; unlike
+    Thanos, also a block whose delete stopped after meta.json once its mark is older than the
+    delete delay. Like Thanos' tool it marks nothing (no garbage collection of blocks that
+    another block contains: that is the compactor's job)."""
     with tempfile.TemporaryDirectory(prefix="pythanos-cleanup-") as d:
         bc = _compactor(bucket, cfg, d)
         try:
-            log.info("started cleanup of blocks marked for deletion")
+            log.info("syncing blocks metadata")
             res = bc.sync()
-            bc.garbage_collect(res)
+            log.info("synced blocks done")
             bc.clean(res)
-            log.info("cleanup of blocks marked for deletion done")
+            log.info("cleanup done")
         finally:
             bc.fetcher.close()
     return 0
@@ -63,6 +74,7 @@ def retention(bucket, cfg: ChoreConfig) -> int:
         bc = _compactor(bucket, cfg, d)
         try:
             res = bc.sync()
+            log.warning("GLOBAL COMPACTOR SHOULD __NOT__ BE RUNNING ON THE SAME BUCKET")
             log.info("start optional retention")
             n = bc.apply_retention(res)
             log.info("optional retention apply done", extra={"marked": n})
@@ -75,6 +87,9 @@ def downsample(bucket, cfg: ChoreConfig, http_address: str, once: bool = False) 
     """The continuous downsampler: HTTP (probes, ``/metrics``) and a pass every ``--wait-interval``."""
     import asyncio
 
+    from ..runtime import tune_malloc
+
+    tune_malloc()
     return asyncio.run(_serve_downsample(bucket, cfg, http_address, once))
 
 
@@ -85,7 +100,7 @@ async def _serve_downsample(bucket, cfg: ChoreConfig, http_address: str, once: b
     from ..server import Component
 
     srv = Component("downsample", http_address=http_address)
-    bc = _compactor(bucket, cfg, cfg.data_dir or "./data")
+    bc = _compactor(bucket, cfg, cfg.data_dir or "./data", registry=srv.registry)
 
     async def close() -> None:
         bc.fetcher.close()
@@ -97,7 +112,12 @@ async def _serve_downsample(bucket, cfg: ChoreConfig, http_address: str, once: b
     async def passes() -> None:
         while True:
             try:
+                log.info("start first pass of downsampling")
                 n = await loop.run_in_executor(None, bc.downsample)
+                # as Thanos, a series per resolution present in the bucket, 0 until attempted
+                for m in bc.synced.metas.values():
+                    bc.metrics.downsamples.labels(str(m.resolution))
+                    bc.metrics.downsample_failures.labels(str(m.resolution))
                 log.info("downsampling iterations done", extra={"blocks": n})
             except RetryError as e:
                 log.error("retriable error while downsampling; retrying at the next interval", extra={"err": str(e)})
