@@ -595,3 +595,25 @@ def test_compactor_and_store_serve_the_block_viewer(bucket, pythanos_factory, tm
     assert (bucket.root / bucket.ulid("b1") / "no-compact-mark.json").exists()
     comp.stop()
     store.stop()
+
+
+def test_tools_bucket_web_command_serves_what_thanos_serves(bucket, thanos_bin, pythanos_factory, tmp_path):
+    """``pythanos tools bucket web`` (the command, with Thanos' flags) answers as ``thanos tools
+    bucket web`` on the same bucket, under a route prefix, and serves the page."""
+    thanos = start_thanos_web(thanos_bin, bucket, tmp_path / "thanos", "--label=cluster")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/ui"
+    p = pythanos_factory(["tools", "bucket", "web", f"--objstore.config-file={bucket.config}",
+                          f"--http-address=127.0.0.1:{port}", "--label=cluster", "--web.route-prefix=/ui",
+                          "--refresh=30m", "--timeout=1m"], ready_url=f"http://127.0.0.1:{port}/-/ready",
+                         name="bucket-web")
+    try:
+        p.wait_ready(lambda: get_json(url + "/api/v1/blocks")[1]["data"]["refreshedAt"] != ZERO_TIME, 60,
+                     "first refresh")
+        _, mine = get_json(url + "/api/v1/blocks")
+        _, theirs = get_json(thanos.url + "/api/v1/blocks")
+        assert canonical(mine["data"]["blocks"]) == canonical(theirs["data"]["blocks"])
+        assert mine["data"]["label"] == theirs["data"]["label"] == "cluster"
+        assert http_get(url + "/blocks")[0] == 200
+    finally:
+        thanos.stop()

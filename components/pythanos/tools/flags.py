@@ -205,6 +205,10 @@ def register(components) -> None:
                          "is to high.")
     rw.set_defaults(run=_bucket_rewrite)
 
+    from . import web
+
+    web.register(bsub)
+
 
 def _bench_blocks(args: argparse.Namespace) -> int:
     from . import benchblocks
