@@ -603,3 +603,19 @@ def test_rewrite_config_file_with_environment(rewrite_src, tmp_path, pythanos_bi
         assert r.returncode == 1 and "unset environment variable" in r.stderr and "JOB_TO_DELETE" in r.stderr
     t_log, o_log = change_log(tmp_path / "t")[1], change_log(tmp_path / "o")[1]
     assert o_log == t_log and t_log.count('job="db"') == 3
+
+
+def test_rewrite_shows_progress_on_a_terminal_only(rewrite_src, tmp_path, pythanos_bin):
+    from test_tools_bucket_verify import _run_on_pty
+
+    src, uid = rewrite_src
+    b = tmp_path / "b"
+    shutil.copytree(src, b)
+    cfg = "type: FILESYSTEM\nconfig:\n  directory: %s\n" % b
+    rc, term = _run_on_pty("rewrite", "--objstore.config", cfg, f"--id={uid}", f"--tmp.dir={tmp_path / 't1'}",
+                           f"--rewrite.to-delete-config={DELETE_SERIES}")
+    assert rc == 0, term
+    assert f"rewrite {uid}: 0/9 series" in term and "\x1b[K" in term, term
+    piped = bucket_cmd(pythanos_bin, b, "rewrite", f"--id={uid}",
+                       f"--tmp.dir={tmp_path / 't2'}", f"--rewrite.to-delete-config={DELETE_SERIES}")
+    assert piped.returncode == 0 and "\r" not in piped.stderr and "/9 series" not in piped.stderr

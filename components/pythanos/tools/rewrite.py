@@ -52,6 +52,8 @@ import numpy as np
 
 from ..errors import UserError
 
+from .progress import Progress
+
 log = logging.getLogger(__name__)
 
 __all__ = ["DeletionRequest", "RewriteConfig", "parse_deletions", "relabel_obj", "rewrite", "labels_string",
@@ -384,14 +386,17 @@ def rewrite(bucket, cfg: RewriteConfig, err: TextIO = sys.stderr) -> int:
             if cfg.dry_run:
                 err.write(line + "\n")
 
+        prog = None
         try:
             with BlockReader.open_dir(src) as r:
                 meta = r.meta
+                prog = Progress(f"rewrite {bid}", meta.stats.num_series, unit="series").__enter__()
                 if not cfg.dry_run and not cfg.prom_blocks and (meta.thanos is None or not meta.thanos.labels):
                     raise UserError(f"block {bid}: empty external labels are not allowed for Thanos block. "
                                     "(use --prom-blocks for blocks of a plain Prometheus)")
                 log.info("starting rewrite for block", extra={"source": bid, "new": new_id})
-                stream: Iterable = ((lbls, chunks) for lbls, _iv, chunks in r.series_chunks() if chunks)
+                stream: Iterable = _counted(((lbls, chunks) for lbls, _iv, chunks in r.series_chunks() if chunks),
+                                            prog)
                 if cfg.relabel:
                     stream, symbols = _relabelled(stream, cfg.relabel, note, bid)
                 else:
@@ -430,6 +435,8 @@ def rewrite(bucket, cfg: RewriteConfig, err: TextIO = sys.stderr) -> int:
                     os.makedirs(out_dir, exist_ok=True)
                     os.replace(parked, os.path.join(out_dir, CHANGE_LOG))
         finally:
+            if prog is not None:
+                prog.__exit__(None, None, None)
             if changes is not None:
                 changes.close()
         if new_meta is None:
@@ -443,6 +450,17 @@ def rewrite(bucket, cfg: RewriteConfig, err: TextIO = sys.stderr) -> int:
             ops.mark_for_deletion(bucket, bid, "block rewritten")
     log.info("rewrite done", extra={"IDs": ",".join(cfg.ids)})
     return 0
+
+
+def _counted(stream: Iterable, prog: Progress, every: int = 1000) -> Iterable:
+    """``stream`` unchanged, advancing the terminal progress counter as series go by."""
+    n = 0
+    for item in stream:
+        n += 1
+        if n % every == 0:
+            prog.update(n)
+        yield item
+    prog.update(n)
 
 
 def _upload_prom(bucket, block_dir: str) -> None:
