@@ -527,3 +527,19 @@ def test_out_of_order_chunks_merged_or_skipped(tmp_path, pythanos_bin, thanos_bi
         mark = json.loads((b / bad / "no-compact-mark.json").read_text())
         marks[who] = (mark["reason"], sorted(mark))
     assert marks["ours"] == marks["thanos"]
+
+
+def test_hash_func_sha256_as_thanos(tiny_bucket, tmp_path, pythanos_bin, thanos_bin):
+    ours, theirs = copies(tiny_bucket, tmp_path, 2)
+    extra = ["--downsampling.disable", "--hash-func=SHA256"]
+    assert compact(pythanos_bin, ours, tmp_path / "o", *extra).returncode == 0
+    assert compact(thanos_bin, theirs, tmp_path / "t", *extra).returncode == 0
+
+    def files(b: Path) -> dict:
+        return {(m["minTime"], m["maxTime"]): m["thanos"]["files"] for m in metas(b).values()
+                if m["compaction"]["level"] > 1}
+
+    got, want = files(ours), files(theirs)
+    assert got and got == want
+    assert all(f.get("hash", {}).get("hashFunc") == "SHA256" for fs in got.values() for f in fs
+               if f["rel_path"] != "meta.json")

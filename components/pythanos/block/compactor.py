@@ -61,6 +61,7 @@ class CompactorConfig:
     retention: dict = field(default_factory=dict)  # resolution -> seconds (0 or absent: keep)
     delete_delay: float = 48 * 3600.0
     skip_out_of_order: bool = False
+    hash_func: str = ""                 # --hash-func: "" or SHA256
 
 
 class CompactorMetrics:
@@ -368,7 +369,7 @@ class BucketCompactor:
                                                 "overlapping_blocks": str(vertical).lower(),
                                                 "duration": f"{time.monotonic() - t0:.3f}s"})
             try:
-                ops.upload(self.bucket, out)
+                ops.upload(self.bucket, out, self.cfg.hash_func)
             except Exception as e:  # noqa: BLE001
                 raise RetryError(f"upload of {meta.ulid} failed: {e}") from e
             log.info("uploaded block", extra={"result_block": meta.ulid})
@@ -476,7 +477,7 @@ class BucketCompactor:
                 log.info("downsampled block is empty; nothing uploaded", extra={"block": m.ulid})
                 return 0
             try:
-                ops.upload(self.bucket, os.path.join(out_dir, out.ulid))
+                ops.upload(self.bucket, os.path.join(out_dir, out.ulid), self.cfg.hash_func)
             except Exception as e:  # noqa: BLE001
                 raise RetryError(f"upload downsampled block {out.ulid}: {e}") from e
             log.info("downsampled block", extra={"from": m.ulid, "to": out.ulid, "resolution": target,

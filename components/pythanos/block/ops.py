@@ -63,9 +63,9 @@ def get_to_file(bucket, key: str, path: str, piece: int = DOWNLOAD_PIECE) -> Non
             off += len(data)
 
 
-def upload(bucket, block_dir: str) -> str:
+def upload(bucket, block_dir: str, hash_func: str = "") -> str:
     """Upload a finished local block (meta.json last); returns its ULID."""
-    return upload_block(bucket, block_dir)
+    return upload_block(bucket, block_dir, hash_func=hash_func)
 
 
 def read_marker(bucket, block_ulid: str, filename: str):

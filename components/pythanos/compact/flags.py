@@ -153,7 +153,7 @@ def config_from_args(args: argparse.Namespace):
         compact_concurrency=args.compact_concurrency, fetch_concurrency=args.blocks_fetch_concurrency,
         downsample_concurrency=args.downsample_concurrency, delete_delay=args.delete_delay,
         vertical=args.vertical or bool(replica), dedup_func=args.dedup_func, replica_labels=replica,
-        skip_out_of_order=args.skip_out_of_order, min_time=args.min_time, max_time=args.max_time,
+        skip_out_of_order=args.skip_out_of_order, hash_func=args.hash_func, min_time=args.min_time, max_time=args.max_time,
         relabel=f.selector_relabel_from_args(args), halt_on_error=args.halt_on_error, ranges=ranges,
         web_disable=args.web_disable, web_prefix=f.web_prefix_from_args(args),
         web_disable_cors=args.disable_cors, bucket_web_label=args.bucket_web_label,

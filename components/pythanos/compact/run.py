@@ -43,6 +43,7 @@ class CompactConfig:
     dedup_func: str = ""
     replica_labels: list = field(default_factory=list)
     skip_out_of_order: bool = False
+    hash_func: str = ""
     min_time: Any = None
     max_time: Any = None
     relabel: list = field(default_factory=list)
@@ -80,7 +81,7 @@ def build(config: CompactConfig, registry=None):
                          concurrency=config.compact_concurrency, fetch_concurrency=config.fetch_concurrency,
                          downsample_concurrency=config.downsample_concurrency, downsampling=config.downsampling,
                          retention=dict(config.retention), delete_delay=config.delete_delay,
-                         skip_out_of_order=config.skip_out_of_order)
+                         skip_out_of_order=config.skip_out_of_order, hash_func=config.hash_func)
     metrics = CompactorMetrics(registry) if registry is not None else None
     return fetcher, BucketCompactor(config.bucket, fetcher, cc, metrics)
 

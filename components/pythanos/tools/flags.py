@@ -289,7 +289,7 @@ def _bucket_downsample(args: argparse.Namespace) -> int:
     # Thanos' downsampler sees every block (no consistency delay, none hidden for a deletion mark)
     cfg = lifecycle.ChoreConfig(data_dir=args.data_dir, downsample_concurrency=args.downsample_concurrency,
                                 wait_interval=args.wait_interval, consistency_delay=0.0,
-                                delete_delay=float("inf"))
+                                delete_delay=float("inf"), hash_func=args.hash_func)
     return lifecycle.downsample(f.bucket_from_args(args), cfg, args.http_address, once=args.single_run)
 
 
@@ -310,7 +310,8 @@ def _bucket_rewrite(args: argparse.Namespace) -> int:
                  if delete_text.strip() else [])
     cfg = rewrite.RewriteConfig(
         ids=ids, tmp_dir=args.tmp_dir, deletions=deletions, relabel=relabel, dry_run=args.dry_run,
-        delete_blocks=args.delete_blocks, prom_blocks=args.prom_blocks, change_log=args.change_log)
+        delete_blocks=args.delete_blocks, prom_blocks=args.prom_blocks, change_log=args.change_log,
+        hash_func=args.hash_func)
     return rewrite.rewrite(f.bucket_from_args(args), cfg)
 
 

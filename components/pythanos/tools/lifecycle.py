@@ -26,6 +26,7 @@ class ChoreConfig:
     data_dir: Optional[str] = None
     downsample_concurrency: int = 1
     wait_interval: float = 300.0
+    hash_func: str = ""
 
 
 def _compactor(bucket, cfg: ChoreConfig, data_dir: str, registry=None) -> BucketCompactor:
@@ -40,7 +41,7 @@ def _compactor(bucket, cfg: ChoreConfig, data_dir: str, registry=None) -> Bucket
         registry.register(metrics.downsample_failures)
     return BucketCompactor(bucket, fetcher, CompactorConfig(
         data_dir=data_dir, delete_delay=cfg.delete_delay, retention=dict(cfg.retention),
-        downsample_concurrency=cfg.downsample_concurrency), metrics=metrics)
+        downsample_concurrency=cfg.downsample_concurrency, hash_func=cfg.hash_func), metrics=metrics)
 
 
 def cleanup(bucket, cfg: ChoreConfig) -> int:

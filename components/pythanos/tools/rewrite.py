@@ -92,6 +92,7 @@ class RewriteConfig:
     delete_blocks: bool = False
     prom_blocks: bool = False
     change_log: bool = True
+    hash_func: str = ""
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -444,7 +445,10 @@ def rewrite(bucket, cfg: RewriteConfig, err: TextIO = sys.stderr) -> int:
                         extra={"source": bid, "new": new_id})
         else:
             log.info("uploading new block", extra={"source": bid, "new": new_id})
-            ops.upload(bucket, w.final) if not cfg.prom_blocks else _upload_prom(bucket, w.final)
+            if cfg.prom_blocks:
+                _upload_prom(bucket, w.final, cfg.hash_func)
+            else:
+                ops.upload(bucket, w.final, cfg.hash_func)
             log.info("uploaded", extra={"source": bid, "new": new_id})
         if cfg.delete_blocks:
             ops.mark_for_deletion(bucket, bid, "block rewritten")
@@ -463,7 +467,7 @@ def _counted(stream: Iterable, prog: Progress, every: int = 1000) -> Iterable:
     prog.update(n)
 
 
-def _upload_prom(bucket, block_dir: str) -> None:
+def _upload_prom(bucket, block_dir: str, hash_func: str = "") -> None:
     from ..tsdb.upload import upload_block
 
-    upload_block(bucket, block_dir, allow_empty_labels=True)
+    upload_block(bucket, block_dir, allow_empty_labels=True, hash_func=hash_func)

@@ -26,8 +26,20 @@ class UploadError(Exception):
     """The block cannot be uploaded as it is (names the block and why)."""
 
 
-def upload_block(bucket: UploadTarget, block_dir: str | os.PathLike, *, allow_empty_labels: bool = False) -> str:
-    """Upload ``block_dir`` to ``<ULID>/...`` in ``bucket``; returns the ULID.
+def _sha256(path: Path) -> dict:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(1 << 20), b""):
+            h.update(piece)
+    return {"hashFunc": "SHA256", "value": h.hexdigest()}
+
+
+def upload_block(bucket: UploadTarget, block_dir: str | os.PathLike, *, allow_empty_labels: bool = False,
+                 hash_func: str = "") -> str:
+    """Upload ``block_dir`` to ``<ULID>/...`` in ``bucket``; returns the ULID. ``hash_func="SHA256"``
+    records each file's digest in ``thanos.files`` (Thanos' ``--hash-func``).
 
     Thanos refuses blocks without external labels ("empty external labels are not allowed for
     Thanos block."), since they could never be told apart from other sources; so do we.
@@ -49,8 +61,11 @@ def upload_block(bucket: UploadTarget, block_dir: str | os.PathLike, *, allow_em
                                 "missing; cannot upload an incomplete block")
     segments = sorted(p.name for p in chunk_dir.iterdir() if p.is_file())
 
-    files = [ThanosFile(f"chunks/{s}", (chunk_dir / s).stat().st_size) for s in segments]
-    files.append(ThanosFile("index", (d / "index").stat().st_size))
+    if hash_func not in ("", "SHA256"):
+        raise UploadError(f"{d}: unknown hash function {hash_func!r} (want \"\" or SHA256)")
+    digest = _sha256 if hash_func == "SHA256" else (lambda _p: None)
+    files = [ThanosFile(f"chunks/{s}", (chunk_dir / s).stat().st_size, digest(chunk_dir / s)) for s in segments]
+    files.append(ThanosFile("index", (d / "index").stat().st_size, digest(d / "index")))
     files.append(ThanosFile(META_FILENAME))
     meta.thanos.files = sorted(files, key=lambda f: f.rel_path)
     meta.thanos.segment_files = segments
