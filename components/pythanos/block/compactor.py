@@ -101,6 +101,11 @@ class CompactorMetrics:
                              ("resolution",))
         self.downsample_failures = c("thanos_compact_downsample_failures_total", "Total number of failed "
                                      "downsampling attempts.", ("resolution",))
+        from prometheus_client import Histogram
+
+        self.downsample_duration = Histogram(
+            "thanos_compact_downsample_duration_seconds", "Duration of downsample runs", ["resolution"],
+            registry=registry, buckets=(60, 300, 900, 1800, 3600, 7200, 14400))
         self.todo_compactions = g("thanos_compact_todo_compactions", "number of compactions to be done")
         self.todo_compaction_blocks = g("thanos_compact_todo_compaction_blocks", "number of blocks to be compacted")
         self.todo_downsample = g("thanos_compact_todo_downsample_blocks", "number of blocks to be downsampled")
@@ -409,7 +414,9 @@ class BucketCompactor:
     def downsample(self) -> int:
         """Two passes (the second downsamples the 5m blocks the first one wrote); returns blocks written."""
         n = 0
-        for _ in range(2):
+        for i in range(2):
+            if i:
+                log.info("start second pass of downsampling")
             res = self.sync()
             metas = {u: m for u, m in res.metas.items() if u not in self.no_downsample}
             n += self._downsample_pass(metas)
@@ -480,6 +487,7 @@ class BucketCompactor:
                 ops.upload(self.bucket, os.path.join(out_dir, out.ulid), self.cfg.hash_func)
             except Exception as e:  # noqa: BLE001
                 raise RetryError(f"upload downsampled block {out.ulid}: {e}") from e
+            self.metrics.downsample_duration.labels(label).observe(time.monotonic() - t0)
             log.info("downsampled block", extra={"from": m.ulid, "to": out.ulid, "resolution": target,
                                                  "duration": f"{time.monotonic() - t0:.3f}s"})
             return 1
