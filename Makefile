@@ -26,10 +26,18 @@ test: system-peers
 bench: venv
 	MALLOC_TOP_PAD_=67108864 $(PY) benchmarks/run.py $(BENCH_ARGS)  # as the component image runs
 
-## make e2e: kind end-to-end (build both images, kind load, install with manifests/, apply the example,
-## wait for Ready, query the querier through a port-forward, check dedup); needs kind + Docker, else skips
+## make e2e: end-to-end tests in real pods (tests/e2e; `make test` does not run them). On kind where kind and a
+## Docker engine exist; elsewhere on a single-node cluster this machine starts from upstream parts
+## (tests/e2e/localcluster.py: root, Debian containerd/runc/CNI, the Go peers of `scripts/peers.sh --cluster`,
+## images from tests/e2e/images.py). PYTHANOS_E2E_BACKEND=kind|local overrides the choice.
 e2e: venv
-	PYTHANOS_E2E=1 $(PY) -m pytest tests/e2e -rs $(PYTEST_ARGS)
+	@set -eo pipefail; backend="$${PYTHANOS_E2E_BACKEND:-}"; \
+	if [ -z "$$backend" ]; then \
+	  if command -v kind >/dev/null && docker info >/dev/null 2>&1; then backend=kind; else backend=local; fi; \
+	fi; \
+	echo "e2e backend: $$backend"; \
+	if [ "$$backend" = local ]; then scripts/system-peers-cluster.sh; scripts/peers.sh --cluster | tail -n 2; fi; \
+	PYTHANOS_E2E=1 PYTHANOS_E2E_BACKEND=$$backend $(PY) -m pytest tests/e2e -rs $(PYTEST_ARGS)
 
 peers:
 	scripts/peers.sh

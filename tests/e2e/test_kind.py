@@ -1,15 +1,13 @@
 """End to end on kind: build both images, load them, install with manifests/, apply the tutorial's example,
 wait for Ready, query the querier through a port-forward and check HA de-duplication.
 
-Runs with ``make e2e`` (PYTHANOS_E2E=1) wherever ``kind`` and a Docker daemon exist; elsewhere every test
-skips with the reason. An existing kind cluster named ``pythanos`` is reused; one this test creates is
-deleted afterwards unless PYTHANOS_E2E_KEEP=1.
+Runs with ``make e2e`` (PYTHANOS_E2E=1) on the kind backend, wherever ``kind`` and a Docker daemon exist;
+elsewhere every test skips with the reason. The kind cluster and its images are the session fixtures of
+``conftest.py`` (``kind_cluster``, ``kind_images``).
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -18,14 +16,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from e2e_backends import e2e_backend, sh
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-CLUSTER = os.environ.get("PYTHANOS_E2E_CLUSTER", "pythanos")
-TAG = "e2e"
 DEMO_NS = "pythanos-demo"   # manifests/examples/objstore-secret.yaml points at s3.pythanos-demo.svc
-SEAWEEDFS_IMAGE = os.environ.get("PYTHANOS_E2E_S3_IMAGE", "chrislusf/seaweedfs:3.80")
 
 S3_MANIFEST = """
 apiVersion: apps/v1
@@ -55,40 +51,12 @@ spec:
 """
 
 
-def _why_not() -> str | None:
-    for tool in ("kind", "docker", "kubectl"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not on PATH"
-    r = subprocess.run(["docker", "info"], capture_output=True, text=True)
-    if r.returncode != 0:
-        return "no Docker daemon: " + (r.stderr.strip().splitlines() or ["docker info failed"])[-1]
-    return None
-
-
-def sh(*argv: str, input: str | None = None, timeout: float = 1800, check: bool = True) -> str:
-    print("+", " ".join(argv), flush=True)
-    r = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} exited {r.returncode}:\n{r.stderr}{r.stdout}")
-    return r.stdout
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    why = _why_not()
-    if why:
-        print(f"e2e skipped: {why}")
-        pytest.skip(why)
-    kubeconfig = tmp_path_factory.mktemp("kind") / "kubeconfig"
-    created = False
-    if CLUSTER not in sh("kind", "get", "clusters").split():
-        sh("kind", "create", "cluster", "--name", CLUSTER, "--config", str(ROOT / "kind-config.yaml"),
-           "--wait", "300s")
-        created = True
-    sh("kind", "export", "kubeconfig", "--name", CLUSTER, "--kubeconfig", str(kubeconfig))
-    yield kubeconfig
-    if created and os.environ.get("PYTHANOS_E2E_KEEP") != "1":
-        sh("kind", "delete", "cluster", "--name", CLUSTER, check=False)
+def cluster(request):
+    if e2e_backend() != "kind":
+        pytest.skip("kind backend only (PYTHANOS_E2E_BACKEND=local): the local cluster runs test_smoke.py; "
+                    "these scenarios move to it with issue 12 section 2")
+    return request.getfixturevalue("kind_cluster")
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +67,8 @@ def kc(cluster):
 
 
 @pytest.fixture(scope="module")
-def images(cluster):
-    for name, dockerfile in (("pythanos", "components/Dockerfile"), ("pythanos-operator", "operator/Dockerfile")):
-        sh("docker", "build", "-f", str(ROOT / dockerfile), "-t", f"{name}:{TAG}", str(ROOT))
-        sh("kind", "load", "docker-image", f"{name}:{TAG}", "--name", CLUSTER)
-    return {"component": f"pythanos:{TAG}", "operator": f"pythanos-operator:{TAG}"}
+def images(cluster, request):
+    return request.getfixturevalue("kind_images")
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +79,7 @@ def installed(kc, images):
        f"PYTHANOS_COMPONENT_IMAGE={images['component']}")
     kc("-n", "pythanos-system", "rollout", "status", "deployment/pythanos-operator", "--timeout=300s")
     kc("create", "namespace", DEMO_NS, check=False)
-    kc("-n", DEMO_NS, "apply", "-f", "-", input=S3_MANIFEST % {"image": SEAWEEDFS_IMAGE})
+    kc("-n", DEMO_NS, "apply", "-f", "-", input=S3_MANIFEST % {"image": images["s3"]})
     kc("-n", DEMO_NS, "rollout", "status", "deployment/s3", "--timeout=300s")
     kc("-n", DEMO_NS, "exec", "deploy/s3", "--", "sh", "-c",
        "echo 's3.bucket.create -name thanos' | weed shell -master=localhost:9333", check=False)
