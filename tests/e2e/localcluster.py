@@ -72,7 +72,10 @@ CNI_NETWORK = "pythanos-e2e"
 CGROUP_ROOT = "pythanos-e2e"
 CNI_BIN_DIR = "/usr/lib/cni"
 CNI_RESULTS = "/var/lib/cni/results"
+STATE_DIR = Path("/run/pythanos-e2e")   # the lock (one local cluster per machine) and the running one's state
 ADMIN_USER = "pythanos-admin"
+
+KUBELET_CHAINS = {"KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT"}
 
 # Host settings changed while the cluster runs; put back at stop().
 SYSCTLS = ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding", "net/ipv4/conf/all/route_localnet",
@@ -485,6 +488,7 @@ class LocalCluster:
     _made_bridge: bool = False
     _made_cgroups: list[Path] = field(default_factory=list)
     _stopped: bool = False
+    _lock_fd: int | None = None
 
     def __post_init__(self) -> None:
         self.work = self.work.resolve()
@@ -509,7 +513,9 @@ class LocalCluster:
         if why:
             raise ClusterError(why)
         t_start = time.monotonic()
+        self._lock()
         try:
+            self._recover_stale()
             self._start(timeout)
         except BaseException:
             self.stop()
@@ -531,6 +537,7 @@ class LocalCluster:
         builder = threading.Thread(target=self._build_images, args=(archive_box,), daemon=True)
         builder.start()
         self._prepare_host()
+        self._save_state()
         pki = make_pki(self.work / "pki")
         t = self._step("host+pki", t)
 
@@ -608,10 +615,9 @@ class LocalCluster:
             _write_sysctl("net/bridge/bridge-nf-call-iptables", "1")
         # The kubelet's cgroup root must exist in every hierarchy; cpuset needs cpus and mems to take tasks.
         for h in _cgroup_hierarchies(("cgroup", "cgroup2")):
-            d = h / CGROUP_ROOT
-            if not d.exists():
-                d.mkdir()
-                self._made_cgroups.append(d)
+            d = h / CGROUP_ROOT      # ours by name: one left by a killed run is taken over and removed at stop
+            d.mkdir(exist_ok=True)
+            self._made_cgroups.append(d)
             for f in ("cpuset.cpus", "cpuset.mems"):
                 if (h / f).exists() and not (d / f).read_text().strip():
                     (d / f).write_text((h / f).read_text())
@@ -623,6 +629,7 @@ class LocalCluster:
     def _proc(self, name: str, args: list[str], **kw) -> Process:
         p = REGISTRY.start(name, args, self.work / "logs", session=True, **kw)
         self.processes[name] = p
+        self._save_state()
         return p
 
     def _start_containerd(self) -> Process:
@@ -638,6 +645,7 @@ class LocalCluster:
 
         p = start_etcd(_bin("etcd"), self.work / "etcd")
         self.processes["etcd"] = p
+        self._save_state()
         return p
 
     def _start_apiserver(self, etcd: Process, pki: dict) -> None:
@@ -733,15 +741,24 @@ class LocalCluster:
         for name in ("kube-scheduler", "kube-controller-manager", "kubelet", "kube-proxy"):
             if name in self.processes:
                 self.processes[name].stop(timeout=10)
-        if "kube-proxy" in self.processes:
-            r = _run(_bin("kube-proxy"), "--cleanup", "--v=0", check=False, timeout=60)
-            if r.returncode != 0:
-                notes.append(f"kube-proxy --cleanup exited {r.returncode}: {r.stderr[-500:]}")
         if "containerd" in self.processes and self.processes["containerd"].alive():
             self._kill_containers(notes)
         for name in ("kube-apiserver", "etcd", "containerd"):
             if name in self.processes:
                 self.processes[name].stop(timeout=10)
+        self._cleanup_host(notes, kube_proxy_ran="kube-proxy" in self.processes)
+        self._release()
+        self.timings["stop"] = time.monotonic() - t0
+        for n in notes:
+            self.log("local cluster stop: " + n)
+        return notes
+
+    def _cleanup_host(self, notes: list[str], kube_proxy_ran: bool) -> None:
+        """Everything but the processes: containers, mounts, network, cgroups, iptables, sysctls."""
+        if kube_proxy_ran:
+            r = _run(_bin("kube-proxy"), "--cleanup", "--v=0", check=False, timeout=60)
+            if r.returncode != 0:
+                notes.append(f"kube-proxy --cleanup exited {r.returncode}: {r.stderr[-500:]}")
         self._kill_shims(notes)
         self._runc_delete_all()
         for mp in sorted(_mounts_under(str(self.work)), key=len, reverse=True):
@@ -754,12 +771,15 @@ class LocalCluster:
                     with contextlib.suppress(OSError):
                         os.unlink(f"/run/netns/{ns}")
         for d in self._made_cgroups:
-            _rmdir_cgroup(d, notes)
+            _rmdir_cgroup(Path(d), notes)
         if self._made_bridge:
             _run("ip", "link", "delete", BRIDGE, check=False)
         removed = _remove_new_iptables_chains(self._iptables_before) if self._iptables_before else []
-        if removed:
-            notes.append("removed iptables chains that kube-proxy --cleanup leaves (the kubelet's): " + ", ".join(removed))
+        # The kubelet's own chains are always there (kube-proxy --cleanup takes only kube-proxy's): removed
+        # quietly. Anything else is worth a note.
+        unexpected = [r for r in removed if r.split()[-1] not in KUBELET_CHAINS]
+        if unexpected:
+            notes.append("removed iptables chains left behind: " + ", ".join(unexpected))
         for name, value in self._sysctls.items():
             if value is not None and _read_sysctl(name) != value:
                 _write_sysctl(name, value)
@@ -775,10 +795,84 @@ class LocalCluster:
             for f in os.scandir("/var/log/containers"):
                 if f.is_symlink() and os.readlink(f.path).startswith(logs):
                     os.unlink(f.path)
-        self.timings["stop"] = time.monotonic() - t0
-        for n in notes:
-            self.log("local cluster stop: " + n)
-        return notes
+        # The unpacked images and pod volumes are large; the logs stay. Only with nothing mounted below.
+        if _mounts_under(str(self.work)):
+            notes.append(f"mounts left under {self.work}: {_mounts_under(str(self.work))[:5]}")
+        else:
+            for heavy in ("containerd", "kubelet", "etcd"):
+                shutil.rmtree(self.work / heavy, ignore_errors=True)
+
+    # -- one cluster per machine; a run that was killed is cleaned up by the next --------------------
+
+    def _lock(self, timeout: float = 1800) -> None:
+        import fcntl
+
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        fd = os.open(STATE_DIR / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        deadline, told = time.monotonic() + timeout, False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise ClusterError(f"another local cluster still runs on this machine after {timeout:.0f}s "
+                                       f"(lock {STATE_DIR / 'lock'} held by pid {os.pread(fd, 32, 0).decode().strip()})")
+                if not told:
+                    self.log(f"waiting for the local cluster of another run to stop ({STATE_DIR / 'lock'})")
+                    told = True
+                time.sleep(1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _release(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (STATE_DIR / "state.json").unlink()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)   # releases the flock
+            self._lock_fd = None
+
+    def _save_state(self) -> None:
+        state = {"work": str(self.work), "pids": {n: p.pid for n, p in self.processes.items()},
+                 "sysctls": self._sysctls, "netns_before": sorted(self._netns_before),
+                 "cni_results_before": sorted(self._cni_results_before), "made_bridge": self._made_bridge,
+                 "made_cgroups": [str(d) for d in self._made_cgroups],
+                 "iptables_before": [[t, tb, sorted(cs)] for (t, tb), cs in self._iptables_before.items()]}
+        tmp = STATE_DIR / "state.json.tmp"
+        tmp.write_text(json.dumps(state))
+        tmp.rename(STATE_DIR / "state.json")
+
+    def _recover_stale(self) -> None:
+        """A run that was killed (SIGKILL, a lost session) left its cluster: stop it by its pids, clean up."""
+        path = STATE_DIR / "state.json"
+        if not path.exists():
+            return
+        st = json.loads(path.read_text())
+        old = LocalCluster(Path(st["work"]), log=self.log)
+        old._sysctls, old._made_bridge = st["sysctls"], st["made_bridge"]
+        old._netns_before, old._cni_results_before = set(st["netns_before"]), set(st["cni_results_before"])
+        old._made_cgroups = [Path(d) for d in st["made_cgroups"]]
+        old._iptables_before = {(t, tb): set(cs) for t, tb, cs in st["iptables_before"]}
+        killed = []
+        for name, pid in st["pids"].items():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if st["work"].encode() in cmdline:   # every process of ours names its work dir (not a reused pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                killed.append(f"{name}[{pid}]")
+        for name, pid in st["pids"].items():
+            with contextlib.suppress(Exception):
+                poll(lambda: not Path(f"/proc/{pid}").exists(), 10, f"{name} to exit")
+        notes: list[str] = []
+        old._cleanup_host(notes, kube_proxy_ran="kube-proxy" in st["pids"])
+        path.unlink()
+        self.log(f"cleaned up the local cluster a killed run left in {st['work']} (killed {killed or 'nothing'})"
+                 + ("; " + "; ".join(notes) if notes else ""))
 
     def _kill_containers(self, notes: list[str]) -> None:
         r = self.ctr("tasks", "ls", check=False, timeout=30)
