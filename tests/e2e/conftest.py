@@ -56,7 +56,8 @@ def local_cluster(tmp_path_factory) -> Iterator["object"]:
     cluster.start()
     yield cluster
     cluster.stop()   # logs what it had to clean up beyond stopping the processes
-    print("local-cluster: stopped in %.1fs" % cluster.timings.get("stop", 0))
+    print("local-cluster: stopped in %.1fs (%s)" % (cluster.timings.get("stop", 0), ", ".join(
+        f"{k[5:]} {v:.1f}s" for k, v in cluster.timings.items() if k.startswith("stop "))))
 
 
 # --- kind backend ---------------------------------------------------------------------------------

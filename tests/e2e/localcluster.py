@@ -738,15 +738,23 @@ class LocalCluster:
         self._stopped = True
         notes: list[str] = []
         t0 = time.monotonic()
+        def stop_process(name: str) -> None:
+            if name in self.processes:
+                t = time.monotonic()
+                self.processes[name].stop(timeout=10)
+                self.timings[f"stop {name}"] = time.monotonic() - t
+
         for name in ("kube-scheduler", "kube-controller-manager", "kubelet", "kube-proxy"):
-            if name in self.processes:
-                self.processes[name].stop(timeout=10)
+            stop_process(name)
         if "containerd" in self.processes and self.processes["containerd"].alive():
+            t = time.monotonic()
             self._kill_containers(notes)
+            self.timings["stop containers"] = time.monotonic() - t
         for name in ("kube-apiserver", "etcd", "containerd"):
-            if name in self.processes:
-                self.processes[name].stop(timeout=10)
+            stop_process(name)
+        t = time.monotonic()
         self._cleanup_host(notes, kube_proxy_ran="kube-proxy" in self.processes)
+        self.timings["stop cleanup"] = time.monotonic() - t
         self._release()
         self.timings["stop"] = time.monotonic() - t0
         for n in notes:
