@@ -543,3 +543,38 @@ def test_hash_func_sha256_as_thanos(tiny_bucket, tmp_path, pythanos_bin, thanos_
     assert got and got == want
     assert all(f.get("hash", {}).get("hashFunc") == "SHA256" for fs in got.values() for f in fs
                if f["rel_path"] != "meta.json")
+
+
+def test_no_downsample_mark_honoured_like_thanos_compact(tmp_path, pythanos_bin, thanos_bin):
+    """Two 48h raw blocks, one marked no-downsample: both compactors downsample only the other."""
+    src = tmp_path / "src"
+    src.mkdir()
+    ids = [write_block(src, {"cluster": "eu1"}, BASE + k * 48 * H, BASE + (k + 1) * 48 * H, series=5, step=60_000,
+                       seed=k) for k in range(2)]
+    (src / ids[0] / "no-downsample-mark.json").write_text(json.dumps(
+        {"id": ids[0], "version": 1, "details": "test", "no_downsample_time": int(time.time()), "reason": "manual"}))
+    ours, theirs = copies(src, tmp_path, 2)
+    extra = ["--debug.max-compaction-level=3"]
+    assert compact(pythanos_bin, ours, tmp_path / "o", *extra).returncode == 0
+    assert compact(thanos_bin, theirs, tmp_path / "t", *extra).returncode == 0
+    for b in (ours, theirs):
+        down = [m for m in metas(b).values() if m["thanos"]["downsample"]["resolution"] == 300_000]
+        assert [m["compaction"]["sources"] for m in down] == [[ids[1]]], b
+    assert content(ours) == content(theirs)
+
+
+def test_compacted_raw_blocks_dump_as_thanos_ones_in_promtool(tiny_bucket, tmp_path, pythanos_bin, thanos_bin,
+                                                             promtool_bin):
+    ours, theirs = copies(tiny_bucket, tmp_path, 2)
+    assert compact(pythanos_bin, ours, tmp_path / "o", "--downsampling.disable").returncode == 0
+    assert compact(thanos_bin, theirs, tmp_path / "t", "--downsampling.disable").returncode == 0
+
+    def dump(b: Path) -> list[str]:
+        (b / "wal").mkdir(exist_ok=True)  # promtool opens the directory as a Prometheus data dir
+        r = subprocess.run([promtool_bin, "tsdb", "dump", str(b)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return sorted(r.stdout.splitlines())
+
+    got = dump(ours)
+    assert len(got) == sum(m["stats"]["numSamples"] for m in metas(ours).values())
+    assert got == dump(theirs)
