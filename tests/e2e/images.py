@@ -186,6 +186,13 @@ def _tar_files(out: Path, files: dict[str, tuple[Path, int]], dirs: dict[str, tu
     return Layer(out)
 
 
+def _remove_layers(paths) -> None:
+    """Older versions of a layer, with their digest files."""
+    for p in list(paths):
+        p.unlink()
+        p.with_suffix(".sha256").unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def _overlay(lowers: list[Path], upper: Path, scratch: Path) -> Iterator[Path]:
     """An overlay mount: ``lowers`` (top first) read-only, changes land in ``upper``."""
@@ -379,8 +386,7 @@ def python_layers(rootfs: Path, base: Layer, log: Callable[[str], None] = _log) 
                 finally:
                     shutil.rmtree(root / "tmp" / "wheels")
                     (root / "etc" / "resolv.conf").unlink()
-            for old in d.glob("deps-*.tar"):
-                old.unlink()
+            _remove_layers(d.glob("deps-*.tar"))
             layer = _tar_dir(deps_upper, deps_tar, overlay_upper=True)
             log(f"built dependencies layer ({layer.size >> 20} MiB) in {time.monotonic() - t0:.0f}s")
         t0 = time.monotonic()
@@ -391,8 +397,7 @@ def python_layers(rootfs: Path, base: Layer, log: Callable[[str], None] = _log) 
             _chroot(root, f"{VENV}/bin/pip", "install", "-q", "--no-cache-dir", "--no-index", "--no-deps",
                     f"/tmp/w/{whl.name}")
             shutil.rmtree(root / "tmp" / "w")
-        for old in d.glob("pythanos-*.tar"):
-            old.unlink()
+        _remove_layers(d.glob("pythanos-*.tar"))
         layer = _tar_dir(upper, src_tar, overlay_upper=True)
         log(f"built pythanos layer ({layer.size >> 20} MiB) in {time.monotonic() - t0:.0f}s")
         for stale in d.glob("deps-*.upper"):
@@ -414,8 +419,7 @@ def _binary_layer(name: str, files: dict[str, tuple[Path, int]], log: Callable[[
     if out.exists():
         return Layer(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for old in out.parent.glob(f"{name}-*.tar"):
-        old.unlink()
+    _remove_layers(out.parent.glob(f"{name}-*.tar"))
     layer = _tar_files(out, files, dirs)
     log(f"built {name} layer ({layer.size >> 20} MiB)")
     return layer
