@@ -218,7 +218,8 @@ def _iptables_chains() -> dict[tuple[str, str], set[str]]:
 
 
 def _remove_new_iptables_chains(before: dict[tuple[str, str], set[str]]) -> list[str]:
-    """Remove every chain (and every rule jumping to it) that was not there before; returns what it removed."""
+    """Remove every KUBE-*/CNI-* chain (and every rule jumping to it) that was not there before; returns what
+    it removed."""
     removed = []
     for tool in ("iptables", "ip6tables"):
         r = subprocess.run([f"{tool}-save"], capture_output=True, text=True)
@@ -232,7 +233,7 @@ def _remove_new_iptables_chains(before: dict[tuple[str, str], set[str]]) -> list
             elif line.startswith("-A ") and table:
                 rules[table].append(line)
         for t, cs in chains.items():
-            new = cs - before.get((tool, t), set())
+            new = {c for c in cs - before.get((tool, t), set()) if c.startswith(("KUBE-", "CNI-"))}
             if not new:
                 continue
             script = [f"*{t}"]
@@ -482,7 +483,7 @@ class LocalCluster:
     timings: dict[str, float] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
     _sysctls: dict[str, str | None] = field(default_factory=dict)
-    _iptables_before: dict = field(default_factory=dict)
+    _iptables_before: dict | None = None     # None: not recorded yet (an empty dict is a record: no chains)
     _netns_before: set[str] = field(default_factory=set)
     _cni_results_before: set[str] = field(default_factory=set)
     _made_bridge: bool = False
@@ -782,7 +783,7 @@ class LocalCluster:
             _rmdir_cgroup(Path(d), notes)
         if self._made_bridge:
             _run("ip", "link", "delete", BRIDGE, check=False)
-        removed = _remove_new_iptables_chains(self._iptables_before) if self._iptables_before else []
+        removed = _remove_new_iptables_chains(self._iptables_before) if self._iptables_before is not None else []
         # The kubelet's own chains are always there (kube-proxy --cleanup takes only kube-proxy's): removed
         # quietly. Anything else is worth a note.
         unexpected = [r for r in removed if r.split()[-1] not in KUBELET_CHAINS]
@@ -847,7 +848,7 @@ class LocalCluster:
                  "sysctls": self._sysctls, "netns_before": sorted(self._netns_before),
                  "cni_results_before": sorted(self._cni_results_before), "made_bridge": self._made_bridge,
                  "made_cgroups": [str(d) for d in self._made_cgroups],
-                 "iptables_before": [[t, tb, sorted(cs)] for (t, tb), cs in self._iptables_before.items()]}
+                 "iptables_before": [[t, tb, sorted(cs)] for (t, tb), cs in (self._iptables_before or {}).items()]}
         tmp = STATE_DIR / "state.json.tmp"
         tmp.write_text(json.dumps(state))
         tmp.rename(STATE_DIR / "state.json")
