@@ -101,12 +101,12 @@ class BlockIndexCache:
     def put_postings(self, items: dict[tuple[str, str], bytes]) -> None:
         self.shared.put("Postings", {postings_key(self.ulid, n, v): b for (n, v), b in items.items()})
 
-    def get_series(self, refs: list[int]) -> dict[int, bytes]:
-        keys = {f"pythanos:S:{self.ulid}:{r}": r for r in refs}
+    def get_series_pages(self, pages: list[int]) -> dict[int, bytes]:
+        keys = {f"pythanos:SP:{self.ulid}:{p}": p for p in pages}
         return {keys[k]: b for k, b in self.shared.get("Series", list(keys)).items() if k in keys}
 
-    def put_series(self, items: dict[int, bytes]) -> None:
-        self.shared.put("Series", {f"pythanos:S:{self.ulid}:{r}": b for r, b in items.items()})
+    def put_series_pages(self, items: dict[int, bytes]) -> None:
+        self.shared.put("Series", {f"pythanos:SP:{self.ulid}:{p}": b for p, b in items.items()})
 
 
 class _Metrics:

@@ -52,6 +52,7 @@ _SERIES_WINDOW = 512          # first read of a series entry
 _COALESCE_GAP = 64 * 1024     # postings lists closer than this are fetched in one read
 _COALESCE_MAX = 32 << 20      # ... up to this many bytes per read
 _SERIES_GAP = 4096            # series entries closer than this are fetched in one read
+SERIES_PAGE = 16 << 10        # the index cache holds the series section in pages of this size
 
 
 class ChunkMeta(NamedTuple):
@@ -430,9 +431,9 @@ class IndexCache(Protocol):
 
     def put_postings(self, items: dict[tuple[str, str], bytes]) -> None: ...
 
-    def get_series(self, refs: list[int]) -> dict[int, bytes]: ...
+    def get_series_pages(self, pages: list[int]) -> dict[int, bytes]: ...
 
-    def put_series(self, items: dict[int, bytes]) -> None: ...
+    def put_series_pages(self, items: dict[int, bytes]) -> None: ...
 
 
 class IndexReader:
@@ -1029,23 +1030,8 @@ class IndexReader:
         refs = np.asarray(refs, dtype=np.int64)
         if len(refs) > 1 and not bool((refs[1:] > refs[:-1]).all()):
             return self._with_wire(self._series_bulk_mapped(refs, ext, remove), wire)
-        fresh: dict[int, bytes] | None = None
-        if self.cache is not None:
-            keys = refs.tolist()
-            hits = self.cache.get_series(keys)
-            if hits and len(hits) == len(keys):  # all cached: one decode of the entries in order
-                parts = [hits[r] for r in keys]
-                starts = np.cumsum([0] + [len(b) for b in parts[:-1]], dtype=np.int64)
-                blob = b"".join(parts)
-                lb, _, nch, ch, err, *wl = decode(blob, starts, len(blob), self._symbols, ext, remove, wire)
-                if err is not None:
-                    i, pos, what = err
-                    raise self._err(self._series_offset(keys[i]), f"series ref {keys[i]}: {what} (cached entry)")
-                out = (lb, np.frombuffer(nch, dtype=np.int64), np.frombuffer(ch, dtype=np.int64).reshape(-1, 3))
-                return out + tuple(wl)
-            if hits:
-                return self._with_wire(self._series_bulk_mapped(refs, ext, remove), wire)
-            fresh = {}
+        if self.cache is not None and len(refs):
+            return self._series_bulk_paged(refs, ext, remove, wire)
         offs = refs * SERIES_ALIGN
         if len(offs) and (int(offs[0]) < self.toc.series or int(offs[-1]) >= self._series_end):
             self._series_offset(int(refs[0]) if int(offs[0]) < self.toc.series else int(refs[-1]))
@@ -1079,17 +1065,73 @@ class IndexReader:
                         wires.extend(wl[0])
                     nchs.append(np.frombuffer(nch, dtype=np.int64))
                     chunks.append(np.frombuffer(ch, dtype=np.int64).reshape(-1, 3))
-                    if fresh is not None:
-                        mv = memoryview(buf)
-                        for r, a, z in zip(refs[g0:end].tolist(), (offs[g0:end] - start).tolist(), ends.tolist()):
-                            fresh[r] = bytes(mv[a:z])
                 g0 = end
-        if fresh:
-            self.cache.put_series(fresh)
         if not chunks:
             out = (labels, np.empty(0, np.int64), np.empty((0, 3), np.int64))
         else:
             out = (labels, np.concatenate(nchs), np.concatenate(chunks))
+        return out + ((wires,) if wire else ())
+
+    def _series_bulk_paged(self, refs: np.ndarray, ext, remove, wire: bool) -> tuple:
+        """``series_bulk`` through the index cache, which holds the series section in pages of
+        :data:`SERIES_PAGE` bytes: a call for 100k series asks the cache for a few hundred keys
+        instead of 100k, and the entries are decoded in C straight from the joined pages."""
+        from ._series import decode
+
+        offs = refs * SERIES_ALIGN
+        if int(offs[0]) < self.toc.series or int(offs[-1]) >= self._series_end:
+            self._series_offset(int(refs[0]) if int(offs[0]) < self.toc.series else int(refs[-1]))
+        last_page = (self._series_end - 1) // SERIES_PAGE
+        first = offs // SERIES_PAGE
+        need = np.unique(np.concatenate((first, np.minimum(first + 1, last_page))))
+        keys = need.tolist()
+        pages = self.cache.get_series_pages(keys)
+        missing = [p for p in keys if p not in pages]
+        if missing:
+            fresh = {}
+            runs = np.split(np.asarray(missing), np.flatnonzero(np.diff(missing) != 1) + 1)
+            for run in runs:
+                a = int(run[0]) * SERIES_PAGE
+                z = min((int(run[-1]) + 1) * SERIES_PAGE, self._series_end)
+                buf = self._read(a, z - a, f"series pages {int(run[0])}..{int(run[-1])}")
+                for i, p in enumerate(run.tolist()):
+                    fresh[p] = buf[i * SERIES_PAGE:(i + 1) * SERIES_PAGE]
+            pages.update(fresh)
+            self.cache.put_series_pages(fresh)
+        labels: list = []
+        wires: list = []
+        nchs: list = []
+        chunks: list = []
+        # contiguous runs of pages: one buffer each, entries decoded from it in order
+        runs = np.split(need, np.flatnonzero(np.diff(need) != 1) + 1)
+        lo = 0
+        for run in runs:
+            base = int(run[0]) * SERIES_PAGE
+            stop = (int(run[-1]) + 1) * SERIES_PAGE
+            hi = lo + int(np.searchsorted(offs[lo:], stop, side="left"))
+            if hi == lo:
+                continue
+            buf = b"".join(pages[p] for p in run.tolist())
+            lb, ends, nch, ch, err, *wl = decode(buf, offs[lo:hi] - base, min(len(buf), self._series_end - base),
+                                                 self._symbols, ext, remove, wire)
+            if err is not None:
+                i, pos, what = err
+                raise self._err(base + pos, f"series ref {int(refs[lo + i])}: {what}")
+            ends = np.frombuffer(ends, dtype=np.int64)
+            if (ends < 0).any():  # an entry running past the cached pages: this run the careful way
+                lb, n2, c2 = self._series_bulk_mapped(refs[lo:hi], ext, remove)
+                wires.extend([None] * len(lb))
+                labels.extend(lb)
+                nchs.append(n2)
+                chunks.append(c2)
+            else:
+                labels.extend(lb)
+                if wire:
+                    wires.extend(wl[0])
+                nchs.append(np.frombuffer(nch, dtype=np.int64))
+                chunks.append(np.frombuffer(ch, dtype=np.int64).reshape(-1, 3))
+            lo = hi
+        out = (labels, np.concatenate(nchs), np.concatenate(chunks))
         return out + ((wires,) if wire else ())
 
     @staticmethod
@@ -1105,15 +1147,6 @@ class IndexReader:
         found: dict[int, tuple] = {}  # ref -> (labels, chunks int64[k, 3])
         fresh: dict[int, bytes] | None = None
         todo = uniq.tolist()
-        if self.cache is not None:
-            hits = self.cache.get_series(todo)
-            if hits:
-                keys = list(hits)
-                blob = b"".join(hits[r] for r in keys)
-                starts = np.cumsum([0] + [len(hits[r]) for r in keys[:-1]], dtype=np.int64)
-                self._decode_into(decode, blob, starts, keys, len(blob), 0, ext, remove, found, None)
-            todo = [r for r in todo if r not in found]
-            fresh = {}
         offs = [self._series_offset(r) for r in todo]
         g0 = 0
         while g0 < len(todo):
@@ -1134,8 +1167,6 @@ class IndexReader:
                 self._decode_into(decode, one, np.zeros(1, np.int64), [r], self._series_end - off, off, ext, remove,
                                   found, fresh)
             g0 = g
-        if fresh:
-            self.cache.put_series(fresh)
         order = refs.tolist()
         labels = [found[r][0] for r in order]
         parts = [found[r][1] for r in order]
