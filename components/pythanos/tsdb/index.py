@@ -1025,8 +1025,6 @@ class IndexReader:
         are fetched in one read; the cache (when set) is asked first and given what was read.
         With ``wire`` a fourth item: per series the protobuf ``labels`` fields of a thanos.Series
         (or None where not made here: the caller encodes those)."""
-        from ._series import decode
-
         refs = np.asarray(refs, dtype=np.int64)
         if len(refs) > 1 and not bool((refs[1:] > refs[:-1]).all()):
             return self._with_wire(self._series_bulk_mapped(refs, ext, remove), wire)
@@ -1047,24 +1045,8 @@ class IndexReader:
                 start = int(offs[g0])
                 stop = min(int(offs[end - 1]) + _SERIES_WINDOW, self._series_end)
                 buf = self._read(start, stop - start, f"series refs {int(refs[g0])}..{int(refs[end - 1])}")
-                lb, ends, nch, ch, err, *wl = decode(buf, offs[g0:end] - start, self._series_end - start,
-                                                     self._symbols, ext, remove, wire)
-                if err is not None:
-                    i, pos, what = err
-                    raise self._err(start + pos, f"series ref {int(refs[g0 + i])}: {what}")
-                ends = np.frombuffer(ends, dtype=np.int64)
-                if (ends < 0).any():  # an entry longer than the window: this run the careful way
-                    lb, n2, c2 = self._series_bulk_mapped(refs[g0:end], ext, remove)
-                    wires.extend([None] * len(lb))
-                    labels.extend(lb)
-                    nchs.append(n2)
-                    chunks.append(c2)
-                else:
-                    labels.extend(lb)
-                    if wire:
-                        wires.extend(wl[0])
-                    nchs.append(np.frombuffer(nch, dtype=np.int64))
-                    chunks.append(np.frombuffer(ch, dtype=np.int64).reshape(-1, 3))
+                self._decode_run(buf, start, offs[g0:end] - start, self._series_end - start, refs[g0:end],
+                                 ext, remove, wire, (labels, wires, nchs, chunks))
                 g0 = end
         if not chunks:
             out = (labels, np.empty(0, np.int64), np.empty((0, 3), np.int64))
@@ -1072,12 +1054,34 @@ class IndexReader:
             out = (labels, np.concatenate(nchs), np.concatenate(chunks))
         return out + ((wires,) if wire else ())
 
+    def _decode_run(self, buf, base: int, rel, limit: int, refs, ext, remove, wire: bool, acc: tuple) -> None:
+        """Decode the entries at ``rel`` of ``buf`` (file offset ``base``) in C and append them to
+        ``acc`` = (labels, wires, nchunks, chunks); an entry running past ``buf`` sends the run
+        the careful way (:meth:`_series_bulk_mapped`)."""
+        from ._series import decode
+
+        labels, wires, nchs, chunks = acc
+        lb, ends, nch, ch, err, *wl = decode(buf, rel, limit, self._symbols, ext, remove, wire)
+        if err is not None:
+            i, pos, what = err
+            raise self._err(base + pos, f"series ref {int(refs[i])}: {what}")
+        if (np.frombuffer(ends, dtype=np.int64) < 0).any():
+            lb, n2, c2 = self._series_bulk_mapped(refs, ext, remove)
+            wires.extend([None] * len(lb))
+            labels.extend(lb)
+            nchs.append(n2)
+            chunks.append(c2)
+            return
+        labels.extend(lb)
+        if wire:
+            wires.extend(wl[0])
+        nchs.append(np.frombuffer(nch, dtype=np.int64))
+        chunks.append(np.frombuffer(ch, dtype=np.int64).reshape(-1, 3))
+
     def _series_bulk_paged(self, refs: np.ndarray, ext, remove, wire: bool) -> tuple:
         """``series_bulk`` through the index cache, which holds the series section in pages of
         :data:`SERIES_PAGE` bytes: a call for 100k series asks the cache for a few hundred keys
         instead of 100k, and the entries are decoded in C straight from the joined pages."""
-        from ._series import decode
-
         offs = refs * SERIES_ALIGN
         if int(offs[0]) < self.toc.series or int(offs[-1]) >= self._series_end:
             self._series_offset(int(refs[0]) if int(offs[0]) < self.toc.series else int(refs[-1]))
@@ -1112,24 +1116,8 @@ class IndexReader:
             if hi == lo:
                 continue
             buf = b"".join(pages[p] for p in run.tolist())
-            lb, ends, nch, ch, err, *wl = decode(buf, offs[lo:hi] - base, min(len(buf), self._series_end - base),
-                                                 self._symbols, ext, remove, wire)
-            if err is not None:
-                i, pos, what = err
-                raise self._err(base + pos, f"series ref {int(refs[lo + i])}: {what}")
-            ends = np.frombuffer(ends, dtype=np.int64)
-            if (ends < 0).any():  # an entry running past the cached pages: this run the careful way
-                lb, n2, c2 = self._series_bulk_mapped(refs[lo:hi], ext, remove)
-                wires.extend([None] * len(lb))
-                labels.extend(lb)
-                nchs.append(n2)
-                chunks.append(c2)
-            else:
-                labels.extend(lb)
-                if wire:
-                    wires.extend(wl[0])
-                nchs.append(np.frombuffer(nch, dtype=np.int64))
-                chunks.append(np.frombuffer(ch, dtype=np.int64).reshape(-1, 3))
+            self._decode_run(buf, base, offs[lo:hi] - base, min(len(buf), self._series_end - base), refs[lo:hi],
+                             ext, remove, wire, (labels, wires, nchs, chunks))
             lo = hi
         out = (labels, np.concatenate(nchs), np.concatenate(chunks))
         return out + ((wires,) if wire else ())
