@@ -452,8 +452,10 @@ def images(log: Callable[[str], None] = _log) -> list[Image]:
     deps, own = python_layers(rootfs, base, log)
     pause = pause_layer(log)
     coredns = _binary_layer("coredns", {"coredns": (bins / f"coredns-{COREDNS_VERSION}", 0o755)}, log)
+    # /bin is a symlink to usr/bin in the Debian base: a layer entry "bin/" would replace it with a directory
+    # and hide /bin/sh, which the operator's Prometheus container runs first. /bin/prometheus still resolves.
     prometheus = _binary_layer(
-        "prometheus", {"bin/prometheus": (bins / f"prometheus-{PROMETHEUS_VERSION}", 0o755),
+        "prometheus", {"usr/bin/prometheus": (bins / f"prometheus-{PROMETHEUS_VERSION}", 0o755),
                        "etc/prometheus/prometheus.yml": (_prometheus_yml(), 0o644)}, log,
         dirs={"prometheus": (0o755, 65534)})
     weed = _binary_layer("weed", {"usr/local/bin/weed": (weed_binary(), 0o755)}, log, dirs={"data": (0o777, 0)})
