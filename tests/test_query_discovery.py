@@ -208,6 +208,36 @@ def test_dns_and_dnssrv_endpoints(dnsmasq, two_sidecars, pythanos_bin, tmp_path)
         q.stop()
 
 
+def test_srv_lookup_uses_the_resolv_conf_search_list(dnsmasq, monkeypatch):
+    """Without --store.sd-dns-server, SRV names get resolv.conf's search list and ndots, as getaddrinfo's names
+    do (and Thanos' resolvers): in a pod, the operator's dnssrv+_grpc._tcp.<svc>.<ns>.svc only exists as
+    <...>.svc.cluster.local. Here resolv.conf is a resolver of dnsmasq with search domain pythanos.test."""
+    import asyncio
+
+    import dns.asyncresolver
+    import dns.exception
+    import dns.name
+
+    host, port = dnsmasq.rsplit(":", 1)
+
+    class PodResolver(dns.asyncresolver.Resolver):
+        def __init__(self, filename="/etc/resolv.conf", configure=True):
+            super().__init__(configure=False)
+            if configure:   # what configure=True reads from a pod's /etc/resolv.conf
+                self.nameservers, self.port = [host], int(port)
+                self.search, self.ndots = [dns.name.from_text("pythanos.test")], 5
+
+    monkeypatch.setattr(dns.asyncresolver, "Resolver", PodResolver)
+    got = asyncio.run(qd.resolve("dnssrvnoa+", "_grpc._tcp.stores"))
+    assert sorted(a.split(":")[0] for a in got) == ["store-a.pythanos.test", "store-b.pythanos.test"], got
+    # with an explicit server the name is asked as given (no search list): dnsmasq refuses it
+    try:
+        got = asyncio.run(qd.resolve("dnssrvnoa+", "_grpc._tcp.stores", dnsmasq))
+    except dns.exception.DNSException:
+        got = []
+    assert got == []
+
+
 def test_dns_localhost_through_system_resolver(two_sidecars, pythanos_bin, tmp_path):
     a, _ = two_sidecars
     q = start_query(pythanos_bin, tmp_path, f"--endpoint=dns+localhost:{a}")

@@ -216,7 +216,8 @@ class Discovery:
 async def resolve(prefix: str, rest: str, server: str = "") -> list[str]:
     """One DNS lookup in Thanos' style; ``host:port`` strings. Without ``server``, A/AAAA
     lookups use the system's resolver (``/etc/hosts`` included) and SRV lookups
-    ``/etc/resolv.conf``; with it, every lookup asks that server."""
+    ``/etc/resolv.conf`` (nameservers, search list, ndots); with it, every lookup asks that server
+    for the name as given."""
     if prefix in ("dns+", "dnsdualstack+"):
         host, port = _host_port(rest, prefix + rest)
         if server:
@@ -262,7 +263,9 @@ async def _lookup(server: str, name: str, rdtype: str) -> list:
         res.nameservers = [host]
         res.port = port
     try:
-        ans = await res.resolve(name, rdtype)
+        # With the system's resolv.conf, its search list and ndots apply as they do for getaddrinfo (and for
+        # Thanos' resolvers): in a pod, dnssrv+_grpc._tcp.<svc>.<ns>.svc is found as <...>.svc.cluster.local.
+        ans = await res.resolve(name, rdtype, search=not server)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         return []
     if rdtype == "SRV":
