@@ -179,6 +179,18 @@ def test_extra_replica_labels_and_endpoints(tc, eu1):
     assert "--deduplication.replica-label=rule_replica" not in c["args"]
 
 
+def test_compactor_without_members_starts(tc, eu1):
+    """A ThanosCluster applied before its PrometheusHAs renders first with no member: no replica label, so
+    no --deduplication.func (penalty without a replica label stops the compactor at start-up)."""
+    def args(members):
+        return _container(_by(render.render_thanos_cluster(tc, members, DEFAULTS), "StatefulSet",
+                              "thanos-compact-demo"), "thanos-compact")["args"]
+    assert not [a for a in args([]) if a.startswith("--deduplication.")]
+    assert {"--deduplication.replica-label=replica", "--deduplication.func=penalty"} <= set(args([eu1]))
+    tc["spec"]["compactor"]["deduplication"] = {"extraReplicaLabels": ["receive_replica"]}
+    assert {"--deduplication.replica-label=receive_replica", "--deduplication.func=penalty"} <= set(args([]))
+
+
 def test_compactor_is_a_singleton_with_a_pvc(tc, eu1, us1):
     for asked in (1, 3):   # the schema caps it at 1; render caps too
         tc["spec"]["compactor"]["replicas"] = asked
@@ -335,6 +347,23 @@ def test_conflict_ties_break_by_name(tc, eu1):
 def _wl(kind, name, replicas, ready):
     key = "availableReplicas" if kind == "Deployment" else "readyReplicas"
     return {"kind": kind, "metadata": {"name": name}, "spec": {"replicas": replicas}, "status": {key: ready}}
+
+
+def test_status_counts_a_just_applied_workload_generation():
+    """The reconcile writes status right after its apply, when kopf's index may still hold the workload's
+    previous generation: a StatefulSet scaled 2 -> 3 must not be reported ready with its old 2/2."""
+    from pythanos_operator.handlers import _newest
+
+    def sts(gen, replicas, ready):
+        return {"kind": "StatefulSet", "metadata": {"name": "prometheus-us1", "generation": gen},
+                "spec": {"replicas": replicas}, "status": {"readyReplicas": ready}}
+    indexed, applied = sts(3, 2, 2), sts(4, 3, 2)
+    assert _newest(indexed, applied) is applied
+    assert st.availability([("StatefulSet", "prometheus-us1")], [_newest(indexed, applied)]).cond.reason \
+        == "SomePodsNotReady"
+    later = sts(4, 3, 3)   # the index caught up (and has newer status than the apply's answer)
+    assert _newest(later, applied) is later
+    assert _newest(None, applied) is applied and _newest(indexed, None) is indexed
 
 
 def test_availability_reasons():

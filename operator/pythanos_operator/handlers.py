@@ -170,6 +170,19 @@ class Ctx:
         key = (namespace_of(body), name_of(body))
         lst[:] = [b for b in lst if (namespace_of(b), name_of(b)) != key] + [_plain(body)]
 
+    def cluster_of(self, pha: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The PrometheusHA's ThanosCluster. One it names that the index does not hold (yet) is looked up in
+        the API server: kopf's index follows its own watch stream, so a cluster created a moment before its
+        members (one ``kubectl apply`` of both) is often not in it when the members' handlers run."""
+        tc = render.cluster_for(pha, self.tcs)
+        name = pha_spec(pha).cluster_name
+        if tc is None and name:
+            live = self.kube.get(TC_KIND, namespace_of(pha), name)
+            if live is not None and not live["metadata"].get("deletionTimestamp"):
+                self.with_current(TC_KIND, live)
+                tc = render.cluster_for(pha, self.tcs)
+        return tc
+
     def conflicts(self) -> dict[tuple[str, str], str]:
         return render.external_label_conflicts(self.phas, self.tcs)
 
@@ -197,10 +210,21 @@ def status_extras(ctx: Ctx, kind: str, body: Mapping[str, Any], avail: st.Availa
     return {"members": len(members), "replicaLabels": render.replica_labels(body, members, "querier")}
 
 
+def _newest(indexed: Mapping[str, Any] | None, applied: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The workload as the index holds it, unless the apply just made a newer generation than the index has
+    seen yet (its watch event is still on the way): then the apply's answer (a scaled StatefulSet must not
+    count as ready with its old number of replicas)."""
+    if applied is None or indexed is None:
+        return indexed or applied
+    gen = lambda w: int((w.get("metadata") or {}).get("generation") or 0)  # noqa: E731
+    return applied if gen(applied) > gen(indexed) else indexed
+
+
 def write_status(ctx: Ctx, kind: str, body: Mapping[str, Any], reconciled: st.Cond | None,
-                 expected: list[tuple[str, str]]) -> bool:
+                 expected: list[tuple[str, str]], applied: Iterable[Mapping[str, Any]] = ()) -> bool:
     """Recompute Available/Ready (and Reconciled when given) and patch ``status``; returns whether the
-    Reconciled condition changed (callers post an Event for a new failure)."""
+    Reconciled condition changed (callers post an Event for a new failure). ``applied``: the workloads as
+    this reconcile's apply returned them."""
     ns, name = namespace_of(body), name_of(body)
     with _lock(kind, ns, name):
         live = ctx.kube.get(kind, ns, name)
@@ -216,7 +240,9 @@ def write_status(ctx: Ctx, kind: str, body: Mapping[str, Any], reconciled: st.Co
         else:
             reconciled = old_rec or st.Cond("Unknown", "Pending", "not reconciled yet")
             generation = prev_status.get("observedGeneration")
-        live_wl = [w for w in (ctx.workload(ns, k, n) for k, n in expected) if w is not None]
+        fresh = {(w.get("kind"), (w.get("metadata") or {}).get("name")): w for w in applied}
+        live_wl = [w for w in (_newest(ctx.workload(ns, k, n), fresh.get((k, n))) for k, n in expected)
+                   if w is not None]
         avail = st.availability(expected, live_wl)
         ready = st.ready_from(reconciled, avail.cond)
         conds = st.merge_conditions(prev, generation, {st.READY: ready, st.RECONCILED: reconciled,
@@ -283,7 +309,7 @@ def _reconcile_pha(ctx: Ctx, pha: Mapping[str, Any], own: bool) -> None:
     ctx.done.add(("PHA", ns, name))
     t0 = time.monotonic()
     s = pha_spec(pha)
-    tc = render.cluster_for(pha, ctx.tcs)
+    tc = ctx.cluster_of(pha)
     objs = render.render_prometheus_ha(pha, tc, ctx.defaults)
     expected = _expected_workloads(objs)
 
@@ -356,9 +382,12 @@ reconcile_tc = _guarded(TC_KIND, _reconcile_tc)
 def _apply(ctx: Ctx, kind: str, owner: Mapping[str, Any], objs: list[dict[str, Any]], child_kinds: Iterable[str],
            selector: str, expected: list, own: bool) -> None:
     ns = namespace_of(owner)
+    applied = []
     try:
         for o in objs:
-            _, recreated = ctx.kube.apply_recreating(o)
+            live, recreated = ctx.kube.apply_recreating(o)
+            if o["kind"] in WORKLOAD_KINDS and live:
+                applied.append(live)
             if recreated:
                 ctx.logger.info("recreated %s %s/%s (immutable fields changed; pods orphaned and re-adopted)",
                                 o["kind"], ns, o["metadata"]["name"])
@@ -377,7 +406,7 @@ def _apply(ctx: Ctx, kind: str, owner: Mapping[str, Any], objs: list[dict[str, A
         return
     ctx.logger.info("%s %s/%s: applied %d objects", kind, ns, name_of(owner), len(objs))
     write_status(ctx, kind, owner, st.Cond("True", st.RECONCILE_SUCCEEDED,
-                                           f"applied {len(objs)} objects"), expected)
+                                           f"applied {len(objs)} objects"), expected, applied)
     metrics.success(kind)
 
 

@@ -406,8 +406,11 @@ def render_thanos_cluster(tc: Mapping[str, Any], members: Sequence[Mapping[str, 
         c_args.append("--downsampling.disable")
     dedup = cp.get("deduplication") or {}
     if dedup.get("enabled", True):
-        c_args += [f"--deduplication.replica-label={lbl}" for lbl in replica_labels(tc, members, "compactor")]
-        if dedup.get("func", "penalty"):
+        labels = replica_labels(tc, members, "compactor")
+        c_args += [f"--deduplication.replica-label={lbl}" for lbl in labels]
+        # penalty deduplication without a replica label is a start-up error of the compactor (as in Thanos):
+        # a cluster created before its members (or with none) gets the function once there is a label.
+        if labels and dedup.get("func", "penalty"):
             c_args.append(f"--deduplication.func={dedup.get('func', 'penalty')}")
     c_args += [str(a) for a in cp.get("extraArgs") or []]
     cc = _thanos_container("thanos-compact", image, pull, c_args, cp.get("resources") or {},
