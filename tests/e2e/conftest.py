@@ -13,7 +13,8 @@ Fixtures:
 
 * ``e2e_cluster`` (session): an :class:`E2ECluster` with ``backend``, ``kubeconfig``, ``kubectl`` (a
   :class:`localcluster.Kubectl`) and ``images`` (``component``, ``operator``, ``s3``, ``prometheus`` names as
-  pods must spell them), on whichever backend was chosen.
+  pods must spell them), on whichever backend was chosen; ``retag_image()`` and ``provide_volume()`` do
+  what differs between the backends.
 * ``local_cluster`` (session): the :class:`localcluster.LocalCluster` itself (local backend only).
 * ``kind_cluster`` (session): the kind kubeconfig path (kind backend only); ``kind_images`` builds and loads
   the images there.
@@ -106,7 +107,7 @@ def e2e_cluster(request) -> E2ECluster:
     cluster = request.getfixturevalue("local_cluster")
     return E2ECluster("local", cluster.kubeconfig, cluster.kubectl,
                       {"component": images.COMPONENT_IMAGE, "operator": images.OPERATOR_IMAGE,
-                       "s3": images.S3_IMAGE, "prometheus": images.PROMETHEUS_IMAGE})
+                       "s3": images.S3_IMAGE, "prometheus": images.PROMETHEUS_IMAGE}, local=cluster)
 
 
 @pytest.fixture

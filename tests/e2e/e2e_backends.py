@@ -46,5 +46,38 @@ class E2ECluster:
     kubeconfig: Path
     kubectl: "object"     # localcluster.Kubectl
     images: dict[str, str]
+    local: "object | None" = None   # the localcluster.LocalCluster (local backend only)
+
+    def retag_image(self, image: str, tag: str) -> str:
+        """The same image under a second tag, known to the cluster's container runtime; returns its name."""
+        new = f"{image.rpartition(':')[0]}:{tag}"
+        if self.backend == "local":
+            self.local.ctr("images", "tag", "--force", image, new)
+        else:
+            sh("docker", "tag", image, new)
+            sh("kind", "load", "docker-image", new, "--name", KIND_CLUSTER)
+        return new
+
+    def provide_volume(self, namespace: str, claim: str, size: str = "10Gi") -> str | None:
+        """A PersistentVolume for the claim ``namespace/claim`` where the cluster cannot provision one: the
+        local cluster has no storage provisioner, so a hostPath PV (a fresh world-writable directory, pods run
+        as 65534) is pre-bound to that claim; kind's default StorageClass provisions by itself (None)."""
+        if self.backend != "local":
+            return None
+        import json
+        import uuid
+
+        name = f"e2e-{uuid.uuid4().hex[:10]}"
+        d = self.local.work / "volumes" / name
+        d.mkdir(parents=True)
+        d.chmod(0o777)
+        pv = {"apiVersion": "v1", "kind": "PersistentVolume",
+              "metadata": {"name": name, "labels": {"pythanos.io/e2e": "volume"}},
+              "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
+                       "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                       "claimRef": {"namespace": namespace, "name": claim},
+                       "hostPath": {"path": str(d), "type": "Directory"}}}
+        self.kubectl("apply", "-f", "-", input=json.dumps(pv))
+        return name
 
 
