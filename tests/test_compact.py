@@ -448,14 +448,15 @@ def test_s3_outage_mid_compaction_is_retried_and_loses_nothing(tmp_path, pythano
         p.wait_ready(settled, 180, "compaction finished after the outage")
         assert float(next(ln.split()[-1] for ln in http_get(url + "/metrics")[1].decode().splitlines()
                           if ln.startswith("thanos_compact_retries_total"))) >= 1
+        # everything, exactly once: download what is left and compare with the source
+        out = tmp_path / "out"
+        for k in bkt.iter("", recursive=True):
+            if not k.endswith("/"):
+                (out / k).parent.mkdir(parents=True, exist_ok=True)
+                (out / k).write_bytes(bkt.get(k))
     finally:
         p.stop()
-    # everything, exactly once: download what is left and compare with the source
-    out = tmp_path / "out"
-    for k in bkt.iter("", recursive=True):
-        if not k.endswith("/"):
-            (out / k).parent.mkdir(parents=True, exist_ok=True)
-            (out / k).write_bytes(bkt.get(k))
+        own["process"].stop()  # the S3 server of this test, whichever start of it is running
     for u in list(metas(out)):
         if (out / u / "deletion-mark.json").exists():
             shutil.rmtree(out / u)
@@ -464,7 +465,6 @@ def test_s3_outage_mid_compaction_is_retried_and_loses_nothing(tmp_path, pythano
             shutil.rmtree(d)  # an upload the outage cut short: never read, cleaned after 48h
     assert_no_overlap(out)
     _same_samples(out, src)
-    own["process"].stop()
 
 
 def test_a_year_compacted_and_downsampled_equals_thanos(downsampled_bucket, tmp_path, pythanos_bin, thanos_bin):
