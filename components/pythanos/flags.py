@@ -248,6 +248,21 @@ def add_objstore(p: argparse.ArgumentParser, required: bool) -> None:
                    help="Alternative to 'objstore.config-file' flag: object store configuration in YAML.")
 
 
+def add_retention(p: argparse.ArgumentParser) -> None:
+    """``--retention.resolution-raw|5m|1h`` (compactor, ``tools bucket retention``); 0d keeps forever."""
+    for res, what in (("raw", "raw samples"), ("5m", "samples of resolution 1 (5 minutes)"),
+                      ("1h", "samples of resolution 2 (1 hour)")):
+        p.add_argument(f"--retention.resolution-{res}", dest=f"retention_{res}", default=0.0,
+                       type=duration(f"--retention.resolution-{res}"),
+                       help=f"How long to retain {what} in bucket. Setting this to 0d will retain samples of this "
+                            "resolution forever")
+
+
+def retention_from_args(args: argparse.Namespace) -> dict[int, float]:
+    """Retention in seconds by resolution in ms (0 raw, 300000 5m, 3600000 1h)."""
+    return {0: args.retention_raw, 300_000: args.retention_5m, 3_600_000: args.retention_1h}
+
+
 def add_selector_relabel(p: argparse.ArgumentParser) -> None:
     """``--selector.relabel-config[-file]``: which blocks (by external labels) a component handles."""
     g = p.add_mutually_exclusive_group()

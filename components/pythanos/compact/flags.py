@@ -24,12 +24,7 @@ def register(components) -> None:
     p.add_argument("--consistency-delay", dest="consistency_delay", default=30 * 60.0, type=dur("--consistency-delay"),
                    help="Minimum age of fresh (non-compacted) blocks before they are being processed. Malformed "
                         "blocks older than the maximum of consistency-delay and 48h0m0s will be removed.")
-    for res, what in (("raw", "raw samples"), ("5m", "samples of resolution 1 (5 minutes)"),
-                      ("1h", "samples of resolution 2 (1 hour)")):
-        p.add_argument(f"--retention.resolution-{res}", dest=f"retention_{res}", default=0.0,
-                       type=dur(f"--retention.resolution-{res}"),
-                       help=f"How long to retain {what} in bucket. Setting this to 0d will retain samples of this "
-                            "resolution forever")
+    f.add_retention(p)
     p.add_argument("--wait", "-w", dest="wait", action="store_true",
                    help="Do not exit after all compactions have been processed and wait for new work.")
     p.add_argument("--wait-interval", dest="wait_interval", default=300.0, type=dur("--wait-interval"),
@@ -123,7 +118,7 @@ def split_labels(values: list[str]) -> list[str]:
 
 
 def config_from_args(args: argparse.Namespace):
-    from ..block.compactor import DOWNSAMPLE_RANGE_1H, DOWNSAMPLE_RANGE_5M, RES_1H, RES_5M, RES_RAW
+    from ..block.compactor import DOWNSAMPLE_RANGE_1H, DOWNSAMPLE_RANGE_5M
     from ..block.planner import ranges_for_level
     from .run import CompactConfig
 
@@ -147,7 +142,7 @@ def config_from_args(args: argparse.Namespace):
     return CompactConfig(
         http_address=args.http_address, http_grace_period=args.http_grace_period, data_dir=args.data_dir,
         bucket=f.bucket_from_args(args), consistency_delay=args.consistency_delay,
-        retention={RES_RAW: args.retention_raw, RES_5M: args.retention_5m, RES_1H: args.retention_1h},
+        retention=f.retention_from_args(args),
         wait=args.wait, wait_interval=args.wait_interval, downsampling=not args.downsampling_disable,
         meta_fetch_concurrency=args.block_meta_fetch_concurrency, cleanup_interval=args.cleanup_interval,
         compact_concurrency=args.compact_concurrency, fetch_concurrency=args.blocks_fetch_concurrency,

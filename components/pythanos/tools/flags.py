@@ -143,12 +143,7 @@ def register(components) -> None:
     rt = bsub.add_parser("retention", help="Retention applies retention policies on the given bucket. Please make "
                                            "sure no compactor is running on the same bucket at the same time.")
     chores(rt, "Time before a block marked for deletion is deleted from bucket.")
-    for res, what in (("raw", "raw samples"), ("5m", "samples of resolution 1 (5 minutes)"),
-                      ("1h", "samples of resolution 2 (1 hour)")):
-        rt.add_argument(f"--retention.resolution-{res}", dest=f"retention_{res}", default=0.0,
-                        type=dur(f"--retention.resolution-{res}"),
-                        help=f"How long to retain {what} in bucket. Setting this to 0d will retain samples of this "
-                             "resolution forever")
+    f.add_retention(rt)
     rt.set_defaults(run=_bucket_retention)
 
     ds = bsub.add_parser("downsample", help="Continuously downsamples blocks in an object store bucket.")
@@ -280,7 +275,7 @@ def _bucket_retention(args: argparse.Namespace) -> int:
     from . import lifecycle
 
     return lifecycle.retention(f.bucket_from_args(args), _chores(
-        args, retention={0: args.retention_raw, 300_000: args.retention_5m, 3_600_000: args.retention_1h}))
+        args, retention=f.retention_from_args(args)))
 
 
 def _bucket_downsample(args: argparse.Namespace) -> int:
