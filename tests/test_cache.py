@@ -234,6 +234,7 @@ def test_redis_password_never_in_repr_or_logs(caplog):
     configured = build_cache(cfg)
     for s in (repr(cfg), str(cfg), repr(cfg.config), repr(configured), str(configured.backend)):
         assert secret not in s, s
+    assert "password=<secret>" in repr(cfg.config)   # set, and shown as such
 
     async def go():
         with caplog.at_level(logging.DEBUG, logger="pythanos.cache"):

@@ -527,6 +527,56 @@ def test_config_first_document_only_and_case_insensitive_type(tmp_path):
     assert isinstance(b, FilesystemBucket)
 
 
+def test_s3_credentials_never_in_repr_or_logs(caplog, tmp_path):
+    """access_key, secret_key and session_token show as <secret> in every repr and log line (a config is
+    formatted into logs and errors more often than anyone plans)."""
+    ak, sk, tok = "AKIAPYTHANOSACCESS", "pythanos/Secret+Key", "pythanos-session-token"
+    endpoint = f"127.0.0.1:{_closed_port()}"
+    yml = (f"type: s3\nconfig:\n  bucket: nowhere\n  endpoint: {endpoint}\n  access_key: {ak}\n"
+           f"  secret_key: {sk}\n  session_token: {tok}\n  insecure: true\n  region: us-east-1\n"
+           f"  max_retries: 2\n  trace:\n    enable: true\n")   # HTTP traces at debug level too
+    b = bucket_from_config(yml, "test")
+    cfg = b.config
+    assert (cfg.access_key, cfg.secret_key, cfg.session_token) == (ak, sk, tok)   # the values are intact
+    shown = [repr(cfg), str(cfg), f"{cfg}", f"{cfg!r}", repr(b), str(b), repr([cfg]), repr({"c": cfg})]
+    for text in shown:
+        for secret in (ak, sk, tok):
+            assert secret not in text, text
+    assert "secret_key=<secret>" in repr(cfg) and "access_key=<secret>" in repr(cfg)
+    assert "bucket='nowhere'" in repr(cfg) and f"endpoint='{endpoint}'" in repr(cfg)
+    assert "secret_key=''" in repr(S3Bucket(type(cfg)(bucket="b", endpoint="e:1")).config)  # unset: shown empty
+
+    log = logging.getLogger("pythanos.objstore.test")
+    caplog.set_level(logging.DEBUG)
+    log.info("bucket config %s %r", cfg, cfg, extra={"config": cfg, "bucket": b})
+    with pytest.raises(ObjstoreError) as ei:
+        b.get("01ABC/meta.json")   # retried and logged, then an error naming the place
+    assert len(caplog.records) >= 2
+    lines = [LogfmtFormatter().format(r) for r in caplog.records] + [str(ei.value), repr(ei.value)]
+    assert "secret_key=<secret>" in lines[0]
+    assert any("X-Amz-Security-Token" in t for t in lines), "expected the request trace in the log"
+    for text in lines:
+        for secret in (ak, sk, tok):
+            assert secret not in text, text
+
+    # SSE-C: the customer key travels in a header of every request; traces never show it
+    import base64
+    key = bytes(range(65, 97))   # 32 bytes
+    (tmp_path / "ssec.key").write_bytes(key)
+    b64 = base64.b64encode(key).decode()
+    caplog.clear()
+    ssec = bucket_from_config(
+        f"type: s3\nconfig:\n  bucket: nowhere\n  endpoint: {endpoint}\n  access_key: {ak}\n  secret_key: {sk}\n"
+        f"  region: us-east-1\n  max_retries: 1\n  trace:\n    enable: true\n  sse_config:\n    type: SSE-C\n"
+        f"    encryption_key: {tmp_path / 'ssec.key'}\n", "test")
+    with pytest.raises(ObjstoreError):
+        ssec.get("k")
+    lines = [LogfmtFormatter().format(r) for r in caplog.records]
+    assert any("Customer-Key:" in t for t in lines), "expected the SSE-C request trace in the log"
+    for text in lines:
+        assert b64 not in text and key.decode() not in text, text
+
+
 def test_config_all_documented_s3_keys_accepted(tmp_path):
     yml = """
 type: S3

@@ -18,7 +18,7 @@ Accepted for compatibility but without effect: ``min_idle_conns``, ``idle_timeou
 ``max_conn_age`` (go-redis pool settings of older Thanos; redis-py's pool has no equivalent),
 ``cache_size`` (rueidis client-side caching; a warning is logged when it is set) and
 ``tls_config.server_name`` (redis-py cannot set SNI apart from the host). ``pool_size`` bounds
-redis-py's connection pool. The password is kept out of ``repr``/``str`` and logs.
+redis-py's connection pool. The password shows as ``<secret>`` in ``repr``/``str`` and logs.
 
 Metrics: Thanos' ``thanos_redis_operation_duration_seconds{operation}``,
 ``thanos_cache_redis_requests_total``, ``thanos_cache_redis_hits_total`` and, as pythanos'
@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..redact import redacted, secret_field
 from .base import AsyncQueue, Cache, CircuitBreaker, CircuitBreakerConfig, CircuitOpenError, child, family
 
 log = logging.getLogger("pythanos.cache")
@@ -53,6 +54,7 @@ class RedisTLSConfig:
     min_version: str = ""
 
 
+@redacted
 @dataclass(frozen=True)
 class RedisConfig:
     """Thanos' ``RedisClientConfig`` with its defaults (durations in seconds, sizes in bytes)."""
@@ -60,7 +62,7 @@ class RedisConfig:
     addr: str = ""
     prefix: str = ""
     username: str = ""
-    password: str = field(default="", repr=False)
+    password: str = secret_field()
     db: int = 0
     dial_timeout: float = 5.0
     read_timeout: float = 3.0

@@ -35,6 +35,7 @@ send_content_md5            no-op: minio-py always protects payloads (x-amz-cont
 ==========================  ======================================================================
 
 Multipart uploads send one part at a time, so memory use is bounded by ``part_size``.
+``access_key``, ``secret_key`` and ``session_token`` show as ``<secret>`` in reprs (and so in logs).
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 
+from ..redact import SECRET, redacted, secret_field
 from .bucket import (
     Bucket,
     ObjectAttributes,
@@ -117,6 +119,7 @@ class SSEConfig:
     encryption_key: str = ""
 
 
+@redacted
 @dataclass
 class S3Config:
     bucket: str = ""
@@ -124,11 +127,11 @@ class S3Config:
     region: str = ""
     disable_dualstack: bool = False
     aws_sdk_auth: bool = False
-    access_key: str = ""
+    access_key: str = secret_field()
     insecure: bool = False
     signature_version2: bool = False
-    secret_key: str = ""
-    session_token: str = ""
+    secret_key: str = secret_field()
+    session_token: str = secret_field()
     put_user_metadata: dict[str, str] = field(default_factory=dict)
     http_config: HTTPConfig = field(default_factory=HTTPConfig)
     trace_enable: bool = False
@@ -182,11 +185,17 @@ class S3Config:
 
 
 class _TraceLog(io.TextIOBase):
-    """minio's trace stream, sent to the debug log line by line."""
+    """minio's trace stream, sent to the debug log line by line. minio redacts the Authorization header's
+    credential and signature itself; the session token and the SSE-C key headers are ours to redact."""
+
+    _SECRET_HEADERS = ("x-amz-security-token:", "x-amz-server-side-encryption-customer-key:",
+                       "x-amz-copy-source-server-side-encryption-customer-key:")
 
     def write(self, s: str) -> int:
         for line in s.splitlines():
             if line.strip():
+                if line.lower().startswith(self._SECRET_HEADERS):
+                    line = line.split(":", 1)[0] + ": " + SECRET
                 log.debug("s3 trace", extra={"line": line})
         return len(s)
 
