@@ -132,6 +132,28 @@ def test_replica_label_is_pod_name_through_reloader(us1, tc):
     assert pdb["spec"] == {"maxUnavailable": 1, "selector": sts["spec"]["selector"]}
 
 
+def test_prometheus_starts_from_its_image_after_an_init_container_writes_the_config(us1, tc):
+    """No shell loop waiting for the sidecar: an init container (the sidecar's reloader, once) writes the
+    expanded config, then Prometheus starts from its image's entrypoint. No admin API: nothing needs it."""
+    sts = _by(render.render_prometheus_ha(us1, tc, DEFAULTS), "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    prom, side = _container(sts, "prometheus"), _container(sts, "thanos-sidecar")
+    assert "command" not in prom
+    assert "--web.enable-admin-api" not in prom["args"] and "--web.enable-lifecycle" in prom["args"]
+    [init] = pod["initContainers"]
+    assert init["image"] == side["image"] and "command" not in init
+    assert init["args"][0] == "sidecar" and init["args"][-1] == "--reloader.once"
+    reloader = [a for a in side["args"] if a.startswith("--reloader.config")]
+    assert reloader and [a for a in init["args"] if a.startswith("--reloader.config")] == reloader
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in init["env"]
+    mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    assert mounts["config-out"] == "/etc/prometheus/config_out" and mounts["config"] == "/etc/prometheus/config"
+    assert "--config.file=/etc/prometheus/config_out/prometheus.yaml" in prom["args"]
+    assert init["securityContext"] == side["securityContext"]
+    for c in [*pod["initContainers"], *pod["containers"]]:
+        assert not any("/bin/sh" in str(x) for x in (c.get("command") or []) + c["args"]), c
+
+
 def test_single_replica_has_no_pdb(eu1, tc):
     kinds = [o["kind"] for o in render.render_prometheus_ha(eu1, tc, DEFAULTS)]
     assert "PodDisruptionBudget" not in kinds
@@ -410,13 +432,16 @@ def test_every_mount_has_a_volume(tc, eu1, us1):
 
 # ---------------------------------------------------------------------------------------------- real binaries
 
-def _all_containers(tc, eu1, us1):
+def _all_containers(tc, eu1, us1, init: bool = False):
+    """Every container rendered (and, with ``init``, every init container: ours only, never Thanos')."""
     tc["spec"]["storeGateway"] = {"shards": 2, "timePartitions": [{"maxTime": "-2w"}, {"minTime": "-2w"}]}
     us1["spec"]["scrapeConfigFrom"] = {"configMapKeyRef": {"name": "more", "key": "scrape.yaml"}}
     objs = render.render_thanos_cluster(tc, [eu1, us1], DEFAULTS) + render.render_prometheus_ha(us1, tc, DEFAULTS)
     for o in objs:
         if o["kind"] in ("StatefulSet", "Deployment"):
-            yield from ((o["metadata"]["name"], c) for c in o["spec"]["template"]["spec"]["containers"])
+            pod = o["spec"]["template"]["spec"]
+            yield from ((o["metadata"]["name"], c) for c in (pod.get("initContainers") or []) if init)
+            yield from ((o["metadata"]["name"], c) for c in pod["containers"])
 
 
 def test_rendered_thanos_flags_parse_with_real_thanos(tc, eu1, us1, thanos_bin):
@@ -454,10 +479,12 @@ def test_rendered_component_flags_parse_with_pythanos(tc, eu1, us1, tmp_path):
 
     ours = {"sidecar", "query", "store", "compact"}
     seen = set()
-    for obj, c in _all_containers(tc, eu1, us1):
+    for obj, c in _all_containers(tc, eu1, us1, init=True):
         if c["name"] == "prometheus" or c["args"][0] not in ours:
             continue
         seen.add(c["args"][0])
+        if c["name"] == "init-config":   # a pythanos-only flag (Thanos has no one-shot reloader)
+            assert build_parser().parse_args(c["args"]).reloader_once
         try:
             args = build_parser().parse_args(c["args"])
         except SystemExit as e:

@@ -271,6 +271,33 @@ def test_reloader_through_cli_expands_env_and_reloads_prometheus(prometheus_fact
     assert sc.alive() and prom.alive()
 
 
+def test_reloader_once_writes_the_expanded_config_and_exits(tmp_path):
+    """``--reloader.once``: what the operator's init container runs so that Prometheus starts with its config
+    present. No Prometheus, no servers (a listener would keep the process up), no object storage touched."""
+    src, out = tmp_path / "prometheus.yaml.tmpl", tmp_path / "out" / "prometheus.yaml"
+    out.parent.mkdir()
+    src.write_text("global:\n  external_labels:\n    cluster: eu1\n    replica: $(POD_NAME)\n")
+    dead = f"http://127.0.0.1:{free_port()}"
+    g, h = free_ports(2)
+    cmd = [sys.executable, "-m", "pythanos.cli", *sidecar_args(dead, g, h, f"--reloader.config-file={src}",
+                                                                f"--reloader.config-envsubst-file={out}",
+                                                                "--objstore.config=type: NOPE", "--reloader.once")]
+    env = {**os.environ, "POD_NAME": "prometheus-eu1-0"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    assert out.read_text() == "global:\n  external_labels:\n    cluster: eu1\n    replica: prometheus-eu1-0\n"
+    assert "wrote the expanded config" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+    # an unset variable: exit 1 naming it, the old output left as it was
+    src.write_text("global:\n  external_labels:\n    replica: $(NOT_SET_ANYWHERE)\n")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 1 and 'unset environment variable \\"NOT_SET_ANYWHERE' in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "prometheus-eu1-0" in out.read_text()
+    # nothing to write: a usage error, not a sidecar that silently serves
+    r = subprocess.run(cmd[:-4] + ["--reloader.once"], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 1 and "--reloader.once needs --reloader.config-file" in r.stderr, r.stderr
+
+
 # ------------------------------------------------------------------------------------------ bad input
 
 def test_unreachable_prometheus_is_not_ready_and_unavailable(prometheus_factory, pythanos_factory):

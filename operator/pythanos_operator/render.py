@@ -1,8 +1,9 @@
 """Pure render functions: custom resources in, Kubernetes objects out (no I/O, no clock, no globals).
 
 * :func:`render_prometheus_ha` — a PrometheusHA (and the ThanosCluster it belongs to, or ``None``) to its
-  config ConfigMap, headless governing Service, StatefulSet (Prometheus + the pythanos sidecar) and, for more
-  than one replica, a PodDisruptionBudget.
+  config ConfigMap, headless governing Service, StatefulSet (Prometheus + the pythanos sidecar, after an init
+  container that writes the expanded config once: ``pythanos sidecar --reloader.once``) and, for more than one
+  replica, a PodDisruptionBudget.
 * :func:`render_thanos_cluster` — a ThanosCluster and its member PrometheusHAs to the querier (endpoint SD
   ConfigMap, Deployment, Service), the store gateway (StatefulSet per shard/time partition, headless Service)
   and the singleton compactor (StatefulSet, Service).
@@ -181,25 +182,34 @@ def render_prometheus_ha(pha: Mapping[str, Any], cluster: Mapping[str, Any] | No
         "--storage.tsdb.max-block-duration=2h",
         f"--web.listen-address=:{PROM_PORT}",
         f"--log.level={s.log_level}",
-        "--web.enable-lifecycle",
-        "--web.enable-admin-api",
+        "--web.enable-lifecycle",   # the sidecar's reloader POSTs /-/reload; no admin API (nothing needs it)
     ]
     data_mount = {"name": "data", "mountPath": "/prometheus"}
     prom_mounts = [data_mount, {"name": "config-out", "mountPath": CONFIG_OUT_DIR, "readOnly": True}]
     if s.scrape_config_ref is not None:
         prom_mounts.append({"name": "scrape-configs", "mountPath": SCRAPE_DIR, "readOnly": True})
     prometheus = {
+        # The image's own entrypoint (no shell): the init container wrote the expanded config before it starts.
         "name": "prometheus", "image": image, "imagePullPolicy": pull,
-        # The sidecar's reloader writes the expanded config; wait for its first write (no init container needed).
-        "command": ["/bin/sh", "-c",
-                    f'until [ -s {CONFIG_OUT_DIR}/prometheus.yaml ]; do sleep 1; done; exec /bin/prometheus "$@"',
-                    "--"],
         "args": prom_args,
         "ports": [{"name": "web", "containerPort": PROM_PORT}],
         "livenessProbe": _http_probe("/-/healthy", "web", 15, 6),
         "readinessProbe": _http_probe("/-/ready", "web", 5, 60),
         "resources": dict(s.resources), "securityContext": dict(CONTAINER_SECURITY),
         "volumeMounts": prom_mounts, "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    reloader_args = [f"--reloader.config-file={CONFIG_DIR}/{CONFIG_TEMPLATE_KEY}",
+                     f"--reloader.config-envsubst-file={CONFIG_OUT_DIR}/prometheus.yaml"]
+    # The sidecar's reloader once, before Prometheus starts: $(POD_NAME) expanded into config_out.
+    init_config = {
+        "name": "init-config", "image": sidecar_image, "imagePullPolicy": pull,
+        "args": ["sidecar", f"--log.level={s.sidecar_log_level}", *reloader_args, "--reloader.once"],
+        "env": _env_pod(),
+        "resources": dict(s.sidecar_resources), "securityContext": dict(CONTAINER_SECURITY),
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+                         {"name": "config-out", "mountPath": CONFIG_OUT_DIR},
+                         {"name": "tmp", "mountPath": "/tmp"}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     sc_args = [
         "sidecar",
@@ -208,8 +218,7 @@ def render_prometheus_ha(pha: Mapping[str, Any], cluster: Mapping[str, Any] | No
         f"--grpc-address=0.0.0.0:{GRPC_PORT}",
         f"--http-address=0.0.0.0:{HTTP_PORT}",
         "--tsdb.path=/prometheus",
-        f"--reloader.config-file={CONFIG_DIR}/{CONFIG_TEMPLATE_KEY}",
-        f"--reloader.config-envsubst-file={CONFIG_OUT_DIR}/prometheus.yaml",
+        *reloader_args,
     ]
     sc_mounts = [data_mount, {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                  {"name": "config-out", "mountPath": CONFIG_OUT_DIR}]
@@ -245,6 +254,7 @@ def render_prometheus_ha(pha: Mapping[str, Any], cluster: Mapping[str, Any] | No
                 "securityContext": dict(POD_SECURITY),
                 "affinity": _soft_anti_affinity(sel),
                 "terminationGracePeriodSeconds": 120,
+                "initContainers": [init_config],
                 "containers": [prometheus, sidecar],
                 "volumes": volumes,
             },

@@ -453,7 +453,7 @@ def images(log: Callable[[str], None] = _log) -> list[Image]:
     pause = pause_layer(log)
     coredns = _binary_layer("coredns", {"coredns": (bins / f"coredns-{COREDNS_VERSION}", 0o755)}, log)
     # /bin is a symlink to usr/bin in the Debian base: a layer entry "bin/" would replace it with a directory
-    # and hide /bin/sh, which the operator's Prometheus container runs first. /bin/prometheus still resolves.
+    # and hide /bin/sh. /bin/prometheus, the entrypoint the operator's Prometheus container runs, still resolves.
     prometheus = _binary_layer(
         "prometheus", {"usr/bin/prometheus": (bins / f"prometheus-{PROMETHEUS_VERSION}", 0o755),
                        "etc/prometheus/prometheus.yml": (_prometheus_yml(), 0o644)}, log,

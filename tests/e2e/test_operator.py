@@ -97,8 +97,9 @@ def test_querier_deduplicates_the_us1_pair(course):
 def test_blocks_go_sidecar_bucket_compactor_store(course, tmp_path):
     """Five consecutive 2h blocks (``pythanos tools bench-blocks``' generator) of 1.5 days ago appear in eu1's
     TSDB directory; its sidecar uploads them to the S3 pod; the compactor compacts the four that fill one 8h
-    range; the store gateway loads the result; once eu1's Prometheus has deleted those series, the querier
-    still answers for that time range, from the bucket only, with the generated values."""
+    range; the store gateway loads the result; once eu1's Prometheus has lost those series (its pod replaced:
+    a new, empty TSDB), the querier still answers for that time range, from the bucket only, with the
+    generated values."""
     from pythanos.tools import benchblocks as bb
 
     now_ms = int(time.time() * 1000)
@@ -154,13 +155,19 @@ def test_blocks_go_sidecar_bucket_compactor_store(course, tmp_path):
     until(loaded, 180, "the store gateway to load the compacted block")
     t["store loaded"] = time.monotonic()
 
-    # eu1's Prometheus forgets those series: from now on only the bucket holds that time range
+    # eu1's Prometheus forgets those series: its pod is replaced, and the new one starts on an empty TSDB (eu1
+    # has no storage: an emptyDir; the operator renders no admin API to delete series with). From now on only
+    # the bucket holds that time range.
     at_ms = start + 5 * HOUR_MS
-    course.exec_in(pod, "thanos-sidecar", "python -c \"import urllib.request as u; u.urlopen(u.Request("
-                   "'http://localhost:9090/api/v1/admin/tsdb/delete_series?match%5B%5D=%7B__name__%3D~%22"
-                   "continuous_app_metric.%2A%22%7D', method='POST'), timeout=30)\"")
     sel = '{__name__=~"continuous_app_metric.*"}'
-    assert course.prometheus_query(pod, sel, at=at_ms / 1000) == []
+    uid = course.kc.json("get", "pod", pod, namespace=course.namespace)["metadata"]["uid"]
+    course.kc("delete", "pod", pod, "--wait=false", namespace=course.namespace)
+
+    def forgotten() -> None:
+        p = course.kc.json("get", "pod", pod, namespace=course.namespace)
+        assert p["metadata"]["uid"] != uid, "still the old pod"
+        assert course.prometheus_query(pod, sel, at=at_ms / 1000) == []
+    until(forgotten, 600, "a new eu1 pod whose Prometheus no longer has those series")
     want = {f"{s['__name__']}": bb.value_at(profile, blocks, s, at_ms, ext_labels={}, seed=seed) for s in labels}
 
     def from_bucket() -> None:

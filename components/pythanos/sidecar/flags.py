@@ -34,6 +34,10 @@ def register(components) -> None:
     p.add_argument("--reloader.watch-interval", dest="reloader_watch_interval", default=180.0,
                    type=f.duration("--reloader.watch-interval"),
                    help="Controls how often reloader re-reads config and rules.")
+    p.add_argument("--reloader.once", dest="reloader_once", action="store_true",
+                   help="Write --reloader.config-envsubst-file from --reloader.config-file once and exit: no "
+                        "servers, no Prometheus, no reload (pythanos addition; an init container, so Prometheus "
+                        "starts with its expanded config present).")
     p.add_argument("--reloader.retry-interval", dest="reloader_retry_interval", default=5.0,
                    type=f.duration("--reloader.retry-interval"),
                    help="Controls how often reloader retries config reload in case of error.")
@@ -47,14 +51,16 @@ def config_from_args(args: argparse.Namespace):
     return SidecarConfig(
         prometheus_url=args.prometheus_url, prometheus_ready_timeout=args.prometheus_ready_timeout,
         get_config_interval=args.get_config_interval, get_config_timeout=args.get_config_timeout,
-        tsdb_path=args.tsdb_path, bucket=f.bucket_from_args(args, optional=True),
+        tsdb_path=args.tsdb_path,
+        bucket=None if args.reloader_once else f.bucket_from_args(args, optional=True),
         upload_compacted=args.upload_compacted,
         http_address=args.http_address, http_grace_period=args.http_grace_period,
         grpc_address=args.grpc_address, grpc_grace_period=args.grpc_grace_period,
         reloader_config_file=args.reloader_config_file,
         reloader_config_envsubst_file=args.reloader_config_envsubst_file,
         reloader_rule_dirs=list(args.reloader_rule_dirs), reloader_watch_interval=args.reloader_watch_interval,
-        reloader_retry_interval=args.reloader_retry_interval, min_time=args.min_time)
+        reloader_retry_interval=args.reloader_retry_interval, reloader_once=args.reloader_once,
+        min_time=args.min_time)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -19,8 +19,10 @@ start and answer every call with ``UNAVAILABLE`` "sidecar not ready: ..." naming
 and the last error, so a querier (or a person with grpcurl) sees *why* instead of "connection
 refused". A Thanos querier treats both as an unhealthy endpoint.
 
-The reloader (when ``--reloader.config-file`` or ``--reloader.rule-dir`` is set) runs from the
-start; its first apply failing ends the sidecar, as Thanos' ``Watch``. The shipper (when an
+``--reloader.once`` (a pythanos addition) only writes the expanded config and exits (an init
+container: Prometheus then starts with its config present). The reloader (when
+``--reloader.config-file`` or ``--reloader.rule-dir`` is set) runs from the start; its first apply
+failing ends the sidecar, as Thanos' ``Watch``. The shipper (when an
 object store is configured) waits up to ``--prometheus.ready_timeout`` for external labels, then
 syncs every 30 s, first sync at once. SIGTERM/SIGINT: not ready, gRPC stops accepting calls and
 lets running ones finish within ``--grpc-grace-period``, HTTP stops within
@@ -40,7 +42,7 @@ from ..flags import DEFAULT_MIN_TIME, MinTime, parse_time_or_duration
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SidecarConfig", "run", "serve", "NO_EXTERNAL_LABELS"]
+__all__ = ["SidecarConfig", "run", "serve", "write_config_once", "NO_EXTERNAL_LABELS"]
 
 NO_EXTERNAL_LABELS = ("no external labels configured on Prometheus server, uniquely identifying external labels must "
                       "be configured; see https://thanos.io/tip/thanos/storage.md#external-labels for details.")
@@ -70,6 +72,7 @@ class SidecarConfig:
     reloader_rule_dirs: list[str] = field(default_factory=list)  # --reloader.rule-dir
     reloader_watch_interval: float = 180.0  # --reloader.watch-interval
     reloader_retry_interval: float = 5.0  # --reloader.retry-interval
+    reloader_once: bool = False  # --reloader.once (pythanos): write the expanded config, then exit
     min_time: MinTime = field(default_factory=lambda: parse_time_or_duration(DEFAULT_MIN_TIME))  # --min-time
     shipper_interval: float = SHIPPER_INTERVAL
 
@@ -154,8 +157,29 @@ def run(config: SidecarConfig) -> int:
     """Run the sidecar until SIGTERM/SIGINT; the process exit code."""
     from ..runtime import tune_gc
 
+    if config.reloader_once:
+        return write_config_once(config)
     tune_gc()
     return asyncio.run(serve(config))
+
+
+def write_config_once(config: SidecarConfig) -> int:
+    """``--reloader.once``: the reloader's first apply without the reload (gunzip, ``$(VAR)`` expansion,
+    atomic write of the output file), then exit 0. An init container runs it so that Prometheus starts with
+    its config file present, with no shell loop waiting for the sidecar; the sidecar proper keeps it fresh."""
+    import os
+
+    from .reloader import ReloaderError, normalize
+
+    if not (config.reloader_config_file and config.reloader_config_envsubst_file):
+        raise UserError("--reloader.once needs --reloader.config-file and --reloader.config-envsubst-file")
+    try:
+        normalize(config.reloader_config_file, config.reloader_config_envsubst_file, os.environ)
+    except ReloaderError as e:
+        raise UserError(f"--reloader.once: {e}") from None
+    log.info("wrote the expanded config", extra={"cfg_in": config.reloader_config_file,
+                                                  "cfg_out": config.reloader_config_envsubst_file})
+    return 0
 
 
 async def serve(config: SidecarConfig, stop: Optional[asyncio.Event] = None) -> int:
