@@ -364,6 +364,92 @@ def test_missing_object_storage_secret(kubectl, namespace, operator, op_log):
     assert kget(kubectl, "statefulset", "prometheus-eu1", ns)
 
 
+CHILD_KINDS = "statefulsets,deployments,services,configmaps,poddisruptionbudgets"
+
+
+def children(kubectl, ns: str) -> dict[tuple[str, str], dict]:
+    """Every object the operator manages in ``ns``, by (kind, name)."""
+    items = kubectl.json("get", CHILD_KINDS, "-l", "app.kubernetes.io/managed-by=pythanos-operator", namespace=ns)
+    return {(o["kind"], o["metadata"]["name"]): o for o in items["items"]}
+
+
+def test_drift_is_repaired_without_a_loop(kubectl, namespace, op_log):
+    """Children edited or deleted by hand come back as rendered, with no change to the custom resources and
+    no operator restart; the repair leaves every other child untouched (a no-op server-side apply does not
+    bump resourceVersion) and nothing loops afterwards."""
+    ns = namespace
+    apply_examples(kubectl, ns, "objstore-secret.yaml", "thanoscluster.yaml", "prometheusha-us1.yaml")
+    wait_cond(kubectl, "prometheusha", "us1", ns, "Reconciled", "True")
+    wait_cond(kubectl, "thanoscluster", "demo", ns, "Reconciled", "True")
+
+    def settled():   # the cluster has its member (endpoints and compactor flags follow the member's arrival)
+        sd = kget(kubectl, "configmap", "thanos-query-demo-endpoints", ns)
+        return sd and "prometheus-us1" in sd["data"]["endpoints.yaml"]
+    wait_for(settled, what="us1 in the querier's endpoints")
+    before = children(kubectl, ns)
+    assert {("StatefulSet", "prometheus-us1"), ("Service", "prometheus-us1"), ("Deployment", "thanos-query-demo"),
+            ("ConfigMap", "thanos-query-demo-endpoints"), ("PodDisruptionBudget", "prometheus-us1")} <= set(before)
+    log_start = len(op_log.output())
+
+    def drifts() -> list[str]:
+        return [ln for ln in op_log.output()[log_start:].splitlines() if "drift: " in ln and f" {ns}/" in ln]
+
+    # a Service removed (PrometheusHA child)
+    uid = before[("Service", "prometheus-us1")]["metadata"]["uid"]
+    kubectl("delete", "service", "prometheus-us1", namespace=ns)
+    svc = wait_for(lambda: (lambda o: o if o and o["metadata"]["uid"] != uid else None)(
+        kget(kubectl, "service", "prometheus-us1", ns)), what="Service prometheus-us1 re-created")
+    assert svc["spec"]["clusterIP"] == "None" and svc["metadata"]["ownerReferences"][0]["kind"] == "PrometheusHA"
+
+    # a StatefulSet scaled by hand
+    kubectl("scale", "statefulset", "prometheus-us1", "--replicas=5", namespace=ns)
+    wait_for(lambda: kget(kubectl, "statefulset", "prometheus-us1", ns)["spec"]["replicas"] == 2,
+             what="StatefulSet prometheus-us1 back to 2 replicas")
+
+    # a container flag changed (ThanosCluster child)
+    q_args = args_of(before[("Deployment", "thanos-query-demo")], "thanos-query")
+    i = q_args.index("--log.level=info")
+    kubectl("patch", "deployment", "thanos-query-demo", "--type=json", "-p", json.dumps(
+        [{"op": "replace", "path": f"/spec/template/spec/containers/0/args/{i}", "value": "--log.level=debug"}]),
+        namespace=ns)
+    wait_for(lambda: args_of(kget(kubectl, "deployment", "thanos-query-demo", ns), "thanos-query") == q_args,
+             what="the querier's flags restored")
+
+    # a ConfigMap edited
+    kubectl("patch", "configmap", "thanos-query-demo-endpoints", "--type=merge", "-p",
+            json.dumps({"data": {"endpoints.yaml": "endpoints: []\n"}}), namespace=ns)
+    wait_for(lambda: kget(kubectl, "configmap", "thanos-query-demo-endpoints", ns)["data"] ==
+             before[("ConfigMap", "thanos-query-demo-endpoints")]["data"], what="the endpoints ConfigMap restored")
+    assert len(drifts()) >= 4, drifts()
+    assert cond(kget(kubectl, "prometheusha", "us1", ns), "Reconciled")["status"] == "True"
+
+    # Untouched children kept their resourceVersion through four repairs (each a full reconcile of the owner)
+    touched = {("Service", "prometheus-us1"), ("StatefulSet", "prometheus-us1"), ("Deployment", "thanos-query-demo"),
+               ("ConfigMap", "thanos-query-demo-endpoints")}
+    now = children(kubectl, ns)
+    assert set(now) == set(before)
+    moved = {k: (before[k]["metadata"]["resourceVersion"], now[k]["metadata"]["resourceVersion"])
+             for k in set(before) - touched if before[k]["metadata"]["resourceVersion"] !=
+             now[k]["metadata"]["resourceVersion"]}
+    assert not moved, f"untouched children rewritten by the repairs: {moved}"
+
+    # No loop: two more events through the operator (workload status, which it turns into the owner's status)
+    # and nothing changed meanwhile, nor was any drift seen in them.
+    n_drifts = len(drifts())
+    patch_status(kubectl, "statefulset", "prometheus-us1", ns, {"replicas": 2, "readyReplicas": 1})
+    wait_cond(kubectl, "prometheusha", "us1", ns, "Available", "False", "SomePodsNotReady")
+    patch_status(kubectl, "statefulset", "prometheus-us1", ns, {"replicas": 2, "readyReplicas": 2})
+    wait_cond(kubectl, "prometheusha", "us1", ns, "Ready", "True", "AllPodsReady")
+    later = children(kubectl, ns)
+    changed = {k: (now[k]["metadata"]["resourceVersion"], later[k]["metadata"]["resourceVersion"])
+               for k in now if k != ("StatefulSet", "prometheus-us1")
+               and now[k]["metadata"]["resourceVersion"] != later[k]["metadata"]["resourceVersion"]}
+    assert not changed, f"children still being rewritten after the repairs: {changed}"
+    sts_now, sts_later = now[("StatefulSet", "prometheus-us1")], later[("StatefulSet", "prometheus-us1")]
+    assert sts_later["metadata"]["generation"] == sts_now["metadata"]["generation"]
+    assert len(drifts()) == n_drifts, drifts()[n_drifts:]
+
+
 def test_deleting_thanoscluster_collects_its_children(kubectl, namespace, kube_controller_manager, op_log):
     ns = namespace
     apply_examples(kubectl, ns)

@@ -17,7 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
-from pythanos_operator import render, status as st  # noqa: E402
+from pythanos_operator import drift, render, status as st  # noqa: E402
 from pythanos_operator.spec import Defaults  # noqa: E402
 
 EXAMPLES = ROOT / "manifests" / "examples"
@@ -428,6 +428,62 @@ def test_every_mount_has_a_volume(tc, eu1, us1):
         for c in pod["containers"]:
             for m in c["volumeMounts"]:
                 assert m["name"] in vols, (o["metadata"]["name"], c["name"], m["name"])
+
+
+# ---------------------------------------------------------------------------------------------- drift
+
+def _as_served(obj: dict) -> dict:
+    """A rendered object as the API server returns it: defaults filled in, bookkeeping and status added."""
+    live = copy.deepcopy(obj)
+    live["metadata"].update(uid="u", resourceVersion="7", generation=3, managedFields=[{"manager": "x"}],
+                            creationTimestamp="2026-01-01T00:00:00Z")
+    live["status"] = {"replicas": 1}
+    if obj["kind"] == "StatefulSet":
+        spec = live["spec"]
+        spec.update(revisionHistoryLimit=10, updateStrategy={"type": "RollingUpdate"})
+        pod = spec["template"]["spec"]
+        pod.update(dnsPolicy="ClusterFirst", restartPolicy="Always", schedulerName="default-scheduler")
+        for c in pod["containers"]:
+            c["terminationMessagePath"] = "/dev/termination-log"
+            for port in c.get("ports") or []:
+                port["protocol"] = "TCP"
+            for e in c.get("env") or []:
+                if "valueFrom" in e:
+                    e["valueFrom"]["fieldRef"]["apiVersion"] = "v1"
+        pod["containers"].reverse()   # associative lists match by name, in any order
+        pod["containers"].append({"name": "istio-proxy", "image": "x"})   # another manager's container
+    return live
+
+
+def test_drift_ignores_defaults_and_status_and_finds_hand_edits(eu1, tc):
+    objs = render.render_prometheus_ha(eu1, tc, DEFAULTS)
+    for o in objs:
+        assert drift.drift(o, _as_served(o)) is None, o["kind"]
+    sts = _by(objs, "StatefulSet")
+    scaled = _as_served(sts)
+    scaled["spec"]["replicas"] = 3
+    assert drift.drift(sts, scaled) == "spec.replicas"
+    flag = _as_served(sts)
+    args = _container(flag, "prometheus")["args"]
+    args[args.index("--log.level=info")] = "--log.level=debug"
+    assert drift.drift(sts, flag) == f"spec.template.spec.containers[prometheus].args[{args.index('--log.level=debug')}]"
+    extra = _as_served(sts)
+    _container(extra, "thanos-sidecar")["args"].append("--shipper.upload-compacted")   # atomic list: whole
+    assert drift.drift(sts, extra) == "spec.template.spec.containers[thanos-sidecar].args"
+    gone = _as_served(sts)
+    gone["spec"]["template"]["spec"]["containers"] = [c for c in gone["spec"]["template"]["spec"]["containers"]
+                                                      if c["name"] != "thanos-sidecar"]
+    assert drift.drift(sts, gone) == "spec.template.spec.containers[thanos-sidecar]"
+    relabeled = _as_served(sts)
+    del relabeled["metadata"]["labels"]["app.kubernetes.io/part-of"]
+    assert drift.drift(sts, relabeled) == "metadata.labels.app.kubernetes.io/part-of"
+    cm = _by(objs, "ConfigMap")
+    edited = _as_served(cm)
+    edited["data"]["prometheus.yaml.tmpl"] += "# by hand\n"
+    assert drift.drift(cm, edited) == "data.prometheus.yaml.tmpl"
+    assert drift.controller_of(sts) == ("PrometheusHA", "eu1", eu1["metadata"]["uid"])
+    assert drift.controller_of({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                                                  "name": "x", "uid": "u", "controller": True}]}}) is None
 
 
 # ---------------------------------------------------------------------------------------------- real binaries

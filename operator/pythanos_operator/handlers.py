@@ -3,9 +3,16 @@
 * PrometheusHA / ThanosCluster: one idempotent reconcile on resume/create/update. A PrometheusHA change also
   re-reconciles its ThanosCluster (endpoints, replica labels) and the other members (external-label conflicts
   may have cleared); a ThanosCluster change re-reconciles its members (object storage comes from it).
-* StatefulSets/Deployments we manage: every watch event refreshes the owner's ``status`` (Available, Ready),
-  so status is level-triggered by the workloads without a per-object timer (a timer would put a finalizer on
-  every custom resource, which wedges deletion when the operator is gone — e.g. under Argo CD app deletion).
+* Every child we manage (StatefulSet, Deployment, Service, ConfigMap, PodDisruptionBudget; selected by our
+  managed-by label, owner found by its controller owner reference) is watched: a child deleted, or edited so
+  that it no longer carries what the owner renders (:mod:`drift`: a scaled StatefulSet, a changed flag, an
+  edited ConfigMap), re-runs the owner's reconcile at once, as prometheus-operator does. Our own applies cause
+  no storm: their events show the rendered content (no drift), and re-applying unchanged objects is a
+  no-op that does not bump ``resourceVersion`` (so it makes no event at all).
+* StatefulSets/Deployments we manage: every other watch event refreshes the owner's ``status`` (Available,
+  Ready), so status is level-triggered by the workloads without a per-object timer (a timer would put a
+  finalizer on every custom resource, which wedges deletion when the operator is gone — e.g. under Argo CD
+  app deletion).
 * kopf indexes hold all PrometheusHAs, ThanosClusters and our workloads, so cross-object rules need no lists.
 
 Invalid references never crash anything: a missing ThanosCluster (``ThanosClusterNotFound``), object-storage
@@ -29,6 +36,7 @@ from typing import Any, Iterable, Mapping
 
 import kopf
 
+from . import drift as drift_
 from . import metrics
 from . import render
 from . import status as st
@@ -488,34 +496,77 @@ def tc_deleted(type: str, body: kopf.Body, memo: kopf.Memo, logger: logging.Logg
     _others(ctx, reconcile_pha, former)
 
 
-def _workload_event(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, pha_idx: Any, tc_idx: Any,
-                    sts_idx: Any, deploy_idx: Any) -> None:
-    labels = body.get("metadata", {}).get("labels") or {}
-    ns = body.get("metadata", {}).get("namespace")
+def _rendered(ctx: Ctx, owner_kind: str, owner: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """What the owner's reconcile would apply (the same inputs: its cluster, the accepted members)."""
+    if owner_kind == PHA_KIND:
+        return render.render_prometheus_ha(owner, ctx.cluster_of(owner), ctx.defaults)
+    return render.render_thanos_cluster(owner, ctx.accepted_members(owner), ctx.defaults)
+
+
+def _child_event(kind: str, event_type: str | None, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger,
+                 pha_idx: Any, tc_idx: Any, sts_idx: Any, deploy_idx: Any) -> None:
+    """One watch event of a child we manage: repair drift (re-run the owner's reconcile), else refresh the
+    owner's status from its workloads."""
+    md = body.get("metadata") or {}
+    ref = drift_.controller_of(body)
+    if ref is None:
+        return
+    owner_kind, owner_name, owner_uid = ref
+    ns, name = md.get("namespace"), md.get("name")
     ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)
+    owners = ctx.phas if owner_kind == PHA_KIND else ctx.tcs
+    owner = next((o for o in owners if (namespace_of(o), name_of(o)) == (ns, owner_name)), None)
+    if owner is None or (owner.get("metadata") or {}).get("uid") != owner_uid:
+        return   # an owner we do not know (yet), or a child of a former object of that name
+    if (owner.get("metadata") or {}).get("deletionTimestamp"):
+        return
     try:
-        if labels.get(render.LABEL_PHA):
-            owner = next((p for p in ctx.phas if (namespace_of(p), name_of(p)) == (ns, labels[render.LABEL_PHA])), None)
-            if owner is not None:
-                tc = render.cluster_for(owner, ctx.tcs)
-                objs = render.render_prometheus_ha(owner, tc, ctx.defaults)
-                write_status(ctx, PHA_KIND, owner, None, _expected_workloads(objs))
-        elif labels.get(render.LABEL_TC):
-            owner = next((t for t in ctx.tcs if (namespace_of(t), name_of(t)) == (ns, labels[render.LABEL_TC])), None)
-            if owner is not None:
-                objs = render.render_thanos_cluster(owner, ctx.accepted_members(owner), ctx.defaults)
-                write_status(ctx, TC_KIND, owner, None, _expected_workloads(objs))
+        objs = _rendered(ctx, owner_kind, owner)
+        want = next((o for o in objs if (o["kind"], o["metadata"]["name"]) == (kind, name)), None)
+        why = None
+        if want is not None and _applies(ctx, owner_kind, owner):   # not rendered (any more): prune's business
+            why = "deleted" if event_type == "DELETED" else drift_.drift(want, _plain(body))
+        if why:
+            _repair(ctx, owner_kind, ns, owner_name, owner_uid, f"{kind} {ns}/{name}: {why}")
+            return
+        if kind in WORKLOAD_KINDS:
+            write_status(ctx, owner_kind, owner, None, _expected_workloads(objs))
     except ApiError as e:
-        logger.warning("status refresh failed: %s", e)
+        logger.warning("%s %s/%s event: %s", kind, ns, name, e)
+
+
+def _applies(ctx: Ctx, owner_kind: str, owner: Mapping[str, Any]) -> bool:
+    """False where the owner's reconcile leaves its workload unchanged on purpose (a PrometheusHA whose
+    external labels clash, or whose named ThanosCluster is missing): no drift to repair there."""
+    if owner_kind != PHA_KIND:
+        return True
+    if (namespace_of(owner), name_of(owner)) in ctx.conflicts():
+        return False
+    return not (pha_spec(owner).cluster_name and ctx.cluster_of(owner) is None)
+
+
+def _repair(ctx: Ctx, owner_kind: str, ns: str, owner_name: str, owner_uid: str, what: str) -> None:
+    """Re-run the owner's reconcile for a drifted child; the owner as the API server has it now (a child's
+    deletion may be the garbage collector at work after the owner is gone)."""
+    live = ctx.kube.get(owner_kind, ns, owner_name)
+    if live is None or live["metadata"].get("uid") != owner_uid or live["metadata"].get("deletionTimestamp"):
+        return
+    ctx.logger.info("drift: %s; reconciling %s %s/%s", what, owner_kind, ns, owner_name)
+    metrics.drift(owner_kind)
+    ctx.with_current(owner_kind, live)
+    (reconcile_pha if owner_kind == PHA_KIND else reconcile_tc)(ctx, live, own=False)
+
+
+CHILD_PLURALS = {"statefulsets": "StatefulSet", "deployments": "Deployment", "services": "Service",
+                 "configmaps": "ConfigMap", "poddisruptionbudgets": "PodDisruptionBudget"}
 
 
 @kopf.on.event("apps", "v1", "statefulsets", labels=MANAGED)
-def sts_event(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, pha_idx: kopf.Index, tc_idx: kopf.Index,
-              sts_idx: kopf.Index, deploy_idx: kopf.Index, **_: Any) -> None:
-    _workload_event(body, memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)
-
-
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-def deploy_event(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, pha_idx: kopf.Index,
-                 tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index, **_: Any) -> None:
-    _workload_event(body, memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)
+@kopf.on.event("v1", "services", labels=MANAGED)
+@kopf.on.event("v1", "configmaps", labels=MANAGED)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
+def child_event(type: str | None, body: kopf.Body, resource: kopf.Resource, memo: kopf.Memo,
+                logger: logging.Logger, pha_idx: kopf.Index, tc_idx: kopf.Index, sts_idx: kopf.Index,
+                deploy_idx: kopf.Index, **_: Any) -> None:
+    _child_event(CHILD_PLURALS[resource.plural], type, body, memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)

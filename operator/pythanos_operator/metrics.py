@@ -8,6 +8,8 @@ FAILURES = Counter("pythanos_operator_reconcile_failures_total", "Reconciles tha
                    ["kind", "reason"])
 DURATION = Histogram("pythanos_operator_reconcile_duration_seconds", "Time to render and apply one object.",
                      ["kind"])
+DRIFTS = Counter("pythanos_operator_drift_repairs_total",
+                 "Reconciles started because a child object was deleted or edited by hand.", ["kind"])
 READY = Gauge("pythanos_operator_resource_ready", "1 when the resource's Ready condition is True.",
               ["kind", "namespace", "name"])
 
@@ -18,6 +20,10 @@ def success(kind: str) -> None:
 
 def failure(kind: str, reason: str) -> None:
     FAILURES.labels(kind, reason).inc()
+
+
+def drift(kind: str) -> None:
+    DRIFTS.labels(kind).inc()
 
 
 def observe(kind: str, seconds: float) -> None:
