@@ -23,7 +23,7 @@ test: system-peers
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 ## make bench: print one line per figure
-bench: venv
+bench: venv system-peers
 	MALLOC_TOP_PAD_=67108864 $(PY) benchmarks/run.py $(BENCH_ARGS)  # as the component image runs
 
 ## make e2e: end-to-end tests in real pods (tests/e2e; `make test` does not run them). On kind where kind and a

@@ -2,7 +2,7 @@
 # Install the peers Debian packages: Prometheus + promtool (prometheus), Alertmanager
 # (prometheus-alertmanager), Chromium (chromium: the web UI's browser tests, headless) and
 # dnsmasq (dnsmasq-base: a DNS server for the querier's dns+/dnssrv+ discovery tests),
-# memcached and redis-server (the cache tests).
+# memcached and redis-server (the cache tests), wrk (the dashboard load in `make bench`).
 # Only when missing; needs root or sudo.
 set -euo pipefail
 need=()
@@ -12,6 +12,7 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v dnsmasq >/dev/null || [[ -x /usr/sbin/dnsmasq ]] || need+=(dnsmasq-base)
 command -v memcached >/dev/null || need+=(memcached)
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v wrk >/dev/null || need+=(wrk)
 [[ ${#need[@]} -eq 0 ]] && exit 0
 sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
 echo "system-peers: installing ${need[*]}"

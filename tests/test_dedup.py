@@ -16,6 +16,7 @@ from pythanos.dedup import (
     COUNTER_FUNCS,
     apply_counter_resets,
     dedup_chunks,
+    dedup_many,
     dedup_samples,
     split_replicas,
 )
@@ -359,6 +360,51 @@ def test_dedup_chunks_equals_samples_of_split_replicas(reps, per_chunk, dup):
     for counter in (False, True):
         want = dedup_samples(samples, counter=counter) if samples else (np.empty(0, np.int64), np.empty(0))
         assert as_pairs(*dedup_chunks(chunks, counter=counter)) == as_pairs(*want)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(st.tuples(replica_sets(max_replicas=3), st.integers(1, 40)), min_size=1, max_size=6),
+       st.sampled_from(["penalty", "chain"]), st.booleans(), st.booleans(),
+       st.sampled_from([(None, None), (0, 400_000), (200_000, 300_000)]))
+def test_dedup_many_equals_dedup_chunks_per_label_set(sets, func, counter, resets, bounds):
+    """The batched path the querier takes (all label sets of a selection in two C calls) gives,
+    label set by label set, exactly what the one-at-a-time path gives, incl. overlapping chunks
+    (a chunk going back in time), counter totals and the [mint, maxt] cut."""
+    mint, maxt = bounds
+    items, want = [], []
+    for n, (reps, per_chunk) in enumerate(sets):
+        chunks = []
+        for t, v in reps:
+            for i in range(0, len(t), per_chunk):
+                chunks.append((int(t[i]), int(t[i:i + per_chunk][-1]), 0,
+                               encode_xor(t[i:i + per_chunk], v[i:i + per_chunk])))
+        if len(chunks) > 2:  # one chunk sent again shifted back: overlaps within a replica
+            chunks.append(chunks[1])
+        labels = (("i", str(n)),)
+        items.append((labels, chunks))
+        t, v = dedup_chunks([(c[0], c[1], c[3]) for c in chunks], counter=counter, func=func,
+                            counter_resets=resets, mint=mint, maxt=maxt)
+        if len(t):
+            want.append((labels, as_pairs(t, v)))
+    got = [(lbls, as_pairs(t, v)) for lbls, t, v in dedup_many(items, counter=counter, func=func,
+                                                                counter_resets=resets, mint=mint, maxt=maxt)]
+    assert got == want
+
+
+def test_dedup_many_rejects_bounds_that_do_not_fit():
+    from pythanos.dedup import _dedup
+
+    t, v = np.arange(4, dtype=np.int64), np.zeros(4)
+    out_t, out_v, ob = np.empty(4, np.int64), np.empty(4), np.empty(2, np.int64)
+    with pytest.raises(ValueError, match="bounds out of range"):
+        _dedup.batch(t, v, np.array([0, 9], np.int64), np.array([0, 1], np.int64), False, False, False,
+                     0, 10, out_t, out_v, ob)
+    with pytest.raises(ValueError, match="bounds out of range"):
+        _dedup.batch(t, v, np.array([0, 4], np.int64), np.array([0, 2], np.int64), False, False, False,
+                     0, 10, out_t, out_v, ob)
+    with pytest.raises(ValueError, match="replica bounds decrease"):
+        _dedup.batch(t, v, np.array([0, 3, 2, 4], np.int64), np.array([0, 3], np.int64), False, False, False,
+                     0, 10, out_t, out_v, ob)
 
 
 # --- Thanos' own test vectors (pkg/dedup/iter_test.go) -----------------------------------------

@@ -114,9 +114,11 @@ def two_sidecars(tmp_path_factory, prometheus_bin, pythanos_bin):
 
 
 def start_query(pythanos_bin, base, *flags):
+    """One worker: these tests follow one endpoint set through its changes (each worker of a
+    querier keeps its own, as separate querier replicas do)."""
     h, g = free_ports(2)
     p = REGISTRY.start("query", [pythanos_bin, "query", f"--http-address=127.0.0.1:{h}",
-                                 f"--grpc-address=127.0.0.1:{g}", *flags], base)
+                                 f"--grpc-address=127.0.0.1:{g}", "--query.workers=1", *flags], base)
     p.url = f"http://127.0.0.1:{h}"
     p.wait_http_ready("/-/ready", READY)
     return p

@@ -40,6 +40,7 @@ __all__ = [
     "apply_counter_resets",
     "counter_resets_inplace",
     "dedup_chunks",
+    "dedup_many",
     "dedup_samples",
     "split_replicas",
 ]
@@ -213,3 +214,56 @@ def dedup_chunks(chunks: Sequence[tuple[int, int, bytes]], *, counter: bool = Fa
         raise ValueError(f"unknown deduplication func {func!r}; expected one of {', '.join(FUNCS)}")
     reps = _decode_replicas(split_replicas(chunks))
     return dedup_samples(reps, counter=counter, func=func, counter_resets=counter_resets, mint=mint, maxt=maxt)
+
+
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def dedup_many(items: Sequence[tuple], *, counter: bool = False, func: str = "penalty",
+               counter_resets: Optional[bool] = None, mint: Optional[int] = None,
+               maxt: Optional[int] = None) -> list[tuple]:
+    """:func:`dedup_chunks` for many label sets at once: ``items`` are ``(labels, chunks)`` with
+    chunks ``(min_time, max_time, encoding, XOR data)``; returns ``(labels, t, v)`` for those
+    with samples left, in the order given.
+
+    A small query reads hundreds of label sets of a few chunks each, where a call per label set
+    would cost more than the work: here the replicas are split per label set, every chunk is
+    decoded in one C call and every label set is read and merged in another
+    (``_dedup.batch``). The answers are those of :func:`dedup_chunks`, sample for sample."""
+    if func not in FUNCS:
+        raise ValueError(f"unknown deduplication func {func!r}; expected one of {', '.join(FUNCS)}")
+    if counter_resets is None:
+        counter_resets = counter
+    datas: list = []
+    rep_sizes: list = []
+    series_nreps: list = []
+    for _, chunks in items:
+        reps = split_replicas((c[0], c[1], c[3]) for c in chunks)
+        for r in reps:
+            rep_sizes.append(len(r))
+            datas.extend(c[2] for c in r)
+        series_nreps.append(len(reps))
+    if not datas:
+        return []
+    lengths = np.fromiter(map(len, datas), _I8, len(datas))
+    offsets = np.zeros(len(datas), _I8)
+    np.cumsum(lengths[:-1], out=offsets[1:])
+    counts, t, v = decode_xor_many(b"".join(datas), offsets, lengths)
+    del datas
+    sample_ends = np.cumsum(counts, dtype=_I8)
+    rep_bounds = np.zeros(len(rep_sizes) + 1, _I8)
+    rep_bounds[1:] = sample_ends[np.cumsum(np.asarray(rep_sizes, _I8)) - 1]
+    series_reps = np.zeros(len(items) + 1, _I8)
+    np.cumsum(np.asarray(series_nreps, _I8), out=series_reps[1:])
+    t = np.ascontiguousarray(t, _I8)
+    v = np.ascontiguousarray(v, _F8)
+    to = np.empty(len(t), _I8)
+    vo = np.empty(len(t), _F8)
+    bounds = np.empty(len(items) + 1, _I8)
+    _dedup.batch(t, v, rep_bounds, series_reps, func == "chain", bool(counter), bool(counter_resets),
+                 _I64_MIN if mint is None else int(mint), _I64_MAX if maxt is None else int(maxt), to, vo, bounds)
+    out = []
+    for (lbls, _), a, b in zip(items, bounds[:-1].tolist(), bounds[1:].tolist()):
+        if b > a:
+            out.append((lbls, to[a:b], vo[a:b]))
+    return out

@@ -422,7 +422,125 @@ done:
     return n < 0 ? NULL : PyLong_FromSsize_t(n);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * batch: the querier's whole per-label-set path for many label sets in one call.
+ *
+ * t, v hold the decoded samples of every replica of every series, replica r in
+ * [rb[r], rb[r+1]), series s owning replicas [sr[s], sr[s+1]). Each replica is read as
+ * Thanos reads it (never back in time across chunks; with resets, as a running total),
+ * cut to [mint, maxt], then the replicas of a series are merged (penalty or chain) into
+ * t_out, v_out; series s gets [ob[s], ob[s+1]). t and v are rewritten in place.
+ * ------------------------------------------------------------------------------------------- */
+
+static Py_ssize_t monotone_run(int64_t *t, double *v, Py_ssize_t n) {
+    if (n == 0) return 0;
+    Py_ssize_t m = 1;
+    int64_t mx = t[0];
+    for (Py_ssize_t i = 1; i < n; i++) {
+        if (t[i] > mx) {
+            mx = t[i];
+            t[m] = t[i];
+            v[m] = v[i];
+            m++;
+        }
+    }
+    return m;
+}
+
+static Py_ssize_t batch_run(int64_t *t, double *v, const int64_t *rb, const int64_t *sr, Py_ssize_t S,
+                            int chain, int counter, int resets, int64_t mint, int64_t maxt,
+                            int64_t *to, double *vo, int64_t *ob, It *it, Leaf *ls, Leaf **h) {
+    Py_ssize_t n = 0;
+    for (Py_ssize_t s = 0; s < S; s++) {
+        ob[s] = n;
+        int k = 0;
+        for (int64_t r = sr[s]; r < sr[s + 1]; r++) {
+            int64_t *rt = t + rb[r];
+            double *rv = v + rb[r];
+            Py_ssize_t len = monotone_run(rt, rv, (Py_ssize_t)(rb[r + 1] - rb[r]));
+            if (resets) len = resets_run(rt, rv, len, rt, rv);
+            Py_ssize_t lo = 0, hi = len;
+            while (lo < hi && rt[lo] < mint) lo++;
+            while (hi > lo && rt[hi - 1] > maxt) hi--;
+            if (chain) {
+                ls[k].t = rt + lo; ls[k].v = rv + lo; ls[k].n = hi - lo; ls[k].i = -1;
+            } else {
+                memset(&it[k], 0, sizeof(It));
+                it[k].leaf = 1; it[k].t = rt + lo; it[k].v = rv + lo; it[k].n = hi - lo; it[k].i = -1;
+            }
+            k++;
+        }
+        if (k == 1) {  /* a lone replica passes through untouched */
+            Py_ssize_t m = chain ? ls[0].n : it[0].n;
+            const int64_t *st = chain ? ls[0].t : it[0].t;
+            const double *sv = chain ? ls[0].v : it[0].v;
+            memcpy(to + n, st, (size_t)m * sizeof(int64_t));
+            memcpy(vo + n, sv, (size_t)m * sizeof(double));
+            n += m;
+        } else if (k > 1) {
+            n += chain ? chain_run(ls, h, k, to + n, vo + n) : penalty_run(it, k, counter, to + n, vo + n);
+        }
+    }
+    ob[S] = n;
+    return n;
+}
+
+static PyObject *py_batch(PyObject *self, PyObject *args) {
+    PyObject *t, *v, *rbo, *sro, *tout, *vout, *obo;
+    int chain, counter, resets;
+    long long mint, maxt;
+    if (!PyArg_ParseTuple(args, "OOOOpppLLOOO", &t, &v, &rbo, &sro, &chain, &counter, &resets, &mint, &maxt,
+                          &tout, &vout, &obo)) return NULL;
+    Buf bt = {0}, bv = {0}, brb = {0}, bsr = {0}, ot = {0}, ov = {0}, bob = {0};
+    Py_ssize_t n = -1;
+    It *it = NULL;
+    Leaf *ls = NULL, **h = NULL;
+    if (get_buf(t, &bt, 8, 1, "t") < 0 || get_buf(v, &bv, 8, 1, "v") < 0 || get_buf(rbo, &brb, 8, 0, "rep_bounds") < 0 ||
+        get_buf(sro, &bsr, 8, 0, "series_reps") < 0 || get_buf(tout, &ot, 8, 1, "t_out") < 0 ||
+        get_buf(vout, &ov, 8, 1, "v_out") < 0 || get_buf(obo, &bob, 8, 1, "out_bounds") < 0) goto done;
+    Py_ssize_t N = bt.b.len / 8, R = brb.b.len / 8 - 1, S = bsr.b.len / 8 - 1;
+    const int64_t *rb = brb.b.buf, *sr = bsr.b.buf;
+    if (bv.b.len / 8 != N || ot.b.len / 8 < N || ov.b.len / 8 < N || R < 0 || S < 0 || bob.b.len / 8 < S + 1) {
+        PyErr_SetString(PyExc_ValueError, "batch: buffer sizes do not agree");
+        goto done;
+    }
+    /* every bound checked before any is used: replica spans inside t, series spans inside the replicas */
+    if (rb[0] != 0 || rb[R] > N || sr[0] != 0 || sr[S] > R) {
+        PyErr_SetString(PyExc_ValueError, "batch: bounds out of range");
+        goto done;
+    }
+    for (Py_ssize_t r = 0; r < R; r++) {
+        if (rb[r + 1] < rb[r]) { PyErr_SetString(PyExc_ValueError, "batch: replica bounds decrease"); goto done; }
+    }
+    int64_t kmax = 1;
+    for (Py_ssize_t s = 0; s < S; s++) {
+        int64_t k = sr[s + 1] - sr[s];
+        if (k < 0) { PyErr_SetString(PyExc_ValueError, "batch: series bounds decrease"); goto done; }
+        if (k > kmax) kmax = k;
+    }
+    if (kmax > 100000) { PyErr_SetString(PyExc_ValueError, "batch: more than 100000 replicas of one series"); goto done; }
+    it = PyMem_Calloc((size_t)(2 * kmax), sizeof(It));
+    ls = PyMem_Calloc((size_t)kmax, sizeof(Leaf));
+    h = PyMem_Calloc((size_t)kmax, sizeof(Leaf *));
+    if (!it || !ls || !h) { PyErr_NoMemory(); goto done; }
+    if (N >= GIL_RELEASE_SAMPLES) {
+        Py_BEGIN_ALLOW_THREADS
+        n = batch_run(bt.b.buf, bv.b.buf, rb, sr, S, chain, counter, resets, mint, maxt, ot.b.buf, ov.b.buf,
+                      bob.b.buf, it, ls, h);
+        Py_END_ALLOW_THREADS
+    } else {
+        n = batch_run(bt.b.buf, bv.b.buf, rb, sr, S, chain, counter, resets, mint, maxt, ot.b.buf, ov.b.buf,
+                      bob.b.buf, it, ls, h);
+    }
+done:
+    PyMem_Free(it); PyMem_Free(ls); PyMem_Free(h);
+    rel(&bt); rel(&bv); rel(&brb); rel(&bsr); rel(&ot); rel(&ov); rel(&bob);
+    return n < 0 ? NULL : PyLong_FromSsize_t(n);
+}
+
 static PyMethodDef methods[] = {
+    {"batch", py_batch, METH_VARARGS,
+     "batch(t, v, rep_bounds, series_reps, chain, counter, resets, mint, maxt, t_out, v_out, out_bounds) -> n"},
     {"penalty", py_penalty, METH_VARARGS,
      "penalty(ts: tuple, vs: tuple, counter: bool, t_out, v_out) -> n  (Thanos penalty dedup)"},
     {"chain", py_chain, METH_VARARGS, "chain(ts: tuple, vs: tuple, t_out, v_out) -> n  (ChainedSeriesMerge)"},

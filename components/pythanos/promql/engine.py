@@ -24,7 +24,7 @@ from ..tsdb.labels import Matcher
 from .errors import ExecutionError, ParseError, QueryTimeoutError, TooManySamplesError
 from .parse_errors import invalid_utf8_literals, prometheus_parse_error
 
-__all__ = ["Engine", "Queryable", "MemoryQueryable", "Result", "Sample", "Series", "SelectHints", "STALE_NAN",
+__all__ = ["Engine", "Planned", "Queryable", "MemoryQueryable", "Result", "Sample", "Series", "SelectHints", "STALE_NAN",
            "is_stale_nan", "parse"]
 
 STALE_NAN_BITS = 0x7FF0000000000002
@@ -476,6 +476,43 @@ class Engine:
         finally:
             self._finish(ctx)
 
+    # -- two phases: plan now, select elsewhere (an event loop), evaluate with what was selected --
+    def plan_instant(self, query: str, time_ms: int, queryable, lookback_delta_ms: Optional[int] = None,
+                     expr=None) -> "Planned":
+        """An instant query parsed (unless ``expr`` is its syntax tree already) and planned,
+        nothing selected yet (see :class:`Planned`)."""
+        expr = parse(query) if expr is None else expr
+        time_ms = int(time_ms)
+        ctx = self._ctx(queryable, time_ms, time_ms, lookback_delta_ms)
+        ctx.bad_utf8 = invalid_utf8_literals(query)
+        ctx.plan = _plan(expr, ctx)
+        return Planned(ctx, lambda: self._instant(expr, time_ms, ctx))
+
+    def plan_range(self, query: str, start_ms: int, end_ms: int, step_ms: int, queryable,
+                   lookback_delta_ms: Optional[int] = None, expr=None) -> "Planned":
+        """A range query parsed (unless ``expr`` is its syntax tree already), checked and
+        planned, nothing selected yet (see :class:`Planned`)."""
+        expr = parse(query) if expr is None else expr
+        start_ms, end_ms, step_ms = int(start_ms), int(end_ms), int(step_ms)
+        node = self._check_range(expr, start_ms, end_ms, step_ms)
+        ctx = self._ctx(queryable, start_ms, end_ms, lookback_delta_ms, step_ms)
+        ctx.bad_utf8 = invalid_utf8_literals(query)
+        ctx.plan = _plan(expr, ctx)
+        return Planned(ctx, lambda: self._range(node, start_ms, end_ms, step_ms, ctx))
+
+    @staticmethod
+    def _check_range(expr, start_ms: int, end_ms: int, step_ms: int):
+        if step_ms <= 0:
+            raise ParseError("zero or negative query resolution step widths are not accepted. Try a positive integer")
+        if end_ms < start_ms:
+            raise ParseError("end timestamp must not be before start time")
+        node = _unparen(expr)
+        rt = _value_type(node)
+        if rt not in ("vector", "scalar"):
+            raise ParseError(f"invalid expression type \"{'range vector' if rt == 'matrix' else rt}\" for range query, "
+                             "must be Scalar or instant Vector")
+        return node
+
     def _instant(self, expr, time_ms: int, ctx: _Ctx) -> Result:
         ts = np.array([time_ms], dtype=np.int64)
         ev = _Evaluator(ctx)
@@ -508,23 +545,19 @@ class Engine:
               lookback_delta_ms: Optional[int] = None) -> Result:
         expr = parse(query)
         start_ms, end_ms, step_ms = int(start_ms), int(end_ms), int(step_ms)
-        if step_ms <= 0:
-            raise ParseError("zero or negative query resolution step widths are not accepted. Try a positive integer")
-        if end_ms < start_ms:
-            raise ParseError("end timestamp must not be before start time")
-        node = _unparen(expr)
-        rt = _value_type(node)
-        if rt not in ("vector", "scalar"):
-            raise ParseError(f"invalid expression type \"{'range vector' if rt == 'matrix' else rt}\" for range query, "
-                             "must be Scalar or instant Vector")
+        node = self._check_range(expr, start_ms, end_ms, step_ms)
         ctx = self._ctx(queryable, start_ms, end_ms, lookback_delta_ms, step_ms)
         try:
             self._prepare(expr, ctx, query)
-            ts = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
-            val = _Evaluator(ctx).eval(node, ts)
-            ctx.check()
+            return self._range(node, start_ms, end_ms, step_ms, ctx)
         finally:
             self._finish(ctx)
+
+    @staticmethod
+    def _range(node, start_ms: int, end_ms: int, step_ms: int, ctx: _Ctx) -> Result:
+        ts = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
+        val = _Evaluator(ctx).eval(node, ts)
+        ctx.check()
         if isinstance(val, SC):
             return Result("matrix", [Series((), ts.copy(), val.v.astype(np.float64))], ctx.warnings, ctx.infos)
         _check_dupes(_finish_names(val))
@@ -535,6 +568,39 @@ class Engine:
                 out.append(Series(labels, ts[p], val.V[i][p]))
         out.sort(key=lambda s: s.labels)
         return Result("matrix", out, ctx.warnings, ctx.infos)
+
+
+class Planned:
+    """A query between its two phases: :attr:`selections` says what to select, :meth:`evaluate`
+    evaluates with the caller's results for them.
+
+    The querier selects on its event loop (one fan-out per selection, all at once) and, for a
+    small query, evaluates right there: no worker thread, no hand-over of the GIL. A selection
+    the plan does not cover (rare: a window the static plan could not bound) goes to
+    ``queryable.select`` during evaluation, so :meth:`evaluate` must then run where that may
+    block."""
+
+    def __init__(self, ctx: _Ctx, run) -> None:
+        self._ctx = ctx
+        self._run = run
+
+    @property
+    def selections(self) -> list:
+        """``(key, matchers, mint_ms, maxt_ms, hints)`` for every selector of the query."""
+        return [(k, p.matchers, p.mint, p.maxt, p.hints) for k, p in self._ctx.plan.items()]
+
+    def evaluate(self, selected: dict) -> Result:
+        """Evaluate with ``selected[key]`` as the result of each selection (missing keys are
+        selected through the queryable)."""
+        ctx = self._ctx
+        for key, found in selected.items():
+            f: _cf.Future = _cf.Future()
+            f.set_result(found)
+            ctx.futures[key] = f
+        try:
+            return self._run()
+        finally:
+            Engine._finish(ctx)
 
 
 def _unparen(n):

@@ -18,17 +18,31 @@ from aiohttp import web
 
 from .. import __version__
 from ..promql import Engine, PromQLError
+from ..promql.engine import Planned
 from ..promql.format import result_pieces
 from .params import (MAX_TIME_MS, MIN_TIME_MS, ApiError, first, now_ms, parse_bool, parse_duration, parse_limit,
                      parse_selector, parse_time)
 from .proxy import Proxy, StoreFetchError
-from .queryable import QueryOptions, StoreQueryable
+from .queryable import QueryOptions, SelectOnLoop, StoreQueryable
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ApiConfig", "QueryAPI", "envelope"]
 
 MAX_POINTS = 11000
+#: A query whose selections brought at most this many bytes of Series frames is evaluated on the
+#: event loop (a few ms of numpy); a bigger one in a worker thread.
+INLINE_BYTES = 1 << 20
+#: An answer of at most this many points is written on the event loop.
+INLINE_POINTS = 50_000
+
+
+def _points(result) -> int:
+    if result.type == "matrix":
+        return sum(len(s.t) for s in result.value)
+    if result.type == "vector":
+        return len(result.value)
+    return 1
 
 
 def _jstr(s: str) -> str:
@@ -205,17 +219,42 @@ class QueryAPI:
             t = min(t, parse_duration(val) / 1000.0) if t else parse_duration(val) / 1000.0
         return t
 
-    async def _run(self, fn, queryable: StoreQueryable, timeout: float):
-        """Evaluate in a worker thread under the concurrency gate; errors as the API types them."""
+    async def _evaluate(self, planned: Planned, fallback: Callable[[], object], qa: StoreQueryable,
+                        timeout: float):
+        """Select on the event loop, every selection at once; then evaluate a small query right
+        here (a worker thread would cost more in hand-overs than the evaluation itself) and a
+        big one in a worker thread, so the loop keeps serving. ``fallback`` runs the whole
+        query in a worker thread when it needs a selection its plan does not cover."""
         loop = asyncio.get_running_loop()
         async with self.gate:
             self.in_flight += 1
             try:
-                fut = loop.run_in_executor(None, fn)
+                sels = planned.selections
                 try:
-                    return await (asyncio.wait_for(fut, timeout) if timeout else fut)
+                    fetch = asyncio.gather(*(qa.fetch(m, mint, maxt, h) for _, m, mint, maxt, h in sels))
+                    got = await (asyncio.wait_for(fetch, timeout) if timeout else fetch)
                 except asyncio.TimeoutError:
                     raise ApiError("timeout", "query timed out in query execution") from None
+                except PromQLError as e:
+                    raise ApiError(e.error_type, str(e)) from None
+
+                def evaluate():
+                    return planned.evaluate({k: qa.samples(g, mint, maxt, h)
+                                             for (k, _, mint, maxt, h), g in zip(sels, got)})
+
+                try:
+                    if sum(g.nbytes for g in got) <= INLINE_BYTES:
+                        try:
+                            return evaluate()
+                        except SelectOnLoop:
+                            fn = fallback
+                    else:
+                        fn = evaluate
+                    fut = loop.run_in_executor(None, fn)
+                    try:
+                        return await (asyncio.wait_for(fut, timeout) if timeout else fut)
+                    except asyncio.TimeoutError:
+                        raise ApiError("timeout", "query timed out in query execution") from None
                 except PromQLError as e:
                     raise ApiError(e.error_type, str(e)) from None
                 except StoreFetchError as e:
@@ -224,8 +263,11 @@ class QueryAPI:
                 self.in_flight -= 1
 
     async def _query_data(self, result) -> list:
-        """The query's data as bytes pieces, written in a worker thread (big answers take a while)."""
-        pieces = await asyncio.get_running_loop().run_in_executor(None, result_pieces, result)
+        """The query's data as bytes pieces; a big answer is written in a worker thread."""
+        if _points(result) <= INLINE_POINTS:
+            pieces = result_pieces(result)
+        else:
+            pieces = await asyncio.get_running_loop().run_in_executor(None, result_pieces, result)
         last = bytes(pieces[-1])
         assert last.endswith(b"}")
         return pieces[:-1] + [last[:-1] + b',"analysis":{}}']
@@ -237,9 +279,14 @@ class QueryAPI:
         opts = self._options(params, instant=True)
         lookback = self._lookback(params, opts)
         q = first(params, "query")
-        _check_parse(q, self.cfg.experimental_functions)
+        expr = _check_parse(q, self.cfg.experimental_functions)
         qa = StoreQueryable(self.proxy, asyncio.get_running_loop(), opts, timeout=timeout)
-        res = await self._run(lambda: self.engine.instant(q, ts, qa, lookback_delta_ms=lookback), qa, timeout)
+        try:
+            planned = self.engine.plan_instant(q, ts, qa, lookback_delta_ms=lookback, expr=expr)
+        except PromQLError as e:
+            raise ApiError(e.error_type, str(e)) from None
+        res = await self._evaluate(planned, lambda: self.engine.instant(q, ts, qa, lookback_delta_ms=lookback),
+                                   qa, timeout)
         return await self._query_data(res), _warnings(qa, res)
 
     async def query_range(self, request: web.Request, params) -> tuple[list, list]:
@@ -265,10 +312,15 @@ class QueryAPI:
         opts = self._options(params, instant=False, step_ms=step)
         lookback = self._lookback(params, opts)
         q = first(params, "query")
-        _check_parse(q, self.cfg.experimental_functions)
+        expr = _check_parse(q, self.cfg.experimental_functions)
         qa = StoreQueryable(self.proxy, asyncio.get_running_loop(), opts, timeout=timeout)
-        res = await self._run(lambda: self.engine.range(q, start, end, step, qa, lookback_delta_ms=lookback),
-                              qa, timeout)
+        try:
+            planned = self.engine.plan_range(q, start, end, step, qa, lookback_delta_ms=lookback, expr=expr)
+        except PromQLError as e:
+            raise ApiError(e.error_type, str(e)) from None
+        res = await self._evaluate(planned,
+                                   lambda: self.engine.range(q, start, end, step, qa, lookback_delta_ms=lookback),
+                                   qa, timeout)
         return await self._query_data(res), _warnings(qa, res)
 
     def _meta_range(self, params) -> tuple[int, int]:
@@ -377,16 +429,18 @@ EXPERIMENTAL_FUNCS = frozenset({"first_over_time", "double_exponential_smoothing
 EXPERIMENTAL_AGGRS = frozenset({"limitk", "limit_ratio"})
 
 
-def _check_parse(q: str, experimental: bool = True) -> None:
+def _check_parse(q: str, experimental: bool = True):
+    """The query's syntax tree, or the API's error: a parse error, or an experimental function
+    that is not enabled."""
+    from ..promql import parse
+
     try:
-        Engine.parse_check(q)
+        expr = parse(q)
     except PromQLError as e:
         raise ApiError("bad_data", str(e)) from None
     if experimental:
-        return
+        return expr
     import promql_parser as pp
-
-    from ..promql import parse
 
     def pos(name: str) -> str:
         m = re.search(r"\b" + re.escape(name) + r"\s*\(", q)
@@ -407,7 +461,8 @@ def _check_parse(q: str, experimental: bool = True) -> None:
                 if c is not None and not isinstance(c, (str, int, float)):
                     walk(c)
 
-    walk(parse(q))
+    walk(expr)
+    return expr
 
 
 def _warnings(qa: StoreQueryable, res) -> list:

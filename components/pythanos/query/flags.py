@@ -71,6 +71,12 @@ def register(components) -> None:
                    help="Maximum number of queries processed concurrently by query node.")
     p.add_argument("--query.max-concurrent-select", dest="max_concurrent_select", default=4, type=f.flag_type(f.positive_int, "--query.max-concurrent-select"),
                    help="Maximum number of select requests made concurrently per a query.")
+    p.add_argument("--query.workers", dest="workers", default=0,
+                   type=f.flag_type(f.non_negative_int, "--query.workers"),
+                   help="pythanos only: processes that serve the HTTP and gRPC ports together, each on its own "
+                        "core (CPython runs one thread of Python at a time). 0 means one per CPU this process may "
+                        "use: the container's CPU limit (cgroup quota, rounded up), else the CPUs it may run on. "
+                        "Each worker keeps its own endpoint set, as separate querier replicas do.")
     p.add_argument("--query.lookback-delta", dest="lookback_delta", default=0.0, type=dur("--query.lookback-delta"),
                    help="The maximum lookback duration for retrieving metrics during expression evaluations. "
                         "0 means the PromQL default, 5m.")
@@ -143,7 +149,7 @@ def config_from_args(args: argparse.Namespace):
                       sd_config_interval=args.sd_config_interval,
                       unhealthy_timeout=args.unhealthy_timeout, response_timeout=args.response_timeout, api=api,
                       external_prefix=args.external_prefix, route_prefix=args.route_prefix,
-                      select_concurrency=args.max_concurrent_select)
+                      select_concurrency=args.max_concurrent_select, workers=args.workers)
 
 
 def main(args: argparse.Namespace) -> int:

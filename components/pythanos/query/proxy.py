@@ -54,6 +54,7 @@ class Fetched:
     series: dict = field(default_factory=dict)
     sources: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    nbytes: int = 0  # bytes of the Series frames received: what sizes the work that follows
 
 
 def label_sets_match(matchers: Sequence[Matcher], label_sets: list) -> bool:
@@ -123,6 +124,8 @@ class Proxy:
         out = Fetched()
         strategy = PARTIAL_RESPONSE_WARN if partial else PARTIAL_RESPONSE_ABORT
 
+        nbytes = [0]
+
         async def one(ep: Endpoint) -> tuple[Endpoint, list, list, Optional[str]]:
             req = ep.client.series_request(
                 matchers, mint, maxt, skip_chunks=skip_chunks, response_batch_size=self.batch_size,
@@ -133,7 +136,7 @@ class Proxy:
             strip = set(replica_labels) if replica_labels and ep.info is not None and \
                 not ep.info.supports_without_replica_labels else None
             try:
-                coro = _read(ep, req, got, warns, strip, self.response_timeout)
+                coro = _read(ep, req, got, warns, strip, self.response_timeout, nbytes)
                 await (asyncio.wait_for(coro, timeout) if timeout else coro)
             except asyncio.TimeoutError:
                 return ep, got, warns, (f"receive series from {_describe(ep)}: rpc error: code = DeadlineExceeded "
@@ -143,6 +146,7 @@ class Proxy:
             return ep, got, warns, None
 
         results = await asyncio.gather(*(one(ep) for ep in eps))
+        out.nbytes = nbytes[0]
         for ep, got, warns, err in results:
             if err is not None:
                 if not partial:
@@ -223,8 +227,10 @@ def _raw_series_call(client):
     return got[1]
 
 
-async def _read(ep: Endpoint, req, got: list, warns: list, strip: Optional[set], response_timeout: float) -> None:
-    """Read one endpoint's Series stream into ``got`` as (labels, [chunk tuples])."""
+async def _read(ep: Endpoint, req, got: list, warns: list, strip: Optional[set], response_timeout: float,
+                nbytes: Optional[list] = None) -> None:
+    """Read one endpoint's Series stream into ``got`` as (labels, [chunk tuples]); the frames'
+    bytes are added to ``nbytes[0]``."""
     if _frames is None:
         return await _read_pb(ep, req, got, warns, strip, response_timeout)
     import grpc
@@ -247,6 +253,8 @@ async def _read(ep: Endpoint, req, got: list, warns: list, strip: Optional[set],
             except asyncio.TimeoutError:
                 raise StoreAPIError(ep.address, "/thanos.Store/Series", None,
                                     f"no response within --store.response-timeout={response_timeout:g}s") from None
+            if nbytes is not None:
+                nbytes[0] += len(frame)
             try:
                 kind, payload = parse(frame, strip_set, cache)
             except (ValueError, UnicodeDecodeError) as e:

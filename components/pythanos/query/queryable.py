@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..dedup import COUNTER_FUNCS, COUNTER_RESET_FUNCS, counter_resets_inplace, dedup_chunks, dedup_samples
+from ..dedup import COUNTER_FUNCS, COUNTER_RESET_FUNCS, counter_resets_inplace, dedup_many, dedup_samples
 from ..promql.engine import STALE_NAN_BITS
 from ..promql.errors import ExecutionError, PromQLError, QueryTimeoutError
 from ..tsdb.chunkenc import decode_xor_many, decode_xor_many_into
@@ -34,7 +34,7 @@ from .downsampled import (DEFAULT_AGGRS, UnsupportedChunk, aggrs_from_func, has_
                           max_resolution_from_hints, overlap_split, pick, remove_identical)
 from .proxy import Proxy, StoreFetchError
 
-__all__ = ["QueryOptions", "StoreQueryable", "StorageError"]
+__all__ = ["QueryOptions", "SelectOnLoop", "StoreQueryable", "StorageError"]
 
 XOR = 0  # thanos Chunk.Encoding
 
@@ -70,17 +70,23 @@ class StoreQueryable:
     warnings: list = field(default_factory=list)
 
     def select(self, matchers: Sequence[Matcher], mint_ms: int, maxt_ms: int, hints=None) -> list:
+        """The engine's select, from a worker thread: the fan-out runs on the event loop."""
+        if _on_loop():
+            raise SelectOnLoop("a selection outside the query's plan cannot be made on the event loop")
+        fut = asyncio.run_coroutine_threadsafe(self.fetch(matchers, mint_ms, maxt_ms, hints), self.loop)
+        return self.samples(fut.result(), mint_ms, maxt_ms, hints)
+
+    async def fetch(self, matchers: Sequence[Matcher], mint_ms: int, maxt_ms: int, hints=None):
+        """The fan-out of one selection (on the event loop); :meth:`samples` turns it into series."""
         o = self.opts
         func = getattr(hints, "func", "") if hints is not None else ""
         rng = getattr(hints, "range", 0) if hints is not None else 0
-        aggrs = aggrs_from_func(func)
-        fut = asyncio.run_coroutine_threadsafe(self.proxy.fetch(
-            matchers, mint_ms, maxt_ms, replica_labels=o.replica_labels if o.deduplicating else (),
-            partial=o.partial, store_matchers=o.store_matchers, timeout=self.timeout,
-            max_resolution_window=max_resolution_from_hints(o.max_resolution_window, rng, func),
-            aggregates=aggrs), self.loop)
         try:
-            got = fut.result()
+            got = await self.proxy.fetch(
+                matchers, mint_ms, maxt_ms, replica_labels=o.replica_labels if o.deduplicating else (),
+                partial=o.partial, store_matchers=o.store_matchers, timeout=self.timeout,
+                max_resolution_window=max_resolution_from_hints(o.max_resolution_window, rng, func),
+                aggregates=aggrs_from_func(func))
         except StoreFetchError as e:
             raise StorageError(str(e)) from None
         except asyncio.TimeoutError:
@@ -88,7 +94,25 @@ class StoreQueryable:
         for w in got.warnings:
             if w not in self.warnings:
                 self.warnings.append(w)
-        return to_samples(got.series, got.sources, mint_ms, maxt_ms, o, func, aggrs)
+        return got
+
+    def samples(self, got, mint_ms: int, maxt_ms: int, hints=None) -> list:
+        """What :meth:`fetch` brought, as the engine's series (decoded, de-duplicated)."""
+        func = getattr(hints, "func", "") if hints is not None else ""
+        return to_samples(got.series, got.sources, mint_ms, maxt_ms, self.opts, func, aggrs_from_func(func))
+
+
+class SelectOnLoop(RuntimeError):
+    """The engine asked for a selection while evaluating on the event loop (where waiting for
+    the fan-out would deadlock): the caller evaluates the query in a worker thread instead."""
+
+
+def _on_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def to_samples(series: dict, sources: dict, mint: int, maxt: int, o: QueryOptions, func: str = "",
@@ -107,22 +131,24 @@ def to_samples(series: dict, sources: dict, mint: int, maxt: int, o: QueryOption
         return LazySelection(list(series.items()), mint, maxt, counter_resets=resets, aggrs=aggrs)
     out = _Selected()
     single: list = []  # (labels, chunks) decoded together
+    merged: list = []  # de-duplicated together (penalty or the configured func)
+    chained: list = []  # several sources without de-duplication: Prometheus' chained merge
     for lbls, chunks in series.items():
         if (o.deduplicating or sources.get(lbls, 1) > 1) and has_aggregates(chunks):
             t, v = _merge_downsampled(lbls, chunks, aggrs, func, o, mint, maxt, resets)
             if len(t):
                 out.append((lbls, t, v))
         elif o.deduplicating:
-            t, v = dedup_chunks([(c[0], c[1], c[3]) for c in chunks], counter=func in COUNTER_FUNCS,
-                                func=o.dedup_func, counter_resets=resets, mint=mint, maxt=maxt)
-            if len(t):
-                out.append((lbls, t, v))
+            merged.append((lbls, chunks))
         elif sources.get(lbls, 1) > 1:
-            t, v = dedup_chunks([(c[0], c[1], c[3]) for c in chunks], func="chain", mint=mint, maxt=maxt)
-            if len(t):
-                out.append((lbls, t, v))
+            chained.append((lbls, chunks))
         else:
             single.append((lbls, chunks))
+    if merged:
+        out.extend(dedup_many(merged, counter=func in COUNTER_FUNCS, func=o.dedup_func, counter_resets=resets,
+                              mint=mint, maxt=maxt))
+    if chained:
+        out.extend(dedup_many(chained, func="chain", mint=mint, maxt=maxt))
     if single:
         out.extend(_decode_single(single, mint, maxt, counter_resets=resets, aggrs=aggrs))
     out.sort(key=_first)

@@ -38,16 +38,23 @@ class QueryConfig:
     external_prefix: str = ""
     route_prefix: str = ""
     select_concurrency: int = 4
+    workers: int = 0  # processes serving the ports; 0: the CPU limit (pythanos.server.workers.cpu_limit)
 
 
 def run(config: QueryConfig) -> int:
     from ..runtime import tune_gc
+    from ..server.workers import WorkerSlot, cpu_limit, supervise
 
+    slot = WorkerSlot.from_env()
+    workers = config.workers or cpu_limit()
+    if slot is None and workers > 1:
+        return supervise(workers, config.http_address, config.grpc_address,
+                         grace=max(config.http_grace_period, config.grpc_grace_period))
     tune_gc()
-    return asyncio.run(serve(config))
+    return asyncio.run(serve(config, worker=slot))
 
 
-async def serve(config: QueryConfig, stop: Optional[asyncio.Event] = None) -> int:
+async def serve(config: QueryConfig, stop: Optional[asyncio.Event] = None, worker=None) -> int:
     from prometheus_client import Gauge
 
     from ..promql import Engine
@@ -59,7 +66,8 @@ async def serve(config: QueryConfig, stop: Optional[asyncio.Event] = None) -> in
     from .store import QueryStore
 
     srv = Component("query", http_address=config.http_address, http_grace_period=config.http_grace_period,
-                    grpc_address=config.grpc_address, grpc_grace_period=config.grpc_grace_period, stop=stop)
+                    grpc_address=config.grpc_address, grpc_grace_period=config.grpc_grace_period, stop=stop,
+                    worker=worker)
     registry = srv.registry
     gate_max = Gauge("thanos_query_concurrent_gate_queries_max", "Maximum number of concurrent queries.",
                      registry=registry)
@@ -106,13 +114,22 @@ async def serve(config: QueryConfig, stop: Optional[asyncio.Event] = None) -> in
         await endpoints.stop()
         engine.close()
 
+    if worker is not None:
+        # A worker shares its listening socket with the others: it takes connections only once
+        # it knows its endpoints (a query it took earlier would find no store).
+        try:
+            await endpoints.start()
+        except BaseException:
+            await close()
+            raise
     await srv.start(StoreServer(QueryStore(proxy)).handlers(), cleanup=close)
-    try:
-        await endpoints.start()
-    except BaseException:
-        await srv.shutdown()
-        await close()
-        raise
+    if worker is None:
+        try:
+            await endpoints.start()
+        except BaseException:
+            await srv.shutdown()
+            await close()
+            raise
     srv.set_ready(True)
     log.info("starting query node", extra={"endpoints": len(endpoints.endpoints)})
     return await srv.run_tasks([], on_stop=close)

@@ -24,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import time
 from typing import Awaitable, Callable, Iterable, Optional
 
 from ..errors import UserError
+from .workers import LOCAL_METRICS_HEADER, WorkerSlot, gather_metrics
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +72,13 @@ class Component:
 
     def __init__(self, name: str, *, http_address: str, http_grace_period: float = 120.0,
                  grpc_address: Optional[str] = None, grpc_grace_period: float = 120.0,
-                 stop: Optional[asyncio.Event] = None, registry=None) -> None:
+                 stop: Optional[asyncio.Event] = None, registry=None, worker: Optional[WorkerSlot] = None) -> None:
         from aiohttp import web
         from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
         self.name = name
+        #: set when this process is one of several workers (:mod:`pythanos.server.workers`)
+        self.worker = worker
         self.http_address = http_address
         self.http_grace_period = http_grace_period
         self.grpc_address = grpc_address
@@ -132,6 +136,8 @@ class Component:
         for fn in self.before_metrics:
             fn()
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, self.registry)
+        if self.worker is not None and not request.headers.get(LOCAL_METRICS_HEADER):
+            body = await gather_metrics(self.worker, body)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _instrument(self, request, handler):
@@ -162,7 +168,12 @@ class Component:
                                      shutdown_timeout=self.http_grace_period)
         await self._runner.setup()
         host, _, port = self.http_address.rpartition(":")
-        site = web.TCPSite(self._runner, host.strip("[]") or None, int(port))
+        if self.worker is not None:  # the supervisor's listening socket, and one for the siblings' /metrics
+            sock = socket.socket(fileno=self.worker.http_fd)
+            site = web.SockSite(self._runner, sock)
+            await web.UnixSite(self._runner, self.worker.metrics_socket()).start()
+        else:
+            site = web.TCPSite(self._runner, host.strip("[]") or None, int(port))
         try:
             await site.start()
         except OSError as e:
@@ -182,10 +193,14 @@ class Component:
 
         if self.grpc_address is None:
             raise ValueError(f"{self.name}: no gRPC address configured")
-        server = grpc.aio.server(options=svc.SERVER_OPTIONS)
+        options, address = svc.SERVER_OPTIONS, self.grpc_address
+        if self.worker is not None:  # every worker listens on the port the supervisor holds
+            options = [o for o in options if o[0] != "grpc.so_reuseport"] + [("grpc.so_reuseport", 1)]
+            address = self.worker.grpc_address
+        server = grpc.aio.server(options=options)
         server.add_generic_rpc_handlers(list(handlers))
         try:
-            port = server.add_insecure_port(self.grpc_address)
+            port = server.add_insecure_port(address)
         except RuntimeError as e:
             raise UserError(f"--grpc-address={self.grpc_address}: cannot listen: {e}") from None
         if not port:

@@ -1,0 +1,357 @@
+"""The querier on every core: ``--query.workers`` processes behind one HTTP socket and one gRPC
+port (pythanos.server.workers), and the small-query path that evaluates on the event loop.
+
+Real processes throughout: our sidecar in front of a real Prometheus, our querier with two
+workers, a real Thanos querier over the same sidecar as the reference for answers, and a real
+Thanos querier stacked on our workers' gRPC port.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from peers import free_ports, http_get
+
+from pythanos.server.workers import WorkerSlot, cpu_limit, merge_expositions
+
+READY = 120.0
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        out.extend(int(c) for c in (t / "children").read_text().split())
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=60) as r:
+        return json.loads(r.read())
+
+
+def _poll(cond, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got = cond()
+        except OSError:  # not listening yet
+            got = None
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+# -- the CPU limit -------------------------------------------------------------------------------
+
+def _cgroup(tmp_path: Path, proc: str, files: dict) -> tuple[str, str]:
+    root = tmp_path / "cg"
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    (tmp_path / "self").write_text(proc)
+    return str(root), str(tmp_path / "self")
+
+
+def test_cpu_limit_follows_the_cgroup_quota_not_the_host(tmp_path):
+    cpus = len(os.sched_getaffinity(0))
+    # cgroup v2, unlimited: the CPUs this process may run on
+    assert cpu_limit(*_cgroup(tmp_path / "a", "0::/pod\n", {"pod/cpu.max": "max 100000\n"})) == cpus
+    # cgroup v2, 0.5 CPU: one worker; 1.5 CPUs: two (capped by the affinity mask)
+    assert cpu_limit(*_cgroup(tmp_path / "b", "0::/pod\n", {"pod/cpu.max": "50000 100000\n"})) == 1
+    assert cpu_limit(*_cgroup(tmp_path / "c", "0::/pod\n", {"pod/cpu.max": "150000 100000\n"})) == min(2, cpus)
+    # cgroup v1 (cpu,cpuacct controller): quota 100000 over period 100000 is one CPU; -1 is none
+    v1 = "4:cpu,cpuacct:/kubepods/pod1\n"
+    assert cpu_limit(*_cgroup(tmp_path / "d", v1, {"cpu,cpuacct/kubepods/pod1/cpu.cfs_quota_us": "100000\n",
+                                                   "cpu,cpuacct/kubepods/pod1/cpu.cfs_period_us": "100000\n"})) == 1
+    assert cpu_limit(*_cgroup(tmp_path / "e", v1, {"cpu,cpuacct/kubepods/pod1/cpu.cfs_quota_us": "-1\n",
+                                                   "cpu,cpuacct/kubepods/pod1/cpu.cfs_period_us": "100000\n"})) == cpus
+    # no cgroup files at all
+    assert cpu_limit(str(tmp_path / "none"), str(tmp_path / "none-self")) == cpus
+
+
+def test_worker_slot_round_trips_through_the_environment(monkeypatch):
+    slot = WorkerSlot(1, 3, 7, "[::1]:10901", "/tmp/x y")
+    monkeypatch.setenv("PYTHANOS_WORKER", slot.encode())
+    assert WorkerSlot.from_env() == slot
+    monkeypatch.delenv("PYTHANOS_WORKER")
+    assert WorkerSlot.from_env() is None
+
+
+def test_merged_metrics_keep_every_worker_apart():
+    a = (b"# HELP x_total X.\n# TYPE x_total counter\nx_total{h=\"q\"} 3.0\n"
+         b"# HELP g A gauge.\n# TYPE g gauge\ng 1.0\n")
+    b = b"# HELP x_total X.\n# TYPE x_total counter\nx_total{h=\"q\"} 5.0\n"
+    text = merge_expositions({0: a, 1: b}).decode()
+    assert 'x_total{h="q",worker="0"} 3.0' in text
+    assert 'x_total{h="q",worker="1"} 5.0' in text
+    assert 'g{worker="0"} 1.0' in text
+    assert text.count("# TYPE x_total counter") == 1
+
+
+# -- a querier with two workers over a real store -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def stack(prometheus_bin, thanos_bin, pythanos_bin, tmp_path_factory):
+    from peers import REGISTRY, start_thanos_query
+
+    work = tmp_path_factory.mktemp("workers")
+    started = []
+    try:
+        prom_port, sc_grpc, sc_http, q_http, q_grpc = free_ports(5)
+        cfg = work / "prometheus.yml"
+        cfg.write_text("global:\n  scrape_interval: 1s\n  external_labels:\n    cluster: w\n    replica: '0'\n"
+                       f"scrape_configs:\n  - job_name: prometheus\n    static_configs:\n"
+                       f"      - targets: ['127.0.0.1:{prom_port}']\n")
+        prom = REGISTRY.start("prometheus", [prometheus_bin, f"--config.file={cfg}",
+                                             f"--storage.tsdb.path={work / 'tsdb'}",
+                                             f"--web.listen-address=127.0.0.1:{prom_port}"], work)
+        started.append(prom)
+        prom.url = f"http://127.0.0.1:{prom_port}"
+        prom.wait_http_ready("/-/ready", READY)
+        sc = REGISTRY.start("sidecar", [pythanos_bin, "sidecar", f"--prometheus.url={prom.url}",
+                                        f"--grpc-address=127.0.0.1:{sc_grpc}", f"--http-address=127.0.0.1:{sc_http}",
+                                        f"--tsdb.path={work / 'tsdb'}"], work)
+        started.append(sc)
+        sc.url, sc.extra["grpc"] = f"http://127.0.0.1:{sc_http}", f"127.0.0.1:{sc_grpc}"
+        sc.wait_http_ready("/-/ready", READY)
+        q = REGISTRY.start("query-workers", [pythanos_bin, "query", "--query.workers=2", "--query.replica-label=replica",
+                                             f"--endpoint=127.0.0.1:{sc_grpc}",
+                                             f"--http-address=127.0.0.1:{q_http}",
+                                             f"--grpc-address=127.0.0.1:{q_grpc}"], work)
+        started.append(q)
+        q.url, q.extra["grpc"] = f"http://127.0.0.1:{q_http}", f"127.0.0.1:{q_grpc}"
+        q.wait_http_ready("/-/ready", READY)
+        thanos = start_thanos_query(thanos_bin, [f"127.0.0.1:{sc_grpc}"], work / "thanos")
+        started.append(thanos)
+        stacked = start_thanos_query(thanos_bin, [q.extra["grpc"]], work / "stacked")
+        started.append(stacked)
+
+        def scraped():
+            r = _get(prom.url + "/api/v1/query?query=count_over_time(up[1m])")["data"]["result"]
+            return r and float(r[0]["value"][1]) >= 20
+        prom.wait_ready(scraped, READY, "20 scrapes")
+        yield {"prom": prom, "sidecar": sc, "ours": q, "thanos": thanos, "stacked": stacked}
+    finally:
+        for p in reversed(started):
+            p.stop()
+
+
+def test_two_worker_processes_serve_one_port(stack):
+    q = stack["ours"]
+    workers = _poll(lambda: len(_children(q.pid)) == 2 and _children(q.pid), 30, "two workers")
+    text = http_get(q.url + "/metrics")[1].decode()
+    assert len(workers) == 2
+    for w in ("0", "1"):
+        assert f'thanos_status{{check="ready",component="query",worker="{w}"}} 1.0' in text
+
+
+def _range_path(query: str, end: float) -> str:
+    return "/api/v1/query_range?" + urllib.parse.urlencode(
+        {"query": query, "start": f"{end - 60:.3f}", "end": f"{end:.3f}", "step": "5"})
+
+
+def _canon(doc: dict) -> list:
+    assert doc["status"] == "success", doc
+    return sorted((sorted(s["metric"].items()), s.get("values") or [s["value"]]) for s in doc["data"]["result"])
+
+
+DASHBOARD = [
+    "sum(rate(prometheus_http_requests_total[1m]))",
+    "sum by (handler) (rate(prometheus_http_requests_total[1m]))",
+    "histogram_quantile(0.9, sum by (le) (rate(prometheus_http_request_duration_seconds_bucket[1m])))",
+    "prometheus_tsdb_head_series",
+    "topk(3, prometheus_http_requests_total)",
+    "up",
+    # a subquery and an @ modifier: selections planned with their own windows
+    "max_over_time(rate(prometheus_http_requests_total[30s])[1m:10s])",
+    "prometheus_tsdb_head_series @ end()",
+]
+
+
+def test_concurrent_small_queries_answer_as_thanos(stack):
+    """Many clients at once on both workers; every answer equals the real Thanos querier's."""
+    end = time.time() - 5
+    want = {qs: _canon(_get(stack["thanos"].url + _range_path(qs, end))) for qs in DASHBOARD}
+    got: list = []
+    errors: list = []
+
+    def client(i: int) -> None:
+        try:
+            for k in range(len(DASHBOARD)):
+                qs = DASHBOARD[(i + k) % len(DASHBOARD)]
+                got.append((qs, _canon(_get(stack["ours"].url + _range_path(qs, end)))))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert len(got) == 12 * len(DASHBOARD)
+    for qs, answer in got:
+        assert answer == want[qs], qs
+
+
+def test_stacked_thanos_querier_reads_the_workers_grpc_port(stack):
+    end = time.time() - 5
+    qs = "sum by (job) (up)"
+    assert _canon(_get(stack["stacked"].url + _range_path(qs, end))) == \
+        _canon(_get(stack["thanos"].url + _range_path(qs, end)))
+
+
+class _InProcess:
+    """Our querier in this process (one worker, its loop in a thread), so a test can steer which
+    path a query takes."""
+
+    def __init__(self, endpoint: str) -> None:
+        from pythanos.query.discovery import EndpointSpec
+        from pythanos.query.run import QueryConfig
+
+        h, g = free_ports(2)
+        self.url = f"http://127.0.0.1:{h}"
+        self.cfg = QueryConfig(http_address=f"127.0.0.1:{h}", grpc_address=f"127.0.0.1:{g}",
+                               endpoints=[EndpointSpec(endpoint)], workers=1)
+        self.cfg.api.replica_labels = ["replica"]
+        self.loop = asyncio.new_event_loop()
+        self.stop: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from pythanos.query.run import serve
+
+        async def main():
+            self.stop = asyncio.Event()
+            await serve(self.cfg, stop=self.stop)
+
+        self.loop.run_until_complete(main())
+
+    def __enter__(self) -> "_InProcess":
+        self.thread.start()
+        _poll(lambda: http_get(self.url + "/-/ready", timeout=2)[0] == 200 if self.stop else False, READY,
+              "in-process querier ready")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(60)
+
+
+def test_worker_thread_path_answers_as_thanos(stack, monkeypatch):
+    """With the inline threshold below every query, each is evaluated in a worker thread after
+    the selections came in on the loop: the same answers as Thanos'."""
+    from pythanos.query import api
+
+    monkeypatch.setattr(api, "INLINE_BYTES", -1)
+    monkeypatch.setattr(api, "INLINE_POINTS", -1)
+    end = time.time() - 5
+    with _InProcess(_sidecar_grpc(stack)) as q:
+        for qs in DASHBOARD:
+            assert _canon(_get(q.url + _range_path(qs, end))) == \
+                _canon(_get(stack["thanos"].url + _range_path(qs, end))), qs
+
+
+def test_selection_the_plan_missed_falls_back_to_a_worker_thread(stack, monkeypatch):
+    """A query whose selections were not made up front (as if the plan had missed them): on the
+    loop the engine's select is refused, and the query runs again in a worker thread, where the
+    select may wait for the fan-out. Same answers as Thanos'."""
+    from pythanos.promql import engine
+
+    monkeypatch.setattr(engine.Planned, "selections", property(lambda self: []))
+    end = time.time() - 5
+    with _InProcess(_sidecar_grpc(stack)) as q:
+        for qs in DASHBOARD[:3]:
+            assert _canon(_get(q.url + _range_path(qs, end))) == \
+                _canon(_get(stack["thanos"].url + _range_path(qs, end))), qs
+
+
+def _sidecar_grpc(stack) -> str:
+    return stack["sidecar"].extra["grpc"]
+
+
+def test_selection_outside_the_plan_is_refused_on_the_loop():
+    """The guard the small-query path relies on: a select on the event loop raises instead of
+    waiting for a fan-out that the same loop would have to run (a deadlock)."""
+    from pythanos.query.queryable import QueryOptions, SelectOnLoop, StoreQueryable
+
+    async def main():
+        qa = StoreQueryable(proxy=None, loop=asyncio.get_running_loop(), opts=QueryOptions())  # type: ignore
+        with pytest.raises(SelectOnLoop):
+            qa.select([], 0, 1)
+
+    asyncio.run(main())
+
+
+def test_sigterm_stops_every_worker(pythanos_bin, tmp_path):
+    from peers import REGISTRY
+
+    h, g = free_ports(2)
+    q = REGISTRY.start("query-stop", [pythanos_bin, "query", "--query.workers=2", f"--http-address=127.0.0.1:{h}",
+                                      f"--grpc-address=127.0.0.1:{g}"], tmp_path)
+    try:
+        q.url = f"http://127.0.0.1:{h}"
+        q.wait_http_ready("/-/ready", READY)
+        workers = _poll(lambda: len(_children(q.pid)) == 2 and _children(q.pid), 30, "two workers")
+        os.kill(q.pid, signal.SIGTERM)
+        assert q.proc.wait(60) == 0
+        assert not [w for w in workers if _alive(w)]
+    finally:
+        q.stop()
+
+
+def test_a_worker_that_dies_takes_the_querier_down(pythanos_bin, tmp_path):
+    """One worker killed: the supervisor stops the other and exits non-zero (the pod restarts)
+    instead of serving on with part of its capacity and a socket nobody accepts on."""
+    from peers import REGISTRY
+
+    h, g = free_ports(2)
+    q = REGISTRY.start("query-kill", [pythanos_bin, "query", "--query.workers=2", f"--http-address=127.0.0.1:{h}",
+                                      f"--grpc-address=127.0.0.1:{g}"], tmp_path)
+    try:
+        q.url = f"http://127.0.0.1:{h}"
+        q.wait_http_ready("/-/ready", READY)
+        workers = _poll(lambda: len(_children(q.pid)) == 2 and _children(q.pid), 30, "two workers")
+        os.kill(workers[0], signal.SIGKILL)
+        assert q.proc.wait(60) != 0
+        assert not _alive(workers[1])
+        assert "worker ended" in q.log()
+    finally:
+        q.stop()
+
+
+def test_busy_http_port_is_a_clear_error_with_workers(pythanos_bin, tmp_path):
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        (g,) = free_ports(1)
+        p = subprocess.run([pythanos_bin, "query", "--query.workers=2", f"--http-address=127.0.0.1:{port}",
+                            f"--grpc-address=127.0.0.1:{g}"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1
+    assert f"--http-address=127.0.0.1:{port}: cannot listen" in p.stderr
