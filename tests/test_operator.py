@@ -1,8 +1,10 @@
 """The operator against a real kube-apiserver (+ etcd, + kube-controller-manager for garbage collection).
 
 The real ``pythanos-operator`` process runs (module-scoped) with the install's own identity: the
-ServiceAccount and ClusterRole of manifests/rbac.yaml (a token from the TokenRequest API), so every call it
-makes is proven to fit the least-privilege RBAC. There is no kubelet: tests patch StatefulSet/Deployment
+ServiceAccount and ClusterRole of manifests/ (a token from the TokenRequest API), so every call it makes is
+proven to fit the least-privilege RBAC; the namespaced installs (manifests/namespaced/, the chart's
+``watchNamespaces``) run an operator under their own ServiceAccount too, and ``kubectl auth can-i`` as those
+ServiceAccounts shows what each may not do. There is no kubelet: tests patch StatefulSet/Deployment
 ``/status`` themselves to move the conditions.
 """
 from __future__ import annotations
@@ -525,6 +527,130 @@ def test_namespaced_install_with_role_only(kubectl, namespace, helm_bin, kube_ap
         # this operator did the work (the module's cluster-wide one may have too)
         wait_for(lambda: f"PrometheusHA {ns}/us1: applied" in op.output(), what="namespaced operator applied us1")
         wait_for(lambda: f"ThanosCluster {ns}/demo: applied" in op.output(), what="namespaced operator applied demo")
+        assert "Forbidden" not in op.output() and "forbidden" not in op.output(), op.output()[-4000:]
+    finally:
+        stop_operator(op)
+
+
+# ---------------------------------------------------------------------------------------------- least RBAC
+
+def can(kubectl, sa: str, verb: str, resource: str, ns: str | None = None, *extra: str) -> bool:
+    """``kubectl auth can-i`` as ServiceAccount ``sa`` ("namespace:name"); ns None: all namespaces."""
+    where = ["-n", ns] if ns else ["--all-namespaces"]
+    r = kubectl("auth", "can-i", verb, resource, *where, *extra, f"--as=system:serviceaccount:{sa}", check=False)
+    assert r.returncode in (0, 1) and r.stdout.strip() in ("yes", "no"), r.stderr + r.stdout
+    return r.stdout.strip() == "yes"
+
+
+NEEDED = [("list", "prometheushas.pythanos.io"), ("watch", "thanosclusters.pythanos.io"),
+          ("patch", "prometheushas.pythanos.io"), ("patch", "thanosclusters.pythanos.io", "--subresource=status"),
+          ("create", "statefulsets.apps"), ("patch", "deployments.apps"), ("delete", "statefulsets.apps"),
+          ("watch", "services"), ("watch", "configmaps"), ("watch", "poddisruptionbudgets.policy"),
+          ("delete", "poddisruptionbudgets.policy"), ("get", "secrets"), ("create", "events"),
+          ("patch", "kopfpeerings.kopf.dev")]
+NEVER = [("list", "secrets"), ("watch", "secrets"), ("create", "secrets"), ("patch", "secrets"),
+         ("delete", "secrets"), ("update", "prometheushas.pythanos.io"), ("create", "thanosclusters.pythanos.io"),
+         ("delete", "prometheushas.pythanos.io"), ("get", "pods"), ("create", "pods", "--subresource=exec"),
+         ("get", "events"), ("create", "events.events.k8s.io"), ("create", "rolebindings.rbac.authorization.k8s.io"),
+         ("escalate", "roles.rbac.authorization.k8s.io"), ("impersonate", "serviceaccounts"), ("*", "*")]
+
+
+def test_cluster_wide_rbac_is_least(kubectl, installed, namespace):
+    """manifests/: what the operator needs, in every namespace; no list/watch of Secrets anywhere (a Secret is
+    read by the name a custom resource gives), no writes of Secrets, pods or RBAC, no spec writes by PUT."""
+    sa = f"{OPERATOR_NS}:pythanos-operator"
+    for ns in (namespace, None):
+        for verb, res, *extra in NEEDED:
+            if ns is None and verb not in ("list", "watch"):
+                continue
+            assert can(kubectl, sa, verb, res, ns, *extra), (verb, res, extra, ns)
+        for verb, res, *extra in NEVER:
+            assert not can(kubectl, sa, verb, res, ns, *extra), (verb, res, extra, ns)
+    assert can(kubectl, sa, "patch", "clusterkopfpeerings.kopf.dev", None)
+    assert not can(kubectl, sa, "list", "namespaces", None)
+    assert not can(kubectl, sa, "create", "customresourcedefinitions.apiextensions.k8s.io", None)
+
+
+def _rbac_docs(text: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(text) if d and d["kind"] in
+            ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")]
+
+
+def test_namespaced_kustomize_install_binds_its_role_in_the_watched_namespace_only(
+        kubectl, namespace, helm_bin, kube_apiserver, tmp_path, installed):
+    """manifests/namespaced/ (watching ``namespace`` instead of pythanos-demo, under its own ServiceAccount name):
+    no ClusterRoleBinding; the operator's permissions in the watched namespace only, exactly the chart's
+    ``watchNamespaces`` mode; an operator under that identity reconciles, peers, repairs drift, never Forbidden."""
+    ns, name = namespace, f"op-k-{namespace}"
+    built = kubectl("kustomize", str(ROOT / "manifests" / "namespaced")).stdout.replace("pythanos-demo", ns)
+    objs = [d for d in yaml.safe_load_all(built) if d]
+    docs = _rbac_docs(built)
+    assert sorted(d["kind"] for d in docs) == ["ClusterRole", "RoleBinding", "ServiceAccount"]
+    [rb] = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert rb["metadata"]["namespace"] == ns and rb["roleRef"]["kind"] == "ClusterRole"
+    [dep] = [d for d in objs if d["kind"] == "Deployment"]
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--namespace={ns}" in args and "--peering=pythanos-operator" in args
+    for d in docs:   # our own ServiceAccount name: the module's cluster-wide install keeps its own
+        if d["kind"] == "ServiceAccount":
+            d["metadata"]["name"] = name
+        for subj in d.get("subjects") or []:
+            subj["name"] = name
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(docs))
+
+    # the chart's namespaced mode, for comparison
+    hname = f"op-h-{ns}"
+    out = subprocess.run([helm_bin, "template", "pythanos-operator", str(ROOT / "charts" / "pythanos-operator"),
+                          "--namespace", OPERATOR_NS, "--set", f"watchNamespaces={{{ns}}}",
+                          "--set", f"serviceAccount.name={hname}"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    helm_docs = [d for d in _rbac_docs(out) if d["kind"] != "ClusterRole"]
+    assert sorted(d["kind"] for d in helm_docs) == ["Role", "RoleBinding", "ServiceAccount"]
+    for d in helm_docs:   # next to the kustomize RoleBinding of the same name
+        if d["kind"] in ("Role", "RoleBinding"):
+            d["metadata"]["name"] = "pythanos-operator-helm"
+        if d["kind"] == "RoleBinding":
+            d["roleRef"]["name"] = "pythanos-operator-helm"
+    kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(helm_docs))
+
+    sa = f"{OPERATOR_NS}:{name}"
+    for verb, res, *extra in NEEDED:
+        assert can(kubectl, sa, verb, res, ns, *extra), (verb, res, extra)
+    for verb, res, *extra in NEVER:
+        assert not can(kubectl, sa, verb, res, ns, *extra), (verb, res, extra)
+    for verb, res in (("get", "secrets"), ("list", "statefulsets.apps"), ("patch", "prometheushas.pythanos.io"),
+                      ("create", "events"), ("watch", "configmaps")):
+        assert not can(kubectl, sa, verb, res, "default"), (verb, res, "outside the watched namespace")
+        assert not can(kubectl, sa, verb, res, None), (verb, res, "cluster-wide")
+    assert not can(kubectl, sa, "patch", "clusterkopfpeerings.kopf.dev", None)
+    assert not can(kubectl, sa, "list", "namespaces", None)
+
+    def rules(sa_name: str, where: str) -> list[str]:
+        lines = kubectl("auth", "can-i", "--list", "-n", where,
+                        f"--as=system:serviceaccount:{OPERATOR_NS}:{sa_name}").stdout.splitlines()
+        return sorted(" ".join(ln.split()) for ln in lines[1:])
+    inside, outside = rules(name, ns), rules(name, "default")
+    assert any(r.startswith("secrets [] [] [get]") for r in inside), inside
+    assert not any("secrets" in r or "statefulsets" in r for r in outside), outside
+    for where in (ns, "default"):   # the same permissions as the chart's mode, in and outside the namespace
+        assert rules(name, where) == rules(hname, where), where
+
+    token = kubectl("create", "token", name, "-n", OPERATOR_NS, "--duration=1h").stdout.strip()
+    kc = write_kubeconfig(tmp_path / "kubeconfig", kube_apiserver.url, kube_apiserver.ca_file, token,
+                          user=f"system:serviceaccount:{sa}")
+    op = start_operator(kc, tmp_path, f"--namespace={ns}", "--peering=pythanos-operator", name="kustomize-namespaced")
+    try:
+        apply_examples(kubectl, ns, "objstore-secret.yaml", "thanoscluster.yaml", "prometheusha-eu1.yaml")
+        wait_cond(kubectl, "prometheusha", "eu1", ns, "Reconciled", "True")
+        wait_cond(kubectl, "thanoscluster", "demo", ns, "Reconciled", "True")
+        wait_for(lambda: f"PrometheusHA {ns}/eu1: applied" in op.output(), what="namespaced operator applied eu1")
+        assert kget(kubectl, "kopfpeering", "pythanos-operator", ns)
+        uid = kget(kubectl, "service", "thanos-query-demo", ns)["metadata"]["uid"]
+        kubectl("delete", "service", "thanos-query-demo", namespace=ns)
+        wait_for(lambda: f"drift: Service {ns}/thanos-query-demo: deleted" in op.output(),
+                 what="the namespaced operator sees the deletion")
+        wait_for(lambda: (kget(kubectl, "service", "thanos-query-demo", ns) or {"metadata": {"uid": uid}})
+                 ["metadata"]["uid"] != uid, what="Service re-created")
         assert "Forbidden" not in op.output() and "forbidden" not in op.output(), op.output()[-4000:]
     finally:
         stop_operator(op)
