@@ -231,8 +231,13 @@ class QueryAPI:
             try:
                 sels = planned.selections
                 try:
-                    fetch = asyncio.gather(*(qa.fetch(m, mint, maxt, h) for _, m, mint, maxt, h in sels))
-                    got = await (asyncio.wait_for(fetch, timeout) if timeout else fetch)
+                    async with asyncio.timeout(timeout or None):
+                        if len(sels) == 1:
+                            _, m, mint, maxt, h = sels[0]
+                            got = [await qa.fetch(m, mint, maxt, h)]
+                        else:
+                            got = await asyncio.gather(*(qa.fetch(m, mint, maxt, h)
+                                                         for _, m, mint, maxt, h in sels))
                 except asyncio.TimeoutError:
                     raise ApiError("timeout", "query timed out in query execution") from None
                 except PromQLError as e:

@@ -136,8 +136,8 @@ class Proxy:
             strip = set(replica_labels) if replica_labels and ep.info is not None and \
                 not ep.info.supports_without_replica_labels else None
             try:
-                coro = _read(ep, req, got, warns, strip, self.response_timeout, nbytes)
-                await (asyncio.wait_for(coro, timeout) if timeout else coro)
+                async with asyncio.timeout(timeout or None):  # no task of its own, unlike wait_for
+                    await _read(ep, req, got, warns, strip, self.response_timeout, nbytes)
             except asyncio.TimeoutError:
                 return ep, got, warns, (f"receive series from {_describe(ep)}: rpc error: code = DeadlineExceeded "
                                         f"desc = context deadline exceeded after {timeout:g}s")
@@ -145,7 +145,10 @@ class Proxy:
                 return ep, got, warns, f"receive series from {_describe(ep)}: {rpc_text(e)}"
             return ep, got, warns, None
 
-        results = await asyncio.gather(*(one(ep) for ep in eps))
+        if len(eps) == 1:
+            results = [await one(eps[0])]
+        else:
+            results = await asyncio.gather(*(one(ep) for ep in eps))
         out.nbytes = nbytes[0]
         for ep, got, warns, err in results:
             if err is not None:
