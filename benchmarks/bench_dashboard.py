@@ -108,20 +108,20 @@ def _paths(queries: list[str], end_s: float) -> list[str]:
         for q in queries]
 
 
-def _tree_rss_kb(pid: int) -> int:
-    """VmRSS of a process and all its descendants."""
-    total, todo = 0, [pid]
+def _tree_rss_kb(pid: int) -> list[int]:
+    """VmRSS of a process and of each of its descendants (kB), the process first."""
+    out, todo = [], [pid]
     while todo:
-        p = todo.pop()
+        p = todo.pop(0)
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+                    out.append(int(line.split()[1]))
             for t in Path(f"/proc/{p}/task").iterdir():
                 todo.extend(int(c) for c in (t / "children").read_text().split())
         except (FileNotFoundError, ProcessLookupError):
             continue
-    return total
+    return out
 
 
 def _wrk(wrk: str, url: str, paths: list[str], clients: int, script: Path) -> dict:
@@ -195,8 +195,11 @@ def _load(out: list, wrk: str, work: Path, set_name: str, procs: _Procs, pythano
                         "x (<= 1.0 is the goal)"))
             out.append((f"{name}.errors", res["ours"]["errors"] + res["thanos"]["errors"], "ours + thanos (goal 0)"))
         for who in ("ours", "thanos"):
-            out.append((f"dashboard.{tag}.{who}.rss_mb", _tree_rss_kb(ps[who].pid) / 1024,
-                        "MB (all its processes, after the load)"))
+            rss = _tree_rss_kb(ps[who].pid)
+            detail = "one process" if len(rss) == 1 else \
+                f"supervisor {rss[0] / 1024:.0f} MB + {len(rss) - 1} workers of at most {max(rss[1:]) / 1024:.0f} MB"
+            out.append((f"dashboard.{tag}.{who}.rss_mb", sum(rss) / 1024,
+                        f"MB (all its processes after the load: {detail})"))
         for p in ps.values():
             _stop(p)
 

@@ -75,7 +75,7 @@ def register(components) -> None:
                    type=f.flag_type(f.non_negative_int, "--query.workers"),
                    help="pythanos only: processes that serve the HTTP and gRPC ports together, each on its own "
                         "core (CPython runs one thread of Python at a time). 0 means one per CPU this process may "
-                        "use: the container's CPU limit (cgroup quota, rounded up), else the CPUs it may run on. "
+                        "use: the container's CPU limit (cgroup quota, rounded up), else the CPUs it may run on; at most 8. "
                         "Each worker keeps its own endpoint set, as separate querier replicas do.")
     p.add_argument("--query.lookback-delta", dest="lookback_delta", default=0.0, type=dur("--query.lookback-delta"),
                    help="The maximum lookback duration for retrieving metrics during expression evaluations. "

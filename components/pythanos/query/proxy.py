@@ -243,19 +243,19 @@ async def _read(ep: Endpoint, req, got: list, warns: list, strip: Optional[set],
     strip_set = frozenset(strip) if strip else None
     cache: dict = {}
     parse = _frames.parse
+    eof = grpc.aio.EOF
     try:
-        it = call.__aiter__()
-        while True:
+        while True:  # call.read(): one layer less per frame than the call's async iterator
             try:
                 if response_timeout:
-                    frame = await asyncio.wait_for(it.__anext__(), response_timeout)
+                    frame = await asyncio.wait_for(call.read(), response_timeout)
                 else:
-                    frame = await it.__anext__()
-            except StopAsyncIteration:
-                break
+                    frame = await call.read()
             except asyncio.TimeoutError:
                 raise StoreAPIError(ep.address, "/thanos.Store/Series", None,
                                     f"no response within --store.response-timeout={response_timeout:g}s") from None
+            if frame is eof:
+                break
             if nbytes is not None:
                 nbytes[0] += len(frame)
             try:

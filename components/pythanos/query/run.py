@@ -41,12 +41,17 @@ class QueryConfig:
     workers: int = 0  # processes serving the ports; 0: the CPU limit (pythanos.server.workers.cpu_limit)
 
 
+#: The default worker count follows the CPU limit up to this many: a pod without a CPU limit on a
+#: big node would otherwise start a worker (about 80 MB each) per core of the node.
+MAX_AUTO_WORKERS = 8
+
+
 def run(config: QueryConfig) -> int:
     from ..runtime import tune_gc
     from ..server.workers import WorkerSlot, cpu_limit, supervise
 
     slot = WorkerSlot.from_env()
-    workers = config.workers or cpu_limit()
+    workers = config.workers or min(cpu_limit(), MAX_AUTO_WORKERS)
     if slot is None and workers > 1:
         return supervise(workers, config.http_address, config.grpc_address,
                          grace=max(config.http_grace_period, config.grpc_grace_period))
