@@ -61,6 +61,14 @@ class Operator:
         return self.proc.poll() is None
 
 
+def _operator_as(kubectl, kube_apiserver, work: Path, account: str, ns: str, name: str) -> "Operator":
+    """An operator watching ``ns`` with the token of service account ``account`` (in OPERATOR_NS)."""
+    token = kubectl("create", "token", account, "-n", OPERATOR_NS, "--duration=1h").stdout.strip()
+    kc = write_kubeconfig(work / "kubeconfig", kube_apiserver.url, kube_apiserver.ca_file, token,
+                          user=f"system:serviceaccount:{OPERATOR_NS}:{account}")
+    return start_operator(kc, work, f"--namespace={ns}", "--peering=pythanos-operator", name=name)
+
+
 def start_operator(kubeconfig: Path, work: Path, *args: str, name: str = "operator") -> Operator:
     health, metrics = free_ports(2)
     log = work / f"{name}.log"
@@ -515,10 +523,7 @@ def test_namespaced_install_with_role_only(kubectl, namespace, helm_bin, kube_ap
     docs = [d for d in yaml.safe_load_all(out) if d and d["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
     assert {d["kind"] for d in docs} == {"ServiceAccount", "Role", "RoleBinding"}
     kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(docs))
-    token = kubectl("create", "token", f"op-{ns}", "-n", OPERATOR_NS, "--duration=1h").stdout.strip()
-    kc = write_kubeconfig(tmp_path / "kubeconfig", kube_apiserver.url, kube_apiserver.ca_file, token,
-                          user=f"system:serviceaccount:{OPERATOR_NS}:op-{ns}")
-    op = start_operator(kc, tmp_path, f"--namespace={ns}", "--peering=pythanos-operator", name="namespaced")
+    op = _operator_as(kubectl, kube_apiserver, tmp_path, f"op-{ns}", ns, "namespaced")
     try:
         apply_examples(kubectl, ns, "objstore-secret.yaml", "thanoscluster.yaml", "prometheusha-us1.yaml")
         wait_cond(kubectl, "prometheusha", "us1", ns, "Reconciled", "True")
@@ -635,10 +640,7 @@ def test_namespaced_kustomize_install_binds_its_role_in_the_watched_namespace_on
     for where in (ns, "default"):   # the same permissions as the chart's mode, in and outside the namespace
         assert rules(name, where) == rules(hname, where), where
 
-    token = kubectl("create", "token", name, "-n", OPERATOR_NS, "--duration=1h").stdout.strip()
-    kc = write_kubeconfig(tmp_path / "kubeconfig", kube_apiserver.url, kube_apiserver.ca_file, token,
-                          user=f"system:serviceaccount:{sa}")
-    op = start_operator(kc, tmp_path, f"--namespace={ns}", "--peering=pythanos-operator", name="kustomize-namespaced")
+    op = _operator_as(kubectl, kube_apiserver, tmp_path, name, ns, "kustomize-namespaced")
     try:
         apply_examples(kubectl, ns, "objstore-secret.yaml", "thanoscluster.yaml", "prometheusha-eu1.yaml")
         wait_cond(kubectl, "prometheusha", "eu1", ns, "Reconciled", "True")

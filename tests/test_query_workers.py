@@ -319,41 +319,37 @@ def test_selection_outside_the_plan_is_refused_on_the_loop():
     asyncio.run(main())
 
 
-def test_sigterm_stops_every_worker(pythanos_bin, tmp_path):
+@pytest.fixture
+def two_workers(pythanos_bin, tmp_path):
+    """A querier with two workers and no endpoint; yields (process, worker pids)."""
     from peers import REGISTRY
 
     h, g = free_ports(2)
-    q = REGISTRY.start("query-stop", [pythanos_bin, "query", "--query.workers=2", f"--http-address=127.0.0.1:{h}",
-                                      f"--grpc-address=127.0.0.1:{g}"], tmp_path)
+    q = REGISTRY.start("query-two", [pythanos_bin, "query", "--query.workers=2", f"--http-address=127.0.0.1:{h}",
+                                     f"--grpc-address=127.0.0.1:{g}"], tmp_path)
     try:
         q.url = f"http://127.0.0.1:{h}"
         q.wait_http_ready("/-/ready", READY)
-        workers = _poll(lambda: len(_children(q.pid)) == 2 and _children(q.pid), 30, "two workers")
-        os.kill(q.pid, signal.SIGTERM)
-        assert q.proc.wait(60) == 0
-        assert not [w for w in workers if _alive(w)]
+        yield q, _poll(lambda: len(_children(q.pid)) == 2 and _children(q.pid), 30, "two workers")
     finally:
         q.stop()
 
 
-def test_a_worker_that_dies_takes_the_querier_down(pythanos_bin, tmp_path):
+def test_sigterm_stops_every_worker(two_workers):
+    q, workers = two_workers
+    os.kill(q.pid, signal.SIGTERM)
+    assert q.proc.wait(60) == 0
+    assert not [w for w in workers if _alive(w)]
+
+
+def test_a_worker_that_dies_takes_the_querier_down(two_workers):
     """One worker killed: the supervisor stops the other and exits non-zero (the pod restarts)
     instead of serving on with part of its capacity and a socket nobody accepts on."""
-    from peers import REGISTRY
-
-    h, g = free_ports(2)
-    q = REGISTRY.start("query-kill", [pythanos_bin, "query", "--query.workers=2", f"--http-address=127.0.0.1:{h}",
-                                      f"--grpc-address=127.0.0.1:{g}"], tmp_path)
-    try:
-        q.url = f"http://127.0.0.1:{h}"
-        q.wait_http_ready("/-/ready", READY)
-        workers = _poll(lambda: len(_children(q.pid)) == 2 and _children(q.pid), 30, "two workers")
-        os.kill(workers[0], signal.SIGKILL)
-        assert q.proc.wait(60) != 0
-        assert not _alive(workers[1])
-        assert "worker ended" in q.log()
-    finally:
-        q.stop()
+    q, workers = two_workers
+    os.kill(workers[0], signal.SIGKILL)
+    assert q.proc.wait(60) != 0
+    assert not _alive(workers[1])
+    assert "worker ended" in q.log()
 
 
 def test_busy_http_port_is_a_clear_error_with_workers(pythanos_bin, tmp_path):

@@ -48,13 +48,13 @@ MAX_AUTO_WORKERS = 8
 
 def run(config: QueryConfig) -> int:
     from ..runtime import tune_gc
-    from ..server.workers import WorkerSlot, cpu_limit, supervise
+    from ..server.workers import WorkerSlot, cpu_limit, exec_supervisor
 
     slot = WorkerSlot.from_env()
     workers = config.workers or min(cpu_limit(), MAX_AUTO_WORKERS)
     if slot is None and workers > 1:
-        return supervise(workers, config.http_address, config.grpc_address,
-                         grace=max(config.http_grace_period, config.grpc_grace_period))
+        exec_supervisor(workers, config.http_address, config.grpc_address,
+                        grace=max(config.http_grace_period, config.grpc_grace_period))
     tune_gc()
     return asyncio.run(serve(config, worker=slot))
 

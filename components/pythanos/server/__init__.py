@@ -26,10 +26,12 @@ import logging
 import signal
 import socket
 import time
-from typing import Awaitable, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Awaitable, Callable, Iterable, Optional
 
 from ..errors import UserError
-from .workers import LOCAL_METRICS_HEADER, WorkerSlot, gather_metrics
+
+if TYPE_CHECKING:  # imported where used: ``python -m pythanos.server.workers`` runs that module itself
+    from .workers import WorkerSlot
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +138,11 @@ class Component:
         for fn in self.before_metrics:
             fn()
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, self.registry)
-        if self.worker is not None and not request.headers.get(LOCAL_METRICS_HEADER):
-            body = await gather_metrics(self.worker, body)
+        if self.worker is not None:
+            from .workers import LOCAL_METRICS_HEADER, gather_metrics
+
+            if not request.headers.get(LOCAL_METRICS_HEADER):
+                body = await gather_metrics(self.worker, body)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _instrument(self, request, handler):

@@ -12,6 +12,10 @@ With ``n`` workers the process the user started becomes a small supervisor:
 * when one worker ends on its own, the others are stopped and the supervisor exits with a
   failure: the component is unhealthy and its pod restarts, as a single process would.
 
+The supervisor is this module run as a program (:func:`exec_supervisor` replaces the component's
+process with it, same pid): it imports nothing but the standard library and the log format, so
+it holds about 20 MB instead of a component's 70.
+
 ``/metrics`` of any worker holds every worker's series, each with a ``worker`` label: a worker
 asks its siblings over a Unix socket each (:func:`gather_metrics`). Probes and the API answer
 per worker, as each has its own endpoint set.
@@ -36,7 +40,7 @@ from typing import Optional, Sequence
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WorkerSlot", "cpu_limit", "supervise", "gather_metrics", "ENV"]
+__all__ = ["WorkerSlot", "cpu_limit", "exec_supervisor", "supervise", "gather_metrics", "ENV"]
 
 ENV = "PYTHANOS_WORKER"  # "<index>/<count>:<http fd>:<grpc address>:<metrics dir>"
 LOCAL_METRICS_HEADER = "X-Pythanos-Worker-Local"
@@ -133,6 +137,53 @@ def _bind(address: str, flag: str, reuse_port: bool) -> socket.socket:
         s.close()
         raise UserError(f"{flag}={address}: cannot listen: {e.strerror or e}") from None
     return s
+
+
+def exec_supervisor(count: int, http_address: str, grpc_address: Optional[str], grace: float,
+                    argv: Optional[Sequence[str]] = None) -> None:
+    """Replace this process by the light supervisor (:func:`main`) of ``count`` workers of
+    ``argv`` (default: this process' own command line)."""
+    cmd = [sys.executable, "-m", "pythanos.server.workers", f"--workers={count}", f"--http-address={http_address}",
+           f"--grace={grace}"]
+    if grpc_address is not None:
+        cmd.append(f"--grpc-address={grpc_address}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [*cmd, "--", *(sys.argv[1:] if argv is None else argv)])
+
+
+def _log_flags(argv: Sequence[str]) -> tuple[str, str]:
+    """``--log.level`` and ``--log.format`` of the component's command line (both spellings)."""
+    found = {"--log.level": "info", "--log.format": "logfmt"}
+    for i, a in enumerate(argv):
+        name, eq, value = a.partition("=")
+        if name in found:
+            found[name] = value if eq else (argv[i + 1] if i + 1 < len(argv) else found[name])
+    return found["--log.level"], found["--log.format"]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m pythanos.server.workers --workers=N --http-address=A [--grpc-address=G]
+    [--grace=S] -- <component command line>``: the supervisor on its own."""
+    import argparse
+
+    from .. import logfmt
+    from ..errors import UserError
+
+    p = argparse.ArgumentParser(prog="pythanos-workers")
+    p.add_argument("--workers", type=int, required=True)
+    p.add_argument("--http-address", required=True)
+    p.add_argument("--grpc-address")
+    p.add_argument("--grace", type=float, default=120.0)
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    a = p.parse_args(argv)
+    command = a.command[1:] if a.command[:1] == ["--"] else a.command
+    logfmt.setup(*_log_flags(command))
+    try:
+        return supervise(a.workers, a.http_address, a.grpc_address, argv=command, grace=a.grace)
+    except UserError as e:
+        log.error("%s", e)
+        return 1
 
 
 def supervise(count: int, http_address: str, grpc_address: Optional[str],
@@ -260,3 +311,7 @@ def merge_expositions(texts: dict) -> bytes:
 
     return generate_latest(_Collector())  # type: ignore[arg-type]
 
+
+
+if __name__ == "__main__":
+    sys.exit(main())
