@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PEERS_DIR := $(shell scripts/peers.sh --print)
 export PYTHANOS_PEERS_DIR := $(PEERS_DIR)
 
-.PHONY: quickstart test bench peers system-peers venv clean proto e2e
+.PHONY: quickstart test bench peers system-peers venv clean proto e2e golden
 
 ## make quickstart: start what pythanos has so far on this machine (see README)
 quickstart: venv system-peers
@@ -38,6 +38,10 @@ e2e: venv
 	echo "e2e backend: $$backend"; \
 	if [ "$$backend" = local ]; then scripts/system-peers-cluster.sh; scripts/peers.sh --cluster | tail -n 2; fi; \
 	PYTHANOS_E2E=1 PYTHANOS_E2E_BACKEND=$$backend $(PY) -m pytest tests/e2e -rs $(PYTEST_ARGS)
+
+## make golden: rewrite the golden files (tests/golden/operator) from the current render; review the diff
+golden: venv
+	UPDATE_GOLDEN=1 $(PY) -m pytest -q tests/test_operator_render.py -k golden
 
 peers:
 	scripts/peers.sh

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from peers import IN_CI
 from peers import (  # noqa: F401  (fixtures are used by name)
     alertmanager_bin,
     alertmanager_factory,
@@ -46,4 +47,19 @@ def pytest_runtest_setup(item):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    attach_logs(item, outcome.get_result())
+    report = outcome.get_result()
+    _no_skips_under_ci(item, report)
+    attach_logs(item, report)
+
+
+def _no_skips_under_ci(item, report) -> None:
+    """Under CI (``peers.IN_CI``, the suite's one reading of ``CI``) a skipped test is a failed
+    one: a skip there would pass a run that tested nothing. The end-to-end tests' own gate
+    (``make e2e`` only) is the one exception."""
+    if not IN_CI or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    if "/e2e/" in f"/{item.nodeid}":
+        return
+    why = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"skipped under CI, which counts as a failure: {why}"
