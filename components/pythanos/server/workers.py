@@ -221,6 +221,8 @@ def supervise(count: int, http_address: str, grpc_address: Optional[str],
     exit_code = 0
     try:
         for i in range(count):
+            if stopping:  # a signal came while starting: start no more
+                break
             slot = WorkerSlot(i, count, http.fileno(), grpc_concrete, metrics_dir)
             env = dict(os.environ, **{ENV: slot.encode()})
             procs.append(subprocess.Popen(cmd, env=env, pass_fds=(http.fileno(),)))
