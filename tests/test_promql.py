@@ -509,3 +509,33 @@ def test_linear_regression_from_prefix_sums_equals_per_window_sums(monkeypatch, 
     for a, b in zip(fast.value, slow.value):
         assert np.array_equal(a.t, b.t)
         np.testing.assert_allclose(a.v, b.v, rtol=1e-9, atol=1e-9 * np.abs(b.v).max())
+
+
+def test_pathological_regexes_run_in_linear_time():
+    """Selectors and label_replace with patterns that make a backtracking engine take 2^48 steps
+    (holding the GIL) finish at once on RE2, with the right answer. Run in a fresh interpreter
+    whose timeout only keeps a regression from hanging the suite; nothing is timed."""
+    import subprocess
+    import sys
+
+    code = r'''
+import numpy as np
+from pythanos.promql import Engine, MemoryQueryable
+
+q = MemoryQueryable()
+for i, v in enumerate(("x" * 48, "a" * 48 + "!", "xy")):
+    q.add({"__name__": "m", "l": v, "i": str(i)}, np.array([0], dtype=np.int64), np.array([1.0]))
+e = Engine()
+def names(query):
+    return sorted(dict(s.labels).get("i", "") + "=" + dict(s.labels).get("o", "-") for s in e.instant(query, 0, q).value)
+print(names('m{l=~"(x|x)*y"}'), names('m{l!~"(x|x)*y|(a+)+"}'))
+print(names('label_replace(m, "o", "<$1>", "l", "(x|x)*(y)")'))
+print(names('label_replace(m, "o", "$1", "l", "(a|aa)*(!)")'))
+'''
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "['2=-'] ['0=-', '1=-']",
+        "['0=-', '1=-', '2=<x>']",
+        "['0=-', '1=a', '2=-']",
+    ]

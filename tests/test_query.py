@@ -426,6 +426,48 @@ def test_hanging_store_hits_query_timeout(topo):
             p.stop()
 
 
+def test_pathological_regex_does_not_freeze_the_querier(topo):
+    """User regexes run on RE2, in linear time: label_replace with ``(x|x)*y`` against a
+    48-character value (2^48 steps for a backtracking engine, holding the GIL) and selectors
+    with such matchers are answered (or would fail with Prometheus' timeout error, within
+    --query.timeout), and a plain query sent at the same time to the same single-process
+    querier is answered too. The client's 60 s timeout only keeps a regression from hanging
+    the suite; nothing is timed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    q = topo.our_query("query-regex", [s.extra["grpc"] for s in topo.ours_sc],
+                       ["--query.timeout=10s", "--query.workers=1"])
+    try:
+        q.wait_http_ready("/-/ready", READY)
+        wait_endpoints(q, 3)
+        t = eval_time()
+        long = "x" * 48
+        bad = [f'label_replace(label_replace(up, "long", "{long}", "", ""), "o", "$1", "long", "(x|x)*y")',
+               f'label_replace(label_replace(up, "long", "{long}", "", ""), "o", "$1", "long", "(x+x+)+")',
+               '{__name__="up", job=~"(x|x)*y"}',
+               'up{cluster!~"(e|e)*u1(x+x+)+"}']
+        with ThreadPoolExecutor(len(bad) + 1) as pool:
+            slow = [pool.submit(get, q.url, "/api/v1/query", query=b, time=t) for b in bad]
+            plain = pool.submit(get, q.url, "/api/v1/query", query="up", time=t)
+            pc, pdoc = plain.result()
+            answers = [f.result() for f in slow]
+        assert pc == 200 and pdoc["status"] == "success", pdoc
+        n = len(pdoc["data"]["result"])
+        assert n == 3  # deduplicated: eu1's target and us1's two
+        for b, (code, doc) in zip(bad, answers):
+            assert (code, doc["status"]) == (200, "success") or \
+                (code, doc["status"], doc["errorType"]) == (503, "error", "timeout"), (b, code, doc)
+        (c1, d1), (c2, d2), (c3, d3), (c4, d4) = answers
+        assert [r["metric"].get("o") for r in d1["data"]["result"]] == [None] * n  # no match: unchanged
+        assert [r["metric"]["long"] for r in d1["data"]["result"]] == [long] * n
+        assert [r["metric"]["o"] for r in d2["data"]["result"]] == [long] * n  # one greedy repetition
+        assert d3["data"]["result"] == []
+        assert len(d4["data"]["result"]) == n
+        assert http_get(q.url + "/-/healthy")[0] == 200 and q.alive()
+    finally:
+        q.stop()
+
+
 def test_candidates_by_time_range_labels_and_address():
     from pythanos.query.discovery import Discovery
     from pythanos.query.endpoints import Endpoint, EndpointSet

@@ -8,8 +8,8 @@ entry validated with UTF-8 label names. The store gateway and the compactor use
 the result to pick the blocks they own (``keep``/``drop``/``hashmod`` of the
 external labels); every action is implemented so other users can share it.
 
-Regexes are RE2, fully anchored as ``^(?s:regex)$``, translated to Python by
-``pythanos.tsdb.labels``. Label handling replays ``labels.Builder`` (a sorted base,
+Regexes are Go's, compiled as ``relabel.NewRegexp`` does (``^(?s:regex)$``) and run in
+linear time on RE2 by :mod:`pythanos.goregexp`. Label handling replays ``labels.Builder`` (a sorted base,
 an ordered list of additions, a list of deletions) so ``labelmap`` collisions
 resolve in the same order as in Go.
 """
@@ -23,7 +23,7 @@ from typing import Collection, Iterable, Mapping, Sequence
 import yaml
 
 from pythanos.errors import ConfigError
-from pythanos.tsdb.labels import _compile as _compile_re2
+from pythanos.goregexp import Regexp, compile_anchored, expand
 
 __all__ = [
     "ACTIONS", "SELECTOR_ACTIONS", "RelabelConfig", "parse_relabel_config", "process", "hashmod",
@@ -64,12 +64,13 @@ class RelabelConfig:
     replacement: str = _DEFAULT_REPLACEMENT
     action: str = "replace"
     name_validation: str = "utf8"
-    pattern: re.Pattern = field(init=False, repr=False, compare=False)
+    pattern: Regexp = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.source_labels is not None and not isinstance(self.source_labels, tuple):
             object.__setattr__(self, "source_labels", tuple(self.source_labels))
-        object.__setattr__(self, "pattern", _compile_anchored(
+        # ValueError with Go's text ("error parsing regexp: ...") for a bad one
+        object.__setattr__(self, "pattern", compile_anchored(
             _DEFAULT_REGEX if self.regex is None else self.regex))
 
     def validate(self) -> None:
@@ -233,21 +234,21 @@ def _relabel(cfg: RelabelConfig, b: _Builder) -> bool:
     val = cfg.separator.join(b.get(n) for n in cfg.source_labels or ())
     a, pat = cfg.action, cfg.pattern
     if a == "drop":
-        return pat.fullmatch(val) is None
+        return not pat.match(val)
     if a == "keep":
-        return pat.fullmatch(val) is not None
+        return pat.match(val)
     if a == "dropequal":
         return b.get(cfg.target_label) != val
     if a == "keepequal":
         return b.get(cfg.target_label) == val
     if a == "replace":
-        m = pat.fullmatch(val)
-        if m is None:
+        groups = pat.submatch(val)
+        if groups is None:
             return True
-        target = _expand(cfg.target_label, m)
+        target = expand(cfg.target_label, groups, pat.group_index)
         if not cfg._valid_name(target):
             return True
-        b.set(target, _expand(cfg.replacement, m))  # an empty value deletes
+        b.set(target, expand(cfg.replacement, groups, pat.group_index))  # an empty value deletes
     elif a == "lowercase":
         b.set(cfg.target_label, _go_lower(val))
     elif a == "uppercase":
@@ -256,78 +257,23 @@ def _relabel(cfg: RelabelConfig, b: _Builder) -> bool:
         b.set(cfg.target_label, str(hashmod(val, cfg.modulus)))
     elif a == "labelmap":
         for name, value in b.range():
-            m = pat.fullmatch(name)
-            if m is not None:
-                res = _expand(cfg.replacement, m)
+            groups = pat.submatch(name)
+            if groups is not None:
+                res = expand(cfg.replacement, groups, pat.group_index)
                 # Go sets the name unchecked (even ""); a label name must be valid here.
                 if cfg._valid_name(res):
                     b.set(res, value)
     elif a == "labeldrop":
         for name, _ in b.range():
-            if pat.fullmatch(name) is not None:
+            if pat.match(name):
                 b.delete(name)
     elif a == "labelkeep":
         for name, _ in b.range():
-            if pat.fullmatch(name) is None:
+            if not pat.match(name):
                 b.delete(name)
     else:
         raise ValueError(f"relabel: unknown relabel action type {_go_quote(a)}")
     return True
-
-
-def _expand(template: str, m: re.Match) -> str:
-    """Go's ``regexp.Expand``: ``$1``, ``${1}``, ``$name``, ``${name}``, ``$$``; an unknown or
-    unmatched group expands to ""; a malformed reference keeps its ``$`` literally. The
-    name is the longest run of letters, digits and ``_`` (so ``$1x`` is the group "1x")."""
-    if "$" not in template:
-        return template
-    out: list[str] = []
-    i, n = 0, len(template)
-    while True:
-        j = template.find("$", i)
-        if j < 0:
-            out.append(template[i:])
-            return "".join(out)
-        out.append(template[i:j])
-        i = j + 1
-        if i < n and template[i] == "$":
-            out.append("$")
-            i += 1
-            continue
-        ref = _extract(template, i)
-        if ref is None:
-            out.append("$")
-            continue
-        name, num, i = ref
-        group = num if num >= 0 else m.re.groupindex.get(name)
-        if group is not None and group <= m.re.groups:
-            out.append(m.group(group) or "")
-
-
-def _extract(s: str, i: int) -> tuple[str, int, int] | None:
-    """Go's ``regexp.extract``: (name, number or -1, end index) of a reference at ``s[i:]``."""
-    brace = i < len(s) and s[i] == "{"
-    if brace:
-        i += 1
-    k = i
-    while k < len(s) and (s[k].isalpha() or s[k].isdecimal() or s[k] == "_"):
-        k += 1
-    if k == i:
-        return None
-    name = s[i:k]
-    if brace:
-        if k >= len(s) or s[k] != "}":
-            return None
-        k += 1
-    num = 0
-    for c in name:
-        if not "0" <= c <= "9" or num >= 100_000_000:
-            num = -1
-            break
-        num = num * 10 + ord(c) - 48
-    if name[0] == "0" and len(name) > 1:
-        num = -1
-    return name, num, k
 
 
 def _go_upper(s: str) -> str:
@@ -367,63 +313,6 @@ def _valid_utf8_name(name: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-# --- regexes --------------------------------------------------------------------------------
-
-_UNSUPPORTED_GROUPS = ("(?=", "(?!", "(?<=", "(?<!", "(?>", "(?#", "(?(", "(?P=")
-
-
-def _compile_anchored(regex: str) -> re.Pattern:
-    """``^(?s:regex)$`` in RE2 terms; ``fullmatch`` on the result gives the anchoring.
-
-    Python-only constructs that RE2 rejects (look-around, back-references, atomic groups,
-    possessive repetition) are rejected here too, as Prometheus would."""
-    _reject_non_re2(regex)
-    try:
-        return _compile_re2(regex)
-    except (re.error, ValueError) as e:
-        raise ValueError(f"error parsing regexp: {e}: `{regex}`") from None
-
-
-def _reject_non_re2(regex: str) -> None:
-    i, n = 0, len(regex)
-    in_class = False
-    while i < n:
-        c = regex[i]
-        if c == "\\":
-            if i + 1 < n and regex[i + 1] in "123456789":  # a back-reference in Python
-                raise ValueError(f"error parsing regexp: invalid escape sequence: `{regex[i:i + 2]}`")
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-            i += 1
-            continue
-        if c == "[":
-            in_class = True
-            i += 1
-            if i < n and regex[i] == "^":
-                i += 1
-            if i < n and regex[i] == "]":  # a leading ] is a literal
-                i += 1
-            continue
-        if c == "(":
-            for g in _UNSUPPORTED_GROUPS:
-                if regex.startswith(g, i):
-                    raise ValueError(f"error parsing regexp: invalid or unsupported Perl syntax: `{g}`")
-        is_repeat = (c in "*+?" and not (c == "?" and i > 0 and regex[i - 1] == "(")) or (
-            c == "}" and _REPEAT_END.search(regex, 0, i + 1) is not None)
-        if is_repeat:
-            j = i + 1
-            if j < n and regex[j] == "?":  # non-greedy
-                j += 1
-            if j < n and regex[j] in "*+?":  # possessive in Python, nested repetition in RE2
-                raise ValueError(f"error parsing regexp: invalid nested repetition operator: `{regex[i:j + 1]}`")
-        i += 1
-
-
-_REPEAT_END = re.compile(r"\{\d+(?:,\d*)?\}\Z")
 
 
 # --- YAML, decoded as yaml.v2 decodes into relabel.Config ----------------------------------

@@ -22,7 +22,7 @@ import promql_parser as pp
 
 from ..tsdb.labels import Matcher
 from .errors import ExecutionError, ParseError, QueryTimeoutError, TooManySamplesError
-from .parse_errors import invalid_utf8_literals, prometheus_parse_error
+from .parse_errors import invalid_utf8_literals, prometheus_parse_error, regex_parse_error
 
 __all__ = ["Engine", "Planned", "Queryable", "MemoryQueryable", "Result", "Sample", "Series", "SelectHints", "STALE_NAN",
            "is_stale_nan", "parse"]
@@ -237,12 +237,41 @@ def _labels_str(labels) -> str:
 
 def parse(query: str):
     try:
-        return pp.parse(query)
+        expr = pp.parse(query)
     except BaseException as e:  # ValueError, or a panic from the Rust side
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
         msg = str(e).strip() or "invalid promql query"
         raise ParseError(prometheus_parse_error(query, msg)) from None
+    _check_regexes(query, expr)
+    return expr
+
+
+def _check_regexes(query: str, expr) -> None:
+    """Matcher regexes checked as Prometheus' parser checks them (Go's regexp syntax, which the
+    Rust parser's regex crate does not share: ``a**`` or ``(?x)`` pass there)."""
+    stack = [expr]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, pp.MatrixSelector):
+            n = n.vector_selector
+        if isinstance(n, pp.VectorSelector):
+            for m in n.matchers.matchers:
+                if str(m.op) in ("MatchOp.Re", "MatchOp.NotRe"):
+                    try:
+                        Matcher("=~", m.name, m.value)
+                    except ValueError as e:
+                        raise ParseError(regex_parse_error(query, m.value, str(e))) from None
+        elif isinstance(n, (pp.ParenExpr, pp.UnaryExpr, pp.SubqueryExpr)):
+            stack.append(n.expr)
+        elif isinstance(n, pp.BinaryExpr):
+            stack.extend((n.rhs, n.lhs))
+        elif isinstance(n, pp.AggregateExpr):
+            stack.append(n.expr)
+            if n.param is not None:
+                stack.append(n.param)
+        elif isinstance(n, pp.Call):
+            stack.extend(reversed(n.args))
 
 
 _MATCH_OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}

@@ -11,6 +11,7 @@ from .engine import (NAME, SC, ST, VS, RangeArg, _check_dupes, _drop_name, _has_
                      _reduce_windows,
                      _unparen)
 from . import _topk as _topk_c
+from ..goregexp import compile_anchored
 from .errors import ExecutionError
 from .format import format_scalar_float
 
@@ -795,17 +796,16 @@ def call(ev, n, ts):
         vec = ev.eval(args[0], ts)
         dst, repl, src, rx = (ev.eval(a, ts).s for a in args[1:5])
         try:
-            creg = re.compile("(?s:" + _go_re(rx) + ")")
-        except re.error:
+            creg = compile_anchored(rx)  # Go's regexp on RE2: linear time
+        except ValueError:
             raise ExecutionError(f"invalid regular expression in label_replace(): {rx}")
         if not dst or dst in ev.ctx.bad_utf8:  # 3.x: any non-empty valid UTF-8 name
             raise ExecutionError(f"invalid destination label name in label_replace(): {dst}")
         out = []
         for l in vec.labels:
             d = dict(_keep_name(l) if dst == NAME else l)  # writing __name__ cancels a pending removal
-            m = creg.fullmatch(d.get(src, ""))
-            if m:
-                res = _expand(repl, m)
+            res = creg.replace(repl, d.get(src, ""))
+            if res is not None:
                 if res:
                     d[dst] = res
                 else:
@@ -852,32 +852,6 @@ def _natural_cmp(a, b):
         return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.findall(r"\d+|\D+", s)]
     ka, kb = key(a), key(b)
     return (ka > kb) - (ka < kb)
-
-
-def _go_re(rx):
-    m = re.match(r"^\(\?([ims]+)\)", rx)
-    if m:
-        return rx[m.end():] if False else rx
-    return rx
-
-
-_EXPAND = re.compile(r"\$(\$|\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
-
-
-def _expand(template, m):
-    def rep(mm):
-        if mm.group(1) == "$":
-            return "$"
-        nm = mm.group(2) or mm.group(3)
-        try:
-            g = m.group(int(nm)) if nm.isdigit() else m.group(nm)
-        except (IndexError, error_types):
-            return ""
-        return g or ""
-    return _EXPAND.sub(rep, template)
-
-
-error_types = (re.error, IndexError)
 
 
 def _absent_labels(node):

@@ -14,7 +14,9 @@ from typing import Optional
 
 import promql_parser as pp
 
-__all__ = ["prometheus_parse_error", "invalid_utf8_literals"]
+from ..goregexp import compile_matcher
+
+__all__ = ["prometheus_parse_error", "regex_parse_error", "invalid_utf8_literals"]
 
 _KEYWORDS = {"offset", "smoothed", "anchored", "by", "without", "on", "ignoring", "group_left", "group_right",
              "bool", "start", "end", "step"}
@@ -413,29 +415,86 @@ def prometheus_parse_error(q: str, msg: str) -> str:
     return f"{_position(q, at)}: parse error: {out}"
 
 
-def _regex_error(q: str, toks: list, rx: str, at: int) -> str:
-    """A bad regex in a matcher, placed at the matcher's label name, in Go regexp's words where we know them."""
+def _regex_error(q: str, toks: list, rx: str, at: int, go_msg: Optional[str] = None) -> str:
+    """A bad regex in a matcher, placed at the matcher's label name, in Go regexp's words
+    (``go_msg``, else Go's verdict on ``rx`` where Go rejects it too, else a guess)."""
     pos = at
     for k in range(2, len(toks)):
-        if toks[k].kind == "STRING" and toks[k - 1].kind == "MATCH" and toks[k].val == rx:
+        if toks[k].kind == "STRING" and toks[k - 1].kind == "MATCH" and (
+                toks[k].val if q[toks[k].pos] == "`" else _decode_literal(toks[k].val)[1]) == rx:
             pos = toks[k - 2].pos
             break
-    depth = 0
-    code = None
-    for ch in re.sub(r"\\.", "", rx):
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth < 0:
-                code = "unexpected )"
-                break
-    if code is None:
-        code = "missing closing )" if depth > 0 else "invalid regular expression"
-    return f"{_position(q, pos)}: parse error: error parsing regexp: {code}: `{rx}`"
+    if go_msg is None:
+        try:
+            compile_matcher(rx)
+        except ValueError as e:
+            go_msg = str(e)
+    if go_msg is None:  # the Rust parser rejects what Go accepts; say something close
+        depth = 0
+        code = None
+        for ch in re.sub(r"\\.", "", rx):
+            if ch == "(":
+                depth += 1
+            elif ch == ")":
+                depth -= 1
+                if depth < 0:
+                    code = "unexpected )"
+                    break
+        if code is None:
+            code = "missing closing )" if depth > 0 else "invalid regular expression"
+        go_msg = f"error parsing regexp: {code}: `{rx}`"
+    return f"{_position(q, pos)}: parse error: {go_msg}"
+
+
+def regex_parse_error(q: str, rx: str, go_msg: str) -> str:
+    """The parse error for a matcher regex ``rx`` of ``q`` that Go's regexp rejects (``go_msg``)."""
+    try:
+        toks = _lex(q)
+    except _LexError:
+        return f"1:1: parse error: {go_msg}"
+    return _regex_error(q, toks, rx, _first_pos(toks), go_msg)
 
 
 _ESC = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, "'": 39, '"': 34}
+
+
+def _decode_literal(v: str) -> tuple[bytearray, str]:
+    """A quoted string literal's body decoded as Go does (bytes) and as promql-parser does
+    (each byte escape one code point)."""
+    raw, chars = bytearray(), []
+    i = 0
+    while i < len(v):
+        c = v[i]
+        if c != "\\" or i + 1 >= len(v):
+            raw += c.encode("utf-8", "surrogatepass")
+            chars.append(c)
+            i += 1
+            continue
+        e = v[i + 1]
+        if e == "x" and re.fullmatch(r"[0-9a-fA-F]{2}", v[i + 2:i + 4]):
+            b = int(v[i + 2:i + 4], 16)
+            raw.append(b)
+            chars.append(chr(b))
+            i += 4
+        elif e in "01234567" and re.fullmatch(r"[0-7]{3}", v[i + 1:i + 4]):
+            b = int(v[i + 1:i + 4], 8) & 0xFF
+            raw.append(b)
+            chars.append(chr(b))
+            i += 4
+        elif e in "uU":
+            w = 4 if e == "u" else 8
+            try:
+                ch = chr(int(v[i + 2:i + 2 + w], 16))
+            except ValueError:
+                ch = v[i:i + 2 + w]
+            raw += ch.encode("utf-8", "surrogatepass")
+            chars.append(ch)
+            i += 2 + w
+        else:
+            raw.append(_ESC.get(e, ord(e)))
+            chars.append(chr(_ESC.get(e, ord(e))))
+            i += 2
+    return raw, "".join(chars)
 
 
 def invalid_utf8_literals(q: str) -> frozenset:
@@ -452,38 +511,9 @@ def invalid_utf8_literals(q: str) -> frozenset:
     for t in toks:
         if t.kind != "STRING" or "\\" not in t.val:
             continue
-        raw, chars = bytearray(), []
-        v, i = t.val, 0
-        while i < len(v):
-            c = v[i]
-            if c != "\\" or i + 1 >= len(v):
-                raw += c.encode()
-                chars.append(c)
-                i += 1
-                continue
-            e = v[i + 1]
-            if e == "x" and re.fullmatch(r"[0-9a-fA-F]{2}", v[i + 2:i + 4]):
-                b = int(v[i + 2:i + 4], 16)
-                raw.append(b)
-                chars.append(chr(b))
-                i += 4
-            elif e in "01234567" and re.fullmatch(r"[0-7]{3}", v[i + 1:i + 4]):
-                b = int(v[i + 1:i + 4], 8) & 0xFF
-                raw.append(b)
-                chars.append(chr(b))
-                i += 4
-            elif e in "uU":
-                w = 4 if e == "u" else 8
-                ch = chr(int(v[i + 2:i + 2 + w], 16))
-                raw += ch.encode("utf-8", "surrogatepass")
-                chars.append(ch)
-                i += 2 + w
-            else:
-                raw.append(_ESC.get(e, ord(e)))
-                chars.append(chr(_ESC.get(e, ord(e))))
-                i += 2
+        raw, chars = _decode_literal(t.val)
         try:
             bytes(raw).decode("utf-8")
         except UnicodeDecodeError:
-            bad.add("".join(chars))
+            bad.add(chars)
     return frozenset(bad)

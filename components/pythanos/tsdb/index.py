@@ -844,8 +844,8 @@ class IndexReader:
                 hi += 1
             if m._prefix_all:
                 return list(range(lo, hi))
-        fm = m._re.fullmatch
-        return [i for i in range(lo, hi) if fm(vals[i]) is not None]
+        fm = m._re.match  # RE2: linear in each value
+        return [i for i in range(lo, hi) if fm(vals[i])]
 
     def _union(self, name: str, idx: list[int]) -> np.ndarray:
         """Sorted union of the postings of ``name``'s values ``idx`` (every list's order verified)."""
