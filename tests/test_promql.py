@@ -539,3 +539,29 @@ print(names('label_replace(m, "o", "$1", "l", "(a|aa)*(!)")'))
         "['0=-', '1=-', '2=<x>']",
         "['0=-', '1=a', '2=-']",
     ]
+
+
+def test_go_regex_syntax_that_promql_parser_rejects():
+    """promql-parser checks matcher regexes with Rust's regex crate; Go's syntax it lacks
+    (``\\Q...\\E``, ``(?)``, octal escapes) is still accepted, as by Prometheus, and Go-invalid
+    regexes the crate accepts (``a**``) are still rejected, in Go's words and at Prometheus' place."""
+    from pythanos.query.params import ApiError, parse_selector
+
+    q = _q([({"__name__": "m", "v": v}, [0], [1.0]) for v in ("a*b", "x", "a")])
+    e = Engine()
+    got = lambda query: sorted(dict(s.labels)["v"] for s in e.instant(query, 0, q).value)  # noqa: E731
+    assert got(r'm{v=~"\\Qa*\\E.*"}') == ["a*b"]
+    assert got(r'm{v!~"\\Qa*\\E.*"}') == ["a", "x"]
+    assert got(r'm{v=~"(?)x|\\141"}') == ["a", "x"]
+    assert got(r'count by (v) (count_over_time(m{v=~"\\Qa*\\Eb"}[5m]))') == ["a*b"]
+    assert [(m.type, m.value) for m in parse_selector(r'{v=~"\\Qa*\\E", __name__="m"}')] == \
+        [("=~", r"\Qa*\E"), ("=", "m")]
+    for query, msg in [(r'{v=~"\\Q\\E"}', "1:1: parse error: vector selector must contain at least one non-empty matcher"),
+                       (r'm{v=~"\\C"}', r"1:3: parse error: error parsing regexp: invalid escape sequence: `\C`"),
+                       ('m{x="1", v=~"a**"}', "1:10: parse error: error parsing regexp: invalid nested repetition "
+                                             "operator: `**`")]:
+        with pytest.raises(ParseError) as ei:
+            e.instant(query, 0, q)
+        assert str(ei.value) == msg
+    with pytest.raises(ApiError):
+        parse_selector(r'{v=~"\\Q\\E"}')

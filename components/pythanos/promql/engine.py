@@ -20,9 +20,11 @@ from typing import Optional, Protocol, Sequence
 import numpy as np
 import promql_parser as pp
 
+from ..goregexp import compile_matcher
 from ..tsdb.labels import Matcher
 from .errors import ExecutionError, ParseError, QueryTimeoutError, TooManySamplesError
-from .parse_errors import invalid_utf8_literals, prometheus_parse_error, regex_parse_error
+from .parse_errors import (invalid_utf8_literals, matcher_value, prometheus_parse_error, protect_regexes,
+                           regex_parse_error)
 
 __all__ = ["Engine", "Planned", "Queryable", "MemoryQueryable", "Result", "Sample", "Series", "SelectHints", "STALE_NAN",
            "is_stale_nan", "parse"]
@@ -242,9 +244,32 @@ def parse(query: str):
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
         msg = str(e).strip() or "invalid promql query"
-        raise ParseError(prometheus_parse_error(query, msg)) from None
+        expr = _parse_go_regexes(query, msg)
+        if expr is None:
+            raise ParseError(prometheus_parse_error(query, msg)) from None
     _check_regexes(query, expr)
     return expr
+
+
+def _parse_go_regexes(query: str, msg: str):
+    """The syntax tree of a query promql-parser rejected only for a matcher regex that Go's
+    syntax accepts (the Rust regex crate's differs): parsed again with the regexes as
+    placeholders (see :func:`parse_errors.protect_regexes`), or None."""
+    if not msg.startswith("illegal regex for "):
+        return None
+    try:
+        compile_matcher(msg[len("illegal regex for "):])
+    except ValueError:
+        return None  # Go rejects it too: a parse error
+    protected = protect_regexes(query)
+    if protected is None:
+        return None
+    try:
+        return pp.parse(protected)
+    except BaseException as e:  # noqa: BLE001 - the first error is the one to report
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        return None
 
 
 def _check_regexes(query: str, expr) -> None:
@@ -256,12 +281,18 @@ def _check_regexes(query: str, expr) -> None:
         if isinstance(n, pp.MatrixSelector):
             n = n.vector_selector
         if isinstance(n, pp.VectorSelector):
+            ms = []
             for m in n.matchers.matchers:
                 if str(m.op) in ("MatchOp.Re", "MatchOp.NotRe"):
+                    v = matcher_value(m.value)
                     try:
-                        Matcher("=~", m.name, m.value)
+                        ms.append(Matcher("=~", m.name, v))
                     except ValueError as e:
-                        raise ParseError(regex_parse_error(query, m.value, str(e))) from None
+                        raise ParseError(regex_parse_error(query, v, str(e))) from None
+                    if v is not m.value and not n.name and all(
+                            mm.matches("") for mm in _matchers(n)):  # as the parser checks it
+                        raise ParseError(prometheus_parse_error(
+                            query, "vector selector must contain at least one non-empty matcher"))
         elif isinstance(n, (pp.ParenExpr, pp.UnaryExpr, pp.SubqueryExpr)):
             stack.append(n.expr)
         elif isinstance(n, pp.BinaryExpr):
@@ -282,7 +313,7 @@ def _matchers(vs) -> list:
     if vs.name:
         out.append(Matcher("=", NAME, vs.name))
     for m in vs.matchers.matchers:
-        out.append(Matcher(_MATCH_OPS[str(m.op)], m.name, m.value))
+        out.append(Matcher(_MATCH_OPS[str(m.op)], m.name, matcher_value(m.value)))
     return out
 
 

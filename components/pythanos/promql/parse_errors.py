@@ -16,7 +16,7 @@ import promql_parser as pp
 
 from ..goregexp import compile_matcher
 
-__all__ = ["prometheus_parse_error", "regex_parse_error", "invalid_utf8_literals"]
+__all__ = ["prometheus_parse_error", "regex_parse_error", "invalid_utf8_literals", "protect_regexes", "matcher_value"]
 
 _KEYWORDS = {"offset", "smoothed", "anchored", "by", "without", "on", "ignoring", "group_left", "group_right",
              "bool", "start", "end", "step"}
@@ -453,6 +453,45 @@ def regex_parse_error(q: str, rx: str, go_msg: str) -> str:
     except _LexError:
         return f"1:1: parse error: {go_msg}"
     return _regex_error(q, toks, rx, _first_pos(toks), go_msg)
+
+
+# promql-parser checks matcher regexes with Rust's regex crate, which rejects some that Go
+# accepts (``\Q...\E``, ``(?)``, octal escapes). Such a query is parsed again with each regex
+# matcher's string replaced by this marker and its value's UTF-8 in hex (a plain literal for
+# any engine); :func:`matcher_value` gives the value back.
+_REGEX_MARK = "\ue000"
+
+
+def protect_regexes(q: str) -> Optional[str]:
+    """``q`` with the string of every ``=~`` / ``!~`` matcher replaced by a marked placeholder,
+    or None when there is none (or ``q`` does not lex)."""
+    try:
+        toks = _lex(q)
+    except _LexError:
+        return None
+    out: list = []
+    last = 0
+    for k in range(1, len(toks)):
+        t = toks[k]
+        if t.kind == "STRING" and toks[k - 1].kind == "MATCH" and toks[k - 1].val in ("=~", "!~"):
+            val = t.val if q[t.pos] == "`" else _decode_literal(t.val)[1]
+            out.append(q[last:t.pos])
+            out.append('"' + _REGEX_MARK + val.encode("utf-8", "surrogatepass").hex() + '"')
+            last = t.pos + len(t.val) + 2
+    if not out:
+        return None
+    out.append(q[last:])
+    return "".join(out)
+
+
+def matcher_value(v: str) -> str:
+    """A matcher value from the syntax tree, a :func:`protect_regexes` placeholder decoded."""
+    if v[:1] != _REGEX_MARK:
+        return v
+    try:
+        return bytes.fromhex(v[1:]).decode("utf-8", "surrogatepass")
+    except ValueError:
+        return v
 
 
 _ESC = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, "'": 39, '"': 34}

@@ -127,6 +127,7 @@ _OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "Mat
 def parse_selector(text: str) -> list[Matcher]:
     """A series selector (``match[]``, ``storeMatch[]``) into matchers; errors as PromQL's."""
     from ..promql import parse
+    from ..promql.parse_errors import matcher_value
 
     try:
         node = parse(text)
@@ -139,7 +140,7 @@ def parse_selector(text: str) -> list[Matcher]:
     if node.name:
         out.append(Matcher("=", "__name__", node.name))
     for m in node.matchers.matchers:
-        out.append(Matcher(_OPS[str(m.op)], m.name, m.value))
+        out.append(Matcher(_OPS[str(m.op)], m.name, matcher_value(m.value)))
     if all(m.matches("") for m in out):
         raise ApiError("bad_data", "1:1: parse error: vector selector must contain at least one non-empty matcher")
     return out

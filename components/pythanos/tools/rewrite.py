@@ -104,6 +104,7 @@ def _selector(text: str, at: str) -> list:
     import promql_parser as pp
 
     from ..promql import parse
+    from ..promql.parse_errors import matcher_value
     from ..tsdb.labels import Matcher
 
     probe = "__pythanos_probe__"
@@ -129,7 +130,7 @@ def _selector(text: str, at: str) -> list:
         raise UserError(f"{at}: {text!r} is not a series selector (expected type *parser.VectorSelector)")
     ops = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
     try:
-        out = [Matcher(ops[str(m.op)], m.name, m.value) for m in node.matchers.matchers
+        out = [Matcher(ops[str(m.op)], m.name, matcher_value(m.value)) for m in node.matchers.matchers
                if not (probed and m.name == probe)]
         if node.name and not any(m.name == "__name__" for m in out):
             out.append(Matcher("=", "__name__", node.name))
