@@ -654,3 +654,146 @@ def test_counter_functions_match_thanos_querier(dedup_stores, thanos_query_facto
             assert {b for _, b in theirs} == {0.0}
         if fn in COUNTER_FUNCS:  # without the counter path the answer would differ
             assert [b for _, b in engine(False)] != [b for _, b in theirs], fn
+
+
+# --- bounded by the input: many replicas, the deadline, timestamps Go's arithmetic wraps on -----
+
+_MANY_REPLICAS = r"""
+import sys
+import numpy as np
+from pythanos.dedup import dedup_many, dedup_samples
+from pythanos.tsdb.chunkenc import encode_xor
+
+k, s, step = 2000, 120, 15_000
+# every replica on the same grid, replica r r ms later: each node keeps following replica 0
+grid = [(np.arange(s, dtype=np.int64) * step + r, np.full(s, float(r))) for r in range(k)]
+# replica r alone in window k-1-r, windows 4 steps apart: every node first takes its own replica
+# (earlier), then everything from below, so nothing is dropped
+w = s * step + 4 * step
+windows = [(np.arange(s, dtype=np.int64) * step + (k - 1 - r) * w, np.full(s, float(r))) for r in range(k)]
+for counter in (False, True):
+    t, v = dedup_samples(grid, counter=counter, counter_resets=False)
+    assert t.tolist() == grid[0][0].tolist() and set(v.tolist()) == {0.0}, (counter, len(t))
+    t, v = dedup_samples(windows, counter=counter, counter_resets=False)
+    assert len(t) == k * s and bool(np.all(np.diff(t) > 0)), (counter, len(t))
+    # the earliest window is replica k-1's; the counter adjustment then lifts the later ones to it
+    assert v[:s].tolist() == [float(k - 1)] * s and v[-s:].tolist() == [float(k - 1) if counter else 0.0] * s
+for reps, want in ((grid, s), (windows, k * s)):  # the querier's batched path
+    chunks = [(int(t[0]), int(t[-1]), 0, encode_xor(t, v)) for t, v in reps]
+    (_, t, v), = dedup_many([((("a", "b"),), chunks)])
+    assert len(t) == want, len(t)
+print("ok")
+"""
+
+
+def _run_py(code: str, timeout: float):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+
+
+def test_many_replicas_of_one_series_in_bounded_time():
+    """2,000 replicas of one label set (120 samples each): Thanos' iterator tree costs O(k) per
+    sample and more (before: ~10 minutes for the grid, hours for the windows). Run in a child
+    process so that a regression fails by the timeout instead of hanging the suite."""
+    p = _run_py(_MANY_REPLICAS, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(17, 40), st.booleans())
+def test_penalty_kernel_matches_reference_with_many_replicas(seed, k, counter):
+    """Many replicas (chains of steady nodes that split and merge, the node tree used from 18 on,
+    the counter adjustment over the leaves' tree from 17 on) against the plain model of Thanos'
+    iterator tree, on grids with jitter, gaps, bursts and windows."""
+    rng = np.random.default_rng(seed)
+    reps = []
+    for r in range(k):
+        n = int(rng.integers(0, 40))
+        kind = int(rng.integers(0, 4))
+        if kind == 0:
+            t = np.arange(n) * 15_000 + int(rng.integers(0, 15_000)) + rng.integers(-3000, 3000, n)
+        elif kind == 1:
+            t = np.cumsum(rng.choice([1_000, 2_000, 30_000, 200_000], n))
+        elif kind == 2:
+            t = r * 300_000 + np.sort(rng.integers(0, 500_000, n))
+        else:
+            t = np.sort(rng.integers(0, 1_000_000, n))
+        t = np.unique(t.astype(np.int64))
+        v = np.cumsum(rng.integers(0, 4, len(t))).astype(np.float64)
+        if len(t) and rng.random() < 0.4:
+            v[int(rng.integers(0, len(t)))] = rng.choice([STALE, -0.0, 0.5])
+        reps.append((t, v))
+    got = dedup_samples(reps, counter=counter, counter_resets=False)
+    want = _ref_counter_no_resets(reps) if counter else ref_dedup(reps)
+    assert as_pairs(*got) == ref_pairs(want)
+
+
+def test_unsorted_replicas_read_forward_only():
+    """A replica going back in time is read as a forward-only iterator reads it (later samples
+    below the running maximum are never landed on), as before."""
+    a = (np.array([10, 5, 20, 20, 15, 40], np.int64), np.arange(6.0))
+    b = (np.array([12, 30, 25, 50], np.int64), np.arange(4.0) + 10)
+    c = (np.array([1, 60], np.int64), np.array([7.0, 8.0]))
+    for reps in ([a, b], [a, b, c], [c, b, a]):
+        for counter in (False, True):
+            ref = _ref_counter_no_resets(reps) if counter else ref_dedup(reps)
+            assert as_pairs(*dedup_samples(reps, counter=counter, counter_resets=False)) == ref_pairs(ref)
+
+
+def test_deadline_stops_dedup_with_timeout_error():
+    import time
+
+    from pythanos.dedup import DeadlineExceeded
+
+    reps = [(np.arange(50, dtype=np.int64) * 1000 + r, np.ones(50)) for r in range(30)]
+    past = time.monotonic() - 1
+    assert issubclass(DeadlineExceeded, TimeoutError)
+    for func in ("penalty", "chain"):
+        with pytest.raises(DeadlineExceeded, match="deadline"):
+            dedup_samples(reps, func=func, deadline=past)
+        items = [((("i", str(i)),), [(int(t[0]), int(t[-1]), 0, encode_xor(t, v)) for t, v in reps]) for i in range(3)]
+        with pytest.raises(DeadlineExceeded):
+            dedup_many(items, func=func, deadline=past)
+        # a deadline still ahead changes nothing
+        assert as_pairs(*dedup_samples(reps, func=func, deadline=time.monotonic() + 600)) == \
+            as_pairs(*dedup_samples(reps, func=func))
+
+
+def test_querier_maps_dedup_deadline_to_query_timeout():
+    """The querier's de-duplication past the query's deadline is Prometheus' timeout error."""
+    import time
+
+    from pythanos.promql.errors import QueryTimeoutError
+    from pythanos.query.queryable import QueryOptions, to_samples
+
+    lbls = (("__name__", "m"),)
+    chunks = [(0, 49_000, 0, encode_xor(np.arange(50, dtype=np.int64) * 1000 + r, np.ones(50))) for r in range(3)]
+    o = QueryOptions(dedup=True, replica_labels=("replica",))
+    assert len(to_samples({lbls: chunks}, {lbls: 3}, 0, 10**6, o, deadline=time.monotonic() + 600)) == 1
+    with pytest.raises(QueryTimeoutError, match="^query timed out in query execution$") as e:
+        to_samples({lbls: chunks}, {lbls: 3}, 0, 10**6, o, deadline=time.monotonic() - 1)
+    assert e.value.error_type == "timeout"
+
+
+_INT64_EDGE = r"""
+import numpy as np
+from pythanos.dedup import dedup_samples
+t = np.array([0, 2**63 - 1], np.int64)
+try:
+    dedup_samples([(t, np.ones(2)), (np.array([1], np.int64), np.ones(1))])
+except ValueError as e:
+    print("ValueError:", e)
+"""
+
+
+def test_timestamps_near_int64_limits_are_an_error_not_a_runaway():
+    """Go's penalty arithmetic wraps at the int64 limits: Thanos' tree then emits a sample at the
+    int64 maximum forever (before: the kernel wrote past its output and crashed). Timestamps
+    beyond +-2^60 ms are refused."""
+    p = _run_py(_INT64_EDGE, timeout=60)
+    assert p.returncode == 0 and "ValueError: replica 0: sample timestamp outside +-2^60 ms" in p.stdout, \
+        (p.returncode, p.stdout[-500:], p.stderr[-500:])
+    ok = np.array([-(2**60), 0, 2**60], np.int64)
+    assert dedup_samples([(ok, np.ones(3)), (ok + np.array([1, 1, 0]), np.zeros(3))])[0].tolist() == ok.tolist()

@@ -22,6 +22,13 @@ The sequential walks (penalty, chain, counter totals) run in the C extension
 :mod:`pythanos.dedup._dedup`, which releases the GIL on large inputs. Values are copied
 bit-exactly: stale markers (``0x7ff0000000000002``) and other NaNs pass through like ordinary
 samples, except on the counter path where Thanos drops them too.
+
+Bounded by the input: the penalty merge gives the answers of Thanos' iterator tree but in
+O(n log k) for n samples of k replicas (the tree itself costs O(k) per sample and more:
+2,000 replicas of one series took minutes); every function takes ``deadline`` (a
+``time.monotonic()`` value) and raises :class:`DeadlineExceeded` (a ``TimeoutError``) once it
+passes, so a query's timeout stops the work itself. Timestamps must lie within +-2^60 ms
+(ValueError otherwise): beyond that Thanos' penalty arithmetic wraps around.
 """
 from __future__ import annotations
 
@@ -31,10 +38,12 @@ import numpy as np
 
 from ..tsdb.chunkenc import decode_xor_many
 from . import _dedup
+from ._dedup import DeadlineExceeded
 
 __all__ = [
     "COUNTER_FUNCS",
     "COUNTER_RESET_FUNCS",
+    "DeadlineExceeded",
     "FUNCS",
     "INITIAL_PENALTY_MS",
     "apply_counter_resets",
@@ -105,7 +114,8 @@ def _bound(t: np.ndarray, v: np.ndarray, mint: Optional[int], maxt: Optional[int
 
 def dedup_samples(replicas: Sequence[tuple[np.ndarray, np.ndarray]], *, counter: bool = False,
                   func: str = "penalty", counter_resets: Optional[bool] = None,
-                  mint: Optional[int] = None, maxt: Optional[int] = None) -> Replica:
+                  mint: Optional[int] = None, maxt: Optional[int] = None,
+                  deadline: Optional[float] = None) -> Replica:
     """Merge the replicas of one series (each ``(t int64 ms ascending, v float64)``) into one.
 
     ``func="penalty"`` (Thanos' default): per step, replica A is sought to ``lastT + 1 + penA``
@@ -120,6 +130,7 @@ def dedup_samples(replicas: Sequence[tuple[np.ndarray, np.ndarray]], *, counter:
     first reads every replica as a running total (:func:`apply_counter_resets`), exactly like
     Thanos' querier. ``mint``/``maxt`` drop samples outside the querier's range *after* the
     running totals are formed and before merging (Thanos' ``boundedSeriesIterator``).
+    ``deadline``: a ``time.monotonic()`` value after which :class:`DeadlineExceeded` is raised.
     """
     if func not in FUNCS:
         raise ValueError(f"unknown deduplication func {func!r}; expected one of {', '.join(FUNCS)}")
@@ -141,9 +152,9 @@ def dedup_samples(replicas: Sequence[tuple[np.ndarray, np.ndarray]], *, counter:
     ts = tuple(t for t, _ in reps)
     vs = tuple(v for _, v in reps)
     if func == "chain":
-        n = _dedup.chain(ts, vs, to, vo)
+        n = _dedup.chain(ts, vs, to, vo, deadline)
     else:
-        n = _dedup.penalty(ts, vs, bool(counter), to, vo)
+        n = _dedup.penalty(ts, vs, bool(counter), to, vo, deadline)
     return to[:n], vo[:n]
 
 
@@ -202,18 +213,19 @@ def _decode_replicas(reps: list[list[RawChunk]]) -> list[Replica]:
 
 def dedup_chunks(chunks: Sequence[tuple[int, int, bytes]], *, counter: bool = False, func: str = "penalty",
                  counter_resets: Optional[bool] = None, mint: Optional[int] = None,
-                 maxt: Optional[int] = None) -> Replica:
+                 maxt: Optional[int] = None, deadline: Optional[float] = None) -> Replica:
     """The querier's whole path for one label set: chunks ``(min_time, max_time, XOR data)`` from
     all stores, in any order -> merged ``(t, v)``.
 
     Drops byte-identical chunks and overlap-splits the rest (:func:`split_replicas`), decodes,
     then merges with :func:`dedup_samples` (same ``counter``/``func``/``counter_resets``/
-    ``mint``/``maxt`` meaning). Raises ``CorruptChunkError`` for undecodable chunk data.
+    ``mint``/``maxt``/``deadline`` meaning). Raises ``CorruptChunkError`` for undecodable chunk data.
     """
     if func not in FUNCS:
         raise ValueError(f"unknown deduplication func {func!r}; expected one of {', '.join(FUNCS)}")
     reps = _decode_replicas(split_replicas(chunks))
-    return dedup_samples(reps, counter=counter, func=func, counter_resets=counter_resets, mint=mint, maxt=maxt)
+    return dedup_samples(reps, counter=counter, func=func, counter_resets=counter_resets, mint=mint, maxt=maxt,
+                         deadline=deadline)
 
 
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
@@ -221,7 +233,7 @@ _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 def dedup_many(items: Sequence[tuple], *, counter: bool = False, func: str = "penalty",
                counter_resets: Optional[bool] = None, mint: Optional[int] = None,
-               maxt: Optional[int] = None) -> list[tuple]:
+               maxt: Optional[int] = None, deadline: Optional[float] = None) -> list[tuple]:
     """:func:`dedup_chunks` for many label sets at once: ``items`` are ``(labels, chunks)`` with
     chunks ``(min_time, max_time, encoding, XOR data)``; returns ``(labels, t, v)`` for those
     with samples left, in the order given.
@@ -229,7 +241,8 @@ def dedup_many(items: Sequence[tuple], *, counter: bool = False, func: str = "pe
     A small query reads hundreds of label sets of a few chunks each, where a call per label set
     would cost more than the work: here the replicas are split per label set, every chunk is
     decoded in one C call and every label set is read and merged in another
-    (``_dedup.batch``). The answers are those of :func:`dedup_chunks`, sample for sample."""
+    (``_dedup.batch``). The answers are those of :func:`dedup_chunks`, sample for sample;
+    ``deadline`` as there."""
     if func not in FUNCS:
         raise ValueError(f"unknown deduplication func {func!r}; expected one of {', '.join(FUNCS)}")
     if counter_resets is None:
@@ -260,10 +273,24 @@ def dedup_many(items: Sequence[tuple], *, counter: bool = False, func: str = "pe
     to = np.empty(len(t), _I8)
     vo = np.empty(len(t), _F8)
     bounds = np.empty(len(items) + 1, _I8)
-    _dedup.batch(t, v, rep_bounds, series_reps, func == "chain", bool(counter), bool(counter_resets),
-                 _I64_MIN if mint is None else int(mint), _I64_MAX if maxt is None else int(maxt), to, vo, bounds)
+    try:
+        _dedup.batch(t, v, rep_bounds, series_reps, func == "chain", bool(counter), bool(counter_resets),
+                     _I64_MIN if mint is None else int(mint), _I64_MAX if maxt is None else int(maxt), to, vo, bounds,
+                     deadline)
+    except ValueError as e:
+        s = getattr(e, "series", None)
+        if s is None:
+            raise
+        raise ValueError(f"series {_fmt_labels(items[s][0])}: {e}") from None
     out = []
     for (lbls, _), a, b in zip(items, bounds[:-1].tolist(), bounds[1:].tolist()):
         if b > a:
             out.append((lbls, to[a:b], vo[a:b]))
     return out
+
+
+def _fmt_labels(lbls) -> str:
+    try:
+        return "{" + ", ".join(f'{k}="{v}"' for k, v in (lbls.items() if hasattr(lbls, "items") else lbls)) + "}"
+    except (TypeError, ValueError):
+        return repr(lbls)

@@ -20,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
 
-from ..dedup import COUNTER_FUNCS, COUNTER_RESET_FUNCS, counter_resets_inplace, dedup_many, dedup_samples
+from ..dedup import (COUNTER_FUNCS, COUNTER_RESET_FUNCS, DeadlineExceeded, counter_resets_inplace, dedup_many,
+                     dedup_samples)
 from ..promql.engine import STALE_NAN_BITS
 from ..promql.errors import ExecutionError, PromQLError, QueryTimeoutError
 from ..tsdb.chunkenc import decode_xor_many, decode_xor_many_into
@@ -68,6 +70,11 @@ class StoreQueryable:
     opts: QueryOptions
     timeout: Optional[float] = None
     warnings: list = field(default_factory=list)
+    deadline: Optional[float] = None  # time.monotonic(); from timeout when not given
+
+    def __post_init__(self) -> None:
+        if self.deadline is None and self.timeout:
+            self.deadline = time.monotonic() + self.timeout
 
     def select(self, matchers: Sequence[Matcher], mint_ms: int, maxt_ms: int, hints=None) -> list:
         """The engine's select, from a worker thread: the fan-out runs on the event loop."""
@@ -99,7 +106,8 @@ class StoreQueryable:
     def samples(self, got, mint_ms: int, maxt_ms: int, hints=None) -> list:
         """What :meth:`fetch` brought, as the engine's series (decoded, de-duplicated)."""
         func = getattr(hints, "func", "") if hints is not None else ""
-        return to_samples(got.series, got.sources, mint_ms, maxt_ms, self.opts, func, aggrs_from_func(func))
+        return to_samples(got.series, got.sources, mint_ms, maxt_ms, self.opts, func, aggrs_from_func(func),
+                          deadline=self.deadline)
 
 
 class SelectOnLoop(RuntimeError):
@@ -116,9 +124,19 @@ def _on_loop() -> bool:
 
 
 def to_samples(series: dict, sources: dict, mint: int, maxt: int, o: QueryOptions, func: str = "",
-               aggrs: Optional[tuple] = None) -> list:
+               aggrs: Optional[tuple] = None, deadline: Optional[float] = None) -> list:
     """(labels, t, v) for every label set, samples in ``[mint, maxt]``; see the module doc.
-    ``aggrs``: what the selection asked for (``aggrs_from_func(func)`` when not given)."""
+    ``aggrs``: what the selection asked for (``aggrs_from_func(func)`` when not given).
+    ``deadline`` (``time.monotonic()``): the query's; de-duplication past it stops with
+    :class:`QueryTimeoutError` ("query timed out in query execution", as Prometheus says)."""
+    try:
+        return _to_samples(series, sources, mint, maxt, o, func, aggrs, deadline)
+    except DeadlineExceeded:
+        raise QueryTimeoutError("query timed out in query execution") from None
+
+
+def _to_samples(series: dict, sources: dict, mint: int, maxt: int, o: QueryOptions, func: str,
+                aggrs: Optional[tuple], deadline: Optional[float]) -> list:
     if aggrs is None:
         aggrs = aggrs_from_func(func)
     if any(c[2] != XOR for chunks in series.values() for c in chunks if len(c) == 4):
@@ -135,7 +153,7 @@ def to_samples(series: dict, sources: dict, mint: int, maxt: int, o: QueryOption
     chained: list = []  # several sources without de-duplication: Prometheus' chained merge
     for lbls, chunks in series.items():
         if (o.deduplicating or sources.get(lbls, 1) > 1) and has_aggregates(chunks):
-            t, v = _merge_downsampled(lbls, chunks, aggrs, func, o, mint, maxt, resets)
+            t, v = _merge_downsampled(lbls, chunks, aggrs, func, o, mint, maxt, resets, deadline)
             if len(t):
                 out.append((lbls, t, v))
         elif o.deduplicating:
@@ -146,9 +164,9 @@ def to_samples(series: dict, sources: dict, mint: int, maxt: int, o: QueryOption
             single.append((lbls, chunks))
     if merged:
         out.extend(dedup_many(merged, counter=func in COUNTER_FUNCS, func=o.dedup_func, counter_resets=resets,
-                              mint=mint, maxt=maxt))
+                              mint=mint, maxt=maxt, deadline=deadline))
     if chained:
-        out.extend(dedup_many(chained, func="chain", mint=mint, maxt=maxt))
+        out.extend(dedup_many(chained, func="chain", mint=mint, maxt=maxt, deadline=deadline))
     if single:
         out.extend(_decode_single(single, mint, maxt, counter_resets=resets, aggrs=aggrs))
     out.sort(key=_first)
@@ -156,7 +174,7 @@ def to_samples(series: dict, sources: dict, mint: int, maxt: int, o: QueryOption
 
 
 def _merge_downsampled(lbls, chunks: list, aggrs: tuple, func: str, o: QueryOptions, mint: int, maxt: int,
-                       resets: bool) -> tuple:
+                       resets: bool, deadline: Optional[float] = None) -> tuple:
     """A label set with downsampled chunks from several endpoints, or under de-duplication, as
     Thanos' querier reads it: the proxy's chunk order without identical chunks; without
     de-duplication that is one series (aggregates, counter running totals, ``[mint, maxt]``),
@@ -169,7 +187,8 @@ def _merge_downsampled(lbls, chunks: list, aggrs: tuple, func: str, o: QueryOpti
         reps.append((got[0][1], got[0][2]) if got else (np.empty(0, np.int64), np.empty(0, np.float64)))
     if not o.deduplicating:
         return reps[0]
-    return dedup_samples(reps, counter=func in COUNTER_FUNCS, func=o.dedup_func, counter_resets=False)
+    return dedup_samples(reps, counter=func in COUNTER_FUNCS, func=o.dedup_func, counter_resets=False,
+                         deadline=deadline)
 
 
 class _Selected(list):
