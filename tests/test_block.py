@@ -539,3 +539,27 @@ def test_block_bad_xor_data_with_valid_crc(tmp_path):
         with pytest.raises(CorruptChunkError) as ei:
             list(r.series())
     assert (ei.value.block, ei.value.file, ei.value.offset) == (meta.ulid, "chunks/000001", ref)
+
+
+def test_block_series_sharing_one_chunk_cannot_multiply_the_output(tmp_path):
+    """An index whose 2,000 series all point at one chunk (each ref valid on its own): the reader
+    decodes them in one batch whose chunk ranges overlap, and the sample counts they claim
+    exceed what the bytes read can hold, so it fails naming the block, file and chunk offset
+    instead of decoding the same bytes 2,000 times."""
+    from pythanos.tsdb.index import IndexWriter
+
+    w = BlockWriter(tmp_path)
+    w.add_series({"__name__": "m"}, T0 + np.arange(120) * 15_000, np.zeros(120))
+    meta = w.write()
+    d = tmp_path / meta.ulid
+    with BlockReader.open_dir(d) as r:
+        c = r.index.series(int(r.index.postings("__name__", "m")[0]))[1][0]
+    n = 2000
+    iw = IndexWriter(d / "index", ["__name__", "m", "i"] + [f"{i:04d}" for i in range(n)])
+    for i in range(n):
+        iw.add_series([("__name__", "m"), ("i", f"{i:04d}")], [(int(c.mint), int(c.maxt), int(c.ref))])
+    iw.close()
+    with BlockReader.open_dir(d) as r:
+        with pytest.raises(CorruptChunkError, match="overlapping chunk ranges") as ei:
+            list(r.series())
+    assert (ei.value.block, ei.value.file, ei.value.offset) == (meta.ulid, "chunks/000001", int(c.ref) & 0xFFFFFFFF)

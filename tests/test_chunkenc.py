@@ -737,3 +737,59 @@ def test_threads_share_nothing():
     for same, (counts, t2, v2) in results:
         assert same and (counts == n).all()
         assert_same(t, v, t2, v2)
+
+
+# --------------------------------------------------------------------------- output bounded by the input
+
+
+def test_header_count_is_capped_by_what_the_bytes_can_hold():
+    """A header claiming 65535 samples in 3 bytes of data is refused with a clear error before
+    anything is allocated; the cap is exact: the densest encoding (delta of delta 0, value
+    unchanged: 2 bits per sample) fits, one sample more than its length can hold does not."""
+    from pythanos.tsdb.chunkenc import xor_max_samples
+
+    d = b"\xff\xff" + b"\x00\x00\x00"
+    for call in (lambda: decode_xor(d), lambda: decode_xor_many(b"\x00\x00" + d, np.array([0, 2]), np.array([2, 5]))):
+        with pytest.raises(CorruptChunkError, match="header claims 65535 samples, more than the chunk can hold "
+                                                     r"\(at most 0 in 5 bytes\)"):
+            call()
+    for n in (1, 2, 3, 7, 120, 4000, 65535):
+        dense = encode_xor(np.arange(n, dtype=np.int64) * 15_000, np.zeros(n))
+        most = xor_max_samples(len(dense))
+        assert n <= most < n + 8  # tight: only the padding bits are slack
+        assert decode_xor(dense)[0].size == n
+        if most < 65535:
+            with pytest.raises(CorruptChunkError, match=f"claims {most + 1} samples"):
+                decode_xor((most + 1).to_bytes(2, "big") + dense[2:])
+
+
+_OVERLAPPING_REFS = r"""
+import resource
+import numpy as np
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+from pythanos.tsdb.chunkenc import decode_xor_many, encode_xor
+from pythanos.tsdb.errors import CorruptChunkError
+dense = encode_xor(np.arange(65535, dtype=np.int64) * 15_000, np.zeros(65535))  # honest: 16 KB
+k = 100_000  # every range the same bytes: 6.5e9 samples, 105 GB of output
+try:
+    decode_xor_many(dense, np.zeros(k, np.int64), np.full(k, len(dense), np.int64))
+except CorruptChunkError as e:
+    print(e.chunk_index, e)
+"""
+
+
+def test_overlapping_chunk_ranges_cannot_multiply_the_output():
+    """Each chunk plausible on its own, but 100,000 ranges over the same 16 KB: the sum of the
+    counts is checked against what the whole buffer can hold (before: 105 GB were asked for).
+    Run in a child process with a 4 GB address-space limit, so a regression fails cleanly."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", _OVERLAPPING_REFS], capture_output=True, text=True, timeout=120,
+                       env={"OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 0, p.stderr[-1500:]
+    assert p.stdout.startswith("1 ") and "more than the 16397 bytes they share can hold" in p.stdout, p.stdout
+    # side by side, the same chunks are fine
+    dense = encode_xor(np.arange(65535, dtype=np.int64) * 15_000, np.zeros(65535))
+    counts, t, _ = decode_xor_many(dense * 3, np.array([0, len(dense), 2 * len(dense)]), np.full(3, len(dense)))
+    assert counts.tolist() == [65535] * 3 and len(t) == 3 * 65535

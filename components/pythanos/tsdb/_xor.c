@@ -14,7 +14,10 @@
  *
  * Safety: the reader treats bytes past the end of a chunk as zeros and checks
  * the bit position once per sample, so it never reads outside the buffer, and
- * every loop is bounded by the 16-bit sample count.
+ * every loop is bounded by the 16-bit sample count. Output is sized from the
+ * counts in the chunk headers only after checking them against what the input
+ * can hold (xor_max_samples): per chunk against its length, and in a batch the
+ * sum against the whole buffer, so overlapping chunk ranges cannot multiply it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -49,7 +52,8 @@ enum {
     XOR_ERR_VARINT = 3,   /* varint / uvarint overflows 64 bits */
     XOR_ERR_WINDOW = 4,   /* value window with leading + significant bits > 64 */
     XOR_ERR_RANGE = 5,    /* chunk (offset, length) lies outside the buffer */
-    XOR_ERR_TOOMANY = 6   /* sample count cannot fit in the chunk's length */
+    XOR_ERR_TOOMANY = 6,  /* sample count cannot fit in the chunk's length */
+    XOR_ERR_OVERLAP = 7   /* the counts of a batch cannot fit in the whole buffer */
 };
 
 /* Work (samples) above which the GIL is released. Below it, dropping and
@@ -110,10 +114,20 @@ INLINE int read_uvarint(const uint8_t *p, size_t len, size_t *i, uint64_t *out) 
     return XOR_ERR_VARINT;
 }
 
-/* Upper bound of samples a chunk of `len` bytes can hold (each sample after
- * the second takes >= 2 bits); rejects absurd headers before allocating. */
+/* The most samples `len` bytes of XOR chunk can hold. The 2-byte header; sample 0 takes at
+ * least 9 bytes (a 1-byte varint time and the 64-bit value), sample 1 at least 1 byte (uvarint
+ * time delta) and 1 bit (value unchanged), every later one at least 2 bits (delta of delta 0,
+ * value unchanged): 8 len >= 16 + 72 + 8 + 1 + 2 (n - 2) bits for n >= 2. Several chunks side
+ * by side never hold more than one chunk of their total length, so this bounds a batch too. */
+INLINE uint64_t xor_max_samples(uint64_t len) {
+    if (len < 11) return 0;
+    if (len < 13) return 1;
+    if (len > ((uint64_t)1 << 60)) return (uint64_t)1 << 62;
+    return (8 * len - 93) / 2;
+}
+
 INLINE int count_plausible(unsigned n, size_t len) {
-    return (uint64_t)n <= 4 * (uint64_t)len;
+    return (uint64_t)n <= xor_max_samples((uint64_t)len);
 }
 
 /*
@@ -489,17 +503,24 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "an XOR chunk holds at most 65535 samples");
         goto done;
     }
-    res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)CHUNK_BOUND(n));
-    if (!res) goto done;
-    size_t size;
-    if (n >= GIL_RELEASE_SAMPLES) {
-        Py_BEGIN_ALLOW_THREADS
-        size = encode_chunk(tv.b.buf, vv.b.buf, n, (uint8_t *)PyBytes_AS_STRING(res), quirk);
-        Py_END_ALLOW_THREADS
-    } else {
-        size = encode_chunk(tv.b.buf, vv.b.buf, n, (uint8_t *)PyBytes_AS_STRING(res), quirk);
+    {
+        /* encoded into scratch memory, then copied into a bytes object of the exact size */
+        uint8_t *out = PyMem_RawMalloc(CHUNK_BOUND(n));
+        if (!out) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        size_t size;
+        if (n >= GIL_RELEASE_SAMPLES) {
+            Py_BEGIN_ALLOW_THREADS
+            size = encode_chunk(tv.b.buf, vv.b.buf, n, out, quirk);
+            Py_END_ALLOW_THREADS
+        } else {
+            size = encode_chunk(tv.b.buf, vv.b.buf, n, out, quirk);
+        }
+        res = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)size);
+        PyMem_RawFree(out);
     }
-    _PyBytes_Resize(&res, (Py_ssize_t)size);
 done:
     rel(&tv);
     rel(&vv);
@@ -540,9 +561,9 @@ static PyObject *py_encode_many(PyObject *self, PyObject *args) {
             total += CHUNK_BOUND(b - a);
         }
         if (total > (uint64_t)PY_SSIZE_T_MAX) { PyErr_NoMemory(); goto done; }
-        res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
-        if (!res) goto done;
-        uint8_t *out = (uint8_t *)PyBytes_AS_STRING(res);
+        /* encoded into scratch memory (worst case size), then copied into bytes of the exact size */
+        uint8_t *out = PyMem_RawMalloc(total ? (size_t)total : 1);
+        if (!out) { PyErr_NoMemory(); goto done; }
         const uint8_t *tp = tv.b.buf, *vp = vv.b.buf;
         uint8_t *op = ov.b.buf;
         size_t pos = 0;
@@ -558,12 +579,11 @@ static PyObject *py_encode_many(PyObject *self, PyObject *args) {
         }
         st_u64(op + 8 * k, (uint64_t)pos);
         if (release) PyEval_RestoreThread(ts);
-        if (changed) {
+        if (changed)
             PyErr_SetString(PyExc_RuntimeError, "bounds changed during encode_many");
-            Py_CLEAR(res);
-            goto done;
-        }
-        _PyBytes_Resize(&res, (Py_ssize_t)pos);
+        else
+            res = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)pos);
+        PyMem_RawFree(out);
     }
 done:
     rel(&tv);
@@ -588,8 +608,15 @@ static PyObject *py_set_allocator(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* A new 1-D array of n 8-byte items; *data points at its memory (kept alive by the array). */
-static PyObject *new_array(Py_ssize_t n, PyObject *dtype, uint8_t **data) {
+/* A new 1-D array of n 8-byte items; *data points at its memory, exported through *hold until
+ * the caller releases it (so nothing can resize or free it meanwhile: allocating the next array
+ * runs Python code). */
+static PyObject *new_array(Py_ssize_t n, PyObject *dtype, uint8_t **data, view *hold) {
+    hold->ok = 0;
+    if (n < 0 || n > PY_SSIZE_T_MAX / 8) {
+        PyErr_NoMemory();
+        return NULL;
+    }
     if (!g_empty) {
         PyErr_SetString(PyExc_RuntimeError, "_xor.set_allocator() was not called");
         return NULL;
@@ -600,22 +627,21 @@ static PyObject *new_array(Py_ssize_t n, PyObject *dtype, uint8_t **data) {
     PyObject *a = PyObject_Vectorcall(g_empty, argv, 2, NULL);
     Py_DECREF(pn);
     if (!a) return NULL;
-    Py_buffer b;
-    if (PyObject_GetBuffer(a, &b, PyBUF_SIMPLE | PyBUF_WRITABLE) < 0) { Py_DECREF(a); return NULL; }
-    if (b.len != n * 8) {
-        PyBuffer_Release(&b);
+    if (PyObject_GetBuffer(a, &hold->b, PyBUF_SIMPLE | PyBUF_WRITABLE) < 0) { Py_DECREF(a); return NULL; }
+    hold->ok = 1;
+    if (hold->b.len != n * 8) {
+        rel(hold);
         Py_DECREF(a);
         PyErr_SetString(PyExc_RuntimeError, "allocator returned a buffer of the wrong size");
         return NULL;
     }
-    *data = b.buf;
-    PyBuffer_Release(&b);
+    *data = hold->b.buf;
     return a;
 }
 
 /* decode(buf) -> (code, sample, offset, t, v); t/v are None on error */
 static PyObject *py_decode(PyObject *self, PyObject *arg) {
-    view bv;
+    view bv, th = {.ok = 0}, vh = {.ok = 0};
     if (get_view(arg, &bv, 0, 0, "data") < 0) return NULL;
     const uint8_t *p = bv.b.buf;
     size_t len = (size_t)bv.b.len;
@@ -628,11 +654,12 @@ static PyObject *py_decode(PyObject *self, PyObject *arg) {
         unsigned n = ((unsigned)p[0] << 8) | p[1];
         if (!count_plausible(n, len)) {
             rc = XOR_ERR_TOOMANY;
+            es = n;
         } else {
             uint8_t *tp, *vp;
-            ta = new_array((Py_ssize_t)n, g_i8, &tp);
-            if (ta) va = new_array((Py_ssize_t)n, g_f8, &vp);
-            if (!va) { Py_XDECREF(ta); rel(&bv); return NULL; }
+            ta = new_array((Py_ssize_t)n, g_i8, &tp, &th);
+            if (ta) va = new_array((Py_ssize_t)n, g_f8, &vp, &vh);
+            if (!va) { rel(&th); Py_XDECREF(ta); rel(&bv); return NULL; }
             if (n >= GIL_RELEASE_SAMPLES) {
                 Py_BEGIN_ALLOW_THREADS
                 rc = decode_chunk(p, len, n, tp, vp, &es, &eo);
@@ -642,6 +669,8 @@ static PyObject *py_decode(PyObject *self, PyObject *arg) {
             }
         }
     }
+    rel(&th);
+    rel(&vh);
     rel(&bv);
     if (rc != XOR_OK) {
         Py_XDECREF(ta);
@@ -656,10 +685,15 @@ static PyObject *py_decode(PyObject *self, PyObject *arg) {
 }
 
 /* Pass 1 of a batch: check every (offset, length) against the buffer and read
- * the sample counts into cp. Returns a code; *ec = failing chunk; *total = sum. */
+ * the sample counts into cp. Returns a code; *ec = failing chunk; *total = sum.
+ * Each count must fit in its chunk's length and their sum in the whole buffer
+ * (chunks side by side hold no more than one chunk of their total length), so
+ * chunk ranges that overlap cannot claim more samples than the bytes hold.
+ * On XOR_ERR_TOOMANY *es is the chunk's count, on XOR_ERR_OVERLAP the sum. */
 static int headers_pass(const uint8_t *buf, uint64_t blen, const uint8_t *op, const uint8_t *lp,
-                        size_t k, uint8_t *cp, int64_t *ec, uint64_t *total) {
+                        size_t k, uint8_t *cp, int64_t *ec, int64_t *es, uint64_t *total) {
     uint64_t sum = 0;
+    const uint64_t most = xor_max_samples(blen);
     for (size_t c = 0; c < k; c++) {
         int64_t off = (int64_t)ld_u64(op + 8 * c), ln = (int64_t)ld_u64(lp + 8 * c);
         *ec = (int64_t)c;
@@ -668,9 +702,16 @@ static int headers_pass(const uint8_t *buf, uint64_t blen, const uint8_t *op, co
         if (ln < 2) return XOR_ERR_SHORT;
         const uint8_t *p = buf + off;
         unsigned n = ((unsigned)p[0] << 8) | p[1];
-        if (!count_plausible(n, (size_t)ln)) return XOR_ERR_TOOMANY;
+        if (!count_plausible(n, (size_t)ln)) {
+            *es = n;
+            return XOR_ERR_TOOMANY;
+        }
         st_u64(cp + 8 * c, n);
         sum += n;
+        if (sum > most) {
+            *es = (int64_t)sum;
+            return XOR_ERR_OVERLAP;
+        }
     }
     *ec = 0;
     *total = sum;
@@ -699,7 +740,7 @@ static int decode_pass(const uint8_t *buf, uint64_t blen, const uint8_t *op, con
  * the last three are None on error. */
 static PyObject *py_decode_many(PyObject *self, PyObject *args) {
     PyObject *bo, *oo, *lo;
-    view bv, ov, lv;
+    view bv, ov, lv, ch = {.ok = 0}, th = {.ok = 0}, vh = {.ok = 0};
     bv.ok = ov.ok = lv.ok = 0;
     PyObject *cnt = NULL, *ta = NULL, *va = NULL, *res = NULL;
     if (!PyArg_ParseTuple(args, "OOO", &bo, &oo, &lo)) return NULL;
@@ -717,13 +758,13 @@ static PyObject *py_decode_many(PyObject *self, PyObject *args) {
         int64_t ec = 0, es = 0, eo = 0;
         uint64_t total = 0;
         uint8_t *cp, *tp, *vp;
-        cnt = new_array((Py_ssize_t)k, g_i8, &cp);
+        cnt = new_array((Py_ssize_t)k, g_i8, &cp, &ch);
         if (!cnt) goto done;
-        int rc = headers_pass(buf, blen, ov.b.buf, lv.b.buf, k, cp, &ec, &total);
+        int rc = headers_pass(buf, blen, ov.b.buf, lv.b.buf, k, cp, &ec, &es, &total);
         if (rc == XOR_OK) {
-            ta = new_array((Py_ssize_t)total, g_i8, &tp);
+            ta = new_array((Py_ssize_t)total, g_i8, &tp, &th);
             if (!ta) goto done;
-            va = new_array((Py_ssize_t)total, g_f8, &vp);
+            va = new_array((Py_ssize_t)total, g_f8, &vp, &vh);
             if (!va) goto done;
             if (total >= GIL_RELEASE_SAMPLES) {
                 Py_BEGIN_ALLOW_THREADS
@@ -739,6 +780,9 @@ static PyObject *py_decode_many(PyObject *self, PyObject *args) {
             res = Py_BuildValue("(iLLLOOO)", rc, 0LL, 0LL, 0LL, cnt, ta, va);
     }
 done:
+    rel(&ch);
+    rel(&th);
+    rel(&vh);
     Py_XDECREF(cnt);
     Py_XDECREF(ta);
     Py_XDECREF(va);
@@ -753,7 +797,7 @@ done:
  *   of -1 means the outputs are too small (nothing decoded). */
 static PyObject *py_decode_many_into(PyObject *self, PyObject *args) {
     PyObject *bo, *oo, *lo, *to, *vo;
-    view bv, ov, lv, tv, vv;
+    view bv, ov, lv, tv, vv, ch = {.ok = 0};
     bv.ok = ov.ok = lv.ok = tv.ok = vv.ok = 0;
     PyObject *cnt = NULL, *res = NULL;
     if (!PyArg_ParseTuple(args, "OOOOO", &bo, &oo, &lo, &to, &vo)) return NULL;
@@ -772,9 +816,9 @@ static PyObject *py_decode_many_into(PyObject *self, PyObject *args) {
         int64_t ec = 0, es = 0, eo = 0;
         uint64_t total = 0;
         uint8_t *cp;
-        cnt = new_array((Py_ssize_t)k, g_i8, &cp);
+        cnt = new_array((Py_ssize_t)k, g_i8, &cp, &ch);
         if (!cnt) goto done;
-        int rc = headers_pass(buf, blen, ov.b.buf, lv.b.buf, k, cp, &ec, &total);
+        int rc = headers_pass(buf, blen, ov.b.buf, lv.b.buf, k, cp, &ec, &es, &total);
         uint64_t cap = (uint64_t)(tv.b.len < vv.b.len ? tv.b.len : vv.b.len) / 8;
         if (rc == XOR_OK && total > cap) {
             rc = -1;
@@ -792,6 +836,7 @@ static PyObject *py_decode_many_into(PyObject *self, PyObject *args) {
                             rc == XOR_OK ? cnt : Py_None, (long long)total);
     }
 done:
+    rel(&ch);
     Py_XDECREF(cnt);
     rel(&bv);
     rel(&ov);

@@ -14,6 +14,11 @@ by the bitstream, *without* the segment file's length, encoding byte and CRC.
 * The decoders accept both forms (trailing bytes after the last sample are ignored, as in Go).
 * Value bit patterns are preserved exactly (NaN payloads, StaleNaN ``0x7ff0000000000002``,
   ``-0.0``).
+* Output is bounded by the input: a header's sample count is checked against what the chunk's
+  length can hold (:func:`xor_max_samples`: every sample after the first two takes at least two
+  bits) and, in a batch, the sum of the counts against what the whole buffer can hold, so
+  overlapping chunk ranges cannot multiply the output either; both raise
+  :class:`CorruptChunkError` before anything is allocated.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ __all__ = [
     "MAX_SAMPLES",
     "STALE_NAN_BITS",
     "encode_xor",
+    "xor_max_samples",
     "decode_xor",
     "encode_xor_many",
     "decode_xor_many",
@@ -46,14 +52,28 @@ _ERR_WHAT = {
     4: "invalid XOR value window (leading + significant bits > 64)",
     5: "chunk range outside the buffer",
     6: "sample count larger than the chunk can hold",
+    7: "the chunks claim more samples than the bytes they share can hold (overlapping chunk ranges)",
 }
+
+
+def xor_max_samples(nbytes: int) -> int:
+    """The most samples ``nbytes`` of XOR chunk data (header included) can hold: the 2-byte
+    header, sample 0 at least 9 bytes (1-byte varint time, 64-bit value), sample 1 at least a
+    byte (time delta) and a bit (value unchanged), every later sample at least 2 bits (delta of
+    delta 0, value unchanged). Chunks side by side never hold more than one of their total size."""
+    if nbytes < 11:
+        return 0
+    if nbytes < 13:
+        return 1
+    return (8 * nbytes - 93) // 2
 
 _I8 = np.dtype(np.int64)
 _F8 = np.dtype(np.float64)
 _xor.set_allocator(np.empty, _I8, _F8)  # the C side allocates its output arrays with np.empty
 
 
-def _corrupt(code: int, chunk: int | None, sample: int, offset: int, base: int, length: int | None):
+def _corrupt(code: int, chunk: int | None, sample: int, offset: int, base: int, length: int | None,
+             buf_len: int | None = None):
     what = _ERR_WHAT.get(code, f"error code {code}")
     where = "XOR chunk" if chunk is None else f"XOR chunk {chunk}"
     detail = f"{where}: {what}"
@@ -61,7 +81,13 @@ def _corrupt(code: int, chunk: int | None, sample: int, offset: int, base: int, 
         detail += f" at sample {sample} (byte {offset} of the chunk"
         detail += ")" if length is None else f", chunk length {length})"
     elif code == 6 and length is not None:
-        detail += f" ({length} bytes)"
+        detail = (f"{where}: header claims {sample} samples, more than the chunk can hold "
+                  f"(at most {xor_max_samples(length)} in {length} bytes)")
+    elif code == 7 and buf_len is not None:
+        detail = (f"{where}: the chunks up to this one claim {sample} samples, more than the {buf_len} bytes "
+                  f"they share can hold (at most {xor_max_samples(buf_len)}): overlapping chunk ranges")
+    if code == 6:
+        sample = 0
     err = CorruptChunkError(offset=base + offset, what=detail)
     err.chunk_index = chunk
     err.sample_index = sample
@@ -84,6 +110,13 @@ def _f8(a) -> np.ndarray:
         # float32 -> float64 keeps NaN-ness; bit-exactness is only promised for float64 input.
         a = np.ascontiguousarray(a, dtype=_F8)
     return a
+
+
+def _nbytes(data) -> int:
+    try:
+        return memoryview(data).nbytes
+    except TypeError:
+        return -1
 
 
 def _buf(data):
@@ -167,7 +200,7 @@ def decode_xor_many(buf, offsets: np.ndarray, lengths: np.ndarray) -> tuple[np.n
         code, chunk, sample, off, counts, t, v = _xor.decode_many(_buf(buf), offsets, lengths)
     if code:
         base = int(offsets[chunk]) if code != 5 else 0
-        raise _corrupt(code, chunk, sample, off, base, int(lengths[chunk]))
+        raise _corrupt(code, chunk, sample, off, base, int(lengths[chunk]), _nbytes(buf))
     return counts, t, v
 
 
@@ -192,7 +225,7 @@ def decode_xor_many_into(
         raise ValueError(f"outputs hold {min(t_out.size, v_out.size)} samples, the chunks have {total}")
     if code:
         base = int(offsets[chunk]) if code != 5 else 0
-        raise _corrupt(code, chunk, sample, off, base, int(lengths[chunk]))
+        raise _corrupt(code, chunk, sample, off, base, int(lengths[chunk]), _nbytes(buf))
     return counts, total
 
 

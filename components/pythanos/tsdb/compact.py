@@ -27,7 +27,7 @@ import numpy as np
 
 from .block import BlockReader
 from .chunkenc import decode_xor_many, encode_xor_many
-from .errors import CorruptBlockError
+from .errors import CorruptBlockError, CorruptChunkError
 from .meta import BlockDesc, BlockMeta, Compaction, ThanosMeta
 from ._indexenc import gather
 from .streamwriter import StreamBlockWriter, chunk_samples
@@ -56,7 +56,10 @@ def _decode(chunks: Sequence[Chunk], where: str) -> list[tuple[np.ndarray, np.nd
     lens = np.fromiter((len(c[3]) for c in chunks), np.int64, len(chunks))
     offs = np.zeros(len(chunks), np.int64)
     np.cumsum(lens[:-1], out=offs[1:])
-    counts, t, v = decode_xor_many(b"".join(bytes(c[3]) for c in chunks), offs, lens)
+    try:
+        counts, t, v = decode_xor_many(b"".join(bytes(c[3]) for c in chunks), offs, lens)
+    except CorruptChunkError as e:  # name the blocks being merged, not an offset in a scratch buffer
+        raise CorruptChunkError(where, "chunks", 0, f"overlapping chunks being merged: {e.what}") from None
     ends = np.cumsum(counts)
     starts = ends - counts
     return [(t[a:b], v[a:b]) for a, b in zip(starts.tolist(), ends.tolist())]
