@@ -57,7 +57,7 @@ system-peers:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard components/pythanos/*/*.c)
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard components/pythanos/*/*.c components/pythanos/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

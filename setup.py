@@ -12,6 +12,7 @@ setup(
         Extension(
             "pythanos.tsdb._series",
             sources=["components/pythanos/tsdb/_series.c"],
+            depends=["components/pythanos/_crc32c.h"],  # the one CRC-32C of the kernels
             extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
         Extension(
@@ -23,11 +24,13 @@ setup(
         Extension(
             "pythanos.tsdb._indexenc",
             sources=["components/pythanos/tsdb/_indexenc.c"],
+            depends=["components/pythanos/_crc32c.h"],  # the one CRC-32C of the kernels
             extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
         Extension(
             "pythanos.storeapi._transcode",
             sources=["components/pythanos/storeapi/_transcode.c"],
+            depends=["components/pythanos/_crc32c.h"],
             extra_compile_args=["-O3", "-std=gnu99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
         Extension(

@@ -533,13 +533,35 @@ static PyObject *py_series(PyObject *self, PyObject *args) {
     Py_ssize_t lo, hi;
     int vector;
     if (!PyArg_ParseTuple(args, "Onnp", &seq, &lo, &hi, &vector)) return NULL;
-    PyObject *fast = PySequence_Fast(seq, "items must be a sequence");
+    /* A private tuple of items[lo:hi]: reading an item's attributes can run Python code, which
+     * must not be able to change (or free) what the loop below walks. */
+    PyObject *fast;
+    if (PyList_Check(seq) || PyTuple_Check(seq)) {
+        Py_ssize_t total = PySequence_Size(seq);
+        if (lo < 0) lo = 0;
+        if (hi > total) hi = total;
+        if (hi < lo) hi = lo;
+        PyObject *part = PySequence_GetSlice(seq, lo, hi);
+        fast = part ? PySequence_Tuple(part) : NULL;
+        Py_XDECREF(part);
+    } else {
+        PyObject *all = PySequence_Tuple(seq);
+        if (!all) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                PyErr_SetString(PyExc_TypeError, "items must be a sequence");
+            }
+            return NULL;
+        }
+        Py_ssize_t total = PyTuple_GET_SIZE(all);
+        if (lo < 0) lo = 0;
+        if (hi > total) hi = total;
+        if (hi < lo) hi = lo;
+        fast = PyTuple_GetSlice(all, lo, hi);
+        Py_DECREF(all);
+    }
     if (!fast) return NULL;
-    Py_ssize_t total = PySequence_Fast_GET_SIZE(fast);
-    if (lo < 0) lo = 0;
-    if (hi > total) hi = total;
-    Py_ssize_t count = hi > lo ? hi - lo : 0;
-    PyObject **objs = PySequence_Fast_ITEMS(fast) + lo;
+    Py_ssize_t count = PyTuple_GET_SIZE(fast);
     item_ref *items = calloc((size_t)(count ? count : 1), sizeof(item_ref));
     Py_buffer *bufs = calloc((size_t)(count ? count : 1) * 2, sizeof(Py_buffer));
     PyObject **keep = calloc((size_t)(count ? count : 1), sizeof(PyObject *)); /* labels tuples */
@@ -552,7 +574,7 @@ static PyObject *py_series(PyObject *self, PyObject *args) {
         goto done;
     }
     for (Py_ssize_t k = 0; k < count; k++) {
-        PyObject *o = objs[k];
+        PyObject *o = PyTuple_GET_ITEM(fast, k); /* the private tuple keeps it alive */
         PyObject *labels = PyObject_GetAttrString(o, "labels");
         if (!labels) goto done;
         keep[k] = labels;

@@ -455,11 +455,14 @@ static PyObject *py_select(PyObject *self, PyObject *args) {
         goto done;
     }
     S = bk.b.len / 8;
-    if (bv.b.len / 8 != N * S || bp.b.len != N * S || bs.b.len != N * S || bo.b.len / 8 < N) {
+    /* N * S and every size below must not overflow: checked before use */
+    if ((S > 0 && N > PY_SSIZE_T_MAX / 8 / S) || bv.b.len / 8 != N * S || bp.b.len != N * S || bs.b.len != N * S ||
+        bo.b.len / 8 < N) {
         PyErr_SetString(PyExc_ValueError, "V, P, sel_out must be N x S, k of length S, order_out of length >= N");
         goto done;
     }
-    if (G < 0 || (N > 0 && G < 1)) {
+    /* a group per series at most (groups are numbered by first appearance) */
+    if (G < 0 || (N > 0 && G < 1) || G > (N > 0 ? N : 1)) {
         PyErr_SetString(PyExc_ValueError, "bad group count");
         goto done;
     }

@@ -173,7 +173,7 @@ static int split_aggr(PyObject *aggrs, const uint8_t *p, const uint8_t *end) {
         uint64_t len;
         if (varint(&r, &len)) return -1;
         if (len == 0) continue;
-        if ((uint64_t)(r.end - r.p) < len + 1) return -1;
+        if (len >= (uint64_t)(r.end - r.p)) return -1; /* the encoding byte and len bytes */
         if (set_aggr(aggrs, i + 1, store_encoding(r.p[0]), r.p + 1, (Py_ssize_t)len)) return -2;
         r.p += len + 1;
     }

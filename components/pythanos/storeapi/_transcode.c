@@ -28,66 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define HAVE_HW_CRC 1
-#include <nmmintrin.h>
-#endif
-
-/* ------------------------------------------------------------------------------ CRC32C */
-
-static uint32_t crc_tab[8][256];
-static int crc_hw_ok = 0;
-
-static void crc_init(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
-        crc_tab[0][i] = c;
-    }
-    for (int t = 1; t < 8; t++)
-        for (int i = 0; i < 256; i++) crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xFF];
-#ifdef HAVE_HW_CRC
-    __builtin_cpu_init();
-    crc_hw_ok = __builtin_cpu_supports("sse4.2") ? 1 : 0;
-#endif
-}
-
-static uint32_t crc_sw(const uint8_t *p, size_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-    while (n >= 8) {
-        uint32_t lo = c ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
-        uint32_t hi = (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 24;
-        c = crc_tab[7][lo & 0xFF] ^ crc_tab[6][(lo >> 8) & 0xFF] ^ crc_tab[5][(lo >> 16) & 0xFF] ^ crc_tab[4][lo >> 24] ^
-            crc_tab[3][hi & 0xFF] ^ crc_tab[2][(hi >> 8) & 0xFF] ^ crc_tab[1][(hi >> 16) & 0xFF] ^ crc_tab[0][hi >> 24];
-        p += 8;
-        n -= 8;
-    }
-    while (n--) c = (c >> 8) ^ crc_tab[0][(c ^ *p++) & 0xFF];
-    return ~c;
-}
-
-#ifdef HAVE_HW_CRC
-__attribute__((target("sse4.2"))) static uint32_t crc_hw(const uint8_t *p, size_t n) {
-    uint64_t c = 0xFFFFFFFFu;
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        c = _mm_crc32_u64(c, v);
-        p += 8;
-        n -= 8;
-    }
-    uint32_t c32 = (uint32_t)c;
-    while (n--) c32 = _mm_crc32_u8(c32, *p++);
-    return ~c32;
-}
-#endif
-
-static uint32_t crc32c(const uint8_t *p, size_t n) {
-#ifdef HAVE_HW_CRC
-    if (crc_hw_ok) return crc_hw(p, n);
-#endif
-    return crc_sw(p, n);
-}
+#include "../_crc32c.h"
 
 /* ------------------------------------------------------------------------------ state */
 
@@ -403,7 +344,7 @@ static long long do_frames(St *s, const uint8_t *p, size_t n, unsigned long long
         if ((uint64_t)(end - q) < 4 || size > (uint64_t)(end - q) - 4) return (long long)(pos - p);
         uint32_t want = (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | (uint32_t)q[3];
         const uint8_t *m = q + 4;
-        uint32_t got = crc32c(m, (size_t)size);
+        uint32_t got = crc32c_value(m, (size_t)size);
         if (got != want) {
             snprintf(w, sizeof w, "CRC32C mismatch: frame says %08x, message has %08x", want, got);
             return fail(s, 1, pos, w);
@@ -526,6 +467,8 @@ static PyObject *build(St *s, PyTypeObject *cls, int wire) {
         }
         k = nf;
     }
+    allocfunc alloc = cls ? (allocfunc)PyType_GetSlot(cls, Py_tp_alloc) : NULL;
+    if (cls && !alloc) return NULL;
     PyObject *list = PyList_New((Py_ssize_t)s->ns);
     if (!list) return NULL;
     /* the previous series' pairs (and their strings), reused where the bytes are equal */
@@ -607,7 +550,7 @@ static PyObject *build(St *s, PyTypeObject *cls, int wire) {
                 goto fail;
             }
         }
-        PyObject *item = cls ? cls->tp_alloc(cls, k) : PyTuple_New(k);
+        PyObject *item = cls ? alloc(cls, k) : PyTuple_New(k);
         if (!item) {
             Py_DECREF(lt);
             Py_DECREF(ch);
@@ -631,8 +574,15 @@ fail:
 static int check_cls(PyObject *o, PyTypeObject **cls) {
     *cls = NULL;
     if (o == NULL || o == Py_None) return 0;
-    if (!PyType_Check(o) || !PyType_IsSubtype((PyTypeObject *)o, &PyTuple_Type) ||
-        ((PyTypeObject *)o)->tp_dictoffset != 0) {
+    int has_dict = 0;
+    if (PyType_Check(o) && PyType_IsSubtype((PyTypeObject *)o, &PyTuple_Type)) {
+        PyObject *off = PyObject_GetAttrString(o, "__dictoffset__");
+        if (!off) return -1;
+        has_dict = PyLong_AsSsize_t(off) != 0;
+        Py_DECREF(off);
+        if (PyErr_Occurred()) return -1;
+    }
+    if (!PyType_Check(o) || !PyType_IsSubtype((PyTypeObject *)o, &PyTuple_Type) || has_dict) {
         PyErr_SetString(PyExc_TypeError, "cls must be a tuple subclass without __dict__ (a NamedTuple)");
         return -1;
     }
@@ -701,6 +651,7 @@ static PyObject *py_transcode_frames(PyObject *self, PyObject *args, PyObject *k
 }
 
 static PyMethodDef methods[] = {
+    CRC32C_METHOD,
     {"transcode", (PyCFunction)(void (*)(void))py_transcode, METH_VARARGS | METH_KEYWORDS,
      "transcode(msg, base=0, cls=None, wire=False) -> [cls((labels, chunks[, wire])), ...]"},
     {"transcode_frames", (PyCFunction)(void (*)(void))py_transcode_frames, METH_VARARGS | METH_KEYWORDS,
@@ -715,6 +666,6 @@ static struct PyModuleDef moddef = {
 };
 
 PyMODINIT_FUNC PyInit__transcode(void) {
-    crc_init();
+    crc32c_init();
     return PyModule_Create(&moddef);
 }

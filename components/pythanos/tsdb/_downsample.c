@@ -598,10 +598,15 @@ static PyObject *py_aggr(PyObject *self, PyObject *args) {
     j.C = nm;
     if (nx != j.C || nn != j.C || nr != j.C * NAGGR * 2) goto bad;
     {
+        /* the aggregates' samples lie side by side in t/v: ranges inside it whose lengths add up
+         * to no more than it holds (overlapping ranges could make the scratch arbitrarily large) */
+        uint64_t sum = 0;
         for (size_t i = 0; i < j.C * NAGGR; i++) {
             int64_t s = j.ranges[2 * i], e = j.ranges[2 * i + 1];
             if (s == -1) continue;
             if (s < 0 || e < s || (uint64_t)e > j.N) goto bad;
+            sum += (uint64_t)(e - s);
+            if (sum > j.N) goto bad;
         }
         uint64_t chs = 0, most = 0;
         size_t ch = 0;

@@ -24,36 +24,7 @@
 #include <stdint.h>
 #include <string.h>
 
-static uint32_t crc_table[8][256];
-
-static void crc_init(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
-        crc_table[0][i] = c;
-    }
-    for (uint32_t i = 0; i < 256; i++)
-        for (int t = 1; t < 8; t++)
-            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xFF];
-}
-
-static uint32_t crc32c_update(uint32_t c, const uint8_t *p, size_t n) {
-    while (n >= 8) {
-        uint32_t lo = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-        lo ^= c;
-        c = crc_table[7][lo & 0xFF] ^ crc_table[6][(lo >> 8) & 0xFF] ^ crc_table[5][(lo >> 16) & 0xFF] ^
-            crc_table[4][lo >> 24] ^ crc_table[3][p[4]] ^ crc_table[2][p[5]] ^ crc_table[1][p[6]] ^
-            crc_table[0][p[7]];
-        p += 8;
-        n -= 8;
-    }
-    while (n--) c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xFF];
-    return c;
-}
-
-static uint32_t crc32c(const uint8_t *p, size_t n) {
-    return crc32c_update(0xFFFFFFFFu, p, n) ^ 0xFFFFFFFFu;
-}
+#include "../_crc32c.h"
 
 static size_t put_uv(uint8_t *b, uint64_t v) {
     size_t i = 0;
@@ -105,6 +76,10 @@ static PyObject *py_series(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "series: label or chunk arrays longer than the counts say");
         goto done;
     }
+    if ((uint64_t)pos0 > (uint64_t)INT64_MAX - cap) { /* entry offsets and refs must not overflow */
+        PyErr_SetString(PyExc_ValueError, "series: pos0 too large for the entries after it");
+        goto done;
+    }
     out = PyMem_RawMalloc(cap ? cap : 1);
     refs = PyMem_RawMalloc(n ? (size_t)n * 8 : 8);
     body = PyMem_RawMalloc(maxbody ? maxbody : 1);
@@ -149,7 +124,7 @@ static PyObject *py_series(PyObject *self, PyObject *args) {
         w += put_uv(out + w, b);
         memcpy(out + w, body, b);
         w += b;
-        uint32_t c = crc32c(body, b);
+        uint32_t c = crc32c_value(body, b);
         out[w++] = (uint8_t)(c >> 24);
         out[w++] = (uint8_t)(c >> 16);
         out[w++] = (uint8_t)(c >> 8);
@@ -217,7 +192,7 @@ static PyObject *py_chunk_records(PyObject *self, PyObject *args) {
         out[w++] = enc;
         memcpy(out + w, data + offs[i], n);
         w += n;
-        uint32_t c = crc32c_update(crc32c_update(0xFFFFFFFFu, &enc, 1), data + offs[i], n) ^ 0xFFFFFFFFu;
+        uint32_t c = crc32c_extend(crc32c_extend(0, &enc, 1), data + offs[i], n);
         out[w++] = (uint8_t)(c >> 24);
         out[w++] = (uint8_t)(c >> 16);
         out[w++] = (uint8_t)(c >> 8);
@@ -264,6 +239,10 @@ static PyObject *py_gather(PyObject *self, PyObject *args) {
             PyErr_Format(PyExc_ValueError, "gather: range %zd outside its source", i);
             goto done;
         }
+        if (lens[i] > PY_SSIZE_T_MAX - total) { /* ranges may repeat: their sum is checked too */
+            PyErr_SetString(PyExc_OverflowError, "gather: the ranges add up to more than a bytes object holds");
+            goto done;
+        }
         total += (Py_ssize_t)lens[i];
     }
     result = PyBytes_FromStringAndSize(NULL, total);
@@ -287,6 +266,7 @@ done:
 }
 
 static PyMethodDef methods[] = {
+    CRC32C_METHOD,
     {"gather", py_gather, METH_VARARGS, "gather(sources, which, starts, lens) -> bytes of the ranges, in order"},
     {"chunk_records", py_chunk_records, METH_VARARGS,
      "chunk_records(buf, offs, encs) -> (records bytes, record lengths int64 bytes)"},
@@ -296,9 +276,9 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_indexenc",
-                                    "Bulk encoding of index series entries.", -1, methods};
+                                    "Bulk encoding of index series entries.", -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__indexenc(void) {
-    crc_init();
+    crc32c_init();
     return PyModule_Create(&module);
 }

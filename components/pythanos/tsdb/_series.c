@@ -32,21 +32,7 @@
 #include <string.h>
 #include <stdio.h>
 
-static uint32_t crc_table[256];
-
-static void crc_init(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-        crc_table[i] = c;
-    }
-}
-
-static uint32_t crc32c(const uint8_t *p, Py_ssize_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-    for (Py_ssize_t i = 0; i < n; i++) c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-}
+#include "../_crc32c.h"
 
 /* 0 ok, -1 past `end`, -2 overflow */
 static int uvarint(const uint8_t *b, Py_ssize_t *pos, Py_ssize_t end, uint64_t *out) {
@@ -193,6 +179,15 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
     Py_ssize_t blen = buf.len;
     const int64_t *starts = st.buf;
     Py_ssize_t n = st.len / 8, nsym = PyList_GET_SIZE(syms), next = PyTuple_GET_SIZE(ext);
+    /* ext is a tuple (immutable): checked once, then read without further checks */
+    for (Py_ssize_t j = 0; j < next; j++) {
+        PyObject *ep = PyTuple_GET_ITEM(ext, j);
+        if (!PyTuple_Check(ep) || PyTuple_GET_SIZE(ep) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(ep, 0)) ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(ep, 1))) {
+            PyErr_SetString(PyExc_TypeError, "ext must be a tuple of (name, value) str pairs");
+            goto done;
+        }
+    }
     labels = PyList_New(0);
     if (!labels) goto done;
     if (want_wire && !(wires = PyList_New(0))) goto done;
@@ -204,7 +199,11 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
         uint64_t ln;
         int r = uvarint(b, &pos, blen, &ln);
         if (r == -2 || (r == -1 && blen >= limit)) { what = "invalid entry length"; goto bad; }
-        if (r == 0 && ln + 4 > (uint64_t)(limit > pos ? limit - pos : 0)) { what = "entry runs past the series section"; goto bad; }
+        /* ln comes from the file: bounded before any arithmetic on it */
+        if (r == 0 && (ln > (uint64_t)PY_SSIZE_T_MAX - 4 || ln + 4 > (uint64_t)(limit > pos ? limit - pos : 0))) {
+            what = "entry runs past the series section";
+            goto bad;
+        }
         if (r == -1 || ln + 4 > (uint64_t)(blen - pos)) {
             /* the read ends first: the caller fetches this one again */
             if (vec_push(&ends, -1) || vec_push(&nch, 0)) goto nomem;
@@ -214,7 +213,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
         }
         Py_ssize_t body = pos, bend = pos + (Py_ssize_t)ln;
         uint32_t want = ((uint32_t)b[bend] << 24) | ((uint32_t)b[bend + 1] << 16) | ((uint32_t)b[bend + 2] << 8) | b[bend + 3];
-        if (crc32c(b + body, (Py_ssize_t)ln) != want) { pos = bend; what = "CRC32C mismatch"; goto bad; }
+        if (crc32c_value(b + body, (size_t)ln) != want) { pos = bend; what = "CRC32C mismatch"; goto bad; }
         uint64_t nl;
         if (uvarint(b, &pos, bend, &nl)) { what = "bad label count"; goto bad; }
         if (nl > (uint64_t)(bend - pos) / 2) { what = "label count cannot fit in the entry"; goto bad; }
@@ -225,21 +224,33 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
             uint64_t ni, vi;
             Py_ssize_t at = pos;
             if (uvarint(b, &pos, bend, &ni) || uvarint(b, &pos, bend, &vi)) { pos = at; what = "bad label reference"; goto badp; }
+            /* the symbols list is the caller's: its size is read now (the set lookups in emit()
+             * can run Python code) and the two strings are held while they are used */
+            nsym = PyList_GET_SIZE(syms);
             if (ni >= (uint64_t)nsym || vi >= (uint64_t)nsym) { pos = at; what = "symbol reference out of range"; goto badp; }
             PyObject *name = PyList_GET_ITEM(syms, (Py_ssize_t)ni), *value = PyList_GET_ITEM(syms, (Py_ssize_t)vi);
+            if (!PyUnicode_Check(name) || !PyUnicode_Check(value)) {
+                PyErr_SetString(PyExc_TypeError, "symbols must be a list of str");
+                goto donep;
+            }
+            Py_INCREF(name);
+            Py_INCREF(value);
             /* ext pairs sorting before this name first; an equal ext name replaces this pair */
-            int replaced = 0;
+            int replaced = 0, failed = 0;
             while (j < next) {
                 PyObject *ep = PyTuple_GET_ITEM(ext, j);
                 PyObject *en = PyTuple_GET_ITEM(ep, 0);
                 int c = PyUnicode_Compare(en, name);
-                if (c == -1 && PyErr_Occurred()) goto donep;
+                if (c == -1 && PyErr_Occurred()) { failed = 1; break; }
                 if (c > 0) break;
-                if (emit(pairs, en, PyTuple_GET_ITEM(ep, 1), remove)) goto donep;
+                if (emit(pairs, en, PyTuple_GET_ITEM(ep, 1), remove)) { failed = 1; break; }
                 j++;
                 if (c == 0) { replaced = 1; break; }
             }
-            if (!replaced && emit(pairs, name, value, remove)) goto donep;
+            if (!failed && !replaced && emit(pairs, name, value, remove)) failed = 1;
+            Py_DECREF(name);
+            Py_DECREF(value);
+            if (failed) goto donep;
         }
         for (; j < next; j++) {
             PyObject *ep = PyTuple_GET_ITEM(ext, j);
@@ -254,12 +265,12 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
             uint64_t d, d2;
             if (k == 0) {
                 if (varint(b, &pos, bend, &mint) || uvarint(b, &pos, bend, &d) || uvarint(b, &pos, bend, &ref)) { what = "bad chunk meta"; goto badp; }
-                maxt = mint + (int64_t)d;
+                maxt = (int64_t)((uint64_t)mint + d); /* Go: wraps */
             } else {
                 int64_t dr;
                 if (uvarint(b, &pos, bend, &d) || uvarint(b, &pos, bend, &d2) || varint(b, &pos, bend, &dr)) { what = "bad chunk meta"; goto badp; }
-                mint = maxt + (int64_t)d;
-                maxt = mint + (int64_t)d2;
+                mint = (int64_t)((uint64_t)maxt + d);
+                maxt = (int64_t)((uint64_t)mint + d2);
                 ref += (uint64_t)dr;
             }
             if (vec_push(&chk, mint) || vec_push(&chk, maxt) || vec_push(&chk, (int64_t)ref)) goto nomemp;
@@ -448,7 +459,7 @@ static PyObject *py_records(PyObject *self, PyObject *args) {
             }
             continue; /* needs more bytes */
         }
-        if ((uint64_t)(size - base - p) < len + 5) {
+        if (len > (uint64_t)PY_SSIZE_T_MAX - 5 || size - base - p < 0 || (uint64_t)(size - base - p) < len + 5) {
             Py_DECREF(err);
             err = Py_BuildValue("(nns)", i, off, "truncated chunk record: data past the end of the file");
             break;
@@ -456,7 +467,7 @@ static PyObject *py_records(PyObject *self, PyObject *args) {
         if ((uint64_t)(end - p) < len + 5) continue; /* needs more bytes */
         const uint8_t *q = b + p + 1 + len;
         uint32_t want = ((uint32_t)q[0] << 24) | ((uint32_t)q[1] << 16) | ((uint32_t)q[2] << 8) | q[3];
-        uint32_t got = crc32c(b + p, (Py_ssize_t)len + 1);
+        uint32_t got = crc32c_value(b + p, (size_t)len + 1);
         if (got != want) {
             char msg[96];
             snprintf(msg, sizeof msg, "checksum mismatch: stored %08x, computed %08x", want, got);
@@ -477,6 +488,7 @@ out:
 }
 
 static PyMethodDef methods[] = {
+    CRC32C_METHOD,
     {"records", py_records, METH_VARARGS,
      "records(data, rels, base, size) -> (encodings, starts, lengths, error) of chunk records"},
     {"xxh64", py_xxh64, METH_VARARGS, "xxh64(data) -> int: XXH64 with seed 0"},
@@ -490,6 +502,6 @@ static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "_series", "Bulk decodin
                                   NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__series(void) {
-    crc_init();
+    crc32c_init();
     return PyModule_Create(&mod);
 }
