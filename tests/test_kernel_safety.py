@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pythanos.tsdb.encoding import encode_uvarint
+
 KERNELS = sorted((Path(__file__).resolve().parent.parent / "components" / "pythanos").glob("*/_*.c"))
 
 
@@ -170,15 +172,6 @@ print("merged:", out["t"])
     _ok(p, "merged: [1, 1000000000]")
 
 
-def _uvarint(x: int) -> bytes:
-    out = bytearray()
-    while x >= 0x80:
-        out.append((x & 0x7F) | 0x80)
-        x >>= 7
-    out.append(x)
-    return bytes(out)
-
-
 def test_series_records_length_that_would_overflow_is_an_error():
     """A chunk record (segment file) or index series entry whose length varint is near 2^64:
     ``len + 5`` wrapped and the checksum ran over 2^64 bytes (a crash of the store gateway on a
@@ -206,9 +199,9 @@ def test_frames_aggregate_length_that_would_overflow_is_an_error():
     from pythanos.query import _frames
 
     def fld(tag: int, b: bytes) -> bytes:
-        return bytes([tag]) + _uvarint(len(b)) + b
+        return bytes([tag]) + encode_uvarint(len(b)) + b
 
-    data = _uvarint(2**64 - 1) + b"\x00" * 4
-    chunk = b"\x08" + _uvarint(255) + fld(0x12, data)  # thanos.Chunk{type = 0xFF (aggregate), data}
+    data = encode_uvarint(2**64 - 1) + b"\x00" * 4
+    chunk = b"\x08" + encode_uvarint(255) + fld(0x12, data)  # thanos.Chunk{type = 0xFF (aggregate), data}
     with pytest.raises(ValueError, match="aggregate chunk encoding"):
         _frames.parse(fld(0x0a, fld(0x12, fld(0x1a, chunk))), None, {})
