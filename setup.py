@@ -50,6 +50,11 @@ setup(
             extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
         Extension(
+            "pythanos.store._answer",
+            sources=["components/pythanos/store/_answer.c"],
+            extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
+        Extension(
             "pythanos.query._frames",
             sources=["components/pythanos/query/_frames.c"],
             extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],

@@ -48,6 +48,7 @@ from .types import (
     LabelValuesRequest,
     RawSeries,
     Series,
+    SeriesFrames,
     SeriesRequest,
     SeriesWarning,
     StoreInfo,
@@ -105,7 +106,8 @@ class Store(abc.ABC):
 
     #: True when ``series()`` yields :class:`RawSeries` whose labels are already complete (external
     #: labels merged, ``without_replica_labels`` removed) and in the final order, possibly grouped
-    #: in lists: the base then only checks the order, counts and frames them.
+    #: in lists, or :class:`SeriesFrames` it serialized itself: the base then only checks the
+    #: order, counts and frames them.
     final_labels: bool = False
 
     @abc.abstractmethod
@@ -307,6 +309,18 @@ class StoreServer:
                 prev = None
                 count = 0
                 async for group in source:
+                    if type(group) is SeriesFrames:
+                        for f in out.flush():
+                            yield f
+                        if prev is not None and group.count and group.first < prev:
+                            raise _Fail(grpc.StatusCode.INTERNAL, f"store yielded series out of order: "
+                                                                  f"{_fmt(group.first)} after {_fmt(prev)}")
+                        count += group.count
+                        if group.count:
+                            prev = group.last
+                        for f in group.frames:
+                            yield f
+                        continue
                     for item in (group if type(group) is list else (group,)):
                         if type(item) is not RawSeries:
                             for f in out.other(item):

@@ -26,7 +26,7 @@ __all__ = [
     "AGGR_COUNTER", "PARTIAL_RESPONSE_WARN", "PARTIAL_RESPONSE_ABORT", "MIN_TIME", "MAX_TIME",
     "COMPONENT_TYPES", "norm_labels", "labels_to_pb", "labels_from_pb", "matcher_to_pb", "matcher_from_pb",
     "matchers_from_pb", "BadMatcherError", "chunk_to_pb", "chunk_from_pb", "series_to_pb", "series_from_pb",
-    "prom_to_thanos_encoding", "thanos_to_prom_encoding", "RawSeries", "uvarint", "pb_bytes_field",
+    "prom_to_thanos_encoding", "thanos_to_prom_encoding", "RawSeries", "SeriesFrames", "uvarint", "pb_bytes_field",
     "labels_to_bytes", "LabelEncoder", "series_payload",
 ]
 
@@ -147,6 +147,19 @@ class RawSeries(NamedTuple):
     labels: Labels
     chunks: bytes = b""
     wire: bytes = b""
+
+
+class SeriesFrames(NamedTuple):
+    """SeriesResponse frames a store serialized itself: ``count`` series with their final labels
+    (external labels merged, replica labels removed), in order, batched as the request's
+    ``response_batch_size`` asks and within its ``limit``. The base sends them as they are and
+    checks only the order against what came before, by ``first`` and ``last`` (the labels of the
+    first and last series). The fast path for answers of many series (the store gateway's)."""
+
+    frames: list
+    count: int
+    first: Labels
+    last: Labels
 
 
 class SeriesWarning(str):
