@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PEERS_DIR := $(shell scripts/peers.sh --print)
 export PYTHANOS_PEERS_DIR := $(PEERS_DIR)
 
-.PHONY: quickstart test bench peers system-peers venv clean proto e2e golden
+.PHONY: quickstart test bench peers system-peers venv clean proto e2e golden fuzz
 
 ## make quickstart: start what pythanos has so far on this machine (see README)
 quickstart: venv system-peers
@@ -43,6 +43,14 @@ e2e: venv
 golden: venv
 	UPDATE_GOLDEN=1 $(PY) -m pytest -q tests/test_operator_render.py -k golden
 
+## make fuzz: every fuzz target (fuzz/targets/) for FUZZ_TIME seconds (per target), one after another, with the
+## C kernels built by clang with ASan + UBSan + libFuzzer coverage into .fuzz-build (never into .venv);
+## FUZZ_TARGETS picks some. Prints executions per target; crashing inputs land in .fuzz-build/artifacts/.
+FUZZ_TIME ?= 60
+FUZZ_TARGETS ?=
+fuzz: venv
+	scripts/fuzz.sh $(PY) $(FUZZ_TIME) $(FUZZ_TARGETS)
+
 peers:
 	scripts/peers.sh
 
@@ -64,4 +72,4 @@ $(VENV)/.installed: pyproject.toml setup.py $(wildcard components/pythanos/*/*.c
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(VENV).peers.log build *.egg-info components/*.egg-info
+	rm -rf $(VENV) $(VENV).peers.log build *.egg-info components/*.egg-info .fuzz-build .fuzz-build.build.log

@@ -33,9 +33,10 @@ from typing import AsyncIterator, Iterable, Sequence
 import aiohttp
 import cramjam
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from ..httpsession import SessionClient
-from ..tsdb.encoding import crc32c
+from ..tsdb.encoding import crc32c, encode_uvarint
 from ..tsdb.labels import MATCH_EQUAL, MATCH_NOT_EQUAL, MATCH_NOT_REGEXP, MATCH_REGEXP, Matcher
 from .prompb import remote_pb2, types_pb2
 
@@ -202,9 +203,14 @@ async def parse_chunked_stream(chunks: AsyncIterator[bytes], *, max_frame: int =
         buf += piece
         before = len(buf)
         frames = list(iter_frames(buf, max_frame=max_frame, base=offset))
+        at = offset
         offset += before - len(buf)
         for msg in frames:
-            resp = remote_pb2.ChunkedReadResponse.FromString(msg)
+            try:
+                resp = remote_pb2.ChunkedReadResponse.FromString(msg)
+            except DecodeError as e:
+                raise FrameError(f"malformed ChunkedReadResponse message: {e}", at) from None
+            at += len(encode_uvarint(len(msg))) + 4 + len(msg)
             for cs in resp.chunked_series:
                 lbls = tuple((lb.name, lb.value) for lb in cs.labels)
                 if pending is not None and pending.labels == lbls and pending.query_index == resp.query_index:
@@ -332,14 +338,19 @@ class RemoteReadClient(SessionClient):
     async def _samples(self, raw: bytes, encoding: str) -> AsyncIterator[RemoteSeries]:
         try:
             if encoding == "snappy" or encoding == "":
+                # the decoded length (the block's header) checked before decoding, as Prometheus does
+                n = cramjam.snappy.decompress_raw_len(raw) if raw else 0
+                if n > DECODE_READ_LIMIT:
+                    raise self._error(f"SAMPLES response of {n} bytes exceeds {DECODE_READ_LIMIT} bytes")
                 raw = bytes(cramjam.snappy.decompress_raw(raw)) if raw else b""
             else:
                 raise self._error(f"unsupported Content-Encoding {encoding!r}")
         except cramjam.DecompressionError as e:
             raise self._error(f"cannot snappy-decode the SAMPLES response: {e}") from None
-        if len(raw) > DECODE_READ_LIMIT:
-            raise self._error(f"SAMPLES response of {len(raw)} bytes exceeds {DECODE_READ_LIMIT} bytes")
-        resp = remote_pb2.ReadResponse.FromString(raw)
+        try:
+            resp = remote_pb2.ReadResponse.FromString(raw)
+        except DecodeError as e:
+            raise self._error(f"malformed SAMPLES response ({len(raw)} bytes after snappy): {e}") from None
         for qi, result in enumerate(resp.results):
             series = []
             for ts in result.timeseries:

@@ -47,6 +47,13 @@ def go_json(obj: Any, indent: str | None = None) -> str:
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
+def _str_map(obj: Any, what: str) -> dict[str, str]:
+    """A JSON object of strings (Go's ``map[string]string``): anything else is a ValueError."""
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in obj.items()):
+        raise ValueError(f"{what} must be an object of strings")
+    return dict(obj)
+
+
 @dataclass
 class BlockStats:
     num_samples: int = 0
@@ -171,7 +178,7 @@ class ThanosMeta:
     @classmethod
     def from_obj(cls, d: dict) -> "ThanosMeta":
         d = d or {}
-        return cls(labels=dict(d.get("labels") or {}),
+        return cls(labels=_str_map(d.get("labels") or {}, "thanos.labels"),
                    downsample_resolution=int((d.get("downsample") or {}).get("resolution", 0)),
                    source=d.get("source", "") or "", segment_files=list(d.get("segment_files") or []),
                    files=[ThanosFile(f.get("rel_path", ""), int(f.get("size_bytes", 0) or 0), f.get("hash"))
@@ -211,7 +218,7 @@ class BlockMeta:
     def from_json(cls, data: bytes | str, *, block: str = "", file: str = META_FILENAME) -> "BlockMeta":
         try:
             d = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: nested too deep
             raise InvalidMetaError(block, file, getattr(e, "pos", 0) or 0, f"not valid JSON: {e}") from None
         if not isinstance(d, dict):
             raise InvalidMetaError(block, file, 0, "not a JSON object")
@@ -223,7 +230,7 @@ class BlockMeta:
             meta = cls(ulid=str(d["ulid"]), min_time=int(d["minTime"]), max_time=int(d["maxTime"]),
                        stats=BlockStats.from_obj(d.get("stats")), compaction=Compaction.from_obj(d.get("compaction")),
                        version=v, thanos=ThanosMeta.from_obj(th) if isinstance(th, dict) else None)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:  # int(1e999): OverflowError
             raise InvalidMetaError(block, file, 0, f"malformed meta: {type(e).__name__}: {e}") from None
         if meta.thanos is not None and meta.thanos.version not in (0, 1):
             raise InvalidMetaError(block, file, 0, f"unexpected thanos meta version {meta.thanos.version}")
@@ -352,7 +359,7 @@ def marker_from_json(filename: str, data: bytes | str, *, block: str = ""):
         return cls.from_obj(d)
     except InvalidMetaError:
         raise
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as e:
         raise InvalidMetaError(block, filename, 0, f"malformed marker: {type(e).__name__}: {e}") from None
 
 
