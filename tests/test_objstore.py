@@ -362,6 +362,36 @@ def test_s3_many_keys_paginate(s3_bucket):
         b.close()
 
 
+def _closed_by_us(port: int) -> int:
+    """TCP connections to ``port`` on 127.0.0.1 that this machine closed first (TIME_WAIT on the
+    client side), from /proc/net/tcp: they stay listed for a minute."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            if parts[3] == "06" and int(parts[2].split(":")[1], 16) == port:
+                n += 1
+    return n
+
+
+def test_s3_reads_reuse_connections(s3_bucket):
+    """Reads hand their connection back open: 40 reads, whole and ranged, close no connection
+    (each read closed its connection and the next one opened a new TCP connection)."""
+    b = bucket_from_config(_s3_yaml(s3_bucket), "test")
+    port = int(s3_bucket.endpoint.rsplit(":", 1)[1])
+    try:
+        b.upload("conn/x", bytes(range(256)) * 64)
+        before = _closed_by_us(port)
+        for i in range(20):
+            assert b.get_range("conn/x", i, 10) == (bytes(range(256)) * 64)[i:i + 10]
+            assert len(b.get("conn/x")) == 256 * 64
+        closed = _closed_by_us(port) - before
+        assert closed <= 1, f"{closed} connections closed by 40 sequential reads"
+    finally:
+        b.close()
+
+
 def test_s3_access_denied_is_not_retried(s3_bucket, caplog):
     yml = _s3_yaml(s3_bucket).replace(s3_bucket.secret_key, "wrong-secret")
     b = bucket_from_config(yml, "test")
