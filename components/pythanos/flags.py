@@ -213,6 +213,10 @@ def add_listeners(p: argparse.ArgumentParser, *, http: str = "0.0.0.0:10902", gr
     p.add_argument("--http-grace-period", dest="http_grace_period", default=120.0,
                    type=duration("--http-grace-period"),
                    help="Time to wait after an interrupt received for HTTP Server.")
+    p.add_argument("--http.config", dest="http_config", default="", metavar="<filename>",
+                   help="[EXPERIMENTAL] Path to the configuration file that can enable TLS or authentication "
+                        "for all HTTP endpoints (Prometheus' web configuration format). Re-read when it "
+                        "changes.")
     if grpc is None:
         return
     p.add_argument("--grpc-address", dest="grpc_address", default=grpc,

@@ -140,6 +140,7 @@ def config_from_args(args: argparse.Namespace):
     except ValueError as e:
         raise UserError(str(e)) from None
     return CompactConfig(
+        http_config=args.http_config,
         http_address=args.http_address, http_grace_period=args.http_grace_period, data_dir=args.data_dir,
         bucket=f.bucket_from_args(args), consistency_delay=args.consistency_delay,
         retention=f.retention_from_args(args),

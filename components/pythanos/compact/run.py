@@ -26,6 +26,7 @@ __all__ = ["CompactConfig", "run", "serve"]
 class CompactConfig:
     http_address: str = "0.0.0.0:10902"
     http_grace_period: float = 120.0
+    http_config: str = ""  # --http.config: web config file (TLS, basic auth); "" for plain HTTP
     data_dir: str = "./data"
     bucket: Any = None
     consistency_delay: float = 1800.0
@@ -94,6 +95,7 @@ async def serve(config: CompactConfig, stop: Optional[asyncio.Event] = None) -> 
     from ..server import Component, close_quietly
 
     srv = Component("compact", http_address=config.http_address, http_grace_period=config.http_grace_period,
+                    http_config=config.http_config,
                     stop=stop)
     fetcher, bc = build(config, registry=srv.registry)
     Gauge("thanos_delete_delay_seconds", "Configured delete delay in seconds.",

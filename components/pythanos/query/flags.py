@@ -142,7 +142,7 @@ def config_from_args(args: argparse.Namespace):
                     metadata_range_ms=int(args.metadata_range * 1000),
                     dynamic_lookback_delta=args.dynamic_lookback_delta,
                     experimental_functions="promql-experimental-functions" in features)
-    return QueryConfig(http_address=args.http_address, grpc_address=args.grpc_address,
+    return QueryConfig(http_address=args.http_address, grpc_address=args.grpc_address, http_config=args.http_config,
                       http_grace_period=args.http_grace_period, grpc_grace_period=args.grpc_grace_period,
                       endpoints=specs, sd_files=list(args.sd_files), sd_config_file=args.sd_config_file,
                       sd_interval=args.sd_interval, dns_interval=args.dns_interval, dns_server=args.dns_server,

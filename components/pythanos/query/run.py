@@ -24,6 +24,7 @@ class QueryConfig:
     http_address: str = "0.0.0.0:10902"
     grpc_address: str = "0.0.0.0:10901"
     http_grace_period: float = 120.0
+    http_config: str = ""  # --http.config: web config file (TLS, basic auth); "" for plain HTTP
     grpc_grace_period: float = 120.0
     endpoints: list[EndpointSpec] = field(default_factory=list)
     sd_files: list[str] = field(default_factory=list)
@@ -53,6 +54,10 @@ def run(config: QueryConfig) -> int:
     slot = WorkerSlot.from_env()
     workers = config.workers or min(cpu_limit(), MAX_AUTO_WORKERS)
     if slot is None and workers > 1:
+        if config.http_config:  # a bad file is one error here, not one per worker
+            from ..server.webconfig import load
+
+            load(config.http_config)
         exec_supervisor(workers, config.http_address, config.grpc_address,
                         grace=max(config.http_grace_period, config.grpc_grace_period))
     tune_gc()
@@ -71,6 +76,7 @@ async def serve(config: QueryConfig, stop: Optional[asyncio.Event] = None, worke
     from .store import QueryStore
 
     srv = Component("query", http_address=config.http_address, http_grace_period=config.http_grace_period,
+                    http_config=config.http_config,
                     grpc_address=config.grpc_address, grpc_grace_period=config.grpc_grace_period, stop=stop,
                     worker=worker)
     registry = srv.registry

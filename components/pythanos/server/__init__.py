@@ -72,7 +72,7 @@ class Component:
         return await srv.run_tasks([...])        # until a signal or a failing task; then shutdown
     """
 
-    def __init__(self, name: str, *, http_address: str, http_grace_period: float = 120.0,
+    def __init__(self, name: str, *, http_address: str, http_grace_period: float = 120.0, http_config: str = "",
                  grpc_address: Optional[str] = None, grpc_grace_period: float = 120.0,
                  stop: Optional[asyncio.Event] = None, registry=None, worker: Optional[WorkerSlot] = None) -> None:
         from aiohttp import web
@@ -83,6 +83,8 @@ class Component:
         self.worker = worker
         self.http_address = http_address
         self.http_grace_period = http_grace_period
+        #: ``--http.config``: Prometheus' web config file (TLS, basic auth, headers); "" for plain HTTP
+        self.http_config = http_config
         self.grpc_address = grpc_address
         self.grpc_grace_period = grpc_grace_period
         self.stop = stop or asyncio.Event()
@@ -101,6 +103,7 @@ class Component:
         self.app.router.add_get("/-/healthy", self._healthy_handler)
         self.app.router.add_get("/-/ready", self._ready_handler)
         self._runner = None
+        self._local_runner = None
         self._grpc = None
         self.grpc_port = 0
         self.http_port = 0
@@ -167,19 +170,34 @@ class Component:
 
     # -- listening ----------------------------------------------------------------------------------
     async def start_http(self) -> None:
+        """Listen on ``--http-address`` (a worker: on its supervisor's socket). With ``--http.config``
+        every route, the probes and ``/metrics`` included, is behind the file's rate limit, headers
+        and basic auth, and with a TLS section the port speaks TLS only, as a Thanos HTTP server
+        (exporter-toolkit; see :mod:`pythanos.server.httpguard`). A bad file is a UserError naming
+        the flag, the file and the field."""
         from aiohttp import web
 
+        guard = None
+        if self.http_config:
+            from .httpguard import HTTPGuard
+
+            guard = HTTPGuard(self.http_config)
+            guard.install(self.app)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                      shutdown_timeout=self.http_grace_period)
         await self._runner.setup()
         host, _, port = self.http_address.rpartition(":")
-        if self.worker is not None:  # the supervisor's listening socket, and one for the siblings' /metrics
-            sock = socket.socket(fileno=self.worker.http_fd)
-            site = web.SockSite(self._runner, sock)
-            await web.UnixSite(self._runner, self.worker.metrics_socket()).start()
-        else:
-            site = web.TCPSite(self._runner, host.strip("[]") or None, int(port))
+        tls = guard is not None and guard.tls
         try:
+            if self.worker is not None:  # the supervisor's listening socket, and one for the siblings' /metrics
+                site = self._http_site([socket.socket(fileno=self.worker.http_fd)], guard)
+                await self._start_local_metrics()
+            elif tls:
+                from .httpguard import listen_sockets
+
+                site = self._http_site(listen_sockets(host.strip("[]") or None, int(port)), guard)
+            else:
+                site = web.TCPSite(self._runner, host.strip("[]") or None, int(port))
             await site.start()
         except OSError as e:
             await self._runner.cleanup()
@@ -190,6 +208,31 @@ class Component:
         self.http_port = sockets[0].getsockname()[1] if sockets else int(port)
         self.metrics.status.labels("healthy", self.name).set(1)
         log.info("listening for requests and metrics", extra={"component": self.name, "address": self.http_address})
+        if guard is not None:  # aiohttp serves HTTP/1.1 only: no HTTP/2 whatever http_server_config.http2 says
+            log.info("TLS is enabled." if tls else "TLS is disabled.",
+                     extra={"component": self.name, "http2": False, "address": self.http_address})
+
+    def _http_site(self, socks: list[socket.socket], guard):
+        """The site on already listening sockets: TLS when the web config has a TLS section."""
+        from aiohttp import web
+
+        if guard is not None and guard.tls:
+            from .httpguard import TLSSite
+
+            return TLSSite(self._runner, socks, guard)
+        return web.SockSite(self._runner, socks[0])
+
+    async def _start_local_metrics(self) -> None:
+        """A worker's own ``/metrics`` for its siblings, on a Unix socket in the supervisor's private
+        directory: a separate app with that one route (no web config, nothing else reachable)."""
+        from aiohttp import web
+
+        assert self.worker is not None
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics_handler)
+        self._local_runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        await self._local_runner.setup()
+        await web.UnixSite(self._local_runner, self.worker.metrics_socket()).start()
 
     async def start_grpc(self, handlers: Iterable) -> None:
         import grpc
@@ -284,6 +327,9 @@ class Component:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._local_runner is not None:
+            await self._local_runner.cleanup()
+            self._local_runner = None
             log.info("internal server is shutdown gracefully", extra={"component": self.name, "service": "http"})
         self.metrics.status.labels("healthy", self.name).set(0)
 

@@ -54,7 +54,7 @@ def config_from_args(args: argparse.Namespace):
         tsdb_path=args.tsdb_path,
         bucket=None if args.reloader_once else f.bucket_from_args(args, optional=True),
         upload_compacted=args.upload_compacted,
-        http_address=args.http_address, http_grace_period=args.http_grace_period,
+        http_address=args.http_address, http_grace_period=args.http_grace_period, http_config=args.http_config,
         grpc_address=args.grpc_address, grpc_grace_period=args.grpc_grace_period,
         reloader_config_file=args.reloader_config_file,
         reloader_config_envsubst_file=args.reloader_config_envsubst_file,

@@ -65,6 +65,7 @@ class SidecarConfig:
     upload_compacted: bool = False  # --shipper.upload-compacted
     http_address: str = "0.0.0.0:10902"  # --http-address
     http_grace_period: float = 120.0  # --http-grace-period
+    http_config: str = ""  # --http.config: web config file (TLS, basic auth); "" for plain HTTP
     grpc_address: str = "0.0.0.0:10901"  # --grpc-address
     grpc_grace_period: float = 120.0  # --grpc-grace-period
     reloader_config_file: str = ""  # --reloader.config-file
@@ -194,6 +195,7 @@ async def serve(config: SidecarConfig, stop: Optional[asyncio.Event] = None) -> 
     from .store import PrometheusStore
 
     srv = Component("sidecar", http_address=config.http_address, http_grace_period=config.http_grace_period,
+                    http_config=config.http_config,
                     grpc_address=config.grpc_address, grpc_grace_period=config.grpc_grace_period, stop=stop)
     registry = srv.registry
     prom_up = Gauge("thanos_sidecar_prometheus_up",

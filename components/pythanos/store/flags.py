@@ -99,7 +99,7 @@ def config_from_args(args: argparse.Namespace):
 
         raise UserError(f"--min-time={args.min_time.text} is later than --max-time={args.max_time.text}")
     return StoreConfig(
-        http_address=args.http_address, http_grace_period=args.http_grace_period,
+        http_address=args.http_address, http_grace_period=args.http_grace_period, http_config=args.http_config,
         grpc_address=args.grpc_address, grpc_grace_period=args.grpc_grace_period,
         data_dir=args.data_dir, bucket=f.bucket_from_args(args), index_cache_size=args.index_cache_size,
         index_cache=cache, chunk_pool_size=args.chunk_pool_size,

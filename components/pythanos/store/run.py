@@ -28,6 +28,7 @@ INITIAL_SYNC_RETRY = 5.0
 class StoreConfig:
     http_address: str = "0.0.0.0:10902"
     http_grace_period: float = 120.0
+    http_config: str = ""  # --http.config: web config file (TLS, basic auth); "" for plain HTTP
     grpc_address: str = "0.0.0.0:10901"
     grpc_grace_period: float = 120.0
     data_dir: str = "./data"
@@ -71,6 +72,7 @@ async def serve(config: StoreConfig, stop: Optional[asyncio.Event] = None) -> in
     from .bucketstore import BucketStore, BucketStoreConfig
 
     srv = Component("store", http_address=config.http_address, http_grace_period=config.http_grace_period,
+                    http_config=config.http_config,
                     grpc_address=config.grpc_address, grpc_grace_period=config.grpc_grace_period, stop=stop)
     filters = []
     if config.min_time is not None and config.max_time is not None:

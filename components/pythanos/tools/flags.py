@@ -285,7 +285,8 @@ def _bucket_downsample(args: argparse.Namespace) -> int:
     cfg = lifecycle.ChoreConfig(data_dir=args.data_dir, downsample_concurrency=args.downsample_concurrency,
                                 wait_interval=args.wait_interval, consistency_delay=0.0,
                                 delete_delay=float("inf"), hash_func=args.hash_func)
-    return lifecycle.downsample(f.bucket_from_args(args), cfg, args.http_address, once=args.single_run)
+    return lifecycle.downsample(f.bucket_from_args(args), cfg, args.http_address, once=args.single_run,
+                                http_config=args.http_config)
 
 
 def _bucket_rewrite(args: argparse.Namespace) -> int:

@@ -84,23 +84,24 @@ def retention(bucket, cfg: ChoreConfig) -> int:
     return 0
 
 
-def downsample(bucket, cfg: ChoreConfig, http_address: str, once: bool = False) -> int:
+def downsample(bucket, cfg: ChoreConfig, http_address: str, once: bool = False, http_config: str = "") -> int:
     """The continuous downsampler: HTTP (probes, ``/metrics``) and a pass every ``--wait-interval``."""
     import asyncio
 
     from ..runtime import tune_malloc
 
     tune_malloc()
-    return asyncio.run(_serve_downsample(bucket, cfg, http_address, once))
+    return asyncio.run(_serve_downsample(bucket, cfg, http_address, once, http_config))
 
 
-async def _serve_downsample(bucket, cfg: ChoreConfig, http_address: str, once: bool) -> int:
+async def _serve_downsample(bucket, cfg: ChoreConfig, http_address: str, once: bool, http_config: str = ""
+                            ) -> int:
     import asyncio
 
     from ..errors import UserError
     from ..server import Component
 
-    srv = Component("downsample", http_address=http_address)
+    srv = Component("downsample", http_address=http_address, http_config=http_config)
     bc = _compactor(bucket, cfg, cfg.data_dir or "./data", registry=srv.registry)
 
     async def close() -> None:
