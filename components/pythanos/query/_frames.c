@@ -243,36 +243,42 @@ static PyObject *parse_chunk(rd *r) {
     return Py_BuildValue("(LLLNN)", (long long)mint, (long long)maxt, (long long)(int32_t)type, d, aggrs);
 }
 
-static PyObject *parse_series(rd *r, PyObject *cache, PyObject *strip) {
+/* The Series in runs[0:n]: protobuf merges a message field that occurs more than once (the
+ * occurrences' repeated labels and chunks are concatenated), so all of them make one series. */
+static PyObject *parse_series_runs(const rd *runs, size_t n, PyObject *cache, PyObject *strip) {
     PyObject *labels = PyList_New(0), *chunks = PyList_New(0), *out = NULL;
-    rd sub;
+    rd sub, one;
     uint32_t num;
     int wt;
     uint64_t val;
     if (!labels || !chunks) goto done;
-    while (r->p < r->end) {
-        if (field(r, &num, &wt, &val, &sub)) {
-            bad("series");
-            goto done;
-        }
-        if (wt != 2) continue;
-        if (num == 1) {
-            int skip = 0;
-            PyObject *lb = parse_label(&sub, cache, strip, &skip);
-            if (!lb) {
-                if (skip) continue;
+    for (size_t i = 0; i < n; i++) {
+        one = runs[i];
+        rd *r = &one;
+        while (r->p < r->end) {
+            if (field(r, &num, &wt, &val, &sub)) {
+                bad("series");
                 goto done;
             }
-            int rc = PyList_Append(labels, lb);
-            Py_DECREF(lb);
-            if (rc) goto done;
-        } else if (num == 2) {
-            PyObject *c = parse_chunk(&sub);
-            if (!c) goto done;
-            if (c == Py_None) continue;
-            int rc = PyList_Append(chunks, c);
-            Py_DECREF(c);
-            if (rc) goto done;
+            if (wt != 2) continue;
+            if (num == 1) {
+                int skip = 0;
+                PyObject *lb = parse_label(&sub, cache, strip, &skip);
+                if (!lb) {
+                    if (skip) continue;
+                    goto done;
+                }
+                int rc = PyList_Append(labels, lb);
+                Py_DECREF(lb);
+                if (rc) goto done;
+            } else if (num == 2) {
+                PyObject *c = parse_chunk(&sub);
+                if (!c) goto done;
+                if (c == Py_None) continue;
+                int rc = PyList_Append(chunks, c);
+                Py_DECREF(c);
+                if (rc) goto done;
+            }
         }
     }
     {
@@ -286,6 +292,8 @@ done:
     Py_XDECREF(chunks);
     return out;
 }
+
+static PyObject *parse_series(rd *r, PyObject *cache, PyObject *strip) { return parse_series_runs(r, 1, cache, strip); }
 
 static PyObject *parse(PyObject *self, PyObject *args) {
     Py_buffer buf;
@@ -304,19 +312,34 @@ static PyObject *parse(PyObject *self, PyObject *args) {
     int kind = 0;
     PyObject *payload = NULL, *out = NULL;
     rd last = {NULL, NULL};
-    /* the oneof's last field wins, as protobuf's parser does */
+    /* As protobuf's parser: the oneof's last member wins; a message member that occurs several
+     * times in a row is their merge (runs: its occurrences since another member last occurred). */
+    rd *runs = NULL;
+    size_t nruns = 0, capruns = 0;
     while (r.p < r.end) {
         if (field(&r, &num, &wt, &val, &sub)) {
             bad("response");
             goto done;
         }
         if (wt == 2 && num >= 1 && num <= 4) {
+            if ((int)num != kind) nruns = 0;
             kind = (int)num;
             last = sub;
+            if (nruns == capruns) {
+                size_t c = capruns ? 2 * capruns : 4;
+                rd *q = c > ((size_t)-1) / sizeof(rd) ? NULL : realloc(runs, c * sizeof(rd));
+                if (!q) {
+                    PyErr_NoMemory();
+                    goto done;
+                }
+                runs = q;
+                capruns = c;
+            }
+            runs[nruns++] = sub;
         }
     }
     if (kind == 1) {
-        PyObject *s = parse_series(&last, cache, strip);
+        PyObject *s = parse_series_runs(runs, nruns, cache, strip);
         if (!s) goto done;
         payload = PyList_New(1);
         if (!payload) {
@@ -327,17 +350,20 @@ static PyObject *parse(PyObject *self, PyObject *args) {
     } else if (kind == 4) {
         payload = PyList_New(0);
         if (!payload) goto done;
-        while (last.p < last.end) {
-            if (field(&last, &num, &wt, &val, &sub)) {
-                bad("batch");
-                goto done;
+        for (size_t i = 0; i < nruns; i++) { /* merged batches: their series one after another */
+            last = runs[i];
+            while (last.p < last.end) {
+                if (field(&last, &num, &wt, &val, &sub)) {
+                    bad("batch");
+                    goto done;
+                }
+                if (wt != 2 || num != 1) continue;
+                PyObject *s = parse_series(&sub, cache, strip);
+                if (!s) goto done;
+                int rc = PyList_Append(payload, s);
+                Py_DECREF(s);
+                if (rc) goto done;
             }
-            if (wt != 2 || num != 1) continue;
-            PyObject *s = parse_series(&sub, cache, strip);
-            if (!s) goto done;
-            int rc = PyList_Append(payload, s);
-            Py_DECREF(s);
-            if (rc) goto done;
         }
     } else if (kind == 2) {
         payload = PyUnicode_DecodeUTF8((const char *)last.p, last.end - last.p, "strict");
@@ -348,6 +374,7 @@ static PyObject *parse(PyObject *self, PyObject *args) {
     }
     out = Py_BuildValue("(iO)", kind, payload);
 done:
+    free(runs);
     Py_XDECREF(payload);
     PyBuffer_Release(&buf);
     return out;

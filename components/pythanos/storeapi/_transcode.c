@@ -477,7 +477,9 @@ static PyObject *build(St *s, PyTypeObject *cls, int wire) {
     const Lbl *prevl = NULL;
     for (size_t i = 0; i < s->ns; i++) {
         Ser *x = &s->sers[i];
-        const Lbl *L = s->lbls + x->lbl0;
+        /* no label / no chunk seen at all leaves lbls / out NULL: no pointer arithmetic on NULL (UB) */
+        const Lbl *L = x->nlbl ? s->lbls + x->lbl0 : NULL;
+        const uint8_t *chunks = x->len ? s->out + x->off : (const uint8_t *)"";
         PyObject *lt = PyTuple_New((Py_ssize_t)x->nlbl);
         if (!lt) goto fail;
         PyObject **cur = NULL;
@@ -536,14 +538,14 @@ static PyObject *build(St *s, PyTypeObject *cls, int wire) {
         nprev = x->nlbl;
         capprev = nprev;
         prevl = L; /* pairs in prev are borrowed from lt, which the list keeps alive */
-        PyObject *ch = PyBytes_FromStringAndSize((const char *)s->out + x->off, (Py_ssize_t)x->len);
+        PyObject *ch = PyBytes_FromStringAndSize((const char *)chunks, (Py_ssize_t)x->len);
         if (!ch) {
             Py_DECREF(lt);
             goto fail;
         }
         PyObject *wb = NULL;
         if (k == 3) {
-            wb = wire ? wire_bytes(L, x->nlbl, s->out + x->off, x->len) : PyBytes_FromStringAndSize(NULL, 0);
+            wb = wire ? wire_bytes(L, x->nlbl, chunks, x->len) : PyBytes_FromStringAndSize(NULL, 0);
             if (!wb) {
                 Py_DECREF(lt);
                 Py_DECREF(ch);
