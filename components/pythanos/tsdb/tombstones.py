@@ -89,6 +89,8 @@ def decode(data: bytes, *, block: str = "", file: str = FILENAME) -> dict[int, l
                 raise err(start, "truncated varint in tombstone")
             b = data[pos]
             pos += 1
+            if shift == 63 and b > 1:  # a 10th byte above 1 overflows 64 bits (Go's binary.Uvarint)
+                raise err(start, "varint overflows 64 bits in tombstone")
             n |= (b & 0x7F) << shift
             if b < 0x80:
                 return n
