@@ -89,7 +89,7 @@ def _b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
 
 
-def request(port: int, *, tls: bool = True, cert: Optional[str] = None, auth: Optional[str] = None,
+def call(port: int, *, tls: bool = True, cert: Optional[str] = None, auth: Optional[str] = None,
             header: Optional[str] = None, path: str = "/-/healthy", ca: Optional[Path] = None,
             max_version: Optional[ssl.TLSVersion] = None) -> tuple:
     """One HTTP/1.1 request. ("down",) when nothing listens, ("refused",) when TLS fails or no
@@ -153,27 +153,37 @@ def _poll(cond, what: str, timeout: float = READY, procs=()):
 
 
 @pytest.fixture
-def servers(tmp_path, thanos_bin, pythanos_bin):
-    """``servers(config_path, ready=client kwargs or None)`` -> (thanos, ours): a real ``thanos
-    query`` and our ``pythanos query`` (one worker) with the same ``--http.config``, listening."""
+def servers(tmp_path, thanos_bin, pythanos_bin, request):
+    """``servers(config_path, ready=client kwargs or None)`` -> (reference, ours): a real ``thanos
+    query`` (or, with ``reference="prometheus"``, a real Prometheus 3 with ``--web.config.file``) and
+    our ``pythanos query`` (one worker) with the same ``--http.config``, listening."""
     started = []
 
-    def start(config: Path, ready: Optional[dict] = None, extra: tuple = ()):
+    def start(config: Path, ready: Optional[dict] = None, reference: str = "thanos"):
         pair = []
-        for name, binary, more in (("thanos-query", thanos_bin, []),
-                                   ("pythanos-query", pythanos_bin, ["--query.workers=1"])):
-            http, grpc = free_ports(2)
-            p = REGISTRY.start(name, [binary, "query", f"--http-address=127.0.0.1:{http}",
-                                      f"--grpc-address=127.0.0.1:{grpc}", f"--http.config={config}", *more, *extra],
-                               tmp_path / name)
-            p.port = http
+        http, grpc = free_ports(2)
+        if reference == "prometheus":
+            prom = request.getfixturevalue("prometheus3_bin")
+            (tmp_path / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n")
+            ref = [prom, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                   f"--web.listen-address=127.0.0.1:{http}", f"--web.config.file={config}"]
+        else:
+            ref = [thanos_bin, "query", f"--http-address=127.0.0.1:{http}", f"--grpc-address=127.0.0.1:{grpc}",
+                   f"--http.config={config}"]
+        ours_http, ours_grpc = free_ports(2)
+        for name, args, port in ((reference, ref, http),
+                                 ("pythanos-query", [pythanos_bin, "query", f"--http-address=127.0.0.1:{ours_http}",
+                                                     f"--grpc-address=127.0.0.1:{ours_grpc}", "--query.workers=1",
+                                                     f"--http.config={config}"], ours_http)):
+            p = REGISTRY.start(name, args, tmp_path / name)
+            p.port = port
             started.append(p)
             pair.append(p)
         for p in pair:
             if ready is None:  # a port that is listening (no request: the rate limit must not see one)
                 _poll(lambda: _listening(p.port), f"{p.name} listening", procs=[p])
             else:
-                _poll(lambda: request(p.port, **ready)[0] == "http", f"{p.name} answering", procs=[p])
+                _poll(lambda: call(p.port, **ready)[0] == "http", f"{p.name} answering", procs=[p])
         return pair[0], pair[1]
 
     yield start
@@ -184,22 +194,24 @@ def servers(tmp_path, thanos_bin, pythanos_bin):
 def _compare(thanos, ours, clients: dict[str, dict]) -> dict:
     got = {}
     for name, kw in clients.items():
-        want, have = request(thanos.port, **kw), request(ours.port, **kw)
-        assert have == want, f"{name}: thanos {want}, pythanos {have}"
+        want, have = call(thanos.port, **kw), call(ours.port, **kw)
+        assert have == want, f"{name}: {thanos.name} {want}, pythanos {have}"
         got[name] = have
     return got
 
 
 # -- the same outcomes as Thanos -----------------------------------------------------------------
 
-def test_tls_client_certs_and_basic_auth_answer_as_thanos(pki, hashes, servers):
+@pytest.mark.parametrize("reference", ["thanos", "prometheus"])
+def test_tls_client_certs_and_basic_auth_answer_as_thanos(pki, hashes, servers, reference):
+    """The same table against Thanos v0.42 and Prometheus 3.9 (both exporter-toolkit v0.15)."""
     cfg = pki / "mtls.yml"
     cfg.write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
                    "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n"
                    "http_server_config:\n  headers:\n    X-Frame-Options: deny\n" + _users(hashes))
     ca = pki / "ca.crt"
     good = dict(ca=ca, cert="client")
-    thanos, ours = servers(cfg, ready=dict(good, auth="alice:secret"))
+    thanos, ours = servers(cfg, ready=dict(good, auth="alice:secret"), reference=reference)
     got = _compare(thanos, ours, {
         "no auth": dict(good),
         "wrong password": dict(good, auth="alice:wrong"),
@@ -275,8 +287,8 @@ def test_rate_limit_answers_as_thanos(pki, servers):
     cfg = pki / "rate.yml"
     cfg.write_text("rate_limit:\n  burst: 2\n  interval: 1h\n")
     thanos, ours = servers(cfg, ready=None)
-    want = [request(thanos.port, tls=False)[:2] for _ in range(4)]
-    have = [request(ours.port, tls=False)[:2] for _ in range(4)]
+    want = [call(thanos.port, tls=False)[:2] for _ in range(4)]
+    have = [call(ours.port, tls=False)[:2] for _ in range(4)]
     assert have == want == [("http", 200), ("http", 200), ("http", 429), ("http", 429)]
 
 
@@ -298,7 +310,7 @@ def test_changes_to_the_file_and_certificates_apply_without_restart(pki, hashes,
     thanos, ours = servers(cfg, ready=dict(ca=ca, auth="alice:secret"))
 
     def both(**kw):
-        return request(thanos.port, **kw), request(ours.port, **kw)
+        return call(thanos.port, **kw), call(ours.port, **kw)
 
     _atomic_write(cfg, tls + _users({"alice": bcrypt.hashpw(b"second", bcrypt.gensalt(4)).decode()}))
     _poll(lambda: both(ca=ca, auth="alice:second") == (("http", 200, None, None, None),) * 2
@@ -423,7 +435,7 @@ def test_what_pythanos_refuses_where_thanos_serves(pki, thanos_bin, tmp_path):
     p = REGISTRY.start("thanos-query", [thanos_bin, "query", f"--http-address=127.0.0.1:{http}",
                                         f"--grpc-address=127.0.0.1:{grpc}", f"--http.config={path}"], work)
     try:
-        _poll(lambda: request(http, ca=pki / "ca.crt", cert="badclient")[0] == "http",
+        _poll(lambda: call(http, ca=pki / "ca.crt", cert="badclient")[0] == "http",
               "thanos serving RequireAnyClientCert (any certificate accepted)", procs=[p])
     finally:
         p.stop()
@@ -465,11 +477,11 @@ def test_every_component_serves_https_with_basic_auth(pki, https_config, pythano
             p.port = ports[0]
             started.append((name, p))
         for name, p in started:
-            _poll(lambda: request(p.port, ca=ca, auth="alice:secret")[:2] == ("http", 200),
+            _poll(lambda: call(p.port, ca=ca, auth="alice:secret")[:2] == ("http", 200),
                   f"{name}: /-/healthy over TLS with the password", procs=[p])
-            assert request(p.port, ca=ca)[:3] == ("http", 401, "Basic"), name
-            assert request(p.port, ca=ca, auth="alice:secret", path="/metrics")[:2] == ("http", 200), name
-            assert request(p.port, tls=False)[1] == 400, name
+            assert call(p.port, ca=ca)[:3] == ("http", 401, "Basic"), name
+            assert call(p.port, ca=ca, auth="alice:secret", path="/metrics")[:2] == ("http", 200), name
+            assert call(p.port, tls=False)[1] == 400, name
     finally:
         for _, p in started:
             p.stop()
@@ -494,11 +506,11 @@ def test_querier_workers_serve_https_with_basic_auth(pki, https_config, pythanos
             return b'worker="0"' in data and b'worker="1"' in data
 
         _poll(lambda: _listening(http) and both_workers(), "both workers in /metrics", procs=[p])
-        outcomes = {request(http, ca=ca)[:3] for _ in range(20)}
+        outcomes = {call(http, ca=ca)[:3] for _ in range(20)}
         assert outcomes == {("http", 401, "Basic")}
-        assert {request(http, ca=ca, auth="alice:secret")[:2] for _ in range(20)} == {("http", 200)}
-        assert request(http, tls=False)[1] == 400
-        code_json = request(http, ca=ca, auth="alice:secret", path="/api/v1/query?query=1")
+        assert {call(http, ca=ca, auth="alice:secret")[:2] for _ in range(20)} == {("http", 200)}
+        assert call(http, tls=False)[1] == 400
+        code_json = call(http, ca=ca, auth="alice:secret", path="/api/v1/query?query=1")
         assert code_json[:2] == ("http", 200)
     finally:
         p.stop()

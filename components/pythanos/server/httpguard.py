@@ -50,7 +50,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["HTTPGuard", "TLSSite", "listen_sockets"]
 
-_HEADERS_KEY = "pythanos.httpguard.headers"
+#: where the middleware leaves the headers to add (aiohttp >= 3.13 wants typed request keys)
+_HEADERS_KEY: Any = (web.RequestKey("pythanos_httpguard_headers", tuple) if hasattr(web, "RequestKey")
+                     else "pythanos_httpguard_headers")
 _CACHE_SIZE = 100
 #: Go's net/http answer to a plain HTTP request on a TLS port (``tlsRecordHeaderLooksLikeHTTP``)
 PLAIN_HTTP_ANSWER = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
