@@ -291,7 +291,8 @@ static int do_series(St *s, const uint8_t *p, const uint8_t *end) {
     size_t nlbl = s->nl - lbl0;
     if (s->ns) {
         Ser *prev = &s->sers[s->ns - 1];
-        if (prev->nlbl == nlbl && same_labels(s->lbls + prev->lbl0, s->lbls + lbl0, nlbl)) {
+        /* nlbl == 0: lbls may still be NULL (no pointer arithmetic on it) */
+        if (prev->nlbl == nlbl && (nlbl == 0 || same_labels(s->lbls + prev->lbl0, s->lbls + lbl0, nlbl))) {
             prev->len += s->on - off; /* out is contiguous: the previous series' bytes end at off */
             s->nl = lbl0;
             return 0;
