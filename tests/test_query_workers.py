@@ -241,7 +241,7 @@ class _InProcess:
     """Our querier in this process (one worker, its loop in a thread), so a test can steer which
     path a query takes."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, timeout_s: float = 120.0, max_concurrent: int = 20) -> None:
         from pythanos.query.discovery import EndpointSpec
         from pythanos.query.run import QueryConfig
 
@@ -250,6 +250,8 @@ class _InProcess:
         self.cfg = QueryConfig(http_address=f"127.0.0.1:{h}", grpc_address=f"127.0.0.1:{g}",
                                endpoints=[EndpointSpec(endpoint)], workers=1)
         self.cfg.api.replica_labels = ["replica"]
+        self.cfg.api.timeout_s = timeout_s
+        self.cfg.api.max_concurrent = max_concurrent
         self.loop = asyncio.new_event_loop()
         self.stop: asyncio.Event | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -304,6 +306,92 @@ def test_selection_the_plan_missed_falls_back_to_a_worker_thread(stack, monkeypa
 
 def _sidecar_grpc(stack) -> str:
     return stack["sidecar"].extra["grpc"]
+
+
+# -- a query that times out stops its work -------------------------------------------------------
+
+#: Order statistics over a 2-day window at 1 s for 11,000 steps: about 1.9e9 window cells, a minute
+#: or more of CPU, spread over thousands of batches (each checks the query's stop token).
+HEAVY = "quantile_over_time(0.5, vector(1)[2d:1s])"
+
+
+def _heavy_path(query: str, end: float) -> str:
+    return "/api/v1/query_range?" + urllib.parse.urlencode(
+        {"query": query, "start": f"{end - 10_999 * 60:.3f}", "end": f"{end:.3f}", "step": "60"})
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (``/proc/<pid>/stat`` fields 14, 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _Idle:
+    """Polled: true once the process used less than ``busy`` CPU seconds in the last ``window``
+    seconds of samples (a query still running would use about one CPU second per second)."""
+
+    def __init__(self, pid: int, window: float = 1.0, busy: float = 0.3) -> None:
+        self.pid, self.window, self.busy = pid, window, busy
+        self.samples: list[tuple[float, float]] = []
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        self.samples.append((now, _cpu_seconds(self.pid)))
+        old = [s for s in self.samples if now - s[0] >= self.window]
+        if not old:
+            return False
+        t0, c0 = old[-1]
+        return self.samples[-1][1] - c0 < self.busy
+
+
+def _gauge(url: str, name: str) -> float:
+    for line in http_get(url + "/metrics", timeout=30)[1].decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not exported")
+
+
+def _query_times_out(url: str, query: str, end: float) -> dict:
+    code, body = http_get(url + _heavy_path(query, end), timeout=60)
+    doc = json.loads(body)
+    assert (code, doc["status"], doc["errorType"]) == (503, "error", "timeout"), doc
+    return doc
+
+
+@pytest.mark.parametrize("path", ["event_loop", "worker_thread", "fallback"])
+def test_a_timed_out_query_stops_its_work(stack, monkeypatch, path):
+    """A query far longer than ``--query.timeout`` (2 s here) fails with Prometheus' timeout
+    error, and its work stops too, wherever it ran: evaluated on the event loop, in a worker
+    thread (the inline threshold below every query), or in the worker thread a query falls
+    back to when its plan missed a selection. Then no query holds the concurrency gate
+    (``thanos_query_concurrent_gate_queries_in_flight``: a worker thread keeps its slot until it
+    has stopped), the process is idle again, and the one slot of the gate serves the next query.
+    Polled with deadlines far below the minute the query would otherwise burn. The CPU time it
+    used is bounded by the timeout, not by the machine's speed: CPU time of work that stops at a
+    2 s deadline cannot exceed those 2 s by more than a batch (on the event loop, nothing but
+    the work's own checks can end it before the answer is written)."""
+    from pythanos.promql import engine
+    from pythanos.query import api
+
+    query = HEAVY
+    if path == "worker_thread":
+        monkeypatch.setattr(api, "INLINE_BYTES", -1)
+    elif path == "fallback":
+        monkeypatch.setattr(engine.Planned, "selections", property(lambda self: []))
+        query = f"count(up) + {HEAVY}"  # the selection comes first: refused on the loop, run in a thread
+    end = time.time() - 5
+    with _InProcess(_sidecar_grpc(stack), timeout_s=2.0, max_concurrent=1) as q:
+        cpu0 = _cpu_seconds(os.getpid())
+        doc = _query_times_out(q.url, query, end)
+        print(path, doc["error"])
+        _poll(lambda: _gauge(q.url, "thanos_query_concurrent_gate_queries_in_flight") == 0, 20,
+              "the timed-out query's work released its gate slot")
+        _poll(_Idle(os.getpid()), 20, "no CPU used once the query timed out")
+        used = _cpu_seconds(os.getpid()) - cpu0
+        print(f"{path}: {used:.1f} CPU s from the request to idle")
+        assert used < 10, f"the query went on for {used:.1f} CPU seconds after its 2 s timeout"
+        got = _get(q.url + _range_path("up", end))
+        assert got["status"] == "success" and got["data"]["result"], got
 
 
 def test_selection_outside_the_plan_is_refused_on_the_loop():

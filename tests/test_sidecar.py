@@ -93,10 +93,13 @@ def make_blocks(out: Path) -> list:
 
 
 class SlowProxy:
-    """A loopback TCP forwarder that sleeps ``delay`` seconds before forwarding each piece: a slow link."""
+    """A loopback TCP forwarder that sleeps ``delay`` seconds before forwarding each piece (of at
+    most ``piece`` bytes): a slow link. ``cut`` counts pieces that could not be delivered because
+    the receiving side had closed its connection (a client that gave up mid-answer)."""
 
-    def __init__(self, target: tuple[str, int], delay: float):
-        self.target, self.delay = target, delay
+    def __init__(self, target: tuple[str, int], delay: float, piece: int = 65536):
+        self.target, self.delay, self.piece = target, delay, piece
+        self.cut = 0
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -119,11 +122,15 @@ class SlowProxy:
     def _pump(self, a: socket.socket, b: socket.socket) -> None:
         try:
             while True:
-                data = a.recv(65536)
+                data = a.recv(self.piece)
                 if not data:
                     break
                 time.sleep(self.delay)
-                b.sendall(data)
+                try:
+                    b.sendall(data)
+                except OSError:
+                    self.cut += 1
+                    raise
         except OSError:
             pass
         finally:
@@ -299,6 +306,33 @@ def test_reloader_once_writes_the_expanded_config_and_exits(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ bad input
+
+def test_series_call_given_up_by_its_client_stops_the_remote_read(prometheus_factory, pythanos_factory, tmp_path):
+    """A client whose Series call reaches its gRPC deadline (a querier's query timeout) while the
+    sidecar is still reading Prometheus' answer: the sidecar's handler is cancelled and closes its
+    remote-read connection mid-answer instead of reading the rest for nobody. Prometheus is behind
+    a link of 40 kB/s, so its answer for 10k series (a few MB) would take over a minute; the
+    close is polled for with a deadline well below that."""
+    tsdb = tmp_path / "tsdb"
+    subprocess.run([sys.executable, "-m", "pythanos.cli", "tools", "bench-blocks", "--profile", "bench-10k-2h",
+                    "--max-time", "2h", f"--output.dir={tsdb}", "--log.level=warn"], check=True)
+    prom = prometheus_factory(tsdb_path=tsdb, config_yaml=PROM_CONFIG, extra_args=BLOCK_ARGS,
+                              ready_timeout=READY_TIMEOUT)
+    link = SlowProxy(("127.0.0.1", prom.port), delay=0.1, piece=4096)
+    try:
+        g, h = free_ports(2)
+        pythanos_factory(sidecar_args(f"http://127.0.0.1:{link.port}", g, h), name="sidecar",
+                         ready_url=f"http://127.0.0.1:{h}/-/ready", ready_timeout=READY_TIMEOUT)
+        err = store_error(f"127.0.0.1:{g}", lambda c: c.series_list([Matcher.re("__name__", ".+")],
+                                                                     timeout=2))
+        assert err.code == grpc.StatusCode.DEADLINE_EXCEEDED, err
+        deadline = time.monotonic() + 30
+        while not link.cut:
+            assert time.monotonic() < deadline, "the sidecar went on reading the remote read's answer"
+            time.sleep(0.1)
+    finally:
+        link.close()
+
 
 def test_unreachable_prometheus_is_not_ready_and_unavailable(prometheus_factory, pythanos_factory):
     # never there

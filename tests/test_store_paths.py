@@ -3,6 +3,8 @@ are decided before any posting is read, ``pod!=""``-style matchers that do not f
 list, aggregate chunks filled as Thanos fills them, and the index cache answering instead of reads."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -164,9 +166,12 @@ def test_ready_before_index_headers_exist_and_queries_wait_for_their_block(block
     root, meta, _ = block
     gate = threading.Event()
 
+    stuck = threading.Event()
+
     class SlowIndex(FilesystemBucket):
         def get_range(self, key, offset, length):
             if key.endswith("/index"):
+                stuck.set()
                 gate.wait(60)  # the header build is stuck until the test lets it go
             return super().get_range(key, offset, length)
 
@@ -183,7 +188,10 @@ def test_ready_before_index_headers_exist_and_queries_wait_for_their_block(block
             return [s async for group in store.series(req) for s in group]
 
         task = asyncio.ensure_future(collect())
-        await asyncio.sleep(0.05)
+        deadline = time.monotonic() + 30
+        while not stuck.is_set():  # the block's index is being opened (and hangs there)
+            assert time.monotonic() < deadline, "the index was never read"
+            await asyncio.sleep(0.01)
         assert not task.done()  # it waits on the block being opened, not answering without it
         gate.set()
         return await asyncio.wait_for(task, 60)
@@ -217,6 +225,112 @@ def test_chunk_ranges_fetched_concurrently_give_the_same_bytes(block):
     assert np.array_equal(a[0], b[0])
     for i in range(len(refs)):
         assert a[1][a[2][i]:a[2][i] + a[3][i]] == b[1][b[2][i]:b[2][i] + b[3][i]]
+
+
+def test_chunk_reads_stop_at_the_callers_check(block):
+    """``chunks_raw(check=...)`` asks before every ranged read: once the call it serves has ended,
+    the reads not yet issued are not issued (serially and on a pool)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pythanos.tsdb.chunks import ChunkReader
+    from pythanos.tsdb.source import FileSource
+
+    _, _, local = block
+    segs = sorted((local / "chunks").iterdir())
+    with BlockReader.open_dir(local) as br:
+        refs = [c.ref for lbls, metas in br.index.series_many(br.index.postings("", "")) for c in metas][::60]
+
+    class Ended(Exception):
+        pass
+
+    def reads_until_stopped(allowed: int, pool=None) -> int:
+        reader = ChunkReader([FileSource(p) for p in segs], max_gap=0, pool=pool)
+        calls = []
+
+        def check():
+            calls.append(1)
+            if len(calls) > allowed:
+                raise Ended()
+        with pytest.raises(Ended):
+            reader.chunks_raw(refs, check=check)
+        if pool is not None:
+            pool.shutdown(wait=True)
+        return reader.reads
+
+    header = reads_until_stopped(0)  # the segment headers are checked before any ranged read
+    assert len(refs) > 50
+    assert reads_until_stopped(3) == header + 3
+    assert reads_until_stopped(3, ThreadPoolExecutor(2)) == header + 3
+
+
+def test_a_cancelled_series_call_stops_its_block_work(block, tmp_path):
+    """A Series call whose client goes away while the store waits on a hung chunk read: the call
+    ends at once, and the block work it left keeps the Series gate slot
+    (``thanos_bucket_store_series_gate_queries_in_flight``) until it has stopped; once the object
+    store answers, that work takes no chunk-pool bytes (they would never be given back: the
+    call's bytes were released when it ended) and the slot is free again."""
+    import asyncio
+    import threading
+
+    from prometheus_client import CollectorRegistry
+
+    from pythanos.block import MetaFetcher
+    from pythanos.store.bucketstore import BucketStore, BucketStoreConfig
+    from pythanos.storeapi import StoreClient, StoreServer
+
+    root, meta, _ = block
+    hung, entered = threading.Event(), threading.Event()
+
+    class HungChunks(CountingBucket):
+        def get_range(self, key, offset, length):
+            if "/chunks/" in key:
+                entered.set()
+                hung.wait(60)  # the object store does not answer until the test lets it
+            return super().get_range(key, offset, length)
+
+    bkt = HungChunks(str(root))
+    reg = CollectorRegistry()
+    store = BucketStore(bkt, MetaFetcher(bkt), BucketStoreConfig(data_dir=str(tmp_path / "data"),
+                                                                 chunk_pool_size=1 << 30), registry=reg)
+
+    def in_flight() -> float:
+        return reg.get_sample_value("thanos_bucket_store_series_gate_queries_in_flight")
+
+    async def until(cond, what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not cond():
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.01)
+
+    async def go():
+        await store.sync()
+        server = StoreServer(store)
+        port = await server.start("127.0.0.1:0")
+        try:
+            async with StoreClient(f"127.0.0.1:{port}") as c:
+                call = asyncio.ensure_future(c.series_list([Matcher.eq("job", "j1")], 0, 2 * HOUR))
+                await until(entered.is_set, "the Series call reached the chunk read")
+                call.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await call
+                # the handler is gone; its block work is still stuck in the read and holds the slot
+                await until(lambda: store.chunk_pool.used == 0 and in_flight() == 1, "the call ended")
+                hung.set()
+                await until(lambda: in_flight() == 0, "the block work stopped and freed the slot")
+                assert store.chunk_pool.used == 0
+                chunk_reads = [r for r in bkt.reads if "/chunks/" in r[0]]
+                assert len(chunk_reads) == 1, chunk_reads
+                # the store serves the next call
+                got, _ = await c.series_list([Matcher.eq("job", "j1"), Matcher.eq("__name__", "m1")], 0, 2 * HOUR)
+                assert len(got) == 150  # pod i with i % 10 == 1 and i % 4 == 1
+        finally:
+            await server.stop(0)
+
+    try:
+        asyncio.run(go())
+    finally:
+        hung.set()
+        store.close()
 
 
 def test_bulk_series_decoding_equals_the_entry_by_entry_reader(block):

@@ -23,6 +23,7 @@ import promql_parser as pp
 from ..goregexp import compile_matcher
 from ..tsdb.labels import Matcher
 from .errors import ExecutionError, ParseError, QueryTimeoutError, TooManySamplesError
+from .stop import StopToken, running
 from .parse_errors import (invalid_utf8_literals, matcher_value, prometheus_parse_error, protect_regexes,
                            regex_parse_error)
 
@@ -352,12 +353,12 @@ def _reduce_windows(ufunc, v, lo, hi, empty):
 
 
 class _Ctx:
-    __slots__ = ("q", "start", "end", "lookback", "deadline", "max_samples", "warnings", "infos", "samples",
+    __slots__ = ("q", "start", "end", "lookback", "stop", "max_samples", "warnings", "infos", "samples",
                  "sub_step", "step", "plan", "futures", "bad_utf8", "delayed")
 
-    def __init__(self, q, start, end, lookback, deadline, max_samples, sub_step, step=0):
+    def __init__(self, q, start, end, lookback, stop: StopToken, max_samples, sub_step, step=0):
         self.q, self.start, self.end, self.lookback = q, start, end, lookback
-        self.deadline, self.max_samples, self.sub_step = deadline, max_samples, sub_step
+        self.stop, self.max_samples, self.sub_step = stop, max_samples, sub_step
         self.step = step
         self.warnings, self.infos, self.samples = [], [], 0
         self.plan: dict = {}      # id(selector node) -> _Planned
@@ -365,12 +366,15 @@ class _Ctx:
         self.bad_utf8: frozenset = frozenset()  # string literals Go would decode to invalid UTF-8
         self.delayed = False  # delayed __name__ removal (Engine.delayed_name_removal)
 
+    @property
+    def deadline(self) -> Optional[float]:
+        return self.stop.deadline
+
     def check(self):
-        if self.deadline is not None and _time.monotonic() > self.deadline:
-            raise QueryTimeoutError("query timed out in expression evaluation")
+        self.stop.check()
 
     def remaining(self) -> Optional[float]:
-        return None if self.deadline is None else max(0.0, self.deadline - _time.monotonic())
+        return self.stop.remaining()
 
 
 class _Planned:
@@ -500,10 +504,15 @@ class Engine:
                 self._pool = _cf.ThreadPoolExecutor(self.select_concurrency, thread_name_prefix="promql-select")
             return self._pool
 
-    def _ctx(self, q, start, end, lookback_delta_ms, step=0):
-        dl = _time.monotonic() + self.timeout_s if self.timeout_s else None
+    def _ctx(self, q, start, end, lookback_delta_ms, step=0, stop: Optional[StopToken] = None):
+        """The query's context; ``stop`` is the caller's (its deadline wins), else one ending
+        ``timeout_s`` from now."""
+        if stop is None:
+            stop = StopToken.after(self.timeout_s)
+        elif stop.deadline is None and self.timeout_s:
+            stop.deadline = _time.monotonic() + self.timeout_s
         lb = int(lookback_delta_ms) if lookback_delta_ms else self.lookback_delta_ms
-        ctx = _Ctx(q, start, end, lb, dl, self.max_samples, self.default_subquery_step_ms, step)
+        ctx = _Ctx(q, start, end, lb, stop, self.max_samples, self.default_subquery_step_ms, step)
         ctx.delayed = self.delayed_name_removal
         return ctx
 
@@ -526,36 +535,40 @@ class Engine:
             f.cancel()
         ctx.futures.clear()
 
-    def instant(self, query: str, time_ms: int, queryable, lookback_delta_ms: Optional[int] = None) -> Result:
+    def instant(self, query: str, time_ms: int, queryable, lookback_delta_ms: Optional[int] = None,
+                stop: Optional[StopToken] = None) -> Result:
         expr = parse(query)
         time_ms = int(time_ms)
-        ctx = self._ctx(queryable, time_ms, time_ms, lookback_delta_ms)
+        ctx = self._ctx(queryable, time_ms, time_ms, lookback_delta_ms, stop=stop)
         try:
             self._prepare(expr, ctx, query)
-            return self._instant(expr, time_ms, ctx)
+            with running(ctx.stop):
+                return self._instant(expr, time_ms, ctx)
         finally:
             self._finish(ctx)
 
     # -- two phases: plan now, select elsewhere (an event loop), evaluate with what was selected --
     def plan_instant(self, query: str, time_ms: int, queryable, lookback_delta_ms: Optional[int] = None,
-                     expr=None) -> "Planned":
+                     expr=None, stop: Optional[StopToken] = None) -> "Planned":
         """An instant query parsed (unless ``expr`` is its syntax tree already) and planned,
-        nothing selected yet (see :class:`Planned`)."""
+        nothing selected yet (see :class:`Planned`). ``stop``: the query's deadline and cancel
+        flag, when the caller has one (see :meth:`_ctx`)."""
         expr = parse(query) if expr is None else expr
         time_ms = int(time_ms)
-        ctx = self._ctx(queryable, time_ms, time_ms, lookback_delta_ms)
+        ctx = self._ctx(queryable, time_ms, time_ms, lookback_delta_ms, stop=stop)
         ctx.bad_utf8 = invalid_utf8_literals(query)
         ctx.plan = _plan(expr, ctx)
         return Planned(ctx, lambda: self._instant(expr, time_ms, ctx))
 
     def plan_range(self, query: str, start_ms: int, end_ms: int, step_ms: int, queryable,
-                   lookback_delta_ms: Optional[int] = None, expr=None) -> "Planned":
+                   lookback_delta_ms: Optional[int] = None, expr=None,
+                   stop: Optional[StopToken] = None) -> "Planned":
         """A range query parsed (unless ``expr`` is its syntax tree already), checked and
-        planned, nothing selected yet (see :class:`Planned`)."""
+        planned, nothing selected yet (see :class:`Planned`; ``stop`` as for :meth:`plan_instant`)."""
         expr = parse(query) if expr is None else expr
         start_ms, end_ms, step_ms = int(start_ms), int(end_ms), int(step_ms)
         node = self._check_range(expr, start_ms, end_ms, step_ms)
-        ctx = self._ctx(queryable, start_ms, end_ms, lookback_delta_ms, step_ms)
+        ctx = self._ctx(queryable, start_ms, end_ms, lookback_delta_ms, step_ms, stop=stop)
         ctx.bad_utf8 = invalid_utf8_literals(query)
         ctx.plan = _plan(expr, ctx)
         return Planned(ctx, lambda: self._range(node, start_ms, end_ms, step_ms, ctx))
@@ -602,14 +615,15 @@ class Engine:
         return Result("vector", out, ctx.warnings, ctx.infos)
 
     def range(self, query: str, start_ms: int, end_ms: int, step_ms: int, queryable,
-              lookback_delta_ms: Optional[int] = None) -> Result:
+              lookback_delta_ms: Optional[int] = None, stop: Optional[StopToken] = None) -> Result:
         expr = parse(query)
         start_ms, end_ms, step_ms = int(start_ms), int(end_ms), int(step_ms)
         node = self._check_range(expr, start_ms, end_ms, step_ms)
-        ctx = self._ctx(queryable, start_ms, end_ms, lookback_delta_ms, step_ms)
+        ctx = self._ctx(queryable, start_ms, end_ms, lookback_delta_ms, step_ms, stop=stop)
         try:
             self._prepare(expr, ctx, query)
-            return self._range(node, start_ms, end_ms, step_ms, ctx)
+            with running(ctx.stop):
+                return self._range(node, start_ms, end_ms, step_ms, ctx)
         finally:
             self._finish(ctx)
 
@@ -649,18 +663,31 @@ class Planned:
         """``(key, matchers, mint_ms, maxt_ms, hints)`` for every selector of the query."""
         return [(k, p.matchers, p.mint, p.maxt, p.hints) for k, p in self._ctx.plan.items()]
 
-    def evaluate(self, selected: dict) -> Result:
+    @property
+    def stop(self) -> StopToken:
+        """The query's deadline and cancel flag."""
+        return self._ctx.stop
+
+    def cancel(self) -> None:
+        """Stop an evaluation running elsewhere at its next check (it raises QueryCanceledError)."""
+        self._ctx.stop.cancel()
+
+    def evaluate(self, selected) -> Result:
         """Evaluate with ``selected[key]`` as the result of each selection (missing keys are
-        selected through the queryable)."""
+        selected through the queryable). ``selected`` may be a callable returning that dict: it
+        then runs under the query's stop token too (the querier decodes there)."""
         ctx = self._ctx
-        for key, found in selected.items():
-            f: _cf.Future = _cf.Future()
-            f.set_result(found)
-            ctx.futures[key] = f
-        try:
-            return self._run()
-        finally:
-            Engine._finish(ctx)
+        with running(ctx.stop):
+            if callable(selected):
+                selected = selected()
+            for key, found in selected.items():
+                f: _cf.Future = _cf.Future()
+                f.set_result(found)
+                ctx.futures[key] = f
+            try:
+                return self._run()
+            finally:
+                Engine._finish(ctx)
 
 
 def _unparen(n):
@@ -806,7 +833,10 @@ class _Evaluator:
         labels = []
         i = 0
         # one pass: a lazy selection decodes batch by batch while this reads it
+        check = self.ctx.check
         for lab, t, v in found:
+            if not i & 1023:
+                check()
             labels.append(lab)
             idx = np.searchsorted(t, te, "right")
             idx -= 1
@@ -855,6 +885,7 @@ class _Evaluator:
             batch = next(it, None)
             if batch is None:
                 return
+            self.ctx.check()
             ra = self._range_bounds(_without_stale(batch), te, rng, n)
             del batch
             yield ra

@@ -13,6 +13,7 @@ from .engine import (NAME, SC, ST, VS, RangeArg, _check_dupes, _drop_name, _has_
 from . import _topk as _topk_c
 from ..goregexp import compile_anchored
 from .errors import ExecutionError
+from .stop import checkpoint
 from .format import format_scalar_float
 
 _np_err = dict(divide="ignore", invalid="ignore", over="ignore")
@@ -370,7 +371,10 @@ def aggregate(ev, n, ts):
     if S <= block:
         out, present, gids = _agg_steps(op, vec.V, vec.P, ids, G)
     else:
-        parts = [_agg_steps(op, vec.V[:, a:a + block], vec.P[:, a:a + block], ids, G) for a in range(0, S, block)]
+        parts = []
+        for a in range(0, S, block):
+            checkpoint()
+            parts.append(_agg_steps(op, vec.V[:, a:a + block], vec.P[:, a:a + block], ids, G))
         gids = parts[0][2]
         out = np.concatenate([p[0] for p in parts], axis=1)
         present = np.concatenate([p[1] for p in parts], axis=1)
@@ -954,6 +958,7 @@ def _series_chunks(lens: np.ndarray, limit: int = _CHUNK_SAMPLES):
     cum = np.cumsum(lens)
     a = 0
     while a < N:
+        checkpoint()
         base = cum[a - 1] if a else 0
         b = int(np.searchsorted(cum, base + limit, "right"))
         b = max(b, a + 1)
@@ -1146,6 +1151,7 @@ def _step_chunks(cnt: np.ndarray, limit: int = _WINDOW_CELLS):
     S = len(cnt)
     a = 0
     while a < S:
+        checkpoint()
         b = a + 1
         widest = int(cnt[a])
         while b < S and max(widest, int(cnt[b])) * (b + 1 - a) <= limit:
@@ -1288,6 +1294,8 @@ def _range_func(name, ra: RangeArg, extra, ts, delayed=False):
     rng_s = ra.range_ms / 1000.0
     te = ra.te
     for k, (lab, t, v) in enumerate(ra.series):
+        if not k & 255:
+            checkpoint()
         lo, hi = ra.lo[k], ra.hi[k]
         cnt = hi - lo
         nonempty = cnt > 0
@@ -1430,10 +1438,13 @@ def _parse_le(s):
 
 
 def _histogram_quantile(q, vec, S, ev):
+    """Buckets are grouped by their labels without ``le`` (the metric name too: two histograms that
+    differ only by name are two groups, whose results then collide once the name is dropped)."""
     groups = {}
     for i, l in enumerate(vec.labels):
         le = None
         rest = []
+        name = None
         for kv in l:
             if kv[0] == "le":
                 le = kv[1]
@@ -1441,15 +1452,17 @@ def _histogram_quantile(q, vec, S, ev):
                 rest.append(kv)
             elif ev.delayed:
                 rest.append(_drop_name((kv,), True)[0])
+            else:
+                name = kv[1]
         if le is None:
             continue
         f = _parse_le(le)
         if f is None:
             ev.ctx.warnings.append(f'PromQL warning: bucket label "le" is missing or has a malformed value of "{le}"')
             continue
-        groups.setdefault(tuple(rest), []).append((f, i))
+        groups.setdefault((tuple(rest), name), []).append((f, i))
     labels, Vs, Ps = [], [], []
-    for key, items in groups.items():
+    for (key, _), items in groups.items():
         items.sort(key=lambda x: x[0])
         les = np.array([x[0] for x in items])
         rows = np.array([x[1] for x in items])

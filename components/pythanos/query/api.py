@@ -8,6 +8,7 @@ Prometheus formats them (:mod:`pythanos.promql.format`), ``<>&`` escaped as json
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import re
 import time
@@ -144,7 +145,10 @@ class QueryAPI:
         self.cfg = config
         self.statuses = statuses
         self.gate = asyncio.Semaphore(max(1, config.max_concurrent))
-        self.in_flight = 0
+        self.in_flight = 0  # queries holding a gate slot: until their work (a worker thread too) has ended
+        # evaluation threads: a query keeps its gate slot while its thread runs, so there is always one free
+        self.pool = concurrent.futures.ThreadPoolExecutor(max(1, config.max_concurrent),
+                                                          thread_name_prefix="query-eval")
 
     def routes(self, app: web.Application, prefix: str = "") -> None:
         p = prefix.rstrip("/") + "/api/v1"
@@ -219,53 +223,80 @@ class QueryAPI:
             t = min(t, parse_duration(val) / 1000.0) if t else parse_duration(val) / 1000.0
         return t
 
-    async def _evaluate(self, planned: Planned, fallback: Callable[[], object], qa: StoreQueryable,
-                        timeout: float):
+    async def _evaluate(self, planned: Planned, fallback: Callable[[], object], qa: StoreQueryable):
         """Select on the event loop, every selection at once; then evaluate a small query right
         here (a worker thread would cost more in hand-overs than the evaluation itself) and a
         big one in a worker thread, so the loop keeps serving. ``fallback`` runs the whole
-        query in a worker thread when it needs a selection its plan does not cover."""
-        loop = asyncio.get_running_loop()
-        async with self.gate:
-            self.in_flight += 1
+        query in a worker thread when it needs a selection its plan does not cover.
+
+        Timeouts stop the work, not only the wait: the fan-out's gRPC calls are cancelled with
+        the wait, evaluation and decoding check the query's stop token (deadline and cancel
+        flag) at every plan node and batch, and a worker thread that outlives the wait is told
+        to stop and keeps its slot of the concurrency gate (``in_flight``) until it has."""
+        stop = qa.stop
+        await self.gate.acquire()
+        self.in_flight += 1
+        worker: Optional[concurrent.futures.Future] = None
+        try:
+            sels = planned.selections
             try:
-                sels = planned.selections
+                async with asyncio.timeout(stop.remaining()):
+                    if len(sels) == 1:
+                        _, m, mint, maxt, h = sels[0]
+                        got = [await qa.fetch(m, mint, maxt, h)]
+                    else:
+                        got = await asyncio.gather(*(qa.fetch(m, mint, maxt, h) for _, m, mint, maxt, h in sels))
+            except asyncio.TimeoutError:
+                raise ApiError("timeout", "query timed out in query execution") from None
+            except PromQLError as e:
+                raise ApiError(e.error_type, str(e)) from None
+
+            def selected() -> dict:
+                return {k: qa.samples(g, mint, maxt, h) for (k, _, mint, maxt, h), g in zip(sels, got)}
+
+            def evaluate():
+                return planned.evaluate(selected)
+
+            try:
+                if sum(g.nbytes for g in got) <= INLINE_BYTES:
+                    try:
+                        return evaluate()
+                    except SelectOnLoop:
+                        fn = fallback
+                else:
+                    fn = evaluate
+                worker = self.pool.submit(fn)
                 try:
-                    async with asyncio.timeout(timeout or None):
-                        if len(sels) == 1:
-                            _, m, mint, maxt, h = sels[0]
-                            got = [await qa.fetch(m, mint, maxt, h)]
-                        else:
-                            got = await asyncio.gather(*(qa.fetch(m, mint, maxt, h)
-                                                         for _, m, mint, maxt, h in sels))
+                    async with asyncio.timeout(stop.remaining()):
+                        return await asyncio.wrap_future(worker)
                 except asyncio.TimeoutError:
                     raise ApiError("timeout", "query timed out in query execution") from None
-                except PromQLError as e:
-                    raise ApiError(e.error_type, str(e)) from None
+            except PromQLError as e:
+                raise ApiError(e.error_type, str(e)) from None
+            except StoreFetchError as e:
+                raise ApiError("execution", str(e)) from None
+        finally:
+            if worker is not None and not worker.done():
+                stop.cancel()  # nobody waits for it any more: it stops at its next check
+                loop = asyncio.get_running_loop()
 
-                def evaluate():
-                    return planned.evaluate({k: qa.samples(g, mint, maxt, h)
-                                             for (k, _, mint, maxt, h), g in zip(sels, got)})
-
-                try:
-                    if sum(g.nbytes for g in got) <= INLINE_BYTES:
-                        try:
-                            return evaluate()
-                        except SelectOnLoop:
-                            fn = fallback
-                    else:
-                        fn = evaluate
-                    fut = loop.run_in_executor(None, fn)
+                def release(_f) -> None:
                     try:
-                        return await (asyncio.wait_for(fut, timeout) if timeout else fut)
-                    except asyncio.TimeoutError:
-                        raise ApiError("timeout", "query timed out in query execution") from None
-                except PromQLError as e:
-                    raise ApiError(e.error_type, str(e)) from None
-                except StoreFetchError as e:
-                    raise ApiError("execution", str(e)) from None
-            finally:
-                self.in_flight -= 1
+                        loop.call_soon_threadsafe(self._release)
+                    except RuntimeError:  # the loop is closed: the querier is gone
+                        pass
+                worker.add_done_callback(release)
+            else:
+                self._release()
+
+    def close(self) -> None:
+        """Stop taking evaluations; running ones end at their deadline."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _release(self) -> None:
+        """A query's work has ended: its slot of the gate is free again."""
+        self.in_flight -= 1
+        self.gate.release()
 
     async def _query_data(self, result) -> list:
         """The query's data as bytes pieces; a big answer is written in a worker thread."""
@@ -287,11 +318,11 @@ class QueryAPI:
         expr = _check_parse(q, self.cfg.experimental_functions)
         qa = StoreQueryable(self.proxy, asyncio.get_running_loop(), opts, timeout=timeout)
         try:
-            planned = self.engine.plan_instant(q, ts, qa, lookback_delta_ms=lookback, expr=expr)
+            planned = self.engine.plan_instant(q, ts, qa, lookback_delta_ms=lookback, expr=expr, stop=qa.stop)
         except PromQLError as e:
             raise ApiError(e.error_type, str(e)) from None
-        res = await self._evaluate(planned, lambda: self.engine.instant(q, ts, qa, lookback_delta_ms=lookback),
-                                   qa, timeout)
+        res = await self._evaluate(planned, lambda: self.engine.instant(q, ts, qa, lookback_delta_ms=lookback,
+                                                                        stop=qa.stop), qa)
         return await self._query_data(res), _warnings(qa, res)
 
     async def query_range(self, request: web.Request, params) -> tuple[list, list]:
@@ -320,12 +351,12 @@ class QueryAPI:
         expr = _check_parse(q, self.cfg.experimental_functions)
         qa = StoreQueryable(self.proxy, asyncio.get_running_loop(), opts, timeout=timeout)
         try:
-            planned = self.engine.plan_range(q, start, end, step, qa, lookback_delta_ms=lookback, expr=expr)
+            planned = self.engine.plan_range(q, start, end, step, qa, lookback_delta_ms=lookback, expr=expr,
+                                             stop=qa.stop)
         except PromQLError as e:
             raise ApiError(e.error_type, str(e)) from None
-        res = await self._evaluate(planned,
-                                   lambda: self.engine.range(q, start, end, step, qa, lookback_delta_ms=lookback),
-                                   qa, timeout)
+        res = await self._evaluate(planned, lambda: self.engine.range(q, start, end, step, qa, lookback_delta_ms=lookback,
+                                                                      stop=qa.stop), qa)
         return await self._query_data(res), _warnings(qa, res)
 
     def _meta_range(self, params) -> tuple[int, int]:

@@ -137,7 +137,7 @@ class Proxy:
                 not ep.info.supports_without_replica_labels else None
             try:
                 async with asyncio.timeout(timeout or None):  # no task of its own, unlike wait_for
-                    await _read(ep, req, got, warns, strip, self.response_timeout, nbytes)
+                    await _read(ep, req, got, warns, strip, self.response_timeout, nbytes, timeout)
             except asyncio.TimeoutError:
                 return ep, got, warns, (f"receive series from {_describe(ep)}: rpc error: code = DeadlineExceeded "
                                         f"desc = context deadline exceeded after {timeout:g}s")
@@ -231,15 +231,17 @@ def _raw_series_call(client):
 
 
 async def _read(ep: Endpoint, req, got: list, warns: list, strip: Optional[set], response_timeout: float,
-                nbytes: Optional[list] = None) -> None:
+                nbytes: Optional[list] = None, timeout: Optional[float] = None) -> None:
     """Read one endpoint's Series stream into ``got`` as (labels, [chunk tuples]); the frames'
-    bytes are added to ``nbytes[0]``."""
+    bytes are added to ``nbytes[0]``. ``timeout``: what is left of the query's time; the call
+    carries it as its gRPC deadline, so the store stops its work then even if this process
+    cannot tell it (a cancelled read cancels the call)."""
     if _frames is None:
-        return await _read_pb(ep, req, got, warns, strip, response_timeout)
+        return await _read_pb(ep, req, got, warns, strip, response_timeout, timeout)
     import grpc
 
     client = ep.client
-    call = _raw_series_call(client)(req, timeout=client.timeout)
+    call = _raw_series_call(client)(req, timeout=_rpc_timeout(client.timeout, timeout))
     strip_set = frozenset(strip) if strip else None
     cache: dict = {}
     parse = _frames.parse
@@ -272,9 +274,17 @@ async def _read(ep: Endpoint, req, got: list, warns: list, strip: Optional[set],
         call.cancel()
 
 
-async def _read_pb(ep: Endpoint, req, got: list, warns: list, strip: Optional[set], response_timeout: float) -> None:
+def _rpc_timeout(client_timeout: Optional[float], query_timeout: Optional[float]) -> Optional[float]:
+    """The gRPC deadline of a Series call: the client's own bound or the query's, whichever ends first."""
+    if not query_timeout:
+        return client_timeout
+    return min(client_timeout, query_timeout) if client_timeout else query_timeout
+
+
+async def _read_pb(ep: Endpoint, req, got: list, warns: list, strip: Optional[set], response_timeout: float,
+                   timeout: Optional[float] = None) -> None:
     """:func:`_read` through protobuf's parser (the extension is not built)."""
-    frames = ep.client.series_frames(req)
+    frames = ep.client.series_frames(req, _rpc_timeout(ep.client.timeout, timeout))
     it = frames.__aiter__()
     try:
         while True:

@@ -18,11 +18,12 @@ count, or the counter as a running total), on whole arrays like raw chunks.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as _cf
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from ..dedup import (COUNTER_FUNCS, COUNTER_RESET_FUNCS, DeadlineExceeded, count
                      dedup_samples)
 from ..promql.engine import STALE_NAN_BITS
 from ..promql.errors import ExecutionError, PromQLError, QueryTimeoutError
+from ..promql.stop import StopToken
 from ..tsdb.chunkenc import decode_xor_many, decode_xor_many_into
 from ..tsdb.labels import Matcher
 from .downsampled import (DEFAULT_AGGRS, UnsupportedChunk, aggrs_from_func, has_aggregates,
@@ -65,39 +67,56 @@ class QueryOptions:
 
 @dataclass
 class StoreQueryable:
+    """``stop``: the query's deadline (``timeout`` from now unless ``deadline`` is given) and cancel
+    flag; fan-outs get what is left of the time, decoding and de-duplication stop at it."""
+
     proxy: Proxy
     loop: asyncio.AbstractEventLoop
     opts: QueryOptions
     timeout: Optional[float] = None
     warnings: list = field(default_factory=list)
     deadline: Optional[float] = None  # time.monotonic(); from timeout when not given
+    stop: StopToken = field(default_factory=StopToken)
 
     def __post_init__(self) -> None:
         if self.deadline is None and self.timeout:
             self.deadline = time.monotonic() + self.timeout
+        if self.stop.deadline is None:
+            self.stop.deadline = self.deadline
 
     def select(self, matchers: Sequence[Matcher], mint_ms: int, maxt_ms: int, hints=None) -> list:
         """The engine's select, from a worker thread: the fan-out runs on the event loop."""
         if _on_loop():
             raise SelectOnLoop("a selection outside the query's plan cannot be made on the event loop")
         fut = asyncio.run_coroutine_threadsafe(self.fetch(matchers, mint_ms, maxt_ms, hints), self.loop)
-        return self.samples(fut.result(), mint_ms, maxt_ms, hints)
+        try:
+            got = fut.result(self.stop.remaining())
+        except _cf.TimeoutError:
+            fut.cancel()  # the fan-out's gRPC calls are cancelled with it
+            self.stop.check("query execution")
+            raise QueryTimeoutError("query timed out in query execution") from None
+        return self.samples(got, mint_ms, maxt_ms, hints)
 
     async def fetch(self, matchers: Sequence[Matcher], mint_ms: int, maxt_ms: int, hints=None):
         """The fan-out of one selection (on the event loop); :meth:`samples` turns it into series."""
         o = self.opts
         func = getattr(hints, "func", "") if hints is not None else ""
         rng = getattr(hints, "range", 0) if hints is not None else 0
+        left = self.stop.remaining()
+        if left is not None and left <= 0:
+            self.stop.check("query execution")
         try:
             got = await self.proxy.fetch(
                 matchers, mint_ms, maxt_ms, replica_labels=o.replica_labels if o.deduplicating else (),
-                partial=o.partial, store_matchers=o.store_matchers, timeout=self.timeout,
+                partial=o.partial, store_matchers=o.store_matchers, timeout=left,
                 max_resolution_window=max_resolution_from_hints(o.max_resolution_window, rng, func),
                 aggregates=aggrs_from_func(func))
         except StoreFetchError as e:
             raise StorageError(str(e)) from None
         except asyncio.TimeoutError:
             raise QueryTimeoutError("query timed out in query execution") from None
+        # an answer completed by the deadline's warnings is no answer: the query has timed out
+        self.stop.check("query execution")
         for w in got.warnings:
             if w not in self.warnings:
                 self.warnings.append(w)
@@ -106,8 +125,9 @@ class StoreQueryable:
     def samples(self, got, mint_ms: int, maxt_ms: int, hints=None) -> list:
         """What :meth:`fetch` brought, as the engine's series (decoded, de-duplicated)."""
         func = getattr(hints, "func", "") if hints is not None else ""
+        self.stop.check("query execution")
         return to_samples(got.series, got.sources, mint_ms, maxt_ms, self.opts, func, aggrs_from_func(func),
-                          deadline=self.deadline)
+                          deadline=self.stop.deadline, check=self.stop.check)
 
 
 class SelectOnLoop(RuntimeError):
@@ -124,19 +144,21 @@ def _on_loop() -> bool:
 
 
 def to_samples(series: dict, sources: dict, mint: int, maxt: int, o: QueryOptions, func: str = "",
-               aggrs: Optional[tuple] = None, deadline: Optional[float] = None) -> list:
+               aggrs: Optional[tuple] = None, deadline: Optional[float] = None,
+               check: Optional[Callable[[], None]] = None) -> list:
     """(labels, t, v) for every label set, samples in ``[mint, maxt]``; see the module doc.
     ``aggrs``: what the selection asked for (``aggrs_from_func(func)`` when not given).
     ``deadline`` (``time.monotonic()``): the query's; de-duplication past it stops with
-    :class:`QueryTimeoutError` ("query timed out in query execution", as Prometheus says)."""
+    :class:`QueryTimeoutError` ("query timed out in query execution", as Prometheus says).
+    ``check``: raises when the query must stop; called before every batch a lazy selection decodes."""
     try:
-        return _to_samples(series, sources, mint, maxt, o, func, aggrs, deadline)
+        return _to_samples(series, sources, mint, maxt, o, func, aggrs, deadline, check)
     except DeadlineExceeded:
         raise QueryTimeoutError("query timed out in query execution") from None
 
 
 def _to_samples(series: dict, sources: dict, mint: int, maxt: int, o: QueryOptions, func: str,
-                aggrs: Optional[tuple], deadline: Optional[float]) -> list:
+                aggrs: Optional[tuple], deadline: Optional[float], check: Optional[Callable[[], None]]) -> list:
     if aggrs is None:
         aggrs = aggrs_from_func(func)
     if any(c[2] != XOR for chunks in series.values() for c in chunks if len(c) == 4):
@@ -146,7 +168,7 @@ def _to_samples(series: dict, sources: dict, mint: int, maxt: int, o: QueryOptio
     resets = func in COUNTER_RESET_FUNCS
     if not o.deduplicating and all(n == 1 for n in sources.values()):
         # the common case, one source per label set: decoded batch by batch as the engine reads
-        return LazySelection(list(series.items()), mint, maxt, counter_resets=resets, aggrs=aggrs)
+        return LazySelection(list(series.items()), mint, maxt, counter_resets=resets, aggrs=aggrs, check=check)
     out = _Selected()
     single: list = []  # (labels, chunks) decoded together
     merged: list = []  # de-duplicated together (penalty or the configured func)
@@ -168,7 +190,7 @@ def _to_samples(series: dict, sources: dict, mint: int, maxt: int, o: QueryOptio
     if chained:
         out.extend(dedup_many(chained, func="chain", mint=mint, maxt=maxt, deadline=deadline))
     if single:
-        out.extend(_decode_single(single, mint, maxt, counter_resets=resets, aggrs=aggrs))
+        out.extend(_decode_single(single, mint, maxt, counter_resets=resets, aggrs=aggrs, check=check))
     out.sort(key=_first)
     return out
 
@@ -251,9 +273,9 @@ _POOL = _SamplePool()
 
 
 def _decode_single(items: list, mint: int, maxt: int, counter_resets: bool = False,
-                   aggrs: tuple = DEFAULT_AGGRS) -> list:
+                   aggrs: tuple = DEFAULT_AGGRS, check: Optional[Callable[[], None]] = None) -> list:
     """All of ``items`` decoded at once (see :class:`LazySelection`), in label order."""
-    return list(LazySelection(items, mint, maxt, counter_resets=counter_resets, aggrs=aggrs))
+    return list(LazySelection(items, mint, maxt, counter_resets=counter_resets, aggrs=aggrs, check=check))
 
 
 BATCH_SAMPLES = 1 << 22  # decoded samples per batch: 64 MB of int64 + float64
@@ -280,9 +302,10 @@ class LazySelection:
     stale_free = False  # unknown for the whole selection; each batch says
 
     def __init__(self, items: list, mint: int, maxt: int, *, counter_resets: bool = False,
-                 aggrs: tuple = DEFAULT_AGGRS) -> None:
+                 aggrs: tuple = DEFAULT_AGGRS, check: Optional[Callable[[], None]] = None) -> None:
         items = sorted(items, key=_first)
         self.mint, self.maxt, self.counter_resets = mint, maxt, counter_resets
+        self.check = check  # the query's stop check, before every batch
         self.labels = [lbls for lbls, _ in items]
         self.counts_buf = None  # downsampled averages: the count chunks (see _averages)
         if any(has_aggregates(chunks) for _, chunks in items):
@@ -337,6 +360,8 @@ class LazySelection:
         n = len(self.labels)
         a = 0
         while a < n:
+            if self.check is not None:
+                self.check()
             b = int(np.searchsorted(self.samples_at, self.samples_at[a] + max_samples, "right")) - 1
             b = min(max(b, a + 1), n)
             yield self._decode(a, b)

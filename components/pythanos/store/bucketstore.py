@@ -207,26 +207,45 @@ class ChunkPool:
             self.used = max(0, self.used - n)
 
 
+class _Stopped(Exception):
+    """The call this block work was for has ended (its client cancelled it, its deadline passed, or
+    another block failed): the work stops instead of finishing for nobody."""
+
+
 @dataclass
 class _Limits:
+    """One call's limits, chunk-pool bytes and stop flag, shared by its block work in the pool."""
+
     series: int = 0
     chunks: int = 0
     series_used: int = 0
     chunks_used: int = 0
     pool: Optional[ChunkPool] = None
     pooled: int = 0
+    stopped: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def check(self) -> None:
+        """Raise :class:`_Stopped` once the call has ended; block work calls it between its stages."""
+        if self.stopped:
+            raise _Stopped("series call ended")
 
     def take_bytes(self, n: int) -> None:
         if self.pool is not None:
-            self.pool.take(n)
-            with self.lock:
+            with self.lock:  # never after release(): those bytes would never be given back
+                self.check()
+                self.pool.take(n)
                 self.pooled += n
 
     def release(self) -> None:
+        """The call is over: pooled bytes go back and block work still running stops."""
+        with self.lock:
+            self.stopped = True
+            n, self.pooled = self.pooled, 0
         if self.pool is not None:
-            with self.lock:
-                n, self.pooled = self.pooled, 0
             self.pool.give(n)
 
     def reserve_series(self, n: int) -> None:
@@ -277,7 +296,9 @@ def block_postings(block: BucketBlock, matchers: list[Matcher], limits: _Limits)
     """Series refs of the matchers in one block, and the matchers left for the loaded series.
     The series limit is reserved here, as Thanos' ``ExpandPostings``: every block's postings are
     counted before any block loads a chunk. Blocking."""
+    limits.check()
     ix = block.index()
+    limits.check()
     index_ms, lazy = _plan(ix, matchers) if matchers else ([], [])
     pos = [m for m in index_ms if not m.matches("")]
     if limits.series and len(pos) == 1 and len(index_ms) == 1 and not lazy:
@@ -299,11 +320,13 @@ def block_series(block: BucketBlock, matchers: list[Matcher], mint: int, maxt: i
     """One block's answer: ``[(labels, [(mint, maxt, AggrChunk bytes)])]`` sorted by labels;
     ``postings`` is what :func:`block_postings` gave, computed here when None. Blocking."""
     refs, lazy = postings if postings is not None else block_postings(block, matchers, limits)
+    limits.check()
     ix = block.index()
     if lazy:  # labels are checked (and replica labels dropped) below: nothing pre-encoded
         labels, nch, chunks = ix.series_bulk(refs, block.ext, None)
     else:
         labels, nch, chunks, wires = ix.series_bulk(refs, block.ext, remove, wire=True)
+    limits.check()
     # chunks overlapping [mint, maxt]; series without one are not part of the answer
     owner = np.repeat(np.arange(len(labels)), nch)
     inside = (chunks[:, 1] >= mint) & (chunks[:, 0] <= maxt)
@@ -326,7 +349,7 @@ def block_series(block: BucketBlock, matchers: list[Matcher], mint: int, maxt: i
         picked = chunks[inside & chosen[owner]]
         counts = per[sel]
         limits.reserve_chunks(int(counts.sum()))
-        encs, buf, offs, lens = block.chunks().chunks_raw(picked[:, 2])
+        encs, buf, offs, lens = block.chunks().chunks_raw(picked[:, 2], check=limits.check)
         limits.take_bytes(len(buf))
         mints, maxts = np.ascontiguousarray(picked[:, 0]), np.ascontiguousarray(picked[:, 1])
         # XOR/histogram chunks as Series.chunks fields, in C (identical chunks compare equal as bytes)
@@ -408,6 +431,7 @@ class BucketStore(Store):
         # chunk ranges of one block fetched concurrently (a pool of its own: store-io workers wait on it)
         self._fetch_pool = ThreadPoolExecutor(max(4, config.io_threads), thread_name_prefix="store-fetch")
         self._gate = asyncio.Semaphore(max(1, config.series_max_concurrency))
+        self.series_in_flight = 0  # Series calls holding a gate slot (until their block work has ended)
         self._load_sem = threading.Semaphore(max(1, config.block_sync_concurrency))
         self.chunk_pool = ChunkPool(config.chunk_pool_size)
         self.synced = False
@@ -570,18 +594,57 @@ class BucketStore(Store):
             raise Unavailable("store gateway not ready: initial block sync has not finished"
                               + (f" ({self.last_sync_error})" if self.last_sync_error else ""))
 
-    async def _run_blocks(self, fn, blocks) -> list:
+    async def _run_blocks(self, fn, blocks, limits: _Limits, work: Optional[list] = None) -> list:
+        """``fn(block, matchers)`` for every block in the I/O pool. When the call ends before
+        they do (its client cancelled it, its deadline passed), the work not yet started is
+        dropped and the running work stops at its next check (``limits``); ``work`` collects the
+        pool futures, for a caller that holds a gate slot until they are done."""
+        futs = [self._pool.submit(fn, b, ms) for b, ms in blocks]
+        if work is not None:
+            work.extend(futs)
+        try:
+            results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futs), return_exceptions=True)
+        except BaseException:
+            limits.stop()
+            for f in futs:
+                f.cancel()
+            raise
+        failed = [(b, r) for (b, _), r in zip(blocks, results) if isinstance(r, BaseException)]
+        if failed:
+            limits.stop()  # the call fails: the other blocks' work is for nobody
+            # the block that failed, not one that stopped because of it
+            b, r = next(((b, r) for b, r in failed if not isinstance(r, _Stopped)), failed[0])
+            if not b.loaded and isinstance(r, CorruptBlockError):
+                self._load_failed(b, r)  # its index could not even be opened: out of the set
+            raise _block_error(b, r)
+        return results
+
+    def _release_after(self, work: list) -> None:
+        """Free a Series gate slot once every pool future in ``work`` is done (block work that
+        outlived its call holds the slot until it has stopped)."""
+        left = [f for f in work if not f.done()]
+        if not left:
+            self._release_series_slot()
+            return
         loop = asyncio.get_running_loop()
-        futs = [loop.run_in_executor(self._pool, fn, b, ms) for b, ms in blocks]
-        results = await asyncio.gather(*futs, return_exceptions=True)
-        out = []
-        for (b, _), r in zip(blocks, results):
-            if isinstance(r, BaseException):
-                if not b.loaded and isinstance(r, CorruptBlockError):
-                    self._load_failed(b, r)  # its index could not even be opened: out of the set
-                raise _block_error(b, r)
-            out.append(r)
-        return out
+        count = [len(left)]
+
+        def done(_f) -> None:
+            def one() -> None:
+                count[0] -= 1
+                if count[0] == 0:
+                    self._release_series_slot()
+            try:
+                loop.call_soon_threadsafe(one)
+            except RuntimeError:  # the loop is closed: the store is gone
+                pass
+
+        for f in left:
+            f.add_done_callback(done)
+
+    def _release_series_slot(self) -> None:
+        self.series_in_flight -= 1
+        self._gate.release()
 
     async def series(self, req: SeriesRequest) -> AsyncIterator:
         self._not_ready()
@@ -599,23 +662,30 @@ class BucketStore(Store):
             return block_postings(b, ms, limits)
 
         try:
-            async with self._gate:
+            # the gate slot is held until the block work has ended, also when the call ends first
+            await self._gate.acquire()
+            self.series_in_flight += 1
+            work: list = []
+            try:
                 t0 = time.monotonic()
-                try:
-                    postings = await self._run_blocks(expand, blocks) if blocks else []
-                    by_block = {id(b): p for (b, _), p in zip(blocks, postings)}
+                postings = await self._run_blocks(expand, blocks, limits, work) if blocks else []
+                by_block = {id(b): p for (b, _), p in zip(blocks, postings)}
 
-                    def one(b: BucketBlock, ms: list[Matcher]):
-                        return block_series(b, ms, mint, maxt, skip_chunks=req.skip_chunks, aggrs=aggrs,
-                                            remove=remove, limits=limits, limit=limit, postings=by_block[id(b)])
+                def one(b: BucketBlock, ms: list[Matcher]):
+                    return block_series(b, ms, mint, maxt, skip_chunks=req.skip_chunks, aggrs=aggrs,
+                                        remove=remove, limits=limits, limit=limit, postings=by_block[id(b)])
 
-                    results = await self._run_blocks(one, blocks) if blocks else []
-                    merged = await asyncio.get_running_loop().run_in_executor(self._pool, _merge, results)
-                except ResourceExhausted as e:
-                    if self.metrics:
-                        self.metrics.dropped.labels("series" if "series limit" in str(e) else "chunks").inc()
-                    raise
-                results = []
+                results = await self._run_blocks(one, blocks, limits, work) if blocks else []
+                merging = self._pool.submit(_merge, results)
+                work.append(merging)
+                merged = await asyncio.wrap_future(merging)
+            except ResourceExhausted as e:
+                if self.metrics:
+                    self.metrics.dropped.labels("series" if "series limit" in str(e) else "chunks").inc()
+                raise
+            finally:
+                self._release_after(work)
+            results = []
             if self.metrics:
                 self.metrics.observe_series(len(blocks), len(merged), time.monotonic() - t0)
             for g in range(0, len(merged), _YIELD_GROUP):
@@ -631,14 +701,15 @@ class BucketStore(Store):
         blocks = [(b, ms) for b in self.blocks.values() if b.overlaps(req.start, req.end) and b.matches_block(bms)
                   for ms in [b.split_matchers(req.matchers)] if ms is not None]
 
+        limits = _Limits(series=self.cfg.series_limit)
+
         def one(b: BucketBlock, ms: list[Matcher]) -> set:
             if not ms:
                 return set(b.index().label_names()) | {n for n, _ in b.ext if n not in remove}
-            rows = block_series(b, ms, req.start, req.end, skip_chunks=True, aggrs=(), remove=remove,
-                                limits=_Limits(series=self.cfg.series_limit))
+            rows = block_series(b, ms, req.start, req.end, skip_chunks=True, aggrs=(), remove=remove, limits=limits)
             return {n for lbls, *_ in rows for n, _ in lbls}
 
-        sets = await self._run_blocks(one, blocks)
+        sets = await self._run_blocks(one, blocks, limits)
         names = sorted(set().union(*sets)) if sets else []
         return LabelsResult(names, hints=_queried_hints(hints_pb2.LabelNamesResponseHints(), blocks))
 
@@ -657,6 +728,8 @@ class BucketStore(Store):
                 ms = ms + [Matcher(MATCH_NOT_EQUAL, req.label, "")]
             blocks.append((b, ms))
 
+        limits = _Limits(series=self.cfg.series_limit)
+
         def one(b: BucketBlock, ms: list[Matcher]) -> set:
             if not ms:
                 vals = set(b.index().label_values(req.label))
@@ -665,10 +738,10 @@ class BucketStore(Store):
                     vals.add(ext)
                 return vals
             rows = block_series(b, ms, req.start, req.end, skip_chunks=True, aggrs=(), remove=frozenset(),
-                                limits=_Limits(series=self.cfg.series_limit))
+                                limits=limits)
             return {v for lbls, *_ in rows for n, v in lbls if n == req.label}
 
-        sets = await self._run_blocks(one, blocks)
+        sets = await self._run_blocks(one, blocks, limits)
         vals = sorted(set().union(*sets)) if sets else []
         return LabelsResult(vals, hints=_queried_hints(hints_pb2.LabelValuesResponseHints(), blocks))
 
@@ -763,6 +836,10 @@ class _Metrics:
                                ["reason"], registry=registry)
         self.lazy_unloads = Counter("thanos_bucket_store_indexheader_lazy_unload", "Total number of index-header "
                                     "lazy unload operations.", registry=registry)
+        gate_max = Gauge(f"{ns}_series_gate_queries_max", "Maximum number of concurrent queries.", registry=registry)
+        gate_max.set(store.cfg.series_max_concurrency)
+        Gauge(f"{ns}_series_gate_queries_in_flight", "Number of queries that are currently in flight.",
+              registry=registry).set_function(lambda: store.series_in_flight)
 
     def observe_series(self, blocks: int, series: int, seconds: float) -> None:
         self.blocks_queried.observe(blocks)

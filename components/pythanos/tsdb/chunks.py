@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import google_crc32c
 import numpy as np
@@ -321,13 +321,14 @@ class ChunkReader:
         mv = memoryview(buf)
         return [(int(encs[i]), bytes(mv[offs[i]:offs[i] + lens[i]])) for i in range(len(encs))]
 
-    def chunks_raw(self, refs: Sequence[int]):
+    def chunks_raw(self, refs: Sequence[int], check: Optional[Callable[[], None]] = None):
         """Batched read: ``(encodings uint8[k], buf bytes, data_offsets int64[k], data_lengths int64[k])``.
 
         Chunk i's data is ``buf[data_offsets[i] : data_offsets[i] + data_lengths[i]]``; refs are
         returned in the order given. Records of one segment no further than ``max_gap`` apart
         are fetched in one ranged read; a record's end is taken from the next ref when that is
         in the same read, else estimated (16000 bytes, as Thanos does) and re-read if longer.
+        ``check`` is called before every ranged read: it raises to stop a read nobody waits for.
         """
         refs = np.asarray(refs, dtype=np.uint64)
         k = len(refs)
@@ -361,10 +362,15 @@ class ChunkReader:
                 end = min(size, int(pos[j - 1]) + MAX_CHUNK_LEN_FIELD + 1 + ESTIMATED_MAX_CHUNK_SIZE + 4)
                 groups.append((g0, j, seq, start, end, size))
                 g0 = j
+        def read(g: tuple) -> bytes:
+            if check is not None:
+                check()
+            return self._read(g[2], g[3], g[4] - g[3])
+
         if self.pool is not None and len(groups) > 1:
-            datas = list(self.pool.map(lambda g: self._read(g[2], g[3], g[4] - g[3]), groups))
+            datas = list(self.pool.map(read, groups))
         else:
-            datas = [self._read(seq, start, end - start) for _, _, seq, start, end, _ in groups]
+            datas = [read(g) for g in groups]
         # 3. records parsed out of each read, in C
         for (i, j, seq, start, _, size), data in zip(groups, datas):
             e, st, ln, err = records(data, pos[i:j] - start, start, size)
