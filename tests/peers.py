@@ -31,6 +31,8 @@ from typing import Callable, Iterator, Sequence
 
 import pytest
 
+from ports import free_port, free_ports  # noqa: F401  (re-exported: every test takes its ports from here)
+
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 S3_ACCESS_KEY = "pythanos"
@@ -62,24 +64,27 @@ def find_binary(*candidates: str | os.PathLike) -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def bind_failed(p: "Process") -> bool:
+    """The process exited because its port was taken (every peer says so in these words)."""
+    return not p.alive() and "address already in use" in p.log(60).lower()
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct free ports (held open together so they differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+def start_on_free_ports(n: int, launch: Callable[[list[int]], "Process"], ready: Callable[["Process"], None],
+                        attempts: int = 3) -> "Process":
+    """``launch(ports)`` on ``n`` leased ports (:mod:`ports`), then ``ready(process)``; a start that
+    fails because a port was taken after all (a process that does not use the leases) is
+    retried on new ports."""
+    for attempt in range(attempts):
+        p = launch(free_ports(n))
+        try:
+            ready(p)
+            return p
+        except RuntimeError:
+            if attempt + 1 < attempts and bind_failed(p):
+                p.stop()
+                continue
+            raise
+    raise AssertionError("unreachable")
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -228,16 +233,19 @@ def prometheus_factory(tmp_path_factory, prometheus_bin):
         work = tmp_path_factory.mktemp(name)
         cfg = work / "prometheus.yml"
         cfg.write_text(config_yaml if config_yaml is not None else DEFAULT_PROM_CONFIG)
-        port = free_port()
-        args = [binary or prometheus_bin, f"--config.file={cfg}",
-                f"--storage.tsdb.path={tsdb_path or (work / 'data')}",
-                f"--web.listen-address=127.0.0.1:{port}", *extra_args]
-        p = REGISTRY.start(name, args, work)
-        p.url, p.port = f"http://127.0.0.1:{port}", port
-        p.extra["config_file"] = cfg
-        started.append(p)
-        p.wait_http_ready("/-/ready", ready_timeout)
-        return p
+
+        def launch(ports: list[int]) -> Process:
+            port = ports[0]
+            args = [binary or prometheus_bin, f"--config.file={cfg}",
+                    f"--storage.tsdb.path={tsdb_path or (work / 'data')}",
+                    f"--web.listen-address=127.0.0.1:{port}", *extra_args]
+            p = REGISTRY.start(name, args, work)
+            p.url, p.port = f"http://127.0.0.1:{port}", port
+            p.extra["config_file"] = cfg
+            started.append(p)
+            return p
+
+        return start_on_free_ports(1, launch, lambda p: p.wait_http_ready("/-/ready", ready_timeout))
 
     yield start
     for p in started:
@@ -253,14 +261,16 @@ def alertmanager_factory(tmp_path_factory, alertmanager_bin):
         work = tmp_path_factory.mktemp("alertmanager")
         cfg = work / "alertmanager.yml"
         cfg.write_text(config_yaml)
-        port = free_port()
-        args = [alertmanager_bin, f"--config.file={cfg}", f"--storage.path={work / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]
-        p = REGISTRY.start("alertmanager", args, work)
-        p.url, p.port = f"http://127.0.0.1:{port}", port
-        started.append(p)
-        p.wait_http_ready("/-/ready", 60)
-        return p
+
+        def launch(ports: list[int]) -> Process:
+            args = [alertmanager_bin, f"--config.file={cfg}", f"--storage.path={work / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{ports[0]}", "--cluster.listen-address="]
+            p = REGISTRY.start("alertmanager", args, work)
+            p.url, p.port = f"http://127.0.0.1:{ports[0]}", ports[0]
+            started.append(p)
+            return p
+
+        return start_on_free_ports(1, launch, lambda p: p.wait_http_ready("/-/ready", 60))
 
     yield start
     for p in started:
@@ -297,13 +307,15 @@ def start_thanos_query(thanos_bin: str, endpoints: list[str], work: Path, extra:
     """A real ``thanos query`` on free ports, ready once every endpoint is listed healthy in
     /api/v1/stores (``--query.replica-label=replica``; ``extra`` adds flags). The caller stops it
     (the ``thanos_query_factory`` fixture does)."""
-    http_port, grpc_port = free_ports(2)
-    args = [thanos_bin, "query", f"--http-address=127.0.0.1:{http_port}", f"--grpc-address=127.0.0.1:{grpc_port}",
-            "--query.replica-label=replica", "--log.level=debug", *[f"--endpoint={e}" for e in endpoints], *extra]
-    p = REGISTRY.start("thanos-query", args, work)
-    p.url, p.port = f"http://127.0.0.1:{http_port}", http_port
+    def launch(ports: list[int]) -> Process:
+        http_port, grpc_port = ports
+        args = [thanos_bin, "query", f"--http-address=127.0.0.1:{http_port}", f"--grpc-address=127.0.0.1:{grpc_port}",
+                "--query.replica-label=replica", "--log.level=debug", *[f"--endpoint={e}" for e in endpoints], *extra]
+        p = REGISTRY.start("thanos-query", args, work)
+        p.url, p.port = f"http://127.0.0.1:{http_port}", http_port
+        return p
 
-    def healthy() -> bool:
+    def healthy(p: Process) -> bool:
         code, body = http_get(p.url + "/api/v1/stores", timeout=2)
         if code != 200:
             return False
@@ -311,12 +323,15 @@ def start_thanos_query(thanos_bin: str, endpoints: list[str], work: Path, extra:
         ok = {s["name"] for s in stores if not s.get("lastError")}
         return all(e in ok for e in endpoints)
 
-    try:
-        p.wait_ready(healthy, timeout=ready_timeout, what="all endpoints healthy in /api/v1/stores")
-    except RuntimeError:
-        explain_thanos_crash(p)
-        raise
-    return p
+    def ready(p: Process) -> None:
+        try:
+            p.wait_ready(lambda: healthy(p), timeout=ready_timeout, what="all endpoints healthy in /api/v1/stores")
+        except RuntimeError:
+            if not bind_failed(p):
+                explain_thanos_crash(p)
+            raise
+
+    return start_on_free_ports(2, launch, ready)
 
 
 def explain_thanos_crash(p) -> None:
@@ -383,22 +398,28 @@ def start_seaweedfs(work: Path, registry: ProcessRegistry, session: bool = True)
         '{"identities": [{"name": "pythanos", "credentials": [{"accessKey": "%s", "secretKey": "%s"}],'
         ' "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}' % (S3_ACCESS_KEY, S3_SECRET_KEY))
     (work / "data").mkdir(parents=True, exist_ok=True)
-    ports = free_ports(11)
-    args = [weed, "server", f"-dir={work / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={ports[0]}", f"-master.port.grpc={ports[1]}",
-            f"-volume.port={ports[2]}", f"-volume.port.grpc={ports[3]}",
-            "-filer", f"-filer.port={ports[4]}", f"-filer.port.grpc={ports[5]}",
-            "-s3", f"-s3.port={ports[6]}", f"-s3.port.grpc={ports[7]}", f"-s3.config={s3_conf}",
-            f"-s3.port.iceberg={ports[9]}", f"-s3.port.lance={ports[10]}", f"-metricsPort={ports[8]}",
-            "-master.volumeSizeLimitMB=64", "-volume.max=20"]
-    p = registry.start("seaweedfs", args, work, session=session)
-    p.url, p.port = f"http://127.0.0.1:{ports[6]}", ports[6]
-    server = S3Server(f"127.0.0.1:{ports[6]}", S3_ACCESS_KEY, S3_SECRET_KEY, p)
 
-    def bucket_roundtrip() -> bool:
+    def launch(ports: list[int]) -> Process:
+        args = [weed, "server", f"-dir={work / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                f"-master.port={ports[0]}", f"-master.port.grpc={ports[1]}",
+                f"-volume.port={ports[2]}", f"-volume.port.grpc={ports[3]}",
+                "-filer", f"-filer.port={ports[4]}", f"-filer.port.grpc={ports[5]}",
+                "-s3", f"-s3.port={ports[6]}", f"-s3.port.grpc={ports[7]}", f"-s3.config={s3_conf}",
+                f"-s3.port.iceberg={ports[9]}", f"-s3.port.lance={ports[10]}", f"-metricsPort={ports[8]}",
+                "-master.volumeSizeLimitMB=64", "-volume.max=20"]
+        p = registry.start("seaweedfs", args, work, session=session)
+        p.url, p.port = f"http://127.0.0.1:{ports[6]}", ports[6]
+        return p
+
+    def client(p: Process):
+        from minio import Minio
+
+        return Minio(f"127.0.0.1:{p.port}", access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY, secure=False)
+
+    def bucket_roundtrip(p: Process) -> bool:
         import io
 
-        c = server.client()
+        c = client(p)
         name = f"ready-{uuid.uuid4().hex[:8]}"
         c.make_bucket(name)
         c.put_object(name, "probe", io.BytesIO(b"ok"), 2)
@@ -407,8 +428,9 @@ def start_seaweedfs(work: Path, registry: ProcessRegistry, session: bool = True)
         c.remove_bucket(name)
         return ok
 
-    p.wait_ready(bucket_roundtrip, timeout=120, what="S3 bucket create/put/get")
-    return server
+    p = start_on_free_ports(11, launch, lambda p: p.wait_ready(lambda: bucket_roundtrip(p), timeout=120,
+                                                               what="S3 bucket create/put/get"))
+    return S3Server(f"127.0.0.1:{p.port}", S3_ACCESS_KEY, S3_SECRET_KEY, p)
 
 
 @pytest.fixture(scope="session")
@@ -483,20 +505,26 @@ class CacheServer:
 
 
 def start_cache_server(kind: str, binary: str, work: Path, registry: ProcessRegistry) -> CacheServer:
-    port = free_port()
-    if kind == "memcached":
-        # -I: the largest item; Thanos' max_item_size should match it (64 MiB lets tests go above 1 MiB)
-        args = [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64", "-I", "4m", "-t", "2"]
-        if os.geteuid() == 0:
-            args += ["-u", "root"]
-    else:
-        args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-                "--dir", str(work), "--protected-mode", "no", "--daemonize", "no"]
-    p = registry.start(kind, args, work, session=True)
-    p.port = port
-    server = CacheServer(kind, args, work, port, p)
-    p.wait_ready(server.ready, timeout=30, what=f"{kind} on {server.address}")
-    return server
+    servers: list[CacheServer] = []
+
+    def launch(ports: list[int]) -> Process:
+        port = ports[0]
+        if kind == "memcached":
+            # -I: the largest item; Thanos' max_item_size should match it (64 MiB lets tests go above 1 MiB)
+            args = [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64", "-I", "4m", "-t", "2"]
+            if os.geteuid() == 0:
+                args += ["-u", "root"]
+        else:
+            args = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+                    "--dir", str(work), "--protected-mode", "no", "--daemonize", "no"]
+        p = registry.start(kind, args, work, session=True)
+        p.port = port
+        servers.append(CacheServer(kind, args, work, port, p))
+        return p
+
+    start_on_free_ports(1, launch, lambda p: p.wait_ready(servers[-1].ready, timeout=30,
+                                                          what=f"{kind} on {servers[-1].address}"))
+    return servers[-1]
 
 
 @pytest.fixture(scope="session")

@@ -325,7 +325,9 @@ def test_view_keeps_last_good_list_and_reports_errors(bucket):
         f.next.extend([FetchResult(metas=dict(metas))] * 10_000)
         view.refresh = 0.01
         view.start()
+        deadline = time.monotonic() + 30
         while view.refreshes < 8:
+            assert time.monotonic() < deadline, f"only {view.refreshes} refreshes"
             await asyncio.sleep(0.01)
         await view.stop()
         assert view.snapshot().err is None and len(view.snapshot().metas) == len(metas)

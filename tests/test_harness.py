@@ -81,3 +81,55 @@ def test_pythanos_logs_logfmt_and_json(pythanos_bin, tmp_path):
                           f"--objstore.config-file={bad}"], capture_output=True, text=True, timeout=60)
     rec = json.loads(out.stderr.strip().splitlines()[-1])
     assert rec["level"] == "error" and str(bad) in rec["msg"]
+
+
+def test_ports_are_leased_to_one_process_at_a_time(tmp_path):
+    """Two processes asking for ports at the same time get different ones, all below the kernel's
+    ephemeral range (nothing binds one there by itself), each free when handed out."""
+    import sys
+    from pathlib import Path
+
+    from ports import _ephemeral_low, free_ports
+
+    code = "import sys; sys.path.insert(0, sys.argv[1]); from ports import free_ports; print(*free_ports(200))"
+    here = str(Path(__file__).parent)
+    procs = [subprocess.Popen([sys.executable, "-c", code, here], stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    got = [p.communicate(timeout=120)[0].split() for p in procs] + [list(map(str, free_ports(200)))]
+    assert all(len(g) == 200 for g in got)
+    every = [int(x) for g in got for x in g]
+    assert len(set(every)) == len(every)
+    assert max(every) < _ephemeral_low()
+
+
+def test_a_peer_whose_port_was_taken_is_started_again_on_new_ports(prometheus_bin, tmp_path):
+    """A port taken by a process that does not lease (held here by a plain socket) makes the real
+    Prometheus exit with "address already in use"; the start is retried on fresh ports."""
+    import socket
+
+    from peers import REGISTRY, Process, start_on_free_ports
+
+    (tmp_path / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n")
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen(1)
+    taken = squatter.getsockname()[1]
+    tried: list[int] = []
+
+    def launch(ports: list[int]) -> Process:
+        port = taken if not tried else ports[0]
+        tried.append(port)
+        p = REGISTRY.start("prometheus", [prometheus_bin, f"--config.file={tmp_path / 'prometheus.yml'}",
+                                          f"--storage.tsdb.path={tmp_path / f'data{len(tried)}'}",
+                                          f"--web.listen-address=127.0.0.1:{port}"], tmp_path)
+        p.url = f"http://127.0.0.1:{port}"
+        return p
+
+    try:
+        p = start_on_free_ports(1, launch, lambda p: p.wait_http_ready("/-/ready", 60))
+        assert tried[0] == taken and len(tried) == 2 and p.url.endswith(f":{tried[1]}")
+        p.stop()
+    finally:
+        squatter.close()
+        for p in REGISTRY.current:
+            p.stop()

@@ -190,6 +190,8 @@ class Reloader:
         self._force_reload = False
         self._last_seen: tuple[bytes | None, bytes | None] | None = None  # what the poll loop compares to
         self.last_error: BaseException | None = None
+        #: completed polls of the watched files: what "nothing happened for N polls" is counted in
+        self.polls = 0
 
     # ------------------------------------------------------------------------------ hashing
 
@@ -296,6 +298,8 @@ class Reloader:
                 self.metrics.watch_errors.inc()
                 log.error("watch error", extra={"err": str(e)})
                 continue
+            finally:
+                self.polls += 1
             if not forced and hashes == self._last_seen:
                 continue
             if not forced:
