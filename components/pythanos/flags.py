@@ -13,14 +13,18 @@ import datetime as _dt
 import re
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 from urllib.parse import urlsplit
 
 from . import logfmt
 from .errors import ConfigError, UserError
 
+if TYPE_CHECKING:  # pythanos.tlsconfig is imported where used (it pulls in ssl)
+    from .tlsconfig import ClientTLS, ServerTLS
+
 __all__ = ["parse_duration", "parse_time_or_duration", "TimeOrDuration", "MinTime", "parse_url", "parse_address",
            "parse_bytes", "positive_int", "add_time_range", "non_negative_int", "duration", "content_flag", "flag_type", "add_common", "add_objstore", "add_listeners",
+           "add_grpc_server_tls", "add_grpc_client_tls", "GrpcTLS", "grpc_tls_from_args",
            "read_flag_file", "objstore_text", "bucket_from_args", "DEFAULT_MIN_TIME", "DEFAULT_MAX_TIME"]
 
 T = TypeVar("T")
@@ -225,6 +229,125 @@ def add_listeners(p: argparse.ArgumentParser, *, http: str = "0.0.0.0:10902", gr
     p.add_argument("--grpc-grace-period", dest="grpc_grace_period", default=120.0,
                    type=duration("--grpc-grace-period"),
                    help="Time to wait after an interrupt received for GRPC Server.")
+    add_grpc_server_tls(p)
+
+
+_GRPC_TLS_NOTE = ("pythanos: grpcio negotiates TLS 1.2 and 1.3 only and fixes its TLS settings once per process, so "
+                  "every gRPC TLS connection of the process (server and client) shares one minimum version.")
+
+
+def add_grpc_server_tls(p: argparse.ArgumentParser) -> None:
+    """Thanos' gRPC server TLS flags (``cmd/thanos/config.go`` grpcConfig) and the max connection age."""
+    from .tlsconfig import GO_CIPHER_SUITES, GO_CURVES, GRPC_CURVES, parse_min_version
+
+    p.add_argument("--grpc-server-tls-cert", dest="grpc_server_tls_cert", default="",
+                   help="TLS Certificate for gRPC server, leave blank to disable TLS. Re-read when it changes.")
+    p.add_argument("--grpc-server-tls-key", dest="grpc_server_tls_key", default="",
+                   help="TLS Key for the gRPC server, leave blank to disable TLS. Re-read when it changes.")
+    p.add_argument("--grpc-server-tls-client-ca", dest="grpc_server_tls_client_ca", default="",
+                   help="TLS CA to verify clients against. If no client CA is specified, there is no client "
+                        "verification on server side. (tls.NoClientCert)")
+    p.add_argument("--grpc-server-tls-min-version", dest="grpc_server_tls_min_version", default="1.3",
+                   type=flag_type(parse_min_version, "--grpc-server-tls-min-version"),
+                   help="TLS supported minimum version for gRPC server. If no version is specified, it'll default "
+                        "to 1.3. Allowed values: [\"1.2\", \"1.3\"] (Thanos also takes 1.0 and 1.1; grpcio "
+                        "cannot: rejected). 1.3 is enforced: TLS 1.2 peers fail the handshake. " + _GRPC_TLS_NOTE)
+    p.add_argument("--grpc-server-tls-ciphers", dest="grpc_server_tls_ciphers", action="append", default=[],
+                   metavar="<cipher>",
+                   help="TLS cipher suites for gRPC server (repeatable), Go names: "
+                        + ", ".join(sorted(GO_CIPHER_SUITES)) + ". If not specified, grpcio's default suites are "
+                        "used. Only TLS 1.2 suites can be chosen (as in Go), so with minimum version 1.3 the list "
+                        "has no effect. pythanos: grpcio applies the list to every gRPC TLS connection of the "
+                        "process, the querier's client connections included.")
+    p.add_argument("--grpc-server-tls-curves", dest="grpc_server_tls_curves", action="append", default=[],
+                   metavar="<curve>",
+                   help="TLS curves for gRPC server (repeatable). Valid values: " + ", ".join(GO_CURVES) + ". "
+                        "pythanos: grpcio cannot restrict curves; it negotiates " + ", ".join(GRPC_CURVES)
+                        + " (P-256 only under TLS 1.2), so a list is accepted only if it names all of these.")
+    p.add_argument("--grpc-server-max-connection-age", dest="grpc_max_connection_age", default=3600.0,
+                   type=duration("--grpc-server-max-connection-age"),
+                   help="The grpc server max connection age. This controls how often to re-establish connections "
+                        "and redo TLS handshakes.")
+
+
+def add_grpc_client_tls(p: argparse.ArgumentParser) -> None:
+    """Thanos' ``--grpc-client-tls-*`` flags (grpcClientConfig; deprecated after v0.43 in favour of
+    ``default_client_config`` in the endpoint SD config, still honoured)."""
+    from .tlsconfig import parse_min_version
+
+    p.add_argument("--grpc-client-tls-secure", dest="grpc_client_tls_secure", action="store_true",
+                   help="Deprecated after v0.43.0: Use TLS when talking to the gRPC server")
+    p.add_argument("--grpc-client-tls-skip-verify", dest="grpc_client_tls_skip_verify", action="store_true",
+                   help="Deprecated after v0.43.0: Disable TLS certificate verification i.e self signed, signed by "
+                        "fake CA. pythanos: grpcio has no such switch; the certificate the endpoint presents is "
+                        "fetched and trusted for that endpoint alone (encryption without authentication, as in "
+                        "Go); unlike Go, an expired certificate is still refused.")
+    p.add_argument("--grpc-client-tls-cert", dest="grpc_client_tls_cert", default="",
+                   help="Deprecated after v0.43.0: TLS Certificates to use to identify this client to the server")
+    p.add_argument("--grpc-client-tls-key", dest="grpc_client_tls_key", default="",
+                   help="Deprecated after v0.43.0: TLS Key for the client's certificate")
+    p.add_argument("--grpc-client-tls-ca", dest="grpc_client_tls_ca", default="",
+                   help="Deprecated after v0.43.0: TLS CA Certificates to use to verify gRPC servers (default: the "
+                        "system's CA bundle)")
+    p.add_argument("--grpc-client-server-name", dest="grpc_client_server_name", default="",
+                   help="Deprecated after v0.43.0: Server name to verify the hostname on the returned gRPC "
+                        "certificates. See https://tools.ietf.org/html/rfc4366#section-3.1")
+    p.add_argument("--grpc-client-tls-min-version", dest="grpc_client_tls_min_version", default="1.3",
+                   type=flag_type(parse_min_version, "--grpc-client-tls-min-version"),
+                   help="Deprecated after v0.43.0: TLS supported minimum version for gRPC client. If no version is "
+                        "specified, it'll default to 1.3. Allowed values: [\"1.2\", \"1.3\"]. " + _GRPC_TLS_NOTE)
+
+
+@dataclass(frozen=True)
+class GrpcTLS:
+    """The gRPC TLS settings of one process: the server's (None: plaintext) and the client flags'
+    (None when the component has no client flags; ``enabled`` false: plaintext)."""
+
+    server: "Optional[ServerTLS]"
+    client: "Optional[ClientTLS]"
+
+
+def grpc_tls_from_args(args: argparse.Namespace) -> GrpcTLS:
+    """Check the gRPC TLS flags and put the process' TLS policy in force.
+
+    Components call this first in their ``config_from_args``: grpcio reads its TLS policy once,
+    when it is loaded (see :mod:`pythanos.tlsconfig`). The process minimum is the server's when it
+    serves TLS, else the client flags'; every other setting must agree with it."""
+    from .tlsconfig import ClientTLS, GrpcTLSPolicy, ServerTLS, check_ciphers, check_curves, fix_process_policy
+
+    server = None
+    cert, key, ca = args.grpc_server_tls_cert, args.grpc_server_tls_key, args.grpc_server_tls_client_ca
+    if cert or key:
+        if not (cert and key):
+            given, other = (("--grpc-server-tls-cert", "--grpc-server-tls-key") if cert
+                            else ("--grpc-server-tls-key", "--grpc-server-tls-cert"))
+            raise UserError(f"{given}: both server key and certificate must be provided ({other} is empty)")
+        server = ServerTLS(cert, key, ca, args.grpc_server_tls_min_version)
+    elif ca:
+        raise UserError(f"--grpc-server-tls-client-ca={ca}: when a client CA is used a server key and certificate "
+                        "must also be provided (--grpc-server-tls-cert, --grpc-server-tls-key)")
+    ciphers: tuple[str, ...] = ()
+    if server is not None:
+        ciphers = check_ciphers(args.grpc_server_tls_ciphers, "--grpc-server-tls-ciphers")
+        check_curves(args.grpc_server_tls_curves, "--grpc-server-tls-curves")
+    client = None
+    if hasattr(args, "grpc_client_tls_secure"):
+        client = ClientTLS(enabled=args.grpc_client_tls_secure, cert_file=args.grpc_client_tls_cert,
+                           key_file=args.grpc_client_tls_key, ca_file=args.grpc_client_tls_ca,
+                           server_name=args.grpc_client_server_name, skip_verify=args.grpc_client_tls_skip_verify,
+                           min_version=args.grpc_client_tls_min_version)
+    if server is not None:
+        floor = server.min_version
+    elif client is not None:
+        floor = client.min_version
+    else:
+        floor = "1.3"
+    fix_process_policy(GrpcTLSPolicy(floor, ciphers))
+    if server is not None:
+        server.validate()
+    if client is not None:
+        client.validate()
+    return GrpcTLS(server, client)
 
 
 _TIME_HELP = ("Option can be a constant time in RFC3339 format or time duration relative to current time, such "

@@ -1,10 +1,20 @@
 """Where the querier's endpoints come from: static addresses with Thanos' DNS prefixes, file SD
-(``--store.sd-files``) and the endpoint SD config (``--endpoint.sd-config[-file]``).
+(``--store.sd-files``) and the endpoint SD config (``--endpoint.sd-config[-file]``), each with
+the TLS settings to dial it.
 
 Address forms (``pkg/discovery/dns``): ``host:port`` as it is; ``dns+host:port`` an A/AAAA lookup
 (port required); ``dnssrv+_svc._tcp.name`` an SRV lookup then A lookups of each target (port from
 SRV unless given); ``dnssrvnoa+name`` SRV targets as they are. Lookups that fail keep the last
 good answer, as Thanos' provider does, and are logged.
+
+TLS (Thanos v0.42 ``cmd/thanos/endpointset.go``): flag and file SD endpoints are dialled with the
+*default* client settings: the SD config's ``default_client_config`` when it sets anything (it
+then replaces the ``--grpc-client-tls-*`` flags), else the flags. An SD config endpoint with its
+own ``client_config`` gets: with ``tls_config.enabled`` given, exactly its own settings (unset
+fields take Thanos' defaults); without it, its fields over the default's (TLS turned on by any of
+cert_file, key_file, ca_file, insecure_skip_verify). One difference: Thanos dials the addresses
+a ``dns+``/``dnssrv+`` entry resolves to with the default settings even when the entry has its
+own; here the entry's own settings apply to them.
 """
 from __future__ import annotations
 
@@ -19,21 +29,42 @@ from typing import Optional, Sequence
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
+from ..tlsconfig import ClientTLS, parse_min_version
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EndpointSpec", "Discovery", "parse_sd_config", "read_sd_files", "split_dns_prefix"]
+__all__ = ["EndpointSpec", "EndpointConfig", "Target", "Discovery", "parse_sd_config", "parse_endpoint_config",
+           "read_sd_files", "split_dns_prefix"]
 
 DNS_PREFIXES = ("dns+", "dnssrv+", "dnssrvnoa+", "dnsdualstack+")
 
 
 @dataclass(frozen=True)
 class EndpointSpec:
-    """One configured address (before DNS) and whether it is strict (kept even when unhealthy)."""
+    """One configured address (before DNS), whether it is strict (kept even when unhealthy) and
+    its own TLS settings (None: the default ones)."""
 
     address: str
     strict: bool = False
+    tls: Optional[ClientTLS] = None
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """A parsed ``--endpoint.sd-config``: its endpoints and ``default_client_config`` (None when
+    it sets nothing: the ``--grpc-client-tls-*`` flags apply)."""
+
+    endpoints: list[EndpointSpec]
+    default_tls: Optional[ClientTLS] = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A discovered address: strict or not, and how to dial it."""
+
+    strict: bool
+    tls: ClientTLS
 
 
 def split_dns_prefix(addr: str) -> tuple[str, str]:
@@ -68,9 +99,83 @@ def validate_address(addr: str, where: str) -> None:
         _host_port(rest, where)
 
 
-def parse_sd_config(text: str, where: str) -> list[EndpointSpec]:
-    """``--endpoint.sd-config`` YAML: ``endpoints: [{address, strict, group}]``; TLS and
-    compression settings are read but only plaintext is supported (a clear error otherwise)."""
+def parse_sd_config(text: str, where: str, client_tls: Optional[ClientTLS] = None) -> list[EndpointSpec]:
+    """The endpoints of an ``--endpoint.sd-config`` document (see :func:`parse_endpoint_config`)."""
+    return parse_endpoint_config(text, where, client_tls).endpoints
+
+
+_TLS_BOOLS = ("enabled", "insecure_skip_verify")
+_TLS_STRS = ("cert_file", "key_file", "ca_file", "min_version")
+
+
+def _tls_fields(raw, where: str) -> dict:
+    """The ``tls_config`` fields given (unset ones absent: Thanos tells unset from empty)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    unknown = set(raw) - set(_TLS_BOOLS) - set(_TLS_STRS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+    out = {}
+    for k, v in raw.items():
+        if v is None:
+            continue
+        if k in _TLS_BOOLS and not isinstance(v, bool):
+            raise ConfigError(f"{where}.{k}: expected true or false, got {v!r}")
+        if k in _TLS_STRS:
+            if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+                raise ConfigError(f"{where}.{k}: expected a string, got {v!r}")
+            v = str(v)
+            if k == "min_version":
+                try:
+                    v = parse_min_version(v, f"{where}.min_version")
+                except UserError as e:
+                    raise ConfigError(str(e)) from None
+        out[k] = v
+    return out
+
+
+def _client_config(raw, where: str) -> tuple[dict, str]:
+    """(tls_config fields given, server_name) of a ``client_config`` / ``default_client_config``."""
+    if raw is None:
+        return {}, ""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    unknown = set(raw) - {"tls_config", "server_name", "compression"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+    name = raw.get("server_name") or ""
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}.server_name: expected a string, got {name!r}")
+    return _tls_fields(raw.get("tls_config"), f"{where}.tls_config"), name
+
+
+def _client_tls(fields: dict, server_name: str, fallback: Optional[ClientTLS], where: str) -> ClientTLS:
+    """Thanos' ``applyDefaults``: given fields, else the fallback's, else the defaults; TLS is on
+    when asked, or when a certificate, key, CA or skip-verify is given, or when the fallback is."""
+    fb = fallback or ClientTLS()
+    enabled = fields.get("enabled")
+    if enabled is None:
+        given = any(k in fields for k in ("cert_file", "key_file", "ca_file", "insecure_skip_verify"))
+        enabled = True if given else (fb.enabled if fallback is not None else False)
+    tls = ClientTLS(enabled=enabled, cert_file=fields.get("cert_file", fb.cert_file),
+                    key_file=fields.get("key_file", fb.key_file), ca_file=fields.get("ca_file", fb.ca_file),
+                    server_name=server_name, skip_verify=fields.get("insecure_skip_verify", fb.skip_verify),
+                    min_version=fields.get("min_version", fb.min_version if fallback is not None else "1.3"),
+                    where=where)
+    try:
+        tls.validate()
+    except UserError as e:
+        raise ConfigError(str(e)) from None
+    return tls
+
+
+def parse_endpoint_config(text: str, where: str, client_tls: Optional[ClientTLS] = None) -> EndpointConfig:
+    """``--endpoint.sd-config`` YAML (Thanos' ``EndpointConfig``): ``default_client_config`` and
+    ``endpoints: [{address, strict, group, client_config}]``; ``client_tls`` are the
+    ``--grpc-client-tls-*`` flags (what an endpoint falls back to without a default). Every TLS
+    file named is read and checked now; errors name the field."""
     try:
         doc = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
@@ -80,24 +185,32 @@ def parse_sd_config(text: str, where: str) -> list[EndpointSpec]:
     unknown = set(doc) - {"endpoints", "default_client_config"}
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-    tls = ((doc.get("default_client_config") or {}).get("tls_config") or {})
-    if tls.get("enabled"):
-        raise ConfigError(f"{where}: default_client_config.tls_config.enabled: TLS to endpoints is not supported yet")
+    default_tls = None
+    fields, name = _client_config(doc.get("default_client_config"), f"{where}: default_client_config")
+    if fields or name:  # it replaces the flags
+        default_tls = _client_tls(fields, name, None, f"{where}: default_client_config")
+    fallback = default_tls if default_tls is not None else (client_tls or ClientTLS())
     out = []
-    for i, ep in enumerate(doc.get("endpoints") or []):
+    endpoints = doc.get("endpoints") or []
+    if not isinstance(endpoints, list):
+        raise ConfigError(f"{where}: endpoints: expected a list")
+    for i, ep in enumerate(endpoints):
         if not isinstance(ep, dict) or not ep.get("address"):
             raise ConfigError(f"{where}: endpoints[{i}]: 'address' is required")
         if ep.get("group"):
             raise ConfigError(f"{where}: endpoints[{i}].group: endpoint groups are not supported yet")
-        if ((ep.get("client_config") or {}).get("tls_config") or {}).get("enabled"):
-            raise ConfigError(f"{where}: endpoints[{i}].client_config.tls_config: TLS is not supported yet")
         addr = str(ep["address"])
         strict = bool(ep.get("strict", False))
         if strict and split_dns_prefix(addr)[0]:
             raise ConfigError(f"{where}: endpoints[{i}]: a strict endpoint cannot use DNS discovery ({addr})")
         validate_address(addr, f"{where}: endpoints[{i}].address")
-        out.append(EndpointSpec(addr, strict))
-    return out
+        cwhere = f"{where}: endpoints[{i}].client_config"
+        fields, name = _client_config(ep.get("client_config"), cwhere)
+        tls = None
+        if fields or name:
+            tls = _client_tls(fields, name, None if "enabled" in fields else fallback, cwhere)
+        out.append(EndpointSpec(addr, strict, tls))
+    return EndpointConfig(out, default_tls)
 
 
 def read_sd_files(patterns: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -149,6 +262,9 @@ class Discovery:
     ``sd_config_interval``)."""
 
     static: list[EndpointSpec] = field(default_factory=list)
+    #: the ``--grpc-client-tls-*`` flags, and an inline ``--endpoint.sd-config``'s default_client_config
+    client_tls: ClientTLS = field(default_factory=ClientTLS)
+    default_tls: Optional[ClientTLS] = None
     sd_files: list[str] = field(default_factory=list)
     sd_config_file: str = ""
     dns_interval: float = 30.0
@@ -159,6 +275,7 @@ class Discovery:
     _file_state: tuple = ()
     _file_read_at: float = float("-inf")
     _cfg_specs: list[EndpointSpec] = field(default_factory=list)
+    _cfg_default: Optional[ClientTLS] = None
     _cfg_state: tuple = ()
     _cfg_read_at: float = float("-inf")
     _dns: dict = field(default_factory=dict)  # address -> (resolved_at, [host:port])
@@ -178,7 +295,9 @@ class Discovery:
             if state != self._cfg_state or now - self._cfg_read_at >= self.sd_config_interval:
                 try:
                     with open(self.sd_config_file, encoding="utf-8") as f:
-                        self._cfg_specs = parse_sd_config(f.read(), f"--endpoint.sd-config-file={self.sd_config_file}")
+                        cfg = parse_endpoint_config(f.read(), f"--endpoint.sd-config-file={self.sd_config_file}",
+                                                    self.client_tls)
+                    self._cfg_specs, self._cfg_default = cfg.endpoints, cfg.default_tls
                 except (OSError, ConfigError) as e:
                     log.error("failed to reload endpoint SD config; keeping the previous one", extra={"err": str(e)})
                 self._cfg_state, self._cfg_read_at = state, now
@@ -191,13 +310,21 @@ class Discovery:
                 seen[s.address] = s
         return list(seen.values())
 
-    async def addresses(self, now: float) -> dict[str, bool]:
-        """address -> strict, after DNS (cached ``dns_interval``)."""
-        out: dict[str, bool] = {}
-        for spec in self.specs(now):
+    def global_tls(self) -> ClientTLS:
+        """The default dial settings: the SD config's default_client_config, else the flags."""
+        return self._cfg_default or self.default_tls or self.client_tls
+
+    async def addresses(self, now: float) -> dict[str, Target]:
+        """address -> :class:`Target`, after DNS (cached ``dns_interval``)."""
+        out: dict[str, Target] = {}
+        specs = self.specs(now)
+        default = self.global_tls()
+        for spec in specs:
             prefix, rest = split_dns_prefix(spec.address)
+            tls = spec.tls or default
             if not prefix:
-                out[rest] = out.get(rest, False) or spec.strict
+                had = out.get(rest)
+                out[rest] = Target((had is not None and had.strict) or spec.strict, tls)
                 continue
             cached = self._dns.get(spec.address)
             if cached is None or now - cached[0] >= self.dns_interval:
@@ -209,7 +336,7 @@ class Discovery:
                     if cached is None:
                         self._dns[spec.address] = (now, [])
             for a in self._dns.get(spec.address, (0, []))[1]:
-                out.setdefault(a, False)
+                out.setdefault(a, Target(False, tls))
         return out
 
 

@@ -5,7 +5,8 @@ falling back to ``thanos.Store/Info``; timeout 5 s). An endpoint that answers is
 fan out to it. One that fails is dropped from the active set at once (a strict one stays) and is
 re-added when it answers again; its status (with the last error) stays on the stores page until it
 has been unhealthy for ``unhealthy_timeout`` (Thanos' ``--store.unhealthy-timeout``, 5 m).
-Addresses no longer discovered are closed and forgotten.
+Addresses no longer discovered are closed and forgotten, and one whose TLS settings changed (an
+endpoint SD config reload) is reconnected with the new ones.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Callable, Optional
 
 from ..storeapi import StoreClient
 from ..storeapi.types import MAX_TIME, MIN_TIME, StoreInfo
+from ..tlsconfig import ClientTLS
 from .discovery import Discovery
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ class Endpoint:
     last_error: Optional[str] = None
     unhealthy_since: Optional[float] = None
     active: bool = False
+    tls: Optional[ClientTLS] = None  # the settings its client dials with
 
     @property
     def component_type(self) -> str:
@@ -73,7 +76,8 @@ class EndpointSet:
     interval: float = 5.0
     info_timeout: float = 5.0
     unhealthy_timeout: float = 300.0
-    client_factory: Callable[[str], StoreClient] = field(default=lambda addr: StoreClient(addr))
+    client_factory: Callable[[str, ClientTLS], StoreClient] = field(
+        default=lambda addr, tls: StoreClient(addr, tls=tls))
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     _task: Optional[asyncio.Task] = None
     _updated: Optional[asyncio.Event] = None
@@ -111,11 +115,18 @@ class EndpointSet:
                 ep = self.endpoints.pop(addr)
                 log.info("removing endpoint: no longer discovered", extra={"address": addr})
                 await ep.client.close()
-        for addr, strict in wanted.items():
-            if addr not in self.endpoints:
-                self.endpoints[addr] = Endpoint(addr, self.client_factory(addr), strict=strict)
+        for addr, target in wanted.items():
+            ep = self.endpoints.get(addr)
+            if ep is not None and ep.tls != target.tls:
+                log.info("endpoint TLS settings changed; reconnecting", extra={"address": addr})
+                del self.endpoints[addr]
+                await ep.client.close()
+                ep = None
+            if ep is None:
+                self.endpoints[addr] = Endpoint(addr, self.client_factory(addr, target.tls), strict=target.strict,
+                                                tls=target.tls)
             else:
-                self.endpoints[addr].strict = strict
+                ep.strict = target.strict
         await asyncio.gather(*(self._check(ep, now) for ep in list(self.endpoints.values())))
         for addr, ep in list(self.endpoints.items()):
             if (not ep.strict and ep.unhealthy_since is not None
@@ -134,6 +145,8 @@ class EndpointSet:
             if ep.active:
                 log.warning("endpoint is unhealthy, dropping it from queries",
                             extra={"address": ep.address, "err": msg})
+            elif msg != ep.last_error:  # Thanos logs every failed check; we log each new reason once
+                log.warning("update of endpoint failed", extra={"address": ep.address, "err": msg})
             ep.last_error = msg
             ep.active = ep.strict and ep.info is not None
             if ep.unhealthy_since is None:

@@ -17,6 +17,7 @@ def register(components) -> None:
                                    "store nodes.")
     f.add_common(p)
     f.add_listeners(p)
+    f.add_grpc_client_tls(p)
     dur = f.duration
     p.add_argument("--endpoint", dest="endpoints", action="append", default=[], metavar="<endpoint>",
                    help="Addresses of statically configured Thanos API servers (repeatable). The scheme may be "
@@ -104,11 +105,20 @@ def register(components) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
+    from ..flags import grpc_tls_from_args  # (``f`` is a local name below)
+
+    tls = grpc_tls_from_args(args)  # first: grpcio reads its TLS policy when it is loaded
     from ..errors import UserError
     from . import discovery as qd
     from .api import ApiConfig
     from .run import QueryConfig
 
+    client_tls = tls.client
+    if (args.grpc_client_tls_secure or args.grpc_client_tls_skip_verify or args.grpc_client_tls_cert
+            or args.grpc_client_tls_key or args.grpc_client_tls_ca or args.grpc_client_server_name):
+        log.warning("--grpc-client-tls-* flags are deprecated and will be removed after v0.43.0, use "
+                    "default_client_config in endpoint.sd-config-file instead")
+    default_tls = None
     specs = []
     for addr in args.endpoints:
         qd.validate_address(addr, f"--endpoint={addr}")
@@ -121,11 +131,13 @@ def config_from_args(args: argparse.Namespace):
     if args.sd_config and args.sd_config_file:
         raise UserError("--endpoint.sd-config and --endpoint.sd-config-file are mutually exclusive")
     if args.sd_config:
-        specs.extend(qd.parse_sd_config(args.sd_config, "--endpoint.sd-config"))
+        inline = qd.parse_endpoint_config(args.sd_config, "--endpoint.sd-config", client_tls)
+        specs.extend(inline.endpoints)
+        default_tls = inline.default_tls
     if args.sd_config_file:
         try:
             with open(args.sd_config_file, encoding="utf-8") as f:
-                qd.parse_sd_config(f.read(), f"--endpoint.sd-config-file={args.sd_config_file}")
+                qd.parse_endpoint_config(f.read(), f"--endpoint.sd-config-file={args.sd_config_file}", client_tls)
         except OSError as e:
             raise UserError(f"--endpoint.sd-config-file={args.sd_config_file}: cannot read: {e.strerror or e}") from None
     if args.dns_server:
@@ -144,6 +156,8 @@ def config_from_args(args: argparse.Namespace):
                     experimental_functions="promql-experimental-functions" in features)
     return QueryConfig(http_address=args.http_address, grpc_address=args.grpc_address, http_config=args.http_config,
                       http_grace_period=args.http_grace_period, grpc_grace_period=args.grpc_grace_period,
+                      grpc_tls=tls.server, grpc_max_connection_age=args.grpc_max_connection_age,
+                      client_tls=client_tls, default_tls=default_tls,
                       endpoints=specs, sd_files=list(args.sd_files), sd_config_file=args.sd_config_file,
                       sd_interval=args.sd_interval, dns_interval=args.dns_interval, dns_server=args.dns_server,
                       sd_config_interval=args.sd_config_interval,
@@ -153,6 +167,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
+    config = config_from_args(args)  # before .run is imported: it loads grpc (see grpc_tls_from_args)
     from .run import run
 
-    return run(config_from_args(args))
+    return run(config)

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..tlsconfig import ClientTLS, ServerTLS
 from .api import ApiConfig
 from .discovery import Discovery, EndpointSpec
 
@@ -26,6 +27,10 @@ class QueryConfig:
     http_grace_period: float = 120.0
     http_config: str = ""  # --http.config: web config file (TLS, basic auth); "" for plain HTTP
     grpc_grace_period: float = 120.0
+    grpc_tls: Optional[ServerTLS] = None  # --grpc-server-tls-*; None: plaintext
+    grpc_max_connection_age: float = 3600.0  # --grpc-server-max-connection-age
+    client_tls: ClientTLS = field(default_factory=ClientTLS)  # --grpc-client-tls-*
+    default_tls: Optional[ClientTLS] = None  # --endpoint.sd-config's default_client_config
     endpoints: list[EndpointSpec] = field(default_factory=list)
     sd_files: list[str] = field(default_factory=list)
     sd_config_file: str = ""
@@ -77,7 +82,8 @@ async def serve(config: QueryConfig, stop: Optional[asyncio.Event] = None, worke
 
     srv = Component("query", http_address=config.http_address, http_grace_period=config.http_grace_period,
                     http_config=config.http_config,
-                    grpc_address=config.grpc_address, grpc_grace_period=config.grpc_grace_period, stop=stop,
+                    grpc_address=config.grpc_address, grpc_grace_period=config.grpc_grace_period,
+                    grpc_tls=config.grpc_tls, grpc_max_connection_age=config.grpc_max_connection_age, stop=stop,
                     worker=worker)
     registry = srv.registry
     gate_max = Gauge("thanos_query_concurrent_gate_queries_max", "Maximum number of concurrent queries.",
@@ -89,7 +95,8 @@ async def serve(config: QueryConfig, stop: Optional[asyncio.Event] = None, worke
                   "available for Querier.", ["external_labels", "store_type"], registry=registry)
     gate_max.set(config.api.max_concurrent)
 
-    discovery = Discovery(static=list(config.endpoints), sd_files=list(config.sd_files),
+    discovery = Discovery(static=list(config.endpoints), client_tls=config.client_tls,
+                          default_tls=config.default_tls, sd_files=list(config.sd_files),
                           sd_config_file=config.sd_config_file, dns_interval=config.dns_interval,
                           sd_interval=config.sd_interval, sd_config_interval=config.sd_config_interval,
                           dns_server=config.dns_server)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Iterable, Optional
 from ..errors import UserError
 
 if TYPE_CHECKING:  # imported where used: ``python -m pythanos.server.workers`` runs that module itself
+    from ..tlsconfig import ServerTLS
     from .workers import WorkerSlot
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class Component:
 
     def __init__(self, name: str, *, http_address: str, http_grace_period: float = 120.0, http_config: str = "",
                  grpc_address: Optional[str] = None, grpc_grace_period: float = 120.0,
+                 grpc_tls: Optional[ServerTLS] = None, grpc_max_connection_age: float = 0.0,
                  stop: Optional[asyncio.Event] = None, registry=None, worker: Optional[WorkerSlot] = None) -> None:
         from aiohttp import web
         from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -87,6 +89,9 @@ class Component:
         self.http_config = http_config
         self.grpc_address = grpc_address
         self.grpc_grace_period = grpc_grace_period
+        #: ``--grpc-server-tls-*`` (None: plaintext); ``--grpc-server-max-connection-age`` (0: unlimited)
+        self.grpc_tls = grpc_tls
+        self.grpc_max_connection_age = grpc_max_connection_age
         self.stop = stop or asyncio.Event()
         if registry is None:
             registry = CollectorRegistry()
@@ -235,20 +240,37 @@ class Component:
         await web.UnixSite(self._local_runner, self.worker.metrics_socket()).start()
 
     async def start_grpc(self, handlers: Iterable) -> None:
+        """Serve ``handlers`` on ``--grpc-address``: TLS (mTLS with a client CA, certificates re-read
+        when their files change) when :attr:`grpc_tls` is set, else plaintext. Workers listen on
+        the port their supervisor holds, each with the same settings."""
         import grpc
 
         from ..storeapi import service as svc
 
         if self.grpc_address is None:
             raise ValueError(f"{self.name}: no gRPC address configured")
-        options, address = svc.SERVER_OPTIONS, self.grpc_address
+        options, address = list(svc.SERVER_OPTIONS), self.grpc_address
         if self.worker is not None:  # every worker listens on the port the supervisor holds
             options = [o for o in options if o[0] != "grpc.so_reuseport"] + [("grpc.so_reuseport", 1)]
             address = self.worker.grpc_address
+        if self.grpc_max_connection_age > 0:  # GOAWAY after this long: clients reconnect (and handshake anew)
+            options.append(("grpc.max_connection_age_ms", max(1, int(self.grpc_max_connection_age * 1000))))
+        credentials = None
+        if self.grpc_tls is not None:
+            credentials = self.grpc_tls.credentials()  # a UserError naming the flag and file if they do not load
+            log.info("enabling server side TLS", extra={"component": self.name, "protocol": "gRPC"})
+            if self.grpc_tls.client_ca_file:
+                log.info("server TLS client verification enabled", extra={"component": self.name, "protocol": "gRPC"})
+        else:
+            log.info("disabled TLS, key and cert must be set to enable", extra={"component": self.name,
+                                                                               "protocol": "gRPC"})
         server = grpc.aio.server(options=options)
         server.add_generic_rpc_handlers(list(handlers))
         try:
-            port = server.add_insecure_port(address)
+            if credentials is not None:
+                port = server.add_secure_port(address, credentials)
+            else:
+                port = server.add_insecure_port(address)
         except RuntimeError as e:
             raise UserError(f"--grpc-address={self.grpc_address}: cannot listen: {e}") from None
         if not port:
@@ -256,7 +278,8 @@ class Component:
         await server.start()
         self._grpc = server
         self.grpc_port = port
-        log.info("listening for serving gRPC", extra={"component": self.name, "address": self.grpc_address})
+        log.info("listening for serving gRPC", extra={"component": self.name, "address": self.grpc_address,
+                                                      "tls": self.grpc_tls is not None})
 
     async def start(self, grpc_handlers: Optional[Iterable] = None,
                     cleanup: Optional[Callable[[], Awaitable]] = None) -> None:

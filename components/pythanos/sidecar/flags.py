@@ -46,9 +46,11 @@ def register(components) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
+    tls = f.grpc_tls_from_args(args)  # first: grpcio reads its TLS policy when it is loaded
     from .run import SidecarConfig
 
     return SidecarConfig(
+        grpc_tls=tls.server, grpc_max_connection_age=args.grpc_max_connection_age,
         prometheus_url=args.prometheus_url, prometheus_ready_timeout=args.prometheus_ready_timeout,
         get_config_interval=args.get_config_interval, get_config_timeout=args.get_config_timeout,
         tsdb_path=args.tsdb_path,
@@ -64,6 +66,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
+    config = config_from_args(args)  # before .run is imported: it loads grpc (see grpc_tls_from_args)
     from .run import run
 
-    return run(config_from_args(args))
+    return run(config)

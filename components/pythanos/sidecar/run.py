@@ -39,6 +39,7 @@ from typing import Optional, Sequence
 
 from ..errors import UserError
 from ..flags import DEFAULT_MIN_TIME, MinTime, parse_time_or_duration
+from ..tlsconfig import ServerTLS
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class SidecarConfig:
     http_config: str = ""  # --http.config: web config file (TLS, basic auth); "" for plain HTTP
     grpc_address: str = "0.0.0.0:10901"  # --grpc-address
     grpc_grace_period: float = 120.0  # --grpc-grace-period
+    grpc_tls: Optional[ServerTLS] = None  # --grpc-server-tls-*; None: plaintext
+    grpc_max_connection_age: float = 3600.0  # --grpc-server-max-connection-age
     reloader_config_file: str = ""  # --reloader.config-file
     reloader_config_envsubst_file: str = ""  # --reloader.config-envsubst-file
     reloader_rule_dirs: list[str] = field(default_factory=list)  # --reloader.rule-dir
@@ -196,7 +199,8 @@ async def serve(config: SidecarConfig, stop: Optional[asyncio.Event] = None) -> 
 
     srv = Component("sidecar", http_address=config.http_address, http_grace_period=config.http_grace_period,
                     http_config=config.http_config,
-                    grpc_address=config.grpc_address, grpc_grace_period=config.grpc_grace_period, stop=stop)
+                    grpc_address=config.grpc_address, grpc_grace_period=config.grpc_grace_period,
+                    grpc_tls=config.grpc_tls, grpc_max_connection_age=config.grpc_max_connection_age, stop=stop)
     registry = srv.registry
     prom_up = Gauge("thanos_sidecar_prometheus_up",
                     "Boolean indicator whether the sidecar can reach its Prometheus peer.", registry=registry)

@@ -86,6 +86,7 @@ def register(components) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
+    tls = f.grpc_tls_from_args(args)  # first: grpcio reads its TLS policy when it is loaded
     from ..cache import INDEX_CACHE_ITEMS, parse_cache_config
     from .run import StoreConfig
 
@@ -99,6 +100,7 @@ def config_from_args(args: argparse.Namespace):
 
         raise UserError(f"--min-time={args.min_time.text} is later than --max-time={args.max_time.text}")
     return StoreConfig(
+        grpc_tls=tls.server, grpc_max_connection_age=args.grpc_max_connection_age,
         http_address=args.http_address, http_grace_period=args.http_grace_period, http_config=args.http_config,
         grpc_address=args.grpc_address, grpc_grace_period=args.grpc_grace_period,
         data_dir=args.data_dir, bucket=f.bucket_from_args(args), index_cache_size=args.index_cache_size,
@@ -115,6 +117,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
+    config = config_from_args(args)  # before .run is imported: it loads grpc (see grpc_tls_from_args)
     from .run import run
 
-    return run(config_from_args(args))
+    return run(config)

@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..tlsconfig import ServerTLS
+
 log = logging.getLogger(__name__)
 
 __all__ = ["StoreConfig", "run", "serve"]
@@ -31,6 +33,8 @@ class StoreConfig:
     http_config: str = ""  # --http.config: web config file (TLS, basic auth); "" for plain HTTP
     grpc_address: str = "0.0.0.0:10901"
     grpc_grace_period: float = 120.0
+    grpc_tls: Optional[ServerTLS] = None  # --grpc-server-tls-*; None: plaintext
+    grpc_max_connection_age: float = 3600.0  # --grpc-server-max-connection-age
     data_dir: str = "./data"
     bucket: Any = None
     index_cache_size: int = 250 << 20
@@ -73,7 +77,8 @@ async def serve(config: StoreConfig, stop: Optional[asyncio.Event] = None) -> in
 
     srv = Component("store", http_address=config.http_address, http_grace_period=config.http_grace_period,
                     http_config=config.http_config,
-                    grpc_address=config.grpc_address, grpc_grace_period=config.grpc_grace_period, stop=stop)
+                    grpc_address=config.grpc_address, grpc_grace_period=config.grpc_grace_period,
+                    grpc_tls=config.grpc_tls, grpc_max_connection_age=config.grpc_max_connection_age, stop=stop)
     filters = []
     if config.min_time is not None and config.max_time is not None:
         filters.append(TimePartitionFilter(config.min_time, config.max_time))

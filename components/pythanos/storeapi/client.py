@@ -5,10 +5,18 @@
 single ``series`` frames, ``batch`` frames, ``warning`` and ``hints`` frames),
 :meth:`~StoreClient.label_names`, :meth:`~StoreClient.label_values`. Every error is a
 :class:`StoreAPIError` that names the endpoint and the method and carries the gRPC code.
+
+Transport security: ``StoreClient(addr, tls=ClientTLS(...))`` (:mod:`pythanos.tlsconfig`) dials
+with TLS. Credentials are prepared by :meth:`~StoreClient.info` (the call every endpoint check
+makes first): files re-read when they change (a new channel then), and for
+``insecure_skip_verify`` the endpoint's certificate fetched, and fetched again after a failed
+check.
 """
 from __future__ import annotations
 
-from typing import AsyncIterator, Iterable, Optional, Sequence, Union
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Optional, Sequence, Union
 
 import grpc
 from google.protobuf import any_pb2
@@ -27,6 +35,11 @@ from .types import (
     matcher_to_pb,
     series_from_pb,
 )
+
+if TYPE_CHECKING:
+    from ..tlsconfig import ClientTLS
+
+log = logging.getLogger(__name__)
 
 __all__ = ["StoreClient", "StoreAPIError"]
 
@@ -48,26 +61,34 @@ def _pb_matchers(ms: Iterable[MatcherLike]) -> list:
 
 class StoreClient:
     """One endpoint. ``timeout`` (seconds) bounds each call (a whole Series stream included)
-    unless the call passes its own; ``info_timeout`` bounds Info (Thanos: 5 s)."""
+    unless the call passes its own; ``info_timeout`` bounds Info (Thanos: 5 s). ``tls``: how to
+    dial (None or not enabled: plaintext); ``credentials`` is the raw grpcio alternative."""
 
     def __init__(self, address: str, *, timeout: float = 120.0, info_timeout: float = 5.0,
                  credentials: Optional[grpc.ChannelCredentials] = None,
-                 options: Sequence[tuple] = ()) -> None:
+                 options: Sequence[tuple] = (), tls: Optional["ClientTLS"] = None) -> None:
         self.address = address
         self.timeout = timeout
         self.info_timeout = info_timeout
+        self.tls = tls if tls is not None and tls.enabled else None
         self._credentials = credentials
+        self._tls_options: list[tuple[str, Any]] = []
+        self._tls_stamp: Optional[tuple] = None  # the files' state the credentials were made from
         self._options = list(svc.CLIENT_OPTIONS) + list(options)
         self._channel: Optional[grpc.aio.Channel] = None
         self._calls: dict = {}
+        self._closing: dict = {}  # close(grace) task -> retired channel
 
     # -- channel --
     def _call(self, path: str):
         c = self._calls.get(path)
         if c is None:
             if self._channel is None:
+                if self.tls is not None and self._credentials is None:
+                    self._prepare_sync(path)
                 if self._credentials is not None:
-                    self._channel = grpc.aio.secure_channel(self.address, self._credentials, options=self._options)
+                    options = self._options + self._tls_options
+                    self._channel = grpc.aio.secure_channel(self.address, self._credentials, options=options)
                 else:
                     self._channel = grpc.aio.insecure_channel(self.address, options=self._options)
             req, resp, streaming = svc.METHODS[path]
@@ -76,7 +97,66 @@ class StoreClient:
             self._calls[path] = c
         return c
 
+    def _prepare_sync(self, path: str) -> None:
+        """TLS credentials from the files alone (a call before any :meth:`info`)."""
+        from ..errors import UserError
+
+        assert self.tls is not None
+        if self.tls.skip_verify:  # needs the certificate fetched, which info() does
+            raise StoreAPIError(self.address, path, grpc.StatusCode.UNAVAILABLE,
+                                "TLS (insecure_skip_verify): the endpoint's certificate has not been fetched yet")
+        try:
+            stamp = self.tls.stamp()
+            roots, key, cert = self.tls.material()
+        except UserError as e:
+            raise StoreAPIError(self.address, path, None, f"TLS: {e}") from None
+        self._credentials = grpc.ssl_channel_credentials(roots, key, cert)
+        self._tls_options = [("grpc.ssl_target_name_override", self.tls.server_name)] if self.tls.server_name else []
+        self._tls_stamp = stamp
+
+    async def _prepare(self) -> None:
+        """(Re)make the TLS credentials when there are none or their files changed; a channel on
+        older credentials is replaced (its calls finish within the client timeout)."""
+        from ..errors import UserError
+
+        if self.tls is None:
+            return
+        stamp = self.tls.stamp()
+        if self._credentials is not None and stamp == self._tls_stamp:
+            return
+        try:
+            creds, options = await self.tls.channel_args(self.address, self.info_timeout)
+        except UserError as e:
+            if self._credentials is not None:  # keep dialling with what worked; say why it did not change
+                log.error("cannot reload the client TLS files; keeping the previous ones",
+                          extra={"address": self.address, "err": str(e)})
+                self._tls_stamp = stamp
+                return
+            raise StoreAPIError(self.address, svc.INFO, None, f"TLS: {e}") from None
+        except ConnectionError as e:
+            raise StoreAPIError(self.address, svc.INFO, grpc.StatusCode.UNAVAILABLE, str(e)) from None
+        if self._tls_stamp is not None and stamp != self._tls_stamp:
+            log.info("client TLS files changed; dialling with the new ones", extra={"address": self.address})
+        self._credentials, self._tls_options, self._tls_stamp = creds, options, stamp
+        self._retire_channel()
+
+    def _retire_channel(self) -> None:
+        """Drop the current channel: the next call opens one with the current credentials."""
+        old = self._channel
+        self._channel = None
+        self._calls.clear()
+        if old is not None:
+            task = asyncio.ensure_future(old.close(grace=self.timeout))
+            self._closing[task] = old
+            task.add_done_callback(lambda t: self._closing.pop(t, None))
+
     async def close(self) -> None:
+        for task, old in list(self._closing.items()):  # retired channels: no more grace
+            task.cancel()
+            try:
+                await old.close()
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
@@ -90,7 +170,10 @@ class StoreClient:
 
     def _error(self, path: str, e: BaseException) -> StoreAPIError:
         if isinstance(e, grpc.aio.AioRpcError):
-            return StoreAPIError(self.address, path, e.code(), e.details() or "")
+            details = e.details() or ""
+            if self.tls is not None and e.code() == grpc.StatusCode.UNAVAILABLE:
+                details = _tls_hint(details)
+            return StoreAPIError(self.address, path, e.code(), details)
         return StoreAPIError(self.address, path, None, f"{type(e).__name__}: {e}")
 
     async def _unary(self, path: str, request, timeout: Optional[float]):
@@ -101,11 +184,15 @@ class StoreClient:
 
     # -- Info --
     async def info(self, timeout: Optional[float] = None) -> StoreInfo:
-        """InfoAPI; when the endpoint answers UNIMPLEMENTED (Thanos < v0.21), ``Store.Info``."""
+        """InfoAPI; when the endpoint answers UNIMPLEMENTED (Thanos < v0.21), ``Store.Info``.
+        With TLS, first (re)makes the credentials (see :meth:`_prepare`)."""
         t = self.info_timeout if timeout is None else timeout
+        await self._prepare()
         try:
             resp = await self._unary(svc.INFO, info_pb2.InfoRequest(), t)
         except StoreAPIError as e:
+            if e.code == grpc.StatusCode.UNAVAILABLE and self.tls is not None and self.tls.skip_verify:
+                self._credentials = None  # the pinned certificate may be stale: fetch it again next time
             if e.code != grpc.StatusCode.UNIMPLEMENTED:
                 raise
             return StoreInfo.from_store_info_pb(await self.store_info(t))
@@ -208,3 +295,18 @@ class StoreClient:
             r.hints.CopyFrom(hints)
         resp = await self._unary(svc.LABEL_VALUES, r, timeout)
         return LabelsResult(list(resp.values), list(resp.warnings), resp.hints if resp.HasField("hints") else None)
+
+
+def _tls_hint(details: str) -> str:
+    """grpcio's handshake errors, said in words (the raw text stays)."""
+    d = details.lower()
+    if "certificate_verify_failed" in d or "certificate verify failed" in d:
+        why = "the server's certificate is not trusted by the configured CA (or does not name this server)"
+    elif "handshake" in d or "ssl" in d or "tsi" in d:
+        why = "TLS handshake failed"
+    elif "socket closed" in d or "connection reset" in d or "end of tcp stream" in d:
+        why = ("the server closed the connection during the TLS handshake (does it speak TLS, and does it want "
+               "a client certificate this client does not have or it does not trust?)")
+    else:
+        return details
+    return f"{why}: {details}"
