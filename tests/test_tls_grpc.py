@@ -599,3 +599,28 @@ def test_skip_verify_fetches_the_certificate_again(certs, pythanos_bin, tmp_path
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_client_certificate_is_reloaded(certs, pythanos_bin, tmp_path):
+    """The querier's client certificate files replaced (as a mounted Secret is): the next endpoint
+    check dials with the new pair, and the store that refused the old one is served."""
+    store = our_store(pythanos_bin, tmp_path, "store-client-reload", *server_flags(certs))
+    addr = store.extra["grpc"]
+    d = tmp_path / "client"
+    d.mkdir()
+    for src, dst in ((certs.other_client_crt, "tls.crt"), (certs.other_client_key, "tls.key")):
+        shutil.copy(src, d / dst)
+    q = our_query(pythanos_bin, tmp_path, "query-client-reload", f"--endpoint={addr}", "--grpc-client-tls-secure",
+                  f"--grpc-client-tls-ca={certs.ca_crt}", f"--grpc-client-tls-cert={d / 'tls.crt'}",
+                  f"--grpc-client-tls-key={d / 'tls.key'}")
+    try:
+        wait_log(q, "update of endpoint failed", f"address={addr}")
+        assert healthy_stores(q) == set()
+        for src, dst in ((certs.client_crt, "tls.crt"), (certs.client_key, "tls.key")):
+            shutil.copy(src, d / f"{dst}.new")
+            (d / f"{dst}.new").rename(d / dst)
+        q.wait_ready(lambda: healthy_stores(q) == {addr}, READY, what="the store served with the new client certificate")
+        wait_log(q, "client TLS files changed", f"address={addr}")
+    finally:
+        q.stop()
+        store.stop()
