@@ -54,26 +54,28 @@ WORKERS = os.environ.get("BENCH_DASH_WORKERS", "")
 RANGE_S = 600
 STEP_S = 15
 
-# Each wrk thread replays the paths in turn, starting at its own offset; done() prints the figures
-# as one JSON line (latencies in microseconds).
-WRK_SCRIPT = r"""
-local paths = {%s}
-local i = 0
-local counter = 0
-setup = function(thread) counter = counter + 1; thread:set("offset", counter) end
-init = function(args) i = tonumber(offset) or 0 end
-request = function()
-  i = i + 1
-  return wrk.format("GET", paths[(i %% #paths) + 1])
-end
+# done() prints wrk's figures as one JSON line (latencies in microseconds)
+WRK_DONE = r"""
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format('RESULT {"requests":%%d,"duration_us":%%d,"p50":%%d,"p99":%%d,' ..
-    '"connect":%%d,"read":%%d,"write":%%d,"status":%%d,"timeout":%%d}\n',
+  io.write(string.format('RESULT {"requests":%d,"duration_us":%d,"p50":%d,"p99":%d,' ..
+    '"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
     e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
+
+
+
+def wrk_script(items: list[str], request: str = 'return wrk.format("GET", item)') -> str:
+    """A wrk script whose threads take ``items`` in turn, each from its own offset: ``request`` (Lua)
+    turns ``item`` into the request; :data:`WRK_DONE` prints the figures."""
+    return ("local items = {" + ",".join(json.dumps(x) for x in items) + "}\n"
+            "local i = 0\nlocal counter = 0\n"
+            'setup = function(thread) counter = counter + 1; thread:set("offset", counter) end\n'
+            "init = function(args) i = tonumber(offset) or 0 end\n"
+            "request = function()\n  i = i + 1\n  local item = items[(i % #items) + 1]\n"
+            f"  {request}\nend\n" + WRK_DONE)
 
 
 def course_queries() -> list[str]:
@@ -125,11 +127,19 @@ def _tree_rss_kb(pid: int) -> list[int]:
 
 
 def _wrk(wrk: str, url: str, paths: list[str], clients: int, script: Path) -> dict:
-    lua = ",".join(json.dumps(p) for p in paths)
-    script.write_text(WRK_SCRIPT % lua)
-    threads = min(clients, 2)
-    out = subprocess.run([wrk, f"-t{threads}", f"-c{clients}", f"-d{SECONDS}s", "--timeout", "30s",
-                          "-s", str(script), url], capture_output=True, text=True, check=True).stdout
+    script.write_text(wrk_script(paths))
+    return wrk_result(subprocess.run(wrk_args(wrk, url, clients, SECONDS, script), capture_output=True,
+                                     text=True, check=True).stdout)
+
+
+def wrk_args(wrk: str, url: str, clients: int, seconds: int, script: Path) -> list[str]:
+    """wrk with one keep-alive connection per client (as Grafana's), two threads at most."""
+    return [wrk, f"-t{min(clients, 2)}", f"-c{clients}", f"-d{seconds}s", "--timeout", "30s", "-s", str(script), url]
+
+
+def wrk_result(out: str) -> dict:
+    """The figures :data:`WRK_DONE` printed, with ``rps`` and ``errors`` (socket errors, timeouts
+    and non-2xx answers) added."""
     m = re.search(r"^RESULT (.*)$", out, re.M)
     if not m:
         raise RuntimeError(f"wrk printed no result: {out[-1000:]}")
@@ -139,21 +149,30 @@ def _wrk(wrk: str, url: str, paths: list[str], clients: int, script: Path) -> di
     return r
 
 
+def start_ours(procs: _Procs, pythanos: str, stores: list[str], extra: list[str], tag: str,
+               pre: list[str] = ()) -> tuple[str, object]:
+    """Our querier over ``stores`` (``--query.workers`` from BENCH_DASH_WORKERS, else its default),
+    ready; its URL and process."""
+    grpc, http = _ports(2)
+    args = [*pre, pythanos, "query", *[f"--endpoint={s}" for s in stores], *extra, f"--grpc-address=127.0.0.1:{grpc}",
+            f"--http-address=127.0.0.1:{http}", "--log.level=warn"]
+    if WORKERS:
+        args.append(f"--query.workers={WORKERS}")
+    p = procs.start(f"pythanos-query-{tag}", args)
+    url = f"http://127.0.0.1:{http}"
+    procs.wait(p, url + "/-/ready")
+    return url, p
+
+
 def _start_queriers(procs: _Procs, pythanos: str, thanos: str, stores: list[str], extra: list[str],
                     pin: bool, tag: str) -> tuple[dict, dict]:
-    o_grpc, o_http, t_grpc, t_http = _ports(4)
-    eps = [f"--endpoint={s}" for s in stores]
+    t_grpc, t_http = _ports(2)
     pre = ["taskset", "-c", "0"] if pin else []
-    ours_args = [*pre, pythanos, "query", *eps, *extra, f"--grpc-address=127.0.0.1:{o_grpc}",
-                 f"--http-address=127.0.0.1:{o_http}", "--log.level=warn"]
-    if WORKERS:
-        ours_args.append(f"--query.workers={WORKERS}")
-    ours = procs.start(f"pythanos-query-{tag}", ours_args)
-    theirs = procs.start(f"thanos-query-{tag}", [*pre, thanos, "query", *eps, *extra,
+    ours_url, ours = start_ours(procs, pythanos, stores, extra, tag, pre)
+    theirs = procs.start(f"thanos-query-{tag}", [*pre, thanos, "query", *[f"--endpoint={s}" for s in stores], *extra,
                                                  f"--grpc-address=127.0.0.1:{t_grpc}",
                                                  f"--http-address=127.0.0.1:{t_http}", "--log.level=warn"])
-    urls = {"ours": f"http://127.0.0.1:{o_http}", "thanos": f"http://127.0.0.1:{t_http}"}
-    procs.wait(ours, urls["ours"] + "/-/ready")
+    urls = {"ours": ours_url, "thanos": f"http://127.0.0.1:{t_http}"}
     procs.wait(theirs, urls["thanos"] + "/-/ready")
     return urls, {"ours": ours, "thanos": theirs}
 
@@ -224,6 +243,19 @@ def _sidecar(procs: _Procs, pythanos: str, name: str, prom_url: str, tsdb: Path)
 
 
 def _course(out: list, wrk: str, work: Path, procs: _Procs, prometheus: str, pythanos: str, thanos: str) -> None:
+    stores = course_stores(work, procs, prometheus, pythanos)
+    end_s = time.time()
+    _load(out, wrk, work, "course", procs, pythanos, thanos, stores, COURSE_QUERIER_FLAGS,
+          "count(up)", _paths(course_queries(), end_s))
+
+
+#: what both queriers get over the course topology
+COURSE_QUERIER_FLAGS = ["--query.replica-label=replica"]
+
+
+def course_stores(work: Path, procs: _Procs, prometheus: str, pythanos: str) -> list[str]:
+    """The course topology (see the module doc), its scrapes run for ``WARM`` seconds: the gRPC
+    addresses of its three sidecars."""
     servers = [("eu1", 0), ("us1", 0), ("us1", 1)]
     ports = _ports(len(servers))
     stores = []
@@ -236,9 +268,7 @@ def _course(out: list, wrk: str, work: Path, procs: _Procs, prometheus: str, pyt
         url = _prometheus(procs, prometheus, work, f"prom-{cluster}-{replica}", cfg, work / f"tsdb-{i}", ports[i])
         stores.append(_sidecar(procs, pythanos, f"sidecar-{cluster}-{replica}", url, work / f"tsdb-{i}"))
     time.sleep(WARM)  # the scrapes accumulate the data the dashboard reads (a benchmark, not a test)
-    end_s = time.time()
-    _load(out, wrk, work, "course", procs, pythanos, thanos, stores, ["--query.replica-label=replica"],
-          "count(up)", _paths(course_queries(), end_s))
+    return stores
 
 
 def _bench10k(out: list, wrk: str, work: Path, procs: _Procs, prometheus: str, pythanos: str, thanos: str) -> None:

@@ -19,7 +19,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,16 +50,12 @@ def _binary(*cands) -> str:
 
 
 def _ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """Ports leased as the tests lease theirs (tests/ports.py): a benchmark running next to a test
+    run never starts a server on a port one of the tests' servers is about to take."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from ports import free_ports
+
+    return free_ports(n)
 
 
 def _ok(url: str) -> bool:
