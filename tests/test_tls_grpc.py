@@ -14,7 +14,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,7 +146,8 @@ def peers(tmp_path_factory, certs, prometheus_bin, thanos_bin, pythanos_bin):
         cfg.write_text("global:\n  scrape_interval: 1s\n  external_labels:\n    cluster: tls\n"
                        f"scrape_configs:\n  - job_name: prometheus\n    static_configs:\n"
                        f"      - targets: ['127.0.0.1:{pp}']\n")
-        prom = start("prometheus", [prometheus_bin, f"--config.file={cfg}", f"--storage.tsdb.path={base / 'prom' / 'data'}",
+        prom = start("prometheus", [prometheus_bin, f"--config.file={cfg}",
+                                    f"--storage.tsdb.path={base / 'prom' / 'data'}",
                                     f"--web.listen-address=127.0.0.1:{pp}"], base, pp)
         procs.append(prom)
         prom.wait_http_ready("/-/ready", READY)
@@ -471,6 +471,9 @@ def flag_cases(c: Certs, tmp: Path) -> list[tuple[list[str], str]]:
          "argument --grpc-server-tls-min-version: invalid TLS version '1.4', valid values are 1.0, 1.1, 1.2, 1.3"),
         ([*STORE, *server_flags(c), "--grpc-server-tls-curves=X25519"],
          "--grpc-server-tls-curves: grpcio cannot restrict TLS curves"),
+        ([*STORE, *server_flags(c, "--grpc-server-tls-min-version=1.2",
+                                "--grpc-server-tls-ciphers=TLS_AES_128_GCM_SHA256")],
+         "--grpc-server-tls-ciphers: only TLS 1.3 suites are named, and those cannot be chosen"),
         ([*STORE, *server_flags(c), "--grpc-server-tls-ciphers=TLS_RSA_WITH_RC4_128_SHA"],
          "--grpc-server-tls-ciphers: invalid cipher suite: TLS_RSA_WITH_RC4_128_SHA, valid values are"),
         (["query", "--http-address=127.0.0.1:0", "--grpc-address=127.0.0.1:0", "--grpc-client-tls-secure",
@@ -619,7 +622,8 @@ def test_client_certificate_is_reloaded(certs, pythanos_bin, tmp_path):
         for src, dst in ((certs.client_crt, "tls.crt"), (certs.client_key, "tls.key")):
             shutil.copy(src, d / f"{dst}.new")
             (d / f"{dst}.new").rename(d / dst)
-        q.wait_ready(lambda: healthy_stores(q) == {addr}, READY, what="the store served with the new client certificate")
+        q.wait_ready(lambda: healthy_stores(q) == {addr}, READY,
+                     what="the store served with the new client certificate")
         wait_log(q, "client TLS files changed", f"address={addr}")
     finally:
         q.stop()

@@ -313,7 +313,8 @@ def grpc_tls_from_args(args: argparse.Namespace) -> GrpcTLS:
     Components call this first in their ``config_from_args``: grpcio reads its TLS policy once,
     when it is loaded (see :mod:`pythanos.tlsconfig`). The process minimum is the server's when it
     serves TLS, else the client flags'; every other setting must agree with it."""
-    from .tlsconfig import ClientTLS, GrpcTLSPolicy, ServerTLS, check_ciphers, check_curves, fix_process_policy
+    from .tlsconfig import (GO_CIPHER_SUITES, ClientTLS, GrpcTLSPolicy, ServerTLS, check_ciphers, check_curves,
+                            fix_process_policy)
 
     server = None
     cert, key, ca = args.grpc_server_tls_cert, args.grpc_server_tls_key, args.grpc_server_tls_client_ca
@@ -330,6 +331,10 @@ def grpc_tls_from_args(args: argparse.Namespace) -> GrpcTLS:
     if server is not None:
         ciphers = check_ciphers(args.grpc_server_tls_ciphers, "--grpc-server-tls-ciphers")
         check_curves(args.grpc_server_tls_curves, "--grpc-server-tls-curves")
+        if server.min_version == "1.2" and ciphers and not any(GO_CIPHER_SUITES[c] for c in ciphers):
+            raise UserError("--grpc-server-tls-ciphers: only TLS 1.3 suites are named, and those cannot be chosen; "
+                            "with --grpc-server-tls-min-version=1.2 TLS 1.2 would have no suite at all. Name TLS 1.2 "
+                            "suites, or use --grpc-server-tls-min-version=1.3.")
     client = None
     if hasattr(args, "grpc_client_tls_secure"):
         client = ClientTLS(enabled=args.grpc_client_tls_secure, cert_file=args.grpc_client_tls_cert,
