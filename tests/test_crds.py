@@ -209,6 +209,51 @@ def test_scrape_config_from_needs_exactly_one_ref(kubectl, pythanos_crds, namesp
     assert "scrapeConfigFrom needs exactly one of configMapKeyRef and secretKeyRef" in err, err
 
 
+def test_grpc_tls_gets_schema_defaults(kubectl, pythanos_crds, namespace):
+    """``spec.grpcTLS`` (ThanosCluster) and ``spec.sidecar.grpcTLS`` (PrometheusHA): a Secret name is all it takes;
+    the key names are those of a kubernetes.io/tls Secret (plus cert-manager's ca.crt), mutual TLS by default."""
+    kubectl("apply", "-f", "-", namespace=namespace, input=tc_yaml("main", MINIMAL_TC + "grpcTLS: {secretName: grpc}\n"))
+    assert kubectl.json("get", "tc", "main", namespace=namespace)["spec"]["grpcTLS"] == {
+        "secretName": "grpc", "certKey": "tls.crt", "keyKey": "tls.key", "caKey": "ca.crt", "clientAuth": True}
+    kubectl("apply", "-f", "-", namespace=namespace, input=tc_yaml("custom", MINIMAL_TC + """\
+grpcTLS: {secretName: grpc, certKey: cert.pem, keyKey: key.pem, caKey: cert.pem, serverName: thanos.example.svc,
+          clientAuth: false}
+"""))
+    assert kubectl.json("get", "tc", "custom", namespace=namespace)["spec"]["grpcTLS"] == {
+        "secretName": "grpc", "certKey": "cert.pem", "keyKey": "key.pem", "caKey": "cert.pem",
+        "serverName": "thanos.example.svc", "clientAuth": False}
+    kubectl("apply", "-f", "-", namespace=namespace,
+            input=pha_yaml("eu1", "externalLabels: {cluster: eu1}\nsidecar:\n  grpcTLS: {secretName: eu1-grpc}\n"))
+    assert kubectl.json("get", "pha", "eu1", namespace=namespace)["spec"]["sidecar"] == {
+        "logLevel": "info", "grpcTLS": {"secretName": "eu1-grpc", "certKey": "tls.crt", "keyKey": "tls.key",
+                                        "caKey": "ca.crt", "clientAuth": True}}
+
+
+def test_grpc_tls_is_validated(kubectl, pythanos_crds, namespace):
+    err = rejected(kubectl, tc_yaml("bad", MINIMAL_TC + "grpcTLS: {certKey: tls.crt}\n"), namespace)
+    assert "spec.grpcTLS.secretName: Required value" in err, err
+    err = rejected(kubectl, tc_yaml("bad", MINIMAL_TC + "grpcTLS: {secretName: grpc, keyKey: tls.crt}\n"), namespace)
+    assert "spec.grpcTLS.keyKey: Invalid value" in err and \
+        "keyKey must differ from certKey and caKey (the private key is a file of its own)" in err, err
+    err = rejected(kubectl, tc_yaml("bad", MINIMAL_TC + "grpcTLS: {secretName: grpc, caKey: tls.key}\n"), namespace)
+    assert "keyKey must differ from certKey and caKey" in err, err
+    err = rejected(kubectl, tc_yaml("bad", MINIMAL_TC + "grpcTLS: {secretName: grpc, certKey: 'a/b'}\n"), namespace)
+    assert "spec.grpcTLS.certKey" in err, err
+    err = rejected(kubectl, tc_yaml("bad", MINIMAL_TC + "grpcTLS: {secretName: Grpc_TLS}\n"), namespace)
+    assert "spec.grpcTLS.secretName" in err, err
+    err = rejected(kubectl, tc_yaml("bad", MINIMAL_TC + "grpcTLS: {secretName: grpc, serverName: 'https://x'}\n"),
+                   namespace)
+    assert "spec.grpcTLS.serverName" in err, err
+    err = rejected(kubectl, pha_yaml("bad", "externalLabels: {cluster: eu1}\n"
+                                            "sidecar:\n  grpcTLS: {secretName: s, keyKey: ca.crt}\n"), namespace)
+    assert "spec.sidecar.grpcTLS.keyKey: Invalid value" in err and "keyKey must differ" in err, err
+    # a sidecar only serves: the name queriers verify belongs to the ThanosCluster
+    r = kubectl("apply", "-f", "-", namespace=namespace, check=False,
+                input=pha_yaml("typo", "externalLabels: {cluster: eu1}\n"
+                                       "sidecar:\n  grpcTLS: {secretName: s, serverName: x.svc}\n"))
+    assert r.returncode != 0 and 'unknown field "spec.sidecar.grpcTLS.serverName"' in r.stderr, r.stderr
+
+
 def test_out_of_range_and_unknown_fields_are_rejected(kubectl, pythanos_crds, namespace):
     err = rejected(kubectl, pha_yaml("bad", "externalLabels: {cluster: eu1}\nreplicas: 0\n"), namespace)
     assert "spec.replicas" in err and "greater than or equal to 1" in err, err

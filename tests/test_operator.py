@@ -9,6 +9,7 @@ ServiceAccounts shows what each may not do. There is no kubelet: tests patch Sta
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -73,7 +74,8 @@ def start_operator(kubeconfig: Path, work: Path, *args: str, name: str = "operat
     health, metrics = free_ports(2)
     log = work / f"{name}.log"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHANOS_OPERATOR_RETRY_DELAY": "2",
-           "PYTHANOS_COMPONENT_IMAGE": "pythanos:test", "PYTHONUNBUFFERED": "1"}
+           "PYTHANOS_OPERATOR_SECRET_RESYNC": "1", "PYTHANOS_COMPONENT_IMAGE": "pythanos:test",
+           "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pythanos_operator.main", f"--liveness=http://127.0.0.1:{health}/healthz",
          f"--metrics-address=127.0.0.1:{metrics}", *args],
@@ -377,6 +379,145 @@ def test_missing_object_storage_secret(kubectl, namespace, operator, op_log):
 CHILD_KINDS = "statefulsets,deployments,services,configmaps,poddisruptionbudgets"
 
 
+def annotation(obj: dict | None, key: str = "pythanos.io/grpc-tls-ca-sha256") -> str | None:
+    return (((obj or {}).get("spec") or {}).get("template", {}).get("metadata", {}).get("annotations") or {}).get(key)
+
+
+def volumes_of(obj: dict) -> list[dict]:
+    return obj["spec"]["template"]["spec"]["volumes"]
+
+
+def mounts_of(obj: dict, container: str) -> list[dict]:
+    return next(c for c in obj["spec"]["template"]["spec"]["containers"] if c["name"] == container)["volumeMounts"]
+
+
+def apply_secret(kubectl, ns: str, secret: dict) -> None:
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(secret), namespace=ns)
+
+
+def tls_cluster(ns: str, server_name: str | None = None) -> str:
+    tc = yaml.safe_load((EXAMPLES / "thanoscluster.yaml").read_text())
+    tc["spec"]["grpcTLS"] = {"secretName": "demo-grpc-tls", "serverName": server_name or f"thanos-grpc.{ns}.svc"}
+    return yaml.safe_dump(tc)
+
+
+def test_grpc_tls_secret_missing_invalid_then_rendered_and_rolled(kubectl, namespace, tmp_path, op_log):
+    """ThanosCluster.spec.grpcTLS through the real API server, under the operator's own RBAC (get on Secrets,
+    by name): a missing Secret, then one lacking its CA, is a condition and an Event on the cluster and on the
+    member inheriting it, with nothing rendered; the complete Secret renders TLS everywhere gRPC is served
+    or dialled; a renewed certificate rolls nothing, a new CA rolls the pods that read it; a deleted Secret is
+    reported again and the workloads stay as they were."""
+    from tlsfiles import make_pki, reissue, tls_secret
+
+    ns = namespace
+    apply_examples(kubectl, ns, "objstore-secret.yaml", "prometheusha-eu1.yaml")
+    kubectl("apply", "--server-side", "-f", "-", input=tls_cluster(ns), namespace=ns)
+    t = wait_cond(kubectl, "thanoscluster", "demo", ns, "Ready", "False", "TLSSecretNotFound")
+    msg = cond(t, "Reconciled")["message"]
+    assert "spec.grpcTLS" in msg and "Secret demo-grpc-tls not found" in msg and ns in msg, msg
+    p = wait_cond(kubectl, "prometheusha", "eu1", ns, "Ready", "False", "TLSSecretNotFound")
+    assert "spec.grpcTLS of ThanosCluster demo" in cond(p, "Reconciled")["message"]
+    for who in ("demo", "eu1"):
+        wait_for(lambda: [e for e in events_for(kubectl, ns, who) if e["reason"] == "TLSSecretNotFound"
+                          and e["type"] == "Warning"], what=f"TLSSecretNotFound event on {who}")
+    assert children(kubectl, ns) == {}, "nothing rendered half-way"
+
+    pki = make_pki(tmp_path / "pki", f"thanos-grpc.{ns}.svc")
+    apply_secret(kubectl, ns, tls_secret("demo-grpc-tls", pki, keys=("tls.crt", "tls.key")))
+    t = wait_cond(kubectl, "thanoscluster", "demo", ns, "Ready", "False", "TLSSecretInvalid")
+    assert "Secret demo-grpc-tls has no key ca.crt (the CA; keys: tls.crt, tls.key)" in cond(t, "Reconciled")["message"]
+    wait_cond(kubectl, "prometheusha", "eu1", ns, "Ready", "False", "TLSSecretInvalid")
+    wait_for(lambda: [e for e in events_for(kubectl, ns, "demo") if e["reason"] == "TLSSecretInvalid"],
+             what="TLSSecretInvalid event")
+    assert children(kubectl, ns) == {}
+
+    apply_secret(kubectl, ns, tls_secret("demo-grpc-tls", pki))
+    wait_cond(kubectl, "thanoscluster", "demo", ns, "Reconciled", "True")
+    wait_cond(kubectl, "prometheusha", "eu1", ns, "Reconciled", "True")
+    ca1 = hashlib.sha256(pki.read("ca.crt")).hexdigest()
+    d = "/etc/thanos/grpc-tls"
+    server = [f"--grpc-server-tls-cert={d}/tls.crt", f"--grpc-server-tls-key={d}/tls.key",
+              f"--grpc-server-tls-client-ca={d}/ca.crt"]
+    client = ["--grpc-client-tls-secure", f"--grpc-client-tls-cert={d}/tls.crt", f"--grpc-client-tls-key={d}/tls.key",
+              f"--grpc-client-tls-ca={d}/ca.crt", f"--grpc-client-server-name=thanos-grpc.{ns}.svc"]
+    vol = {"name": "grpc-tls", "secret": {"secretName": "demo-grpc-tls", "defaultMode": 420}}   # as served
+    mount = {"name": "grpc-tls", "mountPath": d, "readOnly": True}
+    q = wait_for(lambda: kget(kubectl, "deployment", "thanos-query-demo", ns), what="querier")
+    assert args_of(q, "thanos-query")[-len(server + client):] == server + client
+    assert vol in volumes_of(q) and mount in mounts_of(q, "thanos-query") and annotation(q) == ca1
+    store = wait_for(lambda: kget(kubectl, "statefulset", "thanos-store-demo", ns), what="store")
+    assert args_of(store, "thanos-store")[-3:] == server and vol in volumes_of(store) and annotation(store) == ca1
+    sts = wait_for(lambda: kget(kubectl, "statefulset", "prometheus-eu1", ns), what="eu1")
+    assert args_of(sts, "thanos-sidecar")[-3:] == server and annotation(sts) == ca1
+    assert mount in mounts_of(sts, "thanos-sidecar") and mount not in mounts_of(sts, "prometheus")
+    compact = wait_for(lambda: kget(kubectl, "statefulset", "thanos-compact-demo", ns), what="compactor")
+    assert not [a for a in args_of(compact, "thanos-compact") if "tls" in a] and annotation(compact) is None
+    for o in (q, store, sts):   # readiness stays HTTP
+        for c in o["spec"]["template"]["spec"]["containers"]:
+            assert "httpGet" in c["readinessProbe"], c["name"]
+
+    # A renewed certificate (same CA): nothing to roll. A new CA: the pods that read it roll, once.
+    gen = {k: kget(kubectl, k, n, ns)["metadata"]["generation"] for k, n in
+           (("deployment", "thanos-query-demo"), ("statefulset", "prometheus-eu1"))}
+    apply_secret(kubectl, ns, tls_secret("demo-grpc-tls", reissue(pki)))
+    pki2 = make_pki(tmp_path / "pki2", f"thanos-grpc.{ns}.svc", ca_name="test-ca-2")
+    apply_secret(kubectl, ns, tls_secret("demo-grpc-tls", pki2))
+    ca2 = hashlib.sha256(pki2.read("ca.crt")).hexdigest()
+    q = wait_for(lambda: (lambda o: o if annotation(o) == ca2 else None)(
+        kget(kubectl, "deployment", "thanos-query-demo", ns)), what="the querier rolled to the new CA")
+    sts = wait_for(lambda: (lambda o: o if annotation(o) == ca2 else None)(
+        kget(kubectl, "statefulset", "prometheus-eu1", ns)), what="the sidecars rolled to the new CA")
+    assert q["metadata"]["generation"] == gen["deployment"] + 1
+    assert sts["metadata"]["generation"] == gen["statefulset"] + 1
+    wait_for(lambda: "gRPC TLS Secret" in op_log.output() and f"ThanosCluster {ns}/demo" in op_log.output(),
+             what="the resync's log line")
+
+    # The Secret deleted: reported again (no change of any custom resource needed: the resync thread reads
+    # it), with a new Event; workloads unchanged.
+    def not_found_events() -> list[dict]:
+        return [e for e in events_for(kubectl, ns, "demo") if e["reason"] == "TLSSecretNotFound"]
+    n_events = len(not_found_events())
+    kubectl("delete", "secret", "demo-grpc-tls", namespace=ns)
+    wait_cond(kubectl, "thanoscluster", "demo", ns, "Ready", "False", "TLSSecretNotFound")
+    wait_cond(kubectl, "prometheusha", "eu1", ns, "Ready", "False", "TLSSecretNotFound")
+    wait_for(lambda: len(not_found_events()) > n_events, what="a new TLSSecretNotFound event")
+    assert kget(kubectl, "deployment", "thanos-query-demo", ns)["metadata"]["generation"] == q["metadata"]["generation"]
+    apply_secret(kubectl, ns, tls_secret("demo-grpc-tls", pki2))
+    wait_cond(kubectl, "thanoscluster", "demo", ns, "Reconciled", "True")
+    wait_cond(kubectl, "prometheusha", "eu1", ns, "Reconciled", "True")
+    assert kget(kubectl, "deployment", "thanos-query-demo", ns)["metadata"]["generation"] == q["metadata"]["generation"]
+
+
+def test_tls_sidecars_under_a_plaintext_querier(kubectl, namespace, tmp_path, op_log):
+    """A member whose sidecars serve TLS while its ThanosCluster's queriers dial in plaintext is refused
+    (GRPCTLSMismatch, an Event, its workload as it was); TLS on the cluster resolves it."""
+    from tlsfiles import make_pki, tls_secret
+
+    ns = namespace
+    apply_examples(kubectl, ns, "objstore-secret.yaml", "thanoscluster.yaml", "prometheusha-eu1.yaml")
+    wait_cond(kubectl, "prometheusha", "eu1", ns, "Reconciled", "True")
+    before = kget(kubectl, "statefulset", "prometheus-eu1", ns)
+    pki = make_pki(tmp_path / "pki", f"thanos-grpc.{ns}.svc")
+    apply_secret(kubectl, ns, tls_secret("demo-grpc-tls", pki))
+    kubectl("patch", "prometheusha", "eu1", "--type=merge", "-p",
+            json.dumps({"spec": {"sidecar": {"grpcTLS": {"secretName": "demo-grpc-tls"}}}}), namespace=ns)
+    o = wait_cond(kubectl, "prometheusha", "eu1", ns, "Ready", "False", "GRPCTLSMismatch")
+    msg = cond(o, "Reconciled")["message"]
+    assert "ThanosCluster demo has no spec.grpcTLS" in msg and "plaintext" in msg, msg
+    ev = wait_for(lambda: [e for e in events_for(kubectl, ns, "eu1") if e["reason"] == "GRPCTLSMismatch"],
+                  what="mismatch event")
+    assert ev[0]["type"] == "Warning"
+    assert kget(kubectl, "statefulset", "prometheus-eu1", ns)["metadata"]["generation"] == \
+        before["metadata"]["generation"], "the running sidecars keep serving what the querier dials"
+
+    kubectl("apply", "--server-side", "-f", "-", input=tls_cluster(ns), namespace=ns)
+    wait_cond(kubectl, "prometheusha", "eu1", ns, "Reconciled", "True")
+    wait_for(lambda: "--grpc-server-tls-cert=/etc/thanos/grpc-tls/tls.crt" in
+             args_of(kget(kubectl, "statefulset", "prometheus-eu1", ns), "thanos-sidecar"), what="TLS sidecars")
+    wait_for(lambda: "--grpc-client-tls-secure" in args_of(kget(kubectl, "deployment", "thanos-query-demo", ns),
+                                                           "thanos-query"), what="a TLS querier")
+
+
 def children(kubectl, ns: str) -> dict[tuple[str, str], dict]:
     """Every object the operator manages in ``ns``, by (kind, name)."""
     items = kubectl.json("get", CHILD_KINDS, "-l", "app.kubernetes.io/managed-by=pythanos-operator", namespace=ns)
@@ -512,6 +653,42 @@ def test_peering_keeps_one_replica_active(operator_kubeconfig, kubectl, tmp_path
             stop_operator(op)
 
 
+def test_tls_secret_resync_follows_peering(operator_kubeconfig, kubectl, namespace, tmp_path, operator):
+    """The resync thread is the operator's own, outside kopf's pause: an operator outranked by a live peer
+    leaves a changed TLS Secret to that peer. (Which operator then rolls the pods is not pinned: the module's
+    standalone operator watches this namespace too, and the first one to re-render makes the others see a
+    drifted annotation, which they repair to the same value.)"""
+    from tlsfiles import make_pki, tls_secret
+
+    ns = namespace
+    apply_examples(kubectl, ns, "objstore-secret.yaml")
+    apply_secret(kubectl, ns, tls_secret("demo-grpc-tls", make_pki(tmp_path / "pki", f"thanos-grpc.{ns}.svc")))
+    ops = []
+    try:
+        low = start_operator(operator_kubeconfig, tmp_path, "--peering=pythanos-operator", "--priority=10", name="low")
+        ops.append(low)
+        kubectl("apply", "--server-side", "-f", "-", input=tls_cluster(ns), namespace=ns)
+        wait_for(lambda: f"ThanosCluster {ns}/demo: applied" in low.output(), 60, "low reconciles demo")
+        high = start_operator(operator_kubeconfig, tmp_path, "--peering=pythanos-operator", "--priority=20",
+                              name="high")
+        ops.append(high)
+        wait_for(lambda: "Pausing operations in favour of" in low.output(), 60, "low priority pauses")
+        wait_for(lambda: f"ThanosCluster {ns}/demo: applied" in high.output(), 60, "high resumes demo")
+
+        pki2 = make_pki(tmp_path / "pki2", f"thanos-grpc.{ns}.svc", ca_name="test-ca-2")
+        apply_secret(kubectl, ns, tls_secret("demo-grpc-tls", pki2))
+        changed = f"gRPC TLS Secret {ns}/demo-grpc-tls changed;"
+        wait_for(lambda: f"{changed} ThanosCluster {ns}/demo left to a peer with a higher priority" in low.output(),
+                 60, "low leaves the change to high")
+        ca2 = hashlib.sha256(pki2.read("ca.crt")).hexdigest()
+        wait_for(lambda: annotation(kget(kubectl, "deployment", "thanos-query-demo", ns)) == ca2, what="rolled")
+        assert f"{changed} reconciling ThanosCluster {ns}/demo" not in low.output()
+        assert f"reconciling ThanosCluster {ns}/demo" not in low.output().split("Pausing operations")[-1]
+    finally:
+        for op in ops:
+            stop_operator(op)
+
+
 def test_namespaced_install_with_role_only(kubectl, namespace, helm_bin, kube_apiserver, tmp_path, installed):
     """The chart's watchNamespaces mode: a Role/RoleBinding in the watched namespace is all the operator
     gets (its own ServiceAccount, no ClusterRole) and it still reconciles, peers and reports."""
@@ -552,7 +729,7 @@ NEEDED = [("list", "prometheushas.pythanos.io"), ("watch", "thanosclusters.pytha
           ("create", "statefulsets.apps"), ("patch", "deployments.apps"), ("delete", "statefulsets.apps"),
           ("watch", "services"), ("watch", "configmaps"), ("watch", "poddisruptionbudgets.policy"),
           ("delete", "poddisruptionbudgets.policy"), ("get", "secrets"), ("create", "events"),
-          ("patch", "kopfpeerings.kopf.dev")]
+          ("patch", "kopfpeerings.kopf.dev"), ("get", "kopfpeerings.kopf.dev")]
 NEVER = [("list", "secrets"), ("watch", "secrets"), ("create", "secrets"), ("patch", "secrets"),
          ("delete", "secrets"), ("update", "prometheushas.pythanos.io"), ("create", "thanosclusters.pythanos.io"),
          ("delete", "prometheushas.pythanos.io"), ("get", "pods"), ("create", "pods", "--subresource=exec"),

@@ -14,17 +14,25 @@
   finalizer on every custom resource, which wedges deletion when the operator is gone — e.g. under Argo CD
   app deletion).
 * kopf indexes hold all PrometheusHAs, ThanosClusters and our workloads, so cross-object rules need no lists.
+* gRPC TLS Secrets (``grpcTLS``) are read by name at each reconcile (keys present and PEM; the CA's digest
+  goes on the pods that read it) and re-read every ``PYTHANOS_OPERATOR_SECRET_RESYNC`` seconds (default 60;
+  0 turns it off) by one operator thread (:mod:`tlswatch`): the operator may not watch Secrets, and a Secret
+  created, broken or given a new CA must still reach its objects. The thread follows kopf's peering (it does
+  nothing while a peer with a higher priority is alive).
 
 Invalid references never crash anything: a missing ThanosCluster (``ThanosClusterNotFound``), object-storage
-Secret (``ObjectStorageSecretMissing``) or scrape-config object, an external-label clash
-(``ExternalLabelsConflict``) or an API error (``ReconcileFailed``) becomes ``Ready=False`` with that reason, a
-Warning Event, no workload change, and (for the object's own handler) a kopf retry after
-``PYTHANOS_OPERATOR_RETRY_DELAY`` seconds (default 30).
+Secret (``ObjectStorageSecretMissing``), gRPC TLS Secret (``TLSSecretNotFound``; one lacking a key or with a
+non-PEM value: ``TLSSecretInvalid``) or scrape-config object, an external-label clash
+(``ExternalLabelsConflict``), TLS sidecars under plaintext queriers (``GRPCTLSMismatch``) or an API error
+(``ReconcileFailed``) becomes ``Ready=False`` with that reason, a Warning Event, no workload change, and (for
+the object's own handler, when waiting can fix it) a kopf retry after ``PYTHANOS_OPERATOR_RETRY_DELAY``
+seconds (default 30).
 
 No handler writes ``spec``; no finalizer is added (children are garbage-collected through owner references).
 """
 from __future__ import annotations
 
+import contextvars
 import copy
 import datetime
 import logging
@@ -41,8 +49,9 @@ from . import metrics
 from . import render
 from . import status as st
 from .kube import ApiError, Kube
-from .spec import (GROUP, PHA_KIND, PHA_PLURAL, TC_KIND, TC_PLURAL, VERSION, Defaults, name_of, namespace_of,
-                   pha_spec, tc_spec)
+from .spec import (GROUP, GRPCTLS, PHA_KIND, PHA_PLURAL, TC_KIND, TC_PLURAL, VERSION, Defaults, check_tls_secret,
+                   name_of, namespace_of, pha_spec, tc_spec)
+from .tlswatch import KopfHandles, SecretWatch, Seen, outranked
 
 MANAGED = {"app.kubernetes.io/managed-by": render.MANAGED_BY}
 PHA_CHILD_KINDS = ("StatefulSet", "PodDisruptionBudget", "Service", "ConfigMap")
@@ -88,7 +97,22 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Lo
     if getattr(memo, "peering", None):
         for obj in peering_objects(memo.peering, getattr(memo, "namespaces", None) or []):
             memo.kube.apply_any(obj)   # idempotent; kopf then finds it when peering starts
+    # Set here, before kopf copies the memo for each object: every handler shares this one.
+    memo.secret_watch = SecretWatch()
+    interval = float(os.environ.get("PYTHANOS_OPERATOR_SECRET_RESYNC", "60"))
+    if interval > 0:
+        peering = None if settings.peering.standalone else (
+            settings.peering.name, settings.peering.clusterwide, int(settings.peering.priority))
+        threading.Thread(target=_secret_resync, args=(memo, interval, peering, logging.getLogger(__name__)),
+                         name="tls-secret-resync", daemon=True).start()
     logger.info("pythanos-operator started (component image %s)", memo.defaults.component_image)
+
+
+@kopf.on.cleanup()
+def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    watch = getattr(memo, "secret_watch", None)
+    if watch is not None:
+        watch.stopped.set()
 
 
 def peering_objects(name: str, namespaces: list[str]) -> list[dict[str, Any]]:
@@ -158,12 +182,16 @@ class Ctx:
     retry_delay: float = 30.0
     first_attempt: bool = True   # kopf's retry == 0: a retry re-reports an unchanged failure without an Event
     done: set = field(default_factory=set)
+    secret_watch: SecretWatch = field(default_factory=SecretWatch)
 
     @classmethod
     def build(cls, memo: Any, logger: logging.Logger, pha_idx: Any, tc_idx: Any, sts_idx: Any,
               deploy_idx: Any) -> "Ctx":
+        watch = getattr(memo, "secret_watch", None) or SecretWatch()
+        if watch.kopf is None:   # for reconciles the resync thread starts: kopf's indexes and Event poster
+            watch.kopf = KopfHandles((pha_idx, tc_idx, sts_idx, deploy_idx), contextvars.copy_context())
         return cls(memo.kube, memo.defaults, _values(pha_idx), _values(tc_idx), (sts_idx, deploy_idx), logger,
-                   getattr(memo, "retry_delay", 30.0))
+                   getattr(memo, "retry_delay", 30.0), secret_watch=watch)
 
     def workload(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
         for idx in self.workload_indexes:
@@ -279,6 +307,30 @@ def _secret_missing(ctx: Ctx, ns: str, ref: Any) -> bool:
     return ref is not None and not ctx.kube.exists("Secret", ns, ref.name)
 
 
+def _tls_usable(ctx: Ctx, kind: str, body: Mapping[str, Any], tls: GRPCTLS | None, expected: list,
+                own: bool, what: str) -> tuple[bool, str | None]:
+    """Check the object's gRPC TLS Secret (read by name; only key names and the CA's digest are kept) and
+    remember what was seen for the resync thread. Returns (usable, CA digest); an unusable Secret is
+    reported (``TLSSecretNotFound`` / ``TLSSecretInvalid``, workloads left unchanged) and, for the
+    object's own handler, retried by kopf."""
+    ns, name = namespace_of(body), name_of(body)
+    if tls is None:
+        ctx.secret_watch.forget(kind, ns, name)
+        return True, None
+    check = check_tls_secret(ctx.kube.get("Secret", ns, tls.secret_name), tls)
+    ctx.secret_watch.record(kind, ns, name, str((body.get("metadata") or {}).get("uid") or ""), tls,
+                            check.state, check.ca_sha256)
+    if check.ok:
+        return True, check.ca_sha256
+    reason = st.TLS_SECRET_INVALID if check.found else st.TLS_SECRET_NOT_FOUND
+    cond = st.Cond("False", reason, f"gRPC TLS ({what}): {check.problem} in namespace {ns}; "
+                                    "workloads left unchanged")
+    _report_failure(ctx, kind, body, cond, expected, own)
+    if own:
+        raise kopf.TemporaryError(cond.message, delay=ctx.retry_delay)
+    return False, None
+
+
 def _going_away(ctx: Ctx, kind: str, body: Mapping[str, Any], e: ApiError) -> bool:
     """The object or its namespace is being deleted: nothing to report (and nowhere to report it)."""
     if e.status == 403 and "being terminated" in str(e):
@@ -318,8 +370,7 @@ def _reconcile_pha(ctx: Ctx, pha: Mapping[str, Any], own: bool) -> None:
     t0 = time.monotonic()
     s = pha_spec(pha)
     tc = ctx.cluster_of(pha)
-    objs = render.render_prometheus_ha(pha, tc, ctx.defaults)
-    expected = _expected_workloads(objs)
+    expected = _expected_workloads(render.render_prometheus_ha(pha, tc, ctx.defaults))
 
     if s.cluster_name and tc is None:
         cond = st.Cond("False", st.THANOS_CLUSTER_NOT_FOUND,
@@ -340,6 +391,13 @@ def _reconcile_pha(ctx: Ctx, pha: Mapping[str, Any], own: bool) -> None:
         _report_failure(ctx, PHA_KIND, pha, cond, expected, own)
         return
 
+    mismatch = render.grpc_tls_mismatch(pha, tc)
+    if mismatch is not None:   # fixed by a spec change (this object's or the cluster's): no retry needed
+        ctx.secret_watch.forget(PHA_KIND, ns, name)
+        cond = st.Cond("False", st.GRPC_TLS_MISMATCH, f"{mismatch}; workload left unchanged")
+        _report_failure(ctx, PHA_KIND, pha, cond, expected, own)
+        return
+
     ref = render.pha_objstore(s, tc)
     if _secret_missing(ctx, ns, ref):
         cond = st.Cond("False", st.OBJECT_STORAGE_SECRET_MISSING,
@@ -348,6 +406,12 @@ def _reconcile_pha(ctx: Ctx, pha: Mapping[str, Any], own: bool) -> None:
         if own:
             raise kopf.TemporaryError(cond.message, delay=ctx.retry_delay)
         return
+    tls = render.pha_grpc_tls(s, tc)
+    usable, ca_sha256 = _tls_usable(ctx, PHA_KIND, pha, tls, expected, own,
+                                    "spec.sidecar.grpcTLS" if s.grpc_tls is not None
+                                    else f"spec.grpcTLS of ThanosCluster {name_of(tc) if tc else ''}")
+    if not usable:
+        return
     cref = s.scrape_config_ref
     if cref is not None and not ctx.kube.exists(cref.kind, ns, cref.name):
         cond = st.Cond("False", st.RECONCILE_FAILED, f"scrape config {cref.kind} {ns}/{cref.name} not found")
@@ -355,6 +419,7 @@ def _reconcile_pha(ctx: Ctx, pha: Mapping[str, Any], own: bool) -> None:
         if own:
             raise kopf.TemporaryError(cond.message, delay=ctx.retry_delay)
         return
+    objs = render.render_prometheus_ha(pha, tc, ctx.defaults, ca_sha256=ca_sha256)
     _apply(ctx, PHA_KIND, pha, objs, PHA_CHILD_KINDS,
            f"{render.LABEL_PHA}={name},app.kubernetes.io/managed-by={render.MANAGED_BY}", expected, own)
     metrics.observe(PHA_KIND, time.monotonic() - t0)
@@ -367,8 +432,8 @@ def _reconcile_tc(ctx: Ctx, tc: Mapping[str, Any], own: bool) -> None:
     ctx.done.add(("TC", ns, name))
     t0 = time.monotonic()
     s = tc_spec(tc)
-    objs = render.render_thanos_cluster(tc, ctx.accepted_members(tc), ctx.defaults)
-    expected = _expected_workloads(objs)
+    members = ctx.accepted_members(tc)
+    expected = _expected_workloads(render.render_thanos_cluster(tc, members, ctx.defaults))
     if _secret_missing(ctx, ns, s.objstore):
         cond = st.Cond("False", st.OBJECT_STORAGE_SECRET_MISSING,
                        f"object storage Secret {ns}/{s.objstore.name} not found (key {s.objstore.key}); "
@@ -377,6 +442,10 @@ def _reconcile_tc(ctx: Ctx, tc: Mapping[str, Any], own: bool) -> None:
         if own:
             raise kopf.TemporaryError(cond.message, delay=ctx.retry_delay)
         return
+    usable, ca_sha256 = _tls_usable(ctx, TC_KIND, tc, s.grpc_tls, expected, own, "spec.grpcTLS")
+    if not usable:
+        return
+    objs = render.render_thanos_cluster(tc, members, ctx.defaults, ca_sha256=ca_sha256)
     _apply(ctx, TC_KIND, tc, objs, TC_CHILD_KINDS,
            f"{render.LABEL_TC}={name},!{render.LABEL_PHA},app.kubernetes.io/managed-by={render.MANAGED_BY}",
            expected, own)
@@ -480,6 +549,7 @@ def pha_deleted(type: str, body: kopf.Body, memo: kopf.Memo, logger: logging.Log
         return
     ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)
     key = (namespace_of(body), name_of(body))
+    ctx.secret_watch.forget(PHA_KIND, *key)
     ctx.phas = [p for p in ctx.phas if (namespace_of(p), name_of(p)) != key]
     _peers_and_cluster(ctx, body, render.cluster_key(body, ctx.tcs))
 
@@ -491,16 +561,19 @@ def tc_deleted(type: str, body: kopf.Body, memo: kopf.Memo, logger: logging.Logg
         return
     ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)
     key = (namespace_of(body), name_of(body))
+    ctx.secret_watch.forget(TC_KIND, *key)
     ctx.tcs = [t for t in ctx.tcs if (namespace_of(t), name_of(t)) != key]
     former = [p for p in ctx.phas if render.cluster_key(p, [*ctx.tcs, _plain(body)]) == key]
     _others(ctx, reconcile_pha, former)
 
 
 def _rendered(ctx: Ctx, owner_kind: str, owner: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """What the owner's reconcile would apply (the same inputs: its cluster, the accepted members)."""
+    """What the owner's reconcile would apply (the same inputs: its cluster, the accepted members, the CA
+    digest its last reconcile read)."""
+    ca = ctx.secret_watch.ca_sha256(owner_kind, namespace_of(owner), name_of(owner))
     if owner_kind == PHA_KIND:
-        return render.render_prometheus_ha(owner, ctx.cluster_of(owner), ctx.defaults)
-    return render.render_thanos_cluster(owner, ctx.accepted_members(owner), ctx.defaults)
+        return render.render_prometheus_ha(owner, ctx.cluster_of(owner), ctx.defaults, ca_sha256=ca)
+    return render.render_thanos_cluster(owner, ctx.accepted_members(owner), ctx.defaults, ca_sha256=ca)
 
 
 def _child_event(kind: str, event_type: str | None, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger,
@@ -537,12 +610,16 @@ def _child_event(kind: str, event_type: str | None, body: kopf.Body, memo: kopf.
 
 def _applies(ctx: Ctx, owner_kind: str, owner: Mapping[str, Any]) -> bool:
     """False where the owner's reconcile leaves its workload unchanged on purpose (a PrometheusHA whose
-    external labels clash, or whose named ThanosCluster is missing): no drift to repair there."""
+    external labels clash, whose named ThanosCluster is missing, or whose TLS sidecars the cluster's
+    queriers would dial in plaintext): no drift to repair there."""
     if owner_kind != PHA_KIND:
         return True
     if (namespace_of(owner), name_of(owner)) in ctx.conflicts():
         return False
-    return not (pha_spec(owner).cluster_name and ctx.cluster_of(owner) is None)
+    tc = ctx.cluster_of(owner)
+    if pha_spec(owner).cluster_name and tc is None:
+        return False
+    return render.grpc_tls_mismatch(owner, tc) is None
 
 
 def _repair(ctx: Ctx, owner_kind: str, ns: str, owner_name: str, owner_uid: str, what: str) -> None:
@@ -570,3 +647,51 @@ def child_event(type: str | None, body: kopf.Body, resource: kopf.Resource, memo
                 logger: logging.Logger, pha_idx: kopf.Index, tc_idx: kopf.Index, sts_idx: kopf.Index,
                 deploy_idx: kopf.Index, **_: Any) -> None:
     _child_event(CHILD_PLURALS[resource.plural], type, body, memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)
+
+
+# ---------------------------------------------------------------------------------------------- TLS Secret resync
+
+def _secret_resync(memo: Any, interval: float, peering: tuple[str, bool, int] | None,
+                   logger: logging.Logger) -> None:
+    """The operator's one thread of its own: every ``interval`` seconds, re-run the reconcile of each object
+    whose gRPC TLS Secret changed in a way that matters (:meth:`SecretWatch.changed`). kopf's pause does not
+    reach a thread of ours, so it applies kopf's peering rule itself (read from the peering object): what a
+    peer with a higher priority is alive to do is left to it."""
+    watch: SecretWatch = memo.secret_watch
+    told: set[tuple[str, str, str, str]] = set()   # changes left to a peer, logged once each
+    while not watch.stopped.wait(interval):
+        try:
+            handles = watch.kopf
+            if handles is None:   # no handler ran yet, so nothing is recorded
+                continue
+            for seen in watch.changed(lambda ns, name: memo.kube.get("Secret", ns, name)):
+                if peering is not None and _outranked(memo.kube, peering, seen.namespace):
+                    if (seen.kind, seen.namespace, seen.name, seen.state) not in told:
+                        told.add((seen.kind, seen.namespace, seen.name, seen.state))
+                        logger.info("gRPC TLS Secret %s/%s changed; %s %s/%s left to a peer with a higher "
+                                    "priority", seen.namespace, seen.tls.secret_name, seen.kind, seen.namespace,
+                                    seen.name)
+                    continue
+                handles.context.copy().run(_resync_one, memo, handles, seen, logger)
+        except Exception:  # noqa: BLE001  (an API server hiccup: the next round tries again)
+            logger.exception("TLS Secret resync failed")
+
+
+def _outranked(kube: Kube, peering: tuple[str, bool, int], namespace: str) -> bool:
+    name, clusterwide, priority = peering
+    obj = kube.get_peering(name, None if clusterwide else namespace)
+    return outranked(obj, priority, datetime.datetime.now(datetime.timezone.utc))
+
+
+def _resync_one(memo: Any, handles: KopfHandles, seen: Seen, logger: logging.Logger) -> None:
+    ctx = Ctx.build(memo, logger, *handles.indexes)
+    live = ctx.kube.get(seen.kind, seen.namespace, seen.name)
+    md = (live or {}).get("metadata") or {}
+    if live is None or md.get("uid") != seen.uid or md.get("deletionTimestamp"):
+        ctx.secret_watch.forget(seen.kind, seen.namespace, seen.name)   # gone: nothing to keep up to date
+        return
+    logger.info("gRPC TLS Secret %s/%s changed; reconciling %s %s/%s", seen.namespace, seen.tls.secret_name,
+                seen.kind, seen.namespace, seen.name)
+    metrics.tls_resync(seen.kind)
+    ctx.with_current(seen.kind, live)
+    (reconcile_pha if seen.kind == PHA_KIND else reconcile_tc)(ctx, live, own=False)

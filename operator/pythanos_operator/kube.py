@@ -104,6 +104,17 @@ class Kube:
         return self._call("PATCH", f"/apis/kopf.dev/v1{ns}/{plural}/{md['name']}", body=dict(obj),
                           query=[("fieldManager", FIELD_MANAGER)], content_type="application/apply-patch+yaml")
 
+    def get_peering(self, name: str, namespace: str | None) -> dict[str, Any] | None:
+        """The kopf peering object: a ClusterKopfPeering (``namespace`` None) or a namespace's KopfPeering."""
+        path = (f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/{name}" if namespace
+                else f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}")
+        try:
+            return self._call("GET", path)
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
     def apply_recreating(self, obj: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
         """Apply; a StatefulSet whose immutable fields changed (volumeClaimTemplates, serviceName, selector,
         podManagementPolicy) is deleted with ``propagationPolicy=Orphan`` and applied again: its pods and PVCs
@@ -164,7 +175,8 @@ class Kube:
         return gone
 
     def exists(self, kind: str, namespace: str, name: str) -> bool:
-        """Metadata-only GET (PartialObjectMetadata): a Secret's data is never read."""
+        """Metadata-only GET (PartialObjectMetadata): an object-storage Secret's data is never read (a gRPC
+        TLS Secret is, by :meth:`get`: its keys are checked and its CA hashed)."""
         try:
             self._call("GET", self._path(kind, namespace, name),
                        accept="application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json")

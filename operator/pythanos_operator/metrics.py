@@ -10,6 +10,9 @@ DURATION = Histogram("pythanos_operator_reconcile_duration_seconds", "Time to re
                      ["kind"])
 DRIFTS = Counter("pythanos_operator_drift_repairs_total",
                  "Reconciles started because a child object was deleted or edited by hand.", ["kind"])
+TLS_RESYNCS = Counter("pythanos_operator_tls_secret_resyncs_total",
+                      "Reconciles started because a referenced gRPC TLS Secret changed (CA, appeared, vanished, "
+                      "became valid or invalid).", ["kind"])
 READY = Gauge("pythanos_operator_resource_ready", "1 when the resource's Ready condition is True.",
               ["kind", "namespace", "name"])
 
@@ -24,6 +27,10 @@ def failure(kind: str, reason: str) -> None:
 
 def drift(kind: str) -> None:
     DRIFTS.labels(kind).inc()
+
+
+def tls_resync(kind: str) -> None:
+    TLS_RESYNCS.labels(kind).inc()
 
 
 def observe(kind: str, seconds: float) -> None:

@@ -7,7 +7,16 @@
 * :func:`render_thanos_cluster` — a ThanosCluster and its member PrometheusHAs to the querier (endpoint SD
   ConfigMap, Deployment, Service), the store gateway (StatefulSet per shard/time partition, headless Service)
   and the singleton compactor (StatefulSet, Service).
-* :func:`external_label_conflicts` / :func:`cluster_for` / :func:`members_of` — the cross-object rules.
+* :func:`external_label_conflicts` / :func:`cluster_for` / :func:`members_of` / :func:`grpc_tls_mismatch` —
+  the cross-object rules.
+
+gRPC TLS (``grpcTLS``): the Secret is mounted read-only at ``/etc/thanos/grpc-tls`` into every container that
+serves or dials gRPC (sidecars, queriers, store gateways; not the compactor, Prometheus or the init
+container); servers get ``--grpc-server-tls-*``, queriers also ``--grpc-client-tls-*``. Probes are HTTP and
+stay as they are. The renders take the CA's SHA-256 (``ca_sha256``, read by the apply step) and put it on
+the pod template of every pod that reads the CA (queriers always, servers with client auth), because
+Thanos reads the CA once at start while it reloads certificate and key from the files by itself: a new CA
+rolls those pods, a renewed certificate rolls nothing.
 
 Every object carries explicit labels (never the owner's: Argo CD's tracking label must not spread to
 children) and, when the owner has a ``uid``, a controller owner reference, so the apply step only applies.
@@ -20,8 +29,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
-from .spec import (API_VERSION, Defaults, PHASpec, labels_match, meta, name_of, namespace_of, pha_spec,
-                   tc_spec)
+from .spec import (API_VERSION, GRPCTLS, Defaults, PHASpec, labels_match, meta, name_of, namespace_of,
+                   pha_spec, tc_spec)
 
 MANAGED_BY = "pythanos-operator"
 PART_OF = "pythanos"
@@ -36,6 +45,9 @@ SCRAPE_DIR = "/etc/prometheus/scrape"
 OBJSTORE_DIR = "/etc/thanos/objstore"
 SD_DIR = "/etc/thanos/sd"
 SD_KEY = "endpoints.yaml"
+GRPC_TLS_DIR = "/etc/thanos/grpc-tls"
+GRPC_TLS_VOLUME = "grpc-tls"
+ANNOTATION_GRPC_TLS_CA = "pythanos.io/grpc-tls-ca-sha256"
 
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "fsGroup": 65534,
                 "seccompProfile": {"type": "RuntimeDefault"}}
@@ -98,6 +110,44 @@ def _env_pod() -> list[dict[str, Any]]:
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]
 
 
+def _tls_volume(tls: GRPCTLS) -> dict[str, Any]:
+    return {"name": GRPC_TLS_VOLUME, "secret": {"secretName": tls.secret_name}}
+
+
+def _tls_mount() -> dict[str, Any]:
+    return {"name": GRPC_TLS_VOLUME, "mountPath": GRPC_TLS_DIR, "readOnly": True}
+
+
+def grpc_server_tls_args(tls: GRPCTLS) -> list[str]:
+    """A gRPC server with the Secret's certificate; with client auth, clients must present one the CA signed."""
+    args = [f"--grpc-server-tls-cert={GRPC_TLS_DIR}/{tls.cert_key}",
+            f"--grpc-server-tls-key={GRPC_TLS_DIR}/{tls.key_key}"]
+    if tls.client_auth:
+        args.append(f"--grpc-server-tls-client-ca={GRPC_TLS_DIR}/{tls.ca_key}")
+    return args
+
+
+def grpc_client_tls_args(tls: GRPCTLS) -> list[str]:
+    """A querier dialling every endpoint with TLS: servers verified against the CA (and ``serverName``); the
+    certificate is always offered (a server asks for it only when it wants one, so members with or without
+    client auth both work)."""
+    args = ["--grpc-client-tls-secure",
+            f"--grpc-client-tls-cert={GRPC_TLS_DIR}/{tls.cert_key}",
+            f"--grpc-client-tls-key={GRPC_TLS_DIR}/{tls.key_key}",
+            f"--grpc-client-tls-ca={GRPC_TLS_DIR}/{tls.ca_key}"]
+    if tls.server_name:
+        args.append(f"--grpc-client-server-name={tls.server_name}")
+    return args
+
+
+def _pod_metadata(labels: Mapping[str, str], ca_sha256: str | None) -> dict[str, Any]:
+    """Pod template metadata; the CA digest (when the pod reads the CA) makes a new CA roll the pods."""
+    md: dict[str, Any] = {"labels": dict(labels)}
+    if ca_sha256:
+        md["annotations"] = {ANNOTATION_GRPC_TLS_CA: ca_sha256}
+    return md
+
+
 def dns_srv(service: str, namespace: str, port_name: str = "grpc") -> str:
     """Thanos DNS-SRV discovery of every pod behind a headless Service (cluster-domain agnostic)."""
     return f"dnssrv+_{port_name}._tcp.{service}.{namespace}.svc"
@@ -148,8 +198,17 @@ def pha_objstore(s: PHASpec, cluster: Mapping[str, Any] | None):
     return s.objstore
 
 
+def pha_grpc_tls(s: PHASpec, cluster: Mapping[str, Any] | None) -> GRPCTLS | None:
+    """The sidecars' gRPC TLS: their own ``sidecar.grpcTLS``, else their ThanosCluster's (whose queriers dial
+    them), else none."""
+    if s.grpc_tls is not None:
+        return s.grpc_tls
+    return tc_spec(cluster).grpc_tls if cluster is not None else None
+
+
 def render_prometheus_ha(pha: Mapping[str, Any], cluster: Mapping[str, Any] | None,
-                         defaults: Defaults = Defaults()) -> list[dict[str, Any]]:
+                         defaults: Defaults = Defaults(), ca_sha256: str | None = None) -> list[dict[str, Any]]:
+    """``ca_sha256``: the digest of the sidecars' TLS CA (None: not known here, no roll annotation)."""
     s = pha_spec(pha)
     names = pha_names(s.name)
     ns = s.namespace
@@ -228,6 +287,10 @@ def render_prometheus_ha(pha: Mapping[str, Any], cluster: Mapping[str, Any] | No
     if objstore is not None:
         sc_args.append(f"--objstore.config-file={OBJSTORE_DIR}/{objstore.key}")
         sc_mounts.append({"name": "objstore", "mountPath": OBJSTORE_DIR, "readOnly": True})
+    tls = pha_grpc_tls(s, cluster)
+    if tls is not None:
+        sc_args += grpc_server_tls_args(tls)
+        sc_mounts.append(_tls_mount())
     sidecar = _thanos_container("thanos-sidecar", sidecar_image, pull, sc_args, s.sidecar_resources, sc_mounts,
                                 [{"name": "grpc", "containerPort": GRPC_PORT},
                                  {"name": "http", "containerPort": HTTP_PORT}])
@@ -243,13 +306,15 @@ def render_prometheus_ha(pha: Mapping[str, Any], cluster: Mapping[str, Any] | No
                        else {"name": "scrape-configs", "configMap": {"name": r.name}})
     if objstore is not None:
         volumes.append({"name": "objstore", "secret": {"secretName": objstore.name}})
+    if tls is not None:
+        volumes.append(_tls_volume(tls))
     sts_spec: dict[str, Any] = {
         "replicas": s.replicas,
         "serviceName": names["service"],
         "podManagementPolicy": "Parallel",
         "selector": {"matchLabels": dict(sel)},
         "template": {
-            "metadata": {"labels": dict(labels)},
+            "metadata": _pod_metadata(labels, ca_sha256 if tls is not None and tls.client_auth else None),
             "spec": {
                 "securityContext": dict(POD_SECURITY),
                 "affinity": _soft_anti_affinity(sel),
@@ -303,7 +368,8 @@ def query_endpoints(tc: Mapping[str, Any], members: Sequence[Mapping[str, Any]])
 
 
 def render_thanos_cluster(tc: Mapping[str, Any], members: Sequence[Mapping[str, Any]],
-                          defaults: Defaults = Defaults()) -> list[dict[str, Any]]:
+                          defaults: Defaults = Defaults(), ca_sha256: str | None = None) -> list[dict[str, Any]]:
+    """``ca_sha256``: the digest of the cluster's gRPC TLS CA (None: not known here, no roll annotation)."""
     s = tc_spec(tc)
     ns, names = s.namespace, tc_names(s.name)
     image = s.image or defaults.component_image
@@ -316,6 +382,10 @@ def render_thanos_cluster(tc: Mapping[str, Any], members: Sequence[Mapping[str, 
         objstore_args = [f"--objstore.config-file={OBJSTORE_DIR}/{s.objstore.key}"]
         objstore_mounts = [{"name": "objstore", "mountPath": OBJSTORE_DIR, "readOnly": True}]
         objstore_vols = [{"name": "objstore", "secret": {"secretName": s.objstore.name}}]
+    tls = s.grpc_tls
+    tls_mounts = [_tls_mount()] if tls is not None else []
+    tls_vols = [_tls_volume(tls)] if tls is not None else []
+    server_tls_args = grpc_server_tls_args(tls) if tls is not None else []
     ports = [{"name": "grpc", "containerPort": GRPC_PORT}, {"name": "http", "containerPort": HTTP_PORT}]
     svc_ports = [{"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc"},
                  {"name": "http", "port": HTTP_PORT, "targetPort": "http"}]
@@ -331,17 +401,19 @@ def render_thanos_cluster(tc: Mapping[str, Any], members: Sequence[Mapping[str, 
               f"--endpoint.sd-config-file={SD_DIR}/{SD_KEY}",
               f"--endpoint.sd-config-reload-interval={q.get('endpointReloadInterval', '30s')}"]
     q_args += [f"--query.replica-label={lbl}" for lbl in replica_labels(tc, members, "querier")]
+    if tls is not None:
+        q_args += [*server_tls_args, *grpc_client_tls_args(tls)]
     q_args += [str(a) for a in q.get("extraArgs") or []]
     qc = _thanos_container("thanos-query", image, pull, q_args, q.get("resources") or {},
-                           [{"name": "endpoints", "mountPath": SD_DIR, "readOnly": True}], ports)
+                           [{"name": "endpoints", "mountPath": SD_DIR, "readOnly": True}, *tls_mounts], ports)
     out.append(_obj("apps/v1", "Deployment", names["query"], ns, ql, tc, spec={
         "replicas": int(q.get("replicas", 1)),
         "selector": {"matchLabels": dict(qsel)},
-        "template": {"metadata": {"labels": dict(ql)}, "spec": {
+        "template": {"metadata": _pod_metadata(ql, ca_sha256 if tls is not None else None), "spec": {
             "securityContext": dict(POD_SECURITY), "affinity": _soft_anti_affinity(qsel),
             "terminationGracePeriodSeconds": 120, "containers": [qc],
             "volumes": [{"name": "endpoints", "configMap": {"name": names["query_sd"]}},
-                        {"name": "tmp", "emptyDir": {}}]}},
+                        {"name": "tmp", "emptyDir": {}}, *tls_vols]}},
     }))
     out.append(_obj("v1", "Service", names["query"], ns, ql, tc, spec={"selector": dict(qsel), "ports": svc_ports}))
     if int(q.get("replicas", 1)) > 1:
@@ -380,17 +452,20 @@ def render_thanos_cluster(tc: Mapping[str, Any], members: Sequence[Mapping[str, 
                            {"action": "keep", "source_labels": ["shard"], "regex": str(si)}]
                 args.append("--selector.relabel-config=" + yaml.safe_dump(relabel, default_flow_style=True,
                                                                             width=10_000).strip())
+            args += server_tls_args
             args += [str(a) for a in st.get("extraArgs") or []]
             c = _thanos_container("thanos-store", image, pull, args, st.get("resources") or {},
-                                  [{"name": "data", "mountPath": "/var/thanos/store"}, *objstore_mounts], ports)
+                                  [{"name": "data", "mountPath": "/var/thanos/store"}, *objstore_mounts, *tls_mounts],
+                                  ports)
             psel = {**ssel, **plbl}
-            vols = [*objstore_vols, {"name": "tmp", "emptyDir": {}}]
+            vols = [*objstore_vols, {"name": "tmp", "emptyDir": {}}, *tls_vols]
             sts_spec: dict[str, Any] = {
                 "replicas": int(st.get("replicas", 1)),
                 "serviceName": names["store"],
                 "podManagementPolicy": "Parallel",
                 "selector": {"matchLabels": psel},
-                "template": {"metadata": {"labels": dict(lbl)}, "spec": {
+                "template": {"metadata": _pod_metadata(lbl, ca_sha256 if tls is not None and tls.client_auth
+                                                       else None), "spec": {
                     "securityContext": dict(POD_SECURITY), "affinity": _soft_anti_affinity(psel),
                     "terminationGracePeriodSeconds": 120, "containers": [c], "volumes": vols}},
             }
@@ -481,6 +556,21 @@ def members_of(tc: Mapping[str, Any], phas: Iterable[Mapping[str, Any]],
         cl.append(tc)
     key = (namespace_of(tc), name_of(tc))
     return sorted((p for p in phas if cluster_key(p, cl) == key), key=name_of)
+
+
+def grpc_tls_mismatch(pha: Mapping[str, Any], cluster: Mapping[str, Any] | None) -> str | None:
+    """Why the cluster's queriers could not talk to this member's sidecars, when the operator can tell.
+
+    Only one way round can happen: sidecars with a ``sidecar.grpcTLS`` of their own serve TLS while the
+    cluster has no ``grpcTLS`` (its queriers dial in plaintext). The other way is impossible by design: a
+    member without its own setting inherits the cluster's. Whether two Secrets' CAs trust each other's
+    certificates is not checked (that needs the certificates parsed)."""
+    s = pha_spec(pha)
+    if cluster is None or s.grpc_tls is None or tc_spec(cluster).grpc_tls is not None:
+        return None
+    return (f"the sidecars serve gRPC with TLS (spec.sidecar.grpcTLS, Secret {s.grpc_tls.secret_name}) but "
+            f"ThanosCluster {name_of(cluster)} has no spec.grpcTLS, so its queriers dial them in plaintext and "
+            "fail; set grpcTLS on the ThanosCluster (its members inherit it) or remove the sidecar's")
 
 
 def _age_key(pha: Mapping[str, Any]) -> tuple[str, str]:

@@ -5,6 +5,9 @@ are total on un-defaulted input (unit tests, dry runs) and so a field rename tou
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -18,6 +21,8 @@ DEFAULT_REPLICA_LABEL = "replica"
 DEFAULT_OBJSTORE_KEY = "objstore.yml"
 DEFAULT_PROMETHEUS_VERSION = "v3.9.1"
 DEFAULT_PROMETHEUS_IMAGE_REPO = "quay.io/prometheus/prometheus"
+# kubernetes.io/tls Secret keys (cert-manager adds ca.crt)
+DEFAULT_TLS_CERT_KEY, DEFAULT_TLS_KEY_KEY, DEFAULT_TLS_CA_KEY = "tls.crt", "tls.key", "ca.crt"
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,87 @@ def _secret_key_ref(d: Mapping[str, Any] | None, default_key: str = DEFAULT_OBJS
 
 
 @dataclass(frozen=True)
+class GRPCTLS:
+    """gRPC TLS from one Secret (``ThanosCluster.spec.grpcTLS``, ``PrometheusHA.spec.sidecar.grpcTLS``).
+
+    The same files serve both ends: a server presents ``cert``/``key`` and, with ``client_auth``, verifies
+    clients against ``ca``; a querier presents ``cert``/``key`` when asked and verifies servers against ``ca``.
+    """
+    secret_name: str
+    cert_key: str = DEFAULT_TLS_CERT_KEY
+    key_key: str = DEFAULT_TLS_KEY_KEY
+    ca_key: str = DEFAULT_TLS_CA_KEY
+    server_name: str | None = None   # what queriers verify server certificates against (client side only)
+    client_auth: bool = True         # servers require a client certificate signed by the CA (mutual TLS)
+
+
+def _grpc_tls(d: Any) -> GRPCTLS | None:
+    if not isinstance(d, Mapping) or not d.get("secretName"):
+        return None
+    return GRPCTLS(secret_name=str(d["secretName"]),
+                   cert_key=str(d.get("certKey") or DEFAULT_TLS_CERT_KEY),
+                   key_key=str(d.get("keyKey") or DEFAULT_TLS_KEY_KEY),
+                   ca_key=str(d.get("caKey") or DEFAULT_TLS_CA_KEY),
+                   server_name=str(d["serverName"]) if d.get("serverName") else None,
+                   client_auth=bool(d.get("clientAuth", True)))
+
+
+@dataclass(frozen=True)
+class TLSSecretCheck:
+    """What a gRPC TLS Secret offers: usable or not (and why), and the SHA-256 of its CA.
+
+    ``state`` is what the operator remembers between reads: it changes when the Secret appears, vanishes,
+    becomes (in)valid or gets another CA, the changes that need a reconcile. A new certificate or key alone
+    does not change it: Thanos reloads those from the mounted files (pkg/tls: on every handshake when their
+    modification time moved) but reads the CA once at start.
+    """
+    found: bool
+    problem: str | None       # None: usable
+    ca_sha256: str | None     # hex digest of the CA bytes when usable
+
+    @property
+    def ok(self) -> bool:
+        return self.found and self.problem is None
+
+    @property
+    def state(self) -> str:
+        if not self.found:
+            return "missing"
+        return f"ca:{self.ca_sha256}" if self.problem is None else f"invalid:{self.problem}"
+
+
+_PEM_CERT = b"-----BEGIN CERTIFICATE-----"
+
+
+def check_tls_secret(secret: Mapping[str, Any] | None, tls: GRPCTLS) -> TLSSecretCheck:
+    """Check a Secret (as the API server returns it, or None when absent) against a gRPC TLS reference:
+    each key present with PEM of the right kind. Only this function sees the values; it returns no
+    value, only the CA's digest."""
+    if secret is None:
+        return TLSSecretCheck(False, f"Secret {tls.secret_name} not found", None)
+    data = secret.get("data") or {}
+    values: dict[str, bytes] = {}
+    for role, key in (("certificate", tls.cert_key), ("private key", tls.key_key), ("CA", tls.ca_key)):
+        raw = data.get(key)
+        if not raw:
+            have = ", ".join(sorted(data)) or "none"
+            return TLSSecretCheck(True, f"Secret {tls.secret_name} has no key {key} (the {role}; keys: {have})",
+                                  None)
+        try:
+            values[key] = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            return TLSSecretCheck(True, f"key {key} of Secret {tls.secret_name} is not base64", None)
+    key_pem = values[tls.key_key]
+    for key, ok, what in ((tls.cert_key, _PEM_CERT in values[tls.cert_key], "a PEM certificate"),
+                          (tls.key_key, b"-----BEGIN " in key_pem and b"PRIVATE KEY-----" in key_pem,
+                           "a PEM private key"),
+                          (tls.ca_key, _PEM_CERT in values[tls.ca_key], "PEM CA certificates")):
+        if not ok:
+            return TLSSecretCheck(True, f"key {key} of Secret {tls.secret_name} is not {what}", None)
+    return TLSSecretCheck(True, None, hashlib.sha256(values[tls.ca_key]).hexdigest())
+
+
+@dataclass(frozen=True)
 class ConfigRef:
     kind: str  # "Secret" | "ConfigMap"
     name: str
@@ -96,6 +182,7 @@ class PHASpec:
     objstore: SecretKeyRef | None
     cluster_name: str | None
     cluster_selector_labels: dict[str, str] = field(default_factory=dict)
+    grpc_tls: GRPCTLS | None = None   # the sidecar's own; absent: its ThanosCluster's (render.pha_grpc_tls)
 
 
 def pha_spec(pha: Mapping[str, Any]) -> PHASpec:
@@ -148,6 +235,7 @@ def pha_spec(pha: Mapping[str, Any]) -> PHASpec:
         objstore_from_cluster=from_cluster,
         objstore=sref,
         cluster_name=cluster_name,
+        grpc_tls=_grpc_tls(sc.get("grpcTLS")),
     )
 
 
@@ -162,6 +250,7 @@ class TCSpec:
     querier: dict[str, Any]
     store: dict[str, Any]
     compactor: dict[str, Any]
+    grpc_tls: GRPCTLS | None = None
 
 
 def tc_spec(tc: Mapping[str, Any]) -> TCSpec:
@@ -176,6 +265,7 @@ def tc_spec(tc: Mapping[str, Any]) -> TCSpec:
         querier=dict(s.get("querier") or s.get("query") or {}),
         store=dict(s.get("storeGateway") or s.get("store") or {}),
         compactor=dict(s.get("compactor") or s.get("compact") or {}),
+        grpc_tls=_grpc_tls(s.get("grpcTLS")),
     )
 
 
