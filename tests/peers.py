@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -85,6 +86,24 @@ def start_on_free_ports(n: int, launch: Callable[[list[int]], "Process"], ready:
                 continue
             raise
     raise AssertionError("unreachable")
+
+
+_LISTENING = re.compile(r'msg="listening for (requests and metrics|serving gRPC)"(?: \S+=\S+)* address=(\S+)')
+
+
+def listening(p: "Process", want: Sequence[str] = ("http", "grpc"), timeout: float = 60.0) -> dict[str, str]:
+    """Where one of our components listens, as its log lines say: ``{"http": "host:port", "grpc": ...}``.
+    Started with ``--http-address=127.0.0.1:0`` (and ``--grpc-address``), its servers bind ports
+    the kernel picks and report them there: no port to agree on in advance, so none to lose."""
+    found: dict[str, str] = {}
+
+    def seen() -> bool:
+        for kind, address in _LISTENING.findall(p.log(400)):
+            found["http" if kind.startswith("requests") else "grpc"] = address
+        return all(w in found for w in want)
+
+    p.wait_ready(seen, timeout, what=f"log lines saying where it listens ({', '.join(want)})")
+    return found
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:

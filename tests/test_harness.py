@@ -133,3 +133,20 @@ def test_a_peer_whose_port_was_taken_is_started_again_on_new_ports(prometheus_bi
         squatter.close()
         for p in REGISTRY.current:
             p.stop()
+
+
+def test_our_components_report_the_ports_the_kernel_picked(pythanos_bin, tmp_path):
+    """Started on port 0, a component's log lines say where it listens (one worker and two: the
+    workers share the supervisor's ports), and it answers there."""
+    from peers import REGISTRY, listening
+
+    for workers in ("1", "2"):
+        p = REGISTRY.start(f"query-{workers}", [pythanos_bin, "query", "--http-address=127.0.0.1:0",
+                                                "--grpc-address=127.0.0.1:0", f"--query.workers={workers}"], tmp_path)
+        try:
+            at = listening(p)
+            assert not at["http"].endswith(":0") and not at["grpc"].endswith(":0"), at
+            p.url = f"http://{at['http']}"
+            p.wait_http_ready("/-/ready", 60)
+        finally:
+            p.stop()

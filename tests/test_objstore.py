@@ -9,12 +9,12 @@ import datetime as dt
 import io
 import logging
 import os
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
+from peers import free_port
 from pythanos.errors import ConfigError
 from pythanos.logfmt import LogfmtFormatter
 from pythanos.objstore import (
@@ -404,9 +404,7 @@ def test_s3_access_denied_is_not_retried(s3_bucket, caplog):
 
 
 def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()  # leased to this test: nothing listens there
 
 
 def test_s3_retries_then_fails_naming_endpoint_and_key(caplog):

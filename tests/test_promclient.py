@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from peers import free_port
 from pythanos.sidecar.promclient import (
     MIN_INT64,
     PromClient,
@@ -115,9 +115,7 @@ def test_promclient_fresh_and_unreachable(prometheus_factory):
             assert await c.lowest_timestamp() == MIN_INT64
             await c.reload()  # lifecycle enabled: 200
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        url = f"http://127.0.0.1:{free_port()}"  # leased to this test: nothing listens there
         t0 = time.monotonic()
         async with PromClient(url, timeout=2) as c:
             assert not await c.ready()

@@ -25,7 +25,7 @@ import urllib.parse
 
 import pytest
 
-from peers import REGISTRY, free_ports, http_get, start_thanos_query
+from peers import REGISTRY, free_ports, http_get, listening, start_thanos_query
 
 READY = 120.0
 
@@ -84,13 +84,16 @@ class Topology:
         p.url, p.port, p.extra["tsdb"] = f"http://127.0.0.1:{port}", port, work / "data"
         return p
 
-    def our_sidecar(self, name, prom, extra=()):
-        g, h = free_ports(2)
-        p = self.start(name, [self.pythanos_bin, "sidecar", f"--prometheus.url={prom.url}",
-                              f"--grpc-address=127.0.0.1:{g}", f"--http-address=127.0.0.1:{h}",
-                              "--grpc-grace-period=1s", "--http-grace-period=1s", *extra])
-        p.url, p.extra["grpc"] = f"http://127.0.0.1:{h}", f"127.0.0.1:{g}"
+    def _ours(self, name, args):
+        """One of our components on ports the kernel picks, found in its log lines."""
+        p = self.start(name, [self.pythanos_bin, *args, "--grpc-address=127.0.0.1:0", "--http-address=127.0.0.1:0"])
+        at = listening(p, timeout=READY)
+        p.url, p.extra["grpc"] = f"http://{at['http']}", at["grpc"]
         return p
+
+    def our_sidecar(self, name, prom, extra=()):
+        return self._ours(name, ["sidecar", f"--prometheus.url={prom.url}", "--grpc-grace-period=1s",
+                                 "--http-grace-period=1s", *extra])
 
     def thanos_sidecar(self, name, prom):
         g, h = free_ports(2)
@@ -101,12 +104,8 @@ class Topology:
         return p
 
     def our_query(self, name, endpoints, extra=()):
-        h, g = free_ports(2)
-        p = self.start(name, [self.pythanos_bin, "query", f"--http-address=127.0.0.1:{h}",
-                              f"--grpc-address=127.0.0.1:{g}", "--query.replica-label=replica",
-                              *[f"--endpoint={e}" for e in endpoints], *extra])
-        p.url, p.extra["grpc"] = f"http://127.0.0.1:{h}", f"127.0.0.1:{g}"
-        return p
+        return self._ours(name, ["query", "--query.replica-label=replica", *[f"--endpoint={e}" for e in endpoints],
+                                 *extra])
 
     def thanos_query(self, name, endpoints, extra=()):
         p = start_thanos_query(self.thanos_bin, endpoints, self.base / name, list(extra), ready_timeout=READY)

@@ -11,6 +11,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+from peers import free_port
 from pythanos.remote import (
     SAMPLES,
     STREAMED_XOR_CHUNKS,
@@ -130,9 +131,7 @@ def test_frames_split_merge_and_errors():
 
 
 def test_unreachable_prometheus_is_a_clear_bounded_error():
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # leased to this test: nobody listens there
     url = f"http://127.0.0.1:{port}"
 
     async def run(client):

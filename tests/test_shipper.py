@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from peers import free_port
 from pythanos.objstore import bucket_from_config
 from pythanos.objstore.filesystem import FilesystemBucket
 from pythanos.sidecar.promclient import PromClient
@@ -302,9 +303,7 @@ class TCPProxy:
 
     def __init__(self, target: tuple[str, int]):
         self.target = target
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()  # leased: nothing else takes it before up() listens there
         self._lsock: socket.socket | None = None
         self._conns: list[socket.socket] = []
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # imported where used: ``python -m pythanos.server.workers`` 
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Component", "ReadyCheck", "close_quietly"]
+__all__ = ["Component", "ReadyCheck", "bound_address", "close_quietly"]
 
 #: ``None`` when ready, else the reason shown by ``/-/ready``.
 ReadyCheck = Callable[[], Optional[str]]
@@ -193,14 +193,17 @@ class Component:
         await self._runner.setup()
         host, _, port = self.http_address.rpartition(":")
         tls = guard is not None and guard.tls
+        socks: list[socket.socket] = []
         try:
             if self.worker is not None:  # the supervisor's listening socket, and one for the siblings' /metrics
-                site = self._http_site([socket.socket(fileno=self.worker.http_fd)], guard)
+                socks = [socket.socket(fileno=self.worker.http_fd)]
+                site = self._http_site(socks, guard)
                 await self._start_local_metrics()
             elif tls:
                 from .httpguard import listen_sockets
 
-                site = self._http_site(listen_sockets(host.strip("[]") or None, int(port)), guard)
+                socks = listen_sockets(host.strip("[]") or None, int(port))
+                site = self._http_site(socks, guard)
             else:
                 site = web.TCPSite(self._runner, host.strip("[]") or None, int(port))
             await site.start()
@@ -209,13 +212,15 @@ class Component:
             self._runner = None
             raise UserError(f"--http-address={self.http_address}: cannot listen: {e.strerror or e}") from None
         server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
+        sockets = getattr(server, "sockets", None) or socks
         self.http_port = sockets[0].getsockname()[1] if sockets else int(port)
         self.metrics.status.labels("healthy", self.name).set(1)
-        log.info("listening for requests and metrics", extra={"component": self.name, "address": self.http_address})
+        # the port it really listens on: with ":0" the kernel picked it, and this line is how one learns it
+        address = bound_address(self.http_address, self.http_port)
+        log.info("listening for requests and metrics", extra={"component": self.name, "address": address})
         if guard is not None:  # aiohttp serves HTTP/1.1 only: no HTTP/2 whatever http_server_config.http2 says
             log.info("TLS is enabled." if tls else "TLS is disabled.",
-                     extra={"component": self.name, "http2": False, "address": self.http_address})
+                     extra={"component": self.name, "http2": False, "address": address})
 
     def _http_site(self, socks: list[socket.socket], guard):
         """The site on already listening sockets: TLS when the web config has a TLS section."""
@@ -278,7 +283,8 @@ class Component:
         await server.start()
         self._grpc = server
         self.grpc_port = port
-        log.info("listening for serving gRPC", extra={"component": self.name, "address": self.grpc_address,
+        log.info("listening for serving gRPC", extra={"component": self.name,
+                                                      "address": bound_address(self.grpc_address, port),
                                                       "tls": self.grpc_tls is not None})
 
     async def start(self, grpc_handlers: Optional[Iterable] = None,
@@ -355,6 +361,12 @@ class Component:
             self._local_runner = None
             log.info("internal server is shutdown gracefully", extra={"component": self.name, "service": "http"})
         self.metrics.status.labels("healthy", self.name).set(0)
+
+
+def bound_address(address: str, port: int) -> str:
+    """``address`` (``host:port`` as configured) with the port a server actually listens on."""
+    host, _, _ = address.rpartition(":")
+    return f"{host}:{port}"
 
 
 def close_quietly(obj) -> None:
