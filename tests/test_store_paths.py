@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pythanos.objstore import FilesystemBucket
-from pythanos.storeapi.pb import types_pb2
+from pythanos.storeapi.pb import rpc_pb2, types_pb2
 from pythanos.storeapi.server import ResourceExhausted
 from pythanos.store.aggr import AggrChunkError, aggr_chunk_bytes
 from pythanos.store.bucketstore import BucketBlock, _Limits, block_series
@@ -59,7 +59,7 @@ def open_block(root, meta, tmp_path) -> tuple[BucketBlock, CountingBucket]:
 
 
 def labels_of(rows):
-    return [row[0] for row in rows]
+    return rows.labels
 
 
 def test_series_limit_decided_before_postings_are_fetched(block, tmp_path):
@@ -72,7 +72,7 @@ def test_series_limit_decided_before_postings_are_fetched(block, tmp_path):
     # under the limit the same call answers
     rows = block_series(b, [Matcher.re("__name__", "m[1-3]")], 0, 2 * HOUR, skip_chunks=True, aggrs=(),
                         remove=frozenset(), limits=_Limits(series=1000))
-    assert len(rows) == 900
+    assert len(rows.labels) == 900
 
 
 def test_non_empty_matcher_applied_to_series_instead_of_every_posting_list(block, tmp_path):
@@ -84,7 +84,7 @@ def test_non_empty_matcher_applied_to_series_instead_of_every_posting_list(block
     with BlockReader.open_dir(local) as full:
         want = [tuple(sorted(dict(lbls, cluster="eu1").items())) for lbls, _, _ in full.series(ms)]
         pod_lists = sum(full.index.postings_size(Matcher.ne("pod", ""))[1:])
-    assert labels_of(rows) == sorted(want) and len(rows) == 300
+    assert labels_of(rows) == sorted(want) and len(rows.labels) == 300
     # 3000 pod lists are ~45 KB; what was read is the m3 list and 300 series entries
     assert lazy_bytes < pod_lists, (lazy_bytes, pod_lists)
 
@@ -184,8 +184,9 @@ def test_ready_before_index_headers_exist_and_queries_wait_for_their_block(block
         req = SeriesRequest(matchers=[Matcher.eq("__name__", "m1"), Matcher.eq("job", "j1")], min_time=0,
                             max_time=2 * HOUR, skip_chunks=True)
 
-        async def collect():
-            return [s async for group in store.series(req) for s in group]
+        async def collect():  # the series in the answer's frames (batch size 0: one per frame)
+            return [rpc_pb2.SeriesResponse.FromString(f).series
+                    async for part in store.series(req) for f in part.frames]
 
         task = asyncio.ensure_future(collect())
         deadline = time.monotonic() + 30
@@ -202,7 +203,8 @@ def test_ready_before_index_headers_exist_and_queries_wait_for_their_block(block
         gate.set()
         store.close()
     assert len(got) == 150  # pod i with i % 10 == 1 and i % 4 == 1
-    assert all(dict(s.labels)["job"] == "j1" and dict(s.labels)["__name__"] == "m1" for s in got)
+    assert all({lb.name: lb.value for lb in s.labels}["job"] == "j1" and
+               {lb.name: lb.value for lb in s.labels}["__name__"] == "m1" for s in got)
 
 
 def test_chunk_ranges_fetched_concurrently_give_the_same_bytes(block):

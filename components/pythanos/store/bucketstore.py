@@ -28,30 +28,33 @@ A Series call, as Thanos answers it:
 from __future__ import annotations
 
 import asyncio
-import heapq
+import functools
+import itertools
 import logging
+import operator
 import os
 import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Optional, Sequence
+from typing import AsyncIterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 from google.protobuf import any_pb2
 
-from ..storeapi.pb import hints_pb2
+from ..storeapi.pb import hints_pb2, types_pb2
 from ..storeapi.server import Internal, InvalidArgument, ResourceExhausted, Store, Unavailable
-from ..storeapi.types import (MAX_TIME, MIN_TIME, LabelNamesRequest, LabelsResult, LabelValuesRequest, RawSeries,
-                              SeriesRequest, StoreInfo, uvarint)
-from ..tsdb._series import raw_chunks
+from ..storeapi.types import (MAX_TIME, MIN_TIME, LabelEncoder, LabelNamesRequest, LabelsResult, LabelValuesRequest,
+                              SeriesFrames, SeriesRequest, StoreInfo, uvarint)
+from ..tsdb._series import raw_chunks, xxh64
 from ..tsdb.chunks import ChunkReader
 from ..tsdb.errors import CorruptBlockError
 from ..tsdb.index import IndexReader
 from ..tsdb.labels import MATCH_EQUAL, MATCH_NOT_EQUAL, Matcher
 from ..tsdb.meta import BlockMeta
 from ..tsdb.source import BucketSource
+from ._answer import frames, join_groups
 from .aggr import AggrChunkError, aggr_chunk_bytes
 
 log = logging.getLogger(__name__)
@@ -61,7 +64,7 @@ __all__ = ["BucketStore", "BucketStoreConfig", "BucketBlock", "MAX_SAMPLES_PER_C
 MAX_SAMPLES_PER_CHUNK = 120  # Thanos: the samples limit is enforced as chunks = samples / 120
 RESOLUTIONS = (3_600_000, 300_000, 0)  # Thanos' block set order: 1h, 5m, raw
 LAZY_MATCHER_MIN_VALUES = 64  # a non-empty matcher over more values than this is applied to series
-_YIELD_GROUP = 1024  # series handed to the server base per step
+_YIELD_FRAMES = 64  # answer frames handed to the server base per step
 
 
 @dataclass
@@ -295,8 +298,11 @@ def _plan(ix: IndexReader, matchers: list[Matcher]) -> tuple[list[Matcher], list
 def block_postings(block: BucketBlock, matchers: list[Matcher], limits: _Limits) -> tuple[np.ndarray, list]:
     """Series refs of the matchers in one block, and the matchers left for the loaded series.
     The series limit is reserved here, as Thanos' ``ExpandPostings``: every block's postings are
-    counted before any block loads a chunk. Blocking."""
+    counted before any block loads a chunk. No matchers left after those on the block's external
+    labels select nothing, as in Thanos' ``ExpandedPostings``. Blocking."""
     limits.check()
+    if not matchers:
+        return np.empty(0, dtype=np.int64), []
     ix = block.index()
     limits.check()
     index_ms, lazy = _plan(ix, matchers) if matchers else ([], [])
@@ -308,21 +314,32 @@ def block_postings(block: BucketBlock, matchers: list[Matcher], limits: _Limits)
         if n > limits.series:
             raise ResourceExhausted(f"exceeded series limit: limit {limits.series} violated (got at least {n}, "
                                     f"counted before fetching postings)")
-    refs = ix.postings_for_matchers(index_ms) if index_ms else ix.postings("", "")
+    refs = ix.postings_for_matchers(index_ms)
     if not lazy:
         limits.reserve_series(len(refs))  # before a single series or chunk is fetched (#5733)
     return refs, lazy
 
 
+class BlockAnswer(NamedTuple):
+    """One block's (or the merged) answer as columns, sorted by labels. Per series: its labels
+    (complete: external labels merged, replica labels removed), its ``chunks`` fields (bytes,
+    joined; a list of ``(mint, maxt, field)`` when made for a merge of overlapping blocks; the
+    column is None with ``skip_chunks``) and its labels as protobuf ``labels`` fields."""
+
+    labels: list
+    chunks: Optional[list]
+    wires: list
+
+
 def block_series(block: BucketBlock, matchers: list[Matcher], mint: int, maxt: int, *, skip_chunks: bool,
-                 aggrs: Sequence[int], remove: frozenset, limits: _Limits, limit: int = 0, postings=None
-                 ) -> list[tuple[tuple, list[tuple[int, int, bytes]]]]:
-    """One block's answer: ``[(labels, [(mint, maxt, AggrChunk bytes)])]`` sorted by labels;
-    ``postings`` is what :func:`block_postings` gave, computed here when None. Blocking."""
+                 aggrs: Sequence[int], remove: frozenset, limits: _Limits, limit: int = 0, postings=None,
+                 per_chunk: bool = False) -> BlockAnswer:
+    """One block's answer; ``postings`` is what :func:`block_postings` gave, computed here when
+    None; ``per_chunk`` keeps each series' chunks apart (see :func:`merge_answers`). Blocking."""
     refs, lazy = postings if postings is not None else block_postings(block, matchers, limits)
     limits.check()
     ix = block.index()
-    if lazy:  # labels are checked (and replica labels dropped) below: nothing pre-encoded
+    if lazy:  # labels are checked (and replica labels dropped) below: encoded after that
         labels, nch, chunks = ix.series_bulk(refs, block.ext, None)
     else:
         labels, nch, chunks, wires = ix.series_bulk(refs, block.ext, remove, wire=True)
@@ -333,85 +350,167 @@ def block_series(block: BucketBlock, matchers: list[Matcher], mint: int, maxt: i
     per = np.bincount(owner[inside], minlength=len(labels))
     sel = np.flatnonzero(per).tolist()
     if lazy:
-        wires = [None] * len(labels)  # labels change below: the base encodes them
         sel = [i for i in sel if all(m.matches(dict(labels[i]).get(m.name, "")) for m in lazy)]
         limits.reserve_series(len(sel))
         if remove:
             for i in sel:
                 labels[i] = tuple(p for p in labels[i] if p[0] not in remove)
+        wires = [None] * len(labels)
     elif limit:
         sel = sel[:limit]
-    if skip_chunks:
-        out = [(labels[i], (), wires[i]) for i in sel]
+    if len(sel) == len(labels):  # every series (sel is ascending)
+        out_labels, out_wires = list(labels), list(wires)
     else:
-        chosen = np.zeros(len(labels), dtype=bool)
-        chosen[sel] = True
-        picked = chunks[inside & chosen[owner]]
-        counts = per[sel]
-        limits.reserve_chunks(int(counts.sum()))
-        encs, buf, offs, lens = block.chunks().chunks_raw(picked[:, 2], check=limits.check)
-        limits.take_bytes(len(buf))
-        mints, maxts = np.ascontiguousarray(picked[:, 0]), np.ascontiguousarray(picked[:, 1])
-        # XOR/histogram chunks as Series.chunks fields, in C (identical chunks compare equal as bytes)
-        msgs = raw_chunks(buf, mints, maxts, encs.astype(np.int64), offs, lens)
-        mints, maxts = mints.tolist(), maxts.tolist()
+        out_labels, out_wires = _pick(labels, sel), _pick(wires, sel)
+    if None in out_wires:  # the decoder leaves some label sets to us (and lazy ones changed)
+        enc = LabelEncoder()
+        out_wires = [w if w is not None else enc(ls) for ls, w in zip(out_labels, out_wires)]
+    if skip_chunks:
+        return _sorted(BlockAnswer(out_labels, None, out_wires))
+    chosen = np.zeros(len(labels), dtype=bool)
+    chosen[sel] = True
+    picked = chunks[inside & chosen[owner]]
+    counts = per[sel]
+    limits.reserve_chunks(int(counts.sum()))
+    encs, buf, offs, lens = block.chunks().chunks_raw(picked[:, 2], check=limits.check)
+    limits.take_bytes(len(buf))
+    mints, maxts = np.ascontiguousarray(picked[:, 0]), np.ascontiguousarray(picked[:, 1])
+    # XOR/histogram chunks as Series.chunks fields, in C (identical chunks compare equal as bytes)
+    msgs = raw_chunks(buf, mints, maxts, encs.astype(np.int64), offs, lens)
+    if None in msgs:
         mv = memoryview(buf)
         try:
             for j in [j for j, m in enumerate(msgs) if m is None]:  # downsampled: the requested aggregates
                 o, n = int(offs[j]), int(lens[j])
-                m = aggr_chunk_bytes(mints[j], maxts[j], int(encs[j]), bytes(mv[o:o + n]), aggrs)
+                m = aggr_chunk_bytes(int(mints[j]), int(maxts[j]), int(encs[j]), bytes(mv[o:o + n]), aggrs)
                 msgs[j] = b"\x12" + uvarint(len(m)) + m
         except AggrChunkError as e:
             raise Internal(f"block {block.ulid}: {e}") from None
-        chks = list(zip(mints, maxts, msgs))
-        out = []
+    if per_chunk:
+        chks = list(zip(mints.tolist(), maxts.tolist(), msgs))
+        grouped: list = []
         k = 0
-        for i, c in zip(sel, counts.tolist()):
-            out.append((labels[i], chks[k:k + c], wires[i]))
+        for c in counts.tolist():
+            grouped.append(chks[k:k + c])
             k += c
-    out.sort(key=_first)
-    return out
+    else:
+        grouped = join_groups(msgs, counts.astype(np.int64).tobytes())
+    return _sorted(BlockAnswer(out_labels, grouped, out_wires))
 
 
-def _first(x):
-    return x[0]
+def _pick(items: list, idx: list) -> list:
+    """``[items[i] for i in idx]`` without a Python loop."""
+    if not idx:
+        return []
+    if len(idx) == 1:
+        return [items[idx[0]]]
+    return list(operator.itemgetter(*idx)(items))
 
 
-def _merge(results: list[list]) -> list[tuple[tuple, bytes, bytes]]:
-    """Per-block sorted answers -> one sorted answer ``(labels, chunks bytes, labels protobuf or
-    None)``; series in several blocks chained with identical chunks dropped and chunks ordered by
-    (mint, maxt), as Thanos' deduplicator."""
-    if len(results) == 1:
-        return [(lbls, _series_chunks(chks), w) for lbls, chks, w in results[0]]
-    out: list = []
-    cur = None
-    chunks: list = []
-    wire = None
-    for lbls, chks, w in heapq.merge(*results, key=_first):
-        if lbls != cur:
-            if cur is not None:
-                out.append((cur, _series_chunks(chunks), wire))
-            cur, chunks, wire = lbls, list(chks), w
-        else:
-            chunks.extend(chks)
-    if cur is not None:
-        out.append((cur, _series_chunks(chunks), wire))
-    return out
+def _sorted(a: BlockAnswer) -> BlockAnswer:
+    """The answer in label order. A block's series come in index order, which is label order
+    unless external labels or removed replica labels moved some."""
+    ls = a.labels
+    if all(map(operator.lt, ls, itertools.islice(ls, 1, None))):
+        return a
+    order = sorted(range(len(ls)), key=ls.__getitem__)
+    return BlockAnswer(_pick(ls, order), None if a.chunks is None else _pick(a.chunks, order), _pick(a.wires, order))
 
 
-def _series_chunks(chunks) -> bytes:
-    if not chunks:
-        return b""
-    if len(chunks) > 1:
-        seen = set()
-        uniq = []
-        for c in chunks:
-            if c[2] not in seen:
-                seen.add(c[2])
-                uniq.append(c)
-        uniq.sort(key=lambda c: (c[0], c[1]))
-        chunks = uniq
-    return b"".join([c[2] for c in chunks])  # each is a whole ``chunks`` field already
+def _blocks_overlap(blocks: Sequence[BucketBlock]) -> bool:
+    spans = sorted((b.meta.min_time, b.meta.max_time) for b in blocks)
+    return any(spans[i + 1][0] < spans[i][1] for i in range(len(spans) - 1))
+
+
+def merge_answers(answers: list[BlockAnswer], per_chunk: bool) -> BlockAnswer:
+    """Per-block answers -> one, a series present in several blocks being one series with the
+    chunks of all. Blocks that do not overlap in time come in time order (their chunks are then
+    simply appended); overlapping ones (``per_chunk``) as Thanos' deduplicator: identical chunks
+    dropped, the rest ordered by (mint, maxt)."""
+    if len(answers) == 1 and not per_chunk:
+        return answers[0]
+    wires: dict = {}
+    for a in answers:
+        wires.update(zip(a.labels, a.wires))  # equal labels, equal encoding
+    if answers[0].chunks is None:  # skip_chunks
+        keys = sorted(wires)
+        return BlockAnswer(keys, None, _pick_map(wires, keys))
+    chunks: dict = {}
+    get = chunks.get
+    if per_chunk:
+        for a in answers:
+            for ls, cs in zip(a.labels, a.chunks):
+                have = get(ls)
+                if have is None:
+                    chunks[ls] = list(cs)
+                else:
+                    have.extend(cs)
+    else:
+        for a in answers:
+            for ls, cs in zip(a.labels, a.chunks):
+                have = get(ls)
+                chunks[ls] = cs if have is None else have + cs
+    keys = sorted(chunks)
+    joined = _pick_map(chunks, keys)
+    if per_chunk:
+        joined = [_series_chunks(cs) for cs in joined]
+    return BlockAnswer(keys, joined, _pick_map(wires, keys))
+
+
+def _pick_map(d: dict, keys: list) -> list:
+    if not keys:
+        return []
+    if len(keys) == 1:
+        return [d[keys[0]]]
+    return list(operator.itemgetter(*keys)(d))
+
+
+def _series_chunks(chunks: list) -> bytes:
+    """One series' ``chunks`` fields from overlapping blocks, as Thanos' ``responseDeduplicator``
+    chains them: a chunk is kept when the hash of one of its parts (raw, count, max, min, sum,
+    counter, in that order) is new, and the kept ones are ordered by min time, max time, then
+    their parts' type and bytes (``AggrChunk.Compare``), so ties come out as Thanos sends them."""
+    if len(chunks) == 1:
+        return chunks[0][2]
+    kept: dict = {}
+    for c in chunks:
+        m = types_pb2.Series.FromString(c[2]).chunks[0]
+        for part in (m.raw, m.count, m.max, m.min, m.sum, m.counter):
+            if not part.ByteSize() and not _has_part(m, part):
+                continue
+            h = part.hash or xxh64(part.data)
+            if h not in kept:
+                kept[h] = (c, m)
+                break
+    return b"".join([c[2] for c, _ in sorted(kept.values(), key=_thanos_chunk_order)])
+
+
+def _has_part(m, part) -> bool:
+    return any(part is getattr(m, f) and m.HasField(f) for f in ("raw", "count", "max", "min", "sum", "counter"))
+
+
+def _compare_chunks(a, b) -> int:
+    """Thanos' ``AggrChunk.Compare`` as a sort comparison (negative: ``a`` first): min time, max
+    time, then per part (raw, count, sum, min, max, counter) present before absent, lower type
+    first, and -- Go's ``bytes.Compare`` under the same sign convention -- greater data first."""
+    (ca, ma), (cb, mb) = a, b
+    if (ca[0], ca[1]) != (cb[0], cb[1]):
+        return -1 if (ca[0], ca[1]) < (cb[0], cb[1]) else 1
+    for f in ("raw", "count", "sum", "min", "max", "counter"):
+        ha, hb = ma.HasField(f), mb.HasField(f)
+        if ha != hb:
+            return -1 if ha else 1
+        if not ha:
+            continue
+        pa, pb = getattr(ma, f), getattr(mb, f)
+        if pa.type != pb.type:
+            return -1 if pa.type < pb.type else 1
+        if pa.data != pb.data:
+            return -1 if pa.data > pb.data else 1
+    return 0
+
+
+_thanos_chunk_order = functools.cmp_to_key(_compare_chunks)
 
 
 class BucketStore(Store):
@@ -671,12 +770,27 @@ class BucketStore(Store):
                 postings = await self._run_blocks(expand, blocks, limits, work) if blocks else []
                 by_block = {id(b): p for (b, _), p in zip(blocks, postings)}
 
+                per_chunk = not req.skip_chunks and _blocks_overlap([b for b, _ in blocks])
+
                 def one(b: BucketBlock, ms: list[Matcher]):
                     return block_series(b, ms, mint, maxt, skip_chunks=req.skip_chunks, aggrs=aggrs,
-                                        remove=remove, limits=limits, limit=limit, postings=by_block[id(b)])
+                                        remove=remove, limits=limits, limit=limit, postings=by_block[id(b)],
+                                        per_chunk=per_chunk)
 
+                blocks.sort(key=lambda bm: bm[0].meta.min_time)  # answers in time order for the merge
                 results = await self._run_blocks(one, blocks, limits, work) if blocks else []
-                merging = self._pool.submit(_merge, results)
+                batch = int(req.raw.response_batch_size) if req.raw is not None else 0
+
+                def answer() -> SeriesFrames:
+                    m = merge_answers(results, per_chunk) if results else BlockAnswer([], [], [])
+                    if limit and len(m.labels) > limit:
+                        m = BlockAnswer(m.labels[:limit], m.chunks[:limit] if m.chunks is not None else None,
+                                        m.wires[:limit])
+                    if not m.labels:
+                        return SeriesFrames([], 0, (), ())
+                    return SeriesFrames(frames(m.wires, m.chunks, batch), len(m.labels), m.labels[0], m.labels[-1])
+
+                merging = self._pool.submit(answer)
                 work.append(merging)
                 merged = await asyncio.wrap_future(merging)
             except ResourceExhausted as e:
@@ -687,10 +801,11 @@ class BucketStore(Store):
                 self._release_after(work)
             results = []
             if self.metrics:
-                self.metrics.observe_series(len(blocks), len(merged), time.monotonic() - t0)
-            for g in range(0, len(merged), _YIELD_GROUP):
-                yield [RawSeries(lbls, chunks, w + chunks if w is not None else b"")
-                       for lbls, chunks, w in merged[g:g + _YIELD_GROUP]]
+                self.metrics.observe_series(len(blocks), merged.count, time.monotonic() - t0)
+            for g in range(0, len(merged.frames), _YIELD_FRAMES):
+                part = merged.frames[g:g + _YIELD_FRAMES]
+                # the order check needs the first and last labels only once: the store made the order
+                yield SeriesFrames(part, merged.count if g == 0 else 0, merged.first, merged.last)
         finally:
             limits.release()  # the answer's chunk bytes are no longer held
 
@@ -707,7 +822,7 @@ class BucketStore(Store):
             if not ms:
                 return set(b.index().label_names()) | {n for n, _ in b.ext if n not in remove}
             rows = block_series(b, ms, req.start, req.end, skip_chunks=True, aggrs=(), remove=remove, limits=limits)
-            return {n for lbls, *_ in rows for n, _ in lbls}
+            return {n for lbls in rows.labels for n, _ in lbls}
 
         sets = await self._run_blocks(one, blocks, limits)
         names = sorted(set().union(*sets)) if sets else []
@@ -739,7 +854,7 @@ class BucketStore(Store):
                 return vals
             rows = block_series(b, ms, req.start, req.end, skip_chunks=True, aggrs=(), remove=frozenset(),
                                 limits=limits)
-            return {v for lbls, *_ in rows for n, v in lbls if n == req.label}
+            return {v for lbls in rows.labels for n, v in lbls if n == req.label}
 
         sets = await self._run_blocks(one, blocks, limits)
         vals = sorted(set().union(*sets)) if sets else []
