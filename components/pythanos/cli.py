@@ -17,20 +17,34 @@ log = logging.getLogger(__name__)
 
 #: the modules that define ``register(subparsers)``: one per component, flags and config there
 COMPONENT_FLAGS = ("tools", "sidecar", "query", "store", "compact")
+#: sub-command aliases a module registers, by the module that registers them
+ALIASES = {"querier": "query"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with ``only`` just that component's flags: registering every component
+    imports their flag modules and what those need (the bucket tools alone cost ~0.3 s), which a
+    component's start-up should not pay."""
     parser = argparse.ArgumentParser(prog="pythanos", description="A Python re-implementation of Thanos.")
     parser.add_argument("--version", action="version", version=f"pythanos, version {__version__}")
     components = parser.add_subparsers(dest="component", metavar="<component>", required=True)
 
-    for name in COMPONENT_FLAGS:
+    for name in COMPONENT_FLAGS if only is None else (only,):
         importlib.import_module(f".{name}.flags", __package__).register(components)
     return parser
 
 
+def _component(argv: Sequence[str]) -> str | None:
+    """The component the command line names first, if it is one (else every parser is built:
+    top-level help, a typo, ``--version``)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    first = ALIASES.get(first, first)
+    return first if first in COMPONENT_FLAGS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_component(argv)).parse_args(argv)
     try:
         logfmt.setup(args.log_level, args.log_format)
     except ValueError as e:
