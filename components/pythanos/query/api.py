@@ -289,10 +289,6 @@ class QueryAPI:
             else:
                 self._release()
 
-    def close(self) -> None:
-        """Stop taking evaluations; running ones end at their deadline."""
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
     def _release(self) -> None:
         """A query's work has ended: its slot of the gate is free again."""
         self.in_flight -= 1

@@ -102,9 +102,10 @@ class StoreQueryable:
         o = self.opts
         func = getattr(hints, "func", "") if hints is not None else ""
         rng = getattr(hints, "range", 0) if hints is not None else 0
+        self.stop.check("query execution")
         left = self.stop.remaining()
-        if left is not None and left <= 0:
-            self.stop.check("query execution")
+        if left is not None and left <= 0:  # the deadline is now: no time left for a fan-out
+            raise QueryTimeoutError("query timed out in query execution")
         try:
             got = await self.proxy.fetch(
                 matchers, mint_ms, maxt_ms, replica_labels=o.replica_labels if o.deduplicating else (),
