@@ -351,6 +351,14 @@ CASES: list[Case] = [
     Case(f"histogram_quantile(1.5, sum by (le) (rate({B}[5m])))"),
     Case(f"histogram_quantile(0.5, {B})"),
     Case(f'histogram_quantile(0.9, rate({B}{{le!="+Inf"}}[5m]))'),
+    # histogram_fraction on classic buckets (Prometheus 3: BucketFraction)
+    Case(f"histogram_fraction(0, 0.3, rate({B}[5m]))"),
+    Case(f"histogram_fraction(0.1, 0.7, sum by (le) (rate({B}[10m])))"),
+    Case(f"histogram_fraction(-1, 0.25, sum by (job, le) (increase({B}[30m])))"),
+    Case(f"histogram_fraction(0.5, 0.5, {B})"),
+    Case(f"histogram_fraction(0.2, 1e9, {B})"),
+    Case(f'histogram_fraction(0, 0.5, rate({B}{{le!="+Inf"}}[5m]))'),
+    Case(f'histogram_fraction(0, scalar(up{{job="api"}}) / 2, {B})'),
     Case("rate(request_duration_seconds_sum[5m]) / rate(request_duration_seconds_count[5m])"),
     # label functions
     Case('label_replace(http_requests_total, "status_class", "${1}xx", "code", "(.)..")'),

@@ -842,9 +842,11 @@ def call(ev, n, ts):
     if name == "histogram_quantile":
         q = _scalar_arg(ev, args[0], ts)
         return _histogram_quantile(q, ev.eval(args[1], ts), S, ev)
-    if name in ("histogram_count", "histogram_sum", "histogram_avg", "histogram_fraction", "histogram_stddev",
-                "histogram_stdvar"):
-        ev.eval(args[-1] if name != "histogram_fraction" else args[2], ts)
+    if name == "histogram_fraction":
+        lower, upper = _scalar_arg(ev, args[0], ts), _scalar_arg(ev, args[1], ts)
+        return _histogram_fraction(lower, upper, ev.eval(args[2], ts), S, ev)
+    if name in ("histogram_count", "histogram_sum", "histogram_avg", "histogram_stddev", "histogram_stdvar"):
+        ev.eval(args[-1], ts)
         return VS.empty(S)  # only native histograms have these; float samples are ignored
     if name == "info":
         return ev.eval(args[0], ts)
@@ -1438,8 +1440,84 @@ def _parse_le(s):
 
 
 def _histogram_quantile(q, vec, S, ev):
-    """Buckets are grouped by their labels without ``le`` (the metric name too: two histograms that
-    differ only by name are two groups, whose results then collide once the name is dropped)."""
+    labels, Vs, Ps = [], [], []
+    for key, les, rows in _classic_histograms(vec, ev):
+        out, anyp = _bucket_quantile_steps(q, les, vec.V[rows], vec.P[rows])
+        labels.append(key)
+        Vs.append(out)
+        Ps.append(anyp)
+    V = np.array(Vs).reshape(len(labels), S)
+    P = np.array(Ps, dtype=bool).reshape(len(labels), S)
+    return _check_dupes(VS(labels, V, P))
+
+
+def _histogram_fraction(lower, upper, vec, S, ev):
+    labels, Vs, Ps = [], [], []
+    for key, les, rows in _classic_histograms(vec, ev):
+        out, anyp = _bucket_fraction_steps(lower, upper, les, vec.V[rows], vec.P[rows])
+        labels.append(key)
+        Vs.append(out)
+        Ps.append(anyp)
+    V = np.array(Vs).reshape(len(labels), S)
+    P = np.array(Ps, dtype=bool).reshape(len(labels), S)
+    return _check_dupes(VS(labels, V, P))
+
+
+def _bucket_fraction_steps(lower, upper, les, C, P):
+    """Prometheus' ``BucketFraction`` of one bucket set at every step at once (``les`` ascending,
+    ``C``/``P`` buckets x steps, ``lower``/``upper`` per step): among the buckets present at a
+    step, the last must be +Inf and equal bounds are added together (counts are not made
+    monotonic); the ranks of ``lower`` and ``upper`` are interpolated linearly inside their
+    buckets (the first bucket starts at 0, or at -Inf when its bound is <= 0, where nothing is
+    interpolated), and the fraction is their difference over the total. One numpy step per
+    bucket, as Go's loop per bucket."""
+    S = C.shape[1]
+    anyp = P.any(axis=0)
+    U, first = np.unique(les, return_index=True)
+    K = len(U)
+    Cd = np.add.reduceat(np.where(P, C, 0.0), first, axis=0)
+    Pd = np.logical_or.reduceat(P, first, axis=0)
+    lower = np.broadcast_to(np.asarray(lower, dtype=np.float64), (S,))
+    upper = np.broadcast_to(np.asarray(upper, dtype=np.float64), (S,))
+    with np.errstate(**_np_err):
+        count = Cd[K - 1]
+        valid = Pd[K - 1] & (U[K - 1] == np.inf)
+        f = Pd.argmax(axis=0)  # the first bucket present at each step
+        prev_bound = np.where(U[f] <= 0, -np.inf, 0.0)
+        rank = np.zeros(S)
+        lo_rank, hi_rank = np.zeros(S), np.zeros(S)
+        lo_set, hi_set = np.zeros(S, bool), np.zeros(S, bool)
+        for k in range(K):
+            act = Pd[k] & ~(lo_set & hi_set)
+            lb, ub, bc = prev_bound, U[k], Cd[k]
+            m = act & ~lo_set & (lb >= lower)
+            lo_rank, lo_set = np.where(m, rank, lo_rank), lo_set | m
+            m = act & ~hi_set & (lb >= upper)
+            hi_rank, hi_set = np.where(m, rank, hi_rank), hi_set | m
+            act &= ~(lo_set & hi_set)
+            infinite = lb == -np.inf
+            m = act & ~lo_set & (lb < lower) & (ub > lower)
+            lo_rank = np.where(m, np.where(infinite, bc, rank + (bc - rank) * (lower - lb) / (ub - lb)), lo_rank)
+            lo_set |= m
+            m = act & ~hi_set & (lb < upper) & (ub > upper)
+            hi_rank = np.where(m, np.where(infinite, bc, rank + (bc - rank) * (upper - lb) / (ub - lb)), hi_rank)
+            hi_set |= m
+            act &= ~(lo_set & hi_set)
+            rank = np.where(act, bc, rank)
+            prev_bound = np.where(Pd[k], ub, prev_bound)
+        lo_rank = np.where(~lo_set | (lo_rank > count), count, lo_rank)
+        hi_rank = np.where(~hi_set | (hi_rank > count), count, hi_rank)
+        r = (hi_rank - lo_rank) / count
+        r = np.where(lower >= upper, 0.0, r)
+        r = np.where((count == 0) | np.isnan(lower) | np.isnan(upper) | ~valid, np.nan, r)
+    return np.where(anyp, r, np.nan), anyp
+
+
+def _classic_histograms(vec, ev):
+    """``(labels, les ascending, rows)`` per classic histogram in ``vec``. Buckets are grouped by
+    their labels without ``le`` (the metric name too: two histograms that differ only by name are
+    two groups, whose results then collide once the name is dropped); a malformed ``le`` is
+    warned about and its series left out, as Prometheus' ``resetHistograms``."""
     groups = {}
     for i, l in enumerate(vec.labels):
         le = None
@@ -1461,18 +1539,9 @@ def _histogram_quantile(q, vec, S, ev):
             ev.ctx.warnings.append(f'PromQL warning: bucket label "le" is missing or has a malformed value of "{le}"')
             continue
         groups.setdefault((tuple(rest), name), []).append((f, i))
-    labels, Vs, Ps = [], [], []
     for (key, _), items in groups.items():
         items.sort(key=lambda x: x[0])
-        les = np.array([x[0] for x in items])
-        rows = np.array([x[1] for x in items])
-        out, anyp = _bucket_quantile_steps(q, les, vec.V[rows], vec.P[rows])
-        labels.append(key)
-        Vs.append(out)
-        Ps.append(anyp)
-    V = np.array(Vs).reshape(len(labels), S)
-    P = np.array(Ps, dtype=bool).reshape(len(labels), S)
-    return _check_dupes(VS(labels, V, P))
+        yield key, np.array([x[0] for x in items]), np.array([x[1] for x in items])
 
 
 def _bucket_quantile_steps(q, les, C, P):
