@@ -426,8 +426,10 @@ class ClientTLS:
         roots = _load_ca(self.ca_file, self.name("ca_file")) if self.ca_file else system_roots()
         return roots, key, cert
 
-    async def channel_args(self, address: str, timeout: float = 5.0) -> tuple[Any, list[tuple[str, Any]]]:
-        """(grpc.ChannelCredentials, extra channel options) to dial ``address`` as configured.
+    async def channel_args(self, address: "str | Sequence[str]",
+                           timeout: float = 5.0) -> tuple[Any, list[tuple[str, Any]]]:
+        """(grpc.ChannelCredentials, extra channel options) to dial ``address`` as configured
+        (several addresses: the members of an endpoint group, dialled through one channel).
 
         With ``skip_verify`` (Go's InsecureSkipVerify) grpcio offers no switch, so the certificate
         is fetched first: one TLS handshake without verification (client certificate included),
@@ -439,19 +441,42 @@ class ClientTLS:
         pin is for this endpoint's channel only and only until a connection fails (then the
         caller fetches again). Differences from Go: an expired or not yet valid certificate is
         still refused (BoringSSL checks the dates of the trust anchor too), and so is one that
-        names no host (no subjectAltName, no common name)."""
+        names no host (no subjectAltName, no common name).
+
+        A group's members are each asked; the channel trusts every certificate that came back
+        (members that do not answer are left out) under one name all of them hold (grpcio checks
+        one name per channel): members with certificates for different names and no common one
+        cannot be pinned together, which is an error saying so."""
         import grpc
 
         check_min_version(self.min_version, self.name("min_version"))
         roots, key, cert = self.material()
         options: list[tuple[str, Any]] = []
         if self.skip_verify:
-            der = await fetch_certificate(address, self, timeout)
-            pin = _pin_name(certificate_names(der), self.server_name)
+            addresses = [address] if isinstance(address, str) else list(address)
+            got = await asyncio.gather(*(fetch_certificate(a, self, timeout) for a in addresses),
+                                       return_exceptions=True)
+            ders: list[bytes] = []
+            failures: list[BaseException] = []
+            for r in got:
+                if isinstance(r, bytes):
+                    if r not in ders:
+                        ders.append(r)
+                elif isinstance(r, (ConnectionError, UserError)):
+                    failures.append(r)
+                else:
+                    raise r
+            if not ders:
+                raise failures[0]
+            pin = _pin_name([certificate_names(d) for d in ders], self.server_name)
             if pin is None:
-                raise ConnectionError(f"{address}: {self.name('skip_verify')}: the certificate it presents names no "
-                                      "host (no subjectAltName or common name), which grpcio needs to connect")
-            roots = ssl.DER_cert_to_PEM_cert(der).encode("ascii")
+                where = addresses[0] if len(addresses) == 1 else ", ".join(addresses)
+                why = ("the certificate it presents names no host (no subjectAltName or common name), which grpcio "
+                       "needs to connect") if len(ders) == 1 else (
+                       "its members present certificates that share no host name, and grpcio checks one name per "
+                       "channel (set server_name to a name they all hold)")
+                raise ConnectionError(f"{where}: {self.name('skip_verify')}: {why}")
+            roots = "".join(ssl.DER_cert_to_PEM_cert(d) for d in ders).encode("ascii")
             options.append(("grpc.ssl_target_name_override", pin))
         elif self.server_name:
             options.append(("grpc.ssl_target_name_override", self.server_name))
@@ -498,20 +523,30 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-def _pin_name(names: dict[str, list[str]], wanted: str) -> Optional[str]:
-    """A name grpcio's host check accepts for a certificate with these names."""
+def _holds(names: dict[str, list[str]], host: str) -> bool:
+    """Whether grpcio's host check accepts ``host`` for a certificate with these names."""
     dns, ips, cn = names["dns"], names["ip"], names["cn"]
-    if wanted and (wanted in dns or wanted in ips or any(_wildcard_match(d, wanted) for d in dns)):
-        return wanted
-    for d in dns:
-        if not d.startswith("*."):
-            return d
-    if ips:
-        return ips[0]
-    for d in dns:
-        return "pinned" + d[1:]  # any one label under the wildcard
-    if not dns and not ips and cn:
-        return cn[0]
+    if host in dns or host in ips or any(_wildcard_match(d, host) for d in dns):
+        return True
+    return not dns and not ips and host in cn
+
+
+def _pin_name(certs: "dict[str, list[str]] | Sequence[dict[str, list[str]]]", wanted: str) -> Optional[str]:
+    """A name grpcio's host check accepts for every certificate with these names: ``wanted``
+    when they all hold it, else the first of the first certificate's names they all hold
+    (plain DNS names, IP addresses, a name under a wildcard, the common name of one without
+    subjectAltName)."""
+    all_names = [certs] if isinstance(certs, dict) else list(certs)
+    first = all_names[0]
+    dns, ips, cn = first["dns"], first["ip"], first["cn"]
+    candidates = [wanted] if wanted else []
+    candidates += [d for d in dns if not d.startswith("*.")] + list(ips)
+    candidates += ["pinned" + d[1:] for d in dns if d.startswith("*.")]  # any one label under the wildcard
+    if not dns and not ips:
+        candidates += cn
+    for c in candidates:
+        if all(_holds(n, c) for n in all_names):
+            return c
     return None
 
 

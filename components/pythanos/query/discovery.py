@@ -15,6 +15,18 @@ fields take Thanos' defaults); without it, its fields over the default's (TLS tu
 cert_file, key_file, ca_file, insecure_skip_verify). One difference: Thanos dials the addresses
 a ``dns+``/``dnssrv+`` entry resolves to with the default settings even when the entry has its
 own; here the entry's own settings apply to them.
+
+Endpoint groups (``--endpoint-group[-strict]``, ``group: true``; Thanos v0.42 ``thanos:///``
+endpoints): one endpoint named ``thanos:///<address>`` whose calls go to one of its members. The
+address is handed to grpcio as one target, resolved by grpcio's own DNS resolver: ``dns+name:port``
+(and ``dnsdualstack+``) becomes ``dns:///name:port`` balanced round-robin over every A/AAAA
+address (service config: Thanos' default or the entry's ``service_config``); a plain
+``host:port`` is one address as in Thanos (which hands it to gRPC unresolved), i.e. pick_first
+over what the name resolves to. ``--store.sd-dns-server`` becomes the target's DNS authority
+(``dns://server/name:port``). grpcio's resolver looks again only when a connection drops, while
+Thanos resolves groups every ``--store.sd-dns-interval``: the name is looked up here at that
+interval too and a changed answer makes the group dial again (grpcio then resolves it anew).
+``dnssrv+``/``dnssrvnoa+`` groups are refused: grpcio's resolver reads A/AAAA records only.
 """
 from __future__ import annotations
 
@@ -34,20 +46,30 @@ from ..tlsconfig import ClientTLS, parse_min_version
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EndpointSpec", "EndpointConfig", "Target", "Discovery", "parse_sd_config", "parse_endpoint_config",
-           "read_sd_files", "split_dns_prefix"]
+__all__ = ["EndpointSpec", "EndpointConfig", "Target", "GroupDial", "Discovery", "parse_sd_config",
+           "parse_endpoint_config", "read_sd_files", "split_dns_prefix", "validate_group_address", "GROUP_SCHEME"]
 
 DNS_PREFIXES = ("dns+", "dnssrv+", "dnssrvnoa+", "dnsdualstack+")
+#: what Thanos v0.42 puts before a group's address: its name in /api/v1/stores, logs and errors
+GROUP_SCHEME = "thanos:///"
 
 
 @dataclass(frozen=True)
 class EndpointSpec:
-    """One configured address (before DNS), whether it is strict (kept even when unhealthy) and
-    its own TLS settings (None: the default ones)."""
+    """One configured address (before DNS), whether it is strict (kept even when unhealthy), its
+    own TLS settings (None: the default ones), and whether it is an endpoint group (with the
+    gRPC service config from its entry; empty: Thanos' default)."""
 
     address: str
     strict: bool = False
     tls: Optional[ClientTLS] = None
+    group: bool = False
+    service_config: str = ""
+
+    @property
+    def name(self) -> str:
+        """The endpoint's name: its address, ``thanos:///<address>`` for a group (as Thanos)."""
+        return GROUP_SCHEME + self.address if self.group else self.address
 
 
 @dataclass(frozen=True)
@@ -60,11 +82,25 @@ class EndpointConfig:
 
 
 @dataclass(frozen=True)
+class GroupDial:
+    """How a group is dialled: the grpcio target (``dns:///name:port``), the service config
+    (empty: Thanos' default) and whether calls are balanced over every address (``dns+``) or
+    go to the first that answers (a plain ``host:port``)."""
+
+    target: str
+    service_config: str = ""
+    balanced: bool = True
+
+
+@dataclass(frozen=True)
 class Target:
-    """A discovered address: strict or not, and how to dial it."""
+    """A discovered endpoint: strict or not, how to dial it, and for a group how it is dialled
+    and its members as last looked up here (which change makes it dial again)."""
 
     strict: bool
     tls: ClientTLS
+    group: Optional[GroupDial] = None
+    members: tuple[str, ...] = ()
 
 
 def split_dns_prefix(addr: str) -> tuple[str, str]:
@@ -97,6 +133,37 @@ def validate_address(addr: str, where: str) -> None:
         raise ConfigError(f"{where}: empty address")
     if prefix in ("", "dns+", "dnsdualstack+"):
         _host_port(rest, where)
+
+
+def validate_group_address(addr: str, where: str) -> None:
+    """An endpoint group's address: ``host:port`` or ``dns+``/``dnsdualstack+`` ``name:port``."""
+    prefix, _ = split_dns_prefix(addr)
+    if prefix in ("dnssrv+", "dnssrvnoa+"):
+        raise ConfigError(f"{where}: an endpoint group cannot use {prefix} (SRV) discovery here: its name is resolved "
+                          "by gRPC's DNS resolver, which reads A/AAAA records only; use dns+<name>:<port>")
+    validate_address(addr, where)
+
+
+def grpc_target(addr: str, dns_server: str = "") -> GroupDial:
+    """The grpcio target of a group address (see the module docstring)."""
+    prefix, rest = split_dns_prefix(addr)
+    authority = dns_server if prefix else ""
+    return GroupDial(f"dns://{authority}/{rest}", balanced=bool(prefix))
+
+
+def _service_config(raw, where: str) -> str:
+    """A group's ``service_config`` (gRPC service config JSON), checked by grpcio itself."""
+    if raw is None or raw == "":
+        return ""
+    if not isinstance(raw, str):
+        raise ConfigError(f"{where}: expected a string holding gRPC service config JSON, got {raw!r}")
+    from ..storeapi.client import check_service_config
+
+    try:
+        check_service_config(raw)
+    except ValueError as e:
+        raise ConfigError(f"{where}: invalid gRPC service config: {e}") from None
+    return raw
 
 
 def parse_sd_config(text: str, where: str, client_tls: Optional[ClientTLS] = None) -> list[EndpointSpec]:
@@ -173,7 +240,7 @@ def _client_tls(fields: dict, server_name: str, fallback: Optional[ClientTLS], w
 
 def parse_endpoint_config(text: str, where: str, client_tls: Optional[ClientTLS] = None) -> EndpointConfig:
     """``--endpoint.sd-config`` YAML (Thanos' ``EndpointConfig``): ``default_client_config`` and
-    ``endpoints: [{address, strict, group, client_config}]``; ``client_tls`` are the
+    ``endpoints: [{address, strict, group, service_config, client_config}]``; ``client_tls`` are the
     ``--grpc-client-tls-*`` flags (what an endpoint falls back to without a default). Every TLS
     file named is read and checked now; errors name the field."""
     try:
@@ -197,19 +264,30 @@ def parse_endpoint_config(text: str, where: str, client_tls: Optional[ClientTLS]
     for i, ep in enumerate(endpoints):
         if not isinstance(ep, dict) or not ep.get("address"):
             raise ConfigError(f"{where}: endpoints[{i}]: 'address' is required")
-        if ep.get("group"):
-            raise ConfigError(f"{where}: endpoints[{i}].group: endpoint groups are not supported yet")
+        group = ep.get("group", False)
+        if group is None:
+            group = False
+        if not isinstance(group, bool):
+            raise ConfigError(f"{where}: endpoints[{i}].group: expected true or false, got {group!r}")
         addr = str(ep["address"])
         strict = bool(ep.get("strict", False))
+        kind = "a strict endpoint group" if group else "a strict endpoint"
         if strict and split_dns_prefix(addr)[0]:
-            raise ConfigError(f"{where}: endpoints[{i}]: a strict endpoint cannot use DNS discovery ({addr})")
-        validate_address(addr, f"{where}: endpoints[{i}].address")
+            raise ConfigError(f"{where}: endpoints[{i}]: {kind} cannot use DNS discovery ({addr})")
+        if group:
+            validate_group_address(addr, f"{where}: endpoints[{i}].address")
+        else:
+            validate_address(addr, f"{where}: endpoints[{i}].address")
+            if ep.get("service_config") not in (None, ""):
+                raise ConfigError(f"{where}: endpoints[{i}].service_config: only valid for endpoint groups "
+                                  f"(group: true); {addr} is not one")
+        service_config = _service_config(ep.get("service_config"), f"{where}: endpoints[{i}].service_config")
         cwhere = f"{where}: endpoints[{i}].client_config"
         fields, name = _client_config(ep.get("client_config"), cwhere)
         tls = None
         if fields or name:
             tls = _client_tls(fields, name, None if "enabled" in fields else fallback, cwhere)
-        out.append(EndpointSpec(addr, strict, tls))
+        out.append(EndpointSpec(addr, strict, tls, group, service_config))
     return EndpointConfig(out, default_tls)
 
 
@@ -306,8 +384,8 @@ class Discovery:
         self._reload_files(now)
         seen: dict[str, EndpointSpec] = {}
         for s in [*self.static, *self._cfg_specs, *(EndpointSpec(t) for t in self._file_targets)]:
-            if s.address not in seen or s.strict:
-                seen[s.address] = s
+            if s.name not in seen or s.strict:
+                seen[s.name] = s
         return list(seen.values())
 
     def global_tls(self) -> ClientTLS:
@@ -315,29 +393,41 @@ class Discovery:
         return self._cfg_default or self.default_tls or self.client_tls
 
     async def addresses(self, now: float) -> dict[str, Target]:
-        """address -> :class:`Target`, after DNS (cached ``dns_interval``)."""
+        """name -> :class:`Target`, after DNS (cached ``dns_interval``): an address, or a group's
+        ``thanos:///<address>``."""
         out: dict[str, Target] = {}
         specs = self.specs(now)
         default = self.global_tls()
         for spec in specs:
             prefix, rest = split_dns_prefix(spec.address)
             tls = spec.tls or default
+            if spec.group:
+                dial = grpc_target(spec.address, self.dns_server)
+                dial = GroupDial(dial.target, spec.service_config, dial.balanced)
+                members = tuple(sorted(await self._lookup(spec.address, prefix, rest, now))) if prefix else (rest,)
+                out[spec.name] = Target(spec.strict, tls, dial, members)
+                continue
             if not prefix:
                 had = out.get(rest)
                 out[rest] = Target((had is not None and had.strict) or spec.strict, tls)
                 continue
-            cached = self._dns.get(spec.address)
-            if cached is None or now - cached[0] >= self.dns_interval:
-                try:
-                    found = await resolve(prefix, rest, self.dns_server)
-                    self._dns[spec.address] = (now, found)
-                except (OSError, ConfigError, Exception) as e:  # noqa: BLE001 - keep the last good answer
-                    log.error("failed to resolve endpoint address", extra={"address": spec.address, "err": str(e)})
-                    if cached is None:
-                        self._dns[spec.address] = (now, [])
-            for a in self._dns.get(spec.address, (0, []))[1]:
+            for a in await self._lookup(spec.address, prefix, rest, now):
                 out.setdefault(a, Target(False, tls))
         return out
+
+    async def _lookup(self, address: str, prefix: str, rest: str, now: float) -> list[str]:
+        """The addresses a ``dns+``/``dnssrv+`` address resolves to, looked up again after
+        ``dns_interval``; a failed lookup keeps the last good answer (and is logged)."""
+        cached = self._dns.get(address)
+        if cached is None or now - cached[0] >= self.dns_interval:
+            try:
+                found = await resolve(prefix, rest, self.dns_server)
+                self._dns[address] = (now, found)
+            except (OSError, ConfigError, Exception) as e:  # noqa: BLE001 - keep the last good answer
+                log.error("failed to resolve endpoint address", extra={"address": address, "err": str(e)})
+                if cached is None:
+                    self._dns[address] = (now, [])
+        return list(self._dns.get(address, (0, []))[1])
 
 
 async def resolve(prefix: str, rest: str, server: str = "") -> list[str]:

@@ -7,6 +7,15 @@ re-added when it answers again; its status (with the last error) stays on the st
 has been unhealthy for ``unhealthy_timeout`` (Thanos' ``--store.unhealthy-timeout``, 5 m).
 Addresses no longer discovered are closed and forgotten, and one whose TLS settings changed (an
 endpoint SD config reload) is reconnected with the new ones.
+
+As in Thanos, a strict endpoint is always queried, healthy or not, even before it has ever
+answered (then as a store of unknown labels over all time: its failures become partial-response
+warnings, or the query's error without partial response), and never forgotten. ``lastCheck`` on
+the stores page is the time of the last check that succeeded (Thanos' ``LastCheck``).
+
+An endpoint group (:mod:`.discovery`) is one endpoint here, named ``thanos:///<address>``: one
+client whose channel spreads its calls over the members (Info and Series alike), healthy while
+any member answers. When the group's members as looked up change, its channel is made again.
 """
 from __future__ import annotations
 
@@ -18,9 +27,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..storeapi import StoreClient
+from ..storeapi.client import group_channel_options
 from ..storeapi.types import MAX_TIME, MIN_TIME, StoreInfo
 from ..tlsconfig import ClientTLS
-from .discovery import Discovery
+from .discovery import Discovery, GroupDial, Target
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +48,8 @@ class Endpoint:
     unhealthy_since: Optional[float] = None
     active: bool = False
     tls: Optional[ClientTLS] = None  # the settings its client dials with
+    group: Optional[GroupDial] = None  # how a group's channel is made (None: one address)
+    members: tuple[str, ...] = ()  # a group's addresses as last looked up
 
     @property
     def component_type(self) -> str:
@@ -70,14 +82,21 @@ def _rfc3339(t: Optional[_dt.datetime]) -> Optional[str]:
     return s.replace("+00:00", "Z")
 
 
+def make_client(name: str, target: Target) -> StoreClient:
+    """The client of one endpoint: its address, or a group's channel over its members."""
+    if target.group is None:
+        return StoreClient(name, tls=target.tls)
+    return StoreClient(name, tls=target.tls, target=target.group.target, members=target.members,
+                       options=group_channel_options(target.group.service_config, target.group.balanced))
+
+
 @dataclass
 class EndpointSet:
     discovery: Discovery
     interval: float = 5.0
     info_timeout: float = 5.0
     unhealthy_timeout: float = 300.0
-    client_factory: Callable[[str, ClientTLS], StoreClient] = field(
-        default=lambda addr, tls: StoreClient(addr, tls=tls))
+    client_factory: Callable[[str, Target], StoreClient] = make_client
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     _task: Optional[asyncio.Task] = None
     _updated: Optional[asyncio.Event] = None
@@ -117,16 +136,22 @@ class EndpointSet:
                 await ep.client.close()
         for addr, target in wanted.items():
             ep = self.endpoints.get(addr)
-            if ep is not None and ep.tls != target.tls:
-                log.info("endpoint TLS settings changed; reconnecting", extra={"address": addr})
+            if ep is not None and (ep.tls != target.tls or ep.group != target.group):
+                what = "TLS settings" if ep.tls != target.tls else "service config"
+                log.info(f"endpoint {what} changed; reconnecting", extra={"address": addr})
                 del self.endpoints[addr]
                 await ep.client.close()
                 ep = None
             if ep is None:
-                self.endpoints[addr] = Endpoint(addr, self.client_factory(addr, target.tls), strict=target.strict,
-                                                tls=target.tls)
+                self.endpoints[addr] = Endpoint(addr, self.client_factory(addr, target), strict=target.strict,
+                                                tls=target.tls, group=target.group, members=target.members)
             else:
                 ep.strict = target.strict
+                if ep.group is not None and ep.group.balanced and ep.members != target.members:
+                    log.info("endpoint group members changed; dialling again so gRPC resolves them anew",
+                             extra={"address": addr, "was": ",".join(ep.members), "now": ",".join(target.members)})
+                    ep.members = target.members
+                    ep.client.set_members(target.members)
         await asyncio.gather(*(self._check(ep, now) for ep in list(self.endpoints.values())))
         for addr, ep in list(self.endpoints.items()):
             if (not ep.strict and ep.unhealthy_since is not None
@@ -142,21 +167,24 @@ class EndpointSet:
             info = await ep.client.info(timeout=self.info_timeout)
         except Exception as e:  # noqa: BLE001 - any failure makes the endpoint unhealthy
             msg = str(e) or type(e).__name__
-            if ep.active:
+            if ep.active and ep.last_error is None and not ep.strict:
                 log.warning("endpoint is unhealthy, dropping it from queries",
+                            extra={"address": ep.address, "err": msg})
+            elif ep.active and ep.last_error is None:
+                log.warning("strict endpoint is unhealthy; it stays in queries",
                             extra={"address": ep.address, "err": msg})
             elif msg != ep.last_error:  # Thanos logs every failed check; we log each new reason once
                 log.warning("update of endpoint failed", extra={"address": ep.address, "err": msg})
             ep.last_error = msg
-            ep.active = ep.strict and ep.info is not None
+            ep.active = ep.strict
             if ep.unhealthy_since is None:
                 ep.unhealthy_since = now
         else:
-            if not ep.active:
+            if not ep.active or ep.last_error is not None:
                 log.info("adding new endpoint to query endpoint set",
                          extra={"address": ep.address, "extLset": _fmt_sets(info.effective_label_sets())})
             ep.info, ep.last_error, ep.unhealthy_since, ep.active = info, None, None, True
-        ep.last_check = _dt.datetime.now(_dt.timezone.utc)
+            ep.last_check = _dt.datetime.now(_dt.timezone.utc)
 
     def active(self) -> list[Endpoint]:
         return [ep for ep in self.endpoints.values() if ep.active]

@@ -10,6 +10,11 @@ log = logging.getLogger(__name__)
 
 __all__ = ["register", "config_from_args"]
 
+_GROUP_NOTE = ("As in Thanos v0.42: dns+<name>:<port> is balanced over every address the name has, a plain "
+               "<host>:<port> is one endpoint (the first of its addresses that answers); the group is one "
+               "endpoint named thanos:///<address>. pythanos: resolved by gRPC's own DNS resolver "
+               "(--store.sd-dns-server, if set, is asked); dnssrv+ cannot be used.")
+
 
 def register(components) -> None:
     p = components.add_parser("query", aliases=["querier"],
@@ -29,6 +34,17 @@ def register(components) -> None:
                    metavar="<endpoint>",
                    help="Addresses of only statically configured Thanos API servers that are always used, even if "
                         "the health check fails (repeatable).")
+    p.add_argument("--endpoint-group", dest="endpoint_groups", action="append", default=[],
+                   metavar="<endpoint-group>",
+                   help="(Deprecated, Experimental): DNS name of statically configured Thanos API server groups "
+                        "(repeatable). Targets resolved from the DNS name will be queried in a round-robin, instead "
+                        "of a fanout manner. This flag should be used when connecting a Thanos Query to HA groups "
+                        "of Thanos components. " + _GROUP_NOTE)
+    p.add_argument("--endpoint-group-strict", dest="strict_endpoint_groups", action="append", default=[],
+                   metavar="<endpoint-group-strict>",
+                   help="(Deprecated, Experimental): DNS name of statically configured Thanos API server groups "
+                        "(repeatable) that are always used, even if the health check fails. As in Thanos, a "
+                        "plain <host>:<port> (no dns+).")
     p.add_argument("--endpoint.sd-config-file", dest="sd_config_file", default="",
                    help="Path to Config File with endpoint definitions (reloaded when it changes).")
     p.add_argument("--endpoint.sd-config-reload-interval", dest="sd_config_interval", default=300.0,
@@ -46,8 +62,8 @@ def register(components) -> None:
     p.add_argument("--store.sd-dns-interval", dest="dns_interval", default=30.0,
                    type=dur("--store.sd-dns-interval"), help="Interval between DNS resolutions.")
     p.add_argument("--store.sd-dns-server", dest="dns_server", default="", metavar="<host:port>",
-                   help="pythanos only: ask this DNS server for dns+/dnssrv+ addresses instead of the system "
-                        "resolver.")
+                   help="pythanos only: ask this DNS server for dns+/dnssrv+ addresses (and the names of dns+ "
+                        "endpoint groups) instead of the system resolver.")
     p.add_argument("--store.unhealthy-timeout", dest="unhealthy_timeout", default=300.0,
                    type=dur("--store.unhealthy-timeout"),
                    help="Timeout before an unhealthy store is cleaned from the store UI page.")
@@ -128,6 +144,15 @@ def config_from_args(args: argparse.Namespace):
             raise UserError(f"--endpoint-strict={addr}: a strict endpoint cannot use DNS discovery")
         qd.validate_address(addr, f"--endpoint-strict={addr}")
         specs.append(qd.EndpointSpec(addr, strict=True))
+    for addr in args.endpoint_groups:
+        qd.validate_group_address(addr, f"--endpoint-group={addr}")
+        specs.append(qd.EndpointSpec(addr, group=True))
+    for addr in args.strict_endpoint_groups:
+        if qd.split_dns_prefix(addr)[0]:
+            raise UserError(f"--endpoint-group-strict={addr}: a strict endpoint group cannot use DNS discovery "
+                            "(as in Thanos: give <host>:<port>)")
+        qd.validate_group_address(addr, f"--endpoint-group-strict={addr}")
+        specs.append(qd.EndpointSpec(addr, strict=True, group=True))
     if args.sd_config and args.sd_config_file:
         raise UserError("--endpoint.sd-config and --endpoint.sd-config-file are mutually exclusive")
     if args.sd_config:

@@ -112,8 +112,9 @@ async def serve(config: QueryConfig, stop: Optional[asyncio.Event] = None, worke
         nodes.clear()
         counts: dict = {}
         for ep in endpoints.active():
+            # a strict endpoint that has never answered is still queried: Thanos counts it as unknown-store-api
             key = (",".join("{" + ",".join(f'{n}="{v}"' for n, v in ls) + "}" for ls in ep.label_sets()),
-                   ep.component_type)
+                   ep.component_type or "unknown-store-api")
             counts[key] = counts.get(key, 0) + 1
         for (ext, typ), n in counts.items():
             nodes.labels(ext, typ).set(n)

@@ -11,10 +11,16 @@ with TLS. Credentials are prepared by :meth:`~StoreClient.info` (the call every 
 makes first): files re-read when they change (a new channel then), and for
 ``insecure_skip_verify`` the endpoint's certificate fetched, and fetched again after a failed
 check.
+
+Endpoint groups (Thanos' ``--endpoint-group``): ``StoreClient(name, target="dns:///host:port",
+options=group_channel_options(...), members=[...])`` dials one gRPC target that grpcio's own DNS
+resolver turns into several addresses, balanced by the load-balancing policy of the service
+config (:data:`GROUP_SERVICE_CONFIG`: round_robin); ``name`` is what errors and statuses show.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Optional, Sequence, Union
 
@@ -41,7 +47,65 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StoreClient", "StoreAPIError"]
+__all__ = ["StoreClient", "StoreAPIError", "GROUP_SERVICE_CONFIG", "group_channel_options", "check_service_config"]
+
+#: Thanos v0.42's service config for endpoint groups (``pkg/extgrpc`` EndpointGroupGRPCOpts), verbatim.
+#: Its ``retryPolicy`` sits at the top level, where gRPC's schema has none (retry policies live in
+#: ``methodConfig[]``): grpc-go and grpcio both ignore it, so calls are not retried, in Thanos either.
+GROUP_SERVICE_CONFIG = """
+{
+  "loadBalancingPolicy":"round_robin",
+  "retryPolicy": {
+    "maxAttempts": 3,
+    "initialBackoff": "0.1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": [
+  	  "UNAVAILABLE"
+    ]
+  }
+}"""
+
+
+def group_channel_options(service_config: str = "", balanced: bool = True) -> list[tuple[str, Any]]:
+    """Channel options of an endpoint group: the service config (Thanos' default when empty),
+    none taken from DNS (Thanos: WithDisableServiceConfig), retries allowed as grpc-go allows
+    them (a service config's methodConfig retryPolicy applies). ``balanced`` false: the group
+    is one address as Thanos sees it (a plain ``host:port``, which Thanos hands to gRPC
+    unresolved and Go's dialer connects to the first of its addresses that answers), so the
+    policy is pick_first over what the name resolves to, whatever the config says."""
+    text = service_config or GROUP_SERVICE_CONFIG
+    if not balanced:
+        doc = json.loads(text)
+        doc.pop("loadBalancingConfig", None)
+        doc["loadBalancingPolicy"] = "pick_first"
+        text = json.dumps(doc)
+    return [("grpc.service_config", text), ("grpc.service_config_disable_resolution", 1),
+            ("grpc.enable_retries", 1)]
+
+
+def check_service_config(text: str) -> None:
+    """Raise ValueError (grpcio's own words) unless grpcio accepts ``text`` as a service config.
+
+    grpcio validates a service config when it builds a channel's stack; a wrong one fails every
+    call later. This builds a channel to an abstract Unix socket nobody listens on and makes one
+    call: a refused connection means the config was accepted."""
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise ValueError("expected a JSON object")
+    channel = grpc.insecure_channel("unix-abstract:pythanos-service-config-check",
+                                    options=[("grpc.service_config", text),
+                                             ("grpc.service_config_disable_resolution", 1)])
+    try:
+        channel.unary_unary("/pythanos.Check/Check")(b"", timeout=10)
+    except grpc.RpcError as e:
+        details = (e.details() or "") if isinstance(e, grpc.Call) else str(e)
+        if "Failed to create channel" in details:
+            raise ValueError(details.split("':", 1)[-1].strip()) from None
+    finally:
+        channel.close()
 
 MatcherLike = Union[Matcher, types_pb2.LabelMatcher]
 
@@ -62,19 +126,29 @@ def _pb_matchers(ms: Iterable[MatcherLike]) -> list:
 class StoreClient:
     """One endpoint. ``timeout`` (seconds) bounds each call (a whole Series stream included)
     unless the call passes its own; ``info_timeout`` bounds Info (Thanos: 5 s). ``tls``: how to
-    dial (None or not enabled: plaintext); ``credentials`` is the raw grpcio alternative."""
+    dial (None or not enabled: plaintext); ``credentials`` is the raw grpcio alternative.
+
+    ``address`` names the endpoint in errors; ``target`` (default: the address) is what the
+    channel dials, e.g. ``dns:///name:port`` for a group. ``members``: the addresses behind the
+    target as last looked up (default: the address), whose certificates ``insecure_skip_verify``
+    fetches. ``options`` override :data:`~pythanos.storeapi.service.CLIENT_OPTIONS` key by key."""
 
     def __init__(self, address: str, *, timeout: float = 120.0, info_timeout: float = 5.0,
                  credentials: Optional[grpc.ChannelCredentials] = None,
-                 options: Sequence[tuple] = (), tls: Optional["ClientTLS"] = None) -> None:
+                 options: Sequence[tuple] = (), tls: Optional["ClientTLS"] = None,
+                 target: Optional[str] = None, members: Sequence[str] = ()) -> None:
         self.address = address
+        self.target = target or address
+        self.members: tuple[str, ...] = tuple(members) or (address,)
         self.timeout = timeout
         self.info_timeout = info_timeout
         self.tls = tls if tls is not None and tls.enabled else None
         self._credentials = credentials
         self._tls_options: list[tuple[str, Any]] = []
         self._tls_stamp: Optional[tuple] = None  # the files' state the credentials were made from
-        self._options = list(svc.CLIENT_OPTIONS) + list(options)
+        merged = dict(svc.CLIENT_OPTIONS)
+        merged.update(options)
+        self._options = list(merged.items())
         self._channel: Optional[grpc.aio.Channel] = None
         self._calls: dict = {}
         self._closing: dict = {}  # close(grace) task -> retired channel
@@ -88,9 +162,9 @@ class StoreClient:
                     self._prepare_sync(path)
                 if self._credentials is not None:
                     options = self._options + self._tls_options
-                    self._channel = grpc.aio.secure_channel(self.address, self._credentials, options=options)
+                    self._channel = grpc.aio.secure_channel(self.target, self._credentials, options=options)
                 else:
-                    self._channel = grpc.aio.insecure_channel(self.address, options=self._options)
+                    self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
             req, resp, streaming = svc.METHODS[path]
             make = self._channel.unary_stream if streaming else self._channel.unary_unary
             c = make(path, request_serializer=req.SerializeToString, response_deserializer=resp.FromString)
@@ -106,7 +180,7 @@ class StoreClient:
             raise StoreAPIError(self.address, path, grpc.StatusCode.UNAVAILABLE,
                                 "TLS (insecure_skip_verify): the endpoint's certificate has not been fetched yet")
         try:
-            stamp = self.tls.stamp()
+            stamp = self._stamp()
             roots, key, cert = self.tls.material()
         except UserError as e:
             raise StoreAPIError(self.address, path, None, f"TLS: {e}") from None
@@ -121,11 +195,11 @@ class StoreClient:
 
         if self.tls is None:
             return
-        stamp = self.tls.stamp()
+        stamp = self._stamp()
         if self._credentials is not None and stamp == self._tls_stamp:
             return
         try:
-            creds, options = await self.tls.channel_args(self.address, self.info_timeout)
+            creds, options = await self.tls.channel_args(self.members, self.info_timeout)
         except UserError as e:
             if self._credentials is not None:  # keep dialling with what worked; say why it did not change
                 log.error("cannot reload the client TLS files; keeping the previous ones",
@@ -135,9 +209,22 @@ class StoreClient:
             raise StoreAPIError(self.address, svc.INFO, None, f"TLS: {e}") from None
         except ConnectionError as e:
             raise StoreAPIError(self.address, svc.INFO, grpc.StatusCode.UNAVAILABLE, str(e)) from None
-        if self._tls_stamp is not None and stamp != self._tls_stamp:
+        if self._tls_stamp is not None and stamp[0] != self._tls_stamp[0]:
             log.info("client TLS files changed; dialling with the new ones", extra={"address": self.address})
         self._credentials, self._tls_options, self._tls_stamp = creds, options, stamp
+        self._retire_channel()
+
+    def _stamp(self) -> tuple:
+        """What the credentials depend on: the files, and for skip-verify the members whose
+        certificates are pinned."""
+        assert self.tls is not None
+        return self.tls.stamp(), (self.members if self.tls.skip_verify else ())
+
+    def set_members(self, members: Sequence[str]) -> None:
+        """The group's addresses changed (a DNS lookup said so): dial again, so grpcio resolves
+        the name anew (its resolver does not poll), with certificates pinned again under
+        skip-verify (at the next :meth:`info`)."""
+        self.members = tuple(members) or (self.address,)
         self._retire_channel()
 
     def _retire_channel(self) -> None:
