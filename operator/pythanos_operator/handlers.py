@@ -162,13 +162,15 @@ def _values(index: Any) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------------------------------------- context
 
-_locks: dict[tuple[str, str, str], threading.Lock] = {}
+_locks: dict[tuple[str, str, str], threading.RLock] = {}
 _locks_guard = threading.Lock()
 
 
-def _lock(kind: str, ns: str, name: str) -> threading.Lock:
+def _lock(kind: str, ns: str, name: str) -> threading.RLock:
+    """One object's lock: held by its whole reconcile and by its status writes (re-entrant: a reconcile
+    writes status). It only ever guards that object, so holding it never waits for another one's."""
     with _locks_guard:
-        return _locks.setdefault((kind, ns, name), threading.Lock())
+        return _locks.setdefault((kind, ns, name), threading.RLock())
 
 
 @dataclass
@@ -218,6 +220,22 @@ class Ctx:
                 self.with_current(TC_KIND, live)
                 tc = render.cluster_for(pha, self.tcs)
         return tc
+
+    def live(self, kind: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The object as the API server has it now (and so in this snapshot too), or None when it is gone,
+        being deleted, or replaced by a new object of the same name (then it leaves the snapshot). kopf's
+        index, and the snapshot of it a handler took when it started, can hold a ThanosCluster deleted
+        meanwhile: a reconcile working from it would re-create children the garbage collector is removing
+        and overwrite its members' ThanosClusterNotFound."""
+        obj = self.kube.get(kind, namespace_of(body), name_of(body))
+        md = (obj or {}).get("metadata") or {}
+        if obj is None or md.get("deletionTimestamp") or md.get("uid") != (body.get("metadata") or {}).get("uid"):
+            lst = self.phas if kind == PHA_KIND else self.tcs
+            key = (namespace_of(body), name_of(body))
+            lst[:] = [b for b in lst if (namespace_of(b), name_of(b)) != key]
+            return None
+        self.with_current(kind, obj)
+        return obj
 
     def conflicts(self) -> dict[tuple[str, str], str]:
         return render.external_label_conflicts(self.phas, self.tcs)
@@ -340,8 +358,17 @@ def _going_away(ctx: Ctx, kind: str, body: Mapping[str, Any], e: ApiError) -> bo
 
 def _guarded(kind: str, fn: Any) -> Any:
     """Any unexpected error of a reconcile becomes Reconciled=False/ReconcileFailed + an Event (and a kopf
-    retry for the object's own handler): an error is a value on the object, never an operator crash."""
+    retry for the object's own handler): an error is a value on the object, never an operator crash.
+
+    One reconcile of an object at a time (its lock), and each one starts by reading what it depends on from
+    the API server (:meth:`Ctx.live`): a reconcile that started from a stale view (a member's handler still
+    re-reconciling its peers when their ThanosCluster is deleted) cannot finish after, and overwrite, the
+    one that saw the deletion."""
     def run(ctx: Ctx, body: Mapping[str, Any], own: bool) -> None:
+        with _lock(kind, namespace_of(body), name_of(body)):
+            _run(ctx, body, own)
+
+    def _run(ctx: Ctx, body: Mapping[str, Any], own: bool) -> None:
         try:
             fn(ctx, body, own)
         except kopf.TemporaryError:
@@ -368,8 +395,14 @@ def _reconcile_pha(ctx: Ctx, pha: Mapping[str, Any], own: bool) -> None:
         return
     ctx.done.add(("PHA", ns, name))
     t0 = time.monotonic()
+    live = ctx.live(PHA_KIND, pha)
+    if live is None:   # deleted since this body was read
+        return
+    pha = live
     s = pha_spec(pha)
     tc = ctx.cluster_of(pha)
+    if tc is not None:   # as it is now (None: gone since the index saw it; then look again)
+        tc = ctx.live(TC_KIND, tc) or ctx.cluster_of(pha)
     expected = _expected_workloads(render.render_prometheus_ha(pha, tc, ctx.defaults))
 
     if s.cluster_name and tc is None:
@@ -431,6 +464,10 @@ def _reconcile_tc(ctx: Ctx, tc: Mapping[str, Any], own: bool) -> None:
         return
     ctx.done.add(("TC", ns, name))
     t0 = time.monotonic()
+    live = ctx.live(TC_KIND, tc)
+    if live is None:   # deleted since this body was read: its children are the garbage collector's
+        return
+    tc = live
     s = tc_spec(tc)
     members = ctx.accepted_members(tc)
     expected = _expected_workloads(render.render_thanos_cluster(tc, members, ctx.defaults))
