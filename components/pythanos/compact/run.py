@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 log = logging.getLogger(__name__)
@@ -92,11 +92,13 @@ async def serve(config: CompactConfig, stop: Optional[asyncio.Event] = None) -> 
 
     from ..block.compactor import HaltError, RetryError
     from ..errors import UserError
+    from ..objstore import instrument
     from ..server import Component, close_quietly
 
     srv = Component("compact", http_address=config.http_address, http_grace_period=config.http_grace_period,
                     http_config=config.http_config,
                     stop=stop)
+    config = replace(config, bucket=instrument(config.bucket, srv.registry))
     fetcher, bc = build(config, registry=srv.registry)
     Gauge("thanos_delete_delay_seconds", "Configured delete delay in seconds.",
           registry=srv.registry).set(config.delete_delay)

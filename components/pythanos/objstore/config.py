@@ -28,6 +28,7 @@ import yaml
 from ..errors import ConfigError
 from .bucket import Bucket, PrefixedBucket, validate_key
 from .filesystem import FilesystemBucket
+from .metrics import instrument
 from .s3 import HTTPConfig, S3Bucket, S3Config, SSEConfig, TLSConfig
 
 SUPPORTED_TYPES = ("S3", "FILESYSTEM")
@@ -241,8 +242,14 @@ def _first_document(text: str, source: str) -> yaml.Node | None:
     return None
 
 
-def bucket_from_config(yaml_text: str, source: str) -> Bucket:
-    """A bucket from Thanos' objstore YAML; ``source`` (flag or file) prefixes every error."""
+def bucket_from_config(yaml_text: str, source: str, registry: Any = None) -> Bucket:
+    """A bucket from Thanos' objstore YAML; ``source`` (flag or file) prefixes every error. With
+    ``registry``, wrapped with Thanos' ``thanos_objstore_*`` metrics there (as Thanos' components)."""
+    bucket = _bucket_from_config(yaml_text, source)
+    return bucket if registry is None else instrument(bucket, registry)
+
+
+def _bucket_from_config(yaml_text: str, source: str) -> Bucket:
     text = expand_env(yaml_text, source)
     root = _first_document(text, source)
     if root is None or _is_null(root):
@@ -280,8 +287,9 @@ def bucket_from_config(yaml_text: str, source: str) -> Bucket:
         raise ConfigError(f"{source}: {f.path}: {f.msg}{line}") from None
 
 
-def bucket_from_flags(config_file: str | None, config_yaml: str | None) -> Bucket:
-    """``--objstore.config-file`` / ``--objstore.config``: exactly one is required."""
+def bucket_from_flags(config_file: str | None, config_yaml: str | None, registry: Any = None) -> Bucket:
+    """``--objstore.config-file`` / ``--objstore.config``: exactly one is required (``registry``: as
+    :func:`bucket_from_config`)."""
     if (config_file is None) == (config_yaml is None):
         raise ConfigError("exactly one of --objstore.config-file or --objstore.config is required")
     if config_file is not None:
@@ -293,5 +301,5 @@ def bucket_from_flags(config_file: str | None, config_yaml: str | None) -> Bucke
             raise ConfigError(f"{source}: cannot read: {e.strerror or e}") from None
         except UnicodeDecodeError as e:
             raise ConfigError(f"{source}: not UTF-8 text: {e}") from None
-        return bucket_from_config(text, source)
-    return bucket_from_config(config_yaml or "", "--objstore.config")
+        return bucket_from_config(text, source, registry)
+    return bucket_from_config(config_yaml or "", "--objstore.config", registry)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 from ..errors import UserError
@@ -190,6 +190,7 @@ async def serve(config: SidecarConfig, stop: Optional[asyncio.Event] = None) -> 
     """The sidecar in the running loop; returns when ``stop`` is set (or a signal arrives): exit code."""
     from prometheus_client import Gauge
 
+    from ..objstore import instrument
     from ..remote import RemoteReadClient
     from ..server import Component, close_quietly
     from ..storeapi import StoreServer
@@ -202,6 +203,8 @@ async def serve(config: SidecarConfig, stop: Optional[asyncio.Event] = None) -> 
                     grpc_address=config.grpc_address, grpc_grace_period=config.grpc_grace_period,
                     grpc_tls=config.grpc_tls, grpc_max_connection_age=config.grpc_max_connection_age, stop=stop)
     registry = srv.registry
+    if config.bucket is not None:
+        config = replace(config, bucket=instrument(config.bucket, registry))
     prom_up = Gauge("thanos_sidecar_prometheus_up",
                     "Boolean indicator whether the sidecar can reach its Prometheus peer.", registry=registry)
     meta = PromMetadata(config.prometheus_url, config.min_time)

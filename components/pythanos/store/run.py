@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from ..tlsconfig import ServerTLS
@@ -70,6 +70,7 @@ def run(config: StoreConfig) -> int:
 async def serve(config: StoreConfig, stop: Optional[asyncio.Event] = None) -> int:
     from ..block import (ConsistencyDelayFilter, DeduplicateFilter, IgnoreDeletionMarkFilter, LabelShardFilter,
                          MetaFetcher, TimePartitionFilter)
+    from ..objstore import instrument
     from ..server import Component, close_quietly
     from ..storeapi import StoreServer
     from . import indexcache
@@ -79,6 +80,7 @@ async def serve(config: StoreConfig, stop: Optional[asyncio.Event] = None) -> in
                     http_config=config.http_config,
                     grpc_address=config.grpc_address, grpc_grace_period=config.grpc_grace_period,
                     grpc_tls=config.grpc_tls, grpc_max_connection_age=config.grpc_max_connection_age, stop=stop)
+    config = replace(config, bucket=instrument(config.bucket, srv.registry))
     filters = []
     if config.min_time is not None and config.max_time is not None:
         filters.append(TimePartitionFilter(config.min_time, config.max_time))

@@ -99,9 +99,11 @@ async def _serve_downsample(bucket, cfg: ChoreConfig, http_address: str, once: b
     import asyncio
 
     from ..errors import UserError
+    from ..objstore import instrument
     from ..server import Component
 
     srv = Component("downsample", http_address=http_address, http_config=http_config)
+    bucket = instrument(bucket, srv.registry)
     bc = _compactor(bucket, cfg, cfg.data_dir or "./data", registry=srv.registry)
 
     async def close() -> None:

@@ -36,12 +36,13 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    from ..objstore import instrument
     from ..server import Component, close_quietly
     from ..web.blocks import BlocksView, add_blocks_routes, bucket_web_fetcher
 
-    bucket = f.bucket_from_args(args)
     srv = Component("bucket", http_address=args.http_address, http_grace_period=args.http_grace_period,
                     http_config=args.http_config)
+    bucket = instrument(f.bucket_from_args(args), srv.registry)
     fetcher = bucket_web_fetcher(bucket, min_time=args.min_time, max_time=args.max_time,
                                  relabel=f.selector_relabel_from_args(args), registry=srv.registry)
     view = BlocksView(fetcher, refresh=args.refresh, timeout=args.timeout)
