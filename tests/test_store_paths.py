@@ -306,6 +306,19 @@ def test_a_cancelled_series_call_stops_its_block_work(block, tmp_path):
 
     async def go():
         await store.sync()
+        ended = asyncio.Event()  # the store's side of the call is over (the client's ends first)
+        series = store.series
+
+        async def watched(req):
+            inner = series(req)
+            try:
+                async for item in inner:
+                    yield item
+            finally:
+                await inner.aclose()
+                ended.set()
+
+        store.series = watched
         server = StoreServer(store)
         port = await server.start("127.0.0.1:0")
         try:
@@ -316,7 +329,8 @@ def test_a_cancelled_series_call_stops_its_block_work(block, tmp_path):
                 with pytest.raises(asyncio.CancelledError):
                     await call
                 # the handler is gone; its block work is still stuck in the read and holds the slot
-                await until(lambda: store.chunk_pool.used == 0 and in_flight() == 1, "the call ended")
+                await until(lambda: ended.is_set() and store.chunk_pool.used == 0 and in_flight() == 1,
+                            "the call ended")
                 hung.set()
                 await until(lambda: in_flight() == 0, "the block work stopped and freed the slot")
                 assert store.chunk_pool.used == 0
