@@ -1440,21 +1440,19 @@ def _parse_le(s):
 
 
 def _histogram_quantile(q, vec, S, ev):
-    labels, Vs, Ps = [], [], []
-    for key, les, rows in _classic_histograms(vec, ev):
-        out, anyp = _bucket_quantile_steps(q, les, vec.V[rows], vec.P[rows])
-        labels.append(key)
-        Vs.append(out)
-        Ps.append(anyp)
-    V = np.array(Vs).reshape(len(labels), S)
-    P = np.array(Ps, dtype=bool).reshape(len(labels), S)
-    return _check_dupes(VS(labels, V, P))
+    return _per_classic_histogram(vec, S, ev, lambda les, C, P: _bucket_quantile_steps(q, les, C, P))
 
 
 def _histogram_fraction(lower, upper, vec, S, ev):
+    return _per_classic_histogram(vec, S, ev, lambda les, C, P: _bucket_fraction_steps(lower, upper, les, C, P))
+
+
+def _per_classic_histogram(vec, S, ev, fn):
+    """``fn(les, counts, presence) -> (values, presence)`` for each classic histogram in ``vec``,
+    one output series each (labels without ``le``)."""
     labels, Vs, Ps = [], [], []
     for key, les, rows in _classic_histograms(vec, ev):
-        out, anyp = _bucket_fraction_steps(lower, upper, les, vec.V[rows], vec.P[rows])
+        out, anyp = fn(les, vec.V[rows], vec.P[rows])
         labels.append(key)
         Vs.append(out)
         Ps.append(anyp)
