@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT / "operator"))
 from pythanos_operator import render  # noqa: E402
 from pythanos_operator.spec import GRPCTLS, check_tls_secret  # noqa: E402
 from pythanos_operator.tlswatch import SecretWatch, outranked  # noqa: E402
-from test_operator_render import DEFAULTS, NS, _by, _container, _defaulted, _example  # noqa: E402
+from test_operator_render import DEFAULTS, NS, _by, _container, _defaulted  # noqa: E402
+from test_operator_render import eu1, tc, us1  # noqa: E402,F401  (its example objects, as fixtures)
 
 TLS = {"secretName": "thanos-grpc-tls", "serverName": "thanos-grpc.monitoring.svc"}
 D = "/etc/thanos/grpc-tls"
@@ -35,21 +36,6 @@ MOUNT = {"name": "grpc-tls", "mountPath": D, "readOnly": True}
 VOLUME = {"name": "grpc-tls", "secret": {"secretName": "thanos-grpc-tls"}}
 CA = "ab" * 32
 ANNOTATION = {"pythanos.io/grpc-tls-ca-sha256": CA}
-
-
-@pytest.fixture
-def tc():
-    return _example("thanoscluster.yaml", "00000000-0000-0000-0000-00000000000c", "2026-01-01T00:00:00Z")
-
-
-@pytest.fixture
-def eu1():
-    return _example("prometheusha-eu1.yaml", "00000000-0000-0000-0000-0000000000e1", "2026-01-01T00:00:01Z")
-
-
-@pytest.fixture
-def us1():
-    return _example("prometheusha-us1.yaml", "00000000-0000-0000-0000-0000000000a1", "2026-01-01T00:00:02Z")
 
 
 def _pod(obj: dict) -> dict:
