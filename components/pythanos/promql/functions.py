@@ -1461,6 +1461,15 @@ def _per_classic_histogram(vec, S, ev, fn):
     return _check_dupes(VS(labels, V, P))
 
 
+def _coalesced_buckets(les, C, P):
+    """(steps with any bucket, distinct bounds, their summed counts, their presence): buckets of
+    equal bound added together at each step (rows are sorted, so equal bounds are adjacent)."""
+    U, first = np.unique(les, return_index=True)
+    Cd = np.add.reduceat(np.where(P, C, 0.0), first, axis=0)
+    Pd = np.logical_or.reduceat(P, first, axis=0)
+    return P.any(axis=0), U, Cd, Pd
+
+
 def _bucket_fraction_steps(lower, upper, les, C, P):
     """Prometheus' ``BucketFraction`` of one bucket set at every step at once (``les`` ascending,
     ``C``/``P`` buckets x steps, ``lower``/``upper`` per step): among the buckets present at a
@@ -1470,11 +1479,8 @@ def _bucket_fraction_steps(lower, upper, les, C, P):
     interpolated), and the fraction is their difference over the total. One numpy step per
     bucket, as Go's loop per bucket."""
     S = C.shape[1]
-    anyp = P.any(axis=0)
-    U, first = np.unique(les, return_index=True)
+    anyp, U, Cd, Pd = _coalesced_buckets(les, C, P)
     K = len(U)
-    Cd = np.add.reduceat(np.where(P, C, 0.0), first, axis=0)
-    Pd = np.logical_or.reduceat(P, first, axis=0)
     lower = np.broadcast_to(np.asarray(lower, dtype=np.float64), (S,))
     upper = np.broadcast_to(np.asarray(upper, dtype=np.float64), (S,))
     with np.errstate(**_np_err):
@@ -1551,12 +1557,8 @@ def _bucket_quantile_steps(q, les, C, P):
     falls (the lowest bucket from 0 unless its bound is <= 0; above the last finite bound, that
     bound). Returns (values, steps with any bucket)."""
     S = C.shape[1]
-    anyp = P.any(axis=0)
-    # coalesce equal bounds (rows are sorted, so equal bounds are adjacent)
-    U, first = np.unique(les, return_index=True)
+    anyp, U, Cd, Pd = _coalesced_buckets(les, C, P)
     K = len(U)
-    Cd = np.add.reduceat(np.where(P, C, 0.0), first, axis=0)
-    Pd = np.logical_or.reduceat(P, first, axis=0)
     with np.errstate(**_np_err):
         cum = np.maximum.accumulate(np.where(Pd & ~np.isnan(Cd), Cd, -np.inf), axis=0)
         kk = np.arange(K)[:, None]
