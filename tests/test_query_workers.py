@@ -440,6 +440,15 @@ def test_a_worker_that_dies_takes_the_querier_down(two_workers):
     assert "worker ended" in q.log()
 
 
+def test_workers_end_when_the_supervisor_is_killed(two_workers):
+    """SIGKILL cannot be forwarded: the workers follow their supervisor's death by themselves
+    instead of serving on, orphaned, on the shared port."""
+    q, workers = two_workers
+    os.kill(q.pid, signal.SIGKILL)
+    q.proc.wait(60)
+    _poll(lambda: not [w for w in workers if _alive(w)], 60, "the workers ended")
+
+
 def test_busy_http_port_is_a_clear_error_with_workers(pythanos_bin, tmp_path):
     import socket
     import subprocess

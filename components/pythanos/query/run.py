@@ -54,9 +54,11 @@ MAX_AUTO_WORKERS = 8
 
 def run(config: QueryConfig) -> int:
     from ..runtime import tune_gc
-    from ..server.workers import WorkerSlot, cpu_limit, exec_supervisor
+    from ..server.workers import WorkerSlot, cpu_limit, exec_supervisor, follow_supervisor
 
     slot = WorkerSlot.from_env()
+    if slot is not None:
+        follow_supervisor()
     workers = config.workers or min(cpu_limit(), MAX_AUTO_WORKERS)
     if slot is None and workers > 1:
         if config.http_config:  # a bad file is one error here, not one per worker

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 __all__ = ["WorkerSlot", "cpu_limit", "exec_supervisor", "supervise", "gather_metrics", "ENV"]
 
 ENV = "PYTHANOS_WORKER"  # "<index>/<count>:<http fd>:<grpc address>:<metrics dir>"
+PARENT_ENV = "PYTHANOS_WORKER_PARENT"  # the supervisor's process id
 LOCAL_METRICS_HEADER = "X-Pythanos-Worker-Local"
 
 
@@ -186,6 +187,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
 
 
+def follow_supervisor() -> None:
+    """In a worker: be sent SIGTERM when the supervisor dies, however it dies. Signals it gets are
+    forwarded, but a SIGKILL is not, and a worker left behind would go on serving the shared
+    port. Linux' parent-death signal does it; a supervisor already gone when it is set up (it
+    died between fork and here) means exiting now."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        log.warning("cannot follow the supervisor's death", extra={"errno": ctypes.get_errno()})
+        return
+    if os.getppid() != int(parent):
+        log.error("supervisor gone before this worker started", extra={"supervisor": parent})
+        sys.exit(1)
+
+
 def supervise(count: int, http_address: str, grpc_address: Optional[str],
               argv: Optional[Sequence[str]] = None, grace: float = 120.0) -> int:
     """Run ``count`` workers of this command line (see the module doc); their exit code."""
@@ -224,7 +245,7 @@ def supervise(count: int, http_address: str, grpc_address: Optional[str],
             if stopping:  # a signal came while starting: start no more
                 break
             slot = WorkerSlot(i, count, http.fileno(), grpc_concrete, metrics_dir)
-            env = dict(os.environ, **{ENV: slot.encode()})
+            env = dict(os.environ, **{ENV: slot.encode(), PARENT_ENV: str(os.getpid())})
             procs.append(subprocess.Popen(cmd, env=env, pass_fds=(http.fileno(),)))
         while True:
             ended = [p for p in procs if p.poll() is not None]
