@@ -398,8 +398,8 @@ def block_series(block: BucketBlock, matchers: list[Matcher], mint: int, maxt: i
     return _sorted(BlockAnswer(out_labels, grouped, out_wires))
 
 
-def _pick(items: list, idx: list) -> list:
-    """``[items[i] for i in idx]`` without a Python loop."""
+def _pick(items, idx: list) -> list:
+    """``[items[i] for i in idx]`` without a Python loop (a list by positions or a dict by keys)."""
     if not idx:
         return []
     if len(idx) == 1:
@@ -434,7 +434,7 @@ def merge_answers(answers: list[BlockAnswer], per_chunk: bool) -> BlockAnswer:
         wires.update(zip(a.labels, a.wires))  # equal labels, equal encoding
     if answers[0].chunks is None:  # skip_chunks
         keys = sorted(wires)
-        return BlockAnswer(keys, None, _pick_map(wires, keys))
+        return BlockAnswer(keys, None, _pick(wires, keys))
     chunks: dict = {}
     get = chunks.get
     if per_chunk:
@@ -451,18 +451,10 @@ def merge_answers(answers: list[BlockAnswer], per_chunk: bool) -> BlockAnswer:
                 have = get(ls)
                 chunks[ls] = cs if have is None else have + cs
     keys = sorted(chunks)
-    joined = _pick_map(chunks, keys)
+    joined = _pick(chunks, keys)
     if per_chunk:
         joined = [_series_chunks(cs) for cs in joined]
-    return BlockAnswer(keys, joined, _pick_map(wires, keys))
-
-
-def _pick_map(d: dict, keys: list) -> list:
-    if not keys:
-        return []
-    if len(keys) == 1:
-        return [d[keys[0]]]
-    return list(operator.itemgetter(*keys)(d))
+    return BlockAnswer(keys, joined, _pick(wires, keys))
 
 
 def _series_chunks(chunks: list) -> bytes:
