@@ -20,7 +20,7 @@ from peers import free_port
 from pythanos.objstore import bucket_from_config
 from pythanos.objstore.filesystem import FilesystemBucket
 from pythanos.sidecar.promclient import PromClient
-from pythanos.sidecar.shipper import Shipper, ShipperError, ShipperState, read_state, write_state
+from pythanos.block.shipper import Shipper, ShipperError, ShipperState, read_state, write_state
 from pythanos.tsdb.meta import BlockMeta, read_meta, write_meta
 
 LABELS = {"cluster": "eu1", "replica": "0"}
@@ -230,7 +230,7 @@ DRIVER = r"""
 import sys, time, logging
 from prometheus_client import CollectorRegistry
 from pythanos.objstore import bucket_from_config
-from pythanos.sidecar.shipper import Shipper
+from pythanos.block.shipper import Shipper
 tsdb, cfg, delay = sys.argv[1], open(sys.argv[2]).read(), float(sys.argv[3])
 bucket = bucket_from_config(cfg, "driver")
 class Slow:

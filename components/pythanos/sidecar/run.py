@@ -266,7 +266,7 @@ async def serve(config: SidecarConfig, stop: Optional[asyncio.Event] = None) -> 
             set_ready(True)
 
     async def shipper_loop() -> None:
-        from .shipper import Shipper
+        from ..block.shipper import Shipper
 
         deadline = time.monotonic() + config.prometheus_ready_timeout
         while not meta.labels:
