@@ -16,6 +16,12 @@ setup(
             extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
         Extension(
+            "pythanos.tsdb._wal",
+            sources=["components/pythanos/tsdb/_wal.c"],
+            depends=["components/pythanos/_crc32c.h"],  # the one CRC-32C of the kernels
+            extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
+        Extension(
             "pythanos.tsdb._downsample",
             sources=["components/pythanos/tsdb/_downsample.c"],
             # -ffp-contract=off: aggregates must round exactly like Go (no fused multiply-add).

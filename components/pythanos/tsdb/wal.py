@@ -1,0 +1,488 @@
+"""Prometheus' write-ahead log on disk (``tsdb/wlog``): segment files a real Prometheus replays,
+and a reader for the segments and checkpoints Prometheus writes.
+
+A WAL directory holds segment files named ``%08d`` (no header), written in 32 KiB pages; records
+are split into fragments that never cross a page, and a record never crosses a segment (a record
+larger than a segment gets a segment of its own that grows past the size). Compression (snappy
+by default, as ``--storage.tsdb.wal-compression``; zstd readable and writable) applies to a whole
+record and is dropped when it does not shrink it. Framing, parsing and the CRC-32C run in the
+``_wal`` kernel on whole batches and whole segments.
+
+Checkpoints (``checkpoint.%08d``, the number is the last segment they cover) are WAL directories of
+their own; replay reads the newest checkpoint, then the segments after it.
+"""
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import re
+import shutil
+from typing import Callable, Iterator, Sequence
+
+import cramjam
+import numpy as np
+
+from . import _wal
+from . import walrecords as wr
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEGMENT_SIZE = 128 * 1024 * 1024
+PAGE_SIZE = 32 * 1024
+HEADER_SIZE = 7
+CHECKPOINT_PREFIX = "checkpoint."
+
+_SNAPPY = 0x08
+_ZSTD = 0x10
+_COMPRESSIONS = {"none": 0, "": 0, "snappy": _SNAPPY, "zstd": _ZSTD}
+_READ_BATCH = 8 << 20  # payload bytes the parser hands back per call
+_SEGMENT_RE = re.compile(r"^[0-9]+$")
+
+
+class WALCorruption(Exception):
+    """The WAL is damaged: names the segment file, the offset in it and the reason. ``good_end`` is
+    the offset just past the last complete record before the damage (what repair keeps)."""
+
+    def __init__(self, segment: str, offset: int, reason: str, good_end: int = 0) -> None:
+        self.segment = segment
+        self.offset = offset
+        self.reason = reason
+        self.good_end = good_end
+        super().__init__(segment, offset, reason, good_end)
+
+    @property
+    def index(self) -> int:
+        """The segment's number."""
+        return int(os.path.basename(self.segment))
+
+    def __str__(self) -> str:
+        return f"corruption in segment {self.segment} at {self.offset}: {self.reason}"
+
+    def __reduce__(self):
+        return (self.__class__, (self.segment, self.offset, self.reason, self.good_end))
+
+
+def segment_name(directory: str | os.PathLike, i: int) -> str:
+    return os.path.join(directory, f"{i:08d}")
+
+
+def list_segments(directory: str | os.PathLike) -> list[int]:
+    """Indices of the segment files, ascending; they must be consecutive (as Prometheus insists)."""
+    idx = sorted(int(n) for n in os.listdir(directory) if _SEGMENT_RE.match(n))
+    for a, b in zip(idx, idx[1:]):
+        if b != a + 1:
+            raise WALCorruption(segment_name(directory, b), 0, f"segments are not sequential: {a} then {b}")
+    return idx
+
+
+def segment_range(directory: str | os.PathLike) -> tuple[int, int]:
+    """(first, last) segment index, (-1, -1) when there is none."""
+    idx = list_segments(directory)
+    return (idx[0], idx[-1]) if idx else (-1, -1)
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, str]]:
+    """(index, path) of the checkpoint directories, ascending (``.tmp`` leftovers are ignored)."""
+    out = []
+    for n in os.listdir(directory):
+        if n.startswith(CHECKPOINT_PREFIX):
+            rest = n[len(CHECKPOINT_PREFIX):]
+            if rest.isdigit():
+                out.append((int(rest), os.path.join(directory, n)))
+    return sorted(out)
+
+
+def last_checkpoint(directory: str | os.PathLike) -> tuple[int, str] | None:
+    cps = list_checkpoints(directory)
+    return cps[-1] if cps else None
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def _decompress(flags: int, data: bytes) -> bytes:
+    if not flags or not data:
+        return data
+    if flags & _SNAPPY:
+        return bytes(cramjam.snappy.decompress_raw(data))
+    return bytes(cramjam.zstd.decompress(data))
+
+
+def _read_segment(path: str) -> Iterator[tuple[int, bytes]]:
+    """(end offset, record) of one segment file; raises WALCorruption at the first damage."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return
+        view = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        pos, good = 0, 0
+        while True:
+            payload, ends, offs, flags, pos, err = _wal.parse(view, pos, _READ_BATCH)
+            e = np.frombuffer(ends, dtype=np.int64).tolist()
+            o = np.frombuffer(offs, dtype=np.int64).tolist()
+            start = 0
+            for end, off, fl in zip(e, o, flags):
+                data = payload[start:end]
+                if fl:
+                    try:
+                        data = _decompress(fl, data)
+                    except Exception as ex:  # cramjam raises its own DecompressionError
+                        raise WALCorruption(path, good, f"cannot decompress record: {ex}", good) from None
+                start = end
+                good = off
+                yield off, data
+            if err is not None:
+                raise WALCorruption(path, err[0], err[1], good)
+            if pos >= size or not e:
+                return
+    finally:
+        view.close()
+
+
+def _sources(src) -> list[str]:
+    """The segment files to replay: a WAL dir gives its newest checkpoint's segments, then the
+    segments after that checkpoint; a checkpoint dir or a list of files gives those."""
+    if isinstance(src, (str, os.PathLike)):
+        d = os.fspath(src)
+        if os.path.isfile(d):
+            return [d]
+        out: list[str] = []
+        first = 0
+        cp = last_checkpoint(d)
+        if cp is not None:
+            out += [segment_name(cp[1], i) for i in list_segments(cp[1])]
+            first = cp[0] + 1
+        out += [segment_name(d, i) for i in list_segments(d) if i >= first]
+        return out
+    return [os.fspath(p) for p in src]
+
+
+def iter_records(src) -> Iterator[tuple[str, int, bytes]]:
+    """(segment file, offset past the record, record) in replay order; see read_records."""
+    for path in _sources(src):
+        for off, rec in _read_segment(path):
+            yield path, off, rec
+
+
+def read_records(src) -> Iterator[bytes]:
+    """The records of a WAL directory (newest checkpoint, then the segments after it), of a
+    checkpoint directory, or of the given segment files, in order. Damage raises WALCorruption
+    naming the segment and offset after every record before it was yielded."""
+    for _, _, rec in iter_records(src):
+        yield rec
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    mv = memoryview(data)
+    while mv:
+        n = os.write(fd, mv)
+        mv = mv[n:]
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class WAL:
+    """A writer of Prometheus WAL segments. Like Prometheus, opening a directory always starts a
+    new segment after the last one; with ``repair`` the newest non-empty segment is read first and
+    a torn or damaged tail is cut at the last good record (later segments deleted)."""
+
+    def __init__(self, directory: str | os.PathLike, segment_size: int = DEFAULT_SEGMENT_SIZE,
+                 compression: str | None = "snappy", repair: bool = True) -> None:
+        if segment_size % PAGE_SIZE or segment_size <= 0:
+            raise ValueError("segment size must be a positive multiple of 32 KiB")
+        if (compression or "none") not in _COMPRESSIONS:
+            raise ValueError(f"unknown WAL compression {compression!r} (none, snappy, zstd)")
+        self.dir = os.fspath(directory)
+        self.segment_size = segment_size
+        self.compression = compression or "none"
+        self._cflag = _COMPRESSIONS[self.compression]
+        self._pps = segment_size // PAGE_SIZE
+        self._fd = -1
+        self._closed = False
+        os.makedirs(self.dir, exist_ok=True)
+        idx = list_segments(self.dir)
+        if repair and idx:
+            self._repair_tail(idx)
+            idx = list_segments(self.dir)
+        self._open_segment(idx[-1] + 1 if idx else 0)
+
+    # -- segments
+
+    def _open_segment(self, i: int) -> None:
+        path = segment_name(self.dir, i)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        size = os.fstat(self._fd).st_size
+        self._seg = i
+        self._done = size // PAGE_SIZE
+        self._alloc = 0
+        if size % PAGE_SIZE:  # a torn last page: zero-fill it, as Prometheus does
+            _write_all(self._fd, bytes(PAGE_SIZE - size % PAGE_SIZE))
+            self._done += 1
+
+    def _finish_page(self) -> None:
+        if self._alloc > 0:
+            _write_all(self._fd, bytes(PAGE_SIZE - self._alloc))
+            self._alloc = 0
+            self._done += 1
+
+    def next_segment(self) -> int:
+        """Close the active segment (its last page zero-filled, fsynced) and start the next."""
+        self._check_open()
+        self._finish_page()
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._open_segment(self._seg + 1)
+        return self._seg
+
+    def segments(self) -> tuple[int, int]:
+        """(first, last) segment index on disk."""
+        return segment_range(self.dir)
+
+    @property
+    def active_segment(self) -> int:
+        return self._seg
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("WAL is closed")
+
+    # -- appending
+
+    def log(self, records: Sequence[bytes]) -> None:
+        """Append a batch of records; their bytes are in the file when this returns (like
+        Prometheus' Log, one write per batch and segment; call sync() for durability)."""
+        self._check_open()
+        if isinstance(records, (bytes, bytearray, memoryview)):
+            raise TypeError("log takes a sequence of records")
+        recs = list(records)
+        if not recs:
+            return
+        flags = bytearray(len(recs))
+        if self._cflag:
+            for i, r in enumerate(recs):
+                if not r:
+                    continue
+                c = (cramjam.snappy.compress_raw(r) if self._cflag == _SNAPPY else cramjam.zstd.compress(r))
+                if len(c) < len(r):
+                    recs[i] = bytes(c)
+                    flags[i] = self._cflag
+        force = False
+        while recs:
+            out, k, self._alloc, self._done = _wal.frame(recs, bytes(flags), self._alloc, self._done, self._pps, force)
+            if out:
+                _write_all(self._fd, out)
+            recs, flags = recs[k:], flags[k:]
+            if recs:
+                self.next_segment()
+                force = True
+
+    def flush(self) -> None:
+        """Records are written by log(); nothing is held back in memory (kept for symmetry)."""
+        self._check_open()
+
+    def sync(self) -> None:
+        """fsync the active segment."""
+        self._check_open()
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Zero-fill the last page, fsync and close (Prometheus does the same on Close)."""
+        if self._closed:
+            return
+        self._finish_page()
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._closed = True
+
+    def __enter__(self) -> "WAL":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- truncation, repair
+
+    def delete_segments_before(self, n: int) -> None:
+        """Remove segments with index < n (after a checkpoint covering them)."""
+        delete_segments_before(self.dir, n)
+
+    def _repair_tail(self, idx: list[int]) -> None:
+        last = idx[-1]
+        while last > idx[0] and os.path.getsize(segment_name(self.dir, last)) == 0:
+            last -= 1
+        try:
+            for _ in _read_segment(segment_name(self.dir, last)):
+                pass
+        except WALCorruption as e:
+            repair(self.dir, e)
+
+    def repair(self, err: WALCorruption) -> None:
+        """Cut the WAL at the damage err reports (its segment truncated at the last good record,
+        later segments deleted) and continue writing in a new segment after it."""
+        self._check_open()
+        os.close(self._fd)
+        repair(self.dir, err)
+        self._open_segment(err.index + 1)
+
+
+def repair(directory: str | os.PathLike, err: WALCorruption) -> None:
+    """Prometheus' Repair: drop everything from the damage on. The damaged segment keeps its
+    records before ``err.good_end`` (zero-filled to the page end); all later segments go."""
+    d = os.fspath(directory)
+    k = err.index
+    log.warning("Starting corruption repair", extra={"segment": err.segment, "offset": err.offset,
+                                                     "keep_bytes": err.good_end, "reason": err.reason})
+    for i in list_segments(d):
+        if i > k:
+            os.remove(segment_name(d, i))
+    path = segment_name(d, k)
+    keep = err.good_end
+    pad = (-keep) % PAGE_SIZE
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+        f.seek(keep)
+        f.write(bytes(pad))
+        f.flush()
+        os.fsync(f.fileno())
+    log.warning("Repaired WAL segment", extra={"segment": path, "offset": keep})
+
+
+def delete_segments_before(directory: str | os.PathLike, n: int) -> None:
+    """Remove the segments with index < n."""
+    d = os.fspath(directory)
+    for i in list_segments(d):
+        if i >= n:
+            break
+        os.remove(segment_name(d, i))
+
+
+def delete_checkpoints_before(directory: str | os.PathLike, n: int) -> None:
+    """Remove the checkpoint directories with index < n."""
+    for i, path in list_checkpoints(directory):
+        if i < n:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint(wal_dir: str | os.PathLike, first_segment: int, last_segment: int,
+               keep_series: Callable[[np.ndarray], np.ndarray], mint: int,
+               compression: str | None = "snappy") -> dict[str, int]:
+    """Write ``checkpoint.<last_segment>`` from the newest earlier checkpoint and the segments
+    first..last: series for which keep_series(refs) is true, samples, histograms and exemplars
+    with t >= mint, tombstones with an interval reaching mint, and the latest metadata of each kept
+    series. Written to ``.tmp`` and renamed, as Prometheus does. Returns counts."""
+    d = os.fspath(wal_dir)
+    sources: list[str] = []
+    cp = last_checkpoint(d)
+    if cp is not None:
+        if first_segment > cp[0] + 1:
+            raise ValueError(f"unexpected gap to last checkpoint: expected {cp[0] + 1}, requested {first_segment}")
+        first_segment = cp[0] + 1
+        sources += [segment_name(cp[1], i) for i in list_segments(cp[1])]
+    sources += [segment_name(d, i) for i in list_segments(d) if first_segment <= i <= last_segment]
+
+    final = os.path.join(d, f"{CHECKPOINT_PREFIX}{last_segment:08d}")
+    tmp = final + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    stats = dict(total_series=0, dropped_series=0, total_samples=0, dropped_samples=0, total_tombstones=0,
+                 dropped_tombstones=0, total_exemplars=0, dropped_exemplars=0, total_metadata=0)
+    latest_meta: dict[int, wr.Metadata] = {}
+    try:
+        cpw = WAL(tmp, compression=compression, repair=False)
+        batch: list[bytes] = []
+        size = 0
+        for _, _, rec in iter_records(sources):
+            t = wr.record_type(rec)
+            out = None
+            if t == wr.SERIES:
+                refs, blobs = wr.decode_series(rec)
+                m = np.asarray(keep_series(refs), dtype=bool)
+                stats["total_series"] += len(refs)
+                stats["dropped_series"] += int(len(refs) - m.sum())
+                if m.any():
+                    out = wr.encode_series(refs[m], [b for b, k in zip(blobs, m.tolist()) if k])
+            elif t == wr.SAMPLES:
+                r, ts, vs = wr.decode_samples(rec)
+                m = ts >= mint
+                stats["total_samples"] += len(ts)
+                stats["dropped_samples"] += int(len(ts) - m.sum())
+                if m.any():
+                    out = wr.encode_samples(r[m], ts[m], vs[m])
+            elif t in (wr.HISTOGRAM_SAMPLES, wr.FLOAT_HISTOGRAM_SAMPLES,
+                       wr.CUSTOM_BUCKETS_HISTOGRAM_SAMPLES, wr.CUSTOM_BUCKETS_FLOAT_HISTOGRAM_SAMPLES):
+                hs = wr.decode_histograms(rec)
+                kept = [h for h in hs if h.t >= mint]
+                stats["total_samples"] += len(hs)
+                stats["dropped_samples"] += len(hs) - len(kept)
+                if kept:
+                    out = wr.encode_histograms(t, kept)
+            elif t == wr.TOMBSTONES:
+                r, a, b = wr.decode_tombstones(rec)
+                m = b >= mint
+                stats["total_tombstones"] += len(r)
+                stats["dropped_tombstones"] += int(len(r) - m.sum())
+                if m.any():
+                    out = wr.encode_tombstones(r[m], a[m], b[m])
+            elif t == wr.EXEMPLARS:
+                r, ts, vs, blobs = wr.decode_exemplars(rec)
+                m = ts >= mint
+                stats["total_exemplars"] += len(ts)
+                stats["dropped_exemplars"] += int(len(ts) - m.sum())
+                if m.any():
+                    out = wr.encode_exemplars(r[m], ts[m], vs[m], [b for b, k in zip(blobs, m.tolist()) if k])
+            elif t == wr.METADATA:
+                ms = wr.decode_metadata(rec)
+                stats["total_metadata"] += len(ms)
+                if ms:
+                    m = np.asarray(keep_series(np.array([x.ref for x in ms], dtype=np.uint64)), dtype=bool)
+                    for x, k in zip(ms, m.tolist()):
+                        if k:
+                            latest_meta[x.ref] = x
+            if out is not None:
+                batch.append(out)
+                size += len(out)
+                if size > 1 << 20:
+                    cpw.log(batch)
+                    batch, size = [], 0
+        if batch:
+            cpw.log(batch)
+        if latest_meta:
+            cpw.log([wr.encode_metadata(list(latest_meta.values()))])
+        cpw.close()
+        _fsync_dir(tmp)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(d)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("WAL checkpoint complete", extra={"first": first_segment, "last": last_segment, "mint": mint})
+    return stats
+
+
+def truncate(wal_dir: str | os.PathLike, last_segment: int) -> None:
+    """After checkpoint(..., last_segment): drop the covered segments and older checkpoints."""
+    delete_segments_before(wal_dir, last_segment + 1)
+    delete_checkpoints_before(wal_dir, last_segment)
+
+
+__all__ = [
+    "DEFAULT_SEGMENT_SIZE", "PAGE_SIZE", "WAL", "WALCorruption", "checkpoint", "delete_checkpoints_before",
+    "delete_segments_before", "iter_records", "last_checkpoint", "list_checkpoints", "list_segments",
+    "read_records", "repair", "segment_name", "segment_range", "truncate",
+]
