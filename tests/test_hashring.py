@@ -561,3 +561,113 @@ def test_thanos_router_forwards_to_our_servicer(alg, thanos_bin, tmp_path):
                 await rec.server.stop(None)
 
     asyncio.run(main())
+
+
+def test_replica_plan_and_quorum():
+    assert [hr.write_quorum(rf) for rf in (1, 2, 3, 4, 5)] == [1, 1, 2, 3, 3]
+    assert hr.plan_replicas(0, 3) == hr.ReplicaPlan((0, 1, 2), False, 2)
+    assert hr.plan_replicas(2, 3) == hr.ReplicaPlan((1,), True, 1)
+    assert hr.plan_replicas(3, 3, hr.ROUTER_ONLY) == hr.ReplicaPlan((0, 1, 2), False, 2)
+    assert hr.plan_replicas(9, 1, hr.INGESTOR_ONLY) == hr.ReplicaPlan((0,), False, 1)
+    with pytest.raises(hr.BadReplicaError, match="request replica exceeds receiver replication factor"):
+        hr.plan_replicas(4, 3)
+    assert hr.receiver_mode(True, "") == hr.ROUTER_ONLY and hr.receiver_mode(False, "x") == hr.INGESTOR_ONLY
+    assert hr.receiver_mode(True, "x") == hr.ROUTER_INGESTOR
+
+
+def test_thanos_router_ingestor_honours_the_replica_header(thanos_bin, tmp_path):
+    """A router+ingestor thanos receive in a hashring with two of our servicers, RF 2: a request
+    carrying THANOS-REPLICA: 2 is placed at replica 1 only (forwarded with replica 2, or stored
+    by Thanos itself), one without the header at both replicas (wire replicas 1 and 2)."""
+    n, tenant = 150, "hdr-tenant"
+
+    async def main():
+        recs = [Recorder(), Recorder()]
+        g, h, w, c, p0, p1 = free_ports(6)
+        for rec, port in zip(recs, (p0, p1)):
+            await rec.start(port)
+        me = f"127.0.0.1:{g}"
+        rings = [{"endpoints": [me, recs[0].address, recs[1].address]}]
+        hfile = tmp_path / "h.json"
+        hfile.write_text(json.dumps(rings))
+        p = REGISTRY.start("thanos-router-ingestor", [
+            thanos_bin, "receive", f"--tsdb.path={tmp_path / 'tsdb'}", f"--grpc-address={me}",
+            f"--http-address=127.0.0.1:{h}", f"--remote-write.address=127.0.0.1:{w}",
+            f"--receive.hashrings-file={hfile}", f"--receive.local-endpoint={me}",
+            "--receive.replication-factor=2", "--receive.grpc-compression=none",
+            f"--receive.capnproto-address=127.0.0.1:{c}", '--label=receive="ri"'], tmp_path / "logs")
+        p.url = f"http://127.0.0.1:{h}"
+        try:
+            await asyncio.to_thread(p.wait_http_ready, "/-/ready", 90)
+            m = hr.new_multi_hashring(hr.parse_hashrings(json.dumps(rings)), "hashmod", 2)
+            now = int(time.time() * 1000)
+            want: dict = {}
+            for first, header in ((0, "2"), (1000, "")):
+                plan = hr.plan_replicas(int(header or 0), 2)
+                hashes = hr.series_hashes(tenant, (series_labels(i) for i in range(first, first + n)))
+                ring, idx = m.route(tenant, hashes, plan.replicas)
+                for s, row in enumerate(idx.tolist()):
+                    for rep, e in zip(plan.replicas, row):
+                        want.setdefault((ring.endpoints[e].address, rep + 1), set()).add(first + s)
+                body = rw_body(n, now, first)
+                r = urllib.request.Request(f"http://127.0.0.1:{w}/api/v1/receive", data=body, method="POST", headers={
+                    "Content-Encoding": "snappy", "Content-Type": "application/x-protobuf", "THANOS-TENANT": tenant,
+                    **({"THANOS-REPLICA": header} if header else {})})
+                with await asyncio.to_thread(urllib.request.urlopen, r, None, 30) as resp:
+                    assert resp.status == 200
+            mine = set().union(*(v for (a, _), v in want.items() if a == me))
+            forwarded = {k: v for k, v in want.items() if k[0] != me}
+            assert {k[1] for k in forwarded} == {1, 2} and mine
+            assert not any(i < 1000 for (a, rep), v in forwarded.items() if rep == 1 for i in v)
+            deadline = time.monotonic() + 30
+            while sum(len(r.timeseries) for rec in recs for r in rec.requests) < sum(map(len, forwarded.values())):
+                assert time.monotonic() < deadline, "the forwards did not all arrive"
+                await asyncio.sleep(0.05)
+            got: dict = {}
+            for rec in recs:
+                for r in rec.requests:
+                    assert r.tenant == tenant
+                    for ts in r.timeseries:
+                        got.setdefault((rec.address, r.replica), set()).add(int(dict((lb.name, lb.value)
+                                                                                     for lb in ts.labels)["idx"]))
+            assert got == forwarded
+            deadline = time.monotonic() + 30
+            held = await held_series(me)
+            while held != mine and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                held = await held_series(me)
+            assert held == mine
+        finally:
+            p.stop()
+            for rec in recs:
+                await rec.server.stop(None)
+
+    asyncio.run(main())
+
+
+def test_thanos_default_snappy_forwarding_is_not_accepted_by_grpcio(thanos_bin, tmp_path):
+    """Known limit, kept visible: Thanos routers compress forwards with snappy unless
+    --receive.grpc-compression=none, and grpcio has no snappy codec: the call fails before our
+    handler runs. If grpcio ever learns snappy, this test fails and the limit can go."""
+    async def main():
+        rec = Recorder()
+        g, h, w, c, port = free_ports(5)
+        await rec.start(port)
+        hfile = tmp_path / "h.json"
+        hfile.write_text(json.dumps([{"endpoints": [rec.address]}]))
+        p = REGISTRY.start("thanos-router", [
+            thanos_bin, "receive", f"--tsdb.path={tmp_path / 'tsdb'}", f"--grpc-address=127.0.0.1:{g}",
+            f"--http-address=127.0.0.1:{h}", f"--remote-write.address=127.0.0.1:{w}",
+            f"--receive.hashrings-file={hfile}", f"--receive.capnproto-address=127.0.0.1:{c}",
+            '--label=receive="router"'], tmp_path / "logs")
+        p.url = f"http://127.0.0.1:{h}"
+        try:
+            await asyncio.to_thread(p.wait_http_ready, "/-/ready", 90)
+            code, text = await asyncio.to_thread(post_rw, f"http://127.0.0.1:{w}", rw_body(5, 1000), "t")
+            assert code == 503 and "Error parsing 'grpc-encoding' metadata" in text, (code, text)
+            assert rec.requests == []
+        finally:
+            p.stop()
+            await rec.server.stop(None)
+
+    asyncio.run(main())

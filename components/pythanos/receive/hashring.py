@@ -51,6 +51,8 @@ __all__ = [
     "series_hash", "series_hashes", "glob_match",
     "Hashring", "HashmodHashring", "KetamaHashring", "SingleNodeHashring", "MultiHashring",
     "new_hashring", "new_multi_hashring", "split_by_endpoint", "HashringFileWatcher",
+    "ROUTER_ONLY", "INGESTOR_ONLY", "ROUTER_INGESTOR", "BadReplicaError", "ReplicaPlan", "write_quorum",
+    "plan_replicas", "receiver_mode",
 ]
 
 HASHMOD = "hashmod"
@@ -631,6 +633,60 @@ def split_by_endpoint(indices: np.ndarray,
             out.append((int(col[part[0]]), rep, part))
     out.sort(key=lambda t: (t[0], t[1]))
     return out
+
+
+# --- replication ------------------------------------------------------------------------------
+
+ROUTER_ONLY = "RouterOnly"
+INGESTOR_ONLY = "IngestorOnly"
+ROUTER_INGESTOR = "RouterIngestor"
+
+
+def receiver_mode(hashring_configured: bool, local_endpoint: str) -> str:
+    """Thanos' receiver modes: a hashring without ``--receive.local-endpoint`` only routes, no
+    hashring only ingests, both do both."""
+    if hashring_configured:
+        return ROUTER_INGESTOR if local_endpoint else ROUTER_ONLY
+    return INGESTOR_ONLY
+
+
+class BadReplicaError(ValueError):
+    """A request's replica number above the replication factor (HTTP 400, gRPC InvalidArgument)."""
+
+    def __init__(self, replica: int, replication_factor: int) -> None:
+        self.replica, self.replication_factor = replica, replication_factor
+        super().__init__("request replica exceeds receiver replication factor")
+
+
+def write_quorum(replication_factor: int) -> int:
+    """Replicas that must succeed before a write is acknowledged: RF/2 + 1, except 1 for RF 2
+    (Thanos since v0.38)."""
+    return 1 if replication_factor == 2 else replication_factor // 2 + 1
+
+
+@dataclass(frozen=True)
+class ReplicaPlan:
+    """What to do with one incoming request: the 0-based replica numbers to place its series at
+    (each forwarded with wire replica n + 1), whether it was already replicated by a router
+    (then it is placed at that one replica, never fanned out again) and the quorum."""
+
+    replicas: tuple[int, ...]
+    replicated: bool
+    quorum: int
+
+
+def plan_replicas(wire_replica: int, replication_factor: int, mode: str = ROUTER_INGESTOR) -> ReplicaPlan:
+    """Thanos' handleRequest: ``wire_replica`` is the gRPC ``WriteRequest.replica`` or the HTTP
+    ``--receive.replica-header`` (``THANOS-REPLICA``) value, 1-based, 0 = not replicated. Router-only
+    and ingestor-only receivers ignore it (acyclic topologies); above the replication factor it
+    is refused."""
+    if mode in (ROUTER_ONLY, INGESTOR_ONLY):
+        wire_replica = 0
+    if wire_replica < 0 or wire_replica > replication_factor:
+        raise BadReplicaError(wire_replica, replication_factor)
+    if wire_replica:
+        return ReplicaPlan((wire_replica - 1,), True, 1)
+    return ReplicaPlan(tuple(range(replication_factor)), False, write_quorum(replication_factor))
 
 
 # --- file watcher -----------------------------------------------------------------------------
