@@ -153,6 +153,18 @@ def test_hashmod_and_ketama_rules():
     assert bool(np.all(km.replicas[:, 0] == km.owner))
 
 
+@pytest.mark.parametrize("n", [1, 2, 7, 60])
+def test_ketama_lookup_table_equals_binary_search(n):
+    km = hr.KetamaHashring([hr.Endpoint(f"e{i}:10901") for i in range(n)], 1)
+    rng = np.random.default_rng(n)
+    probes = [rng.integers(0, 2**64 - 1, 50_000, dtype=np.uint64, endpoint=True), km.keys, km.keys + np.uint64(1),
+              km.keys - np.uint64(1), np.array([0, 2**64 - 1], dtype=np.uint64)]
+    for h in probes:
+        want = np.searchsorted(km.keys, h, side="left")
+        want[want == len(km.keys)] = 0
+        assert np.array_equal(km.section_of(h), want)
+
+
 def test_ketama_zone_aware_replicas_are_spread_over_zones():
     eps = [hr.Endpoint("a1:1", az="a"), hr.Endpoint("a2:1", az="a"), hr.Endpoint("b1:1", az="b"),
            hr.Endpoint("b2:1", az="b"), hr.Endpoint("c1:1", az="c")]
