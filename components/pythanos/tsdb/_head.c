@@ -1,0 +1,1125 @@
+/*
+ * The in-memory TSDB head's hot state (head.py is the Python side).
+ *
+ * One object, _head.Head, owns:
+ *   - the series table: a slot per live series (append state and its open XOR chunk), refs
+ *     handed out densely from 1 and never reused, ref -> slot through a uint32 array;
+ *   - a hash table from a series' canonical label blob (sorted labels as a WAL Series record
+ *     encodes them: uvarint count, then uvarint-length-prefixed name and value bytes) to its
+ *     slot: seeded 64-bit hash, linear probing, stored hashes, collisions settled by comparing
+ *     the bytes kept in a blob arena;
+ *   - the completed chunks: bytes in 1 MiB pages (a chunk never spans two), metadata in one
+ *     growing array, each series' chunks linked newest to oldest.
+ *
+ * Appending follows Prometheus v3.9.1 (tsdb/head_append.go): memSeries.appendable for the
+ * error cases, appendPreprocessor + computeChunkEndTime for chunk cutting, xorAppender for the
+ * bits. A batch behaves like one Prometheus appender (checked at Append against the state
+ * before the batch, re-checked at Commit in batch order): see the STATUS_* codes.
+ *
+ * Every method runs its work with the GIL released under the object's own lock (taken only
+ * without the GIL, so no lock-order deadlock). All caller buffers are read once per element and
+ * checked; label blobs are validated when a series is created. Memory grows with the data kept,
+ * never with a count read from the input.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pythread.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+enum {
+    ST_OK = 0,           /* appended */
+    ST_DUP_OK = 1,       /* same timestamp and same value bits as the last sample: ignored */
+    ST_OUT_OF_ORDER = 2, /* "out of order sample" */
+    ST_DUPLICATE = 3,    /* "duplicate sample for timestamp" (different value) */
+    ST_OUT_OF_BOUNDS = 4,/* "out of bounds" (t < min valid time) */
+    ST_BAD_REF = 7,      /* no live series has this ref */
+    ST_AT_COMMIT = 0x80  /* flag: passed the Append check against the state before the batch and
+                            was dropped only at Commit (Prometheus reports such a sample accepted) */
+};
+
+#define PAGE_BITS 20
+#define PAGE_SIZE ((uint64_t)1 << PAGE_BITS)
+#define MAX_SAMPLE_BYTES 19          /* worst case of one XOR sample after the first */
+#define XOR_SOFT_LIMIT (1024 - 19)    /* chunkenc.MaxBytesPerXORChunk - 19 */
+#define NO_CHUNK (-1)
+
+INLINE uint64_t load_be64(const uint8_t *p) { uint64_t x; memcpy(&x, p, 8); return __builtin_bswap64(x); }
+INLINE void store_be64(uint8_t *p, uint64_t x) { x = __builtin_bswap64(x); memcpy(p, &x, 8); }
+INLINE uint64_t ld64(const uint8_t *p) { uint64_t x; memcpy(&x, p, 8); return x; }
+INLINE void st64(uint8_t *p, uint64_t x) { memcpy(p, &x, 8); }
+
+typedef struct {
+    /* identity */
+    int64_t ref;            /* 0: free slot */
+    uint64_t hash;
+    uint64_t blob_off;
+    uint32_t blob_len;
+    /* open chunk: an XOR bit stream; bytes past nbits are zero */
+    uint32_t cap;
+    uint8_t *cbuf;
+    uint32_t nbits;
+    uint16_t n;             /* samples in the open chunk (0: none) */
+    uint8_t lead, trail;
+    uint8_t has_data;       /* the series has a sample (so t_last, v_last are valid) */
+    uint8_t has0;           /* has_data when this batch first touched the series */
+    int64_t t_last;
+    uint64_t v_last;
+    int64_t tdelta;
+    int64_t cmint;          /* open chunk's min time */
+    int64_t next_at;        /* Prometheus' nextAt */
+    int64_t last_chunk;     /* newest completed chunk, NO_CHUNK if none */
+    uint64_t epoch;         /* batch that last touched the series */
+    int64_t maxt0;
+    uint64_t v0;
+} series_t;
+
+typedef struct {
+    int64_t mint, maxt;
+    uint64_t off;           /* page << PAGE_BITS | offset in page */
+    uint32_t len;
+    uint32_t slot;
+    int64_t prev;           /* the series' previous chunk, NO_CHUNK if none */
+} cmeta_t;
+
+typedef struct {
+    uint64_t hash;
+    uint32_t slot;          /* 0: empty */
+    uint32_t pad;
+} hentry_t;
+
+typedef struct {
+    PyObject_HEAD
+    PyThread_type_lock lock;
+    int64_t chunk_range;
+    int samples_per_chunk;
+    uint64_t seed, hash_mask;
+    uint64_t epoch;
+    /* series */
+    series_t *slots; uint32_t nslots, slots_cap;    /* slot 0 unused */
+    uint32_t *free_slots; uint32_t nfree, free_cap;
+    uint32_t *ref2slot; int64_t next_ref, ref_cap;  /* ref2slot[ref], ref < next_ref */
+    uint64_t live;
+    /* label blobs */
+    uint8_t *blobs; uint64_t blobs_len, blobs_cap;
+    /* hash table */
+    hentry_t *table; uint64_t table_cap;
+    /* completed chunks */
+    uint8_t **pages; uint64_t npages, pages_cap, page_fill;
+    cmeta_t *chunks; int64_t nchunks, chunks_cap;
+    uint64_t open_bytes;    /* sum of open chunk buffer capacities */
+} HeadObject;
+
+/* ------------------------------------------------------------------ hashing */
+
+INLINE uint64_t rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+INLINE uint64_t fmix(uint64_t k) {
+    k ^= k >> 33; k *= 0xff51afd7ed558ccdULL; k ^= k >> 33; k *= 0xc4ceb9fe1a85ec53ULL; k ^= k >> 33;
+    return k;
+}
+
+static uint64_t hash_bytes(const uint8_t *p, size_t n, uint64_t seed) {
+    uint64_t h = seed ^ ((uint64_t)n * 0x9E3779B97F4A7C15ULL);
+    while (n >= 8) {
+        uint64_t w = ld64(p);
+        w *= 0x87c37b91114253d5ULL; w = rotl(w, 31); w *= 0x4cf5ad432745937fULL;
+        h ^= w; h = rotl(h, 27) * 5 + 0x52dce729;
+        p += 8; n -= 8;
+    }
+    if (n) {
+        uint64_t w = 0;
+        memcpy(&w, p, n);
+        w *= 0x87c37b91114253d5ULL; w = rotl(w, 31); w *= 0x4cf5ad432745937fULL;
+        h ^= w;
+    }
+    return fmix(h);
+}
+
+INLINE uint64_t blob_hash(HeadObject *self, const uint8_t *p, size_t n) {
+    return hash_bytes(p, n, self->seed) & self->hash_mask;
+}
+
+static int table_find(HeadObject *self, uint64_t h, const uint8_t *p, size_t n) {
+    uint64_t m = self->table_cap - 1;
+    for (uint64_t i = h & m;; i = (i + 1) & m) {
+        hentry_t *e = &self->table[i];
+        if (!e->slot) return 0;
+        if (e->hash == h) {
+            series_t *s = &self->slots[e->slot];
+            if (s->blob_len == n && memcmp(self->blobs + s->blob_off, p, n) == 0) return (int)e->slot;
+        }
+    }
+}
+
+static void table_put(hentry_t *t, uint64_t cap, uint64_t h, uint32_t slot) {
+    uint64_t m = cap - 1;
+    uint64_t i = h & m;
+    while (t[i].slot) i = (i + 1) & m;
+    t[i].hash = h;
+    t[i].slot = slot;
+}
+
+/* Rebuild the table for the live slots with capacity `cap` (a power of two). */
+static int table_rebuild(HeadObject *self, uint64_t cap) {
+    while (cap < 16 || (double)self->live > 0.7 * (double)cap) cap <<= 1;
+    hentry_t *t = calloc(cap, sizeof(hentry_t));
+    if (!t) return -1;
+    for (uint32_t sl = 1; sl < self->nslots; sl++)
+        if (self->slots[sl].ref) table_put(t, cap, self->slots[sl].hash, sl);
+    free(self->table);
+    self->table = t;
+    self->table_cap = cap;
+    return 0;
+}
+
+/* --------------------------------------------------------------- blob checks */
+
+INLINE int read_uvarint(const uint8_t *p, size_t len, size_t *i, uint64_t *out) {
+    uint64_t x = 0;
+    unsigned s = 0;
+    for (int j = 0; j < 10; j++) {
+        if (*i >= len) return -1;
+        uint8_t b = p[(*i)++];
+        if (b < 0x80) {
+            if (j == 9 && b > 1) return -1;
+            *out = x | ((uint64_t)b << s);
+            return 0;
+        }
+        x |= (uint64_t)(b & 0x7f) << s;
+        s += 7;
+    }
+    return -1;
+}
+
+/* 0 if p[0:n] is a well-formed label blob with strictly ascending names; else the byte offset
+ * of the problem + 1, and *why says what. */
+static int64_t blob_check(const uint8_t *p, size_t n, const char **why) {
+    size_t i = 0;
+    uint64_t cnt, ln;
+    const uint8_t *prev = NULL;
+    size_t prevlen = 0;
+    if (read_uvarint(p, n, &i, &cnt)) { *why = "bad label count"; return 1; }
+    if (cnt > n) { *why = "label count larger than the blob"; return 1; }
+    for (uint64_t k = 0; k < cnt; k++) {
+        size_t at = i;
+        if (read_uvarint(p, n, &i, &ln) || ln > n - i) { *why = "label name runs past the blob"; return (int64_t)at + 1; }
+        const uint8_t *name = p + i;
+        i += ln;
+        if (prev) {
+            size_t mn = prevlen < ln ? prevlen : ln;
+            int c = memcmp(prev, name, mn);
+            if (c > 0 || (c == 0 && prevlen >= ln)) {
+                *why = c == 0 && prevlen == ln ? "duplicate label name" : "label names not sorted";
+                return (int64_t)at + 1;
+            }
+        }
+        prev = name;
+        prevlen = ln;
+        at = i;
+        if (read_uvarint(p, n, &i, &ln) || ln > n - i) { *why = "label value runs past the blob"; return (int64_t)at + 1; }
+        i += ln;
+    }
+    if (i != n) { *why = "trailing bytes after the labels"; return (int64_t)i + 1; }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- XOR bits */
+
+/* Make room for `extra` more bytes (plus 9 of slack for the 64-bit writes) in the open chunk. */
+static int chunk_reserve(HeadObject *self, series_t *s, uint32_t extra) {
+    uint64_t need = (uint64_t)((s->nbits + 7) >> 3) + extra + 9;
+    if (need <= s->cap) return 0;
+    uint64_t cap = s->cap ? s->cap : 32;
+    while (cap < need) cap <<= 1;
+    uint8_t *b = realloc(s->cbuf, cap);
+    if (!b) return -1;
+    memset(b + s->cap, 0, cap - s->cap);
+    self->open_bytes += cap - s->cap;
+    s->cbuf = b;
+    s->cap = (uint32_t)cap;
+    return 0;
+}
+
+/* Append the low n bits of v (1 <= n <= 64, no bits above n). */
+INLINE void put_bits(series_t *s, uint64_t v, unsigned n) {
+    uint8_t *p = s->cbuf + (s->nbits >> 3);
+    unsigned o = s->nbits & 7;
+    if (o + n <= 64) {
+        store_be64(p, load_be64(p) | (v << (64 - o - n)));
+    } else {
+        unsigned lo = o + n - 64; /* 1..7 */
+        store_be64(p, load_be64(p) | (v >> lo));
+        p[8] |= (uint8_t)(v << (8 - lo));
+    }
+    s->nbits += n;
+}
+
+INLINE void put_byte(series_t *s, uint8_t b) { put_bits(s, b, 8); }
+
+static void put_vdelta(series_t *s, uint64_t vbits) {
+    uint64_t d = vbits ^ s->v_last;
+    if (d == 0) {
+        put_bits(s, 0, 1);
+        return;
+    }
+    unsigned ld = (unsigned)__builtin_clzll(d), tr = (unsigned)__builtin_ctzll(d);
+    if (ld >= 32) ld = 31;
+    if (s->lead != 0xff && ld >= s->lead && tr >= s->trail) {
+        unsigned mb = 64 - s->lead - s->trail;
+        uint64_t x = d >> s->trail;
+        if (mb <= 62) {
+            put_bits(s, (2ULL << mb) | x, mb + 2);
+        } else {
+            put_bits(s, 2, 2);
+            put_bits(s, x, mb);
+        }
+    } else {
+        unsigned sg = 64 - ld - tr;
+        s->lead = (uint8_t)ld;
+        s->trail = (uint8_t)tr;
+        put_bits(s, (3ULL << 11) | ((uint64_t)ld << 6) | (sg & 63), 13);
+        put_bits(s, d >> tr, sg);
+    }
+}
+
+INLINE uint64_t zigzag(int64_t t) { return ((uint64_t)t << 1) ^ (uint64_t)(t >> 63); }
+
+static void put_uvarint_bytes(series_t *s, uint64_t x) {
+    while (x >= 0x80) {
+        put_byte(s, (uint8_t)(x | 0x80));
+        x >>= 7;
+    }
+    put_byte(s, (uint8_t)x);
+}
+
+/* Encode one sample into the open chunk (room already reserved). */
+static void xor_append(series_t *s, int64_t t, uint64_t vbits) {
+    if (s->n == 0) {
+        s->nbits = 16;
+        put_uvarint_bytes(s, zigzag(t));
+        put_bits(s, vbits, 64);
+        s->lead = 0xff;
+        s->trail = 0;
+        s->tdelta = 0;
+    } else if (s->n == 1) {
+        uint64_t td = (uint64_t)t - (uint64_t)s->t_last;
+        put_uvarint_bytes(s, td);
+        put_vdelta(s, vbits);
+        s->tdelta = (int64_t)td;
+    } else {
+        uint64_t td = (uint64_t)t - (uint64_t)s->t_last;
+        int64_t dod = (int64_t)(td - (uint64_t)s->tdelta);
+        if (dod == 0) {
+            put_bits(s, 0, 1);
+        } else if (dod >= -8191 && dod <= 8192) {
+            put_bits(s, (2ULL << 14) | ((uint64_t)dod & 0x3fffULL), 16);
+        } else if (dod >= -65535 && dod <= 65536) {
+            put_bits(s, (6ULL << 17) | ((uint64_t)dod & 0x1ffffULL), 20);
+        } else if (dod >= -524287 && dod <= 524288) {
+            put_bits(s, (14ULL << 20) | ((uint64_t)dod & 0xfffffULL), 24);
+        } else {
+            put_bits(s, 15, 4);
+            put_bits(s, (uint64_t)dod, 64);
+        }
+        s->tdelta = (int64_t)td;
+        put_vdelta(s, vbits);
+    }
+    s->n++;
+    s->cbuf[0] = (uint8_t)(s->n >> 8);
+    s->cbuf[1] = (uint8_t)s->n;
+}
+
+INLINE uint32_t chunk_len(const series_t *s) { return (s->nbits + 7) >> 3; }
+
+/* ------------------------------------------------------------ chunk store */
+
+INLINE uint8_t *chunk_data(HeadObject *self, const cmeta_t *c) {
+    return self->pages[c->off >> PAGE_BITS] + (c->off & (PAGE_SIZE - 1));
+}
+
+/* Copy `len` bytes into the page store; *off gets the position. */
+static int store_bytes(HeadObject *self, const uint8_t *p, uint32_t len, uint64_t *off) {
+    if (self->npages == 0 || self->page_fill + len > PAGE_SIZE) {
+        if (self->npages == self->pages_cap) {
+            uint64_t cap = self->pages_cap ? self->pages_cap * 2 : 16;
+            uint8_t **pp = realloc(self->pages, cap * sizeof(uint8_t *));
+            if (!pp) return -1;
+            self->pages = pp;
+            self->pages_cap = cap;
+        }
+        uint8_t *pg = malloc(PAGE_SIZE);
+        if (!pg) return -1;
+        self->pages[self->npages++] = pg;
+        self->page_fill = 0;
+    }
+    memcpy(self->pages[self->npages - 1] + self->page_fill, p, len);
+    *off = ((self->npages - 1) << PAGE_BITS) | self->page_fill;
+    self->page_fill += len;
+    return 0;
+}
+
+static int chunks_reserve(HeadObject *self, int64_t more) {
+    if (self->nchunks + more <= self->chunks_cap) return 0;
+    int64_t cap = self->chunks_cap ? self->chunks_cap : 1024;
+    while (cap < self->nchunks + more) cap *= 2;
+    cmeta_t *c = realloc(self->chunks, (size_t)cap * sizeof(cmeta_t));
+    if (!c) return -1;
+    self->chunks = c;
+    self->chunks_cap = cap;
+    return 0;
+}
+
+/* Move the open chunk of slot sl into the completed store. */
+static int complete_chunk(HeadObject *self, uint32_t sl) {
+    series_t *s = &self->slots[sl];
+    if (s->n == 0) return 0;
+    if (chunks_reserve(self, 1)) return -1;
+    uint32_t len = chunk_len(s);
+    uint64_t off;
+    if (store_bytes(self, s->cbuf, len, &off)) return -1;
+    cmeta_t *c = &self->chunks[self->nchunks];
+    c->mint = s->cmint;
+    c->maxt = s->t_last;
+    c->off = off;
+    c->len = len;
+    c->slot = sl;
+    c->prev = s->last_chunk;
+    s->last_chunk = self->nchunks++;
+    memset(s->cbuf, 0, (s->nbits + 7) >> 3);
+    s->nbits = 0;
+    s->n = 0;
+    return 0;
+}
+
+INLINE int64_t range_for_timestamp(int64_t t, int64_t width) {
+    /* (t / width) * width + width with Go's truncating division */
+    return (t / width) * width + width;
+}
+
+static int64_t compute_chunk_end_time(int64_t start, int64_t cur, int64_t maxt, double ratio) {
+    double n = (double)(maxt - start) / ((double)(cur - start + 1) * ratio);
+    if (n <= 1) return maxt;
+    return (int64_t)((double)start + (double)(maxt - start) / floor(n));
+}
+
+/* memSeries.appendPreprocessor + append for an in-order sample. */
+static int series_append(HeadObject *self, uint32_t sl, int64_t t, uint64_t vbits) {
+    series_t *s = &self->slots[sl];
+    int cut = 0;
+    if (s->n == 0) {
+        cut = 1;
+    } else if (chunk_len(s) > XOR_SOFT_LIMIT) {
+        cut = 2;
+    } else {
+        if (s->n == self->samples_per_chunk / 4)
+            s->next_at = compute_chunk_end_time(s->cmint, s->t_last, s->next_at, 4.0);
+        if (t >= s->next_at || s->n >= self->samples_per_chunk * 2) cut = 2;
+    }
+    if (cut == 2 && complete_chunk(self, sl)) return -1;
+    s = &self->slots[sl];
+    if (cut) {
+        s->cmint = t;
+        s->next_at = range_for_timestamp(t, self->chunk_range);
+    }
+    if (chunk_reserve(self, s, s->n == 0 ? 2 + 10 + 8 + 1 : MAX_SAMPLE_BYTES + 1)) return -1;
+    xor_append(s, t, vbits);
+    s->t_last = t;
+    s->v_last = vbits;
+    s->has_data = 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------ Python glue */
+
+typedef struct {
+    Py_buffer b;
+    int ok;
+} view;
+
+static int get_view(PyObject *o, view *v, int writable, int itemsize, const char *what) {
+    v->ok = 0;
+    if (PyObject_GetBuffer(o, &v->b, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s: expected a C-contiguous%s buffer", what, writable ? " writable" : "");
+        return -1;
+    }
+    v->ok = 1;
+    if (itemsize > 1 && v->b.len % itemsize) {
+        PyBuffer_Release(&v->b);
+        v->ok = 0;
+        PyErr_Format(PyExc_ValueError, "%s: length %zd is not a multiple of %d", what, v->b.len, itemsize);
+        return -1;
+    }
+    return 0;
+}
+
+static void rel(view *v) {
+    if (v->ok) PyBuffer_Release(&v->b);
+    v->ok = 0;
+}
+
+#define LOCKED_BEGIN(self) Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock((self)->lock, WAIT_LOCK);
+#define LOCKED_END(self) PyThread_release_lock((self)->lock); Py_END_ALLOW_THREADS
+
+static void Head_dealloc(HeadObject *self) {
+    if (self->slots)
+        for (uint32_t i = 1; i < self->nslots; i++) free(self->slots[i].cbuf);
+    free(self->slots);
+    free(self->free_slots);
+    free(self->ref2slot);
+    free(self->blobs);
+    free(self->table);
+    for (uint64_t i = 0; i < self->npages; i++) free(self->pages[i]);
+    free(self->pages);
+    free(self->chunks);
+    if (self->lock) PyThread_free_lock(self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Head_init(HeadObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"chunk_range", "samples_per_chunk", "capacity", "seed", "hash_mask", NULL};
+    long long chunk_range = 2 * 3600 * 1000;
+    int spc = 120;
+    Py_ssize_t capacity = 1024;
+    unsigned long long seed = 0, mask = ~0ULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|LinKK", kwlist, &chunk_range, &spc, &capacity, &seed, &mask))
+        return -1;
+    if (chunk_range <= 0 || spc < 1 || spc > 30000 || capacity < 1) {
+        PyErr_SetString(PyExc_ValueError, "chunk_range and samples_per_chunk must be positive, capacity >= 1");
+        return -1;
+    }
+    if (self->lock) {
+        PyErr_SetString(PyExc_RuntimeError, "Head is already initialised");
+        return -1;
+    }
+    self->lock = PyThread_allocate_lock();
+    if (!self->lock) { PyErr_NoMemory(); return -1; }
+    self->chunk_range = chunk_range;
+    self->samples_per_chunk = spc;
+    self->seed = seed;
+    self->hash_mask = mask;
+    self->next_ref = 1;
+    self->nslots = 1;
+    uint64_t cap = 16;
+    while (cap < (uint64_t)capacity) cap <<= 1;
+    self->table = calloc(cap, sizeof(hentry_t));
+    self->slots_cap = 16;
+    self->slots = calloc(self->slots_cap, sizeof(series_t));
+    self->ref_cap = 16;
+    self->ref2slot = calloc((size_t)self->ref_cap, sizeof(uint32_t));
+    if (!self->table || !self->slots || !self->ref2slot) { PyErr_NoMemory(); return -1; }
+    self->table_cap = cap;
+    return 0;
+}
+
+/* lookup(buf, offsets, refs_out): refs_out[i] = ref of blob buf[offsets[i]:offsets[i+1]] or 0. */
+static PyObject *Head_lookup(HeadObject *self, PyObject *args) {
+    PyObject *bo, *oo, *ro;
+    view bv, ov, rv;
+    bv.ok = ov.ok = rv.ok = 0;
+    if (!PyArg_ParseTuple(args, "OOO", &bo, &oo, &ro)) return NULL;
+    PyObject *res = NULL;
+    if (get_view(bo, &bv, 0, 1, "buf") || get_view(oo, &ov, 0, 8, "offsets") || get_view(ro, &rv, 1, 8, "refs"))
+        goto done;
+    {
+        int64_t k = ov.b.len / 8 - 1;
+        if (k < 0 || rv.b.len / 8 != k) {
+            PyErr_SetString(PyExc_ValueError, "offsets must have one more entry than refs");
+            goto done;
+        }
+        const uint8_t *buf = bv.b.buf, *op = ov.b.buf;
+        uint8_t *rp = rv.b.buf;
+        int64_t bad = -1;
+        LOCKED_BEGIN(self)
+        for (int64_t i = 0; i < k; i++) {
+            int64_t a = (int64_t)ld64(op + 8 * i), b = (int64_t)ld64(op + 8 * i + 8);
+            if (a < 0 || b < a || (uint64_t)b > (uint64_t)bv.b.len) { bad = i; break; }
+            size_t n = (size_t)(b - a);
+            int sl = table_find(self, blob_hash(self, buf + a, n), buf + a, n);
+            st64(rp + 8 * i, sl ? (uint64_t)self->slots[sl].ref : 0);
+        }
+        LOCKED_END(self)
+        if (bad >= 0) {
+            PyErr_Format(PyExc_ValueError, "offsets[%lld:%lld] is not a range inside the %zd-byte buffer",
+                         (long long)bad, (long long)bad + 2, bv.b.len);
+            goto done;
+        }
+        res = Py_NewRef(Py_None);
+    }
+done:
+    rel(&bv); rel(&ov); rel(&rv);
+    return res;
+}
+
+static int grow_u32(uint32_t **p, uint32_t *cap, uint32_t need) {
+    if (need <= *cap) return 0;
+    uint64_t c = *cap ? *cap : 16;
+    while (c < need) c *= 2;
+    if (c > 0xFFFFFFFFULL) return -1;
+    uint32_t *q = realloc(*p, c * sizeof(uint32_t));
+    if (!q) return -1;
+    *p = q;
+    *cap = (uint32_t)c;
+    return 0;
+}
+
+/* Create the series for one blob (not present). Returns the slot, 0 on allocation failure
+ * (nothing changed then). */
+static uint32_t create_one(HeadObject *self, const uint8_t *p, size_t n, uint64_t h) {
+    if (!self->nfree) {
+        if (self->nslots == 0xFFFFFFFFu) return 0;
+        if (self->nslots == self->slots_cap) {
+            uint64_t c = (uint64_t)self->slots_cap * 2;
+            if (c > 0xFFFFFFFFULL) c = 0xFFFFFFFFULL;
+            series_t *q = realloc(self->slots, c * sizeof(series_t));
+            if (!q) return 0;
+            self->slots = q;
+            self->slots_cap = (uint32_t)c;
+        }
+    }
+    if (self->next_ref >= self->ref_cap) {
+        int64_t c = self->ref_cap * 2;
+        uint32_t *q = realloc(self->ref2slot, (size_t)c * sizeof(uint32_t));
+        if (!q) return 0;
+        memset(q + self->ref_cap, 0, (size_t)(c - self->ref_cap) * sizeof(uint32_t));
+        self->ref2slot = q;
+        self->ref_cap = c;
+    }
+    if (self->blobs_len + n > self->blobs_cap) {
+        uint64_t c = self->blobs_cap ? self->blobs_cap : 4096;
+        while (c < self->blobs_len + n) c *= 2;
+        uint8_t *q = realloc(self->blobs, c);
+        if (!q) return 0;
+        self->blobs = q;
+        self->blobs_cap = c;
+    }
+    if ((double)(self->live + 1) > 0.7 * (double)self->table_cap && table_rebuild(self, self->table_cap * 2))
+        return 0;
+    uint32_t sl = self->nfree ? self->free_slots[--self->nfree] : self->nslots++;
+    series_t *s = &self->slots[sl];
+    memset(s, 0, sizeof(*s));
+    s->ref = self->next_ref++;
+    s->hash = h;
+    s->blob_off = self->blobs_len;
+    s->blob_len = (uint32_t)n;
+    s->last_chunk = NO_CHUNK;
+    memcpy(self->blobs + self->blobs_len, p, n);
+    self->blobs_len += n;
+    self->ref2slot[s->ref] = sl;
+    table_put(self->table, self->table_cap, h, sl);
+    self->live++;
+    return sl;
+}
+
+/* create(buf, offsets, refs_out, new_out): refs of the blobs, creating the missing series;
+ * new_out[i] = 1 where the series was created by this call. */
+static PyObject *Head_create(HeadObject *self, PyObject *args) {
+    PyObject *bo, *oo, *ro, *no;
+    view bv, ov, rv, nv;
+    bv.ok = ov.ok = rv.ok = nv.ok = 0;
+    if (!PyArg_ParseTuple(args, "OOOO", &bo, &oo, &ro, &no)) return NULL;
+    PyObject *res = NULL;
+    if (get_view(bo, &bv, 0, 1, "buf") || get_view(oo, &ov, 0, 8, "offsets") || get_view(ro, &rv, 1, 8, "refs") ||
+        get_view(no, &nv, 1, 1, "new"))
+        goto done;
+    {
+        int64_t k = ov.b.len / 8 - 1;
+        if (k < 0 || rv.b.len / 8 != k || nv.b.len != k) {
+            PyErr_SetString(PyExc_ValueError, "offsets must have one more entry than refs and new");
+            goto done;
+        }
+        const uint8_t *buf = bv.b.buf, *op = ov.b.buf;
+        uint8_t *rp = rv.b.buf, *np_ = nv.b.buf;
+        int64_t bad = -1, badat = 0;
+        const char *why = NULL;
+        int nomem = 0;
+        LOCKED_BEGIN(self)
+        for (int64_t i = 0; i < k; i++) {
+            int64_t a = (int64_t)ld64(op + 8 * i), b = (int64_t)ld64(op + 8 * i + 8);
+            if (a < 0 || b < a || (uint64_t)b > (uint64_t)bv.b.len) { bad = i; why = NULL; break; }
+            size_t n = (size_t)(b - a);
+            const uint8_t *p = buf + a;
+            if (n > 0xFFFFFFFFu) { bad = i; why = "label blob larger than 4 GiB"; break; }
+            uint64_t h = blob_hash(self, p, n);
+            int sl = table_find(self, h, p, n);
+            if (sl) {
+                st64(rp + 8 * i, (uint64_t)self->slots[sl].ref);
+                np_[i] = 0;
+                continue;
+            }
+            int64_t e = blob_check(p, n, &why);
+            if (e) { bad = i; badat = e - 1; break; }
+            uint32_t ns = create_one(self, p, n, h);
+            if (!ns) { nomem = 1; break; }
+            st64(rp + 8 * i, (uint64_t)self->slots[ns].ref);
+            np_[i] = 1;
+        }
+        LOCKED_END(self)
+        if (nomem) { PyErr_NoMemory(); goto done; }
+        if (bad >= 0) {
+            if (why)
+                PyErr_Format(PyExc_ValueError, "label blob %lld: %s at byte %lld", (long long)bad, why, (long long)badat);
+            else
+                PyErr_Format(PyExc_ValueError, "offsets[%lld:%lld] is not a range inside the %zd-byte buffer",
+                             (long long)bad, (long long)bad + 2, bv.b.len);
+            goto done;
+        }
+        res = Py_NewRef(Py_None);
+    }
+done:
+    rel(&bv); rel(&ov); rel(&rv); rel(&nv);
+    return res;
+}
+
+INLINE uint32_t slot_of(HeadObject *self, int64_t ref) {
+    if (ref <= 0 || ref >= self->next_ref) return 0;
+    return self->ref2slot[ref];
+}
+
+/* Prometheus' memSeries.appendable for the in-order head, given the series' state. */
+INLINE int appendable(int has, int64_t maxt, uint64_t vlast, int64_t t, uint64_t vbits) {
+    if (!has || t > maxt) return ST_OK;
+    if (t == maxt) return vlast == vbits ? ST_DUP_OK : ST_DUPLICATE;
+    return ST_OUT_OF_ORDER;
+}
+
+/* append(refs, ts, vs, status_out, min_valid_time) -> (appended, mint, maxt) */
+static PyObject *Head_append(HeadObject *self, PyObject *args) {
+    PyObject *ro, *to, *vo, *so;
+    long long minvalid;
+    view rv, tv, vv, sv;
+    rv.ok = tv.ok = vv.ok = sv.ok = 0;
+    if (!PyArg_ParseTuple(args, "OOOOL", &ro, &to, &vo, &so, &minvalid)) return NULL;
+    PyObject *res = NULL;
+    if (get_view(ro, &rv, 0, 8, "refs") || get_view(to, &tv, 0, 8, "ts") || get_view(vo, &vv, 0, 8, "vs") ||
+        get_view(so, &sv, 1, 1, "status"))
+        goto done;
+    {
+        int64_t n = rv.b.len / 8;
+        if (tv.b.len / 8 != n || vv.b.len / 8 != n || sv.b.len != n) {
+            PyErr_SetString(PyExc_ValueError, "refs, ts, vs and status must have the same length");
+            goto done;
+        }
+        const uint8_t *rp = rv.b.buf, *tp = tv.b.buf, *vp = vv.b.buf;
+        uint8_t *sp = sv.b.buf;
+        int64_t appended = 0, mint = INT64_MAX, maxt = INT64_MIN;
+        int nomem = 0;
+        LOCKED_BEGIN(self)
+        uint64_t epoch = ++self->epoch;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t ref = (int64_t)ld64(rp + 8 * i), t = (int64_t)ld64(tp + 8 * i);
+            uint64_t vbits = ld64(vp + 8 * i);
+            uint32_t sl = slot_of(self, ref);
+            if (!sl) { sp[i] = ST_BAD_REF; continue; }
+            if (t < minvalid) { sp[i] = ST_OUT_OF_BOUNDS; continue; }
+            series_t *s = &self->slots[sl];
+            if (s->epoch != epoch) {
+                s->epoch = epoch;
+                s->has0 = s->has_data;
+                s->maxt0 = s->t_last;
+                s->v0 = s->v_last;
+            }
+            int a = appendable(s->has0, s->maxt0, s->v0, t, vbits);
+            if (a != ST_OK && a != ST_DUP_OK) { sp[i] = (uint8_t)a; continue; }
+            int c = appendable(s->has_data, s->t_last, s->v_last, t, vbits);
+            if (c != ST_OK) {
+                sp[i] = (uint8_t)(c == ST_DUP_OK && a == ST_DUP_OK ? ST_DUP_OK : (c | ST_AT_COMMIT));
+                continue;
+            }
+            if (series_append(self, sl, t, vbits)) {
+                nomem = 1;
+                for (int64_t j = i; j < n; j++) sp[j] = ST_BAD_REF;
+                break;
+            }
+            sp[i] = ST_OK;
+            appended++;
+            if (t < mint) mint = t;
+            if (t > maxt) maxt = t;
+        }
+        LOCKED_END(self)
+        if (nomem) { PyErr_NoMemory(); goto done; }
+        res = Py_BuildValue("(LLL)", (long long)appended, (long long)mint, (long long)maxt);
+    }
+done:
+    rel(&rv); rel(&tv); rel(&vv); rel(&sv);
+    return res;
+}
+
+/* Output built without the GIL: malloc'd, handed to Python as bytes afterwards. */
+typedef struct {
+    uint8_t *p;
+    size_t len, cap;
+} obuf;
+
+static int ob_reserve(obuf *o, size_t more) {
+    if (o->len + more <= o->cap) return 0;
+    size_t c = o->cap ? o->cap : 256;
+    while (c < o->len + more) c *= 2;
+    uint8_t *q = realloc(o->p, c);
+    if (!q) return -1;
+    o->p = q;
+    o->cap = c;
+    return 0;
+}
+
+static int ob_put(obuf *o, const void *p, size_t n) {
+    if (ob_reserve(o, n)) return -1;
+    memcpy(o->p + o->len, p, n);
+    o->len += n;
+    return 0;
+}
+
+INLINE int ob_i64(obuf *o, int64_t x) { return ob_put(o, &x, 8); }
+
+static PyObject *ob_bytes(obuf *o) {
+    PyObject *b = PyBytes_FromStringAndSize(o->p ? (const char *)o->p : "", (Py_ssize_t)o->len);
+    free(o->p);
+    o->p = NULL;
+    return b;
+}
+
+/* select(refs, mint, maxt) -> (counts, cmint, cmaxt, offsets, data) as bytes (int64 columns):
+ * for each ref its chunks overlapping [mint, maxt] oldest first (the open one copied last). */
+static PyObject *Head_select(HeadObject *self, PyObject *args) {
+    PyObject *ro;
+    long long mint, maxt;
+    view rv;
+    rv.ok = 0;
+    if (!PyArg_ParseTuple(args, "OLL", &ro, &mint, &maxt)) return NULL;
+    if (get_view(ro, &rv, 0, 8, "refs")) return NULL;
+    obuf cnt = {0}, mi = {0}, ma = {0}, of = {0}, da = {0}, tmp = {0};
+    int nomem = 0;
+    int64_t n = rv.b.len / 8;
+    const uint8_t *rp = rv.b.buf;
+    LOCKED_BEGIN(self)
+    if (ob_i64(&of, 0)) nomem = 1;
+    for (int64_t i = 0; i < n && !nomem; i++) {
+        uint32_t sl = slot_of(self, (int64_t)ld64(rp + 8 * i));
+        int64_t k = 0;
+        if (sl) {
+            series_t *s = &self->slots[sl];
+            /* completed chunks newest first into tmp, then emitted oldest first */
+            tmp.len = 0;
+            for (int64_t c = s->last_chunk; c != NO_CHUNK; c = self->chunks[c].prev) {
+                cmeta_t *m = &self->chunks[c];
+                if (m->maxt < mint) break;
+                if (m->mint <= maxt && ob_i64(&tmp, c)) { nomem = 1; break; }
+            }
+            for (size_t j = tmp.len / 8; j-- > 0 && !nomem;) {
+                cmeta_t *m = &self->chunks[(int64_t)ld64(tmp.p + 8 * j)];
+                if (ob_i64(&mi, m->mint) || ob_i64(&ma, m->maxt) || ob_put(&da, chunk_data(self, m), m->len) ||
+                    ob_i64(&of, (int64_t)da.len))
+                    nomem = 1;
+                k++;
+            }
+            if (!nomem && s->n && s->t_last >= mint && s->cmint <= maxt) {
+                if (ob_i64(&mi, s->cmint) || ob_i64(&ma, s->t_last) || ob_put(&da, s->cbuf, chunk_len(s)) ||
+                    ob_i64(&of, (int64_t)da.len))
+                    nomem = 1;
+                k++;
+            }
+        }
+        if (!nomem && ob_i64(&cnt, k)) nomem = 1;
+    }
+    LOCKED_END(self)
+    rel(&rv);
+    free(tmp.p);
+    PyObject *res = NULL;
+    if (!nomem) {
+        PyObject *a = ob_bytes(&cnt), *b = ob_bytes(&mi), *c = ob_bytes(&ma), *d = ob_bytes(&of), *e = ob_bytes(&da);
+        if (a && b && c && d && e) res = PyTuple_Pack(5, a, b, c, d, e);
+        Py_XDECREF(a); Py_XDECREF(b); Py_XDECREF(c); Py_XDECREF(d); Py_XDECREF(e);
+        return res;
+    }
+    free(cnt.p); free(mi.p); free(ma.p); free(of.p); free(da.p);
+    return PyErr_NoMemory();
+}
+
+/* blobs(refs) -> (buf, offsets int64 bytes); unknown refs give empty blobs. */
+static PyObject *Head_blobs(HeadObject *self, PyObject *arg) {
+    view rv;
+    if (get_view(arg, &rv, 0, 8, "refs")) return NULL;
+    obuf da = {0}, of = {0};
+    int nomem = 0;
+    int64_t n = rv.b.len / 8;
+    const uint8_t *rp = rv.b.buf;
+    LOCKED_BEGIN(self)
+    nomem = ob_i64(&of, 0);
+    for (int64_t i = 0; i < n && !nomem; i++) {
+        uint32_t sl = slot_of(self, (int64_t)ld64(rp + 8 * i));
+        if (sl) {
+            series_t *s = &self->slots[sl];
+            if (ob_put(&da, self->blobs + s->blob_off, s->blob_len)) { nomem = 1; break; }
+        }
+        nomem = ob_i64(&of, (int64_t)da.len);
+    }
+    LOCKED_END(self)
+    rel(&rv);
+    if (nomem) { free(da.p); free(of.p); return PyErr_NoMemory(); }
+    PyObject *a = ob_bytes(&da), *b = ob_bytes(&of), *res = NULL;
+    if (a && b) res = PyTuple_Pack(2, a, b);
+    Py_XDECREF(a); Py_XDECREF(b);
+    return res;
+}
+
+/* refs() -> int64 bytes of the live refs, ascending. */
+static PyObject *Head_refs(HeadObject *self, PyObject *unused) {
+    obuf o = {0};
+    int nomem = 0;
+    LOCKED_BEGIN(self)
+    if (ob_reserve(&o, self->live * 8 + 8)) nomem = 1;
+    for (int64_t r = 1; r < self->next_ref && !nomem; r++)
+        if (self->ref2slot[r]) ob_i64(&o, r);
+    LOCKED_END(self)
+    if (nomem) { free(o.p); return PyErr_NoMemory(); }
+    return ob_bytes(&o);
+}
+
+/* series_range(refs) -> (mint bytes, maxt bytes): each series' first and last sample time
+ * (INT64_MAX / INT64_MIN for unknown refs or series without samples). */
+static PyObject *Head_series_range(HeadObject *self, PyObject *arg) {
+    view rv;
+    if (get_view(arg, &rv, 0, 8, "refs")) return NULL;
+    int64_t n = rv.b.len / 8;
+    PyObject *a = PyBytes_FromStringAndSize(NULL, n * 8), *b = PyBytes_FromStringAndSize(NULL, n * 8);
+    if (!a || !b) { Py_XDECREF(a); Py_XDECREF(b); rel(&rv); return NULL; }
+    uint8_t *ap = (uint8_t *)PyBytes_AS_STRING(a), *bp = (uint8_t *)PyBytes_AS_STRING(b);
+    const uint8_t *rp = rv.b.buf;
+    LOCKED_BEGIN(self)
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t sl = slot_of(self, (int64_t)ld64(rp + 8 * i));
+        int64_t lo = INT64_MAX, hi = INT64_MIN;
+        if (sl && self->slots[sl].has_data) {
+            series_t *s = &self->slots[sl];
+            hi = s->t_last;
+            lo = s->n ? s->cmint : hi;
+            for (int64_t c = s->last_chunk; c != NO_CHUNK; c = self->chunks[c].prev) lo = self->chunks[c].mint;
+        }
+        st64(ap + 8 * i, (uint64_t)lo);
+        st64(bp + 8 * i, (uint64_t)hi);
+    }
+    LOCKED_END(self)
+    rel(&rv);
+    PyObject *res = PyTuple_Pack(2, a, b);
+    Py_DECREF(a); Py_DECREF(b);
+    return res;
+}
+
+/* truncate(mint) -> (removed refs bytes, removed blobs buf, offsets bytes, chunks removed,
+ * actual min time): drops the chunks entirely before mint (memSeries.truncateChunksBefore) and
+ * the series left without data (stripeSeries.gc), then compacts the chunk store, the blob arena
+ * and the hash table. Everything new is allocated before anything changes: on MemoryError the
+ * head is as it was. */
+static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
+    long long mint;
+    if (!PyArg_ParseTuple(args, "L", &mint)) return NULL;
+    obuf rr = {0}, rb = {0}, ro = {0};
+    int nomem = 0;
+    int64_t removed_chunks = 0, actual = INT64_MAX;
+    LOCKED_BEGIN(self)
+    uint8_t *gone = calloc(self->nslots, 1);
+    int64_t *map = malloc(((size_t)self->nchunks + 1) * sizeof(int64_t));
+    uint8_t **npages = malloc((self->npages + 1) * sizeof(uint8_t *));
+    cmeta_t *nchunks = NULL, *oldchunks = NULL;
+    uint8_t *nblobs = NULL;
+    hentry_t *ntable = NULL;
+    uint64_t nnpages = 0, fill = 0, nrem = 0, rbytes = 0, ncap = 16;
+    int64_t nk = 0;
+    if (!gone || !map || !npages) nomem = 1;
+    if (!nomem) {
+        /* 1. decide: a series goes when it has no sample or its open chunk ends before mint
+         *    (then every older chunk does too); a chunk goes with its series or when it ends
+         *    before mint */
+        for (uint32_t sl = 1; sl < self->nslots; sl++) {
+            series_t *s = &self->slots[sl];
+            if (s->ref && (!s->has_data || s->t_last < mint)) {
+                gone[sl] = 1;
+                nrem++;
+                rbytes += s->blob_len;
+            }
+        }
+        for (int64_t c = 0; c < self->nchunks; c++) {
+            cmeta_t *m = &self->chunks[c];
+            if (gone[m->slot] || m->maxt < mint) { map[c] = NO_CHUNK; removed_chunks++; }
+            else map[c] = nk++;
+        }
+        /* 2. allocate and fill the new structures; the old ones stay valid */
+        while ((double)(self->live - nrem) > 0.35 * (double)ncap) ncap <<= 1;
+        ntable = calloc(ncap, sizeof(hentry_t));
+        nchunks = malloc(((size_t)nk + 1) * sizeof(cmeta_t));
+        nblobs = malloc(self->blobs_len - rbytes + 1);
+        if (!ntable || !nchunks || !nblobs || ob_reserve(&rr, nrem * 8) || ob_reserve(&rb, rbytes) ||
+            ob_reserve(&ro, nrem * 8 + 8) || grow_u32(&self->free_slots, &self->free_cap, self->nfree + (uint32_t)nrem))
+            nomem = 1;
+        for (int64_t c = 0; c < self->nchunks && !nomem; c++) {
+            if (map[c] == NO_CHUNK) continue;
+            cmeta_t m = self->chunks[c];
+            if (nnpages == 0 || fill + m.len > PAGE_SIZE) {
+                /* next-fit packing of a subsequence never needs more pages than the original */
+                uint8_t *pg = nnpages <= self->npages ? malloc(PAGE_SIZE) : NULL;
+                if (!pg) { nomem = 1; break; }
+                npages[nnpages++] = pg;
+                fill = 0;
+            }
+            memcpy(npages[nnpages - 1] + fill, chunk_data(self, &m), m.len);
+            m.off = ((nnpages - 1) << PAGE_BITS) | fill;
+            fill += m.len;
+            m.prev = m.prev == NO_CHUNK ? NO_CHUNK : map[m.prev];
+            nchunks[map[c]] = m;
+        }
+    }
+    if (!nomem) {
+        /* 3. commit (cannot fail) */
+        uint64_t blen = 0;
+        ob_i64(&ro, 0);
+        for (uint32_t sl = 1; sl < self->nslots; sl++) {
+            series_t *s = &self->slots[sl];
+            if (!s->ref) continue;
+            if (gone[sl]) {
+                ob_i64(&rr, s->ref);
+                ob_put(&rb, self->blobs + s->blob_off, s->blob_len);
+                ob_i64(&ro, (int64_t)rb.len);
+                self->ref2slot[s->ref] = 0;
+                free(s->cbuf);
+                self->open_bytes -= s->cap;
+                memset(s, 0, sizeof(*s));
+                self->free_slots[self->nfree++] = sl;
+                self->live--;
+                continue;
+            }
+            memcpy(nblobs + blen, self->blobs + s->blob_off, s->blob_len);
+            s->blob_off = blen;
+            blen += s->blob_len;
+            if (s->last_chunk != NO_CHUNK) s->last_chunk = map[s->last_chunk];
+            int64_t lo = s->cmint;
+            for (int64_t c = s->last_chunk; c != NO_CHUNK; c = nchunks[c].prev) lo = nchunks[c].mint;
+            if (lo < actual) actual = lo;
+            table_put(ntable, ncap, s->hash, sl);
+        }
+        free(self->blobs);
+        self->blobs = nblobs;
+        self->blobs_len = blen;
+        self->blobs_cap = blen + 1; /* what nblobs holds */
+        nblobs = NULL;
+        free(self->table);
+        self->table = ntable;
+        self->table_cap = ncap;
+        ntable = NULL;
+        for (uint64_t i = 0; i < self->npages; i++) free(self->pages[i]);
+        free(self->pages);
+        self->pages = npages;
+        self->npages = nnpages;
+        self->pages_cap = self->npages + 1;
+        self->page_fill = fill;
+        npages = NULL;
+        oldchunks = self->chunks;
+        self->chunks = nchunks;
+        self->chunks_cap = nk + 1;
+        self->nchunks = nk;
+        nchunks = NULL;
+        free(oldchunks);
+        /* trailing free slots go, so the slot table stays short */
+        while (self->nslots > 1 && !self->slots[self->nslots - 1].ref) self->nslots--;
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < self->nfree; i++)
+            if (self->free_slots[i] < self->nslots) self->free_slots[k++] = self->free_slots[i];
+        self->nfree = k;
+    } else if (npages) {
+        for (uint64_t i = 0; i < nnpages; i++) free(npages[i]);
+    }
+    free(npages);
+    free(nchunks);
+    free(nblobs);
+    free(ntable);
+    free(map);
+    free(gone);
+    LOCKED_END(self)
+    if (nomem) {
+        free(rr.p); free(rb.p); free(ro.p);
+        return PyErr_NoMemory();
+    }
+    PyObject *a = ob_bytes(&rr), *b = ob_bytes(&rb), *c = ob_bytes(&ro);
+    PyObject *res = NULL;
+    if (a && b && c)
+        res = Py_BuildValue("(OOOLL)", a, b, c, (long long)removed_chunks, (long long)actual);
+    Py_XDECREF(a); Py_XDECREF(b); Py_XDECREF(c);
+    return res;
+}
+
+/* stats() -> dict of counts and bytes held */
+static PyObject *Head_stats(HeadObject *self, PyObject *unused) {
+    uint64_t live, nchunks, slots, refs, table, blobs, pages, cmeta, open, chunk_bytes = 0;
+    LOCKED_BEGIN(self)
+    live = self->live;
+    nchunks = (uint64_t)self->nchunks;
+    slots = (uint64_t)self->slots_cap * sizeof(series_t);
+    refs = (uint64_t)self->ref_cap * sizeof(uint32_t) + (uint64_t)self->free_cap * 4;
+    table = self->table_cap * sizeof(hentry_t);
+    blobs = self->blobs_cap;
+    pages = self->npages * PAGE_SIZE + self->pages_cap * sizeof(void *);
+    cmeta = (uint64_t)self->chunks_cap * sizeof(cmeta_t);
+    open = self->open_bytes;
+    for (int64_t c = 0; c < self->nchunks; c++) chunk_bytes += self->chunks[c].len;
+    LOCKED_END(self)
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsK}", "series", live, "chunks", nchunks, "series_bytes", slots,
+                         "ref_bytes", refs, "table_bytes", table, "blob_bytes", blobs, "page_bytes", pages,
+                         "chunk_meta_bytes", cmeta, "open_chunk_bytes", open, "chunk_data_bytes", chunk_bytes);
+}
+
+static PyObject *Head_get_next_ref(HeadObject *self, void *c) { return PyLong_FromLongLong(self->next_ref); }
+
+static PyGetSetDef Head_getset[] = {
+    {"next_ref", (getter)Head_get_next_ref, NULL, "the ref the next new series gets", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef Head_methods[] = {
+    {"lookup", (PyCFunction)Head_lookup, METH_VARARGS, "lookup(buf, offsets, refs_out)"},
+    {"create", (PyCFunction)Head_create, METH_VARARGS, "create(buf, offsets, refs_out, new_out)"},
+    {"append", (PyCFunction)Head_append, METH_VARARGS,
+     "append(refs, ts, vs, status_out, min_valid_time) -> (appended, mint, maxt)"},
+    {"select", (PyCFunction)Head_select, METH_VARARGS, "select(refs, mint, maxt) -> (counts, mint, maxt, offsets, data)"},
+    {"blobs", (PyCFunction)Head_blobs, METH_O, "blobs(refs) -> (buf, offsets)"},
+    {"refs", (PyCFunction)Head_refs, METH_NOARGS, "refs() -> live refs as int64 bytes"},
+    {"series_range", (PyCFunction)Head_series_range, METH_O, "series_range(refs) -> (mint, maxt) int64 bytes"},
+    {"truncate", (PyCFunction)Head_truncate, METH_VARARGS,
+     "truncate(mint) -> (removed refs, removed blobs, blob offsets, chunks removed, actual mint)"},
+    {"stats", (PyCFunction)Head_stats, METH_NOARGS, "stats() -> dict"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject HeadType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pythanos.tsdb._head.Head",
+    .tp_basicsize = sizeof(HeadObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "In-memory head state (see _head.c).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Head_init,
+    .tp_dealloc = (destructor)Head_dealloc,
+    .tp_methods = Head_methods,
+    .tp_getset = Head_getset,
+};
+
+static struct PyModuleDef moddef = {
+    PyModuleDef_HEAD_INIT, "_head", "In-memory TSDB head kernels.", -1, NULL, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__head(void) {
+    if (PyType_Ready(&HeadType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&moddef);
+    if (!m) return NULL;
+    Py_INCREF(&HeadType);
+    if (PyModule_AddObject(m, "Head", (PyObject *)&HeadType) < 0) {
+        Py_DECREF(&HeadType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,521 @@
+"""The in-memory TSDB head: series and their XOR chunks, appended to in whole batches.
+
+What a receiver (and later the ruler) writes into before blocks exist. Pure in-memory state:
+the WAL is written and replayed by its caller. The hot state lives in the C kernel
+:mod:`pythanos.tsdb._head` (one call per batch, GIL released); this module keeps what queries
+need (a postings index label name -> value -> refs, built when series are created) and the
+head-wide times as Prometheus keeps them (``tsdb/head.go``, ``head_append.go``, v3.9.1).
+
+Series are keyed by their canonical label blob (labels sorted by name; uvarint count, then
+uvarint-length-prefixed name and value bytes: the body of a WAL Series record after the ref).
+Refs are dense from 1 and never reused; a series removed by :meth:`Head.truncate` that comes
+back gets a new ref.
+
+Appending (:meth:`Head.append`) behaves like one Prometheus appender for the whole batch: each
+sample is checked against the series' state before the batch (``Append``) and again, in batch
+order, when applied (``Commit``). Status per sample:
+
+* ``OK`` appended; ``DUP_OK`` same timestamp and value bits as the last sample, ignored
+  (Prometheus accepts these silently, federation produces them);
+* ``OUT_OF_ORDER`` ("out of order sample"), ``DUPLICATE`` ("duplicate sample for timestamp"),
+  ``OUT_OF_BOUNDS`` ("out of bounds": before the head's appendable window), ``BAD_REF``;
+* ``| AT_COMMIT`` (0x80) when the sample passed ``Append`` (against the state before the batch)
+  and only failed at ``Commit`` (behind an earlier sample of the same batch): Prometheus and
+  Thanos report such a sample as accepted and drop it silently.
+
+Chunks are cut as Prometheus cuts head chunks (``appendPreprocessor``): at the end of the
+``chunk_range``-aligned window of the chunk's first sample, earlier when a quarter of
+``samples_per_chunk`` predicts a shorter chunk (``computeChunkEndTime``), at 2x
+``samples_per_chunk`` samples, and when the chunk passes 1005 bytes. So every chunk lies in one
+block range and blocks are written from whole chunks (:meth:`Head.write_block`).
+
+Out-of-order ingestion (``--tsdb.out-of-order.time-window``) is not supported yet.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from array import array
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from . import _head
+from .block import MAX_TIME, MIN_TIME, range_end
+from .chunkenc import decode_xor, decode_xor_many, encode_xor
+from .labels import MATCH_EQUAL, Matcher
+
+__all__ = [
+    "Head", "HeadChunks", "blob_from_labels", "labels_from_blob", "blobs_from_labels",
+    "OK", "DUP_OK", "OUT_OF_ORDER", "DUPLICATE", "OUT_OF_BOUNDS", "BAD_REF", "AT_COMMIT",
+    "ERR_OUT_OF_ORDER", "ERR_DUPLICATE", "ERR_OUT_OF_BOUNDS", "status_error",
+]
+
+OK = 0
+DUP_OK = 1
+OUT_OF_ORDER = 2
+DUPLICATE = 3
+OUT_OF_BOUNDS = 4
+BAD_REF = 7
+AT_COMMIT = 0x80
+
+# Prometheus' error texts (storage/interface.go)
+ERR_OUT_OF_ORDER = "out of order sample"
+ERR_DUPLICATE = "duplicate sample for timestamp"
+ERR_OUT_OF_BOUNDS = "out of bounds"
+
+DEFAULT_CHUNK_RANGE = 2 * 3600 * 1000
+DEFAULT_SAMPLES_PER_CHUNK = 120
+ENCODING_XOR = 1
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+def status_error(status: int) -> str | None:
+    """Prometheus' error text for a status (None when the sample counts as accepted)."""
+    if status & AT_COMMIT or status in (OK, DUP_OK):
+        return None
+    return {OUT_OF_ORDER: ERR_OUT_OF_ORDER, DUPLICATE: ERR_DUPLICATE, OUT_OF_BOUNDS: ERR_OUT_OF_BOUNDS,
+            BAD_REF: "unknown series ref"}.get(status, f"status {status}")
+
+
+# --- label blobs ---------------------------------------------------------------------------------
+
+def _uvarint(n: int, out: bytearray) -> None:
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def blob_from_labels(labels: Mapping[str, str] | Iterable[tuple[str, str]]) -> bytes:
+    """The canonical label blob (labels sorted by name)."""
+    items = labels.items() if isinstance(labels, Mapping) else labels
+    out = bytearray()
+    pairs = sorted((n.encode(), v.encode()) for n, v in items)
+    _uvarint(len(pairs), out)
+    for n, v in pairs:
+        _uvarint(len(n), out)
+        out += n
+        _uvarint(len(v), out)
+        out += v
+    return bytes(out)
+
+
+def blobs_from_labels(label_sets: Iterable) -> tuple[bytes, np.ndarray]:
+    """Many blobs back to back: ``(buf, offsets)`` with blob ``i`` = ``buf[offsets[i]:offsets[i+1]]``."""
+    blobs = [blob_from_labels(ls) for ls in label_sets]
+    offs = np.zeros(len(blobs) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in blobs], out=offs[1:])
+    return b"".join(blobs), offs
+
+
+def _read_uvarint(b, i: int) -> tuple[int, int]:
+    x = s = 0
+    while True:
+        c = b[i]
+        i += 1
+        x |= (c & 0x7F) << s
+        if c < 0x80:
+            return x, i
+        s += 7
+
+
+def labels_from_blob(blob) -> tuple[tuple[str, str], ...]:
+    """The (name, value) pairs of a label blob, in its order."""
+    b = bytes(blob)
+    n, i = _read_uvarint(b, 0)
+    out = []
+    for _ in range(n):
+        ln, i = _read_uvarint(b, i)
+        name = b[i:i + ln].decode()
+        i += ln
+        lv, i = _read_uvarint(b, i)
+        out.append((name, b[i:i + lv].decode()))
+        i += lv
+    return tuple(out)
+
+
+def _i64(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+# --- results -------------------------------------------------------------------------------------
+
+@dataclass
+class HeadChunks:
+    """Chunks of selected series as columns: series ``i`` (``refs[i]``) owns chunks
+    ``starts[i]:starts[i+1]``; chunk ``j`` is ``data[offsets[j]:offsets[j+1]]`` (XOR), covering
+    ``[mint[j], maxt[j]]``. ``chunk_refs`` repeats each series ref once per chunk."""
+
+    refs: np.ndarray
+    counts: np.ndarray
+    mint: np.ndarray
+    maxt: np.ndarray
+    offsets: np.ndarray
+    data: bytes
+
+    @property
+    def starts(self) -> np.ndarray:
+        s = np.zeros(len(self.counts) + 1, dtype=np.int64)
+        np.cumsum(self.counts, out=s[1:])
+        return s
+
+    @property
+    def chunk_refs(self) -> np.ndarray:
+        return np.repeat(self.refs, self.counts)
+
+    @property
+    def encoding(self) -> np.ndarray:
+        return np.full(len(self.mint), ENCODING_XOR, dtype=np.uint8)
+
+    @property
+    def num_samples(self) -> np.ndarray:
+        """Samples per chunk (the XOR header)."""
+        if len(self.mint) == 0:
+            return _EMPTY
+        d = np.frombuffer(self.data, dtype=np.uint8)
+        o = self.offsets[:-1]
+        return (d[o].astype(np.int64) << 8) | d[o + 1]
+
+    def chunk(self, j: int) -> bytes:
+        return self.data[int(self.offsets[j]):int(self.offsets[j + 1])]
+
+
+# --- the head ------------------------------------------------------------------------------------
+
+class Head:
+    """See the module docstring. Thread-safe: every kernel call holds the kernel's lock; the
+    Python-side index is only changed by :meth:`create`/:meth:`get_or_create` and
+    :meth:`truncate`, which callers serialise with their appends (as the receiver's TSDB does)."""
+
+    def __init__(self, *, chunk_range: int = DEFAULT_CHUNK_RANGE, samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK,
+                 ooo_window: int = 0, capacity: int = 1024, _hash_mask: int | None = None):
+        if ooo_window:
+            raise NotImplementedError("out-of-order ingestion (ooo_window > 0) is not supported by the head yet")
+        self.chunk_range = int(chunk_range)
+        self.samples_per_chunk = int(samples_per_chunk)
+        self._k = _head.Head(self.chunk_range, self.samples_per_chunk, int(capacity),
+                             secrets.randbits(64), (1 << 64) - 1 if _hash_mask is None else int(_hash_mask))
+        # Prometheus' head times: MaxInt64/MinInt64 until the first append
+        self.min_time = MAX_TIME
+        self.max_time = MIN_TIME
+        self._min_valid_time = MIN_TIME
+        self._postings: dict[str, dict[str, array]] = {}
+        self.samples_appended = 0
+
+    # -- series -----------------------------------------------------------------------------------
+    @property
+    def num_series(self) -> int:
+        return int(self._k.stats()["series"])
+
+    def lookup(self, buf, offsets) -> np.ndarray:
+        """Refs (int64, 0 = unknown) of the blobs ``buf[offsets[i]:offsets[i+1]]``."""
+        offsets = _i64(offsets)
+        refs = np.empty(max(len(offsets) - 1, 0), dtype=np.int64)
+        self._k.lookup(buf, offsets, refs)
+        return refs
+
+    def get_or_create(self, buf, offsets) -> tuple[np.ndarray, np.ndarray]:
+        """Refs of the blobs, creating the series that do not exist; returns ``(refs, created)``
+        (``created``: bool mask of the series this call made, whose Series records the caller logs).
+        Raises ValueError naming the blob and byte for a malformed or unsorted blob."""
+        offsets = _i64(offsets)
+        refs = self.lookup(buf, offsets)
+        if refs.all():
+            return refs, np.zeros(len(refs), dtype=bool)
+        new = np.zeros(len(refs), dtype=np.uint8)
+        self._k.create(buf, offsets, refs, new)
+        created = new.view(bool)
+        idx = np.flatnonzero(created)
+        if len(idx):
+            mv = memoryview(buf).cast("B") if not isinstance(buf, (bytes, bytearray)) else buf
+            self._index([(int(refs[i]), labels_from_blob(mv[offsets[i]:offsets[i + 1]])) for i in idx.tolist()])
+        return refs, created
+
+    create = get_or_create
+
+    def get_or_create_labels(self, label_sets: Sequence) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`get_or_create` from label mappings / pair lists (convenience, not the hot path)."""
+        return self.get_or_create(*blobs_from_labels(label_sets))
+
+    def _index(self, items: list[tuple[int, tuple]]) -> None:
+        p = self._postings
+        for ref, lbls in items:
+            for n, v in lbls:
+                d = p.get(n)
+                if d is None:
+                    d = p[n] = {}
+                a = d.get(v)
+                if a is None:
+                    d[v] = array("q", (ref,))
+                else:
+                    a.append(ref)
+
+    def labels(self, refs) -> list[tuple[tuple[str, str], ...]]:
+        """Label sets of the refs (``()`` for unknown refs)."""
+        buf, offs = self._k.blobs(_i64(refs))
+        o = np.frombuffer(offs, dtype=np.int64).tolist()
+        return [labels_from_blob(buf[o[i]:o[i + 1]]) if o[i + 1] > o[i] else () for i in range(len(o) - 1)]
+
+    def all_refs(self) -> np.ndarray:
+        return np.frombuffer(self._k.refs(), dtype=np.int64)
+
+    # -- postings ---------------------------------------------------------------------------------
+    def _union(self, d: dict[str, array], values: Iterable[str]) -> np.ndarray:
+        parts = [np.frombuffer(d[v], dtype=np.int64) for v in values if v in d]
+        if not parts:
+            return _EMPTY
+        if len(parts) == 1:
+            return np.sort(parts[0])
+        return np.unique(np.concatenate(parts))
+
+    def _values_matching(self, d: dict[str, array], m: Matcher, invert: bool) -> list[str]:
+        if m.type == MATCH_EQUAL and not invert:
+            return [m.value] if m.value in d else []
+        if invert:
+            return [v for v in d if not m.matches(v)]
+        return [v for v in d if m.matches(v)]
+
+    def postings(self, matchers: Sequence[Matcher]) -> np.ndarray:
+        """Sorted refs of the series selected by all matchers (Prometheus' PostingsForMatchers
+        semantics: a matcher that matches "" also selects series without the label; no matchers
+        select nothing)."""
+        if not matchers:
+            return _EMPTY
+        pos, neg = [], []
+        for m in matchers:
+            if not isinstance(m, Matcher):
+                m = Matcher(*m)
+            if m.name == "":
+                if m.matches(""):
+                    continue
+                return _EMPTY
+            (neg if m.matches("") else pos).append(m)
+        result: np.ndarray | None = None
+        pos.sort(key=lambda m: 0 if m.type == MATCH_EQUAL else 1)
+        for m in pos:
+            d = self._postings.get(m.name)
+            if not d:
+                return _EMPTY
+            p = self._union(d, self._values_matching(d, m, False))
+            result = p if result is None else np.intersect1d(result, p, assume_unique=True)
+            if len(result) == 0:
+                return _EMPTY
+        if result is None:
+            result = self.all_refs().copy()
+        for m in neg:
+            d = self._postings.get(m.name)
+            if not d:
+                continue
+            p = self._union(d, self._values_matching(d, m, True))
+            if len(p):
+                result = np.setdiff1d(result, p, assume_unique=True)
+        return result
+
+    def label_names(self, matchers: Sequence[Matcher] = ()) -> list[str]:
+        """Sorted label names of the series (selected by ``matchers`` if given)."""
+        if not matchers:
+            return sorted(self._postings)
+        refs = self.postings(matchers)
+        names = set()
+        for lbls in self.labels(refs):
+            names.update(n for n, _ in lbls)
+        return sorted(names)
+
+    def label_values(self, name: str, matchers: Sequence[Matcher] = ()) -> list[str]:
+        """Sorted values of label ``name`` (among the series selected by ``matchers`` if given)."""
+        d = self._postings.get(name, {})
+        if not matchers:
+            return sorted(d)
+        refs = self.postings(matchers)
+        return sorted(v for v, a in d.items() if len(np.intersect1d(np.frombuffer(a, dtype=np.int64), refs)))
+
+    # -- appending --------------------------------------------------------------------------------
+    @property
+    def initialized(self) -> bool:
+        return self.min_time != MAX_TIME
+
+    def appendable_min_valid_time(self) -> int:
+        """The lowest timestamp an append may have: half a chunk range behind the head's max
+        time, and never before what was truncated (``Head.appendableMinValidTime``)."""
+        return max(self.max_time - self.chunk_range // 2, self._min_valid_time)
+
+    def append(self, refs, ts, vs) -> np.ndarray:
+        """Append samples (any mix of series, in the order given); returns a status (uint8) per
+        sample, see the module docstring. One kernel call for the whole batch."""
+        refs, ts = _i64(refs), _i64(ts)
+        vs = np.ascontiguousarray(vs, dtype=np.float64)
+        status = np.empty(len(refs), dtype=np.uint8)
+        if len(refs) == 0:
+            return status
+        if not self.initialized:
+            # initAppender: the first sample's time starts the head
+            t0 = int(ts[0])
+            self.min_time = t0
+            self.max_time = max(self.max_time, t0)
+        appended, mint, maxt = self._k.append(refs, ts, vs, status, self.appendable_min_valid_time())
+        if appended:
+            self.samples_appended += appended
+            self.min_time = min(self.min_time, mint)
+            self.max_time = max(self.max_time, maxt)
+        return status
+
+    # -- reading ----------------------------------------------------------------------------------
+    def select(self, refs, mint: int = MIN_TIME, maxt: int = MAX_TIME) -> HeadChunks:
+        """Every chunk of the series ``refs`` overlapping ``[mint, maxt]`` (closed), oldest first,
+        the open chunk as a copy; unknown refs have no chunks."""
+        refs = _i64(refs)
+        counts, cmint, cmaxt, offs, data = self._k.select(refs, int(mint), int(maxt))
+        return HeadChunks(refs, np.frombuffer(counts, dtype=np.int64), np.frombuffer(cmint, dtype=np.int64),
+                          np.frombuffer(cmaxt, dtype=np.int64), np.frombuffer(offs, dtype=np.int64), data)
+
+    def series(self, matchers: Sequence[Matcher] = (), mint: int = MIN_TIME, maxt: int = MAX_TIME
+               ) -> Iterator[tuple[tuple[tuple[str, str], ...], np.ndarray, np.ndarray]]:
+        """``(labels, t, v)`` with the samples in ``[mint, maxt]`` of the selected series (all
+        series without matchers), in label order; series without such samples are skipped."""
+        refs = self.postings(matchers) if matchers else self.all_refs()
+        if len(refs) == 0:
+            return
+        hc = self.select(refs, mint, maxt)
+        if len(hc.mint) == 0:
+            return
+        counts, t_all, v_all = decode_xor_many(hc.data, hc.offsets[:-1], np.diff(hc.offsets))
+        sstart = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=sstart[1:])
+        cs = hc.starts
+        out = []
+        for i, lbls in enumerate(self.labels(refs)):
+            a, b = int(sstart[cs[i]]), int(sstart[cs[i + 1]])
+            t, v = t_all[a:b], v_all[a:b]
+            if len(t) and (t[0] < mint or t[-1] > maxt):
+                i0, i1 = np.searchsorted(t, mint, side="left"), np.searchsorted(t, maxt, side="right")
+                t, v = t[i0:i1], v[i0:i1]
+            if len(t):
+                out.append((lbls, t, v))
+        out.sort(key=lambda x: x[0])
+        yield from out
+
+    # -- blocks and truncation --------------------------------------------------------------------
+    def compactable(self) -> bool:
+        """Whether the head spans more than 1.5 chunk ranges (``Head.compactable``)."""
+        return self.initialized and self.max_time - self.min_time > self.chunk_range // 2 * 3
+
+    def next_block_range(self) -> tuple[int, int]:
+        """``[mint, maxt)`` of the next block Prometheus would cut: from the head's min time to
+        the end of its chunk-range window."""
+        return self.min_time, range_end(self.min_time, self.chunk_range)
+
+    def write_block(self, output_dir: str | os.PathLike, mint: int, maxt: int, *, thanos=None) -> str | None:
+        """Write the head's samples in ``[mint, maxt)`` as a block (Prometheus' layout, level 1)
+        and return its ULID; None when there are no samples (Prometheus writes no empty block).
+        Whole head chunks are written as they are; a chunk reaching outside the range (only
+        possible for a range not on chunk-range boundaries) is re-encoded with its samples inside."""
+        from .meta import ThanosMeta
+        from .streamwriter import StreamBlockWriter
+
+        refs = self.all_refs()
+        if len(refs) == 0:
+            return None
+        hc = self.select(refs, mint, maxt - 1)
+        keep = hc.counts > 0
+        if not keep.any():
+            return None
+        refs = refs[keep]
+        lbls = self.labels(refs)
+        order = sorted(range(len(refs)), key=lbls.__getitem__)
+        hc = self.select(refs[order], mint, maxt - 1)
+        lbls = [lbls[i] for i in order]
+        cmint, cmaxt, offs, data = hc.mint, hc.maxt, hc.offsets, hc.data
+        outside = np.flatnonzero((cmint < mint) | (cmaxt >= maxt))
+        if len(outside):
+            pieces, nmint, nmaxt, lens = [], cmint.copy(), cmaxt.copy(), np.diff(offs).copy()
+            for j in range(len(cmint)):
+                c = data[int(offs[j]):int(offs[j + 1])]
+                if cmint[j] < mint or cmaxt[j] >= maxt:
+                    t, v = decode_xor(c)
+                    sel = (t >= mint) & (t < maxt)
+                    t, v = t[sel], v[sel]
+                    c = encode_xor(t, v)
+                    nmint[j], nmaxt[j] = t[0], t[-1]  # select guarantees a sample in range
+                    lens[j] = len(c)
+                pieces.append(c)
+            data = b"".join(pieces)
+            offs = np.zeros(len(lens) + 1, dtype=np.int64)
+            np.cumsum(lens, out=offs[1:])
+            cmint, cmaxt = nmint, nmaxt
+        d = np.frombuffer(data, dtype=np.uint8)
+        samples = (d[offs[:-1]].astype(np.int64) << 8) | d[offs[:-1] + 1]
+        symbols = {s for ls in lbls for kv in ls for s in kv}
+        if thanos is not None and not isinstance(thanos, ThanosMeta):
+            t = dict(thanos)
+            thanos = ThanosMeta(labels=dict(t.pop("labels", {}) or {}),
+                                downsample_resolution=int(t.pop("resolution", t.pop("downsample_resolution", 0))),
+                                source=t.pop("source", ""), **t)
+        w = StreamBlockWriter(output_dir, symbols, min_time=int(mint), max_time=int(maxt), thanos=thanos,
+                              prometheus_stats=True, index_stats=thanos is not None)
+        try:
+            w.add_many(lbls, data, offs, ENCODING_XOR, cmint, cmaxt, hc.counts, samples)
+            meta = w.write()
+        except BaseException:
+            w.abort()
+            raise
+        return meta.ulid if meta is not None else None
+
+    def truncate(self, mint: int) -> int:
+        """Drop the chunks entirely before ``mint`` and the series left without samples
+        (``Head.truncateMemory`` + ``gc``); returns the number of series removed."""
+        if self.initialized and self.min_time >= mint:
+            return 0
+        self.min_time = mint
+        self._min_valid_time = mint
+        self.max_time = max(self.max_time, mint)
+        removed, blobs, boffs, _nchunks, actual = self._k.truncate(int(mint))
+        removed = np.frombuffer(removed, dtype=np.int64)
+        if len(removed):
+            self._unindex(removed, blobs, np.frombuffer(boffs, dtype=np.int64))
+        if actual == MAX_TIME:
+            actual = mint
+        if actual > self.min_time:
+            amv = self.appendable_min_valid_time()
+            self.min_time = self._min_valid_time = actual if actual < amv else amv
+        return len(removed)
+
+    def _unindex(self, removed: np.ndarray, blobs: bytes, offs: np.ndarray) -> None:
+        gone = np.zeros(int(self._k.next_ref), dtype=bool)
+        gone[removed] = True
+        affected: dict[str, set[str]] = {}
+        o = offs.tolist()
+        for i in range(len(removed)):
+            for n, v in labels_from_blob(blobs[o[i]:o[i + 1]]):
+                affected.setdefault(n, set()).add(v)
+        p = self._postings
+        for n, vals in affected.items():
+            d = p[n]
+            for v in vals:
+                a = np.frombuffer(d[v], dtype=np.int64)
+                k = a[~gone[a]]
+                if len(k):
+                    d[v] = array("q", k.tobytes())
+                else:
+                    del d[v]
+            if not d:
+                del p[n]
+
+    def compact(self, output_dir: str | os.PathLike, *, thanos=None) -> list[str]:
+        """Cut blocks while the head is compactable, truncating after each (``DB.Compact``'s head
+        part; Prometheus' compaction delay is the caller's business). Returns the new ULIDs."""
+        out = []
+        while self.compactable():
+            mint, maxt = self.next_block_range()
+            u = self.write_block(output_dir, mint, maxt, thanos=thanos)
+            if u:
+                out.append(u)
+            self.truncate(maxt)
+        return out
+
+    # -- accounting -------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """Counts and bytes held by the kernel (series, chunks, open chunk buffers, arenas)."""
+        return self._k.stats()
