@@ -151,8 +151,8 @@ static PyObject *rec_error(const char *msg, size_t at) {
  * (*alloc, *done) on. Stops before a record that needs a new segment (unless it is the first
  * and `force`); returns how many were framed. */
 static Py_ssize_t frame_run(Py_buffer *recs, const uint8_t *cflags, Py_ssize_t n, int force, Py_ssize_t pps,
-                            Py_ssize_t *alloc, Py_ssize_t *done, uint8_t *out, size_t *outn) {
-    Py_ssize_t a = *alloc, d = *done;
+                            Py_ssize_t *alloc, Py_ssize_t *done, uint8_t *out, size_t *outn, Py_ssize_t *frags) {
+    Py_ssize_t a = *alloc, d = *done, f = 0;
     size_t o = 0;
     Py_ssize_t i;
     for (i = 0; i < n; i++) {
@@ -184,6 +184,7 @@ static Py_ssize_t frame_run(Py_buffer *recs, const uint8_t *cflags, Py_ssize_t n
                 memcpy(h + HDR, p, l);
             }
             o += HDR + l;
+            f++;
             a += (Py_ssize_t)(HDR + l);
             if (PAGE - a < HDR) {
                 if (out) memset(out + o, 0, (size_t)(PAGE - a));
@@ -198,11 +199,13 @@ static Py_ssize_t frame_run(Py_buffer *recs, const uint8_t *cflags, Py_ssize_t n
     *alloc = a;
     *done = d;
     *outn = o;
+    *frags = f;
     return i;
 }
 
 /* frame(records, cflags, alloc, done_pages, pages_per_segment, force) ->
- *   (bytes, framed, alloc, done_pages): the bytes to append to the segment file. */
+ *   (bytes, framed, alloc, done_pages, fragments): the bytes to append to the segment file for
+ *   the first `framed` records (the next one needs a new segment). */
 static PyObject *py_frame(PyObject *self, PyObject *args) {
     PyObject *seq;
     Py_buffer fl;
@@ -220,17 +223,17 @@ static PyObject *py_frame(PyObject *self, PyObject *args) {
     for (; got < n; got++) {
         if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, got), &bufs[got], PyBUF_SIMPLE) < 0) goto end;
     }
-    Py_ssize_t a = alloc, d = done;
+    Py_ssize_t a = alloc, d = done, frags = 0;
     size_t total;
-    Py_ssize_t k = frame_run(bufs, fl.buf, n, force, pps, &a, &d, NULL, &total);
+    Py_ssize_t k = frame_run(bufs, fl.buf, n, force, pps, &a, &d, NULL, &total, &frags);
     PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
     if (!out) goto end;
     a = alloc;
     d = done;
     Py_BEGIN_ALLOW_THREADS
-    frame_run(bufs, fl.buf, k, force, pps, &a, &d, (uint8_t *)PyBytes_AS_STRING(out), &total);
+    frame_run(bufs, fl.buf, k, force, pps, &a, &d, (uint8_t *)PyBytes_AS_STRING(out), &total, &frags);
     Py_END_ALLOW_THREADS
-    res = Py_BuildValue("(Nnnn)", out, k, a, d);
+    res = Py_BuildValue("(Nnnnn)", out, k, a, d, frags);
 end:
     for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&bufs[i]);
     PyMem_Free(bufs);
@@ -802,7 +805,7 @@ end:
 static PyMethodDef methods[] = {
     CRC32C_METHOD,
     {"frame", py_frame, METH_VARARGS,
-     "frame(records, cflags, alloc, done_pages, pages_per_segment, force) -> (bytes, framed, alloc, done_pages)"},
+     "frame(records, cflags, alloc, done_pages, pages_per_segment, force) -> (bytes, framed, alloc, done_pages, fragments)"},
     {"parse", py_parse, METH_VARARGS, "parse(segment, start, max_out) -> (payload, ends, offsets, flags, pos, error)"},
     {"encode_samples", py_encode_samples, METH_VARARGS, "encode_samples(type, refs, ts, vs, blobs|None) -> record"},
     {"decode_samples", py_decode_samples, METH_VARARGS, "decode_samples(record, with_labels) -> (refs, ts, vs, blobs|None)"},

@@ -18,7 +18,9 @@ import mmap
 import os
 import re
 import shutil
-from typing import Callable, Iterator, Sequence
+import threading
+import time
+from typing import Any, Callable, Iterator, Sequence
 
 import cramjam
 import numpy as np
@@ -177,6 +179,65 @@ def read_records(src) -> Iterator[bytes]:
 # ---------------------------------------------------------------------------- writing
 
 
+class WALMetrics:
+    """Prometheus' write-log metrics (``tsdb/wlog/wlog.go``) on one registry, for any number of
+    WALs told apart by ``labelnames`` (e.g. the receiver's tenant). The prefix is
+    ``prometheus_tsdb_wal_`` (``prometheus_tsdb_out_of_order_wbl_`` for a WBL) as in Prometheus."""
+
+    def __init__(self, registry: Any, labelnames: Sequence[str] = (), prefix: str = "prometheus_tsdb_wal_") -> None:
+        from prometheus_client import Counter, Gauge, Summary
+
+        ln = list(labelnames)
+        kw = dict(labelnames=ln, registry=registry)
+        self.labelnames = tuple(ln)
+        self.fsync_duration = Summary(prefix + "fsync_duration_seconds", "Duration of write log fsync.", **kw)
+        self.page_flushes = Counter(prefix + "page_flushes_total", "Total number of page flushes.", **kw)
+        self.completed_pages = Counter(prefix + "completed_pages_total", "Total number of completed pages.", **kw)
+        self.truncate_fail = Counter(prefix + "truncations_failed_total",
+                                     "Total number of write log truncations that failed.", **kw)
+        self.truncate_total = Counter(prefix + "truncations_total",
+                                      "Total number of write log truncations attempted.", **kw)
+        self.segment_current = Gauge(prefix + "segment_current",
+                                     "Write log segment index that TSDB is currently writing to.", **kw)
+        self.writes_failed = Counter(prefix + "writes_failed_total", "Total number of write log writes that failed.",
+                                     **kw)
+        self.storage_size = Gauge(prefix + "storage_size_bytes", "Size of the write log directory.", **kw)
+        self.part_writes = Counter(prefix + "record_part_writes_total",
+                                   "Total number of record parts written before flushing.", **kw)
+        self.part_bytes = Counter(prefix + "record_parts_bytes_written_total",
+                                  "Total number of record part bytes written before flushing, including"
+                                  " CRC and compression headers.", **kw)
+        self.bytes_saved = Counter(prefix + "record_bytes_saved_total",
+                                   "Total number of bytes saved by the optional record compression."
+                                   " Use this metric to learn about the effectiveness compression.",
+                                   labelnames=ln + ["compression"], registry=registry)
+
+
+class _Instruments:
+    """One WAL's children of WALMetrics (or no-ops without metrics)."""
+
+    def __init__(self, m: WALMetrics | None, labels: dict[str, str], compression: str, size: Callable[[], float]):
+        self.on = m is not None
+        if m is None:
+            return
+        values = [labels[k] for k in m.labelnames]
+
+        def child(metric):
+            return metric.labels(*values) if values else metric
+
+        self.fsync = child(m.fsync_duration)
+        self.flushes = child(m.page_flushes)
+        self.completed = child(m.completed_pages)
+        self.truncate_fail = child(m.truncate_fail)
+        self.truncate_total = child(m.truncate_total)
+        self.segment = child(m.segment_current)
+        self.writes_failed = child(m.writes_failed)
+        self.part_writes = child(m.part_writes)
+        self.part_bytes = child(m.part_bytes)
+        self.saved = m.bytes_saved.labels(*values, compression)
+        child(m.storage_size).set_function(size)
+
+
 def _write_all(fd: int, data: bytes | memoryview) -> None:
     mv = memoryview(data)
     while mv:
@@ -198,7 +259,8 @@ class WAL:
     a torn or damaged tail is cut at the last good record (later segments deleted)."""
 
     def __init__(self, directory: str | os.PathLike, segment_size: int = DEFAULT_SEGMENT_SIZE,
-                 compression: str | None = "snappy", repair: bool = True) -> None:
+                 compression: str | None = "snappy", repair: bool = True, metrics: WALMetrics | None = None,
+                 metric_labels: dict[str, str] | None = None) -> None:
         if segment_size % PAGE_SIZE or segment_size <= 0:
             raise ValueError("segment size must be a positive multiple of 32 KiB")
         if (compression or "none") not in _COMPRESSIONS:
@@ -210,7 +272,10 @@ class WAL:
         self._pps = segment_size // PAGE_SIZE
         self._fd = -1
         self._closed = False
+        self._lock = threading.Lock()
+        self._closer: threading.Thread | None = None
         os.makedirs(self.dir, exist_ok=True)
+        self._m = _Instruments(metrics, metric_labels or {}, self.compression, self._dir_size)
         idx = list_segments(self.dir)
         if repair and idx:
             self._repair_tail(idx)
@@ -218,6 +283,16 @@ class WAL:
         self._open_segment(idx[-1] + 1 if idx else 0)
 
     # -- segments
+
+    def _dir_size(self) -> float:
+        total = 0
+        for root, _, files in os.walk(self.dir):
+            for f in files:
+                try:
+                    total += os.path.getsize(os.path.join(root, f))
+                except OSError:
+                    pass
+        return float(total)
 
     def _open_segment(self, i: int) -> None:
         path = segment_name(self.dir, i)
@@ -229,19 +304,50 @@ class WAL:
         if size % PAGE_SIZE:  # a torn last page: zero-fill it, as Prometheus does
             _write_all(self._fd, bytes(PAGE_SIZE - size % PAGE_SIZE))
             self._done += 1
+        if self._m.on:
+            self._m.segment.set(i)
 
     def _finish_page(self) -> None:
         if self._alloc > 0:
             _write_all(self._fd, bytes(PAGE_SIZE - self._alloc))
             self._alloc = 0
             self._done += 1
+            if self._m.on:
+                self._m.flushes.inc()
+                self._m.completed.inc()
+
+    def _fsync(self, fd: int) -> None:
+        start = time.perf_counter()
+        os.fsync(fd)
+        if self._m.on:
+            self._m.fsync.observe(time.perf_counter() - start)
+
+    def _wait_closer(self) -> None:
+        if self._closer is not None:
+            self._closer.join()
+            self._closer = None
 
     def next_segment(self) -> int:
-        """Close the active segment (its last page zero-filled, fsynced) and start the next."""
+        """Start the next segment; the finished one (last page zero-filled) is fsynced and closed
+        in the background so appends do not wait for it, as in Prometheus."""
+        with self._lock:
+            return self._next_segment()
+
+    def _next_segment(self) -> int:
         self._check_open()
         self._finish_page()
-        os.fsync(self._fd)
-        os.close(self._fd)
+        prev = self._fd
+        self._wait_closer()  # one finished segment in flight at most
+
+        def close_prev() -> None:
+            try:
+                self._fsync(prev)
+            except OSError as e:
+                log.error("sync previous segment", extra={"err": str(e)})
+            os.close(prev)
+
+        self._closer = threading.Thread(target=close_prev, name="wal-segment-close", daemon=True)
+        self._closer.start()
         self._open_segment(self._seg + 1)
         return self._seg
 
@@ -262,29 +368,50 @@ class WAL:
     def log(self, records: Sequence[bytes]) -> None:
         """Append a batch of records; their bytes are in the file when this returns (like
         Prometheus' Log, one write per batch and segment; call sync() for durability)."""
-        self._check_open()
         if isinstance(records, (bytes, bytearray, memoryview)):
             raise TypeError("log takes a sequence of records")
         recs = list(records)
         if not recs:
             return
         flags = bytearray(len(recs))
-        if self._cflag:
+        saved = 0
+        if self._cflag:  # compression runs outside the lock (the kernels release the GIL)
             for i, r in enumerate(recs):
                 if not r:
                     continue
                 c = (cramjam.snappy.compress_raw(r) if self._cflag == _SNAPPY else cramjam.zstd.compress(r))
                 if len(c) < len(r):
+                    saved += len(r) - len(c)
                     recs[i] = bytes(c)
                     flags[i] = self._cflag
+        with self._lock:
+            self._check_open()
+            try:
+                self._log(recs, flags)
+            except BaseException:
+                if self._m.on:
+                    self._m.writes_failed.inc()
+                raise
+        if self._m.on:
+            self._m.saved.inc(saved)
+            self._m.part_bytes.inc(sum(map(len, recs)))
+
+    def _log(self, recs: list, flags: bytearray) -> None:
         force = False
         while recs:
-            out, k, self._alloc, self._done = _wal.frame(recs, bytes(flags), self._alloc, self._done, self._pps, force)
+            done0 = self._done
+            out, k, self._alloc, self._done, frags = _wal.frame(recs, bytes(flags), self._alloc, self._done,
+                                                                self._pps, force)
             if out:
                 _write_all(self._fd, out)
+            if self._m.on:
+                self._m.part_writes.inc(frags)
+                self._m.part_bytes.inc(HEADER_SIZE * frags)
+                self._m.completed.inc(self._done - done0)
+                self._m.flushes.inc(self._done - done0 + (1 if self._alloc else 0))
             recs, flags = recs[k:], flags[k:]
             if recs:
-                self.next_segment()
+                self._next_segment()
                 force = True
 
     def flush(self) -> None:
@@ -293,17 +420,20 @@ class WAL:
 
     def sync(self) -> None:
         """fsync the active segment."""
-        self._check_open()
-        os.fsync(self._fd)
+        with self._lock:
+            self._check_open()
+            self._fsync(self._fd)
 
     def close(self) -> None:
         """Zero-fill the last page, fsync and close (Prometheus does the same on Close)."""
-        if self._closed:
-            return
-        self._finish_page()
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._finish_page()
+            self._wait_closer()
+            self._fsync(self._fd)
+            os.close(self._fd)
+            self._closed = True
 
     def __enter__(self) -> "WAL":
         return self
@@ -314,8 +444,15 @@ class WAL:
     # -- truncation, repair
 
     def delete_segments_before(self, n: int) -> None:
-        """Remove segments with index < n (after a checkpoint covering them)."""
-        delete_segments_before(self.dir, n)
+        """Remove segments with index < n (after a checkpoint covering them); Prometheus' Truncate."""
+        if self._m.on:
+            self._m.truncate_total.inc()
+        try:
+            delete_segments_before(self.dir, n)
+        except OSError:
+            if self._m.on:
+                self._m.truncate_fail.inc()
+            raise
 
     def _repair_tail(self, idx: list[int]) -> None:
         last = idx[-1]
@@ -330,10 +467,12 @@ class WAL:
     def repair(self, err: WALCorruption) -> None:
         """Cut the WAL at the damage err reports (its segment truncated at the last good record,
         later segments deleted) and continue writing in a new segment after it."""
-        self._check_open()
-        os.close(self._fd)
-        repair(self.dir, err)
-        self._open_segment(err.index + 1)
+        with self._lock:
+            self._check_open()
+            self._wait_closer()
+            os.close(self._fd)
+            repair(self.dir, err)
+            self._open_segment(err.index + 1)
 
 
 def repair(directory: str | os.PathLike, err: WALCorruption) -> None:
@@ -482,7 +621,7 @@ def truncate(wal_dir: str | os.PathLike, last_segment: int) -> None:
 
 
 __all__ = [
-    "DEFAULT_SEGMENT_SIZE", "PAGE_SIZE", "WAL", "WALCorruption", "checkpoint", "delete_checkpoints_before",
+    "DEFAULT_SEGMENT_SIZE", "PAGE_SIZE", "WAL", "WALCorruption", "WALMetrics", "checkpoint", "delete_checkpoints_before",
     "delete_segments_before", "iter_records", "last_checkpoint", "list_checkpoints", "list_segments",
     "read_records", "repair", "segment_name", "segment_range", "truncate",
 ]
