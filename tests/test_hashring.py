@@ -683,3 +683,85 @@ def test_thanos_default_snappy_forwarding_is_not_accepted_by_grpcio(thanos_bin, 
             await rec.server.stop(None)
 
     asyncio.run(main())
+
+
+class Failing(Recorder):
+    def __init__(self, exc: Exception) -> None:
+        super().__init__()
+        self.exc = exc
+
+    async def handle(self, req: write_pb2.WriteRequest) -> None:
+        self.requests.append(req)
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc,status,text", [
+    (writeapi.WriteConflict("out of order sample"), 409, "code = AlreadyExists desc = out of order sample"),
+    (writeapi.WriteUnavailable("target not ready"), 503, "code = Unavailable desc = target not ready"),
+    (RuntimeError("disk on fire"), 503, "code = Internal desc = disk on fire"),
+])
+def test_thanos_router_reads_our_statuses(exc, status, text, thanos_bin, tmp_path):
+    """What our servicer answers is what a real router makes of it: AlreadyExists a conflict
+    (409, not retried by Prometheus), Unavailable and Internal a retryable 503."""
+    async def main():
+        rec = Failing(exc)
+        g, h, w, c, port = free_ports(5)
+        await rec.start(port)
+        hfile = tmp_path / "h.json"
+        hfile.write_text(json.dumps([{"endpoints": [rec.address]}]))
+        p = REGISTRY.start("thanos-router", [
+            thanos_bin, "receive", f"--tsdb.path={tmp_path / 'tsdb'}", f"--grpc-address=127.0.0.1:{g}",
+            f"--http-address=127.0.0.1:{h}", f"--remote-write.address=127.0.0.1:{w}",
+            f"--receive.hashrings-file={hfile}", f"--receive.capnproto-address=127.0.0.1:{c}",
+            "--receive.grpc-compression=none", '--label=receive="router"'], tmp_path / "logs")
+        p.url = f"http://127.0.0.1:{h}"
+        try:
+            await asyncio.to_thread(p.wait_http_ready, "/-/ready", 90)
+            code, body = await asyncio.to_thread(post_rw, f"http://127.0.0.1:{w}", rw_body(5, 1000), "t")
+            assert (code, text in body) == (status, True), (code, body)
+            assert rec.requests and rec.requests[0].replica == 1
+        finally:
+            p.stop()
+            await rec.server.stop(None)
+
+    asyncio.run(main())
+
+
+def test_servicer_raw_mode_and_status_codes_in_process():
+    got: list = []
+
+    async def handler(req) -> None:
+        got.append(req)
+        kind = write_pb2.WriteRequest.FromString(req).tenant
+        if kind == "conflict":
+            raise writeapi.WriteConflict("add 1 samples: out of order sample")
+        if kind == "unavailable":
+            raise writeapi.WriteUnavailable("target not ready")
+        if kind == "bad-replica":
+            raise writeapi.WriteInvalid("request replica exceeds receiver replication factor")
+        if kind == "boom":
+            raise ValueError("boom")
+
+    async def main():
+        server = grpc.aio.server()
+        writeapi.add_writeable_servicer(server, handler, raw=True)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                ts = ts_msg(series_labels(1), 1.0, 5)
+                await writeapi.remote_write(ch, "ok", 3, [ts], timeout=10)
+                assert got[0] == writeapi.encode_write_request([ts], "ok", 3)  # the bytes as sent
+                for tenant, code in (("conflict", grpc.StatusCode.ALREADY_EXISTS),
+                                     ("unavailable", grpc.StatusCode.UNAVAILABLE),
+                                     ("bad-replica", grpc.StatusCode.INVALID_ARGUMENT),
+                                     ("boom", grpc.StatusCode.INTERNAL)):
+                    with pytest.raises(writeapi.RemoteWriteError) as e:
+                        await writeapi.remote_write(ch, tenant, 0, [ts], timeout=10, target="peer-1")
+                    assert e.value.code == code and e.value.target == "peer-1"
+                    assert e.value.conflict == (tenant == "conflict")
+                    assert e.value.unavailable == (tenant == "unavailable")
+        finally:
+            await server.stop(None)
+
+    asyncio.run(main())
