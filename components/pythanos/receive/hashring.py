@@ -52,7 +52,7 @@ __all__ = [
     "Hashring", "HashmodHashring", "KetamaHashring", "SingleNodeHashring", "MultiHashring",
     "new_hashring", "new_multi_hashring", "split_by_endpoint", "HashringFileWatcher",
     "ROUTER_ONLY", "INGESTOR_ONLY", "ROUTER_INGESTOR", "BadReplicaError", "ReplicaPlan", "write_quorum",
-    "plan_replicas", "receiver_mode",
+    "plan_replicas", "receiver_mode", "external_labels_of",
 ]
 
 HASHMOD = "hashmod"
