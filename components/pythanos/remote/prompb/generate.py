@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent.parent  # components/
-FILES = ["types.proto", "remote.proto"]
+FILES = ["types.proto", "remote.proto", "write_v2.proto"]
 
 
 def main() -> int:

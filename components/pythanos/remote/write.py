@@ -1,0 +1,531 @@
+"""Remote-write request bodies (Prometheus remote write 1.0 and 2.0) decoded into columns.
+
+The hot path is one C walk (``_rwdecode``) over the snappy-decoded protobuf: per series its canonical
+label blob (the head's series key and the WAL Series record body), a validation status with
+Prometheus' rules, Thanos' routing hash, and all samples of the request in three flat arrays. Nothing
+loops in Python per series or per sample. Exemplars, native histograms and metadata are rare; they are
+counted in C and decoded from their series' bytes with the upb protobuf module only when asked for.
+
+Status codes, HTTP texts and limits follow Prometheus v3.9.1 (``storage/remote/write_handler.go`` and
+client_golang's ``exp/api/remote`` handler it uses) and Thanos v0.42.4 (``pkg/receive/handler.go``):
+
+* ``Content-Encoding`` other than empty or ``snappy``: 415 (Prometheus' text).
+* ``Content-Type`` not ``application/x-protobuf[;proto=<message>]`` or an unaccepted message: 415
+  (Prometheus' texts); an empty one means RW 1.0.
+* Snappy: block format only. The decoded-length header is checked before anything is decompressed:
+  over ``max_decoded_size`` (Prometheus' 32 MiB) is 400 with Prometheus' text; over a Thanos request
+  size limit (``size_bytes_limit``) is 413 "write request too large"; corrupt input is 400 with
+  Thanos' "snappy decode error: s2: corrupt input".
+* Malformed protobuf: 400 naming the field path and byte offset.
+* The version header (``X-Prometheus-Remote-Write-Version``) is recorded, not enforced: neither
+  Prometheus nor Thanos checks it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cramjam
+import numpy as np
+
+from pythanos.remote import _rwdecode
+from pythanos.remote.prompb import types_pb2, write_v2_pb2
+
+__all__ = [
+    "APP_PROTOBUF",
+    "DEFAULT_MAX_DECODED_SIZE",
+    "FLAG_EMPTY_VALUE",
+    "FLAG_UNSORTED",
+    "MESSAGE_V1",
+    "MESSAGE_V2",
+    "STATUS_BAD_LABEL_REFS",
+    "STATUS_BAD_METADATA_REFS",
+    "STATUS_DUPLICATE_LABEL",
+    "STATUS_EMPTY_LABEL_NAME",
+    "STATUS_EMPTY_METRIC_NAME",
+    "STATUS_INVALID_UTF8",
+    "STATUS_NO_METRIC_NAME",
+    "STATUS_NO_SAMPLES",
+    "STATUS_OK",
+    "DecodedWrite",
+    "Exemplars",
+    "HistogramSample",
+    "MetricMetadata",
+    "WriteDecodeError",
+    "decode_blob",
+    "decode_request",
+    "decode_v1",
+    "decode_v2",
+    "parse_content_type",
+    "snappy_decode",
+    "written_headers",
+]
+
+MESSAGE_V1 = "prometheus.WriteRequest"
+MESSAGE_V2 = "io.prometheus.write.v2.Request"
+APP_PROTOBUF = "application/x-protobuf"
+VERSION_HEADER = "X-Prometheus-Remote-Write-Version"
+# client_golang exp/api/remote: the decompressed body Prometheus' receiver accepts at most.
+DEFAULT_MAX_DECODED_SIZE = 32 * 1024 * 1024
+
+# Series status, in the order Prometheus checks (the first failing check wins).
+STATUS_OK = 0
+STATUS_NO_METRIC_NAME = 1  # no __name__ label
+STATUS_EMPTY_LABEL_NAME = 2  # a label named ""
+STATUS_INVALID_UTF8 = 3  # a name or value that is not UTF-8
+STATUS_EMPTY_METRIC_NAME = 4  # __name__=""
+STATUS_DUPLICATE_LABEL = 5  # a label name twice
+STATUS_BAD_LABEL_REFS = 6  # RW 2.0: odd number of label refs, or a ref outside the symbols
+STATUS_BAD_METADATA_REFS = 7  # RW 2.0: help or unit ref outside the symbols
+STATUS_NO_SAMPLES = 8  # RW 2.0: neither samples nor histograms
+# Series flags (not errors).
+FLAG_UNSORTED = 1  # the sender's labels were not sorted by name (sorted here, as Prometheus 3 does)
+FLAG_EMPTY_VALUE = 2  # empty-valued labels were left out of the blob (Prometheus' head drops them)
+
+_METRIC_TYPES = ("unknown", "counter", "gauge", "histogram", "gaugehistogram", "summary", "info", "stateset")
+_WRITTEN_HEADERS = (
+    "X-Prometheus-Remote-Write-Samples-Written",
+    "X-Prometheus-Remote-Write-Histograms-Written",
+    "X-Prometheus-Remote-Write-Exemplars-Written",
+)
+
+
+class WriteDecodeError(Exception):
+    """A request that cannot be decoded: the HTTP status to answer and the text to send."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.message}"
+
+
+@dataclass
+class Exemplars:
+    """The exemplars of a request, as columns; ``labels`` are canonical label blobs."""
+
+    series: np.ndarray  # int64, index of the series each belongs to
+    labels: list[bytes]
+    values: np.ndarray  # float64
+    timestamps: np.ndarray  # int64
+
+
+@dataclass
+class HistogramSample:
+    """One native histogram sample, the fields Prometheus' head and WAL keep.
+
+    ``positive_buckets``/``negative_buckets`` are deltas (ints) for integer histograms and absolute
+    counts (floats) for float histograms, as on the wire and in the WAL records.
+    """
+
+    series: int
+    timestamp: int
+    is_float: bool
+    count: int | float
+    sum: float
+    schema: int
+    zero_threshold: float
+    zero_count: int | float
+    positive_spans: list[tuple[int, int]]
+    positive_buckets: list
+    negative_spans: list[tuple[int, int]]
+    negative_buckets: list
+    reset_hint: int  # 0 unknown, 1 yes, 2 no, 3 gauge
+    custom_values: list[float] = field(default_factory=list)
+    start_timestamp: int = 0  # RW 2.0 only
+
+
+@dataclass
+class MetricMetadata:
+    """Metadata of one metric family (RW 1.0) or one series (RW 2.0); type as Prometheus names it."""
+
+    family: str
+    type: str
+    help: str
+    unit: str
+
+
+@dataclass
+class DecodedWrite:
+    """A decoded request. Arrays are per series (length ``n_series``) or per sample (``n_samples``).
+
+    Series are never dropped: a refused series keeps its index and samples, and ``status`` says why,
+    so the caller applies the protocol's rule (RW 1.0: skip, 2xx; RW 2.0: skip, 400 for them).
+    """
+
+    message: str  # MESSAGE_V1 or MESSAGE_V2
+    version_header: str
+    body: bytes  # the decoded protobuf; blobs and rare-path decoding read from it
+    n_series: int
+    n_samples: int
+    blobs: bytes
+    blob_offsets: np.ndarray  # int64, n+1: series i's blob is blobs[off[i]:off[i+1]]
+    status: np.ndarray  # uint8 STATUS_*
+    flags: np.ndarray  # uint8 FLAG_*
+    label_counts: np.ndarray  # uint32, labels as sent
+    hashes: np.ndarray  # uint64, Thanos' hashring routing hash (tenant prefix included)
+    sample_offsets: np.ndarray  # int64, n+1: series i's samples are [off[i], off[i+1])
+    sample_series: np.ndarray  # int64
+    sample_ts: np.ndarray  # int64, ms
+    sample_values: np.ndarray  # float64 (stale markers keep their NaN bits)
+    n_exemplars: np.ndarray  # uint32
+    n_histograms: np.ndarray  # uint32
+    series_ranges: np.ndarray  # int64 (n, 2): offset and length of each TimeSeries in body
+    sample_start_ts: np.ndarray | None = None  # RW 2.0: int64 start (created) timestamps, 0 unset
+    metadata_type: np.ndarray | None = None  # RW 2.0: int32 Metadata.MetricType per series
+    help_ref: np.ndarray | None = None  # RW 2.0: uint32 symbol index per series
+    unit_ref: np.ndarray | None = None  # RW 2.0: uint32 symbol index per series
+    symbol_ranges: np.ndarray | None = None  # RW 2.0: int64 (s, 2)
+    metadata_ranges: np.ndarray | None = None  # RW 1.0: int64 (k, 2) of WriteRequest.metadata
+    _symbols: list[str] | None = field(default=None, repr=False)
+
+    @property
+    def is_v2(self) -> bool:
+        return self.message == MESSAGE_V2
+
+    def blob(self, i: int) -> bytes:
+        return self.blobs[self.blob_offsets[i]:self.blob_offsets[i + 1]]
+
+    def labels(self, i: int) -> list[tuple[str, str]]:
+        """Series i's canonical labels (for logs and tests; the hot path uses the blob)."""
+        return decode_blob(self.blob(i))
+
+    def symbols(self) -> list[str]:
+        """RW 2.0 symbols table (bytes that are not UTF-8 kept as surrogate escapes)."""
+        if self._symbols is None:
+            body, rng = self.body, self.symbol_ranges
+            self._symbols = [] if rng is None else [
+                body[o:o + n].decode("utf-8", "surrogateescape") for o, n in rng.tolist()]
+        return self._symbols
+
+    def _series_message(self, i: int):
+        off, n = self.series_ranges[i].tolist()
+        cls = write_v2_pb2.TimeSeries if self.is_v2 else types_pb2.TimeSeries
+        try:
+            return cls.FromString(self.body[off:off + n])
+        except Exception as e:  # upb's DecodeError: a malformed exemplar or histogram
+            raise WriteDecodeError(400, f"proto: timeseries[{i}]: {e}") from None
+
+    def exemplars(self) -> Exemplars:
+        """Decodes the request's exemplars (rare path: only series that carry some are parsed)."""
+        series: list[int] = []
+        blobs: list[bytes] = []
+        values: list[float] = []
+        times: list[int] = []
+        syms = self.symbols() if self.is_v2 else None
+        for i in np.flatnonzero(self.n_exemplars).tolist():
+            for ex in self._series_message(i).exemplars:
+                if syms is not None:
+                    refs = list(ex.labels_refs)
+                    if len(refs) % 2 or any(r >= len(syms) for r in refs):
+                        raise WriteDecodeError(400, f"parsing exemplar for series {_go_labels(self._raw_labels(i))}: "
+                                               f"invalid labelRefs {_go_slice(refs)}")
+                    pairs = [(syms[refs[k]], syms[refs[k + 1]]) for k in range(0, len(refs), 2)]
+                else:
+                    pairs = [(lb.name, lb.value) for lb in ex.labels]
+                series.append(i)
+                blobs.append(encode_blob(pairs))
+                values.append(ex.value)
+                times.append(ex.timestamp)
+        return Exemplars(np.array(series, dtype=np.int64), blobs, np.array(values, dtype=np.float64),
+                         np.array(times, dtype=np.int64))
+
+    def histograms(self) -> list[HistogramSample]:
+        """Decodes the request's native histogram samples, in request order."""
+        out: list[HistogramSample] = []
+        for i in np.flatnonzero(self.n_histograms).tolist():
+            for h in self._series_message(i).histograms:
+                is_float = h.WhichOneof("count") == "count_float"
+                if is_float:
+                    count, zc = h.count_float, h.zero_count_float
+                    pos, neg = list(h.positive_counts), list(h.negative_counts)
+                else:
+                    count, zc = h.count_int, h.zero_count_int
+                    pos, neg = list(h.positive_deltas), list(h.negative_deltas)
+                out.append(HistogramSample(
+                    series=i, timestamp=h.timestamp, is_float=is_float, count=count, sum=h.sum, schema=h.schema,
+                    zero_threshold=h.zero_threshold, zero_count=zc,
+                    positive_spans=[(s.offset, s.length) for s in h.positive_spans], positive_buckets=pos,
+                    negative_spans=[(s.offset, s.length) for s in h.negative_spans], negative_buckets=neg,
+                    reset_hint=int(h.reset_hint), custom_values=list(h.custom_values),
+                    start_timestamp=h.start_timestamp if self.is_v2 else 0))
+        return out
+
+    def metadata(self) -> list[MetricMetadata]:
+        """RW 1.0: the request's metric-family metadata. RW 2.0: one entry per series with metadata
+        (type, help or unit set), its family being the series' metric name."""
+        out: list[MetricMetadata] = []
+        if not self.is_v2:
+            for off, n in (self.metadata_ranges if self.metadata_ranges is not None else ()).tolist():
+                m = types_pb2.MetricMetadata.FromString(self.body[off:off + n])
+                typ = _METRIC_TYPES[m.type] if 0 <= m.type < len(_METRIC_TYPES) else "unknown"
+                out.append(MetricMetadata(m.metric_family_name, typ, m.help, m.unit))
+            return out
+        syms = self.symbols()
+        has = (self.metadata_type != 0) | (self.help_ref != 0) | (self.unit_ref != 0)
+        ok = self.status != STATUS_BAD_LABEL_REFS
+        ok &= self.status != STATUS_BAD_METADATA_REFS
+        for i in np.flatnonzero(has & ok).tolist():
+            t = int(self.metadata_type[i])
+            name = dict(self.labels(i)).get("__name__", "")
+            out.append(MetricMetadata(name, _METRIC_TYPES[t] if 0 <= t < len(_METRIC_TYPES) else "unknown",
+                                      syms[self.help_ref[i]], syms[self.unit_ref[i]]))
+        return out
+
+    def _raw_labels(self, i: int) -> list[tuple[str, str]]:
+        """Series i's labels as Prometheus holds them when it checks them: sorted, empty values kept."""
+        m = self._series_message(i)
+        if self.is_v2:
+            syms = self.symbols()
+            refs = list(m.labels_refs)
+            if len(refs) % 2 or any(r >= len(syms) for r in refs):
+                return []
+            pairs = [(syms[refs[k]], syms[refs[k + 1]]) for k in range(0, len(refs), 2)]
+        else:
+            pairs = [(lb.name, lb.value) for lb in m.labels]
+        return sorted(pairs, key=lambda p: p[0].encode("utf-8", "surrogateescape"))
+
+    def series_error(self, i: int) -> str:
+        """Prometheus' RW 2.0 error text for refused series i ("" for a good one)."""
+        st = int(self.status[i])
+        if st == STATUS_OK:
+            return ""
+        if st == STATUS_BAD_LABEL_REFS:
+            refs = list(self._series_message(i).labels_refs)
+            if len(refs) % 2:
+                why = f"invalid labelRefs length {len(refs)}"
+            else:
+                n = len(self.symbols())
+                k = next(k for k in range(0, len(refs), 2) if refs[k] >= n or refs[k + 1] >= n)
+                why = f"labelRefs {refs[k]} (name) = {refs[k + 1]} (value) outside of symbols table (size {n})"
+            return f"parsing labels for series {_go_slice(refs)}: {why}"
+        ls = _go_labels(self._raw_labels(i))
+        if st == STATUS_BAD_METADATA_REFS:
+            return (f"parsing metadata for series {ls}: help_ref {int(self.help_ref[i])} or unit_ref "
+                    f"{int(self.unit_ref[i])} outside of symbols table (size {len(self.symbols())})")
+        if st == STATUS_DUPLICATE_LABEL:
+            raw = self._raw_labels(i)
+            dup = next(raw[k][0] for k in range(1, len(raw)) if raw[k][0] == raw[k - 1][0])
+            return f"invalid labels for series, labels {ls}, duplicated label {dup}"
+        if st == STATUS_NO_SAMPLES:
+            return f"TimeSeries must contain at least one sample or histogram for series {ls}"
+        return f"invalid metric name or labels, got {ls}"
+
+
+def written_headers(samples: int, histograms: int, exemplars: int) -> dict[str, str]:
+    """The response headers RW 2.0 requires (Prometheus sends them on success and on partial 4xx)."""
+    return dict(zip(_WRITTEN_HEADERS, (str(samples), str(histograms), str(exemplars))))
+
+
+def parse_content_type(content_type: str) -> str:
+    """The protobuf message a Content-Type names, with Prometheus' 415 texts for anything else."""
+    ct = content_type.strip() or APP_PROTOBUF  # strings.TrimSpace; empty means RW 1.0
+    parts = ct.split(";")
+    if parts[0] != APP_PROTOBUF:
+        raise WriteDecodeError(415, f"expected {APP_PROTOBUF} as the first (media) part, got {ct} content-type")
+    for p in parts[1:]:
+        pair = p.split("=")
+        if len(pair) != 2:
+            raise WriteDecodeError(415, "as per https://www.rfc-editor.org/rfc/rfc9110#parameter expected parameters "
+                                        f"to be key-values, got {p} in {ct} content-type")
+        if pair[0] == "proto":
+            if pair[1] not in (MESSAGE_V1, MESSAGE_V2):
+                raise WriteDecodeError(415, f"got {ct} content type; unknown type for remote write protobuf message "
+                                            f"{pair[1]}, supported: {MESSAGE_V1}, {MESSAGE_V2}")
+            return pair[1]
+    return MESSAGE_V1
+
+
+def _snappy_header(body: bytes) -> int:
+    """The decoded length a snappy block declares (s2's rules: a uvarint of at most 32 bits)."""
+    v = shift = 0
+    for i in range(min(len(body), 10)):
+        b = body[i]
+        v |= (b & 0x7F) << shift
+        if b < 0x80:
+            if v > 0xFFFFFFFF:
+                break
+            return v
+        shift += 7
+    raise WriteDecodeError(400, "snappy decode error: s2: corrupt input")
+
+
+def snappy_decode(body: bytes, max_decoded_size: int = DEFAULT_MAX_DECODED_SIZE, size_bytes_limit: int = 0) -> bytes:
+    """Snappy block decoding with the size bounds checked before any memory is taken."""
+    n = _snappy_header(body)
+    if n > max_decoded_size:
+        raise WriteDecodeError(400, f"decoded size exceeds the {max_decoded_size} bytes limit")
+    if size_bytes_limit and n > size_bytes_limit:
+        raise WriteDecodeError(413, "write request too large")
+    try:
+        out = bytes(cramjam.snappy.decompress_raw(body))
+    except Exception:
+        raise WriteDecodeError(400, "snappy decode error: s2: corrupt input") from None
+    if len(out) != n:
+        raise WriteDecodeError(400, "snappy decode error: s2: corrupt input")
+    return out
+
+
+def _columns(message: str, version_header: str, body: bytes, d: dict) -> DecodedWrite:
+    def a(key: str, dtype) -> np.ndarray:
+        return np.frombuffer(d[key], dtype=dtype)
+
+    w = DecodedWrite(
+        message=message, version_header=version_header, body=body, n_series=d["n_series"], n_samples=d["n_samples"],
+        blobs=d["blobs"], blob_offsets=a("blob_offsets", np.int64), status=a("status", np.uint8),
+        flags=a("flags", np.uint8), label_counts=a("label_counts", np.uint32), hashes=a("hashes", np.uint64),
+        sample_offsets=a("sample_offsets", np.int64), sample_series=a("sample_series", np.int64),
+        sample_ts=a("sample_ts", np.int64), sample_values=a("sample_values", np.float64),
+        n_exemplars=a("n_exemplars", np.uint32), n_histograms=a("n_histograms", np.uint32),
+        series_ranges=a("series_ranges", np.int64).reshape(-1, 2))
+    if message == MESSAGE_V2:
+        w.sample_start_ts = a("sample_start_ts", np.int64)
+        w.metadata_type = a("metadata_type", np.int32)
+        w.help_ref = a("help_ref", np.uint32)
+        w.unit_ref = a("unit_ref", np.uint32)
+        w.symbol_ranges = a("symbol_ranges", np.int64).reshape(-1, 2)
+    else:
+        w.metadata_ranges = a("metadata_ranges", np.int64).reshape(-1, 2)
+    return w
+
+
+def _max_label_bytes(n: int, max_label_bytes: int | None) -> int:
+    # RW 2.0 blobs may repeat a symbol many times; RW 1.0 blobs are never larger than the body.
+    return max_label_bytes if max_label_bytes is not None else min(max(64 * n, 1 << 20), 1 << 30)
+
+
+def _run(fn, message: str, body: bytes, tenant: str, version_header: str, max_label_bytes: int | None) -> DecodedWrite:
+    try:
+        d = fn(body, tenant.encode(), _max_label_bytes(len(body), max_label_bytes))
+    except ValueError as e:
+        raise WriteDecodeError(400, str(e)) from None
+    except OverflowError as e:
+        raise WriteDecodeError(413, str(e)) from None
+    return _columns(message, version_header, body, d)
+
+
+def decode_v1(body: bytes, tenant: str = "", version_header: str = "0.1.0",
+              max_label_bytes: int | None = None) -> DecodedWrite:
+    """Decodes a snappy-decoded ``prometheus.WriteRequest``."""
+    return _run(_rwdecode.decode_v1, MESSAGE_V1, body, tenant, version_header, max_label_bytes)
+
+
+def decode_v2(body: bytes, tenant: str = "", version_header: str = "2.0.0",
+              max_label_bytes: int | None = None) -> DecodedWrite:
+    """Decodes a snappy-decoded ``io.prometheus.write.v2.Request``."""
+    return _run(_rwdecode.decode_v2, MESSAGE_V2, body, tenant, version_header, max_label_bytes)
+
+
+def decode_request(body: bytes, content_type: str, version_header: str, content_encoding: str, *,
+                   tenant: str = "", max_decoded_size: int = DEFAULT_MAX_DECODED_SIZE, size_bytes_limit: int = 0,
+                   accepted: tuple[str, ...] = (MESSAGE_V1, MESSAGE_V2),
+                   max_label_bytes: int | None = None) -> DecodedWrite:
+    """A remote-write HTTP body into columns, checked in the order Prometheus' handler checks.
+
+    ``tenant`` prefixes the routing hash as Thanos' hashring does; ``size_bytes_limit`` is Thanos'
+    per-tenant request size limit (0: none) on the compressed and the decoded size.
+    """
+    enc = content_encoding.strip()
+    if enc and enc != "snappy":
+        raise WriteDecodeError(415, f"{enc} encoding (compression) is not accepted by this server; "
+                                    "only snappy is acceptable")
+    if size_bytes_limit and len(body) > size_bytes_limit:
+        raise WriteDecodeError(413, "write request too large")
+    raw = snappy_decode(body, max_decoded_size, size_bytes_limit)
+    message = parse_content_type(content_type)
+    if message not in accepted:
+        raise WriteDecodeError(415, f"{message} protobuf message is not accepted by this server; "
+                                    f"only accepts {', '.join(accepted)}")
+    if message == MESSAGE_V2:
+        return decode_v2(raw, tenant, version_header, max_label_bytes)
+    return decode_v1(raw, tenant, version_header, max_label_bytes)
+
+
+# ---- label blobs ----
+
+def _uvarint(b: bytes, i: int) -> tuple[int, int]:
+    v = shift = 0
+    while True:
+        x = b[i]
+        i += 1
+        v |= (x & 0x7F) << shift
+        if x < 0x80:
+            return v, i
+        shift += 7
+
+
+def decode_blob(blob: bytes) -> list[tuple[str, str]]:
+    """A canonical label blob back into (name, value) pairs."""
+    n, i = _uvarint(blob, 0)
+    out = []
+    for _ in range(n):
+        ln, i = _uvarint(blob, i)
+        name = blob[i:i + ln].decode("utf-8", "surrogateescape")
+        i += ln
+        lv, i = _uvarint(blob, i)
+        out.append((name, blob[i:i + lv].decode("utf-8", "surrogateescape")))
+        i += lv
+    return out
+
+
+def _put_uvarint(out: bytearray, v: int) -> None:
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+
+
+def encode_blob(pairs: list[tuple[str, str]]) -> bytes:
+    """The canonical blob of a label set: sorted by name, empty values left out (rare path only)."""
+    enc = sorted(((n.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape")) for n, v in pairs
+                  if v), key=lambda p: p[0])
+    out = bytearray()
+    _put_uvarint(out, len(enc))
+    for n, v in enc:
+        _put_uvarint(out, len(n))
+        out += n
+        _put_uvarint(out, len(v))
+        out += v
+    return bytes(out)
+
+
+# ---- Go-formatted texts for error messages ----
+
+_GO_ESC = {7: "\\a", 8: "\\b", 12: "\\f", 10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v", 34: '\\"', 92: "\\\\"}
+
+
+def _go_quote(s: str) -> str:
+    """Go's strconv.Quote (invalid UTF-8 bytes as \\x.., non-printable runes as \\u....)."""
+    out = ['"']
+    for ch in s:
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif o in _GO_ESC:
+            out.append(_GO_ESC[o])
+        elif ch == " " or ch.isprintable():
+            out.append(ch)
+        elif o < 0x80:
+            out.append(f"\\x{o:02x}")
+        elif o < 0x10000:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(f"\\U{o:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def _legacy_name(s: str) -> bool:
+    return bool(s) and (s[0].isascii() and (s[0].isalpha() or s[0] == "_")) and all(
+        c.isascii() and (c.isalnum() or c == "_") for c in s)
+
+
+def _go_labels(pairs: list[tuple[str, str]]) -> str:
+    """Prometheus' Labels.String()."""
+    return "{" + ", ".join(f"{n if _legacy_name(n) else _go_quote(n)}={_go_quote(v)}" for n, v in pairs) + "}"
+
+
+def _go_slice(v: list[int]) -> str:
+    return "[" + " ".join(str(x) for x in v) + "]"
+
