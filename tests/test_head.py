@@ -273,6 +273,9 @@ def test_bad_blobs_and_offsets_are_rejected_with_their_index():
         b"\x01\x01a\x09": "label value runs past the blob",
         good + b"\x00": "trailing bytes",
         b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01": "bad label count",
+        b"\x01\x01a\x02\xc3\x28": "label value is not valid UTF-8",
+        b"\x01\x03\xed\xa0\x80\x00": "label name is not valid UTF-8",  # a surrogate
+        b"\x01\x01a\x02\xc0\x80": "label value is not valid UTF-8",  # overlong
     }
     for blob, why in cases.items():
         buf = good + blob

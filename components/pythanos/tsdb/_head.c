@@ -197,6 +197,31 @@ INLINE int read_uvarint(const uint8_t *p, size_t len, size_t *i, uint64_t *out) 
     return -1;
 }
 
+/* Whether p[0:n] is valid UTF-8 as Go's utf8.Valid sees it (no overlong forms, no
+ * surrogates, nothing above U+10FFFF). */
+static int valid_utf8(const uint8_t *p, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = p[i];
+        if (c < 0x80) { i++; continue; }
+        size_t k;
+        uint32_t cp;
+        if (c >= 0xC2 && c <= 0xDF) { k = 1; cp = c & 0x1F; }
+        else if (c >= 0xE0 && c <= 0xEF) { k = 2; cp = c & 0x0F; }
+        else if (c >= 0xF0 && c <= 0xF4) { k = 3; cp = c & 0x07; }
+        else return 0;
+        if (n - i <= k) return 0;
+        for (size_t j = 1; j <= k; j++) {
+            if ((p[i + j] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (p[i + j] & 0x3F);
+        }
+        if ((k == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
 /* 0 if p[0:n] is a well-formed label blob with strictly ascending names; else the byte offset
  * of the problem + 1, and *why says what. */
 static int64_t blob_check(const uint8_t *p, size_t n, const char **why) {
@@ -210,6 +235,7 @@ static int64_t blob_check(const uint8_t *p, size_t n, const char **why) {
         size_t at = i;
         if (read_uvarint(p, n, &i, &ln) || ln > n - i) { *why = "label name runs past the blob"; return (int64_t)at + 1; }
         const uint8_t *name = p + i;
+        if (!valid_utf8(name, ln)) { *why = "label name is not valid UTF-8"; return (int64_t)at + 1; }
         i += ln;
         if (prev) {
             size_t mn = prevlen < ln ? prevlen : ln;
@@ -223,6 +249,7 @@ static int64_t blob_check(const uint8_t *p, size_t n, const char **why) {
         prevlen = ln;
         at = i;
         if (read_uvarint(p, n, &i, &ln) || ln > n - i) { *why = "label value runs past the blob"; return (int64_t)at + 1; }
+        if (!valid_utf8(p + i, ln)) { *why = "label value is not valid UTF-8"; return (int64_t)at + 1; }
         i += ln;
     }
     if (i != n) { *why = "trailing bytes after the labels"; return (int64_t)i + 1; }
@@ -235,8 +262,10 @@ static int64_t blob_check(const uint8_t *p, size_t n, const char **why) {
 static int chunk_reserve(HeadObject *self, series_t *s, uint32_t extra) {
     uint64_t need = (uint64_t)((s->nbits + 7) >> 3) + extra + 9;
     if (need <= s->cap) return 0;
-    uint64_t cap = s->cap ? s->cap : 32;
-    while (cap < need) cap <<= 1;
+    /* as Prometheus: 128 bytes first, then growth; a chunk is cut past 1005 bytes, so the
+     * buffer tops out near 1024 + one sample + slack */
+    uint64_t cap = s->cap ? s->cap : 128;
+    while (cap < need) cap = cap < 512 ? cap * 2 : cap < 768 ? 768 : cap < 1088 ? 1088 : cap * 2;
     uint8_t *b = realloc(s->cbuf, cap);
     if (!b) return -1;
     memset(b + s->cap, 0, cap - s->cap);
@@ -391,7 +420,15 @@ static int complete_chunk(HeadObject *self, uint32_t sl) {
     c->slot = sl;
     c->prev = s->last_chunk;
     s->last_chunk = self->nchunks++;
-    memset(s->cbuf, 0, (s->nbits + 7) >> 3);
+    if (s->cap > 128) {
+        /* the next chunk starts small again (most series are compressible) */
+        free(s->cbuf);
+        self->open_bytes -= s->cap;
+        s->cbuf = NULL;
+        s->cap = 0;
+    } else {
+        memset(s->cbuf, 0, (s->nbits + 7) >> 3);
+    }
     s->nbits = 0;
     s->n = 0;
     return 0;
@@ -1107,8 +1144,77 @@ static PyTypeObject HeadType = {
     .tp_getset = Head_getset,
 };
 
+/* labels_of(buf, offsets, idx) -> list of label tuples ((name, value), ...) for the blobs
+ * buf[offsets[i]:offsets[i+1]], i in idx (int64). Label names are interned. */
+static PyObject *py_labels_of(PyObject *mod, PyObject *args) {
+    PyObject *bo, *oo, *io;
+    view bv, ov, iv;
+    bv.ok = ov.ok = iv.ok = 0;
+    if (!PyArg_ParseTuple(args, "OOO", &bo, &oo, &io)) return NULL;
+    PyObject *res = NULL, *out = NULL;
+    if (get_view(bo, &bv, 0, 1, "buf") || get_view(oo, &ov, 0, 8, "offsets") || get_view(io, &iv, 0, 8, "idx"))
+        goto done;
+    {
+        const uint8_t *buf = bv.b.buf, *op = ov.b.buf, *ip = iv.b.buf;
+        int64_t k = ov.b.len / 8 - 1, m = iv.b.len / 8;
+        out = PyList_New(m);
+        if (!out) goto done;
+        for (int64_t j = 0; j < m; j++) {
+            int64_t i = (int64_t)ld64(ip + 8 * j);
+            if (i < 0 || i >= k) {
+                PyErr_Format(PyExc_ValueError, "idx[%lld] = %lld is not a blob index", (long long)j, (long long)i);
+                goto done;
+            }
+            int64_t a = (int64_t)ld64(op + 8 * i), b = (int64_t)ld64(op + 8 * i + 8);
+            if (a < 0 || b < a || b > bv.b.len) {
+                PyErr_Format(PyExc_ValueError, "offsets[%lld:%lld] is not a range inside the %zd-byte buffer",
+                             (long long)i, (long long)i + 2, bv.b.len);
+                goto done;
+            }
+            const uint8_t *p = buf + a;
+            size_t n = (size_t)(b - a), pos = 0;
+            uint64_t cnt, ln;
+            if (read_uvarint(p, n, &pos, &cnt) || cnt > n) goto bad;
+            PyObject *t = PyTuple_New((Py_ssize_t)cnt);
+            if (!t) goto done;
+            PyList_SET_ITEM(out, j, t);
+            for (uint64_t c = 0; c < cnt; c++) {
+                PyObject *kv[2];
+                for (int w = 0; w < 2; w++) {
+                    if (read_uvarint(p, n, &pos, &ln) || ln > n - pos) goto bad;
+                    kv[w] = PyUnicode_DecodeUTF8((const char *)p + pos, (Py_ssize_t)ln, "strict");
+                    if (!kv[w]) { if (w) Py_DECREF(kv[0]); goto done; }
+                    if (w == 0) PyUnicode_InternInPlace(&kv[0]);
+                    pos += ln;
+                }
+                PyObject *pair = PyTuple_Pack(2, kv[0], kv[1]);
+                Py_DECREF(kv[0]);
+                Py_DECREF(kv[1]);
+                if (!pair) goto done;
+                PyTuple_SET_ITEM(t, (Py_ssize_t)c, pair);
+            }
+            if (pos != n) goto bad;
+            continue;
+        bad:
+            PyErr_Format(PyExc_ValueError, "label blob %lld is malformed", (long long)i);
+            goto done;
+        }
+        res = out;
+        out = NULL;
+    }
+done:
+    Py_XDECREF(out);
+    rel(&bv); rel(&ov); rel(&iv);
+    return res;
+}
+
+static PyMethodDef mod_methods[] = {
+    {"labels_of", py_labels_of, METH_VARARGS, "labels_of(buf, offsets, idx) -> list of label tuples"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef moddef = {
-    PyModuleDef_HEAD_INIT, "_head", "In-memory TSDB head kernels.", -1, NULL, NULL, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT, "_head", "In-memory TSDB head kernels.", -1, mod_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__head(void) {

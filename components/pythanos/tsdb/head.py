@@ -230,8 +230,7 @@ class Head:
         created = new.view(bool)
         idx = np.flatnonzero(created)
         if len(idx):
-            mv = memoryview(buf).cast("B") if not isinstance(buf, (bytes, bytearray)) else buf
-            self._index([(int(refs[i]), labels_from_blob(mv[offsets[i]:offsets[i + 1]])) for i in idx.tolist()])
+            self._index(zip(refs[idx].tolist(), _head.labels_of(buf, offsets, idx)))
         return refs, created
 
     create = get_or_create
@@ -240,7 +239,7 @@ class Head:
         """:meth:`get_or_create` from label mappings / pair lists (convenience, not the hot path)."""
         return self.get_or_create(*blobs_from_labels(label_sets))
 
-    def _index(self, items: list[tuple[int, tuple]]) -> None:
+    def _index(self, items: Iterable[tuple[int, tuple]]) -> None:
         p = self._postings
         for ref, lbls in items:
             for n, v in lbls:
@@ -256,8 +255,12 @@ class Head:
     def labels(self, refs) -> list[tuple[tuple[str, str], ...]]:
         """Label sets of the refs (``()`` for unknown refs)."""
         buf, offs = self._k.blobs(_i64(refs))
-        o = np.frombuffer(offs, dtype=np.int64).tolist()
-        return [labels_from_blob(buf[o[i]:o[i + 1]]) if o[i + 1] > o[i] else () for i in range(len(o) - 1)]
+        o = np.frombuffer(offs, dtype=np.int64)
+        out = _head.labels_of(buf, o, np.flatnonzero(o[1:] > o[:-1]))
+        if len(out) == len(o) - 1:
+            return out
+        it = iter(out)
+        return [next(it) if o[i + 1] > o[i] else () for i in range(len(o) - 1)]
 
     def all_refs(self) -> np.ndarray:
         return np.frombuffer(self._k.refs(), dtype=np.int64)
@@ -486,9 +489,8 @@ class Head:
         gone = np.zeros(int(self._k.next_ref), dtype=bool)
         gone[removed] = True
         affected: dict[str, set[str]] = {}
-        o = offs.tolist()
-        for i in range(len(removed)):
-            for n, v in labels_from_blob(blobs[o[i]:o[i + 1]]):
+        for lbls in _head.labels_of(blobs, offs, np.arange(len(removed), dtype=np.int64)):
+            for n, v in lbls:
                 affected.setdefault(n, set()).add(v)
         p = self._postings
         for n, vals in affected.items():
