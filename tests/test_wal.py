@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import time
 import urllib.parse
@@ -208,11 +209,11 @@ def remote_write(url: str, req) -> None:
         assert resp.status in (200, 204), resp.status
 
 
-@pytest.mark.parametrize("compression", ["snappy", "none"])
+@pytest.mark.parametrize("compression", ["snappy", "none", "zstd"])
 def test_our_reader_reads_prometheus_remote_write_wal(compression, prometheus_factory, prometheus3_bin, tmp_path):
     data = tmp_path / "data"
-    flag = ["--storage.tsdb.wal-compression-type=snappy"] if compression == "snappy" else [
-        "--no-storage.tsdb.wal-compression"]
+    flag = ["--no-storage.tsdb.wal-compression"] if compression == "none" else [
+        f"--storage.tsdb.wal-compression-type={compression}"]
     prom = prometheus_factory(tsdb_path=data, config_yaml=PROM_CONFIG, binary=prometheus3_bin,
                               extra_args=["--web.enable-remote-write-receiver", *flag])
     now = int(time.time() * 1000) - 600_000
@@ -255,6 +256,9 @@ def test_our_reader_reads_prometheus_remote_write_wal(compression, prometheus_fa
     assert hs.positive_spans == ((-1, 2), (3, 1)) and hs.positive_buckets == (2, -1, 1)
     assert hs.negative_spans == () and hs.custom_values is None
 
+    assert raw_flags(data / "wal" / "00000000") >= {"none": {0}, "snappy": {0x08}, "zstd": {0x10}}[compression]
+    if compression == "zstd":
+        return  # Go's zstd encoder and ours make different (equally valid) frames
     # our writer frames the same records into the same bytes (pages, fragments, padding; the
     # samples record spans pages); with snappy our compressor's output also equals Go's here
     ours = tmp_path / "ours"
@@ -266,6 +270,65 @@ def test_our_reader_reads_prometheus_remote_write_wal(compression, prometheus_fa
     mine = (ours / "00000000").read_bytes()
     assert len(theirs) > 2 * W.PAGE_SIZE or compression == "snappy"
     assert mine[:len(theirs)] == theirs and not any(mine[len(theirs):])
+
+
+def test_our_reader_reads_prometheus_checkpoint(prometheus_factory, prometheus3_bin, tmp_path):
+    """Prometheus writes a checkpoint after a head compaction when the WAL has enough segments
+    (every start opens a new one): four starts, 4h of remote-written samples, then the reader
+    reads checkpoint + later segments, and every sample from the checkpoint's mint on is there."""
+    data = tmp_path / "data"
+    now = (int(time.time() * 1000) // 60_000) * 60_000
+    start = now - 4 * 3_600_000
+    sent: dict[tuple, dict[int, float]] = {}
+
+    def send(prom, lo: int, hi: int) -> None:
+        req = remote_pb2.WriteRequest()
+        for i in range(20):
+            ts = req.timeseries.add()
+            labels = (("__name__", "cp_metric"), ("idx", str(i)))
+            for n, v in labels:
+                ts.labels.add(name=n, value=v)
+            for t in range(lo, hi, 60_000):
+                v = float(i * 1000 + (t - start) // 60_000)
+                ts.samples.add(timestamp=t, value=v)
+                sent.setdefault(labels, {})[t] = v
+        remote_write(prom.url, req)
+
+    half = 1_800_000
+    for k in range(4):
+        prom = prometheus_factory(tsdb_path=data, config_yaml=PROM_CONFIG, binary=prometheus3_bin,
+                                  extra_args=["--web.enable-remote-write-receiver"], name=f"prometheus{k}")
+        for j in range(2):
+            lo = start + (2 * k + j) * half
+            send(prom, lo, lo + half)
+        if k == 3:
+            deadline = time.monotonic() + 120
+            while not W.list_checkpoints(data / "wal"):
+                assert prom.alive() and time.monotonic() < deadline, "no checkpoint in 120 s"
+                time.sleep(0.2)
+            while "WAL checkpoint complete" not in prom.log():
+                assert time.monotonic() < deadline, "checkpoint not complete in 120 s"
+                time.sleep(0.2)
+        prom.proc.kill()
+        prom.proc.wait(30)
+
+    m = re.search(r'msg="Creating checkpoint" .*?mint=(\d+)', prom.log(2000))
+    assert m, prom.log(50)
+    mint = int(m.group(1))
+    (cp_index, cp_dir), = W.list_checkpoints(data / "wal")
+    assert cp_index >= 1 and W.segment_range(data / "wal")[0] == cp_index + 1
+    cp_records = list(W.read_records(cp_dir))
+    assert {R.record_type(r) for r in cp_records} >= {R.SERIES, R.SAMPLES}
+
+    series, samples, _, _ = decode_wal(data / "wal")
+    got: dict[tuple, dict[int, float]] = {}
+    for r, t, v in samples:
+        got.setdefault(series[r], {})[t] = v
+    assert set(got) == set(sent)
+    for labels, pts in sent.items():
+        assert all(pts.get(t) == v for t, v in got[labels].items())  # nothing that was not sent
+        want = {t: v for t, v in pts.items() if t >= mint}
+        assert {t: v for t, v in got[labels].items() if t >= mint} == want
 
 
 def test_our_reader_reads_prometheus_self_scrape_wal(prometheus_factory, prometheus3_bin, tmp_path):
