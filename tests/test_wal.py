@@ -550,6 +550,11 @@ def test_samples_roundtrip(items):
     r, t, v = R.decode_samples(rec)
     assert r.tolist() == refs.tolist() and t.tolist() == ts.tolist() and v.tobytes() == vs.tobytes()
     assert R.encode_samples(r, t, v) == rec
+    r2, t2, v2, c = R.decode_samples_many([rec, b"\x02", rec])
+    assert c.tolist() == [len(items), 0, len(items)] and r2.tolist() == refs.tolist() * 2
+    assert t2.tolist() == ts.tolist() * 2 and v2.tobytes() == vs.tobytes() * 2
+    with pytest.raises(R.WALRecordError, match="record 1 of the batch"):
+        R.decode_samples_many([rec, rec[:-1] if items else b"\x01", rec])
 
 
 @settings(max_examples=150, deadline=None)

@@ -510,6 +510,74 @@ end:
     return res;
 }
 
+/* decode_samples_many(records) -> (refs, ts, vs, counts): many Samples records at once (replay
+ * of a WAL of small commits), concatenated; counts: int64 samples per record. Errors are
+ * ValueError(message, offset, record index). */
+static PyObject *py_decode_samples_many(PyObject *self, PyObject *args) {
+    PyObject *seq;
+    if (!PyArg_ParseTuple(args, "O", &seq)) return NULL;
+    PyObject *fast = PySequence_Fast(seq, "decode_samples_many: records must be a sequence");
+    if (!fast) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast), got = 0;
+    PyObject *res = NULL, *pr = NULL, *pt = NULL, *pv = NULL, *pc = NULL;
+    Py_buffer *bufs = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_buffer));
+    if (!bufs) { PyErr_NoMemory(); goto end; }
+    size_t cap = 0;
+    for (; got < n; got++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, got), &bufs[got], PyBUF_SIMPLE) < 0) goto end;
+        size_t body = bufs[got].len > 0 ? (size_t)bufs[got].len - 1 : 0;
+        cap += body >= 16 ? (body - 16) / 10 : 0;
+    }
+    pr = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap * 8);
+    pt = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap * 8);
+    pv = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap * 8);
+    pc = PyBytes_FromStringAndSize(NULL, n * 8);
+    if (!pr || !pt || !pv || !pc) goto end;
+    int64_t *R = (int64_t *)PyBytes_AS_STRING(pr), *T = (int64_t *)PyBytes_AS_STRING(pt);
+    uint64_t *V = (uint64_t *)PyBytes_AS_STRING(pv);
+    int64_t *C = (int64_t *)PyBytes_AS_STRING(pc);
+    size_t k = 0;
+    Py_ssize_t bad = -1;
+    Rd r = {0};
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n && bad < 0; i++) {
+        r = (Rd){bufs[i].buf, (size_t)bufs[i].len, 1, NULL, 0};
+        size_t k0 = k;
+        if (r.n < 1 || r.b[0] != 2) { r.p = 0; fail(&r, "not a samples record"); bad = i; break; }
+        if (r.n > 1) {
+            uint64_t r0 = get_be64(&r), t0 = get_be64(&r);
+            while (r.p < r.n && !r.err && k < cap) {
+                int64_t dr = get_varint(&r), dt = get_varint(&r);
+                uint64_t v = get_be64(&r);
+                if (r.err) break;
+                R[k] = (int64_t)(r0 + (uint64_t)dr);
+                T[k] = (int64_t)(t0 + (uint64_t)dt);
+                V[k] = v;
+                k++;
+            }
+            if (!r.err && r.p < r.n) fail(&r, "bytes left over after the last sample");
+            if (r.err) { bad = i; break; }
+        }
+        C[i] = (int64_t)(k - k0);
+    }
+    Py_END_ALLOW_THREADS
+    if (bad >= 0) {
+        PyObject *e = Py_BuildValue("(snn)", r.err, (Py_ssize_t)r.err_at, bad);
+        if (e) { PyErr_SetObject(PyExc_ValueError, e); Py_DECREF(e); }
+        goto end;
+    }
+    if (_PyBytes_Resize(&pr, (Py_ssize_t)k * 8) < 0 || _PyBytes_Resize(&pt, (Py_ssize_t)k * 8) < 0 ||
+        _PyBytes_Resize(&pv, (Py_ssize_t)k * 8) < 0)
+        goto end;
+    res = PyTuple_Pack(4, pr, pt, pv, pc);
+end:
+    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&bufs[i]);
+    PyMem_Free(bufs);
+    Py_XDECREF(pr); Py_XDECREF(pt); Py_XDECREF(pv); Py_XDECREF(pc);
+    Py_DECREF(fast);
+    return res;
+}
+
 /* ---------------------------------------------------------------- series */
 
 /* encode_series(refs, blobs) -> record: type 1, per series ref (BE64) and its label blob. */
@@ -809,6 +877,8 @@ static PyMethodDef methods[] = {
     {"parse", py_parse, METH_VARARGS, "parse(segment, start, max_out) -> (payload, ends, offsets, flags, pos, error)"},
     {"encode_samples", py_encode_samples, METH_VARARGS, "encode_samples(type, refs, ts, vs, blobs|None) -> record"},
     {"decode_samples", py_decode_samples, METH_VARARGS, "decode_samples(record, with_labels) -> (refs, ts, vs, blobs|None)"},
+    {"decode_samples_many", py_decode_samples_many, METH_VARARGS,
+     "decode_samples_many(records) -> (refs, ts, vs, counts) of many Samples records"},
     {"encode_series", py_encode_series, METH_VARARGS, "encode_series(refs, blobs) -> record"},
     {"decode_series", py_decode_series, METH_VARARGS, "decode_series(record) -> (refs, blobs)"},
     {"decode_histograms", py_decode_histograms, METH_VARARGS, "decode_histograms(record, is_float) -> list of tuples"},

@@ -275,6 +275,10 @@ class WAL:
         self._lock = threading.Lock()
         self._closer: threading.Thread | None = None
         os.makedirs(self.dir, exist_ok=True)
+        for n in os.listdir(self.dir):  # a checkpoint interrupted before its rename
+            if n.startswith(CHECKPOINT_PREFIX) and n.endswith(".tmp"):
+                log.info("Removing unfinished WAL checkpoint", extra={"dir": os.path.join(self.dir, n)})
+                shutil.rmtree(os.path.join(self.dir, n), ignore_errors=True)
         self._m = _Instruments(metrics, metric_labels or {}, self.compression, self._dir_size)
         idx = list_segments(self.dir)
         if repair and idx:
