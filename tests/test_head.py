@@ -287,6 +287,35 @@ def test_bad_blobs_and_offsets_are_rejected_with_their_index():
     assert h.num_series <= 1  # at most the good blob of the first call
 
 
+def test_a_bad_blob_does_not_stop_the_others():
+    h = Head()
+    good1, good2 = blob_from_labels({"a": "1"}), blob_from_labels({"a": "2"})
+    bad = b"\x02\x01b\x011\x01a\x011"
+    buf = good1 + bad + good2
+    offs = [0, len(good1), len(good1) + len(bad), len(buf)]
+    with pytest.raises(ValueError, match="label blob 1: label names not sorted at byte 5"):
+        h.get_or_create(buf, offs)
+    assert h.postings([Matcher.re("a", ".+")]).tolist() == [1, 2]  # created and indexed
+    refs, created = h.get_or_create(buf, offs, strict=False)
+    assert refs.tolist() == [1, 0, 2] and not created.any()
+
+
+def test_create_with_refs_for_wal_replay():
+    h = Head()
+    sets = [{"s": "a"}, {"s": "b"}, {"s": "a"}, {"s": "c"}, {"s": "d"}]
+    buf, offs = blobs_from_labels(sets)
+    refs, status = h.create_with_refs(buf, offs, [7, 1_000_000_000_000, 9, 7, 0])
+    # "a" again under ref 9: the existing ref 7 comes back (the caller maps 9 -> 7); ref 7 for
+    # "c" is taken; ref 0 is not a ref
+    assert status.tolist() == [1, 1, 0, 2, 2]
+    assert refs.tolist() == [7, 1_000_000_000_000, 7, 7, 0]
+    assert h.labels([7, 1_000_000_000_000]) == [(("s", "a"),), (("s", "b"),)]
+    r, c = h.get_or_create_labels([{"s": "c"}])
+    assert r.tolist() == [1_000_000_000_001] and c.all()  # above every ref seen
+    assert h.append([1_000_000_000_000], [T0], [1.0]).tolist() == [OK]
+    assert h.postings([Matcher.eq("s", "b")]).tolist() == [1_000_000_000_000]
+
+
 # --- 4. selection, truncation ---------------------------------------------------------------------------
 
 def build_head(n_series: int = 40, n_samples: int = 200, step: int = 60_000) -> tuple[Head, list, np.ndarray]:

@@ -95,6 +95,12 @@ typedef struct {
 } hentry_t;
 
 typedef struct {
+    int64_t ref;            /* 0: empty */
+    uint32_t slot;
+    uint32_t pad;
+} rentry_t;
+
+typedef struct {
     PyObject_HEAD
     PyThread_type_lock lock;
     int64_t chunk_range;
@@ -104,7 +110,8 @@ typedef struct {
     /* series */
     series_t *slots; uint32_t nslots, slots_cap;    /* slot 0 unused */
     uint32_t *free_slots; uint32_t nfree, free_cap;
-    uint32_t *ref2slot; int64_t next_ref, ref_cap;  /* ref2slot[ref], ref < next_ref */
+    rentry_t *rtab; uint64_t rtab_cap;                /* ref -> slot, open addressing */
+    int64_t next_ref;                                 /* above every ref handed out or replayed */
     uint64_t live;
     /* label blobs */
     uint8_t *blobs; uint64_t blobs_len, blobs_cap;
@@ -176,6 +183,41 @@ static int table_rebuild(HeadObject *self, uint64_t cap) {
     self->table = t;
     self->table_cap = cap;
     return 0;
+}
+
+/* The ref -> slot table: refs are sparse over time (never reused, and a replayed WAL brings
+ * its own), so a hash table rather than an array indexed by ref. Load factor <= 1/2. */
+static uint32_t rtab_find(HeadObject *self, int64_t ref) {
+    if (ref <= 0) return 0;
+    uint64_t m = self->rtab_cap - 1;
+    for (uint64_t i = fmix((uint64_t)ref) & m;; i = (i + 1) & m) {
+        rentry_t *e = &self->rtab[i];
+        if (e->ref == ref) return e->slot;
+        if (!e->ref) return 0;
+    }
+}
+
+static void rtab_put(rentry_t *t, uint64_t cap, int64_t ref, uint32_t slot) {
+    uint64_t m = cap - 1;
+    uint64_t i = fmix((uint64_t)ref) & m;
+    while (t[i].ref) i = (i + 1) & m;
+    t[i].ref = ref;
+    t[i].slot = slot;
+}
+
+/* A ref table of capacity cap (power of two) holding the live slots' refs; NULL if out of memory. */
+static rentry_t *rtab_build(HeadObject *self, uint64_t cap) {
+    rentry_t *t = calloc(cap, sizeof(rentry_t));
+    if (!t) return NULL;
+    for (uint32_t sl = 1; sl < self->nslots; sl++)
+        if (self->slots[sl].ref) rtab_put(t, cap, self->slots[sl].ref, sl);
+    return t;
+}
+
+INLINE uint64_t rtab_cap_for(uint64_t live) {
+    uint64_t cap = 16;
+    while (cap < 2 * live) cap <<= 1;
+    return cap;
 }
 
 /* --------------------------------------------------------------- blob checks */
@@ -509,7 +551,7 @@ static void Head_dealloc(HeadObject *self) {
         for (uint32_t i = 1; i < self->nslots; i++) free(self->slots[i].cbuf);
     free(self->slots);
     free(self->free_slots);
-    free(self->ref2slot);
+    free(self->rtab);
     free(self->blobs);
     free(self->table);
     for (uint64_t i = 0; i < self->npages; i++) free(self->pages[i]);
@@ -548,9 +590,9 @@ static int Head_init(HeadObject *self, PyObject *args, PyObject *kw) {
     self->table = calloc(cap, sizeof(hentry_t));
     self->slots_cap = 16;
     self->slots = calloc(self->slots_cap, sizeof(series_t));
-    self->ref_cap = 16;
-    self->ref2slot = calloc((size_t)self->ref_cap, sizeof(uint32_t));
-    if (!self->table || !self->slots || !self->ref2slot) { PyErr_NoMemory(); return -1; }
+    self->rtab_cap = 16;
+    self->rtab = calloc(self->rtab_cap, sizeof(rentry_t));
+    if (!self->table || !self->slots || !self->rtab) { PyErr_NoMemory(); return -1; }
     self->table_cap = cap;
     return 0;
 }
@@ -608,7 +650,7 @@ static int grow_u32(uint32_t **p, uint32_t *cap, uint32_t need) {
 
 /* Create the series for one blob (not present). Returns the slot, 0 on allocation failure
  * (nothing changed then). */
-static uint32_t create_one(HeadObject *self, const uint8_t *p, size_t n, uint64_t h) {
+static uint32_t create_one(HeadObject *self, const uint8_t *p, size_t n, uint64_t h, int64_t ref) {
     if (!self->nfree) {
         if (self->nslots == 0xFFFFFFFFu) return 0;
         if (self->nslots == self->slots_cap) {
@@ -620,13 +662,13 @@ static uint32_t create_one(HeadObject *self, const uint8_t *p, size_t n, uint64_
             self->slots_cap = (uint32_t)c;
         }
     }
-    if (self->next_ref >= self->ref_cap) {
-        int64_t c = self->ref_cap * 2;
-        uint32_t *q = realloc(self->ref2slot, (size_t)c * sizeof(uint32_t));
+    if (2 * (self->live + 1) > self->rtab_cap) {
+        uint64_t c = rtab_cap_for(self->live + 1);
+        rentry_t *q = rtab_build(self, c);
         if (!q) return 0;
-        memset(q + self->ref_cap, 0, (size_t)(c - self->ref_cap) * sizeof(uint32_t));
-        self->ref2slot = q;
-        self->ref_cap = c;
+        free(self->rtab);
+        self->rtab = q;
+        self->rtab_cap = c;
     }
     if (self->blobs_len + n > self->blobs_cap) {
         uint64_t c = self->blobs_cap ? self->blobs_cap : 4096;
@@ -641,26 +683,31 @@ static uint32_t create_one(HeadObject *self, const uint8_t *p, size_t n, uint64_
     uint32_t sl = self->nfree ? self->free_slots[--self->nfree] : self->nslots++;
     series_t *s = &self->slots[sl];
     memset(s, 0, sizeof(*s));
-    s->ref = self->next_ref++;
+    s->ref = ref > 0 ? ref : self->next_ref;
+    if (s->ref >= self->next_ref) self->next_ref = s->ref + 1;
     s->hash = h;
     s->blob_off = self->blobs_len;
     s->blob_len = (uint32_t)n;
     s->last_chunk = NO_CHUNK;
     memcpy(self->blobs + self->blobs_len, p, n);
     self->blobs_len += n;
-    self->ref2slot[s->ref] = sl;
+    rtab_put(self->rtab, self->rtab_cap, s->ref, sl);
     table_put(self->table, self->table_cap, h, sl);
     self->live++;
     return sl;
 }
 
-/* create(buf, offsets, refs_out, new_out): refs of the blobs, creating the missing series;
- * new_out[i] = 1 where the series was created by this call. */
+/* create(buf, offsets, refs, new, given) -> (first bad blob index or -1, its problem or None):
+ * the refs of the blobs, creating the missing series. new[i]: 0 the series existed (refs[i]
+ * is its ref), 1 created, 2 (given refs only) the wanted ref belongs to another series or is
+ * not positive, 3 the blob (or its offsets) is invalid (refs[i] = 0). With given = 1, refs[i]
+ * is the ref a new series gets (WAL replay); else new series get fresh refs. */
 static PyObject *Head_create(HeadObject *self, PyObject *args) {
     PyObject *bo, *oo, *ro, *no;
+    int given = 0;
     view bv, ov, rv, nv;
     bv.ok = ov.ok = rv.ok = nv.ok = 0;
-    if (!PyArg_ParseTuple(args, "OOOO", &bo, &oo, &ro, &no)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOO|p", &bo, &oo, &ro, &no, &given)) return NULL;
     PyObject *res = NULL;
     if (get_view(bo, &bv, 0, 1, "buf") || get_view(oo, &ov, 0, 8, "offsets") || get_view(ro, &rv, 1, 8, "refs") ||
         get_view(no, &nv, 1, 1, "new"))
@@ -674,15 +721,27 @@ static PyObject *Head_create(HeadObject *self, PyObject *args) {
         const uint8_t *buf = bv.b.buf, *op = ov.b.buf;
         uint8_t *rp = rv.b.buf, *np_ = nv.b.buf;
         int64_t bad = -1, badat = 0;
-        const char *why = NULL;
+        const char *badwhy = NULL;
         int nomem = 0;
         LOCKED_BEGIN(self)
         for (int64_t i = 0; i < k; i++) {
             int64_t a = (int64_t)ld64(op + 8 * i), b = (int64_t)ld64(op + 8 * i + 8);
-            if (a < 0 || b < a || (uint64_t)b > (uint64_t)bv.b.len) { bad = i; why = NULL; break; }
+            const char *why = NULL;
+            int64_t e = 0;
+            if (a < 0 || b < a || (uint64_t)b > (uint64_t)bv.b.len) {
+                why = "offsets outside the buffer";
+            } else if ((uint64_t)(b - a) > 0xFFFFFFFFu) {
+                why = "label blob larger than 4 GiB";
+            }
+            if (why) {
+            invalid:
+                np_[i] = 3;
+                st64(rp + 8 * i, 0);
+                if (bad < 0) { bad = i; badat = e; badwhy = why; }
+                continue;
+            }
             size_t n = (size_t)(b - a);
             const uint8_t *p = buf + a;
-            if (n > 0xFFFFFFFFu) { bad = i; why = "label blob larger than 4 GiB"; break; }
             uint64_t h = blob_hash(self, p, n);
             int sl = table_find(self, h, p, n);
             if (sl) {
@@ -690,24 +749,33 @@ static PyObject *Head_create(HeadObject *self, PyObject *args) {
                 np_[i] = 0;
                 continue;
             }
-            int64_t e = blob_check(p, n, &why);
-            if (e) { bad = i; badat = e - 1; break; }
-            uint32_t ns = create_one(self, p, n, h);
-            if (!ns) { nomem = 1; break; }
+            e = blob_check(p, n, &why);
+            if (e) { e--; goto invalid; }
+            int64_t want = 0;
+            if (given) {
+                want = (int64_t)ld64(rp + 8 * i);
+                if (want <= 0 || rtab_find(self, want)) { np_[i] = 2; continue; }
+            }
+            uint32_t ns = create_one(self, p, n, h, want);
+            if (!ns) {
+                nomem = 1;
+                for (int64_t j = i; j < k; j++) { np_[j] = 3; st64(rp + 8 * j, 0); }
+                break;
+            }
             st64(rp + 8 * i, (uint64_t)self->slots[ns].ref);
             np_[i] = 1;
         }
         LOCKED_END(self)
-        if (nomem) { PyErr_NoMemory(); goto done; }
-        if (bad >= 0) {
-            if (why)
-                PyErr_Format(PyExc_ValueError, "label blob %lld: %s at byte %lld", (long long)bad, why, (long long)badat);
-            else
-                PyErr_Format(PyExc_ValueError, "offsets[%lld:%lld] is not a range inside the %zd-byte buffer",
-                             (long long)bad, (long long)bad + 2, bv.b.len);
-            goto done;
+        if (nomem) {
+            /* what was created stays consistent: report it, the caller indexes it */
+            res = Py_BuildValue("(Ls)", (long long)-2, "out of memory");
+        } else if (bad >= 0) {
+            res = Py_BuildValue("(LN)", (long long)bad,
+                                PyUnicode_FromFormat("label blob %lld: %s at byte %lld", (long long)bad, badwhy,
+                                                     (long long)badat));
+        } else {
+            res = Py_BuildValue("(LO)", (long long)-1, Py_None);
         }
-        res = Py_NewRef(Py_None);
     }
 done:
     rel(&bv); rel(&ov); rel(&rv); rel(&nv);
@@ -715,8 +783,7 @@ done:
 }
 
 INLINE uint32_t slot_of(HeadObject *self, int64_t ref) {
-    if (ref <= 0 || ref >= self->next_ref) return 0;
-    return self->ref2slot[ref];
+    return rtab_find(self, ref);
 }
 
 /* Prometheus' memSeries.appendable for the in-order head, given the series' state. */
@@ -905,14 +972,22 @@ static PyObject *Head_blobs(HeadObject *self, PyObject *arg) {
     return res;
 }
 
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x, y;
+    memcpy(&x, a, 8);
+    memcpy(&y, b, 8);
+    return (x > y) - (x < y);
+}
+
 /* refs() -> int64 bytes of the live refs, ascending. */
 static PyObject *Head_refs(HeadObject *self, PyObject *unused) {
     obuf o = {0};
     int nomem = 0;
     LOCKED_BEGIN(self)
     if (ob_reserve(&o, self->live * 8 + 8)) nomem = 1;
-    for (int64_t r = 1; r < self->next_ref && !nomem; r++)
-        if (self->ref2slot[r]) ob_i64(&o, r);
+    for (uint32_t sl = 1; sl < self->nslots && !nomem; sl++)
+        if (self->slots[sl].ref) ob_i64(&o, self->slots[sl].ref);
+    if (!nomem) qsort(o.p, o.len / 8, 8, cmp_i64);
     LOCKED_END(self)
     if (nomem) { free(o.p); return PyErr_NoMemory(); }
     return ob_bytes(&o);
@@ -966,7 +1041,8 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
     cmeta_t *nchunks = NULL, *oldchunks = NULL;
     uint8_t *nblobs = NULL;
     hentry_t *ntable = NULL;
-    uint64_t nnpages = 0, fill = 0, nrem = 0, rbytes = 0, ncap = 16;
+    rentry_t *nrtab = NULL;
+    uint64_t nnpages = 0, fill = 0, nrem = 0, rbytes = 0, ncap = 16, nrcap = 16;
     int64_t nk = 0;
     if (!gone || !map || !npages) nomem = 1;
     if (!nomem) {
@@ -989,9 +1065,11 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
         /* 2. allocate and fill the new structures; the old ones stay valid */
         while ((double)(self->live - nrem) > 0.35 * (double)ncap) ncap <<= 1;
         ntable = calloc(ncap, sizeof(hentry_t));
+        nrcap = rtab_cap_for(self->live - nrem);
+        nrtab = calloc(nrcap, sizeof(rentry_t));
         nchunks = malloc(((size_t)nk + 1) * sizeof(cmeta_t));
         nblobs = malloc(self->blobs_len - rbytes + 1);
-        if (!ntable || !nchunks || !nblobs || ob_reserve(&rr, nrem * 8) || ob_reserve(&rb, rbytes) ||
+        if (!ntable || !nrtab || !nchunks || !nblobs || ob_reserve(&rr, nrem * 8) || ob_reserve(&rb, rbytes) ||
             ob_reserve(&ro, nrem * 8 + 8) || grow_u32(&self->free_slots, &self->free_cap, self->nfree + (uint32_t)nrem))
             nomem = 1;
         for (int64_t c = 0; c < self->nchunks && !nomem; c++) {
@@ -1022,7 +1100,6 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
                 ob_i64(&rr, s->ref);
                 ob_put(&rb, self->blobs + s->blob_off, s->blob_len);
                 ob_i64(&ro, (int64_t)rb.len);
-                self->ref2slot[s->ref] = 0;
                 free(s->cbuf);
                 self->open_bytes -= s->cap;
                 memset(s, 0, sizeof(*s));
@@ -1038,6 +1115,7 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
             for (int64_t c = s->last_chunk; c != NO_CHUNK; c = nchunks[c].prev) lo = nchunks[c].mint;
             if (lo < actual) actual = lo;
             table_put(ntable, ncap, s->hash, sl);
+            rtab_put(nrtab, nrcap, s->ref, sl);
         }
         free(self->blobs);
         self->blobs = nblobs;
@@ -1048,6 +1126,10 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
         self->table = ntable;
         self->table_cap = ncap;
         ntable = NULL;
+        free(self->rtab);
+        self->rtab = nrtab;
+        self->rtab_cap = nrcap;
+        nrtab = NULL;
         for (uint64_t i = 0; i < self->npages; i++) free(self->pages[i]);
         free(self->pages);
         self->pages = npages;
@@ -1074,6 +1156,7 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
     free(nchunks);
     free(nblobs);
     free(ntable);
+    free(nrtab);
     free(map);
     free(gone);
     LOCKED_END(self)
@@ -1096,7 +1179,7 @@ static PyObject *Head_stats(HeadObject *self, PyObject *unused) {
     live = self->live;
     nchunks = (uint64_t)self->nchunks;
     slots = (uint64_t)self->slots_cap * sizeof(series_t);
-    refs = (uint64_t)self->ref_cap * sizeof(uint32_t) + (uint64_t)self->free_cap * 4;
+    refs = self->rtab_cap * sizeof(rentry_t) + (uint64_t)self->free_cap * 4;
     table = self->table_cap * sizeof(hentry_t);
     blobs = self->blobs_cap;
     pages = self->npages * PAGE_SIZE + self->pages_cap * sizeof(void *);
@@ -1118,7 +1201,7 @@ static PyGetSetDef Head_getset[] = {
 
 static PyMethodDef Head_methods[] = {
     {"lookup", (PyCFunction)Head_lookup, METH_VARARGS, "lookup(buf, offsets, refs_out)"},
-    {"create", (PyCFunction)Head_create, METH_VARARGS, "create(buf, offsets, refs_out, new_out)"},
+    {"create", (PyCFunction)Head_create, METH_VARARGS, "create(buf, offsets, refs, new, given=False) -> (bad, why)"},
     {"append", (PyCFunction)Head_append, METH_VARARGS,
      "append(refs, ts, vs, status_out, min_valid_time) -> (appended, mint, maxt)"},
     {"select", (PyCFunction)Head_select, METH_VARARGS, "select(refs, mint, maxt) -> (counts, mint, maxt, offsets, data)"},

@@ -217,21 +217,44 @@ class Head:
         self._k.lookup(buf, offsets, refs)
         return refs
 
-    def get_or_create(self, buf, offsets) -> tuple[np.ndarray, np.ndarray]:
+    def get_or_create(self, buf, offsets, *, strict: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Refs of the blobs, creating the series that do not exist; returns ``(refs, created)``
         (``created``: bool mask of the series this call made, whose Series records the caller logs).
-        Raises ValueError naming the blob and byte for a malformed or unsorted blob."""
+        A malformed blob (bad varints, unsorted or duplicate names, invalid UTF-8) gets ref 0;
+        with ``strict`` a ValueError naming the first such blob and byte is raised after the
+        good ones were created."""
         offsets = _i64(offsets)
         refs = self.lookup(buf, offsets)
         if refs.all():
             return refs, np.zeros(len(refs), dtype=bool)
         new = np.zeros(len(refs), dtype=np.uint8)
-        self._k.create(buf, offsets, refs, new)
-        created = new.view(bool)
-        idx = np.flatnonzero(created)
+        bad, why = self._k.create(buf, offsets, refs, new)
+        self._index_new(buf, offsets, refs, new)
+        if bad == -2:
+            raise MemoryError("head: out of memory creating series")
+        if bad >= 0 and strict:
+            raise ValueError(why)
+        return refs, new == 1
+
+    def create_with_refs(self, buf, offsets, refs) -> tuple[np.ndarray, np.ndarray]:
+        """Create series with the refs given (WAL replay: a Series record's ref). Returns
+        ``(refs, status)``: status 1 created with the given ref; 0 the labels already exist,
+        under the ref returned (the caller maps the record's ref to it, as Prometheus'
+        multiRef); 2 the ref is taken by other labels or not positive; 3 malformed blob. Later
+        new series get refs above every ref seen."""
+        offsets = _i64(offsets)
+        refs = np.array(refs, dtype=np.int64)
+        new = np.zeros(len(refs), dtype=np.uint8)
+        bad, _why = self._k.create(buf, offsets, refs, new, True)
+        self._index_new(buf, offsets, refs, new)
+        if bad == -2:
+            raise MemoryError("head: out of memory creating series")
+        return refs, new
+
+    def _index_new(self, buf, offsets: np.ndarray, refs: np.ndarray, new: np.ndarray) -> None:
+        idx = np.flatnonzero(new == 1)
         if len(idx):
             self._index(zip(refs[idx].tolist(), _head.labels_of(buf, offsets, idx)))
-        return refs, created
 
     create = get_or_create
 
@@ -486,8 +509,8 @@ class Head:
         return len(removed)
 
     def _unindex(self, removed: np.ndarray, blobs: bytes, offs: np.ndarray) -> None:
-        gone = np.zeros(int(self._k.next_ref), dtype=bool)
-        gone[removed] = True
+        removed = np.sort(removed)
+        rset = set(removed.tolist())
         affected: dict[str, set[str]] = {}
         for lbls in _head.labels_of(blobs, offs, np.arange(len(removed), dtype=np.int64)):
             for n, v in lbls:
@@ -496,8 +519,13 @@ class Head:
         for n, vals in affected.items():
             d = p[n]
             for v in vals:
-                a = np.frombuffer(d[v], dtype=np.int64)
-                k = a[~gone[a]]
+                arr = d[v]
+                if len(arr) == 1:  # a value of one series: the common case for unique labels
+                    if arr[0] in rset:
+                        del d[v]
+                    continue
+                a = np.frombuffer(arr, dtype=np.int64)
+                k = a[~np.isin(a, removed, assume_unique=True)]
                 if len(k):
                     d[v] = array("q", k.tobytes())
                 else:
