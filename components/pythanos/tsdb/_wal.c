@@ -471,10 +471,11 @@ static PyObject *py_decode_samples(PyObject *self, PyObject *args) {
         uint64_t r0 = get_be64(&r), t0 = get_be64(&r);
         if (!with_labels) {
             Py_BEGIN_ALLOW_THREADS
-            while (r.p < r.n && !r.err && k < cap) {
+            while (r.p < r.n && !r.err) {
                 int64_t dr = get_varint(&r), dt = get_varint(&r);
                 uint64_t v = get_be64(&r);
                 if (r.err) break;
+                if (k >= cap) { fail(&r, "more samples than the record can hold"); break; } /* >= 10 bytes each */
                 R[k] = (int64_t)(r0 + (uint64_t)dr);
                 T[k] = (int64_t)(t0 + (uint64_t)dt);
                 V[k] = v;
@@ -482,12 +483,13 @@ static PyObject *py_decode_samples(PyObject *self, PyObject *args) {
             }
             Py_END_ALLOW_THREADS
         } else {
-            while (r.p < r.n && !r.err && k < cap) {
+            while (r.p < r.n && !r.err) {
                 int64_t dr = get_varint(&r), dt = get_varint(&r);
                 uint64_t v = get_be64(&r);
                 size_t ls = r.p;
                 skip_labels(&r);
                 if (r.err) break;
+                if (k >= cap) { fail(&r, "more exemplars than the record can hold"); break; }
                 PyObject *bl = PyBytes_FromStringAndSize((const char *)r.b + ls, (Py_ssize_t)(r.p - ls));
                 if (!bl || PyList_Append(blobs, bl) < 0) { Py_XDECREF(bl); goto end; }
                 Py_DECREF(bl);
@@ -546,10 +548,11 @@ static PyObject *py_decode_samples_many(PyObject *self, PyObject *args) {
         if (r.n < 1 || r.b[0] != 2) { r.p = 0; fail(&r, "not a samples record"); bad = i; break; }
         if (r.n > 1) {
             uint64_t r0 = get_be64(&r), t0 = get_be64(&r);
-            while (r.p < r.n && !r.err && k < cap) {
+            while (r.p < r.n && !r.err) {
                 int64_t dr = get_varint(&r), dt = get_varint(&r);
                 uint64_t v = get_be64(&r);
                 if (r.err) break;
+                if (k >= cap) { fail(&r, "more samples than the record can hold"); break; } /* >= 10 bytes each */
                 R[k] = (int64_t)(r0 + (uint64_t)dr);
                 T[k] = (int64_t)(t0 + (uint64_t)dt);
                 V[k] = v;
@@ -625,11 +628,12 @@ static PyObject *py_decode_series(PyObject *self, PyObject *args) {
     if (!refs || !blobs) goto end;
     uint64_t *R = (uint64_t *)PyBytes_AS_STRING(refs);
     size_t k = 0;
-    while (r.p < r.n && !r.err && k < cap) {
+    while (r.p < r.n && !r.err) {
         uint64_t ref = get_be64(&r);
         size_t ls = r.p;
         skip_labels(&r);
         if (r.err) break;
+        if (k >= cap) { fail(&r, "more series than the record can hold"); break; } /* cannot happen: >= 9 bytes each */
         PyObject *bl = PyBytes_FromStringAndSize((const char *)r.b + ls, (Py_ssize_t)(r.p - ls));
         if (!bl || PyList_Append(blobs, bl) < 0) { Py_XDECREF(bl); goto end; }
         Py_DECREF(bl);

@@ -284,7 +284,13 @@ class WAL:
         if repair and idx:
             self._repair_tail(idx)
             idx = list_segments(self.dir)
-        self._open_segment(idx[-1] + 1 if idx else 0)
+        if idx:
+            self._open_segment(idx[-1] + 1)
+        else:
+            # no segments: start after the newest checkpoint, so replay (which reads the segments
+            # after it) cannot skip what is written now (Prometheus would start at 0)
+            cp = last_checkpoint(self.dir)
+            self._open_segment(cp[0] + 1 if cp else 0)
 
     # -- segments
 
