@@ -397,6 +397,42 @@ def test_truncate_and_gc():
     assert h.label_names() == []
 
 
+def test_query_in_label_order_and_metrics():
+    from prometheus_client import CollectorRegistry
+
+    from pythanos.tsdb.head import HeadCollector
+
+    h, sets, refs = build_head(n_series=12, n_samples=300)
+    lbls, hc = h.query([Matcher.re("i", "1.*|3")], T0, T0 + 200 * 60_000)
+    assert lbls == sorted(lbls) and len(lbls) == 4 and all(("i", "3") in ls or ("i", "10") in ls or ("i", "11") in ls
+                                                          or ("i", "1") in ls for ls in lbls)
+    assert h.labels(hc.refs) == lbls
+    for i in range(len(lbls)):
+        for j in range(hc.starts[i], hc.starts[i + 1]):
+            t, _ = decode_xor(hc.chunk(j))
+            assert (t[0], t[-1]) == (hc.mint[j], hc.maxt[j])
+        ts = np.concatenate([decode_xor(hc.chunk(j))[0] for j in range(hc.starts[i], hc.starts[i + 1])])
+        # whole chunks: from the first sample to past the range's end, nothing missing between
+        assert ts[0] == T0 and ts[-1] >= T0 + 200 * 60_000 and np.all(np.diff(ts) == 60_000)
+    r = one_series(h, x="y")
+    end = T0 + 299 * 60_000
+    st = h.append([r, r, r, r], [end, end, end - 1, T0 - 10 * H2], [1.0, 2.0, 1.0, 1.0])
+    assert st.tolist() == [OK, DUPLICATE | AT_COMMIT, OUT_OF_ORDER | AT_COMMIT, OUT_OF_BOUNDS]
+    reg = CollectorRegistry()
+    reg.register(HeadCollector(lambda: {"t1": h}))
+
+    def val(name, **kw):
+        return reg.get_sample_value(name, {"tenant": "t1", **kw})
+
+    assert val("prometheus_tsdb_head_series") == 13
+    assert val("prometheus_tsdb_head_samples_appended_total", type="float") == 12 * 300 + 1
+    assert val("prometheus_tsdb_out_of_order_samples_total", type="float") == 1
+    assert val("prometheus_tsdb_out_of_bound_samples_total", type="float") == 1
+    assert val("prometheus_tsdb_head_chunks") == h.stats()["chunks"] + 13
+    assert val("prometheus_tsdb_head_series_created_total") == 13
+    assert val("prometheus_tsdb_head_max_time") == T0 + 299 * 60_000
+
+
 # --- 5. blocks --------------------------------------------------------------------------------------------
 
 def go_float(x: float) -> str:

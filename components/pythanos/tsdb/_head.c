@@ -121,6 +121,7 @@ typedef struct {
     uint8_t **pages; uint64_t npages, pages_cap, page_fill;
     cmeta_t *chunks; int64_t nchunks, chunks_cap;
     uint64_t open_bytes;    /* sum of open chunk buffer capacities */
+    uint64_t series_created, series_removed, chunks_created, chunks_removed; /* totals */
 } HeadObject;
 
 /* ------------------------------------------------------------------ hashing */
@@ -503,6 +504,7 @@ static int series_append(HeadObject *self, uint32_t sl, int64_t t, uint64_t vbit
     if (cut == 2 && complete_chunk(self, sl)) return -1;
     s = &self->slots[sl];
     if (cut) {
+        self->chunks_created++;
         s->cmint = t;
         s->next_at = range_for_timestamp(t, self->chunk_range);
     }
@@ -694,6 +696,7 @@ static uint32_t create_one(HeadObject *self, const uint8_t *p, size_t n, uint64_
     rtab_put(self->rtab, self->rtab_cap, s->ref, sl);
     table_put(self->table, self->table_cap, h, sl);
     self->live++;
+    self->series_created++;
     return sl;
 }
 
@@ -1097,6 +1100,7 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
             series_t *s = &self->slots[sl];
             if (!s->ref) continue;
             if (gone[sl]) {
+                int s_had_open = s->n > 0;
                 ob_i64(&rr, s->ref);
                 ob_put(&rb, self->blobs + s->blob_off, s->blob_len);
                 ob_i64(&ro, (int64_t)rb.len);
@@ -1105,6 +1109,8 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
                 memset(s, 0, sizeof(*s));
                 self->free_slots[self->nfree++] = sl;
                 self->live--;
+                self->series_removed++;
+                if (s_had_open) self->chunks_removed++;
                 continue;
             }
             memcpy(nblobs + blen, self->blobs + s->blob_off, s->blob_len);
@@ -1141,6 +1147,7 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
         self->chunks = nchunks;
         self->chunks_cap = nk + 1;
         self->nchunks = nk;
+        self->chunks_removed += (uint64_t)removed_chunks;
         nchunks = NULL;
         free(oldchunks);
         /* trailing free slots go, so the slot table stays short */
@@ -1174,7 +1181,8 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
 
 /* stats() -> dict of counts and bytes held */
 static PyObject *Head_stats(HeadObject *self, PyObject *unused) {
-    uint64_t live, nchunks, slots, refs, table, blobs, pages, cmeta, open, chunk_bytes = 0;
+    uint64_t live, nchunks, slots, refs, table, blobs, pages, cmeta, open, chunk_bytes = 0, nopen = 0;
+    uint64_t sc, sr, cc, cr;
     LOCKED_BEGIN(self)
     live = self->live;
     nchunks = (uint64_t)self->nchunks;
@@ -1186,8 +1194,12 @@ static PyObject *Head_stats(HeadObject *self, PyObject *unused) {
     cmeta = (uint64_t)self->chunks_cap * sizeof(cmeta_t);
     open = self->open_bytes;
     for (int64_t c = 0; c < self->nchunks; c++) chunk_bytes += self->chunks[c].len;
+    for (uint32_t sl = 1; sl < self->nslots; sl++) nopen += self->slots[sl].n > 0;
+    sc = self->series_created; sr = self->series_removed; cc = self->chunks_created; cr = self->chunks_removed;
     LOCKED_END(self)
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsK}", "series", live, "chunks", nchunks, "series_bytes", slots,
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsK}", "series_created", sc, "series_removed", sr,
+                         "chunks_created", cc, "chunks_removed", cr, "open_chunks", nopen,
+                         "series", live, "chunks", nchunks, "series_bytes", slots,
                          "ref_bytes", refs, "table_bytes", table, "blob_bytes", blobs, "page_bytes", pages,
                          "chunk_meta_bytes", cmeta, "open_chunk_bytes", open, "chunk_data_bytes", chunk_bytes);
 }

@@ -47,7 +47,7 @@ from .chunkenc import decode_xor, decode_xor_many, encode_xor
 from .labels import MATCH_EQUAL, Matcher
 
 __all__ = [
-    "Head", "HeadChunks", "blob_from_labels", "labels_from_blob", "blobs_from_labels",
+    "Head", "HeadChunks", "HeadCollector", "blob_from_labels", "labels_from_blob", "blobs_from_labels",
     "OK", "DUP_OK", "OUT_OF_ORDER", "DUPLICATE", "OUT_OF_BOUNDS", "BAD_REF", "AT_COMMIT",
     "ERR_OUT_OF_ORDER", "ERR_DUPLICATE", "ERR_OUT_OF_BOUNDS", "status_error",
 ]
@@ -182,6 +182,22 @@ class HeadChunks:
     def chunk(self, j: int) -> bytes:
         return self.data[int(self.offsets[j]):int(self.offsets[j + 1])]
 
+    def take(self, order) -> "HeadChunks":
+        """The series ``order`` (indices into ``refs``) with their chunks, in that order."""
+        order = np.asarray(order, dtype=np.int64)
+        starts = self.starts
+        counts = self.counts[order]
+        total = int(counts.sum())
+        first = np.zeros(len(order) + 1, dtype=np.int64)
+        np.cumsum(counts, out=first[1:])
+        idx = np.repeat(starts[:-1][order] - first[:-1], counts) + np.arange(total, dtype=np.int64)
+        lens = (self.offsets[1:] - self.offsets[:-1])[idx]
+        offs = np.zeros(total + 1, dtype=np.int64)
+        np.cumsum(lens, out=offs[1:])
+        src = np.repeat(self.offsets[:-1][idx] - offs[:-1], lens) + np.arange(int(offs[-1]), dtype=np.int64)
+        data = np.frombuffer(self.data, dtype=np.uint8)[src].tobytes()
+        return HeadChunks(self.refs[order], counts, self.mint[idx], self.maxt[idx], offs, data)
+
 
 # --- the head ------------------------------------------------------------------------------------
 
@@ -204,6 +220,11 @@ class Head:
         self._min_valid_time = MIN_TIME
         self._postings: dict[str, dict[str, array]] = {}
         self.samples_appended = 0
+        # rejections as Prometheus counts them (Append and Commit alike)
+        self.out_of_order_samples = 0
+        self.out_of_bound_samples = 0
+        self.duplicate_samples = 0
+        self.truncations = 0
 
     # -- series -----------------------------------------------------------------------------------
     @property
@@ -382,6 +403,11 @@ class Head:
             self.min_time = t0
             self.max_time = max(self.max_time, t0)
         appended, mint, maxt = self._k.append(refs, ts, vs, status, self.appendable_min_valid_time())
+        if appended != len(status):
+            c = np.bincount(status & 0x7F, minlength=8)
+            self.out_of_order_samples += int(c[OUT_OF_ORDER])
+            self.out_of_bound_samples += int(c[OUT_OF_BOUNDS])
+            self.duplicate_samples += int(c[DUPLICATE])
         if appended:
             self.samples_appended += appended
             self.min_time = min(self.min_time, mint)
@@ -397,31 +423,37 @@ class Head:
         return HeadChunks(refs, np.frombuffer(counts, dtype=np.int64), np.frombuffer(cmint, dtype=np.int64),
                           np.frombuffer(cmaxt, dtype=np.int64), np.frombuffer(offs, dtype=np.int64), data)
 
+    def query(self, matchers: Sequence[Matcher] = (), mint: int = MIN_TIME, maxt: int = MAX_TIME
+              ) -> tuple[list[tuple[tuple[str, str], ...]], HeadChunks]:
+        """The series selected by ``matchers`` (all without) that have chunks overlapping
+        ``[mint, maxt]``, in label order: ``(labels, chunks)`` with ``labels[i]`` the label set of
+        ``chunks.refs[i]`` (what a StoreAPI Series answer needs)."""
+        refs = self.postings(matchers) if matchers else self.all_refs()
+        hc = self.select(refs, mint, maxt)
+        keep = np.flatnonzero(hc.counts > 0)
+        lbls = self.labels(refs[keep])
+        order = sorted(range(len(keep)), key=lbls.__getitem__)
+        return [lbls[i] for i in order], hc.take(keep[order])
+
     def series(self, matchers: Sequence[Matcher] = (), mint: int = MIN_TIME, maxt: int = MAX_TIME
                ) -> Iterator[tuple[tuple[tuple[str, str], ...], np.ndarray, np.ndarray]]:
         """``(labels, t, v)`` with the samples in ``[mint, maxt]`` of the selected series (all
         series without matchers), in label order; series without such samples are skipped."""
-        refs = self.postings(matchers) if matchers else self.all_refs()
-        if len(refs) == 0:
-            return
-        hc = self.select(refs, mint, maxt)
+        lbls, hc = self.query(matchers, mint, maxt)
         if len(hc.mint) == 0:
             return
         counts, t_all, v_all = decode_xor_many(hc.data, hc.offsets[:-1], np.diff(hc.offsets))
         sstart = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=sstart[1:])
         cs = hc.starts
-        out = []
-        for i, lbls in enumerate(self.labels(refs)):
+        for i, ls in enumerate(lbls):
             a, b = int(sstart[cs[i]]), int(sstart[cs[i + 1]])
             t, v = t_all[a:b], v_all[a:b]
             if len(t) and (t[0] < mint or t[-1] > maxt):
                 i0, i1 = np.searchsorted(t, mint, side="left"), np.searchsorted(t, maxt, side="right")
                 t, v = t[i0:i1], v[i0:i1]
             if len(t):
-                out.append((lbls, t, v))
-        out.sort(key=lambda x: x[0])
-        yield from out
+                yield ls, t, v
 
     # -- blocks and truncation --------------------------------------------------------------------
     def compactable(self) -> bool:
@@ -441,18 +473,9 @@ class Head:
         from .meta import ThanosMeta
         from .streamwriter import StreamBlockWriter
 
-        refs = self.all_refs()
-        if len(refs) == 0:
+        lbls, hc = self.query((), mint, maxt - 1)
+        if not lbls:
             return None
-        hc = self.select(refs, mint, maxt - 1)
-        keep = hc.counts > 0
-        if not keep.any():
-            return None
-        refs = refs[keep]
-        lbls = self.labels(refs)
-        order = sorted(range(len(refs)), key=lbls.__getitem__)
-        hc = self.select(refs[order], mint, maxt - 1)
-        lbls = [lbls[i] for i in order]
         cmint, cmaxt, offs, data = hc.mint, hc.maxt, hc.offsets, hc.data
         outside = np.flatnonzero((cmint < mint) | (cmaxt >= maxt))
         if len(outside):
@@ -494,6 +517,7 @@ class Head:
         (``Head.truncateMemory`` + ``gc``); returns the number of series removed."""
         if self.initialized and self.min_time >= mint:
             return 0
+        self.truncations += 1
         self.min_time = mint
         self._min_valid_time = mint
         self.max_time = max(self.max_time, mint)
@@ -549,3 +573,56 @@ class Head:
     def stats(self) -> dict:
         """Counts and bytes held by the kernel (series, chunks, open chunk buffers, arenas)."""
         return self._k.stats()
+
+
+class HeadCollector:
+    """Prometheus' head metrics (``prometheus_tsdb_head_*`` and the rejection counters, names
+    and help from ``tsdb/head.go``) for several heads, one label value each (Thanos' receiver
+    labels each tenant's TSDB with ``tenant``). Register with ``prometheus_client.REGISTRY``.
+    ``heads`` is called at each scrape and returns ``{label value: Head}``."""
+
+    def __init__(self, heads, label: str = "tenant"):
+        self.heads = heads
+        self.label = label
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        lb = [self.label]
+        g = {n: GaugeMetricFamily(n, h, labels=lb) for n, h in (
+            ("prometheus_tsdb_head_series", "Total number of series in the head block."),
+            ("prometheus_tsdb_head_chunks", "Total number of chunks in the head block."),
+            ("prometheus_tsdb_head_min_time", "Minimum time bound of the head block. The unit is decided by the "
+                                              "library consumer."),
+            ("prometheus_tsdb_head_max_time", "Maximum timestamp of the head block. The unit is decided by the "
+                                              "library consumer."))}
+        c = {n: CounterMetricFamily(n, h, labels=lb) for n, h in (
+            ("prometheus_tsdb_head_series_created", "Total number of series created in the head"),
+            ("prometheus_tsdb_head_series_removed", "Total number of series removed in the head"),
+            ("prometheus_tsdb_head_chunks_created", "Total number of chunks created in the head"),
+            ("prometheus_tsdb_head_chunks_removed", "Total number of chunks removed in the head"),
+            ("prometheus_tsdb_head_truncations", "Total number of head truncations attempted."))}
+        typed = {n: CounterMetricFamily(n, h, labels=[*lb, "type"]) for n, h in (
+            ("prometheus_tsdb_head_samples_appended", "Total number of appended samples."),
+            ("prometheus_tsdb_out_of_order_samples", "Total number of out of order samples ingestion failed attempts "
+                                                     "due to out of order being disabled."),
+            ("prometheus_tsdb_out_of_bound_samples", "Total number of out of bound samples ingestion failed attempts "
+                                                     "with out of order support disabled."))}
+        for name, head in sorted(self.heads().items()):
+            st = head.stats()
+            v = [name]
+            g["prometheus_tsdb_head_series"].add_metric(v, st["series"])
+            g["prometheus_tsdb_head_chunks"].add_metric(v, st["chunks"] + st["open_chunks"])
+            g["prometheus_tsdb_head_min_time"].add_metric(v, head.min_time)
+            g["prometheus_tsdb_head_max_time"].add_metric(v, head.max_time)
+            c["prometheus_tsdb_head_series_created"].add_metric(v, st["series_created"])
+            c["prometheus_tsdb_head_series_removed"].add_metric(v, st["series_removed"])
+            c["prometheus_tsdb_head_chunks_created"].add_metric(v, st["chunks_created"])
+            c["prometheus_tsdb_head_chunks_removed"].add_metric(v, st["chunks_removed"])
+            c["prometheus_tsdb_head_truncations"].add_metric(v, head.truncations)
+            typed["prometheus_tsdb_head_samples_appended"].add_metric([name, "float"], head.samples_appended)
+            typed["prometheus_tsdb_out_of_order_samples"].add_metric([name, "float"], head.out_of_order_samples)
+            typed["prometheus_tsdb_out_of_bound_samples"].add_metric([name, "float"], head.out_of_bound_samples)
+        yield from g.values()
+        yield from c.values()
+        yield from typed.values()
