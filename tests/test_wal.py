@@ -696,6 +696,31 @@ def test_parse_never_reads_out_of_bounds(flips, cut, tail):
             pass
 
 
+def test_kernel_holds_what_it_reads():
+    """A float conversion that empties the lists the kernel is reading (Python code run from the
+    kernel) cannot make it read freed items: it works on tuple copies. In a child process with
+    the debug allocator, so a use after free fails at once."""
+    import subprocess
+    import sys
+    code = r"""
+from pythanos.tsdb import walrecords as R
+buckets, items = [], []
+class Evil:
+    def __float__(self):
+        buckets.clear(); items.clear()
+        return 2.5
+buckets += [Evil(), 1.0, 3.0]
+items.append(R.Histogram(1, 2, 0, 0, 0.0, 1.0, 2.0, 3.0, ((0, 3),), (), buckets, (), None))
+items.append(R.Histogram(1, 3, 0, 0, 0.0, 1.0, 2.0, 3.0, ((0, 1),), (), [4.0], (), None))
+rec = R.encode_histograms(R.FLOAT_HISTOGRAM_SAMPLES, items)
+print([h.positive_buckets for h in R.decode_histograms(rec)])
+"""
+    env = dict(os.environ, PYTHONMALLOC="debug")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == "[(2.5, 1.0, 3.0), (4.0,)]"
+
+
 def test_crc_kernel_matches_google_crc32c():
     import google_crc32c
     for n in (0, 1, 7, 8, 100, 4097):

@@ -10,6 +10,8 @@
  * Every input (a segment from disk, a record from a segment) is checked against its length
  * before it is read; counts in a record never size an allocation beyond what the record's bytes
  * can hold. Errors are ValueError(message, offset) with the offset inside the record or segment.
+ * Sequences from Python are copied to tuples first: a conversion that runs Python code cannot
+ * change them under the kernel.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -65,6 +67,16 @@ static inline void put_varint(Buf *w, int64_t x) {
 }
 
 static PyObject *buf_bytes(Buf *w) { return PyBytes_FromStringAndSize((const char *)w->v, (Py_ssize_t)w->n); }
+
+/* *b cut to its first n bytes (a copy: only public API). */
+static int shrink(PyObject **b, Py_ssize_t n) {
+    if (PyBytes_GET_SIZE(*b) == n) return 0;
+    PyObject *c = PyBytes_FromStringAndSize(PyBytes_AS_STRING(*b), n);
+    if (!c) return -1;
+    Py_DECREF(*b);
+    *b = c;
+    return 0;
+}
 
 /* ---------------------------------------------------------------- bounded reading */
 
@@ -212,7 +224,7 @@ static PyObject *py_frame(PyObject *self, PyObject *args) {
     Py_ssize_t alloc, done, pps;
     int force;
     if (!PyArg_ParseTuple(args, "Oy*nnnp", &seq, &fl, &alloc, &done, &pps, &force)) return NULL;
-    PyObject *fast = PySequence_Fast(seq, "frame: records must be a sequence");
+    PyObject *fast = PySequence_Tuple(seq);
     if (!fast) { PyBuffer_Release(&fl); return NULL; }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast), got = 0;
     PyObject *res = NULL;
@@ -400,7 +412,7 @@ static PyObject *py_encode_samples(PyObject *self, PyObject *args) {
         goto end;
     }
     if (blobs != Py_None) {
-        fast = PySequence_Fast(blobs, "encode_samples: blobs must be a sequence");
+        fast = PySequence_Tuple(blobs);
         if (!fast) goto end;
         if (PySequence_Fast_GET_SIZE(fast) != n) {
             PyErr_SetString(PyExc_ValueError, "encode_samples: one label blob per exemplar");
@@ -502,8 +514,8 @@ static PyObject *py_decode_samples(PyObject *self, PyObject *args) {
         if (!r.err && r.p < r.n) fail(&r, "bytes left over after the last sample");
         if (r.err) { rec_error(r.err, r.err_at); goto end; }
     }
-    if (_PyBytes_Resize(&pr, (Py_ssize_t)k * 8) < 0 || _PyBytes_Resize(&pt, (Py_ssize_t)k * 8) < 0 ||
-        _PyBytes_Resize(&pv, (Py_ssize_t)k * 8) < 0)
+    if (shrink(&pr, (Py_ssize_t)k * 8) < 0 || shrink(&pt, (Py_ssize_t)k * 8) < 0 ||
+        shrink(&pv, (Py_ssize_t)k * 8) < 0)
         goto end;
     res = PyTuple_Pack(4, pr, pt, pv, blobs ? blobs : Py_None);
 end:
@@ -518,7 +530,7 @@ end:
 static PyObject *py_decode_samples_many(PyObject *self, PyObject *args) {
     PyObject *seq;
     if (!PyArg_ParseTuple(args, "O", &seq)) return NULL;
-    PyObject *fast = PySequence_Fast(seq, "decode_samples_many: records must be a sequence");
+    PyObject *fast = PySequence_Tuple(seq);
     if (!fast) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast), got = 0;
     PyObject *res = NULL, *pr = NULL, *pt = NULL, *pv = NULL, *pc = NULL;
@@ -569,8 +581,8 @@ static PyObject *py_decode_samples_many(PyObject *self, PyObject *args) {
         if (e) { PyErr_SetObject(PyExc_ValueError, e); Py_DECREF(e); }
         goto end;
     }
-    if (_PyBytes_Resize(&pr, (Py_ssize_t)k * 8) < 0 || _PyBytes_Resize(&pt, (Py_ssize_t)k * 8) < 0 ||
-        _PyBytes_Resize(&pv, (Py_ssize_t)k * 8) < 0)
+    if (shrink(&pr, (Py_ssize_t)k * 8) < 0 || shrink(&pt, (Py_ssize_t)k * 8) < 0 ||
+        shrink(&pv, (Py_ssize_t)k * 8) < 0)
         goto end;
     res = PyTuple_Pack(4, pr, pt, pv, pc);
 end:
@@ -588,7 +600,7 @@ static PyObject *py_encode_series(PyObject *self, PyObject *args) {
     Py_buffer r;
     PyObject *blobs;
     if (!PyArg_ParseTuple(args, "y*O", &r, &blobs)) return NULL;
-    PyObject *res = NULL, *fast = PySequence_Fast(blobs, "encode_series: blobs must be a sequence");
+    PyObject *res = NULL, *fast = PySequence_Tuple(blobs);
     Buf w = {0};
     if (!fast) goto end;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
@@ -641,7 +653,7 @@ static PyObject *py_decode_series(PyObject *self, PyObject *args) {
     }
     if (!r.err && r.p < r.n) fail(&r, "bytes left over after the last series");
     if (r.err) { rec_error(r.err, r.err_at); goto end; }
-    if (_PyBytes_Resize(&refs, (Py_ssize_t)k * 8) < 0) goto end;
+    if (shrink(&refs, (Py_ssize_t)k * 8) < 0) goto end;
     res = PyTuple_Pack(2, refs, blobs);
 end:
     Py_XDECREF(refs); Py_XDECREF(blobs);
@@ -743,7 +755,7 @@ end:
 }
 
 static int put_list(Buf *w, PyObject *seq, int kind) {
-    PyObject *fast = PySequence_Fast(seq, "histogram field must be a sequence");
+    PyObject *fast = PySequence_Tuple(seq);
     if (!fast) return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
     if (grow(w, 10 + (size_t)n * 20)) { Py_DECREF(fast); PyErr_NoMemory(); return -1; }
@@ -779,7 +791,7 @@ static PyObject *py_encode_histograms(PyObject *self, PyObject *args) {
     int typ, isf;
     PyObject *items;
     if (!PyArg_ParseTuple(args, "ipO", &typ, &isf, &items)) return NULL;
-    PyObject *fast = PySequence_Fast(items, "encode_histograms: items must be a sequence");
+    PyObject *fast = PySequence_Tuple(items);
     if (!fast) return NULL;
     Buf w = {0};
     PyObject *res = NULL;
