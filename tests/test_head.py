@@ -531,6 +531,105 @@ def test_blocks_from_the_head_in_promtool_prometheus_and_our_reader(tmp_path, pr
     assert counts == {str(i): len(data[i][0]) for i in range(30, 60)}
 
 
+def test_head_chunks_equal_a_real_prometheus_head(tmp_path, prometheus3_bin, prometheus_factory):
+    """The same remote-write requests into a real Prometheus 3.9.1 and into our head: the blocks
+    Prometheus cuts from its head hold exactly our chunks (bytes, bounds, time ranges)."""
+    import cramjam
+
+    from pythanos.remote.prompb import remote_pb2
+
+    data_dir = tmp_path / "prom"
+    prom = prometheus_factory(tsdb_path=data_dir, binary=prometheus3_bin,
+                              extra_args=["--web.enable-remote-write-receiver", "--storage.tsdb.retention.time=100y"])
+    rng = np.random.default_rng(21)
+    start = (T0 // H2) * H2 + 1_234_567
+    end = start + 6 * 3_600_000 + 600_000
+    series = []
+    for i in range(24):
+        step = [15_000, 10_000, 60_000, 1_000][i % 4]
+        t = np.arange(start + i * 37, end, step, dtype=np.int64)
+        if i % 3 == 1:
+            t = t + rng.integers(-step // 4, step // 4, len(t))  # scrape jitter
+        if i % 6 == 5:
+            t = np.sort(rng.choice(np.arange(start, end, 997), 2000, replace=False))  # irregular
+        kind = (i // 4) % 4
+        if kind == 0:
+            v = np.cumsum(rng.poisson(3, len(t))).astype(float)
+        elif kind == 1:
+            v = rng.random(len(t)) * 1e3  # incompressible: the 1005-byte cut
+        elif kind == 2:
+            v = np.round(rng.normal(20, 2, len(t)), 1)
+        else:
+            v = np.full(len(t), 1.0)
+        v[rng.random(len(t)) < 0.01] = STALE_NAN
+        series.append(({"__name__": "rw", "i": str(i), "k": str(kind)}, t, v))
+    # a rate that jumps after the estimate at 30 samples: cut at 2 x 120 samples
+    t = np.concatenate([start + np.arange(40) * 60_000, start + 40 * 60_000 + np.arange(1, 20_000) * 500])
+    series.append(({"__name__": "rw", "i": "burst"}, t, np.arange(len(t), dtype=float)))
+    h = Head()
+    refs, _ = h.get_or_create_labels([s for s, _, _ in series])
+    edges = list(range(start, end + 600_000, 600_000))
+    for a, b in zip(edges[:-1], edges[1:]):
+        req = remote_pb2.WriteRequest()
+        rr, tt, vv = [], [], []
+        for k, (lbls, t, v) in enumerate(series):
+            i0, i1 = np.searchsorted(t, [a, b])
+            if i1 == i0:
+                continue
+            ts = req.timeseries.add()
+            for n, val in sorted(lbls.items()):
+                ts.labels.add(name=n, value=val)
+            for x, y in zip(t[i0:i1].tolist(), v[i0:i1].tolist()):
+                ts.samples.add(timestamp=x, value=y)
+            rr.append(np.full(i1 - i0, refs[k]))
+            tt.append(t[i0:i1])
+            vv.append(v[i0:i1])
+        body = bytes(cramjam.snappy.compress_raw(req.SerializeToString()))
+        r = urllib.request.Request(f"{prom.url}/api/v1/write", data=body, method="POST", headers={
+            "Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
+            "X-Prometheus-Remote-Write-Version": "0.1.0"})
+        with urllib.request.urlopen(r, timeout=30) as resp:
+            assert resp.status in (200, 204)
+        st = h.append(np.concatenate(rr), np.concatenate(tt), np.concatenate(vv))
+        assert (st == OK).all()
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    ulids = h.compact(ours)
+    assert len(ulids) == 2
+
+    def blocks(d):
+        out = []
+        for p in sorted(d.iterdir()):
+            if (p / "meta.json").exists() and not p.name.endswith(".tmp-for-creation"):
+                out.append(p)
+        return out
+
+    deadline = time.monotonic() + 120
+    while len(blocks(data_dir)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    theirs = blocks(data_dir)
+    assert len(theirs) == 2, "Prometheus did not compact its head"
+
+    def chunks_of(d):
+        with BlockReader.open_dir(d) as br:
+            meta = br.meta
+            return (meta.min_time, meta.max_time, meta.stats.num_samples, meta.stats.num_chunks), {
+                lbls: [(a, b, e, bytes(c)) for a, b, e, c in chunks] for lbls, _iv, chunks in br.series_chunks()}
+
+    sizes, counts = [], []
+    for mine, prom_block in zip(blocks(ours), theirs):
+        m_meta, m_chunks = chunks_of(mine)
+        p_meta, p_chunks = chunks_of(prom_block)
+        assert m_meta == p_meta
+        assert m_chunks.keys() == p_chunks.keys()
+        for lbls in p_chunks:
+            assert m_chunks[lbls] == p_chunks[lbls], lbls
+        sizes += [len(c[3]) for cs in p_chunks.values() for c in cs]
+        counts += [int.from_bytes(c[3][:2], "big") for cs in p_chunks.values() for c in cs]
+    # the cases that matter were there: chunks cut by size, by the 2x cap, and short ones
+    assert max(sizes) > 1005 - 19 and max(counts) == 240 and min(counts) < 30
+
+
 def test_write_block_off_chunk_boundaries_reencodes_edges(tmp_path):
     h, sets, refs = build_head(n_series=5, n_samples=300, step=60_000)
     mint, maxt = T0 + 37 * 60_000 + 1, T0 + 250 * 60_000 + 5
