@@ -472,6 +472,29 @@ def test_zeroed_page_and_repair_drops_later_segments(tmp_path, caplog):
     assert n >= 1 and got[:n] == recs[:n] and got[-1] == recs[0]
 
 
+def test_compressed_record_damage(tmp_path):
+    """A snappy record whose bytes pass the CRC but do not decompress (or claim a huge size) is an
+    error at the record's offset; repair refuses a damaged checkpoint."""
+    d = str(tmp_path / "wal")
+    rec = R.encode_samples(np.arange(1000), np.arange(1000), np.zeros(1000))
+    body = bytes(cramjam.snappy.compress_raw(rec))
+    for bad in (b"\xff\xff\xff\xff\x0f" + body[5:], body[:-3]):
+        seg = bytes(_wal.frame([b"\x01ok", bad], bytes([0, 0x08]), 0, 0, 4, False)[0])
+        os.makedirs(d, exist_ok=True)
+        with open(W.segment_name(d, 0), "wb") as f:
+            f.write(seg)
+        with pytest.raises(W.WALCorruption, match="cannot decompress") as ei:
+            list(W.read_records(d))
+        assert ei.value.offset == ei.value.good_end == 7 + 3
+    cp = os.path.join(d, "checkpoint.00000000")
+    os.makedirs(cp)
+    os.rename(W.segment_name(d, 0), W.segment_name(cp, 0))
+    with pytest.raises(W.WALCorruption) as ei:
+        list(W.read_records(d))
+    with pytest.raises(ValueError, match="not a segment of"):
+        W.repair(d, ei.value)
+
+
 def test_bad_fragment_sequence_and_unknown_type(tmp_path):
     d = str(tmp_path / "wal")
     w = W.WAL(d, compression="none")

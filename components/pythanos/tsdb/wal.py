@@ -107,6 +107,16 @@ def _decompress(flags: int, data: bytes) -> bytes:
     if not flags or not data:
         return data
     if flags & _SNAPPY:
+        # the block starts with the uvarint decoded length; snappy cannot expand a byte into more
+        # than ~22 (a 3-byte copy of 64), so a larger claim is damage, not a reason to allocate it
+        n, shift = 0, 0
+        for i, c in enumerate(data[:5]):
+            n |= (c & 0x7F) << shift
+            shift += 7
+            if c < 0x80:
+                break
+        if n > 24 * len(data) + 64:
+            raise ValueError(f"snappy block claims {n} bytes from {len(data)}")
         return bytes(cramjam.snappy.decompress_raw(data))
     return bytes(cramjam.zstd.decompress(data))
 
@@ -521,6 +531,9 @@ def repair(directory: str | os.PathLike, err: WALCorruption) -> None:
     records before ``err.good_end`` (zero-filled to the page end); all later segments go."""
     d = os.fspath(directory)
     k = err.index
+    if os.path.abspath(os.path.dirname(err.segment)) != os.path.abspath(d):
+        # as in Prometheus: a damaged checkpoint is not repaired (the head would miss series)
+        raise ValueError(f"cannot repair {err.segment}: not a segment of {d}")
     log.warning("Starting corruption repair", extra={"segment": err.segment, "offset": err.offset,
                                                      "keep_bytes": err.good_end, "reason": err.reason})
     for i in list_segments(d):
