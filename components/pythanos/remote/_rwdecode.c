@@ -181,6 +181,14 @@ static int utf8_ok(const uint8_t *s, size_t n) {
     return 1;
 }
 
+static inline int ascii(const uint8_t *s, size_t n) {
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) acc |= ld64(s + i);
+    for (; i < n; i++) acc |= s[i];
+    return (acc & 0x8080808080808080ULL) == 0;
+}
+
 /* ---- decoder state ---- */
 typedef struct {
     const uint8_t *name, *val;
@@ -359,8 +367,8 @@ static int skip(ctx *c, size_t end, size_t *pos, uint32_t field, int wt, const c
 /* ---- canonical labels of one series ---- */
 static inline int name_cmp(const lab *a, const lab *b) {
     size_t m = a->nlen < b->nlen ? a->nlen : b->nlen;
-    int r = m ? memcmp(a->name, b->name, m) : 0;
-    if (r) return r;
+    for (size_t i = 0; i < m; i++) /* names are short and mostly differ early */
+        if (a->name[i] != b->name[i]) return a->name[i] < b->name[i] ? -1 : 1;
     return (a->nlen > b->nlen) - (a->nlen < b->nlen);
 }
 
@@ -386,6 +394,22 @@ static void sort_labs(lab *a, lab *tmp, size_t n) {
     while (i < h) tmp[k++] = a[i++];
     while (j < n) tmp[k++] = a[j++];
     memcpy(a, tmp, n * sizeof(lab));
+}
+
+/* Label names and values are short: a call to memcpy per piece costs more than the copy. */
+static inline void cpy(uint8_t *d, const uint8_t *s, size_t n) {
+    if (n >= 8 && n <= 16) {
+        uint64_t a = ld64(s), b = ld64(s + n - 8);
+        memcpy(d, &a, 8);
+        memcpy(d + n - 8, &b, 8);
+    } else if (n >= 4 && n < 8) {
+        uint32_t a = ld32(s), b = ld32(s + n - 4);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+    } else if (n < 4) {
+        for (size_t i = 0; i < n; i++) d[i] = s[i];
+    } else
+        memcpy(d, s, n);
 }
 
 static inline size_t put_uvarint(uint8_t *p, uint64_t v) {
@@ -469,15 +493,15 @@ static int finish_labels(ctx *c, uint8_t pre) {
     for (size_t i = 0; i < n; i++) {
         if (L[i].vlen == 0) continue;
         o += put_uvarint(o, L[i].nlen);
-        memcpy(o, L[i].name, L[i].nlen);
+        cpy(o, L[i].name, L[i].nlen);
         o += L[i].nlen;
         o += put_uvarint(o, L[i].vlen);
-        memcpy(o, L[i].val, L[i].vlen);
+        cpy(o, L[i].val, L[i].vlen);
         o += L[i].vlen;
-        memcpy(h, L[i].name, L[i].nlen);
+        cpy(h, L[i].name, L[i].nlen);
         h += L[i].nlen;
         *h++ = 0xff;
-        memcpy(h, L[i].val, L[i].vlen);
+        cpy(h, L[i].val, L[i].vlen);
         h += L[i].vlen;
         *h++ = 0xff;
     }
@@ -526,6 +550,7 @@ bad:
 
 /* Label{name=1, value=2} */
 static int parse_label(ctx *c, size_t pos, size_t end, int64_t series, size_t li) {
+    size_t start = pos;
     const uint8_t *name = c->buf, *val = c->buf;
     size_t nlen = 0, vlen = 0;
     const char *where = "@";
@@ -546,7 +571,9 @@ static int parse_label(ctx *c, size_t pos, size_t end, int64_t series, size_t li
             pos += len;
         } else if (skip(c, end, &pos, f, wt, where)) goto bad;
     }
-    return push_lab(c, name, nlen, val, vlen, !utf8_ok(name, nlen) || !utf8_ok(val, vlen));
+    /* the whole Label message ASCII (keys and short lengths are) means name and value are UTF-8 */
+    int bad = !ascii(c->buf + start, end - start) && (!utf8_ok(name, nlen) || !utf8_ok(val, vlen));
+    return push_lab(c, name, nlen, val, vlen, bad);
 bad:
     return repath(c, "@.labels[%zu]", li);
 }
@@ -686,9 +713,26 @@ static int parse_series_v2(ctx *c, size_t start, size_t end, int64_t idx) {
     return 0;
 }
 
+/* Sizes the outputs once for `ns` series, so they seldom grow; every figure is bounded by the
+ * body's size. */
+static int reserve(ctx *c, size_t ns, size_t blob_bytes) {
+    vec *per8[] = {&c->blob_off, &c->hashes, &c->s_series, &c->s_ts, &c->s_val, &c->s_off};
+    for (size_t i = 0; i < sizeof per8 / sizeof per8[0]; i++)
+        if (vgrow(per8[i], 8 * (ns + 1))) return oom(c);
+    if ((c->v2 && vgrow(&c->s_st, 8 * ns)) || vgrow(&c->ser_rng, 16 * ns) || vgrow(&c->status, ns) ||
+        vgrow(&c->flags, ns) || vgrow(&c->nlabels, 4 * ns) || vgrow(&c->n_ex, 4 * ns) || vgrow(&c->n_hist, 4 * ns) ||
+        vgrow(&c->blobs, blob_bytes))
+        return oom(c);
+    if (c->v2 && (vgrow(&c->mtype, 4 * ns) || vgrow(&c->help, 4 * ns) || vgrow(&c->unit, 4 * ns))) return oom(c);
+    return 0;
+}
+
 static int decode_v1(ctx *c) {
     size_t pos = 0, end = c->n;
     int64_t idx = 0;
+    /* RW 1.0 blobs are never longer than the labels' protobuf bytes; a series takes 100 bytes or more
+     * in practice (the arrays grow past that guess if need be) */
+    if (reserve(c, c->n / 100, c->n < c->max_label_bytes ? c->n : c->max_label_bytes)) return -1;
     VPUT(&c->blob_off, int64_t, 0);
     VPUT(&c->s_off, int64_t, 0);
     while (pos < end) {
@@ -713,7 +757,7 @@ static int decode_v1(ctx *c) {
 }
 
 static int decode_v2(ctx *c) {
-    size_t pos = 0, end = c->n, len = 0;
+    size_t pos = 0, end = c->n, len = 0, nser = 0;
     int64_t idx = 0;
     VPUT(&c->blob_off, int64_t, 0);
     VPUT(&c->s_off, int64_t, 0);
@@ -727,6 +771,7 @@ static int decode_v2(ctx *c) {
         if (f == 4 || f == 5) {
             const char *fn = f == 4 ? "symbols" : "timeseries";
             if (want_wt(c, at, wt, 2, "Request", fn) || rd_len(c, end, &pos, &len, "Request", fn)) return -1;
+            nser += f == 5;
             if (f == 4) {
                 if (len > 0xFFFFFFFFu) return fail(c, at, "Request.symbols[%zu]: too long", c->sym_rng.len / 16);
                 VPUT(&c->sym_rng, int64_t, (int64_t)pos);
@@ -735,6 +780,7 @@ static int decode_v2(ctx *c) {
             pos += len;
         } else if (skip(c, end, &pos, f, wt, "Request")) return -1;
     }
+    if (reserve(c, nser, c->n < c->max_label_bytes ? c->n : c->max_label_bytes)) return -1;
     c->nsym = c->sym_rng.len / 16;
     c->sym = (const int64_t *)c->sym_rng.p;
     c->sym_ok = malloc(c->nsym ? c->nsym : 1);
