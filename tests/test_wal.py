@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import struct
 import time
 import urllib.parse
@@ -311,6 +312,8 @@ def test_our_reader_reads_prometheus_checkpoint(prometheus_factory, prometheus3_
                 time.sleep(0.2)
         prom.proc.kill()
         prom.proc.wait(30)
+        if k == 2:  # the segments the checkpoint will cover, for our own checkpoint of them
+            shutil.copytree(data / "wal", tmp_path / "copy")
 
     m = re.search(r'msg="Creating checkpoint" .*?mint=(\d+)', prom.log(2000))
     assert m, prom.log(50)
@@ -319,6 +322,13 @@ def test_our_reader_reads_prometheus_checkpoint(prometheus_factory, prometheus3_
     assert cp_index >= 1 and W.segment_range(data / "wal")[0] == cp_index + 1
     cp_records = list(W.read_records(cp_dir))
     assert {R.record_type(r) for r in cp_records} >= {R.SERIES, R.SAMPLES}
+
+    # our checkpoint of the same segments with the same mint is byte-identical to Prometheus'
+    stats = W.checkpoint(tmp_path / "copy", 0, cp_index, lambda refs: np.ones(len(refs), bool), mint)
+    assert stats["dropped_samples"] > 0
+    ours = tmp_path / "copy" / f"checkpoint.{cp_index:08d}"
+    assert os.listdir(ours) == os.listdir(cp_dir) == ["00000000"]
+    assert (ours / "00000000").read_bytes() == open(os.path.join(cp_dir, "00000000"), "rb").read()
 
     series, samples, _, _ = decode_wal(data / "wal")
     got: dict[tuple, dict[int, float]] = {}
