@@ -20,7 +20,7 @@ import re
 import shutil
 import threading
 import time
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, Union
 
 import cramjam
 import numpy as np
@@ -40,6 +40,9 @@ _ZSTD = 0x10
 _COMPRESSIONS = {"none": 0, "": 0, "snappy": _SNAPPY, "zstd": _ZSTD}
 _READ_BATCH = 8 << 20  # payload bytes the parser hands back per call
 _SEGMENT_RE = re.compile(r"^[0-9]+$")
+
+# What the readers take: a WAL directory, a checkpoint directory, one segment file, or segment files.
+Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
 
 class WALCorruption(Exception):
@@ -61,7 +64,7 @@ class WALCorruption(Exception):
     def __str__(self) -> str:
         return f"corruption in segment {self.segment} at {self.offset}: {self.reason}"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple:
         return (self.__class__, (self.segment, self.offset, self.reason, self.good_end))
 
 
@@ -153,7 +156,7 @@ def _read_segment(path: str) -> Iterator[tuple[int, bytes]]:
         view.close()
 
 
-def _sources(src) -> list[str]:
+def _sources(src: Source) -> list[str]:
     """The segment files to replay: a WAL dir gives its newest checkpoint's segments, then the
     segments after that checkpoint; a checkpoint dir or a list of files gives those."""
     if isinstance(src, (str, os.PathLike)):
@@ -171,14 +174,14 @@ def _sources(src) -> list[str]:
     return [os.fspath(p) for p in src]
 
 
-def iter_records(src) -> Iterator[tuple[str, int, bytes]]:
+def iter_records(src: Source) -> Iterator[tuple[str, int, bytes]]:
     """(segment file, offset past the record, record) in replay order; see read_records."""
     for path in _sources(src):
         for off, rec in _read_segment(path):
             yield path, off, rec
 
 
-def read_records(src) -> Iterator[bytes]:
+def read_records(src: Source) -> Iterator[bytes]:
     """The records of a WAL directory (newest checkpoint, then the segments after it), of a
     checkpoint directory, or of the given segment files, in order. Damage raises WALCorruption
     naming the segment and offset after every record before it was yielded."""
@@ -186,7 +189,7 @@ def read_records(src) -> Iterator[bytes]:
         yield rec
 
 
-def replay(src, batch: int = 4096) -> Iterator[tuple[int, Any]]:
+def replay(src: Source, batch: int = 4096) -> Iterator[tuple[int, Any]]:
     """(record type, decoded body) in WAL order, as walrecords.decode gives them, except that a
     run of consecutive Samples records (up to ``batch``) comes as ONE (SAMPLES, (refs, ts, vs))
     decoded in one kernel call: a WAL of small commits replays without a Python step per record.
@@ -257,13 +260,14 @@ class WALMetrics:
 class _Instruments:
     """One WAL's children of WALMetrics (or no-ops without metrics)."""
 
-    def __init__(self, m: WALMetrics | None, labels: dict[str, str], compression: str, size: Callable[[], float]):
+    def __init__(self, m: WALMetrics | None, labels: dict[str, str], compression: str,
+                 size: Callable[[], float]) -> None:
         self.on = m is not None
         if m is None:
             return
         values = [labels[k] for k in m.labelnames]
 
-        def child(metric):
+        def child(metric: Any) -> Any:
             return metric.labels(*values) if values else metric
 
         self.fsync = child(m.fsync_duration)
@@ -489,7 +493,7 @@ class WAL:
     def __enter__(self) -> "WAL":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.close()
 
     # -- truncation, repair

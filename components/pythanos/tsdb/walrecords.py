@@ -9,9 +9,12 @@ FIRST sample (not the previous one). Decoders name the record type and the offse
 """
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, NamedTuple, Sequence, Union
 
 import numpy as np
+
+Ints = Union[np.ndarray, Sequence[int]]
+Floats = Union[np.ndarray, Sequence[float]]
 
 from . import _wal
 
@@ -115,7 +118,7 @@ def blob_to_labels(blob: bytes) -> tuple[tuple[str, str], ...]:
 # ---------------------------------------------------------------------------- series
 
 
-def encode_series(refs: Sequence[int] | np.ndarray, blobs: Sequence[bytes]) -> bytes:
+def encode_series(refs: Ints, blobs: Sequence[bytes]) -> bytes:
     """A Series record: each ref (BE64) followed by its label blob."""
     return _wal.encode_series(_i64(refs), blobs)
 
@@ -133,7 +136,7 @@ def decode_series(rec: bytes) -> tuple[np.ndarray, list[bytes]]:
 # ---------------------------------------------------------------------------- samples, exemplars
 
 
-def _i64(a) -> np.ndarray:
+def _i64(a: Ints) -> np.ndarray:
     """64-bit integers as int64 bits (uint64 refs above 2**63 keep their bits)."""
     if not isinstance(a, np.ndarray):
         try:
@@ -145,7 +148,7 @@ def _i64(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
-def encode_samples(refs, ts, vs) -> bytes:
+def encode_samples(refs: Ints, ts: Ints, vs: Floats) -> bytes:
     """A Samples record (V1) of parallel arrays: refs (int64/uint64), timestamps (ms), values."""
     return _wal.encode_samples(SAMPLES, _i64(refs), _i64(ts), np.ascontiguousarray(vs, dtype=np.float64), None)
 
@@ -174,7 +177,7 @@ def decode_samples_many(recs: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, 
             np.frombuffer(v, dtype=np.float64), np.frombuffer(c, dtype=np.int64))
 
 
-def encode_exemplars(refs, ts, vs, blobs: Sequence[bytes]) -> bytes:
+def encode_exemplars(refs: Ints, ts: Ints, vs: Floats, blobs: Sequence[bytes]) -> bytes:
     """An Exemplars record: as samples, each followed by the exemplar's label blob."""
     return _wal.encode_samples(EXEMPLARS, _i64(refs), _i64(ts), np.ascontiguousarray(vs, dtype=np.float64), list(blobs))
 
@@ -299,7 +302,7 @@ def _zz(x: int) -> bytes:
     return _uvarint(((x << 1) ^ (x >> 63)) & 0xFFFFFFFFFFFFFFFF)
 
 
-def encode_tombstones(refs, mints, maxts) -> bytes:
+def encode_tombstones(refs: Ints, mints: Ints, maxts: Ints) -> bytes:
     """A Tombstones record: per interval ref (BE64), mint and maxt (varints)."""
     out = [bytes([TOMBSTONES])]
     for r, a, b in zip(_i64(refs).tolist(), _i64(mints).tolist(), _i64(maxts).tolist()):
@@ -361,7 +364,7 @@ def decode_metadata(rec: bytes) -> list[Metadata]:
     return out
 
 
-def encode_mmap_markers(refs, mmap_refs) -> bytes:
+def encode_mmap_markers(refs: Ints, mmap_refs: Ints) -> bytes:
     """An MmapMarkers record (WBL): per series ref and chunk ref, both BE64."""
     a = np.empty((len(refs), 2), dtype=">u8")
     a[:, 0] = _i64(refs).view(np.uint64)
