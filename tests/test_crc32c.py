@@ -12,9 +12,9 @@ import google_crc32c
 import pytest
 
 from pythanos.storeapi import _transcode
-from pythanos.tsdb import _indexenc, _series
+from pythanos.tsdb import _indexenc, _series, _wal
 
-KERNELS = [_series, _indexenc, _transcode]
+KERNELS = [_series, _indexenc, _transcode, _wal]
 
 
 @pytest.mark.parametrize("mod", KERNELS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
