@@ -21,6 +21,7 @@ import math
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -31,8 +32,8 @@ from hypothesis import strategies as st
 
 from pythanos.tsdb.block import BlockReader, cut_head, range_end
 from pythanos.tsdb.chunkenc import decode_xor, encode_xor
-from pythanos.tsdb.head import (AT_COMMIT, BAD_REF, DUP_OK, DUPLICATE, OK, OUT_OF_BOUNDS, OUT_OF_ORDER, Head,
-                                blob_from_labels, blobs_from_labels, labels_from_blob, status_error)
+from pythanos.tsdb.head import (AT_COMMIT, BAD_REF, DUP_OK, DUPLICATE, OK, OOO_OK, OUT_OF_BOUNDS, OUT_OF_ORDER,
+                                TOO_OLD, Head, blob_from_labels, blobs_from_labels, labels_from_blob, status_error)
 from pythanos.tsdb.labels import Matcher
 
 H2 = 2 * 3600 * 1000
@@ -642,6 +643,172 @@ def test_write_block_off_chunk_boundaries_reencodes_edges(tmp_path):
     assert h.write_block(tmp_path, T0 - 10 * H2, T0 - 9 * H2) is None
 
 
+# --- 5b. out-of-order window ------------------------------------------------------------------------------
+
+MIN = 60_000
+
+
+def test_ooo_statuses_and_merged_reads():
+    h = Head(ooo_window=90 * MIN)
+    r = one_series(h)
+    assert h.append([r], [T0 + 120 * MIN], [1.0]).tolist() == [OK]
+    st = h.append([r] * 8, [T0 + 130 * MIN, T0 + 110 * MIN, T0 + 110 * MIN, T0 + 110 * MIN, T0 + 130 * MIN,
+                            T0 + 40 * MIN, T0 + 31 * MIN, T0 + 29 * MIN],
+                  [2.0, 3.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+    # 110 is behind the series: out of order, inside the window; once held, the same time again
+    # is dropped silently; 130 again with another value is a duplicate; 40 and 31 are before the
+    # appendable window (max - 1h) but inside the out-of-order one (max at batch start - 90m =
+    # T0 + 30m); 29 is too old
+    assert st.tolist() == [OK, OOO_OK, DUP_OK | AT_COMMIT, DUPLICATE | AT_COMMIT, DUPLICATE | AT_COMMIT, OOO_OK,
+                           OOO_OK, TOO_OLD]
+    assert status_error(TOO_OLD) == "too old sample" and status_error(OOO_OK) is None
+    assert (h.min_ooo_time, h.max_ooo_time) == (T0 + 31 * MIN, T0 + 110 * MIN)
+    assert h.max_time == T0 + 130 * MIN and h.min_time == T0 + 120 * MIN  # in-order only
+    # a fresh series may start out of order
+    r2 = one_series(h, x="2")
+    assert h.append([r2], [T0 + 60 * MIN], [9.0]).tolist() == [OOO_OK]
+    got = {lbls: (t.tolist(), v.tolist()) for lbls, t, v in h.series()}
+    assert got == {(("__name__", "m"),): ([T0 + m * MIN for m in (31, 40, 110, 120, 130)], [7.0, 6.0, 3.0, 1.0, 2.0]),
+                   (("x", "2"),): ([T0 + 60 * MIN], [9.0])}
+    lbls, hc = h.query([Matcher.eq("__name__", "m")], T0 + 100 * MIN, T0 + 115 * MIN)
+    t, v = decode_xor(hc.chunk(0))
+    assert T0 + 110 * MIN in t.tolist()
+    # a tie between an in-order and an out-of-order sample: the in-order one is read
+    h2 = Head(ooo_window=H2)
+    r = one_series(h2)
+    h2.append([r, r], [T0, T0 + 10], [1.0, 2.0])
+    h2.append([r, r], [T0 + 5, T0 + 20], [3.0, 4.0])
+    assert h2.append([r], [T0 + 10], [5.0]).tolist() == [OOO_OK]
+    (_, t, v), = h2.series()
+    assert t.tolist() == [T0, T0 + 5, T0 + 10, T0 + 20] and v.tolist() == [1.0, 3.0, 2.0, 4.0]
+
+
+def test_ooo_blocks_as_prometheus_cuts_them(tmp_path, promtool_bin):
+    h = Head(ooo_window=2 * H2)
+    refs, _ = h.get_or_create_labels([{"s": str(i)} for i in range(6)])
+    B = (T0 // H2) * H2
+    rng = np.random.default_rng(3)
+    want: dict[int, dict[int, float]] = {int(r): {} for r in refs}
+    for k in range(0, 6 * 60):  # 6h, a sample a minute, late ones mixed in
+        t = B + k * MIN
+        rr = [int(r) for r in refs]
+        tt = [t] * 6
+        if k > 200 and k % 7 == 0:
+            rr.append(int(refs[k % 6]))
+            tt.append(t - int(rng.integers(2, 200)) * MIN - 1)  # late, between existing samples
+        vv = rng.random(len(tt)).tolist()
+        st = h.append(rr, tt, vv)
+        for ref, ti, vi, si in zip(rr, tt, vv, st.tolist()):
+            if si in (OK, OOO_OK):
+                want[ref].setdefault(ti, vi)
+            else:
+                assert si in (TOO_OLD, DUP_OK | AT_COMMIT, DUPLICATE | AT_COMMIT), si
+    assert h.ooo_samples_appended > 10
+    ooo_series = {r for r in want if any((t - B) % MIN for t in want[r])}
+    ulids = h.compact(tmp_path)
+    assert h.max_ooo_time == MIN_T and h.stats()["ooo_samples"] == 0
+    metas = {}
+    merged: dict = {}
+    for u in ulids:
+        res = subprocess.run([promtool_bin, "tsdb", "analyze", str(tmp_path), u], capture_output=True, text=True,
+                             timeout=120)
+        assert res.returncode == 0, res.stderr
+        with BlockReader.open_dir(tmp_path / u) as br:
+            metas[u] = br.meta
+            for lbls, t, v in br.series():
+                d = merged.setdefault(lbls, {})
+                for ti, vi in zip(t.tolist(), v.tolist()):
+                    d.setdefault(ti, vi)
+    ooo_blocks = [m for m in metas.values() if m.compaction.hints == ["from-out-of-order"]]
+    assert ooo_blocks and len(ooo_blocks) < len(metas)
+    assert all(m.min_time % H2 == 0 and m.max_time - m.min_time == H2 for m in ooo_blocks)
+    # blocks plus what stays in the head hold every accepted sample
+    for lbls, t, v in h.series():
+        d = merged.setdefault(lbls, {})
+        for ti, vi in zip(t.tolist(), v.tolist()):
+            d.setdefault(ti, vi)
+    for r in want:
+        (lbls,) = h.labels([r]) or [()]
+        assert merged[lbls] == dict(sorted(want[r].items())), r
+    assert ooo_series
+
+
+MIN_T = -(1 << 63)
+
+
+def test_ooo_against_a_real_prometheus(tmp_path, prometheus3_bin, prometheus_factory):
+    """The same remote-write requests, late samples included, into Prometheus 3.9.1 with an
+    out-of-order window and into our head: every sample reads back the same."""
+    import cramjam
+
+    from pythanos.remote.prompb import remote_pb2
+
+    window = 40 * MIN
+    prom = prometheus_factory(binary=prometheus3_bin, extra_args=["--web.enable-remote-write-receiver"],
+                              config_yaml="global:\n  scrape_interval: 15s\nstorage:\n  tsdb:\n"
+                                          f"    out_of_order_time_window: {window // 1000}s\n")
+    h = Head(ooo_window=window)
+    names = [{"__name__": "late", "i": str(i)} for i in range(8)]
+    refs, _ = h.get_or_create_labels(names)
+    rng = np.random.default_rng(9)
+    now = int(time.time() * 1000) // MIN * MIN - 4 * 3_600_000
+    inorder: dict = {}
+    for k in range(120):
+        req = remote_pb2.WriteRequest()
+        rr, tt, vv = [], [], []
+        for i, lbls in enumerate(names):
+            ts = [now + k * MIN]
+            if rng.random() < 0.3:
+                ts.append(now + k * MIN - int(rng.integers(1, 39)) * MIN - int(rng.integers(1, 999)))
+            if rng.random() < 0.05 and k > 1:
+                # the time of an older in-order sample: accepted out of order by both (which of
+                # two values Prometheus reads back then depends on its chunk layout, so the same)
+                ts.append(now + (k - 2) * MIN)
+            s = req.timeseries.add()
+            for n, val in sorted(lbls.items()):
+                s.labels.add(name=n, value=val)
+            for t in ts:
+                x = inorder.get((i, t), float(rng.integers(0, 100)))
+                if t == now + k * MIN:
+                    inorder[(i, t)] = x
+                s.samples.add(timestamp=t, value=x)
+                rr.append(int(refs[i]))
+                tt.append(t)
+                vv.append(x)
+        body = bytes(cramjam.snappy.compress_raw(req.SerializeToString()))
+        r = urllib.request.Request(f"{prom.url}/api/v1/write", data=body, method="POST", headers={
+            "Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
+            "X-Prometheus-Remote-Write-Version": "0.1.0"})
+        with urllib.request.urlopen(r, timeout=30) as resp:  # (a too-old sample would fail the whole request)
+            assert resp.status in (200, 204)
+        st = h.append(rr, tt, vv)
+        assert not (st == TOO_OLD).any()
+    # the last sample's time again with another value: both refuse it
+    req = remote_pb2.WriteRequest()
+    s = req.timeseries.add()
+    for n, val in sorted(names[0].items()):
+        s.labels.add(name=n, value=val)
+    s.samples.add(timestamp=now + 119 * MIN, value=-1.0)
+    body = bytes(cramjam.snappy.compress_raw(req.SerializeToString()))
+    r = urllib.request.Request(f"{prom.url}/api/v1/write", data=body, method="POST", headers={
+        "Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
+        "X-Prometheus-Remote-Write-Version": "0.1.0"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(r, timeout=30)
+    assert e.value.code == 400 and "duplicate sample for timestamp" in e.value.read().decode()
+    assert h.append([refs[0]], [now + 119 * MIN], [-1.0]).tolist() == [DUPLICATE]
+    q = urllib.parse.urlencode({"query": "late[1d]", "time": f"{(now + 200 * MIN) / 1000:.3f}"})
+    with urllib.request.urlopen(f"{prom.url}/api/v1/query?{q}", timeout=60) as resp:
+        body = json.loads(resp.read())
+    theirs = {r["metric"]["i"]: [(round(float(a) * 1000), float(b)) for a, b in r["values"]]
+              for r in body["data"]["result"]}
+    ours = {dict(lbls)["i"]: list(zip(t.tolist(), v.tolist())) for lbls, t, v in h.series()}
+    assert ours.keys() == theirs.keys() and len(ours) == 8
+    for i in ours:
+        assert ours[i] == theirs[i], i
+    assert h.ooo_samples_appended > 20
+
+
 # --- 6. kernel robustness ----------------------------------------------------------------------------------
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -675,6 +842,79 @@ def test_kernel_takes_any_refs_times_values_and_bytes(samples, blobs):
     h.truncate(m)  # only series with a sample at the largest time may stay
     for ref in h.all_refs().tolist():
         assert head_samples(h, ref)[0].tolist() == [m]
+
+
+def model_appendable(has, maxt, vlast, t, vb, minvalid, window, head_maxt):
+    if t >= minvalid:
+        if not has or t > maxt:
+            return OK
+        if t == maxt:
+            return DUP_OK if vlast == vb else DUPLICATE
+    if window > 0:
+        return OOO_OK if t >= head_maxt - window else TOO_OLD
+    return OUT_OF_BOUNDS if t < minvalid else OUT_OF_ORDER
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from([0, 1, 50, 10_000]),
+       st.lists(st.lists(st.tuples(st.integers(1, 3), st.integers(-20_000, 20_000), st.integers(0, 2)), max_size=30),
+                max_size=6))
+def test_kernel_matches_a_model_of_prometheus_appender(window, batches):
+    """Statuses and the samples read back equal a sample-by-sample model of headAppender
+    (Append against the state before the batch, Commit in order, out-of-order window)."""
+    h = Head(ooo_window=window, chunk_range=4_000, samples_per_chunk=4)  # tiny chunks: many cuts
+    refs, _ = h.get_or_create_labels([{"a": str(i)} for i in range(3)])
+    state = {int(r): [False, 0, 0] for r in refs}  # has, maxt, value bits
+    inorder = {int(r): {} for r in refs}
+    ooo = {int(r): {} for r in refs}
+    hmin, hmax = None, None
+    for batch in batches:
+        if not batch:
+            continue
+        rr = [int(refs[r - 1]) for r, _, _ in batch]
+        tt = [t for _, t, _ in batch]
+        vv = [float(v) for _, _, v in batch]
+        if hmin is None:
+            hmin = hmax = tt[0]
+        minvalid = hmax - 2_000
+        if h._min_valid_time > minvalid:
+            minvalid = h._min_valid_time
+        head_maxt = hmax
+        pre = {r: list(x) for r, x in state.items()}
+        want = []
+        for r, t, v in zip(rr, tt, vv):
+            vb = np.float64(v).view(np.uint64)
+            if window == 0 and t < minvalid:
+                want.append(OUT_OF_BOUNDS)
+                continue
+            a = model_appendable(*pre[r], t, vb, minvalid, window, head_maxt)
+            if a not in (OK, DUP_OK, OOO_OK):
+                want.append(a)
+                continue
+            c = model_appendable(*state[r], t, vb, minvalid, window, head_maxt)
+            if c == OOO_OK:
+                if t in ooo[r]:
+                    want.append((DUP_OK if ooo[r][t] == v else DUPLICATE) | AT_COMMIT)
+                else:
+                    ooo[r][t] = v
+                    want.append(OOO_OK)
+            elif c != OK:
+                want.append(DUP_OK if (c == DUP_OK and a == DUP_OK) else c | AT_COMMIT)
+            else:
+                state[r] = [True, t, vb]
+                inorder[r][t] = v
+                hmin, hmax = min(hmin, t), max(hmax, t)
+                want.append(OK)
+        assert h.append(rr, tt, vv).tolist() == want
+        assert (h.min_time, h.max_time) == (hmin, hmax)
+    got = {dict(lbls)["a"]: (t.tolist(), v.tolist()) for lbls, t, v in h.series()}
+    for i, r in enumerate(refs.tolist()):
+        merged = {**ooo[r], **inorder[r]}  # in-order wins a tie
+        if merged:
+            ts = sorted(merged)
+            assert got[str(i)] == (ts, [merged[t] for t in ts])
+        else:
+            assert str(i) not in got
 
 
 def test_large_batch_and_wrong_argument_shapes():

@@ -39,6 +39,8 @@ enum {
     ST_OUT_OF_ORDER = 2, /* "out of order sample" */
     ST_DUPLICATE = 3,    /* "duplicate sample for timestamp" (different value) */
     ST_OUT_OF_BOUNDS = 4,/* "out of bounds" (t < min valid time) */
+    ST_TOO_OLD = 5,      /* "too old sample" (out-of-order window on, sample before it) */
+    ST_OOO_OK = 6,       /* appended to the series' out-of-order samples */
     ST_BAD_REF = 7,      /* no live series has this ref */
     ST_AT_COMMIT = 0x80  /* flag: passed the Append check against the state before the batch and
                             was dropped only at Commit (Prometheus reports such a sample accepted) */
@@ -78,6 +80,10 @@ typedef struct {
     uint64_t epoch;         /* batch that last touched the series */
     int64_t maxt0;
     uint64_t v0;
+    /* out-of-order samples, sorted by time, unique times */
+    int64_t *ooo_t;
+    uint64_t *ooo_v;
+    uint32_t ooo_n, ooo_cap;
 } series_t;
 
 typedef struct {
@@ -122,6 +128,7 @@ typedef struct {
     cmeta_t *chunks; int64_t nchunks, chunks_cap;
     uint64_t open_bytes;    /* sum of open chunk buffer capacities */
     uint64_t series_created, series_removed, chunks_created, chunks_removed; /* totals */
+    uint64_t ooo_samples;   /* out-of-order samples held */
 } HeadObject;
 
 /* ------------------------------------------------------------------ hashing */
@@ -550,7 +557,11 @@ static void rel(view *v) {
 
 static void Head_dealloc(HeadObject *self) {
     if (self->slots)
-        for (uint32_t i = 1; i < self->nslots; i++) free(self->slots[i].cbuf);
+        for (uint32_t i = 1; i < self->nslots; i++) {
+            free(self->slots[i].cbuf);
+            free(self->slots[i].ooo_t);
+            free(self->slots[i].ooo_v);
+        }
     free(self->slots);
     free(self->free_slots);
     free(self->rtab);
@@ -789,20 +800,72 @@ INLINE uint32_t slot_of(HeadObject *self, int64_t ref) {
     return rtab_find(self, ref);
 }
 
-/* Prometheus' memSeries.appendable for the in-order head, given the series' state. */
-INLINE int appendable(int has, int64_t maxt, uint64_t vlast, int64_t t, uint64_t vbits) {
-    if (!has || t > maxt) return ST_OK;
-    if (t == maxt) return vlast == vbits ? ST_DUP_OK : ST_DUPLICATE;
+/* Prometheus' memSeries.appendable, given the series' state. */
+INLINE int appendable(int has, int64_t maxt, uint64_t vlast, int64_t t, uint64_t vbits, int64_t minvalid,
+                      int64_t ooo_window, int64_t head_maxt) {
+    if (t >= minvalid) {
+        if (!has || t > maxt) return ST_OK;
+        if (t == maxt) return vlast == vbits ? ST_DUP_OK : ST_DUPLICATE;
+    }
+    if (ooo_window > 0) {
+        /* head_maxt - ooo_window without overflow */
+        if (head_maxt < INT64_MIN + ooo_window || t >= head_maxt - ooo_window) return ST_OOO_OK;
+        return ST_TOO_OLD;
+    }
+    if (t < minvalid) return ST_OUT_OF_BOUNDS;
     return ST_OUT_OF_ORDER;
 }
 
-/* append(refs, ts, vs, status_out, min_valid_time) -> (appended, mint, maxt) */
+/* Insert into the series' out-of-order samples (OOOChunk.Insert): a time already there is not
+ * inserted. Returns 1 inserted, 0 time present (*dupv = its value), -1 out of memory. */
+static int ooo_insert(HeadObject *self, series_t *s, int64_t t, uint64_t vbits, uint64_t *dupv) {
+    uint32_t lo = 0, hi = s->ooo_n;
+    if (hi && s->ooo_t[hi - 1] < t) {
+        lo = hi;  /* appending at the end is the common case */
+    } else {
+        while (lo < hi) {
+            uint32_t mid = lo + (hi - lo) / 2;
+            if (s->ooo_t[mid] < t) lo = mid + 1; else hi = mid;
+        }
+        if (lo < s->ooo_n && s->ooo_t[lo] == t) { *dupv = s->ooo_v[lo]; return 0; }
+    }
+    if (s->ooo_n == s->ooo_cap) {
+        uint32_t cap = s->ooo_cap ? s->ooo_cap * 2 : 8;
+        if (cap < s->ooo_cap) return -1;
+        int64_t *nt = realloc(s->ooo_t, (size_t)cap * 8);
+        if (!nt) return -1;
+        s->ooo_t = nt;
+        uint64_t *nv = realloc(s->ooo_v, (size_t)cap * 8);
+        if (!nv) return -1;
+        s->ooo_v = nv;
+        s->ooo_cap = cap;
+    }
+    memmove(s->ooo_t + lo + 1, s->ooo_t + lo, (size_t)(s->ooo_n - lo) * 8);
+    memmove(s->ooo_v + lo + 1, s->ooo_v + lo, (size_t)(s->ooo_n - lo) * 8);
+    s->ooo_t[lo] = t;
+    s->ooo_v[lo] = vbits;
+    s->ooo_n++;
+    self->ooo_samples++;
+    return 1;
+}
+
+static void ooo_free(HeadObject *self, series_t *s) {
+    self->ooo_samples -= s->ooo_n;
+    free(s->ooo_t);
+    free(s->ooo_v);
+    s->ooo_t = NULL;
+    s->ooo_v = NULL;
+    s->ooo_n = s->ooo_cap = 0;
+}
+
+/* append(refs, ts, vs, status_out, min_valid_time, ooo_window=0, head_maxt=0)
+ *   -> (appended in order, mint, maxt, appended out of order, ooo mint, ooo maxt) */
 static PyObject *Head_append(HeadObject *self, PyObject *args) {
     PyObject *ro, *to, *vo, *so;
-    long long minvalid;
+    long long minvalid, ooo_window = 0, head_maxt = 0;
     view rv, tv, vv, sv;
     rv.ok = tv.ok = vv.ok = sv.ok = 0;
-    if (!PyArg_ParseTuple(args, "OOOOL", &ro, &to, &vo, &so, &minvalid)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOOL|LL", &ro, &to, &vo, &so, &minvalid, &ooo_window, &head_maxt)) return NULL;
     PyObject *res = NULL;
     if (get_view(ro, &rv, 0, 8, "refs") || get_view(to, &tv, 0, 8, "ts") || get_view(vo, &vv, 0, 8, "vs") ||
         get_view(so, &sv, 1, 1, "status"))
@@ -816,6 +879,7 @@ static PyObject *Head_append(HeadObject *self, PyObject *args) {
         const uint8_t *rp = rv.b.buf, *tp = tv.b.buf, *vp = vv.b.buf;
         uint8_t *sp = sv.b.buf;
         int64_t appended = 0, mint = INT64_MAX, maxt = INT64_MIN;
+        int64_t oappended = 0, omint = INT64_MAX, omaxt = INT64_MIN;
         int nomem = 0;
         LOCKED_BEGIN(self)
         uint64_t epoch = ++self->epoch;
@@ -824,7 +888,7 @@ static PyObject *Head_append(HeadObject *self, PyObject *args) {
             uint64_t vbits = ld64(vp + 8 * i);
             uint32_t sl = slot_of(self, ref);
             if (!sl) { sp[i] = ST_BAD_REF; continue; }
-            if (t < minvalid) { sp[i] = ST_OUT_OF_BOUNDS; continue; }
+            if (ooo_window <= 0 && t < minvalid) { sp[i] = ST_OUT_OF_BOUNDS; continue; }
             series_t *s = &self->slots[sl];
             if (s->epoch != epoch) {
                 s->epoch = epoch;
@@ -832,9 +896,24 @@ static PyObject *Head_append(HeadObject *self, PyObject *args) {
                 s->maxt0 = s->t_last;
                 s->v0 = s->v_last;
             }
-            int a = appendable(s->has0, s->maxt0, s->v0, t, vbits);
-            if (a != ST_OK && a != ST_DUP_OK) { sp[i] = (uint8_t)a; continue; }
-            int c = appendable(s->has_data, s->t_last, s->v_last, t, vbits);
+            int a = appendable(s->has0, s->maxt0, s->v0, t, vbits, minvalid, ooo_window, head_maxt);
+            if (a != ST_OK && a != ST_DUP_OK && a != ST_OOO_OK) { sp[i] = (uint8_t)a; continue; }
+            int c = appendable(s->has_data, s->t_last, s->v_last, t, vbits, minvalid, ooo_window, head_maxt);
+            if (c == ST_OOO_OK) {
+                uint64_t dv = 0;
+                int r = ooo_insert(self, s, t, vbits, &dv);
+                if (r < 0) { nomem = 1; for (int64_t j = i; j < n; j++) sp[j] = ST_BAD_REF; break; }
+                if (r == 0) {
+                    /* a time already held out of order: dropped silently, as Prometheus */
+                    sp[i] = (uint8_t)((dv == vbits ? ST_DUP_OK : ST_DUPLICATE) | ST_AT_COMMIT);
+                    continue;
+                }
+                sp[i] = ST_OOO_OK;
+                oappended++;
+                if (t < omint) omint = t;
+                if (t > omaxt) omaxt = t;
+                continue;
+            }
             if (c != ST_OK) {
                 sp[i] = (uint8_t)(c == ST_DUP_OK && a == ST_DUP_OK ? ST_DUP_OK : (c | ST_AT_COMMIT));
                 continue;
@@ -851,7 +930,8 @@ static PyObject *Head_append(HeadObject *self, PyObject *args) {
         }
         LOCKED_END(self)
         if (nomem) { PyErr_NoMemory(); goto done; }
-        res = Py_BuildValue("(LLL)", (long long)appended, (long long)mint, (long long)maxt);
+        res = Py_BuildValue("(LLLLLL)", (long long)appended, (long long)mint, (long long)maxt, (long long)oappended,
+                            (long long)omint, (long long)omaxt);
     }
 done:
     rel(&rv); rel(&tv); rel(&vv); rel(&sv);
@@ -1055,6 +1135,10 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
         for (uint32_t sl = 1; sl < self->nslots; sl++) {
             series_t *s = &self->slots[sl];
             if (s->ref && (!s->has_data || s->t_last < mint)) {
+                if (s->ooo_n) {
+                    gone[sl] = 2;  /* in-order data goes, the out-of-order samples keep the series */
+                    continue;
+                }
                 gone[sl] = 1;
                 nrem++;
                 rbytes += s->blob_len;
@@ -1062,7 +1146,7 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
         }
         for (int64_t c = 0; c < self->nchunks; c++) {
             cmeta_t *m = &self->chunks[c];
-            if (gone[m->slot] || m->maxt < mint) { map[c] = NO_CHUNK; removed_chunks++; }
+            if (gone[m->slot] == 1 || m->maxt < mint) { map[c] = NO_CHUNK; removed_chunks++; }
             else map[c] = nk++;
         }
         /* 2. allocate and fill the new structures; the old ones stay valid */
@@ -1099,13 +1183,14 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
         for (uint32_t sl = 1; sl < self->nslots; sl++) {
             series_t *s = &self->slots[sl];
             if (!s->ref) continue;
-            if (gone[sl]) {
+            if (gone[sl] == 1) {
                 int s_had_open = s->n > 0;
                 ob_i64(&rr, s->ref);
                 ob_put(&rb, self->blobs + s->blob_off, s->blob_len);
                 ob_i64(&ro, (int64_t)rb.len);
                 free(s->cbuf);
                 self->open_bytes -= s->cap;
+                ooo_free(self, s);
                 memset(s, 0, sizeof(*s));
                 self->free_slots[self->nfree++] = sl;
                 self->live--;
@@ -1117,11 +1202,22 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
             s->blob_off = blen;
             blen += s->blob_len;
             if (s->last_chunk != NO_CHUNK) s->last_chunk = map[s->last_chunk];
+            table_put(ntable, ncap, s->hash, sl);
+            rtab_put(nrtab, nrcap, s->ref, sl);
+            if (gone[sl] == 2) {
+                if (s->n) self->chunks_removed++;
+                free(s->cbuf);
+                self->open_bytes -= s->cap;
+                s->cbuf = NULL;
+                s->cap = s->nbits = 0;
+                s->n = 0;
+                s->has_data = 0;
+                s->last_chunk = NO_CHUNK;
+                continue;
+            }
             int64_t lo = s->cmint;
             for (int64_t c = s->last_chunk; c != NO_CHUNK; c = nchunks[c].prev) lo = nchunks[c].mint;
             if (lo < actual) actual = lo;
-            table_put(ntable, ncap, s->hash, sl);
-            rtab_put(nrtab, nrcap, s->ref, sl);
         }
         free(self->blobs);
         self->blobs = nblobs;
@@ -1179,10 +1275,59 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
     return res;
 }
 
+/* ooo_select(refs, mint, maxt) -> (counts, t, v) as int64 bytes: each series' out-of-order
+ * samples in [mint, maxt], in time order (v as float64 bit patterns). */
+static PyObject *Head_ooo_select(HeadObject *self, PyObject *args) {
+    PyObject *ro;
+    long long mint, maxt;
+    view rv;
+    rv.ok = 0;
+    if (!PyArg_ParseTuple(args, "OLL", &ro, &mint, &maxt)) return NULL;
+    if (get_view(ro, &rv, 0, 8, "refs")) return NULL;
+    obuf cnt = {0}, to = {0}, vo = {0};
+    int nomem = 0;
+    int64_t n = rv.b.len / 8;
+    const uint8_t *rp = rv.b.buf;
+    LOCKED_BEGIN(self)
+    for (int64_t i = 0; i < n && !nomem; i++) {
+        uint32_t sl = slot_of(self, (int64_t)ld64(rp + 8 * i));
+        int64_t k = 0;
+        if (sl) {
+            series_t *s = &self->slots[sl];
+            for (uint32_t j = 0; j < s->ooo_n; j++) {
+                if (s->ooo_t[j] < mint) continue;
+                if (s->ooo_t[j] > maxt) break;
+                if (ob_i64(&to, s->ooo_t[j]) || ob_i64(&vo, (int64_t)s->ooo_v[j])) { nomem = 1; break; }
+                k++;
+            }
+        }
+        if (!nomem && ob_i64(&cnt, k)) nomem = 1;
+    }
+    LOCKED_END(self)
+    rel(&rv);
+    if (nomem) { free(cnt.p); free(to.p); free(vo.p); return PyErr_NoMemory(); }
+    PyObject *a = ob_bytes(&cnt), *b = ob_bytes(&to), *c = ob_bytes(&vo), *res = NULL;
+    if (a && b && c) res = PyTuple_Pack(3, a, b, c);
+    Py_XDECREF(a); Py_XDECREF(b); Py_XDECREF(c);
+    return res;
+}
+
+/* ooo_clear() -> samples dropped: every series' out-of-order samples (after they went into
+ * blocks; Head.truncateOOO). Series left empty go at the next truncate. */
+static PyObject *Head_ooo_clear(HeadObject *self, PyObject *unused) {
+    uint64_t before;
+    LOCKED_BEGIN(self)
+    before = self->ooo_samples;
+    for (uint32_t sl = 1; sl < self->nslots; sl++)
+        if (self->slots[sl].ref && self->slots[sl].ooo_cap) ooo_free(self, &self->slots[sl]);
+    LOCKED_END(self)
+    return PyLong_FromUnsignedLongLong(before);
+}
+
 /* stats() -> dict of counts and bytes held */
 static PyObject *Head_stats(HeadObject *self, PyObject *unused) {
     uint64_t live, nchunks, slots, refs, table, blobs, pages, cmeta, open, chunk_bytes = 0, nopen = 0;
-    uint64_t sc, sr, cc, cr;
+    uint64_t sc, sr, cc, cr, oo;
     LOCKED_BEGIN(self)
     live = self->live;
     nchunks = (uint64_t)self->nchunks;
@@ -1196,8 +1341,9 @@ static PyObject *Head_stats(HeadObject *self, PyObject *unused) {
     for (int64_t c = 0; c < self->nchunks; c++) chunk_bytes += self->chunks[c].len;
     for (uint32_t sl = 1; sl < self->nslots; sl++) nopen += self->slots[sl].n > 0;
     sc = self->series_created; sr = self->series_removed; cc = self->chunks_created; cr = self->chunks_removed;
+    oo = self->ooo_samples;
     LOCKED_END(self)
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsK}", "series_created", sc, "series_removed", sr,
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsKsKsKsKsK}", "ooo_samples", oo, "series_created", sc, "series_removed", sr,
                          "chunks_created", cc, "chunks_removed", cr, "open_chunks", nopen,
                          "series", live, "chunks", nchunks, "series_bytes", slots,
                          "ref_bytes", refs, "table_bytes", table, "blob_bytes", blobs, "page_bytes", pages,
@@ -1223,6 +1369,8 @@ static PyMethodDef Head_methods[] = {
     {"truncate", (PyCFunction)Head_truncate, METH_VARARGS,
      "truncate(mint) -> (removed refs, removed blobs, blob offsets, chunks removed, actual mint)"},
     {"stats", (PyCFunction)Head_stats, METH_NOARGS, "stats() -> dict"},
+    {"ooo_select", (PyCFunction)Head_ooo_select, METH_VARARGS, "ooo_select(refs, mint, maxt) -> (counts, t, v)"},
+    {"ooo_clear", (PyCFunction)Head_ooo_clear, METH_NOARGS, "ooo_clear() -> samples dropped"},
     {NULL, NULL, 0, NULL},
 };
 

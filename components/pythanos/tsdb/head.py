@@ -19,6 +19,11 @@ order, when applied (``Commit``). Status per sample:
   (Prometheus accepts these silently, federation produces them);
 * ``OUT_OF_ORDER`` ("out of order sample"), ``DUPLICATE`` ("duplicate sample for timestamp"),
   ``OUT_OF_BOUNDS`` ("out of bounds": before the head's appendable window), ``BAD_REF``;
+* with an out-of-order window (``ooo_window`` ms, ``--tsdb.out-of-order.time-window``):
+  ``OOO_OK`` kept among the series' out-of-order samples (a sample older than the series' last
+  one, or before the appendable window, but not more than the window behind the head's max
+  time); ``TOO_OLD`` ("too old sample") otherwise; ``OUT_OF_BOUNDS`` and ``OUT_OF_ORDER`` do not
+  occur then;
 * ``| AT_COMMIT`` (0x80) when the sample passed ``Append`` (against the state before the batch)
   and only failed at ``Commit`` (behind an earlier sample of the same batch): Prometheus and
   Thanos report such a sample as accepted and drop it silently.
@@ -29,7 +34,12 @@ Chunks are cut as Prometheus cuts head chunks (``appendPreprocessor``): at the e
 ``samples_per_chunk`` samples, and when the chunk passes 1005 bytes. So every chunk lies in one
 block range and blocks are written from whole chunks (:meth:`Head.write_block`).
 
-Out-of-order ingestion (``--tsdb.out-of-order.time-window``) is not supported yet.
+Out-of-order samples are kept per series, sorted, apart from the chunks (Prometheus' OOO head
+chunks); reads merge them in (:meth:`Head.query`; for a timestamp present in both, the in-order
+sample wins). Blocks are cut as Prometheus cuts them: in-order blocks from the in-order chunks
+only, then, when the head was compacted, one out-of-order block per chunk range holding
+out-of-order samples (``compaction.hints: ["from-out-of-order"]``; they overlap the in-order
+blocks, so a compactor needs vertical compaction, as with Thanos' receiver).
 """
 from __future__ import annotations
 
@@ -48,8 +58,8 @@ from .labels import MATCH_EQUAL, Matcher
 
 __all__ = [
     "Head", "HeadChunks", "HeadCollector", "blob_from_labels", "labels_from_blob", "blobs_from_labels",
-    "OK", "DUP_OK", "OUT_OF_ORDER", "DUPLICATE", "OUT_OF_BOUNDS", "BAD_REF", "AT_COMMIT",
-    "ERR_OUT_OF_ORDER", "ERR_DUPLICATE", "ERR_OUT_OF_BOUNDS", "status_error",
+    "OK", "DUP_OK", "OUT_OF_ORDER", "DUPLICATE", "OUT_OF_BOUNDS", "TOO_OLD", "OOO_OK", "BAD_REF", "AT_COMMIT",
+    "ERR_OUT_OF_ORDER", "ERR_DUPLICATE", "ERR_OUT_OF_BOUNDS", "ERR_TOO_OLD", "status_error",
 ]
 
 OK = 0
@@ -57,6 +67,8 @@ DUP_OK = 1
 OUT_OF_ORDER = 2
 DUPLICATE = 3
 OUT_OF_BOUNDS = 4
+TOO_OLD = 5
+OOO_OK = 6
 BAD_REF = 7
 AT_COMMIT = 0x80
 
@@ -64,6 +76,7 @@ AT_COMMIT = 0x80
 ERR_OUT_OF_ORDER = "out of order sample"
 ERR_DUPLICATE = "duplicate sample for timestamp"
 ERR_OUT_OF_BOUNDS = "out of bounds"
+ERR_TOO_OLD = "too old sample"
 
 DEFAULT_CHUNK_RANGE = 2 * 3600 * 1000
 DEFAULT_SAMPLES_PER_CHUNK = 120
@@ -74,10 +87,10 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 
 def status_error(status: int) -> str | None:
     """Prometheus' error text for a status (None when the sample counts as accepted)."""
-    if status & AT_COMMIT or status in (OK, DUP_OK):
+    if status & AT_COMMIT or status in (OK, DUP_OK, OOO_OK):
         return None
     return {OUT_OF_ORDER: ERR_OUT_OF_ORDER, DUPLICATE: ERR_DUPLICATE, OUT_OF_BOUNDS: ERR_OUT_OF_BOUNDS,
-            BAD_REF: "unknown series ref"}.get(status, f"status {status}")
+            TOO_OLD: ERR_TOO_OLD, BAD_REF: "unknown series ref"}.get(status, f"status {status}")
 
 
 # --- label blobs ---------------------------------------------------------------------------------
@@ -208,8 +221,9 @@ class Head:
 
     def __init__(self, *, chunk_range: int = DEFAULT_CHUNK_RANGE, samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK,
                  ooo_window: int = 0, capacity: int = 1024, _hash_mask: int | None = None):
-        if ooo_window:
-            raise NotImplementedError("out-of-order ingestion (ooo_window > 0) is not supported by the head yet")
+        if ooo_window < 0:
+            raise ValueError("ooo_window must be >= 0")
+        self.ooo_window = int(ooo_window)
         self.chunk_range = int(chunk_range)
         self.samples_per_chunk = int(samples_per_chunk)
         self._k = _head.Head(self.chunk_range, self.samples_per_chunk, int(capacity),
@@ -218,12 +232,16 @@ class Head:
         self.min_time = MAX_TIME
         self.max_time = MIN_TIME
         self._min_valid_time = MIN_TIME
+        self.min_ooo_time = MAX_TIME  # out-of-order samples held span [min_ooo_time, max_ooo_time]
+        self.max_ooo_time = MIN_TIME
         self._postings: dict[str, dict[str, array]] = {}
         self.samples_appended = 0
         # rejections as Prometheus counts them (Append and Commit alike)
         self.out_of_order_samples = 0
         self.out_of_bound_samples = 0
         self.duplicate_samples = 0
+        self.too_old_samples = 0
+        self.ooo_samples_appended = 0
         self.truncations = 0
 
     # -- series -----------------------------------------------------------------------------------
@@ -402,12 +420,18 @@ class Head:
             t0 = int(ts[0])
             self.min_time = t0
             self.max_time = max(self.max_time, t0)
-        appended, mint, maxt = self._k.append(refs, ts, vs, status, self.appendable_min_valid_time())
+        appended, mint, maxt, oappended, omint, omaxt = self._k.append(
+            refs, ts, vs, status, self.appendable_min_valid_time(), self.ooo_window, self.max_time)
         if appended != len(status):
             c = np.bincount(status & 0x7F, minlength=8)
             self.out_of_order_samples += int(c[OUT_OF_ORDER])
             self.out_of_bound_samples += int(c[OUT_OF_BOUNDS])
             self.duplicate_samples += int(c[DUPLICATE])
+            self.too_old_samples += int(c[TOO_OLD])
+        if oappended:
+            self.ooo_samples_appended += oappended
+            self.min_ooo_time = min(self.min_ooo_time, omint)
+            self.max_ooo_time = max(self.max_ooo_time, omaxt)
         if appended:
             self.samples_appended += appended
             self.min_time = min(self.min_time, mint)
@@ -423,17 +447,75 @@ class Head:
         return HeadChunks(refs, np.frombuffer(counts, dtype=np.int64), np.frombuffer(cmint, dtype=np.int64),
                           np.frombuffer(cmaxt, dtype=np.int64), np.frombuffer(offs, dtype=np.int64), data)
 
-    def query(self, matchers: Sequence[Matcher] = (), mint: int = MIN_TIME, maxt: int = MAX_TIME
-              ) -> tuple[list[tuple[tuple[str, str], ...]], HeadChunks]:
+    def query(self, matchers: Sequence[Matcher] = (), mint: int = MIN_TIME, maxt: int = MAX_TIME, *,
+              ooo: bool = True) -> tuple[list[tuple[tuple[str, str], ...]], HeadChunks]:
         """The series selected by ``matchers`` (all without) that have chunks overlapping
         ``[mint, maxt]``, in label order: ``(labels, chunks)`` with ``labels[i]`` the label set of
-        ``chunks.refs[i]`` (what a StoreAPI Series answer needs)."""
+        ``chunks.refs[i]`` (what a StoreAPI Series answer needs). Out-of-order samples are
+        merged in unless ``ooo`` is false."""
         refs = self.postings(matchers) if matchers else self.all_refs()
         hc = self.select(refs, mint, maxt)
-        keep = np.flatnonzero(hc.counts > 0)
+        has = hc.counts > 0
+        held = None
+        if ooo and self.max_ooo_time != MIN_TIME and mint <= self.max_ooo_time and maxt >= self.min_ooo_time:
+            oc, ot, ov = self._k.ooo_select(refs, int(mint), int(maxt))
+            held = (np.frombuffer(oc, dtype=np.int64), np.frombuffer(ot, dtype=np.int64),
+                    np.frombuffer(ov, dtype=np.float64))
+            if held[0].any():
+                has |= held[0] > 0
+            else:
+                held = None
+        keep = np.flatnonzero(has)
         lbls = self.labels(refs[keep])
         order = sorted(range(len(keep)), key=lbls.__getitem__)
-        return [lbls[i] for i in order], hc.take(keep[order])
+        out = hc.take(keep[order])
+        if held is not None:
+            out = self._merge_ooo(out, held, keep[order])
+        return [lbls[i] for i in order], out
+
+    def _merge_ooo(self, hc: HeadChunks, ooo, idx: np.ndarray) -> HeadChunks:
+        """``hc`` with the out-of-order samples merged in, for the series that have some (their
+        chunks re-encoded, 120 samples each within chunk-range windows; in-order samples win a
+        tie). ``idx[i]`` is series i's index in the ``ooo`` columns."""
+        from .block import cut_fixed
+
+        oc, ot, ov = ooo
+        ostart = np.zeros(len(oc) + 1, dtype=np.int64)
+        np.cumsum(oc, out=ostart[1:])
+        starts = hc.starts
+        counts, mints, maxts, pieces = [], [], [], []
+        for i, k in enumerate(idx.tolist()):
+            c0, c1 = int(starts[i]), int(starts[i + 1])
+            if oc[k] == 0:
+                counts.append(c1 - c0)
+                mints.append(hc.mint[c0:c1])
+                maxts.append(hc.maxt[c0:c1])
+                pieces += [hc.chunk(j) for j in range(c0, c1)]
+                continue
+            ts, vs = [], []
+            for j in range(c0, c1):
+                t, v = decode_xor(hc.chunk(j))
+                ts.append(t)
+                vs.append(v)
+            a, b = int(ostart[k]), int(ostart[k + 1])
+            ts.append(ot[a:b])
+            vs.append(ov[a:b])
+            t = np.concatenate(ts)
+            v = np.concatenate(vs)
+            o = np.argsort(t, kind="stable")  # in-order samples first among equal times
+            t, v = t[o], v[o]
+            first = np.concatenate(([True], t[1:] != t[:-1]))
+            t, v = t[first], v[first]
+            bnd = cut_fixed(t, self.samples_per_chunk, self.chunk_range)
+            counts.append(len(bnd) - 1)
+            mints.append(t[bnd[:-1]])
+            maxts.append(t[bnd[1:] - 1])
+            pieces += [encode_xor(t[x:y], v[x:y]) for x, y in zip(bnd[:-1].tolist(), bnd[1:].tolist())]
+        offs = np.zeros(len(pieces) + 1, dtype=np.int64)
+        np.cumsum([len(p) for p in pieces], out=offs[1:])
+        return HeadChunks(hc.refs, np.asarray(counts, dtype=np.int64),
+                          np.concatenate(mints) if mints else _EMPTY, np.concatenate(maxts) if maxts else _EMPTY,
+                          offs, b"".join(pieces))
 
     def series(self, matchers: Sequence[Matcher] = (), mint: int = MIN_TIME, maxt: int = MAX_TIME
                ) -> Iterator[tuple[tuple[tuple[str, str], ...], np.ndarray, np.ndarray]]:
@@ -466,14 +548,14 @@ class Head:
         return self.min_time, range_end(self.min_time, self.chunk_range)
 
     def write_block(self, output_dir: str | os.PathLike, mint: int, maxt: int, *, thanos=None) -> str | None:
-        """Write the head's samples in ``[mint, maxt)`` as a block (Prometheus' layout, level 1)
-        and return its ULID; None when there are no samples (Prometheus writes no empty block).
+        """Write the head's in-order samples in ``[mint, maxt)`` as a block (Prometheus' layout,
+        level 1) and return its ULID; None when there are no samples (Prometheus writes no empty block).
         Whole head chunks are written as they are; a chunk reaching outside the range (only
         possible for a range not on chunk-range boundaries) is re-encoded with its samples inside."""
         from .meta import ThanosMeta
         from .streamwriter import StreamBlockWriter
 
-        lbls, hc = self.query((), mint, maxt - 1)
+        lbls, hc = self.query((), mint, maxt - 1, ooo=False)
         if not lbls:
             return None
         cmint, cmaxt, offs, data = hc.mint, hc.maxt, hc.offsets, hc.data
@@ -558,16 +640,65 @@ class Head:
                 del p[n]
 
     def compact(self, output_dir: str | os.PathLike, *, thanos=None) -> list[str]:
-        """Cut blocks while the head is compactable, truncating after each (``DB.Compact``'s head
-        part; Prometheus' compaction delay is the caller's business). Returns the new ULIDs."""
+        """Cut blocks while the head is compactable, truncating after each, then, if any was cut,
+        the out-of-order blocks (``DB.Compact``'s head part; Prometheus' compaction delay is the
+        caller's business). Returns the new ULIDs."""
         out = []
+        compacted = False
         while self.compactable():
             mint, maxt = self.next_block_range()
             u = self.write_block(output_dir, mint, maxt, thanos=thanos)
             if u:
                 out.append(u)
             self.truncate(maxt)
+            compacted = True
+        if compacted and self.ooo_window:
+            out += self.compact_ooo(output_dir, thanos=thanos)
         return out
+
+    def compact_ooo(self, output_dir: str | os.PathLike, *, thanos=None) -> list[str]:
+        """Write the out-of-order samples as blocks, one per chunk-range window they fall in
+        (``DB.compactOOO``), then drop them (``Head.truncateOOO``) and the series left empty.
+        Returns the new ULIDs."""
+        from . import ulid as _ulid
+        from .block import BlockWriter
+        from .meta import Compaction
+
+        out: list[str] = []
+        if self.max_ooo_time == MIN_TIME:
+            return out
+        refs = self.all_refs()
+        lo, hi = self.min_ooo_time, self.max_ooo_time
+        w = self.chunk_range
+        t0 = (lo // w) * w if lo >= 0 else -((-lo + w - 1) // w) * w
+        for a in range(t0, hi + 1, w):
+            oc, ot, ov = self._k.ooo_select(refs, a, a + w - 1)
+            oc = np.frombuffer(oc, dtype=np.int64)
+            if not oc.any():
+                continue
+            ot, ov = np.frombuffer(ot, dtype=np.int64), np.frombuffer(ov, dtype=np.float64)
+            idx = np.flatnonzero(oc)
+            st = np.zeros(len(oc) + 1, dtype=np.int64)
+            np.cumsum(oc, out=st[1:])
+            uid = _ulid.new()
+            bw = BlockWriter(output_dir, style="prom3", thanos=thanos, min_time=a, max_time=a + w, block_ulid=uid,
+                             samples_per_chunk=self.samples_per_chunk, chunk_range=self.chunk_range,
+                             compaction=Compaction(level=1, sources=[uid], hints=["from-out-of-order"]))
+            for k, lbls in zip(idx.tolist(), self.labels(refs[idx])):
+                bw.add_series(lbls, ot[st[k]:st[k + 1]], ov[st[k]:st[k + 1]])
+            if bw.write() is not None:
+                out.append(uid)
+        self._k.ooo_clear()
+        self.min_ooo_time, self.max_ooo_time = MAX_TIME, MIN_TIME
+        self._gc()
+        return out
+
+    def _gc(self) -> None:
+        """Drop the series left without any sample (nothing else: no chunk is before min_time)."""
+        removed, blobs, boffs, _n, _actual = self._k.truncate(int(self.min_time if self.initialized else MIN_TIME))
+        removed = np.frombuffer(removed, dtype=np.int64)
+        if len(removed):
+            self._unindex(removed, blobs, np.frombuffer(boffs, dtype=np.int64))
 
     # -- accounting -------------------------------------------------------------------------------
     def stats(self) -> dict:
@@ -607,7 +738,10 @@ class HeadCollector:
             ("prometheus_tsdb_out_of_order_samples", "Total number of out of order samples ingestion failed attempts "
                                                      "due to out of order being disabled."),
             ("prometheus_tsdb_out_of_bound_samples", "Total number of out of bound samples ingestion failed attempts "
-                                                     "with out of order support disabled."))}
+                                                     "with out of order support disabled."),
+            ("prometheus_tsdb_too_old_samples", "Total number of out of order samples ingestion failed attempts with "
+                                                "out of support enabled, but sample outside of time window."),
+            ("prometheus_tsdb_head_out_of_order_samples_appended", "Total number of appended out of order samples."))}
         for name, head in sorted(self.heads().items()):
             st = head.stats()
             v = [name]
@@ -623,6 +757,9 @@ class HeadCollector:
             typed["prometheus_tsdb_head_samples_appended"].add_metric([name, "float"], head.samples_appended)
             typed["prometheus_tsdb_out_of_order_samples"].add_metric([name, "float"], head.out_of_order_samples)
             typed["prometheus_tsdb_out_of_bound_samples"].add_metric([name, "float"], head.out_of_bound_samples)
+            typed["prometheus_tsdb_too_old_samples"].add_metric([name, "float"], head.too_old_samples)
+            typed["prometheus_tsdb_head_out_of_order_samples_appended"].add_metric([name, "float"],
+                                                                                  head.ooo_samples_appended)
         yield from g.values()
         yield from c.values()
         yield from typed.values()
