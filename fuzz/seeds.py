@@ -134,9 +134,45 @@ def main() -> None:
         _put("jsonfmt", b"\x01\x02" + b"job\x00api\x00" + rng.bytes(64))
         vals = np.array([0.1, -0.0, 1e21, 1e-7, np.inf, 123456789.125, 5e-324, 2 ** 53], dtype=np.float64)
         _put("jsonfmt", b"\x00\x03" + (np.arange(8, dtype=np.int64) * 15_000 + T0).tobytes() + vals.tobytes())
+    _remote_write_seeds()
     total = {t: sum(os.path.getsize(os.path.join(CORPUS, t, f)) for f in os.listdir(os.path.join(CORPUS, t)))
              for t in sorted(os.listdir(CORPUS))}
     print("seed corpus bytes per target:", total)
+
+
+def _remote_write_seeds() -> None:
+    """Remote-write bodies: RW 1.0 with an exemplar, histograms and metadata; RW 2.0 with symbols,
+    metadata, an exemplar and a histogram; the first byte picks the version (and the HTTP path)."""
+    from pythanos.remote.prompb import write_v2_pb2
+
+    wr = remote_pb2.WriteRequest()
+    for labels, t, v in _series():
+        ts = wr.timeseries.add()
+        for n in sorted(labels):
+            ts.labels.add(name=n, value=labels[n])
+        for k in range(3):
+            ts.samples.add(timestamp=int(t[k]), value=float(v[k]))
+    ex = wr.timeseries[0].exemplars.add(value=1.5, timestamp=T0)
+    ex.labels.add(name="trace_id", value="4bf92f3577b34da6")
+    h = wr.timeseries[1].histograms.add(count_int=5, sum=2.5, schema=1, zero_count_int=1, positive_deltas=[2, -1],
+                                        timestamp=T0)
+    h.positive_spans.add(offset=0, length=2)
+    wr.timeseries[2].histograms.add(count_float=2.0, sum=1.0, schema=-53, positive_counts=[2.0], custom_values=[1.0],
+                                    timestamp=T0).positive_spans.add(offset=0, length=1)
+    wr.metadata.add(type=types_pb2.MetricMetadata.COUNTER, metric_family_name="http_requests_total", help="Requests.")
+    _put("remote_write", b"\x00" + wr.SerializeToString())
+    _put("remote_write", b"\x02" + bytes(cramjam.snappy.compress_raw(wr.SerializeToString())))
+    r = write_v2_pb2.Request(symbols=["", "__name__", "up", "job", "api", "trace_id", "abc", "Help.", "seconds"])
+    t2 = r.timeseries.add(labels_refs=[1, 2, 3, 4])
+    t2.samples.add(value=1.0, timestamp=T0, start_timestamp=T0 - 1000)
+    t2.metadata.type, t2.metadata.help_ref, t2.metadata.unit_ref = 2, 7, 8
+    t2.exemplars.add(labels_refs=[5, 6], value=1.0, timestamp=T0)
+    h2 = r.timeseries.add(labels_refs=[3, 4, 1, 2]).histograms.add(count_int=1, schema=0, positive_deltas=[1],
+                                                                   timestamp=T0)
+    h2.positive_spans.add(offset=1, length=1)
+    r.timeseries.add(labels_refs=[1, 2, 3, 9]).samples.add(value=2.0, timestamp=T0)
+    _put("remote_write", b"\x01" + r.SerializeToString())
+    _put("remote_write", b"\x03" + bytes(cramjam.snappy.compress_raw(r.SerializeToString())))
 
 
 if __name__ == "__main__":

@@ -345,6 +345,23 @@ def test_v1_exemplars_histograms_metadata():
     assert [(x.family, x.type, x.help, x.unit) for x in m] == [("plain", "counter", "Plain.", "seconds")]
 
 
+def test_v1_rare_paths_take_bytes_that_are_not_utf8():
+    ex = ld(3, raw_label(b"trace\xff", b"id") + key(2, 1) + struct.pack("<d", 1.5) + key(3, 0) + b"\x07")
+    hist = ld(4, key(1, 0) + b"\x03" + key(15, 0) + b"\x09")
+    ok = ld(1, raw_label(b"__name__", b"up") + raw_sample(1, 1.0) + ex + hist)
+    bad = ld(1, raw_label(b"__name__", b"up") + raw_label(b"v", b"\xff") + raw_sample(1, 1.0) + hist)
+    d = decode_v1(ok + bad)
+    assert d.status.tolist() == [STATUS_OK, STATUS_INVALID_UTF8]
+    e = d.exemplars()
+    assert e.series.tolist() == [0] and e.labels == [b"\x01\x06trace\xff\x02id"] and e.timestamps.tolist() == [7]
+    h = d.histograms()  # only the series that pass the checks
+    assert [(x.series, x.count, x.timestamp) for x in h] == [(0, 3, 9)]
+    assert d.series_error(1) == 'invalid metric name or labels, got {__name__="up", v="\\xff"}'
+    with pytest.raises(WriteDecodeError) as ei:  # a malformed exemplar surfaces when it is read
+        decode_v1(ld(1, raw_label(b"__name__", b"up") + ld(3, b"\x0a\x05"))).exemplars()
+    assert ei.value.status == 400 and "timeseries[0].exemplars" in ei.value.message
+
+
 # ------------------------------------------------------------------------------------------ RW 2.0
 
 META = st.one_of(st.none(), st.tuples(st.integers(0, 7), st.sampled_from(["", "Help text."]),
@@ -788,9 +805,11 @@ def test_v2_series_errors_as_prometheus_answers_them(prometheus_receiver):
             b"judge2_x", b"bad\xff", b"7", b"8", b"quote\"d\n"]
     s = {v: i for i, v in enumerate(syms)}
 
-    def series(refs: list[int], samples: int = 1) -> bytes:
+    def series(refs: list[int], samples: int = 1, exemplar_refs: list[int] | None = None) -> bytes:
+        ex = b"" if exemplar_refs is None else ld(4, ld(1, b"".join(_uvarint(r) for r in exemplar_refs)) + key(
+            2, 1) + struct.pack("<d", 0.5) + key(3, 0) + _uvarint(now))
         return ld(5, ld(1, b"".join(_uvarint(r) for r in refs)) + b"".join(
-            ld(2, key(1, 1) + struct.pack("<d", 1.0) + key(2, 0) + _uvarint(now + k)) for k in range(samples)))
+            ld(2, key(1, 1) + struct.pack("<d", 1.0) + key(2, 0) + _uvarint(now + k)) for k in range(samples)) + ex)
 
     body = b"".join(ld(4, x) for x in syms) + b"".join([
         series([s[b"__name__"], s[b"judge2_ok"], s[b"case"], s[b"0"]], samples=2),
@@ -802,13 +821,17 @@ def test_v2_series_errors_as_prometheus_answers_them(prometheus_receiver):
         series([s[b"__name__"], s[b"judge2_x"], s[b"case"], s[b"6"], s[b"job"], s[b"bad\xff"]]),  # not UTF-8
         series([s[b"case"], s[b"7"], s[b"__name__"], s[b"judge2_x"], s[b"job"], s[b"quote\"d\n"]]),  # ok, unsorted
         series([s[b"__name__"], s[b""], s[b"case"], s[b"8"]]),                          # empty metric name
+        series([s[b"__name__"], s[b"judge2_ok"], s[b"case"], s[b"1"]], exemplar_refs=[s[b"job"], 77]),  # bad exemplar
     ])
     headers = {"Content-Type": CT_V2, "Content-Encoding": "snappy", "X-Prometheus-Remote-Write-Version": "2.0.0"}
     status, text, rh = _post(prometheus_receiver.extra["write"], snappy(body), headers)
     d = decode_request(snappy(body), CT_V2, "2.0.0", "snappy")
-    bad = [i for i in range(d.n_series) if d.status[i] != STATUS_OK]
+    ex = d.exemplars()
+    assert len(ex.series) == 0 and [i for i, _ in ex.errors] == [9]
+    ex_errors = dict(ex.errors)
+    want_text = [d.series_error(i) or ex_errors.get(i, "") for i in range(d.n_series)]
     assert status == 400
-    assert text.rstrip("\n") == "\n".join(d.series_error(i) for i in bad)
+    assert text.rstrip("\n") == "\n".join(t for t in want_text if t)
     ok_samples = sum(int(d.sample_offsets[i + 1] - d.sample_offsets[i]) for i in range(d.n_series)
                      if d.status[i] == STATUS_OK)
     want = written_headers(ok_samples, 0, 0)

@@ -13,5 +13,6 @@ TARGETS = (
     "frames",
     "transcode",
     "remote_read",
+    "remote_write",
     "jsonfmt",
 )

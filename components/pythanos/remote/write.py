@@ -22,6 +22,8 @@ client_golang's ``exp/api/remote`` handler it uses) and Thanos v0.42.4 (``pkg/re
 """
 from __future__ import annotations
 
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import cramjam
@@ -52,6 +54,7 @@ __all__ = [
     "MetricMetadata",
     "WriteDecodeError",
     "decode_blob",
+    "encode_blob",
     "decode_request",
     "decode_v1",
     "decode_v2",
@@ -109,6 +112,7 @@ class Exemplars:
     labels: list[bytes]
     values: np.ndarray  # float64
     timestamps: np.ndarray  # int64
+    errors: list[tuple[int, str]] = field(default_factory=list)  # RW 2.0: (series, Prometheus' text)
 
 
 @dataclass
@@ -199,43 +203,76 @@ class DecodedWrite:
                 body[o:o + n].decode("utf-8", "surrogateescape") for o, n in rng.tolist()]
         return self._symbols
 
-    def _series_message(self, i: int):
+    def _fields(self, i: int) -> Iterator[tuple[int, int, object]]:
         off, n = self.series_ranges[i].tolist()
-        cls = write_v2_pb2.TimeSeries if self.is_v2 else types_pb2.TimeSeries
-        try:
-            return cls.FromString(self.body[off:off + n])
-        except Exception as e:  # upb's DecodeError: a malformed exemplar or histogram
-            raise WriteDecodeError(400, f"proto: timeseries[{i}]: {e}") from None
+        return _walk(self.body, off, off + n, f"timeseries[{i}]")
+
+    def _label_pairs(self, i: int) -> tuple[list[tuple[bytes, bytes]], list[int]]:
+        """Series i's labels in the sender's order (RW 2.0: also its refs; [] if they do not resolve)."""
+        if not self.is_v2:
+            return [_label(v, f"timeseries[{i}].labels") for f, wt, v in self._fields(i) if f == 1 and wt == 2], []
+        refs = [r for f, wt, v in self._fields(i) if f == 1 for r in _refs(wt, v, f"timeseries[{i}]")]
+        rng, body = self.symbol_ranges, self.body
+        if len(refs) % 2 or any(r >= len(rng) for r in refs):
+            return [], refs
+        sym = [body[o:o + n] for o, n in rng.tolist()]
+        return [(sym[refs[k]], sym[refs[k + 1]]) for k in range(0, len(refs), 2)], refs
 
     def exemplars(self) -> Exemplars:
-        """Decodes the request's exemplars (rare path: only series that carry some are parsed)."""
+        """Decodes the exemplars of the series that pass the checks (rare path: only series that carry
+        some are read). RW 2.0 exemplars whose label refs do not resolve are left out and named in
+        ``errors`` with Prometheus' text (it answers 400 for them and keeps the rest)."""
+        out = Exemplars(np.zeros(0, np.int64), [], np.zeros(0), np.zeros(0, np.int64))
         series: list[int] = []
-        blobs: list[bytes] = []
         values: list[float] = []
         times: list[int] = []
-        syms = self.symbols() if self.is_v2 else None
-        for i in np.flatnonzero(self.n_exemplars).tolist():
-            for ex in self._series_message(i).exemplars:
-                if syms is not None:
-                    refs = list(ex.labels_refs)
-                    if len(refs) % 2 or any(r >= len(syms) for r in refs):
-                        raise WriteDecodeError(400, f"parsing exemplar for series {_go_labels(self._raw_labels(i))}: "
-                                               f"invalid labelRefs {_go_slice(refs)}")
-                    pairs = [(syms[refs[k]], syms[refs[k + 1]]) for k in range(0, len(refs), 2)]
-                else:
-                    pairs = [(lb.name, lb.value) for lb in ex.labels]
+        ok = (self.n_exemplars > 0) & (self.status == STATUS_OK)
+        ex_field = 4 if self.is_v2 else 3
+        for i in np.flatnonzero(ok).tolist():
+            for f, wt, v in self._fields(i):
+                if f != ex_field or wt != 2:
+                    continue
+                where = f"timeseries[{i}].exemplars"
+                pairs, refs, value, ts = [], [], 0.0, 0
+                for g, w, x in _walk(v, 0, len(v), where):
+                    if g == 1 and not self.is_v2 and w == 2:
+                        pairs.append(_label(x, where + ".labels"))
+                    elif g == 1 and self.is_v2:
+                        refs += _refs(w, x, where)
+                    elif g == 2 and w == 1:
+                        value = struct.unpack("<d", struct.pack("<Q", x))[0]
+                    elif g == 3 and w == 0:
+                        ts = x - (1 << 64) if x >> 63 else x
+                if self.is_v2:
+                    rng = self.symbol_ranges
+                    why = _refs_error(refs, len(rng))
+                    if why:
+                        out.errors.append((i, f"parsing exemplar for series {_go_labels(self._raw_labels(i))}: {why}"))
+                        continue
+                    sym = [self.body[o:o + n] for o, n in rng.tolist()]
+                    pairs = [(sym[refs[k]], sym[refs[k + 1]]) for k in range(0, len(refs), 2)]
                 series.append(i)
-                blobs.append(encode_blob(pairs))
-                values.append(ex.value)
-                times.append(ex.timestamp)
-        return Exemplars(np.array(series, dtype=np.int64), blobs, np.array(values, dtype=np.float64),
-                         np.array(times, dtype=np.int64))
+                out.labels.append(_blob(pairs))
+                values.append(value)
+                times.append(ts)
+        out.series = np.array(series, dtype=np.int64)
+        out.values = np.array(values, dtype=np.float64)
+        out.timestamps = np.array(times, dtype=np.int64)
+        return out
 
     def histograms(self) -> list[HistogramSample]:
-        """Decodes the request's native histogram samples, in request order."""
+        """Decodes the native histogram samples of the series that pass the checks, in request order."""
         out: list[HistogramSample] = []
-        for i in np.flatnonzero(self.n_histograms).tolist():
-            for h in self._series_message(i).histograms:
+        h_field, cls = (3, write_v2_pb2.Histogram) if self.is_v2 else (4, types_pb2.Histogram)
+        ok = (self.n_histograms > 0) & (self.status == STATUS_OK)
+        for i in np.flatnonzero(ok).tolist():
+            for f, wt, v in self._fields(i):
+                if f != h_field or wt != 2:
+                    continue
+                try:
+                    h = cls.FromString(v)
+                except Exception as e:  # upb's DecodeError
+                    raise WriteDecodeError(400, f"proto: timeseries[{i}].histograms: {e}") from None
                 is_float = h.WhichOneof("count") == "count_float"
                 if is_float:
                     count, zc = h.count_float, h.zero_count_float
@@ -258,7 +295,10 @@ class DecodedWrite:
         out: list[MetricMetadata] = []
         if not self.is_v2:
             for off, n in (self.metadata_ranges if self.metadata_ranges is not None else ()).tolist():
-                m = types_pb2.MetricMetadata.FromString(self.body[off:off + n])
+                try:
+                    m = types_pb2.MetricMetadata.FromString(self.body[off:off + n])
+                except Exception as e:  # upb's DecodeError (it also wants UTF-8 strings)
+                    raise WriteDecodeError(400, f"proto: WriteRequest.metadata: {e}") from None
                 typ = _METRIC_TYPES[m.type] if 0 <= m.type < len(_METRIC_TYPES) else "unknown"
                 out.append(MetricMetadata(m.metric_family_name, typ, m.help, m.unit))
             return out
@@ -275,16 +315,8 @@ class DecodedWrite:
 
     def _raw_labels(self, i: int) -> list[tuple[str, str]]:
         """Series i's labels as Prometheus holds them when it checks them: sorted, empty values kept."""
-        m = self._series_message(i)
-        if self.is_v2:
-            syms = self.symbols()
-            refs = list(m.labels_refs)
-            if len(refs) % 2 or any(r >= len(syms) for r in refs):
-                return []
-            pairs = [(syms[refs[k]], syms[refs[k + 1]]) for k in range(0, len(refs), 2)]
-        else:
-            pairs = [(lb.name, lb.value) for lb in m.labels]
-        return sorted(pairs, key=lambda p: p[0].encode("utf-8", "surrogateescape"))
+        pairs = sorted(self._label_pairs(i)[0], key=lambda p: p[0])
+        return [(n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in pairs]
 
     def series_error(self, i: int) -> str:
         """Prometheus' RW 2.0 error text for refused series i ("" for a good one)."""
@@ -292,14 +324,8 @@ class DecodedWrite:
         if st == STATUS_OK:
             return ""
         if st == STATUS_BAD_LABEL_REFS:
-            refs = list(self._series_message(i).labels_refs)
-            if len(refs) % 2:
-                why = f"invalid labelRefs length {len(refs)}"
-            else:
-                n = len(self.symbols())
-                k = next(k for k in range(0, len(refs), 2) if refs[k] >= n or refs[k + 1] >= n)
-                why = f"labelRefs {refs[k]} (name) = {refs[k + 1]} (value) outside of symbols table (size {n})"
-            return f"parsing labels for series {_go_slice(refs)}: {why}"
+            refs = self._label_pairs(i)[1]
+            return f"parsing labels for series {_go_slice(refs)}: {_refs_error(refs, len(self.symbol_ranges))}"
         ls = _go_labels(self._raw_labels(i))
         if st == STATUS_BAD_METADATA_REFS:
             return (f"parsing metadata for series {ls}: help_ref {int(self.help_ref[i])} or unit_ref "
@@ -442,6 +468,105 @@ def decode_request(body: bytes, content_type: str, version_header: str, content_
     return decode_v1(raw, tenant, version_header, max_label_bytes)
 
 
+# ---- the rare path: a small protobuf walker (exemplars, histograms, error texts) ----
+
+def _walk(buf: bytes, start: int, end: int, where: str) -> Iterator[tuple[int, int, object]]:
+    """The fields of one message: (number, wire type, value), value an int for varint, fixed64 and
+    fixed32 (raw bits), bytes for length-delimited; groups are skipped. Checks every length."""
+    pos = start
+
+    def varint() -> int:
+        nonlocal pos
+        v = shift = 0
+        while True:
+            if pos >= end or shift > 63:
+                raise WriteDecodeError(400, f"proto: {where}: truncated or overlong varint at byte {pos}")
+            b = buf[pos]
+            pos += 1
+            v |= (b & 0x7F) << shift
+            if b < 0x80:
+                return v & 0xFFFFFFFFFFFFFFFF
+            shift += 7
+
+    depth = 0
+    while pos < end:
+        at = pos
+        k = varint()
+        f, wt = k >> 3, k & 7
+        if f == 0 or wt > 5:
+            raise WriteDecodeError(400, f"proto: {where}: illegal field key {k} at byte {at}")
+        if wt == 0:
+            v: object = varint()
+        elif wt in (1, 5):
+            w = 8 if wt == 1 else 4
+            if end - pos < w:
+                raise WriteDecodeError(400, f"proto: {where}: truncated fixed{w * 8} at byte {pos}")
+            v = int.from_bytes(buf[pos:pos + w], "little")
+            pos += w
+        elif wt == 2:
+            n = varint()
+            if n > end - pos:
+                raise WriteDecodeError(400, f"proto: {where}: length {n} exceeds the {end - pos} bytes left at byte {at}")
+            v = bytes(buf[pos:pos + n])
+            pos += n
+        else:  # groups: nothing of ours lives in one
+            depth += 1 if wt == 3 else -1
+            if depth < 0:
+                raise WriteDecodeError(400, f"proto: {where}: unexpected end-group at byte {at}")
+            continue
+        if depth == 0:
+            yield f, wt, v
+    if depth:
+        raise WriteDecodeError(400, f"proto: {where}: unterminated group at byte {end}")
+
+
+def _label(b: object, where: str) -> tuple[bytes, bytes]:
+    name = value = b""
+    assert isinstance(b, bytes)
+    for f, wt, v in _walk(b, 0, len(b), where):
+        if wt == 2 and f in (1, 2):
+            assert isinstance(v, bytes)
+            if f == 1:
+                name = v
+            else:
+                value = v
+    return name, value
+
+
+def _refs(wt: int, v: object, where: str) -> list[int]:
+    """labels_refs values of one field occurrence (packed or not), as uint32."""
+    if wt == 0:
+        assert isinstance(v, int)
+        return [v & 0xFFFFFFFF]
+    if wt == 2:
+        assert isinstance(v, bytes)
+        out, pos = [], 0
+        while pos < len(v):
+            x = shift = 0
+            while True:
+                if pos >= len(v) or shift > 63:
+                    raise WriteDecodeError(400, f"proto: {where}.labels_refs: truncated or overlong varint")
+                b = v[pos]
+                pos += 1
+                x |= (b & 0x7F) << shift
+                if b < 0x80:
+                    break
+                shift += 7
+            out.append(x & 0xFFFFFFFF)
+        return out
+    raise WriteDecodeError(400, f"proto: {where}.labels_refs: wrong wire type {wt}")
+
+
+def _refs_error(refs: list[int], nsym: int) -> str:
+    """Prometheus' text for label refs that do not resolve ("" when they do)."""
+    if len(refs) % 2:
+        return f"invalid labelRefs length {len(refs)}"
+    for k in range(0, len(refs), 2):
+        if refs[k] >= nsym or refs[k + 1] >= nsym:
+            return f"labelRefs {refs[k]} (name) = {refs[k + 1]} (value) outside of symbols table (size {nsym})"
+    return ""
+
+
 # ---- label blobs ----
 
 def _uvarint(b: bytes, i: int) -> tuple[int, int]:
@@ -478,8 +603,11 @@ def _put_uvarint(out: bytearray, v: int) -> None:
 
 def encode_blob(pairs: list[tuple[str, str]]) -> bytes:
     """The canonical blob of a label set: sorted by name, empty values left out (rare path only)."""
-    enc = sorted(((n.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape")) for n, v in pairs
-                  if v), key=lambda p: p[0])
+    return _blob([(n.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape")) for n, v in pairs])
+
+
+def _blob(pairs: list[tuple[bytes, bytes]]) -> bytes:
+    enc = sorted(((n, v) for n, v in pairs if v), key=lambda p: p[0])
     out = bytearray()
     _put_uvarint(out, len(enc))
     for n, v in enc:
