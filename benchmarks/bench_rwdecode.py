@@ -84,20 +84,36 @@ def best(fn, *args) -> float:
     return t
 
 
-def main() -> None:
-    print(f"{'request':<22}{'bytes':>11}{'ours s/s':>14}{'MB/s':>8}{'+snappy s/s':>14}{'upb s/s':>12}{'MB/s':>8}"
-          f"{'ours/upb':>10}")
+def measure() -> list[tuple[str, int, int, float, float, float]]:
+    """(request, series, bytes, ours s, ours+snappy s, upb s) for each shape."""
+    out = []
     for n in (2000, 100_000):
         b1, b2 = build(n)
         for name, body, ours, upb, ct in (("v1", b1, decode_v1, upb_v1, "application/x-protobuf"),
                                           ("v2", b2, decode_v2, upb_v2, CT_V2)):
             snap = bytes(cramjam.snappy.compress_raw(body))
-            t_ours = best(ours, body)
-            t_snap = best(decode_request, snap, ct, "", "snappy")
-            t_upb = best(upb, body)
-            mb = len(body) / 1e6
-            print(f"{name} {n:>7} series{'':<5}{len(body):>11}{n / t_ours:>14,.0f}{mb / t_ours:>8.0f}"
-                  f"{n / t_snap:>14,.0f}{n / t_upb:>12,.0f}{mb / t_upb:>8.0f}{t_upb / t_ours:>10.1f}")
+            out.append((name, n, len(body), best(ours, body), best(decode_request, snap, ct, "", "snappy"),
+                        best(upb, body)))
+    return out
+
+
+def run() -> list[tuple[str, float, str]]:
+    figs: list[tuple[str, float, str]] = []
+    for name, n, size, t_ours, t_snap, t_upb in measure():
+        tag = f"rwdecode.{name} {n // 1000}k" if n >= 1000 else f"rwdecode.{name} {n}"
+        figs += [(f"{tag} ours", n / t_ours, "series/s"), (f"{tag} ours", size / 1e6 / t_ours, "MB/s"),
+                 (f"{tag} ours+snappy", n / t_snap, "series/s"), (f"{tag} upb", n / t_upb, "series/s"),
+                 (f"{tag} ours/upb", t_upb / t_ours, "x")]
+    return figs
+
+
+def main() -> None:
+    print(f"{'request':<22}{'bytes':>11}{'ours s/s':>14}{'MB/s':>8}{'+snappy s/s':>14}{'upb s/s':>12}{'MB/s':>8}"
+          f"{'ours/upb':>10}")
+    for name, n, size, t_ours, t_snap, t_upb in measure():
+        mb = size / 1e6
+        print(f"{name} {n:>7} series{'':<5}{size:>11}{n / t_ours:>14,.0f}{mb / t_ours:>8.0f}"
+              f"{n / t_snap:>14,.0f}{n / t_upb:>12,.0f}{mb / t_upb:>8.0f}{t_upb / t_ours:>10.1f}")
 
 
 if __name__ == "__main__":
