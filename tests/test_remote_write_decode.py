@@ -240,6 +240,15 @@ def test_v1_labels_sorted_and_flagged_when_sent_unsorted():
     assert d.label_counts[0] == 4
 
 
+def test_blobs_are_the_heads_series_keys():
+    from pythanos.tsdb.head import blob_from_labels  # the head keys series by the same bytes
+
+    sets = [[("job", "a"), ("__name__", "up"), ("ü", "日本")], [("__name__", "x"), ("e", "")], [("__name__", "y")]]
+    for d in (decode_v1(v1_request([(ls, [(1, 1.0)]) for ls in sets])),
+              decode_v2(v2_request([(ls, [(1, 1.0)], None) for ls in sets])[0])):
+        assert [d.blob(i) for i in range(3)] == [blob_from_labels([p for p in ls if p[1]]) for ls in sets]
+
+
 def test_v1_statuses():
     cases = [
         ([("job", "a")], STATUS_NO_METRIC_NAME),
