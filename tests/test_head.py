@@ -917,6 +917,49 @@ def test_kernel_matches_a_model_of_prometheus_appender(window, batches):
             assert str(i) not in got
 
 
+def test_reads_alongside_creation_appends_and_truncation():
+    import threading
+
+    h = Head()
+    stop = threading.Event()
+    errors: list = []
+
+    def reader():
+        try:
+            while not stop.is_set():
+                refs = h.postings([Matcher.re("g", "1|3"), Matcher.nre("i", "9.*")])
+                lbls, hc = h.query([Matcher.eq("g", "2")], T0, T0 + 10 ** 9)
+                assert len(lbls) == len(hc.refs)
+                h.label_values("i", [Matcher.eq("g", "1")])
+                assert np.all(np.diff(refs) > 0)
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    step = 60_000
+    try:
+        for k in range(300):
+            refs, _ = h.get_or_create_labels([{"g": str(j % 4), "i": str(k * 10 + j)} for j in range(10)] +
+                                             [{"g": str(j % 4), "i": f"p{j}"} for j in range(10)])
+            st = h.append(refs, np.full(len(refs), T0 + k * step), np.ones(len(refs)))
+            assert (st == OK).all()
+            if k % 100 == 99:
+                h.truncate(T0 + (k - 30) * step)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors[0]
+    # the last truncation (at sample 269) kept the 10 steady series and those created since
+    assert h.num_series == 10 + 31 * 10
+    got = {dict(lbls)["i"]: t for lbls, t, _ in h.series([Matcher.re("i", "p.*")])}
+    assert sorted(got) == [f"p{j}" for j in range(10)]
+    for t in got.values():  # whole chunks stay: at least everything since the truncation point
+        assert t[-1] == T0 + 299 * step and t[0] <= T0 + 269 * step and np.all(np.diff(t) == step)
+
+
 def test_large_batch_and_wrong_argument_shapes():
     h = Head()
     refs, _ = h.get_or_create_labels([{"i": str(i)} for i in range(1000)])

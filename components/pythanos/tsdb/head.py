@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from array import array
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping, Sequence
@@ -215,9 +216,9 @@ class HeadChunks:
 # --- the head ------------------------------------------------------------------------------------
 
 class Head:
-    """See the module docstring. Thread-safe: every kernel call holds the kernel's lock; the
-    Python-side index is only changed by :meth:`create`/:meth:`get_or_create` and
-    :meth:`truncate`, which callers serialise with their appends (as the receiver's TSDB does)."""
+    """See the module docstring. Thread-safe: kernel calls hold the kernel's lock (taken with the
+    GIL released); changes (series creation, appends, truncation, compaction) also hold the head's
+    own lock, so they run one at a time; reads run alongside them and see whole batches."""
 
     def __init__(self, *, chunk_range: int = DEFAULT_CHUNK_RANGE, samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK,
                  ooo_window: int = 0, capacity: int = 1024, _hash_mask: int | None = None):
@@ -235,6 +236,7 @@ class Head:
         self.min_ooo_time = MAX_TIME  # out-of-order samples held span [min_ooo_time, max_ooo_time]
         self.max_ooo_time = MIN_TIME
         self._postings: dict[str, dict[str, array]] = {}
+        self._mu = threading.RLock()
         self.samples_appended = 0
         # rejections as Prometheus counts them (Append and Commit alike)
         self.out_of_order_samples = 0
@@ -267,8 +269,9 @@ class Head:
         if refs.all():
             return refs, np.zeros(len(refs), dtype=bool)
         new = np.zeros(len(refs), dtype=np.uint8)
-        bad, why = self._k.create(buf, offsets, refs, new)
-        self._index_new(buf, offsets, refs, new)
+        with self._mu:
+            bad, why = self._k.create(buf, offsets, refs, new)
+            self._index_new(buf, offsets, refs, new)
         if bad == -2:
             raise MemoryError("head: out of memory creating series")
         if bad >= 0 and strict:
@@ -284,8 +287,9 @@ class Head:
         offsets = _i64(offsets)
         refs = np.array(refs, dtype=np.int64)
         new = np.zeros(len(refs), dtype=np.uint8)
-        bad, _why = self._k.create(buf, offsets, refs, new, True)
-        self._index_new(buf, offsets, refs, new)
+        with self._mu:
+            bad, _why = self._k.create(buf, offsets, refs, new, True)
+            self._index_new(buf, offsets, refs, new)
         if bad == -2:
             raise MemoryError("head: out of memory creating series")
         return refs, new
@@ -329,7 +333,9 @@ class Head:
 
     # -- postings ---------------------------------------------------------------------------------
     def _union(self, d: dict[str, array], values: Iterable[str]) -> np.ndarray:
-        parts = [np.frombuffer(d[v], dtype=np.int64) for v in values if v in d]
+        # np.array copies inside one C call: no buffer export outlives it (array.append of a
+        # concurrent series creation would fail on an exported array)
+        parts = [np.array(a, dtype=np.int64) for a in map(d.get, values) if a is not None]
         if not parts:
             return _EMPTY
         if len(parts) == 1:
@@ -339,9 +345,10 @@ class Head:
     def _values_matching(self, d: dict[str, array], m: Matcher, invert: bool) -> list[str]:
         if m.type == MATCH_EQUAL and not invert:
             return [m.value] if m.value in d else []
+        vals = list(d)  # a snapshot: series creation may add values meanwhile
         if invert:
-            return [v for v in d if not m.matches(v)]
-        return [v for v in d if m.matches(v)]
+            return [v for v in vals if not m.matches(v)]
+        return [v for v in vals if m.matches(v)]
 
     def postings(self, matchers: Sequence[Matcher]) -> np.ndarray:
         """Sorted refs of the series selected by all matchers (Prometheus' PostingsForMatchers
@@ -395,7 +402,7 @@ class Head:
         if not matchers:
             return sorted(d)
         refs = self.postings(matchers)
-        return sorted(v for v, a in d.items() if len(np.intersect1d(np.frombuffer(a, dtype=np.int64), refs)))
+        return sorted(v for v, a in list(d.items()) if len(np.intersect1d(np.array(a, dtype=np.int64), refs)))
 
     # -- appending --------------------------------------------------------------------------------
     @property
@@ -415,6 +422,10 @@ class Head:
         status = np.empty(len(refs), dtype=np.uint8)
         if len(refs) == 0:
             return status
+        with self._mu:
+            return self._append(refs, ts, vs, status)
+
+    def _append(self, refs: np.ndarray, ts: np.ndarray, vs: np.ndarray, status: np.ndarray) -> np.ndarray:
         if not self.initialized:
             # initAppender: the first sample's time starts the head
             t0 = int(ts[0])
@@ -597,6 +608,10 @@ class Head:
     def truncate(self, mint: int) -> int:
         """Drop the chunks entirely before ``mint`` and the series left without samples
         (``Head.truncateMemory`` + ``gc``); returns the number of series removed."""
+        with self._mu:
+            return self._truncate(mint)
+
+    def _truncate(self, mint: int) -> int:
         if self.initialized and self.min_time >= mint:
             return 0
         self.truncations += 1
@@ -643,6 +658,10 @@ class Head:
         """Cut blocks while the head is compactable, truncating after each, then, if any was cut,
         the out-of-order blocks (``DB.Compact``'s head part; Prometheus' compaction delay is the
         caller's business). Returns the new ULIDs."""
+        with self._mu:
+            return self._compact(output_dir, thanos)
+
+    def _compact(self, output_dir, thanos) -> list[str]:
         out = []
         compacted = False
         while self.compactable():
@@ -660,6 +679,10 @@ class Head:
         """Write the out-of-order samples as blocks, one per chunk-range window they fall in
         (``DB.compactOOO``), then drop them (``Head.truncateOOO``) and the series left empty.
         Returns the new ULIDs."""
+        with self._mu:
+            return self._compact_ooo(output_dir, thanos)
+
+    def _compact_ooo(self, output_dir, thanos) -> list[str]:
         from . import ulid as _ulid
         from .block import BlockWriter
         from .meta import Compaction
