@@ -992,12 +992,17 @@ def test_throughput_and_memory_figures(capsys):
     assert (h.lookup(buf, offs) == refs).all()
     t_lookup = time.perf_counter() - t_lookup
     rng = np.random.default_rng(1)
-    base = rng.integers(0, 1000, n_series).astype(float)
     n_rounds = int(os.environ.get("HEAD_BENCH_ROUNDS", "240"))
+    # node-exporter-like values: half counters (small integer increments), a quarter gauges
+    # with few distinct values, a quarter constant
+    kind = np.arange(n_series) % 4
+    val = np.zeros(n_series)
     t_app = 0.0
     for k in range(n_rounds):  # 100k series x 1 sample per batch
         ts = np.full(n_series, T0 + k * 15_000, dtype=np.int64)
-        vs = base + (k % 7)
+        val = np.where(kind < 2, val + rng.poisson(2, n_series) * 1024,
+                       np.where(kind == 2, rng.integers(0, 8, n_series).astype(float), 1.0))
+        vs = val
         t1 = time.perf_counter()
         st = h.append(refs, ts, vs)
         t_app += time.perf_counter() - t1

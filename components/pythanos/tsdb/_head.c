@@ -552,6 +552,15 @@ static void rel(view *v) {
     v->ok = 0;
 }
 
+/* Methods of an object whose __init__ did not run (or failed) refuse to work. */
+#define REQUIRE_READY(self)                                                              \
+    do {                                                                                 \
+        if (!(self)->lock || !(self)->table || !(self)->rtab || !(self)->slots) {        \
+            PyErr_SetString(PyExc_RuntimeError, "_head.Head is not initialised");         \
+            return NULL;                                                                 \
+        }                                                                                \
+    } while (0)
+
 #define LOCKED_BEGIN(self) Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock((self)->lock, WAIT_LOCK);
 #define LOCKED_END(self) PyThread_release_lock((self)->lock); Py_END_ALLOW_THREADS
 
@@ -612,6 +621,7 @@ static int Head_init(HeadObject *self, PyObject *args, PyObject *kw) {
 
 /* lookup(buf, offsets, refs_out): refs_out[i] = ref of blob buf[offsets[i]:offsets[i+1]] or 0. */
 static PyObject *Head_lookup(HeadObject *self, PyObject *args) {
+    REQUIRE_READY(self);
     PyObject *bo, *oo, *ro;
     view bv, ov, rv;
     bv.ok = ov.ok = rv.ok = 0;
@@ -717,6 +727,7 @@ static uint32_t create_one(HeadObject *self, const uint8_t *p, size_t n, uint64_
  * not positive, 3 the blob (or its offsets) is invalid (refs[i] = 0). With given = 1, refs[i]
  * is the ref a new series gets (WAL replay); else new series get fresh refs. */
 static PyObject *Head_create(HeadObject *self, PyObject *args) {
+    REQUIRE_READY(self);
     PyObject *bo, *oo, *ro, *no;
     int given = 0;
     view bv, ov, rv, nv;
@@ -861,6 +872,7 @@ static void ooo_free(HeadObject *self, series_t *s) {
 /* append(refs, ts, vs, status_out, min_valid_time, ooo_window=0, head_maxt=0)
  *   -> (appended in order, mint, maxt, appended out of order, ooo mint, ooo maxt) */
 static PyObject *Head_append(HeadObject *self, PyObject *args) {
+    REQUIRE_READY(self);
     PyObject *ro, *to, *vo, *so;
     long long minvalid, ooo_window = 0, head_maxt = 0;
     view rv, tv, vv, sv;
@@ -974,6 +986,7 @@ static PyObject *ob_bytes(obuf *o) {
 /* select(refs, mint, maxt) -> (counts, cmint, cmaxt, offsets, data) as bytes (int64 columns):
  * for each ref its chunks overlapping [mint, maxt] oldest first (the open one copied last). */
 static PyObject *Head_select(HeadObject *self, PyObject *args) {
+    REQUIRE_READY(self);
     PyObject *ro;
     long long mint, maxt;
     view rv;
@@ -1030,6 +1043,7 @@ static PyObject *Head_select(HeadObject *self, PyObject *args) {
 
 /* blobs(refs) -> (buf, offsets int64 bytes); unknown refs give empty blobs. */
 static PyObject *Head_blobs(HeadObject *self, PyObject *arg) {
+    REQUIRE_READY(self);
     view rv;
     if (get_view(arg, &rv, 0, 8, "refs")) return NULL;
     obuf da = {0}, of = {0};
@@ -1064,6 +1078,7 @@ static int cmp_i64(const void *a, const void *b) {
 
 /* refs() -> int64 bytes of the live refs, ascending. */
 static PyObject *Head_refs(HeadObject *self, PyObject *unused) {
+    REQUIRE_READY(self);
     obuf o = {0};
     int nomem = 0;
     LOCKED_BEGIN(self)
@@ -1079,6 +1094,7 @@ static PyObject *Head_refs(HeadObject *self, PyObject *unused) {
 /* series_range(refs) -> (mint bytes, maxt bytes): each series' first and last sample time
  * (INT64_MAX / INT64_MIN for unknown refs or series without samples). */
 static PyObject *Head_series_range(HeadObject *self, PyObject *arg) {
+    REQUIRE_READY(self);
     view rv;
     if (get_view(arg, &rv, 0, 8, "refs")) return NULL;
     int64_t n = rv.b.len / 8;
@@ -1112,6 +1128,7 @@ static PyObject *Head_series_range(HeadObject *self, PyObject *arg) {
  * and the hash table. Everything new is allocated before anything changes: on MemoryError the
  * head is as it was. */
 static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
+    REQUIRE_READY(self);
     long long mint;
     if (!PyArg_ParseTuple(args, "L", &mint)) return NULL;
     obuf rr = {0}, rb = {0}, ro = {0};
@@ -1278,6 +1295,7 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
 /* ooo_select(refs, mint, maxt) -> (counts, t, v) as int64 bytes: each series' out-of-order
  * samples in [mint, maxt], in time order (v as float64 bit patterns). */
 static PyObject *Head_ooo_select(HeadObject *self, PyObject *args) {
+    REQUIRE_READY(self);
     PyObject *ro;
     long long mint, maxt;
     view rv;
@@ -1315,6 +1333,7 @@ static PyObject *Head_ooo_select(HeadObject *self, PyObject *args) {
 /* ooo_clear() -> samples dropped: every series' out-of-order samples (after they went into
  * blocks; Head.truncateOOO). Series left empty go at the next truncate. */
 static PyObject *Head_ooo_clear(HeadObject *self, PyObject *unused) {
+    REQUIRE_READY(self);
     uint64_t before;
     LOCKED_BEGIN(self)
     before = self->ooo_samples;
@@ -1326,6 +1345,7 @@ static PyObject *Head_ooo_clear(HeadObject *self, PyObject *unused) {
 
 /* stats() -> dict of counts and bytes held */
 static PyObject *Head_stats(HeadObject *self, PyObject *unused) {
+    REQUIRE_READY(self);
     uint64_t live, nchunks, slots, refs, table, blobs, pages, cmeta, open, chunk_bytes = 0, nopen = 0;
     uint64_t sc, sr, cc, cr, oo;
     LOCKED_BEGIN(self)
