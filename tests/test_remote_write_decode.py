@@ -102,8 +102,13 @@ def model_series(pairs: list[tuple[bytes, bytes]], tenant: bytes = b"") -> tuple
     return blob, status, flags, h
 
 
+def thanos_hash(pairs: list[tuple[bytes, bytes]], tenant: bytes = b"") -> int:
+    """labelpb.HashWithPrefix on the labels as the request carries them (all of them)."""
+    return xxhash.xxh64(tenant + b"\xff" + b"".join(n + b"\xff" + v + b"\xff" for n, v in pairs)).intdigest()
+
+
 def check_against_model(d, expect: list[tuple[list[tuple[bytes, bytes]], list[tuple[int, float]]]],
-                        tenant: bytes = b"") -> None:
+                        tenant: bytes = b"", canonical_hash: bool = False) -> None:
     assert d.n_series == len(expect)
     assert d.n_samples == sum(len(s) for _, s in expect)
     for i, (pairs, samples) in enumerate(expect):
@@ -111,7 +116,7 @@ def check_against_model(d, expect: list[tuple[list[tuple[bytes, bytes]], list[tu
         assert d.blob(i) == blob, i
         assert d.status[i] == status, (i, pairs)
         assert d.flags[i] == flags, (i, pairs)
-        assert d.hashes[i] == h, i
+        assert d.hashes[i] == (h if canonical_hash else thanos_hash(pairs, tenant)), i
         assert d.label_counts[i] == len(pairs)
         lo, hi = d.sample_offsets[i], d.sample_offsets[i + 1]
         assert (d.sample_series[lo:hi] == i).all()
@@ -222,8 +227,10 @@ SAMPLES = st.lists(st.tuples(st.integers(-2**63, 2**63 - 1), FLOATS), max_size=5
 @given(st.lists(st.tuples(LABELS, SAMPLES), max_size=12), st.text(max_size=8))
 def test_v1_roundtrip(series, tenant):
     body = v1_request(series)
+    want = [([(n.encode(), v.encode()) for n, v in ls], ss) for ls, ss in series]
+    check_against_model(decode_v1(body, tenant=tenant), want, tenant.encode())
+    check_against_model(decode_v1(body, tenant=tenant, hash_as_sent=False), want, tenant.encode(), canonical_hash=True)
     d = decode_v1(body, tenant=tenant)
-    check_against_model(d, [([(n.encode(), v.encode()) for n, v in ls], ss) for ls, ss in series], tenant.encode())
     # what upb sees, series for series
     wr = remote_pb2.WriteRequest.FromString(body)
     assert d.n_series == len(wr.timeseries)
@@ -238,6 +245,14 @@ def test_v1_labels_sorted_and_flagged_when_sent_unsorted():
     assert d.labels(0) == [("__name__", "up"), ("b", "c"), ("job", "a")]
     assert d.flags[0] == FLAG_UNSORTED | FLAG_EMPTY_VALUE and d.status[0] == STATUS_OK
     assert d.label_counts[0] == 4
+    # routing: Thanos hashes what was sent; the canonical choice routes it where its sorted form goes
+    sent = [(b"job", b"a"), (b"__name__", b"up"), (b"empty", b""), (b"b", b"c")]
+    assert int(d.hashes[0]) == thanos_hash(sent)
+    sorted_form = decode_v1(v1_request([([("__name__", "up"), ("b", "c"), ("job", "a")], [(5, 1.0)])]))
+    assert int(sorted_form.hashes[0]) != int(d.hashes[0])
+    canon = decode_v1(v1_request([([("job", "a"), ("__name__", "up"), ("empty", ""), ("b", "c")], [(5, 1.0)])]),
+                      hash_as_sent=False)
+    assert int(canon.hashes[0]) == int(sorted_form.hashes[0])
 
 
 def test_blobs_are_the_heads_series_keys():
@@ -382,6 +397,7 @@ META = st.one_of(st.none(), st.tuples(st.integers(0, 7), st.sampled_from(["", "H
 def test_v2_roundtrip(series, tenant):
     body, syms = v2_request(series)
     d = decode_v2(body, tenant=tenant)
+    canon = decode_v2(body, tenant=tenant, hash_as_sent=False)
     assert d.symbols() == syms
     r = write_v2_pb2.Request.FromString(body)
     assert d.n_series == len(r.timeseries)
@@ -389,7 +405,8 @@ def test_v2_roundtrip(series, tenant):
         blob, status, flags, h = model_series([(n.encode(), v.encode()) for n, v in ls], tenant.encode())
         if status == STATUS_OK and not ss:
             status = STATUS_NO_SAMPLES
-        assert (d.blob(i), int(d.status[i]), int(d.flags[i]), int(d.hashes[i])) == (blob, status, flags, h)
+        assert (d.blob(i), int(d.status[i]), int(d.flags[i]), int(canon.hashes[i])) == (blob, status, flags, h)
+        assert int(d.hashes[i]) == thanos_hash([(n.encode(), v.encode()) for n, v in ls], tenant.encode())
         lo, hi = d.sample_offsets[i], d.sample_offsets[i + 1]
         assert d.sample_ts[lo:hi].tolist() == [t for t, _ in ss]
         assert d.sample_values[lo:hi].view(np.uint64).tolist() == [

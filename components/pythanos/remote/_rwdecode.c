@@ -1,7 +1,7 @@
 /* Remote-write request bodies (already snappy-decoded) into columns, in one walk over the bytes.
  *
- * decode_v1(body, tenant: bytes, max_label_bytes: int) -> dict     prometheus.WriteRequest
- * decode_v2(body, tenant: bytes, max_label_bytes: int) -> dict     io.prometheus.write.v2.Request
+ * decode_v1(body, tenant: bytes, max_label_bytes: int, hash_as_sent=True) -> dict   prometheus.WriteRequest
+ * decode_v2(body, tenant: bytes, max_label_bytes: int, hash_as_sent=True) -> dict   io.prometheus.write.v2.Request
  * xxh64(data: bytes) -> int                                         (the routing hash's xxHash, for tests)
  *
  * The dict holds raw little-endian arrays as bytes (numpy views them without a copy); n = series,
@@ -16,7 +16,10 @@
  *                                    FL_EMPTY_VALUE: empty-valued labels were left out
  *   label_counts uint32 n            labels as sent (the limit on labels per series counts these)
  *   hashes  uint64 n                 Thanos' routing hash: xxHash64 (seed 0) of
- *                                    tenant 0xff (name 0xff value 0xff)* over the canonical labels
+ *                                    tenant 0xff (name 0xff value 0xff)*, over the labels as sent
+ *                                    (hash_as_sent, Thanos' labelpb.HashWithPrefix on the request)
+ *                                    or over the canonical labels; the same for every series Thanos
+ *                                    accepts (sorted, no empty values)
  *   sample_offsets int64 n+1, sample_series int64 m, sample_ts int64 m, sample_values float64 m
  *   (v2) sample_start_ts int64 m
  *   n_exemplars, n_histograms uint32 n   counted here, decoded by the caller from the series' bytes
@@ -214,6 +217,7 @@ typedef struct {
     const uint8_t *tenant;
     size_t tenant_len;
     size_t max_label_bytes;
+    int hash_as_sent; /* 1: Thanos' order (as sent, all labels); 0: the canonical labels */
     /* v2 symbols */
     size_t nsym;
     const int64_t *sym;  /* (offset, length) pairs, in sym_rng */
@@ -442,12 +446,39 @@ static int push_lab(ctx *c, const uint8_t *name, size_t nlen, const uint8_t *val
     return 0;
 }
 
+/* Thanos' routing hash over L[0..n) in the given order: xxHash64 of tenant 0xff (name 0xff value 0xff)*,
+ * empty-valued labels left out when skip_empty. */
+static int route_hash(ctx *c, const lab *L, size_t n, int skip_empty, uint64_t *out) {
+    size_t len = c->tenant_len + 1;
+    for (size_t i = 0; i < n; i++) len += L[i].nlen + L[i].vlen + 2;
+    c->hbuf.len = 0;
+    if (vgrow(&c->hbuf, len)) return oom(c);
+    uint8_t *h = c->hbuf.p;
+    if (c->tenant_len) memcpy(h, c->tenant, c->tenant_len);
+    h += c->tenant_len;
+    *h++ = 0xff;
+    for (size_t i = 0; i < n; i++) {
+        if (skip_empty && L[i].vlen == 0) continue;
+        cpy(h, L[i].name, L[i].nlen);
+        h += L[i].nlen;
+        *h++ = 0xff;
+        cpy(h, L[i].val, L[i].vlen);
+        h += L[i].vlen;
+        *h++ = 0xff;
+    }
+    *out = xxh64(c->hbuf.p, (size_t)(h - c->hbuf.p));
+    return 0;
+}
+
 /* Sorts and checks the series' labels, appends its blob, status, flags and hash. `pre` is a
  * status already decided (v2 ref errors), which wins as in Prometheus' order of checks. */
 static int finish_labels(ctx *c, uint8_t pre) {
     lab *L = c->labs;
     size_t n = c->nlabs;
     uint8_t flags = 0, st = pre;
+    uint64_t hv = 0;
+    /* as Thanos: the labels as the request carries them, before any sorting */
+    if (c->hash_as_sent && route_hash(c, L, n, 0, &hv)) return -1;
     for (size_t i = 1; i < n; i++)
         if (name_cmp(&L[i - 1], &L[i]) > 0) {
             flags |= FL_UNSORTED;
@@ -455,7 +486,7 @@ static int finish_labels(ctx *c, uint8_t pre) {
             break;
         }
     int has_name = 0, empty_name = 0, bad = 0, empty_metric = 0, dup = 0;
-    size_t kept = 0, blob_len = 0, hash_len = c->tenant_len + 1;
+    size_t kept = 0, blob_len = 0;
     for (size_t i = 0; i < n; i++) {
         if (L[i].nlen == 0) empty_name = 1;
         if (L[i].bad_utf8) bad = 1;
@@ -470,7 +501,6 @@ static int finish_labels(ctx *c, uint8_t pre) {
         }
         kept++;
         blob_len += 20 + L[i].nlen + L[i].vlen;
-        hash_len += L[i].nlen + L[i].vlen + 2;
     }
     if (st == ST_OK) {
         if (!has_name) st = ST_NO_METRIC_NAME;
@@ -483,13 +513,6 @@ static int finish_labels(ctx *c, uint8_t pre) {
     if (vgrow(&c->blobs, blob_len + 10)) return oom(c);
     uint8_t *o = c->blobs.p + c->blobs.len, *o0 = o;
     o += put_uvarint(o, kept);
-    /* hash input: tenant 0xff (name 0xff value 0xff)* */
-    c->hbuf.len = 0;
-    if (vgrow(&c->hbuf, hash_len)) return oom(c);
-    uint8_t *h = c->hbuf.p;
-    if (c->tenant_len) memcpy(h, c->tenant, c->tenant_len);
-    h += c->tenant_len;
-    *h++ = 0xff;
     for (size_t i = 0; i < n; i++) {
         if (L[i].vlen == 0) continue;
         o += put_uvarint(o, L[i].nlen);
@@ -498,12 +521,6 @@ static int finish_labels(ctx *c, uint8_t pre) {
         o += put_uvarint(o, L[i].vlen);
         cpy(o, L[i].val, L[i].vlen);
         o += L[i].vlen;
-        cpy(h, L[i].name, L[i].nlen);
-        h += L[i].nlen;
-        *h++ = 0xff;
-        cpy(h, L[i].val, L[i].vlen);
-        h += L[i].vlen;
-        *h++ = 0xff;
     }
     c->blobs.len += (size_t)(o - o0);
     if (c->blobs.len > c->max_label_bytes) {
@@ -515,7 +532,8 @@ static int finish_labels(ctx *c, uint8_t pre) {
     VPUT(&c->status, uint8_t, st);
     VPUT(&c->flags, uint8_t, flags);
     VPUT(&c->nlabels, uint32_t, (uint32_t)n);
-    VPUT(&c->hashes, uint64_t, xxh64(c->hbuf.p, (size_t)(h - c->hbuf.p)));
+    if (!c->hash_as_sent && route_hash(c, L, n, 1, &hv)) return -1;
+    VPUT(&c->hashes, uint64_t, hv);
     return 0;
 }
 
@@ -822,7 +840,8 @@ static int put(PyObject *d, const char *key, vec *v) {
 static PyObject *run(PyObject *args, int v2) {
     Py_buffer body, tenant;
     Py_ssize_t max_label_bytes;
-    if (!PyArg_ParseTuple(args, "y*y*n", &body, &tenant, &max_label_bytes)) return NULL;
+    int hash_as_sent = 1;
+    if (!PyArg_ParseTuple(args, "y*y*n|p", &body, &tenant, &max_label_bytes, &hash_as_sent)) return NULL;
     ctx c;
     memset(&c, 0, sizeof c);
     c.buf = body.buf;
@@ -831,6 +850,7 @@ static PyObject *run(PyObject *args, int v2) {
     c.tenant = tenant.buf;
     c.tenant_len = (size_t)tenant.len;
     c.max_label_bytes = max_label_bytes < 0 ? 0 : (size_t)max_label_bytes;
+    c.hash_as_sent = hash_as_sent;
     int rc;
     Py_BEGIN_ALLOW_THREADS rc = v2 ? decode_v2(&c) : decode_v1(&c);
     Py_END_ALLOW_THREADS

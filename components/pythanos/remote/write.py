@@ -168,7 +168,7 @@ class DecodedWrite:
     status: np.ndarray  # uint8 STATUS_*
     flags: np.ndarray  # uint8 FLAG_*
     label_counts: np.ndarray  # uint32, labels as sent
-    hashes: np.ndarray  # uint64, Thanos' hashring routing hash (tenant prefix included)
+    hashes: np.ndarray  # uint64, Thanos' hashring routing hash (tenant prefix included; see decode_v1)
     sample_offsets: np.ndarray  # int64, n+1: series i's samples are [off[i], off[i+1])
     sample_series: np.ndarray  # int64
     sample_ts: np.ndarray  # int64, ms
@@ -421,9 +421,10 @@ def _max_label_bytes(n: int, max_label_bytes: int | None) -> int:
     return max_label_bytes if max_label_bytes is not None else min(max(64 * n, 1 << 20), 1 << 30)
 
 
-def _run(fn, message: str, body: bytes, tenant: str, version_header: str, max_label_bytes: int | None) -> DecodedWrite:
+def _run(fn, message: str, body: bytes, tenant: str, version_header: str, max_label_bytes: int | None,
+         hash_as_sent: bool) -> DecodedWrite:
     try:
-        d = fn(body, tenant.encode(), _max_label_bytes(len(body), max_label_bytes))
+        d = fn(body, tenant.encode(), _max_label_bytes(len(body), max_label_bytes), hash_as_sent)
     except ValueError as e:
         raise WriteDecodeError(400, str(e)) from None
     except OverflowError as e:
@@ -432,21 +433,27 @@ def _run(fn, message: str, body: bytes, tenant: str, version_header: str, max_la
 
 
 def decode_v1(body: bytes, tenant: str = "", version_header: str = "0.1.0",
-              max_label_bytes: int | None = None) -> DecodedWrite:
-    """Decodes a snappy-decoded ``prometheus.WriteRequest``."""
-    return _run(_rwdecode.decode_v1, MESSAGE_V1, body, tenant, version_header, max_label_bytes)
+              max_label_bytes: int | None = None, hash_as_sent: bool = True) -> DecodedWrite:
+    """Decodes a snappy-decoded ``prometheus.WriteRequest``.
+
+    ``hash_as_sent``: the routing hash over the labels in the request's order, empty values
+    included, as Thanos computes it; False: over the canonical labels (sorted, no empty values), so
+    a series sent unsorted routes where its sorted form does. Both agree on every series Thanos
+    accepts."""
+    return _run(_rwdecode.decode_v1, MESSAGE_V1, body, tenant, version_header, max_label_bytes, hash_as_sent)
 
 
 def decode_v2(body: bytes, tenant: str = "", version_header: str = "2.0.0",
-              max_label_bytes: int | None = None) -> DecodedWrite:
-    """Decodes a snappy-decoded ``io.prometheus.write.v2.Request``."""
-    return _run(_rwdecode.decode_v2, MESSAGE_V2, body, tenant, version_header, max_label_bytes)
+              max_label_bytes: int | None = None, hash_as_sent: bool = True) -> DecodedWrite:
+    """Decodes a snappy-decoded ``io.prometheus.write.v2.Request`` (``hash_as_sent``: see decode_v1,
+    the order being that of the label refs)."""
+    return _run(_rwdecode.decode_v2, MESSAGE_V2, body, tenant, version_header, max_label_bytes, hash_as_sent)
 
 
 def decode_request(body: bytes, content_type: str, version_header: str, content_encoding: str, *,
                    tenant: str = "", max_decoded_size: int = DEFAULT_MAX_DECODED_SIZE, size_bytes_limit: int = 0,
                    accepted: tuple[str, ...] = (MESSAGE_V1, MESSAGE_V2),
-                   max_label_bytes: int | None = None) -> DecodedWrite:
+                   max_label_bytes: int | None = None, hash_as_sent: bool = True) -> DecodedWrite:
     """A remote-write HTTP body into columns, checked in the order Prometheus' handler checks.
 
     ``tenant`` prefixes the routing hash as Thanos' hashring does; ``size_bytes_limit`` is Thanos'
@@ -464,8 +471,8 @@ def decode_request(body: bytes, content_type: str, version_header: str, content_
         raise WriteDecodeError(415, f"{message} protobuf message is not accepted by this server; "
                                     f"only accepts {', '.join(accepted)}")
     if message == MESSAGE_V2:
-        return decode_v2(raw, tenant, version_header, max_label_bytes)
-    return decode_v1(raw, tenant, version_header, max_label_bytes)
+        return decode_v2(raw, tenant, version_header, max_label_bytes, hash_as_sent)
+    return decode_v1(raw, tenant, version_header, max_label_bytes, hash_as_sent)
 
 
 # ---- the rare path: a small protobuf walker (exemplars, histograms, error texts) ----
