@@ -214,6 +214,16 @@ def test_routing_hash_matches_thanos():
         assert int(decode_v2(body2, tenant=tenant).hashes[0]) == ref
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.tuples(st.text(max_size=6), st.text(max_size=6)), max_size=6),
+                          st.just([(1, 1.0)])), max_size=8), st.text(max_size=5))
+def test_routing_hash_is_the_hashrings(series, tenant):
+    from pythanos.receive.hashring import series_hashes  # the receiver routes with these values
+
+    d = decode_v1(v1_request(series), tenant=tenant)
+    assert d.hashes.tolist() == series_hashes(tenant, [ls for ls, _ in series]).tolist()
+
+
 # ------------------------------------------------------------------------------------------ RW 1.0
 
 NAMES = st.sampled_from(["__name__", "job", "instance", "a", "b", "", "é", "zz", "A", "_x"])
