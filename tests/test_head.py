@@ -317,6 +317,21 @@ def test_create_with_refs_for_wal_replay():
     assert h.postings([Matcher.eq("s", "b")]).tolist() == [1_000_000_000_000]
 
 
+def test_replay_skips_the_window_but_not_min_valid_time():
+    h = Head()
+    refs, _ = h.get_or_create_labels([{"s": "a"}, {"s": "b"}])
+    h.set_min_valid_time(T0)
+    # WAL order: b runs 3h ahead of a; appends would refuse a's samples, replay takes them
+    st = h.replay([refs[1], refs[0], refs[0], refs[0], refs[1]],
+                  [T0 + 3 * H2, T0 + 10, T0 + 5, T0 - 1, T0 + 3 * H2],
+                  [1.0, 2.0, 3.0, 4.0, 1.0])
+    assert st.tolist() == [OK, OK, OUT_OF_ORDER | AT_COMMIT, OUT_OF_BOUNDS, DUP_OK | AT_COMMIT]
+    assert (h.min_time, h.max_time) == (T0 + 10, T0 + 3 * H2)
+    assert h.append([refs[0]], [T0 + 20], [5.0]).tolist() == [OUT_OF_BOUNDS]
+    lo, hi = h.time_range([refs[0], refs[1], 77])
+    assert lo.tolist() == [T0 + 10, T0 + 3 * H2, 2 ** 63 - 1] and hi.tolist() == [T0 + 10, T0 + 3 * H2, -2 ** 63]
+
+
 # --- 4. selection, truncation ---------------------------------------------------------------------------
 
 def build_head(n_series: int = 40, n_samples: int = 200, step: int = 60_000) -> tuple[Head, list, np.ndarray]:
@@ -377,7 +392,8 @@ def test_truncate_and_gc():
     assert h.compactable() and h.next_block_range() == (B, B + H2)
     removed = h.truncate(B + H2)
     # "old" and "empty" are gone; "both" keeps only its chunks at or after mint
-    assert removed == 2 and h.num_series == 2
+    assert removed.tolist() == [1, 4] and h.num_series == 2
+    assert h.alive([1, 2, 3, 4, 99]).tolist() == [False, True, True, False, False]
     assert h.lookup(*blobs_from_labels([{"s": "old"}, {"s": "both"}, {"s": "empty"}])).tolist() == [0, 2, 0]
     assert h.postings([Matcher.re("s", ".*")]).tolist() == [2, 3]
     assert h.label_values("s") == ["both", "new"]
@@ -393,8 +409,8 @@ def test_truncate_and_gc():
     # data left intact after compaction of the chunk store
     for ref, want_n in ((2, 60), (3, 61), (5, 1)):
         assert len(head_samples(h, ref)[0]) == want_n
-    assert h.truncate(0) == 0
-    assert h.truncate(B + 10 * H2) == 3 and h.num_series == 0 and h.stats()["chunks"] == 0
+    assert len(h.truncate(0)) == 0
+    assert h.truncate(B + 10 * H2).tolist() == [2, 3, 5] and h.num_series == 0 and h.stats()["chunks"] == 0
     assert h.label_names() == []
 
 

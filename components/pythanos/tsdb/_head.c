@@ -1292,6 +1292,23 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
     return res;
 }
 
+/* alive(refs) -> bytes: 1 where the ref is a live series, else 0 */
+static PyObject *Head_alive(HeadObject *self, PyObject *arg) {
+    REQUIRE_READY(self);
+    view rv;
+    if (get_view(arg, &rv, 0, 8, "refs")) return NULL;
+    int64_t n = rv.b.len / 8;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
+    if (!out) { rel(&rv); return NULL; }
+    uint8_t *op = (uint8_t *)PyBytes_AS_STRING(out);
+    const uint8_t *rp = rv.b.buf;
+    LOCKED_BEGIN(self)
+    for (int64_t i = 0; i < n; i++) op[i] = slot_of(self, (int64_t)ld64(rp + 8 * i)) != 0;
+    LOCKED_END(self)
+    rel(&rv);
+    return out;
+}
+
 /* ooo_select(refs, mint, maxt) -> (counts, t, v) as int64 bytes: each series' out-of-order
  * samples in [mint, maxt], in time order (v as float64 bit patterns). */
 static PyObject *Head_ooo_select(HeadObject *self, PyObject *args) {
@@ -1391,6 +1408,7 @@ static PyMethodDef Head_methods[] = {
     {"stats", (PyCFunction)Head_stats, METH_NOARGS, "stats() -> dict"},
     {"ooo_select", (PyCFunction)Head_ooo_select, METH_VARARGS, "ooo_select(refs, mint, maxt) -> (counts, t, v)"},
     {"ooo_clear", (PyCFunction)Head_ooo_clear, METH_NOARGS, "ooo_clear() -> samples dropped"},
+    {"alive", (PyCFunction)Head_alive, METH_O, "alive(refs) -> bytes of 0/1"},
     {NULL, NULL, 0, NULL},
 };
 

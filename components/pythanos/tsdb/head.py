@@ -329,7 +329,17 @@ class Head:
         return [next(it) if o[i + 1] > o[i] else () for i in range(len(o) - 1)]
 
     def all_refs(self) -> np.ndarray:
+        """The live refs, ascending."""
         return np.frombuffer(self._k.refs(), dtype=np.int64)
+
+    def alive(self, refs) -> np.ndarray:
+        """Bool mask: which refs are live series (a WAL checkpoint keeps their Series records)."""
+        return np.frombuffer(self._k.alive(_i64(refs)), dtype=bool)
+
+    def time_range(self, refs) -> tuple[np.ndarray, np.ndarray]:
+        """Each series' first and last in-order sample time (MAX_TIME/MIN_TIME when none)."""
+        a, b = self._k.series_range(_i64(refs))
+        return np.frombuffer(a, dtype=np.int64), np.frombuffer(b, dtype=np.int64)
 
     # -- postings ---------------------------------------------------------------------------------
     def _union(self, d: dict[str, array], values: Iterable[str]) -> np.ndarray:
@@ -424,6 +434,28 @@ class Head:
             return status
         with self._mu:
             return self._append(refs, ts, vs, status)
+
+    def set_min_valid_time(self, t: int) -> None:
+        """No append (or replayed sample) before ``t`` from now on (``Head.SetMinValidTime``:
+        the max time of the newest block on disk, at startup)."""
+        with self._mu:
+            self._min_valid_time = int(t)
+
+    def replay(self, refs, ts, vs) -> np.ndarray:
+        """Re-append samples read back from the WAL (``processWALSamples``): no appendable window,
+        only the min valid time; a sample not after its series' last one is skipped (statuses as
+        :meth:`append`; not counted as appended)."""
+        refs, ts = _i64(refs), _i64(ts)
+        vs = np.ascontiguousarray(vs, dtype=np.float64)
+        status = np.empty(len(refs), dtype=np.uint8)
+        if len(refs) == 0:
+            return status
+        with self._mu:
+            appended, mint, maxt, *_ = self._k.append(refs, ts, vs, status, self._min_valid_time, 0, 0)
+            if appended:
+                self.min_time = min(self.min_time, mint)
+                self.max_time = max(self.max_time, maxt)
+        return status
 
     def _append(self, refs: np.ndarray, ts: np.ndarray, vs: np.ndarray, status: np.ndarray) -> np.ndarray:
         if not self.initialized:
@@ -605,15 +637,16 @@ class Head:
             raise
         return meta.ulid if meta is not None else None
 
-    def truncate(self, mint: int) -> int:
+    def truncate(self, mint: int) -> np.ndarray:
         """Drop the chunks entirely before ``mint`` and the series left without samples
-        (``Head.truncateMemory`` + ``gc``); returns the number of series removed."""
+        (``Head.truncateMemory`` + ``gc``); returns the refs of the series removed (a WAL
+        checkpoint may keep their records until the WAL no longer holds their samples)."""
         with self._mu:
             return self._truncate(mint)
 
-    def _truncate(self, mint: int) -> int:
+    def _truncate(self, mint: int) -> np.ndarray:
         if self.initialized and self.min_time >= mint:
-            return 0
+            return _EMPTY
         self.truncations += 1
         self.min_time = mint
         self._min_valid_time = mint
@@ -622,12 +655,13 @@ class Head:
         removed = np.frombuffer(removed, dtype=np.int64)
         if len(removed):
             self._unindex(removed, blobs, np.frombuffer(boffs, dtype=np.int64))
+            removed = np.sort(removed)
         if actual == MAX_TIME:
             actual = mint
         if actual > self.min_time:
             amv = self.appendable_min_valid_time()
             self.min_time = self._min_valid_time = actual if actual < amv else amv
-        return len(removed)
+        return removed
 
     def _unindex(self, removed: np.ndarray, blobs: bytes, offs: np.ndarray) -> None:
         removed = np.sort(removed)
