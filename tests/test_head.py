@@ -647,6 +647,33 @@ def test_head_chunks_equal_a_real_prometheus_head(tmp_path, prometheus3_bin, pro
     assert max(sizes) > 1005 - 19 and max(counts) == 240 and min(counts) < 30
 
 
+def test_flush_as_thanos_receiver(tmp_path):
+    h, sets, refs = build_head(n_series=4, n_samples=200, step=60_000)  # T0 .. T0 + 199 min
+    hi = T0 + 199 * 60_000
+    aligned = hi - hi % H2
+    ulids = h.flush(tmp_path)
+    assert len(ulids) == 2
+    ranges = []
+    for u in ulids:
+        with BlockReader.open_dir(tmp_path / u) as br:
+            ranges.append((br.meta.min_time, br.meta.max_time))
+            n = sum(len(t) for _, t, _ in br.series())
+            assert n == br.meta.stats.num_samples
+    # after the first truncation the head starts at its first sample left (gc's actual mint)
+    first_left = T0 + -(-(aligned - T0) // 60_000) * 60_000
+    assert ranges == [(T0, aligned), (first_left, hi)]
+    # the samples at the max time stay in the head
+    left = list(h.series())
+    assert len(left) == 4 and all(t.tolist()[-1] == hi for _, t, _ in left)
+    one = Head()
+    r = one_series(one)
+    one.append([r], [T0], [1.0])
+    (u,) = one.flush(tmp_path / "one")
+    with BlockReader.open_dir(tmp_path / "one" / u) as br:
+        assert (br.meta.min_time, br.meta.max_time) == (T0, T0 + 1)
+    assert Head().flush(tmp_path) == []
+
+
 def test_write_block_off_chunk_boundaries_reencodes_edges(tmp_path):
     h, sets, refs = build_head(n_series=5, n_samples=300, step=60_000)
     mint, maxt = T0 + 37 * 60_000 + 1, T0 + 250 * 60_000 + 5

@@ -151,6 +151,12 @@ def labels_from_blob(blob) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _go_mod(a: int, b: int) -> int:
+    """Go's ``%`` (the sign of the dividend)."""
+    r = abs(a) % abs(b)
+    return r if a >= 0 else -r
+
+
 def _i64(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int64)
 
@@ -708,6 +714,36 @@ class Head:
         if compacted and self.ooo_window:
             out += self.compact_ooo(output_dir, thanos=thanos)
         return out
+
+    def flush(self, output_dir: str | os.PathLike, *, thanos=None, block_duration: int | None = None) -> list[str]:
+        """Write what the head holds as blocks, as Thanos' receiver flushes a tenant's head
+        (``tenant.flushHead``): one block up to the last ``block_duration`` boundary before the
+        head's max time, one for the rest, truncating after each. As there, the remainder block
+        ends at the max time (exclusive): samples at exactly the max time stay in the head,
+        unless the head spans a single timestamp. Returns the new ULIDs."""
+        with self._mu:
+            if not self.initialized:
+                return []
+            width = block_duration or self.chunk_range
+            out = []
+            lo, hi = self.min_time, self.max_time
+            if lo == hi:
+                u = self.write_block(output_dir, lo, hi + 1, thanos=thanos)
+                self._truncate(hi + 1)
+                return [u] if u else []
+            aligned = hi - _go_mod(hi, width)
+            if lo < aligned:
+                u = self.write_block(output_dir, lo, aligned, thanos=thanos)
+                if u:
+                    out.append(u)
+            self._truncate(aligned)
+            lo, hi = self.min_time, self.max_time
+            if lo < hi:
+                u = self.write_block(output_dir, lo, hi, thanos=thanos)
+                if u:
+                    out.append(u)
+            self._truncate(hi)
+            return out
 
     def compact_ooo(self, output_dir: str | os.PathLike, *, thanos=None) -> list[str]:
         """Write the out-of-order samples as blocks, one per chunk-range window they fall in
