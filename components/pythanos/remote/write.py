@@ -160,7 +160,7 @@ class DecodedWrite:
 
     message: str  # MESSAGE_V1 or MESSAGE_V2
     version_header: str
-    body: bytes  # the decoded protobuf; blobs and rare-path decoding read from it
+    body: bytes | bytearray  # the decoded protobuf; blobs and rare-path decoding read from it
     n_series: int
     n_samples: int
     blobs: bytes
@@ -377,23 +377,25 @@ def _snappy_header(body: bytes) -> int:
     raise WriteDecodeError(400, "snappy decode error: s2: corrupt input")
 
 
-def snappy_decode(body: bytes, max_decoded_size: int = DEFAULT_MAX_DECODED_SIZE, size_bytes_limit: int = 0) -> bytes:
+def snappy_decode(body: bytes, max_decoded_size: int = DEFAULT_MAX_DECODED_SIZE,
+                  size_bytes_limit: int = 0) -> bytearray:
     """Snappy block decoding with the size bounds checked before any memory is taken."""
     n = _snappy_header(body)
     if n > max_decoded_size:
         raise WriteDecodeError(400, f"decoded size exceeds the {max_decoded_size} bytes limit")
     if size_bytes_limit and n > size_bytes_limit:
         raise WriteDecodeError(413, "write request too large")
+    out = bytearray(n)  # decoded straight into a buffer of the declared size: no copy after
     try:
-        out = bytes(cramjam.snappy.decompress_raw(body))
+        got = cramjam.snappy.decompress_raw_into(body, out)
     except Exception:
         raise WriteDecodeError(400, "snappy decode error: s2: corrupt input") from None
-    if len(out) != n:
+    if got != n:
         raise WriteDecodeError(400, "snappy decode error: s2: corrupt input")
     return out
 
 
-def _columns(message: str, version_header: str, body: bytes, d: dict) -> DecodedWrite:
+def _columns(message: str, version_header: str, body: bytes | bytearray, d: dict) -> DecodedWrite:
     def a(key: str, dtype) -> np.ndarray:
         return np.frombuffer(d[key], dtype=dtype)
 
@@ -421,7 +423,7 @@ def _max_label_bytes(n: int, max_label_bytes: int | None) -> int:
     return max_label_bytes if max_label_bytes is not None else min(max(64 * n, 1 << 20), 1 << 30)
 
 
-def _run(fn, message: str, body: bytes, tenant: str, version_header: str, max_label_bytes: int | None,
+def _run(fn, message: str, body: bytes | bytearray, tenant: str, version_header: str, max_label_bytes: int | None,
          hash_as_sent: bool) -> DecodedWrite:
     try:
         d = fn(body, tenant.encode(), _max_label_bytes(len(body), max_label_bytes), hash_as_sent)
@@ -432,7 +434,7 @@ def _run(fn, message: str, body: bytes, tenant: str, version_header: str, max_la
     return _columns(message, version_header, body, d)
 
 
-def decode_v1(body: bytes, tenant: str = "", version_header: str = "0.1.0",
+def decode_v1(body: bytes | bytearray, tenant: str = "", version_header: str = "0.1.0",
               max_label_bytes: int | None = None, hash_as_sent: bool = True) -> DecodedWrite:
     """Decodes a snappy-decoded ``prometheus.WriteRequest``.
 
@@ -443,7 +445,7 @@ def decode_v1(body: bytes, tenant: str = "", version_header: str = "0.1.0",
     return _run(_rwdecode.decode_v1, MESSAGE_V1, body, tenant, version_header, max_label_bytes, hash_as_sent)
 
 
-def decode_v2(body: bytes, tenant: str = "", version_header: str = "2.0.0",
+def decode_v2(body: bytes | bytearray, tenant: str = "", version_header: str = "2.0.0",
               max_label_bytes: int | None = None, hash_as_sent: bool = True) -> DecodedWrite:
     """Decodes a snappy-decoded ``io.prometheus.write.v2.Request`` (``hash_as_sent``: see decode_v1,
     the order being that of the label refs)."""
