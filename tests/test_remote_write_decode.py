@@ -501,6 +501,11 @@ def test_v2_label_bytes_bounded():
     assert ei.value.status == 413
     assert ei.value.message == "the label sets of the request exceed 1000000 bytes"
     assert decode_v2(body, max_label_bytes=20_000_000).n_series == 100
+    # one series naming a 1000-byte symbol 200k times: refused before its 200 MB label set is built
+    one = ld(4, b"") + ld(4, b"__name__") + ld(4, b"v" * 1000) + ld(5, ld(1, b"\x01\x02" * 200_000))
+    with pytest.raises(WriteDecodeError) as ei:
+        decode_v2(one)
+    assert ei.value.status == 413 and ei.value.message.startswith("the label sets of the request exceed ")
 
 
 # ------------------------------------------------------------------------------------------ malformed

@@ -477,6 +477,10 @@ static int finish_labels(ctx *c, uint8_t pre) {
     size_t n = c->nlabs;
     uint8_t flags = 0, st = pre;
     uint64_t hv = 0;
+    /* the bound first: in RW 2.0 a few ref bytes can name a long symbol many times */
+    size_t raw = 0;
+    for (size_t i = 0; i < n; i++) raw += (size_t)L[i].nlen + L[i].vlen;
+    if (raw > c->max_label_bytes || c->blobs.len > c->max_label_bytes - raw) goto too_big;
     /* as Thanos: the labels as the request carries them, before any sorting */
     if (c->hash_as_sent && route_hash(c, L, n, 0, &hv)) return -1;
     for (size_t i = 1; i < n; i++)
@@ -523,11 +527,7 @@ static int finish_labels(ctx *c, uint8_t pre) {
         o += L[i].vlen;
     }
     c->blobs.len += (size_t)(o - o0);
-    if (c->blobs.len > c->max_label_bytes) {
-        c->err = 3;
-        snprintf(c->msg, sizeof c->msg, "the label sets of the request exceed %zu bytes", c->max_label_bytes);
-        return -1;
-    }
+    if (c->blobs.len > c->max_label_bytes) goto too_big;
     VPUT(&c->blob_off, int64_t, (int64_t)c->blobs.len);
     VPUT(&c->status, uint8_t, st);
     VPUT(&c->flags, uint8_t, flags);
@@ -535,6 +535,10 @@ static int finish_labels(ctx *c, uint8_t pre) {
     if (!c->hash_as_sent && route_hash(c, L, n, 1, &hv)) return -1;
     VPUT(&c->hashes, uint64_t, hv);
     return 0;
+too_big:
+    c->err = 3;
+    snprintf(c->msg, sizeof c->msg, "the label sets of the request exceed %zu bytes", c->max_label_bytes);
+    return -1;
 }
 
 /* Sample{value=1 double, timestamp=2 int64, start_timestamp=3 int64 (v2)} */
