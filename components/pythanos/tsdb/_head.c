@@ -484,15 +484,25 @@ static int complete_chunk(HeadObject *self, uint32_t sl) {
     return 0;
 }
 
+/* int64 arithmetic that wraps as Go's does (signed overflow is undefined in C) */
+INLINE int64_t wadd(int64_t a, int64_t b) { return (int64_t)((uint64_t)a + (uint64_t)b); }
+INLINE int64_t wsub(int64_t a, int64_t b) { return (int64_t)((uint64_t)a - (uint64_t)b); }
+
+/* Go's int64(f) on amd64: out of range (or NaN) gives math.MinInt64 */
+INLINE int64_t go_f2i(double f) {
+    if (!(f >= -9223372036854775808.0 && f < 9223372036854775808.0)) return INT64_MIN;
+    return (int64_t)f;
+}
+
 INLINE int64_t range_for_timestamp(int64_t t, int64_t width) {
     /* (t / width) * width + width with Go's truncating division */
-    return (t / width) * width + width;
+    return wadd((t / width) * width, width);
 }
 
 static int64_t compute_chunk_end_time(int64_t start, int64_t cur, int64_t maxt, double ratio) {
-    double n = (double)(maxt - start) / ((double)(cur - start + 1) * ratio);
+    double n = (double)wsub(maxt, start) / ((double)wadd(wsub(cur, start), 1) * ratio);
     if (n <= 1) return maxt;
-    return (int64_t)((double)start + (double)(maxt - start) / floor(n));
+    return go_f2i((double)start + (double)wsub(maxt, start) / floor(n));
 }
 
 /* memSeries.appendPreprocessor + append for an in-order sample. */

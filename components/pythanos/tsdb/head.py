@@ -428,7 +428,7 @@ class Head:
     def appendable_min_valid_time(self) -> int:
         """The lowest timestamp an append may have: half a chunk range behind the head's max
         time, and never before what was truncated (``Head.appendableMinValidTime``)."""
-        return max(self.max_time - self.chunk_range // 2, self._min_valid_time)
+        return max(self.max_time - self.chunk_range // 2, self._min_valid_time, MIN_TIME)
 
     def append(self, refs, ts, vs) -> np.ndarray:
         """Append samples (any mix of series, in the order given); returns a status (uint8) per
