@@ -189,13 +189,15 @@ def read_records(src: Source) -> Iterator[bytes]:
         yield rec
 
 
-def replay(src: Source, batch: int = 4096) -> Iterator[tuple[int, Any]]:
+def replay(src: Source, batch: int = 4096, max_bytes: int = 4 << 20) -> Iterator[tuple[int, Any]]:
     """(record type, decoded body) in WAL order, as walrecords.decode gives them, except that a
-    run of consecutive Samples records (up to ``batch``) comes as ONE (SAMPLES, (refs, ts, vs))
-    decoded in one kernel call: a WAL of small commits replays without a Python step per record.
-    Order across types is kept, so a Series record still precedes the samples that use it. On
-    damage, everything before it is yielded, then WALCorruption is raised."""
+    run of consecutive Samples records (up to ``batch`` records or ``max_bytes`` of record bytes,
+    which bounds the decoded arrays) comes as ONE (SAMPLES, (refs, ts, vs)) decoded in one kernel
+    call: a WAL of small commits replays without a Python step per record. Order across types is
+    kept, so a Series record still precedes the samples that use it. On damage, everything
+    before it is yielded, then WALCorruption is raised."""
     pending: list[bytes] = []
+    size = 0
 
     def samples() -> tuple[int, Any]:
         r, t, v, _ = wr.decode_samples_many(pending)
@@ -206,10 +208,13 @@ def replay(src: Source, batch: int = 4096) -> Iterator[tuple[int, Any]]:
         for rec in read_records(src):
             if rec[:1] == b"\x02":
                 pending.append(rec)
-                if len(pending) >= batch:
+                size += len(rec)
+                if len(pending) >= batch or size >= max_bytes:
+                    size = 0
                     yield samples()
                 continue
             if pending:
+                size = 0
                 yield samples()
             yield wr.decode(rec)
     except WALCorruption:
