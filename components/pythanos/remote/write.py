@@ -19,6 +19,14 @@ client_golang's ``exp/api/remote`` handler it uses) and Thanos v0.42.4 (``pkg/re
 * Malformed protobuf: 400 naming the field path and byte offset.
 * The version header (``X-Prometheus-Remote-Write-Version``) is recorded, not enforced: neither
   Prometheus nor Thanos checks it.
+
+What the receiver does with the statuses (not decided here): Prometheus 3.9.1 skips refused series
+and answers 204 in RW 1.0, and in RW 2.0 keeps the good series and answers 400 with one
+``series_error`` line per refused series (``"\n"``-joined), plus ``written_headers``. Thanos v0.42.4
+checks labels differently (``labelpb.ValidateLabels``, a 409 conflict): an empty name or an empty
+value (``STATUS_EMPTY_LABEL_NAME``, ``FLAG_EMPTY_VALUE``: "label set contains a label with empty name
+or value"), a repeated name (``STATUS_DUPLICATE_LABEL``: "label set contains duplicate label names"),
+unsorted labels (``FLAG_UNSORTED``: "out of order labels"); it does not require ``__name__`` nor UTF-8.
 """
 from __future__ import annotations
 
