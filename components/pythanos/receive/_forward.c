@@ -1,0 +1,314 @@
+/* The series frames a receiver forwards to another receiver, built in one pass per request part.
+ *
+ * frames_v1(body, ranges, positions) -> bytes
+ *     The field-1 frames (0x0a uvarint(len) bytes) of the TimeSeries messages at `positions` of a
+ *     remote-write 1.0 body, their bytes copied as the sender wrote them. `ranges` holds int64
+ *     (offset, length) pairs, one per series of the body; `positions` int64 series indices.
+ * frames_v2(blobs, blob_offsets, sample_offsets, sample_ts, sample_values, positions) -> bytes
+ *     The same frames for series decoded from a remote-write 2.0 body (which has no TimeSeries a
+ *     1.0 peer could read): Label messages from the canonical label blob (uvarint count, then
+ *     uvarint-length-prefixed name and value), one Sample message per sample. Fields holding
+ *     their zero value are left out as Go's protobuf encoder leaves them out (a value whose bits
+ *     are not all zero, -0.0 included, is written).
+ *
+ * Every offset and length comes from a decoder of network input: each is checked against the
+ * buffer it points into, and a bad one raises ValueError naming the position, the series and the
+ * values. Sizes are computed in a first pass, the output allocated once, then filled; both passes
+ * run without the GIL.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+static size_t vlen(uint64_t v) {
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static uint8_t *put_uvarint(uint8_t *o, uint64_t v) {
+    while (v >= 0x80) {
+        *o++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *o++ = (uint8_t)v;
+    return o;
+}
+
+/* A uvarint of at most 10 bytes inside [*p, end); -1 when it runs past the end or is too long. */
+static int get_uvarint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
+    uint64_t v = 0;
+    const uint8_t *q = *p;
+    for (int shift = 0; shift < 70; shift += 7) {
+        if (q >= end) return -1;
+        uint8_t b = *q++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (b < 0x80) {
+            *p = q;
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+typedef struct {
+    char msg[256];
+} err_t;
+
+/* ---------------------------------------------------------------- v1: slices of the body */
+
+static PyObject *py_frames_v1(PyObject *self, PyObject *args) {
+    Py_buffer body, ranges, pos;
+    if (!PyArg_ParseTuple(args, "y*y*y*", &body, &ranges, &pos)) return NULL;
+    PyObject *out = NULL;
+    err_t e = {{0}};
+    int bad = 0;
+    if (ranges.len % 16 || pos.len % 8) {
+        PyErr_SetString(PyExc_ValueError, "frames_v1: ranges must be int64 pairs and positions int64");
+        goto done;
+    }
+    size_t nser = (size_t)ranges.len / 16, npos = (size_t)pos.len / 8;
+    const int64_t *rg = (const int64_t *)ranges.buf, *ps = (const int64_t *)pos.buf;
+    size_t total = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (size_t i = 0; i < npos; i++) {
+        int64_t p = ps[i];
+        if (p < 0 || (uint64_t)p >= nser) {
+            snprintf(e.msg, sizeof e.msg, "frames_v1: position %zu: series %lld outside the %zu series", i,
+                     (long long)p, nser);
+            bad = 1;
+            break;
+        }
+        int64_t off = rg[2 * p], len = rg[2 * p + 1];
+        if (off < 0 || len < 0 || off > (int64_t)body.len || len > (int64_t)body.len - off) {
+            snprintf(e.msg, sizeof e.msg,
+                     "frames_v1: position %zu (series %lld): range offset %lld length %lld outside the body of %zd bytes",
+                     i, (long long)p, (long long)off, (long long)len, body.len);
+            bad = 1;
+            break;
+        }
+        size_t add = 1 + vlen((uint64_t)len) + (size_t)len;
+        if (total > (size_t)PY_SSIZE_T_MAX - add) {
+            snprintf(e.msg, sizeof e.msg, "frames_v1: output larger than %zd bytes", PY_SSIZE_T_MAX);
+            bad = 1;
+            break;
+        }
+        total += add;
+    }
+    Py_END_ALLOW_THREADS
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, e.msg);
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (!out) goto done;
+    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(out);
+    const uint8_t *b = (const uint8_t *)body.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (size_t i = 0; i < npos; i++) {
+        int64_t p = ps[i], off = rg[2 * p], len = rg[2 * p + 1];
+        *o++ = 0x0a;
+        o = put_uvarint(o, (uint64_t)len);
+        memcpy(o, b + off, (size_t)len);
+        o += len;
+    }
+    Py_END_ALLOW_THREADS
+done:
+    PyBuffer_Release(&body);
+    PyBuffer_Release(&ranges);
+    PyBuffer_Release(&pos);
+    return out;
+}
+
+/* ---------------------------------------------------------------- v2: encoded from columns */
+
+typedef struct {
+    const uint8_t *blobs;
+    size_t blobs_len;
+    const int64_t *boff; /* n + 1 */
+    size_t nser;
+    const int64_t *soff; /* n + 1 */
+    const int64_t *ts;
+    const uint64_t *val; /* the float64 bits */
+    size_t nsamp;
+} cols_t;
+
+static size_t label_msg_len(uint64_t nl, uint64_t vl) {
+    return (nl ? 1 + vlen(nl) + nl : 0) + (vl ? 1 + vlen(vl) + vl : 0);
+}
+
+static size_t sample_msg_len(uint64_t bits, int64_t t) {
+    return (bits ? 9 : 0) + (t ? 1 + vlen((uint64_t)t) : 0);
+}
+
+/* The TimeSeries body length of series p (0 and an error text when its columns do not hold). */
+static int series_len(const cols_t *c, size_t i, int64_t p, size_t *out, err_t *e) {
+    if (p < 0 || (uint64_t)p >= c->nser) {
+        snprintf(e->msg, sizeof e->msg, "frames_v2: position %zu: series %lld outside the %zu series", i,
+                 (long long)p, c->nser);
+        return -1;
+    }
+    int64_t b0 = c->boff[p], b1 = c->boff[p + 1];
+    if (b0 < 0 || b1 < b0 || (uint64_t)b1 > c->blobs_len) {
+        snprintf(e->msg, sizeof e->msg,
+                 "frames_v2: position %zu (series %lld): blob offsets %lld..%lld outside the %zu blob bytes", i,
+                 (long long)p, (long long)b0, (long long)b1, c->blobs_len);
+        return -1;
+    }
+    const uint8_t *q = c->blobs + b0, *end = c->blobs + b1;
+    uint64_t n;
+    size_t total = 0;
+    if (get_uvarint(&q, end, &n)) goto bad_blob;
+    for (uint64_t k = 0; k < n; k++) {
+        uint64_t nl, vl;
+        if (get_uvarint(&q, end, &nl) || nl > (uint64_t)(end - q)) goto bad_blob;
+        q += nl;
+        if (get_uvarint(&q, end, &vl) || vl > (uint64_t)(end - q)) goto bad_blob;
+        q += vl;
+        size_t m = label_msg_len(nl, vl);
+        total += 1 + vlen(m) + m;
+    }
+    if (q != end) goto bad_blob;
+    int64_t s0 = c->soff[p], s1 = c->soff[p + 1];
+    if (s0 < 0 || s1 < s0 || (uint64_t)s1 > c->nsamp) {
+        snprintf(e->msg, sizeof e->msg,
+                 "frames_v2: position %zu (series %lld): sample offsets %lld..%lld outside the %zu samples", i,
+                 (long long)p, (long long)s0, (long long)s1, c->nsamp);
+        return -1;
+    }
+    for (int64_t s = s0; s < s1; s++) {
+        size_t m = sample_msg_len(c->val[s], c->ts[s]);
+        total += 1 + vlen(m) + m;
+    }
+    *out = total;
+    return 0;
+bad_blob:
+    snprintf(e->msg, sizeof e->msg,
+             "frames_v2: position %zu (series %lld): malformed label blob at byte %lld of %lld..%lld", i,
+             (long long)p, (long long)(q - c->blobs), (long long)b0, (long long)b1);
+    return -1;
+}
+
+static uint8_t *put_series(const cols_t *c, int64_t p, size_t len, uint8_t *o) {
+    *o++ = 0x0a;
+    o = put_uvarint(o, len);
+    const uint8_t *q = c->blobs + c->boff[p], *end = c->blobs + c->boff[p + 1];
+    uint64_t n = 0;
+    get_uvarint(&q, end, &n); /* checked by series_len */
+    for (uint64_t k = 0; k < n; k++) {
+        uint64_t nl = 0, vl = 0;
+        get_uvarint(&q, end, &nl);
+        const uint8_t *name = q;
+        q += nl;
+        get_uvarint(&q, end, &vl);
+        const uint8_t *value = q;
+        q += vl;
+        *o++ = 0x0a;
+        o = put_uvarint(o, label_msg_len(nl, vl));
+        if (nl) {
+            *o++ = 0x0a;
+            o = put_uvarint(o, nl);
+            memcpy(o, name, nl);
+            o += nl;
+        }
+        if (vl) {
+            *o++ = 0x12;
+            o = put_uvarint(o, vl);
+            memcpy(o, value, vl);
+            o += vl;
+        }
+    }
+    for (int64_t s = c->soff[p]; s < c->soff[p + 1]; s++) {
+        uint64_t bits = c->val[s];
+        int64_t t = c->ts[s];
+        *o++ = 0x12;
+        o = put_uvarint(o, sample_msg_len(bits, t));
+        if (bits) {
+            *o++ = 0x09;
+            for (int k = 0; k < 8; k++) *o++ = (uint8_t)(bits >> (8 * k));
+        }
+        if (t) {
+            *o++ = 0x10;
+            o = put_uvarint(o, (uint64_t)t);
+        }
+    }
+    return o;
+}
+
+static PyObject *py_frames_v2(PyObject *self, PyObject *args) {
+    Py_buffer blobs, boff, soff, ts, val, pos;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*", &blobs, &boff, &soff, &ts, &val, &pos)) return NULL;
+    PyObject *out = NULL;
+    size_t *lens = NULL;
+    err_t e = {{0}};
+    int bad = 0;
+    if (boff.len % 8 || soff.len % 8 || ts.len % 8 || val.len % 8 || pos.len % 8 || boff.len < 8 ||
+        boff.len != soff.len || ts.len != val.len) {
+        PyErr_SetString(PyExc_ValueError, "frames_v2: offsets must be int64 n+1 (blobs and samples alike), "
+                                          "timestamps and values int64/float64 of one length, positions int64");
+        goto done;
+    }
+    cols_t c = {(const uint8_t *)blobs.buf, (size_t)blobs.len, (const int64_t *)boff.buf, (size_t)boff.len / 8 - 1,
+                (const int64_t *)soff.buf, (const int64_t *)ts.buf, (const uint64_t *)val.buf, (size_t)ts.len / 8};
+    size_t npos = (size_t)pos.len / 8;
+    const int64_t *ps = (const int64_t *)pos.buf;
+    lens = malloc((npos ? npos : 1) * sizeof *lens);
+    if (!lens) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    size_t total = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (size_t i = 0; i < npos; i++) {
+        if (series_len(&c, i, ps[i], &lens[i], &e)) {
+            bad = 1;
+            break;
+        }
+        size_t add = 1 + vlen(lens[i]) + lens[i];
+        if (total > (size_t)PY_SSIZE_T_MAX - add) {
+            snprintf(e.msg, sizeof e.msg, "frames_v2: output larger than %zd bytes", PY_SSIZE_T_MAX);
+            bad = 1;
+            break;
+        }
+        total += add;
+    }
+    Py_END_ALLOW_THREADS
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, e.msg);
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (!out) goto done;
+    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(out);
+    Py_BEGIN_ALLOW_THREADS
+    for (size_t i = 0; i < npos; i++) o = put_series(&c, ps[i], lens[i], o);
+    Py_END_ALLOW_THREADS
+done:
+    free(lens);
+    PyBuffer_Release(&blobs);
+    PyBuffer_Release(&boff);
+    PyBuffer_Release(&soff);
+    PyBuffer_Release(&ts);
+    PyBuffer_Release(&val);
+    PyBuffer_Release(&pos);
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"frames_v1", py_frames_v1, METH_VARARGS,
+     "frames_v1(body, ranges, positions) -> bytes: the field-1 frames of the TimeSeries at positions"},
+    {"frames_v2", py_frames_v2, METH_VARARGS,
+     "frames_v2(blobs, blob_offsets, sample_offsets, sample_ts, sample_values, positions) -> bytes: "
+     "remote-write 1.0 TimeSeries frames encoded from decoded columns"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_forward", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__forward(void) { return PyModule_Create(&module); }

@@ -1,0 +1,675 @@
+"""The receiver's routing and replication step: where each series of a request goes, and what
+the request's answer is once its replicas have answered.
+
+Facts follow Thanos v0.42.4 (``pkg/receive/handler.go``: ``forward``, ``fanoutForward``,
+``distributeTimeseriesToReplicas``, ``writeQuorum``, the error sets; ``writer_errors.go`` for the
+local texts), so our receivers and real Thanos ones can share a hashring:
+
+* **Routing**: every series of the request at once (:meth:`MultiHashring.route` over the decoder's
+  routing hashes), one write per (endpoint, replica) holding all its series. The local endpoint's
+  share goes to the ``local_write`` callback; every other share is one gRPC
+  ``thanos.WriteableStore/RemoteWrite`` with ``replica = n + 1`` on the wire (1-based, always set).
+  Remote-write 1.0 series are forwarded as the sender's TimeSeries bytes; 2.0 series are encoded as
+  1.0 TimeSeries from the decoded columns (:func:`series_frames`).
+* **Replication**: a request without a replica number is placed at replicas 0..RF-1 and needs
+  ``write_quorum(RF)`` answers per series; one that carries replica n (a router sent it) is placed
+  at n alone, quorum 1. Router-only receivers never write locally; ingestor-only ones write
+  everything locally.
+* **Peers**: one channel per endpoint, reused; an endpoint answering Unavailable is backed off
+  (100 ms doubling with jitter up to ``max_backoff``, Thanos' ``receive-forward-max-backoff``): writes
+  to it fail at once with Thanos' "backing off" text until then; a success ends the backoff. A
+  hashring change closes the channels of endpoints that left and resets every backoff.
+* **Answer** (per series, then for the request): a series whose successes reach the quorum is
+  written. Otherwise, *our departure from Thanos* (thanos-io/thanos#8727): replicas answering
+  Conflict (409 / AlreadyExists: out-of-order, duplicate, out-of-bounds samples...) hold the data,
+  so they count with the successes; a series reaching the quorum that way is settled as a
+  conflict. A rolling restart with RF 3 and one member down therefore answers 200 or 409, never
+  a 503 that Prometheus would retry for ever (Thanos answers 503 when one replica succeeds, one
+  conflicts and one is down). Any series short of the quorum makes the request 503 (Thanos'
+  "prefer retryable" rule), else any conflict makes it 409, else 200. The text is Thanos': the
+  sorted, de-duplicated errors of the failed series' writes, ``"N errors: a; b"`` when more than
+  one.
+* **Timeout**: ``forward_timeout`` bounds the whole fan-out. Writes still running then count as
+  failed with the gRPC deadline text (Thanos answers 500 "context deadline exceeded" instead;
+  both are retried by Prometheus, ours keeps the settled series' verdict).
+
+Remote writes still running when the answer is known continue in the background when every series
+succeeded (they improve replication, as in Thanos), and are cancelled otherwise; local writes are
+never cancelled half way.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Optional, Sequence
+
+import grpc
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ..remote.prompb import types_pb2
+from ..remote.write import FLAG_EMPTY_VALUE, FLAG_UNSORTED, STATUS_OK, DecodedWrite
+from ..storeapi import writeapi
+from . import _forward
+from .hashring import (INGESTOR_ONLY, ROUTER_INGESTOR, ROUTER_ONLY, BadReplicaError, Endpoint,
+                       InsufficientNodesError, MultiHashring, NoMatchingHashringError, plan_replicas,
+                       series_hash, split_by_endpoint)
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "COMPRESSIONS", "ERR_NOT_READY", "ERR_UNAVAILABLE", "ERR_BAD_REPLICA", "LocalResult", "ForwardResult",
+    "LocalWrite", "Forwarder", "series_frames", "endpoint_text", "error_set_text", "go_status_text",
+]
+
+ERR_CONFLICT = "conflict"
+ERR_BAD_REPLICA = "request replica exceeds receiver replication factor"
+ERR_NOT_READY = "target not ready"
+ERR_UNAVAILABLE = "target not available"
+TSDB_NOT_READY = "TSDB not ready"
+DEADLINE_TEXT = "context deadline exceeded"
+COMPRESSIONS = ("snappy", "none")
+
+# The outcome of one write to one (endpoint, replica).
+OK, CONFLICT, UNAVAILABLE, NOT_READY, FAILED = range(5)
+
+_GO_CODES = {
+    grpc.StatusCode.OK: "OK", grpc.StatusCode.CANCELLED: "Canceled", grpc.StatusCode.UNKNOWN: "Unknown",
+    grpc.StatusCode.INVALID_ARGUMENT: "InvalidArgument", grpc.StatusCode.DEADLINE_EXCEEDED: "DeadlineExceeded",
+    grpc.StatusCode.NOT_FOUND: "NotFound", grpc.StatusCode.ALREADY_EXISTS: "AlreadyExists",
+    grpc.StatusCode.PERMISSION_DENIED: "PermissionDenied", grpc.StatusCode.RESOURCE_EXHAUSTED: "ResourceExhausted",
+    grpc.StatusCode.FAILED_PRECONDITION: "FailedPrecondition", grpc.StatusCode.ABORTED: "Aborted",
+    grpc.StatusCode.OUT_OF_RANGE: "OutOfRange", grpc.StatusCode.UNIMPLEMENTED: "Unimplemented",
+    grpc.StatusCode.INTERNAL: "Internal", grpc.StatusCode.UNAVAILABLE: "Unavailable",
+    grpc.StatusCode.DATA_LOSS: "DataLoss", grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
+}
+_STATUS_TO_GRPC = {200: grpc.StatusCode.OK, 400: grpc.StatusCode.INVALID_ARGUMENT, 409: grpc.StatusCode.ALREADY_EXISTS,
+                   503: grpc.StatusCode.UNAVAILABLE}
+
+
+def go_status_text(code: Optional[grpc.StatusCode], details: str) -> str:
+    """A gRPC status as Go's ``status.Error`` prints it."""
+    return f"rpc error: code = {_GO_CODES.get(code, 'Unknown') if code is not None else 'Unknown'} desc = {details}"
+
+
+def endpoint_text(e: Endpoint) -> str:
+    """Thanos' ``Endpoint.String()``."""
+    return f"addr: {e.address}, capnp_addr: {e.capnproto_address}, az: {e.az}"
+
+
+def _endpoint_replica_text(e: Endpoint, replica: int) -> str:
+    # Go's %v of endpointReplica: unexported fields print without their String methods.
+    return f"{{{{{e.address} {e.capnproto_address} {e.az}}} {replica}}}"
+
+
+def error_set_text(reasons: Sequence[str]) -> str:
+    """Thanos' errorSet text: reasons de-duplicated and sorted, ``"N errors: "`` before several."""
+    rs = sorted(set(r for r in reasons if r))
+    if len(rs) > 1:
+        return f"{len(rs)} errors: " + "; ".join(rs)
+    return rs[0] if rs else ""
+
+
+# --- results ----------------------------------------------------------------------------------
+
+@dataclass
+class LocalResult:
+    """What ``local_write`` reports for its share of a request: how many of each refused kind, as
+    Thanos' writer counts them (they are conflicts: the request answers 409 unless a replica is
+    short), ``not_ready`` when the tenant's TSDB cannot take writes yet, ``error`` for anything
+    else (Thanos: "get tenant appendable: ...", "commit samples: ...")."""
+
+    samples_written: int = 0
+    labels_out_of_order: int = 0
+    labels_duplicate: int = 0
+    labels_empty: int = 0
+    samples_out_of_order: int = 0
+    samples_duplicate: int = 0
+    samples_out_of_bounds: int = 0
+    samples_too_old: int = 0
+    exemplars_out_of_order: int = 0
+    exemplars_duplicate: int = 0
+    exemplars_label_length: int = 0
+    not_ready: bool = False
+    error: str = ""
+
+    _TEXTS = (
+        ("labels_out_of_order", "series", "out of order labels"),
+        ("labels_duplicate", "series", "label set contains duplicate label names"),
+        ("labels_empty", "series", "label set contains a label with empty name or value"),
+        ("samples_out_of_order", "samples", "out of order sample"),
+        ("samples_duplicate", "samples", "duplicate sample for timestamp"),
+        ("samples_out_of_bounds", "samples", "out of bounds"),
+        ("samples_too_old", "samples", "too old sample"),
+        ("exemplars_out_of_order", "exemplars", "out of order exemplar"),
+        ("exemplars_duplicate", "exemplars", "duplicate exemplar"),
+        ("exemplars_label_length", "exemplars", "label length for exemplar exceeds maximum of 128 UTF-8 characters"),
+    )
+
+    @property
+    def conflict(self) -> bool:
+        """Some series, samples or exemplars were refused for a reason retrying cannot change."""
+        return any(getattr(self, k) > 0 for k, _, _ in self._TEXTS)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.conflict or self.not_ready or self.error)
+
+    def kind(self) -> int:
+        # Thanos' writeErrors.Cause order: not ready before conflict before anything else.
+        if self.ok:
+            return OK
+        if self.not_ready:
+            return NOT_READY
+        return CONFLICT if self.conflict else FAILED
+
+    def text(self) -> str:
+        """Thanos' writer error text ("add 2 samples: out of order sample", several joined)."""
+        if self.not_ready:
+            return TSDB_NOT_READY
+        reasons = [f"add {getattr(self, k)} {what}: {why}" for k, what, why in self._TEXTS if getattr(self, k) > 0]
+        if self.error:
+            reasons.append(self.error)
+        return error_set_text(reasons)
+
+
+@dataclass
+class ForwardResult:
+    """The answer to a request: HTTP ``status`` (200, 400, 409, 500, 503) and Thanos' ``message``
+    (without the newline ``http.Error`` adds). ``series``/``samples`` are what Thanos observes in
+    ``thanos_receive_write_timeseries``/``_samples``; ``*_written`` count the series that reached
+    the quorum with successes alone (the RW 2.0 written headers); ``conflicts``/``failed`` count
+    series settled as conflicts / short of the quorum."""
+
+    status: int
+    message: str = ""
+    series: int = 0
+    samples: int = 0
+    samples_written: int = 0
+    histograms_written: int = 0
+    exemplars_written: int = 0
+    conflicts: int = 0
+    failed: int = 0
+
+    @property
+    def grpc_code(self) -> grpc.StatusCode:
+        """The status Thanos' RemoteWrite answers for the same outcome."""
+        return _STATUS_TO_GRPC.get(self.status, grpc.StatusCode.INTERNAL)
+
+
+LocalWrite = Callable[[str, DecodedWrite, np.ndarray, int], Awaitable[LocalResult]]
+
+
+# --- series frames ----------------------------------------------------------------------------
+
+def _i64(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _blob_pairs(blob: bytes) -> list[tuple[bytes, bytes]]:
+    """A canonical label blob as (name, value) byte pairs (rare path)."""
+    out: list[tuple[bytes, bytes]] = []
+
+    def uv(i: int) -> tuple[int, int]:
+        v = shift = 0
+        while True:
+            b = blob[i]
+            i += 1
+            v |= (b & 0x7F) << shift
+            if b < 0x80:
+                return v, i
+            shift += 7
+
+    n, i = uv(0)
+    for _ in range(n):
+        ln, i = uv(i)
+        name = blob[i:i + ln]
+        i += ln
+        lv, i = uv(i)
+        out.append((name, blob[i:i + lv]))
+        i += lv
+    return out
+
+
+class _V2Rare:
+    """A 2.0 request's histograms and exemplars by series, decoded once and only if needed."""
+
+    def __init__(self, decoded: DecodedWrite) -> None:
+        self.d = decoded
+        self._h: Optional[dict[int, list]] = None
+        self._e: Optional[dict[int, list]] = None
+
+    def histograms(self, i: int) -> list:
+        if self._h is None:
+            self._h = {}
+            for h in self.d.histograms():
+                self._h.setdefault(h.series, []).append(h)
+        return self._h.get(i, [])
+
+    def exemplars(self, i: int) -> list:
+        if self._e is None:
+            self._e = {}
+            ex = self.d.exemplars()
+            for k, s in enumerate(ex.series.tolist()):
+                self._e.setdefault(s, []).append((ex.labels[k], float(ex.values[k]), int(ex.timestamps[k])))
+        return self._e.get(i, [])
+
+    def timeseries(self, i: int) -> bytes:
+        """Series i as a full 1.0 TimeSeries (labels, samples, histograms, exemplars), with upb."""
+        d = self.d
+        ts = types_pb2.TimeSeries()
+        for n, v in _blob_pairs(d.blob(i)):
+            ts.labels.add(name=n.decode("utf-8", "surrogateescape"), value=v.decode("utf-8", "surrogateescape"))
+        a, b = int(d.sample_offsets[i]), int(d.sample_offsets[i + 1])
+        for t, v in zip(d.sample_ts[a:b].tolist(), d.sample_values[a:b].tolist()):
+            ts.samples.add(value=v, timestamp=t)
+        for lb, v, t in self.exemplars(i):
+            ex = ts.exemplars.add(value=v, timestamp=t)
+            for n, lv in _blob_pairs(lb):
+                ex.labels.add(name=n.decode("utf-8", "surrogateescape"), value=lv.decode("utf-8", "surrogateescape"))
+        for h in self.histograms(i):
+            m = ts.histograms.add(sum=h.sum, schema=h.schema, zero_threshold=h.zero_threshold,
+                                  reset_hint=h.reset_hint, timestamp=h.timestamp)
+            if h.is_float:
+                m.count_float, m.zero_count_float = h.count, h.zero_count
+                m.positive_counts.extend(h.positive_buckets)
+                m.negative_counts.extend(h.negative_buckets)
+            else:
+                m.count_int, m.zero_count_int = h.count, h.zero_count
+                m.positive_deltas.extend(h.positive_buckets)
+                m.negative_deltas.extend(h.negative_buckets)
+            for o, ln in h.positive_spans:
+                m.positive_spans.add(offset=o, length=ln)
+            for o, ln in h.negative_spans:
+                m.negative_spans.add(offset=o, length=ln)
+            m.custom_values.extend(h.custom_values)
+        return ts.SerializeToString()
+
+
+def series_frames(decoded: DecodedWrite, positions: np.ndarray, rare: Optional[_V2Rare] = None) -> bytes:
+    """The ``thanos.WriteRequest.timeseries`` frames (field 1) of the series at ``positions``.
+
+    RW 1.0: the sender's TimeSeries bytes, sliced from the body in one kernel call (exemplars,
+    histograms and any field we do not know travel as they came). RW 2.0: TimeSeries encoded from
+    the columns in one kernel call; series carrying histograms or exemplars (rare) are encoded
+    whole with upb and appended (the order of series inside a forward does not matter). 2.0's
+    metadata and start timestamps have no place in a 1.0 TimeSeries and are not forwarded."""
+    pos = _i64(positions)
+    if not decoded.is_v2:
+        return _forward.frames_v1(decoded.body, _i64(decoded.series_ranges), pos)
+    rare_mask = (decoded.n_histograms[pos] > 0) | (decoded.n_exemplars[pos] > 0)
+    common = pos[~rare_mask] if rare_mask.any() else pos
+    out = _forward.frames_v2(decoded.blobs, _i64(decoded.blob_offsets), _i64(decoded.sample_offsets),
+                             _i64(decoded.sample_ts), np.ascontiguousarray(decoded.sample_values, np.float64), common)
+    if len(common) == len(pos):
+        return out
+    r = rare if rare is not None else _V2Rare(decoded)
+    return out + writeapi.frame_timeseries(r.timeseries(i) for i in pos[rare_mask].tolist())
+
+
+# --- the forwarder ----------------------------------------------------------------------------
+
+@dataclass
+class _Peer:
+    attempt: int = -1
+    next_allowed: float = 0.0
+
+
+@dataclass
+class _Part:
+    endpoint: Endpoint
+    replica: int
+    local_ids: np.ndarray  # indices into the routed series (0..n)
+    local: bool
+
+
+class Forwarder:
+    """Routes and replicates decoded remote-write requests over the hashring (see the module
+    docstring). ``hashring()`` gives the current :class:`MultiHashring` (None: not ready); the file
+    watcher may replace it at any time. ``local_write(tenant, decoded, positions, replica)`` appends
+    the series at ``positions`` of ``decoded`` to the tenant's TSDB. Use from one event loop."""
+
+    def __init__(self, hashring: Callable[[], Optional[MultiHashring]], local_endpoint: str,
+                 replication_factor: int = 1, mode: str = ROUTER_INGESTOR, *, local_write: LocalWrite,
+                 forward_timeout: float = 5.0, max_backoff: float = 5.0,
+                 credentials: Optional[grpc.ChannelCredentials] = None, grpc_compression: str = "snappy",
+                 registry: Optional[CollectorRegistry] = None,
+                 channel_options: Sequence[tuple[str, object]] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if mode not in (ROUTER_ONLY, INGESTOR_ONLY, ROUTER_INGESTOR):
+            raise ValueError(f"unknown receiver mode {mode!r}")
+        if replication_factor < 1:
+            raise ValueError(f"replication factor must be at least 1, got {replication_factor}")
+        if grpc_compression not in COMPRESSIONS:
+            raise ValueError(f"--receive.grpc-compression must be one of {', '.join(COMPRESSIONS)}, "
+                             f"got {grpc_compression!r}")
+        if grpc_compression == "snappy":
+            # grpcio has no snappy codec; Thanos receivers accept uncompressed calls, so nothing is lost
+            # but bandwidth between receivers.
+            log.info("forwarding between receivers uncompressed: grpcio has no snappy codec",
+                     extra={"grpc_compression": grpc_compression})
+        self.hashring = hashring
+        self.local_endpoint = local_endpoint
+        self.replication_factor = replication_factor
+        self.mode = mode
+        self.local_write = local_write
+        self.forward_timeout = forward_timeout
+        self.max_backoff = max_backoff
+        self.credentials = credentials
+        self.clock = clock
+        self._options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
+                         ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
+                         # grpc's own reconnect backoff (default up to 120 s) would keep a restarted
+                         # member dark long after ours let it back in.
+                         ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+                         ("grpc.max_reconnect_backoff_ms", max(100, int(max_backoff * 1000))),
+                         *channel_options]
+        self._ring: Optional[MultiHashring] = None
+        self._channels: dict[Endpoint, grpc.aio.Channel] = {}
+        self._peers: dict[Endpoint, _Peer] = {}
+        self._background: set[asyncio.Task] = set()
+        reg = registry
+        self.m_forward = Counter("thanos_receive_forward_requests_total", "The number of forward requests.",
+                                 ["result"], registry=reg)
+        self.m_replications = Counter("thanos_receive_replications_total",
+                                      "The number of replication operations done by the receiver. The success of "
+                                      "replication is fulfilled when a quorum is met.", ["result"], registry=reg)
+        self.m_rf = Gauge("thanos_receive_replication_factor",
+                          "The number of times to replicate incoming write requests.", registry=reg)
+        self.m_delay = Histogram("thanos_receive_forward_delay_seconds",
+                                 "The delay between the time the request was received and the time it was forwarded "
+                                 "to a worker. ", ["worker"], buckets=[0.001 * 2 ** i for i in range(16)],
+                                 registry=reg)
+        self.m_write_timeseries = Histogram("thanos_receive_write_timeseries",
+                                            "The number of timeseries received in the incoming write requests.",
+                                            ["code", "tenant"], buckets=[10, 50, 100, 500, 1000, 5000, 10000],
+                                            registry=reg)
+        self.m_write_samples = Histogram("thanos_receive_write_samples",
+                                         "The number of sampled received in the incoming write requests.",
+                                         ["code", "tenant"], buckets=[10, 50, 100, 500, 1000, 5000, 10000],
+                                         registry=reg)
+        for r in ("success", "error"):
+            self.m_forward.labels(r)
+            self.m_replications.labels(r)
+        self.m_rf.set(replication_factor)
+
+    # -- peers --
+
+    def _sync_ring(self, ring: MultiHashring) -> None:
+        """Thanos' Handler.Hashring: on a new ring, close the channels of endpoints that left it and
+        forget every backoff."""
+        if ring is self._ring:
+            return
+        if self._ring is not None:
+            gone = set(self._ring.nodes) - set(ring.nodes)
+            for e in gone:
+                ch = self._channels.pop(e, None)
+                if ch is not None:
+                    self._spawn(ch.close(None))
+            self._peers.clear()
+        self._ring = ring
+
+    def _channel(self, e: Endpoint) -> grpc.aio.Channel:
+        ch = self._channels.get(e)
+        if ch is None:
+            if self.credentials is not None:
+                ch = grpc.aio.secure_channel(e.address, self.credentials, options=self._options)
+            else:
+                ch = grpc.aio.insecure_channel(e.address, options=self._options)
+            self._channels[e] = ch
+        return ch
+
+    def _backoff(self, attempt: int) -> float:
+        """jpillora/backoff ForAttempt with Thanos' settings: min 100 ms, factor 2, jitter, max."""
+        lo, hi = 0.1, (self.max_backoff if self.max_backoff > 0 else 10.0)
+        if lo >= hi:
+            return hi
+        d = lo * 2.0 ** min(attempt, 64)
+        d = random.random() * (d - lo) + lo
+        return min(max(d, lo), hi)
+
+    def _peer_up(self, e: Endpoint) -> bool:
+        p = self._peers.get(e)
+        return p is None or self.clock() > p.next_allowed
+
+    def _mark_unavailable(self, e: Endpoint) -> None:
+        p = self._peers.setdefault(e, _Peer())
+        p.attempt += 1
+        p.next_allowed = self.clock() + self._backoff(p.attempt)
+
+    def _mark_available(self, e: Endpoint) -> None:
+        self._peers.pop(e, None)
+
+    def _spawn(self, coro) -> asyncio.Task:
+        t = asyncio.ensure_future(coro)
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
+        return t
+
+    async def close(self) -> None:
+        """Close every channel (after cancelling forwards still running in the background)."""
+        for t in list(self._background):
+            t.cancel()
+        chans, self._channels = list(self._channels.values()), {}
+        for ch in chans:
+            await ch.close(None)
+
+    # -- writes --
+
+    def _count(self, ok: bool, conflict: bool, replicated: bool) -> None:
+        if ok:
+            self.m_forward.labels("success").inc()
+            if not replicated:
+                self.m_replications.labels("success").inc()
+        elif not conflict:  # Thanos leaves AlreadyExists out of the error counts
+            self.m_forward.labels("error").inc()
+            if not replicated:
+                self.m_replications.labels("error").inc()
+
+    async def _remote(self, part: _Part, tenant: str, frames: bytes, replicated: bool,
+                      deadline: float, started: float) -> tuple[int, str]:
+        e = part.endpoint
+        self.m_delay.labels(e.address).observe(max(0.0, self.clock() - started))
+        prefix = f"forwarding request to endpoint {endpoint_text(e)}: "
+        try:
+            await writeapi.remote_write(self._channel(e), tenant, part.replica + 1, frames,
+                                        timeout=max(deadline - self.clock(), 0.001), target=e.address)
+        except writeapi.RemoteWriteError as err:
+            conflict = err.code == grpc.StatusCode.ALREADY_EXISTS
+            self._count(False, conflict, replicated)
+            if err.code == grpc.StatusCode.UNAVAILABLE:
+                self._mark_unavailable(e)
+            kind = CONFLICT if conflict else UNAVAILABLE if err.code == grpc.StatusCode.UNAVAILABLE else FAILED
+            return kind, prefix + go_status_text(err.code, err.details)
+        except asyncio.CancelledError:
+            self._count(False, False, replicated)
+            raise
+        except Exception as err:  # noqa: BLE001: a channel closed under us, a grpc usage error: a failed write
+            self._count(False, False, replicated)
+            return FAILED, prefix + (str(err) or type(err).__name__)
+        self._count(True, False, replicated)
+        self._mark_available(e)
+        return OK, ""
+
+    async def _local(self, part: _Part, tenant: str, decoded: DecodedWrite, positions: np.ndarray,
+                     replicated: bool) -> tuple[int, str]:
+        try:
+            res = await self.local_write(tenant, decoded, positions, part.replica)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001: the local TSDB failing is a failed replica, not a crash
+            log.error("local write failed", extra={"tenant": tenant, "err": repr(err)}, exc_info=err)
+            res = LocalResult(error=str(err) or type(err).__name__)
+        kind = res.kind()
+        self._count(kind == OK, kind == CONFLICT, replicated)
+        if kind == OK:
+            return OK, ""
+        return kind, f"forwarding request to endpoint {endpoint_text(part.endpoint)}: writing locally: {res.text()}"
+
+    def _hashes(self, tenant: str, decoded: DecodedWrite, pos: np.ndarray) -> np.ndarray:
+        """The routing hash of each series. 2.0 series are forwarded with their canonical labels,
+        so a series the sender did not sort, or with empty values, is hashed over those (a Thanos
+        member re-hashes what it receives and must find itself)."""
+        h = decoded.hashes[pos]
+        if decoded.is_v2:
+            odd = np.flatnonzero(decoded.flags[pos] & (FLAG_UNSORTED | FLAG_EMPTY_VALUE))
+            if len(odd):
+                h = h.copy()
+                for k in odd.tolist():
+                    h[k] = series_hash(tenant, _blob_pairs(decoded.blob(int(pos[k]))))
+        return h
+
+    def observe_http(self, code: int, tenant: str, result: ForwardResult) -> None:
+        """Thanos' per-request histograms of the HTTP handler (``code`` is the answer sent)."""
+        self.m_write_timeseries.labels(str(code), tenant).observe(result.series)
+        self.m_write_samples.labels(str(code), tenant).observe(result.samples)
+
+    async def forward(self, tenant: str, decoded: DecodedWrite, wire_replica: int = 0,
+                      series: Optional[np.ndarray] = None) -> ForwardResult:
+        """Route, replicate and write the series of ``decoded`` (``series``: their indices; default
+        every series whose status is OK) for ``tenant``. ``wire_replica`` is the request's replica
+        number as received (HTTP ``THANOS-REPLICA`` header or gRPC ``WriteRequest.replica``, 0 =
+        not yet replicated). ``decoded.hashes`` must have been computed with this tenant."""
+        started = self.clock()
+        try:
+            plan = plan_replicas(int(wire_replica), self.replication_factor, self.mode)
+        except BadReplicaError as e:
+            return ForwardResult(400, str(e))
+        pos = np.flatnonzero(decoded.status == STATUS_OK) if series is None else _i64(series)
+        n = len(pos)
+        so = decoded.sample_offsets
+        nsamples = int((so[pos + 1] - so[pos]).sum()) if n else 0
+        if n == 0:
+            return ForwardResult(200)
+        if self.mode == INGESTOR_ONLY:
+            # No hashring: everything is this receiver's, written once.
+            me = Endpoint(self.local_endpoint, self.local_endpoint)
+            parts = [_Part(me, 0, np.arange(n), True)]
+            replicas: tuple[int, ...] = (0,)
+            quorum = 1
+            replicated = False
+        else:
+            ring = self.hashring()
+            if ring is None:
+                return ForwardResult(503, ERR_NOT_READY, n, nsamples, failed=n)
+            self._sync_ring(ring)
+            try:
+                hr, idx = ring.route(tenant, self._hashes(tenant, decoded, pos), plan.replicas)
+            except (NoMatchingHashringError, InsufficientNodesError) as e:
+                return ForwardResult(500, str(e), n, nsamples, failed=n)
+            local_ok = self.mode == ROUTER_INGESTOR and bool(self.local_endpoint)
+            parts = [_Part(hr.endpoints[e], rep, ids, local_ok and hr.endpoints[e].has_address(self.local_endpoint))
+                     for e, rep, ids in split_by_endpoint(idx, plan.replicas)]
+            replicas, quorum, replicated = plan.replicas, plan.quorum, plan.replicated
+        return await self._fanout(tenant, decoded, pos, parts, len(replicas), quorum, replicated, nsamples, started)
+
+    async def _fanout(self, tenant: str, decoded: DecodedWrite, pos: np.ndarray, parts: list[_Part], nrep: int,
+                      quorum: int, replicated: bool, nsamples: int, started: float) -> ForwardResult:
+        n = len(pos)
+        deadline = started + self.forward_timeout
+        succ = np.zeros(n, np.int32)
+        conf = np.zeros(n, np.int32)
+        pending = np.full(n, nrep, np.int32)
+        reasons: list[tuple[int, str]] = []  # (part, text) of every failed write
+        tasks: dict[asyncio.Task, int] = {}
+        rare = _V2Rare(decoded) if decoded.is_v2 else None
+
+        def settle(k: int, kind: int, text: str) -> None:
+            ids = parts[k].local_ids
+            pending[ids] -= 1
+            if kind == OK:
+                succ[ids] += 1
+                return
+            if kind == CONFLICT:
+                conf[ids] += 1
+            reasons.append((k, text))
+
+        for k, part in enumerate(parts):
+            if part.local:
+                tasks[asyncio.ensure_future(self._local(part, tenant, decoded, pos[part.local_ids], replicated))] = k
+            elif not self._peer_up(part.endpoint):
+                settle(k, UNAVAILABLE, f"backing off forward request for endpoint "
+                                       f"{_endpoint_replica_text(part.endpoint, part.replica)}: {ERR_UNAVAILABLE}")
+            else:
+                try:
+                    frames = series_frames(decoded, pos[part.local_ids], rare)
+                except Exception as e:  # noqa: BLE001: a decoder bug must fail this write, not the request loop
+                    settle(k, FAILED, f"forwarding request to endpoint {endpoint_text(part.endpoint)}: {e}")
+                    continue
+                tasks[asyncio.ensure_future(self._remote(part, tenant, frames, replicated, deadline, started))] = k
+
+        def decided() -> bool:
+            s, c, p = succ, succ + conf, pending
+            return bool(np.all((s >= quorum) | ((s + p < quorum) & ((c >= quorum) | (c + p < quorum)))))
+
+        waiting = set(tasks)
+        while waiting and not decided():
+            left = deadline - self.clock()
+            if left <= 0:
+                break
+            done, waiting = await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                kind, text = t.result()
+                settle(tasks[t], kind, text)
+        timed_out = not decided()
+        all_ok = bool(np.all(succ >= quorum))
+        for t in waiting:
+            k = tasks[t]
+            part = parts[k]
+            if not part.local and not all_ok:
+                t.cancel()  # the answer is a failure: nothing to gain from the rest (as Thanos)
+            self._background.add(t)  # local writes, and remote ones that may improve replication
+            t.add_done_callback(self._background.discard)
+            t.add_done_callback(_quiet)
+            if timed_out:
+                how = "writing locally: " if part.local else "rpc error: code = DeadlineExceeded desc = "
+                settle(k, FAILED, f"forwarding request to endpoint {endpoint_text(part.endpoint)}: {how}{DEADLINE_TEXT}")
+        return self._answer(decoded, pos, parts, succ, conf, quorum, reasons, nsamples)
+
+    def _answer(self, decoded: DecodedWrite, pos: np.ndarray, parts: list[_Part], succ: np.ndarray,
+                conf: np.ndarray, quorum: int, reasons: list[tuple[int, str]], nsamples: int) -> ForwardResult:
+        ok = succ >= quorum
+        settled = ~ok & (succ + conf >= quorum)
+        failed = ~ok & ~settled
+        wpos = pos[ok]
+        so = decoded.sample_offsets
+        res = ForwardResult(200, "", len(pos), nsamples,
+                            samples_written=int((so[wpos + 1] - so[wpos]).sum()),
+                            histograms_written=int(decoded.n_histograms[wpos].sum()),
+                            exemplars_written=int(decoded.n_exemplars[wpos].sum()),
+                            conflicts=int(settled.sum()), failed=int(failed.sum()))
+        if res.failed or res.conflicts:
+            res.status = 503 if res.failed else 409
+            res.message = error_set_text([text for k, text in reasons if (~ok[parts[k].local_ids]).any()])
+        return res
+
+    async def ingest(self, tenant: str, decoded: DecodedWrite, series: Optional[np.ndarray] = None) -> ForwardResult:
+        """Thanos' ingestor-only gRPC fast path: the series straight into the local TSDB, its
+        writer's text as the answer (503 not ready, 409 conflict, 500 anything else)."""
+        pos = np.flatnonzero(decoded.status == STATUS_OK) if series is None else _i64(series)
+        so = decoded.sample_offsets
+        n, nsamples = len(pos), (int((so[pos + 1] - so[pos]).sum()) if len(pos) else 0)
+        if n == 0:
+            return ForwardResult(200)
+        try:
+            res = await self.local_write(tenant, decoded, pos, 0)
+        except Exception as err:  # noqa: BLE001
+            log.error("local write failed", extra={"tenant": tenant, "err": repr(err)}, exc_info=err)
+            res = LocalResult(error=str(err) or type(err).__name__)
+        kind = res.kind()
+        if kind == OK:
+            return ForwardResult(200, "", n, nsamples, samples_written=nsamples,
+                                 histograms_written=int(decoded.n_histograms[pos].sum()),
+                                 exemplars_written=int(decoded.n_exemplars[pos].sum()))
+        status = {NOT_READY: 503, CONFLICT: 409}.get(kind, 500)
+        return ForwardResult(status, res.text(), n, nsamples, conflicts=n if kind == CONFLICT else 0,
+                             failed=0 if kind == CONFLICT else n)
+
+
+def _quiet(t: asyncio.Task) -> None:
+    """Collect a background write's exception so asyncio does not log it as never retrieved."""
+    if not t.cancelled():
+        t.exception()
