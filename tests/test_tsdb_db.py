@@ -32,6 +32,7 @@ import urllib.parse
 import urllib.request
 
 import numpy as np
+import pytest
 
 from pythanos.tsdb import wal as W
 from pythanos.tsdb import walrecords as R
@@ -397,7 +398,7 @@ def test_retention_deletes_old_blocks_never_the_newest(tmp_path):
         if metas:
             newest = max(m.max_time for m in metas)
             assert all(newest - m.max_time < 4 * H for m in metas)
-            on_disk = sorted(n for n in os.listdir(tmp_path / "ret") if n not in ("wal",))
+            on_disk = sorted(n for n in os.listdir(tmp_path / "ret") if n not in ("wal", "lock"))
             assert on_disk == sorted(m.ulid for m in metas)
     assert [m.max_time - m.min_time for m in db.blocks()] == [H2, H2]
     db.close()
@@ -569,3 +570,22 @@ def test_figures_append_and_replay(tmp_path, capsys):
     lines.append(f"peak RSS of the test process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     with capsys.disabled():
         print("\n" + "\n".join(lines))
+
+
+def test_directory_lock_as_prometheus(tmp_path, prometheus3_bin, prometheus_factory):
+    """Our TSDB and a real Prometheus 3.9.1 take the same lock: neither opens a directory the other has."""
+    db = TSDB.open(tmp_path / "db")
+    try:
+        with pytest.raises(OSError, match="locked"):
+            TSDB.open(tmp_path / "db")
+        with pytest.raises(RuntimeError, match="lock DB directory"):
+            prometheus_factory(tsdb_path=tmp_path / "db", binary=prometheus3_bin, ready_timeout=30)
+    finally:
+        db.close()
+    db = TSDB.open(tmp_path / "db")  # closing released it
+    db.close()
+    prom = prometheus_factory(tsdb_path=tmp_path / "db", binary=prometheus3_bin, name="prom-holder")
+    with pytest.raises(OSError, match="locked"):
+        TSDB.open(tmp_path / "db")
+    prom.stop()
+    TSDB.open(tmp_path / "db").close()

@@ -154,6 +154,21 @@ def _raise_min_valid_time(head: Head, t: int) -> None:
         head._min_valid_time = int(t)
 
 
+def _lock_dir(d: str) -> int:
+    """Take ``<dir>/lock`` as Prometheus does (flock(2), exclusive, non-blocking): a Prometheus,
+    another process or a second open in this one cannot use the same TSDB meanwhile."""
+    import fcntl
+
+    path = os.path.join(d, "lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        raise OSError(e.errno, f"lock DB directory: {path} is locked by another process ({e.strerror})") from None
+    return fd
+
+
 def _i64(a: Any) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int64)
 
@@ -218,6 +233,7 @@ class TSDB:
         self._wal_expiry: dict[int, int] = {}  # ref -> keep its Series record while t >= this
         self._last_wal_truncation = MIN_TIME
         self._closed = False
+        self._lock_fd = -1
         self.replay_stats: dict[str, Any] = {}
         vals = [metric_labels[k] for k in (metrics.labelnames if metrics else ())]
         self._vals = vals
@@ -233,24 +249,33 @@ class TSDB:
         """Open (or create) the TSDB in ``directory``: load its blocks, repair and replay its WAL."""
         d = os.fspath(directory)
         os.makedirs(d, exist_ok=True)
+        lock_fd = _lock_dir(d)
         metric_labels = dict(metric_labels or {})
         metrics = walm = None
         if registry is not None:
             metrics, walm = _metrics_for(registry, sorted(metric_labels))
         head = Head(chunk_range=chunk_range_ms, samples_per_chunk=samples_per_chunk, ooo_window=ooo_window_ms)
         start = time.perf_counter()
-        w = _wal.WAL(os.path.join(d, WAL_DIRNAME), segment_size=wal_segment_size, compression=wal_compression,
-                     repair=True, metrics=walm, metric_labels=metric_labels)
+        try:
+            w = _wal.WAL(os.path.join(d, WAL_DIRNAME), segment_size=wal_segment_size, compression=wal_compression,
+                         repair=True, metrics=walm, metric_labels=metric_labels)
+        except BaseException:
+            os.close(lock_fd)
+            raise
         db = cls(d, head, w, retention_ms=retention_ms, compression=wal_compression or "none", metrics=metrics,
                  metric_labels=metric_labels)
+        db._lock_fd = lock_fd
         try:
             db._load_blocks()
-            if db._blocks:
-                _raise_min_valid_time(head, max(b.meta.max_time for b in db._blocks))
+            # blocks cut from out-of-order samples do not count (DB.inOrderBlocksMaxTime)
+            in_order = [b.meta.max_time for b in db._blocks if "from-out-of-order" not in b.meta.compaction.hints]
+            if in_order:
+                _raise_min_valid_time(head, max(in_order))
             db._replay()
         except BaseException:
             w.close()
             db._close_blocks()
+            db._unlock()
             raise
         db._child(db._m.replay_duration if db._m else None).set(time.perf_counter() - start)
         db._child(db._m.blocks_loaded if db._m else None).set_function(lambda: len(db._blocks))
@@ -428,16 +453,18 @@ class TSDB:
         with self._wlock:
             self._check_open()
             refs, created = self.head.get_or_create(buf, offsets, strict=False)
-            status = self.head.append(refs[series], ts, vs) if len(series) else np.zeros(0, dtype=np.uint8)
+            sr = refs[series]
+            status = self.head.append(sr, ts, vs) if len(series) else np.zeros(0, dtype=np.uint8)
             recs = []
-            new = np.flatnonzero(created)
+            new = np.flatnonzero(created) if created.any() else ()
             if len(new):
                 recs.append(series_record(refs[new], buf, offsets, new))
-            ok = np.flatnonzero((status == OK) | (status == OOO_OK))
-            if len(ok):
-                sr = refs[series[ok]]
-                st, sv = ts[ok], vs[ok]
-                for a in range(0, len(ok), _MAX_SAMPLES_PER_RECORD):
+            st, sv = ts, vs
+            if (status != OK).any():  # some samples left out: log only the accepted ones
+                ok = np.flatnonzero((status == OK) | (status == OOO_OK))
+                sr, st, sv = sr[ok], ts[ok], vs[ok]
+            if len(sr):
+                for a in range(0, len(sr), _MAX_SAMPLES_PER_RECORD):
                     b = a + _MAX_SAMPLES_PER_RECORD
                     recs.append(wr.encode_samples(sr[a:b], st[a:b], sv[a:b]))
             if recs:
@@ -537,8 +564,9 @@ class TSDB:
 
     def flush(self) -> list[str]:
         """Write everything in the head into blocks (one per chunk-range window), empty the head
-        and checkpoint the whole WAL (a tenant pruned, or a shutdown that wants blocks)."""
-        with self._clock:
+        and checkpoint the whole WAL (a tenant pruned, or a shutdown that wants blocks). Appends
+        wait meanwhile: a sample landing in a window already written would be truncated away."""
+        with self._clock, self._wlock:
             self._check_open()
             out: list[str] = []
             head = self.head
@@ -552,12 +580,11 @@ class TSDB:
                         self._add_block(u)
                         out.append(u)
                     mint = maxt
-                with self._wlock:
-                    if head.ooo_window:
-                        for u in head.compact_ooo(self.dir):
-                            self._add_block(u)
-                            out.append(u)
-                    head.truncate(end)
+                if head.ooo_window:
+                    for u in head.compact_ooo(self.dir):
+                        self._add_block(u)
+                        out.append(u)
+                head.truncate(end)
                 self._truncate_wal(end, everything=True)
             self._apply_retention()
             return out
@@ -720,10 +747,13 @@ class TSDB:
         numbers are Prometheus' chunkenc ones (XOR = 1), as in blocks and the StoreAPI's
         ``Chunk.Encoding`` (XOR = 0 there: the caller maps). Without matchers, all series."""
         matchers = [m if isinstance(m, Matcher) else Matcher(*m) for m in matchers]
+        # the head before the blocks: a compaction adds its block before truncating the head, so
+        # a range moving from head to block meanwhile is seen at least once (twice is deduplicated)
+        head = self._head_stream(matchers, mint, maxt, skip_chunks)
         blocks = self._acquire(mint, maxt)
         try:
             streams = [self._block_stream(b, matchers, mint, maxt, skip_chunks) for b in blocks]
-            streams.append(self._head_stream(matchers, mint, maxt, skip_chunks))
+            streams.append(head)
             if len(streams) == 1:
                 return list(streams[0])
             out: list[tuple[Labels, list[Chunk]]] = []
@@ -736,6 +766,9 @@ class TSDB:
                 for _, chunks in out:
                     if len(chunks) > 1:
                         chunks.sort(key=lambda c: (c[0], c[1]))
+                        dup = [j for j in range(1, len(chunks)) if chunks[j] == chunks[j - 1]]
+                        for j in reversed(dup):
+                            del chunks[j]
             return out
         finally:
             self._release(blocks)
@@ -802,6 +835,12 @@ class TSDB:
             self._closed = True
             self.wal.close()
         self._close_blocks()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = -1
 
     def __enter__(self) -> "TSDB":
         return self
