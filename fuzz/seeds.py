@@ -135,6 +135,7 @@ def main() -> None:
         vals = np.array([0.1, -0.0, 1e21, 1e-7, np.inf, 123456789.125, 5e-324, 2 ** 53], dtype=np.float64)
         _put("jsonfmt", b"\x00\x03" + (np.arange(8, dtype=np.int64) * 15_000 + T0).tobytes() + vals.tobytes())
     _remote_write_seeds()
+    _head_seeds()
     total = {t: sum(os.path.getsize(os.path.join(CORPUS, t, f)) for f in os.listdir(os.path.join(CORPUS, t)))
              for t in sorted(os.listdir(CORPUS))}
     print("seed corpus bytes per target:", total)
@@ -173,6 +174,27 @@ def _remote_write_seeds() -> None:
     r.timeseries.add(labels_refs=[1, 2, 3, 9]).samples.add(value=2.0, timestamp=T0)
     _put("remote_write", b"\x01" + r.SerializeToString())
     _put("remote_write", b"\x03" + bytes(cramjam.snappy.compress_raw(r.SerializeToString())))
+
+
+def _head_seeds() -> None:
+    """Head programs (fuzz/targets/head.py): create two series (and a malformed blob), append in
+    order, late, duplicate and at the int64 extremes, replay, truncate, read; with and without an
+    out-of-order window."""
+    from pythanos.tsdb.head import blob_from_labels
+
+    a, b = blob_from_labels({"__name__": "up", "job": "a"}), blob_from_labels({"__name__": "up", "job": "b"})
+    create = bytes([0, 3, len(a)]) + a + bytes([len(b)]) + b + bytes([3]) + b"\x02\x01b"
+
+    def t(d: int) -> bytes:
+        return b"\x00" + struct.pack("<h", d)
+
+    batch = bytes([1, 6]) + bytes([1, 2, 1, 2, 1, 9]) + t(0) + t(0) + t(5) + t(5) + t(-3) + t(1) + bytes([1, 3, 6, 6, 2, 0])
+    extremes = bytes([1, 2, 1, 2]) + b"\x80" + struct.pack("<q", 2 ** 63 - 1) + b"\x80" + struct.pack("<q", -2 ** 63) + \
+        bytes([0, 4])
+    replay = bytes([2, 2, 1, 1]) + t(100) + t(50) + bytes([1, 1])
+    for cfg in (0x00, 0x03, 0x16):
+        _put("head", bytes([cfg]) + create + batch + replay + bytes([4, 1]) + bytes([3]) + t(40) + bytes([4, 0]))
+    _put("head", bytes([0x05]) + create + batch + extremes + bytes([3]) + b"\x80" + struct.pack("<q", 2 ** 62))
 
 
 if __name__ == "__main__":

@@ -15,4 +15,5 @@ TARGETS = (
     "remote_read",
     "remote_write",
     "jsonfmt",
+    "head",
 )
