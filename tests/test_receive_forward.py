@@ -21,6 +21,7 @@ import re
 import struct
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import grpc
@@ -32,7 +33,7 @@ from peers import REGISTRY, free_ports
 from pythanos.receive import hashring as hr
 from pythanos.receive import _forward
 from pythanos.receive.forward import (ForwardResult, Forwarder, LocalResult, endpoint_text, error_set_text,
-                                      series_frames)
+                                      local_outcome, series_frames)
 from pythanos.remote.prompb import remote_pb2, types_pb2, write_v2_pb2
 from pythanos.remote.write import decode_v1, decode_v2
 from pythanos.storeapi import writeapi
@@ -295,6 +296,20 @@ def test_v2_routing_hash_is_over_the_forwarded_labels():
     assert int(d.hashes[2]) == want[2] and int(d.hashes[0]) != want[0]
 
 
+@pytest.mark.parametrize("n,endpoints,reps", [(1, 1, (0,)), (2000, 6, (0, 1, 2)), (500, 200, (0, 1)),
+                                               (300, 40000, (0, 1, 2)), (50, 3, (2, 0))])
+def test_split_by_endpoint_equals_a_model(n, endpoints, reps):
+    rng = np.random.default_rng(n)
+    idx = rng.integers(0, endpoints, size=(n, len(reps)), dtype=np.int64)
+    model: dict[tuple[int, int], list[int]] = {}
+    for i in range(n):
+        for j, rep in enumerate(reps):
+            model.setdefault((int(idx[i, j]), rep), []).append(i)
+    got = hr.split_by_endpoint(idx, reps)
+    assert [(e, rep) for e, rep, _ in got] == sorted(model)
+    assert all(ids.tolist() == model[(e, rep)] for e, rep, ids in got)
+
+
 def test_local_result_texts_are_thanos_writer_texts():
     assert LocalResult().ok and LocalResult().text() == ""
     r = LocalResult(samples_out_of_order=3, samples_duplicate=1, exemplars_label_length=2)
@@ -305,6 +320,13 @@ def test_local_result_texts_are_thanos_writer_texts():
     assert LocalResult(not_ready=True).text() == "TSDB not ready"
     assert LocalResult(samples_too_old=1, error="commit samples: disk full").kind() == 1  # conflict wins, as Thanos
     assert error_set_text(["b", "a", "b"]) == "2 errors: a; b" and error_set_text(["x"]) == "x"
+    # any result object with Thanos' texts in ``errors`` (the receiver's writer) reads the same way
+    assert local_outcome(SimpleNamespace(errors=["add 1 samples: out of order sample"])) == (
+        1, "add 1 samples: out of order sample")
+    assert local_outcome(SimpleNamespace(errors=[])) == (0, "")
+    assert local_outcome(SimpleNamespace(errors=[], error="get tenant appendable: boom")) == (
+        4, "get tenant appendable: boom")
+    assert local_outcome(SimpleNamespace(errors=[], not_ready=True)) == (3, "TSDB not ready")
 
 
 # ------------------------------------------------------------------------------------------ quorum rules
@@ -483,8 +505,6 @@ def test_backoff_hashring_replacement_and_metrics_in_process():
             assert reg.get_sample_value("thanos_receive_replications_total", {"result": "error"}) == 2
             assert reg.get_sample_value("thanos_receive_replication_factor") == 1
             assert reg.get_sample_value("thanos_receive_forward_delay_seconds_count", {"worker": down.address}) == 4
-            f.observe_http(200, "t", ForwardResult(200, series=5, samples=5))
-            assert reg.get_sample_value("thanos_receive_write_timeseries_sum", {"code": "200", "tenant": "t"}) == 5
         finally:
             await f.close()
             await down.stop()

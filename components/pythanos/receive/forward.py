@@ -51,7 +51,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..remote.prompb import types_pb2
-from ..remote.write import FLAG_EMPTY_VALUE, FLAG_UNSORTED, STATUS_OK, DecodedWrite
+from ..remote.write import FLAG_EMPTY_VALUE, FLAG_UNSORTED, DecodedWrite
 from ..storeapi import writeapi
 from . import _forward
 from .hashring import (INGESTOR_ONLY, ROUTER_INGESTOR, ROUTER_ONLY, BadReplicaError, Endpoint,
@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "COMPRESSIONS", "ERR_NOT_READY", "ERR_UNAVAILABLE", "ERR_BAD_REPLICA", "LocalResult", "ForwardResult",
-    "LocalWrite", "Forwarder", "series_frames", "endpoint_text", "error_set_text", "go_status_text",
+    "LocalWrite", "Forwarder", "series_frames", "local_outcome", "endpoint_text", "error_set_text", "go_status_text",
 ]
 
 ERR_CONFLICT = "conflict"
@@ -179,8 +179,7 @@ class LocalResult:
 @dataclass
 class ForwardResult:
     """The answer to a request: HTTP ``status`` (200, 400, 409, 500, 503) and Thanos' ``message``
-    (without the newline ``http.Error`` adds). ``series``/``samples`` are what Thanos observes in
-    ``thanos_receive_write_timeseries``/``_samples``; ``*_written`` count the series that reached
+    (without the newline ``http.Error`` adds). ``series``/``samples``: how many were routed; ``*_written`` count the series that reached
     the quorum with successes alone (the RW 2.0 written headers); ``conflicts``/``failed`` count
     series settled as conflicts / short of the quorum."""
 
@@ -200,7 +199,24 @@ class ForwardResult:
         return _STATUS_TO_GRPC.get(self.status, grpc.StatusCode.INTERNAL)
 
 
-LocalWrite = Callable[[str, DecodedWrite, np.ndarray, int], Awaitable[LocalResult]]
+LocalWrite = Callable[[str, DecodedWrite, np.ndarray, int], Awaitable[object]]
+
+
+def local_outcome(res: object) -> tuple[int, str]:
+    """The outcome kind and Thanos' writer text of what ``local_write`` returned: a
+    :class:`LocalResult`, or any object with ``errors`` (Thanos' texts, each a conflict) and
+    optionally ``not_ready`` (bool) and ``error`` (str, a failure that is not a conflict)."""
+    if isinstance(res, LocalResult):
+        return res.kind(), res.text()
+    errors = [str(e) for e in getattr(res, "errors", ()) or ()]
+    error = str(getattr(res, "error", "") or "")
+    if getattr(res, "not_ready", False):
+        return NOT_READY, TSDB_NOT_READY
+    if errors:
+        return CONFLICT, error_set_text(errors + ([error] if error else []))
+    if error:
+        return FAILED, error
+    return OK, ""
 
 
 # --- series frames ----------------------------------------------------------------------------
@@ -383,14 +399,6 @@ class Forwarder:
                                  "The delay between the time the request was received and the time it was forwarded "
                                  "to a worker. ", ["worker"], buckets=[0.001 * 2 ** i for i in range(16)],
                                  registry=reg)
-        self.m_write_timeseries = Histogram("thanos_receive_write_timeseries",
-                                            "The number of timeseries received in the incoming write requests.",
-                                            ["code", "tenant"], buckets=[10, 50, 100, 500, 1000, 5000, 10000],
-                                            registry=reg)
-        self.m_write_samples = Histogram("thanos_receive_write_samples",
-                                         "The number of sampled received in the incoming write requests.",
-                                         ["code", "tenant"], buckets=[10, 50, 100, 500, 1000, 5000, 10000],
-                                         registry=reg)
         for r in ("success", "error"):
             self.m_forward.labels(r)
             self.m_replications.labels(r)
@@ -503,11 +511,11 @@ class Forwarder:
         except Exception as err:  # noqa: BLE001: the local TSDB failing is a failed replica, not a crash
             log.error("local write failed", extra={"tenant": tenant, "err": repr(err)}, exc_info=err)
             res = LocalResult(error=str(err) or type(err).__name__)
-        kind = res.kind()
+        kind, text = local_outcome(res)
         self._count(kind == OK, kind == CONFLICT, replicated)
         if kind == OK:
             return OK, ""
-        return kind, f"forwarding request to endpoint {endpoint_text(part.endpoint)}: writing locally: {res.text()}"
+        return kind, f"forwarding request to endpoint {endpoint_text(part.endpoint)}: writing locally: {text}"
 
     def _hashes(self, tenant: str, decoded: DecodedWrite, pos: np.ndarray) -> np.ndarray:
         """The routing hash of each series. 2.0 series are forwarded with their canonical labels,
@@ -522,15 +530,11 @@ class Forwarder:
                     h[k] = series_hash(tenant, _blob_pairs(decoded.blob(int(pos[k]))))
         return h
 
-    def observe_http(self, code: int, tenant: str, result: ForwardResult) -> None:
-        """Thanos' per-request histograms of the HTTP handler (``code`` is the answer sent)."""
-        self.m_write_timeseries.labels(str(code), tenant).observe(result.series)
-        self.m_write_samples.labels(str(code), tenant).observe(result.samples)
-
     async def forward(self, tenant: str, decoded: DecodedWrite, wire_replica: int = 0,
                       series: Optional[np.ndarray] = None) -> ForwardResult:
         """Route, replicate and write the series of ``decoded`` (``series``: their indices; default
-        every series whose status is OK) for ``tenant``. ``wire_replica`` is the request's replica
+        all of them, as Thanos forwards every series and lets the ingesting writer refuse bad label
+        sets as conflicts) for ``tenant``. ``wire_replica`` is the request's replica
         number as received (HTTP ``THANOS-REPLICA`` header or gRPC ``WriteRequest.replica``, 0 =
         not yet replicated). ``decoded.hashes`` must have been computed with this tenant."""
         started = self.clock()
@@ -538,7 +542,7 @@ class Forwarder:
             plan = plan_replicas(int(wire_replica), self.replication_factor, self.mode)
         except BadReplicaError as e:
             return ForwardResult(400, str(e))
-        pos = np.flatnonzero(decoded.status == STATUS_OK) if series is None else _i64(series)
+        pos = np.arange(decoded.n_series, dtype=np.int64) if series is None else _i64(series)
         n = len(pos)
         so = decoded.sample_offsets
         nsamples = int((so[pos + 1] - so[pos]).sum()) if n else 0
@@ -649,7 +653,7 @@ class Forwarder:
     async def ingest(self, tenant: str, decoded: DecodedWrite, series: Optional[np.ndarray] = None) -> ForwardResult:
         """Thanos' ingestor-only gRPC fast path: the series straight into the local TSDB, its
         writer's text as the answer (503 not ready, 409 conflict, 500 anything else)."""
-        pos = np.flatnonzero(decoded.status == STATUS_OK) if series is None else _i64(series)
+        pos = np.arange(decoded.n_series, dtype=np.int64) if series is None else _i64(series)
         so = decoded.sample_offsets
         n, nsamples = len(pos), (int((so[pos + 1] - so[pos]).sum()) if len(pos) else 0)
         if n == 0:
@@ -659,13 +663,13 @@ class Forwarder:
         except Exception as err:  # noqa: BLE001
             log.error("local write failed", extra={"tenant": tenant, "err": repr(err)}, exc_info=err)
             res = LocalResult(error=str(err) or type(err).__name__)
-        kind = res.kind()
+        kind, text = local_outcome(res)
         if kind == OK:
             return ForwardResult(200, "", n, nsamples, samples_written=nsamples,
                                  histograms_written=int(decoded.n_histograms[pos].sum()),
                                  exemplars_written=int(decoded.n_exemplars[pos].sum()))
         status = {NOT_READY: 503, CONFLICT: 409}.get(kind, 500)
-        return ForwardResult(status, res.text(), n, nsamples, conflicts=n if kind == CONFLICT else 0,
+        return ForwardResult(status, text, n, nsamples, conflicts=n if kind == CONFLICT else 0,
                              failed=0 if kind == CONFLICT else n)
 
 

@@ -648,14 +648,21 @@ def split_by_endpoint(indices: np.ndarray,
     n, r = indices.shape
     if n == 0:
         return []
+    r = min(r, len(reps))
+    ne = int(indices[:, :r].max()) + 1
+    groups = ne * r
+    # One stable sort over (endpoint, replica) keys laid out replica column after column: a group's
+    # series come out ascending. Small keys sort by radix (uint8/uint16).
+    key = (indices[:, :r] * r + np.arange(r, dtype=np.int64)).T.ravel()
+    kt = np.uint8 if groups <= 256 else np.uint16 if groups <= 65536 else np.int64
+    order = np.argsort(key.astype(kt), kind="stable")
+    ids = order % n
     out: list[tuple[int, int, np.ndarray]] = []
-    for j, rep in enumerate(reps[:r]):
-        col = indices[:, j]
-        order = np.argsort(col, kind="stable")
-        sorted_ep = col[order]
-        cuts = np.flatnonzero(np.diff(sorted_ep)) + 1
-        for part in np.split(order, cuts):
-            out.append((int(col[part[0]]), rep, part))
+    start = 0
+    for g, c in enumerate(np.bincount(key, minlength=groups).tolist()):
+        if c:
+            out.append((g // r, reps[g % r], ids[start:start + c]))
+            start += c
     out.sort(key=lambda t: (t[0], t[1]))
     return out
 
