@@ -202,22 +202,6 @@ class HeadChunks:
     def chunk(self, j: int) -> bytes:
         return self.data[int(self.offsets[j]):int(self.offsets[j + 1])]
 
-    def take(self, order) -> "HeadChunks":
-        """The series ``order`` (indices into ``refs``) with their chunks, in that order."""
-        order = np.asarray(order, dtype=np.int64)
-        starts = self.starts
-        counts = self.counts[order]
-        total = int(counts.sum())
-        first = np.zeros(len(order) + 1, dtype=np.int64)
-        np.cumsum(counts, out=first[1:])
-        idx = np.repeat(starts[:-1][order] - first[:-1], counts) + np.arange(total, dtype=np.int64)
-        lens = (self.offsets[1:] - self.offsets[:-1])[idx]
-        offs = np.zeros(total + 1, dtype=np.int64)
-        np.cumsum(lens, out=offs[1:])
-        src = np.repeat(self.offsets[:-1][idx] - offs[:-1], lens) + np.arange(int(offs[-1]), dtype=np.int64)
-        data = np.frombuffer(self.data, dtype=np.uint8)[src].tobytes()
-        return HeadChunks(self.refs[order], counts, self.mint[idx], self.maxt[idx], offs, data)
-
 
 # --- the head ------------------------------------------------------------------------------------
 
@@ -503,7 +487,11 @@ class Head:
         ``chunks.refs[i]`` (what a StoreAPI Series answer needs). Out-of-order samples are
         merged in unless ``ooo`` is false."""
         refs = self.postings(matchers) if matchers else self.all_refs()
-        hc = self.select(refs, mint, maxt)
+        lbls = self.labels(refs)
+        order = sorted(range(len(refs)), key=lbls.__getitem__)
+        refs = refs[order]
+        lbls = [lbls[i] for i in order]
+        hc = self.select(refs, mint, maxt)  # in label order: nothing to move afterwards
         has = hc.counts > 0
         held = None
         if ooo and self.max_ooo_time != MIN_TIME and mint <= self.max_ooo_time and maxt >= self.min_ooo_time:
@@ -515,12 +503,12 @@ class Head:
             else:
                 held = None
         keep = np.flatnonzero(has)
-        lbls = self.labels(refs[keep])
-        order = sorted(range(len(keep)), key=lbls.__getitem__)
-        out = hc.take(keep[order])
+        if len(keep) < len(refs):  # series without chunks own no chunk columns: drop their rows only
+            hc = HeadChunks(refs[keep], hc.counts[keep], hc.mint, hc.maxt, hc.offsets, hc.data)
+            lbls = [lbls[i] for i in keep.tolist()]
         if held is not None:
-            out = self._merge_ooo(out, held, keep[order])
-        return [lbls[i] for i in order], out
+            hc = self._merge_ooo(hc, held, keep)
+        return lbls, hc
 
     def _merge_ooo(self, hc: HeadChunks, ooo, idx: np.ndarray) -> HeadChunks:
         """``hc`` with the out-of-order samples merged in, for the series that have some (their
