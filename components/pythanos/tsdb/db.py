@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 __all__ = ["TSDB", "AppendResult", "WAL_DIRNAME", "ENCODING_XOR"]
 
 WAL_DIRNAME = "wal"
+WBL_DIRNAME = "wbl"
 TMP_FOR_CREATION = ".tmp-for-creation"
 TMP_FOR_DELETION = ".tmp-for-deletion"
 _REPLAY_BATCH = 4096  # Samples records decoded per kernel call on replay
@@ -114,20 +115,21 @@ class _Metrics:
 
 
 _METRICS_LOCK = threading.Lock()
-_METRICS: dict[int, tuple[Any, _Metrics, _wal.WALMetrics]] = {}
+_METRICS: dict[int, tuple] = {}
 
 
-def _metrics_for(registry: Any, labelnames: Sequence[str]) -> tuple[_Metrics, _wal.WALMetrics]:
+def _metrics_for(registry: Any, labelnames: Sequence[str]) -> tuple[_Metrics, _wal.WALMetrics, _wal.WALMetrics]:
     """One set of metric families per registry, shared by all TSDBs on it (they differ by label)."""
     with _METRICS_LOCK:
         got = _METRICS.get(id(registry))
         if got is None or got[0] is not registry:
-            got = (registry, _Metrics(registry, labelnames), _wal.WALMetrics(registry, labelnames))
+            got = (registry, _Metrics(registry, labelnames), _wal.WALMetrics(registry, labelnames),
+                   _wal.WALMetrics(registry, labelnames, prefix="prometheus_tsdb_out_of_order_wbl_"))
             _METRICS[id(registry)] = got
         if got[1].labelnames != tuple(labelnames):
             raise ValueError(f"metric labels {tuple(labelnames)} differ from {got[1].labelnames} "
                              "used by another TSDB on this registry")
-        return got[1], got[2]
+        return got[1], got[2], got[3]
 
 
 class _NoMetric:
@@ -200,6 +202,11 @@ def series_record(refs: np.ndarray, buf: Any, offsets: np.ndarray, idx: np.ndarr
     return out.tobytes()
 
 
+def _samples_records(r: np.ndarray, t: np.ndarray, v: np.ndarray) -> list[bytes]:
+    return [wr.encode_samples(r[a:a + _MAX_SAMPLES_PER_RECORD], t[a:a + _MAX_SAMPLES_PER_RECORD],
+                              v[a:a + _MAX_SAMPLES_PER_RECORD]) for a in range(0, len(r), _MAX_SAMPLES_PER_RECORD)]
+
+
 class _Block:
     """A loaded block and the reads using it: a deleted block is closed when its last read ends."""
 
@@ -224,6 +231,7 @@ class TSDB:
         self.wal_dir = os.path.join(directory, WAL_DIRNAME)
         self.head = head
         self.wal = wal
+        self.wbl: _wal.WAL | None = None  # out-of-order samples (Prometheus' write-behind log)
         self.retention_ms = int(retention_ms)
         self.compression = compression
         self._wlock = threading.Lock()  # appends and head truncation
@@ -251,9 +259,9 @@ class TSDB:
         os.makedirs(d, exist_ok=True)
         lock_fd = _lock_dir(d)
         metric_labels = dict(metric_labels or {})
-        metrics = walm = None
+        metrics = walm = wblm = None
         if registry is not None:
-            metrics, walm = _metrics_for(registry, sorted(metric_labels))
+            metrics, walm, wblm = _metrics_for(registry, sorted(metric_labels))
         head = Head(chunk_range=chunk_range_ms, samples_per_chunk=samples_per_chunk, ooo_window=ooo_window_ms)
         start = time.perf_counter()
         try:
@@ -266,6 +274,10 @@ class TSDB:
                  metric_labels=metric_labels)
         db._lock_fd = lock_fd
         try:
+            wbl_dir = os.path.join(d, WBL_DIRNAME)
+            if ooo_window_ms > 0 or os.path.isdir(wbl_dir):
+                db.wbl = _wal.WAL(wbl_dir, segment_size=wal_segment_size, compression=wal_compression, repair=True,
+                                  metrics=wblm, metric_labels=metric_labels)
             db._load_blocks()
             # blocks cut from out-of-order samples do not count (DB.inOrderBlocksMaxTime)
             in_order = [b.meta.max_time for b in db._blocks if "from-out-of-order" not in b.meta.compaction.hints]
@@ -274,6 +286,8 @@ class TSDB:
             db._replay()
         except BaseException:
             w.close()
+            if db.wbl is not None:
+                db.wbl.close()
             db._close_blocks()
             db._unlock()
             raise
@@ -302,30 +316,61 @@ class TSDB:
         self._blocks.sort(key=lambda b: (b.meta.min_time, b.meta.max_time))
 
     def _replay(self) -> None:
-        """Replay the WAL into the head (a reader thread decodes while this one appends)."""
-        head = self.head
-        min_valid = head._min_valid_time  # set from the newest block before replay
-        multi: dict[int, int] = {}
+        """Replay the WAL, then the WBL (out-of-order samples), into the head."""
+        t0 = time.perf_counter()
+        self._multi: dict[int, int] = {}
+        self._mk = np.zeros(0, dtype=np.int64)
+        self._mv = np.zeros(0, dtype=np.int64)
         st = dict(series=0, samples=0, discarded_before_blocks=0, unknown_sample_refs=0, rejected_samples=0,
-                  histograms=0, exemplars=0, records_skipped=0)
-        unknown_series: set[int] = set()
+                  histograms=0, exemplars=0, records_skipped=0, ooo_samples=0)
+        unknown: set[int] = set()
+        self._replay_log(self.wal, st, unknown, wbl=False)
+        if self.wbl is not None:
+            # Prometheus puts WBL samples into the out-of-order chunks without checking the
+            # window (it was checked when they came; the head's max time has moved on since the
+            # WAL replay): our head takes them as out-of-order samples with an unbounded window
+            window = self.head.ooo_window
+            self.head.ooo_window = 1 << 62  # no overflow in max_time - window
+            try:
+                self._replay_log(self.wbl, st, unknown, wbl=True)
+            finally:
+                self.head.ooo_window = window
+        if st["unknown_sample_refs"]:
+            log.warning("Unknown series references", extra={"series": len(unknown),
+                                                              "samples": st["unknown_sample_refs"]})
+            if self._m:
+                self._m.unknown_refs.labels(*self._vals, "samples").inc(st["unknown_sample_refs"])
+                self._m.unknown_refs.labels(*self._vals, "series").inc(len(unknown))
+        st["seconds"] = time.perf_counter() - t0
+        self.replay_stats = st
+        del self._multi, self._mk, self._mv
+        log.info("WAL replay completed", extra={k: v for k, v in st.items()})
+
+    def _set_multi(self) -> None:
+        self._mk = np.array(sorted(self._multi), dtype=np.int64)
+        self._mv = np.array([self._multi[k] for k in self._mk.tolist()], dtype=np.int64)
+
+    def _replay_log(self, w: _wal.WAL, st: dict, unknown: set[int], *, wbl: bool) -> None:
+        """One log into the head; a reader thread decodes while this one appends. In the WAL,
+        samples before the newest block are dropped (they are in it); the WBL holds only
+        out-of-order samples, which Prometheus never drops for that reason."""
+        head = self.head
+        min_valid = MIN_TIME if wbl else head._min_valid_time  # set from the newest block before replay
+        multi = self._multi
         q: queue.Queue = queue.Queue(maxsize=4)
         _END = object()
 
         def produce() -> None:
             try:
-                for item in _wal.replay(self.wal_dir, batch=_REPLAY_BATCH):
+                for item in _wal.replay(w.dir, batch=_REPLAY_BATCH):
                     q.put(item)
                 q.put(_END)
             except BaseException as e:  # handed to the consumer
                 q.put(e)
 
-        t0 = time.perf_counter()
         reader = threading.Thread(target=produce, name="wal-replay-reader", daemon=True)
         reader.start()
         err: BaseException | None = None
-        mk = np.zeros(0, dtype=np.int64)
-        mv = np.zeros(0, dtype=np.int64)
         while True:
             item = q.get()
             if item is _END:
@@ -334,7 +379,7 @@ class TSDB:
                 err = item
                 break
             rtype, body = item
-            if rtype == wr.SERIES:
+            if rtype == wr.SERIES and not wbl:
                 refs, blobs = body
                 if not blobs:
                     continue
@@ -347,15 +392,12 @@ class TSDB:
                 if multi and created.any():
                     # a ref that stood for a repeated series now names new labels: from here on
                     # its samples are that series' own
-                    gone = [r for r in rec_refs[created].tolist() if multi.pop(r, None) is not None]
-                    if gone:
-                        mk = np.array(sorted(multi), dtype=np.int64)
-                        mv = np.array([multi[k] for k in mk.tolist()], dtype=np.int64)
+                    if [r for r in rec_refs[created].tolist() if multi.pop(r, None) is not None]:
+                        self._set_multi()
                 dup = np.flatnonzero((status == 0) & (got != rec_refs))
                 if len(dup):
                     multi.update(zip(rec_refs[dup].tolist(), got[dup].tolist()))
-                    mk = np.array(sorted(multi), dtype=np.int64)
-                    mv = np.array([multi[k] for k in mk.tolist()], dtype=np.int64)
+                    self._set_multi()
                 bad = np.flatnonzero(status >= 2)
                 if len(bad):
                     log.warning("WAL replay: series record not applied",
@@ -368,21 +410,23 @@ class TSDB:
                 if not keep.all():
                     st["discarded_before_blocks"] += int(len(t) - keep.sum())
                     r, t, v = r[keep], t[keep], v[keep]
-                if len(mk):
-                    r = self._remap(r, t, mk, mv)
+                if len(self._mk):
+                    r = self._remap(r, t, self._mk, self._mv)
                 if not len(r):
                     continue
                 status = head.append(r, t, v)
                 ok = (status == OK) | (status == OOO_OK)
                 n_ok = int(ok.sum())
-                st["samples"] += n_ok
+                st["ooo_samples" if wbl else "samples"] += n_ok
                 if n_ok != len(status):
                     unk = status == BAD_REF
                     n_unk = int(unk.sum())
                     if n_unk:
                         st["unknown_sample_refs"] += n_unk
-                        unknown_series.update(np.unique(r[unk]).tolist())
+                        unknown.update(np.unique(r[unk]).tolist())
                     st["rejected_samples"] += len(status) - n_ok - n_unk
+            elif wbl:
+                st["records_skipped"] += 1
             elif rtype in (wr.HISTOGRAM_SAMPLES, wr.FLOAT_HISTOGRAM_SAMPLES, wr.CUSTOM_BUCKETS_HISTOGRAM_SAMPLES,
                            wr.CUSTOM_BUCKETS_FLOAT_HISTOGRAM_SAMPLES):
                 hs = [h for h in body if h.t >= min_valid]
@@ -402,20 +446,11 @@ class TSDB:
             if not isinstance(err, _wal.WALCorruption):
                 raise err
             self._child(self._m.wal_corruptions if self._m else None).inc()
-            if os.path.abspath(os.path.dirname(err.segment)) != os.path.abspath(self.wal_dir):
+            if os.path.abspath(os.path.dirname(err.segment)) != os.path.abspath(w.dir):
                 raise err  # a damaged checkpoint: Prometheus refuses to start too
-            log.warning("WAL replay stopped at damage; repairing", extra={"err": str(err)})
-            self.wal.repair(err)
-            st["repaired"] = str(err)
-        if st["unknown_sample_refs"]:
-            log.warning("Unknown series references", extra={"series": len(unknown_series),
-                                                              "samples": st["unknown_sample_refs"]})
-            if self._m:
-                self._m.unknown_refs.labels(*self._vals, "samples").inc(st["unknown_sample_refs"])
-                self._m.unknown_refs.labels(*self._vals, "series").inc(len(unknown_series))
-        st["seconds"] = time.perf_counter() - t0
-        self.replay_stats = st
-        log.info("WAL replay completed", extra={k: v for k, v in st.items()})
+            log.warning("Replay stopped at damage; repairing", extra={"err": str(err)})
+            w.repair(err)
+            st["repaired" if not wbl else "wbl_repaired"] = str(err)
 
     def _remap(self, r: np.ndarray, t: np.ndarray, mk: np.ndarray, mv: np.ndarray) -> np.ndarray:
         """Samples of a ref whose Series record repeated a live series' labels go to that series;
@@ -460,15 +495,19 @@ class TSDB:
             if len(new):
                 recs.append(series_record(refs[new], buf, offsets, new))
             st, sv = ts, vs
+            ooo = None
             if (status != OK).any():  # some samples left out: log only the accepted ones
-                ok = np.flatnonzero((status == OK) | (status == OOO_OK))
+                if self.wbl is not None:
+                    oi = np.flatnonzero(status == OOO_OK)
+                    if len(oi):
+                        ooo = _samples_records(sr[oi], ts[oi], vs[oi])
+                ok = np.flatnonzero(status == OK)
                 sr, st, sv = sr[ok], ts[ok], vs[ok]
-            if len(sr):
-                for a in range(0, len(sr), _MAX_SAMPLES_PER_RECORD):
-                    b = a + _MAX_SAMPLES_PER_RECORD
-                    recs.append(wr.encode_samples(sr[a:b], st[a:b], sv[a:b]))
+            recs += _samples_records(sr, st, sv)
             if recs:
                 self.wal.log(recs)
+            if ooo:  # after the WAL, which holds the Series records they need
+                self.wbl.log(ooo)
         return AppendResult(status, refs, len(new))
 
     def _series_for(self, buf: Any, offsets: Any, series: Any) -> tuple[np.ndarray, list[bytes]]:
@@ -554,9 +593,7 @@ class TSDB:
             self._truncate_wal(last_maxt)
             if head.ooo_window:
                 with self._wlock:
-                    for u in head.compact_ooo(self.dir):
-                        self._add_block(u)
-                        out.append(u)
+                    out += self._compact_ooo()
         self._apply_retention()
         if out:
             log.info("Head compacted", extra={"blocks": ",".join(out), "head_min_time": head.min_time})
@@ -580,14 +617,25 @@ class TSDB:
                         self._add_block(u)
                         out.append(u)
                     mint = maxt
-                if head.ooo_window:
-                    for u in head.compact_ooo(self.dir):
-                        self._add_block(u)
-                        out.append(u)
+                out += self._compact_ooo()
                 head.truncate(end)
                 self._truncate_wal(end, everything=True)
             self._apply_retention()
             return out
+
+    def _compact_ooo(self) -> list[str]:
+        """The head's out-of-order samples into blocks, then the WBL that held them dropped
+        (``DB.compactOOOHead`` + ``Head.truncateOOO``). Appends are held by the caller: an
+        out-of-order sample logged meanwhile would be deleted with the WBL unwritten."""
+        out = []
+        for u in self.head.compact_ooo(self.dir):
+            self._add_block(u)
+            out.append(u)
+        if self.wbl is not None:
+            nxt = self.wbl.next_segment()
+            self.wbl.delete_segments_before(nxt)
+            _wal.delete_checkpoints_before(self.wbl.dir, nxt)
+        return out
 
     def _add_block(self, u: str) -> None:
         b = _Block(BlockReader.open_dir(os.path.join(self.dir, u)))
@@ -834,6 +882,8 @@ class TSDB:
                 return
             self._closed = True
             self.wal.close()
+            if self.wbl is not None:
+                self.wbl.close()
         self._close_blocks()
         self._unlock()
 
