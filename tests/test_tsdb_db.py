@@ -652,3 +652,50 @@ def test_out_of_order_samples_go_to_the_wbl_and_blocks_once(tmp_path):
     db = TSDB.open(path, ooo_window_ms=H)
     assert samples_equal(all_samples(db), want) and db.head.num_series == 0
     db.close()
+
+
+def test_histograms_and_exemplars_kept_in_the_wal_through_checkpoints(tmp_path):
+    """The head keeps no native histograms or exemplars: they stay in the WAL, and a checkpoint
+    keeps them (and the Series record of a histogram-only series the head dropped) while they are
+    at or after its time; older ones go with the checkpoint."""
+    from pythanos.remote.write import HistogramSample
+
+    sets = labelsets(20, "hx")
+    start = (T0 // H2) * H2
+    t = start + np.arange(0, 7 * H, 60_000, dtype=np.int64)
+    hbuf, hoffs = blobs_from_labels([{"__name__": "hx_hist"}])
+    ebuf, eoffs = blobs_from_labels(sets[:1])
+    db = TSDB.open(tmp_path / "db", wal_segment_size=32 * 1024)
+    hist_t, ex_t = [], []
+    for a in range(0, len(t), 30):
+        feed(db, sets, t[a:a + 30], np.random.default_rng(a).normal(size=(len(sets), 30)), 30)
+        ht = int(t[a]) + 1
+        db.append_histograms(hbuf, hoffs, [HistogramSample(
+            series=0, timestamp=ht, is_float=True, count=2.0, sum=1.0, schema=1, zero_threshold=0.001, zero_count=0.5,
+            positive_spans=[(0, 1)], positive_buckets=[1.5], negative_spans=[], negative_buckets=[], reset_hint=0)])
+        hist_t.append(ht)
+        db.append_exemplars(ebuf, eoffs, [0], [blobs_from_labels([{"trace_id": f"t{a}"}])[0]], [1.0], [ht])
+        ex_t.append(ht)
+        db.compact()
+    assert db.blocks() and W.last_checkpoint(tmp_path / "db" / "wal") is not None
+    cp_t = db._last_wal_truncation
+    db.close()
+    refs_named, hists, exs = {}, [], []
+    for rtype, body in W.replay(tmp_path / "db" / "wal"):
+        if rtype == R.SERIES:
+            for r, b in zip(body[0].tolist(), body[1]):
+                refs_named[r] = R.blob_to_labels(b)
+        elif rtype in (R.FLOAT_HISTOGRAM_SAMPLES,):
+            hists += [(h.ref, h.t) for h in body]
+        elif rtype == R.EXEMPLARS:
+            exs += body[1].tolist()
+    # every histogram and exemplar from the last checkpoint's time on is there once, with its
+    # series named; the oldest went with the checkpoints (newer segments are not checkpointed yet)
+    got_h = sorted(x for _, x in hists)
+    assert len(set(got_h)) == len(got_h) and set(got_h) <= set(hist_t)
+    assert {x for x in hist_t if x >= cp_t} <= set(got_h) and min(hist_t) not in got_h
+    assert all(refs_named[r] == (("__name__", "hx_hist"),) for r, _ in hists)
+    assert len(set(exs)) == len(exs) and {x for x in ex_t if x >= cp_t} <= set(exs) and min(ex_t) not in exs
+    with TSDB.open(tmp_path / "db") as db:
+        assert db.replay_stats["histograms"] == len([x for x in hist_t if x >= db.head._min_valid_time])
+        assert db.replay_stats["exemplars"] > 0
