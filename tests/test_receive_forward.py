@@ -33,7 +33,7 @@ from peers import REGISTRY, free_ports
 from pythanos.receive import hashring as hr
 from pythanos.receive import _forward
 from pythanos.receive.forward import (ForwardResult, Forwarder, LocalResult, endpoint_text, error_set_text,
-                                      local_outcome, series_frames)
+                                      local_outcome, series_frames, split_write_request)
 from pythanos.remote.prompb import remote_pb2, types_pb2, write_v2_pb2
 from pythanos.remote.write import decode_v1, decode_v2
 from pythanos.storeapi import writeapi
@@ -282,6 +282,33 @@ def test_kernels_refuse_offsets_outside_their_buffers():
                            np.zeros(0, np.int64), np.zeros(0), np.array([0], np.int64))
 
 
+def test_split_write_request_takes_a_thanos_write_request_apart():
+    raw = v1_body(20, 77)
+    frames = remote_pb2.WriteRequest.FromString(raw)
+    wr = write_pb2.WriteRequest(tenant="team-ä", replica=3)
+    wr.MergeFromString(raw)  # the same field-1 frames
+    body, tenant, replica = split_write_request(wr.SerializeToString())
+    assert (tenant, replica) == ("team-ä", 3) and remote_pb2.WriteRequest.FromString(body) == frames
+    d = decode_v1(body, tenant)
+    assert d.n_series == 20 and int(d.hashes[4]) == hr.series_hash(tenant, series_labels(4))
+    # fields in any order, repeated scalars (last wins), unknown fields skipped: frames copied together
+    f0, f1 = series_frames(decode_v1(raw, ""), np.array([0])), series_frames(decode_v1(raw, ""), np.array([1]))
+    odd = f0 + b"\x12\x01a" + b"\x18\x07" + b"\x9a\x05\x02zz" + f1 + b"\x12\x01b" + b"\x18\x02" + b"\x25\x00\x00\x00\x00"
+    assert split_write_request(odd) == (f0 + f1, "b", 2)
+    assert split_write_request(b"") == (b"", "", 0)
+    assert split_write_request(b"\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01")[2] == -1
+    for bad, where in ((b"\x0a\x05ab", "timeseries: length runs past the end at byte 0"),
+                       (b"\x08\x01", "timeseries: wrong wire type 0"),
+                       (f0 + b"\x12\x01", "tenant: length runs past"),
+                       (b"\x1a\x00", "replica: bad varint"),
+                       (b"\x23", "field 4 (wire type 3)"),
+                       (b"\x00", "illegal field number 0"),
+                       (b"\x80", "truncated field key"),
+                       (b"\x12\x01\xff", "tenant: not valid UTF-8")):
+        with pytest.raises(ValueError, match=re.escape(where)):
+            split_write_request(bad)
+
+
 def test_v2_routing_hash_is_over_the_forwarded_labels():
     """A 2.0 series the sender did not sort (or with an empty value) is forwarded with its
     canonical labels, so it is routed by their hash: the hash a Thanos member computes."""
@@ -512,6 +539,67 @@ def test_backoff_hashring_replacement_and_metrics_in_process():
     asyncio.run(main())
 
 
+class Hanging(Servicer):
+    """Never answers (a member that accepted the connection and stalls)."""
+
+    async def handle(self, req: write_pb2.WriteRequest) -> None:
+        self.requests.append(req)
+        await asyncio.Event().wait()
+
+
+def test_timeouts_and_local_failures_in_process():
+    """A stalled member counts as failed when the forward timeout ends, with the gRPC deadline
+    text; what the others answered decides (a conflict still completes the quorum). A local write
+    that raises is a failed replica with its text."""
+    async def main():
+        ok, conflict, hang = Servicer(), Servicer(grpc.StatusCode.ALREADY_EXISTS, "add 1 samples: out of bounds"), Hanging()
+        for s in (ok, conflict, hang):
+            await s.start()
+        d = decode_v1(v1_body(5, 1000), "t")
+        try:
+            ok2 = await Servicer().start()
+            for members, want in (((ok, conflict, hang), 409), ((ok, ok2, hang), 200)):
+                ring = ring_of([m.address for m in members], rf=3)
+                f = Forwarder(lambda: ring, "", 3, hr.ROUTER_ONLY, local_write=Local(), registry=CollectorRegistry(),
+                              forward_timeout=0.5)
+                res = await f.forward("t", d)
+                await f.close()
+                assert res.status == want, res
+                if want == 409:
+                    assert "rpc error: code = DeadlineExceeded desc = " in res.message
+                    assert "rpc error: code = AlreadyExists desc = add 1 samples: out of bounds" in res.message
+            await ok2.stop()
+            # one success and two stalled members: short of the quorum
+            hang2 = await Hanging().start()
+            ring = ring_of([ok.address, hang.address, hang2.address], rf=3)
+            f = Forwarder(lambda: ring, "", 3, hr.ROUTER_ONLY, local_write=Local(), registry=CollectorRegistry(),
+                          forward_timeout=0.5)
+            res = await f.forward("t", d)
+            await f.close()
+            await hang2.stop()
+            assert res.status == 503 and res.message.count("DeadlineExceeded") == 2, res
+
+            async def boom(tenant, decoded, positions, replica):
+                raise OSError("disk on fire")
+            me = "127.0.0.1:1"
+            ring = ring_of([me, ok.address], rf=2)
+            f = Forwarder(lambda: ring, me, 2, local_write=boom, registry=CollectorRegistry())
+            res = await f.forward("t", d)  # the other replica succeeds: quorum 1
+            assert res.status == 200
+            ring1 = ring_of([me], rf=1)
+            f1 = Forwarder(lambda: ring1, me, 1, local_write=boom, registry=CollectorRegistry())
+            res = await f1.forward("t", d)
+            assert (res.status, res.message) == (503, "forwarding request to endpoint addr: 127.0.0.1:1, capnp_addr: "
+                                                      "127.0.0.1:19391, az: : writing locally: disk on fire")
+            for x in (f, f1):
+                await x.close()
+        finally:
+            for s in (ok, conflict, hang):
+                await s.stop()
+
+    asyncio.run(main())
+
+
 # ------------------------------------------------------------------------------------------ real Thanos
 
 
@@ -714,6 +802,41 @@ def test_rolling_restart_rf3_answers_409_never_503(thanos_bin, tmp_path):
 def v1_frames(i: int, ts_ms: int, labels) -> bytes:
     d = decode_v1(v1_body(1, ts_ms, i, labels), "")
     return series_frames(d, np.array([0]))
+
+
+def test_what_a_thanos_router_forwards_splits_and_decodes(thanos_bin, tmp_path):
+    """A real Thanos router forwarding to our servicer (raw bytes): split_write_request gives the
+    tenant, the wire replica and a body decode_v1 reads as the series the router was sent, with
+    the routing hashes the router used."""
+    tenant = "split-tenant"
+
+    async def main():
+        got: list[bytes] = []
+
+        async def handle(raw: bytes) -> None:
+            got.append(raw)
+        server = grpc.aio.server()
+        writeapi.add_writeable_servicer(server, handle, raw=True)
+        port = free_ports(1)[0]
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        router = await asyncio.to_thread(start_router, thanos_bin, tmp_path, [f"127.0.0.1:{port}"], 1)
+        try:
+            raw = v1_body(50, int(time.time() * 1000))
+            code, text = await asyncio.to_thread(post_body, router.rw, raw, tenant)
+            assert code == 200, text
+            assert len(got) == 1
+            body, t, replica = split_write_request(got[0])
+            assert (t, replica) == (tenant, 1)
+            d = decode_v1(body, t)
+            assert [d.labels(i) for i in range(d.n_series)] == [series_labels(i) for i in range(50)]
+            assert d.sample_values.tolist() == [float(i) for i in range(50)]
+            assert d.hashes.tolist() == hr.series_hashes(tenant, (series_labels(i) for i in range(50))).tolist()
+        finally:
+            router.p.stop()
+            await server.stop(None)
+
+    asyncio.run(main())
 
 
 def test_rw2_requests_reach_a_thanos_member_with_their_labels_and_samples(thanos_bin, tmp_path):

@@ -11,6 +11,11 @@
  *     their zero value are left out as Go's protobuf encoder leaves them out (a value whose bits
  *     are not all zero, -0.0 included, is written).
  *
+ * split_write_request(raw) -> (frames: bytes, tenant: bytes, replica: int)
+ *     A serialized thanos.WriteRequest{timeseries = 1, tenant = 2, replica = 3} taken apart without
+ *     decoding its series: the field-1 frames as they came (a prometheus.WriteRequest body holding
+ *     the same series), the tenant and the replica (last occurrence wins, unknown fields skipped).
+ *
  * Every offset and length comes from a decoder of network input: each is checked against the
  * buffer it points into, and a bad one raises ValueError naming the position, the series and the
  * values. Sizes are computed in a first pass, the output allocated once, then filled; both passes
@@ -300,7 +305,129 @@ done:
     return out;
 }
 
+/* ---------------------------------------------------------------- thanos.WriteRequest */
+
+/* Skips one field value of wire type wt at *p; -1 when it runs past end or is a group. */
+static int skip_field(const uint8_t **p, const uint8_t *end, unsigned wt) {
+    uint64_t v;
+    switch (wt) {
+    case 0:
+        return get_uvarint(p, end, &v);
+    case 1:
+        if (end - *p < 8) return -1;
+        *p += 8;
+        return 0;
+    case 2:
+        if (get_uvarint(p, end, &v) || v > (uint64_t)(end - *p)) return -1;
+        *p += v;
+        return 0;
+    case 5:
+        if (end - *p < 4) return -1;
+        *p += 4;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+static PyObject *py_split_write_request(PyObject *self, PyObject *args) {
+    Py_buffer raw;
+    if (!PyArg_ParseTuple(args, "y*", &raw)) return NULL;
+    PyObject *frames = NULL, *out = NULL;
+    const uint8_t *b = (const uint8_t *)raw.buf, *end = b + raw.len, *p = b;
+    const uint8_t *tenant = NULL;
+    uint64_t tenant_len = 0, replica = 0;
+    size_t total = 0;
+    const uint8_t *first = NULL, *last_end = NULL;
+    int contiguous = 1;
+    char msg[200];
+    msg[0] = 0;
+    /* pass 1: check every field, find the timeseries frames, the tenant and the replica */
+    while (p < end) {
+        const uint8_t *at = p;
+        uint64_t key;
+        if (get_uvarint(&p, end, &key)) {
+            snprintf(msg, sizeof msg, "proto: WriteRequest: truncated field key at byte %zd", at - b);
+            goto bad;
+        }
+        unsigned field = (unsigned)(key >> 3), wt = (unsigned)(key & 7);
+        if (field == 0) {
+            snprintf(msg, sizeof msg, "proto: WriteRequest: illegal field number 0 at byte %zd", at - b);
+            goto bad;
+        }
+        if (field == 1 || field == 2) {
+            uint64_t n;
+            if (wt != 2) {
+                snprintf(msg, sizeof msg, "proto: WriteRequest.%s: wrong wire type %u at byte %zd",
+                         field == 1 ? "timeseries" : "tenant", wt, at - b);
+                goto bad;
+            }
+            if (get_uvarint(&p, end, &n) || n > (uint64_t)(end - p)) {
+                snprintf(msg, sizeof msg, "proto: WriteRequest.%s: length runs past the end at byte %zd",
+                         field == 1 ? "timeseries" : "tenant", at - b);
+                goto bad;
+            }
+            if (field == 1) {
+                if (!first) first = at;
+                else if (at != last_end) contiguous = 0;
+                last_end = p + n;
+                total += (size_t)(p + n - at);
+            } else {
+                tenant = p;
+                tenant_len = n;
+            }
+            p += n;
+        } else if (field == 3) {
+            if (wt != 0 || get_uvarint(&p, end, &replica)) {
+                snprintf(msg, sizeof msg, "proto: WriteRequest.replica: bad varint (wire type %u) at byte %zd", wt,
+                         at - b);
+                goto bad;
+            }
+        } else if (skip_field(&p, end, wt)) {
+            snprintf(msg, sizeof msg, "proto: WriteRequest: field %u (wire type %u) runs past the end at byte %zd",
+                     field, wt, at - b);
+            goto bad;
+        }
+    }
+    if (contiguous) {
+        frames = PyBytes_FromStringAndSize((const char *)first, (Py_ssize_t)total);
+    } else {
+        /* pass 2 (rare: other fields between the frames): copy the frames together */
+        frames = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+        if (frames) {
+            uint8_t *o = (uint8_t *)PyBytes_AS_STRING(frames);
+            p = b;
+            while (p < end) {
+                const uint8_t *at = p;
+                uint64_t key = 0, n = 0;
+                get_uvarint(&p, end, &key);
+                if ((key >> 3) == 1) {
+                    get_uvarint(&p, end, &n);
+                    memcpy(o, at, (size_t)(p + n - at));
+                    o += p + n - at;
+                    p += n;
+                } else if ((key >> 3) == 3) {
+                    get_uvarint(&p, end, &n);
+                } else {
+                    skip_field(&p, end, (unsigned)(key & 7));
+                }
+            }
+        }
+    }
+    if (!frames) goto done;
+    out = Py_BuildValue("(Ny#L)", frames, tenant ? (const char *)tenant : "", (Py_ssize_t)tenant_len,
+                        (long long)(int64_t)replica);
+    goto done;
+bad:
+    PyErr_SetString(PyExc_ValueError, msg);
+done:
+    PyBuffer_Release(&raw);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"split_write_request", py_split_write_request, METH_VARARGS,
+     "split_write_request(raw) -> (timeseries frames, tenant bytes, replica): a thanos.WriteRequest's parts"},
     {"frames_v1", py_frames_v1, METH_VARARGS,
      "frames_v1(body, ranges, positions) -> bytes: the field-1 frames of the TimeSeries at positions"},
     {"frames_v2", py_frames_v2, METH_VARARGS,

@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "COMPRESSIONS", "ERR_NOT_READY", "ERR_UNAVAILABLE", "ERR_BAD_REPLICA", "LocalResult", "ForwardResult",
-    "LocalWrite", "Forwarder", "series_frames", "local_outcome", "endpoint_text", "error_set_text", "go_status_text",
+    "LocalWrite", "Forwarder", "series_frames", "local_outcome", "split_write_request", "endpoint_text", "error_set_text", "go_status_text",
 ]
 
 ERR_CONFLICT = "conflict"
@@ -326,6 +326,19 @@ def series_frames(decoded: DecodedWrite, positions: np.ndarray, rare: Optional[_
     return out + writeapi.frame_timeseries(r.timeseries(i) for i in pos[rare_mask].tolist())
 
 
+def split_write_request(raw: bytes) -> tuple[bytes, str, int]:
+    """A serialized ``thanos.WriteRequest`` (what a router forwards to us) taken apart in one
+    kernel pass without decoding its series: ``(body, tenant, replica)``, where ``body`` holds its
+    TimeSeries frames as they came, a ``prometheus.WriteRequest`` body for ``decode_v1`` (the
+    decoder cannot take the WriteRequest itself: its field 3 is a varint replica where remote
+    write 1.0 has repeated metadata). Malformed input raises ValueError naming the field and byte."""
+    frames, tenant, replica = _forward.split_write_request(raw)
+    try:
+        return frames, tenant.decode(), replica
+    except UnicodeDecodeError as e:
+        raise ValueError(f"proto: WriteRequest.tenant: not valid UTF-8 at byte {e.start} of the tenant") from None
+
+
 # --- the forwarder ----------------------------------------------------------------------------
 
 @dataclass
@@ -387,6 +400,7 @@ class Forwarder:
         self._channels: dict[Endpoint, grpc.aio.Channel] = {}
         self._peers: dict[Endpoint, _Peer] = {}
         self._background: set[asyncio.Task] = set()
+        self._local_tasks: set[asyncio.Task] = set()
         reg = registry
         self.m_forward = Counter("thanos_receive_forward_requests_total", "The number of forward requests.",
                                  ["result"], registry=reg)
@@ -451,16 +465,22 @@ class Forwarder:
     def _mark_available(self, e: Endpoint) -> None:
         self._peers.pop(e, None)
 
-    def _spawn(self, coro) -> asyncio.Task:
+    def _spawn(self, coro, local: bool = False) -> asyncio.Task:
+        """A task kept referenced until it ends (the answer may come before it does)."""
         t = asyncio.ensure_future(coro)
-        self._background.add(t)
-        t.add_done_callback(self._background.discard)
+        for s in (self._background, self._local_tasks) if local else (self._background,):
+            s.add(t)
+            t.add_done_callback(s.discard)
+        t.add_done_callback(_quiet)
         return t
 
     async def close(self) -> None:
-        """Close every channel (after cancelling forwards still running in the background)."""
+        """Cancel the forwards still running, let local writes finish, close every channel."""
         for t in list(self._background):
-            t.cancel()
+            if t not in self._local_tasks:
+                t.cancel()
+        if self._local_tasks:
+            await asyncio.gather(*list(self._local_tasks), return_exceptions=True)
         chans, self._channels = list(self._channels.values()), {}
         for ch in chans:
             await ch.close(None)
@@ -503,7 +523,8 @@ class Forwarder:
         return OK, ""
 
     async def _local(self, part: _Part, tenant: str, decoded: DecodedWrite, positions: np.ndarray,
-                     replicated: bool) -> tuple[int, str]:
+                     replicated: bool, started: float) -> tuple[int, str]:
+        self.m_delay.labels(part.endpoint.address).observe(max(0.0, self.clock() - started))
         try:
             res = await self.local_write(tenant, decoded, positions, part.replica)
         except asyncio.CancelledError:
@@ -593,7 +614,8 @@ class Forwarder:
 
         for k, part in enumerate(parts):
             if part.local:
-                tasks[asyncio.ensure_future(self._local(part, tenant, decoded, pos[part.local_ids], replicated))] = k
+                tasks[self._spawn(self._local(part, tenant, decoded, pos[part.local_ids], replicated, started),
+                                 True)] = k
             elif not self._peer_up(part.endpoint):
                 settle(k, UNAVAILABLE, f"backing off forward request for endpoint "
                                        f"{_endpoint_replica_text(part.endpoint, part.replica)}: {ERR_UNAVAILABLE}")
@@ -603,7 +625,7 @@ class Forwarder:
                 except Exception as e:  # noqa: BLE001: a decoder bug must fail this write, not the request loop
                     settle(k, FAILED, f"forwarding request to endpoint {endpoint_text(part.endpoint)}: {e}")
                     continue
-                tasks[asyncio.ensure_future(self._remote(part, tenant, frames, replicated, deadline, started))] = k
+                tasks[self._spawn(self._remote(part, tenant, frames, replicated, deadline, started))] = k
 
         def decided() -> bool:
             s, c, p = succ, succ + conf, pending
@@ -616,8 +638,11 @@ class Forwarder:
                 break
             done, waiting = await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
-                kind, text = t.result()
-                settle(tasks[t], kind, text)
+                if t.cancelled():  # closed under us
+                    settle(tasks[t], FAILED, f"forwarding request to endpoint "
+                                             f"{endpoint_text(parts[tasks[t]].endpoint)}: context canceled")
+                else:
+                    settle(tasks[t], *t.result())
         timed_out = not decided()
         all_ok = bool(np.all(succ >= quorum))
         for t in waiting:
@@ -625,9 +650,6 @@ class Forwarder:
             part = parts[k]
             if not part.local and not all_ok:
                 t.cancel()  # the answer is a failure: nothing to gain from the rest (as Thanos)
-            self._background.add(t)  # local writes, and remote ones that may improve replication
-            t.add_done_callback(self._background.discard)
-            t.add_done_callback(_quiet)
             if timed_out:
                 how = "writing locally: " if part.local else "rpc error: code = DeadlineExceeded desc = "
                 settle(k, FAILED, f"forwarding request to endpoint {endpoint_text(part.endpoint)}: {how}{DEADLINE_TEXT}")
