@@ -530,6 +530,14 @@ def test_metrics_on_a_shared_registry(tmp_path):
 # ---------------------------------------------------------------------------- 6. figures
 
 
+def rss_now_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def test_figures_append_and_replay(tmp_path, capsys):
     """Append throughput through db.append (2000- and 100k-series requests), replay time of
     100k series x 240 samples, peak RSS. Printed, not asserted."""
@@ -557,6 +565,14 @@ def test_figures_append_and_replay(tmp_path, capsys):
     lines.append(f"replay {ns} series x {nt} samples: {time.perf_counter() - t0:.2f} s "
                  f"({db.replay_stats['samples'] / db.replay_stats['seconds'] / 1e6:.1f}M samples/s)")
     assert db.replay_stats["samples"] == ns * nt
+    st = db.head.stats()
+    kernel = sum(v for k, v in st.items() if k.endswith("_bytes"))
+    lines.append(f"head after replay: {kernel / 1e6:.0f} MB in the kernel ({kernel / ns:.0f} B/series, "
+                 f"chunk data {st['chunk_data_bytes'] / (ns * nt):.2f} B/sample), RSS now "
+                 f"{rss_now_mb():.0f} MB")
+    t0 = time.perf_counter()
+    blocks = db.flush()
+    lines.append(f"flush of the head into {len(blocks)} block(s) + checkpoint: {time.perf_counter() - t0:.2f} s")
     db.close()
     db = TSDB.open(tmp_path / "big")
     spent = 0.0
@@ -699,3 +715,42 @@ def test_histograms_and_exemplars_kept_in_the_wal_through_checkpoints(tmp_path):
     with TSDB.open(tmp_path / "db") as db:
         assert db.replay_stats["histograms"] == len([x for x in hist_t if x >= db.head._min_valid_time])
         assert db.replay_stats["exemplars"] > 0
+
+
+def test_compaction_concurrent_with_appends(tmp_path):
+    """compact() in one thread while another appends (the receiver's minutely compaction beside
+    its write handlers): every sample ends up once, in a block or the head, also after reopen."""
+    sets = labelsets(300, "cc")
+    buf, offs = blobs_from_labels(sets)
+    start = (T0 // H2) * H2
+    n_batches = 600  # 30 s apart: 5h
+    db = TSDB.open(tmp_path / "db", wal_segment_size=64 * 1024)
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for k in range(n_batches):
+                res = db.append(buf, offs, np.arange(len(sets)), np.full(len(sets), start + k * 30_000),
+                                np.full(len(sets), float(k)))
+                assert (res.status == OK).all(), np.unique(res.status)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+        finally:
+            done.set()
+
+    th = threading.Thread(target=writer)
+    th.start()
+    cut = []
+    while not done.is_set():
+        cut += db.compact()
+    th.join()
+    assert not errors, errors[0]
+    cut += db.compact()
+    assert len(cut) >= 1
+    want_t = start + np.arange(n_batches, dtype=np.int64) * 30_000
+    want = {key(s): (want_t, np.arange(n_batches, dtype=np.float64)) for s in sets}
+    assert samples_equal(samples_of(db), want)
+    db.close()
+    with TSDB.open(tmp_path / "db") as db:
+        assert samples_equal(samples_of(db), want)
