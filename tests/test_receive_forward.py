@@ -309,6 +309,78 @@ def test_split_write_request_takes_a_thanos_write_request_apart():
             split_write_request(bad)
 
 
+def count_frames(b: bytes) -> int:
+    """Top-level field-1 frames of ``b``, which must be nothing else (lengths checked)."""
+    i = n = 0
+    while i < len(b):
+        assert b[i] == 0x0A
+        i += 1
+        ln = shift = 0
+        while True:
+            x = b[i]
+            i += 1
+            ln |= (x & 0x7F) << shift
+            shift += 7
+            if x < 0x80:
+                break
+        i += ln
+        assert i <= len(b)
+        n += 1
+    return n
+
+
+def test_kernels_on_random_hostile_input():
+    """Random offsets, blobs and bytes (a fixed seed): every call returns well-formed frames or
+    raises ValueError; nothing reads outside its buffers (the debug allocator in test_kernel_safety's
+    style would catch a use after free; an out-of-bounds read of this size would fault or corrupt)."""
+    rng = np.random.default_rng(1234)
+    raw = v1_body(30, 99)
+    d = decode_v1(raw, "t")
+    d2 = decode_v2(v2_body([([("__name__", f"m{i}"), ("a", "b" * i)], [(i, float(i))] * (i % 3), [], [])
+                            for i in range(30)]), "t")
+    for _ in range(3000):
+        mode = rng.integers(0, 3)
+        if mode == 0:
+            ranges = np.ascontiguousarray(d.series_ranges, np.int64).copy()
+            k = rng.integers(0, ranges.size)
+            ranges.flat[k] = rng.choice([-1, 0, len(raw), len(raw) + 1, 1 << 62, -(1 << 63), int(rng.integers(0, 200))])
+            pos = rng.integers(-2, 33, size=rng.integers(0, 8)).astype(np.int64)
+            try:
+                out = _forward.frames_v1(raw, ranges, pos)
+            except ValueError:
+                continue
+            assert count_frames(out) == len(pos)
+        elif mode == 1:
+            boff = np.ascontiguousarray(d2.blob_offsets).copy()
+            soff = np.ascontiguousarray(d2.sample_offsets).copy()
+            blobs = bytearray(d2.blobs)
+            what = rng.integers(0, 3)
+            if what == 0:
+                boff.flat[rng.integers(0, boff.size)] = rng.integers(-5, len(blobs) + 5)
+            elif what == 1:
+                soff.flat[rng.integers(0, soff.size)] = rng.integers(-5, d2.n_samples + 5)
+            else:
+                for _ in range(rng.integers(1, 4)):
+                    blobs[rng.integers(0, len(blobs))] = int(rng.integers(0, 256))
+            pos = rng.integers(-1, 31, size=rng.integers(0, 8)).astype(np.int64)
+            try:
+                out = _forward.frames_v2(bytes(blobs), boff, soff, np.ascontiguousarray(d2.sample_ts),
+                                         np.ascontiguousarray(d2.sample_values), pos)
+            except ValueError:
+                continue
+            assert count_frames(out) == len(pos)
+        else:
+            body = bytearray(writeapi.encode_write_request(raw, "tenant", 2))
+            for _ in range(rng.integers(1, 6)):
+                body[rng.integers(0, len(body))] = int(rng.integers(0, 256))
+            cut = bytes(body[:rng.integers(0, len(body) + 1)])
+            try:
+                frames, _, _ = split_write_request(cut)
+            except ValueError:
+                continue
+            assert len(frames) <= len(cut)
+
+
 def test_v2_routing_hash_is_over_the_forwarded_labels():
     """A 2.0 series the sender did not sort (or with an empty value) is forwarded with its
     canonical labels, so it is routed by their hash: the hash a Thanos member computes."""
