@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pythanos.tlsconfig is imported where used (it pulls in ssl)
 __all__ = ["parse_duration", "parse_time_or_duration", "TimeOrDuration", "MinTime", "parse_url", "parse_address",
            "parse_bytes", "positive_int", "add_time_range", "non_negative_int", "duration", "content_flag", "flag_type", "add_common", "add_objstore", "add_listeners",
            "add_grpc_server_tls", "add_grpc_client_tls", "GrpcTLS", "grpc_tls_from_args",
-           "read_flag_file", "objstore_text", "bucket_from_args", "DEFAULT_MIN_TIME", "DEFAULT_MAX_TIME"]
+           "read_flag_file", "parse_label_flags", "objstore_text", "bucket_from_args", "DEFAULT_MIN_TIME", "DEFAULT_MAX_TIME"]
 
 T = TypeVar("T")
 
@@ -439,6 +439,29 @@ def selector_relabel_from_args(args: argparse.Namespace) -> list:
     where = "--selector.relabel-config-file" if args.relabel_config_file else "--selector.relabel-config"
     return parse_relabel_config(content_flag(args, "relabel_config", "--selector.relabel-config"), where,
                                 actions=SELECTOR_ACTIONS)
+
+
+def parse_label_flags(values: list[str], flag: str = "--label") -> dict[str, str]:
+    """Repeated ``--label name="value"`` flags (Thanos' ``parseFlagLabels``): the value is a Go
+    quoted string. A name given twice is refused (Thanos keeps both, a label set no store can
+    announce)."""
+    from .gofmt import UnquoteError, unquote
+
+    out: dict[str, str] = {}
+    for text in values:
+        name, eq, quoted = text.partition("=")
+        if not eq:
+            raise UserError(f"{flag}: unrecognized label {text!r} (want name=\"value\")")
+        if not name:
+            raise UserError(f"{flag}: unsupported format for label {text} (empty name)")
+        if name in out:
+            raise UserError(f"{flag}={text}: label name {name!r} given twice")
+        try:
+            out[name] = unquote(quoted)
+        except UnquoteError:
+            raise UserError(f"{flag}={text}: unquote label value: invalid syntax (the value must be quoted, "
+                            f"e.g. {name}=\"{quoted}\")") from None
+    return dict(sorted(out.items()))
 
 
 def read_flag_file(path: str, flag: str) -> str:

@@ -41,6 +41,7 @@ import logging
 import os
 import shutil
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,20 +129,45 @@ def hardlink_block(src: Path, dst: Path) -> None:
         _link_or_copy(src / rel, dst / rel)
 
 
-class _Metrics:
-    def __init__(self, registry: CollectorRegistry):
-        self.dir_syncs = Counter("thanos_shipper_dir_syncs_total", "Total number of dir syncs",
-                                 registry=registry)
+class _Families:
+    """The shipper's metric families in one registry, with ``labelnames`` (the receiver's shippers,
+    one per tenant, share them with a ``tenant`` label, as Thanos wraps each tenant's registerer)."""
+
+    def __init__(self, registry: CollectorRegistry, labelnames: tuple[str, ...]):
+        kw = dict(registry=registry, labelnames=labelnames)
+        self.labelnames = labelnames
+        self.dir_syncs = Counter("thanos_shipper_dir_syncs_total", "Total number of dir syncs", **kw)
         self.dir_sync_failures = Counter("thanos_shipper_dir_sync_failures_total",
-                                         "Total number of failed dir syncs", registry=registry)
-        self.uploads = Counter("thanos_shipper_uploads_total", "Total number of uploaded blocks", registry=registry)
+                                         "Total number of failed dir syncs", **kw)
+        self.uploads = Counter("thanos_shipper_uploads_total", "Total number of uploaded blocks", **kw)
         self.upload_failures = Counter("thanos_shipper_upload_failures_total",
-                                       "Total number of block upload failures", registry=registry)
+                                       "Total number of block upload failures", **kw)
         self.corrupted_blocks = Counter("thanos_shipper_corrupted_blocks_total",
-                                        "Total number of corrupted blocks", registry=registry)
+                                        "Total number of corrupted blocks", **kw)
         self.upload_compacted_done = Gauge("thanos_shipper_upload_compacted_done",
                                            "If 1 it means shipper uploaded all compacted blocks from the filesystem.",
-                                           registry=registry)
+                                           **kw)
+
+
+_FAMILIES: "weakref.WeakKeyDictionary[CollectorRegistry, _Families]" = weakref.WeakKeyDictionary()
+_FAMILIES_LOCK = threading.Lock()
+
+
+class _Metrics:
+    """One shipper's children of the (shared) families; ``labels`` empty for a lone shipper."""
+
+    def __init__(self, registry: CollectorRegistry, labels: dict[str, str] | None = None):
+        labels = labels or {}
+        with _FAMILIES_LOCK:
+            fam = _FAMILIES.get(registry)
+            if fam is None:
+                fam = _FAMILIES[registry] = _Families(registry, tuple(sorted(labels)))
+        if set(fam.labelnames) != set(labels):
+            raise ValueError(f"shipper metrics in this registry are labelled {fam.labelnames}, not {sorted(labels)}")
+        for name in ("dir_syncs", "dir_sync_failures", "uploads", "upload_failures", "corrupted_blocks",
+                     "upload_compacted_done"):
+            family = getattr(fam, name)
+            setattr(self, name, family.labels(**labels) if labels else family)
 
 
 class _OverlapChecker:
@@ -194,14 +220,15 @@ class Shipper:
     ``labels`` returns the current external labels (read from Prometheus by the sidecar).
     ``sync()`` is blocking (bucket calls); ``await sync_async()`` runs it on the shipper's own
     worker thread and ``await run(interval)`` syncs forever. ``on_uploaded(ulid)`` is called after
-    each block upload.
+    each block upload. ``metric_labels`` label this shipper's metrics (e.g. ``{"tenant": ...}``:
+    the shippers of one registry share the families, all with the same label names).
     """
 
     def __init__(self, bucket: Bucket, tsdb_dir: str | os.PathLike, *, labels: Callable[[], dict[str, str]],
                  source: str = SOURCE_SIDECAR, upload_compacted: bool = False,
                  meta_file_name: str = DEFAULT_META_FILENAME, allow_out_of_order_uploads: bool = False,
                  skip_corrupted_blocks: bool = False, registry: CollectorRegistry | None = None,
-                 on_uploaded: Callable[[str], None] | None = None):
+                 on_uploaded: Callable[[str], None] | None = None, metric_labels: dict[str, str] | None = None):
         self.bucket = bucket
         self.dir = Path(tsdb_dir)
         self.labels = labels
@@ -210,7 +237,7 @@ class Shipper:
         self.state_path = self.dir / meta_file_name
         self.allow_out_of_order_uploads = allow_out_of_order_uploads
         self.skip_corrupted_blocks = skip_corrupted_blocks
-        self.metrics = _Metrics(registry if registry is not None else CollectorRegistry())
+        self.metrics = _Metrics(registry if registry is not None else CollectorRegistry(), metric_labels)
         self.on_uploaded = on_uploaded
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None

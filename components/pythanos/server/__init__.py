@@ -109,6 +109,7 @@ class Component:
         self.app.router.add_get("/-/ready", self._ready_handler)
         self._runner = None
         self._local_runner = None
+        self._extra_runners: list = []
         self._grpc = None
         self.grpc_port = 0
         self.http_port = 0
@@ -287,6 +288,28 @@ class Component:
                                                       "address": bound_address(self.grpc_address, port),
                                                       "tls": self.grpc_tls is not None})
 
+    async def listen_http(self, app, address: str, flag: str) -> int:
+        """Serve another aiohttp ``app`` on ``address`` (the receiver's ``--remote-write.address``);
+        stopped with the others. Returns the port; a UserError names ``flag`` when it cannot listen."""
+        from aiohttp import web
+
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=self.http_grace_period)
+        await runner.setup()
+        host, _, port = address.rpartition(":")
+        site = web.TCPSite(runner, host.strip("[]") or None, int(port))
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            raise UserError(f"{flag}={address}: cannot listen: {e.strerror or e}") from None
+        self._extra_runners.append(runner)
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None)
+        bound = sockets[0].getsockname()[1] if sockets else int(port)
+        log.info("listening for requests", extra={"component": self.name, "address": bound_address(address, bound),
+                                                  "flag": flag})
+        return bound
+
     async def start(self, grpc_handlers: Optional[Iterable] = None,
                     cleanup: Optional[Callable[[], Awaitable]] = None) -> None:
         """HTTP, then gRPC (when handlers are given); if either cannot listen, what started is
@@ -353,6 +376,8 @@ class Component:
             await self._grpc.stop(self.grpc_grace_period)
             self._grpc = None
             log.info("internal server is shutdown gracefully", extra={"component": self.name, "service": "gRPC"})
+        while self._extra_runners:
+            await self._extra_runners.pop().cleanup()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

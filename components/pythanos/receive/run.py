@@ -1,0 +1,170 @@
+"""``pythanos receive``: remote write in, one TSDB per tenant, StoreAPI out, blocks shipped.
+
+Wiring only; the pieces: :mod:`.handler` (the HTTP remote-write endpoint and the gRPC write API),
+:mod:`.tenants` (a TSDB per tenant, its shipper, its StoreAPI), :mod:`.hashring` (routing).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..tlsconfig import ServerTLS
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ReceiveConfig", "run", "serve"]
+
+
+@dataclass
+class ReceiveConfig:
+    http_address: str = "0.0.0.0:10902"
+    http_grace_period: float = 120.0
+    http_config: str = ""
+    grpc_address: str = "0.0.0.0:10901"
+    grpc_grace_period: float = 120.0
+    grpc_tls: Optional[ServerTLS] = None
+    grpc_max_connection_age: float = 3600.0
+    remote_write_address: str = "0.0.0.0:19291"
+    tsdb_path: str = "./data"
+    labels: dict[str, str] = field(default_factory=dict)
+    bucket: Any = None
+    retention: float = 15 * 86400.0
+    hashrings_file: str = ""
+    hashrings_text: Optional[str] = None
+    hashrings_where: str = ""
+    hashrings_algorithm: str = "hashmod"
+    hashrings_refresh_interval: float = 300.0
+    local_endpoint: str = ""
+    tenant_header: str = "THANOS-TENANT"
+    default_tenant: str = "default-tenant"
+    split_tenant_label: str = ""
+    tenant_label: str = "tenant_id"
+    replica_header: str = "THANOS-REPLICA"
+    replication_factor: int = 1
+    grpc_compression: str = "snappy"
+    forward_timeout: float = 5.0
+    forward_workers: int = 5
+    relabel: list = field(default_factory=list)
+    block_duration: float = 7200.0
+    too_far_in_future: float = 0.0
+    ooo_window: float = 0.0
+    wal_compression: bool = True
+    max_exemplars: int = 0
+    hash_func: str = ""
+    allow_out_of_order_uploads: bool = False
+    skip_corrupted_blocks: bool = False
+    limits_text: str = ""
+    limits_where: str = "--receive.limits-config"
+    limits_file: str = ""
+    limits_reload_timer: float = 1.0
+    series_limit: int = 0
+    samples_limit: int = 0
+
+
+def run(config: ReceiveConfig) -> int:
+    from ..runtime import tune_gc
+
+    tune_gc()
+    return asyncio.run(serve(config))
+
+
+def _join(reasons: list[str]) -> str:
+    """Thanos' ``errorSet.Error()``: sorted, de-duplicated reasons, counted when more than one."""
+    rs = sorted(set(reasons))
+    return (f"{len(rs)} errors: " if len(rs) > 1 else "") + "; ".join(rs)
+
+
+async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> int:
+    import time
+
+    from ..objstore import instrument
+    from ..server import Component
+    from ..storeapi import StoreServer
+    from .handler import ReceiveHandler, WriteOutcome
+    from .limits import parse_limits
+    from .tenants import TenantOptions, Tenants, TenantsStore
+    from .writer import write_local
+
+    if config.hashrings_file or config.hashrings_text:
+        from ..errors import UserError
+
+        raise UserError(f"{config.hashrings_where}: hashrings are not wired into pythanos receive in this build")
+    srv = Component("receive", http_address=config.http_address, http_grace_period=config.http_grace_period,
+                    http_config=config.http_config, grpc_address=config.grpc_address,
+                    grpc_grace_period=config.grpc_grace_period, grpc_tls=config.grpc_tls,
+                    grpc_max_connection_age=config.grpc_max_connection_age, stop=stop)
+    bucket = instrument(config.bucket, srv.registry) if config.bucket is not None else None
+    limits = parse_limits(config.limits_text, config.limits_where)
+    tenants = Tenants(TenantOptions(
+        base_dir=config.tsdb_path, labels=config.labels, tenant_label=config.tenant_label,
+        chunk_range_ms=int(config.block_duration * 1000), retention_ms=int(config.retention * 1000),
+        ooo_window_ms=int(config.ooo_window * 1000), wal_compression=config.wal_compression, bucket=bucket,
+        allow_out_of_order_uploads=config.allow_out_of_order_uploads,
+        skip_corrupted_blocks=config.skip_corrupted_blocks, hash_func=config.hash_func), registry=srv.registry)
+    opened = asyncio.Event()
+
+    def not_ready() -> Optional[str]:
+        return None if opened.is_set() else "replaying the write-ahead logs"
+
+    srv.ready_check = not_ready
+    loop = asyncio.get_running_loop()
+    future_ms = int(config.too_far_in_future * 1000)
+
+    async def route(tenant: str, decoded, replica: int) -> WriteOutcome:
+        t = await tenants.get(tenant)
+        res = await loop.run_in_executor(tenants.executor, lambda: write_local(
+            t.db, decoded, None, too_far_in_future_ms=future_ms, exemplars=config.max_exemplars > 0))
+        t.last_write = time.monotonic()
+        return WriteOutcome(status=409 if res.errors else 200, message=_join(res.errors),
+                            samples_written=res.samples_written, histograms_written=res.histograms_written,
+                            exemplars_written=res.exemplars_written)
+
+    def head_series(tenant: str) -> int:
+        t = tenants._tenants.get(tenant)
+        return t.db.head.num_series if t is not None else 0
+
+    handler = ReceiveHandler(route, tenant_header=config.tenant_header, default_tenant=config.default_tenant,
+                             replica_header=config.replica_header, limits=lambda: limits, head_series=head_series,
+                             ready=not_ready, registry=srv.registry, executor=tenants.executor)
+    from aiohttp import web
+
+    rw_app = web.Application(client_max_size=64 << 20)
+    handler.routes(rw_app)
+    store = TenantsStore(tenants, ready=not_ready)
+
+    async def close() -> None:
+        await loop.run_in_executor(None, tenants.close)
+        if bucket is not None:
+            from ..server import close_quietly
+
+            close_quietly(bucket)
+
+    await srv.start(StoreServer(store).handlers(), cleanup=close)
+    await srv.listen_http(rw_app, config.remote_write_address, "--remote-write.address")
+
+    async def startup() -> None:
+        await tenants.open_existing()
+        opened.set()
+        srv.set_ready(True)
+        log.info("receiver ready", extra={"tenants": len(tenants.all())})
+        while True:
+            await asyncio.sleep(30.0)
+            await tenants.compact()
+            if bucket is not None:
+                await tenants.ship()
+            await tenants.prune(config.retention)
+
+    async def on_stop() -> None:
+        if bucket is not None:
+            try:
+                await tenants.flush()
+                await tenants.ship()
+            except Exception as e:  # noqa: BLE001
+                log.error("final flush and upload failed", extra={"err": f"{type(e).__name__}: {e}"})
+        await close()
+
+    log.info("starting receiver", extra={"remote_write": config.remote_write_address, "grpc": config.grpc_address,
+                                         "http": config.http_address})
+    return await srv.run_tasks([asyncio.create_task(startup(), name="tenants")], on_stop=on_stop)

@@ -1,0 +1,140 @@
+"""Append a decoded remote-write request (or the part of it this receiver owns) to a tenant's TSDB.
+
+As Thanos' ``pkg/receive/writer.go``: appending is per sample, never all-or-nothing. A series with bad
+labels and a bad sample are counted and skipped; everything else is stored; then one error per kind
+is reported with Thanos' texts (``add 3 samples: out of order sample``), and any of them makes the
+answer a conflict (409). Unlike Thanos, unsorted labels are sorted and stored (the decoder sorts them,
+as Prometheus 3 does), not refused. Everything here works on whole arrays.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from ..remote import write as rw
+from ..tsdb import head as hd
+
+__all__ = ["LocalWrite", "write_local", "gather_ranges", "LABEL_ERRORS"]
+
+# Thanos' texts for label-set errors (labelpb), and Prometheus' for what Thanos has no name for.
+LABEL_ERRORS = {
+    rw.STATUS_DUPLICATE_LABEL: "label set contains duplicate label names",
+    rw.STATUS_EMPTY_LABEL_NAME: "label set contains a label with empty name or value",
+}
+
+_SAMPLE_ERRORS = (
+    (hd.OUT_OF_ORDER, hd.ERR_OUT_OF_ORDER),
+    (hd.DUPLICATE, hd.ERR_DUPLICATE),
+    (hd.OUT_OF_BOUNDS, hd.ERR_OUT_OF_BOUNDS),
+    (hd.TOO_OLD, hd.ERR_TOO_OLD),
+)
+
+
+@dataclass
+class LocalWrite:
+    """What one local append did: samples stored and the errors, in Thanos' words."""
+
+    samples_written: int = 0
+    histograms_written: int = 0
+    exemplars_written: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def conflict(self) -> bool:
+        return bool(self.errors)
+
+
+def gather_ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Indices ``[s0, e0) + [s1, e1) + ...`` in one array (no Python loop)."""
+    lens = (ends - starts).astype(np.int64)
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    shift = starts.astype(np.int64) - np.concatenate(([0], np.cumsum(lens)[:-1]))
+    return np.repeat(shift, lens) + np.arange(total, dtype=np.int64)
+
+
+def _select(d: rw.DecodedWrite, pos: Optional[np.ndarray]):
+    """(blob buffer, blob offsets, per-sample series index, ts, vs) of the series at ``pos`` (None: all)."""
+    boff = d.blob_offsets
+    soff = d.sample_offsets
+    if pos is None:
+        return d.blobs, boff, d.sample_series, d.sample_ts, d.sample_values
+    bidx = gather_ranges(boff[pos], boff[pos + 1])
+    blobs = np.frombuffer(d.blobs, dtype=np.uint8)[bidx].tobytes()
+    blens = boff[pos + 1] - boff[pos]
+    new_boff = np.concatenate(([0], np.cumsum(blens))).astype(np.int64)
+    sidx = gather_ranges(soff[pos], soff[pos + 1])
+    counts = soff[pos + 1] - soff[pos]
+    series = np.repeat(np.arange(len(pos), dtype=np.int64), counts)
+    return blobs, new_boff, series, d.sample_ts[sidx], d.sample_values[sidx]
+
+
+def _rare(db, d: rw.DecodedWrite, positions: Optional[np.ndarray], res: "LocalWrite", exemplars: bool) -> None:
+    """Native histograms (and exemplars when kept) of the chosen, valid series: the rare path."""
+    mine = None
+    if positions is not None:
+        mine = np.zeros(d.n_series, dtype=bool)
+        mine[positions] = True
+    if int(d.n_histograms.sum()):
+        hs = d.histograms()
+        if mine is not None:
+            hs = [h for h in hs if mine[h.series]]
+        res.histograms_written = db.append_histograms(d.blobs, d.blob_offsets, hs)
+    if exemplars and int(d.n_exemplars.sum()):
+        ex = d.exemplars()
+        keep = np.ones(len(ex.series), dtype=bool) if mine is None else mine[ex.series]
+        idx = np.flatnonzero(keep)
+        res.exemplars_written = db.append_exemplars(d.blobs, d.blob_offsets, ex.series[idx],
+                                                    [ex.labels[i] for i in idx.tolist()], ex.values[idx],
+                                                    ex.timestamps[idx])
+
+
+def write_local(db, d: rw.DecodedWrite, positions: Optional[np.ndarray] = None, *,
+                too_far_in_future_ms: int = 0, now_ms: Optional[int] = None, exemplars: bool = False) -> LocalWrite:
+    """Append the series of ``d`` at ``positions`` (None: all) to ``db``; see the module docstring.
+    Native histograms are stored (in the WAL: the head keeps floats only so far), exemplars only
+    with ``exemplars`` (``--tsdb.max-exemplars`` > 0, as Thanos)."""
+    res = LocalWrite()
+    status = d.status if positions is None else d.status[positions]
+    bad = status != rw.STATUS_OK
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        for code in np.unique(status[idx]).tolist():
+            n = int((status == code).sum())
+            text = LABEL_ERRORS.get(code)
+            if text is None:  # name the first such series, as Prometheus does
+                first = int(idx[status[idx] == code][0])
+                text = d.series_error(first if positions is None else int(positions[first]))
+            res.errors.append(f"add {n} series: {text}")
+        keep = np.flatnonzero(~bad)
+        positions = keep if positions is None else positions[keep]
+    if positions is not None and len(positions) == 0:
+        return res
+    _rare(db, d, positions, res, exemplars)
+    blobs, boff, series, ts, vs = _select(d, positions)
+    if len(ts) == 0:
+        return res
+    future = None
+    if too_far_in_future_ms > 0:
+        limit = (now_ms if now_ms is not None else int(time.time() * 1000)) + too_far_in_future_ms
+        future = ts > limit
+        if future.any():
+            keep = ~future
+            series, ts, vs = series[keep], ts[keep], vs[keep]
+        else:
+            future = None
+    statuses = db.append(blobs, boff, series, ts, vs).status
+    # a sample flagged AT_COMMIT passed Append and lost only to an earlier sample of the same batch:
+    # Prometheus and Thanos report it as accepted (and drop it); so do we
+    res.samples_written = int(np.isin(statuses, (hd.OK, hd.DUP_OK, hd.OOO_OK)).sum())
+    counts = {code: int((statuses == code).sum()) for code, _ in _SAMPLE_ERRORS}
+    if future is not None:
+        counts[hd.OUT_OF_BOUNDS] += int(future.sum())
+    for code, text in _SAMPLE_ERRORS:
+        if counts[code]:
+            res.errors.append(f"add {counts[code]} samples: {text}")
+    return res
