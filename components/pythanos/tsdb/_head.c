@@ -905,10 +905,34 @@ static PyObject *Head_append(HeadObject *self, PyObject *args) {
         int nomem = 0;
         LOCKED_BEGIN(self)
         uint64_t epoch = ++self->epoch;
+        /* Software pipeline for batches in random series order (each sample is three dependent
+         * cache misses: ref table, slot, chunk bytes): the ref-table bucket is fetched PF_A
+         * samples ahead, the slot looked up and fetched PF_B ahead (kept in a ring; the ref ->
+         * slot mapping cannot change during the call), the chunk's tail PF_C ahead. */
+        enum { PF_A = 16, PF_B = 8, PF_C = 3, RING = 16 };
+        uint32_t ring[RING];
+        const uint64_t rmask = self->rtab_cap - 1;
+        for (int64_t j = 0; j < PF_B && j < n; j++) {
+            ring[j % RING] = slot_of(self, (int64_t)ld64(rp + 8 * j));
+        }
         for (int64_t i = 0; i < n; i++) {
+            if (i + PF_A < n) {
+                int64_t ra = (int64_t)ld64(rp + 8 * (i + PF_A));
+                __builtin_prefetch(&self->rtab[fmix((uint64_t)ra) & rmask]);
+            }
+            if (i + PF_B < n) {
+                uint32_t sb = slot_of(self, (int64_t)ld64(rp + 8 * (i + PF_B)));
+                ring[(i + PF_B) % RING] = sb;
+                if (sb) __builtin_prefetch(&self->slots[sb]);
+            }
+            if (i + PF_C < n) {
+                uint32_t sc_ = ring[(i + PF_C) % RING];
+                if (sc_ && self->slots[sc_].cbuf) __builtin_prefetch(self->slots[sc_].cbuf + (self->slots[sc_].nbits >> 3), 1);
+            }
             int64_t ref = (int64_t)ld64(rp + 8 * i), t = (int64_t)ld64(tp + 8 * i);
             uint64_t vbits = ld64(vp + 8 * i);
-            uint32_t sl = slot_of(self, ref);
+            uint32_t sl = ring[i % RING];
+            (void)ref;
             if (!sl) { sp[i] = ST_BAD_REF; continue; }
             if (ooo_window <= 0 && t < minvalid) { sp[i] = ST_OUT_OF_BOUNDS; continue; }
             series_t *s = &self->slots[sl];
