@@ -754,3 +754,31 @@ def test_compaction_concurrent_with_appends(tmp_path):
     db.close()
     with TSDB.open(tmp_path / "db") as db:
         assert samples_equal(samples_of(db), want)
+
+
+def test_prometheus_replays_our_wbl(tmp_path, prometheus3_bin, prometheus_factory):
+    """Late samples we logged to <dir>/wbl are found by a real Prometheus 3.9.1 with an
+    out-of-order window (it replays wal/ then wbl/, as we do)."""
+    now = int(time.time() * 1000)
+    sets = labelsets(20, "promooo")
+    buf, offs = blobs_from_labels(sets)
+    data = tmp_path / "data"
+    db = TSDB.open(data, ooo_window_ms=H)
+    t_in = np.arange(now - 50 * 60_000, now, 60_000, dtype=np.int64)
+    for k, t in enumerate(t_in.tolist()):
+        assert (db.append(buf, offs, np.arange(20), np.full(20, t), np.full(20, float(k))).status == OK).all()
+    t_late = t_in[:-5] + 30_000  # half a minute after each in-order sample, all sent late
+    st = db.append(buf, offs, np.repeat(np.arange(20), len(t_late)), np.tile(t_late, 20), np.full(20 * len(t_late), -1.0))
+    assert (st.status == 6).all()
+    ours = all_samples(db)
+    db.close()
+    assert os.listdir(data / "wbl")
+    cfg = "global:\n  scrape_interval: 1h\nstorage:\n  tsdb:\n    out_of_order_time_window: 1h\n"
+    prom = prometheus_factory(tsdb_path=data, binary=prometheus3_bin, config_yaml=cfg,
+                              extra_args=["--storage.tsdb.retention.time=100y"])
+    got = prom_query(prom.url, "promooo[2h]", (now + 1000) / 1000)
+    assert len(got) == 20
+    for r in got:
+        tt, vv = ours[tuple(sorted(r["metric"].items()))]
+        assert [int(round(float(a) * 1000)) for a, _ in r["values"]] == tt.tolist()
+        assert [float(b) for _, b in r["values"]] == vv.tolist()
