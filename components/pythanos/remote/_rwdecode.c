@@ -2,6 +2,9 @@
  *
  * decode_v1(body, tenant: bytes, max_label_bytes: int, hash_as_sent=True) -> dict   prometheus.WriteRequest
  * decode_v2(body, tenant: bytes, max_label_bytes: int, hash_as_sent=True) -> dict   io.prometheus.write.v2.Request
+ * decode_thanos(body, b"", max_label_bytes, hash_as_sent=True) -> (dict, tenant: bytes, replica: int)
+ *                                                                   thanos.WriteRequest (gRPC, receiver to receiver)
+ * encode_v1(mode, body, blobs, ...) -> bytes   remote-write 1.0 TimeSeries frames from the columns (below)
  * xxh64(data: bytes) -> int                                         (the routing hash's xxHash, for tests)
  *
  * The dict holds raw little-endian arrays as bytes (numpy views them without a copy); n = series,
@@ -203,6 +206,7 @@ typedef struct {
     const uint8_t *buf;
     size_t n;
     int v2;
+    const char *top; /* the request message's name in error paths */
     /* outputs */
     vec blobs, blob_off, status, flags, nlabels, hashes;
     vec s_series, s_ts, s_val, s_st, s_off;
@@ -222,6 +226,7 @@ typedef struct {
     size_t nsym;
     const int64_t *sym;  /* (offset, length) pairs, in sym_rng */
     uint8_t *sym_ok;
+    size_t n_hint; /* series count known before the walk (thanos) */
     /* error */
     int err; /* 1 malformed, 2 out of memory, 3 label bytes over the bound */
     char msg[320];
@@ -637,7 +642,7 @@ static int series_v1(ctx *c, size_t start, size_t end, int64_t idx) {
 }
 
 static int parse_series_v1(ctx *c, size_t start, size_t end, int64_t idx) {
-    if (series_v1(c, start, end, idx)) return repath(c, "WriteRequest.timeseries[%lld]", (long long)idx);
+    if (series_v1(c, start, end, idx)) return repath(c, "%s.timeseries[%lld]", c->top, (long long)idx);
     return 0;
 }
 
@@ -778,6 +783,54 @@ static int decode_v1(ctx *c) {
     return 0;
 }
 
+/* thanos.WriteRequest{timeseries=1 (prometheus_copy.TimeSeries, the layout of prometheus.TimeSeries),
+ * tenant=2 string, replica=3 int64}. Field 3 is a varint here where prometheus.WriteRequest has its
+ * metadata messages: each decoder refuses the other's field 3 by its wire type. The tenant
+ * prefixes every routing hash, and Go writes it after the series, so a skim over the top-level
+ * keys (two varints per series, no payload read) finds it before the decoding walk. */
+static int thanos_header(ctx *c, size_t *tenant_off, size_t *tenant_len, int64_t *replica, size_t *nser) {
+    size_t pos = 0, end = c->n, len = 0;
+    const char *w = "thanos.WriteRequest";
+    while (pos < end) {
+        uint32_t f = 0;
+        int wt = 0;
+        size_t at = pos;
+        uint64_t v = 0;
+        if (rd_key(c, end, &pos, &f, &wt, w)) return -1;
+        if (f == 1 || f == 2) {
+            const char *fn = f == 1 ? "timeseries" : "tenant";
+            if (want_wt(c, at, wt, 2, w, fn) || rd_len(c, end, &pos, &len, w, fn)) return -1;
+            if (f == 2) *tenant_off = pos, *tenant_len = len; /* the last occurrence wins, as protobuf says */
+            else (*nser)++;
+            pos += len;
+        } else if (f == 3) {
+            if (want_wt(c, at, wt, 0, w, "replica") || rd_vfield(c, end, &pos, &v, w, "replica")) return -1;
+            *replica = (int64_t)v;
+        } else if (skip(c, end, &pos, f, wt, w)) return -1;
+    }
+    return 0;
+}
+
+static int decode_thanos(ctx *c) {
+    size_t pos = 0, end = c->n, len = 0;
+    int64_t idx = 0;
+    /* the header skim has checked every top-level key and length */
+    if (reserve(c, c->n_hint, c->n < c->max_label_bytes ? c->n : c->max_label_bytes)) return -1;
+    VPUT(&c->blob_off, int64_t, 0);
+    VPUT(&c->s_off, int64_t, 0);
+    while (pos < end) {
+        uint32_t f = 0;
+        int wt = 0;
+        if (rd_key(c, end, &pos, &f, &wt, c->top)) return -1;
+        if (f == 1) {
+            if (rd_len(c, end, &pos, &len, c->top, "timeseries")) return -1;
+            if (parse_series_v1(c, pos, pos + len, idx++)) return -1;
+            pos += len;
+        } else if (skip(c, end, &pos, f, wt, c->top)) return -1;
+    }
+    return 0;
+}
+
 static int decode_v2(ctx *c) {
     size_t pos = 0, end = c->n, len = 0, nser = 0;
     int64_t idx = 0;
@@ -841,7 +894,8 @@ static int put(PyObject *d, const char *key, vec *v) {
     return r;
 }
 
-static PyObject *run(PyObject *args, int v2) {
+static PyObject *run(PyObject *args, int mode) {
+    int v2 = mode == 1;
     Py_buffer body, tenant;
     Py_ssize_t max_label_bytes;
     int hash_as_sent = 1;
@@ -851,12 +905,23 @@ static PyObject *run(PyObject *args, int v2) {
     c.buf = body.buf;
     c.n = (size_t)body.len;
     c.v2 = v2;
+    c.top = mode == 2 ? "thanos.WriteRequest" : "WriteRequest";
     c.tenant = tenant.buf;
     c.tenant_len = (size_t)tenant.len;
     c.max_label_bytes = max_label_bytes < 0 ? 0 : (size_t)max_label_bytes;
     c.hash_as_sent = hash_as_sent;
     int rc;
-    Py_BEGIN_ALLOW_THREADS rc = v2 ? decode_v2(&c) : decode_v1(&c);
+    size_t t_off = 0, t_len = 0;
+    int64_t replica = 0;
+    Py_BEGIN_ALLOW_THREADS
+    if (mode == 2) {
+        rc = thanos_header(&c, &t_off, &t_len, &replica, &c.n_hint);
+        if (!rc) {
+            c.tenant = c.buf + t_off;
+            c.tenant_len = t_len;
+            rc = decode_thanos(&c);
+        }
+    } else rc = v2 ? decode_v2(&c) : decode_v1(&c);
     Py_END_ALLOW_THREADS
     PyObject *d = NULL;
     if (rc) {
@@ -883,6 +948,10 @@ static PyObject *run(PyObject *args, int v2) {
             goto fail;
     } else if (put(d, "metadata_ranges", &c.meta_rng))
         goto fail;
+    if (mode == 2) {
+        PyObject *tup = Py_BuildValue("(Ny#L)", d, (const char *)c.buf + t_off, (Py_ssize_t)t_len, (long long)replica);
+        d = tup; /* Py_BuildValue's N took the dict's reference */
+    }
     goto done;
 fail:
     Py_CLEAR(d);
@@ -895,6 +964,7 @@ done:
 
 static PyObject *py_decode_v1(PyObject *self, PyObject *args) { return run(args, 0); }
 static PyObject *py_decode_v2(PyObject *self, PyObject *args) { return run(args, 1); }
+static PyObject *py_decode_thanos(PyObject *self, PyObject *args) { return run(args, 2); }
 
 static PyObject *py_xxh64(PyObject *self, PyObject *args) {
     Py_buffer b;
@@ -904,9 +974,332 @@ static PyObject *py_xxh64(PyObject *self, PyObject *args) {
     return PyLong_FromUnsignedLongLong(h);
 }
 
+
+/* ==== the reverse direction: remote-write 1.0 TimeSeries frames from decoded columns ====
+ *
+ * encode_v1(mode, body, blobs, blob_offsets, sample_offsets, sample_ts, sample_values, n_exemplars,
+ *           n_histograms, series_ranges, symbol_ranges, positions) -> bytes
+ * The field-1 frames (0x0a uvarint(len) TimeSeries) of the series at `positions`, in that order.
+ *   mode 0 (the columns of an RW 1.0 body): labels from the canonical blob, samples from the
+ *          columns, exemplars and histograms copied from the series' bytes in the body.
+ *   mode 1 (RW 2.0): the same, exemplars translated (label refs into Label messages through the
+ *          symbols; an exemplar whose refs do not resolve is left out, as the decoder's
+ *          exemplars() leaves it out), histograms keeping fields 1..16 (the numbers, types and
+ *          meanings of prometheus.Histogram) and dropping start_timestamp (17) and unknown fields.
+ *   mode 2 (RW 1.0): the series' bytes as the sender wrote them, sliced from the body.
+ * Fields at their zero value are left out as proto3 encoders do; a sample value is written when
+ * its bits are not all zero (-0.0 keeps its sign). Every offset, length and count comes from a
+ * decoder of network input and is checked against the buffer it points into; a bad one raises
+ * ValueError naming the position, the series and the byte. Runs without the GIL. */
+
+typedef struct {
+    const uint8_t *body, *blobs;
+    size_t body_len, blobs_len, nser, nsamp, nsym;
+    const int64_t *boff, *soff, *ts, *rng, *sym;
+    const uint64_t *val;
+    const uint32_t *nex, *nh;
+    vec out, ser, sub, sub2;
+    char msg[320];
+    int oom;
+} enc;
+
+static inline size_t vsize(uint64_t v) {
+    size_t n = 1;
+    while (v >= 0x80) v >>= 7, n++;
+    return n;
+}
+
+static int eput(enc *e, vec *v, const void *p, size_t n) {
+    if (vput(v, p, n)) {
+        e->oom = 1;
+        return -1;
+    }
+    return 0;
+}
+
+static int eput_uv(enc *e, vec *v, uint64_t x) {
+    uint8_t b[10];
+    return eput(e, v, b, put_uvarint(b, x));
+}
+
+/* key, length and the bytes of a length-delimited field */
+static int eput_ld(enc *e, vec *v, uint8_t key, const void *p, size_t n) {
+    return eput(e, v, &key, 1) || eput_uv(e, v, n) || eput(e, v, p, n);
+}
+
+static int eput_label(enc *e, vec *v, const uint8_t *name, size_t nl, const uint8_t *val, size_t vl) {
+    size_t m = (nl ? 1 + vsize(nl) + nl : 0) + (vl ? 1 + vsize(vl) + vl : 0);
+    uint8_t k = 0x0a;
+    if (eput(e, v, &k, 1) || eput_uv(e, v, m)) return -1;
+    if (nl && eput_ld(e, v, 0x0a, name, nl)) return -1;
+    if (vl && eput_ld(e, v, 0x12, val, vl)) return -1;
+    return 0;
+}
+
+static int efail(enc *e, size_t i, int64_t p, const char *fmt, ...) {
+    char what[240];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    snprintf(e->msg, sizeof e->msg, "encode_v1: position %zu (series %lld): %s", i, (long long)p, what);
+    return -1;
+}
+
+/* A field of a message in body[*pos, end): its number, wire type, where its value starts and ends.
+ * Checks every length; groups are refused (no remote-write message has one). */
+static int efield(enc *e, size_t *pos, size_t end, uint32_t *f, int *wt, size_t *vs, size_t *ve) {
+    uint64_t key, v;
+    size_t p = *pos;
+    if (rd_varint(e->body, end, &p, &key) || key >> 3 == 0 || key >> 3 > 0x1FFFFFFF) return -1;
+    *f = (uint32_t)(key >> 3);
+    *wt = (int)(key & 7);
+    *vs = p;
+    switch (*wt) {
+    case 0:
+        if (rd_varint(e->body, end, &p, &v)) return -1;
+        break;
+    case 1:
+        if (end - p < 8) return -1;
+        p += 8;
+        break;
+    case 5:
+        if (end - p < 4) return -1;
+        p += 4;
+        break;
+    case 2:
+        if (rd_varint(e->body, end, &p, &v) || v > end - p) return -1;
+        *vs = p;
+        p += (size_t)v;
+        break;
+    default:
+        return -1;
+    }
+    *ve = p;
+    *pos = p;
+    return 0;
+}
+
+/* An RW 2.0 Exemplar{labels_refs=1, value=2 double, timestamp=3 int64} as prometheus.Exemplar
+ * {labels=1 Label, value=2, timestamp=3} into e->sub; 1 when its refs do not resolve. */
+static int ex_v2(enc *e, size_t i, int64_t p, size_t start, size_t end) {
+    size_t pos = start, vs, ve;
+    uint32_t f;
+    int wt;
+    uint64_t bits = 0, ts = 0, nrefs = 0;
+    /* first pass: the refs, counted and checked */
+    while (pos < end) {
+        size_t at = pos;
+        if (efield(e, &pos, end, &f, &wt, &vs, &ve))
+            return efail(e, i, p, "malformed exemplar field at byte %zu", at);
+        if (f == 1) {
+            if (wt == 0) {
+                uint64_t r;
+                size_t q = vs;
+                rd_varint(e->body, ve, &q, &r);
+                if ((uint32_t)r >= e->nsym) return 1;
+                nrefs++;
+            } else if (wt == 2) {
+                for (size_t q = vs; q < ve;) {
+                    uint64_t r;
+                    if (rd_varint(e->body, ve, &q, &r))
+                        return efail(e, i, p, "malformed exemplar labels_refs at byte %zu", q);
+                    if ((uint32_t)r >= e->nsym) return 1;
+                    nrefs++;
+                }
+            } else return efail(e, i, p, "exemplar labels_refs of wire type %d at byte %zu", wt, at);
+        } else if (f == 2 && wt == 1) bits = ld64(e->body + vs);
+        else if (f == 3 && wt == 0) {
+            size_t q = vs;
+            rd_varint(e->body, ve, &q, &ts);
+        }
+    }
+    if (nrefs % 2) return 1;
+    /* second pass: the labels in the sender's order */
+    int have = 0;
+    uint32_t name = 0;
+    for (pos = start; pos < end;) {
+        efield(e, &pos, end, &f, &wt, &vs, &ve);
+        if (f != 1) continue;
+        size_t q = vs;
+        while (q < ve) {
+            uint64_t r;
+            rd_varint(e->body, ve, &q, &r);
+            if (!have) {
+                name = (uint32_t)r;
+                have = 1;
+            } else {
+                const int64_t *a = e->sym + 2 * name, *b = e->sym + 2 * (uint32_t)r;
+                if (eput_label(e, &e->sub, e->body + a[0], (size_t)a[1], e->body + b[0], (size_t)b[1])) return -1;
+                have = 0;
+            }
+            if (wt == 0) break;
+        }
+    }
+    if (bits) {
+        uint8_t k = 0x11;
+        if (eput(e, &e->sub, &k, 1) || eput(e, &e->sub, &bits, 8)) return -1;
+    }
+    if (ts) {
+        uint8_t k = 0x18;
+        if (eput(e, &e->sub, &k, 1) || eput_uv(e, &e->sub, ts)) return -1;
+    }
+    return 0;
+}
+
+/* The exemplars and histograms of series p, from its bytes in the body, appended to e->ser. */
+static int rare(enc *e, size_t i, int64_t p, int v2) {
+    int64_t off = e->rng[2 * p], len = e->rng[2 * p + 1];
+    if (off < 0 || len < 0 || (uint64_t)off > e->body_len || (uint64_t)len > e->body_len - (uint64_t)off)
+        return efail(e, i, p, "series range %lld+%lld outside the body of %zu bytes", (long long)off, (long long)len,
+                     e->body_len);
+    size_t end = (size_t)(off + len), vs, ve;
+    uint32_t f;
+    int wt;
+    uint32_t ex_f = v2 ? 4 : 3, h_f = v2 ? 3 : 4;
+    for (int pass = 0; pass < 2; pass++) { /* exemplars (field 3 out), then histograms (field 4 out) */
+        uint32_t want = pass ? h_f : ex_f;
+        uint8_t key = pass ? 0x22 : 0x1a;
+        for (size_t pos = (size_t)off; pos < end;) {
+            size_t at = pos;
+            if (efield(e, &pos, end, &f, &wt, &vs, &ve)) return efail(e, i, p, "malformed field at byte %zu", at);
+            if (f != want) continue;
+            if (wt != 2) return efail(e, i, p, "field %u of wire type %d at byte %zu", f, wt, at);
+            if (!v2) {
+                if (eput_ld(e, &e->ser, key, e->body + vs, ve - vs)) return -1;
+                continue;
+            }
+            e->sub.len = 0;
+            if (pass == 0) {
+                int r = ex_v2(e, i, p, vs, ve);
+                if (r < 0) return -1;
+                if (r == 1) continue; /* refs outside the symbols: left out */
+            } else {
+                for (size_t q = vs; q < ve;) {
+                    size_t a = q, hvs, hve;
+                    uint32_t g;
+                    int w;
+                    if (efield(e, &q, ve, &g, &w, &hvs, &hve))
+                        return efail(e, i, p, "malformed histogram field at byte %zu", a);
+                    if (g >= 1 && g <= 16 && eput(e, &e->sub, e->body + a, q - a)) return -1;
+                }
+            }
+            if (eput_ld(e, &e->ser, key, e->sub.p ? e->sub.p : (const uint8_t *)"", e->sub.len)) return -1;
+        }
+    }
+    return 0;
+}
+
+static int encode_one(enc *e, size_t i, int64_t p, int mode) {
+    if (p < 0 || (uint64_t)p >= e->nser) {
+        snprintf(e->msg, sizeof e->msg, "encode_v1: position %zu: series %lld outside the %zu series", i, (long long)p,
+                 e->nser);
+        return -1;
+    }
+    if (mode == 2) {
+        int64_t off = e->rng[2 * p], len = e->rng[2 * p + 1];
+        if (off < 0 || len < 0 || (uint64_t)off > e->body_len || (uint64_t)len > e->body_len - (uint64_t)off)
+            return efail(e, i, p, "series range %lld+%lld outside the body of %zu bytes", (long long)off,
+                         (long long)len, e->body_len);
+        return eput_ld(e, &e->out, 0x0a, e->body + off, (size_t)len);
+    }
+    int64_t b0 = e->boff[p], b1 = e->boff[p + 1], s0 = e->soff[p], s1 = e->soff[p + 1];
+    if (b0 < 0 || b1 < b0 || (uint64_t)b1 > e->blobs_len)
+        return efail(e, i, p, "blob offsets %lld..%lld outside the %zu blob bytes", (long long)b0, (long long)b1,
+                     e->blobs_len);
+    if (s0 < 0 || s1 < s0 || (uint64_t)s1 > e->nsamp)
+        return efail(e, i, p, "sample offsets %lld..%lld outside the %zu samples", (long long)s0, (long long)s1,
+                     e->nsamp);
+    e->ser.len = 0;
+    const uint8_t *bl = e->blobs;
+    size_t q = (size_t)b0, bend = (size_t)b1;
+    uint64_t n;
+    if (rd_varint(bl, bend, &q, &n)) goto bad_blob;
+    for (uint64_t k = 0; k < n; k++) {
+        uint64_t nl, vl;
+        if (rd_varint(bl, bend, &q, &nl) || nl > bend - q) goto bad_blob;
+        const uint8_t *name = bl + q;
+        q += (size_t)nl;
+        if (rd_varint(bl, bend, &q, &vl) || vl > bend - q) goto bad_blob;
+        if (eput_label(e, &e->ser, name, (size_t)nl, bl + q, (size_t)vl)) return -1;
+        q += (size_t)vl;
+    }
+    if (q != bend) goto bad_blob;
+    for (int64_t s = s0; s < s1; s++) {
+        uint64_t bits = e->val[s];
+        int64_t t = e->ts[s];
+        uint8_t b[21], *o = b + 2;
+        if (bits) {
+            *o++ = 0x09;
+            memcpy(o, &bits, 8);
+            o += 8;
+        }
+        if (t) {
+            *o++ = 0x10;
+            o += put_uvarint(o, (uint64_t)t);
+        }
+        b[0] = 0x12;
+        b[1] = (uint8_t)(o - b - 2); /* at most 19: one length byte */
+        if (eput(e, &e->ser, b, (size_t)(o - b))) return -1;
+    }
+    if ((e->nex[p] || e->nh[p]) && rare(e, i, p, mode == 1)) return -1;
+    return eput_ld(e, &e->out, 0x0a, e->ser.p ? e->ser.p : (const uint8_t *)"", e->ser.len);
+bad_blob:
+    return efail(e, i, p, "malformed label blob at byte %zu of %lld..%lld", q, (long long)b0, (long long)b1);
+}
+
+static PyObject *py_encode_v1(PyObject *self, PyObject *args) {
+    int mode;
+    Py_buffer b[11];
+    memset(b, 0, sizeof b);
+    if (!PyArg_ParseTuple(args, "iy*y*y*y*y*y*y*y*y*y*y*", &mode, &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &b[6],
+                          &b[7], &b[8], &b[9], &b[10]))
+        return NULL;
+    PyObject *res = NULL;
+    enc e;
+    memset(&e, 0, sizeof e);
+    e.body = b[0].buf, e.body_len = (size_t)b[0].len;
+    e.blobs = b[1].buf, e.blobs_len = (size_t)b[1].len;
+    e.boff = b[2].buf, e.soff = b[3].buf, e.ts = b[4].buf, e.val = b[5].buf;
+    e.nex = b[6].buf, e.nh = b[7].buf, e.rng = b[8].buf, e.sym = b[9].buf;
+    e.nsym = (size_t)b[9].len / 16;
+    const int64_t *ps = b[10].buf;
+    size_t npos = (size_t)b[10].len / 8;
+    e.nser = (size_t)b[8].len / 16;
+    e.nsamp = (size_t)b[4].len / 8;
+    if (mode < 0 || mode > 2 || b[8].len % 16 || b[9].len % 16 || b[10].len % 8 ||
+        (mode != 2 && ((size_t)b[2].len != 8 * (e.nser + 1) || b[3].len != b[2].len || b[5].len != b[4].len ||
+                       b[4].len % 8 || (size_t)b[6].len != 4 * e.nser || b[7].len != b[6].len))) {
+        PyErr_SetString(PyExc_ValueError, "encode_v1: mode 0..2; series_ranges int64 (n, 2); blob and sample offsets "
+                                          "int64 n+1; timestamps and values int64/float64 of one length; exemplar "
+                                          "and histogram counts uint32 n; symbol ranges int64 (s, 2); positions int64");
+        goto done;
+    }
+    int rc = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (size_t i = 0; i < npos && !rc; i++) rc = encode_one(&e, i, ps[i], mode);
+    Py_END_ALLOW_THREADS
+    if (rc) {
+        if (e.oom) PyErr_NoMemory();
+        else PyErr_SetString(PyExc_ValueError, e.msg);
+    } else res = PyBytes_FromStringAndSize(e.out.len ? (const char *)e.out.p : "", (Py_ssize_t)e.out.len);
+done:
+    free(e.out.p);
+    free(e.ser.p);
+    free(e.sub.p);
+    free(e.sub2.p);
+    for (int k = 0; k < 11; k++) PyBuffer_Release(&b[k]);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"decode_v1", py_decode_v1, METH_VARARGS, "decode_v1(body, tenant, max_label_bytes) -> dict of columns"},
     {"decode_v2", py_decode_v2, METH_VARARGS, "decode_v2(body, tenant, max_label_bytes) -> dict of columns"},
+    {"encode_v1", py_encode_v1, METH_VARARGS,
+     "encode_v1(mode, body, blobs, blob_offsets, sample_offsets, sample_ts, sample_values, n_exemplars, n_histograms, "
+     "series_ranges, symbol_ranges, positions) -> bytes: remote-write 1.0 TimeSeries frames"},
+    {"decode_thanos", py_decode_thanos, METH_VARARGS,
+     "decode_thanos(body, b'', max_label_bytes) -> (dict of columns, tenant bytes, replica)"},
     {"xxh64", py_xxh64, METH_VARARGS, "xxh64(data) -> int: xxHash64 with seed 0"},
     {NULL, NULL, 0, NULL},
 };

@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_MAX_DECODED_SIZE",
     "FLAG_EMPTY_VALUE",
     "FLAG_UNSORTED",
+    "MESSAGE_THANOS",
     "MESSAGE_V1",
     "MESSAGE_V2",
     "STATUS_BAD_LABEL_REFS",
@@ -64,15 +65,19 @@ __all__ = [
     "decode_blob",
     "encode_blob",
     "decode_request",
+    "decode_thanos_write",
     "decode_v1",
     "decode_v2",
+    "encode_v1_timeseries",
     "parse_content_type",
     "snappy_decode",
+    "timeseries_frames",
     "written_headers",
 ]
 
 MESSAGE_V1 = "prometheus.WriteRequest"
 MESSAGE_V2 = "io.prometheus.write.v2.Request"
+MESSAGE_THANOS = "thanos.WriteRequest"  # gRPC thanos.WriteableStore/RemoteWrite, receiver to receiver
 APP_PROTOBUF = "application/x-protobuf"
 VERSION_HEADER = "X-Prometheus-Remote-Write-Version"
 # client_golang exp/api/remote: the decompressed body Prometheus' receiver accepts at most.
@@ -166,7 +171,7 @@ class DecodedWrite:
     so the caller applies the protocol's rule (RW 1.0: skip, 2xx; RW 2.0: skip, 400 for them).
     """
 
-    message: str  # MESSAGE_V1 or MESSAGE_V2
+    message: str  # MESSAGE_V1, MESSAGE_V2 or MESSAGE_THANOS (series in the RW 1.0 layout)
     version_header: str
     body: bytes | bytearray  # the decoded protobuf; blobs and rare-path decoding read from it
     n_series: int
@@ -458,6 +463,65 @@ def decode_v2(body: bytes | bytearray, tenant: str = "", version_header: str = "
     """Decodes a snappy-decoded ``io.prometheus.write.v2.Request`` (``hash_as_sent``: see decode_v1,
     the order being that of the label refs)."""
     return _run(_rwdecode.decode_v2, MESSAGE_V2, body, tenant, version_header, max_label_bytes, hash_as_sent)
+
+
+def decode_thanos_write(body: bytes | bytearray, *, hash_as_sent: bool = True,
+                        max_label_bytes: int | None = None) -> tuple[DecodedWrite, str, int]:
+    """Decodes a ``thanos.WriteRequest`` (the gRPC ``thanos.WriteableStore/RemoteWrite`` body one
+    receiver sends another) into the same columns as :func:`decode_v1`, and its tenant and replica.
+
+    The tenant prefixes the routing hashes (``hash_as_sent``: see decode_v1); the replica is as on
+    the wire (0: not replicated yet, n > 0: replica n-1 placed by a router). Field 3 is the varint
+    replica here and the metadata messages in ``prometheus.WriteRequest``: each decoder refuses the
+    other's by its wire type, naming the field and byte. Tenant bytes that are not UTF-8 (Thanos
+    does not check them) come back as surrogate escapes. Malformed input: WriteDecodeError(400)."""
+    try:
+        d, tenant, replica = _rwdecode.decode_thanos(body, b"", _max_label_bytes(len(body), max_label_bytes),
+                                                     hash_as_sent)
+    except ValueError as e:
+        raise WriteDecodeError(400, str(e)) from None
+    except OverflowError as e:
+        raise WriteDecodeError(413, str(e)) from None
+    return _columns(MESSAGE_THANOS, "", body, d), tenant.decode("utf-8", "surrogateescape"), replica
+
+
+_EMPTY_I64 = np.zeros(0, np.int64)
+
+
+def _positions(decoded: DecodedWrite, positions: np.ndarray | None) -> np.ndarray:
+    if positions is None:
+        return np.arange(decoded.n_series, dtype=np.int64)
+    return np.ascontiguousarray(positions, dtype=np.int64)
+
+
+def _encode(mode: int, d: DecodedWrite, positions: np.ndarray | None) -> bytes:
+    c = np.ascontiguousarray
+    sym = d.symbol_ranges if d.symbol_ranges is not None else _EMPTY_I64
+    return _rwdecode.encode_v1(
+        mode, d.body, d.blobs, c(d.blob_offsets, np.int64), c(d.sample_offsets, np.int64), c(d.sample_ts, np.int64),
+        c(d.sample_values, np.float64), c(d.n_exemplars, np.uint32), c(d.n_histograms, np.uint32),
+        c(d.series_ranges, np.int64), c(sym, np.int64), _positions(d, positions))
+
+
+def encode_v1_timeseries(decoded: DecodedWrite, positions: np.ndarray | None = None) -> bytes:
+    """The series at ``positions`` (all when None) as concatenated field-1 frames of
+    ``prometheus.TimeSeries``: the ``timeseries`` of a remote-write 1.0 ``WriteRequest`` or of a
+    ``thanos.WriteRequest`` (Thanos speaks RW 1.0 between receivers), encoded in one C call.
+
+    Labels are the canonical blob's (sorted, empty values left out), samples the columns'.
+    Exemplars and histograms: from an RW 1.0 (or thanos) body, copied from the series' bytes; from
+    RW 2.0, exemplars with their label refs resolved through the symbols (one whose refs do not
+    resolve is left out, as :meth:`DecodedWrite.exemplars` leaves it out) and histograms with the
+    fields 1-16 they share with ``prometheus.Histogram`` (start_timestamp has no place there, as
+    RW 2.0 metadata and sample start timestamps have none). ValueError names a position whose
+    columns do not hold (never expected from our decoder)."""
+    return _encode(1 if decoded.is_v2 else 0, decoded, positions)
+
+
+def timeseries_frames(decoded: DecodedWrite, positions: np.ndarray | None = None) -> bytes:
+    """Like :func:`encode_v1_timeseries`, cheaper for RW 1.0: the sender's TimeSeries bytes
+    sliced from the body as they came (labels as sent, unknown fields kept); RW 2.0 is encoded."""
+    return _encode(1 if decoded.is_v2 else 2, decoded, positions)
 
 
 def decode_request(body: bytes, content_type: str, version_header: str, content_encoding: str, *,
