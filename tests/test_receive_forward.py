@@ -611,6 +611,27 @@ def test_backoff_hashring_replacement_and_metrics_in_process():
     asyncio.run(main())
 
 
+def test_large_parts_are_built_off_the_loop_and_arrive_whole():
+    n = 6000
+
+    async def main():
+        svc = await Servicer().start()
+        try:
+            f = Forwarder(lambda: ring_of([svc.address]), "", 1, hr.ROUTER_ONLY, local_write=Local(),
+                          registry=CollectorRegistry())
+            for d in (decode_v1(v1_body(n, 5), "t"),
+                      decode_v2(v2_body([(series_labels(i), [(5, float(i))], [], []) for i in range(n)]), "t")):
+                svc.requests.clear()
+                assert (await f.forward("t", d)).status == 200
+                await until(lambda: len(svc.requests) == 1, what="the forward")
+                assert svc.held() == {(svc.address, 1): set(range(n))}
+            await f.close()
+        finally:
+            await svc.stop()
+
+    asyncio.run(main())
+
+
 class Hanging(Servicer):
     """Never answers (a member that accepted the connection and stalls)."""
 

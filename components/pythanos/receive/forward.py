@@ -72,6 +72,7 @@ ERR_UNAVAILABLE = "target not available"
 TSDB_NOT_READY = "TSDB not ready"
 DEADLINE_TEXT = "context deadline exceeded"
 COMPRESSIONS = ("snappy", "none")
+_FRAMES_INLINE_MAX = 4096  # series; larger forward parts are encoded on a worker thread
 
 # The outcome of one write to one (endpoint, replica).
 OK, CONFLICT, UNAVAILABLE, NOT_READY, FAILED = range(5)
@@ -497,11 +498,19 @@ class Forwarder:
             if not replicated:
                 self.m_replications.labels("error").inc()
 
-    async def _remote(self, part: _Part, tenant: str, frames: bytes, replicated: bool,
-                      deadline: float, started: float) -> tuple[int, str]:
+    async def _remote(self, part: _Part, tenant: str, decoded: DecodedWrite, positions: np.ndarray,
+                      rare: Optional[_V2Rare], replicated: bool, deadline: float, started: float) -> tuple[int, str]:
         e = part.endpoint
-        self.m_delay.labels(e.address).observe(max(0.0, self.clock() - started))
         prefix = f"forwarding request to endpoint {endpoint_text(e)}: "
+        try:
+            if len(positions) > _FRAMES_INLINE_MAX:  # the kernels release the GIL: build big parts off the loop
+                frames = await asyncio.to_thread(series_frames, decoded, positions, rare)
+            else:
+                frames = series_frames(decoded, positions, rare)
+        except Exception as err:  # noqa: BLE001: columns a kernel refuses fail this write, not the request
+            self._count(False, False, replicated)
+            return FAILED, prefix + str(err)
+        self.m_delay.labels(e.address).observe(max(0.0, self.clock() - started))
         try:
             await writeapi.remote_write(self._channel(e), tenant, part.replica + 1, frames,
                                         timeout=max(deadline - self.clock(), 0.001), target=e.address)
@@ -600,7 +609,12 @@ class Forwarder:
         pending = np.full(n, nrep, np.int32)
         reasons: list[tuple[int, str]] = []  # (part, text) of every failed write
         tasks: dict[asyncio.Task, int] = {}
-        rare = _V2Rare(decoded) if decoded.is_v2 else None
+        rare = None
+        if decoded.is_v2:
+            rare = _V2Rare(decoded)
+            if (decoded.n_histograms[pos].any() or decoded.n_exemplars[pos].any()) and \
+                    any(not p.local for p in parts):
+                rare.histograms(-1), rare.exemplars(-1)  # decoded once, here, before parts use them in threads
 
         def settle(k: int, kind: int, text: str) -> None:
             ids = parts[k].local_ids
@@ -620,12 +634,8 @@ class Forwarder:
                 settle(k, UNAVAILABLE, f"backing off forward request for endpoint "
                                        f"{_endpoint_replica_text(part.endpoint, part.replica)}: {ERR_UNAVAILABLE}")
             else:
-                try:
-                    frames = series_frames(decoded, pos[part.local_ids], rare)
-                except Exception as e:  # noqa: BLE001: a decoder bug must fail this write, not the request loop
-                    settle(k, FAILED, f"forwarding request to endpoint {endpoint_text(part.endpoint)}: {e}")
-                    continue
-                tasks[self._spawn(self._remote(part, tenant, frames, replicated, deadline, started))] = k
+                tasks[self._spawn(self._remote(part, tenant, decoded, pos[part.local_ids], rare, replicated,
+                                               deadline, started))] = k
 
         def decided() -> bool:
             s, c, p = succ, succ + conf, pending
