@@ -8,8 +8,9 @@ bench_rwdecode). Figures, best of ``REPEATS``:
 * ``route``: routing hashes of all series -> (endpoint, replica) parts (``MultiHashring.route`` +
   ``split_by_endpoint``), RF 3 over 6 endpoints, hashmod and ketama;
 * ``frames v1``: every series' forward frames from a 1.0 body (sliced, not re-encoded);
-* ``frames v2``: the same series encoded as 1.0 TimeSeries from a 2.0 request's columns; and with 1%
-  of the series carrying a native histogram (the upb rare path);
+* ``frames v2``: the same series encoded as 1.0 TimeSeries from a 2.0 request's columns; with 1% of
+  the series carrying a native histogram, and with 1% carrying an exemplar (both converted by the
+  kernel from the 2.0 body);
 * ``forward``: ``Forwarder.forward`` end to end, RF 3 over three in-process gRPC servicers that accept
   the raw bytes (client, server and the forwarder share this process and its cores).
 """
@@ -54,7 +55,7 @@ def labels(i: int) -> list[tuple[str, str]]:
             ("pod", f"app-{i:08d}-x7k2p")]
 
 
-def build(n: int, hist_every: int = 0) -> tuple[bytes, bytes]:
+def build(n: int, hist_every: int = 0, exemplar_every: int = 0) -> tuple[bytes, bytes]:
     v1, v2 = remote_pb2.WriteRequest(), write_v2_pb2.Request()
     syms: dict[str, int] = {"": 0}
     for i in range(n):
@@ -69,6 +70,9 @@ def build(n: int, hist_every: int = 0) -> tuple[bytes, bytes]:
             h = t2.histograms.add(count_int=3, sum=1.0, schema=0, timestamp=1_700_000_000_000 + i)
             h.positive_spans.add(offset=0, length=1)
             h.positive_deltas.append(3)
+        if exemplar_every and i % exemplar_every == 0:
+            e = t2.exemplars.add(value=1.0, timestamp=1_700_000_000_000 + i)
+            e.labels_refs.extend([syms.setdefault("trace_id", len(syms)), syms.setdefault(f"{i:032x}", len(syms))])
     v2.symbols.extend(syms)
     return v1.SerializeToString(), v2.SerializeToString()
 
@@ -85,7 +89,8 @@ def best(fn) -> float:
 def main() -> None:
     raw1, raw2 = build(N)
     _, raw2h = build(N, hist_every=100)
-    d1, d2, d2h = decode_v1(raw1, "t"), decode_v2(raw2, "t"), decode_v2(raw2h, "t")
+    _, raw2e = build(N, exemplar_every=100)
+    d1, d2, d2h, d2e = decode_v1(raw1, "t"), decode_v2(raw2, "t"), decode_v2(raw2h, "t"), decode_v2(raw2e, "t")
     addrs = [f"10.0.0.{i}:10901" for i in range(6)]
     for alg in ("hashmod", "ketama"):
         ring = hr.new_multi_hashring(hr.parse_hashrings(json.dumps([{"endpoints": addrs}])), alg, 3)
@@ -104,7 +109,9 @@ def main() -> None:
     print(f"frames v2 (encoded)  {N} series: {t2 * 1e6:8.1f} us  {len(f2) / t2 / 1e6:7.0f} MB/s  "
           f"{t2 / N * 1e9:6.0f} ns/series  (v1 frames {len(f1)} B, v2-encoded {len(f2)} B)")
     t3 = best(lambda: series_frames(d2h, pos))
-    print(f"frames v2, 1% hist   {N} series: {t3 * 1e6:8.1f} us  ({N // 100} series on the upb rare path)")
+    print(f"frames v2, 1% hist   {N} series: {t3 * 1e6:8.1f} us  ({N // 100} native histograms copied by the kernel)")
+    t4 = best(lambda: series_frames(d2e, pos))
+    print(f"frames v2, 1% exempl {N} series: {t4 * 1e6:8.1f} us  ({N // 100} exemplars converted by the kernel)")
 
     async def fanout() -> None:
         servers, seen = [], [0]

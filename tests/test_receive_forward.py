@@ -218,11 +218,12 @@ def test_v2_frames_equal_upbs_encoding_of_the_canonical_series():
         ([("job", "b"), ("__name__", "up"), ("empty", "")], [(10 + k, v) for k, v in enumerate(odd_values)], [], []),
         ([("__name__", "h"), ("x", "é")], [], [_hist(100), _hist(200, True)], []),
         ([("__name__", "e")], [(300, 3.0)], [], [([("trace_id", "abc")], 9.0, 300)]),
+        ([("__name__", "he")], [(400, 4.0)], [_hist(400, True)], [([("trace_id", "def")], 8.0, 400)]),
     ]
     d = decode_v2(v2_body(series), "t")
     pos = np.arange(len(series), dtype=np.int64)
     got = remote_pb2.WriteRequest.FromString(series_frames(d, pos)).timeseries
-    assert len(got) == 4
+    assert len(got) == 5
     by_labels = {tuple((lb.name, lb.value) for lb in ts.labels): ts for ts in got}
     for labels, samples, hists, exs in series:
         want = types_pb2.TimeSeries()
@@ -244,9 +245,19 @@ def test_v2_frames_equal_upbs_encoding_of_the_canonical_series():
             [(s.timestamp, struct.pack("<d", s.value)) for s in want.samples]  # NaN payloads and -0.0 kept
         assert list(ts.histograms) == list(want.histograms)
         assert list(ts.exemplars) == list(want.exemplars)
-    # the kernel's bytes are upb's for a plain series (zero-valued fields left out as Go leaves them)
-    plain = by_labels[(("__name__", "up"), ("job", "a"))]
-    assert series_frames(decode_v2(v2_body(series[:1]), "t"), np.array([0])) == writeapi.frame_timeseries([plain])
+        # the kernel's bytes are upb's: labels, samples, exemplars, histograms field by field
+        one = decode_v2(v2_body([(labels, samples, hists, exs)]), "t")
+        assert series_frames(one, np.array([0])) == writeapi.frame_timeseries([want])
+    # an exemplar whose label refs do not resolve is left out (Prometheus refuses it, keeps the rest)
+    r = write_v2_pb2.Request.FromString(v2_body(series[3:4]))
+    bad = r.timeseries[0].exemplars.add(value=2.0, timestamp=301)
+    bad.labels_refs.extend([1, 999])
+    odd = r.timeseries[0].exemplars.add(value=3.0, timestamp=302)
+    odd.labels_refs.extend([1])
+    d3 = decode_v2(r.SerializeToString(), "t")
+    assert d3.status[0] == 0 and d3.n_exemplars[0] == 3
+    ts = remote_pb2.WriteRequest.FromString(series_frames(d3, np.array([0]))).timeseries[0]
+    assert [(e.value, [(lb.name, lb.value) for lb in e.labels]) for e in ts.exemplars] == [(9.0, [("trace_id", "abc")])]
 
 
 def test_kernels_refuse_offsets_outside_their_buffers():
@@ -336,7 +347,8 @@ def test_kernels_on_random_hostile_input():
     rng = np.random.default_rng(1234)
     raw = v1_body(30, 99)
     d = decode_v1(raw, "t")
-    d2 = decode_v2(v2_body([([("__name__", f"m{i}"), ("a", "b" * i)], [(i, float(i))] * (i % 3), [], [])
+    d2 = decode_v2(v2_body([([("__name__", f"m{i}"), ("a", "b" * i)], [(i, float(i))] * (i % 3),
+                             [_hist(i)] * (i % 4 == 0), [([("t", str(i))], 1.0, i)] * (i % 5 == 0))
                             for i in range(30)]), "t")
     for _ in range(3000):
         mode = rng.integers(0, 3)
@@ -354,8 +366,18 @@ def test_kernels_on_random_hostile_input():
             boff = np.ascontiguousarray(d2.blob_offsets).copy()
             soff = np.ascontiguousarray(d2.sample_offsets).copy()
             blobs = bytearray(d2.blobs)
-            what = rng.integers(0, 3)
-            if what == 0:
+            body = bytearray(d2.body)
+            ranges = np.ascontiguousarray(d2.series_ranges, np.int64).copy()
+            syms = np.ascontiguousarray(d2.symbol_ranges, np.int64).copy()
+            what = rng.integers(0, 6)
+            if what == 5:
+                syms.flat[rng.integers(0, syms.size)] = rng.choice([-1, len(body), len(body) + 1, 1 << 62, 3])
+            elif what == 3:
+                for _ in range(rng.integers(1, 4)):
+                    body[rng.integers(0, len(body))] = int(rng.integers(0, 256))
+            elif what == 4:
+                ranges.flat[rng.integers(0, ranges.size)] = rng.integers(-5, len(body) + 5)
+            elif what == 0:
                 boff.flat[rng.integers(0, boff.size)] = rng.integers(-5, len(blobs) + 5)
             elif what == 1:
                 soff.flat[rng.integers(0, soff.size)] = rng.integers(-5, d2.n_samples + 5)
@@ -365,7 +387,9 @@ def test_kernels_on_random_hostile_input():
             pos = rng.integers(-1, 31, size=rng.integers(0, 8)).astype(np.int64)
             try:
                 out = _forward.frames_v2(bytes(blobs), boff, soff, np.ascontiguousarray(d2.sample_ts),
-                                         np.ascontiguousarray(d2.sample_values), pos)
+                                         np.ascontiguousarray(d2.sample_values), pos, bytes(body), ranges,
+                                         np.ascontiguousarray(d2.n_histograms), np.ascontiguousarray(d2.n_exemplars),
+                                         syms)
             except ValueError:
                 continue
             assert count_frames(out) == len(pos)

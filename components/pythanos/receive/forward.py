@@ -50,7 +50,6 @@ import grpc
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ..remote.prompb import types_pb2
 from ..remote.write import FLAG_EMPTY_VALUE, FLAG_UNSORTED, DecodedWrite
 from ..storeapi import writeapi
 from . import _forward
@@ -251,80 +250,24 @@ def _blob_pairs(blob: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
-class _V2Rare:
-    """A 2.0 request's histograms and exemplars by series, decoded once and only if needed."""
+def series_frames(decoded: DecodedWrite, positions: np.ndarray) -> bytes:
+    """The ``thanos.WriteRequest.timeseries`` frames (field 1) of the series at ``positions``, in
+    one kernel call.
 
-    def __init__(self, decoded: DecodedWrite) -> None:
-        self.d = decoded
-        self._h: Optional[dict[int, list]] = None
-        self._e: Optional[dict[int, list]] = None
-
-    def histograms(self, i: int) -> list:
-        if self._h is None:
-            self._h = {}
-            for h in self.d.histograms():
-                self._h.setdefault(h.series, []).append(h)
-        return self._h.get(i, [])
-
-    def exemplars(self, i: int) -> list:
-        if self._e is None:
-            self._e = {}
-            ex = self.d.exemplars()
-            for k, s in enumerate(ex.series.tolist()):
-                self._e.setdefault(s, []).append((ex.labels[k], float(ex.values[k]), int(ex.timestamps[k])))
-        return self._e.get(i, [])
-
-    def timeseries(self, i: int) -> bytes:
-        """Series i as a full 1.0 TimeSeries (labels, samples, histograms, exemplars), with upb."""
-        d = self.d
-        ts = types_pb2.TimeSeries()
-        for n, v in _blob_pairs(d.blob(i)):
-            ts.labels.add(name=n.decode("utf-8", "surrogateescape"), value=v.decode("utf-8", "surrogateescape"))
-        a, b = int(d.sample_offsets[i]), int(d.sample_offsets[i + 1])
-        for t, v in zip(d.sample_ts[a:b].tolist(), d.sample_values[a:b].tolist()):
-            ts.samples.add(value=v, timestamp=t)
-        for lb, v, t in self.exemplars(i):
-            ex = ts.exemplars.add(value=v, timestamp=t)
-            for n, lv in _blob_pairs(lb):
-                ex.labels.add(name=n.decode("utf-8", "surrogateescape"), value=lv.decode("utf-8", "surrogateescape"))
-        for h in self.histograms(i):
-            m = ts.histograms.add(sum=h.sum, schema=h.schema, zero_threshold=h.zero_threshold,
-                                  reset_hint=h.reset_hint, timestamp=h.timestamp)
-            if h.is_float:
-                m.count_float, m.zero_count_float = h.count, h.zero_count
-                m.positive_counts.extend(h.positive_buckets)
-                m.negative_counts.extend(h.negative_buckets)
-            else:
-                m.count_int, m.zero_count_int = h.count, h.zero_count
-                m.positive_deltas.extend(h.positive_buckets)
-                m.negative_deltas.extend(h.negative_buckets)
-            for o, ln in h.positive_spans:
-                m.positive_spans.add(offset=o, length=ln)
-            for o, ln in h.negative_spans:
-                m.negative_spans.add(offset=o, length=ln)
-            m.custom_values.extend(h.custom_values)
-        return ts.SerializeToString()
-
-
-def series_frames(decoded: DecodedWrite, positions: np.ndarray, rare: Optional[_V2Rare] = None) -> bytes:
-    """The ``thanos.WriteRequest.timeseries`` frames (field 1) of the series at ``positions``.
-
-    RW 1.0: the sender's TimeSeries bytes, sliced from the body in one kernel call (exemplars,
-    histograms and any field we do not know travel as they came). RW 2.0: TimeSeries encoded from
-    the columns in one kernel call; series carrying histograms or exemplars (rare) are encoded
-    whole with upb and appended (the order of series inside a forward does not matter). 2.0's
-    metadata and start timestamps have no place in a 1.0 TimeSeries and are not forwarded."""
+    RW 1.0: the sender's TimeSeries bytes, sliced from the body (exemplars, histograms and any
+    field we do not know travel as they came). RW 2.0: 1.0 TimeSeries encoded from the columns,
+    native histograms copied field by field from the body (2.0's Histogram is 1.0's plus a start
+    timestamp), exemplars with their label refs resolved through the symbols. 2.0's metadata and
+    start timestamps have no place in a 1.0 TimeSeries and are not forwarded."""
     pos = _i64(positions)
     if not decoded.is_v2:
         return _forward.frames_v1(decoded.body, _i64(decoded.series_ranges), pos)
-    rare_mask = (decoded.n_histograms[pos] > 0) | (decoded.n_exemplars[pos] > 0)
-    common = pos[~rare_mask] if rare_mask.any() else pos
-    out = _forward.frames_v2(decoded.blobs, _i64(decoded.blob_offsets), _i64(decoded.sample_offsets),
-                             _i64(decoded.sample_ts), np.ascontiguousarray(decoded.sample_values, np.float64), common)
-    if len(common) == len(pos):
-        return out
-    r = rare if rare is not None else _V2Rare(decoded)
-    return out + writeapi.frame_timeseries(r.timeseries(i) for i in pos[rare_mask].tolist())
+    syms = decoded.symbol_ranges if decoded.symbol_ranges is not None else np.zeros((0, 2), np.int64)
+    return _forward.frames_v2(decoded.blobs, _i64(decoded.blob_offsets), _i64(decoded.sample_offsets),
+                              _i64(decoded.sample_ts), np.ascontiguousarray(decoded.sample_values, np.float64), pos,
+                              decoded.body, _i64(decoded.series_ranges),
+                              np.ascontiguousarray(decoded.n_histograms, np.uint32),
+                              np.ascontiguousarray(decoded.n_exemplars, np.uint32), _i64(syms))
 
 
 def split_write_request(raw: bytes) -> tuple[bytes, str, int]:
@@ -499,14 +442,14 @@ class Forwarder:
                 self.m_replications.labels("error").inc()
 
     async def _remote(self, part: _Part, tenant: str, decoded: DecodedWrite, positions: np.ndarray,
-                      rare: Optional[_V2Rare], replicated: bool, deadline: float, started: float) -> tuple[int, str]:
+                      replicated: bool, deadline: float, started: float) -> tuple[int, str]:
         e = part.endpoint
         prefix = f"forwarding request to endpoint {endpoint_text(e)}: "
         try:
             if len(positions) > _FRAMES_INLINE_MAX:  # the kernels release the GIL: build big parts off the loop
-                frames = await asyncio.to_thread(series_frames, decoded, positions, rare)
+                frames = await asyncio.to_thread(series_frames, decoded, positions)
             else:
-                frames = series_frames(decoded, positions, rare)
+                frames = series_frames(decoded, positions)
         except Exception as err:  # noqa: BLE001: columns a kernel refuses fail this write, not the request
             self._count(False, False, replicated)
             return FAILED, prefix + str(err)
@@ -609,12 +552,6 @@ class Forwarder:
         pending = np.full(n, nrep, np.int32)
         reasons: list[tuple[int, str]] = []  # (part, text) of every failed write
         tasks: dict[asyncio.Task, int] = {}
-        rare = None
-        if decoded.is_v2:
-            rare = _V2Rare(decoded)
-            if (decoded.n_histograms[pos].any() or decoded.n_exemplars[pos].any()) and \
-                    any(not p.local for p in parts):
-                rare.histograms(-1), rare.exemplars(-1)  # decoded once, here, before parts use them in threads
 
         def settle(k: int, kind: int, text: str) -> None:
             ids = parts[k].local_ids
@@ -634,8 +571,8 @@ class Forwarder:
                 settle(k, UNAVAILABLE, f"backing off forward request for endpoint "
                                        f"{_endpoint_replica_text(part.endpoint, part.replica)}: {ERR_UNAVAILABLE}")
             else:
-                tasks[self._spawn(self._remote(part, tenant, decoded, pos[part.local_ids], rare, replicated,
-                                               deadline, started))] = k
+                tasks[self._spawn(self._remote(part, tenant, decoded, pos[part.local_ids], replicated, deadline,
+                                               started))] = k
 
         def decided() -> bool:
             s, c, p = succ, succ + conf, pending
