@@ -18,6 +18,7 @@ from pathlib import Path
 import cramjam
 import pytest
 
+from ports import free_ports
 from peers import REGISTRY, Process, http_get, start_on_free_ports, start_thanos_query
 from pythanos.remote.prompb import remote_pb2, write_v2_pb2
 from pythanos.storeapi.client import StoreClient
@@ -185,7 +186,13 @@ remote_write:
     queue_config: {{batch_send_deadline: 500ms}}
 """)
         tq = start_thanos_query(thanos_bin, [rcv.extra["grpc"]], tmp_path / "tq")
+        h, g = free_ports(2)
+        oq = REGISTRY.start("query", [pythanos_bin, "query", f"--http-address=127.0.0.1:{h}",
+                                      f"--grpc-address=127.0.0.1:{g}", f"--endpoint={rcv.extra['grpc']}",
+                                      "--query.replica-label=replica"], tmp_path / "oq")
+        oq.url = f"http://127.0.0.1:{h}"
         try:
+            oq.wait_http_ready("/-/ready", 60)
             poll(lambda: (len(query(tq.url, "up", time.time())) == 1, None), what="first sample through the receiver")
             # an evaluation time well behind the newest data: everything before it has been sent
             poll(lambda: (len(query(prom.url, "up[20s]", time.time())[0]["values"]) >= 15, None), what="20s of data")
@@ -193,8 +200,9 @@ remote_write:
             for q in QUERIES:
                 want = strip(query(prom.url, q, t))
                 assert want, q
-                poll(lambda: (strip(query(tq.url, q, t)) == want, (q, strip(query(tq.url, q, t)), want)),
-                     what=f"thanos query over our receiver equals Prometheus for {q}")
+                for who in (tq, oq):
+                    poll(lambda: (strip(query(who.url, q, t)) == want, (q, strip(query(who.url, q, t)), want)),
+                         what=f"{who.name} over our receiver equals Prometheus for {q}")
             # the tenant label and the receiver's --label are on every series
             got = query(tq.url, "up", t)
             assert got[0]["metric"]["tenant_id"] == "team-a"  # "replica" is the querier's replica label
@@ -202,6 +210,7 @@ remote_write:
             assert stores[0]["labelSets"] == [{"replica": "r0", "tenant_id": "team-a"}]
         finally:
             tq.stop()
+            oq.stop()
     finally:
         rcv.stop()
 

@@ -992,6 +992,14 @@ def _range_func_batched(name, ra: RangeArg, ts, delayed=False, extra=()):
     return _check_dupes(VS(labels, out[keep], ok[keep]))
 
 
+def _go_seconds(ms: int) -> float:
+    """Go's ``Duration.Seconds()`` of a millisecond duration: whole seconds plus the rest, as Go adds them."""
+    sec, rest = divmod(int(ms), 1000)
+    if ms < 0 and rest:  # Go truncates toward zero
+        sec, rest = sec + 1, rest - 1000
+    return float(sec) + float(rest * 1_000_000) / 1e9
+
+
 def _batched_chunk(name, ra: RangeArg, a, b, lens, te, out, ok_out, extra=(), ts=None):
     chunk = ra.series[a:b]
     off = np.cumsum(lens) - lens
@@ -1027,28 +1035,28 @@ def _batched_chunk(name, ra: RangeArg, a, b, lens, te, out, ok_out, extra=(), ts
                     if inf.any():  # Prometheus adds each window's corrections: +Inf where one of them is +Inf
                         ci = np.concatenate(([0], np.cumsum(inf)))
                         result[ci[ia] > ci[ib]] += np.inf
-            ft = T[ilo].astype(np.float64)
-            lt = T[ilast].astype(np.float64)
-            sampled = lt - ft
+            # in seconds and in Prometheus' order of operations: the answer is bit-for-bit its own
+            ft, lt = T[ilo], T[ilast]
+            dstart = (ft - (te - ra.range_ms)).astype(np.float64)
+            dstart /= 1000.0
+            dend = (te - lt).astype(np.float64)
+            dend /= 1000.0
+            sampled = (lt - ft).astype(np.float64)
+            sampled /= 1000.0
             avg = sampled / np.maximum(cnt - 1, 1)
-            half = avg * 0.5
-            thr = avg
-            thr *= 1.1
-            dstart = ft
-            dstart -= te - ra.range_ms
+            half = avg / 2
+            thr = avg * 1.1
             np.copyto(dstart, half, where=dstart >= thr)
             if name != "delta":
-                dz = sampled * first
-                dz /= result
+                dz = first / result
+                dz *= sampled
                 np.copyto(dstart, dz, where=(result > 0) & (first >= 0) & (dz < dstart))
-            dend = np.subtract(te, lt, out=lt)
             np.copyto(dend, half, where=dend >= thr)
-            factor = dstart
+            factor = sampled + dstart
             factor += dend
-            factor += sampled
             factor /= sampled
             if name == "rate":
-                factor /= ra.range_ms / 1000.0
+                factor /= _go_seconds(ra.range_ms)
             res = result
             res *= factor
         elif name in ("irate", "idelta"):
