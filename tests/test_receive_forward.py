@@ -656,6 +656,48 @@ def test_large_parts_are_built_off_the_loop_and_arrive_whole():
     asyncio.run(main())
 
 
+class Gated(Servicer):
+    """Holds every request until ``gate`` is set; records how many it held at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.inflight = self.most = 0
+
+    async def handle(self, req: write_pb2.WriteRequest) -> None:
+        self.requests.append(req)
+        self.inflight += 1
+        self.most = max(self.most, self.inflight)
+        try:
+            await self.gate.wait()
+        finally:
+            self.inflight -= 1
+
+
+def test_forwards_to_one_peer_are_limited_to_its_workers():
+    """Thanos' per-peer worker pool (--receive.forward.async-workers): with 2 workers, 5 requests
+    to one member never have more than 2 writes in flight there; the rest wait their turn."""
+    async def main():
+        svc = await Gated().start()
+        ring = ring_of([svc.address])
+        f = Forwarder(lambda: ring, "", 1, hr.ROUTER_ONLY, local_write=Local(), registry=CollectorRegistry(),
+                      forward_workers=2, forward_timeout=60)
+        d = decode_v1(v1_body(3, 1000), "t")
+        try:
+            calls = [asyncio.ensure_future(f.forward("t", d)) for _ in range(5)]
+            ep = ring.rings[0].endpoints[0]
+            await until(lambda: svc.inflight == 2 and ep in f._workers and len(f._workers[ep]._waiters or ()) == 3,
+                        what="two writes in flight and three waiting")
+            svc.gate.set()
+            assert [r.status for r in await asyncio.gather(*calls)] == [200] * 5
+            assert svc.most == 2 and len(svc.requests) == 5
+        finally:
+            await f.close()
+            await svc.stop()
+
+    asyncio.run(main())
+
+
 class Hanging(Servicer):
     """Never answers (a member that accepted the connection and stalls)."""
 

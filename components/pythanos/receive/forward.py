@@ -307,7 +307,7 @@ class Forwarder:
 
     def __init__(self, hashring: Callable[[], Optional[MultiHashring]], local_endpoint: str,
                  replication_factor: int = 1, mode: str = ROUTER_INGESTOR, *, local_write: LocalWrite,
-                 forward_timeout: float = 5.0, max_backoff: float = 5.0,
+                 forward_timeout: float = 5.0, max_backoff: float = 5.0, forward_workers: int = 5,
                  credentials: Optional[grpc.ChannelCredentials] = None, grpc_compression: str = "snappy",
                  registry: Optional[CollectorRegistry] = None,
                  channel_options: Sequence[tuple[str, object]] = (),
@@ -331,6 +331,7 @@ class Forwarder:
         self.local_write = local_write
         self.forward_timeout = forward_timeout
         self.max_backoff = max_backoff
+        self.forward_workers = max(1, forward_workers)  # Thanos: 0 means 1
         self.credentials = credentials
         self.clock = clock
         self._options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
@@ -342,6 +343,7 @@ class Forwarder:
                          *channel_options]
         self._ring: Optional[MultiHashring] = None
         self._channels: dict[Endpoint, grpc.aio.Channel] = {}
+        self._workers: dict[Endpoint, asyncio.Semaphore] = {}
         self._peers: dict[Endpoint, _Peer] = {}
         self._background: set[asyncio.Task] = set()
         self._local_tasks: set[asyncio.Task] = set()
@@ -373,6 +375,7 @@ class Forwarder:
             gone = set(self._ring.nodes) - set(ring.nodes)
             for e in gone:
                 ch = self._channels.pop(e, None)
+                self._workers.pop(e, None)
                 if ch is not None:
                     self._spawn(ch.close(None))
             self._peers.clear()
@@ -453,10 +456,14 @@ class Forwarder:
         except Exception as err:  # noqa: BLE001: columns a kernel refuses fail this write, not the request
             self._count(False, False, replicated)
             return FAILED, prefix + str(err)
-        self.m_delay.labels(e.address).observe(max(0.0, self.clock() - started))
+        workers = self._workers.get(e)
+        if workers is None:
+            workers = self._workers[e] = asyncio.Semaphore(self.forward_workers)
         try:
-            await writeapi.remote_write(self._channel(e), tenant, part.replica + 1, frames,
-                                        timeout=max(deadline - self.clock(), 0.001), target=e.address)
+            async with workers:  # Thanos' per-peer worker pool (--receive.forward.async-workers)
+                self.m_delay.labels(e.address).observe(max(0.0, self.clock() - started))
+                await writeapi.remote_write(self._channel(e), tenant, part.replica + 1, frames,
+                                            timeout=max(deadline - self.clock(), 0.001), target=e.address)
         except writeapi.RemoteWriteError as err:
             conflict = err.code == grpc.StatusCode.ALREADY_EXISTS
             self._count(False, conflict, replicated)
