@@ -42,8 +42,11 @@ from pythanos.storeapi.pb import write_pb2
 from pythanos.tsdb.chunkenc import decode_xor
 from pythanos.tsdb.labels import Matcher
 from test_hashring import Receiver, held_series, post_rw, series_labels, start_receivers, stop_all
+import test_tls_grpc
+from test_tls_grpc import server_flags
 
 ALL = [Matcher("=~", "__name__", ".+")]
+certs = test_tls_grpc.certs  # the fixture of test certificates (CA, server, client)
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -996,6 +999,31 @@ def test_what_a_thanos_router_forwards_splits_and_decodes(thanos_bin, tmp_path):
             await server.stop(None)
 
     asyncio.run(main())
+
+
+def test_forwarding_over_mutual_tls_to_a_thanos_member(certs, thanos_bin, tmp_path):
+    """Client TLS options as a grpc credentials object: a Thanos member requiring client
+    certificates takes our writes with them, and refuses them without."""
+    rs = start_receivers(thanos_bin, tmp_path, 1, lambda a: [{"endpoints": a}], extra=server_flags(certs))
+    try:
+        def creds(with_cert: bool) -> grpc.ChannelCredentials:
+            read = lambda p: Path(p).read_bytes()  # noqa: E731
+            if with_cert:
+                return grpc.ssl_channel_credentials(read(certs.ca_crt), read(certs.client_key), read(certs.client_crt))
+            return grpc.ssl_channel_credentials(read(certs.ca_crt))
+
+        async def main(with_cert: bool) -> ForwardResult:
+            f = Forwarder(lambda: ring_of([rs[0].grpc]), "", 1, hr.ROUTER_ONLY, local_write=Local(),
+                          registry=CollectorRegistry(), credentials=creds(with_cert), forward_timeout=20)
+            res = await f.forward("tls", decode_v1(v1_body(10, int(time.time() * 1000)), "tls"))
+            await f.close()
+            return res
+        res = asyncio.run(main(True))
+        assert (res.status, res.samples_written) == (200, 10), res
+        res = asyncio.run(main(False))
+        assert res.status == 503 and "rpc error: code = Unavailable" in res.message, res
+    finally:
+        stop_all(rs)
 
 
 def test_rw2_requests_reach_a_thanos_member_with_their_labels_and_samples(thanos_bin, tmp_path):

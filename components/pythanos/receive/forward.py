@@ -15,10 +15,13 @@ local texts), so our receivers and real Thanos ones can share a hashring:
   ``write_quorum(RF)`` answers per series; one that carries replica n (a router sent it) is placed
   at n alone, quorum 1. Router-only receivers never write locally; ingestor-only ones write
   everything locally.
-* **Peers**: one channel per endpoint, reused; an endpoint answering Unavailable is backed off
+* **Peers**: one channel per endpoint, reused, at most ``forward_workers`` writes in flight to it
+  (Thanos' ``--receive.forward.async-workers``); an endpoint answering Unavailable is backed off
   (100 ms doubling with jitter up to ``max_backoff``, Thanos' ``receive-forward-max-backoff``): writes
   to it fail at once with Thanos' "backing off" text until then; a success ends the backoff. A
-  hashring change closes the channels of endpoints that left and resets every backoff.
+  hashring change closes the channels of endpoints that left and resets every backoff. Calls go
+  uncompressed: grpcio has no snappy (Thanos' default ``--receive.grpc-compression``), and Thanos
+  receivers accept uncompressed calls, so nothing needs configuring on either side.
 * **Answer** (per series, then for the request): a series whose successes reach the quorum is
   written. Otherwise, *our departure from Thanos* (thanos-io/thanos#8727): replicas answering
   Conflict (409 / AlreadyExists: out-of-order, duplicate, out-of-bounds samples...) hold the data,
@@ -35,7 +38,11 @@ local texts), so our receivers and real Thanos ones can share a hashring:
 
 Remote writes still running when the answer is known continue in the background when every series
 succeeded (they improve replication, as in Thanos), and are cancelled otherwise; local writes are
-never cancelled half way.
+never cancelled half way. Other departures, all deliberate: a local conflict is not counted as an
+error in ``thanos_receive_forward_requests_total`` (Thanos leaves out only remote ones); an
+ingestor-only receiver with RF > 1 writes everything locally once (Thanos answers 500
+"insufficient nodes"); a request whose answer is decided (every series has its quorum, or can no
+longer reach it) answers at once instead of waiting for the rest.
 """
 from __future__ import annotations
 
@@ -334,13 +341,15 @@ class Forwarder:
         self.forward_workers = max(1, forward_workers)  # Thanos: 0 means 1
         self.credentials = credentials
         self.clock = clock
-        self._options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
-                         ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
-                         # grpc's own reconnect backoff (default up to 120 s) would keep a restarted
-                         # member dark long after ours let it back in.
-                         ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
-                         ("grpc.max_reconnect_backoff_ms", max(100, int(max_backoff * 1000))),
-                         *channel_options]
+        defaults = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
+                    # Thanos' client keepalive
+                    ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
+                    # grpc's own reconnect backoff (default up to 120 s) would keep a restarted
+                    # member dark long after ours let it back in.
+                    ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+                    ("grpc.max_reconnect_backoff_ms", max(100, int(max_backoff * 1000)))]
+        given = {k for k, _ in channel_options}  # e.g. grpc.ssl_target_name_override for TLS
+        self._options = [*channel_options, *(kv for kv in defaults if kv[0] not in given)]
         self._ring: Optional[MultiHashring] = None
         self._channels: dict[Endpoint, grpc.aio.Channel] = {}
         self._workers: dict[Endpoint, asyncio.Semaphore] = {}
