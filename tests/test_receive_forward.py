@@ -569,15 +569,17 @@ def test_modes_replicas_and_bad_replica_in_process():
             assert (await r2.forward("t", d, 7)).status == 200 and local2.calls == []
             await r2.close()
             # ingestor-only: no hashring, everything local once, the replica header ignored
-            local3 = Local(LocalResult(samples_out_of_order=2))
+            local3 = Local(LocalResult(samples_out_of_order=2, samples_written=58))
             i3 = Forwarder(lambda: None, "", 1, hr.INGESTOR_ONLY, local_write=local3, registry=CollectorRegistry())
             res = await i3.forward("t", d, 5)
             assert local3.calls == [("t", list(range(60)), 0)]
+            assert res.samples_written == 58  # what the partly refused local write stored
             assert (res.status, res.message) == (409, "forwarding request to endpoint addr: , capnp_addr: , az: : "
                                                        "writing locally: add 2 samples: out of order sample")
             res = await i3.ingest("t", d)
             assert (res.status, res.message, res.grpc_code) == (409, "add 2 samples: out of order sample",
                                                                 grpc.StatusCode.ALREADY_EXISTS)
+            assert res.samples_written == 58
             local3.answer = LocalResult(not_ready=True)
             assert (await i3.ingest("t", d)).status == 503
             # no hashring yet in a routing receiver: not ready

@@ -130,6 +130,8 @@ class LocalResult:
     else (Thanos: "get tenant appendable: ...", "commit samples: ...")."""
 
     samples_written: int = 0
+    histograms_written: int = 0
+    exemplars_written: int = 0
     labels_out_of_order: int = 0
     labels_duplicate: int = 0
     labels_empty: int = 0
@@ -186,8 +188,10 @@ class LocalResult:
 @dataclass
 class ForwardResult:
     """The answer to a request: HTTP ``status`` (200, 400, 409, 500, 503) and Thanos' ``message``
-    (without the newline ``http.Error`` adds). ``series``/``samples``: how many were routed; ``*_written`` count the series that reached
-    the quorum with successes alone (the RW 2.0 written headers); ``conflicts``/``failed`` count
+    (without the newline ``http.Error`` adds). ``series``/``samples``: how many were routed;
+    ``*_written``: those of the series that reached the quorum with successes alone, plus, with one
+    replica per series, what a partly refused local write reports it stored (RW 2.0's written
+    headers); ``conflicts``/``failed`` count
     series settled as conflicts / short of the quorum."""
 
     status: int
@@ -207,6 +211,12 @@ class ForwardResult:
 
 
 LocalWrite = Callable[[str, DecodedWrite, np.ndarray, int], Awaitable[object]]
+
+
+def _written(res: object) -> tuple[int, int, int]:
+    """(samples, histograms, exemplars) a local write reports it stored (0 when it does not say)."""
+    return tuple(int(getattr(res, k, 0) or 0)  # type: ignore[return-value]
+                 for k in ("samples_written", "histograms_written", "exemplars_written"))
 
 
 def local_outcome(res: object) -> tuple[int, str]:
@@ -304,6 +314,7 @@ class _Part:
     replica: int
     local_ids: np.ndarray  # indices into the routed series (0..n)
     local: bool
+    written: Optional[tuple[int, int, int]] = None  # what a local write reports it stored
 
 
 class Forwarder:
@@ -502,6 +513,7 @@ class Forwarder:
             res = LocalResult(error=str(err) or type(err).__name__)
         kind, text = local_outcome(res)
         self._count(kind == OK, kind == CONFLICT, replicated)
+        part.written = _written(res)
         if kind == OK:
             return OK, ""
         return kind, f"forwarding request to endpoint {endpoint_text(part.endpoint)}: writing locally: {text}"
@@ -558,6 +570,11 @@ class Forwarder:
                      for e, rep, ids in split_by_endpoint(idx, plan.replicas)]
             replicas, quorum, replicated = plan.replicas, plan.quorum, plan.replicated
         return await self._fanout(tenant, decoded, pos, parts, len(replicas), quorum, replicated, nsamples, started)
+
+    @staticmethod
+    def _counts(decoded: DecodedWrite, p: np.ndarray) -> tuple[int, int, int]:
+        so = decoded.sample_offsets
+        return (int((so[p + 1] - so[p]).sum()), int(decoded.n_histograms[p].sum()), int(decoded.n_exemplars[p].sum()))
 
     async def _fanout(self, tenant: str, decoded: DecodedWrite, pos: np.ndarray, parts: list[_Part], nrep: int,
                       quorum: int, replicated: bool, nsamples: int, started: float) -> ForwardResult:
@@ -616,19 +633,22 @@ class Forwarder:
             if timed_out:
                 how = "writing locally: " if part.local else "rpc error: code = DeadlineExceeded desc = "
                 settle(k, FAILED, f"forwarding request to endpoint {endpoint_text(part.endpoint)}: {how}{DEADLINE_TEXT}")
-        return self._answer(decoded, pos, parts, succ, conf, quorum, reasons, nsamples)
+        return self._answer(decoded, pos, parts, succ, conf, quorum, reasons, nsamples, nrep)
 
     def _answer(self, decoded: DecodedWrite, pos: np.ndarray, parts: list[_Part], succ: np.ndarray,
-                conf: np.ndarray, quorum: int, reasons: list[tuple[int, str]], nsamples: int) -> ForwardResult:
+                conf: np.ndarray, quorum: int, reasons: list[tuple[int, str]], nsamples: int,
+                nrep: int) -> ForwardResult:
         ok = succ >= quorum
         settled = ~ok & (succ + conf >= quorum)
         failed = ~ok & ~settled
-        wpos = pos[ok]
-        so = decoded.sample_offsets
-        res = ForwardResult(200, "", len(pos), nsamples,
-                            samples_written=int((so[wpos + 1] - so[wpos]).sum()),
-                            histograms_written=int(decoded.n_histograms[wpos].sum()),
-                            exemplars_written=int(decoded.n_exemplars[wpos].sum()),
+        # What was written (RW 2.0's written headers): the series that have their quorum; with one
+        # replica per series, a local write's own count for its share when some of it was refused.
+        written = self._counts(decoded, pos[ok])
+        if nrep == 1:
+            for part in parts:
+                if part.written is not None and not ok[part.local_ids].all():
+                    written = tuple(w + x for w, x in zip(written, part.written))
+        res = ForwardResult(200, "", len(pos), nsamples, *written,
                             conflicts=int(settled.sum()), failed=int(failed.sum()))
         if res.failed or res.conflicts:
             res.status = 503 if res.failed else 409
@@ -650,11 +670,9 @@ class Forwarder:
             res = LocalResult(error=str(err) or type(err).__name__)
         kind, text = local_outcome(res)
         if kind == OK:
-            return ForwardResult(200, "", n, nsamples, samples_written=nsamples,
-                                 histograms_written=int(decoded.n_histograms[pos].sum()),
-                                 exemplars_written=int(decoded.n_exemplars[pos].sum()))
+            return ForwardResult(200, "", n, nsamples, *self._counts(decoded, pos))
         status = {NOT_READY: 503, CONFLICT: 409}.get(kind, 500)
-        return ForwardResult(status, text, n, nsamples, conflicts=n if kind == CONFLICT else 0,
+        return ForwardResult(status, text, n, nsamples, *_written(res), conflicts=n if kind == CONFLICT else 0,
                              failed=0 if kind == CONFLICT else n)
 
 
