@@ -128,7 +128,8 @@ class Servicer:
         out: dict[tuple[str, int], set[int]] = {}
         for r in self.requests:
             for ts in r.timeseries:
-                out.setdefault((self.address, r.replica), set()).add(int({lb.name: lb.value for lb in ts.labels}["idx"]))
+                idx = int({lb.name: lb.value for lb in ts.labels}["idx"])
+                out.setdefault((self.address, r.replica), set()).add(idx)
         return out
 
 
@@ -136,7 +137,8 @@ def ring_of(addrs, alg: str = "hashmod", rf: int = 1) -> hr.MultiHashring:
     return hr.new_multi_hashring(hr.parse_hashrings(json.dumps([{"endpoints": list(addrs)}])), alg, rf)
 
 
-def assigned(ring: hr.MultiHashring, tenant: str, idxs, rf: int, labels=series_labels) -> dict[tuple[str, int], set[int]]:
+def assigned(ring: hr.MultiHashring, tenant: str, idxs, rf: int,
+             labels=series_labels) -> dict[tuple[str, int], set[int]]:
     """(endpoint address, wire replica) -> series idx, as our hashring (proven equal to Thanos') says."""
     idxs = list(idxs)
     hashes = hr.series_hashes(tenant, (labels(i) for i in idxs))
@@ -203,7 +205,8 @@ def test_v1_frames_are_the_senders_bytes():
 
 
 def _hist(t: int, float_kind: bool = False) -> write_v2_pb2.Histogram:
-    h = write_v2_pb2.Histogram(sum=12.5, schema=1, zero_threshold=1e-3, timestamp=t, reset_hint=2, start_timestamp=t - 5)
+    h = write_v2_pb2.Histogram(sum=12.5, schema=1, zero_threshold=1e-3, timestamp=t, reset_hint=2,
+                               start_timestamp=t - 5)
     if float_kind:
         h.count_float, h.zero_count_float = 7.0, 1.0
         h.positive_counts.extend([2.0, 4.0])
@@ -307,7 +310,8 @@ def test_split_write_request_takes_a_thanos_write_request_apart():
     assert d.n_series == 20 and int(d.hashes[4]) == hr.series_hash(tenant, series_labels(4))
     # fields in any order, repeated scalars (last wins), unknown fields skipped: frames copied together
     f0, f1 = series_frames(decode_v1(raw, ""), np.array([0])), series_frames(decode_v1(raw, ""), np.array([1]))
-    odd = f0 + b"\x12\x01a" + b"\x18\x07" + b"\x9a\x05\x02zz" + f1 + b"\x12\x01b" + b"\x18\x02" + b"\x25\x00\x00\x00\x00"
+    odd = (f0 + b"\x12\x01a" + b"\x18\x07" + b"\x9a\x05\x02zz" + f1 + b"\x12\x01b" + b"\x18\x02"
+           + b"\x25\x00\x00\x00\x00")
     assert split_write_request(odd) == (f0 + f1, "b", 2)
     assert split_write_request(b"") == (b"", "", 0)
     assert split_write_request(b"\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01")[2] == -1
@@ -607,8 +611,8 @@ def test_backoff_hashring_replacement_and_metrics_in_process():
         ep = ring.rings[0].endpoints[0]
         try:
             res = await f.forward("t", d)
-            assert res.status == 503 and res.message == (f"forwarding request to endpoint {endpoint_text(ep)}: rpc error: "
-                                                         "code = Unavailable desc = shutting down")
+            assert res.status == 503 and res.message == (f"forwarding request to endpoint {endpoint_text(ep)}: "
+                                                         "rpc error: code = Unavailable desc = shutting down")
             res = await f.forward("t", d)  # the clock has not moved: still backing off
             assert res.status == 503 and res.message == (f"backing off forward request for endpoint "
                                                          f"{{{{{ep.address} {ep.capnproto_address} }} 0}}: "
@@ -716,7 +720,8 @@ def test_timeouts_and_local_failures_in_process():
     text; what the others answered decides (a conflict still completes the quorum). A local write
     that raises is a failed replica with its text."""
     async def main():
-        ok, conflict, hang = Servicer(), Servicer(grpc.StatusCode.ALREADY_EXISTS, "add 1 samples: out of bounds"), Hanging()
+        ok, hang = Servicer(), Hanging()
+        conflict = Servicer(grpc.StatusCode.ALREADY_EXISTS, "add 1 samples: out of bounds")
         for s in (ok, conflict, hang):
             await s.start()
         d = decode_v1(v1_body(5, 1000), "t")
@@ -875,7 +880,8 @@ def test_all_members_down_answers_503_with_thanos_text(thanos_bin, tmp_path):
         assert code == 503, thanos_text
 
         async def main():
-            f = Forwarder(lambda: ring_of(dead), "", 1, hr.ROUTER_ONLY, local_write=Local(), registry=CollectorRegistry())
+            f = Forwarder(lambda: ring_of(dead), "", 1, hr.ROUTER_ONLY, local_write=Local(),
+                          registry=CollectorRegistry())
             res = await f.forward("t", decode_v1(raw, "t"))
             await f.close()
             return res
@@ -1043,7 +1049,8 @@ def test_rw2_requests_reach_a_thanos_member_with_their_labels_and_samples(thanos
     series.append(([("__name__", "v2_ex"), ("idx", "e")], [(now, 1.0)], [], [([("trace_id", "t1")], 1.0, now)]))
     try:
         async def main():
-            f = Forwarder(lambda: ring_of(addrs), "", 1, hr.ROUTER_ONLY, local_write=Local(), registry=CollectorRegistry())
+            f = Forwarder(lambda: ring_of(addrs), "", 1, hr.ROUTER_ONLY, local_write=Local(),
+                          registry=CollectorRegistry())
             d = decode_v2(v2_body(series), tenant)
             res = await f.forward(tenant, d)
             await f.close()

@@ -68,10 +68,10 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "COMPRESSIONS", "ERR_NOT_READY", "ERR_UNAVAILABLE", "ERR_BAD_REPLICA", "LocalResult", "ForwardResult",
-    "LocalWrite", "Forwarder", "series_frames", "local_outcome", "split_write_request", "endpoint_text", "error_set_text", "go_status_text",
+    "LocalWrite", "Forwarder", "series_frames", "local_outcome", "split_write_request", "endpoint_text",
+    "error_set_text", "go_status_text",
 ]
 
-ERR_CONFLICT = "conflict"
 ERR_BAD_REPLICA = "request replica exceeds receiver replication factor"
 ERR_NOT_READY = "target not ready"
 ERR_UNAVAILABLE = "target not available"
@@ -632,7 +632,8 @@ class Forwarder:
                 t.cancel()  # the answer is a failure: nothing to gain from the rest (as Thanos)
             if timed_out:
                 how = "writing locally: " if part.local else "rpc error: code = DeadlineExceeded desc = "
-                settle(k, FAILED, f"forwarding request to endpoint {endpoint_text(part.endpoint)}: {how}{DEADLINE_TEXT}")
+                settle(k, FAILED,
+                       f"forwarding request to endpoint {endpoint_text(part.endpoint)}: {how}{DEADLINE_TEXT}")
         return self._answer(decoded, pos, parts, succ, conf, quorum, reasons, nsamples, nrep)
 
     def _answer(self, decoded: DecodedWrite, pos: np.ndarray, parts: list[_Part], succ: np.ndarray,
