@@ -1034,6 +1034,55 @@ def test_forwarding_over_mutual_tls_to_a_thanos_member(certs, thanos_bin, tmp_pa
         stop_all(rs)
 
 
+def test_a_thanos_router_forwarding_to_our_receiving_side(thanos_bin, tmp_path):
+    """The receiving side as a receiver wires it (a raw WriteableStore servicer: split_write_request,
+    decode_v1, Forwarder.forward with the wire replica), in a ring with a real Thanos member, fed by
+    a real Thanos router with RF 2: every series lands at its replica on the right member; ours
+    writes its share locally (nothing is forwarded on), the Thanos member holds the rest."""
+    tenant, n = "mixed-tenant", 200
+
+    async def main():
+        port = free_ports(1)[0]
+        me = f"127.0.0.1:{port}"
+        rs, addrs = await asyncio.to_thread(start_members, thanos_bin, tmp_path, 1, 2, [me])
+        ring = ring_of(addrs, rf=2)
+        local = Local()
+        fwd = Forwarder(lambda: ring, me, 2, hr.ROUTER_INGESTOR, local_write=local, registry=CollectorRegistry())
+        got: list[tuple[int, int]] = []
+
+        async def handle(raw: bytes) -> None:
+            body, t, replica = split_write_request(raw)
+            d = decode_v1(body, t)
+            before = len(local.calls)
+            res = await fwd.forward(t, d, replica)
+            if res.status != 200:
+                raise writeapi.WriteError(res.message)
+            for _, pos, rep in local.calls[before:]:
+                got.extend((rep + 1, int(dict(d.labels(i))["idx"])) for i in pos)
+
+        server = grpc.aio.server()
+        writeapi.add_writeable_servicer(server, handle, raw=True)
+        server.add_insecure_port(me)
+        await server.start()
+        router = await asyncio.to_thread(start_router, thanos_bin, tmp_path, addrs, 2)
+        try:
+            code, text = await asyncio.to_thread(post_body, router.rw, v1_body(n, int(time.time() * 1000)), tenant)
+            assert code == 200, text
+            want = assigned(ring, tenant, range(n), 2)
+            mine = {(rep, i) for (a, rep), v in want.items() if a == me for i in v}
+            await until(lambda: len(got) == len(mine), what="our share")
+            assert set(got) == mine and len(got) == len(mine)
+            theirs = set().union(*(v for (a, _), v in want.items() if a == rs[0].grpc))
+            assert await held_eventually(rs[0].grpc, theirs) == theirs
+        finally:
+            router.p.stop()
+            stop_all(rs)
+            await fwd.close()
+            await server.stop(None)
+
+    asyncio.run(main())
+
+
 def test_rw2_requests_reach_a_thanos_member_with_their_labels_and_samples(thanos_bin, tmp_path):
     """A remote-write 2.0 request forwarded to a real Thanos member (which only speaks 1.0): read
     back through its StoreAPI, every series has its canonical labels and every sample; the native
