@@ -177,7 +177,10 @@ CHILD = textwrap.dedent("""
         ts = T0 + k * PER * STEP + np.tile(np.arange(PER) * STEP, NS)
         vs = (k * 1000 + sidx).astype(np.float64) + np.tile(np.arange(PER), NS) / 10
         res = db.append(buf, offs, sidx, ts, vs)
-        if not (res.status <= 1).all():
+        # the first batch after a restart may be the unacknowledged one, logged before the kill:
+        # then none of it is new (last samples equal duplicates, earlier ones out of order)
+        again = k == start and not (res.status == 0).any() and (res.status <= 2).all()
+        if not ((res.status == 0).all() or again):
             raise SystemExit(f"batch {k}: statuses {np.unique(res.status)}")
         os.write(fd, f"{k}\\n".encode())
         os.fsync(fd)
@@ -782,3 +785,73 @@ def test_prometheus_replays_our_wbl(tmp_path, prometheus3_bin, prometheus_factor
         tt, vv = ours[tuple(sorted(r["metric"].items()))]
         assert [int(round(float(a) * 1000)) for a, _ in r["values"]] == tt.tolist()
         assert [float(b) for _, b in r["values"]] == vv.tolist()
+
+
+def test_failed_wal_write_is_cut_back_and_logged_later(tmp_path, monkeypatch):
+    """A WAL write failing halfway (disk full) leaves no torn bytes, and the samples the head took
+    meanwhile reach the WAL with the next append that succeeds (a retry of the failed request
+    finds them as equal duplicates)."""
+    import errno
+
+    real = W._write_all
+    fail = {"n": 0}
+
+    def flaky(fd, data):
+        if fail["n"]:
+            fail["n"] -= 1
+            real(fd, bytes(data)[:len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data)
+
+    monkeypatch.setattr(W, "_write_all", flaky)
+    sets = labelsets(200, "full")
+    buf, offs = blobs_from_labels(sets)
+    db = TSDB.open(tmp_path / "db")
+    for k in range(10):
+        if k in (3, 7):
+            fail["n"] = 1
+            with pytest.raises(OSError):
+                db.append(buf, offs, np.arange(200), np.full(200, T0 + k * 1000), np.random.rand(200))
+            # the head took them: they are logged ahead of the next append
+            continue
+        res = db.append(buf, offs, np.arange(200), np.full(200, T0 + k * 1000), np.full(200, float(k)))
+        assert (res.status == OK).all()
+    fail["n"] = 1
+    with pytest.raises(OSError):
+        db.append(buf, offs, np.arange(200), np.full(200, T0 + 10_000), np.full(200, 10.0))
+    ours = samples_of(db)
+    db.close()  # the last failed batch is logged on close
+    assert W.segment_range(tmp_path / "db" / "wal")[1] == 0
+    for _ in W.read_records(tmp_path / "db" / "wal"):  # no corruption anywhere
+        pass
+    with TSDB.open(tmp_path / "db") as db:
+        assert samples_equal(samples_of(db), ours)
+        assert len(next(iter(ours.values()))[0]) == 11
+
+
+def test_shipper_uploads_our_blocks_and_thanos_verifies_them(tmp_path, thanos_bin):
+    """The shipper reads the block directories of our TSDB directory as it reads Prometheus'
+    (wal/, wbl/ and lock beside them): every block is uploaded once, and Thanos' own bucket
+    verifier finds nothing wrong with them."""
+    from pythanos.block.shipper import Shipper
+    from pythanos.objstore.filesystem import FilesystemBucket
+
+    sets = labelsets(50, "ship")
+    start = (T0 // H2) * H2
+    t = start + np.arange(0, 9 * H, 30_000, dtype=np.int64)
+    db = TSDB.open(tmp_path / "db", ooo_window_ms=H)
+    for a in range(0, len(t), 120):
+        feed(db, sets, t[a:a + 120], np.random.default_rng(a).normal(size=(len(sets), len(t[a:a + 120]))), 40)
+        db.compact()
+    metas = db.blocks()
+    assert len(metas) >= 3
+    bucket = FilesystemBucket(str(tmp_path / "bkt"))
+    shipper = Shipper(bucket, tmp_path / "db", labels=lambda: {"receive": "r0", "tenant_id": "t"}, source="receive")
+    assert shipper.sync() == len(metas)
+    assert shipper.sync() == 0
+    assert sorted(os.listdir(tmp_path / "bkt")) == sorted(m.ulid for m in metas)
+    db.close()
+    v = subprocess.run([thanos_bin, "tools", "bucket", "verify",
+                        "--objstore.config={type: FILESYSTEM, config: {directory: %s}}" % (tmp_path / "bkt")],
+                       capture_output=True, text=True, timeout=120)
+    assert v.returncode == 0 and "level=warn" not in v.stderr and "level=error" not in v.stderr, v.stderr[-3000:]

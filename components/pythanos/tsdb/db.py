@@ -22,9 +22,18 @@ Facts from Prometheus v3.9.1 (``tsdb/db.go``, ``head.go``, ``head_wal.go``, ``he
   the WAL is truncated (``Head.truncateWAL``): a new segment is started, the lower two thirds
   of the older segments become a checkpoint (series still in the head, samples at or after the
   truncation time) and the covered segments and older checkpoints are deleted.
+* Out-of-order samples (with ``ooo_window_ms``) are logged to ``<dir>/wbl/`` (Prometheus'
+  write-behind log, same format), replayed after the WAL without the window check, and the
+  WBL is dropped once the head's out-of-order samples are written as blocks (after a head
+  compaction, ``DB.compactOOOHead``); Prometheus also logs them to the WAL, we do not, so a
+  restart never brings back samples already in an out-of-order block.
 * Retention (``BeyondTimeRetention``): blocks whose max time lies ``retention`` or more behind
   the newest block's max time are deleted (renamed ``.tmp-for-deletion``, then removed); the
   newest block never is.
+* ``<dir>/lock`` is flock'ed while open, as Prometheus does: neither opens the other's directory.
+
+Layout beside the blocks: ``wal/``, ``wbl/``, ``lock``; no ``chunks_head/`` (our head keeps its
+chunks in memory) and no block compaction beyond level 1 (Thanos' receiver disables it too).
 
 The head keeps no native histograms or exemplars yet: :meth:`TSDB.append_histograms` and
 :meth:`TSDB.append_exemplars` log them to the WAL (so a Prometheus opening the directory, and
@@ -50,14 +59,13 @@ from . import ulid as _ulid
 from . import wal as _wal
 from . import walrecords as wr
 from .block import MAX_TIME, MIN_TIME, BlockReader, norm_labels, range_end
-from .head import (BAD_REF, DEFAULT_CHUNK_RANGE, DEFAULT_SAMPLES_PER_CHUNK, ENCODING_XOR, OK, OOO_OK, Head,
-                   labels_from_blob)
+from .head import BAD_REF, DEFAULT_CHUNK_RANGE, DEFAULT_SAMPLES_PER_CHUNK, ENCODING_XOR, OK, OOO_OK, Head
 from .labels import Matcher
 from .meta import BlockMeta
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TSDB", "AppendResult", "WAL_DIRNAME", "ENCODING_XOR"]
+__all__ = ["TSDB", "AppendResult", "WAL_DIRNAME", "WBL_DIRNAME", "ENCODING_XOR", "series_record"]
 
 WAL_DIRNAME = "wal"
 WBL_DIRNAME = "wbl"
@@ -239,6 +247,7 @@ class TSDB:
         self._blk_lock = threading.Lock()  # the block list and read counts
         self._blocks: list[_Block] = []
         self._wal_expiry: dict[int, int] = {}  # ref -> keep its Series record while t >= this
+        self._unlogged: dict[int, list[bytes]] = {}  # id(WAL) -> records a failed write left over
         self._last_wal_truncation = MIN_TIME
         self._closed = False
         self._lock_fd = -1
@@ -292,8 +301,11 @@ class TSDB:
             db._unlock()
             raise
         db._child(db._m.replay_duration if db._m else None).set(time.perf_counter() - start)
-        db._child(db._m.blocks_loaded if db._m else None).set_function(lambda: len(db._blocks))
+        db._count_blocks()
         return db
+
+    def _count_blocks(self) -> None:
+        self._child(self._m.blocks_loaded if self._m else None).set(len(self._blocks))
 
     def _load_blocks(self) -> None:
         for name in sorted(os.listdir(self.dir)):
@@ -504,17 +516,33 @@ class TSDB:
                 ok = np.flatnonzero(status == OK)
                 sr, st, sv = sr[ok], ts[ok], vs[ok]
             recs += _samples_records(sr, st, sv)
-            if recs:
-                self.wal.log(recs)
+            self._log(self.wal, recs)
             if ooo:  # after the WAL, which holds the Series records they need
-                self.wbl.log(ooo)
+                self._log(self.wbl, ooo)
         return AppendResult(status, refs, len(new))
+
+    def _log(self, w: _wal.WAL, recs: list[bytes]) -> None:
+        """Log records; when that fails (disk full) they are already in the head, so they are
+        kept and logged first by the next call that succeeds (a retried request finds its samples
+        as equal duplicates, which are not logged again). Caller holds the append lock."""
+        pending = self._unlogged.get(id(w))
+        if pending:
+            recs = pending + recs
+        if not recs:
+            return
+        try:
+            w.log(recs)
+        except BaseException:
+            self._unlogged[id(w)] = recs
+            raise
+        if pending:
+            del self._unlogged[id(w)]
 
     def _series_for(self, buf: Any, offsets: Any, series: Any) -> tuple[np.ndarray, list[bytes]]:
         """Refs of the series of rare-path items (created if needed, Series record returned)."""
         offsets = _i64(offsets)
         series = _i64(series)
-        refs, created = self.head.get_or_create(buf, offsets, strict=True)
+        refs, created = self.head.get_or_create(buf, offsets, strict=False)  # malformed: ref 0
         recs = []
         new = np.flatnonzero(created)
         if len(new):
@@ -524,14 +552,19 @@ class TSDB:
     def append_histograms(self, buf: Any, offsets: Any, histograms: Sequence[Any]) -> int:
         """Log native histogram samples (``pythanos.remote.write.HistogramSample``-like: series
         index, timestamp, is_float, fields) to the WAL, Prometheus' record types 7-10. The head
-        does not store them yet (see the module docstring). Returns the number logged."""
+        does not store them yet (see the module docstring). Those of a malformed label blob are
+        left out. Returns the number logged."""
         if not histograms:
             return 0
         with self._wlock:
             self._check_open()
             refs, recs = self._series_for(buf, offsets, [h.series for h in histograms])
             groups: dict[int, list[wr.Histogram]] = {}
+            n = 0
             for ref, h in zip(refs.tolist(), histograms):
+                if ref == 0:
+                    continue
+                n += 1
                 custom = h.schema == wr.CUSTOM_BUCKETS_SCHEMA
                 rtype = ((wr.CUSTOM_BUCKETS_FLOAT_HISTOGRAM_SAMPLES if h.is_float else wr.CUSTOM_BUCKETS_HISTOGRAM_SAMPLES)
                          if custom else (wr.FLOAT_HISTOGRAM_SAMPLES if h.is_float else wr.HISTOGRAM_SAMPLES))
@@ -542,25 +575,31 @@ class TSDB:
                     tuple(h.custom_values) if custom else None))
             for rtype in sorted(groups):
                 recs.append(wr.encode_histograms(rtype, groups[rtype]))
-            self.wal.log(recs)
+            self._log(self.wal, recs)
             self._keep_refs(refs.tolist(), [int(h.timestamp) for h in histograms])
-        return len(histograms)
+        return n
 
     def append_exemplars(self, buf: Any, offsets: Any, series: Any, label_blobs: Sequence[bytes], values: Any,
                          timestamps: Any) -> int:
         """Log exemplars (per exemplar: series index, its own label blob, value, timestamp) to the
-        WAL as an Exemplars record. Not kept in memory (no exemplar storage yet)."""
+        WAL as an Exemplars record. Not kept in memory (no exemplar storage yet). Those of a
+        malformed series label blob are left out. Returns the number logged."""
         if len(label_blobs) == 0:
             return 0
         with self._wlock:
             self._check_open()
             refs, recs = self._series_for(buf, offsets, series)
             ts = _i64(timestamps)
-            recs.append(wr.encode_exemplars(refs, ts, np.ascontiguousarray(values, dtype=np.float64),
-                                            list(label_blobs)))
-            self.wal.log(recs)
+            vs = np.ascontiguousarray(values, dtype=np.float64)
+            good = np.flatnonzero(refs)
+            if len(good) < len(refs):
+                refs, ts, vs = refs[good], ts[good], vs[good]
+                label_blobs = [label_blobs[i] for i in good.tolist()]
+            if len(refs):
+                recs.append(wr.encode_exemplars(refs, ts, vs, list(label_blobs)))
+            self._log(self.wal, recs)
             self._keep_refs(refs.tolist(), ts.tolist())
-        return len(label_blobs)
+        return len(refs)
 
     # -- compaction, retention --------------------------------------------------------------------
     def compact(self) -> list[str]:
@@ -641,6 +680,7 @@ class TSDB:
         b = _Block(BlockReader.open_dir(os.path.join(self.dir, u)))
         with self._blk_lock:
             self._blocks = sorted([*self._blocks, b], key=lambda x: (x.meta.min_time, x.meta.max_time))
+        self._count_blocks()
 
     def _truncate_wal(self, mint: int, everything: bool = False) -> None:
         """Prometheus' ``Head.truncateWAL``: checkpoint the lower two thirds of the finished
@@ -703,6 +743,7 @@ class TSDB:
                 if b.users == 0:
                     b.reader.close()
         self._child(self._m.time_retentions if self._m else None).inc()
+        self._count_blocks()
         for b in gone:
             path = os.path.join(self.dir, b.meta.ulid)
             tmp = path + TMP_FOR_DELETION
@@ -873,6 +914,7 @@ class TSDB:
                 if b.users == 0:
                     b.reader.close()
             self._blocks = []
+        self._count_blocks()
 
     def close(self) -> None:
         """Close the WAL (last page written, fsynced) and the blocks. The head is not cut into
@@ -881,6 +923,12 @@ class TSDB:
             if self._closed:
                 return
             self._closed = True
+            for w in (self.wal, self.wbl):
+                if w is not None and self._unlogged.get(id(w)):
+                    try:
+                        self._log(w, [])
+                    except OSError as e:
+                        log.error("records lost: the WAL cannot be written", extra={"dir": w.dir, "err": str(e)})
             self.wal.close()
             if self.wbl is not None:
                 self.wbl.close()
@@ -904,7 +952,3 @@ def _meta3(c: Any) -> tuple[int, int]:
         return int(c[0]), int(c[1])
     return int(c.mint), int(c.maxt)
 
-
-def labels_of_blobs(buf: Any, offsets: Sequence[int]) -> list[Labels]:
-    """Label sets of blobs (tests and tools; not the hot path)."""
-    return [labels_from_blob(bytes(buf[offsets[i]:offsets[i + 1]])) for i in range(len(offsets) - 1)]

@@ -459,11 +459,23 @@ class WAL:
     def _log(self, recs: list, flags: bytearray) -> None:
         force = False
         while recs:
-            done0 = self._done
-            out, k, self._alloc, self._done, frags = _wal.frame(recs, bytes(flags), self._alloc, self._done,
-                                                                self._pps, force)
+            done0, alloc0 = self._done, self._alloc
+            out, k, alloc, done, frags = _wal.frame(recs, bytes(flags), self._alloc, self._done, self._pps, force)
             if out:
-                _write_all(self._fd, out)
+                size0 = os.fstat(self._fd).st_size
+                try:
+                    _write_all(self._fd, out)
+                except BaseException:
+                    # a failed write (disk full) must not leave half a batch: the segment is cut
+                    # back to where it was, so the next write continues it cleanly
+                    try:
+                        os.ftruncate(self._fd, size0)
+                    except OSError as e:
+                        log.error("cannot cut back a failed WAL write", extra={"segment": self._seg,
+                                                                               "err": str(e)})
+                    self._done, self._alloc = done0, alloc0
+                    raise
+            self._alloc, self._done = alloc, done
             if self._m.on:
                 self._m.part_writes.inc(frags)
                 self._m.part_bytes.inc(HEADER_SIZE * frags)
