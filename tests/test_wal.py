@@ -331,7 +331,9 @@ def test_our_reader_reads_prometheus_checkpoint(prometheus_factory, prometheus3_
     (cp_index, cp_dir), = W.list_checkpoints(data / "wal")
     assert cp_index >= 1 and W.segment_range(data / "wal")[0] == cp_index + 1
     cp_records = list(W.read_records(cp_dir))
-    assert {R.record_type(r) for r in cp_records} >= {R.SERIES, R.SAMPLES}
+    # series always; samples only when the covered segments hold some at or after mint, which
+    # depends on the time of day (mint is the 2h-aligned end of the block Prometheus cut)
+    assert R.SERIES in {R.record_type(r) for r in cp_records}
 
     # our checkpoint of the same segments with the same mint is byte-identical to Prometheus'
     stats = W.checkpoint(tmp_path / "copy", 0, cp_index, lambda refs: np.ones(len(refs), bool), mint)
