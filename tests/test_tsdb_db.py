@@ -855,3 +855,53 @@ def test_shipper_uploads_our_blocks_and_thanos_verifies_them(tmp_path, thanos_bi
                         "--objstore.config={type: FILESYSTEM, config: {directory: %s}}" % (tmp_path / "bkt")],
                        capture_output=True, text=True, timeout=120)
     assert v.returncode == 0 and "level=warn" not in v.stderr and "level=error" not in v.stderr, v.stderr[-3000:]
+
+
+def test_we_open_a_directory_prometheus_wrote(tmp_path, prometheus3_bin, prometheus_factory):
+    """The other way round: a real Prometheus 3.9.1 receives remote writes (a block cut from
+    older samples, recent ones in its WAL), is stopped, and our TSDB opened on its directory
+    holds every sample once."""
+    import cramjam
+
+    from pythanos.remote.prompb import remote_pb2
+
+    now = (int(time.time() * 1000) // 1000) * 1000
+    sent: dict[tuple, dict[int, float]] = {}
+    data = tmp_path / "data"
+    prom = prometheus_factory(tsdb_path=data, binary=prometheus3_bin,
+                              extra_args=["--web.enable-remote-write-receiver", "--storage.tsdb.retention.time=100y"])
+
+    def send(lo: int, hi: int) -> None:
+        req = remote_pb2.WriteRequest()
+        for i in range(25):
+            ts = req.timeseries.add()
+            labels = (("__name__", "fromprom"), ("i", str(i)))
+            for n, v in labels:
+                ts.labels.add(name=n, value=v)
+            for t in range(lo, hi, 30_000):
+                v = float(i * 100_000 + (t - now) // 30_000)
+                ts.samples.add(timestamp=t, value=v)
+                sent.setdefault(labels, {})[t] = v
+        body = bytes(cramjam.snappy.compress_raw(req.SerializeToString()))
+        r = urllib.request.Request(f"{prom.url}/api/v1/write", data=body, method="POST", headers={
+            "Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
+            "X-Prometheus-Remote-Write-Version": "0.1.0"})
+        with urllib.request.urlopen(r, timeout=30) as resp:
+            assert resp.status in (200, 204)
+
+    for k in range(10):  # 5h in half-hour requests: Prometheus' head becomes compactable
+        lo = now - 5 * H + k * H // 2
+        send(lo, lo + H // 2)
+    deadline = time.monotonic() + 120
+    while not any(n for n in os.listdir(data) if len(n) == 26):  # its compaction runs every minute
+        assert prom.alive() and time.monotonic() < deadline, "Prometheus cut no block in 120 s"
+        time.sleep(0.2)
+    prom.stop()
+    with TSDB.open(data) as db:
+        assert db.blocks()
+        got = samples_of(db)
+        assert db.replay_stats["unknown_sample_refs"] == 0
+    assert set(got) == set(sent)
+    for labels, pts in sent.items():
+        t, v = got[labels]
+        assert t.tolist() == sorted(pts) and v.tolist() == [pts[x] for x in sorted(pts)]
