@@ -271,8 +271,9 @@ def test_bad_input_gets_precise_4xx_and_good_series_are_kept(pythanos_bin, thano
         # out of order and duplicate samples in one request: the good samples are stored
         code, text, _ = post(url, v1([([("__name__", "good"), ("a", "1")],
                                        [(now - 1500, 9.0), (now - 1000, 7.0), (now, 4.0)])]))
-        assert code == 409 and "add 1 samples: out of order sample" in text \
-            and "add 1 samples: duplicate sample for timestamp" in text and text.startswith("2 errors: "), text
+        assert code == 409 and text == ("forwarding request to endpoint addr: , capnp_addr: , az: : writing locally: 2 "
+                                        "errors: add 1 samples: duplicate sample for timestamp; add 1 samples: out of "
+                                        "order sample\n"), text  # Thanos' text, word for word
         got = stored(ours.extra["grpc"], (("__name__", "=", "good"),))
         assert list(got.values()) == [[(now - 2000, 1.0), (now - 1000, 2.0), (now, 4.0)]]
         # an equal duplicate is accepted silently, as Prometheus does
@@ -401,3 +402,76 @@ def test_blocks_shipped_pass_thanos_verify_and_a_real_thanos_store_serves_them(p
         assert stored(rcv.extra["grpc"], (("__name__", "=", "shipped"),)) == want
     finally:
         rcv.stop()
+
+
+def test_mixed_hashring_with_a_real_thanos_receive_rf2(pythanos_bin, thanos_bin, tmp_path):
+    """Our receiver and a real ``thanos receive`` v0.42.4 in one hashring, replication factor 2:
+    writes accepted through either land on both; with one member stopped writes still succeed by
+    quorum; a real querier over both de-duplicates to one copy. (The Thanos member runs with
+    ``--receive.grpc-compression=none``: grpcio has no snappy codec, see the closing note.)"""
+    ours_ports = free_ports(3)
+    th_ports = free_ports(4)
+    ours_grpc, th_grpc = f"127.0.0.1:{ours_ports[1]}", f"127.0.0.1:{th_ports[1]}"
+    ring = tmp_path / "hashrings.json"
+    ring.write_text(json.dumps([{"hashring": "default", "endpoints": [ours_grpc, th_grpc]}]))
+    common = [f"--receive.hashrings-file={ring}", "--receive.replication-factor=2"]
+    ours = REGISTRY.start("pythanos-receive", [
+        pythanos_bin, "receive", '--label=replica="ours"', f"--tsdb.path={tmp_path / 'ours'}",
+        f"--remote-write.address=127.0.0.1:{ours_ports[0]}", f"--grpc-address={ours_grpc}",
+        f"--http-address=127.0.0.1:{ours_ports[2]}", f"--receive.local-endpoint={ours_grpc}", *common], tmp_path)
+    ours.url = f"http://127.0.0.1:{ours_ports[2]}"
+
+    def start_thanos() -> Process:
+        p = REGISTRY.start("thanos-receive", [
+            thanos_bin, "receive", '--label=replica="thanos"', f"--tsdb.path={tmp_path / 'thanos'}",
+            f"--remote-write.address=127.0.0.1:{th_ports[0]}", f"--grpc-address={th_grpc}",
+            f"--http-address=127.0.0.1:{th_ports[2]}", f"--receive.capnproto-address=127.0.0.1:{th_ports[3]}",
+            f"--receive.local-endpoint={th_grpc}", "--receive.grpc-compression=none", *common], tmp_path)
+        p.url = f"http://127.0.0.1:{th_ports[2]}"
+        p.wait_http_ready("/-/ready", 120)
+        return p
+
+    th = start_thanos()
+    tq = None
+    try:
+        ours.wait_http_ready("/-/ready", 120)
+        now = int(time.time() * 1000)
+        batch = lambda k: v1([([("__name__", "mixed"), ("i", str(i))], [(now + k * 1000, float(k * 100 + i))])  # noqa: E731
+                              for i in range(100)])
+        # through ours, then through Thanos: every series on both members. An answer comes at quorum
+        # (1 of 2 here) and the second copy may land just after it: wait for it before the next round,
+        # or the next round's newer sample could get there first and make this one out of order.
+        for k, url in enumerate((f"http://127.0.0.1:{ours_ports[0]}/api/v1/receive",
+                                 f"http://127.0.0.1:{th_ports[0]}/api/v1/receive")):
+            code, text, _ = post(url, batch(k))
+            assert code == 200, (url, text)
+            for who in (ours_grpc, th_grpc):
+                def landed(who=who, k=k):
+                    got = stored(who, (("__name__", "=", "mixed"),))
+                    want = [now + j * 1000 for j in range(k + 1)]
+                    return len(got) == 100 and all([t for t, _ in v] == want for v in got.values()), len(got)
+                poll(landed, 60, f"round {k} on {who}")
+        # one member down: writes through the other still succeed (quorum of RF 2 is 1)
+        th.stop()
+        code, text, _ = post(f"http://127.0.0.1:{ours_ports[0]}/api/v1/receive", batch(2))
+        assert code == 200, text
+        th = start_thanos()
+        code, text, _ = post(f"http://127.0.0.1:{th_ports[0]}/api/v1/receive", batch(3))
+        assert code == 200, text
+        # ours has every round: round 2 directly, round 3 forwarded by Thanos after its restart
+        def all_rounds():
+            got = stored(ours_grpc, (("__name__", "=", "mixed"),))
+            return len(got) == 100 and all([t for t, _ in v] == [now + j * 1000 for j in range(4)]
+                                           for v in got.values()), len(got)
+        poll(all_rounds, 60, "rounds 0-3 on our receiver")
+        # a real querier over both de-duplicates the replicas to one copy per series
+        tq = start_thanos_query(thanos_bin, [ours_grpc, th_grpc], tmp_path / "tq")
+        t = now / 1000 + 3.5
+        assert query(tq.url, "count(mixed)", t)[0]["value"][1] == "100"
+        u = f"{tq.url}/api/v1/query?" + urllib.parse.urlencode({"query": "count(mixed)", "time": t, "dedup": "false"})
+        assert json.loads(http_get(u)[1])["data"]["result"][0]["value"][1] == "200"
+    finally:
+        if tq is not None:
+            tq.stop()
+        th.stop()
+        ours.stop()

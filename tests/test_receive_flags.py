@@ -51,23 +51,29 @@ def test_label_flags():
         parse_label_flags(['a="1"', 'a="2"'])
 
 
-def test_no_external_labels_is_refused_as_thanos_does():
-    from pythanos.receive.flags import config_from_args
+def _refused(pythanos_bin: str, *argv: str) -> str:
+    """Run ``pythanos receive`` with ``argv`` (in a process of its own: the flags put grpcio's TLS
+    policy in force, once per process); it must exit 1 at once and say why on stderr."""
+    run = subprocess.run([pythanos_bin, "receive", *argv, "--tsdb.path=/nonexistent/never-created",
+                          "--http-address=127.0.0.1:0", "--grpc-address=127.0.0.1:0",
+                          "--remote-write.address=127.0.0.1:0"], capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0, run.stderr
+    return run.stderr
 
-    with pytest.raises(UserError, match="no external labels configured for receive"):
-        config_from_args(_args())
+
+def test_no_external_labels_is_refused_as_thanos_does(pythanos_bin):
+    assert "no external labels configured for receive" in _refused(pythanos_bin)
 
 
 @pytest.mark.parametrize("flag,want", [
     (["--receive.replication-protocol=capnproto"], "capnproto: not supported"),
     (["--receive.tenant-certificate-field=commonName"], "client certificates are not supported"),
     (["--enable-feature=nope"], "--enable-feature=nope: unknown feature"),
+    (["--receive.relabel-config=[]"], "relabelling incoming series is not supported"),
+    (["--receive.hashrings=[{"], "--receive.hashrings: failed to validate hashring configuration content"),
 ])
-def test_unsupported_features_are_refused_by_name(flag, want):
-    from pythanos.receive.flags import config_from_args
-
-    with pytest.raises(UserError, match=want):
-        config_from_args(_args('--label=r="1"', *flag))
+def test_unsupported_features_and_bad_configs_are_refused_by_name(pythanos_bin, flag, want):
+    assert want in _refused(pythanos_bin, '--label=r="1"', *flag)
 
 
 def test_limits_overlay_default_and_tenants():

@@ -270,6 +270,7 @@ def config_from_args(args: argparse.Namespace):
         split_tenant_label=args.split_tenant_label, tenant_label=args.tenant_label,
         replica_header=args.replica_header, replication_factor=args.replication_factor,
         grpc_compression=args.grpc_compression, forward_timeout=args.forward_timeout,
+        forward_max_backoff=args.forward_max_backoff,
         forward_workers=args.forward_workers, relabel=relabel,
         block_duration=args.min_block_duration, too_far_in_future=args.too_far_in_future,
         ooo_window=args.ooo_window, wal_compression=args.wal_compression, max_exemplars=args.max_exemplars,

@@ -45,6 +45,7 @@ class ReceiveConfig:
     replication_factor: int = 1
     grpc_compression: str = "snappy"
     forward_timeout: float = 5.0
+    forward_max_backoff: float = 5.0
     forward_workers: int = 5
     relabel: list = field(default_factory=list)
     block_duration: float = 7200.0
@@ -84,13 +85,9 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
     from ..storeapi import StoreServer
     from .handler import ReceiveHandler, WriteOutcome
     from .limits import parse_limits
-    from .tenants import TenantOptions, Tenants, TenantsStore
+    from .tenants import TenantOptions, Tenants, TenantsStore, check_tenant
     from .writer import write_local
 
-    if config.hashrings_file or config.hashrings_text:
-        from ..errors import UserError
-
-        raise UserError(f"{config.hashrings_where}: hashrings are not wired into pythanos receive in this build")
     srv = Component("receive", http_address=config.http_address, http_grace_period=config.http_grace_period,
                     http_config=config.http_config, grpc_address=config.grpc_address,
                     grpc_grace_period=config.grpc_grace_period, grpc_tls=config.grpc_tls,
@@ -104,26 +101,99 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
         allow_out_of_order_uploads=config.allow_out_of_order_uploads,
         skip_corrupted_blocks=config.skip_corrupted_blocks, hash_func=config.hash_func), registry=srv.registry)
     opened = asyncio.Event()
+    from . import hashring as hr
+    from .forward import Forwarder
+
+    configured = bool(config.hashrings_file or config.hashrings_text)
+    mode = hr.receiver_mode(configured, config.local_endpoint)
+    ring_state: dict = {"ring": None, "configs": []}
+
+    def set_configs(configs) -> None:
+        ring_state["ring"] = hr.new_multi_hashring(configs, config.hashrings_algorithm, config.replication_factor)
+        ring_state["configs"] = configs
+        tenants.refresh_labels()
+        log.info("hashring changed", extra={"hashrings": len(configs), "mode": mode})
+
+    tenants.hashring_labels = lambda tenant: dict(hr.external_labels_of(ring_state["configs"], tenant))
+    watcher = None
+    if config.hashrings_file:
+        def validate(configs) -> None:
+            hr.new_multi_hashring(configs, config.hashrings_algorithm, config.replication_factor)
+
+        watcher = hr.HashringFileWatcher(config.hashrings_file, set_configs,
+                                         refresh_interval=config.hashrings_refresh_interval,
+                                         registry=srv.registry, validate=validate)
+        await watcher.refresh()
+        if watcher.configs is None:
+            from ..errors import UserError
+
+            raise UserError(f"{config.hashrings_where}: failed to validate hashring configuration file: "
+                            f"{watcher.last_error}")
+    elif config.hashrings_text:
+        try:
+            set_configs(hr.parse_hashrings(config.hashrings_text, config.hashrings_where))
+        except hr.HashringConfigError as e:
+            from ..errors import UserError
+
+            raise UserError(f"{config.hashrings_where}: failed to validate hashring configuration content: {e}") \
+                from None
 
     def not_ready() -> Optional[str]:
-        return None if opened.is_set() else "replaying the write-ahead logs"
+        if not opened.is_set():
+            return "replaying the write-ahead logs"
+        if configured and ring_state["ring"] is None:
+            return "no hashring configuration loaded"
+        return None
 
     srv.ready_check = not_ready
     loop = asyncio.get_running_loop()
     future_ms = int(config.too_far_in_future * 1000)
 
-    async def route(tenant: str, decoded, replica: int) -> WriteOutcome:
+    async def local_write(tenant: str, decoded, positions, replica: int):
         t = await tenants.get(tenant)
         res = await loop.run_in_executor(tenants.executor, lambda: write_local(
-            t.db, decoded, None, too_far_in_future_ms=future_ms, exemplars=config.max_exemplars > 0))
+            t.db, decoded, positions, too_far_in_future_ms=future_ms, exemplars=config.max_exemplars > 0))
         t.last_write = time.monotonic()
-        return WriteOutcome(status=409 if res.errors else 200, message=_join(res.errors),
-                            samples_written=res.samples_written, histograms_written=res.histograms_written,
-                            exemplars_written=res.exemplars_written)
+        return res
+
+    forwarder = Forwarder(lambda: ring_state["ring"], config.local_endpoint, config.replication_factor, mode,
+                          local_write=local_write, forward_timeout=config.forward_timeout,
+                          max_backoff=config.forward_max_backoff, forward_workers=config.forward_workers,
+                          grpc_compression=config.grpc_compression, registry=srv.registry)
+
+    async def route(tenant: str, decoded, replica: int) -> WriteOutcome:
+        out = await forwarder.forward(tenant, decoded, replica)
+        return WriteOutcome(status=out.status, message=out.message, samples_written=out.samples_written,
+                            histograms_written=out.histograms_written, exemplars_written=out.exemplars_written)
 
     def head_series(tenant: str) -> int:
         t = tenants._tenants.get(tenant)
         return t.db.head.num_series if t is not None else 0
+
+    async def grpc_write(raw: bytes) -> None:
+        """A write another receiver forwarded (``thanos.WriteableStore/RemoteWrite``)."""
+        from ..remote import write as rw
+        from ..storeapi.writeapi import WriteConflict, WriteInvalid, WriteUnavailable
+        from .forward import split_write_request
+
+        why = not_ready()
+        if why is not None:
+            raise WriteUnavailable(f"target not ready: {why}")
+        try:
+            body, tenant, replica = split_write_request(raw)
+            decoded = rw.decode_v1(body, tenant)
+        except (ValueError, rw.WriteDecodeError) as e:
+            raise WriteInvalid(str(getattr(e, "message", e))) from None
+        why = check_tenant(tenant or config.default_tenant)
+        if why is not None:
+            raise WriteInvalid(why)
+        out = await forwarder.forward(tenant or config.default_tenant, decoded, replica)
+        if out.status == 200:
+            return
+        err = {409: WriteConflict, 503: WriteUnavailable, 400: WriteInvalid}.get(out.status)
+        if err is None:
+            raise RuntimeError(out.message)
+        raise err(out.message)
 
     handler = ReceiveHandler(route, tenant_header=config.tenant_header, default_tenant=config.default_tenant,
                              replica_header=config.replica_header, limits=lambda: limits, head_series=head_series,
@@ -135,13 +205,16 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
     store = TenantsStore(tenants, ready=not_ready)
 
     async def close() -> None:
+        await forwarder.close()
         await loop.run_in_executor(None, tenants.close)
         if bucket is not None:
             from ..server import close_quietly
 
             close_quietly(bucket)
 
-    await srv.start(StoreServer(store).handlers(), cleanup=close)
+    from ..storeapi.writeapi import writeable_handler
+
+    await srv.start([*StoreServer(store).handlers(), writeable_handler(grpc_write, raw=True)], cleanup=close)
     await srv.listen_http(rw_app, config.remote_write_address, "--remote-write.address")
 
     async def startup() -> None:
@@ -167,4 +240,7 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
 
     log.info("starting receiver", extra={"remote_write": config.remote_write_address, "grpc": config.grpc_address,
                                          "http": config.http_address})
-    return await srv.run_tasks([asyncio.create_task(startup(), name="tenants")], on_stop=on_stop)
+    tasks = [asyncio.create_task(startup(), name="tenants")]
+    if watcher is not None:
+        tasks.append(asyncio.create_task(watcher.run(), name="hashring-watcher"))
+    return await srv.run_tasks(tasks, on_stop=on_stop)
