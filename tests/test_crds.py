@@ -111,7 +111,8 @@ def test_minimal_thanoscluster_gets_schema_defaults(kubectl, pythanos_crds, name
         },
         "ruler": {"enabled": False, "replicas": 1, "evaluationInterval": "1m", "alertmanagers": [],
                   "ruleConfigMaps": []},
-        "receiver": {"enabled": False, "replicas": 1, "replicationFactor": 1, "tenantLabelName": "tenant_id"},
+        "receiver": {"enabled": False, "replicas": 1, "replicationFactor": 1, "tenantLabelName": "tenant_id",
+                     "replicaExternalLabelName": "receive_replica", "hashringsAlgorithm": "hashmod"},
         "queryFrontend": {"enabled": False, "replicas": 1, "splitInterval": "24h"},
     }
 

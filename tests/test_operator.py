@@ -759,10 +759,12 @@ NEEDED = [("list", "prometheushas.pythanos.io"), ("watch", "thanosclusters.pytha
           ("create", "statefulsets.apps"), ("patch", "deployments.apps"), ("delete", "statefulsets.apps"),
           ("watch", "services"), ("watch", "configmaps"), ("watch", "poddisruptionbudgets.policy"),
           ("delete", "poddisruptionbudgets.policy"), ("get", "secrets"), ("create", "events"),
+          ("list", "pods"), ("watch", "pods"),
           ("patch", "kopfpeerings.kopf.dev"), ("get", "kopfpeerings.kopf.dev")]
 NEVER = [("list", "secrets"), ("watch", "secrets"), ("create", "secrets"), ("patch", "secrets"),
          ("delete", "secrets"), ("update", "prometheushas.pythanos.io"), ("create", "thanosclusters.pythanos.io"),
          ("delete", "prometheushas.pythanos.io"), ("get", "pods"), ("create", "pods", "--subresource=exec"),
+         ("patch", "pods"), ("delete", "pods"), ("patch", "pods", "--subresource=status"),
          ("get", "events"), ("create", "events.events.k8s.io"), ("create", "rolebindings.rbac.authorization.k8s.io"),
          ("escalate", "roles.rbac.authorization.k8s.io"), ("impersonate", "serviceaccounts"), ("*", "*")]
 

@@ -14,6 +14,12 @@
   finalizer on every custom resource, which wedges deletion when the operator is gone — e.g. under Argo CD
   app deletion).
 * kopf indexes hold all PrometheusHAs, ThanosClusters and our workloads, so cross-object rules need no lists.
+* Receiver pods (our labels, ``app.kubernetes.io/name=thanos-receive``; list/watch, never get) are indexed by
+  ThanosCluster with their name, Ready condition and deletion mark: the input of the hashring ConfigMap the
+  ThanosCluster's render writes (ready, wanted pods by ordinal, their stable DNS names under
+  ``PYTHANOS_CLUSTER_DOMAIN``, default ``cluster.local``). A pod event that changes a cluster's ring re-runs
+  that cluster's reconcile; others cost nothing. The ring's state is the ``Hashring`` condition
+  (``HashringEmpty``, ``HashringBelowReplicationFactor``, ``ReplicationFactorTooHigh``: Warning Events).
 * gRPC TLS Secrets (``grpcTLS``) are read by name at each reconcile (keys present and PEM; the CA's digest
   goes on the pods that read it) and re-read every ``PYTHANOS_OPERATOR_SECRET_RESYNC`` seconds (default 60;
   0 turns it off) by one operator thread (:mod:`tlswatch`): the operator may not watch Secrets, and a Secret
@@ -23,7 +29,8 @@
 Invalid references never crash anything: a missing ThanosCluster (``ThanosClusterNotFound``), object-storage
 Secret (``ObjectStorageSecretMissing``), gRPC TLS Secret (``TLSSecretNotFound``; one lacking a key or with a
 non-PEM value: ``TLSSecretInvalid``) or scrape-config object, an external-label clash
-(``ExternalLabelsConflict``), TLS sidecars under plaintext queriers (``GRPCTLSMismatch``) or an API error
+(``ExternalLabelsConflict``), TLS sidecars under plaintext queriers (``GRPCTLSMismatch``), a ``remoteWrite``
+PrometheusHA without a cluster or under one without receivers (``ReceiverNotEnabled``) or an API error
 (``ReconcileFailed``) becomes ``Ready=False`` with that reason, a Warning Event, no workload change, and (for
 the object's own handler, when waiting can fix it) a kopf retry after ``PYTHANOS_OPERATOR_RETRY_DELAY``
 seconds (default 30).
@@ -57,6 +64,7 @@ MANAGED = {"app.kubernetes.io/managed-by": render.MANAGED_BY}
 PHA_CHILD_KINDS = ("StatefulSet", "PodDisruptionBudget", "Service", "ConfigMap")
 TC_CHILD_KINDS = ("Deployment", "StatefulSet", "PodDisruptionBudget", "Service", "ConfigMap")
 WORKLOAD_KINDS = ("StatefulSet", "Deployment")
+RECEIVE_PODS = {**MANAGED, "app.kubernetes.io/name": render.RECEIVE_NAME}
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,6 +83,7 @@ def defaults_from_env() -> Defaults:
         component_image=os.environ.get("PYTHANOS_COMPONENT_IMAGE") or d.component_image,
         prometheus_image_repo=os.environ.get("PYTHANOS_PROMETHEUS_IMAGE_REPO") or d.prometheus_image_repo,
         image_pull_policy=os.environ.get("PYTHANOS_IMAGE_PULL_POLICY") or d.image_pull_policy,
+        cluster_domain=os.environ.get("PYTHANOS_CLUSTER_DOMAIN", d.cluster_domain),
     )
 
 
@@ -99,6 +108,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Lo
             memo.kube.apply_any(obj)   # idempotent; kopf then finds it when peering starts
     # Set here, before kopf copies the memo for each object: every handler shares this one.
     memo.secret_watch = SecretWatch()
+    memo.hashrings = {}   # (namespace, cluster) -> the hashrings file content last applied
     interval = float(os.environ.get("PYTHANOS_OPERATOR_SECRET_RESYNC", "60"))
     if interval > 0:
         peering = None if settings.peering.standalone else (
@@ -153,6 +163,21 @@ def deploy_idx(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
                                               "status": _plain(body.get("status") or {})}}
 
 
+@kopf.index("v1", "pods", labels=RECEIVE_PODS)
+def receive_pod_idx(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+    """Receiver pods by (namespace, ThanosCluster): name, readiness and deletion only (the hashring's input)."""
+    return {(namespace, (body.get("metadata", {}).get("labels") or {}).get(render.LABEL_TC)): _slim_pod(body)}
+
+
+def _slim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
+    md = body.get("metadata") or {}
+    ready = [dict(c) for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"]
+    return {"metadata": {"name": md.get("name"), "namespace": md.get("namespace"),
+                         "labels": {render.LABEL_TC: (md.get("labels") or {}).get(render.LABEL_TC)},
+                         "deletionTimestamp": md.get("deletionTimestamp")},
+            "status": {"conditions": ready}}
+
+
 def _values(index: Any) -> list[dict[str, Any]]:
     out = []
     for _key, store in (index or {}).items():
@@ -185,15 +210,34 @@ class Ctx:
     first_attempt: bool = True   # kopf's retry == 0: a retry re-reports an unchanged failure without an Event
     done: set = field(default_factory=set)
     secret_watch: SecretWatch = field(default_factory=SecretWatch)
+    pod_index: Any = None        # kopf's live index of receiver pods
+    pod_overrides: dict = field(default_factory=dict)   # (ns, name) -> the event's own pod (None: deleted)
+    hashrings: dict = field(default_factory=dict)       # (ns, cluster) -> hashrings file last applied
 
     @classmethod
     def build(cls, memo: Any, logger: logging.Logger, pha_idx: Any, tc_idx: Any, sts_idx: Any,
-              deploy_idx: Any) -> "Ctx":
+              deploy_idx: Any, pod_idx: Any = None) -> "Ctx":
         watch = getattr(memo, "secret_watch", None) or SecretWatch()
         if watch.kopf is None:   # for reconciles the resync thread starts: kopf's indexes and Event poster
-            watch.kopf = KopfHandles((pha_idx, tc_idx, sts_idx, deploy_idx), contextvars.copy_context())
+            watch.kopf = KopfHandles((pha_idx, tc_idx, sts_idx, deploy_idx, pod_idx), contextvars.copy_context())
+        hashrings = getattr(memo, "hashrings", None)
         return cls(memo.kube, memo.defaults, _values(pha_idx), _values(tc_idx), (sts_idx, deploy_idx), logger,
-                   getattr(memo, "retry_delay", 30.0), secret_watch=watch)
+                   getattr(memo, "retry_delay", 30.0), secret_watch=watch, pod_index=pod_idx,
+                   hashrings=hashrings if hashrings is not None else {})
+
+    def receive_pods(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
+        """The cluster's receiver pods: kopf's index, with the pod of the event being handled as it is now."""
+        pods = {}
+        for v in (self.pod_index or {}).get((namespace, cluster)) or ():
+            pods[(namespace, (v.get("metadata") or {}).get("name"))] = v
+        for (ns, name), v in self.pod_overrides.items():
+            if ns != namespace:
+                continue
+            if v is None:
+                pods.pop((ns, name), None)
+            elif ((v.get("metadata") or {}).get("labels") or {}).get(render.LABEL_TC) == cluster:
+                pods[(ns, name)] = v
+        return [pods[k] for k in sorted(pods)]
 
     def workload(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
         for idx in self.workload_indexes:
@@ -261,7 +305,22 @@ def status_extras(ctx: Ctx, kind: str, body: Mapping[str, Any], avail: st.Availa
                 "selector": ",".join(f"{k}={v}" for k, v in sel.items()),
                 "thanosCluster": name_of(tc) if tc is not None else None}
     members = ctx.accepted_members(body)
-    return {"members": len(members), "replicaLabels": render.replica_labels(body, members, "querier")}
+    out: dict[str, Any] = {"members": len(members), "replicaLabels": render.replica_labels(body, members, "querier")}
+    r = tc_spec(body).receiver
+    out["hashringEndpoints"] = len(_hashring_members(ctx, body)) if r.enabled else None
+    return out
+
+
+def _hashring_members(ctx: Ctx, tc: Mapping[str, Any]) -> list[int]:
+    return render.hashring_members(tc, ctx.receive_pods(namespace_of(tc), name_of(tc)))
+
+
+def hashring_cond(ctx: Ctx, tc: Mapping[str, Any]) -> st.Cond | None:
+    """The Hashring condition of a ThanosCluster with receivers (None without)."""
+    r = tc_spec(tc).receiver
+    if not r.enabled:
+        return None
+    return st.hashring_condition(r.replicas, r.replication_factor, len(_hashring_members(ctx, tc)))
 
 
 def _newest(indexed: Mapping[str, Any] | None, applied: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -298,9 +357,16 @@ def write_status(ctx: Ctx, kind: str, body: Mapping[str, Any], reconciled: st.Co
         live_wl = [w for w in (_newest(ctx.workload(ns, k, n), fresh.get((k, n))) for k, n in expected)
                    if w is not None]
         avail = st.availability(expected, live_wl)
-        ready = st.ready_from(reconciled, avail.cond)
-        conds = st.merge_conditions(prev, generation, {st.READY: ready, st.RECONCILED: reconciled,
-                                                       st.AVAILABLE: avail.cond}, _now())
+        hashring = hashring_cond(ctx, live) if kind == TC_KIND and reconciled.status == "True" else None
+        ready = st.ready_from(reconciled, avail.cond, hashring)
+        new_conds = {st.READY: ready, st.RECONCILED: reconciled, st.AVAILABLE: avail.cond}
+        if hashring is not None:
+            new_conds[st.HASHRING] = hashring
+        elif kind == TC_KIND and tc_spec(live).receiver.enabled:   # not reconciled: keep what was known
+            old_h = st.cond_of(prev, st.HASHRING)
+            if old_h is not None:
+                new_conds[st.HASHRING] = old_h
+        conds = st.merge_conditions(prev, generation, new_conds, _now())
         new = {"conditions": conds, **status_extras(ctx, kind, body, avail)}
         if generation is not None:
             new["observedGeneration"] = int(generation)
@@ -308,6 +374,11 @@ def write_status(ctx: Ctx, kind: str, body: Mapping[str, Any], reconciled: st.Co
             return False
         ctx.kube.patch_status(kind, ns, name, new)
         metrics.set_ready(kind, ns, name, ready.status == "True")
+        old_h = st.cond_of(prev, st.HASHRING)
+        if hashring is not None and hashring.status != "True" and \
+                (old_h is None or (old_h.status, old_h.reason) != (hashring.status, hashring.reason)):
+            ctx.logger.warning("%s %s/%s: %s: %s", kind, ns, name, hashring.reason, hashring.message)
+            kopf.warn(body, reason=hashring.reason, message=hashring.message)
         return old_rec != reconciled
 
 
@@ -414,6 +485,11 @@ def _reconcile_pha(ctx: Ctx, pha: Mapping[str, Any], own: bool) -> None:
             raise kopf.TemporaryError(cond.message, delay=ctx.retry_delay)
         return
 
+    refused = remote_write_refusal(pha, tc)
+    if refused is not None:   # fixed by a change of this object or of a ThanosCluster (whose handler re-runs ours)
+        _report_failure(ctx, PHA_KIND, pha, refused, expected, own)
+        return
+
     other = ctx.conflicts().get((ns, name))
     if other is not None:
         labels = ",".join(f"{k}={v!r}" for k, v in sorted(s.external_labels.items()))
@@ -458,6 +534,24 @@ def _reconcile_pha(ctx: Ctx, pha: Mapping[str, Any], own: bool) -> None:
     metrics.observe(PHA_KIND, time.monotonic() - t0)
 
 
+def remote_write_refusal(pha: Mapping[str, Any], tc: Mapping[str, Any] | None) -> st.Cond | None:
+    """Why a PrometheusHA with ``remoteWrite`` cannot be rendered (no ThanosCluster, or one without
+    receivers), or None. Its workload is left as it was: a Prometheus writing to a Service that does not
+    exist would only queue up samples."""
+    if pha_spec(pha).remote_write is None:
+        return None
+    if tc is None:
+        return st.Cond("False", st.THANOS_CLUSTER_NOT_FOUND,
+                       "spec.remoteWrite sends to the receivers of this PrometheusHA's ThanosCluster, and it has "
+                       "none (spec.thanosClusterRef, or a ThanosCluster's prometheusHASelector); workload left "
+                       "unchanged")
+    if not tc_spec(tc).receiver.enabled:
+        return st.Cond("False", st.RECEIVER_NOT_ENABLED,
+                       f"spec.remoteWrite: ThanosCluster {name_of(tc)} runs no receivers (spec.receiver.enabled is "
+                       "false); workload left unchanged")
+    return None
+
+
 def _reconcile_tc(ctx: Ctx, tc: Mapping[str, Any], own: bool) -> None:
     ns, name = namespace_of(tc), name_of(tc)
     if ("TC", ns, name) in ctx.done:
@@ -482,10 +576,15 @@ def _reconcile_tc(ctx: Ctx, tc: Mapping[str, Any], own: bool) -> None:
     usable, ca_sha256 = _tls_usable(ctx, TC_KIND, tc, s.grpc_tls, expected, own, "spec.grpcTLS")
     if not usable:
         return
-    objs = render.render_thanos_cluster(tc, members, ctx.defaults, ca_sha256=ca_sha256)
-    _apply(ctx, TC_KIND, tc, objs, TC_CHILD_KINDS,
-           f"{render.LABEL_TC}={name},!{render.LABEL_PHA},app.kubernetes.io/managed-by={render.MANAGED_BY}",
-           expected, own)
+    objs = render.render_thanos_cluster(tc, members, ctx.defaults, ca_sha256=ca_sha256,
+                                        receive_pods=ctx.receive_pods(ns, name))
+    ring = next((o["data"][render.HASHRING_KEY] for o in objs if o["kind"] == "ConfigMap"
+                 and o["metadata"]["name"] == render.tc_names(name)["hashring"]), None)
+    ctx.hashrings.pop((ns, name), None)   # unknown until this apply has succeeded
+    if _apply(ctx, TC_KIND, tc, objs, TC_CHILD_KINDS,
+              f"{render.LABEL_TC}={name},!{render.LABEL_PHA},app.kubernetes.io/managed-by={render.MANAGED_BY}",
+              expected, own) and ring is not None:
+        ctx.hashrings[(ns, name)] = ring
     metrics.observe(TC_KIND, time.monotonic() - t0)
 
 
@@ -494,7 +593,8 @@ reconcile_tc = _guarded(TC_KIND, _reconcile_tc)
 
 
 def _apply(ctx: Ctx, kind: str, owner: Mapping[str, Any], objs: list[dict[str, Any]], child_kinds: Iterable[str],
-           selector: str, expected: list, own: bool) -> None:
+           selector: str, expected: list, own: bool) -> bool:
+    """Apply and prune, then write status; whether everything was applied."""
     ns = namespace_of(owner)
     applied = []
     try:
@@ -512,16 +612,17 @@ def _apply(ctx: Ctx, kind: str, owner: Mapping[str, Any], objs: list[dict[str, A
     except ApiError as e:
         if _going_away(ctx, kind, owner, e):
             ctx.logger.info("%s %s/%s is going away: %s", kind, ns, name_of(owner), e)
-            return
+            return False
         cond = st.Cond("False", st.RECONCILE_FAILED, str(e))
         _report_failure(ctx, kind, owner, cond, expected, own)
         if own:
             raise kopf.TemporaryError(str(e), delay=ctx.retry_delay)
-        return
+        return False
     ctx.logger.info("%s %s/%s: applied %d objects", kind, ns, name_of(owner), len(objs))
     write_status(ctx, kind, owner, st.Cond("True", st.RECONCILE_SUCCEEDED,
                                            f"applied {len(objs)} objects"), expected, applied)
     metrics.success(kind)
+    return True
 
 
 def _others(ctx: Ctx, fn: Any, bodies: Iterable[Mapping[str, Any]]) -> None:
@@ -549,7 +650,7 @@ def _peers_and_cluster(ctx: Ctx, pha: Mapping[str, Any], cluster_key: tuple[str,
 def pha_reconcile(body: kopf.Body, old: Any, retry: int, memo: kopf.Memo, logger: logging.Logger,
                   pha_idx: kopf.Index, tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index,
                   **_: Any) -> None:
-    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, _.get("receive_pod_idx"))
     ctx.first_attempt = retry == 0
     ctx.with_current(PHA_KIND, body)
     keys = {render.cluster_key(body, ctx.tcs)}
@@ -570,7 +671,7 @@ def pha_reconcile(body: kopf.Body, old: Any, retry: int, memo: kopf.Memo, logger
 @kopf.on.update(GROUP, VERSION, TC_PLURAL)
 def tc_reconcile(body: kopf.Body, retry: int, memo: kopf.Memo, logger: logging.Logger, pha_idx: kopf.Index,
                  tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index, **_: Any) -> None:
-    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, _.get("receive_pod_idx"))
     ctx.first_attempt = retry == 0
     ctx.with_current(TC_KIND, body)
     try:
@@ -584,7 +685,7 @@ def pha_deleted(type: str, body: kopf.Body, memo: kopf.Memo, logger: logging.Log
                 tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index, **_: Any) -> None:
     if type != "DELETED":
         return
-    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, _.get("receive_pod_idx"))
     key = (namespace_of(body), name_of(body))
     ctx.secret_watch.forget(PHA_KIND, *key)
     ctx.phas = [p for p in ctx.phas if (namespace_of(p), name_of(p)) != key]
@@ -596,7 +697,7 @@ def tc_deleted(type: str, body: kopf.Body, memo: kopf.Memo, logger: logging.Logg
                tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index, **_: Any) -> None:
     if type != "DELETED":
         return
-    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, _.get("receive_pod_idx"))
     key = (namespace_of(body), name_of(body))
     ctx.secret_watch.forget(TC_KIND, *key)
     ctx.tcs = [t for t in ctx.tcs if (namespace_of(t), name_of(t)) != key]
@@ -610,11 +711,12 @@ def _rendered(ctx: Ctx, owner_kind: str, owner: Mapping[str, Any]) -> list[dict[
     ca = ctx.secret_watch.ca_sha256(owner_kind, namespace_of(owner), name_of(owner))
     if owner_kind == PHA_KIND:
         return render.render_prometheus_ha(owner, ctx.cluster_of(owner), ctx.defaults, ca_sha256=ca)
-    return render.render_thanos_cluster(owner, ctx.accepted_members(owner), ctx.defaults, ca_sha256=ca)
+    return render.render_thanos_cluster(owner, ctx.accepted_members(owner), ctx.defaults, ca_sha256=ca,
+                                        receive_pods=ctx.receive_pods(namespace_of(owner), name_of(owner)))
 
 
 def _child_event(kind: str, event_type: str | None, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger,
-                 pha_idx: Any, tc_idx: Any, sts_idx: Any, deploy_idx: Any) -> None:
+                 pha_idx: Any, tc_idx: Any, sts_idx: Any, deploy_idx: Any, pod_idx: Any = None) -> None:
     """One watch event of a child we manage: repair drift (re-run the owner's reconcile), else refresh the
     owner's status from its workloads."""
     md = body.get("metadata") or {}
@@ -623,7 +725,7 @@ def _child_event(kind: str, event_type: str | None, body: kopf.Body, memo: kopf.
         return
     owner_kind, owner_name, owner_uid = ref
     ns, name = md.get("namespace"), md.get("name")
-    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, pod_idx)
     owners = ctx.phas if owner_kind == PHA_KIND else ctx.tcs
     owner = next((o for o in owners if (namespace_of(o), name_of(o)) == (ns, owner_name)), None)
     if owner is None or (owner.get("metadata") or {}).get("uid") != owner_uid:
@@ -656,6 +758,8 @@ def _applies(ctx: Ctx, owner_kind: str, owner: Mapping[str, Any]) -> bool:
     tc = ctx.cluster_of(owner)
     if pha_spec(owner).cluster_name and tc is None:
         return False
+    if remote_write_refusal(owner, tc) is not None:
+        return False
     return render.grpc_tls_mismatch(owner, tc) is None
 
 
@@ -683,7 +787,38 @@ CHILD_PLURALS = {"statefulsets": "StatefulSet", "deployments": "Deployment", "se
 def child_event(type: str | None, body: kopf.Body, resource: kopf.Resource, memo: kopf.Memo,
                 logger: logging.Logger, pha_idx: kopf.Index, tc_idx: kopf.Index, sts_idx: kopf.Index,
                 deploy_idx: kopf.Index, **_: Any) -> None:
-    _child_event(CHILD_PLURALS[resource.plural], type, body, memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx)
+    _child_event(CHILD_PLURALS[resource.plural], type, body, memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx,
+                 _.get("receive_pod_idx"))
+
+
+# ---------------------------------------------------------------------------------------------- receiver pods
+
+@kopf.on.event("v1", "pods", labels=RECEIVE_PODS)
+def receive_pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger,
+                      pha_idx: kopf.Index, tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index,
+                      receive_pod_idx: kopf.Index, **_: Any) -> None:
+    """A receiver pod changed (created, became ready or unready, is being deleted, is gone): when that
+    changes its ThanosCluster's hashring, re-run the cluster's reconcile, which renders the hashring
+    ConfigMap from the ready pods (as thanos-receive-controller keeps the file from the StatefulSets) and
+    the Hashring condition. Other pod events (most are) change nothing and cost no API call."""
+    md = body.get("metadata") or {}
+    ns, cluster = md.get("namespace"), (md.get("labels") or {}).get(render.LABEL_TC)
+    if not ns or not cluster:
+        return
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, receive_pod_idx)
+    ctx.pod_overrides[(ns, md.get("name"))] = None if type == "DELETED" else _slim_pod(body)
+    tc = next((t for t in ctx.tcs if (namespace_of(t), name_of(t)) == (ns, cluster)), None)
+    if tc is None or (tc.get("metadata") or {}).get("deletionTimestamp") or not tc_spec(tc).receiver.enabled:
+        return
+    ring = render.hashrings_json(render.hashring_endpoints(tc, ctx.receive_pods(ns, cluster), ctx.defaults))
+    if ctx.hashrings.get((ns, cluster)) == ring:
+        return
+    logger.info("receiver pod %s/%s (%s): hashring of ThanosCluster %s changes; reconciling", ns, md.get("name"),
+                type or "resumed", cluster)
+    try:
+        reconcile_tc(ctx, tc, own=False)
+    except ApiError as e:
+        logger.warning("ThanosCluster %s/%s after a receiver pod event: %s", ns, cluster, e)
 
 
 # ---------------------------------------------------------------------------------------------- TLS Secret resync

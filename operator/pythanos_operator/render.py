@@ -24,19 +24,22 @@ DNS names use the short ``<svc>.<ns>.svc`` form: nothing here assumes the cluste
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
-from .spec import (API_VERSION, GRPCTLS, Defaults, PHASpec, labels_match, meta, name_of, namespace_of,
-                   pha_spec, tc_spec)
+from .spec import (API_VERSION, GRPCTLS, Defaults, PHASpec, ReceiverSpec, labels_match, meta, name_of,
+                   namespace_of, pha_spec, tc_spec)
 
 MANAGED_BY = "pythanos-operator"
 PART_OF = "pythanos"
 LABEL_PHA = "pythanos.io/prometheusha"
 LABEL_TC = "pythanos.io/thanoscluster"
 GRPC_PORT, HTTP_PORT, PROM_PORT = 10901, 10902, 9090
+REMOTE_WRITE_PORT = 19291
 
 CONFIG_DIR = "/etc/prometheus/config"
 CONFIG_OUT_DIR = "/etc/prometheus/config_out"
@@ -48,6 +51,13 @@ SD_KEY = "endpoints.yaml"
 GRPC_TLS_DIR = "/etc/thanos/grpc-tls"
 GRPC_TLS_VOLUME = "grpc-tls"
 ANNOTATION_GRPC_TLS_CA = "pythanos.io/grpc-tls-ca-sha256"
+ANNOTATION_CONFIG = "pythanos.io/config-sha256"
+HASHRING_DIR = "/etc/thanos/hashring"
+HASHRING_KEY = "hashrings.json"
+HASHRING_NAME = "default"
+RECEIVE_DATA_DIR = "/var/thanos/receive"
+TENANT_HEADER = "THANOS-TENANT"   # thanos receive --receive.tenant-header default
+RECEIVE_NAME = "thanos-receive"
 
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "fsGroup": 65534,
                 "seccompProfile": {"type": "RuntimeDefault"}}
@@ -174,8 +184,11 @@ def pha_names(name: str) -> dict[str, str]:
     return {"statefulset": base, "service": base, "config": f"{base}-config", "pdb": base}
 
 
-def prometheus_config(s: PHASpec) -> dict[str, Any]:
-    """The Prometheus config template; ``$(POD_NAME)`` is expanded per pod by the sidecar's reloader."""
+def prometheus_config(s: PHASpec, cluster: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The Prometheus config template; ``$(POD_NAME)`` is expanded per pod by the sidecar's reloader (the init
+    container's run of it). With ``remoteWrite`` and a ThanosCluster, one ``remote_write`` to its receivers:
+    Prometheus sends every series with the external labels (replica label included), as a sidecar's blocks
+    carry them."""
     ext = dict(sorted(s.external_labels.items()))
     ext[s.replica_label] = "$(POD_NAME)"
     cfg: dict[str, Any] = {
@@ -183,14 +196,28 @@ def prometheus_config(s: PHASpec) -> dict[str, Any]:
                    "external_labels": ext},
         "alerting": {"alert_relabel_configs": [{"action": "labeldrop", "regex": s.replica_label}]},
     }
+    if s.remote_write is not None and cluster is not None:
+        rw: dict[str, Any] = {"name": tc_names(name_of(cluster))["receive"],
+                              "url": remote_write_url(name_of(cluster), namespace_of(cluster))}
+        if s.remote_write.tenant:
+            rw["headers"] = {TENANT_HEADER: s.remote_write.tenant}
+        cfg["remote_write"] = [rw]
     if s.scrape_config_ref is not None:
         cfg["scrape_config_files"] = [f"{SCRAPE_DIR}/{s.scrape_config_ref.key}"]
     cfg["scrape_configs"] = list(s.scrape_configs)
     return cfg
 
 
+def remote_write_url(cluster_name: str, namespace: str) -> str:
+    """The receivers' remote-write endpoint behind their ClusterIP Service (any ready receiver routes)."""
+    return f"http://{tc_names(cluster_name)['receive_write']}.{namespace}.svc:{REMOTE_WRITE_PORT}/api/v1/receive"
+
+
 def pha_objstore(s: PHASpec, cluster: Mapping[str, Any] | None):
-    """The object-storage Secret reference the sidecar uploads with (None: no upload)."""
+    """The object-storage Secret reference the sidecar uploads with (None: no upload; with ``remoteWrite``
+    the receivers upload)."""
+    if s.remote_write is not None:
+        return None
     if s.objstore is not None and not s.objstore_from_cluster:
         return s.objstore
     if s.objstore_from_cluster and cluster is not None:
@@ -200,7 +227,9 @@ def pha_objstore(s: PHASpec, cluster: Mapping[str, Any] | None):
 
 def pha_grpc_tls(s: PHASpec, cluster: Mapping[str, Any] | None) -> GRPCTLS | None:
     """The sidecars' gRPC TLS: their own ``sidecar.grpcTLS``, else their ThanosCluster's (whose queriers dial
-    them), else none."""
+    them), else none (also with ``remoteWrite``: no sidecar, no gRPC)."""
+    if s.remote_write is not None:
+        return None
     if s.grpc_tls is not None:
         return s.grpc_tls
     return tc_spec(cluster).grpc_tls if cluster is not None else None
@@ -221,28 +250,40 @@ def render_prometheus_ha(pha: Mapping[str, Any], cluster: Mapping[str, Any] | No
     sidecar_image = s.sidecar_image or defaults.component_image
     pull = defaults.image_pull_policy
 
-    config = _obj("v1", "ConfigMap", names["config"], ns, labels, pha, data={
-        CONFIG_TEMPLATE_KEY: yaml.safe_dump(prometheus_config(s), sort_keys=False, default_flow_style=False)})
+    rw = s.remote_write is not None
+    template = yaml.safe_dump(prometheus_config(s, cluster), sort_keys=False, default_flow_style=False)
+    config = _obj("v1", "ConfigMap", names["config"], ns, labels, pha, data={CONFIG_TEMPLATE_KEY: template})
 
+    svc_ports = [{"name": "web", "port": PROM_PORT, "targetPort": "web"}]
+    if not rw:
+        svc_ports += [{"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc"},
+                      {"name": "http", "port": HTTP_PORT, "targetPort": "http"}]
     service = _obj("v1", "Service", names["service"], ns, labels, pha, spec={
         "clusterIP": "None",
         "selector": dict(sel),
-        "ports": [{"name": "web", "port": PROM_PORT, "targetPort": "web"},
-                  {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc"},
-                  {"name": "http", "port": HTTP_PORT, "targetPort": "http"}],
+        "ports": svc_ports,
     })
 
     prom_args = [
         f"--config.file={CONFIG_OUT_DIR}/prometheus.yaml",
         "--storage.tsdb.path=/prometheus",
         f"--storage.tsdb.retention.time={s.retention}",
-        # The sidecar uploads 2h blocks: local compaction off (min = max block duration), as Thanos requires.
-        "--storage.tsdb.min-block-duration=2h",
-        "--storage.tsdb.max-block-duration=2h",
-        f"--web.listen-address=:{PROM_PORT}",
-        f"--log.level={s.log_level}",
-        "--web.enable-lifecycle",   # the sidecar's reloader POSTs /-/reload; no admin API (nothing needs it)
     ]
+    if rw:
+        # No reloader: a new config template rolls the pods (the config-sha256 annotation); scrape config
+        # files from scrapeConfigFrom are re-read by Prometheus itself when they change.
+        prom_args += [f"--web.listen-address=:{PROM_PORT}", f"--log.level={s.log_level}"]
+        if s.scrape_config_ref is not None:
+            prom_args.append("--enable-feature=auto-reload-config")
+    else:
+        prom_args += [
+            # The sidecar uploads 2h blocks: local compaction off (min = max block duration), as Thanos requires.
+            "--storage.tsdb.min-block-duration=2h",
+            "--storage.tsdb.max-block-duration=2h",
+            f"--web.listen-address=:{PROM_PORT}",
+            f"--log.level={s.log_level}",
+            "--web.enable-lifecycle",   # the sidecar's reloader POSTs /-/reload; no admin API (nothing needs it)
+        ]
     data_mount = {"name": "data", "mountPath": "/prometheus"}
     prom_mounts = [data_mount, {"name": "config-out", "mountPath": CONFIG_OUT_DIR, "readOnly": True}]
     if s.scrape_config_ref is not None:
@@ -295,6 +336,10 @@ def render_prometheus_ha(pha: Mapping[str, Any], cluster: Mapping[str, Any] | No
                                 [{"name": "grpc", "containerPort": GRPC_PORT},
                                  {"name": "http", "containerPort": HTTP_PORT}])
 
+    containers = [prometheus] if rw else [prometheus, sidecar]
+    pod_md = _pod_metadata(labels, ca_sha256 if tls is not None and tls.client_auth else None)
+    if rw:
+        pod_md.setdefault("annotations", {})[ANNOTATION_CONFIG] = hashlib.sha256(template.encode()).hexdigest()
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": names["config"]}},
         {"name": "config-out", "emptyDir": {}},
@@ -314,13 +359,13 @@ def render_prometheus_ha(pha: Mapping[str, Any], cluster: Mapping[str, Any] | No
         "podManagementPolicy": "Parallel",
         "selector": {"matchLabels": dict(sel)},
         "template": {
-            "metadata": _pod_metadata(labels, ca_sha256 if tls is not None and tls.client_auth else None),
+            "metadata": pod_md,
             "spec": {
                 "securityContext": dict(POD_SECURITY),
                 "affinity": _soft_anti_affinity(sel),
                 "terminationGracePeriodSeconds": 120,
                 "initContainers": [init_config],
-                "containers": [prometheus, sidecar],
+                "containers": containers,
                 "volumes": volumes,
             },
         },
@@ -342,7 +387,10 @@ def render_prometheus_ha(pha: Mapping[str, Any], cluster: Mapping[str, Any] | No
 
 def tc_names(name: str) -> dict[str, str]:
     return {"query": f"thanos-query-{name}", "query_sd": f"thanos-query-{name}-endpoints",
-            "store": f"thanos-store-{name}", "compact": f"thanos-compact-{name}"}
+            "store": f"thanos-store-{name}", "compact": f"thanos-compact-{name}",
+            # the receivers' StatefulSet and its headless governing Service (pod DNS names, DNS SRV) share a name
+            "receive": f"{RECEIVE_NAME}-{name}", "receive_write": f"{RECEIVE_NAME}-{name}-write",
+            "hashring": f"{RECEIVE_NAME}-{name}-hashring"}
 
 
 def replica_labels(tc: Mapping[str, Any], members: Sequence[Mapping[str, Any]], section: str) -> list[str]:
@@ -353,23 +401,161 @@ def replica_labels(tc: Mapping[str, Any], members: Sequence[Mapping[str, Any]], 
     else:
         extra = (s.compactor.get("deduplication") or {}).get("extraReplicaLabels") or []
     found = {pha_spec(m).replica_label for m in members} | {str(x) for x in extra}
+    if s.receiver.enabled:   # each receiver stamps its pod name on what it ingests (replicated RF times)
+        found.add(s.receiver.replica_label)
     return sorted(found)
 
 
 def query_endpoints(tc: Mapping[str, Any], members: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     s = tc_spec(tc)
+    # members that remote-write have no sidecar: their series are in the receivers
     eps = [{"address": dns_srv(pha_names(name_of(m))["service"], namespace_of(m))}
-           for m in sorted(members, key=name_of)]
+           for m in sorted(members, key=name_of) if pha_spec(m).remote_write is None]
     if int(s.store.get("replicas", 1)) > 0 and s.objstore is not None:
         eps.append({"address": dns_srv(tc_names(s.name)["store"], s.namespace)})
+    if s.receiver.enabled and s.receiver.replicas > 0:
+        eps.append({"address": dns_srv(tc_names(s.name)["receive"], s.namespace)})
     for e in s.querier.get("extraEndpoints") or []:
         eps.append({"address": e} if isinstance(e, str) else dict(e))
     return eps
 
 
+# ---------------------------------------------------------------------------------------------- receiver hashring
+
+def pod_ready(pod: Mapping[str, Any]) -> bool:
+    """A pod counts for the hashring when its Ready condition is True and it is not being deleted."""
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def receive_endpoint(pod_name: str, cluster_name: str, namespace: str, cluster_domain: str) -> str:
+    """A receiver's hashring entry, also its ``--receive.local-endpoint``: the pod's stable DNS name under
+    the headless Service, gRPC port."""
+    host = f"{pod_name}.{tc_names(cluster_name)['receive']}.{namespace}.svc"
+    return f"{host}.{cluster_domain}:{GRPC_PORT}" if cluster_domain else f"{host}:{GRPC_PORT}"
+
+
+def hashring_members(tc: Mapping[str, Any], receive_pods: Iterable[Mapping[str, Any]]) -> list[int]:
+    """Ordinals of the cluster's receiver pods that are ready and wanted (ordinal < replicas), ascending.
+    Pods are matched by namespace, cluster label and the StatefulSet's ``<name>-<ordinal>`` names, so
+    whatever order the watch delivered them in, the result is the same."""
+    s = tc_spec(tc)
+    pat = re.compile(re.escape(tc_names(s.name)["receive"]) + r"-(0|[1-9][0-9]*)")
+    found = set()
+    for p in receive_pods:
+        md = p.get("metadata") or {}
+        m = pat.fullmatch(str(md.get("name") or ""))
+        if (m is None or (md.get("namespace") or s.namespace) != s.namespace
+                or (md.get("labels") or {}).get(LABEL_TC) != s.name):
+            continue
+        if int(m.group(1)) < s.receiver.replicas and pod_ready(p):
+            found.add(int(m.group(1)))
+    return sorted(found)
+
+
+def hashring_endpoints(tc: Mapping[str, Any], receive_pods: Iterable[Mapping[str, Any]],
+                       defaults: Defaults = Defaults()) -> list[str]:
+    """The hashring's endpoints: the ready receivers, by ordinal. Ketama cannot build a ring with fewer
+    endpoints than the replication factor (Thanos' receivers exit on such a file): then every wanted
+    replica is listed, ready or not, and writes to the missing ones fail until they are up."""
+    s = tc_spec(tc)
+    r = s.receiver
+    ordinals = hashring_members(tc, receive_pods)
+    if r.algorithm == "ketama" and len(ordinals) < r.replication_factor:
+        ordinals = list(range(r.replicas))
+    sts = tc_names(s.name)["receive"]
+    return [receive_endpoint(f"{sts}-{i}", s.name, s.namespace, defaults.cluster_domain) for i in ordinals]
+
+
+def hashrings_json(endpoints: Sequence[str]) -> str:
+    """Thanos' hashrings file (a JSON list of hashrings): one ring for every tenant. Stable bytes for the
+    same endpoints, so an unchanged ring never rewrites the ConfigMap."""
+    return json.dumps([{"hashring": HASHRING_NAME, "endpoints": list(endpoints)}], indent=2) + "\n"
+
+
+def _receiver_objects(tc: Mapping[str, Any], defaults: Defaults, image: str, ca_sha256: str | None,
+                      receive_pods: Iterable[Mapping[str, Any]], objstore_args: list[str],
+                      objstore_mounts: list[dict[str, Any]], objstore_vols: list[dict[str, Any]]) -> list[dict]:
+    """The receivers: hashring ConfigMap, headless governing Service, remote-write/gRPC Service, StatefulSet
+    (one PVC each) and, above one replica, a PodDisruptionBudget."""
+    s = tc_spec(tc)
+    r: ReceiverSpec = s.receiver
+    ns, names = s.namespace, tc_names(s.name)
+    pull = defaults.image_pull_policy
+    rl = _labels(RECEIVE_NAME, "database-write-hashring", LABEL_TC, s.name)
+    rsel = _selector(rl, LABEL_TC)
+    out: list[dict[str, Any]] = []
+    out.append(_obj("v1", "ConfigMap", names["hashring"], ns, rl, tc, data={
+        HASHRING_KEY: hashrings_json(hashring_endpoints(tc, receive_pods, defaults))}))
+    out.append(_obj("v1", "Service", names["receive"], ns, rl, tc, spec={
+        # every pod's DNS name resolves whether it is ready or not: a receiver leaving the ring is still
+        # reachable by its peers until the new ring reaches them
+        "clusterIP": "None", "publishNotReadyAddresses": True, "selector": dict(rsel),
+        "ports": [{"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc"},
+                  {"name": "http", "port": HTTP_PORT, "targetPort": "http"},
+                  {"name": "remote-write", "port": REMOTE_WRITE_PORT, "targetPort": "remote-write"}]}))
+    out.append(_obj("v1", "Service", names["receive_write"], ns, rl, tc, spec={
+        "selector": dict(rsel),
+        "ports": [{"name": "remote-write", "port": REMOTE_WRITE_PORT, "targetPort": "remote-write"},
+                  {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc"}]}))
+    domain = f".{defaults.cluster_domain}" if defaults.cluster_domain else ""
+    args = ["receive", f"--log.level={s.log_level}", f"--grpc-address=0.0.0.0:{GRPC_PORT}",
+            f"--http-address=0.0.0.0:{HTTP_PORT}", f"--remote-write.address=0.0.0.0:{REMOTE_WRITE_PORT}",
+            f"--tsdb.path={RECEIVE_DATA_DIR}",
+            f"--label={r.replica_label}=\"$(POD_NAME)\""]
+    args += [f"--label={k}={json.dumps(v)}" for k, v in sorted(r.external_labels.items())]
+    args += [f"--receive.local-endpoint=$(POD_NAME).{names['receive']}.{ns}.svc{domain}:{GRPC_PORT}",
+             f"--receive.hashrings-file={HASHRING_DIR}/{HASHRING_KEY}",
+             f"--receive.hashrings-algorithm={r.algorithm}",
+             f"--receive.replication-factor={r.replication_factor}",
+             f"--receive.tenant-label-name={r.tenant_label}"]
+    if r.retention:
+        args.append(f"--tsdb.retention={r.retention}")
+    args += objstore_args
+    tls = s.grpc_tls
+    if tls is not None:   # served to queriers and peers; peers dialled like a querier dials its endpoints
+        args += grpc_server_tls_args(tls)
+        args += ["--remote-write.client-tls-secure",
+                 f"--remote-write.client-tls-cert={GRPC_TLS_DIR}/{tls.cert_key}",
+                 f"--remote-write.client-tls-key={GRPC_TLS_DIR}/{tls.key_key}",
+                 f"--remote-write.client-tls-ca={GRPC_TLS_DIR}/{tls.ca_key}"]
+        if tls.server_name:
+            args.append(f"--remote-write.client-server-name={tls.server_name}")
+    args += r.extra_args
+    mounts = [{"name": "data", "mountPath": RECEIVE_DATA_DIR},
+              {"name": "hashring", "mountPath": HASHRING_DIR, "readOnly": True}, *objstore_mounts]
+    vols = [{"name": "hashring", "configMap": {"name": names["hashring"]}}, *objstore_vols,
+            {"name": "tmp", "emptyDir": {}}]
+    if tls is not None:
+        mounts.append(_tls_mount())
+        vols.append(_tls_volume(tls))
+    c = _thanos_container(RECEIVE_NAME, image, pull, args, r.resources, mounts,
+                          [{"name": "grpc", "containerPort": GRPC_PORT}, {"name": "http", "containerPort": HTTP_PORT},
+                           {"name": "remote-write", "containerPort": REMOTE_WRITE_PORT}])
+    out.append(_obj("apps/v1", "StatefulSet", names["receive"], ns, rl, tc, spec={
+        "replicas": r.replicas,
+        "serviceName": names["receive"],
+        "podManagementPolicy": "Parallel",
+        "selector": {"matchLabels": dict(rsel)},
+        "template": {"metadata": _pod_metadata(rl, ca_sha256 if tls is not None else None), "spec": {
+            "securityContext": dict(POD_SECURITY), "affinity": _soft_anti_affinity(rsel),
+            # the head is flushed into a block and shipped on shutdown
+            "terminationGracePeriodSeconds": 900, "containers": [c], "volumes": vols}},
+        "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": _pvc_spec(r.storage, "10Gi")}],
+    }))
+    if r.replicas > 1:
+        out.append(_obj("policy/v1", "PodDisruptionBudget", names["receive"], ns, rl, tc, spec={
+            "maxUnavailable": 1, "selector": {"matchLabels": dict(rsel)}}))
+    return out
+
+
 def render_thanos_cluster(tc: Mapping[str, Any], members: Sequence[Mapping[str, Any]],
-                          defaults: Defaults = Defaults(), ca_sha256: str | None = None) -> list[dict[str, Any]]:
-    """``ca_sha256``: the digest of the cluster's gRPC TLS CA (None: not known here, no roll annotation)."""
+                          defaults: Defaults = Defaults(), ca_sha256: str | None = None,
+                          receive_pods: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """``ca_sha256``: the digest of the cluster's gRPC TLS CA (None: not known here, no roll annotation);
+    ``receive_pods``: the receiver pods as the API server has them (their readiness makes the hashring)."""
     s = tc_spec(tc)
     ns, names = s.namespace, tc_names(s.name)
     image = s.image or defaults.component_image
@@ -419,6 +605,10 @@ def render_thanos_cluster(tc: Mapping[str, Any], members: Sequence[Mapping[str, 
     if int(q.get("replicas", 1)) > 1:
         out.append(_obj("policy/v1", "PodDisruptionBudget", names["query"], ns, ql, tc, spec={
             "maxUnavailable": 1, "selector": {"matchLabels": dict(qsel)}}))
+
+    if s.receiver.enabled:
+        out += _receiver_objects(tc, defaults, image, ca_sha256, receive_pods, objstore_args, objstore_mounts,
+                                 objstore_vols)
 
     if s.objstore is None:
         return _detached(out)   # store gateway and compactor need a bucket

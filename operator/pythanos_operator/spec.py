@@ -21,6 +21,8 @@ DEFAULT_REPLICA_LABEL = "replica"
 DEFAULT_OBJSTORE_KEY = "objstore.yml"
 DEFAULT_PROMETHEUS_VERSION = "v3.9.1"
 DEFAULT_PROMETHEUS_IMAGE_REPO = "quay.io/prometheus/prometheus"
+DEFAULT_RECEIVE_REPLICA_LABEL = "receive_replica"
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 # kubernetes.io/tls Secret keys (cert-manager adds ca.crt)
 DEFAULT_TLS_CERT_KEY, DEFAULT_TLS_KEY_KEY, DEFAULT_TLS_CA_KEY = "tls.crt", "tls.key", "ca.crt"
 
@@ -31,6 +33,9 @@ class Defaults:
     component_image: str = "pythanos:0.1.0"
     prometheus_image_repo: str = DEFAULT_PROMETHEUS_IMAGE_REPO
     image_pull_policy: str = "IfNotPresent"
+    # Receivers name themselves and each other by their pods' full DNS names (--receive.local-endpoint must
+    # equal the hashring entry byte for byte), the one place that needs the cluster domain.
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
 
 
 def _get(d: Mapping[str, Any] | None, *path: str, default: Any = None) -> Any:
@@ -159,6 +164,19 @@ class ConfigRef:
 
 
 @dataclass(frozen=True)
+class RemoteWrite:
+    """``PrometheusHA.spec.remoteWrite``: Prometheus remote-writes to its ThanosCluster's receivers instead of
+    running a sidecar; ``tenant`` goes into the receivers' tenant header (None: their default tenant)."""
+    tenant: str | None = None
+
+
+def _remote_write(d: Any) -> RemoteWrite | None:
+    if not isinstance(d, Mapping):
+        return None
+    return RemoteWrite(tenant=str(d["tenant"]) if d.get("tenant") else None)
+
+
+@dataclass(frozen=True)
 class PHASpec:
     name: str
     namespace: str
@@ -183,6 +201,7 @@ class PHASpec:
     cluster_name: str | None
     cluster_selector_labels: dict[str, str] = field(default_factory=dict)
     grpc_tls: GRPCTLS | None = None   # the sidecar's own; absent: its ThanosCluster's (render.pha_grpc_tls)
+    remote_write: RemoteWrite | None = None   # remote-write to its ThanosCluster's receivers (no sidecar)
 
 
 def pha_spec(pha: Mapping[str, Any]) -> PHASpec:
@@ -236,6 +255,40 @@ def pha_spec(pha: Mapping[str, Any]) -> PHASpec:
         objstore=sref,
         cluster_name=cluster_name,
         grpc_tls=_grpc_tls(sc.get("grpcTLS")),
+        remote_write=_remote_write(s.get("remoteWrite")),
+    )
+
+
+@dataclass(frozen=True)
+class ReceiverSpec:
+    """``ThanosCluster.spec.receiver`` with the CRD's defaults."""
+    enabled: bool = False
+    replicas: int = 1
+    replication_factor: int = 1
+    tenant_label: str = "tenant_id"
+    replica_label: str = DEFAULT_RECEIVE_REPLICA_LABEL
+    external_labels: dict[str, str] = field(default_factory=dict)
+    algorithm: str = "hashmod"
+    retention: str | None = None
+    storage: Any = None
+    resources: dict[str, Any] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
+
+
+def receiver_spec(d: Mapping[str, Any] | None) -> ReceiverSpec:
+    d = d or {}
+    return ReceiverSpec(
+        enabled=bool(d.get("enabled", False)),
+        replicas=int(d.get("replicas", 1)),
+        replication_factor=int(d.get("replicationFactor", 1)),
+        tenant_label=str(d.get("tenantLabelName") or "tenant_id"),
+        replica_label=str(d.get("replicaExternalLabelName") or DEFAULT_RECEIVE_REPLICA_LABEL),
+        external_labels={str(k): str(v) for k, v in (d.get("externalLabels") or {}).items()},
+        algorithm=str(d.get("hashringsAlgorithm") or "hashmod"),
+        retention=str(d["retention"]) if d.get("retention") else None,
+        storage=d.get("storage"),
+        resources=dict(d.get("resources") or {}),
+        extra_args=[str(a) for a in d.get("extraArgs") or []],
     )
 
 
@@ -251,6 +304,7 @@ class TCSpec:
     store: dict[str, Any]
     compactor: dict[str, Any]
     grpc_tls: GRPCTLS | None = None
+    receiver: ReceiverSpec = field(default_factory=ReceiverSpec)
 
 
 def tc_spec(tc: Mapping[str, Any]) -> TCSpec:
@@ -266,6 +320,7 @@ def tc_spec(tc: Mapping[str, Any]) -> TCSpec:
         store=dict(s.get("storeGateway") or s.get("store") or {}),
         compactor=dict(s.get("compactor") or s.get("compact") or {}),
         grpc_tls=_grpc_tls(s.get("grpcTLS")),
+        receiver=receiver_spec(s.get("receiver") or s.get("receive")),
     )
 
 

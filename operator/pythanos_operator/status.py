@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 READY, RECONCILED, AVAILABLE = "Ready", "Reconciled", "Available"
+HASHRING = "Hashring"   # ThanosClusters with receivers only
 
 # Reasons
 RECONCILE_SUCCEEDED = "ReconcileSucceeded"
@@ -24,6 +25,12 @@ NO_POD_READY = "NoPodReady"
 SOME_PODS_NOT_READY = "SomePodsNotReady"
 WORKLOAD_NOT_FOUND = "WorkloadNotFound"
 SCALED_TO_ZERO = "ScaledToZero"
+# the receivers' hashring (condition Hashring)
+HASHRING_READY = "HashringReady"
+HASHRING_EMPTY = "HashringEmpty"                                     # no receiver is ready yet
+HASHRING_BELOW_REPLICATION_FACTOR = "HashringBelowReplicationFactor"   # fewer ready receivers than copies
+REPLICATION_FACTOR_TOO_HIGH = "ReplicationFactorTooHigh"             # more copies than receivers
+RECEIVER_NOT_ENABLED = "ReceiverNotEnabled"   # a PrometheusHA remote-writes to a cluster without receivers
 
 
 @dataclass(frozen=True)
@@ -76,23 +83,51 @@ def availability(expected: Sequence[tuple[str, str]], live: Iterable[Mapping[str
     return Availability(Cond("False", SOME_PODS_NOT_READY, "; ".join(parts)), total, ready)
 
 
-def ready_from(reconciled: Cond, available: Cond) -> Cond:
-    """The summary: a failed reconcile wins, then availability."""
+def hashring_condition(replicas: int, replication_factor: int, in_ring: int) -> Cond:
+    """The receivers' hashring from what the spec asks and how many receivers are in the ring (ready).
+    Thanos writes each series to ``replication_factor`` receivers and succeeds once a quorum of them
+    (``rf // 2 + 1``) has it."""
+    quorum = replication_factor // 2 + 1
+    if replication_factor > replicas:
+        return Cond("False", REPLICATION_FACTOR_TOO_HIGH,
+                    f"spec.receiver.replicationFactor {replication_factor} is larger than spec.receiver.replicas "
+                    f"{replicas}: a series cannot be written {replication_factor} times (quorum {quorum})")
+    if in_ring == 0:
+        return Cond("False", HASHRING_EMPTY,
+                    f"no receiver is ready yet: the hashring has no endpoints (0/{replicas}), remote writes fail")
+    if in_ring < replication_factor:
+        return Cond("False", HASHRING_BELOW_REPLICATION_FACTOR,
+                    f"{in_ring}/{replicas} receivers ready, fewer than the replication factor {replication_factor}: "
+                    f"series get fewer copies" + ("" if in_ring >= quorum else
+                                                  f" and writes fail (quorum {quorum})"))
+    return Cond("True", HASHRING_READY, f"{in_ring}/{replicas} receivers in the hashring")
+
+
+def ready_from(reconciled: Cond, available: Cond, hashring: Cond | None = None) -> Cond:
+    """The summary: a failed reconcile wins, then a replication factor no receiver set can hold, then
+    availability, then the hashring."""
     if reconciled.status != "True":
         return Cond("False", reconciled.reason, reconciled.message)
+    if hashring is not None and hashring.reason == REPLICATION_FACTOR_TOO_HIGH:
+        return Cond("False", hashring.reason, hashring.message)
     if available.status != "True":
         return Cond("False", available.reason, available.message)
+    if hashring is not None and hashring.status != "True":
+        return Cond("False", hashring.reason, hashring.message)
     return Cond("True", available.reason, available.message)
+
+
+OPTIONAL = (HASHRING,)   # conditions that exist only while they apply: absent from ``new``, they go
 
 
 def merge_conditions(previous: Iterable[Mapping[str, Any]] | None, generation: int | None,
                      new: Mapping[str, Cond], now: str) -> list[dict[str, Any]]:
     prev = {c.get("type"): c for c in previous or []}
     out = []
-    for ctype in (READY, RECONCILED, AVAILABLE):
+    for ctype in (READY, RECONCILED, AVAILABLE, *OPTIONAL):
         c = new.get(ctype)
         if c is None:
-            if ctype in prev:
+            if ctype in prev and ctype not in OPTIONAL:
                 out.append(dict(prev[ctype]))
             continue
         old = prev.get(ctype)
