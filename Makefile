@@ -8,9 +8,11 @@ export PYTHANOS_PEERS_DIR := $(PEERS_DIR)
 
 .PHONY: quickstart test bench peers system-peers venv clean proto e2e golden fuzz
 
-## make quickstart: start what pythanos has so far on this machine (see README)
+## make quickstart: start what pythanos has so far on this machine (see README);
+## SCENARIO=receive: seed 002's receive topology (two receivers, replication 2) instead of the course
+SCENARIO ?= course
 quickstart: venv system-peers
-	$(PY) scripts/quickstart.py
+	$(PY) scripts/$(if $(filter receive,$(SCENARIO)),quickstart_receive.py,quickstart.py)
 
 ## make test: venv + project + test extras, system peers, Go peers, then the whole suite
 test: system-peers

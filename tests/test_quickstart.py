@@ -31,10 +31,10 @@ DAY = 86400
 class Quickstart:
     """The script as a user runs it (no QUICKSTART_ONESHOT); its output read line by line."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, script: Path = SCRIPT) -> None:
         env = {**os.environ, "QUICKSTART_DIR": str(work)}
         env.pop("QUICKSTART_ONESHOT", None)
-        self.proc = subprocess.Popen([sys.executable, str(SCRIPT)], env=env, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
         self.lines: list[str] = []
         self._q: queue.Queue[str | None] = queue.Queue()

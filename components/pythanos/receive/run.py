@@ -100,6 +100,9 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
         ooo_window_ms=int(config.ooo_window * 1000), wal_compression=config.wal_compression, bucket=bucket,
         allow_out_of_order_uploads=config.allow_out_of_order_uploads,
         skip_corrupted_blocks=config.skip_corrupted_blocks, hash_func=config.hash_func), registry=srv.registry)
+    from ..tsdb.head import HeadCollector
+
+    srv.registry.register(HeadCollector(lambda: {t.name: t.db.head for t in tenants.all()}))
     opened = asyncio.Event()
     from . import hashring as hr
     from .forward import Forwarder
@@ -181,13 +184,20 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
             raise WriteUnavailable(f"target not ready: {why}")
         try:
             body, tenant, replica = split_write_request(raw)
-            decoded = rw.decode_v1(body, tenant)
-        except (ValueError, rw.WriteDecodeError) as e:
-            raise WriteInvalid(str(getattr(e, "message", e))) from None
-        why = check_tenant(tenant or config.default_tenant)
+        except ValueError as e:
+            raise WriteInvalid(str(e)) from None
+        tenant = tenant or config.default_tenant
+        why = check_tenant(tenant)
         if why is not None:
             raise WriteInvalid(why)
-        out = await forwarder.forward(tenant or config.default_tenant, decoded, replica)
+        try:
+            decoded = rw.decode_v1(body, tenant)  # the routing hashes carry the tenant it is written under
+        except rw.WriteDecodeError as e:
+            raise WriteInvalid(e.message) from None
+        if mode == hr.INGESTOR_ONLY:
+            out = await forwarder.ingest(tenant, decoded)
+        else:
+            out = await forwarder.forward(tenant, decoded, replica)
         if out.status == 200:
             return
         err = {409: WriteConflict, 503: WriteUnavailable, 400: WriteInvalid}.get(out.status)
