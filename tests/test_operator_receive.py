@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
+from peers import REGISTRY, Process, start_on_free_ports  # noqa: E402
 from pythanos.receive.hashring import new_multi_hashring, parse_hashrings  # noqa: E402
 from pythanos_operator import render, status as st  # noqa: E402
 from pythanos_operator.spec import Defaults  # noqa: E402
@@ -511,3 +515,82 @@ def test_receiver_fields_are_validated_by_the_api_server(kubectl, pythanos_crds,
     assert "spec.remoteWrite.tenant" in err, err
     kubectl("apply", "-f", "-", namespace=ns, input=pha_yaml("rw", "externalLabels: {cluster: a}\nremoteWrite: {}\n"))
     assert kubectl.json("get", "pha", "rw", namespace=ns)["spec"]["remoteWrite"] == {}
+
+
+# ---------------------------------------------------------------------------------------------- rendered receivers run
+
+def _configmap_volume(d: Path, key: str, text: str) -> Path:
+    """Write ``key`` as the kubelet lays out a ConfigMap volume: ``key`` -> ``..data/key``, ``..data`` a
+    symlink to a timestamped directory, replaced atomically on each update (the old directory removed)."""
+    d.mkdir(parents=True, exist_ok=True)
+    old = (d / "..data").resolve() if (d / "..data").is_symlink() else None
+    stamp = d / f"..{len(list(d.glob('..2*')))}_2026_{time.monotonic_ns()}"
+    stamp.mkdir()
+    (stamp / key).write_text(text)
+    tmp = d / "..data_tmp"
+    tmp.symlink_to(stamp.name)
+    tmp.rename(d / "..data")
+    if not (d / key).is_symlink():
+        (d / key).symlink_to(f"..data/{key}")
+    if old is not None:
+        shutil.rmtree(old)
+    return d / key
+
+
+@pytest.mark.parametrize("impl", ["pythanos", "thanos"])
+def test_rendered_receiver_runs_on_the_operators_hashring(impl, request, tc, tmp_path):
+    """The rendered command line run by ``pythanos receive`` and by a real ``thanos receive`` v0.42.4 (only
+    the listen addresses and the mounted paths replaced, ``$(POD_NAME)`` expanded as the kubelet does), on the
+    hashring file the operator writes, laid out as a ConfigMap volume. With no receiver ready yet the ring has
+    no endpoints: the receiver must still become ready (the operator adds only ready pods, so a receiver that
+    waited to be in the ring never would), and it refuses writes. Then the ring the operator writes once its pod
+    is ready: picked up from the swapped volume, writes land, with the receiver's external labels."""
+    from test_receive import post, stored, v1
+
+    binary = request.getfixturevalue("pythanos_bin" if impl == "pythanos" else "thanos_bin")
+    t = with_receiver(tc, replicas=1, replicationFactor=1)
+    pod0 = "thanos-receive-demo-0"
+
+    def ring_for(pods: list[dict]) -> str:
+        return _by(render.render_thanos_cluster(t, [], DEFAULTS, receive_pods=pods), "ConfigMap",
+                   "thanos-receive-demo-hashring")["data"]["hashrings.json"]
+
+    sts = _by(render.render_thanos_cluster(t, [], DEFAULTS), "StatefulSet", "thanos-receive-demo")
+    rendered = _container(sts, "thanos-receive")["args"]
+    ring_file = _configmap_volume(tmp_path / "hashring", "hashrings.json", ring_for([]))
+    (tmp_path / "objstore.yml").write_text(f"type: FILESYSTEM\nconfig:\n  directory: {tmp_path / 'bucket'}\n")
+
+    def launch(ports: list[int]) -> Process:
+        rw, grpc_port, http_port, capn = ports
+        local = {"--grpc-address": f"127.0.0.1:{grpc_port}", "--http-address": f"127.0.0.1:{http_port}",
+                 "--remote-write.address": f"127.0.0.1:{rw}", "--tsdb.path": str(tmp_path / "data"),
+                 "--receive.hashrings-file": str(ring_file), "--objstore.config-file": str(tmp_path / "objstore.yml")}
+        args = []
+        for a in rendered:
+            k = a.split("=", 1)[0]
+            args.append((f"{k}={local[k]}" if k in local else a).replace("$(POD_NAME)", pod0))
+        assert sum(a.split("=", 1)[0] in local for a in args) == len(local), args
+        if impl == "thanos":
+            args.append(f"--receive.capnproto-address=127.0.0.1:{capn}")
+        p = REGISTRY.start(f"{impl}-receive", [binary, *args], tmp_path)
+        p.url, p.port = f"http://127.0.0.1:{http_port}", http_port
+        p.extra.update(rw=f"http://127.0.0.1:{rw}/api/v1/receive", grpc=f"127.0.0.1:{grpc_port}")
+        return p
+
+    p = start_on_free_ports(4, launch, lambda p: p.wait_http_ready("/-/ready", 120))
+    try:
+        now = int(time.time() * 1000)
+        body = v1([([("__name__", "rendered_up"), ("job", "x")], [(now, 1.0)])])
+        code, text, _ = post(p.extra["rw"], body, tenant="team-eu")
+        assert code != 200, "a receiver in no hashring accepted a write"
+        _configmap_volume(tmp_path / "hashring", "hashrings.json", ring_for([pod(pod0, True)]))
+
+        def accepted():
+            return post(p.extra["rw"], body, tenant="team-eu")[0] == 200
+        wait_for(accepted, timeout=90, what=f"{impl} accepts writes once the ring lists its pod")
+        got = wait_for(lambda: stored(p.extra["grpc"], (("__name__", "=", "rendered_up"),)), 60, "stored")
+        [labels] = got
+        assert dict(labels) == {"__name__": "rendered_up", "job": "x", "receive_replica": pod0,
+                                "tenant_id": "team-eu"}, labels
+    finally:
+        p.stop()
