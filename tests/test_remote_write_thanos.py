@@ -494,3 +494,15 @@ def test_thanos_router_forwards_to_a_servicer_decoding_with_ours(thanos_bin, tmp
 def same_bytes(frames: bytes, ref: write_pb2.WriteRequest) -> bool:
     """Our re-encoding of sorted series is byte for byte the router's (Go's gogoproto) encoding."""
     return frames == write_pb2.WriteRequest(timeseries=ref.timeseries).SerializeToString()
+
+
+def test_encode_v1_refuses_symbols_outside_the_body():
+    r = write_v2_pb2.Request(symbols=["", "__name__", "h", "trace_id", "abc"])
+    t = r.timeseries.add(labels_refs=[1, 2])
+    t.samples.add(value=1.0, timestamp=5)
+    t.exemplars.add(labels_refs=[3, 4], value=2.0, timestamp=10)
+    d = decode_v2(r.SerializeToString())
+    d.symbol_ranges = d.symbol_ranges.copy()
+    d.symbol_ranges[4, 1] = 10**9
+    with pytest.raises(ValueError, match=r"symbol 4: range \d+\+1000000000 outside the body of \d+ bytes"):
+        encode_v1_timeseries(d)

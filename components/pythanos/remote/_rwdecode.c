@@ -998,7 +998,7 @@ typedef struct {
     const int64_t *boff, *soff, *ts, *rng, *sym;
     const uint64_t *val;
     const uint32_t *nex, *nh;
-    vec out, ser, sub, sub2;
+    vec out, ser, sub;
     char msg[320];
     int oom;
 } enc;
@@ -1228,7 +1228,7 @@ static int encode_one(enc *e, size_t i, int64_t p, int mode) {
     for (int64_t s = s0; s < s1; s++) {
         uint64_t bits = e->val[s];
         int64_t t = e->ts[s];
-        uint8_t b[21], *o = b + 2;
+        uint8_t b[2 + 9 + 11], *o = b + 2; /* key, length, value, a timestamp of up to 10 varint bytes */
         if (bits) {
             *o++ = 0x09;
             memcpy(o, &bits, 8);
@@ -1239,7 +1239,7 @@ static int encode_one(enc *e, size_t i, int64_t p, int mode) {
             o += put_uvarint(o, (uint64_t)t);
         }
         b[0] = 0x12;
-        b[1] = (uint8_t)(o - b - 2); /* at most 19: one length byte */
+        b[1] = (uint8_t)(o - b - 2); /* at most 20: one length byte */
         if (eput(e, &e->ser, b, (size_t)(o - b))) return -1;
     }
     if ((e->nex[p] || e->nh[p]) && rare(e, i, p, mode == 1)) return -1;
@@ -1277,6 +1277,14 @@ static PyObject *py_encode_v1(PyObject *self, PyObject *args) {
     }
     int rc = 0;
     Py_BEGIN_ALLOW_THREADS
+    for (size_t k = 0; k < e.nsym && mode == 1; k++) /* the symbols resolve exemplar refs */
+        if (e.sym[2 * k] < 0 || e.sym[2 * k + 1] < 0 || (uint64_t)e.sym[2 * k] > e.body_len ||
+            (uint64_t)e.sym[2 * k + 1] > e.body_len - (uint64_t)e.sym[2 * k]) {
+            snprintf(e.msg, sizeof e.msg, "encode_v1: symbol %zu: range %lld+%lld outside the body of %zu bytes", k,
+                     (long long)e.sym[2 * k], (long long)e.sym[2 * k + 1], e.body_len);
+            rc = -1;
+            break;
+        }
     for (size_t i = 0; i < npos && !rc; i++) rc = encode_one(&e, i, ps[i], mode);
     Py_END_ALLOW_THREADS
     if (rc) {
@@ -1287,7 +1295,6 @@ done:
     free(e.out.p);
     free(e.ser.p);
     free(e.sub.p);
-    free(e.sub2.p);
     for (int k = 0; k < 11; k++) PyBuffer_Release(&b[k]);
     return res;
 }
