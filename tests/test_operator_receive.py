@@ -594,3 +594,32 @@ def test_rendered_receiver_runs_on_the_operators_hashring(impl, request, tc, tmp
                                 "tenant_id": "team-eu"}, labels
     finally:
         p.stop()
+
+
+def test_a_starting_operator_keeps_the_hashring(kubectl, namespace, operator_kubeconfig, tmp_path, op_log):
+    """A (re)starting operator renders the ring from a complete view of the pods (kopf fills its indexes before
+    any handler runs): its resume reconcile rewrites nothing, so receivers never see a ring emptied for a
+    moment (a Thanos receiver flushes its head on every ring change)."""
+    from test_operator import start_operator, stop_operator
+
+    ns = namespace
+    apply_examples(kubectl, ns, "objstore-secret.yaml")
+    kubectl("apply", "--server-side", "-f", "-", input=receiver_cluster(replicas=2), namespace=ns)
+    sts = wait_for(lambda: kget(kubectl, "statefulset", "thanos-receive-demo", ns), what="receiver sts")
+    for i in range(2):
+        make_pod(kubectl, ns, sts, i)
+        set_ready(kubectl, ns, i, True)
+    wait_ring(kubectl, ns, [0, 1])
+    wait_cond(kubectl, "thanoscluster", "demo", ns, "Hashring", "True", "HashringReady")
+    before = kget(kubectl, "configmap", "thanos-receive-demo-hashring", ns)["metadata"]["resourceVersion"]
+    second = start_operator(operator_kubeconfig, tmp_path, "--standalone", f"--namespace={ns}", name="second")
+    try:
+        wait_for(lambda: f"ThanosCluster {ns}/demo: applied" in second.output(), 60, "the second operator's resume")
+        assert kget(kubectl, "configmap", "thanos-receive-demo-hashring", ns)["metadata"]["resourceVersion"] == before
+        assert ring(kubectl, ns) == [ep(0, ns), ep(1, ns)]
+        # and it follows pods too
+        set_ready(kubectl, ns, 0, False)
+        wait_ring(kubectl, ns, [1])
+        wait_for(lambda: f"receiver pod {ns}/thanos-receive-demo-0" in second.output(), 30, "second saw the pod")
+    finally:
+        stop_operator(second)
