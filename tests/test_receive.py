@@ -475,3 +475,33 @@ def test_mixed_hashring_with_a_real_thanos_receive_rf2(pythanos_bin, thanos_bin,
             tq.stop()
         th.stop()
         ours.stop()
+
+
+def test_limits_file_per_tenant_defaults_and_reload(pythanos_bin, tmp_path):
+    """A tenant named in the limits file gets its limits, any other tenant the defaults; the head-series
+    limit answers 429 with Thanos' text; the file is re-read when it changes, and a bad edit keeps the
+    limits in force."""
+    limits = tmp_path / "limits.yaml"
+    limits.write_text(json.dumps({"write": {"default": {"request": {"series_limit": 5}},
+                                            "tenants": {"big": {"request": {"series_limit": 50}},
+                                                        "capped": {"head_series_limit": 3}}}}))
+    rcv = start_receiver(pythanos_bin, tmp_path / "rcv", f"--receive.limits-config-file={limits}",
+                         "--receive.limits-config-reload-timer=100ms")
+    url = rcv.extra["rw"]
+    now = int(time.time() * 1000)
+    req = lambda n, k=0: v1([([("__name__", "lim"), ("i", str(i))], [(now + k, 1.0)]) for i in range(n)])  # noqa: E731
+    try:
+        assert post(url, req(10), tenant="unknown-tenant")[:2] == (413, "too many timeseries\n")
+        assert post(url, req(10), tenant="big")[0] == 200
+        assert post(url, req(5), tenant="capped")[0] == 200  # 5 series now in its head
+        assert post(url, req(1, 1), tenant="capped")[:2] == (429, "tenant is above active series limit\n")
+        # raise the default: re-read without a restart
+        limits.write_text(json.dumps({"write": {"default": {"request": {"series_limit": 20}}}}))
+        poll(lambda: (post(url, req(10, 2), tenant="unknown-tenant")[0] == 200, None), 30, "the new default limit")
+        # a bad edit: logged, the limits in force stay
+        limits.write_text("write: {defaults: nope}")
+        poll(lambda: ("failed to reload limits configuration" in rcv.log(), None), 30, "the reload error logged")
+        assert post(url, req(30, 3), tenant="unknown-tenant")[:2] == (413, "too many timeseries\n")
+        assert post(url, req(10, 4), tenant="unknown-tenant")[0] == 200
+    finally:
+        rcv.stop()

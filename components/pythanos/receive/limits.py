@@ -22,7 +22,7 @@ import yaml
 
 from ..errors import ConfigError
 
-__all__ = ["RequestLimits", "Limits", "parse_limits", "UNLIMITED"]
+__all__ = ["RequestLimits", "Limits", "parse_limits", "UNLIMITED", "ConfigError"]
 
 DEFAULT_LIMIT_QUERY = "sum(prometheus_tsdb_head_series) by (tenant)"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -93,7 +94,7 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
                     grpc_grace_period=config.grpc_grace_period, grpc_tls=config.grpc_tls,
                     grpc_max_connection_age=config.grpc_max_connection_age, stop=stop)
     bucket = instrument(config.bucket, srv.registry) if config.bucket is not None else None
-    limits = parse_limits(config.limits_text, config.limits_where)
+    limits_state = {"limits": parse_limits(config.limits_text, config.limits_where)}
     tenants = Tenants(TenantOptions(
         base_dir=config.tsdb_path, labels=config.labels, tenant_label=config.tenant_label,
         chunk_range_ms=int(config.block_duration * 1000), retention_ms=int(config.retention * 1000),
@@ -206,7 +207,7 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
         raise err(out.message)
 
     handler = ReceiveHandler(route, tenant_header=config.tenant_header, default_tenant=config.default_tenant,
-                             replica_header=config.replica_header, limits=lambda: limits, head_series=head_series,
+                             replica_header=config.replica_header, limits=lambda: limits_state["limits"], head_series=head_series,
                              ready=not_ready, registry=srv.registry, executor=tenants.executor)
     from aiohttp import web
 
@@ -250,7 +251,36 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
 
     log.info("starting receiver", extra={"remote_write": config.remote_write_address, "grpc": config.grpc_address,
                                          "http": config.http_address})
+    async def limits_loop() -> None:
+        """``--receive.limits-config-file`` re-read when it changes (at most every reload timer); a
+        bad file is logged and the limits in force stay."""
+        from .limits import ConfigError
+
+        def stamp():
+            try:
+                st = os.stat(config.limits_file)
+                return st.st_ino, st.st_size, st.st_mtime_ns
+            except OSError:
+                return None
+
+        last = stamp()
+        while True:
+            await asyncio.sleep(max(config.limits_reload_timer, 0.1))
+            now = stamp()
+            if now == last or now is None:
+                continue
+            last = now
+            try:
+                with open(config.limits_file, encoding="utf-8") as f:
+                    limits_state["limits"] = parse_limits(f.read(), config.limits_where)
+                log.info("reloaded limits configuration", extra={"file": config.limits_file})
+            except (OSError, UnicodeDecodeError, ConfigError) as e:
+                log.error("failed to reload limits configuration; keeping the previous one",
+                          extra={"file": config.limits_file, "err": str(e)})
+
     tasks = [asyncio.create_task(startup(), name="tenants")]
+    if config.limits_file:
+        tasks.append(asyncio.create_task(limits_loop(), name="limits-reload"))
     if watcher is not None:
         tasks.append(asyncio.create_task(watcher.run(), name="hashring-watcher"))
     return await srv.run_tasks(tasks, on_stop=on_stop)
