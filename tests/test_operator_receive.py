@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -537,10 +538,46 @@ def _configmap_volume(d: Path, key: str, text: str) -> Path:
     return d / key
 
 
+POD0 = "thanos-receive-demo-0"
+
+
+def ring_for(t: dict, pods: list[dict]) -> str:
+    return _by(render.render_thanos_cluster(t, [], DEFAULTS, receive_pods=pods), "ConfigMap",
+               "thanos-receive-demo-hashring")["data"]["hashrings.json"]
+
+
+def start_rendered_receiver(binary: str, impl: str, t: dict, work: Path, ring_pods: list[dict]) -> Process:
+    """The receiver container's command line as rendered for ``t``, run here as pod 0: the listen addresses and
+    the mounted paths replaced by local ones, ``$(POD_NAME)`` expanded as the kubelet does, the hashring file
+    laid out as the ConfigMap volume (``work/hashring``)."""
+    sts = _by(render.render_thanos_cluster(t, [], DEFAULTS), "StatefulSet", "thanos-receive-demo")
+    rendered = _container(sts, "thanos-receive")["args"]
+    ring_file = _configmap_volume(work / "hashring", "hashrings.json", ring_for(t, ring_pods))
+    (work / "objstore.yml").write_text(f"type: FILESYSTEM\nconfig:\n  directory: {work / 'bucket'}\n")
+
+    def launch(ports: list[int]) -> Process:
+        rw, grpc_port, http_port, capn = ports
+        local = {"--grpc-address": f"127.0.0.1:{grpc_port}", "--http-address": f"127.0.0.1:{http_port}",
+                 "--remote-write.address": f"127.0.0.1:{rw}", "--tsdb.path": str(work / "data"),
+                 "--receive.hashrings-file": str(ring_file), "--objstore.config-file": str(work / "objstore.yml")}
+        args = []
+        for a in rendered:
+            k = a.split("=", 1)[0]
+            args.append((f"{k}={local[k]}" if k in local else a).replace("$(POD_NAME)", POD0))
+        assert sum(a.split("=", 1)[0] in local for a in args) == len(local), args
+        if impl == "thanos":
+            args.append(f"--receive.capnproto-address=127.0.0.1:{capn}")
+        p = REGISTRY.start(f"{impl}-receive", [binary, *args], work)
+        p.url, p.port = f"http://127.0.0.1:{http_port}", http_port
+        p.extra.update(rw=f"http://127.0.0.1:{rw}/api/v1/receive", grpc=f"127.0.0.1:{grpc_port}")
+        return p
+
+    return start_on_free_ports(4, launch, lambda p: p.wait_http_ready("/-/ready", 120))
+
+
 @pytest.mark.parametrize("impl", ["pythanos", "thanos"])
 def test_rendered_receiver_runs_on_the_operators_hashring(impl, request, tc, tmp_path):
-    """The rendered command line run by ``pythanos receive`` and by a real ``thanos receive`` v0.42.4 (only
-    the listen addresses and the mounted paths replaced, ``$(POD_NAME)`` expanded as the kubelet does), on the
+    """The rendered command line run by ``pythanos receive`` and by a real ``thanos receive`` v0.42.4, on the
     hashring file the operator writes, laid out as a ConfigMap volume. With no receiver ready yet the ring has
     no endpoints: the receiver must still become ready (the operator adds only ready pods, so a receiver that
     waited to be in the ring never would), and it refuses writes. Then the ring the operator writes once its pod
@@ -549,51 +586,74 @@ def test_rendered_receiver_runs_on_the_operators_hashring(impl, request, tc, tmp
 
     binary = request.getfixturevalue("pythanos_bin" if impl == "pythanos" else "thanos_bin")
     t = with_receiver(tc, replicas=1, replicationFactor=1)
-    pod0 = "thanos-receive-demo-0"
-
-    def ring_for(pods: list[dict]) -> str:
-        return _by(render.render_thanos_cluster(t, [], DEFAULTS, receive_pods=pods), "ConfigMap",
-                   "thanos-receive-demo-hashring")["data"]["hashrings.json"]
-
-    sts = _by(render.render_thanos_cluster(t, [], DEFAULTS), "StatefulSet", "thanos-receive-demo")
-    rendered = _container(sts, "thanos-receive")["args"]
-    ring_file = _configmap_volume(tmp_path / "hashring", "hashrings.json", ring_for([]))
-    (tmp_path / "objstore.yml").write_text(f"type: FILESYSTEM\nconfig:\n  directory: {tmp_path / 'bucket'}\n")
-
-    def launch(ports: list[int]) -> Process:
-        rw, grpc_port, http_port, capn = ports
-        local = {"--grpc-address": f"127.0.0.1:{grpc_port}", "--http-address": f"127.0.0.1:{http_port}",
-                 "--remote-write.address": f"127.0.0.1:{rw}", "--tsdb.path": str(tmp_path / "data"),
-                 "--receive.hashrings-file": str(ring_file), "--objstore.config-file": str(tmp_path / "objstore.yml")}
-        args = []
-        for a in rendered:
-            k = a.split("=", 1)[0]
-            args.append((f"{k}={local[k]}" if k in local else a).replace("$(POD_NAME)", pod0))
-        assert sum(a.split("=", 1)[0] in local for a in args) == len(local), args
-        if impl == "thanos":
-            args.append(f"--receive.capnproto-address=127.0.0.1:{capn}")
-        p = REGISTRY.start(f"{impl}-receive", [binary, *args], tmp_path)
-        p.url, p.port = f"http://127.0.0.1:{http_port}", http_port
-        p.extra.update(rw=f"http://127.0.0.1:{rw}/api/v1/receive", grpc=f"127.0.0.1:{grpc_port}")
-        return p
-
-    p = start_on_free_ports(4, launch, lambda p: p.wait_http_ready("/-/ready", 120))
+    p = start_rendered_receiver(binary, impl, t, tmp_path, [])
     try:
         now = int(time.time() * 1000)
         body = v1([([("__name__", "rendered_up"), ("job", "x")], [(now, 1.0)])])
         code, text, _ = post(p.extra["rw"], body, tenant="team-eu")
         assert code != 200, "a receiver in no hashring accepted a write"
-        _configmap_volume(tmp_path / "hashring", "hashrings.json", ring_for([pod(pod0, True)]))
+        _configmap_volume(tmp_path / "hashring", "hashrings.json", ring_for(t, [pod(POD0, True)]))
 
         def accepted():
             return post(p.extra["rw"], body, tenant="team-eu")[0] == 200
         wait_for(accepted, timeout=90, what=f"{impl} accepts writes once the ring lists its pod")
         got = wait_for(lambda: stored(p.extra["grpc"], (("__name__", "=", "rendered_up"),)), 60, "stored")
         [labels] = got
-        assert dict(labels) == {"__name__": "rendered_up", "job": "x", "receive_replica": pod0,
+        assert dict(labels) == {"__name__": "rendered_up", "job": "x", "receive_replica": POD0,
                                 "tenant_id": "team-eu"}, labels
     finally:
         p.stop()
+
+
+def test_rendered_prometheus_remote_writes_into_the_rendered_receiver(eu1, tc, pythanos_bin, prometheus3_bin,
+                                                                      tmp_path):
+    """A remote-writing PrometheusHA's pod, run here: its init container's command (pythanos' reloader once,
+    POD_NAME in the environment) expands the rendered config, a real Prometheus 3.9.1 runs with the rendered
+    flags and sends to the rendered receiver (its Service address replaced by the local one). The series
+    arrive under the tenant of the header with the PrometheusHA's external labels (replica = its pod name)
+    and the receiver's replica label: what the cluster's queriers deduplicate on."""
+    from test_receive import stored
+
+    t = with_receiver(tc, replicas=1, replicationFactor=1)
+    recv = start_rendered_receiver(pythanos_bin, "pythanos", t, tmp_path / "receiver", [pod(POD0, True)])
+    prom = None
+    try:
+        objs = render.render_prometheus_ha(remote_writing(eu1), t, DEFAULTS)
+        template = _by(objs, "ConfigMap")["data"]["prometheus.yaml.tmpl"]
+        url = "http://thanos-receive-demo-write.monitoring.svc:19291/api/v1/receive"
+        assert url in template
+        work = tmp_path / "prometheus"
+        (work / "config").mkdir(parents=True)
+        (work / "config_out").mkdir()
+        (work / "config" / "prometheus.yaml.tmpl").write_text(template.replace(url, recv.extra["rw"]))
+        sts = _by(objs, "StatefulSet")
+        init = sts["spec"]["template"]["spec"]["initContainers"][0]
+        init_args = [a.replace(render.CONFIG_DIR, str(work / "config")).replace(render.CONFIG_OUT_DIR,
+                                                                                  str(work / "config_out"))
+                     for a in init["args"]]
+        r = subprocess.run([pythanos_bin, *init_args], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "POD_NAME": "prometheus-eu1-0"})
+        assert r.returncode == 0, r.stdout + r.stderr
+
+        def launch(ports: list[int]) -> Process:
+            local = {"--config.file": str(work / "config_out" / "prometheus.yaml"),
+                     "--storage.tsdb.path": str(work / "data"), "--web.listen-address": f"127.0.0.1:{ports[0]}"}
+            args = [f"{a.split('=', 1)[0]}={local[a.split('=', 1)[0]]}" if a.split("=", 1)[0] in local else a
+                    for a in _container(sts, "prometheus")["args"]]
+            p = REGISTRY.start("prometheus", [prometheus3_bin, *args], work)
+            p.url, p.port = f"http://127.0.0.1:{ports[0]}", ports[0]
+            return p
+
+        prom = start_on_free_ports(1, launch, lambda p: p.wait_http_ready("/-/ready", 120))
+        got = wait_for(lambda: stored(recv.extra["grpc"], (("__name__", "=", "up"),)), 120, "up remote-written")
+        [labels] = got
+        assert dict(labels) == {"__name__": "up", "job": "prometheus", "instance": "127.0.0.1:9090",
+                                "cluster": "eu1", "replica": "prometheus-eu1-0", "tenant_id": "team-eu",
+                                "receive_replica": POD0}, labels
+    finally:
+        if prom is not None:
+            prom.stop()
+        recv.stop()
 
 
 def test_a_starting_operator_keeps_the_hashring(kubectl, namespace, operator_kubeconfig, tmp_path, op_log):
