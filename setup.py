@@ -34,6 +34,12 @@ setup(
             extra_compile_args=["-O3", "-std=gnu99", "-ffp-contract=off", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
         Extension(
+            "pythanos.tsdb._histchunk",
+            sources=["components/pythanos/tsdb/_histchunk.c"],
+            # -ffp-contract=off: computeChunkEndTime's float arithmetic must round as Go's.
+            extra_compile_args=["-O3", "-std=gnu99", "-ffp-contract=off", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
+        Extension(
             "pythanos.tsdb._indexenc",
             sources=["components/pythanos/tsdb/_indexenc.c"],
             depends=["components/pythanos/_crc32c.h"],  # the one CRC-32C of the kernels

@@ -69,7 +69,8 @@ typedef struct {
     uint32_t nbits;
     uint16_t n;             /* samples in the open chunk (0: none) */
     uint8_t lead, trail;
-    uint8_t has_data;       /* the series has a sample (so t_last, v_last are valid) */
+    uint8_t has_data;       /* the series has a sample (so t_last, v_last are valid); 2: the last
+                             * one is a native histogram (kept by _histchunk, see hist_mark) */
     uint8_t has0;           /* has_data when this batch first touched the series */
     int64_t t_last;
     uint64_t v_last;
@@ -826,7 +827,8 @@ INLINE int appendable(int has, int64_t maxt, uint64_t vlast, int64_t t, uint64_t
                       int64_t ooo_window, int64_t head_maxt) {
     if (t >= minvalid) {
         if (!has || t > maxt) return ST_OK;
-        if (t == maxt) return vlast == vbits ? ST_DUP_OK : ST_DUPLICATE;
+        /* after a histogram at the same time: duplicate (NewDuplicateHistogramToFloatErr) */
+        if (t == maxt) return has != 2 && vlast == vbits ? ST_DUP_OK : ST_DUPLICATE;
     }
     if (ooo_window > 0) {
         /* head_maxt - ooo_window without overflow */
@@ -1266,7 +1268,7 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
                 s->last_chunk = NO_CHUNK;
                 continue;
             }
-            int64_t lo = s->cmint;
+            int64_t lo = s->n ? s->cmint : INT64_MAX;  /* a histogram-only series has no float chunk */
             for (int64_t c = s->last_chunk; c != NO_CHUNK; c = nchunks[c].prev) lo = nchunks[c].mint;
             if (lo < actual) actual = lo;
         }
@@ -1324,6 +1326,43 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
         res = Py_BuildValue("(OOOLL)", a, b, c, (long long)removed_chunks, (long long)actual);
     Py_XDECREF(a); Py_XDECREF(b); Py_XDECREF(c);
     return res;
+}
+
+/* hist_mark(refs, ts) -> refs not found: native histograms at ts were appended to these series
+ * (by the _histchunk kernel). As one Prometheus memSeries holds both kinds in one chunk list, the
+ * open float chunk ends there (the next float sample cuts a new one: an encoding change), the
+ * series' last time moves to ts (a float at or before it is out of order or a duplicate) and the
+ * series is kept by truncation while that time is in range. */
+static PyObject *Head_hist_mark(HeadObject *self, PyObject *args) {
+    REQUIRE_READY(self);
+    PyObject *ro, *to;
+    view rv, tv;
+    rv.ok = tv.ok = 0;
+    if (!PyArg_ParseTuple(args, "OO", &ro, &to)) return NULL;
+    if (get_view(ro, &rv, 0, 8, "refs") || get_view(to, &tv, 0, 8, "ts")) { rel(&rv); rel(&tv); return NULL; }
+    int64_t n = rv.b.len / 8, missing = 0;
+    int nomem = 0;
+    if (tv.b.len / 8 != n) {
+        rel(&rv); rel(&tv);
+        PyErr_SetString(PyExc_ValueError, "refs and ts must have the same length");
+        return NULL;
+    }
+    const uint8_t *rp = rv.b.buf, *tp = tv.b.buf;
+    LOCKED_BEGIN(self)
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t sl = slot_of(self, (int64_t)ld64(rp + 8 * i));
+        if (!sl) { missing++; continue; }
+        int64_t t = (int64_t)ld64(tp + 8 * i);
+        if (self->slots[sl].has_data && self->slots[sl].t_last >= t) continue;
+        if (complete_chunk(self, sl)) { nomem = 1; break; }
+        series_t *s = &self->slots[sl];
+        s->t_last = t;
+        s->has_data = 2;
+    }
+    LOCKED_END(self)
+    rel(&rv); rel(&tv);
+    if (nomem) return PyErr_NoMemory();
+    return PyLong_FromLongLong((long long)missing);
 }
 
 /* alive(refs) -> bytes: 1 where the ref is a live series, else 0 */
@@ -1443,6 +1482,7 @@ static PyMethodDef Head_methods[] = {
     {"ooo_select", (PyCFunction)Head_ooo_select, METH_VARARGS, "ooo_select(refs, mint, maxt) -> (counts, t, v)"},
     {"ooo_clear", (PyCFunction)Head_ooo_clear, METH_NOARGS, "ooo_clear() -> samples dropped"},
     {"alive", (PyCFunction)Head_alive, METH_O, "alive(refs) -> bytes of 0/1"},
+    {"hist_mark", (PyCFunction)Head_hist_mark, METH_VARARGS, "hist_mark(refs, ts) -> refs not found"},
     {NULL, NULL, 0, NULL},
 };
 

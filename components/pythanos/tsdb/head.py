@@ -52,14 +52,15 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from . import _head
+from . import _head, _histchunk
 from .block import MAX_TIME, MIN_TIME, range_end
 from .chunkenc import decode_xor, decode_xor_many, encode_xor
+from .histchunk import HistogramColumns
 from .labels import MATCH_EQUAL, Matcher
 
 __all__ = [
     "Head", "HeadChunks", "HeadCollector", "blob_from_labels", "labels_from_blob", "blobs_from_labels",
-    "OK", "DUP_OK", "OUT_OF_ORDER", "DUPLICATE", "OUT_OF_BOUNDS", "TOO_OLD", "OOO_OK", "BAD_REF", "AT_COMMIT",
+    "OK", "DUP_OK", "OUT_OF_ORDER", "DUPLICATE", "OUT_OF_BOUNDS", "TOO_OLD", "OOO_OK", "BAD_REF", "INVALID", "AT_COMMIT",
     "ERR_OUT_OF_ORDER", "ERR_DUPLICATE", "ERR_OUT_OF_BOUNDS", "ERR_TOO_OLD", "status_error",
 ]
 
@@ -71,6 +72,7 @@ OUT_OF_BOUNDS = 4
 TOO_OLD = 5
 OOO_OK = 6
 BAD_REF = 7
+INVALID = 8  # a native histogram failing Prometheus' Validate (text in Head.last_histogram_error)
 AT_COMMIT = 0x80
 
 # Prometheus' error texts (storage/interface.go)
@@ -91,7 +93,7 @@ def status_error(status: int) -> str | None:
     if status & AT_COMMIT or status in (OK, DUP_OK, OOO_OK):
         return None
     return {OUT_OF_ORDER: ERR_OUT_OF_ORDER, DUPLICATE: ERR_DUPLICATE, OUT_OF_BOUNDS: ERR_OUT_OF_BOUNDS,
-            TOO_OLD: ERR_TOO_OLD, BAD_REF: "unknown series ref"}.get(status, f"status {status}")
+            TOO_OLD: ERR_TOO_OLD, BAD_REF: "unknown series ref", INVALID: "invalid histogram"}.get(status, f"status {status}")
 
 
 # --- label blobs ---------------------------------------------------------------------------------
@@ -175,6 +177,7 @@ class HeadChunks:
     maxt: np.ndarray
     offsets: np.ndarray
     data: bytes
+    encodings: np.ndarray | None = None  # per chunk (1 XOR, 2 histogram, 3 float histogram); None: all XOR
 
     @property
     def starts(self) -> np.ndarray:
@@ -188,11 +191,13 @@ class HeadChunks:
 
     @property
     def encoding(self) -> np.ndarray:
+        if self.encodings is not None:
+            return self.encodings
         return np.full(len(self.mint), ENCODING_XOR, dtype=np.uint8)
 
     @property
     def num_samples(self) -> np.ndarray:
-        """Samples per chunk (the XOR header)."""
+        """Samples per chunk (the first two bytes, big-endian, in every encoding)."""
         if len(self.mint) == 0:
             return _EMPTY
         d = np.frombuffer(self.data, dtype=np.uint8)
@@ -219,6 +224,10 @@ class Head:
         self.samples_per_chunk = int(samples_per_chunk)
         self._k = _head.Head(self.chunk_range, self.samples_per_chunk, int(capacity),
                              secrets.randbits(64), (1 << 64) - 1 if _hash_mask is None else int(_hash_mask))
+        self._h = _histchunk.HistHead(self.chunk_range)  # native histogram series (refs shared)
+        self.histograms_appended = 0
+        self.invalid_histograms = 0
+        self.last_histogram_error = ""
         # Prometheus' head times: MaxInt64/MinInt64 until the first append
         self.min_time = MAX_TIME
         self.max_time = MIN_TIME
@@ -471,7 +480,109 @@ class Head:
             self.max_time = max(self.max_time, maxt)
         return status
 
+    def append_histograms(self, refs, cols: HistogramColumns) -> np.ndarray:
+        """Append native histogram samples (``cols[i]`` to series ``refs[i]``, any mix of series,
+        integer and float histograms); returns a status per sample as :meth:`append`, plus
+        ``INVALID`` (Prometheus' ``Validate`` failed; the first reason in
+        :attr:`last_histogram_error`). Out-of-order histograms are refused (``OUT_OF_ORDER``)
+        even with an out-of-order window: not kept yet. One kernel call for the batch.
+
+        A series holds floats or histograms at a time as in Prometheus: a histogram after a float
+        sample (or the reverse) starts a new chunk of its encoding, and either kind at or before
+        the other's last time is out of order (a duplicate at the same time)."""
+        refs = _i64(refs)
+        n = len(refs)
+        status = np.empty(n, dtype=np.uint8)
+        if n == 0:
+            return status
+        if len(cols) != n:
+            raise ValueError(f"{n} refs for {len(cols)} histograms")
+        with self._mu:
+            if not self.initialized:
+                t0 = int(cols.ts[0])
+                self.min_time = t0
+                self.max_time = max(self.max_time, t0)
+            c = cols
+            appended, mint, maxt, _created, bad_i, why = self._histogram_kernel(
+                refs, cols, status, self.appendable_min_valid_time(), self.ooo_window, self.max_time)
+            if bad_i >= 0:
+                self.last_histogram_error = f"histogram {bad_i}: {why}"
+            if appended != n:
+                cnt = np.bincount(status & 0x7F, minlength=9)
+                self.out_of_order_samples += int(cnt[OUT_OF_ORDER])
+                self.out_of_bound_samples += int(cnt[OUT_OF_BOUNDS])
+                self.duplicate_samples += int(cnt[DUPLICATE])
+                self.too_old_samples += int(cnt[TOO_OLD])
+                self.invalid_histograms += int(cnt[INVALID])
+            if appended:
+                ok = status == OK
+                self._k.hist_mark(refs[ok], _i64(c.ts)[ok])
+                self.histograms_appended += appended
+                self.min_time = min(self.min_time, mint)
+                self.max_time = max(self.max_time, maxt)
+        return status
+
+    def replay_histograms(self, refs, cols: HistogramColumns) -> np.ndarray:
+        """Re-append histogram samples read back from the WAL (as :meth:`replay` for floats: no
+        appendable window, only the min valid time; a sample not after its series' last one is
+        skipped; not counted as appended)."""
+        refs = _i64(refs)
+        status = np.empty(len(refs), dtype=np.uint8)
+        if len(refs) == 0:
+            return status
+        with self._mu:
+            appended, mint, maxt = self._histogram_kernel(refs, cols, status, self._min_valid_time, 0, 0)[:3]
+            if appended:
+                ok = status == OK
+                self._k.hist_mark(refs[ok], _i64(cols.ts)[ok])
+                self.min_time = min(self.min_time, mint)
+                self.max_time = max(self.max_time, maxt)
+        return status
+
+    def _histogram_kernel(self, refs: np.ndarray, c: HistogramColumns, status: np.ndarray, minvalid: int,
+                          ooo_window: int, head_maxt: int) -> tuple:
+        if len(c) != len(refs):
+            raise ValueError(f"{len(refs)} refs for {len(c)} histograms")
+        _lo, other = self._k.series_range(refs)  # the float side's last time (or a histogram's)
+        return self._h.append(
+            refs, _i64(c.ts), np.frombuffer(other, dtype=np.int64), np.ascontiguousarray(c.is_float, np.uint8),
+            np.ascontiguousarray(c.count, np.uint64), np.ascontiguousarray(c.zero_count, np.uint64),
+            np.ascontiguousarray(c.sum, np.float64), _i64(c.schema), np.ascontiguousarray(c.zero_threshold, np.float64),
+            np.ascontiguousarray(c.reset_hint, np.uint8), _i64(c.pspan_off), _i64(c.nspan_off),
+            _i64(c.spans).reshape(-1), _i64(c.pbucket_off), _i64(c.nbucket_off),
+            np.ascontiguousarray(c.buckets, np.uint64), _i64(c.cv_off), np.ascontiguousarray(c.custom_values, np.float64),
+            status, int(minvalid), int(ooo_window), int(head_maxt))
+
     # -- reading ----------------------------------------------------------------------------------
+    def select_histograms(self, refs, mint: int = MIN_TIME, maxt: int = MAX_TIME) -> HeadChunks:
+        """The native histogram chunks of the series ``refs`` overlapping ``[mint, maxt]`` (closed),
+        oldest first, with their encodings (2 or 3)."""
+        refs = _i64(refs)
+        counts, cmint, cmaxt, encs, offs, data = self._h.select(refs, int(mint), int(maxt))
+        return HeadChunks(refs, np.frombuffer(counts, dtype=np.int64), np.frombuffer(cmint, dtype=np.int64),
+                          np.frombuffer(cmaxt, dtype=np.int64), np.frombuffer(offs, dtype=np.int64), data,
+                          np.frombuffer(encs, dtype=np.uint8))
+
+    def _with_histograms(self, hc: HeadChunks, mint: int, maxt: int) -> HeadChunks:
+        """``hc`` (float chunks, rows in their order) with the same series' histogram chunks merged
+        in by time; series that have only histograms must already have a row."""
+        hh = self.select_histograms(hc.refs, mint, maxt)
+        if len(hh.mint) == 0:
+            return hc
+        nf, nh = len(hc.mint), len(hh.mint)
+        ser = np.concatenate((np.repeat(np.arange(len(hc.refs)), hc.counts), np.repeat(np.arange(len(hh.refs)), hh.counts)))
+        mins = np.concatenate((hc.mint, hh.mint))
+        order = np.lexsort((mins, ser))
+        lens = np.concatenate((np.diff(hc.offsets), np.diff(hh.offsets)))
+        starts = np.concatenate((hc.offsets[:-1], hh.offsets[:-1] + len(hc.data)))
+        blob = hc.data + hh.data
+        data = b"".join(blob[a:a + ln] for a, ln in zip(starts[order].tolist(), lens[order].tolist()))
+        offs = np.zeros(nf + nh + 1, dtype=np.int64)
+        np.cumsum(lens[order], out=offs[1:])
+        encs = np.concatenate((hc.encoding, hh.encodings))[order]
+        return HeadChunks(hc.refs, hc.counts + hh.counts, np.concatenate((hc.mint, hh.mint))[order],
+                          np.concatenate((hc.maxt, hh.maxt))[order], offs, data, encs)
+
     def select(self, refs, mint: int = MIN_TIME, maxt: int = MAX_TIME) -> HeadChunks:
         """Every chunk of the series ``refs`` overlapping ``[mint, maxt]`` (closed), oldest first,
         the open chunk as a copy; unknown refs have no chunks."""
@@ -492,6 +603,9 @@ class Head:
         refs = refs[order]
         lbls = [lbls[i] for i in order]
         hc = self.select(refs, mint, maxt)  # in label order: nothing to move afterwards
+        hist = self._h.stats()["series"] > 0
+        if hist:
+            hc = self._with_histograms(hc, mint, maxt)
         has = hc.counts > 0
         held = None
         if ooo and self.max_ooo_time != MIN_TIME and mint <= self.max_ooo_time and maxt >= self.min_ooo_time:
@@ -504,9 +618,11 @@ class Head:
                 held = None
         keep = np.flatnonzero(has)
         if len(keep) < len(refs):  # series without chunks own no chunk columns: drop their rows only
-            hc = HeadChunks(refs[keep], hc.counts[keep], hc.mint, hc.maxt, hc.offsets, hc.data)
+            hc = HeadChunks(refs[keep], hc.counts[keep], hc.mint, hc.maxt, hc.offsets, hc.data, hc.encodings)
             lbls = [lbls[i] for i in keep.tolist()]
         if held is not None:
+            if hc.encodings is not None and (hc.encodings != ENCODING_XOR).any():
+                raise NotImplementedError("head: out-of-order floats in a series that also holds histograms")
             hc = self._merge_ooo(hc, held, keep)
         return lbls, hc
 
@@ -596,12 +712,18 @@ class Head:
         if not lbls:
             return None
         cmint, cmaxt, offs, data = hc.mint, hc.maxt, hc.offsets, hc.data
+        encs = hc.encoding
         outside = np.flatnonzero((cmint < mint) | (cmaxt >= maxt))
         if len(outside):
             pieces, nmint, nmaxt, lens = [], cmint.copy(), cmaxt.copy(), np.diff(offs).copy()
             for j in range(len(cmint)):
                 c = data[int(offs[j]):int(offs[j + 1])]
-                if cmint[j] < mint or cmaxt[j] >= maxt:
+                if (cmint[j] < mint or cmaxt[j] >= maxt) and encs[j] != ENCODING_XOR:
+                    c = _histchunk.slice(c, int(encs[j]), int(mint), int(maxt) - 1)
+                    ts = _histchunk.decode(c, int(encs[j]))["t"]  # select guarantees a sample in range
+                    nmint[j], nmaxt[j] = np.frombuffer(ts, dtype=np.int64)[[0, -1]]
+                    lens[j] = len(c)
+                elif cmint[j] < mint or cmaxt[j] >= maxt:
                     t, v = decode_xor(c)
                     sel = (t >= mint) & (t < maxt)
                     t, v = t[sel], v[sel]
@@ -624,7 +746,7 @@ class Head:
         w = StreamBlockWriter(output_dir, symbols, min_time=int(mint), max_time=int(maxt), thanos=thanos,
                               prometheus_stats=True, index_stats=thanos is not None)
         try:
-            w.add_many(lbls, data, offs, ENCODING_XOR, cmint, cmaxt, hc.counts, samples)
+            w.add_many(lbls, data, offs, encs, cmint, cmaxt, hc.counts, samples)
             meta = w.write()
         except BaseException:
             w.abort()
@@ -646,6 +768,8 @@ class Head:
         self._min_valid_time = mint
         self.max_time = max(self.max_time, mint)
         removed, blobs, boffs, _nchunks, actual = self._k.truncate(int(mint))
+        _hc, _hs, hactual = self._h.truncate(int(mint))
+        actual = min(actual, hactual)
         removed = np.frombuffer(removed, dtype=np.int64)
         if len(removed):
             self._unindex(removed, blobs, np.frombuffer(boffs, dtype=np.int64))
@@ -783,8 +907,12 @@ class Head:
 
     # -- accounting -------------------------------------------------------------------------------
     def stats(self) -> dict:
-        """Counts and bytes held by the kernel (series, chunks, open chunk buffers, arenas)."""
-        return self._k.stats()
+        """Counts and bytes held by the kernels (series, chunks, open chunk buffers, arenas; the
+        native histogram side under ``histogram_*``)."""
+        st = self._k.stats()
+        for k, v in self._h.stats().items():
+            st["histogram_" + k] = v
+        return st
 
 
 class HeadCollector:
@@ -827,7 +955,8 @@ class HeadCollector:
             st = head.stats()
             v = [name]
             g["prometheus_tsdb_head_series"].add_metric(v, st["series"])
-            g["prometheus_tsdb_head_chunks"].add_metric(v, st["chunks"] + st["open_chunks"])
+            g["prometheus_tsdb_head_chunks"].add_metric(v, st["chunks"] + st["open_chunks"] + st["histogram_chunks"]
+                                                        + st["histogram_open_chunks"])
             g["prometheus_tsdb_head_min_time"].add_metric(v, head.min_time)
             g["prometheus_tsdb_head_max_time"].add_metric(v, head.max_time)
             c["prometheus_tsdb_head_series_created"].add_metric(v, st["series_created"])
@@ -836,6 +965,7 @@ class HeadCollector:
             c["prometheus_tsdb_head_chunks_removed"].add_metric(v, st["chunks_removed"])
             c["prometheus_tsdb_head_truncations"].add_metric(v, head.truncations)
             typed["prometheus_tsdb_head_samples_appended"].add_metric([name, "float"], head.samples_appended)
+            typed["prometheus_tsdb_head_samples_appended"].add_metric([name, "histogram"], head.histograms_appended)
             typed["prometheus_tsdb_out_of_order_samples"].add_metric([name, "float"], head.out_of_order_samples)
             typed["prometheus_tsdb_out_of_bound_samples"].add_metric([name, "float"], head.out_of_bound_samples)
             typed["prometheus_tsdb_too_old_samples"].add_metric([name, "float"], head.too_old_samples)
