@@ -619,9 +619,53 @@ def checkpoint(wal_dir: str | os.PathLike, first_segment: int, last_segment: int
         cpw = WAL(tmp, compression=compression, repair=False)
         batch: list[bytes] = []
         size = 0
+        pending: list[bytes] = []  # consecutive Samples records, filtered together
+        pending_bytes = 0
+
+        def emit(recs: list[bytes]) -> None:
+            nonlocal batch, size
+            for r in recs:
+                batch.append(r)
+                size += len(r)
+            if size > 1 << 20:
+                cpw.log(batch)
+                batch, size = [], 0
+
+        def flush_samples() -> None:
+            # one kernel call decodes the run; a record kept whole is copied as it is (our encoder
+            # and Prometheus' give the same bytes), one partly kept is re-encoded, as Prometheus does
+            r, ts, vs, counts = wr.decode_samples_many(pending)
+            m = ts >= mint
+            stats["total_samples"] += len(ts)
+            stats["dropped_samples"] += int(len(ts) - m.sum())
+            ends = np.cumsum(counts)
+            cs = np.zeros(len(m) + 1, dtype=np.int64)
+            np.cumsum(m, out=cs[1:])
+            kept = cs[ends] - cs[ends - counts]
+            out = []
+            for i, (k, c) in enumerate(zip(kept.tolist(), counts.tolist())):
+                if k == c and c:
+                    out.append(pending[i])
+                elif k:
+                    a, b = int(ends[i] - c), int(ends[i])
+                    sel = m[a:b]
+                    out.append(wr.encode_samples(r[a:b][sel], ts[a:b][sel], vs[a:b][sel]))
+            pending.clear()
+            emit(out)
+
         for _, _, rec in iter_records(sources):
             t = wr.record_type(rec)
             out = None
+            if t == wr.SAMPLES:
+                pending.append(rec)
+                pending_bytes += len(rec)
+                if len(pending) >= 4096 or pending_bytes >= 4 << 20:
+                    flush_samples()
+                    pending_bytes = 0
+                continue
+            if pending:
+                flush_samples()
+                pending_bytes = 0
             if t == wr.SERIES:
                 refs, blobs = wr.decode_series(rec)
                 m = np.asarray(keep_series(refs), dtype=bool)
@@ -629,13 +673,6 @@ def checkpoint(wal_dir: str | os.PathLike, first_segment: int, last_segment: int
                 stats["dropped_series"] += int(len(refs) - m.sum())
                 if m.any():
                     out = wr.encode_series(refs[m], [b for b, k in zip(blobs, m.tolist()) if k])
-            elif t == wr.SAMPLES:
-                r, ts, vs = wr.decode_samples(rec)
-                m = ts >= mint
-                stats["total_samples"] += len(ts)
-                stats["dropped_samples"] += int(len(ts) - m.sum())
-                if m.any():
-                    out = wr.encode_samples(r[m], ts[m], vs[m])
             elif t in (wr.HISTOGRAM_SAMPLES, wr.FLOAT_HISTOGRAM_SAMPLES,
                        wr.CUSTOM_BUCKETS_HISTOGRAM_SAMPLES, wr.CUSTOM_BUCKETS_FLOAT_HISTOGRAM_SAMPLES):
                 hs = wr.decode_histograms(rec)
@@ -667,11 +704,9 @@ def checkpoint(wal_dir: str | os.PathLike, first_segment: int, last_segment: int
                         if k:
                             latest_meta[x.ref] = x
             if out is not None:
-                batch.append(out)
-                size += len(out)
-                if size > 1 << 20:
-                    cpw.log(batch)
-                    batch, size = [], 0
+                emit([out])
+        if pending:
+            flush_samples()
         if batch:
             cpw.log(batch)
         if latest_meta:
