@@ -942,3 +942,102 @@ def test_random_requests_reopen_to_the_same_state(tmp_path, seed, ooo):
             assert samples_equal(all_samples(db, dedup=True), before), step
     db.close()
     assert OK in statuses and len(statuses) >= 4 and (6 in statuses) == bool(ooo), statuses
+
+
+CHILD_OOO = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    from pythanos.tsdb.db import TSDB
+    from pythanos.tsdb.head import blobs_from_labels
+
+    path, ack, start, NS, PER, STEP, T0 = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:8])
+    buf, offs = blobs_from_labels([{"__name__": "crashooo", "s": str(i)} for i in range(NS)])
+    db = TSDB.open(path, wal_segment_size=128 * 1024, ooo_window_ms=3600 * 1000)
+    fd = os.open(ack, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sidx = np.repeat(np.arange(NS), PER)
+    j = np.tile(np.arange(PER), NS)
+    k = start
+    while True:
+        ts = T0 + k * PER * STEP + j * STEP
+        vs = (k * 1000 + sidx) + j / 10
+        n_late = 0
+        if k >= 3:  # the same series, half a step after the samples of batch k-3: out of order
+            ts = np.concatenate([ts, T0 + (k - 3) * PER * STEP + j * STEP + STEP // 2])
+            vs = np.concatenate([vs, -((k * 1000 + sidx) + j / 10)])
+            n_late = len(sidx)
+        res = db.append(buf, offs, np.concatenate([sidx] * (2 if n_late else 1)), ts, vs)
+        st = res.status
+        if not ((st[:len(sidx)] == 0).all() and (st[len(sidx):] == 6).all()):
+            raise SystemExit(f"batch {k}: statuses {np.unique(st)}")
+        os.write(fd, f"{k}\\n".encode())
+        os.fsync(fd)
+        db.compact()
+        k += 1
+""")
+
+
+def test_sigkill_with_out_of_order_samples(tmp_path):
+    """As the SIGKILL test, with every batch also carrying late samples (out of order, logged to
+    the WBL) and out-of-order compactions: acknowledged batches are there whole and once; the
+    batch being appended at the kill may be there in part (its in-order samples go to the WAL
+    before its late ones go to the WBL) and is never sent again."""
+    ns, per, step = 300, 4, 60_000
+    path, ack = tmp_path / "db", tmp_path / "acks"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD_OOO)
+    env = {**os.environ, "PYTHONPATH": REPO_COMPONENTS + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    rnd = random.Random(11)
+    acked, skipped = -1, []
+    j = np.arange(per)
+
+    def in_order(k: int, s: int) -> dict[int, float]:
+        return dict(zip((T0 + k * per * step + j * step).tolist(), ((k * 1000 + s) + j / 10).tolist()))
+
+    def late(k: int, s: int) -> dict[int, float]:
+        if k < 3:
+            return {}
+        return dict(zip((T0 + (k - 3) * per * step + j * step + step // 2).tolist(), (-((k * 1000 + s) + j / 10)).tolist()))
+
+    for trial in range(10):
+        start = acked + 2 if acked >= 0 else 0  # the batch that may be half-logged is never sent again
+        proc = subprocess.Popen([sys.executable, str(script), str(path), str(ack), str(start), str(ns), str(per),
+                                 str(step), str(T0)], env=env, stderr=subprocess.PIPE)
+        target = start + rnd.randint(1, 25)
+        deadline = time.monotonic() + 120
+        while True:
+            acks = read_acks(ack)
+            if acks and acks[-1] >= target:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "child made no progress"
+            time.sleep(0.002 * rnd.random())
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        proc.stderr.close()
+        acked = read_acks(ack)[-1]
+        skipped.append(acked + 1)
+        done = set(read_acks(ack))
+        db = TSDB.open(path, wal_segment_size=128 * 1024, ooo_window_ms=H)
+        try:
+            got = all_samples(db)
+            assert len(got) == ns
+            for s in range(ns):
+                t, v = got[(("__name__", "crashooo"), ("s", str(s)))]
+                have = dict(zip(t.tolist(), v.tolist()))
+                want: dict[int, float] = {}
+                for k in done:
+                    want.update(in_order(k, s))
+                    want.update(late(k, s))
+                assert all(have.get(x) == y for x, y in want.items()), (trial, s, "an acknowledged sample is missing")
+                extra = {x: y for x, y in have.items() if x not in want}
+                for k in skipped:  # what the kills may have left: in-order part, then the late part too
+                    io, lt = in_order(k, s), late(k, s)
+                    got_io = {x: extra.pop(x) for x in list(io) if x in extra}
+                    got_lt = {x: extra.pop(x) for x in list(lt) if x in extra}
+                    assert got_io in ({}, io) and got_lt in ({}, lt) and (not got_lt or got_io), (trial, s, k)
+                    assert all(io[x] == y for x, y in got_io.items()) and all(lt[x] == y for x, y in got_lt.items())
+                assert not extra, (trial, s, "samples never sent")
+            if trial == 9:
+                assert any("from-out-of-order" in m.compaction.hints for m in db.blocks())
+        finally:
+            db.close()
