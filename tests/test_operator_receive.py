@@ -245,6 +245,8 @@ def test_hashring_condition():
     c = st.hashring_condition(3, 3, 1)
     assert (c.status, c.reason) == ("False", st.HASHRING_BELOW_REPLICATION_FACTOR) and "quorum 2" in c.message
     assert "writes fail" not in st.hashring_condition(3, 3, 2).message
+    assert st.hashring_condition(0, 1, 0) == st.Cond("True", st.SCALED_TO_ZERO,
+                                                      "receivers scaled to zero: no remote write is accepted")
     c = st.hashring_condition(1, 3, 1)
     assert c.reason == st.REPLICATION_FACTOR_TOO_HIGH and "spec.receiver.replicationFactor 3" in c.message
     ok, avail_no = st.Cond("True", st.RECONCILE_SUCCEEDED), st.Cond("False", st.NO_POD_READY, "0/3")

@@ -307,7 +307,8 @@ def status_extras(ctx: Ctx, kind: str, body: Mapping[str, Any], avail: st.Availa
     members = ctx.accepted_members(body)
     out: dict[str, Any] = {"members": len(members), "replicaLabels": render.replica_labels(body, members, "querier")}
     r = tc_spec(body).receiver
-    out["hashringEndpoints"] = len(_hashring_members(ctx, body)) if r.enabled else None
+    out["hashringEndpoints"] = len(render.hashring_endpoints(body, ctx.receive_pods(namespace_of(body), name_of(body)),
+                                                             ctx.defaults)) if r.enabled else None
     return out
 
 

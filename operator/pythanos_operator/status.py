@@ -88,6 +88,8 @@ def hashring_condition(replicas: int, replication_factor: int, in_ring: int) -> 
     Thanos writes each series to ``replication_factor`` receivers and succeeds once a quorum of them
     (``rf // 2 + 1``) has it."""
     quorum = replication_factor // 2 + 1
+    if replicas == 0:
+        return Cond("True", SCALED_TO_ZERO, "receivers scaled to zero: no remote write is accepted")
     if replication_factor > replicas:
         return Cond("False", REPLICATION_FACTOR_TOO_HIGH,
                     f"spec.receiver.replicationFactor {replication_factor} is larger than spec.receiver.replicas "
