@@ -685,3 +685,22 @@ def test_a_starting_operator_keeps_the_hashring(kubectl, namespace, operator_kub
         wait_for(lambda: f"receiver pod {ns}/thanos-receive-demo-0" in second.output(), 30, "second saw the pod")
     finally:
         stop_operator(second)
+
+
+def test_receive_example_applies_and_renders(kubectl, namespace, op_log):
+    """manifests/examples-receive (the tutorial plus receivers and a remote-writing PrometheusHA), applied
+    as its README says, renders: receivers, rw1 without a sidecar, the queriers over sidecars, store gateway
+    and receivers."""
+    ns = namespace
+    kubectl("apply", "--server-side", "-k", str(ROOT / "manifests" / "examples-receive"), namespace=ns)
+    for name in ("eu1", "us1", "rw1"):
+        wait_cond(kubectl, "prometheusha", name, ns, "Reconciled", "True")
+    t = wait_cond(kubectl, "thanoscluster", "demo", ns, "Reconciled", "True")
+    assert t["status"]["members"] == 3 and t["status"]["replicaLabels"] == ["receive_replica", "replica"]
+    assert cond(t, "Hashring")["reason"] == "HashringEmpty"
+    assert kget(kubectl, "statefulset", "thanos-receive-demo", ns)["spec"]["replicas"] == 3
+    rw1 = kget(kubectl, "statefulset", "prometheus-rw1", ns)
+    assert [c["name"] for c in rw1["spec"]["template"]["spec"]["containers"]] == ["prometheus"]
+    sd = yaml.safe_load(kget(kubectl, "configmap", "thanos-query-demo-endpoints", ns)["data"]["endpoints.yaml"])
+    assert [e["address"] for e in sd["endpoints"]] == [f"dnssrv+_grpc._tcp.{s}.{ns}.svc" for s in (
+        "prometheus-eu1", "prometheus-us1", "thanos-store-demo", "thanos-receive-demo")]
