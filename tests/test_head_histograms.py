@@ -164,12 +164,20 @@ def test_histogram_chunks_equal_a_real_prometheus_head(tmp_path, prometheus3_bin
         step = [15_000, 30_000, 5_000][i // len(KINDS)]
         t = np.arange(start + i * 41, end, step, dtype=np.int64)
         series.append(({"__name__": "hist", "i": str(i), "kind": kind}, t, gen_series(rng, kind, t)))
+    # series switching kinds every 10-minute request: floats <-> integer histograms, floats <->
+    # float histograms, integer <-> float histograms (each switch cuts a chunk of the other encoding)
+    mixed = []
+    for j, (ka, kb) in enumerate([("f", "int"), ("f", "float"), ("int", "float")]):
+        t = np.arange(start + 7 + j, end, 10_000, dtype=np.int64)
+        mixed.append(({"__name__": "mixed", "j": str(j)}, t, ka, kb, gen_series(rng, "int", t),
+                      gen_series(rng, "float", t), np.cumsum(rng.random(len(t)))))
     h = Head()
-    refs, _ = h.get_or_create_labels([s for s, _, _ in series])
+    refs, _ = h.get_or_create_labels([s for s, _, _ in series] + [m[0] for m in mixed])
     edges = list(range(start, end + 600_000, 600_000))
-    for a, b in zip(edges[:-1], edges[1:]):
+    for w, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
         req = remote_pb2.WriteRequest()
         rr, hs = [], []
+        fr, ft, fv = [], [], []
         for k, (lbls, t, hists) in enumerate(series):
             i0, i1 = np.searchsorted(t, [a, b])
             if i1 == i0:
@@ -181,6 +189,26 @@ def test_histogram_chunks_equal_a_real_prometheus_head(tmp_path, prometheus3_bin
                 to_proto(x, ts.histograms.add())
             rr += [refs[k]] * (i1 - i0)
             hs += hists[i0:i1]
+        for k, (lbls, t, ka, kb, ih, fh, fl) in enumerate(mixed):
+            i0, i1 = np.searchsorted(t, [a, b])
+            kind = (ka, kb)[w % 2]
+            ts = req.timeseries.add()
+            for n, val in sorted(lbls.items()):
+                ts.labels.add(name=n, value=val)
+            ref = refs[len(series) + k]
+            if kind == "f":
+                for x, y in zip(t[i0:i1].tolist(), fl[i0:i1].tolist()):
+                    ts.samples.add(timestamp=x, value=y)
+                fr += [ref] * (i1 - i0)
+                ft.append(t[i0:i1])
+                fv.append(fl[i0:i1])
+            else:
+                for x in (ih if kind == "int" else fh)[i0:i1]:
+                    to_proto(x, ts.histograms.add())
+                rr += [ref] * (i1 - i0)
+                hs += (ih if kind == "int" else fh)[i0:i1]
+        if fr:
+            assert (h.append(np.asarray(fr, dtype=np.int64), np.concatenate(ft), np.concatenate(fv)) == OK).all()
         body = bytes(cramjam.snappy.compress_raw(req.SerializeToString()))
         r = urllib.request.Request(f"{prom.url}/api/v1/write", data=body, method="POST", headers={
             "Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
@@ -212,13 +240,16 @@ def test_histogram_chunks_equal_a_real_prometheus_head(tmp_path, prometheus3_bin
         for cs in p_chunks.values():
             for _a, _b, e, c in cs:
                 encs.add(e)
-                headers.add(c[2] & 0xC0)
+                if e != 1:
+                    headers.add(c[2] & 0xC0)
         with open(mine / "meta.json") as f, open(prom_block / "meta.json") as g:
             import json
             mj, pj = json.load(f), json.load(g)
             assert mj["stats"] == pj["stats"]
-    # the cases that matter were there: both encodings, every reset header
-    assert encs == {2, 3}
+    mixed_encs = [e for lb, cs in p_chunks.items() if dict(lb)["__name__"] == "mixed" for _a, _b, e, _c in cs]
+    assert len(set(mixed_encs)) == 3 and sum(x != y for x, y in zip(mixed_encs, mixed_encs[1:])) >= 3
+    # the cases that matter were there: all encodings, every reset header
+    assert encs == {1, 2, 3}
     assert headers == {0x00, 0x40, 0x80, 0xC0}
     del recoded
 
@@ -474,3 +505,44 @@ def test_wal_records_as_columns_and_replay():
     d = decode_histogram_chunk(h.select_histograms([r]).chunk(0), 3)
     assert d.t.tolist() == [x.timestamp for x in xs] and d.count.tolist() == [x.count for x in xs]
     assert h.histograms_appended == 0 and h.stats()["histogram_series"] == 1
+
+
+def test_reads_with_out_of_order_floats_next_to_histograms():
+    """Out-of-order floats merged into a series that also holds histogram chunks keep those
+    chunks; series() gives the floats only."""
+    h = Head(ooo_window=3_600_000)
+    r = _one(h)
+    assert (h.append([r, r], [T0, T0 + 10_000], [1.0, 2.0]) == OK).all()
+    assert h.append_histograms([r], histogram_columns([make_hist(T0 + 20_000, {0: 1}, {})])).tolist() == [OK]
+    from pythanos.tsdb.head import OOO_OK
+    assert h.append([r], [T0 + 5_000], [9.0]).tolist() == [OOO_OK]
+    lbls, hc = h.query()
+    assert hc.encoding.tolist() == [1, 2] and hc.num_samples.tolist() == [3, 1]
+    (_ls, t, v), = list(h.series())
+    assert t.tolist() == [T0, T0 + 5_000, T0 + 10_000] and v.tolist() == [1.0, 9.0, 2.0]
+
+
+def test_histogram_append_figures(capsys):
+    """Figures (printed, not asserted): kernel append and decode rates, bytes per sample."""
+    n_series, batches = 5_000, 20
+    h = Head()
+    refs, _ = h.get_or_create_labels([{"__name__": "h", "i": str(i)} for i in range(n_series)])
+    t_cols = t_app = 0.0
+    for b in range(batches):
+        xs = [make_hist(T0 + b * 15_000, {i: 1 + b * (i % 3) for i in range(20)}, {}, zc=b) for _ in range(n_series)]
+        t0 = time.perf_counter()
+        cols = histogram_columns(xs)
+        t1 = time.perf_counter()
+        assert (h.append_histograms(refs, cols) == OK).all()
+        t_app += time.perf_counter() - t1
+        t_cols += t1 - t0
+    n = n_series * batches
+    t0 = time.perf_counter()
+    _lbls, hc = h.query()
+    for j in range(len(hc.mint)):
+        decode_histogram_chunk(hc.chunk(j), int(hc.encoding[j]))
+    t_dec = time.perf_counter() - t0
+    with capsys.disabled():
+        print(f"\nhistograms (20 buckets): append {n / t_app:,.0f}/s ({t_app / n * 1e6:.2f} us each, one kernel call per "
+              f"{n_series}), histogram_columns {n / t_cols:,.0f}/s, query+decode {n / t_dec:,.0f} samples/s, "
+              f"{h.stats()['histogram_bytes'] / n:.1f} B/sample held")

@@ -621,32 +621,36 @@ class Head:
             hc = HeadChunks(refs[keep], hc.counts[keep], hc.mint, hc.maxt, hc.offsets, hc.data, hc.encodings)
             lbls = [lbls[i] for i in keep.tolist()]
         if held is not None:
-            if hc.encodings is not None and (hc.encodings != ENCODING_XOR).any():
-                raise NotImplementedError("head: out-of-order floats in a series that also holds histograms")
             hc = self._merge_ooo(hc, held, keep)
         return lbls, hc
 
     def _merge_ooo(self, hc: HeadChunks, ooo, idx: np.ndarray) -> HeadChunks:
         """``hc`` with the out-of-order samples merged in, for the series that have some (their
         chunks re-encoded, 120 samples each within chunk-range windows; in-order samples win a
-        tie). ``idx[i]`` is series i's index in the ``ooo`` columns."""
+        tie). ``idx[i]`` is series i's index in the ``ooo`` columns. A series' histogram chunks
+        stay as they are, placed among the re-encoded float chunks by time."""
         from .block import cut_fixed
 
         oc, ot, ov = ooo
         ostart = np.zeros(len(oc) + 1, dtype=np.int64)
         np.cumsum(oc, out=ostart[1:])
         starts = hc.starts
-        counts, mints, maxts, pieces = [], [], [], []
+        enc = hc.encoding
+        counts, mints, maxts, pieces, encs = [], [], [], [], []
         for i, k in enumerate(idx.tolist()):
             c0, c1 = int(starts[i]), int(starts[i + 1])
             if oc[k] == 0:
                 counts.append(c1 - c0)
                 mints.append(hc.mint[c0:c1])
                 maxts.append(hc.maxt[c0:c1])
+                encs.append(enc[c0:c1])
                 pieces += [hc.chunk(j) for j in range(c0, c1)]
                 continue
             ts, vs = [], []
+            hist = [j for j in range(c0, c1) if enc[j] != ENCODING_XOR]
             for j in range(c0, c1):
+                if enc[j] != ENCODING_XOR:
+                    continue
                 t, v = decode_xor(hc.chunk(j))
                 ts.append(t)
                 vs.append(v)
@@ -660,27 +664,41 @@ class Head:
             first = np.concatenate(([True], t[1:] != t[:-1]))
             t, v = t[first], v[first]
             bnd = cut_fixed(t, self.samples_per_chunk, self.chunk_range)
-            counts.append(len(bnd) - 1)
-            mints.append(t[bnd[:-1]])
-            maxts.append(t[bnd[1:] - 1])
-            pieces += [encode_xor(t[x:y], v[x:y]) for x, y in zip(bnd[:-1].tolist(), bnd[1:].tolist())]
+            mi = np.concatenate((t[bnd[:-1]], hc.mint[hist]))
+            mx = np.concatenate((t[bnd[1:] - 1], hc.maxt[hist]))
+            pc = [encode_xor(t[x:y], v[x:y]) for x, y in zip(bnd[:-1].tolist(), bnd[1:].tolist())]
+            pc += [hc.chunk(j) for j in hist]
+            en = np.concatenate((np.full(len(bnd) - 1, ENCODING_XOR, np.uint8), enc[hist]))
+            o = np.argsort(mi, kind="stable")
+            counts.append(len(pc))
+            mints.append(mi[o])
+            maxts.append(mx[o])
+            encs.append(en[o])
+            pieces += [pc[x] for x in o.tolist()]
         offs = np.zeros(len(pieces) + 1, dtype=np.int64)
         np.cumsum([len(p) for p in pieces], out=offs[1:])
         return HeadChunks(hc.refs, np.asarray(counts, dtype=np.int64),
                           np.concatenate(mints) if mints else _EMPTY, np.concatenate(maxts) if maxts else _EMPTY,
-                          offs, b"".join(pieces))
+                          offs, b"".join(pieces), np.concatenate(encs) if encs else np.zeros(0, np.uint8))
 
     def series(self, matchers: Sequence[Matcher] = (), mint: int = MIN_TIME, maxt: int = MAX_TIME
                ) -> Iterator[tuple[tuple[tuple[str, str], ...], np.ndarray, np.ndarray]]:
         """``(labels, t, v)`` with the samples in ``[mint, maxt]`` of the selected series (all
-        series without matchers), in label order; series without such samples are skipped."""
+        series without matchers), in label order; series without such samples are skipped. Float
+        samples only (native histograms: :meth:`select_histograms`)."""
         lbls, hc = self.query(matchers, mint, maxt)
         if len(hc.mint) == 0:
             return
-        counts, t_all, v_all = decode_xor_many(hc.data, hc.offsets[:-1], np.diff(hc.offsets))
+        cstart, clen, cs = hc.offsets[:-1], np.diff(hc.offsets), hc.starts
+        if hc.encodings is not None and (hc.encodings != ENCODING_XOR).any():
+            x = hc.encodings == ENCODING_XOR
+            per = np.bincount(np.repeat(np.arange(len(hc.counts)), hc.counts)[x], minlength=len(hc.counts))
+            cstart, clen = cstart[x], clen[x]
+            cs = np.zeros(len(per) + 1, dtype=np.int64)
+            np.cumsum(per, out=cs[1:])
+        counts, t_all, v_all = decode_xor_many(hc.data, cstart, clen)
         sstart = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=sstart[1:])
-        cs = hc.starts
         for i, ls in enumerate(lbls):
             a, b = int(sstart[cs[i]]), int(sstart[cs[i + 1]])
             t, v = t_all[a:b], v_all[a:b]
