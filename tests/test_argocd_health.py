@@ -83,6 +83,15 @@ def _obj(kind="PrometheusHA", generation=2, observed=2, ready=None):
     (dict(ready=("False", "ThanosClusterNotFound", "ThanosCluster monitoring/demo not found")),
      ("Degraded", "ThanosCluster monitoring/demo not found")),
     (dict(observed=2), ("Progressing", "Waiting for the pythanos operator")),
+    # receivers: a ring catching up with ready pods is on its way; a replication factor above the replicas,
+    # or a remote-writing member of a cluster without receivers, needs a spec change
+    (dict(ready=("False", "HashringEmpty", "no receiver is ready yet")), ("Progressing", "no receiver is ready yet")),
+    (dict(ready=("False", "HashringBelowReplicationFactor", "1/3 receivers ready")),
+     ("Progressing", "1/3 receivers ready")),
+    (dict(ready=("False", "ReplicationFactorTooHigh", "spec.receiver.replicationFactor 3")),
+     ("Degraded", "spec.receiver.replicationFactor 3")),
+    (dict(ready=("False", "ReceiverNotEnabled", "ThanosCluster demo runs no receivers")),
+     ("Degraded", "ThanosCluster demo runs no receivers")),
 ])
 def test_health(kind, obj_args, expected, lua_runtime):
     assert health(_obj(kind=kind, **obj_args), lua_runtime) == expected

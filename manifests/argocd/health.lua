@@ -3,7 +3,8 @@
 -- older spec), then the Ready condition decides:
 --   True                                                   -> Healthy
 --   False, pods still coming (SomePodsNotReady, NoPodReady,
---   WorkloadNotFound) or Unknown                           -> Progressing
+--   WorkloadNotFound, HashringEmpty,
+--   HashringBelowReplicationFactor) or Unknown             -> Progressing
 --   False, anything else (ReconcileFailed, ExternalLabelsConflict,
 --   ObjectStorageSecretMissing, ThanosClusterNotFound, ...) -> Degraded
 local hs = {status = "Progressing", message = "Waiting for the pythanos operator"}
@@ -19,7 +20,8 @@ if observed == nil or observed < generation then
   hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
   return hs
 end
-local progressing = {SomePodsNotReady = true, NoPodReady = true, WorkloadNotFound = true, Pending = true}
+local progressing = {SomePodsNotReady = true, NoPodReady = true, WorkloadNotFound = true, Pending = true,
+                     HashringEmpty = true, HashringBelowReplicationFactor = true}
 if obj.status.conditions ~= nil then
   for _, c in ipairs(obj.status.conditions) do
     if c.type == "Ready" then

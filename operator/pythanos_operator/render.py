@@ -5,8 +5,11 @@
   container that writes the expanded config once: ``pythanos sidecar --reloader.once``) and, for more than one
   replica, a PodDisruptionBudget.
 * :func:`render_thanos_cluster` — a ThanosCluster and its member PrometheusHAs to the querier (endpoint SD
-  ConfigMap, Deployment, Service), the store gateway (StatefulSet per shard/time partition, headless Service)
-  and the singleton compactor (StatefulSet, Service).
+  ConfigMap, Deployment, Service), the receivers when enabled (hashring ConfigMap, headless and remote-write
+  Services, StatefulSet, PodDisruptionBudget), the store gateway (StatefulSet per shard/time partition,
+  headless Service) and the singleton compactor (StatefulSet, Service). The receiver pods as the API server
+  has them are an input like the others: their readiness makes the hashring (:func:`hashring_endpoints`).
+  A member with ``remoteWrite`` renders without a sidecar and sends to the receivers.
 * :func:`external_label_conflicts` / :func:`cluster_for` / :func:`members_of` / :func:`grpc_tls_mismatch` —
   the cross-object rules.
 
