@@ -164,6 +164,16 @@ def test_histogram_chunks_equal_a_real_prometheus_head(tmp_path, prometheus3_bin
         step = [15_000, 30_000, 5_000][i // len(KINDS)]
         t = np.arange(start + i * 41, end, step, dtype=np.int64)
         series.append(({"__name__": "hist", "i": str(i), "kind": kind}, t, gen_series(rng, kind, t)))
+    # wide histograms (hundreds of buckets, large increments): chunks pass 2048 bytes before
+    # 10 samples, where the minimum sample count holds the cut back
+    for j in range(2):
+        t = np.arange(start + 3 + j, end, [20_000, 2_000][j], dtype=np.int64)
+        pos = {i: 0 for i in range(300)}
+        hists = []
+        for x in t.tolist():
+            pos = {i: v + int(rng.integers(0, 2000)) for i, v in pos.items()}
+            hists.append(make_hist(x, pos, {}, is_float=bool(j)))
+        series.append(({"__name__": "wide", "j": str(j)}, t, hists))
     # series switching kinds every 10-minute request: floats <-> integer histograms, floats <->
     # float histograms, integer <-> float histograms (each switch cuts a chunk of the other encoding)
     mixed = []
@@ -246,6 +256,8 @@ def test_histogram_chunks_equal_a_real_prometheus_head(tmp_path, prometheus3_bin
             import json
             mj, pj = json.load(f), json.load(g)
             assert mj["stats"] == pj["stats"]
+    wide = [c for lb, cs in p_chunks.items() if dict(lb)["__name__"] == "wide" for c in cs]
+    assert any(len(c[3]) > 2048 and int.from_bytes(c[3][:2], "big") == 10 for c in wide)
     mixed_encs = [e for lb, cs in p_chunks.items() if dict(lb)["__name__"] == "mixed" for _a, _b, e, _c in cs]
     assert len(set(mixed_encs)) == 3 and sum(x != y for x, y in zip(mixed_encs, mixed_encs[1:])) >= 3
     # the cases that matter were there: all encodings, every reset header
