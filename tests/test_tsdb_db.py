@@ -1,20 +1,26 @@
 """The per-tenant TSDB (pythanos.tsdb.db): head + WAL + blocks in one directory, as Prometheus'
 tsdb.DB lays them out.
 
-1. Append, close, reopen: the same answers after every reopen (many cycles), rejected and
-   duplicate samples never reach the WAL, the Series record built from the blob columns is the
-   encoder's.
-2. Crash safety: a child process appends numbered batches (with compaction running) and
-   acknowledges each after ``append`` returned; SIGKILL at random points; every acknowledged
-   sample is there exactly once after reopen, the unacknowledged batch whole or not at all.
+1. Append, close, reopen: the same answers after every reopen (many cycles, and random requests
+   with rejections, duplicates and late samples), rejected and duplicate samples never reach the
+   WAL, the Series record built from the blob columns is the encoder's; statuses, malformed blobs,
+   a failed (disk full) WAL write.
+2. Crash safety: a child process appends numbered batches (compaction running) and acknowledges
+   each after ``append`` returned; SIGKILL at random points; every acknowledged sample is there
+   exactly once after reopen, the unacknowledged batch whole or not at all. The same with late
+   samples going to the WBL and out-of-order compactions.
 3. Compaction over more than 3h: blocks appear (promtool accepts them), the head shrinks, the
-   WAL is checkpointed and its old segments go; reopen still has every sample once.
-4. A real Prometheus 3.9.1 opened on our directory (blocks + WAL with a checkpoint) answers the
-   same raw samples as our ``series()``, native histograms from the WAL included.
-5. Retention, block loading (non-ULID, unfinished and unreadable block dirs), unknown refs in
-   the WAL, reads concurrent with appends.
+   WAL is checkpointed and its old segments go; reopen still has every sample once; compaction
+   beside a concurrent writer; out-of-order samples through the WBL into out-of-order blocks.
+4. Real peers: a Prometheus 3.9.1 opened on our directory (blocks + WAL with a checkpoint, native
+   histograms; and our WBL) answers the same raw samples as our ``series()``; our TSDB opens a
+   directory Prometheus wrote; both take the same directory lock; the shipper uploads our blocks
+   and ``thanos tools bucket verify`` (v0.42.4) finds them sound.
+5. Retention, block loading (non-ULID, unfinished and unreadable block dirs), unknown refs and
+   repeated series in the WAL, a damaged segment, reads concurrent with appends, histograms and
+   exemplars kept through checkpoints, metrics on a shared registry.
 6. Figures (printed, not asserted): append throughput for 2000- and 100k-series requests,
-   replay time of 100k series x 240 samples, memory.
+   replay time of 100k series x 240 samples, head memory, flush time.
 """
 from __future__ import annotations
 

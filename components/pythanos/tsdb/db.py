@@ -830,11 +830,14 @@ class TSDB:
 
     def series(self, matchers: Sequence[Matcher] = (), mint: int = MIN_TIME, maxt: int = MAX_TIME, *,
                skip_chunks: bool = False) -> list[tuple[Labels, list[Chunk]]]:
-        """The series selected by ``matchers`` with data in ``[mint, maxt]`` (closed), sorted by
-        labels: ``(labels, chunks)``, labels a name-sorted tuple of (name, value), chunks
-        ``(mint, maxt, encoding, data)`` from all blocks and the head in time order. Encoding
-        numbers are Prometheus' chunkenc ones (XOR = 1), as in blocks and the StoreAPI's
-        ``Chunk.Encoding`` (XOR = 0 there: the caller maps). Without matchers, all series."""
+        """The series selected by ``matchers`` with chunks overlapping ``[mint, maxt]`` (closed),
+        sorted by labels: ``(labels, chunks)``, labels a name-sorted tuple of (name, value),
+        chunks ``(mint, maxt, encoding, data)`` from all blocks and the head, ordered by
+        (mint, maxt); whole chunks, so samples outside the range may come along. Chunks of an
+        out-of-order block overlap in-order ones (a reader merges them, as Prometheus' querier).
+        ``encoding`` is Prometheus' chunkenc number (XOR = 1, as in block files); Thanos'
+        storepb ``Chunk.Encoding`` numbers XOR as 0, the StoreAPI layer maps. Without matchers,
+        all series; ``skip_chunks`` gives empty chunk lists."""
         matchers = [m if isinstance(m, Matcher) else Matcher(*m) for m in matchers]
         # the head before the blocks: a compaction adds its block before truncating the head, so
         # a range moving from head to block meanwhile is seen at least once (twice is deduplicated)
