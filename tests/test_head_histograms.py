@@ -558,3 +558,20 @@ def test_histogram_append_figures(capsys):
         print(f"\nhistograms (20 buckets): append {n / t_app:,.0f}/s ({t_app / n * 1e6:.2f} us each, one kernel call per "
               f"{n_series}), histogram_columns {n / t_cols:,.0f}/s, query+decode {n / t_dec:,.0f} samples/s, "
               f"{h.stats()['histogram_bytes'] / n:.1f} B/sample held")
+
+
+def test_columns_of_mixed_batches_and_extreme_counts():
+    """histogram_columns keeps each sample's words: integer counts up to 2^64-1, negative deltas,
+    float bits, in one batch of both kinds."""
+    a = make_hist(T0, {0: 3, 1: 1}, {-1: 2})
+    b = make_hist(T0, {0: 0.5, 3: 2.25}, {}, is_float=True)
+    big = make_hist(T0, {}, {}, zc=0)
+    big.count = 2**64 - 1
+    big.zero_count = 2**64 - 1
+    c = histogram_columns([a, b, big])
+    assert c.count.tolist() == [6, np.float64(b.count).view(np.uint64), 2**64 - 1]
+    assert c.buckets[c.pbucket_off[0]:c.pbucket_off[1]].view(np.int64).tolist() == [3, -2]
+    assert c.buckets[c.pbucket_off[1]:c.pbucket_off[2]].view(np.float64).tolist() == [0.5, 2.25]
+    assert c.buckets[c.nbucket_off[0]:c.nbucket_off[1]].view(np.int64).tolist() == [2]
+    assert c.spans[c.pspan_off[1]:c.pspan_off[2]].tolist() == [[0, 1], [2, 1]]
+    assert c.is_float.tolist() == [0, 1, 0]

@@ -56,12 +56,6 @@ class HistogramColumns:
         return len(self.ts)
 
 
-def _u64_of(vals, is_float: bool) -> list[int]:
-    if is_float:
-        return np.asarray(vals, dtype=np.float64).view(np.uint64).tolist()
-    return [int(v) & 0xFFFFFFFFFFFFFFFF for v in vals]
-
-
 def histogram_columns(samples: Sequence[Any], is_float: bool | None = None) -> HistogramColumns:
     """Columns from ``pythanos.remote.write.HistogramSample``-like objects (``timestamp``,
     ``is_float``, ``count``, ``sum``, ``schema``, ``zero_threshold``, ``zero_count``,
@@ -71,48 +65,68 @@ def histogram_columns(samples: Sequence[Any], is_float: bool | None = None) -> H
     (``pythanos.tsdb.walrecords.Histogram``: ``t``, ``counter_reset_hint``, no ``is_float``)
     work too, with ``is_float`` given for the whole record."""
     n = len(samples)
-    ts = np.empty(n, dtype=np.int64)
-    isf = np.empty(n, dtype=np.uint8)
-    cnt = np.empty(n, dtype=np.uint64)
-    zc = np.empty(n, dtype=np.uint64)
-    sm = np.empty(n, dtype=np.float64)
-    sch = np.empty(n, dtype=np.int64)
-    zt = np.empty(n, dtype=np.float64)
-    hint = np.empty(n, dtype=np.uint8)
-    pso, nso, pbo, nbo, cvo = (np.zeros(n + 1, dtype=np.int64) for _ in range(5))
+    ts, isf, cnt, zc, sm, sch, zt, hint = [], [], [], [], [], [], [], []
+    pso, nso, pbo, nbo, cvo = [0], [0], [0], [0], [0]
     psp: list[int] = []
     nsp: list[int] = []
-    pbk: list[int] = []
-    nbk: list[int] = []
+    pbk: list = []
+    nbk: list = []
     cvs: list[float] = []
-    for i, h in enumerate(samples):
+    for h in samples:
         f = bool(h.is_float) if is_float is None else is_float
-        ts[i] = int(h.timestamp) if hasattr(h, "timestamp") else int(h.t)
-        isf[i] = f
-        if f:
-            cnt[i] = np.float64(h.count).view(np.uint64)
-            zc[i] = np.float64(h.zero_count).view(np.uint64)
-        else:
-            cnt[i] = int(h.count)
-            zc[i] = int(h.zero_count)
-        sm[i] = float(h.sum)
-        sch[i] = int(h.schema)
-        zt[i] = float(h.zero_threshold)
-        hint[i] = int(h.reset_hint) if hasattr(h, "reset_hint") else int(h.counter_reset_hint)
+        ts.append(h.timestamp if hasattr(h, "timestamp") else h.t)
+        isf.append(f)
+        cnt.append(h.count)
+        zc.append(h.zero_count)
+        sm.append(h.sum)
+        sch.append(h.schema)
+        zt.append(h.zero_threshold)
+        hint.append(h.reset_hint if hasattr(h, "reset_hint") else h.counter_reset_hint)
         for o, ln in h.positive_spans:
-            psp += (int(o), int(ln))
+            psp += (o, ln)
         for o, ln in h.negative_spans:
-            nsp += (int(o), int(ln))
-        pso[i + 1], nso[i + 1] = len(psp) // 2, len(nsp) // 2
-        pbk += _u64_of(h.positive_buckets, f)
-        nbk += _u64_of(h.negative_buckets, f)
-        pbo[i + 1], nbo[i + 1] = len(pbk), len(nbk)
-        cvs += [float(x) for x in (h.custom_values or ())]
-        cvo[i + 1] = len(cvs)
+            nsp += (o, ln)
+        pso.append(len(psp) >> 1)
+        nso.append(len(nsp) >> 1)
+        pbk += h.positive_buckets
+        nbk += h.negative_buckets
+        pbo.append(len(pbk))
+        nbo.append(len(nbk))
+        if h.custom_values:
+            cvs += h.custom_values
+        cvo.append(len(cvs))
+    isf_a = np.array(isf, dtype=bool).reshape(n)
+    cnt_a = _u64_column(cnt, isf_a)
+    zc_a = _u64_column(zc, isf_a)
+    pbo_a, nbo_a = np.array(pbo, dtype=np.int64), np.array(nbo, dtype=np.int64)
+    # bucket words: int64 deltas, or float64 bits for the float histograms' runs
+    buckets = _u64_column(pbk + nbk, np.concatenate((np.repeat(isf_a, np.diff(pbo_a)), np.repeat(isf_a, np.diff(nbo_a)))))
     # positive spans (buckets) of all samples first, then the negative ones
-    return HistogramColumns(ts, isf, cnt, zc, sm, sch, zt, hint, pso, nso + len(psp) // 2,
-                            np.asarray(psp + nsp, dtype=np.int64).reshape(-1, 2), pbo, nbo + len(pbk),
-                            np.asarray(pbk + nbk, dtype=np.uint64), cvo, np.asarray(cvs, dtype=np.float64))
+    return HistogramColumns(np.array(ts, dtype=np.int64).reshape(n), isf_a.astype(np.uint8), cnt_a, zc_a,
+                            np.array(sm, dtype=np.float64).reshape(n), np.array(sch, dtype=np.int64).reshape(n),
+                            np.array(zt, dtype=np.float64).reshape(n), np.array(hint, dtype=np.uint8).reshape(n),
+                            np.array(pso, dtype=np.int64), np.array(nso, dtype=np.int64) + len(psp) // 2,
+                            np.array(psp + nsp, dtype=np.int64).reshape(-1, 2), pbo_a, nbo_a + len(pbk),
+                            buckets, np.array(cvo, dtype=np.int64), np.array(cvs, dtype=np.float64))
+
+
+def _u64_column(vals: list, is_float: np.ndarray) -> np.ndarray:
+    """uint64 words: integers as they are (two's complement for negative deltas), floats as bits."""
+    out = np.zeros(len(vals), dtype=np.uint64)
+    if not len(vals):
+        return out
+    if is_float.all():
+        return np.array(vals, dtype=np.float64).view(np.uint64)
+    if not is_float.any():
+        try:
+            return np.array(vals, dtype=np.int64).view(np.uint64)
+        except OverflowError:  # counts above 2^63
+            return np.array([int(v) & 0xFFFFFFFFFFFFFFFF for v in vals], dtype=np.uint64)
+    fi = np.flatnonzero(is_float)
+    ii = np.flatnonzero(~is_float)
+    out[fi] = np.array([vals[i] for i in fi.tolist()], dtype=np.float64).view(np.uint64)
+    out[ii] = np.array([int(vals[i]) & 0xFFFFFFFFFFFFFFFF for i in ii.tolist()], dtype=np.uint64)
+    return out
 
 
 @dataclass
