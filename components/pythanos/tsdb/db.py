@@ -242,7 +242,7 @@ class TSDB:
         self.wbl: _wal.WAL | None = None  # out-of-order samples (Prometheus' write-behind log)
         self.retention_ms = int(retention_ms)
         self.compression = compression
-        self._wlock = threading.Lock()  # appends and head truncation
+        self._wlock = threading.RLock()  # appends and head truncation (flush holds it around the rest)
         self._clock = threading.Lock()  # compaction, flush, close
         self._blk_lock = threading.Lock()  # the block list and read counts
         self._blocks: list[_Block] = []
@@ -698,7 +698,8 @@ class TSDB:
             if last <= first:
                 return
         live = np.sort(self.head.all_refs())
-        expiry = self._wal_expiry
+        with self._wlock:  # appends add to it meanwhile
+            expiry = dict(self._wal_expiry)
 
         def keep(refs: np.ndarray) -> np.ndarray:
             r = np.asarray(refs).view(np.int64) if np.asarray(refs).dtype == np.uint64 else _i64(refs)
@@ -719,8 +720,10 @@ class TSDB:
             self.wal.delete_segments_before(last + 1)
         except OSError as e:  # leftovers are superseded by the checkpoint; retried next time
             log.error("truncating segments failed", extra={"err": str(e)})
-        for ref in [r for r, t in expiry.items() if t < mint]:
-            del expiry[ref]
+        with self._wlock:
+            e = self._wal_expiry
+            for ref in [r for r, t in e.items() if t < mint]:
+                del e[ref]
         self._child(self._m.checkpoint_deletions if self._m else None).inc()
         _wal.delete_checkpoints_before(self.wal_dir, last)
         log.info("WAL checkpoint complete", extra={"first": first, "last": last, "mint": mint, **stats})
