@@ -10,6 +10,12 @@ Prometheus sender builds them). Figures, best of ``REPEATS``:
 * ``ours+snappy``: ``decode_request`` from the snappy body (includes decompression);
 * ``upb``: the protobuf module's ``FromString`` plus walking every series' labels and samples into
   Python lists (what a Python receiver without the kernel does; no sorting, no checks, no hash).
+
+And the receiver-to-receiver direction (``rwencode.*``): ``thanos`` is ``decode_thanos_write`` on the
+``thanos.WriteRequest`` of those series; ``v2->v1`` is ``encode_v1_timeseries`` on a decoded RW 2.0
+request (RW 1.0 TimeSeries from the columns, what a receiver forwards), ``v1 slice`` is
+``timeseries_frames`` on a decoded RW 1.0 request (the sender's bytes), ``upb`` builds and serializes
+the same TimeSeries with the protobuf module.
 """
 from __future__ import annotations
 
@@ -21,11 +27,13 @@ import cramjam
 
 try:
     from pythanos.remote.prompb import remote_pb2, write_v2_pb2
-    from pythanos.remote.write import decode_request, decode_v1, decode_v2
+    from pythanos.remote.write import (decode_request, decode_thanos_write, decode_v1, decode_v2,
+                                       encode_v1_timeseries, timeseries_frames)
 except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "components"))
     from pythanos.remote.prompb import remote_pb2, write_v2_pb2
-    from pythanos.remote.write import decode_request, decode_v1, decode_v2
+    from pythanos.remote.write import (decode_request, decode_thanos_write, decode_v1, decode_v2,
+                                       encode_v1_timeseries, timeseries_frames)
 
 REPEATS = 5
 CT_V2 = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
@@ -97,8 +105,35 @@ def measure() -> list[tuple[str, int, int, float, float, float]]:
     return out
 
 
-def run() -> list[tuple[str, float, str]]:
+def upb_encode(n: int) -> bytes:
+    wr = remote_pb2.WriteRequest()
+    for i in range(n):
+        ts = wr.timeseries.add()
+        for k, v in labels(i):
+            ts.labels.add(name=k, value=v)
+        ts.samples.add(value=float(i), timestamp=1_700_000_000_000 + i)
+    return wr.SerializeToString()
+
+
+def measure_encode() -> list[tuple[str, float, str]]:
     figs: list[tuple[str, float, str]] = []
+    for n in (2000, 100_000):
+        b1, b2 = build(n)
+        d1, d2 = decode_v1(b1), decode_v2(b2)
+        frames = timeseries_frames(d1)
+        thanos = frames + b"\x12\x07tenant1\x18\x01"
+        assert encode_v1_timeseries(d2) == frames  # the series are sorted and have no empty values
+        tag = f"rwencode {n // 1000}k" if n >= 1000 else f"rwencode {n}"
+        t_th, t_enc, t_slice, t_upb = (best(decode_thanos_write, thanos), best(encode_v1_timeseries, d2),
+                                       best(timeseries_frames, d1), best(upb_encode, n))
+        figs += [(f"{tag} thanos decode ours", n / t_th, "series/s"),
+                 (f"{tag} v2->v1 ours", n / t_enc, "series/s"), (f"{tag} v1 slice ours", n / t_slice, "series/s"),
+                 (f"{tag} upb", n / t_upb, "series/s"), (f"{tag} v2->v1 ours/upb", t_upb / t_enc, "x")]
+    return figs
+
+
+def run() -> list[tuple[str, float, str]]:
+    figs: list[tuple[str, float, str]] = measure_encode()
     for name, n, size, t_ours, t_snap, t_upb in measure():
         tag = f"rwdecode.{name} {n // 1000}k" if n >= 1000 else f"rwdecode.{name} {n}"
         figs += [(f"{tag} ours", n / t_ours, "series/s"), (f"{tag} ours", size / 1e6 / t_ours, "MB/s"),
