@@ -506,3 +506,75 @@ def test_encode_v1_refuses_symbols_outside_the_body():
     d.symbol_ranges[4, 1] = 10**9
     with pytest.raises(ValueError, match=r"symbol 4: range \d+\+1000000000 outside the body of \d+ bytes"):
         encode_v1_timeseries(d)
+
+
+# ------------------------------------------------------------------------------------------ Prometheus as judge
+
+def _post(url: str, body: bytes, content_type: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(url + "/api/v1/write", data=bytes(cramjam.snappy.compress_raw(body)), method="POST",
+                                 headers={"Content-Type": content_type, "Content-Encoding": "snappy"})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _api(url: str, path: str, **params) -> list:
+    import urllib.parse
+    import urllib.request
+    with urllib.request.urlopen(f"{url}{path}?{urllib.parse.urlencode(params)}", timeout=20) as r:
+        data = json.load(r)["data"]
+    items = data["result"] if isinstance(data, dict) else data
+    return sorted(items, key=lambda x: json.dumps(x.get("metric", x.get("seriesLabels")), sort_keys=True))
+
+
+def test_prometheus_stores_the_v1_encoding_of_a_v2_request_as_the_v2_request(prometheus_factory, prometheus3_bin):
+    """Two real Prometheus 3.9.1 receivers: one gets a RW 2.0 request (floats, int and float native
+    histograms with custom buckets, exemplars), the other our RW 1.0 encoding of it. Every sample,
+    histogram and exemplar they answer for is the same."""
+    flags = ["--web.enable-remote-write-receiver", "--enable-feature=exemplar-storage"]
+    a = prometheus_factory(binary=prometheus3_bin, extra_args=flags, name="prom-v2")
+    b = prometheus_factory(binary=prometheus3_bin, extra_args=flags, name="prom-v1")
+    t0 = (int(time.time()) - 60) * 1000
+    wr = remote_pb2.WriteRequest()
+    for k in range(5):
+        t = t0 + 1000 * k
+        c = wr.timeseries.add()
+        for n, v in [("__name__", "enc_counter_total"), ("job", "enc"), ("empty", "")]:
+            c.labels.add(name=n, value=v)
+        c.samples.add(value=10.0 + k, timestamp=t)
+        ex = c.exemplars.add(value=0.25 * k, timestamp=t)
+        ex.labels.add(name="trace_id", value=f"trace-{k}")
+        hi = wr.timeseries.add()
+        for n, v in [("job", "enc"), ("__name__", "enc_latency_seconds")]:  # unsorted
+            hi.labels.add(name=n, value=v)
+        h = hi.histograms.add(count_int=9 + k, sum=1.5 * k, schema=1, zero_threshold=1e-3, zero_count_int=1,
+                              positive_deltas=[2, 1 + k], negative_deltas=[1, 1], timestamp=t,
+                              reset_hint=types_pb2.Histogram.NO if k else types_pb2.Histogram.UNKNOWN)
+        h.positive_spans.add(offset=-1, length=2)
+        h.negative_spans.add(offset=2, length=2)
+        fl = wr.timeseries.add()
+        for n, v in [("__name__", "enc_custom_buckets"), ("job", "enc")]:
+            fl.labels.add(name=n, value=v)
+        f = fl.histograms.add(count_float=3.5 + k, sum=2.25, schema=-53, positive_counts=[1.5, 2.0 + k],
+                              custom_values=[0.1, 1.0], timestamp=t, reset_hint=types_pb2.Histogram.GAUGE)
+        f.positive_spans.add(offset=0, length=2)
+    v2 = v2_from(wr)
+    d = decode_v2(v2)
+    assert (d.status == STATUS_OK).all()
+    v1 = encode_v1_timeseries(d)
+    code, text = _post(a.url, v2, "application/x-protobuf;proto=io.prometheus.write.v2.Request")
+    assert code == 204, text
+    code, text = _post(b.url, v1, "application/x-protobuf")
+    assert code == 204, text
+    rng = dict(query='{job="enc"}', start=t0 / 1000, end=(t0 + 4000) / 1000, step="1")
+    got_a, got_b = _api(a.url, "/api/v1/query_range", **rng), _api(b.url, "/api/v1/query_range", **rng)
+    assert len(got_a) == 3 and sum(len(s.get("values", [])) + len(s.get("histograms", [])) for s in got_a) >= 15
+    assert got_b == got_a
+    ex = dict(query='{job="enc"}', start=(t0 - 1000) / 1000, end=(t0 + 5000) / 1000)
+    ex_a, ex_b = _api(a.url, "/api/v1/query_exemplars", **ex), _api(b.url, "/api/v1/query_exemplars", **ex)
+    assert len(ex_a) == 1 and len(ex_a[0]["exemplars"]) == 5
+    assert ex_b == ex_a
