@@ -369,7 +369,7 @@ class TSDB:
         head = self.head
         min_valid = MIN_TIME if wbl else head._min_valid_time  # set from the newest block before replay
         multi = self._multi
-        q: queue.Queue = queue.Queue(maxsize=4)
+        q: queue.Queue = queue.Queue(maxsize=2)  # bounds the decoded batches in flight
         _END = object()
 
         def produce() -> None:
