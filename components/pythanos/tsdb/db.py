@@ -231,7 +231,16 @@ class _Block:
 
 class TSDB:
     """See the module docstring. Open with :meth:`open`. One append at a time (a lock); reads run
-    alongside appends and compaction."""
+    alongside appends and compaction. A receiver tenant, roughly::
+
+        db = TSDB.open(f"{data_dir}/{tenant}", retention_ms=retention, registry=reg,
+                       metric_labels={"tenant": tenant})
+        res = db.append(dw.blobs, dw.blob_offsets, dw.sample_series, dw.sample_ts, dw.sample_values)
+        # res.status: head status per sample (status_error() gives Prometheus' text)
+        db.compact()            # every minute or so
+        db.series([Matcher("=", "__name__", "up")], mint, maxt)
+        db.close()              # or db.flush() first, to leave blocks for the shipper
+    """
 
     def __init__(self, directory: str, head: Head, wal: _wal.WAL, *, retention_ms: int, compression: str,
                  metrics: _Metrics | None, metric_labels: dict[str, str]) -> None:
