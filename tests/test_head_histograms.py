@@ -575,3 +575,40 @@ def test_columns_of_mixed_batches_and_extreme_counts():
     assert c.buckets[c.nbucket_off[0]:c.nbucket_off[1]].view(np.int64).tolist() == [2]
     assert c.spans[c.pspan_off[1]:c.pspan_off[2]].tolist() == [[0, 1], [2, 1]]
     assert c.is_float.tolist() == [0, 1, 0]
+
+
+def test_out_of_order_histograms_kept_read_and_compacted(tmp_path):
+    """With an out-of-order window late histograms are kept (OOO_OK), merged into reads as their
+    own chunks, written to the out-of-order block of their window and then dropped."""
+    from pythanos.tsdb.head import OOO_OK, TOO_OLD
+
+    h = Head(ooo_window=H2)
+    r, r2 = _one(h), _one(h, "late_only")
+    t = T0 + np.arange(0, 3 * H2, 60_000)
+    xs = [make_hist(x, {0: k + 1, 1: k}, {}) for k, x in enumerate(t.tolist())]
+    assert (h.append_histograms(np.full(len(t), r), histogram_columns(xs)) == OK).all()
+    late_t = int(t[-1]) - 1_800_000 + 1  # behind the series' last sample
+    t2 = int(t[-1]) - 5_400_000  # a new series, before the appendable window
+    late = [make_hist(late_t, {0: 1}, {}), make_hist(late_t, {0: 1}, {}), make_hist(t2, {0: 5}, {}, is_float=True),
+            make_hist(int(t[-1]) - H2 - 1, {0: 1}, {})]
+    st_ = h.append_histograms([r, r, r2, r], histogram_columns(late))
+    assert st_.tolist() == [OOO_OK, DUP_OK | AT_COMMIT, OOO_OK, TOO_OLD]
+    lbls, hc = h.query((), t2, late_t)
+    got = {dict(lb)["__name__"]: [decode_histogram_chunk(hc.chunk(j), int(hc.encoding[j])).t.tolist()
+                                  for j in range(hc.starts[i], hc.starts[i + 1])] for i, lb in enumerate(lbls)}
+    assert [late_t] in got["m"] and got["late_only"] == [[t2]]
+    out = tmp_path / "b"
+    out.mkdir()
+    ulids = h.compact(out)
+    ooo_blocks = []
+    for u in ulids:
+        with BlockReader.open_dir(out / u) as br:
+            if "from-out-of-order" in (br.meta.compaction.hints or []):
+                ooo_blocks.append({lb: [(e, decode_histogram_chunk(bytes(c), e).t.tolist()) for _a, _b, e, c in cs]
+                                   for lb, _iv, cs in br.series_chunks()})
+    merged = {}
+    for b in ooo_blocks:
+        for lb, cs in b.items():
+            merged.setdefault(dict(lb)["__name__"], []).extend(cs)
+    assert merged == {"late_only": [(3, [t2])], "m": [(2, [late_t])]}
+    assert h.stats()["histogram_ooo_samples"] == 0

@@ -85,6 +85,7 @@ typedef struct {
     int64_t *ooo_t;
     uint64_t *ooo_v;
     uint32_t ooo_n, ooo_cap;
+    uint8_t hold;           /* out-of-order native histograms (in _histchunk) keep the series */
 } series_t;
 
 typedef struct {
@@ -1188,7 +1189,7 @@ static PyObject *Head_truncate(HeadObject *self, PyObject *args) {
         for (uint32_t sl = 1; sl < self->nslots; sl++) {
             series_t *s = &self->slots[sl];
             if (s->ref && (!s->has_data || s->t_last < mint)) {
-                if (s->ooo_n) {
+                if (s->ooo_n || s->hold) {
                     gone[sl] = 2;  /* in-order data goes, the out-of-order samples keep the series */
                     continue;
                 }
@@ -1365,6 +1366,28 @@ static PyObject *Head_hist_mark(HeadObject *self, PyObject *args) {
     return PyLong_FromLongLong((long long)missing);
 }
 
+/* hist_hold(refs, on): the series hold out-of-order native histograms (kept by _histchunk), so
+ * truncation keeps them as it keeps series with out-of-order floats; on=0 releases them */
+static PyObject *Head_hist_hold(HeadObject *self, PyObject *args) {
+    REQUIRE_READY(self);
+    PyObject *ro;
+    int on;
+    view rv;
+    rv.ok = 0;
+    if (!PyArg_ParseTuple(args, "Op", &ro, &on)) return NULL;
+    if (get_view(ro, &rv, 0, 8, "refs")) { rel(&rv); return NULL; }
+    int64_t n = rv.b.len / 8;
+    const uint8_t *rp = rv.b.buf;
+    LOCKED_BEGIN(self)
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t sl = slot_of(self, (int64_t)ld64(rp + 8 * i));
+        if (sl) self->slots[sl].hold = (uint8_t)on;
+    }
+    LOCKED_END(self)
+    rel(&rv);
+    Py_RETURN_NONE;
+}
+
 /* alive(refs) -> bytes: 1 where the ref is a live series, else 0 */
 static PyObject *Head_alive(HeadObject *self, PyObject *arg) {
     REQUIRE_READY(self);
@@ -1483,6 +1506,7 @@ static PyMethodDef Head_methods[] = {
     {"ooo_clear", (PyCFunction)Head_ooo_clear, METH_NOARGS, "ooo_clear() -> samples dropped"},
     {"alive", (PyCFunction)Head_alive, METH_O, "alive(refs) -> bytes of 0/1"},
     {"hist_mark", (PyCFunction)Head_hist_mark, METH_VARARGS, "hist_mark(refs, ts) -> refs not found"},
+    {"hist_hold", (PyCFunction)Head_hist_hold, METH_VARARGS, "hist_hold(refs, on)"},
     {NULL, NULL, 0, NULL},
 };
 

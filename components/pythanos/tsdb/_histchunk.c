@@ -45,6 +45,7 @@
 #define ST_DUPLICATE 3
 #define ST_OUT_OF_BOUNDS 4
 #define ST_TOO_OLD 5
+#define ST_OOO_OK 6
 #define ST_BAD_REF 7
 #define ST_INVALID 8
 #define ST_AT_COMMIT 0x80
@@ -1199,6 +1200,9 @@ typedef struct {
     int64_t last_t;         /* last in-order histogram time */
     lasth_t last;
     hchunk_t *chunks; uint32_t nch, chcap;
+    /* out-of-order samples, sorted by time, unique times (OOOChunk) */
+    struct oooh { int64_t t; lasth_t h; } *ooo;
+    uint32_t nooo, ooocap;
 } hseries_t;
 
 typedef struct {
@@ -1208,6 +1212,7 @@ typedef struct {
     hseries_t **ser; uint64_t nser, sercap;      /* dense */
     int64_t *tab_ref; uint32_t *tab_idx; uint64_t tabcap;  /* ref -> index + 1 */
     uint64_t chunks_created, chunks_removed, chunk_bytes;
+    uint64_t ooo_samples;
 } HistHeadObject;
 
 INLINE uint64_t fmix(uint64_t k) {
@@ -1264,9 +1269,45 @@ static hseries_t *hh_get(HistHeadObject *hh, int64_t ref) {
     return s;
 }
 
+static void ooo_free(hseries_t *s) {
+    for (uint32_t i = 0; i < s->nooo; i++) lasth_free(&s->ooo[i].h);
+    free(s->ooo);
+    s->ooo = NULL;
+    s->nooo = s->ooocap = 0;
+}
+
+/* OOOChunk.Insert: 1 inserted, 0 the time is there (*equal: same histogram), -1 OOM */
+static int ooo_insert(hseries_t *s, int64_t t, const hist_t *h, int is_float, int *equal) {
+    uint32_t lo = 0, hi = s->nooo;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (s->ooo[mid].t < t) lo = mid + 1; else hi = mid;
+    }
+    if (lo < s->nooo && s->ooo[lo].t == t) {
+        *equal = s->ooo[lo].h.is_float == is_float && hist_equals(h, &s->ooo[lo].h.h, is_float);
+        return 0;
+    }
+    if (s->nooo == s->ooocap) {
+        uint32_t nc = s->ooocap ? s->ooocap * 2 : 4;
+        struct oooh *n = realloc(s->ooo, nc * sizeof(*n));
+        if (!n) return -1;
+        s->ooo = n;
+        s->ooocap = nc;
+    }
+    lasth_t l;
+    memset(&l, 0, sizeof(l));
+    if (lasth_set(&l, h, is_float)) return -1;
+    memmove(s->ooo + lo + 1, s->ooo + lo, (s->nooo - lo) * sizeof(*s->ooo));
+    s->ooo[lo].t = t;
+    s->ooo[lo].h = l;
+    s->nooo++;
+    return 1;
+}
+
 static void series_free(hseries_t *s) {
     app_free(&s->app);
     lasth_free(&s->last);
+    ooo_free(s);
     for (uint32_t i = 0; i < s->nch; i++) free(s->chunks[i].data);
     free(s->chunks);
     free(s);
@@ -1480,7 +1521,7 @@ static int h_appendable(const hseries_t *s, int64_t other, const hist_t *h, int 
         }
     }
     if (ooo_window > 0) {
-        if (head_maxt < INT64_MIN + ooo_window || t >= head_maxt - ooo_window) return ST_OUT_OF_ORDER; /* OOO histograms: not kept yet */
+        if (head_maxt < INT64_MIN + ooo_window || t >= head_maxt - ooo_window) return ST_OOO_OK;
         return ST_TOO_OLD;
     }
     if (t < minvalid) return ST_OUT_OF_BOUNDS;
@@ -1516,6 +1557,7 @@ static PyObject *HH_append(HistHeadObject *self, PyObject *args) {
     {
         uint8_t *st = (uint8_t *)c.p[C_STATUS];
         int64_t appended = 0, mint = INT64_MAX, maxt = INT64_MIN, created = 0;
+        int64_t oappended = 0, omint = INT64_MAX, omaxt = INT64_MIN;
         int nomem = 0;
         const char *first_err = NULL;
         int64_t first_err_i = -1;
@@ -1543,7 +1585,7 @@ static PyObject *HH_append(HistHeadObject *self, PyObject *args) {
         }
         /* Commit: in batch order against the state as it changes */
         for (int64_t i = 0; i < n && !nomem; i++) {
-            if (st[i] != ST_OK && st[i] != ST_DUP_OK) continue;
+            if (st[i] != ST_OK && st[i] != ST_DUP_OK && st[i] != ST_OOO_OK) continue;
             hist_t h;
             int is_float = c.p[C_FLOAT][i] != 0;
             int64_t t = ((const int64_t *)c.p[C_TS])[i], ref = ((const int64_t *)c.p[C_REFS])[i];
@@ -1551,6 +1593,21 @@ static PyObject *HH_append(HistHeadObject *self, PyObject *args) {
             load_sample(&c, i, n, &h, &sp, &spcap);
             hseries_t *s = hh_find(self, ref);
             int a = h_appendable(s, other, &h, is_float, t, minvalid, ooo_window, head_maxt);
+            if (a == ST_OOO_OK) {
+                if (!s && !(s = hh_get(self, ref))) { nomem = 1; break; }
+                int eq = 0, r = ooo_insert(s, t, &h, is_float, &eq);
+                if (r < 0) { nomem = 1; break; }
+                if (r == 0) {  /* a time already held out of order: dropped silently, as Prometheus */
+                    st[i] = (uint8_t)((eq ? ST_DUP_OK : ST_DUPLICATE) | ST_AT_COMMIT);
+                    continue;
+                }
+                st[i] = ST_OOO_OK;
+                self->ooo_samples++;
+                oappended++;
+                if (t < omint) omint = t;
+                if (t > omaxt) omaxt = t;
+                continue;
+            }
             if (a != ST_OK) {
                 st[i] = (uint8_t)(a == ST_DUP_OK && st[i] == ST_DUP_OK ? ST_DUP_OK : (a | ST_AT_COMMIT));
                 continue;
@@ -1569,8 +1626,9 @@ static PyObject *HH_append(HistHeadObject *self, PyObject *args) {
         free(sp);
         scratch_free(&sc);
         if (nomem) { PyErr_NoMemory(); goto done; }
-        res = Py_BuildValue("(LLLLLs)", (long long)appended, (long long)mint, (long long)maxt, (long long)created,
-                            (long long)first_err_i, first_err ? first_err : "");
+        res = Py_BuildValue("(LLLLLsLLL)", (long long)appended, (long long)mint, (long long)maxt, (long long)created,
+                            (long long)first_err_i, first_err ? first_err : "", (long long)oappended, (long long)omint,
+                            (long long)omaxt);
     }
 done:
     for (int k = 0; k < NCOL; k++) rel(&v[k]);
@@ -1646,6 +1704,111 @@ static PyObject *HH_select(HistHeadObject *self, PyObject *args) {
     return res;
 }
 
+/* ooo_select(refs, mint, maxt) -> as select: each series' out-of-order samples within [mint, maxt]
+ * encoded as OOOChunk.ToEncodedChunks does (a chunk per run of one encoding, a new one whenever
+ * the appender asks: reset, layout change; no size limit) */
+static PyObject *HH_ooo_select(HistHeadObject *self, PyObject *args) {
+    PyObject *ro;
+    long long lo, hi;
+    if (!PyArg_ParseTuple(args, "OLL", &ro, &lo, &hi)) return NULL;
+    view rv;
+    rv.ok = 0;
+    if (get_view(ro, &rv, 0, 8, "refs")) { rel(&rv); return NULL; }
+    int64_t n = rv.b.len / 8;
+    obuf cnt = {0}, mn = {0}, mx = {0}, enc = {0}, off = {0}, data = {0};
+    int nomem = 0;
+    int64_t z = 0;
+    scratch_t sc;
+    memset(&sc, 0, sizeof(sc));
+    LOCKED_BEGIN(self)
+    nomem |= ob_put(&off, &z, 8);
+    for (int64_t i = 0; i < n && !nomem; i++) {
+        int64_t ref, k = 0;
+        memcpy(&ref, (const uint8_t *)rv.b.buf + 8 * i, 8);
+        hseries_t *s = hh_find(self, ref);
+        app_t a, prev;
+        int have = 0, have_prev = 0;
+        int64_t cmint = 0, cmaxt = 0;
+        memset(&a, 0, sizeof(a));
+        memset(&prev, 0, sizeof(prev));
+#define FLUSH() do { size_t len_ = bw_len(&a.w); int64_t end_ = (int64_t)(data.len + len_); uint8_t e_ = a.is_float ? 3 : 2; \
+        nomem |= ob_put(&mn, &cmint, 8) | ob_put(&mx, &cmaxt, 8) | ob_put(&enc, &e_, 1) | ob_put(&data, a.w.b, len_) | \
+                 ob_put(&off, &end_, 8); k++; } while (0)
+        for (uint32_t j = 0; s && j < s->nooo && !nomem; j++) {
+            int64_t t = s->ooo[j].t;
+            if (t < lo) continue;
+            if (t > hi) break;
+            hist_t h = s->ooo[j].h.h;
+            int f = s->ooo[j].h.is_float;
+            if (!have || a.is_float != f) {
+                if (have) { FLUSH(); app_free(&prev); have_prev = 0; app_free(&a); }
+                if (app_init(&a, f)) { nomem = 1; break; }
+                have = 1;
+                cmint = t;
+                if (app_first(&a, NULL, &sc, t, &h, 0xff)) { nomem = 1; break; }
+            } else {
+                int recoded = 0;
+                uint8_t hdr = 0;
+                int rc = app_append(&a, &sc, t, &h, &recoded, &hdr);
+                if (rc < 0) { nomem = 1; break; }
+                if (rc == 1) {
+                    FLUSH();
+                    app_free(&prev);
+                    prev = a;
+                    have_prev = 1;
+                    memset(&a, 0, sizeof(a));
+                    if (app_init(&a, f)) { nomem = 1; break; }
+                    cmint = t;
+                    if (app_first(&a, NULL, &sc, t, &h, hdr)) { nomem = 1; break; }
+                }
+            }
+            cmaxt = t;
+        }
+        if (have && !nomem) FLUSH();
+#undef FLUSH
+        (void)have_prev;
+        app_free(&a);
+        app_free(&prev);
+        nomem |= ob_put(&cnt, &k, 8);
+    }
+    LOCKED_END(self)
+    rel(&rv);
+    scratch_free(&sc);
+    if (nomem) { free(cnt.p); free(mn.p); free(mx.p); free(enc.p); free(off.p); free(data.p); return PyErr_NoMemory(); }
+    PyObject *t[6] = {ob_bytes(&cnt), ob_bytes(&mn), ob_bytes(&mx), ob_bytes(&enc), ob_bytes(&off), ob_bytes(&data)};
+    PyObject *res = NULL;
+    if (t[0] && t[1] && t[2] && t[3] && t[4] && t[5]) res = PyTuple_Pack(6, t[0], t[1], t[2], t[3], t[4], t[5]);
+    for (int k = 0; k < 6; k++) Py_XDECREF(t[k]);
+    return res;
+}
+
+/* ooo_clear() -> (samples dropped, refs that held some as int64 bytes): after the out-of-order
+ * blocks are written (Head.truncateOOO); series left without samples go */
+static PyObject *HH_ooo_clear(HistHeadObject *self, PyObject *unused) {
+    int64_t dropped = 0;
+    obuf refs = {0};
+    int nomem = 0;
+    LOCKED_BEGIN(self)
+    uint64_t k = 0;
+    for (uint64_t i = 0; i < self->nser; i++) {
+        hseries_t *s = self->ser[i];
+        if (s->nooo) nomem |= ob_put(&refs, &s->ref, 8);
+        dropped += s->nooo;
+        ooo_free(s);
+        if (!s->open && s->nch == 0) { series_free(s); continue; }
+        self->ser[k++] = s;
+    }
+    self->nser = k;
+    self->ooo_samples = 0;
+    if (hh_rebuild(self, self->tabcap ? self->tabcap : 128)) nomem = 1;
+    LOCKED_END(self)
+    if (nomem) { free(refs.p); return PyErr_NoMemory(); }
+    PyObject *r = ob_bytes(&refs);
+    if (!r) return NULL;
+    PyObject *res = Py_BuildValue("(LN)", (long long)dropped, r);
+    return res;
+}
+
 /* truncate(mint) -> (chunks removed, series removed, min time left or INT64_MAX): drops the
  * chunks entirely before mint and the series left without any */
 static PyObject *HH_truncate(HistHeadObject *self, PyObject *args) {
@@ -1664,9 +1827,11 @@ static PyObject *HH_truncate(HistHeadObject *self, PyObject *args) {
         }
         s->nch = w;
         if (s->open && s->cmaxt < mint) { app_free(&s->app); s->open = 0; removed++; }
-        if (!s->open && s->nch == 0) { series_free(s); sremoved++; continue; }
-        int64_t lo = s->nch ? s->chunks[0].mint : s->cmint;
-        if (lo < actual) actual = lo;
+        if (!s->open && s->nch == 0 && s->nooo == 0) { series_free(s); sremoved++; continue; }
+        if (s->open || s->nch) {
+            int64_t lo = s->nch ? s->chunks[0].mint : s->cmint;
+            if (lo < actual) actual = lo;
+        }
         self->ser[k++] = s;
     }
     self->nser = k;
@@ -1687,9 +1852,10 @@ static PyObject *HH_stats(HistHeadObject *self, PyObject *unused) {
         if (self->ser[i]->open) bytes += (int64_t)self->ser[i]->app.w.cap;
     }
     LOCKED_END(self)
-    d = Py_BuildValue("{s:L,s:L,s:L,s:L,s:K,s:K}", "series", (long long)self->nser, "chunks", (long long)chunks,
+    d = Py_BuildValue("{s:L,s:L,s:L,s:L,s:K,s:K,s:K}", "series", (long long)self->nser, "chunks", (long long)chunks,
                       "open_chunks", (long long)open, "bytes", (long long)bytes, "chunks_created",
-                      (unsigned long long)self->chunks_created, "chunks_removed", (unsigned long long)self->chunks_removed);
+                      (unsigned long long)self->chunks_created, "chunks_removed", (unsigned long long)self->chunks_removed,
+                      "ooo_samples", (unsigned long long)self->ooo_samples);
     return d;
 }
 
@@ -1701,6 +1867,8 @@ static PyMethodDef HH_methods[] = {
     {"select", (PyCFunction)HH_select, METH_VARARGS, "select(refs, mint, maxt) -> (counts, mint, maxt, encodings, offsets, data)"},
     {"truncate", (PyCFunction)HH_truncate, METH_VARARGS, "truncate(mint) -> (chunks removed, series removed, min time)"},
     {"stats", (PyCFunction)HH_stats, METH_NOARGS, "stats() -> dict"},
+    {"ooo_select", (PyCFunction)HH_ooo_select, METH_VARARGS, "ooo_select(refs, mint, maxt) -> as select"},
+    {"ooo_clear", (PyCFunction)HH_ooo_clear, METH_NOARGS, "ooo_clear() -> (dropped, refs bytes)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -482,10 +482,10 @@ class Head:
 
     def append_histograms(self, refs, cols: HistogramColumns) -> np.ndarray:
         """Append native histogram samples (``cols[i]`` to series ``refs[i]``, any mix of series,
-        integer and float histograms); returns a status per sample as :meth:`append`, plus
+        integer and float histograms); returns a status per sample as :meth:`append` (with an
+        out-of-order window, late histograms are kept as out-of-order samples: ``OOO_OK``), plus
         ``INVALID`` (Prometheus' ``Validate`` failed; the first reason in
-        :attr:`last_histogram_error`). Out-of-order histograms are refused (``OUT_OF_ORDER``)
-        even with an out-of-order window: not kept yet. One kernel call for the batch.
+        :attr:`last_histogram_error`). One kernel call for the batch.
 
         A series holds floats or histograms at a time as in Prometheus: a histogram after a float
         sample (or the reverse) starts a new chunk of its encoding, and either kind at or before
@@ -503,8 +503,13 @@ class Head:
                 self.min_time = t0
                 self.max_time = max(self.max_time, t0)
             c = cols
-            appended, mint, maxt, _created, bad_i, why = self._histogram_kernel(
+            appended, mint, maxt, _created, bad_i, why, oappended, omint, omaxt = self._histogram_kernel(
                 refs, cols, status, self.appendable_min_valid_time(), self.ooo_window, self.max_time)
+            if oappended:
+                self._k.hist_hold(refs[status == OOO_OK], True)
+                self.ooo_samples_appended += oappended
+                self.min_ooo_time = min(self.min_ooo_time, omint)
+                self.max_ooo_time = max(self.max_ooo_time, omaxt)
             if bad_i >= 0:
                 self.last_histogram_error = f"histogram {bad_i}: {why}"
             if appended != n:
@@ -566,7 +571,19 @@ class Head:
     def _with_histograms(self, hc: HeadChunks, mint: int, maxt: int) -> HeadChunks:
         """``hc`` (float chunks, rows in their order) with the same series' histogram chunks merged
         in by time; series that have only histograms must already have a row."""
-        hh = self.select_histograms(hc.refs, mint, maxt)
+        return self._merge_rows(hc, self.select_histograms(hc.refs, mint, maxt))
+
+    def _ooo_histograms(self, refs: np.ndarray, mint: int, maxt: int) -> HeadChunks:
+        """The out-of-order histogram samples of ``refs`` in ``[mint, maxt]`` as chunks (encoded as
+        Prometheus' OOOChunk.ToEncodedChunks), rows as ``refs``."""
+        counts, cmint, cmaxt, encs, offs, data = self._h.ooo_select(refs, int(mint), int(maxt))
+        return HeadChunks(refs, np.frombuffer(counts, dtype=np.int64), np.frombuffer(cmint, dtype=np.int64),
+                          np.frombuffer(cmaxt, dtype=np.int64), np.frombuffer(offs, dtype=np.int64), data,
+                          np.frombuffer(encs, dtype=np.uint8))
+
+    @staticmethod
+    def _merge_rows(hc: HeadChunks, hh: HeadChunks) -> HeadChunks:
+        """Two chunk sets over the same rows merged per row, by chunk min time."""
         if len(hh.mint) == 0:
             return hc
         nf, nh = len(hc.mint), len(hh.mint)
@@ -603,10 +620,14 @@ class Head:
         refs = refs[order]
         lbls = [lbls[i] for i in order]
         hc = self.select(refs, mint, maxt)  # in label order: nothing to move afterwards
-        hist = self._h.stats()["series"] > 0
-        if hist:
+        hst = self._h.stats()
+        if hst["series"] > 0:
             hc = self._with_histograms(hc, mint, maxt)
         has = hc.counts > 0
+        ohist = None
+        if ooo and hst["ooo_samples"] and mint <= self.max_ooo_time and maxt >= self.min_ooo_time:
+            ohist = self._ooo_histograms(refs, mint, maxt)
+            has |= ohist.counts > 0
         held = None
         if ooo and self.max_ooo_time != MIN_TIME and mint <= self.max_ooo_time and maxt >= self.min_ooo_time:
             oc, ot, ov = self._k.ooo_select(refs, int(mint), int(maxt))
@@ -622,6 +643,17 @@ class Head:
             lbls = [lbls[i] for i in keep.tolist()]
         if held is not None:
             hc = self._merge_ooo(hc, held, keep)
+        if ohist is not None and len(ohist.mint):
+            if len(keep) < len(refs):
+                st = ohist.starts
+                sel = np.concatenate([np.arange(st[i], st[i + 1]) for i in keep.tolist()] or [_EMPTY]).astype(np.int64)
+                lens = np.diff(ohist.offsets)[sel]
+                offs = np.zeros(len(sel) + 1, dtype=np.int64)
+                np.cumsum(lens, out=offs[1:])
+                data = b"".join(ohist.chunk(j) for j in sel.tolist())
+                ohist = HeadChunks(hc.refs, ohist.counts[keep], ohist.mint[sel], ohist.maxt[sel], offs, data,
+                                   ohist.encodings[sel])
+            hc = self._merge_rows(hc, ohist)
         return lbls, hc
 
     def _merge_ooo(self, hc: HeadChunks, ooo, idx: np.ndarray) -> HeadChunks:
@@ -894,12 +926,20 @@ class Head:
         lo, hi = self.min_ooo_time, self.max_ooo_time
         w = self.chunk_range
         t0 = (lo // w) * w if lo >= 0 else -((-lo + w - 1) // w) * w
+        hist = self._h.stats()["ooo_samples"] > 0
         for a in range(t0, hi + 1, w):
             oc, ot, ov = self._k.ooo_select(refs, a, a + w - 1)
             oc = np.frombuffer(oc, dtype=np.int64)
+            ot, ov = np.frombuffer(ot, dtype=np.int64), np.frombuffer(ov, dtype=np.float64)
+            if hist:
+                oh = self._ooo_histograms(refs, a, a + w - 1)
+                if oh.counts.any():
+                    uid = self._ooo_block_with_histograms(output_dir, thanos, refs, a, oc, ot, ov, oh)
+                    if uid:
+                        out.append(uid)
+                    continue
             if not oc.any():
                 continue
-            ot, ov = np.frombuffer(ot, dtype=np.int64), np.frombuffer(ov, dtype=np.float64)
             idx = np.flatnonzero(oc)
             st = np.zeros(len(oc) + 1, dtype=np.int64)
             np.cumsum(oc, out=st[1:])
@@ -912,9 +952,70 @@ class Head:
             if bw.write() is not None:
                 out.append(uid)
         self._k.ooo_clear()
+        if hist:
+            _dropped, held = self._h.ooo_clear()
+            self._k.hist_hold(np.frombuffer(held, dtype=np.int64), False)
         self.min_ooo_time, self.max_ooo_time = MAX_TIME, MIN_TIME
         self._gc()
         return out
+
+    def _ooo_block_with_histograms(self, output_dir, thanos, refs: np.ndarray, a: int, oc: np.ndarray, ot: np.ndarray,
+                                   ov: np.ndarray, oh: HeadChunks) -> str | None:
+        """One out-of-order block for window ``[a, a + chunk_range)`` holding out-of-order floats
+        (cut as the float-only path cuts them) and histograms (chunks as ToEncodedChunks)."""
+        from . import ulid as _ulid
+        from .block import cut_fixed
+        from .meta import Compaction, ThanosMeta
+        from .streamwriter import StreamBlockWriter
+
+        ostart = np.zeros(len(oc) + 1, dtype=np.int64)
+        np.cumsum(oc, out=ostart[1:])
+        counts, mints, maxts, pieces = [], [], [], []
+        for k in range(len(refs)):
+            t, v = ot[ostart[k]:ostart[k + 1]], ov[ostart[k]:ostart[k + 1]]
+            if not len(t):
+                counts.append(0)
+                continue
+            bnd = cut_fixed(t, self.samples_per_chunk, self.chunk_range)
+            counts.append(len(bnd) - 1)
+            mints.append(t[bnd[:-1]])
+            maxts.append(t[bnd[1:] - 1])
+            pieces += [encode_xor(t[x:y], v[x:y]) for x, y in zip(bnd[:-1].tolist(), bnd[1:].tolist())]
+        offs = np.zeros(len(pieces) + 1, dtype=np.int64)
+        np.cumsum([len(p) for p in pieces], out=offs[1:])
+        fc = HeadChunks(refs, np.asarray(counts, dtype=np.int64), np.concatenate(mints) if mints else _EMPTY,
+                        np.concatenate(maxts) if maxts else _EMPTY, offs, b"".join(pieces))
+        hc = self._merge_rows(fc, oh)
+        rows = np.flatnonzero(hc.counts > 0)
+        lbls = self.labels(refs[rows])
+        order = sorted(range(len(rows)), key=lbls.__getitem__)
+        st = hc.starts
+        sel = [j for i in order for j in range(int(st[rows[i]]), int(st[rows[i] + 1]))]
+        data = b"".join(hc.chunk(j) for j in sel)
+        lens = np.diff(hc.offsets)[sel]
+        o2 = np.zeros(len(sel) + 1, dtype=np.int64)
+        np.cumsum(lens, out=o2[1:])
+        d = np.frombuffer(data, dtype=np.uint8)
+        samples = (d[o2[:-1]].astype(np.int64) << 8) | d[o2[:-1] + 1]
+        slbls = [lbls[i] for i in order]
+        if thanos is not None and not isinstance(thanos, ThanosMeta):
+            tm = dict(thanos)
+            thanos = ThanosMeta(labels=dict(tm.pop("labels", {}) or {}),
+                                downsample_resolution=int(tm.pop("resolution", tm.pop("downsample_resolution", 0))),
+                                source=tm.pop("source", ""), **tm)
+        uid = _ulid.new()
+        w = StreamBlockWriter(output_dir, {x for ls in slbls for kv in ls for x in kv}, min_time=int(a),
+                              max_time=int(a + self.chunk_range), thanos=thanos, block_ulid=uid,
+                              compaction=Compaction(level=1, sources=[uid], hints=["from-out-of-order"]),
+                              prometheus_stats=True, index_stats=thanos is not None)
+        try:
+            w.add_many(slbls, data, o2, hc.encoding[sel], hc.mint[sel], hc.maxt[sel],
+                       hc.counts[rows[order]] if len(order) else _EMPTY, samples)
+            meta = w.write()
+        except BaseException:
+            w.abort()
+            raise
+        return meta.ulid if meta is not None else None
 
     def _gc(self) -> None:
         """Drop the series left without any sample (nothing else: no chunk is before min_time)."""
