@@ -578,3 +578,15 @@ def test_prometheus_stores_the_v1_encoding_of_a_v2_request_as_the_v2_request(pro
     ex_a, ex_b = _api(a.url, "/api/v1/query_exemplars", **ex), _api(b.url, "/api/v1/query_exemplars", **ex)
     assert len(ex_a) == 1 and len(ex_a[0]["exemplars"]) == 5
     assert ex_b == ex_a
+
+
+def test_thanos_hash_over_canonical_labels_and_label_bytes_bound():
+    ts = ts_msg([("job", "x"), ("__name__", "up"), ("e", "")], [(1, 1.0)])
+    body = writeapi.encode_write_request([ts], "tn", 0)
+    as_sent = decode_thanos_write(body)[0].hashes.tolist()
+    canonical_hash = decode_thanos_write(body, hash_as_sent=False)[0].hashes.tolist()
+    assert as_sent == hr.series_hashes("tn", [[("job", "x"), ("__name__", "up"), ("e", "")]]).tolist()
+    assert canonical_hash == hr.series_hashes("tn", [[("__name__", "up"), ("job", "x")]]).tolist()
+    with pytest.raises(WriteDecodeError) as ei:
+        decode_thanos_write(body, max_label_bytes=5)
+    assert (ei.value.status, ei.value.message) == (413, "the label sets of the request exceed 5 bytes")
