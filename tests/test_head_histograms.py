@@ -612,3 +612,84 @@ def test_out_of_order_histograms_kept_read_and_compacted(tmp_path):
             merged.setdefault(dict(lb)["__name__"], []).extend(cs)
     assert merged == {"late_only": [(3, [t2])], "m": [(2, [late_t])]}
     assert h.stats()["histogram_ooo_samples"] == 0
+
+
+def test_out_of_order_histograms_against_a_real_prometheus(tmp_path, prometheus3_bin, prometheus_factory):
+    """The same remote-write requests with late histograms into Prometheus 3.9.1 with an
+    out-of-order window and into our head: every histogram reads back the same (count, sum)."""
+    import json
+    import urllib.parse
+
+    import cramjam
+
+    from pythanos.remote.prompb import remote_pb2
+
+    minute = 60_000
+    window = 40 * minute
+    prom = prometheus_factory(binary=prometheus3_bin, extra_args=["--web.enable-remote-write-receiver"],
+                              config_yaml="global:\n  scrape_interval: 15s\nstorage:\n  tsdb:\n"
+                                          f"    out_of_order_time_window: {window // 1000}s\n")
+    h = Head(ooo_window=window)
+    names = [{"__name__": "late_h", "i": str(i)} for i in range(6)]
+    refs, _ = h.get_or_create_labels(names)
+    rng = np.random.default_rng(4)
+    now = int(time.time() * 1000) // minute * minute - 4 * 3_600_000
+    from pythanos.tsdb.head import OOO_OK
+    for k in range(90):
+        req = remote_pb2.WriteRequest()
+        rr, hs = [], []
+        for i, lbls in enumerate(names):
+            ts = [now + k * minute]
+            if rng.random() < 0.3:
+                ts.append(now + k * minute - int(rng.integers(1, 39)) * minute - int(rng.integers(1, 999)))
+            s = req.timeseries.add()
+            for n, val in sorted(lbls.items()):
+                s.labels.add(name=n, value=val)
+            for t in ts:
+                x = make_hist(t, {j: int(rng.integers(0, 9)) + k for j in range(int(rng.integers(1, 6)))}, {},
+                              is_float=i % 2 == 1)
+                to_proto(x, s.histograms.add())
+                rr.append(int(refs[i]))
+                hs.append(x)
+        body = bytes(cramjam.snappy.compress_raw(req.SerializeToString()))
+        r = urllib.request.Request(f"{prom.url}/api/v1/write", data=body, method="POST", headers={
+            "Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
+            "X-Prometheus-Remote-Write-Version": "0.1.0"})
+        with urllib.request.urlopen(r, timeout=30) as resp:
+            assert resp.status in (200, 204)
+        st_ = h.append_histograms(rr, histogram_columns(hs))
+        assert np.isin(st_, [OK, OOO_OK]).all(), st_
+    q = urllib.parse.urlencode({"query": "late_h[1d]", "time": f"{(now + 200 * minute) / 1000:.3f}"})
+    with urllib.request.urlopen(f"{prom.url}/api/v1/query?{q}", timeout=60) as resp:
+        body = json.loads(resp.read())
+    theirs = {r["metric"]["i"]: [(round(float(a) * 1000), float(b["count"]), float(b["sum"]))
+                                 for a, b in r["histograms"]] for r in body["data"]["result"]}
+    lbls, hc = h.query()
+    ours = {}
+    for i, lb in enumerate(lbls):
+        got = []
+        for j in range(hc.starts[i], hc.starts[i + 1]):
+            d = decode_histogram_chunk(hc.chunk(j), int(hc.encoding[j]))
+            got += [(int(t), float(c), float(s)) for t, c, s in zip(d.t, d.count, d.sum)]
+        ours[dict(lb)["i"]] = sorted(got)
+    assert ours.keys() == theirs.keys() and len(ours) == 6
+    for i in ours:
+        assert ours[i] == theirs[i], i
+    assert h.ooo_samples_appended > 20
+
+
+def test_metrics_by_type():
+    """prometheus_tsdb_head_samples_appended and the rejection counters carry type="histogram"."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from pythanos.tsdb.head import HeadCollector
+
+    h = Head()
+    r = _one(h)
+    h.append_histograms([r, r], histogram_columns([make_hist(T0 + 1, {0: 1}, {}), make_hist(T0, {0: 1}, {})]))
+    reg = CollectorRegistry()
+    reg.register(HeadCollector(lambda: {"t": h}))
+    text = generate_latest(reg).decode()
+    assert 'prometheus_tsdb_head_samples_appended_total{tenant="t",type="histogram"} 1.0' in text
+    assert 'prometheus_tsdb_out_of_order_samples_total{tenant="t",type="histogram"} 1.0' in text
+    assert 'prometheus_tsdb_head_chunks{tenant="t"} 1.0' in text

@@ -40,6 +40,16 @@ sample wins). Blocks are cut as Prometheus cuts them: in-order blocks from the i
 only, then, when the head was compacted, one out-of-order block per chunk range holding
 out-of-order samples (``compaction.hints: ["from-out-of-order"]``; they overlap the in-order
 blocks, so a compactor needs vertical compaction, as with Thanos' receiver).
+
+Native histograms (:meth:`Head.append_histograms`, columns from
+:func:`pythanos.tsdb.histchunk.histogram_columns`) live in the :mod:`pythanos.tsdb._histchunk`
+kernel under the same refs: chunk encodings 2 (integer) and 3 (float), byte for byte as
+Prometheus 3.9.1 appends them (new chunk on schema, zero threshold or custom bounds change and on
+counter resets, re-coding when buckets appear, the 1024-byte target / 10-sample minimum cadence).
+A series holds one kind at a time as a Prometheus memSeries: switching kinds cuts a chunk of the
+other encoding, and the series' last time covers both. Reads (:meth:`Head.query`,
+:meth:`Head.select_histograms`) and blocks carry each chunk with its encoding
+(:attr:`HeadChunks.encoding`); out-of-order histograms go to the out-of-order blocks.
 """
 from __future__ import annotations
 
@@ -227,6 +237,7 @@ class Head:
         self._h = _histchunk.HistHead(self.chunk_range)  # native histogram series (refs shared)
         self.histograms_appended = 0
         self.invalid_histograms = 0
+        self.hist_rejected = {OUT_OF_ORDER: 0, OUT_OF_BOUNDS: 0, DUPLICATE: 0, TOO_OLD: 0}
         self.last_histogram_error = ""
         # Prometheus' head times: MaxInt64/MinInt64 until the first append
         self.min_time = MAX_TIME
@@ -514,10 +525,8 @@ class Head:
                 self.last_histogram_error = f"histogram {bad_i}: {why}"
             if appended != n:
                 cnt = np.bincount(status & 0x7F, minlength=9)
-                self.out_of_order_samples += int(cnt[OUT_OF_ORDER])
-                self.out_of_bound_samples += int(cnt[OUT_OF_BOUNDS])
-                self.duplicate_samples += int(cnt[DUPLICATE])
-                self.too_old_samples += int(cnt[TOO_OLD])
+                for k in self.hist_rejected:
+                    self.hist_rejected[k] += int(cnt[k])
                 self.invalid_histograms += int(cnt[INVALID])
             if appended:
                 ok = status == OK
@@ -1085,6 +1094,10 @@ class HeadCollector:
             c["prometheus_tsdb_head_truncations"].add_metric(v, head.truncations)
             typed["prometheus_tsdb_head_samples_appended"].add_metric([name, "float"], head.samples_appended)
             typed["prometheus_tsdb_head_samples_appended"].add_metric([name, "histogram"], head.histograms_appended)
+            hr = head.hist_rejected
+            typed["prometheus_tsdb_out_of_order_samples"].add_metric([name, "histogram"], hr[OUT_OF_ORDER])
+            typed["prometheus_tsdb_out_of_bound_samples"].add_metric([name, "histogram"], hr[OUT_OF_BOUNDS])
+            typed["prometheus_tsdb_too_old_samples"].add_metric([name, "histogram"], hr[TOO_OLD])
             typed["prometheus_tsdb_out_of_order_samples"].add_metric([name, "float"], head.out_of_order_samples)
             typed["prometheus_tsdb_out_of_bound_samples"].add_metric([name, "float"], head.out_of_bound_samples)
             typed["prometheus_tsdb_too_old_samples"].add_metric([name, "float"], head.too_old_samples)
