@@ -109,7 +109,7 @@ def gen_series(rng, kind: str, ts: np.ndarray) -> list:
             schema = 2 if schema == 3 else 3  # schema change: new chunk, unknown reset header
         if kind == "float" and k % 173 == 90:
             zt = 0.002 if zt == 0.001 else 0.001
-        if kind == "gauge":
+        if kind in ("gauge", "gauge_int"):
             hint = 3
             if rng.random() < 0.3 and len(pos) > 1:
                 pos.pop(max(pos))  # gauges may lose buckets
@@ -131,7 +131,7 @@ def gen_series(rng, kind: str, ts: np.ndarray) -> list:
     return out
 
 
-KINDS = ["int", "float", "reset", "gauge", "custom", "custom_float"]
+KINDS = ["int", "float", "reset", "gauge", "custom", "custom_float", "gauge_int"]
 
 
 def _blocks(d):
