@@ -446,14 +446,16 @@ def test_receivers_rendered_and_hashring_follows_pod_readiness(kubectl, namespac
     assert cond(t, "Reconciled")["status"] == "True"
     warning(kubectl, ns, "demo", "ReplicationFactorTooHigh")
     wait_ring(kubectl, ns, [])   # pod 2 is beyond the one replica wanted
-    assert kget(kubectl, "statefulset", "thanos-receive-demo", ns)["spec"]["replicas"] == 1
+    wait_for(lambda: kget(kubectl, "statefulset", "thanos-receive-demo", ns)["spec"]["replicas"] == 1,
+             what="receivers scaled to 1")
     wait_for(lambda: kget(kubectl, "pdb", "thanos-receive-demo", ns) is None, what="receiver pdb pruned")
 
     # receivers off: their objects pruned, the condition gone
     kubectl("patch", "thanoscluster", "demo", "--type=merge", "-p",
             json.dumps({"spec": {"receiver": {"enabled": False}}}), namespace=ns)
-    wait_for(lambda: kget(kubectl, "statefulset", "thanos-receive-demo", ns) is None, what="receiver sts pruned")
-    assert kget(kubectl, "configmap", "thanos-receive-demo-hashring", ns) is None
+    for kind, name in (("statefulset", "thanos-receive-demo"), ("configmap", "thanos-receive-demo-hashring"),
+                       ("service", "thanos-receive-demo"), ("service", "thanos-receive-demo-write")):
+        wait_for(lambda: kget(kubectl, kind, name, ns) is None, what=f"{kind} {name} pruned")
     t = wait_for(lambda: (lambda o: o if not cond(o, "Hashring") else None)(kget(kubectl, "thanoscluster", "demo", ns)),
                  what="Hashring condition removed")
     assert "hashringEndpoints" not in t["status"]
@@ -486,8 +488,9 @@ def test_prometheusha_remote_writes_to_the_receivers(kubectl, namespace, op_log)
         return [e["address"] for e in d["endpoints"]]
     wait_for(lambda: f"dnssrv+_grpc._tcp.thanos-receive-demo.{ns}.svc" in sd(), what="receivers in the querier SD")
     assert not any("prometheus-eu1" in a for a in sd())
-    t = wait_cond(kubectl, "thanoscluster", "demo", ns, "Reconciled", "True")
-    assert t["status"]["members"] == 1 and t["status"]["replicaLabels"] == ["receive_replica", "replica"]
+    wait_for(lambda: (kget(kubectl, "thanoscluster", "demo", ns).get("status") or {}).get("replicaLabels")
+             == ["receive_replica", "replica"], what="replica labels of members and receivers")
+    assert kget(kubectl, "thanoscluster", "demo", ns)["status"]["members"] == 1
 
 
 def test_receiver_fields_are_validated_by_the_api_server(kubectl, pythanos_crds, namespace):
@@ -695,8 +698,11 @@ def test_receive_example_applies_and_renders(kubectl, namespace, op_log):
     kubectl("apply", "--server-side", "-k", str(ROOT / "manifests" / "examples-receive"), namespace=ns)
     for name in ("eu1", "us1", "rw1"):
         wait_cond(kubectl, "prometheusha", name, ns, "Reconciled", "True")
-    t = wait_cond(kubectl, "thanoscluster", "demo", ns, "Reconciled", "True")
-    assert t["status"]["members"] == 3 and t["status"]["replicaLabels"] == ["receive_replica", "replica"]
+    # the cluster's status follows its members' reconciles
+    t = wait_for(lambda: (lambda o: o if (o.get("status") or {}).get("members") == 3 else None)(
+        kget(kubectl, "thanoscluster", "demo", ns)), what="3 members")
+    assert cond(t, "Reconciled")["status"] == "True"
+    assert t["status"]["replicaLabels"] == ["receive_replica", "replica"]
     assert cond(t, "Hashring")["reason"] == "HashringEmpty"
     assert kget(kubectl, "statefulset", "thanos-receive-demo", ns)["spec"]["replicas"] == 3
     rw1 = kget(kubectl, "statefulset", "prometheus-rw1", ns)
