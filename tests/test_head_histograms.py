@@ -88,14 +88,14 @@ def gen_series(rng, kind: str, ts: np.ndarray) -> list:
     out = []
     pos: dict[int, float] = {0: 1, 1: 2}
     neg: dict[int, float] = {-1: 1} if kind in ("int", "float", "reset") else {}
-    schema, zt = (-53, 0.0) if kind.startswith("custom") else (3, 0.001)
+    schema, zt = (-53, 0.0) if kind.startswith("custom") else (12, 0.001) if kind.startswith("hires") else (3, 0.001)
     cv = [0.1, 0.5, 1.0, 5.0, 10.0, 50.0, 100.0]
     zc = 0
-    is_float = kind in ("float", "gauge", "custom_float")
+    is_float = kind in ("float", "gauge", "custom_float", "hires_float")
     for k, t in enumerate(ts.tolist()):
         # observations land in existing and sometimes new buckets (the layout grows: re-coding)
         for _ in range(int(rng.integers(0, 4))):
-            hi = 6 if schema == -53 else 12
+            hi = 6 if schema == -53 else 200 if schema == 12 else 12
             i = int(rng.integers(-2 if schema != -53 else 0, hi))
             (pos if i >= 0 or schema == -53 else neg)[i] = (pos if i >= 0 or schema == -53 else neg).get(i, 0) + 1
         if schema != -53:
@@ -131,7 +131,7 @@ def gen_series(rng, kind: str, ts: np.ndarray) -> list:
     return out
 
 
-KINDS = ["int", "float", "reset", "gauge", "custom", "custom_float", "gauge_int"]
+KINDS = ["int", "float", "reset", "gauge", "custom", "custom_float", "gauge_int", "hires", "hires_float"]
 
 
 def _blocks(d):
@@ -262,6 +262,9 @@ def test_histogram_chunks_equal_a_real_prometheus_head(tmp_path, prometheus3_bin
     assert len(set(mixed_encs)) == 3 and sum(x != y for x, y in zip(mixed_encs, mixed_encs[1:])) >= 3
     # the cases that matter were there: all encodings, every reset header
     assert encs == {1, 2, 3}
+    # schema 12 was reduced to 8 (as Prometheus' receiver does); the chunk bytes are equal above
+    hires = [c for lb, cs in p_chunks.items() if dict(lb).get("kind", "").startswith("hires") for c in cs]
+    assert hires and {decode_histogram_chunk(c[3], c[2]).schema for c in hires} == {8}
     assert headers == {0x00, 0x40, 0x80, 0xC0}
     del recoded
 
@@ -299,6 +302,9 @@ def test_blocks_with_histograms_read_by_prometheus(tmp_path, prometheus3_bin, pr
     assert set(got) == set(KINDS)
     for k, kind in enumerate(KINDS):
         want = per[k][100]
+        if want.schema > 8:  # stored at schema 8, as Prometheus' receiver reduces it
+            from pythanos.tsdb.histchunk import _reduced
+            want = _reduced(want, not want.is_float)
         assert float(got[kind]["count"]) == float(want.count), kind
         assert float(got[kind]["sum"]) == float(want.sum), kind
         absolute = []
@@ -332,8 +338,10 @@ def test_append_statuses():
     bad.count = 5  # buckets hold 1
     st_ = h.append_histograms([r], histogram_columns([bad]))
     assert st_.tolist() == [INVALID] and "Count" in h.last_histogram_error
-    bad = make_hist(T0 + 1, {0: 1}, {}, schema=9)
-    assert h.append_histograms([r], histogram_columns([bad])).tolist() == [INVALID]
+    for schema in (53, -5, -52):
+        bad = make_hist(T0 + 1, {0: 1}, {}, schema=schema)
+        assert h.append_histograms([r], histogram_columns([bad])).tolist() == [INVALID]
+    assert "invalid schema" in h.last_histogram_error
 
 
 def test_series_switching_between_floats_and_histograms():

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _histchunk
 
-__all__ = ["ENCODING_HISTOGRAM", "ENCODING_FLOAT_HISTOGRAM", "HistogramColumns", "histogram_columns",
+__all__ = ["ENCODING_HISTOGRAM", "ENCODING_FLOAT_HISTOGRAM", "HistogramColumns", "histogram_columns", "reduce_resolution",
            "DecodedHistograms", "decode_histogram_chunk", "STALE_NAN_BITS"]
 
 ENCODING_HISTOGRAM = 2
@@ -74,6 +74,8 @@ def histogram_columns(samples: Sequence[Any], is_float: bool | None = None) -> H
     cvs: list[float] = []
     for h in samples:
         f = bool(h.is_float) if is_float is None else is_float
+        if 8 < h.schema <= 52:  # Prometheus' receiver reduces schemas 9..52 to 8 before appending
+            h = _reduced(h, not f)
         ts.append(h.timestamp if hasattr(h, "timestamp") else h.t)
         isf.append(f)
         cnt.append(h.count)
@@ -108,6 +110,71 @@ def histogram_columns(samples: Sequence[Any], is_float: bool | None = None) -> H
                             np.array(pso, dtype=np.int64), np.array(nso, dtype=np.int64) + len(psp) // 2,
                             np.array(psp + nsp, dtype=np.int64).reshape(-1, 2), pbo_a, nbo_a + len(pbk),
                             buckets, np.array(cvo, dtype=np.int64), np.array(cvs, dtype=np.float64))
+
+
+def reduce_resolution(spans: Sequence[tuple[int, int]], buckets: Sequence, origin: int, target: int,
+                      deltas: bool) -> tuple[list[tuple[int, int]], list] | None:
+    """Spans and buckets at a lower schema (``reduceResolution`` of Prometheus' model/histogram):
+    bucket ``i`` goes to ``((i - 1) >> (origin - target)) + 1``; ``deltas``: integer buckets as
+    deltas. None when the spans and buckets disagree (Validate then refuses the histogram)."""
+    out_s: list[list[int]] = []
+    out_b: list = []
+    idx = pos = 0
+    last_idx = 0
+    last_count = last_target = 0
+    for n, (off, length) in enumerate(spans):
+        if n > 0 and off < 0:
+            return None
+        idx += off
+        for _ in range(length):
+            if pos >= len(buckets):
+                return None
+            b = buckets[pos]
+            ti = ((idx - 1) >> (origin - target)) + 1
+            if not out_s:
+                out_s.append([ti, 1])
+                out_b.append(b)
+                last_idx = ti
+                last_count = last_target = b
+            elif ti == last_idx:
+                if deltas:
+                    last_count += b
+                    out_b[-1] += last_count
+                    last_target += last_count
+                else:
+                    out_b[-1] += b
+            else:
+                if ti == last_idx + 1:
+                    out_s[-1][1] += 1
+                else:
+                    out_s.append([ti - last_idx - 1, 1])
+                last_idx = ti
+                if deltas:
+                    last_count += b
+                    out_b.append(last_count - last_target)
+                    last_target = last_count
+                else:
+                    out_b.append(b)
+            idx += 1
+            pos += 1
+    if pos != len(buckets):
+        return None
+    return [(a, ln) for a, ln in out_s], out_b
+
+
+def _reduced(h: Any, deltas: bool) -> Any:
+    from types import SimpleNamespace
+
+    p = reduce_resolution(h.positive_spans, h.positive_buckets, h.schema, 8, deltas)
+    n = reduce_resolution(h.negative_spans, h.negative_buckets, h.schema, 8, deltas)
+    if p is None or n is None:
+        return h
+    d = {k: getattr(h, k) for k in ("count", "sum", "zero_threshold", "zero_count", "custom_values", "is_float")
+         if hasattr(h, k)}
+    d["timestamp"] = h.timestamp if hasattr(h, "timestamp") else h.t
+    d["reset_hint"] = h.reset_hint if hasattr(h, "reset_hint") else h.counter_reset_hint
+    return SimpleNamespace(schema=8, positive_spans=p[0], positive_buckets=p[1], negative_spans=n[0],
+                           negative_buckets=n[1], **d)
 
 
 def _u64_column(vals: list, is_float: np.ndarray) -> np.ndarray:
