@@ -16,4 +16,5 @@ TARGETS = (
     "remote_write",
     "jsonfmt",
     "head",
+    "hist_chunk",
 )
