@@ -998,7 +998,7 @@ typedef struct {
     const int64_t *boff, *soff, *ts, *rng, *sym;
     const uint64_t *val;
     const uint32_t *nex, *nh;
-    vec out, ser, sub;
+    vec ser, sub;
     char msg[320];
     int oom;
 } enc;
@@ -1190,7 +1190,13 @@ static int rare(enc *e, size_t i, int64_t p, int v2) {
     return 0;
 }
 
-static int encode_one(enc *e, size_t i, int64_t p, int mode) {
+static inline size_t sample_len(uint64_t bits, int64_t t) { /* a Sample message, at most 20 bytes */
+    return (bits ? 9 : 0) + (t ? 1 + vsize((uint64_t)t) : 0);
+}
+
+/* First pass: checks series p's columns and sizes its TimeSeries body (*L, without the frame).
+ * Exemplars and histograms (rare) are encoded into e->ser to learn their size. */
+static int measure_one(enc *e, size_t i, int64_t p, int mode, size_t *L) {
     if (p < 0 || (uint64_t)p >= e->nser) {
         snprintf(e->msg, sizeof e->msg, "encode_v1: position %zu: series %lld outside the %zu series", i, (long long)p,
                  e->nser);
@@ -1201,7 +1207,8 @@ static int encode_one(enc *e, size_t i, int64_t p, int mode) {
         if (off < 0 || len < 0 || (uint64_t)off > e->body_len || (uint64_t)len > e->body_len - (uint64_t)off)
             return efail(e, i, p, "series range %lld+%lld outside the body of %zu bytes", (long long)off,
                          (long long)len, e->body_len);
-        return eput_ld(e, &e->out, 0x0a, e->body + off, (size_t)len);
+        *L = (size_t)len;
+        return 0;
     }
     int64_t b0 = e->boff[p], b1 = e->boff[p + 1], s0 = e->soff[p], s1 = e->soff[p + 1];
     if (b0 < 0 || b1 < b0 || (uint64_t)b1 > e->blobs_len)
@@ -1210,25 +1217,70 @@ static int encode_one(enc *e, size_t i, int64_t p, int mode) {
     if (s0 < 0 || s1 < s0 || (uint64_t)s1 > e->nsamp)
         return efail(e, i, p, "sample offsets %lld..%lld outside the %zu samples", (long long)s0, (long long)s1,
                      e->nsamp);
-    e->ser.len = 0;
     const uint8_t *bl = e->blobs;
-    size_t q = (size_t)b0, bend = (size_t)b1;
+    size_t q = (size_t)b0, bend = (size_t)b1, total = 0;
     uint64_t n;
     if (rd_varint(bl, bend, &q, &n)) goto bad_blob;
     for (uint64_t k = 0; k < n; k++) {
         uint64_t nl, vl;
         if (rd_varint(bl, bend, &q, &nl) || nl > bend - q) goto bad_blob;
-        const uint8_t *name = bl + q;
         q += (size_t)nl;
         if (rd_varint(bl, bend, &q, &vl) || vl > bend - q) goto bad_blob;
-        if (eput_label(e, &e->ser, name, (size_t)nl, bl + q, (size_t)vl)) return -1;
         q += (size_t)vl;
+        size_t m = (nl ? 1 + vsize(nl) + nl : 0) + (vl ? 1 + vsize(vl) + vl : 0);
+        total += 1 + vsize(m) + m; /* bounded by a few times the blob bytes: no overflow */
     }
     if (q != bend) goto bad_blob;
-    for (int64_t s = s0; s < s1; s++) {
+    for (int64_t s = s0; s < s1; s++) total += 2 + sample_len(e->val[s], e->ts[s]);
+    if (e->nex[p] || e->nh[p]) {
+        e->ser.len = 0;
+        if (rare(e, i, p, mode == 1)) return -1;
+        total += e->ser.len;
+    }
+    *L = total;
+    return 0;
+bad_blob:
+    return efail(e, i, p, "malformed label blob at byte %zu of %lld..%lld", q, (long long)b0, (long long)b1);
+}
+
+static inline uint8_t *wr_ld(uint8_t *o, uint8_t key, const uint8_t *p, size_t n) {
+    *o++ = key;
+    o += put_uvarint(o, n);
+    memcpy(o, p, n);
+    return o + n;
+}
+
+/* Second pass: series p framed at o (its body length L from the first pass, every bound checked
+ * there); returns the end. */
+static uint8_t *write_one(enc *e, size_t i, int64_t p, int mode, size_t L, uint8_t *o) {
+    *o++ = 0x0a;
+    o += put_uvarint(o, L);
+    uint8_t *start = o;
+    if (mode == 2) {
+        memcpy(o, e->body + e->rng[2 * p], L);
+        return o + L;
+    }
+    const uint8_t *bl = e->blobs;
+    size_t q = (size_t)e->boff[p], bend = (size_t)e->boff[p + 1];
+    uint64_t n = 0;
+    rd_varint(bl, bend, &q, &n);
+    for (uint64_t k = 0; k < n; k++) {
+        uint64_t nl = 0, vl = 0;
+        rd_varint(bl, bend, &q, &nl);
+        const uint8_t *name = bl + q;
+        q += (size_t)nl;
+        rd_varint(bl, bend, &q, &vl);
+        *o++ = 0x0a;
+        o += put_uvarint(o, (nl ? 1 + vsize(nl) + nl : 0) + (vl ? 1 + vsize(vl) + vl : 0));
+        if (nl) o = wr_ld(o, 0x0a, name, (size_t)nl);
+        if (vl) o = wr_ld(o, 0x12, bl + q, (size_t)vl);
+        q += (size_t)vl;
+    }
+    for (int64_t s = e->soff[p]; s < e->soff[p + 1]; s++) {
         uint64_t bits = e->val[s];
         int64_t t = e->ts[s];
-        uint8_t b[2 + 9 + 11], *o = b + 2; /* key, length, value, a timestamp of up to 10 varint bytes */
+        *o++ = 0x12;
+        *o++ = (uint8_t)sample_len(bits, t);
         if (bits) {
             *o++ = 0x09;
             memcpy(o, &bits, 8);
@@ -1238,14 +1290,17 @@ static int encode_one(enc *e, size_t i, int64_t p, int mode) {
             *o++ = 0x10;
             o += put_uvarint(o, (uint64_t)t);
         }
-        b[0] = 0x12;
-        b[1] = (uint8_t)(o - b - 2); /* at most 20: one length byte */
-        if (eput(e, &e->ser, b, (size_t)(o - b))) return -1;
     }
-    if ((e->nex[p] || e->nh[p]) && rare(e, i, p, mode == 1)) return -1;
-    return eput_ld(e, &e->out, 0x0a, e->ser.p ? e->ser.p : (const uint8_t *)"", e->ser.len);
-bad_blob:
-    return efail(e, i, p, "malformed label blob at byte %zu of %lld..%lld", q, (long long)b0, (long long)b1);
+    if (e->nex[p] || e->nh[p]) { /* encoded again: the first pass kept only the size */
+        e->ser.len = 0;
+        size_t used = (size_t)(o - start), room = L > used ? L - used : 0;
+        if (rare(e, i, p, mode == 1) == 0 && e->ser.len) {
+            size_t k = e->ser.len < room ? e->ser.len : room; /* never short: the caller checks the total */
+            memcpy(o, e->ser.p, k);
+            o += k;
+        }
+    }
+    return o;
 }
 
 static PyObject *py_encode_v1(PyObject *self, PyObject *args) {
@@ -1276,8 +1331,10 @@ static PyObject *py_encode_v1(PyObject *self, PyObject *args) {
         goto done;
     }
     int rc = 0;
+    size_t total = 0, *lens = malloc((npos ? npos : 1) * sizeof *lens);
+    if (!lens) rc = -1, e.oom = 1;
     Py_BEGIN_ALLOW_THREADS
-    for (size_t k = 0; k < e.nsym && mode == 1; k++) /* the symbols resolve exemplar refs */
+    for (size_t k = 0; k < e.nsym && mode == 1 && !rc; k++) /* the symbols resolve exemplar refs */
         if (e.sym[2 * k] < 0 || e.sym[2 * k + 1] < 0 || (uint64_t)e.sym[2 * k] > e.body_len ||
             (uint64_t)e.sym[2 * k + 1] > e.body_len - (uint64_t)e.sym[2 * k]) {
             snprintf(e.msg, sizeof e.msg, "encode_v1: symbol %zu: range %lld+%lld outside the body of %zu bytes", k,
@@ -1285,14 +1342,33 @@ static PyObject *py_encode_v1(PyObject *self, PyObject *args) {
             rc = -1;
             break;
         }
-    for (size_t i = 0; i < npos && !rc; i++) rc = encode_one(&e, i, ps[i], mode);
+    for (size_t i = 0; i < npos && !rc; i++) {
+        rc = measure_one(&e, i, ps[i], mode, &lens[i]);
+        if (!rc) {
+            size_t add = 1 + vsize(lens[i]) + lens[i];
+            if (total > (size_t)PY_SSIZE_T_MAX - add) {
+                snprintf(e.msg, sizeof e.msg, "encode_v1: output larger than %zd bytes", PY_SSIZE_T_MAX);
+                rc = -1;
+            }
+            total += add;
+        }
+    }
     Py_END_ALLOW_THREADS
     if (rc) {
         if (e.oom) PyErr_NoMemory();
         else PyErr_SetString(PyExc_ValueError, e.msg);
-    } else res = PyBytes_FromStringAndSize(e.out.len ? (const char *)e.out.p : "", (Py_ssize_t)e.out.len);
+    } else if ((res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total))) {
+        uint8_t *o = (uint8_t *)PyBytes_AS_STRING(res), *o0 = o;
+        Py_BEGIN_ALLOW_THREADS
+        for (size_t i = 0; i < npos; i++) o = write_one(&e, i, ps[i], mode, lens[i], o);
+        Py_END_ALLOW_THREADS
+        if ((size_t)(o - o0) != total) { /* never: both passes read the same bytes */
+            Py_CLEAR(res);
+            PyErr_SetString(PyExc_SystemError, "encode_v1: the two passes disagree");
+        }
+    }
+    free(lens);
 done:
-    free(e.out.p);
     free(e.ser.p);
     free(e.sub.p);
     for (int k = 0; k < 11; k++) PyBuffer_Release(&b[k]);
