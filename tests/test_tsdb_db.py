@@ -44,6 +44,7 @@ from pythanos.tsdb import wal as W
 from pythanos.tsdb import walrecords as R
 from pythanos.tsdb.chunkenc import decode_xor
 from pythanos.tsdb.db import TSDB, series_record
+from pythanos.tsdb.histchunk import decode_histogram_chunk
 from pythanos.tsdb.head import BAD_REF, DUP_OK, OK, OUT_OF_BOUNDS, OUT_OF_ORDER, blobs_from_labels
 from pythanos.tsdb.labels import Matcher
 
@@ -363,8 +364,10 @@ def test_prometheus_reads_our_directory(tmp_path, prometheus3_bin, prometheus_fa
     hs = [HistogramSample(series=0, timestamp=x, is_float=False, count=3 + k, sum=1.5 * k, schema=0,
                           zero_threshold=1e-128, zero_count=1, positive_spans=[(0, 2)], positive_buckets=[1, k],
                           negative_spans=[], negative_buckets=[], reset_hint=0) for k, x in enumerate(ht)]
-    assert db.append_histograms(hbuf, hoffs, hs) == len(hs)
-    ours = samples_of(db)
+    assert (db.append_histograms(hbuf, hoffs, hs) == OK).all()
+    ours = samples_of(db, [Matcher.eq("__name__", "promdb")])
+    (hl, hchunks), = db.series([Matcher.eq("__name__", "promdb_hist")])
+    assert {c[2] for c in hchunks} == {2}  # the head keeps them as histogram chunks
     db.close()
     assert len(ours) == len(sets)
 
@@ -685,9 +688,9 @@ def test_out_of_order_samples_go_to_the_wbl_and_blocks_once(tmp_path):
 
 
 def test_histograms_and_exemplars_kept_in_the_wal_through_checkpoints(tmp_path):
-    """The head keeps no native histograms or exemplars: they stay in the WAL, and a checkpoint
-    keeps them (and the Series record of a histogram-only series the head dropped) while they are
-    at or after its time; older ones go with the checkpoint."""
+    """Native histograms and exemplars go to the WAL, and a checkpoint keeps them (and the Series
+    record of their series) while they are at or after its time; older ones go with the
+    checkpoint. The histograms themselves are in the head, then in blocks: all there after reopen."""
     from pythanos.remote.write import HistogramSample
 
     sets = labelsets(20, "hx")
@@ -729,6 +732,12 @@ def test_histograms_and_exemplars_kept_in_the_wal_through_checkpoints(tmp_path):
     with TSDB.open(tmp_path / "db") as db:
         assert db.replay_stats["histograms"] == len([x for x in hist_t if x >= db.head._min_valid_time])
         assert db.replay_stats["exemplars"] > 0
+        # the head keeps native histograms now: in blocks (cut with the floats) and the head,
+        # every one once, as float-histogram chunks
+        (_, chunks), = db.series([Matcher.eq("__name__", "hx_hist")])
+        assert {c[2] for c in chunks} == {3}
+        got_t = np.concatenate([decode_histogram_chunk(c[3], c[2]).t for c in chunks])
+        assert got_t.tolist() == hist_t
 
 
 def test_compaction_concurrent_with_appends(tmp_path):

@@ -35,11 +35,12 @@ Facts from Prometheus v3.9.1 (``tsdb/db.go``, ``head.go``, ``head_wal.go``, ``he
 Layout beside the blocks: ``wal/``, ``wbl/``, ``lock``; no ``chunks_head/`` (our head keeps its
 chunks in memory) and no block compaction beyond level 1 (Thanos' receiver disables it too).
 
-The head keeps no native histograms or exemplars yet: :meth:`TSDB.append_histograms` and
-:meth:`TSDB.append_exemplars` log them to the WAL (so a Prometheus opening the directory, and
-our next replay, sees them) and keep their series' WAL records alive through checkpoints while
-they are in range; they are not queryable and do not go into blocks, so they are gone once a
-checkpoint passes their time.
+Native histograms (:meth:`TSDB.append_histograms`) go into the head and the WAL like floats
+(record types 7-10, late ones to the WBL), are replayed with ``Head.replay_histograms`` and cut
+into blocks with the floats. Exemplars (:meth:`TSDB.append_exemplars`) are only logged (the
+head keeps no exemplar storage): a Prometheus opening the directory sees them, and their
+series' records stay in checkpoints while they are in range; they are gone once a checkpoint
+passes their time.
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ from . import wal as _wal
 from . import walrecords as wr
 from .block import MAX_TIME, MIN_TIME, BlockReader, norm_labels, range_end
 from .head import BAD_REF, DEFAULT_CHUNK_RANGE, DEFAULT_SAMPLES_PER_CHUNK, ENCODING_XOR, OK, OOO_OK, Head
+from .histchunk import histogram_columns
 from .labels import Matcher
 from .meta import BlockMeta
 
@@ -73,6 +75,9 @@ TMP_FOR_CREATION = ".tmp-for-creation"
 TMP_FOR_DELETION = ".tmp-for-deletion"
 _REPLAY_BATCH = 4096  # Samples records decoded per kernel call on replay
 _MAX_SAMPLES_PER_RECORD = 1 << 20
+_HIST_TYPES = (wr.HISTOGRAM_SAMPLES, wr.FLOAT_HISTOGRAM_SAMPLES, wr.CUSTOM_BUCKETS_HISTOGRAM_SAMPLES,
+               wr.CUSTOM_BUCKETS_FLOAT_HISTOGRAM_SAMPLES)
+_FLOAT_HIST_TYPES = (wr.FLOAT_HISTOGRAM_SAMPLES, wr.CUSTOM_BUCKETS_FLOAT_HISTOGRAM_SAMPLES)
 
 Labels = tuple  # tuple[tuple[str, str], ...], sorted by name
 Chunk = tuple  # (mint, maxt, encoding, data)
@@ -156,14 +161,6 @@ class _NoMetric:
 
 # --- helpers -------------------------------------------------------------------------------------
 
-def _raise_min_valid_time(head: Head, t: int) -> None:
-    """Prometheus' ``Head.Init(minValidTime)``: nothing older than the newest block may enter the
-    head. Our Head has no public setter for it (its truncate also moves min/max time), so this
-    sets the attribute its ``appendable_min_valid_time`` reads."""
-    if t > head._min_valid_time:
-        head._min_valid_time = int(t)
-
-
 def _lock_dir(d: str) -> int:
     """Take ``<dir>/lock`` as Prometheus does (flock(2), exclusive, non-blocking): a Prometheus,
     another process or a second open in this one cannot use the same TSDB meanwhile."""
@@ -213,6 +210,23 @@ def series_record(refs: np.ndarray, buf: Any, offsets: np.ndarray, idx: np.ndarr
 def _samples_records(r: np.ndarray, t: np.ndarray, v: np.ndarray) -> list[bytes]:
     return [wr.encode_samples(r[a:a + _MAX_SAMPLES_PER_RECORD], t[a:a + _MAX_SAMPLES_PER_RECORD],
                               v[a:a + _MAX_SAMPLES_PER_RECORD]) for a in range(0, len(r), _MAX_SAMPLES_PER_RECORD)]
+
+
+def _histogram_records(items: Sequence[tuple[int, Any]]) -> list[bytes]:
+    """WAL records of (ref, HistogramSample-like) pairs, grouped by record type as Prometheus'
+    encoder splits them (integer / float, custom buckets apart)."""
+    groups: dict[int, list[wr.Histogram]] = {}
+    for ref, h in items:
+        custom = h.schema == wr.CUSTOM_BUCKETS_SCHEMA
+        rtype = ((wr.CUSTOM_BUCKETS_FLOAT_HISTOGRAM_SAMPLES if h.is_float else wr.CUSTOM_BUCKETS_HISTOGRAM_SAMPLES)
+                 if custom else (wr.FLOAT_HISTOGRAM_SAMPLES if h.is_float else wr.HISTOGRAM_SAMPLES))
+        groups.setdefault(rtype, []).append(wr.Histogram(
+            ref, int(h.timestamp), int(h.reset_hint), int(h.schema), float(h.zero_threshold), h.zero_count, h.count,
+            float(h.sum), tuple(map(tuple, h.positive_spans)), tuple(map(tuple, h.negative_spans)),
+            tuple(h.positive_buckets), tuple(h.negative_buckets), tuple(h.custom_values) if custom else None))
+    order = (wr.HISTOGRAM_SAMPLES, wr.CUSTOM_BUCKETS_HISTOGRAM_SAMPLES, wr.FLOAT_HISTOGRAM_SAMPLES,
+             wr.CUSTOM_BUCKETS_FLOAT_HISTOGRAM_SAMPLES)  # headAppenderBase.log's order
+    return [wr.encode_histograms(t, groups[t]) for t in order if t in groups]
 
 
 class _Block:
@@ -300,7 +314,7 @@ class TSDB:
             # blocks cut from out-of-order samples do not count (DB.inOrderBlocksMaxTime)
             in_order = [b.meta.max_time for b in db._blocks if "from-out-of-order" not in b.meta.compaction.hints]
             if in_order:
-                _raise_min_valid_time(head, max(in_order))
+                head.set_min_valid_time(max(in_order))  # Head.Init(minValidTime)
             db._replay()
         except BaseException:
             w.close()
@@ -343,7 +357,7 @@ class TSDB:
         self._mk = np.zeros(0, dtype=np.int64)
         self._mv = np.zeros(0, dtype=np.int64)
         st = dict(series=0, samples=0, discarded_before_blocks=0, unknown_sample_refs=0, rejected_samples=0,
-                  histograms=0, exemplars=0, records_skipped=0, ooo_samples=0)
+                  histograms=0, unknown_histogram_refs=0, exemplars=0, records_skipped=0, ooo_samples=0)
         unknown: set[int] = set()
         self._replay_log(self.wal, st, unknown, wbl=False)
         if self.wbl is not None:
@@ -435,7 +449,9 @@ class TSDB:
                     r = self._remap(r, t, self._mk, self._mv)
                 if not len(r):
                     continue
-                status = head.append(r, t, v)
+                # WAL: in-order samples, as processWALSamples (no appendable window, only the
+                # min valid time); WBL: out-of-order samples, through the out-of-order path
+                status = head.append(r, t, v) if wbl else head.replay(r, t, v)
                 ok = (status == OK) | (status == OOO_OK)
                 n_ok = int(ok.sum())
                 st["ooo_samples" if wbl else "samples"] += n_ok
@@ -446,13 +462,22 @@ class TSDB:
                         st["unknown_sample_refs"] += n_unk
                         unknown.update(np.unique(r[unk]).tolist())
                     st["rejected_samples"] += len(status) - n_ok - n_unk
+            elif rtype in _HIST_TYPES:
+                hs = [h for h in body if h.t >= min_valid]
+                if not hs:
+                    continue
+                r = np.array([multi.get(h.ref, h.ref) for h in hs], dtype=np.int64)
+                cols = histogram_columns(hs, is_float=rtype in _FLOAT_HIST_TYPES)
+                status = head.append_histograms(r, cols) if wbl else head.replay_histograms(r, cols)
+                ok = (status == OK) | (status == OOO_OK)
+                st["histograms"] += int(ok.sum())
+                unk = status == BAD_REF
+                if unk.any():
+                    st["unknown_histogram_refs"] += int(unk.sum())
+                    unknown.update(np.unique(r[unk]).tolist())
+                self._keep_refs(r.tolist(), [h.t for h in hs])
             elif wbl:
                 st["records_skipped"] += 1
-            elif rtype in (wr.HISTOGRAM_SAMPLES, wr.FLOAT_HISTOGRAM_SAMPLES, wr.CUSTOM_BUCKETS_HISTOGRAM_SAMPLES,
-                           wr.CUSTOM_BUCKETS_FLOAT_HISTOGRAM_SAMPLES):
-                hs = [h for h in body if h.t >= min_valid]
-                st["histograms"] += len(hs)
-                self._keep_refs([multi.get(h.ref, h.ref) for h in hs], [h.t for h in hs])
             elif rtype == wr.EXEMPLARS:
                 r, t, _v, _b = body
                 m = t >= min_valid
@@ -558,35 +583,37 @@ class TSDB:
             recs.append(series_record(refs[new], buf, offsets, new))
         return refs[series], recs
 
-    def append_histograms(self, buf: Any, offsets: Any, histograms: Sequence[Any]) -> int:
-        """Log native histogram samples (``pythanos.remote.write.HistogramSample``-like: series
-        index, timestamp, is_float, fields) to the WAL, Prometheus' record types 7-10. The head
-        does not store them yet (see the module docstring). Those of a malformed label blob are
-        left out. Returns the number logged."""
-        if not histograms:
-            return 0
+    def append_histograms(self, buf: Any, offsets: Any, histograms: Sequence[Any]) -> np.ndarray:
+        """Append native histogram samples (``pythanos.remote.write.HistogramSample``-like:
+        ``series`` index into the blobs, timestamp, is_float, fields) to the head; the accepted
+        ones are logged as Prometheus does (record types 7-10 by kind, custom-bucket ones apart;
+        late ones to the WBL). Returns the head's status per histogram (``BAD_REF`` for a
+        malformed series blob, ``INVALID`` for one failing Prometheus' validation)."""
+        n = len(histograms)
+        status = np.full(n, BAD_REF, dtype=np.uint8)
+        if not n:
+            return status
         with self._wlock:
             self._check_open()
             refs, recs = self._series_for(buf, offsets, [h.series for h in histograms])
-            groups: dict[int, list[wr.Histogram]] = {}
-            n = 0
-            for ref, h in zip(refs.tolist(), histograms):
-                if ref == 0:
-                    continue
-                n += 1
-                custom = h.schema == wr.CUSTOM_BUCKETS_SCHEMA
-                rtype = ((wr.CUSTOM_BUCKETS_FLOAT_HISTOGRAM_SAMPLES if h.is_float else wr.CUSTOM_BUCKETS_HISTOGRAM_SAMPLES)
-                         if custom else (wr.FLOAT_HISTOGRAM_SAMPLES if h.is_float else wr.HISTOGRAM_SAMPLES))
-                groups.setdefault(rtype, []).append(wr.Histogram(
-                    ref, int(h.timestamp), int(h.reset_hint), int(h.schema), float(h.zero_threshold),
-                    h.zero_count, h.count, float(h.sum), tuple(map(tuple, h.positive_spans)),
-                    tuple(map(tuple, h.negative_spans)), tuple(h.positive_buckets), tuple(h.negative_buckets),
-                    tuple(h.custom_values) if custom else None))
-            for rtype in sorted(groups):
-                recs.append(wr.encode_histograms(rtype, groups[rtype]))
+            good = np.flatnonzero(refs)
+            if len(good):
+                hs = [histograms[i] for i in good.tolist()]
+                status[good] = self.head.append_histograms(refs[good], histogram_columns(hs))
+            ooo: list[bytes] = []
+            for want, out in ((OK, recs), (OOO_OK, ooo)):
+                idx = np.flatnonzero(status == want).tolist()
+                if idx:
+                    out += _histogram_records([(int(refs[i]), histograms[i]) for i in idx])
+            if ooo and self.wbl is None:  # cannot happen: OOO_OK needs a window, which opens the WBL
+                recs += ooo
+                ooo = []
             self._log(self.wal, recs)
-            self._keep_refs(refs.tolist(), [int(h.timestamp) for h in histograms])
-        return n
+            if ooo:
+                self._log(self.wbl, ooo)
+            if len(good):
+                self._keep_refs(refs[good].tolist(), [int(histograms[i].timestamp) for i in good.tolist()])
+        return status
 
     def append_exemplars(self, buf: Any, offsets: Any, series: Any, label_blobs: Sequence[bytes], values: Any,
                          timestamps: Any) -> int:
@@ -818,11 +845,11 @@ class TSDB:
             return ((ls, []) for ls in lbls)
         starts = hc.starts.tolist()
         cm, cx, offs, data = hc.mint.tolist(), hc.maxt.tolist(), hc.offsets.tolist(), hc.data
+        enc = hc.encoding.tolist()  # 1 XOR, 2 histogram, 3 float histogram
 
         def gen() -> Iterator[tuple[Labels, list[Chunk]]]:
             for i, ls in enumerate(lbls):
-                yield ls, [(cm[j], cx[j], ENCODING_XOR, data[offs[j]:offs[j + 1]])
-                           for j in range(starts[i], starts[i + 1])]
+                yield ls, [(cm[j], cx[j], enc[j], data[offs[j]:offs[j + 1]]) for j in range(starts[i], starts[i + 1])]
         return gen()
 
     @staticmethod
