@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Optional, Sequence
 
 from ..storeapi.server import InvalidArgument, Store, Unavailable
-from ..storeapi.types import (MAX_TIME, MIN_TIME, XOR, LabelNamesRequest, LabelsResult, LabelValuesRequest,
+from ..storeapi.types import (FLOAT_HISTOGRAM, HISTOGRAM, MAX_TIME, MIN_TIME, XOR, LabelNamesRequest, LabelsResult, LabelValuesRequest,
                               Series, SeriesRequest, StoreInfo)
 
 log = logging.getLogger(__name__)
@@ -195,6 +195,10 @@ class Tenants:
         self.executor.shutdown(wait=True)
 
 
+#: Prometheus' chunk encodings (chunkenc: XOR 1, histogram 2, float histogram 3) -> Thanos' storepb numbers
+_TO_THANOS = {1: XOR, 2: HISTOGRAM, 3: FLOAT_HISTOGRAM}
+
+
 def _split_external(matchers, ext: dict[str, str]):
     """(matches, remaining matchers): matchers on the tenant's external labels are checked against
     them and dropped (Thanos ``matchesExternalLabels``)."""
@@ -268,8 +272,7 @@ class TenantsStore(Store):
                 merged.append((_merge_ext(labels, t.ext_labels, drop), chunks))
         merged.sort(key=lambda s: s[0])
         for labels, chunks in merged:
-            yield Series(labels, [] if req.skip_chunks else [(a, z, XOR if e == 1 else e, d)
-                                                             for a, z, e, d in chunks])
+            yield Series(labels, [] if req.skip_chunks else [(a, z, _TO_THANOS[e], d) for a, z, e, d in chunks])
 
     async def label_names(self, req: LabelNamesRequest) -> LabelsResult:
         self._check_ready()

@@ -83,7 +83,9 @@ def _rare(db, d: rw.DecodedWrite, positions: Optional[np.ndarray], res: "LocalWr
         hs = d.histograms()
         if mine is not None:
             hs = [h for h in hs if mine[h.series]]
-        res.histograms_written = db.append_histograms(d.blobs, d.blob_offsets, hs)
+        st = np.asarray(db.append_histograms(d.blobs, d.blob_offsets, hs))
+        res.histograms_written = int(np.isin(st, (hd.OK, hd.DUP_OK, hd.OOO_OK)).sum())
+        _count_errors(st, res, "samples")
     if exemplars and int(d.n_exemplars.sum()):
         ex = d.exemplars()
         keep = np.ones(len(ex.series), dtype=bool) if mine is None else mine[ex.series]
@@ -131,10 +133,18 @@ def write_local(db, d: rw.DecodedWrite, positions: Optional[np.ndarray] = None, 
     # a sample flagged AT_COMMIT passed Append and lost only to an earlier sample of the same batch:
     # Prometheus and Thanos report it as accepted (and drop it); so do we
     res.samples_written = int(np.isin(statuses, (hd.OK, hd.DUP_OK, hd.OOO_OK)).sum())
+    _count_errors(statuses, res, "samples", int(future.sum()) if future is not None else 0)
+    return res
+
+
+def _count_errors(statuses: np.ndarray, res: LocalWrite, what: str, out_of_bounds: int = 0) -> None:
+    """One Thanos text per refused kind (``add 2 samples: out of order sample``); an AT_COMMIT
+    sample is accepted (see above), a histogram failing validation is named as Prometheus names it."""
     counts = {code: int((statuses == code).sum()) for code, _ in _SAMPLE_ERRORS}
-    if future is not None:
-        counts[hd.OUT_OF_BOUNDS] += int(future.sum())
+    counts[hd.OUT_OF_BOUNDS] += out_of_bounds
     for code, text in _SAMPLE_ERRORS:
         if counts[code]:
-            res.errors.append(f"add {counts[code]} samples: {text}")
-    return res
+            res.errors.append(f"add {counts[code]} {what}: {text}")
+    invalid = getattr(hd, "INVALID", None)
+    if invalid is not None and int((statuses == invalid).sum()):
+        res.errors.append(f"add {int((statuses == invalid).sum())} {what}: invalid histogram")
