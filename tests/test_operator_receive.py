@@ -710,3 +710,54 @@ def test_receive_example_applies_and_renders(kubectl, namespace, op_log):
     sd = yaml.safe_load(kget(kubectl, "configmap", "thanos-query-demo-endpoints", ns)["data"]["endpoints.yaml"])
     assert [e["address"] for e in sd["endpoints"]] == [f"dnssrv+_grpc._tcp.{s}.{ns}.svc" for s in (
         "prometheus-eu1", "prometheus-us1", "thanos-store-demo", "thanos-receive-demo")]
+
+
+def _deny_hashring_updates(ns: str) -> str:
+    """A ValidatingAdmissionPolicy (and binding) refusing every write of the hashring ConfigMap in ``ns``."""
+    name = f"deny-hashring-{ns}"
+    return yaml.safe_dump_all([
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+         "metadata": {"name": name},
+         "spec": {"failurePolicy": "Fail",
+                  "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                          "operations": ["CREATE", "UPDATE"],
+                                                          "resources": ["configmaps"]}]},
+                  "validations": [{"expression": "object.metadata.name != 'thanos-receive-demo-hashring'",
+                                   "message": "hashring writes blocked by the test"}]}},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+         "metadata": {"name": name},
+         "spec": {"policyName": name, "validationActions": ["Deny"],
+                  "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}}},
+    ])
+
+
+def test_a_failed_hashring_apply_is_retried_without_another_pod_event(kubectl, namespace, op_log):
+    """kopf does not retry event handlers: a ring whose apply failed (here an admission policy refuses the
+    ConfigMap write) is reported and re-applied by the operator's resync once writes go through again, with
+    no further pod event."""
+    ns = namespace
+    apply_examples(kubectl, ns, "objstore-secret.yaml")
+    kubectl("apply", "--server-side", "-f", "-", input=receiver_cluster(replicas=2, replicationFactor=1), namespace=ns)
+    sts = wait_for(lambda: kget(kubectl, "statefulset", "thanos-receive-demo", ns), what="receiver sts")
+    for i in range(2):
+        make_pod(kubectl, ns, sts, i)
+    set_ready(kubectl, ns, 0, True)
+    wait_ring(kubectl, ns, [0])
+    policy = _deny_hashring_updates(ns)
+    try:
+        kubectl("apply", "-f", "-", input=policy)
+
+        def refused() -> bool:   # the policy is in force (it takes a moment): a server-side dry run is refused
+            r = kubectl("label", "configmap", "thanos-receive-demo-hashring", "probe=1", "--dry-run=server",
+                        namespace=ns, check=False)
+            return r.returncode != 0 and "hashring writes blocked by the test" in r.stderr
+        wait_for(refused, what="the admission policy in force")
+        set_ready(kubectl, ns, 1, True)
+        t = wait_cond(kubectl, "thanoscluster", "demo", ns, "Reconciled", "False", "ReconcileFailed")
+        assert "hashring writes blocked by the test" in cond(t, "Reconciled")["message"]
+        assert ring(kubectl, ns) == [ep(0, ns)]
+    finally:
+        kubectl("delete", "-f", "-", "--ignore-not-found", input=policy)
+    wait_ring(kubectl, ns, [0, 1])
+    wait_cond(kubectl, "thanoscluster", "demo", ns, "Reconciled", "True")
+    assert f"hashring of ThanosCluster {ns}/demo not applied yet; reconciling" in op_log.output()

@@ -20,6 +20,8 @@
   ``PYTHANOS_CLUSTER_DOMAIN``, default ``cluster.local``). A pod event that changes a cluster's ring re-runs
   that cluster's reconcile; others cost nothing. The ring's state is the ``Hashring`` condition
   (``HashringEmpty``, ``HashringBelowReplicationFactor``, ``ReplicationFactorTooHigh``: Warning Events).
+  kopf does not retry event handlers: the resync thread below also re-applies any ring that is not the one
+  last applied (a failed apply), every ``PYTHANOS_OPERATOR_SECRET_RESYNC`` seconds.
 * gRPC TLS Secrets (``grpcTLS``) are read by name at each reconcile (keys present and PEM; the CA's digest
   goes on the pods that read it) and re-read every ``PYTHANOS_OPERATOR_SECRET_RESYNC`` seconds (default 60;
   0 turns it off) by one operator thread (:mod:`tlswatch`): the operator may not watch Secrets, and a Secret
@@ -846,8 +848,36 @@ def _secret_resync(memo: Any, interval: float, peering: tuple[str, bool, int] | 
                                     seen.name)
                     continue
                 handles.context.copy().run(_resync_one, memo, handles, seen, logger)
+            handles.context.copy().run(_resync_hashrings, memo, handles, peering, logger)
         except Exception:  # noqa: BLE001  (an API server hiccup: the next round tries again)
             logger.exception("TLS Secret resync failed")
+
+
+def stale_hashrings(ctx: Ctx) -> list[dict[str, Any]]:
+    """ThanosClusters with receivers whose hashring, as the pods are now, is not the one last applied (none
+    applied since the operator started, or the apply after a pod event failed)."""
+    out = []
+    for tc in ctx.tcs:
+        ns, name = namespace_of(tc), name_of(tc)
+        if not tc_spec(tc).receiver.enabled or (tc.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        ring = render.hashrings_json(render.hashring_endpoints(tc, ctx.receive_pods(ns, name), ctx.defaults))
+        if ctx.hashrings.get((ns, name)) != ring:
+            out.append(tc)
+    return out
+
+
+def _resync_hashrings(memo: Any, handles: KopfHandles, peering: tuple[str, bool, int] | None,
+                      logger: logging.Logger) -> None:
+    """The level-triggered side of the pod handler: pod events are not retried by kopf, so a ring whose
+    apply failed (an API error, an admission webhook) is re-applied here, every resync interval, without
+    waiting for the next pod event."""
+    for tc in stale_hashrings(Ctx.build(memo, logger, *handles.indexes)):
+        if peering is not None and _outranked(memo.kube, peering, namespace_of(tc)):
+            continue
+        ctx = Ctx.build(memo, logger, *handles.indexes)
+        logger.info("hashring of ThanosCluster %s/%s not applied yet; reconciling", namespace_of(tc), name_of(tc))
+        reconcile_tc(ctx, tc, own=False)
 
 
 def _outranked(kube: Kube, peering: tuple[str, bool, int], namespace: str) -> bool:
