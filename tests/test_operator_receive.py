@@ -761,3 +761,28 @@ def test_a_failed_hashring_apply_is_retried_without_another_pod_event(kubectl, n
     wait_ring(kubectl, ns, [0, 1])
     wait_cond(kubectl, "thanoscluster", "demo", ns, "Reconciled", "True")
     assert f"hashring of ThanosCluster {ns}/demo not applied yet; reconciling" in op_log.output()
+
+
+def test_install_passes_the_cluster_domain(helm_bin, kubectl_bin):
+    """PYTHANOS_CLUSTER_DOMAIN reaches the operator from both installs (chart value ``clusterDomain``)."""
+    def env(text: str) -> dict:
+        [dep] = [d for d in yaml.safe_load_all(text) if d and d["kind"] == "Deployment"]
+        return {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    chart = str(ROOT / "charts" / "pythanos-operator")
+    helm = lambda *a: subprocess.run([helm_bin, "template", "x", chart, *a], capture_output=True, text=True,  # noqa: E731
+                                     timeout=120, check=True).stdout
+    assert env(helm())["PYTHANOS_CLUSTER_DOMAIN"] == "cluster.local"
+    assert env(helm("--set", "clusterDomain=k8s.example"))["PYTHANOS_CLUSTER_DOMAIN"] == "k8s.example"
+    kust = subprocess.run([kubectl_bin, "kustomize", str(ROOT / "manifests")], capture_output=True, text=True,
+                          timeout=120, check=True).stdout
+    assert env(kust)["PYTHANOS_CLUSTER_DOMAIN"] == "cluster.local"
+
+
+
+def test_cluster_domain_from_the_environment(monkeypatch):
+    from pythanos_operator.handlers import defaults_from_env
+
+    monkeypatch.setenv("PYTHANOS_CLUSTER_DOMAIN", "k8s.example")
+    assert defaults_from_env().cluster_domain == "k8s.example"
+    monkeypatch.delenv("PYTHANOS_CLUSTER_DOMAIN")
+    assert defaults_from_env().cluster_domain == "cluster.local"
