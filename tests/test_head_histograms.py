@@ -269,11 +269,12 @@ def test_histogram_chunks_equal_a_real_prometheus_head(tmp_path, prometheus3_bin
     del recoded
 
 
-def test_blocks_with_histograms_read_by_prometheus(tmp_path, prometheus3_bin, prometheus_factory):
+def test_blocks_with_histograms_read_by_prometheus(tmp_path, prometheus3_bin, prometheus_factory, promtool_bin):
     """Blocks of ours with native histograms: a real Prometheus 3.9.1 opens them and answers with
-    what we appended (count, sum, every bucket), instant and range queries (no promtool 3.x is
-    installed; Debian's promtool 2.42 predates custom buckets)."""
+    what we appended (count, sum, every bucket), instant and range queries; ``promtool tsdb
+    analyze --extended`` passes (Debian's promtool 2.42: no promtool 3.x is installed)."""
     import json
+    import subprocess
     import urllib.parse
 
     rng = np.random.default_rng(3)
@@ -293,6 +294,10 @@ def test_blocks_with_histograms_read_by_prometheus(tmp_path, prometheus3_bin, pr
     db = tmp_path / "db"
     db.mkdir()
     assert len(h.compact(db)) == 2
+    for blk in _blocks(db):
+        r = subprocess.run([promtool_bin, "tsdb", "analyze", "--extended", str(db), blk.name], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0 and "Series: 9" in r.stdout, r.stderr
     prom = prometheus_factory(tsdb_path=db, binary=prometheus3_bin, extra_args=["--storage.tsdb.retention.time=100y"])
     tq = int(t[100])
     q = urllib.parse.urlencode({"query": "hh", "time": f"{tq / 1000:.3f}"})
