@@ -1118,35 +1118,45 @@ static const char *validate(const hist_t *h, int is_float) {
 
 typedef struct { int64_t mint, maxt; uint8_t *data; uint32_t len; uint8_t enc; } hchunk_t;
 
-/* an owned copy of the last appended histogram (duplicate detection: Histogram.Equals) */
+/* an owned copy of the last appended histogram (duplicate detection: Histogram.Equals); its
+ * buffers are reused while they are large enough (one copy per appended sample) */
 typedef struct {
     int valid;
     uint8_t is_float;
     hist_t h;
     span_t *ps, *ns; uint64_t *b; double *cv;
+    uint32_t cap_ps, cap_ns, cap_b, cap_cv;
 } lasth_t;
 
 static void lasth_free(lasth_t *l) { free(l->ps); free(l->ns); free(l->b); free(l->cv); memset(l, 0, sizeof(*l)); }
 
+static int grow_buf(void **p, uint32_t *cap, uint32_t need, size_t item) {
+    if (need <= *cap) return 0;
+    void *n = malloc((size_t)need * item);
+    if (!n) return -1;
+    free(*p);
+    *p = n;
+    *cap = need;
+    return 0;
+}
+
 static int lasth_set(lasth_t *l, const hist_t *h, int is_float) {
-    lasth_t n;
-    memset(&n, 0, sizeof(n));
-    n.valid = 1;
-    n.is_float = (uint8_t)is_float;
-    n.h = *h;
-    n.ps = dupmem(h->ps, h->nps * sizeof(span_t));
-    n.ns = dupmem(h->ns, h->nns * sizeof(span_t));
-    n.b = ((uint64_t)h->npb + h->nnb) ? malloc(((size_t)h->npb + h->nnb) * 8) : NULL;
-    n.cv = dupmem(h->cv, h->ncv * sizeof(double));
-    if ((h->nps && !n.ps) || (h->nns && !n.ns) || ((h->npb + h->nnb) && !n.b) || (h->ncv && !n.cv)) {
-        lasth_free(&n);
+    if (grow_buf((void **)&l->ps, &l->cap_ps, h->nps, sizeof(span_t)) ||
+        grow_buf((void **)&l->ns, &l->cap_ns, h->nns, sizeof(span_t)) ||
+        grow_buf((void **)&l->b, &l->cap_b, h->npb + h->nnb, 8) ||
+        grow_buf((void **)&l->cv, &l->cap_cv, h->ncv, sizeof(double))) {
+        l->valid = 0;
         return -1;
     }
-    if (h->npb) memcpy(n.b, h->pb, h->npb * 8ULL);
-    if (h->nnb) memcpy(n.b + h->npb, h->nb, h->nnb * 8ULL);
-    n.h.ps = n.ps; n.h.ns = n.ns; n.h.pb = n.b; n.h.nb = n.b ? n.b + h->npb : NULL; n.h.cv = n.cv;
-    lasth_free(l);
-    *l = n;
+    if (h->nps) memcpy(l->ps, h->ps, h->nps * sizeof(span_t));
+    if (h->nns) memcpy(l->ns, h->ns, h->nns * sizeof(span_t));
+    if (h->npb) memcpy(l->b, h->pb, h->npb * 8ULL);
+    if (h->nnb) memcpy(l->b + h->npb, h->nb, h->nnb * 8ULL);
+    if (h->ncv) memcpy(l->cv, h->cv, h->ncv * sizeof(double));
+    l->valid = 1;
+    l->is_float = (uint8_t)is_float;
+    l->h = *h;
+    l->h.ps = l->ps; l->h.ns = l->ns; l->h.pb = l->b; l->h.nb = l->b ? l->b + h->npb : NULL; l->h.cv = l->cv;
     return 0;
 }
 
@@ -1296,7 +1306,7 @@ static int ooo_insert(hseries_t *s, int64_t t, const hist_t *h, int is_float, in
     }
     lasth_t l;
     memset(&l, 0, sizeof(l));
-    if (lasth_set(&l, h, is_float)) return -1;
+    if (lasth_set(&l, h, is_float)) { lasth_free(&l); return -1; }
     memmove(s->ooo + lo + 1, s->ooo + lo, (s->nooo - lo) * sizeof(*s->ooo));
     s->ooo[lo].t = t;
     s->ooo[lo].h = l;
