@@ -416,6 +416,11 @@ def test_receivers_rendered_and_hashring_follows_pod_readiness(kubectl, namespac
     assert t["status"]["hashringEndpoints"] == 2 and "2/3" in cond(t, "Hashring")["message"]
     set_ready(kubectl, ns, 1, True)
     wait_ring(kubectl, ns, [0, 1, 2])
+    want = f'pythanos_operator_hashring_endpoints{{name="demo",namespace="{ns}"}} 3.0'
+    wait_for(lambda: want in op_log.get(op_log.metrics_port, "/metrics")[1], what=want)
+    changes = [ln for ln in op_log.get(op_log.metrics_port, "/metrics")[1].splitlines()
+               if ln.startswith("pythanos_operator_hashring_changes_total{") and f'namespace="{ns}"' in ln]
+    assert changes and float(changes[0].split()[-1]) >= 1, changes   # readiness changes may coalesce
     set_ready(kubectl, ns, 2, False)
     wait_ring(kubectl, ns, [0, 1])
     # a bound pod deleted gracefully stays, terminating: it leaves the ring at once

@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import datetime
+import json
 import logging
 import os
 import threading
@@ -588,6 +589,7 @@ def _reconcile_tc(ctx: Ctx, tc: Mapping[str, Any], own: bool) -> None:
               f"{render.LABEL_TC}={name},!{render.LABEL_PHA},app.kubernetes.io/managed-by={render.MANAGED_BY}",
               expected, own) and ring is not None:
         ctx.hashrings[(ns, name)] = ring
+        metrics.hashring_applied(ns, name, sum(len(h["endpoints"]) for h in json.loads(ring)))
     metrics.observe(TC_KIND, time.monotonic() - t0)
 
 
@@ -818,6 +820,7 @@ def receive_pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger
         return
     logger.info("receiver pod %s/%s (%s): hashring of ThanosCluster %s changes; reconciling", ns, md.get("name"),
                 type or "resumed", cluster)
+    metrics.hashring_change(ns, cluster)
     try:
         reconcile_tc(ctx, tc, own=False)
     except ApiError as e:

@@ -13,6 +13,11 @@ DRIFTS = Counter("pythanos_operator_drift_repairs_total",
 TLS_RESYNCS = Counter("pythanos_operator_tls_secret_resyncs_total",
                       "Reconciles started because a referenced gRPC TLS Secret changed (CA, appeared, vanished, "
                       "became valid or invalid).", ["kind"])
+HASHRING_CHANGES = Counter("pythanos_operator_hashring_changes_total",
+                           "Reconciles started because receiver pods changed a ThanosCluster's hashring.",
+                           ["namespace", "name"])
+HASHRING_ENDPOINTS = Gauge("pythanos_operator_hashring_endpoints",
+                           "Endpoints in the receivers' hashring the operator last applied.", ["namespace", "name"])
 READY = Gauge("pythanos_operator_resource_ready", "1 when the resource's Ready condition is True.",
               ["kind", "namespace", "name"])
 
@@ -31,6 +36,14 @@ def drift(kind: str) -> None:
 
 def tls_resync(kind: str) -> None:
     TLS_RESYNCS.labels(kind).inc()
+
+
+def hashring_change(namespace: str, name: str) -> None:
+    HASHRING_CHANGES.labels(namespace, name).inc()
+
+
+def hashring_applied(namespace: str, name: str, endpoints: int) -> None:
+    HASHRING_ENDPOINTS.labels(namespace, name).set(endpoints)
 
 
 def observe(kind: str, seconds: float) -> None:
