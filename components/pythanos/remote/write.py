@@ -6,6 +6,10 @@ Prometheus' rules, Thanos' routing hash, and all samples of the request in three
 loops in Python per series or per sample. Exemplars, native histograms and metadata are rare; they are
 counted in C and decoded from their series' bytes with the upb protobuf module only when asked for.
 
+Between receivers the same columns come from Thanos' gRPC ``thanos.WriteRequest``
+(:func:`decode_thanos_write`), and go back out as remote-write 1.0 TimeSeries frames
+(:func:`encode_v1_timeseries`, :func:`timeseries_frames`), both in C.
+
 Status codes, HTTP texts and limits follow Prometheus v3.9.1 (``storage/remote/write_handler.go`` and
 client_golang's ``exp/api/remote`` handler it uses) and Thanos v0.42.4 (``pkg/receive/handler.go``):
 
