@@ -98,8 +98,8 @@ def _rare(db, d: rw.DecodedWrite, positions: Optional[np.ndarray], res: "LocalWr
 def write_local(db, d: rw.DecodedWrite, positions: Optional[np.ndarray] = None, *,
                 too_far_in_future_ms: int = 0, now_ms: Optional[int] = None, exemplars: bool = False) -> LocalWrite:
     """Append the series of ``d`` at ``positions`` (None: all) to ``db``; see the module docstring.
-    Native histograms are stored (in the WAL: the head keeps floats only so far), exemplars only
-    with ``exemplars`` (``--tsdb.max-exemplars`` > 0, as Thanos)."""
+    Native histograms are stored (head, WAL, blocks); exemplars only with ``exemplars``
+    (``--tsdb.max-exemplars`` > 0, as Thanos), and in the WAL only so far."""
     res = LocalWrite()
     status = d.status if positions is None else d.status[positions]
     bad = status != rw.STATUS_OK
