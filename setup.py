@@ -78,11 +78,6 @@ setup(
             extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
         Extension(
-            "pythanos.receive._forward",
-            sources=["components/pythanos/receive/_forward.c"],
-            extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-        ),
-        Extension(
             "pythanos.query._frames",
             sources=["components/pythanos/query/_frames.c"],
             extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],

@@ -29,7 +29,8 @@ try:
     from prometheus_client import CollectorRegistry
 
     from pythanos.receive import hashring as hr
-    from pythanos.receive.forward import Forwarder, LocalResult, series_frames
+    from pythanos.receive.forward import Forwarder, LocalResult
+    from pythanos.remote.write import timeseries_frames as series_frames
     from pythanos.remote.prompb import remote_pb2, write_v2_pb2
     from pythanos.remote.write import decode_v1, decode_v2
     from pythanos.storeapi import writeapi
@@ -39,7 +40,8 @@ except ImportError:  # running from a checkout without an installed package
     from prometheus_client import CollectorRegistry
 
     from pythanos.receive import hashring as hr
-    from pythanos.receive.forward import Forwarder, LocalResult, series_frames
+    from pythanos.receive.forward import Forwarder, LocalResult
+    from pythanos.remote.write import timeseries_frames as series_frames
     from pythanos.remote.prompb import remote_pb2, write_v2_pb2
     from pythanos.remote.write import decode_v1, decode_v2
     from pythanos.storeapi import writeapi

@@ -31,11 +31,12 @@ from prometheus_client import CollectorRegistry
 
 from peers import REGISTRY, free_ports
 from pythanos.receive import hashring as hr
-from pythanos.receive import _forward
 from pythanos.receive.forward import (ForwardResult, Forwarder, LocalResult, endpoint_text, error_set_text,
-                                      local_outcome, series_frames, split_write_request)
+                                      local_outcome)
 from pythanos.remote.prompb import remote_pb2, types_pb2, write_v2_pb2
 from pythanos.remote.write import decode_v1, decode_v2
+from pythanos.remote.write import decode_thanos_write
+from pythanos.remote.write import timeseries_frames as series_frames
 from pythanos.storeapi import writeapi
 from pythanos.storeapi.client import StoreClient
 from pythanos.storeapi.pb import write_pb2
@@ -264,169 +265,6 @@ def test_v2_frames_equal_upbs_encoding_of_the_canonical_series():
     assert d3.status[0] == 0 and d3.n_exemplars[0] == 3
     ts = remote_pb2.WriteRequest.FromString(series_frames(d3, np.array([0]))).timeseries[0]
     assert [(e.value, [(lb.name, lb.value) for lb in e.labels]) for e in ts.exemplars] == [(9.0, [("trace_id", "abc")])]
-
-
-def test_series_frames_equal_the_decoders_timeseries_frames():
-    """remote.write.timeseries_frames (the decoder's own 1.0 encoder) builds the same bytes: the two
-    must not drift while both exist (ours is the forwarder's, about 2x faster)."""
-    from pythanos.remote.write import decode_thanos_write, timeseries_frames
-    ds = [decode_v1(v1_body(40, 5), "t"),
-          decode_v2(v2_body([([("b", "1"), ("__name__", f"m{i}"), ("e", "")], [(i, float(i))] * (i % 3),
-                               [_hist(i, bool(i % 2))] * (i % 4 == 0), [([("t", str(i))], 1.0, i)] * (i % 5 == 0))
-                              for i in range(40)]), "t")]
-    wr = write_pb2.WriteRequest(tenant="t", replica=2)
-    wr.MergeFromString(v1_body(40, 5))
-    ds.append(decode_thanos_write(wr.SerializeToString())[0])
-    rng = np.random.default_rng(5)
-    for d in ds:
-        for pos in (np.arange(40), rng.permutation(40)[:17], np.zeros(0, np.int64)):
-            assert series_frames(d, pos) == timeseries_frames(d, pos)
-
-
-def test_kernels_refuse_offsets_outside_their_buffers():
-    d = decode_v1(v1_body(3, 5), "t")
-    rng = np.ascontiguousarray(d.series_ranges, np.int64)
-    for bad in ([3], [-1], [1 << 40]):
-        with pytest.raises(ValueError, match="outside the 3 series"):
-            _forward.frames_v1(d.body, rng, np.array(bad, np.int64))
-    broken = rng.copy()
-    broken[1] = (len(d.body) - 2, 10)
-    with pytest.raises(ValueError, match=r"position 0 \(series 1\): range offset .* outside the body"):
-        _forward.frames_v1(d.body, broken, np.array([1], np.int64))
-    with pytest.raises(ValueError, match="int64"):
-        _forward.frames_v1(d.body, rng.tobytes()[:-1], np.array([0], np.int64))
-    d2 = decode_v2(v2_body([([("__name__", "a")], [(1, 1.0)], [], [])] * 2), "t")
-    args = [d2.blobs, np.ascontiguousarray(d2.blob_offsets), np.ascontiguousarray(d2.sample_offsets),
-            np.ascontiguousarray(d2.sample_ts), np.ascontiguousarray(d2.sample_values)]
-    with pytest.raises(ValueError, match="malformed label blob"):
-        b1 = int(d2.blob_offsets[1])
-        _forward.frames_v2(d2.blobs[:b1] + b"\x05" + d2.blobs[b1 + 1:], *args[1:], np.array([1], np.int64))
-    bo = args[1].copy()
-    bo[1] = 10_000
-    with pytest.raises(ValueError, match="blob offsets"):
-        _forward.frames_v2(args[0], bo, *args[2:], np.array([0], np.int64))
-    so = args[2].copy()
-    so[2] = 99
-    with pytest.raises(ValueError, match="sample offsets"):
-        _forward.frames_v2(*args[:2], so, *args[3:], np.array([1], np.int64))
-    # a blob claiming a huge label count or length stops at its end
-    huge = b"\xff\xff\xff\xff\x0f"
-    with pytest.raises(ValueError, match="malformed label blob"):
-        _forward.frames_v2(huge, np.array([0, len(huge)], np.int64), np.array([0, 0], np.int64),
-                           np.zeros(0, np.int64), np.zeros(0), np.array([0], np.int64))
-
-
-def test_split_write_request_takes_a_thanos_write_request_apart():
-    raw = v1_body(20, 77)
-    frames = remote_pb2.WriteRequest.FromString(raw)
-    wr = write_pb2.WriteRequest(tenant="team-ä", replica=3)
-    wr.MergeFromString(raw)  # the same field-1 frames
-    body, tenant, replica = split_write_request(wr.SerializeToString())
-    assert (tenant, replica) == ("team-ä", 3) and remote_pb2.WriteRequest.FromString(body) == frames
-    d = decode_v1(body, tenant)
-    assert d.n_series == 20 and int(d.hashes[4]) == hr.series_hash(tenant, series_labels(4))
-    # fields in any order, repeated scalars (last wins), unknown fields skipped: frames copied together
-    f0, f1 = series_frames(decode_v1(raw, ""), np.array([0])), series_frames(decode_v1(raw, ""), np.array([1]))
-    odd = (f0 + b"\x12\x01a" + b"\x18\x07" + b"\x9a\x05\x02zz" + f1 + b"\x12\x01b" + b"\x18\x02"
-           + b"\x25\x00\x00\x00\x00")
-    assert split_write_request(odd) == (f0 + f1, "b", 2)
-    assert split_write_request(b"") == (b"", "", 0)
-    assert split_write_request(b"\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01")[2] == -1
-    for bad, where in ((b"\x0a\x05ab", "timeseries: length runs past the end at byte 0"),
-                       (b"\x08\x01", "timeseries: wrong wire type 0"),
-                       (f0 + b"\x12\x01", "tenant: length runs past"),
-                       (b"\x1a\x00", "replica: bad varint"),
-                       (b"\x23", "field 4 (wire type 3)"),
-                       (b"\x00", "illegal field number 0"),
-                       (b"\x80", "truncated field key"),
-                       (b"\x12\x01\xff", "tenant: not valid UTF-8")):
-        with pytest.raises(ValueError, match=re.escape(where)):
-            split_write_request(bad)
-
-
-def count_frames(b: bytes) -> int:
-    """Top-level field-1 frames of ``b``, which must be nothing else (lengths checked)."""
-    i = n = 0
-    while i < len(b):
-        assert b[i] == 0x0A
-        i += 1
-        ln = shift = 0
-        while True:
-            x = b[i]
-            i += 1
-            ln |= (x & 0x7F) << shift
-            shift += 7
-            if x < 0x80:
-                break
-        i += ln
-        assert i <= len(b)
-        n += 1
-    return n
-
-
-def test_kernels_on_random_hostile_input():
-    """Random offsets, blobs and bytes (a fixed seed): every call returns well-formed frames or
-    raises ValueError; nothing reads outside its buffers (the debug allocator in test_kernel_safety's
-    style would catch a use after free; an out-of-bounds read of this size would fault or corrupt)."""
-    rng = np.random.default_rng(1234)
-    raw = v1_body(30, 99)
-    d = decode_v1(raw, "t")
-    d2 = decode_v2(v2_body([([("__name__", f"m{i}"), ("a", "b" * i)], [(i, float(i))] * (i % 3),
-                             [_hist(i)] * (i % 4 == 0), [([("t", str(i))], 1.0, i)] * (i % 5 == 0))
-                            for i in range(30)]), "t")
-    for _ in range(3000):
-        mode = rng.integers(0, 3)
-        if mode == 0:
-            ranges = np.ascontiguousarray(d.series_ranges, np.int64).copy()
-            k = rng.integers(0, ranges.size)
-            ranges.flat[k] = rng.choice([-1, 0, len(raw), len(raw) + 1, 1 << 62, -(1 << 63), int(rng.integers(0, 200))])
-            pos = rng.integers(-2, 33, size=rng.integers(0, 8)).astype(np.int64)
-            try:
-                out = _forward.frames_v1(raw, ranges, pos)
-            except ValueError:
-                continue
-            assert count_frames(out) == len(pos)
-        elif mode == 1:
-            boff = np.ascontiguousarray(d2.blob_offsets).copy()
-            soff = np.ascontiguousarray(d2.sample_offsets).copy()
-            blobs = bytearray(d2.blobs)
-            body = bytearray(d2.body)
-            ranges = np.ascontiguousarray(d2.series_ranges, np.int64).copy()
-            syms = np.ascontiguousarray(d2.symbol_ranges, np.int64).copy()
-            what = rng.integers(0, 6)
-            if what == 5:
-                syms.flat[rng.integers(0, syms.size)] = rng.choice([-1, len(body), len(body) + 1, 1 << 62, 3])
-            elif what == 3:
-                for _ in range(rng.integers(1, 4)):
-                    body[rng.integers(0, len(body))] = int(rng.integers(0, 256))
-            elif what == 4:
-                ranges.flat[rng.integers(0, ranges.size)] = rng.integers(-5, len(body) + 5)
-            elif what == 0:
-                boff.flat[rng.integers(0, boff.size)] = rng.integers(-5, len(blobs) + 5)
-            elif what == 1:
-                soff.flat[rng.integers(0, soff.size)] = rng.integers(-5, d2.n_samples + 5)
-            else:
-                for _ in range(rng.integers(1, 4)):
-                    blobs[rng.integers(0, len(blobs))] = int(rng.integers(0, 256))
-            pos = rng.integers(-1, 31, size=rng.integers(0, 8)).astype(np.int64)
-            try:
-                out = _forward.frames_v2(bytes(blobs), boff, soff, np.ascontiguousarray(d2.sample_ts),
-                                         np.ascontiguousarray(d2.sample_values), pos, bytes(body), ranges,
-                                         np.ascontiguousarray(d2.n_histograms), np.ascontiguousarray(d2.n_exemplars),
-                                         syms)
-            except ValueError:
-                continue
-            assert count_frames(out) == len(pos)
-        else:
-            body = bytearray(writeapi.encode_write_request(raw, "tenant", 2))
-            for _ in range(rng.integers(1, 6)):
-                body[rng.integers(0, len(body))] = int(rng.integers(0, 256))
-            cut = bytes(body[:rng.integers(0, len(body) + 1)])
-            try:
-                frames, _, _ = split_write_request(cut)
-            except ValueError:
-                continue
-            assert len(frames) <= len(cut)
 
 
 def test_v2_routing_hash_is_over_the_forwarded_labels():
@@ -991,41 +829,6 @@ def v1_frames(i: int, ts_ms: int, labels) -> bytes:
     return series_frames(d, np.array([0]))
 
 
-def test_what_a_thanos_router_forwards_splits_and_decodes(thanos_bin, tmp_path):
-    """A real Thanos router forwarding to our servicer (raw bytes): split_write_request gives the
-    tenant, the wire replica and a body decode_v1 reads as the series the router was sent, with
-    the routing hashes the router used."""
-    tenant = "split-tenant"
-
-    async def main():
-        got: list[bytes] = []
-
-        async def handle(raw: bytes) -> None:
-            got.append(raw)
-        server = grpc.aio.server()
-        writeapi.add_writeable_servicer(server, handle, raw=True)
-        port = free_ports(1)[0]
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        router = await asyncio.to_thread(start_router, thanos_bin, tmp_path, [f"127.0.0.1:{port}"], 1)
-        try:
-            raw = v1_body(50, int(time.time() * 1000))
-            code, text = await asyncio.to_thread(post_body, router.rw, raw, tenant)
-            assert code == 200, text
-            assert len(got) == 1
-            body, t, replica = split_write_request(got[0])
-            assert (t, replica) == (tenant, 1)
-            d = decode_v1(body, t)
-            assert [d.labels(i) for i in range(d.n_series)] == [series_labels(i) for i in range(50)]
-            assert d.sample_values.tolist() == [float(i) for i in range(50)]
-            assert d.hashes.tolist() == hr.series_hashes(tenant, (series_labels(i) for i in range(50))).tolist()
-        finally:
-            router.p.stop()
-            await server.stop(None)
-
-    asyncio.run(main())
-
-
 def test_forwarding_over_mutual_tls_to_a_thanos_member(certs, thanos_bin, tmp_path):
     """Client TLS options as a grpc credentials object: a Thanos member requiring client
     certificates takes our writes with them, and refuses them without."""
@@ -1052,8 +855,8 @@ def test_forwarding_over_mutual_tls_to_a_thanos_member(certs, thanos_bin, tmp_pa
 
 
 def test_a_thanos_router_forwarding_to_our_receiving_side(thanos_bin, tmp_path):
-    """The receiving side as a receiver wires it (a raw WriteableStore servicer: split_write_request,
-    decode_v1, Forwarder.forward with the wire replica), in a ring with a real Thanos member, fed by
+    """The receiving side as a receiver wires it (a raw WriteableStore servicer: decode_thanos_write,
+    Forwarder.forward with the wire replica), in a ring with a real Thanos member, fed by
     a real Thanos router with RF 2: every series lands at its replica on the right member; ours
     writes its share locally (nothing is forwarded on), the Thanos member holds the rest."""
     tenant, n = "mixed-tenant", 200
@@ -1068,8 +871,7 @@ def test_a_thanos_router_forwarding_to_our_receiving_side(thanos_bin, tmp_path):
         got: list[tuple[int, int]] = []
 
         async def handle(raw: bytes) -> None:
-            body, t, replica = split_write_request(raw)
-            d = decode_v1(body, t)
+            d, t, replica = decode_thanos_write(raw)
             before = len(local.calls)
             res = await fwd.forward(t, d, replica)
             if res.status != 200:

@@ -590,22 +590,3 @@ def test_thanos_hash_over_canonical_labels_and_label_bytes_bound():
     with pytest.raises(WriteDecodeError) as ei:
         decode_thanos_write(body, max_label_bytes=5)
     assert (ei.value.status, ei.value.message) == (413, "the label sets of the request exceed 5 bytes")
-
-
-@settings(max_examples=100, deadline=None)
-@given(series_st, st.text(max_size=8), st.integers(0, 5))
-def test_agrees_with_the_forwarders_kernel(series, tenant, replica):
-    """receive.forward has its own kernel for the same two jobs (series frames, thanos.WriteRequest
-    split); both must give the same bytes and columns."""
-    from pythanos.receive.forward import series_frames, split_write_request
-
-    wr = rich_v1()
-    wr.timeseries.extend(ts_msg(lb, sm) for lb, sm in series)
-    for d in (decode_v1(wr.SerializeToString()), decode_v2(v2_from(wr))):
-        pos = np.arange(d.n_series, dtype=np.int64)[::-1].copy()
-        assert series_frames(d, pos) == timeseries_frames(d, pos)
-    body = writeapi.encode_write_request(timeseries_frames(decode_v1(wr.SerializeToString())), tenant, replica)
-    frames, t1, r1 = split_write_request(body)
-    a, (b, t2, r2) = decode_v1(frames, t1), decode_thanos_write(body)
-    assert (t1, r1) == (t2, r2) == (tenant, replica)
-    assert a.blobs == b.blobs and a.hashes.tolist() == b.hashes.tolist() and a.sample_ts.tolist() == b.sample_ts.tolist()

@@ -10,7 +10,7 @@ local texts), so our receivers and real Thanos ones can share a hashring:
   share goes to the ``local_write`` callback; every other share is one gRPC
   ``thanos.WriteableStore/RemoteWrite`` with ``replica = n + 1`` on the wire (1-based, always set).
   Remote-write 1.0 series are forwarded as the sender's TimeSeries bytes; 2.0 series are encoded as
-  1.0 TimeSeries from the decoded columns (:func:`series_frames`).
+  1.0 TimeSeries from the decoded columns (:func:`pythanos.remote.write.timeseries_frames`).
 * **Replication**: a request without a replica number is placed at replicas 0..RF-1 and needs
   ``write_quorum(RF)`` answers per series; one that carries replica n (a router sent it) is placed
   at n alone, quorum 1. Router-only receivers never write locally; ingestor-only ones write
@@ -57,9 +57,8 @@ import grpc
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ..remote.write import FLAG_EMPTY_VALUE, FLAG_UNSORTED, DecodedWrite
+from ..remote.write import FLAG_EMPTY_VALUE, FLAG_UNSORTED, DecodedWrite, timeseries_frames
 from ..storeapi import writeapi
-from . import _forward
 from .hashring import (INGESTOR_ONLY, ROUTER_INGESTOR, ROUTER_ONLY, BadReplicaError, Endpoint,
                        InsufficientNodesError, MultiHashring, NoMatchingHashringError, plan_replicas,
                        series_hash, split_by_endpoint)
@@ -68,7 +67,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "COMPRESSIONS", "ERR_NOT_READY", "ERR_UNAVAILABLE", "ERR_BAD_REPLICA", "LocalResult", "ForwardResult",
-    "LocalWrite", "Forwarder", "series_frames", "local_outcome", "split_write_request", "endpoint_text",
+    "LocalWrite", "Forwarder", "local_outcome", "endpoint_text",
     "error_set_text", "go_status_text",
 ]
 
@@ -267,39 +266,6 @@ def _blob_pairs(blob: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def series_frames(decoded: DecodedWrite, positions: np.ndarray) -> bytes:
-    """The ``thanos.WriteRequest.timeseries`` frames (field 1) of the series at ``positions``, in
-    one kernel call.
-
-    RW 1.0: the sender's TimeSeries bytes, sliced from the body (exemplars, histograms and any
-    field we do not know travel as they came). RW 2.0: 1.0 TimeSeries encoded from the columns,
-    native histograms copied field by field from the body (2.0's Histogram is 1.0's plus a start
-    timestamp), exemplars with their label refs resolved through the symbols. 2.0's metadata and
-    start timestamps have no place in a 1.0 TimeSeries and are not forwarded."""
-    pos = _i64(positions)
-    if not decoded.is_v2:
-        return _forward.frames_v1(decoded.body, _i64(decoded.series_ranges), pos)
-    syms = decoded.symbol_ranges if decoded.symbol_ranges is not None else np.zeros((0, 2), np.int64)
-    return _forward.frames_v2(decoded.blobs, _i64(decoded.blob_offsets), _i64(decoded.sample_offsets),
-                              _i64(decoded.sample_ts), np.ascontiguousarray(decoded.sample_values, np.float64), pos,
-                              decoded.body, _i64(decoded.series_ranges),
-                              np.ascontiguousarray(decoded.n_histograms, np.uint32),
-                              np.ascontiguousarray(decoded.n_exemplars, np.uint32), _i64(syms))
-
-
-def split_write_request(raw: bytes) -> tuple[bytes, str, int]:
-    """A serialized ``thanos.WriteRequest`` (what a router forwards to us) taken apart in one
-    kernel pass without decoding its series: ``(body, tenant, replica)``, where ``body`` holds its
-    TimeSeries frames as they came, a ``prometheus.WriteRequest`` body for ``decode_v1`` (the
-    decoder cannot take the WriteRequest itself: its field 3 is a varint replica where remote
-    write 1.0 has repeated metadata). Malformed input raises ValueError naming the field and byte."""
-    frames, tenant, replica = _forward.split_write_request(raw)
-    try:
-        return frames, tenant.decode(), replica
-    except UnicodeDecodeError as e:
-        raise ValueError(f"proto: WriteRequest.tenant: not valid UTF-8 at byte {e.start} of the tenant") from None
-
-
 # --- the forwarder ----------------------------------------------------------------------------
 
 @dataclass
@@ -470,9 +436,9 @@ class Forwarder:
         prefix = f"forwarding request to endpoint {endpoint_text(e)}: "
         try:
             if len(positions) > _FRAMES_INLINE_MAX:  # the kernels release the GIL: build big parts off the loop
-                frames = await asyncio.to_thread(series_frames, decoded, positions)
+                frames = await asyncio.to_thread(timeseries_frames, decoded, positions)
             else:
-                frames = series_frames(decoded, positions)
+                frames = timeseries_frames(decoded, positions)
         except Exception as err:  # noqa: BLE001: columns a kernel refuses fail this write, not the request
             self._count(False, False, replicated)
             return FAILED, prefix + str(err)

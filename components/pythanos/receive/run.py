@@ -178,23 +178,19 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
         """A write another receiver forwarded (``thanos.WriteableStore/RemoteWrite``)."""
         from ..remote import write as rw
         from ..storeapi.writeapi import WriteConflict, WriteInvalid, WriteUnavailable
-        from .forward import split_write_request
 
         why = not_ready()
         if why is not None:
             raise WriteUnavailable(f"target not ready: {why}")
         try:
-            body, tenant, replica = split_write_request(raw)
-        except ValueError as e:
-            raise WriteInvalid(str(e)) from None
-        tenant = tenant or config.default_tenant
+            # the routing hashes carry the request's tenant, the one it is written under (Thanos
+            # routers always send it; an empty one is refused, not moved to the default tenant)
+            decoded, tenant, replica = rw.decode_thanos_write(raw)
+        except rw.WriteDecodeError as e:
+            raise WriteInvalid(e.message) from None
         why = check_tenant(tenant)
         if why is not None:
             raise WriteInvalid(why)
-        try:
-            decoded = rw.decode_v1(body, tenant)  # the routing hashes carry the tenant it is written under
-        except rw.WriteDecodeError as e:
-            raise WriteInvalid(e.message) from None
         if mode == hr.INGESTOR_ONLY:
             out = await forwarder.ingest(tenant, decoded)
         else:
