@@ -288,7 +288,6 @@ def test_rendered_receive_flags_parse_with_pythanos(tc, tmp_path):
     """The component image runs ``pythanos receive``: the rendered flags parse with our CLI and build the
     receiver's config (the pod's mounts replaced by local files)."""
     from pythanos.cli import build_parser
-    from pythanos.receive.flags import config_from_args
 
     c = _receive_container(tc, retention="2d")
     args = [a.replace("$(POD_NAME)", "thanos-receive-demo-0") for a in c["args"]]
@@ -302,16 +301,30 @@ def test_rendered_receive_flags_parse_with_pythanos(tc, tmp_path):
     from tlsfiles import make_pki
 
     pki = make_pki(tmp_path / "tls", "thanos-grpc.monitoring.svc")
-    ns.hashrings_file = str(tmp_path / "hashrings.json")
-    ns.objstore_config_file = str(tmp_path / "objstore.yml")
-    ns.tsdb_path = str(tmp_path / "data")
     assert ns.grpc_server_tls_cert == "/etc/thanos/grpc-tls/tls.crt"
-    ns.grpc_server_tls_cert, ns.grpc_server_tls_key, ns.grpc_server_tls_client_ca = (
-        str(pki.dir / k) for k in ("tls.crt", "tls.key", "ca.crt"))
-    cfg = config_from_args(ns)
-    assert cfg.labels and dict(cfg.labels)["receive_replica"] == "thanos-receive-demo-0"
-    assert dict(cfg.labels)["region"] == "eu-1" and cfg.retention == 2 * 86400
-    assert cfg.local_endpoint == ep(0) and cfg.tenant_label == "tenant_id"
+    # the pod's mounts replaced by local files; the config is built in a process of its own (the
+    # gRPC TLS flags put grpcio's TLS policy in force, once per process, before grpc loads)
+    local = {"--receive.hashrings-file": tmp_path / "hashrings.json", "--objstore.config-file": tmp_path / "objstore.yml",
+             "--tsdb.path": tmp_path / "data", "--grpc-server-tls-cert": pki.dir / "tls.crt",
+             "--grpc-server-tls-key": pki.dir / "tls.key", "--grpc-server-tls-client-ca": pki.dir / "ca.crt"}
+    args = [f"{a.split('=', 1)[0]}={local[a.split('=', 1)[0]]}" if a.split("=", 1)[0] in local else a for a in args]
+    code = ("import json, sys\n"
+            "from pythanos.cli import build_parser\n"
+            "from pythanos.receive.flags import config_from_args\n"
+            "cfg = config_from_args(build_parser('receive').parse_args(json.loads(sys.argv[1])))\n"
+            "print(json.dumps({'labels': dict(cfg.labels), 'retention': cfg.retention,\n"
+            "                  'local_endpoint': cfg.local_endpoint, 'tenant_label': cfg.tenant_label,\n"
+            "                  'tls': cfg.grpc_tls is not None}))\n")
+    import json
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    cfg = json.loads(run.stdout)
+    assert cfg["labels"]["receive_replica"] == "thanos-receive-demo-0" and cfg["labels"]["region"] == "eu-1"
+    assert cfg["retention"] == 2 * 86400 and cfg["tls"]
+    assert cfg["local_endpoint"] == ep(0) and cfg["tenant_label"] == "tenant_id"
 
 
 def test_remote_writing_prometheus_config_is_valid(eu1, tc, prometheus3_bin, promtool_bin, tmp_path):

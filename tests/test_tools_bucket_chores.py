@@ -49,7 +49,7 @@ from pythanos.tsdb.meta import Compaction
 H = 3600 * 1000
 D = 24 * H
 BASE = 1_740_000_000_000 // (2 * H) * (2 * H)  # early 2025, 2h aligned
-NOW_MS = int(time.time() * 1000)
+NOW_MS = int(time.time() * 1000)  # at import: only for what must be old; blocks born "now" take the test's time
 OLD_BORN = NOW_MS - 5 * D  # ULID time of blocks past any consistency delay
 
 
@@ -134,7 +134,7 @@ def test_cleanup_leaves_what_thanos_leaves(tmp_path, pythanos_bin, thanos_bin):
     mark_deleted(src, b["hidden_mark"], now - 30 * 3600)                  # past delay/2 only: kept
     b["young_mark"] = make_block(src, BASE + 4 * H, BASE + 6 * H, eu, seed=3)
     mark_deleted(src, b["young_mark"], now - 3600)                        # kept
-    b["fresh_block"] = make_block(src, BASE + 6 * H, BASE + 8 * H, eu, seed=4, born=NOW_MS)
+    b["fresh_block"] = make_block(src, BASE + 6 * H, BASE + 8 * H, eu, seed=4, born=int(now * 1000))
     mark_deleted(src, b["fresh_block"], now - 3 * 86400)                  # inside --consistency-delay: kept
     b["other_shard"] = make_block(src, BASE, BASE + 2 * H, us, seed=5)
     mark_deleted(src, b["other_shard"], now - 3 * 86400)                  # not selected: kept
@@ -208,7 +208,7 @@ def test_retention_marks_as_thanos_per_resolution(tmp_path, pythanos_bin, thanos
         "already_marked": make_block(src, now - 9 * D, now - 7 * D, {"cluster": "us1"}, seed=7,
                                      step=3_600_000),
         "too_fresh": make_block(src, now - 9 * D, now - 7 * D, {"cluster": "ap1"}, seed=8, step=3_600_000,
-                                born=NOW_MS),
+                                born=int(time.time() * 1000)),  # born now (not at import: a slow run ages it)
     }
     mark_deleted(src, b["already_marked"], time.time() - 3600, details="kept as it is")
     ours, theirs = twin(src, tmp_path)
