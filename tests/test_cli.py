@@ -51,5 +51,14 @@ def test_component_start_imports_no_other_component():
 def test_top_level_help_and_typos_list_every_component():
     r = subprocess.run([sys.executable, "-m", "pythanos.cli", "stor"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
-    for name in ("tools", "sidecar", "query", "store", "compact"):
+    for name in ("tools", "sidecar", "query", "store", "compact", "receive"):
         assert name in r.stderr
+
+
+@pytest.mark.parametrize("component", ["tools", "sidecar", "query", "store", "compact", "receive"])
+def test_every_component_prints_its_help(component):
+    """``--help`` works (argparse asserts on some group layouts while it formats the usage)."""
+    r = subprocess.run([sys.executable, "-m", "pythanos.cli", component, "--help"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith(f"usage: pythanos {component}")

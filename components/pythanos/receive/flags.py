@@ -194,8 +194,12 @@ def register(components) -> None:
     g.add_argument("--request.logging-config", dest="request_logging_config", metavar="<content>",
                    help="Alternative to 'request.logging-config-file' flag (mutually exclusive).")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--receive.limits-config-file", dest="limits_config_file", metavar="<file-path>", help=hidden)
-    g.add_argument("--receive.limits-config", dest="limits_config", metavar="<content>", help=hidden)
+    # hidden in Thanos; shown here (argparse cannot hide a member of a mutually exclusive group)
+    g.add_argument("--receive.limits-config-file", dest="limits_config_file", metavar="<file-path>",
+                   help="Path to YAML file that contains limit configuration (re-read when it changes).")
+    g.add_argument("--receive.limits-config", dest="limits_config", metavar="<content>",
+                   help="Alternative to 'receive.limits-config-file' flag (mutually exclusive). Content of YAML "
+                        "file that contains limit configuration.")
     p.add_argument("--receive.limits-config-reload-timer", dest="limits_reload_timer", default=1.0,
                    type=dur("--receive.limits-config-reload-timer"), help=hidden)
     p.add_argument("--receive.otlp-enable-target-info", dest="otlp_target_info", action=argparse.BooleanOptionalAction,
