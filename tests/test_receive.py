@@ -208,7 +208,9 @@ remote_write:
             got = query(tq.url, "up", t)
             assert got[0]["metric"]["tenant_id"] == "team-a"  # "replica" is the querier's replica label
             stores = json.loads(http_get(tq.url + "/api/v1/stores")[1])["data"]["receive"]
-            assert stores[0]["labelSets"] == [{"replica": "r0", "tenant_id": "team-a"}]
+            # one label set per tenant; the default tenant's TSDB exists from the start, as in Thanos
+            assert stores[0]["labelSets"] == [{"replica": "r0", "tenant_id": "default-tenant"},
+                                              {"replica": "r0", "tenant_id": "team-a"}]
         finally:
             tq.stop()
             oq.stop()
@@ -546,3 +548,58 @@ def test_native_histograms_served_as_prometheus_serves_them(pythanos_bin, thanos
         if tq is not None:
             tq.stop()
         rcv.stop()
+
+
+def test_tsdb_status_equals_thanos_receive(pythanos_bin, thanos_bin, tmp_path):
+    """``/api/v1/status/tsdb`` (on the remote-write port): the same series written to a real ``thanos receive``
+    and to ours give the same cardinality answer (per tenant, ``limit``, ``all_tenants``)."""
+    now = int(time.time() * 1000)
+    series = ([([("__name__", f"m{i % 3}"), ("instance", f"host-{i}"), ("job", f"j{i % 4}")], [(now, 1.0)])
+               for i in range(24)])
+    body = v1(list(series))
+    ours = start_receiver(pythanos_bin, tmp_path / "ours")
+    theirs = start_thanos_receive(thanos_bin, tmp_path / "thanos")
+    try:
+        for r in (ours, theirs):
+            assert post(r.extra["rw"], body, tenant="t1")[0] == 200
+            assert post(r.extra["rw"], v1([([("__name__", "other")], [(now, 1.0)])]), tenant="t2")[0] == 200
+
+        def status(r, query: str = "", tenant: str = "") -> tuple[int, dict]:
+            base = r.extra["rw"].removesuffix("/api/v1/receive")  # Thanos serves it on the remote-write port
+            req = urllib.request.Request(f"{base}/api/v1/status/tsdb{query}",
+                                         headers={"THANOS-TENANT": tenant} if tenant else {})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    return resp.status, json.loads(resp.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        def norm(doc: dict) -> list:
+            # ties at the limit's cut are in map order in Go: compare as sets, big enough limits below
+            out = []
+            for t in doc["data"]:
+                entry = {k: sorted((x["name"], x["value"]) for x in v) if isinstance(v, list) else v
+                         for k, v in t.items()}
+                out.append(entry)
+            return sorted(out, key=lambda e: e["tenant"])
+
+        for query, tenant in (("?limit=100", "t1"), ("?limit=100", "t2"), ("?all_tenants=true&limit=100", "")):
+            (c1, d1), (c2, d2) = status(ours, query, tenant), status(theirs, query, tenant)
+            assert c1 == c2 == 200, (d1, d2)
+            n1, n2 = norm(d1), norm(d2)
+            assert [t["tenant"] for t in n1] == [t["tenant"] for t in n2], (query, n1, n2)
+            for a, b in zip(n1, n2):
+                for k in b:
+                    assert a.get(k) == b[k], (query, tenant, a["tenant"], k, a.get(k), b[k])
+        # the default limit (10) cuts the lists the same length
+        d1, d2 = status(ours, "", "t1")[1], status(theirs, "", "t1")[1]
+        assert [len(v) for v in d1["data"][0].values() if isinstance(v, list)] == \
+            [len(v) for v in d2["data"][0].values() if isinstance(v, list)]
+        # errors as Thanos words them
+        for query, tenant in (("?all_tenants=true", "t1"), ("?limit=x", "")):
+            (c1, d1), (c2, d2) = status(ours, query, tenant), status(theirs, query, tenant)
+            assert c1 == c2 == 400 and d1["errorType"] == d2["errorType"] == "bad_data", (d1, d2)
+            assert d1["error"] == d2["error"], (d1, d2)
+    finally:
+        ours.stop()
+        theirs.stop()

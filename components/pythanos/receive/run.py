@@ -6,6 +6,7 @@ Wiring only; the pieces: :mod:`.handler` (the HTTP remote-write endpoint and the
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -207,7 +208,41 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
                              ready=not_ready, registry=srv.registry, executor=tenants.executor)
     from aiohttp import web
 
+    async def tsdb_status(request):
+        """``/api/v1/status/tsdb``: cardinality per tenant (``THANOS-TENANT`` header, default tenant,
+        or ``all_tenants=true``; ``limit`` default 10), Thanos' answer shape."""
+        def fail(status: int, kind: str, msg: str):
+            return web.json_response({"status": "error", "errorType": kind, "error": msg}, status=status)
+
+        if not_ready() is not None:
+            return fail(500, "internal", "service unavailable")
+        tenant = request.headers.get(config.tenant_header, "")
+        every = request.query.get("all_tenants") == "true"
+        if every and tenant:
+            return fail(400, "bad_data", f"using both the all_tenants parameter and the {config.tenant_header} "
+                                         "header is not supported")
+        raw = request.query.get("limit", "")
+        try:
+            limit = int(raw) if raw else 10
+        except ValueError:
+            quoted = json.dumps(raw, ensure_ascii=False)  # Go's %q, for what a query string carries
+            return fail(400, "bad_data", f"unable to parse 'limit' parameter: strconv.ParseInt: parsing {quoted}: "
+                                         "invalid syntax")
+        chosen = tenants.all() if every else [t for t in tenants.all() if t.name == (tenant or config.default_tenant)]
+
+        def one(t) -> dict:
+            head = t.db.head
+            ps = head.postings_stats("__name__", limit)
+            return {"tenant": t.name,
+                    "headStats": {"numSeries": head.num_series, "numLabelPairs": ps.pop("numLabelPairs"),
+                                  "chunkCount": head.chunk_count(), "minTime": head.min_time, "maxTime": head.max_time},
+                    **ps}
+
+        data = await loop.run_in_executor(tenants.executor, lambda: [one(t) for t in chosen])
+        return web.json_response({"status": "success", "data": data})
+
     rw_app = web.Application(client_max_size=64 << 20)
+    rw_app.router.add_get("/api/v1/status/tsdb", tsdb_status)  # on the remote-write port, as Thanos serves it
     handler.routes(rw_app)
     store = TenantsStore(tenants, ready=not_ready)
 
@@ -226,6 +261,8 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
 
     async def startup() -> None:
         await tenants.open_existing()
+        if mode != hr.ROUTER_ONLY:
+            await tenants.get(config.default_tenant)  # as Thanos: the default tenant's TSDB exists from the start
         opened.set()
         srv.set_ready(True)
         log.info("receiver ready", extra={"tenants": len(tenants.all())})

@@ -1034,6 +1034,41 @@ class Head:
             self._unindex(removed, blobs, np.frombuffer(boffs, dtype=np.int64))
 
     # -- accounting -------------------------------------------------------------------------------
+    def chunk_count(self) -> int:
+        """Chunks in the head, open ones included (``prometheus_tsdb_head_chunks``)."""
+        st = self.stats()
+        return st["chunks"] + st["open_chunks"] + st["histogram_chunks"] + st["histogram_open_chunks"]
+
+    def postings_stats(self, label: str = "__name__", limit: int = 10) -> dict:
+        """Cardinality from the postings, as Prometheus' ``MemPostings.Stats`` (``/api/v1/status/tsdb``):
+        the ``limit`` largest of series per value of ``label``, values per label name, bytes per
+        label name (Thanos' build: ``(len(name) + 16 + len(value) + 16) * series``, its slicelabels
+        ``SizeOfLabels``) and series per label pair; and the number of label pairs. Ties at the cut
+        fall where Prometheus' map order puts them (unspecified) here too."""
+        import heapq
+
+        by = lambda kv: kv[1]  # noqa: E731
+        with self._mu:
+            metrics, names, sizes, pairs = [], [], [], []
+            n_pairs = 0
+            for n, values in self._postings.items():
+                if n == "":
+                    continue
+                names.append((n, len(values)))
+                n_pairs += len(values)
+                size = 0
+                for v, refs in values.items():
+                    cnt = len(refs)
+                    if n == label:
+                        metrics.append((v, cnt))
+                    pairs.append((f"{n}={v}", cnt))
+                    size += (len(n.encode()) + 16 + len(v.encode()) + 16) * cnt
+                sizes.append((n, size))
+        top = lambda xs: [{"name": k, "value": c} for k, c in heapq.nlargest(max(limit, 0), xs, key=by)]  # noqa: E731
+        return {"seriesCountByMetricName": top(metrics), "labelValueCountByLabelName": top(names),
+                "memoryInBytesByLabelName": top(sizes), "seriesCountByLabelValuePair": top(pairs),
+                "numLabelPairs": n_pairs}
+
     def stats(self) -> dict:
         """Counts and bytes held by the kernels (series, chunks, open chunk buffers, arenas; the
         native histogram side under ``histogram_*``)."""
