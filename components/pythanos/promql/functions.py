@@ -1020,21 +1020,25 @@ def _batched_chunk(name, ra: RangeArg, a, b, lens, te, out, ok_out, extra=(), ts
             result = V[ilast]
             result -= first
             if name != "delta":
-                # counter resets are rare: correct with a cumulative sum over the reset points only
+                # counter resets: the windows' corrections from the reset points only
                 drop = V[1:] < V[:-1]
                 drop[off[1:][lens[1:] > 0] - 1] = False  # series boundaries are not resets
                 rpos = np.flatnonzero(drop)
                 if len(rpos):
+                    # each window adds the values before its resets one by one, in time order, as
+                    # Prometheus does (a cumulative sum would round differently): one numpy step per
+                    # reset rank, over the windows that have that many
                     rv = V[rpos]  # the value before the reset: finite or +Inf (a drop from -Inf or NaN is none)
-                    inf = np.isinf(rv)
-                    crs = np.concatenate(([0.0], np.cumsum(np.where(inf, 0.0, rv))))
-                    ia = np.searchsorted(rpos, ilast, "left")
                     ib = np.searchsorted(rpos, ilo, "left")
-                    result += crs[ia]
-                    result -= crs[ib]
-                    if inf.any():  # Prometheus adds each window's corrections: +Inf where one of them is +Inf
-                        ci = np.concatenate(([0], np.cumsum(inf)))
-                        result[ci[ia] > ci[ib]] += np.inf
+                    k = np.searchsorted(rpos, ilast, "left") - ib
+                    flat, fb, fk = result.reshape(-1), ib.reshape(-1), k.reshape(-1)
+                    act = np.flatnonzero(fk > 0)
+                    j = 0
+                    while act.size:
+                        flat[act] += rv[fb[act] + j]
+                        j += 1
+                        act = act[fk[act] > j]
+                    result = flat.reshape(result.shape)  # (a view already; said so for the reader)
             # in seconds and in Prometheus' order of operations: the answer is bit-for-bit its own
             ft, lt = T[ilo], T[ilast]
             dstart = (ft - (te - ra.range_ms)).astype(np.float64)
