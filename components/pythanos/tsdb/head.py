@@ -62,7 +62,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from . import _head, _histchunk
+from . import _head, _histchunk, walrecords
 from .block import MAX_TIME, MIN_TIME, range_end
 from .chunkenc import decode_xor, decode_xor_many, encode_xor
 from .histchunk import HistogramColumns
@@ -108,25 +108,9 @@ def status_error(status: int) -> str | None:
 
 # --- label blobs ---------------------------------------------------------------------------------
 
-def _uvarint(n: int, out: bytearray) -> None:
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-
-
 def blob_from_labels(labels: Mapping[str, str] | Iterable[tuple[str, str]]) -> bytes:
-    """The canonical label blob (labels sorted by name)."""
-    items = labels.items() if isinstance(labels, Mapping) else labels
-    out = bytearray()
-    pairs = sorted((n.encode(), v.encode()) for n, v in items)
-    _uvarint(len(pairs), out)
-    for n, v in pairs:
-        _uvarint(len(n), out)
-        out += n
-        _uvarint(len(v), out)
-        out += v
-    return bytes(out)
+    """The canonical label blob (labels sorted by name): the WAL Series record's encoding."""
+    return walrecords.labels_to_blob(labels.items() if isinstance(labels, Mapping) else labels)
 
 
 def blobs_from_labels(label_sets: Iterable) -> tuple[bytes, np.ndarray]:
@@ -137,30 +121,9 @@ def blobs_from_labels(label_sets: Iterable) -> tuple[bytes, np.ndarray]:
     return b"".join(blobs), offs
 
 
-def _read_uvarint(b, i: int) -> tuple[int, int]:
-    x = s = 0
-    while True:
-        c = b[i]
-        i += 1
-        x |= (c & 0x7F) << s
-        if c < 0x80:
-            return x, i
-        s += 7
-
-
 def labels_from_blob(blob) -> tuple[tuple[str, str], ...]:
     """The (name, value) pairs of a label blob, in its order."""
-    b = bytes(blob)
-    n, i = _read_uvarint(b, 0)
-    out = []
-    for _ in range(n):
-        ln, i = _read_uvarint(b, i)
-        name = b[i:i + ln].decode()
-        i += ln
-        lv, i = _read_uvarint(b, i)
-        out.append((name, b[i:i + lv].decode()))
-        i += lv
-    return tuple(out)
+    return walrecords.blob_to_labels(bytes(blob))
 
 
 def _go_mod(a: int, b: int) -> int:
