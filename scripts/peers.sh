@@ -17,6 +17,10 @@ PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-3.9.1}"                   # what --ver
 KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.36.3}"                 # k8s.io/kubernetes: kube-apiserver, kube-controller-manager, kubectl
 HELM_VERSION="${HELM_VERSION:-v4.3.1}"                               # helm.sh/helm/v4
 COREDNS_VERSION="${COREDNS_VERSION:-v1.15.0}"                        # github.com/coredns/coredns (--cluster only)
+# prometheus/compliance has no tags; the proxy serves remotewrite/receiver as a pseudo-version (its
+# go.mod names the module github.com/prometheus/complicance/remotewrite2, upstream's typo, which only
+# matters to importers: we download it by the path it lives at and compile its tests).
+RW_COMPLIANCE_VERSION="${RW_COMPLIANCE_VERSION:-v0.0.0-20260806071727-67b8327a2e93}"   # commit 67b8327, 2026-08-06
 PEERS_DIR="${PYTHANOS_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pythanos-peers}"
 BIN="$PEERS_DIR/bin"
 
@@ -144,6 +148,24 @@ build_kubernetes() {
   log "built kubernetes $version in $(( $(date +%s) - t0 ))s"
 }
 
+# Prometheus' remote-write receiver compliance suite (tests/test_remote_write_compliance.py): the
+# module zip from the proxy (checked against the checksum database like any module), its tests
+# compiled into one binary, so a test run needs no Go build. Run it with
+# PROMETHEUS_RW2_COMPLIANCE_CONFIG_FILE=<config with remote_write:> and -test.v=test2json.
+build_rwcompliance() {
+  local module=github.com/prometheus/compliance/remotewrite/receiver version=$RW_COMPLIANCE_VERSION
+  local out="$BIN/rw-compliance-receiver-$version.test" t0
+  [[ -x "$out" ]] && { log "rw-compliance-receiver $version cached"; return 0; }
+  t0=$(date +%s)
+  local dir; dir=$(cd "$PEERS_DIR" && go mod download -json "$module@$version" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [[ -d "$dir" ]] || { echo "cannot download $module@$version" >&2; return 1; }
+  local src="$PEERS_DIR/src/rw-compliance-receiver-$version"
+  rm -rf "$src"; cp -r "$dir" "$src"; chmod -R u+w "$src"   # the module cache is read-only
+  ( cd "$src" && go test -c -trimpath -o "$out.partial" . )
+  mv "$out.partial" "$out"
+  log "built rw-compliance-receiver $version in $(( $(date +%s) - t0 ))s"
+}
+
 # File name of a Kubernetes-build peer in $BIN (versioned).
 peer_file() {
   if [[ $1 == etcd ]]; then echo "etcd-$(cat "$PEERS_DIR/etcd-version")"; else echo "$1-$KUBERNETES_VERSION"; fi
@@ -178,7 +200,7 @@ build_helm() {
 }
 
 start=$(date +%s)
-builds=(thanos prometheus kubernetes helm)
+builds=(thanos prometheus kubernetes helm rwcompliance)
 [[ $CLUSTER == 1 ]] && builds+=(coredns)
 pids=()
 for b in "${builds[@]}"; do "build_$b" > "$PEERS_DIR/logs/$b.log" 2>&1 & pids+=($!); done
@@ -194,6 +216,8 @@ for c in kube-apiserver kube-controller-manager kubectl etcd "${CLUSTER_KUBE_CMD
   [[ -f "$PEERS_DIR/etcd-version" && -x "$BIN/$(peer_file "$c")" ]] && ln -sf "$(peer_file "$c")" "$BIN/$c"
 done
 [[ -x "$BIN/helm-$HELM_VERSION" ]] && ln -sf "helm-$HELM_VERSION" "$BIN/helm"
+[[ -x "$BIN/rw-compliance-receiver-$RW_COMPLIANCE_VERSION.test" ]] && \
+  ln -sf "rw-compliance-receiver-$RW_COMPLIANCE_VERSION.test" "$BIN/rw-compliance-receiver.test"
 [[ -x "$BIN/coredns-$COREDNS_VERSION" ]] && ln -sf "coredns-$COREDNS_VERSION" "$BIN/coredns"
 log "peers ready in $BIN after $(( $(date +%s) - start ))s (rc=$rc)"
 exit $rc

@@ -5,7 +5,10 @@ limit 429, size limit 413, snappy 400, protobuf 400, replica header 400, empty r
 and samples limits 413), then the write: 200 when stored, 409 for conflicts (bad samples or series;
 the good ones of the same request are stored all the same), 503 when a quorum of replicas is not
 reached, 500 otherwise. Where Thanos v0.42 answers a remote-write 2.0 body with 200 and drops it, we
-store it and answer with Prometheus' ``X-Prometheus-Remote-Write-*-Written`` headers.
+store it and answer as Prometheus' RW 2.0 receiver does (the remote-write 2.0 spec, checked by
+prometheus/compliance ``remotewrite/receiver``): ``X-Prometheus-Remote-Write-*-Written`` headers, 204
+when everything was written, 400 (not Thanos' 409) when some series or samples were refused, the good
+ones written all the same and counted in the headers.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ __all__ = ["WriteOutcome", "ReceiveHandler", "DEFAULT_TENANT_HEADER"]
 DEFAULT_TENANT_HEADER = "THANOS-TENANT"
 #: bodies above this are decoded on a worker thread, smaller ones on the loop (a thread hop costs more)
 _DECODE_INLINE_MAX = 256 << 10
+#: remote write 2.0 answers as Prometheus gives them: 204 for a full write, 400 for refused data
+_V2_STATUS = {200: 204, 409: 400}
 
 
 @dataclass
@@ -155,14 +160,16 @@ class ReceiveHandler:
         v2 = decoded.is_v2
         n_series, n_samples = decoded.n_series, decoded.n_samples
         if n_series == 0:
-            return 200, "", rw.written_headers(0, 0, 0) if v2 else {}, 0, 0
+            return (204, "", rw.written_headers(0, 0, 0), 0, 0) if v2 else (200, "", {}, 0, 0)
         if req_limits.series and n_series > req_limits.series:
             return 413, "too many timeseries", {}, n_series, n_samples
         if req_limits.samples and n_samples > req_limits.samples:
             return 413, "too many samples", {}, n_series, n_samples
         out = await self.route(tenant, decoded, replica)
-        headers = rw.written_headers(out.samples_written, out.histograms_written, out.exemplars_written) if v2 else {}
         if out.status >= 500:
             log.error("internal server error" if out.status == 500 else "write failed",
                       extra={"tenant": tenant, "status": out.status, "err": out.message})
-        return out.status, out.message, headers, n_series, n_samples
+        if not v2:
+            return out.status, out.message, {}, n_series, n_samples
+        headers = rw.written_headers(out.samples_written, out.histograms_written, out.exemplars_written)
+        return _V2_STATUS.get(out.status, out.status), out.message, headers, n_series, n_samples

@@ -241,7 +241,8 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
         data = await loop.run_in_executor(tenants.executor, lambda: [one(t) for t in chosen])
         return web.json_response({"status": "success", "data": data})
 
-    rw_app = web.Application(client_max_size=64 << 20)
+    # auto_decompress=False: the body's Content-Encoding is the handler's to judge (snappy only, 415 otherwise)
+    rw_app = web.Application(client_max_size=64 << 20, handler_args={"auto_decompress": False})
     rw_app.router.add_get("/api/v1/status/tsdb", tsdb_status)  # on the remote-write port, as Thanos serves it
     handler.routes(rw_app)
     store = TenantsStore(tenants, ready=not_ready)
