@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the Go-based peers the tests talk to (real Thanos, Prometheus 3.x, kube-apiserver,
-# kube-controller-manager, kubectl, etcd, helm) from the Go module proxy into a cache
+# kube-controller-manager, kubectl, etcd, helm, and the remote-write receiver compliance suite
+# of prometheus/compliance as a test binary) from the Go module proxy into a cache
 # directory outside the repository. A binary already in the cache is reused; delete the
 # cache directory to rebuild from scratch.
 #
