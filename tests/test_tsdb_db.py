@@ -698,7 +698,7 @@ def test_histograms_and_exemplars_kept_in_the_wal_through_checkpoints(tmp_path):
     t = start + np.arange(0, 7 * H, 60_000, dtype=np.int64)
     hbuf, hoffs = blobs_from_labels([{"__name__": "hx_hist"}])
     ebuf, eoffs = blobs_from_labels(sets[:1])
-    db = TSDB.open(tmp_path / "db", wal_segment_size=32 * 1024)
+    db = TSDB.open(tmp_path / "db", wal_segment_size=32 * 1024, max_exemplars=100_000)
     hist_t, ex_t = [], []
     for a in range(0, len(t), 30):
         feed(db, sets, t[a:a + 30], np.random.default_rng(a).normal(size=(len(sets), 30)), 30)

@@ -116,6 +116,7 @@ class ApiConfig:
     metadata_range_ms: int = 0
     experimental_functions: bool = False  # --enable-feature=promql-experimental-functions
     dynamic_lookback_delta: bool = True  # Thanos' hidden --query.dynamic-lookback-delta (default true)
+    exemplar_partial_response: bool = True  # Thanos' hidden --exemplar.partial-response (default true)
 
 
 RESOLUTIONS_MS = (0, 300_000, 3_600_000)  # downsample.ResLevel0, 1, 2
@@ -144,6 +145,7 @@ class QueryAPI:
         self.engine = engine
         self.cfg = config
         self.statuses = statuses
+        self.exemplars = None  # a pythanos.query.exemplars.ExemplarsProxy: /api/v1/query_exemplars
         self.gate = asyncio.Semaphore(max(1, config.max_concurrent))
         self.in_flight = 0  # queries holding a gate slot: until their work (a worker thread too) has ended
         # evaluation threads: a query keeps its gate slot while its thread runs, so there is always one free
@@ -157,6 +159,9 @@ class QueryAPI:
             app.router.add_route("GET", p + path, self._wrap(h))
             app.router.add_route("POST", p + path, self._wrap(h))
         app.router.add_get(p + "/stores", self._wrap(self.stores))
+        if self.exemplars is not None:
+            app.router.add_route("GET", p + "/query_exemplars", self._wrap(self.query_exemplars))
+            app.router.add_route("POST", p + "/query_exemplars", self._wrap(self.query_exemplars))
         app.router.add_get(p + "/status/buildinfo", self._wrap(self.buildinfo))
 
     # -- plumbing --
@@ -442,6 +447,21 @@ class QueryAPI:
             out = out[:limit]
             warnings.append("results truncated due to limit")
         return _json(out), warnings
+
+    async def query_exemplars(self, request: web.Request, params) -> tuple[str, list]:
+        """Thanos' exemplars handler: ``start``/``end`` default to all time (no order check),
+        anything failing downstream (a query that does not parse too) is "internal"."""
+        from ..storeapi import exemplars as ex
+        from .exemplars import FetchError
+
+        start = _time_param(params, "start", MIN_TIME_MS)
+        end = _time_param(params, "end", MAX_TIME_MS)
+        try:
+            data, warnings = await self.exemplars.fetch(first(params, "query") or "", start, end,
+                                                        partial=self.cfg.exemplar_partial_response)
+        except FetchError as e:
+            raise ApiError("internal", f"retrieving exemplars: proxy Exemplars: {e}") from None
+        return ex.to_json(ex.merge(data, self.cfg.replica_labels)), warnings
 
     async def stores(self, request: web.Request, params) -> tuple[str, list]:
         return _json(self.statuses()), []

@@ -97,6 +97,10 @@ def register(components) -> None:
     p.add_argument("--query.lookback-delta", dest="lookback_delta", default=0.0, type=dur("--query.lookback-delta"),
                    help="The maximum lookback duration for retrieving metrics during expression evaluations. "
                         "0 means the PromQL default, 5m.")
+    p.add_argument("--exemplar.partial-response", dest="exemplar_partial_response",
+                   action=argparse.BooleanOptionalAction, default=True,
+                   help="Enable partial response for exemplar endpoint. --no-exemplar.partial-response for "
+                        "disabling (as Thanos' hidden flag of the same name).")
     p.add_argument("--query.dynamic-lookback-delta", dest="dynamic_lookback_delta",
                    action=argparse.BooleanOptionalAction, default=True,
                    help="Allow for larger lookback duration for queries based on resolution (as Thanos' hidden "
@@ -178,6 +182,7 @@ def config_from_args(args: argparse.Namespace):
                     default_step_ms=int(args.default_step * 1000), dedup_func=args.dedup_func,
                     metadata_range_ms=int(args.metadata_range * 1000),
                     dynamic_lookback_delta=args.dynamic_lookback_delta,
+                    exemplar_partial_response=args.exemplar_partial_response,
                     experimental_functions="promql-experimental-functions" in features)
     return QueryConfig(http_address=args.http_address, grpc_address=args.grpc_address, http_config=args.http_config,
                       http_grace_period=args.http_grace_period, grpc_grace_period=args.grpc_grace_period,

@@ -108,6 +108,9 @@ async def serve(config: QueryConfig, stop: Optional[asyncio.Event] = None, worke
     engine = Engine(lookback_delta_ms=config.api.lookback_delta_ms, timeout_s=config.api.timeout_s or None,
                     max_samples=2**31 - 1, select_concurrency=config.select_concurrency)
     api = QueryAPI(proxy, engine, config.api, endpoints.statuses)
+    from .exemplars import ExemplarsProxy
+
+    api.exemplars = ExemplarsProxy(endpoints, timeout=config.response_timeout)
     gate_in_flight.set_function(lambda: api.in_flight)
 
     def update_node_metrics() -> None:

@@ -101,7 +101,8 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
         chunk_range_ms=int(config.block_duration * 1000), retention_ms=int(config.retention * 1000),
         ooo_window_ms=int(config.ooo_window * 1000), wal_compression=config.wal_compression, bucket=bucket,
         allow_out_of_order_uploads=config.allow_out_of_order_uploads,
-        skip_corrupted_blocks=config.skip_corrupted_blocks, hash_func=config.hash_func), registry=srv.registry)
+        skip_corrupted_blocks=config.skip_corrupted_blocks, hash_func=config.hash_func,
+        max_exemplars=config.max_exemplars), registry=srv.registry)
     from ..tsdb.head import HeadCollector
 
     srv.registry.register(HeadCollector(lambda: {t.name: t.db.head for t in tenants.all()}))
@@ -257,7 +258,10 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
 
     from ..storeapi.writeapi import writeable_handler
 
-    await srv.start([*StoreServer(store).handlers(), writeable_handler(grpc_write, raw=True)], cleanup=close)
+    from .exemplars import exemplars_server
+
+    await srv.start([*StoreServer(store).handlers(), writeable_handler(grpc_write, raw=True),
+                     exemplars_server(tenants)], cleanup=close)
     await srv.listen_http(rw_app, config.remote_write_address, "--remote-write.address")
 
     async def startup() -> None:

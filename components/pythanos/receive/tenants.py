@@ -47,6 +47,7 @@ class TenantOptions:
     allow_out_of_order_uploads: bool = False
     skip_corrupted_blocks: bool = False
     hash_func: str = ""
+    max_exemplars: int = 0  # --tsdb.max-exemplars: per tenant, 0 = exemplars not kept
 
 
 class Tenant:
@@ -93,7 +94,8 @@ class Tenants:
         db = TSDB.open(path, chunk_range_ms=self.opts.chunk_range_ms, retention_ms=self.opts.retention_ms,
                        ooo_window_ms=self.opts.ooo_window_ms,
                        wal_compression="snappy" if self.opts.wal_compression else None,
-                       registry=self.registry, metric_labels={"tenant": tenant})
+                       registry=self.registry, metric_labels={"tenant": tenant},
+                       max_exemplars=self.opts.max_exemplars)
         ext = self.ext_labels_for(tenant)
         shipper = None
         if self.opts.bucket is not None:
@@ -240,14 +242,14 @@ class TenantsStore(Store):
         ts = self.tenants.all()
         if not ts:
             return StoreInfo(min_time=MAX_TIME, max_time=MIN_TIME, label_sets=[], component_type="receive",
-                             supports_without_replica_labels=True, tsdb_infos=[])
+                             supports_without_replica_labels=True, tsdb_infos=[], exemplars=(0, 0))
         infos = []
         for t in ts:
             infos.append((t.ext, t.db.min_time, t.db.max_time))
         lo = min(i[1] for i in infos)
         return StoreInfo(min_time=lo, max_time=MAX_TIME, label_sets=[list(t.ext) for t in ts],
                          component_type="receive", supports_without_replica_labels=True,
-                         tsdb_infos=[(e, a, MAX_TIME) for e, a, _ in infos])
+                         tsdb_infos=[(e, a, MAX_TIME) for e, a, _ in infos], exemplars=(0, 0))
 
     def _selected(self, matchers) -> list[tuple[Tenant, list]]:
         out = []

@@ -73,33 +73,55 @@ def _select(d: rw.DecodedWrite, pos: Optional[np.ndarray]):
     return blobs, new_boff, series, d.sample_ts[sidx], d.sample_values[sidx]
 
 
-def _rare(db, d: rw.DecodedWrite, positions: Optional[np.ndarray], res: "LocalWrite", exemplars: bool) -> None:
-    """Native histograms (and exemplars when kept) of the chosen, valid series: the rare path."""
-    mine = None
-    if positions is not None:
-        mine = np.zeros(d.n_series, dtype=bool)
-        mine[positions] = True
-    if int(d.n_histograms.sum()):
-        hs = d.histograms()
-        if mine is not None:
-            hs = [h for h in hs if mine[h.series]]
-        st = np.asarray(db.append_histograms(d.blobs, d.blob_offsets, hs))
-        res.histograms_written = int(np.isin(st, (hd.OK, hd.DUP_OK, hd.OOO_OK)).sum())
-        _count_errors(st, res, "samples")
-    if exemplars and int(d.n_exemplars.sum()):
-        ex = d.exemplars()
-        keep = np.ones(len(ex.series), dtype=bool) if mine is None else mine[ex.series]
-        idx = np.flatnonzero(keep)
-        res.exemplars_written = db.append_exemplars(d.blobs, d.blob_offsets, ex.series[idx],
-                                                    [ex.labels[i] for i in idx.tolist()], ex.values[idx],
-                                                    ex.timestamps[idx])
+def _histograms(db, d: rw.DecodedWrite, mine: Optional[np.ndarray], res: "LocalWrite") -> Optional[tuple]:
+    """Native histograms of the chosen, valid series (the rare path). Returns (series index,
+    accepted) per histogram in request order, for the exemplar rule below, or None."""
+    if not int(d.n_histograms.sum()):
+        return None
+    hs = d.histograms()
+    if mine is not None:
+        hs = [h for h in hs if mine[h.series]]
+    st = np.asarray(db.append_histograms(d.blobs, d.blob_offsets, hs))
+    res.histograms_written = int(np.isin(st, (hd.OK, hd.DUP_OK, hd.OOO_OK)).sum())
+    _count_errors(st, res, "samples")
+    return np.array([h.series for h in hs], dtype=np.int64), _accepted(st)
+
+
+def _accepted(st: np.ndarray) -> np.ndarray:
+    return ((st & hd.AT_COMMIT) != 0) | np.isin(st, (hd.OK, hd.DUP_OK, hd.OOO_OK))
+
+
+def _exemplars(db, d: rw.DecodedWrite, mine: Optional[np.ndarray], existed: np.ndarray,
+               last_ok: np.ndarray, has_last: np.ndarray, res: "LocalWrite") -> None:
+    """Exemplars of the chosen series, under Thanos' writer rule: a series' exemplars are appended
+    only while it has a ref after its samples, i.e. its last sample (or histogram) was accepted,
+    or, with none, the series already existed; the others are dropped without an error. Refused
+    ones are counted with Prometheus' texts (a duplicate of the stored newest is ignored)."""
+    from ..tsdb import exemplars as ex_mod
+
+    ex = d.exemplars()
+    if not len(ex.series):
+        return
+    eligible = np.where(has_last, last_ok, existed)
+    if mine is not None:
+        eligible &= mine
+    idx = np.flatnonzero(eligible[ex.series])
+    if not len(idx):
+        return
+    st = np.asarray(db.append_exemplars(d.blobs, d.blob_offsets, ex.series[idx],
+                                        [ex.labels[i] for i in idx.tolist()], ex.values[idx], ex.timestamps[idx]))
+    res.exemplars_written = int((st == ex_mod.ADDED).sum())
+    for code, text in ((ex_mod.OUT_OF_ORDER, ex_mod.ERR_OUT_OF_ORDER), (ex_mod.LABEL_LENGTH, ex_mod.ERR_LABEL_LENGTH)):
+        n = int((st == code).sum())
+        if n:
+            res.errors.append(f"add {n} exemplars: {text}")
 
 
 def write_local(db, d: rw.DecodedWrite, positions: Optional[np.ndarray] = None, *,
                 too_far_in_future_ms: int = 0, now_ms: Optional[int] = None, exemplars: bool = False) -> LocalWrite:
     """Append the series of ``d`` at ``positions`` (None: all) to ``db``; see the module docstring.
     Native histograms are stored (head, WAL, blocks); exemplars only with ``exemplars``
-    (``--tsdb.max-exemplars`` > 0, as Thanos), and in the WAL only so far."""
+    (``--tsdb.max-exemplars`` > 0, as Thanos): the TSDB's exemplar buffer and WAL."""
     res = LocalWrite()
     status = d.status if positions is None else d.status[positions]
     bad = status != rw.STATUS_OK
@@ -116,24 +138,52 @@ def write_local(db, d: rw.DecodedWrite, positions: Optional[np.ndarray] = None, 
         positions = keep if positions is None else positions[keep]
     if positions is not None and len(positions) == 0:
         return res
-    _rare(db, d, positions, res, exemplars)
+    mine = None
+    if positions is not None:
+        mine = np.zeros(d.n_series, dtype=bool)
+        mine[positions] = True
+    want_ex = exemplars and bool(int(d.n_exemplars.sum()))
     blobs, boff, series, ts, vs = _select(d, positions)
-    if len(ts) == 0:
-        return res
+    statuses = np.zeros(0, dtype=np.uint8)
     future = None
-    if too_far_in_future_ms > 0:
-        limit = (now_ms if now_ms is not None else int(time.time() * 1000)) + too_far_in_future_ms
-        future = ts > limit
-        if future.any():
-            keep = ~future
-            series, ts, vs = series[keep], ts[keep], vs[keep]
-        else:
-            future = None
-    statuses = db.append(blobs, boff, series, ts, vs).status
-    # a sample flagged AT_COMMIT passed Append and lost only to an earlier sample of the same batch:
-    # Prometheus and Thanos report it as accepted (and drop it); so do we
-    res.samples_written = int(np.isin(statuses, (hd.OK, hd.DUP_OK, hd.OOO_OK)).sum())
-    _count_errors(statuses, res, "samples", int(future.sum()) if future is not None else 0)
+    if len(ts):
+        if too_far_in_future_ms > 0:
+            limit = (now_ms if now_ms is not None else int(time.time() * 1000)) + too_far_in_future_ms
+            future = ts > limit
+            if not future.any():
+                future = None
+        keep = None if future is None else ~future
+        got = db.append(blobs, boff, series[keep] if keep is not None else series,
+                        ts[keep] if keep is not None else ts, vs[keep] if keep is not None else vs).status
+        if keep is None:
+            statuses = got
+        else:  # a sample too far in the future is refused (Thanos: out of bounds)
+            statuses = np.full(len(ts), hd.OUT_OF_BOUNDS, dtype=np.uint8)
+            statuses[keep] = got
+        # a sample flagged AT_COMMIT passed Append and lost only to an earlier sample of the same batch:
+        # Prometheus and Thanos report it as accepted (and drop it); so do we
+        res.samples_written = int(np.isin(got, (hd.OK, hd.DUP_OK, hd.OOO_OK)).sum())
+        _count_errors(got, res, "samples", int(future.sum()) if future is not None else 0)
+    hist = _histograms(db, d, mine, res)
+    if want_ex:
+        # per series (request index): whether its last sample/histogram was accepted
+        has_last = np.zeros(d.n_series, dtype=bool)
+        last_ok = np.zeros(d.n_series, dtype=bool)
+        if len(ts):
+            sel = np.arange(d.n_series) if positions is None else positions
+            ends = d.sample_offsets[sel + 1] - d.sample_offsets[sel]
+            cum = np.cumsum(ends)
+            with_s = ends > 0
+            has_last[sel[with_s]] = True
+            last_ok[sel[with_s]] = _accepted(statuses[cum[with_s] - 1])
+        if hist is not None and len(hist[0]):
+            hser, hok = hist
+            has_last[hser] = True
+            last_ok[hser] = hok  # fancy assignment: the last histogram of a series wins
+        # a series without samples here keeps its exemplars if it exists (Thanos: GetRef finds it;
+        # here also when an entry of this request created it, whichever came first)
+        existed = db.head.lookup(d.blobs, d.blob_offsets) != 0
+        _exemplars(db, d, mine, existed, last_ok, has_last, res)
     return res
 
 

@@ -14,16 +14,18 @@ Transport settings match Thanos (``pkg/server/grpc/grpc.go``, ``pkg/extgrpc/clie
 """
 from __future__ import annotations
 
-from .pb import info_pb2, rpc_pb2
+from .pb import exemplars_pb2, info_pb2, rpc_pb2
 
 STORE_SERVICE = "thanos.Store"
 INFO_SERVICE = "thanos.info.Info"
+EXEMPLARS_SERVICE = "thanos.Exemplars"
 
 SERIES = "/thanos.Store/Series"
 LABEL_NAMES = "/thanos.Store/LabelNames"
 LABEL_VALUES = "/thanos.Store/LabelValues"
 STORE_INFO = "/thanos.Store/Info"  # Thanos <= v0.36 only
 INFO = "/thanos.info.Info/Info"
+EXEMPLARS = "/thanos.Exemplars/Exemplars"
 
 MAX_MSG_SIZE = (1 << 31) - 1  # math.MaxInt32
 
@@ -56,6 +58,7 @@ METHODS = {
     LABEL_VALUES: (rpc_pb2.LabelValuesRequest, rpc_pb2.LabelValuesResponse, False),
     STORE_INFO: (rpc_pb2.InfoRequest, rpc_pb2.InfoResponse, False),
     INFO: (info_pb2.InfoRequest, info_pb2.InfoResponse, False),
+    EXEMPLARS: (exemplars_pb2.ExemplarsRequest, exemplars_pb2.ExemplarsResponse, True),
 }
 
 
@@ -63,7 +66,7 @@ def _check_against_descriptors() -> None:
     """The hand-written paths must be the ones in our .proto files (cheap, at import)."""
     for path, (req, resp, streaming) in METHODS.items():
         service, method = path[1:].split("/")
-        mod = info_pb2 if service == INFO_SERVICE else rpc_pb2
+        mod = {INFO_SERVICE: info_pb2, EXEMPLARS_SERVICE: exemplars_pb2}.get(service, rpc_pb2)
         svc = mod.DESCRIPTOR.services_by_name[service.rsplit(".", 1)[-1]]
         assert svc.full_name == service, (svc.full_name, service)
         m = svc.methods_by_name[method]

@@ -349,6 +349,9 @@ class StoreInfo:
     supports_sharding: bool = False
     supports_without_replica_labels: bool = True
     tsdb_infos: Optional[list[tuple[Labels, int, int]]] = None  # (labels, min_time, max_time)
+    # set: the endpoint serves the Exemplars API, (min_time, max_time) as its Info says (a Thanos
+    # receiver says (0, 0)); the querier asks only such endpoints for exemplars
+    exemplars: Optional[tuple[int, int]] = None
 
     def __post_init__(self) -> None:
         self.external_labels = norm_labels(self.external_labels)
@@ -373,6 +376,9 @@ class StoreInfo:
             ti = st.tsdb_infos.add(min_time=mint, max_time=maxt)
             ti.labels.SetInParent()  # non-nullable in Thanos: always present
             ti.labels.labels.extend(labels_to_pb(norm_labels(ls)))
+        if self.exemplars is not None:
+            resp.exemplars.min_time, resp.exemplars.max_time = self.exemplars
+            resp.exemplars.SetInParent()
         return resp
 
     def to_store_info_pb(self) -> rpc_pb2.InfoResponse:
@@ -395,7 +401,9 @@ class StoreInfo:
                        label_sets=sets, supports_sharding=st.supports_sharding,
                        supports_without_replica_labels=st.supports_without_replica_labels,
                        tsdb_infos=[(labels_from_pb(t.labels.labels), t.min_time, t.max_time)
-                                   for t in st.tsdb_infos])
+                                   for t in st.tsdb_infos],
+                       exemplars=((resp.exemplars.min_time, resp.exemplars.max_time)
+                                  if resp.HasField("exemplars") else None))
         raise ValueError(f"endpoint ({resp.ComponentType or 'unknown component'}) does not serve the Store API")
 
     @classmethod

@@ -37,10 +37,11 @@ chunks in memory) and no block compaction beyond level 1 (Thanos' receiver disab
 
 Native histograms (:meth:`TSDB.append_histograms`) go into the head and the WAL like floats
 (record types 7-10, late ones to the WBL), are replayed with ``Head.replay_histograms`` and cut
-into blocks with the floats. Exemplars (:meth:`TSDB.append_exemplars`) are only logged (the
-head keeps no exemplar storage): a Prometheus opening the directory sees them, and their
-series' records stay in checkpoints while they are in range; they are gone once a checkpoint
-passes their time.
+into blocks with the floats. Exemplars (:meth:`TSDB.append_exemplars`) are validated against and
+kept in a circular buffer of ``max_exemplars`` slots (:mod:`.exemplars`, Prometheus' exemplar
+storage; 0 = neither kept nor logged, as Prometheus with exemplar storage off), logged to the WAL
+and restored from it on replay; their series' records stay in checkpoints while they are in range.
+They never go into blocks (nor do Prometheus').
 """
 from __future__ import annotations
 
@@ -59,6 +60,9 @@ import numpy as np
 from . import ulid as _ulid
 from . import wal as _wal
 from . import walrecords as wr
+from .exemplars import ADDED as EXEMPLAR_ADDED
+from .exemplars import ExemplarStorage
+from .exemplars import metrics_for as _exemplar_metrics_for
 from .block import MAX_TIME, MIN_TIME, BlockReader, norm_labels, range_end
 from .head import BAD_REF, DEFAULT_CHUNK_RANGE, DEFAULT_SAMPLES_PER_CHUNK, ENCODING_XOR, OK, OOO_OK, Head
 from .histchunk import histogram_columns
@@ -279,14 +283,16 @@ class TSDB:
         self._vals = vals
         self._m: Any = metrics
         self._child = (lambda m: m.labels(*vals) if vals else m) if metrics else (lambda m: _NoMetric())
+        self.exemplars = ExemplarStorage(0)
 
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
     def open(cls, directory: str | os.PathLike, *, chunk_range_ms: int = DEFAULT_CHUNK_RANGE, retention_ms: int = 0,
              ooo_window_ms: int = 0, wal_compression: str | None = "snappy",
              wal_segment_size: int = _wal.DEFAULT_SEGMENT_SIZE, samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK,
-             registry: Any = None, metric_labels: dict[str, str] | None = None) -> "TSDB":
-        """Open (or create) the TSDB in ``directory``: load its blocks, repair and replay its WAL."""
+             registry: Any = None, metric_labels: dict[str, str] | None = None, max_exemplars: int = 0) -> "TSDB":
+        """Open (or create) the TSDB in ``directory``: load its blocks, repair and replay its WAL.
+        ``max_exemplars``: slots of the exemplar buffer (0: exemplars are not kept)."""
         d = os.fspath(directory)
         os.makedirs(d, exist_ok=True)
         lock_fd = _lock_dir(d)
@@ -305,6 +311,10 @@ class TSDB:
         db = cls(d, head, w, retention_ms=retention_ms, compression=wal_compression or "none", metrics=metrics,
                  metric_labels=metric_labels)
         db._lock_fd = lock_fd
+        names = sorted(metric_labels)
+        db.exemplars = ExemplarStorage(
+            max_exemplars, _exemplar_metrics_for(registry, names) if registry is not None else None,
+            [metric_labels[k] for k in names])
         try:
             wbl_dir = os.path.join(d, WBL_DIRNAME)
             if ooo_window_ms > 0 or os.path.isdir(wbl_dir):
@@ -380,6 +390,20 @@ class TSDB:
         self.replay_stats = st
         del self._multi, self._mk, self._mv
         log.info("WAL replay completed", extra={k: v for k, v in st.items()})
+
+    def _replay_exemplars(self, refs: np.ndarray, t: np.ndarray, v: np.ndarray, blobs: list, st: dict) -> None:
+        """An Exemplars record into the exemplar buffer (unknown refs skipped and counted, as
+        Prometheus counts them; an out-of-order one is left out, a duplicate ignored)."""
+        buf, offs = self.head.blobs(refs)
+        known = offs[1:] > offs[:-1]
+        if not known.all():
+            st["unknown_exemplar_refs"] = st.get("unknown_exemplar_refs", 0) + int((~known).sum())
+            if self._m:
+                self._m.unknown_refs.labels(*self._vals, "exemplars").inc(int((~known).sum()))
+        idx = np.flatnonzero(known).tolist()
+        if idx:
+            keys = [buf[offs[i]:offs[i + 1]] for i in idx]
+            self.exemplars.add(keys, [blobs[i] for i in idx], t[idx], v[idx])
 
     def _set_multi(self) -> None:
         self._mk = np.array(sorted(self._multi), dtype=np.int64)
@@ -479,10 +503,14 @@ class TSDB:
             elif wbl:
                 st["records_skipped"] += 1
             elif rtype == wr.EXEMPLARS:
-                r, t, _v, _b = body
+                r, t, v, b = body
                 m = t >= min_valid
                 st["exemplars"] += int(m.sum())
-                self._keep_refs([multi.get(x, x) for x in r[m].view(np.int64).tolist()], t[m].tolist())
+                refs = [multi.get(x, x) for x in r[m].view(np.int64).tolist()]
+                self._keep_refs(refs, t[m].tolist())
+                if self.exemplars.enabled and refs:
+                    self._replay_exemplars(np.array(refs, dtype=np.int64), t[m], v[m],
+                                           [b[i] for i in np.flatnonzero(m).tolist()], st)
             elif rtype in (wr.TOMBSTONES, wr.METADATA, wr.MMAP_MARKERS):
                 pass  # the head deletes nothing and keeps no metadata; they stay in the WAL
             else:
@@ -616,26 +644,45 @@ class TSDB:
         return status
 
     def append_exemplars(self, buf: Any, offsets: Any, series: Any, label_blobs: Sequence[bytes], values: Any,
-                         timestamps: Any) -> int:
-        """Log exemplars (per exemplar: series index, its own label blob, value, timestamp) to the
-        WAL as an Exemplars record. Not kept in memory (no exemplar storage yet). Those of a
-        malformed series label blob are left out. Returns the number logged."""
-        if len(label_blobs) == 0:
-            return 0
+                         timestamps: Any) -> np.ndarray:
+        """Append exemplars (per exemplar: series index, its own label blob, value, timestamp), as
+        Prometheus' head: each is validated against the buffer (``pythanos.tsdb.exemplars``
+        statuses), the valid ones are logged to the WAL as one Exemplars record and then put in
+        the buffer in order. With the buffer off (``max_exemplars`` 0) nothing is logged and every
+        status is DISABLED (Prometheus ignores them without an error), as are those of a malformed
+        series label blob. Returns the statuses."""
+        from .exemplars import DISABLED
+
+        n = len(label_blobs)
+        status = np.full(n, DISABLED, dtype=np.uint8)
+        if n == 0 or not self.exemplars.enabled:
+            return status
+        offsets = _i64(offsets)
+        series = _i64(series)
+        ts = _i64(timestamps)
+        vs = np.ascontiguousarray(values, dtype=np.float64)
         with self._wlock:
             self._check_open()
             refs, recs = self._series_for(buf, offsets, series)
-            ts = _i64(timestamps)
-            vs = np.ascontiguousarray(values, dtype=np.float64)
             good = np.flatnonzero(refs)
-            if len(good) < len(refs):
-                refs, ts, vs = refs[good], ts[good], vs[good]
-                label_blobs = [label_blobs[i] for i in good.tolist()]
-            if len(refs):
-                recs.append(wr.encode_exemplars(refs, ts, vs, list(label_blobs)))
-            self._log(self.wal, recs)
-            self._keep_refs(refs.tolist(), ts.tolist())
-        return len(refs)
+            if len(good):
+                mv = memoryview(buf) if not isinstance(buf, (bytes, bytearray)) else buf
+                sl = series[good].tolist()
+                keys = [bytes(mv[offsets[s]:offsets[s + 1]]) for s in sl]
+                lbl = [label_blobs[i] for i in good.tolist()]
+                status[good] = self.exemplars.validate(keys, lbl, ts[good], vs[good])
+                ok = good[status[good] == EXEMPLAR_ADDED]
+                if len(ok):
+                    recs.append(wr.encode_exemplars(refs[ok], ts[ok], vs[ok], [label_blobs[i] for i in ok.tolist()]))
+                self._log(self.wal, recs)
+                if len(ok):
+                    self._keep_refs(refs[ok].tolist(), ts[ok].tolist())
+                    sel = status[good] == EXEMPLAR_ADDED
+                    self.exemplars.add([k for k, s in zip(keys, sel.tolist()) if s],
+                                       [x for x, s in zip(lbl, sel.tolist()) if s], ts[ok], vs[ok])
+            else:
+                self._log(self.wal, recs)
+        return status
 
     # -- compaction, retention --------------------------------------------------------------------
     def compact(self) -> list[str]:

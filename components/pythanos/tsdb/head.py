@@ -301,6 +301,11 @@ class Head:
         it = iter(out)
         return [next(it) if o[i + 1] > o[i] else () for i in range(len(o) - 1)]
 
+    def blobs(self, refs) -> tuple[bytes, np.ndarray]:
+        """The label blobs of the refs back to back: ``(buf, offsets)``, an unknown ref's blob empty."""
+        buf, offs = self._k.blobs(_i64(refs))
+        return bytes(buf), np.frombuffer(offs, dtype=np.int64)
+
     def all_refs(self) -> np.ndarray:
         """The live refs, ascending."""
         return np.frombuffer(self._k.refs(), dtype=np.int64)
