@@ -67,9 +67,22 @@ def test_no_external_labels_is_refused_as_thanos_does(pythanos_bin):
 
 @pytest.mark.parametrize("flag,want", [
     (["--receive.replication-protocol=capnproto"], "capnproto: not supported"),
-    (["--receive.tenant-certificate-field=commonName"], "client certificates are not supported"),
     (["--enable-feature=nope"], "--enable-feature=nope: unknown feature"),
-    (["--receive.relabel-config=[]"], "relabelling incoming series is not supported"),
+    (["--receive.relabel-config=- action: nope"], "--receive.relabel-config: relabel config at index 0: unknown "
+                                                  "relabel action"),
+    (["--receive.relabel-config-file=/nonexistent/relabel.yaml"], "--receive.relabel-config-file"),
+    (["--remote-write.server-tls-key=/x.key"], "--remote-write.server-tls-key: both server key and certificate "
+                                                "must be provided"),
+    (["--remote-write.server-tls-client-ca=/ca.pem"], "--remote-write.server-tls-client-ca=/ca.pem: when a client "
+                                                       "CA is used a server key and certificate must also be provided"),
+    (["--remote-write.server-tls-cert=/nonexistent/c.pem", "--remote-write.server-tls-key=/nonexistent/k.pem"],
+     "--remote-write.server-tls-cert=/nonexistent/c.pem: cannot read"),
+    (["--remote-write.server-tls-cert=/c", "--remote-write.server-tls-key=/k", "--remote-write.server-tls-curves=P1"],
+     "--remote-write.server-tls-curves: invalid curve: P1"),
+    (["--remote-write.client-tls-secure", "--remote-write.client-tls-cert=/c.pem"],
+     "--remote-write.client-tls-cert=/c.pem: both client key and certificate must be provided"),
+    (["--remote-write.client-tls-secure", "--remote-write.client-tls-ca=/nonexistent/ca.pem"],
+     "--remote-write.client-tls-ca=/nonexistent/ca.pem: cannot read"),
     (["--receive.hashrings=[{"], "--receive.hashrings: failed to validate hashring configuration content"),
 ])
 def test_unsupported_features_and_bad_configs_are_refused_by_name(pythanos_bin, flag, want):

@@ -63,10 +63,10 @@ def _ca(d: Path, name: str) -> None:
              "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "3", cwd=d)
 
 
-def _leaf(d: Path, name: str, ca: str, eku: str, san: str = "") -> None:
+def _leaf(d: Path, name: str, ca: str, eku: str, san: str = "", subject: str = "") -> None:
     (d / f"{name}.ext").write_text(LEAF_EXT.format(eku=eku, san=san))
     _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", f"{name}.key",
-             "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+             "-out", f"{name}.csr", "-subj", subject or f"/CN={name}", cwd=d)
     _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
              "-days", "3", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=d)
 

@@ -26,7 +26,7 @@ from pythanos.errors import ConfigError
 from pythanos.goregexp import Regexp, compile_anchored, expand
 
 __all__ = [
-    "ACTIONS", "SELECTOR_ACTIONS", "RelabelConfig", "parse_relabel_config", "process", "hashmod",
+    "ACTIONS", "SELECTOR_ACTIONS", "RelabelConfig", "parse_relabel_config", "process", "apply", "hashmod",
 ]
 
 ACTIONS = ("replace", "keep", "drop", "keepequal", "dropequal", "hashmod", "labelmap",
@@ -173,6 +173,17 @@ def process(labels: Mapping[str, str] | Iterable[tuple[str, str]],
         if not _relabel(cfg, b):
             return None
     return b.labels() or None
+
+
+def apply(labels: Mapping[str, str] | Iterable[tuple[str, str]],
+          configs: Sequence[RelabelConfig]) -> dict[str, str] | None:
+    """Prometheus' ``relabel.Process``: None only when a rule dropped the set; a set left with no
+    labels is kept, empty (unlike :func:`process`)."""
+    b = _Builder(labels.items() if isinstance(labels, Mapping) else labels)
+    for cfg in configs:
+        if not _relabel(cfg, b):
+            return None
+    return b.labels()
 
 
 def hashmod(value: str, modulus: int) -> int:

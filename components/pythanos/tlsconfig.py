@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["TLS_VERSIONS", "SUPPORTED_MIN_VERSIONS", "GO_CIPHER_SUITES", "GRPC_CURVES", "NO_TLS12_SUITES",
            "GrpcTLSPolicy", "fix_process_policy", "process_min_version", "check_min_version", "check_ciphers",
-           "check_curves", "ServerTLS", "ClientTLS", "certificate_names", "read_file"]
+           "check_curves", "parse_curves", "ServerTLS", "ClientTLS", "certificate_names", "read_file"]
 
 #: Thanos' allowed values for every ``*min-version`` / ``min_version``
 TLS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
@@ -179,8 +179,8 @@ def check_ciphers(names: Sequence[str], where: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def check_curves(names: Sequence[str], where: str) -> tuple[str, ...]:
-    """Accept a curve list only if it restricts nothing grpcio negotiates (it cannot be told to)."""
+def parse_curves(names: Sequence[str], where: str) -> tuple[str, ...]:
+    """Go curve names (repeatable, comma-separated allowed) as Thanos accepts them."""
     out = []
     for raw in names:
         for name in (n.strip() for n in raw.split(",")):
@@ -189,6 +189,12 @@ def check_curves(names: Sequence[str], where: str) -> tuple[str, ...]:
             if name not in GO_CURVES:
                 raise UserError(f"{where}: invalid curve: {name}, valid values are {', '.join(sorted(GO_CURVES))}")
             out.append(name)
+    return tuple(out)
+
+
+def check_curves(names: Sequence[str], where: str) -> tuple[str, ...]:
+    """Accept a curve list only if it restricts nothing grpcio negotiates (it cannot be told to)."""
+    out = parse_curves(names, where)
     missing = [c for c in GRPC_CURVES if c not in out]
     if out and missing:
         raise UserError(f"{where}: grpcio cannot restrict TLS curves; it negotiates {', '.join(GRPC_CURVES)} "
@@ -394,11 +400,13 @@ class ClientTLS:
     skip_verify: bool = False
     min_version: str = "1.3"
     where: str = field(default="", compare=False)
+    #: the flags' prefix in errors (the receiver's are ``--remote-write.client-tls-``)
+    flag_prefix: str = field(default="--grpc-client-tls-", compare=False)
 
     def name(self, attr: str) -> str:
         value = getattr(self, attr)
         if not self.where:
-            return f"{FLAG_NAMES[attr]}={value}"
+            return f"{FLAG_NAMES[attr].replace('--grpc-client-tls-', self.flag_prefix)}={value}"
         yaml_name = {"skip_verify": "insecure_skip_verify"}.get(attr, attr)
         return f"{self.where}.tls_config.{yaml_name}={value}"
 

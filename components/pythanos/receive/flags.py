@@ -1,8 +1,8 @@
 """``pythanos receive`` flags (Thanos v0.42 ``cmd/thanos/receive.go`` names and defaults) -> :class:`ReceiveConfig`.
 
 Every flag Thanos has is accepted, hidden ones included, so a Thanos command line runs unchanged;
-the few whose feature we do not have (Cap'n Proto replication, OTLP, tenants from client
-certificates) are refused with the reason when set to anything but their default.
+the few whose feature we do not have (Cap'n Proto replication, OTLP) are refused with the reason
+when set to anything but their default.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import argparse
 
 from .. import flags as f
 from ..errors import UserError
+from ..server.tlsflags import server_tls_from_flags
+from ..tlsconfig import ClientTLS
 
 __all__ = ["register", "config_from_args"]
 
@@ -43,11 +45,13 @@ def register(components) -> None:
                        default="", help=text)
     p.add_argument("--remote-write.server-tls-min-version", dest="rw_server_tls_min_version", default="1.3",
                    choices=["1.0", "1.1", "1.2", "1.3"], help="TLS version for the HTTP server, leave blank to "
-                                                              "default to TLS 1.3.")
+                   "default to TLS 1.3, Allowed values: [\"1.0\", \"1.1\", \"1.2\", \"1.3\"]")
     p.add_argument("--remote-write.server-tls-ciphers", dest="rw_server_tls_ciphers", action="append", default=[],
-                   help="TLS cipher suites for the HTTP server (repeatable).")
+                   help="TLS cipher suites for the HTTP server (repeatable). If not specified, the default Go "
+                        "cipher suites are used. See https://pkg.go.dev/crypto/tls#pkg-constants for valid values.")
     p.add_argument("--remote-write.server-tls-curves", dest="rw_server_tls_curves", action="append", default=[],
-                   help="TLS curves for the HTTP server (repeatable).")
+                   help="TLS curves for the HTTP server (repeatable). If not specified, the default Go curves are "
+                        "used. Valid values: CurveP256, CurveP384, CurveP521, X25519.")
     p.add_argument("--remote-write.client-tls-cert", dest="rw_client_tls_cert", default="",
                    help="TLS Certificates to use to identify this client to the server.")
     p.add_argument("--remote-write.client-tls-key", dest="rw_client_tls_key", default="",
@@ -62,9 +66,11 @@ def register(components) -> None:
     p.add_argument("--remote-write.client-tls-ca", dest="rw_client_tls_ca", default="",
                    help="TLS CA Certificates to use to verify servers.")
     p.add_argument("--remote-write.client-server-name", dest="rw_client_server_name", default="",
-                   help="Server name to verify the hostname on the returned TLS certificates.")
+                   help="Server name to verify the hostname on the returned TLS certificates. See "
+                        "https://tools.ietf.org/html/rfc4366#section-3.1")
     p.add_argument("--remote-write.client-tls-min-version", dest="rw_client_tls_min_version", default="1.3",
-                   choices=["1.0", "1.1", "1.2", "1.3"], help="TLS version for the gRPC client.")
+                   choices=["1.0", "1.1", "1.2", "1.3"], help="TLS version for the gRPC client, leave blank to "
+                   "default to TLS 1.3, Allowed values: [\"1.0\", \"1.1\", \"1.2\", \"1.3\"]")
     p.add_argument("--tsdb.path", dest="tsdb_path", default="./data", help="Data directory of TSDB.")
     p.add_argument("--label", dest="labels", action="append", default=[], metavar='key="value"',
                    help="External labels to announce. This flag will be removed in the future when handling "
@@ -95,8 +101,9 @@ def register(components) -> None:
                    type=dur("--receive.artificial-max-delay"), help=hidden)
     p.add_argument("--receive.tenant-certificate-field", dest="tenant_certificate_field", default="",
                    choices=["", "organization", "organizationalUnit", "commonName"],
-                   help="Use TLS client's certificate field to determine tenant for write requests. Not supported "
-                        "by pythanos yet: refused when set.")
+                   help="Use TLS client's certificate field to determine tenant for write requests. Must be one "
+                        "of organization, organizationalUnit or commonName. This setting will cause the "
+                        "receive.tenant-header flag value to be ignored.")
     p.add_argument("--receive.default-tenant-id", dest="default_tenant", default="default-tenant",
                    help="Default tenant ID to use when none is provided via a header.")
     p.add_argument("--receive.split-tenant-label-name", dest="split_tenant_label", default="",
@@ -219,21 +226,8 @@ def _refuse(args: argparse.Namespace) -> None:
     if args.replication_protocol != "protobuf":
         raise UserError("--receive.replication-protocol=capnproto: not supported by pythanos; receivers replicate "
                         "over gRPC (protobuf), which real Thanos receivers also accept")
-    if args.tenant_certificate_field:
-        raise UserError(f"--receive.tenant-certificate-field={args.tenant_certificate_field}: tenants from client "
-                        "certificates are not supported by pythanos; use --receive.tenant-header")
     if args.lazy_max_buffered <= 0:
         raise UserError("--receive.lazy-retrieval-max-buffered-responses must be > 0")
-    if args.split_tenant_label:
-        raise UserError(f"--receive.split-tenant-label-name={args.split_tenant_label}: not supported by pythanos "
-                        "yet; tenants come from --receive.tenant-header")
-    if args.relabel_config or args.relabel_config_file:
-        raise UserError("--receive.relabel-config: relabelling incoming series is not supported by pythanos yet")
-    for flag, value in (("--remote-write.server-tls-cert", args.rw_server_tls_cert),
-                        ("--remote-write.server-tls-key", args.rw_server_tls_key)):
-        if value:
-            raise UserError(f"{flag}: TLS on the remote-write listener is not supported by pythanos yet; put "
-                            "the receiver behind a TLS-terminating proxy or use --http.config on the HTTP port")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -257,7 +251,15 @@ def config_from_args(args: argparse.Namespace):
     elif args.hashrings:
         hashrings_text, hashrings_where = args.hashrings, "--receive.hashrings"
     limits_text = f.content_flag(args, "limits_config", "--receive.limits-config")
-    relabel: list = []
+    relabel = _relabel_from_args(args)
+    rw_server_tls = server_tls_from_flags(args.rw_server_tls_cert, args.rw_server_tls_key,
+                                          args.rw_server_tls_client_ca, args.rw_server_tls_min_version,
+                                          args.rw_server_tls_ciphers, args.rw_server_tls_curves)
+    rw_client_tls = ClientTLS(enabled=args.rw_client_tls_secure, cert_file=args.rw_client_tls_cert,
+                              key_file=args.rw_client_tls_key, ca_file=args.rw_client_tls_ca,
+                              server_name=args.rw_client_server_name, skip_verify=args.rw_client_tls_skip_verify,
+                              min_version=args.rw_client_tls_min_version, flag_prefix="--remote-write.client-tls-")
+    rw_client_tls.validate()
     features = [x.strip() for v in args.features for x in v.split(",") if x.strip()]
     for feat in features:
         if feat != "metric-names-filter":
@@ -282,7 +284,19 @@ def config_from_args(args: argparse.Namespace):
         skip_corrupted_blocks=args.skip_corrupted_blocks, limits_text=limits_text,
         limits_where=("--receive.limits-config-file" if args.limits_config_file else "--receive.limits-config"),
         limits_file=args.limits_config_file or "", limits_reload_timer=args.limits_reload_timer,
-        series_limit=args.series_limit, samples_limit=args.samples_limit)
+        series_limit=args.series_limit, samples_limit=args.samples_limit, rw_server_tls=rw_server_tls,
+        rw_client_tls=rw_client_tls, tenant_field=args.tenant_certificate_field)
+
+
+def _relabel_from_args(args: argparse.Namespace) -> list:
+    """``--receive.relabel-config[-file]``: every Prometheus relabel action; errors name the flag
+    (and file). (Thanos also substitutes ``$(VAR)`` environment references; not done here.)"""
+    from ..relabel import parse_relabel_config
+
+    text = f.content_flag(args, "relabel_config", "--receive.relabel-config")
+    where = (f"--receive.relabel-config-file={args.relabel_config_file}" if args.relabel_config_file
+             else "--receive.relabel-config")
+    return parse_relabel_config(text or "", where)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -295,6 +295,7 @@ class Forwarder:
                  credentials: Optional[grpc.ChannelCredentials] = None, grpc_compression: str = "snappy",
                  registry: Optional[CollectorRegistry] = None,
                  channel_options: Sequence[tuple[str, object]] = (),
+                 dial: Optional[Callable[[str], Awaitable[tuple[grpc.ChannelCredentials, list]]]] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if mode not in (ROUTER_ONLY, INGESTOR_ONLY, ROUTER_INGESTOR):
             raise ValueError(f"unknown receiver mode {mode!r}")
@@ -317,6 +318,7 @@ class Forwarder:
         self.max_backoff = max_backoff
         self.forward_workers = max(1, forward_workers)  # Thanos: 0 means 1
         self.credentials = credentials
+        self.dial = dial  # TLS per endpoint (--remote-write.client-tls-*): credentials and options for an address
         self.clock = clock
         defaults = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
                     # Thanos' client keepalive
@@ -374,6 +376,21 @@ class Forwarder:
                 ch = grpc.aio.secure_channel(e.address, self.credentials, options=self._options)
             else:
                 ch = grpc.aio.insecure_channel(e.address, options=self._options)
+            self._channels[e] = ch
+        return ch
+
+    async def _open(self, e: Endpoint) -> grpc.aio.Channel:
+        """The endpoint's channel; with ``dial``, a TLS one made for its address (an
+        ``insecure_skip_verify`` channel trusts the certificate the endpoint showed when dialled)."""
+        ch = self._channels.get(e)
+        if ch is not None or self.dial is None:
+            return ch if ch is not None else self._channel(e)
+        creds, opts = await self.dial(e.address)
+        ch = self._channels.get(e)  # another write may have opened it meanwhile
+        if ch is None:
+            given = {k for k, _ in opts}
+            ch = grpc.aio.secure_channel(e.address, creds, options=[*opts, *(kv for kv in self._options
+                                                                             if kv[0] not in given)])
             self._channels[e] = ch
         return ch
 
@@ -448,7 +465,7 @@ class Forwarder:
         try:
             async with workers:  # Thanos' per-peer worker pool (--receive.forward.async-workers)
                 self.m_delay.labels(e.address).observe(max(0.0, self.clock() - started))
-                await writeapi.remote_write(self._channel(e), tenant, part.replica + 1, frames,
+                await writeapi.remote_write(await self._open(e), tenant, part.replica + 1, frames,
                                             timeout=max(deadline - self.clock(), 0.001), target=e.address)
         except writeapi.RemoteWriteError as err:
             conflict = err.code == grpc.StatusCode.ALREADY_EXISTS

@@ -61,6 +61,23 @@ class _Metrics:
                                 ["code", "handler", "method"], registry=registry)
 
 
+#: ``--receive.tenant-certificate-field`` values -> the subject attribute (Python's ``getpeercert`` names)
+CERTIFICATE_FIELDS = {"organization": "organizationName", "organizationalUnit": "organizationalUnitName",
+                      "commonName": "commonName"}
+
+
+def tenant_from_certificate(transport, field: str) -> str:
+    """The tenant from the verified client certificate (Thanos' ``getTenantFromCertificate``: the
+    first organization or organizational unit, the common name), with Thanos' texts when missing."""
+    cert = transport.get_extra_info("peercert") if transport is not None else None
+    if not cert:
+        raise ValueError("could not get required certificate field from client cert")
+    values = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == CERTIFICATE_FIELDS[field]]
+    if not values or not values[0]:
+        raise ValueError(f"could not get {field} field from client cert")
+    return values[-1] if field == "commonName" else values[0]  # Go keeps the last CN, the first O/OU
+
+
 class ReceiveHandler:
     """The remote-write endpoint; ``route`` stores or forwards a decoded request."""
 
@@ -68,8 +85,9 @@ class ReceiveHandler:
                  default_tenant: str = "default-tenant", replica_header: str = "THANOS-REPLICA",
                  limits: Callable[[], Limits], head_series: Callable[[str], int] = lambda tenant: 0,
                  ready: Callable[[], Optional[str]] = lambda: None, registry=None,
-                 executor=None) -> None:
+                 executor=None, tenant_field: str = "") -> None:
         self.route = route
+        self.tenant_field = tenant_field  # --receive.tenant-certificate-field
         self.tenant_header = tenant_header
         self.default_tenant = default_tenant
         self.replica_header = replica_header
@@ -85,6 +103,10 @@ class ReceiveHandler:
         app.router.add_post("/api/v1/receive", self.handle)
 
     def _tenant(self, request) -> str:
+        """Thanos' ``GetTenantFromHTTP``: the header, the default header, the default tenant; with a
+        certificate field, that field of the client's certificate (ValueError when it has none)."""
+        if self.tenant_field:
+            return tenant_from_certificate(request.transport, self.tenant_field)
         return (request.headers.get(self.tenant_header) or request.headers.get(DEFAULT_TENANT_HEADER)
                 or self.default_tenant)
 
@@ -99,9 +121,12 @@ class ReceiveHandler:
         from aiohttp import web
 
         status, text, headers, n_series, n_samples = 500, "", {}, 0, 0
-        tenant = self._tenant(request)
         try:
-            why = check_tenant(tenant)
+            tenant, why = self._tenant(request), None
+        except ValueError as e:
+            tenant, why = "", str(e)
+        try:
+            why = why or check_tenant(tenant)
             if why is not None:
                 status, text = 400, why
                 return web.Response(status=status, text=text + "\n")

@@ -64,6 +64,9 @@ class ReceiveConfig:
     limits_reload_timer: float = 1.0
     series_limit: int = 0
     samples_limit: int = 0
+    rw_server_tls: Any = None  # pythanos.server.tlsflags.HTTPServerTLS: HTTPS on --remote-write.address
+    rw_client_tls: Any = None  # pythanos.tlsconfig.ClientTLS: TLS to the other hashring members
+    tenant_field: str = ""  # --receive.tenant-certificate-field
 
 
 def run(config: ReceiveConfig) -> int:
@@ -165,10 +168,17 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
     forwarder = Forwarder(lambda: ring_state["ring"], config.local_endpoint, config.replication_factor, mode,
                           local_write=local_write, forward_timeout=config.forward_timeout,
                           max_backoff=config.forward_max_backoff, forward_workers=config.forward_workers,
-                          grpc_compression=config.grpc_compression, registry=srv.registry)
+                          grpc_compression=config.grpc_compression, registry=srv.registry,
+                          dial=config.rw_client_tls.channel_args if config.rw_client_tls is not None
+                          and config.rw_client_tls.enabled else None)
+    from .rewrite import SplitTenantError, forward_split
 
     async def route(tenant: str, decoded, replica: int) -> WriteOutcome:
-        out = await forwarder.forward(tenant, decoded, replica)
+        try:
+            out = await forward_split(forwarder, tenant, decoded, replica, relabel=config.relabel,
+                                      split_label=config.split_tenant_label)
+        except SplitTenantError as e:
+            return WriteOutcome(status=400, message=str(e))
         return WriteOutcome(status=out.status, message=out.message, samples_written=out.samples_written,
                             histograms_written=out.histograms_written, exemplars_written=out.exemplars_written)
 
@@ -196,7 +206,10 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
         if mode == hr.INGESTOR_ONLY:
             out = await forwarder.ingest(tenant, decoded)
         else:
-            out = await forwarder.forward(tenant, decoded, replica)
+            try:  # as Thanos: forwarded writes are split by tenant label too, never relabelled
+                out = await forward_split(forwarder, tenant, decoded, replica, split_label=config.split_tenant_label)
+            except SplitTenantError as e:
+                raise WriteInvalid(str(e)) from None
         if out.status == 200:
             return
         err = {409: WriteConflict, 503: WriteUnavailable, 400: WriteInvalid}.get(out.status)
@@ -206,7 +219,8 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
 
     handler = ReceiveHandler(route, tenant_header=config.tenant_header, default_tenant=config.default_tenant,
                              replica_header=config.replica_header, limits=lambda: limits_state["limits"], head_series=head_series,
-                             ready=not_ready, registry=srv.registry, executor=tenants.executor)
+                             ready=not_ready, registry=srv.registry, executor=tenants.executor,
+                             tenant_field=config.tenant_field)
     from aiohttp import web
 
     async def tsdb_status(request):
@@ -262,7 +276,12 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
 
     await srv.start([*StoreServer(store).handlers(), writeable_handler(grpc_write, raw=True),
                      exemplars_server(tenants)], cleanup=close)
-    await srv.listen_http(rw_app, config.remote_write_address, "--remote-write.address")
+    rw_tls = None
+    if config.rw_server_tls is not None:
+        from ..server.tlsflags import FlagServerTLS
+
+        rw_tls = FlagServerTLS(config.rw_server_tls)
+    await srv.listen_http(rw_app, config.remote_write_address, "--remote-write.address", tls=rw_tls)
 
     async def startup() -> None:
         await tenants.open_existing()

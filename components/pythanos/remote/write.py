@@ -200,6 +200,9 @@ class DecodedWrite:
     symbol_ranges: np.ndarray | None = None  # RW 2.0: int64 (s, 2)
     metadata_ranges: np.ndarray | None = None  # RW 1.0: int64 (k, 2) of WriteRequest.metadata
     _symbols: list[str] | None = field(default=None, repr=False)
+    #: the blobs were rewritten after decoding (receiver relabelling): forwarded series take their
+    #: labels from the blobs, never from the sender's bytes
+    labels_rewritten: bool = False
 
     @property
     def is_v2(self) -> bool:
@@ -525,7 +528,7 @@ def encode_v1_timeseries(decoded: DecodedWrite, positions: np.ndarray | None = N
 def timeseries_frames(decoded: DecodedWrite, positions: np.ndarray | None = None) -> bytes:
     """Like :func:`encode_v1_timeseries`, cheaper for RW 1.0: the sender's TimeSeries bytes
     sliced from the body as they came (labels as sent, unknown fields kept); RW 2.0 is encoded."""
-    return _encode(1 if decoded.is_v2 else 2, decoded, positions)
+    return _encode(1 if decoded.is_v2 else 0 if decoded.labels_rewritten else 2, decoded, positions)
 
 
 def decode_request(body: bytes, content_type: str, version_header: str, content_encoding: str, *,

@@ -288,16 +288,23 @@ class Component:
                                                       "address": bound_address(self.grpc_address, port),
                                                       "tls": self.grpc_tls is not None})
 
-    async def listen_http(self, app, address: str, flag: str) -> int:
+    async def listen_http(self, app, address: str, flag: str, tls=None) -> int:
         """Serve another aiohttp ``app`` on ``address`` (the receiver's ``--remote-write.address``);
-        stopped with the others. Returns the port; a UserError names ``flag`` when it cannot listen."""
+        stopped with the others. Returns the port; a UserError names ``flag`` when it cannot listen.
+        ``tls``: a :class:`pythanos.server.tlsflags.FlagServerTLS` to speak TLS only (Go's answer
+        to plain HTTP, certificates re-read when they change)."""
         from aiohttp import web
 
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=self.http_grace_period)
         await runner.setup()
         host, _, port = address.rpartition(":")
-        site = web.TCPSite(runner, host.strip("[]") or None, int(port))
         try:
+            if tls is not None:
+                from .httpguard import TLSSite, listen_sockets
+
+                site = TLSSite(runner, listen_sockets(host.strip("[]") or None, int(port)), tls)
+            else:
+                site = web.TCPSite(runner, host.strip("[]") or None, int(port))
             await site.start()
         except OSError as e:
             await runner.cleanup()
