@@ -7,9 +7,10 @@ and remote-write 2.0 requests arriving at a Thanos member with their labels and 
 quorum rules over every combination of replica answers run in process (our own servicers
 answering the statuses a Thanos member answers: that mapping is proven in test_hashring).
 
-The Thanos members run with ``--receive.grpc-compression=none`` only so that they could forward
-to a grpcio server; our forwarder talks to them with its default setting ("snappy", which grpcio
-cannot do: it sends uncompressed and Thanos accepts that).
+The Thanos members run with Thanos' defaults: they forward to our receivers compressed with
+snappy (``--receive.grpc-compression=snappy``), which our receiver's gRPC front decodes. Our
+forwarder talks to them with its default setting ("snappy") but sends uncompressed, which Thanos
+accepts (see pythanos.receive.forward).
 """
 from __future__ import annotations
 
@@ -115,15 +116,24 @@ class Servicer:
             raise exc(self.details)
 
     async def start(self, port: int = 0) -> "Servicer":
+        """grpcio behind the gRPC front, as a receiver listens (Thanos routers send snappy)."""
+        from pythanos.server.grpcfront import GrpcFront
+        from pythanos.storeapi.service import MAX_MSG_SIZE
+
+        async def raw(body: bytes) -> None:
+            await self.handle(write_pb2.WriteRequest.FromString(body))
+
+        self.front = GrpcFront(writeapi.writeable_front(raw), max_recv=MAX_MSG_SIZE)
         self.server = grpc.aio.server()
         writeapi.add_writeable_servicer(self.server, self.handle)
-        port = self.server.add_insecure_port(f"127.0.0.1:{port}")
-        self.address = f"127.0.0.1:{port}"
+        self.server.add_insecure_port("unix:" + self.front.upstream)
         await self.server.start()
+        port = await self.front.start(f"127.0.0.1:{port}")
+        self.address = f"127.0.0.1:{port}"
         return self
 
     async def stop(self) -> None:
-        await self.server.stop(None)
+        await asyncio.gather(self.server.stop(None), self.front.close(0))
 
     def held(self) -> dict[tuple[str, int], set[int]]:
         out: dict[tuple[str, int], set[int]] = {}
@@ -160,8 +170,7 @@ async def until(cond, timeout: float = 30.0, what: str = "") -> None:
 
 def start_members(thanos_bin: str, work: Path, n: int, rf: int, extra_endpoints=()) -> tuple[list[Receiver], list[str]]:
     """``n`` Thanos router+ingestors whose hashring file also names ``extra_endpoints`` (ours)."""
-    rs = start_receivers(thanos_bin, work, n, lambda a: [{"endpoints": list(extra_endpoints) + a}], rf=rf,
-                         extra=("--receive.grpc-compression=none",))
+    rs = start_receivers(thanos_bin, work, n, lambda a: [{"endpoints": list(extra_endpoints) + a}], rf=rf)
     return rs, list(extra_endpoints) + [r.grpc for r in rs]
 
 
@@ -175,7 +184,7 @@ def start_router(thanos_bin: str, work: Path, addrs, rf: int, name: str = "thano
         thanos_bin, "receive", f"--tsdb.path={work / name}", f"--grpc-address=127.0.0.1:{g}",
         f"--http-address=127.0.0.1:{h}", f"--remote-write.address=127.0.0.1:{w}",
         f"--receive.hashrings-file={hfile}", f"--receive.replication-factor={rf}",
-        "--receive.grpc-compression=none", f"--receive.capnproto-address=127.0.0.1:{c}",
+        f"--receive.capnproto-address=127.0.0.1:{c}",
         f'--label=receive="{name}"'], work / "logs")
     p.url = f"http://127.0.0.1:{h}"
     p.wait_http_ready(timeout=90)
@@ -855,8 +864,8 @@ def test_forwarding_over_mutual_tls_to_a_thanos_member(certs, thanos_bin, tmp_pa
 
 
 def test_a_thanos_router_forwarding_to_our_receiving_side(thanos_bin, tmp_path):
-    """The receiving side as a receiver wires it (a raw WriteableStore servicer: decode_thanos_write,
-    Forwarder.forward with the wire replica), in a ring with a real Thanos member, fed by
+    """The receiving side as a receiver wires it (the gRPC front and a raw WriteableStore servicer:
+    decode_thanos_write, Forwarder.forward with the wire replica), in a ring with a real Thanos member, fed by
     a real Thanos router with RF 2: every series lands at its replica on the right member; ours
     writes its share locally (nothing is forwarded on), the Thanos member holds the rest."""
     tenant, n = "mixed-tenant", 200
@@ -866,23 +875,31 @@ def test_a_thanos_router_forwarding_to_our_receiving_side(thanos_bin, tmp_path):
         me = f"127.0.0.1:{port}"
         rs, addrs = await asyncio.to_thread(start_members, thanos_bin, tmp_path, 1, 2, [me])
         ring = ring_of(addrs, rf=2)
-        local = Local()
-        fwd = Forwarder(lambda: ring, me, 2, hr.ROUTER_INGESTOR, local_write=local, registry=CollectorRegistry())
         got: list[tuple[int, int]] = []
+
+        async def local(tenant: str, decoded, positions: np.ndarray, replica: int) -> LocalResult:
+            # recorded here, with the request's own series: the router's two replicas arrive concurrently
+            got.extend((replica + 1, int(dict(decoded.labels(i))["idx"])) for i in positions.tolist())
+            return LocalResult(samples_written=len(positions))
+
+        fwd = Forwarder(lambda: ring, me, 2, hr.ROUTER_INGESTOR, local_write=local, registry=CollectorRegistry())
 
         async def handle(raw: bytes) -> None:
             d, t, replica = decode_thanos_write(raw)
-            before = len(local.calls)
             res = await fwd.forward(t, d, replica)
             if res.status != 200:
                 raise writeapi.WriteError(res.message)
-            for _, pos, rep in local.calls[before:]:
-                got.extend((rep + 1, int(dict(d.labels(i))["idx"])) for i in pos)
 
+        # as the receiver listens: the gRPC front (snappy, the Thanos router's default) before grpcio
+        from pythanos.server.grpcfront import GrpcFront
+        from pythanos.storeapi.service import MAX_MSG_SIZE
+
+        front = GrpcFront(writeapi.writeable_front(handle), max_recv=MAX_MSG_SIZE)
         server = grpc.aio.server()
         writeapi.add_writeable_servicer(server, handle, raw=True)
-        server.add_insecure_port(me)
+        server.add_insecure_port("unix:" + front.upstream)
         await server.start()
+        await front.start(me)
         router = await asyncio.to_thread(start_router, thanos_bin, tmp_path, addrs, 2)
         try:
             code, text = await asyncio.to_thread(post_body, router.rw, v1_body(n, int(time.time() * 1000)), tenant)
@@ -897,7 +914,7 @@ def test_a_thanos_router_forwarding_to_our_receiving_side(thanos_bin, tmp_path):
             router.p.stop()
             stop_all(rs)
             await fwd.close()
-            await server.stop(None)
+            await asyncio.gather(server.stop(None), front.close(0))
 
     asyncio.run(main())
 

@@ -270,12 +270,13 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
 
             close_quietly(bucket)
 
-    from ..storeapi.writeapi import writeable_handler
+    from ..storeapi.writeapi import writeable_front, writeable_handler
 
     from .exemplars import exemplars_server
 
+    # the front answers RemoteWrite with snappy (Thanos routers' default), grpcio the rest
     await srv.start([*StoreServer(store).handlers(), writeable_handler(grpc_write, raw=True),
-                     exemplars_server(tenants)], cleanup=close)
+                     exemplars_server(tenants)], cleanup=close, grpc_front=writeable_front(grpc_write))
     rw_tls = None
     if config.rw_server_tls is not None:
         from ..server.tlsflags import FlagServerTLS

@@ -26,12 +26,13 @@ import logging
 import signal
 import socket
 import time
-from typing import TYPE_CHECKING, Awaitable, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Awaitable, Callable, Iterable, Mapping, Optional
 
 from ..errors import UserError
 
 if TYPE_CHECKING:  # imported where used: ``python -m pythanos.server.workers`` runs that module itself
     from ..tlsconfig import ServerTLS
+    from .grpcfront import GrpcFront, UnaryMethod
     from .workers import WorkerSlot
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class Component:
         self._local_runner = None
         self._extra_runners: list = []
         self._grpc = None
+        self._front: Optional[GrpcFront] = None
         self.grpc_port = 0
         self.http_port = 0
         self._install_signals()
@@ -245,10 +247,15 @@ class Component:
         await self._local_runner.setup()
         await web.UnixSite(self._local_runner, self.worker.metrics_socket()).start()
 
-    async def start_grpc(self, handlers: Iterable) -> None:
+    async def start_grpc(self, handlers: Iterable, front_methods: Optional[Mapping[str, UnaryMethod]] = None) -> None:
         """Serve ``handlers`` on ``--grpc-address``: TLS (mTLS with a client CA, certificates re-read
         when their files change) when :attr:`grpc_tls` is set, else plaintext. Workers listen on
-        the port their supervisor holds, each with the same settings."""
+        the port their supervisor holds, each with the same settings.
+
+        ``front_methods`` (path -> unary handler; the receiver's RemoteWrite): the port is served
+        by a :class:`~pythanos.server.grpcfront.GrpcFront` that answers connections beginning
+        with those methods itself (with snappy, which grpcio lacks) and splices every other
+        connection to grpcio on a private Unix socket; TLS then ends in the front."""
         import grpc
 
         from ..storeapi import service as svc
@@ -261,9 +268,18 @@ class Component:
             address = self.worker.grpc_address
         if self.grpc_max_connection_age > 0:  # GOAWAY after this long: clients reconnect (and handshake anew)
             options.append(("grpc.max_connection_age_ms", max(1, int(self.grpc_max_connection_age * 1000))))
+        if front_methods is not None:
+            from .grpcfront import GrpcFront
+
+            max_recv = dict(options)["grpc.max_receive_message_length"]
+            # TLS files are loaded (and refused with a UserError) here, before anything listens
+            self._front = GrpcFront(front_methods, max_recv=max_recv, tls=self.grpc_tls,
+                                    max_connection_age=self.grpc_max_connection_age, name=self.name)
+            public, address = address, "unix:" + self._front.upstream
         credentials = None
         if self.grpc_tls is not None:
-            credentials = self.grpc_tls.credentials()  # a UserError naming the flag and file if they do not load
+            if front_methods is None:  # else the front ends TLS and grpcio behind it is plaintext
+                credentials = self.grpc_tls.credentials()  # a UserError naming the flag and file if they do not load
             log.info("enabling server side TLS", extra={"component": self.name, "protocol": "gRPC"})
             if self.grpc_tls.client_ca_file:
                 log.info("server TLS client verification enabled", extra={"component": self.name, "protocol": "gRPC"})
@@ -283,6 +299,8 @@ class Component:
             raise UserError(f"--grpc-address={self.grpc_address}: cannot listen")
         await server.start()
         self._grpc = server
+        if self._front is not None:
+            port = await self._front.start(public, reuse_port=self.worker is not None)
         self.grpc_port = port
         log.info("listening for serving gRPC", extra={"component": self.name,
                                                       "address": bound_address(self.grpc_address, port),
@@ -318,13 +336,14 @@ class Component:
         return bound
 
     async def start(self, grpc_handlers: Optional[Iterable] = None,
-                    cleanup: Optional[Callable[[], Awaitable]] = None) -> None:
+                    cleanup: Optional[Callable[[], Awaitable]] = None,
+                    grpc_front: Optional[Mapping[str, UnaryMethod]] = None) -> None:
         """HTTP, then gRPC (when handlers are given); if either cannot listen, what started is
         stopped, ``cleanup`` runs and the error (a UserError naming the flag) propagates."""
         try:
             await self.start_http()
             if grpc_handlers is not None:
-                await self.start_grpc(grpc_handlers)
+                await self.start_grpc(grpc_handlers, grpc_front)
         except BaseException:
             await self.shutdown()
             if cleanup is not None:
@@ -379,10 +398,18 @@ class Component:
     async def shutdown(self) -> None:
         """Not ready, then gRPC and HTTP stop within their grace periods."""
         self.set_ready(False)
+        if self._front is not None:  # its connections drain while grpcio stops (spliced ones are grpcio's)
+            self._front.stop_accepting()
         if self._grpc is not None:
-            await self._grpc.stop(self.grpc_grace_period)
+            if self._front is None:
+                await self._grpc.stop(self.grpc_grace_period)
+            else:
+                await asyncio.gather(self._grpc.stop(self.grpc_grace_period), self._front.close(self.grpc_grace_period))
             self._grpc = None
             log.info("internal server is shutdown gracefully", extra={"component": self.name, "service": "gRPC"})
+        if self._front is not None:
+            await self._front.close(0)  # no-op after the above; removes its socket dir if grpcio never started
+            self._front = None
         while self._extra_runners:
             await self._extra_runners.pop().cleanup()
         if self._runner is not None:

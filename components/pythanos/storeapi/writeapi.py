@@ -18,8 +18,9 @@ receivers and real Thanos receivers can share one hashring. Facts (Thanos v0.42
   InvalidArgument; anything else Internal. A router counts AlreadyExists as a conflict and
   Unavailable as a peer to back off from.
 * Thanos routers compress these calls with snappy by default (``--receive.grpc-compression``);
-  grpcio has no snappy codec, so a Thanos router forwarding to a grpcio server needs
-  ``--receive.grpc-compression=none``. Our client sends uncompressed, which Thanos accepts.
+  grpcio has no snappy codec, so a receiver serves this method through
+  :class:`pythanos.server.grpcfront.GrpcFront` (:func:`writeable_front`), which does. Our client
+  sends uncompressed, which Thanos accepts.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "WRITEABLE_SERVICE", "REMOTE_WRITE", "WriteError", "WriteConflict", "WriteUnavailable", "WriteInvalid",
     "RemoteWriteError", "encode_write_request", "frame_timeseries", "remote_write", "writeable_handler",
-    "add_writeable_servicer",
+    "add_writeable_servicer", "writeable_front",
 ]
 
 WRITEABLE_SERVICE = "thanos.WriteableStore"
@@ -184,3 +185,15 @@ def writeable_handler(handler: WriteHandler, *, raw: bool = False) -> grpc.Gener
 def add_writeable_servicer(server: grpc.aio.Server, handler: WriteHandler, *, raw: bool = False) -> None:
     """Register :func:`writeable_handler` on a ``grpc.aio`` server (before it starts)."""
     server.add_generic_rpc_handlers((writeable_handler(handler, raw=raw),))
+
+
+def writeable_front(handler: Callable[[bytes], Awaitable[None]]) -> dict[str, Callable[[bytes], Awaitable[bytes]]]:
+    """RemoteWrite for a :class:`~pythanos.server.grpcfront.GrpcFront` (``Component.start(...,
+    grpc_front=...)``): ``handler`` gets the request's bytes (snappy already undone) and raises
+    :class:`WriteError` subclasses, whose ``code`` the front answers, as :func:`writeable_handler`."""
+
+    async def remote_write_call(raw: bytes) -> bytes:
+        await handler(raw)
+        return b""  # WriteResponse has no fields
+
+    return {REMOTE_WRITE: remote_write_call}
