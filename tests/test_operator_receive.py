@@ -306,7 +306,9 @@ def test_rendered_receive_flags_parse_with_pythanos(tc, tmp_path):
     # gRPC TLS flags put grpcio's TLS policy in force, once per process, before grpc loads)
     local = {"--receive.hashrings-file": tmp_path / "hashrings.json", "--objstore.config-file": tmp_path / "objstore.yml",
              "--tsdb.path": tmp_path / "data", "--grpc-server-tls-cert": pki.dir / "tls.crt",
-             "--grpc-server-tls-key": pki.dir / "tls.key", "--grpc-server-tls-client-ca": pki.dir / "ca.crt"}
+             "--grpc-server-tls-key": pki.dir / "tls.key", "--grpc-server-tls-client-ca": pki.dir / "ca.crt",
+             "--remote-write.client-tls-cert": pki.dir / "tls.crt", "--remote-write.client-tls-key": pki.dir / "tls.key",
+             "--remote-write.client-tls-ca": pki.dir / "ca.crt"}
     args = [f"{a.split('=', 1)[0]}={local[a.split('=', 1)[0]]}" if a.split("=", 1)[0] in local else a for a in args]
     code = ("import json, sys\n"
             "from pythanos.cli import build_parser\n"
@@ -314,7 +316,8 @@ def test_rendered_receive_flags_parse_with_pythanos(tc, tmp_path):
             "cfg = config_from_args(build_parser('receive').parse_args(json.loads(sys.argv[1])))\n"
             "print(json.dumps({'labels': dict(cfg.labels), 'retention': cfg.retention,\n"
             "                  'local_endpoint': cfg.local_endpoint, 'tenant_label': cfg.tenant_label,\n"
-            "                  'tls': cfg.grpc_tls is not None}))\n")
+            "                  'tls': cfg.grpc_tls is not None, 'peer_tls': cfg.rw_client_tls.enabled,\n"
+            "                  'peer_server_name': cfg.rw_client_tls.server_name}))\n")
     import json
     import subprocess
     import sys
@@ -324,6 +327,8 @@ def test_rendered_receive_flags_parse_with_pythanos(tc, tmp_path):
     cfg = json.loads(run.stdout)
     assert cfg["labels"]["receive_replica"] == "thanos-receive-demo-0" and cfg["labels"]["region"] == "eu-1"
     assert cfg["retention"] == 2 * 86400 and cfg["tls"]
+    # peers are dialled over TLS, as the querier dials them (the receiver used to ignore these flags)
+    assert cfg["peer_tls"] and cfg["peer_server_name"] == "thanos-grpc.monitoring.svc"
     assert cfg["local_endpoint"] == ep(0) and cfg["tenant_label"] == "tenant_id"
 
 
