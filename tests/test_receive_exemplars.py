@@ -53,7 +53,7 @@ def start_our_query(pythanos_bin: str, endpoints: list[str], work: Path) -> Proc
     h, g = free_ports(2)
     p = REGISTRY.start("query", [pythanos_bin, "query", f"--http-address=127.0.0.1:{h}", f"--grpc-address=127.0.0.1:{g}",
                                  "--query.replica-label=replica", *[f"--endpoint={e}" for e in endpoints]], work)
-    p.url = f"http://127.0.0.1:{h}"
+    p.url, p.extra["grpc"] = f"http://127.0.0.1:{h}", f"127.0.0.1:{g}"
     p.wait_http_ready("/-/ready", 60)
     return p
 
@@ -265,7 +265,7 @@ def test_bad_exemplars_and_the_bound_as_thanos_receive(pythanos_bin, thanos_bin,
     cap = 5
     ours = start_rcv(pythanos_bin, "ours", tmp_path / "ours", cap)
     theirs = start_rcv(thanos_bin, "thanos", tmp_path / "thanos", cap)
-    tq_ours = tq_theirs = oq = None
+    tq_ours = tq_theirs = oq = tq_stacked = None
     try:
         now = int(time.time() * 1000)
         s = [("__name__", "ex"), ("a", "1")]
@@ -288,6 +288,8 @@ def test_bad_exemplars_and_the_bound_as_thanos_receive(pythanos_bin, thanos_bin,
         tq_ours = start_thanos_query(thanos_bin, [ours.extra["grpc"]], tmp_path / "tq-ours")
         tq_theirs = start_thanos_query(thanos_bin, [theirs.extra["grpc"]], tmp_path / "tq-theirs")
         oq = start_our_query(pythanos_bin, [ours.extra["grpc"]], tmp_path / "oq")
+        # a Thanos querier over ours: our querier's Exemplars API and its Info advertising it
+        tq_stacked = start_thanos_query(thanos_bin, [oq.extra["grpc"]], tmp_path / "tq-stacked")
 
         def run(steps: list) -> None:
             for i, body in enumerate(steps):
@@ -301,6 +303,7 @@ def test_bad_exemplars_and_the_bound_as_thanos_receive(pythanos_bin, thanos_bin,
             assert w[0] == 200, w
             assert exemplars(tq_ours.url, '{__name__="ex"}') == w
             assert exemplars(oq.url, '{__name__="ex"}') == w
+            assert exemplars(tq_stacked.url, '{__name__="ex"}') == w
             return w[1]
 
         run(steps)
@@ -312,7 +315,7 @@ def test_bad_exemplars_and_the_bound_as_thanos_receive(pythanos_bin, thanos_bin,
         metrics = metrics_text(ours.url)
         assert f'prometheus_tsdb_exemplar_exemplars_in_storage{{tenant="default-tenant"}} {float(cap)}' in metrics
     finally:
-        for p in (tq_ours, tq_theirs, oq):
+        for p in (tq_ours, tq_theirs, oq, tq_stacked):
             if p is not None:
                 p.stop()
         ours.stop()
@@ -333,3 +336,59 @@ def test_max_exemplars_0_keeps_none_and_logs_none(pythanos_bin, tmp_path):
 
     kinds = {rec[0] for rec in wal.read_records(str(tmp_path / "ours" / "data" / "default-tenant" / "wal"))}
     assert wr.SAMPLES in kinds and wr.EXEMPLARS not in kinds
+
+
+def start_sidecar(binary: str, kind: str, prom: Process, work: Path) -> Process:
+    """Our sidecar or Thanos' next to ``prom``, with the same flags."""
+    work.mkdir(parents=True, exist_ok=True)
+
+    def launch(ports: list[int]) -> Process:
+        grpc_port, http_port = ports
+        p = REGISTRY.start(f"{kind}-sidecar", [binary, "sidecar", f"--prometheus.url={prom.url}",
+                                               f"--tsdb.path={work / 'none'}", f"--grpc-address=127.0.0.1:{grpc_port}",
+                                               f"--http-address=127.0.0.1:{http_port}"], work)
+        p.url, p.port = f"http://127.0.0.1:{http_port}", http_port
+        p.extra["grpc"] = f"127.0.0.1:{grpc_port}"
+        return p
+
+    return start_on_free_ports(2, launch, lambda p: p.wait_http_ready("/-/ready", 60))
+
+
+def test_sidecar_passes_prometheus_exemplars_on_as_thanos_sidecar(prometheus_factory, prometheus3_bin, pythanos_bin,
+                                                                  thanos_bin, tmp_path):
+    src = ExemplarSource()
+    started: list[Process] = []
+    try:
+        prom = prometheus_factory(binary=prometheus3_bin, name="prom-sc", extra_args=["--enable-feature=exemplar-storage"],
+                                  config_yaml=prom_config(src.address, []).replace(
+                                      "global: {scrape_interval: 1s}",
+                                      "global: {scrape_interval: 1s, external_labels: {cluster: c1}}"))
+        poll(lambda: (src.exemplar_scrapes >= 3, src.exemplar_scrapes), 120, "three scrapes with exemplars")
+        src.freeze()
+        want_n = 3 * src.exemplar_scrapes
+        want = poll(lambda: (sum(len(e) for _, e in normal(exemplars(prom.url, '{__name__=~"demo_.+"}')[1]["data"]))
+                             == want_n, normal(exemplars(prom.url, '{__name__=~"demo_.+"}')[1]["data"])), 60,
+                    "Prometheus has every exemplar")
+        ours = start_sidecar(pythanos_bin, "ours", prom, tmp_path / "ours")
+        started.append(ours)
+        theirs = start_sidecar(thanos_bin, "thanos", prom, tmp_path / "thanos")
+        started.append(theirs)
+        tq_ours = start_thanos_query(thanos_bin, [ours.extra["grpc"]], tmp_path / "tq-ours")
+        started.append(tq_ours)
+        tq_theirs = start_thanos_query(thanos_bin, [theirs.extra["grpc"]], tmp_path / "tq-theirs")
+        started.append(tq_theirs)
+        oq = start_our_query(pythanos_bin, [ours.extra["grpc"]], tmp_path / "oq")
+        started.append(oq)
+        for q in ('{__name__=~"demo_.+"}', '{__name__=~"demo_.+", cluster="c1"}', 'demo_requests_total{cluster="c2"}',
+                  'sum(rate(demo_requests_total[1m]))'):
+            w = exemplars(tq_theirs.url, q)
+            assert w[0] == 200, w
+            assert exemplars(tq_ours.url, q) == w, q
+            assert exemplars(oq.url, q) == w, q
+        w = exemplars(tq_theirs.url, '{__name__=~"demo_.+"}')[1]["data"]
+        assert w[0]["seriesLabels"]["cluster"] == "c1"
+        assert normal(w, drop=("cluster",)) == want
+    finally:
+        for p in started:
+            p.stop()
+        src.close()

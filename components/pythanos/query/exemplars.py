@@ -90,3 +90,20 @@ class ExemplarsProxy:
                 elif frame.HasField("data"):
                     data.append(frame.data)
         return data, warnings
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The querier's own Exemplars API (Thanos serves its proxy: what the endpoints sent, in
+        arrival order, not de-duplicated; warnings as warning frames), for a querier above."""
+
+        async def serve(req: exemplars_pb2.ExemplarsRequest):
+            try:
+                data, warnings = await self.fetch(req.query, req.start, req.end,
+                                                  partial=req.partial_response_strategy == WARN)
+            except FetchError as e:
+                raise ex.ExemplarsError(e.code or grpc.StatusCode.UNKNOWN, str(e)) from None
+            for w in warnings:
+                yield w
+            for d in data:
+                yield d
+
+        return ex.handler(serve)

@@ -146,7 +146,7 @@ async def serve(config: QueryConfig, stop: Optional[asyncio.Event] = None, worke
         except BaseException:
             await close()
             raise
-    await srv.start(StoreServer(QueryStore(proxy)).handlers(), cleanup=close)
+    await srv.start([*StoreServer(QueryStore(proxy)).handlers(), api.exemplars.handler()], cleanup=close)
     if worker is None:
         try:
             await endpoints.start()

@@ -229,6 +229,11 @@ class PromClient(SessionClient):
             params.append(("time", str(time_s)))
         return await self._api("POST", "/api/v1/query", data=params)
 
+    async def query_exemplars(self, query: str, start_ms: int, end_ms: int) -> list:
+        """``/api/v1/query_exemplars`` data (what the sidecar's Exemplars API passes on)."""
+        params = [("query", query), ("start", format_timestamp(start_ms)), ("end", format_timestamp(end_ms))]
+        return list(await self._api("GET", "/api/v1/query_exemplars", params=params) or [])
+
     async def reload(self) -> None:
         """``POST /-/reload``; anything but 200 is an error (the message hints at --web.enable-lifecycle)."""
         try:

@@ -220,7 +220,10 @@ async def serve(config: SidecarConfig, stop: Optional[asyncio.Event] = None) -> 
             await c.close()
         close_quietly(config.bucket)
 
-    await srv.start(StoreServer(store).handlers(), cleanup=close_clients)
+    from .exemplars import exemplars_server
+
+    await srv.start([*StoreServer(store).handlers(), exemplars_server(api, meta.external_labels)],
+                    cleanup=close_clients)
 
     tasks: list[asyncio.Task] = []
 

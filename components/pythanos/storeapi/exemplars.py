@@ -16,7 +16,7 @@ import json
 import logging
 import math
 from decimal import Decimal
-from typing import AsyncIterator, Callable, Iterable, Sequence
+from typing import AsyncIterator, Callable, Iterable, Sequence, Union
 
 import grpc
 
@@ -103,16 +103,18 @@ def data_pb(series_labels: Labels, exemplars: Iterable[tuple[Labels, float, int]
     return d
 
 
-Serve = Callable[[exemplars_pb2.ExemplarsRequest], AsyncIterator[exemplars_pb2.ExemplarData]]
+Serve = Callable[[exemplars_pb2.ExemplarsRequest], AsyncIterator[Union[exemplars_pb2.ExemplarData, str]]]
 
 
 def handler(serve: Serve) -> grpc.GenericRpcHandler:
-    """``thanos.Exemplars/Exemplars`` answering with what ``serve(request)`` yields."""
+    """``thanos.Exemplars/Exemplars`` answering with what ``serve(request)`` yields (a string is
+    a warning frame)."""
 
     async def call(request: exemplars_pb2.ExemplarsRequest, context):
         try:
             async for d in serve(request):
-                yield exemplars_pb2.ExemplarsResponse(data=d)
+                yield (exemplars_pb2.ExemplarsResponse(warning=d) if isinstance(d, str)
+                       else exemplars_pb2.ExemplarsResponse(data=d))
         except ExemplarsError as e:
             await context.abort(e.code, e.message)
         except Exception as e:  # noqa: BLE001 - the caller gets a status, the log the trace

@@ -29,7 +29,7 @@ import xxhash
 
 from . import walrecords as wr
 
-__all__ = ["ExemplarStorage", "ExemplarMetrics", "ADDED", "DUPLICATE", "OUT_OF_ORDER", "LABEL_LENGTH",
+__all__ = ["ExemplarStorage", "ExemplarMetrics", "SeriesExemplars", "ADDED", "DUPLICATE", "OUT_OF_ORDER", "LABEL_LENGTH",
            "DISABLED", "MAX_LABEL_SET_LENGTH", "ERR_OUT_OF_ORDER", "ERR_DUPLICATE", "ERR_LABEL_LENGTH"]
 
 ADDED = 0
@@ -300,11 +300,3 @@ class ExemplarStorage:
                                        vs[part], ts[part]))
         out.sort(key=lambda e: e.series_labels)
         return out
-
-    def time_range(self) -> tuple[int, int] | None:
-        """(oldest, newest) exemplar timestamps, None when empty."""
-        m = self._slot_sid >= 0
-        if not m.any():
-            return None
-        t = self._slot_ts[m]
-        return int(t.min()), int(t.max())
