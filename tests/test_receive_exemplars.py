@@ -74,6 +74,17 @@ def metrics_text(url: str) -> str:
     return body.decode() if isinstance(body, bytes) else body
 
 
+def exemplar_metrics(url: str) -> dict[str, float]:
+    """``prometheus_tsdb_exemplar_*`` of the default tenant (``_created`` samples left out)."""
+    out = {}
+    for line in metrics_text(url).splitlines():
+        if line.startswith("prometheus_tsdb_exemplar_") and 'tenant="default-tenant"' in line:
+            name, value = line.split("{", 1)[0], float(line.rsplit(" ", 1)[1])
+            if not name.endswith("_created"):
+                out[name] = value
+    return out
+
+
 def normal(data: list, drop=("tenant_id", "replica")) -> list:
     """An answer's data in one shape: series without the receivers' labels, exemplars with the
     timestamp as a number (Prometheus writes "1.100" where Thanos writes 1.1)."""
@@ -312,8 +323,9 @@ def test_bad_exemplars_and_the_bound_as_thanos_receive(pythanos_bin, thanos_bin,
         run([[(s, [(now + 10_000 + i * 1000, 1.0)], [([("trace_id", f"z{i}")], float(i), now + 10_000 + i * 1000)])]
              for i in range(8)])
         assert sum(len(x["exemplars"]) for x in same()["data"]) == cap
-        metrics = metrics_text(ours.url)
-        assert f'prometheus_tsdb_exemplar_exemplars_in_storage{{tenant="default-tenant"}} {float(cap)}' in metrics
+        # the head's exemplar metrics: Prometheus' names, the values Thanos' receiver reports
+        mine, want = exemplar_metrics(ours.url), exemplar_metrics(theirs.url)
+        assert mine == want and mine["prometheus_tsdb_exemplar_exemplars_in_storage"] == cap, (mine, want)
     finally:
         for p in (tq_ours, tq_theirs, oq, tq_stacked):
             if p is not None:
@@ -392,3 +404,61 @@ def test_sidecar_passes_prometheus_exemplars_on_as_thanos_sidecar(prometheus_fac
         for p in started:
             p.stop()
         src.close()
+
+
+def rw2(series) -> bytes:
+    """As :func:`rw1`, in a remote-write 2.0 request."""
+    from pythanos.remote.prompb import write_v2_pb2
+
+    syms: dict[str, int] = {"": 0}
+
+    def refs(labels) -> list[int]:
+        return [syms.setdefault(x, len(syms)) for n, v in labels for x in (n, v)]
+
+    r = write_v2_pb2.Request()
+    for labels, samples, exs in series:
+        ts = r.timeseries.add(labels_refs=refs(labels))
+        for t, v in samples:
+            ts.samples.add(timestamp=t, value=v)
+        for lbls, v, t in exs:
+            ts.exemplars.add(labels_refs=refs(lbls), value=v, timestamp=t)
+    r.symbols.extend(syms)
+    return r.SerializeToString()
+
+
+def test_rw2_exemplars_written_header_as_prometheus(prometheus_factory, prometheus3_bin, pythanos_bin, tmp_path):
+    """Prometheus' own RW 2.0 receiver (exemplar storage on) and ours: the same statuses and the same
+    X-Prometheus-Remote-Write-Exemplars-Written for new, duplicate and out-of-order exemplars."""
+    prom = prometheus_factory(binary=prometheus3_bin, name="prom-rw2",
+                              extra_args=["--web.enable-remote-write-receiver", "--enable-feature=exemplar-storage"])
+    ours = start_rcv(pythanos_bin, "ours", tmp_path / "ours", 100)
+    try:
+        now = int(time.time() * 1000)
+        s = [("__name__", "ex2"), ("a", "1")]
+        header = "X-Prometheus-Remote-Write-Exemplars-Written"
+        for body in ([(s, [(now, 1.0)], [([("trace_id", "a")], 1.0, now)])],
+                     [(s, [(now + 1000, 2.0)], [([("trace_id", "a")], 1.0, now), ([("trace_id", "b")], 2.0, now + 1000)])],
+                     [(s, [(now + 2000, 3.0)], [([("trace_id", "c")], 1.0, now - 5)])]):
+            b = rw2(body)
+            code_p, _, h_p = post(prom.url + "/api/v1/write", b, v2=True)
+            code_o, text_o, h_o = post(ours.extra["rw"], b, v2=True)
+            assert (code_o, h_o.get(header)) == (code_p, h_p.get(header)), (body, code_p, h_p, code_o, text_o, h_o)
+        assert normal(exemplars(prom.url, '{__name__="ex2"}')[1]["data"]) == normal(
+            exemplars_via_grpc(ours.extra["grpc"], '{__name__="ex2"}'))
+    finally:
+        ours.stop()
+
+
+def exemplars_via_grpc(address: str, query: str) -> list:
+    """The receiver's Exemplars API answer as the HTTP API's ``data`` (through our merge and JSON)."""
+    import asyncio
+
+    from pythanos.storeapi import exemplars as ex
+    from pythanos.storeapi.client import StoreClient
+    from pythanos.storeapi.pb import exemplars_pb2
+
+    async def go():
+        async with StoreClient(address, timeout=30) as c:
+            return await c.exemplars(exemplars_pb2.ExemplarsRequest(query=query, start=0, end=1 << 62))
+
+    return json.loads(ex.to_json(ex.merge([f.data for f in asyncio.run(go()) if f.HasField("data")])))

@@ -110,7 +110,8 @@ def _exemplars(db, d: rw.DecodedWrite, mine: Optional[np.ndarray], existed: np.n
         return
     st = np.asarray(db.append_exemplars(d.blobs, d.blob_offsets, ex.series[idx],
                                         [ex.labels[i] for i in idx.tolist()], ex.values[idx], ex.timestamps[idx]))
-    res.exemplars_written = int((st == ex_mod.ADDED).sum())
+    # a duplicate of the stored newest counts as written, as Prometheus' RW 2.0 handler counts it (no error)
+    res.exemplars_written = int(np.isin(st, (ex_mod.ADDED, ex_mod.DUPLICATE)).sum())
     for code, text in ((ex_mod.OUT_OF_ORDER, ex_mod.ERR_OUT_OF_ORDER), (ex_mod.LABEL_LENGTH, ex_mod.ERR_LABEL_LENGTH)):
         n = int((st == code).sum())
         if n:
