@@ -401,3 +401,46 @@ def _write_through_each(certs: Certs, thanos_bin: str, members: list[Process], n
                                                                          for m in members), per_member
     finally:
         tq.stop()
+
+
+def test_relabel_and_split_tenant_in_a_hashring_with_a_real_thanos_receive(pythanos_bin, thanos_bin, tmp_path):
+    """Ours and a real thanos receive in one hashring (RF 1), both relabelling and splitting by
+    tenant label: whichever member a write enters by, every series is stored once, relabelled,
+    under the tenant its label names, on the member both agree owns it (a forwarded series carries
+    its new labels and tenant; a member disagreeing would forward it on). (The Thanos member runs
+    with ``--receive.grpc-compression=none``: our gRPC port may not take snappy yet.)"""
+    po, pt = free_ports(4), free_ports(4)
+    o_grpc, t_grpc = f"127.0.0.1:{po[1]}", f"127.0.0.1:{pt[1]}"
+    ring = tmp_path / "hashrings.json"
+    ring.write_text(json.dumps([{"hashring": "default", "endpoints": [o_grpc, t_grpc]}]))
+    relabel = "[{target_label: env, replacement: prod}, {action: labeldrop, regex: drop_me}]"
+    common = [f"--receive.hashrings-file={ring}", "--receive.split-tenant-label-name=team",
+              f"--receive.relabel-config={relabel}"]
+    ours = receiver(pythanos_bin, tmp_path, "ours", *common, f"--receive.local-endpoint={o_grpc}", ports=po,
+                    wait=False)
+    th = receiver(thanos_bin, tmp_path, "thanos", *common, f"--receive.local-endpoint={t_grpc}",
+                  "--receive.grpc-compression=none", ports=pt)
+    ours.wait_http_ready("/-/ready", 120)
+    now = int(time.time() * 1000)
+    want: dict[str, int] = {}
+    for who in (ours, th):
+        series = []
+        for i in range(60):
+            team = ("t0", "t1", "")[i % 3]
+            labels = [("__name__", f"mix_{who.name.rsplit('-', 1)[1]}"), ("drop_me", "x"), ("i", str(i))]
+            series.append((labels + ([("team", team)] if team else []), [(now, float(i))]))
+            want[team or "hdr"] = want.get(team or "hdr", 0) + 1
+        poll(lambda who=who, body=v1(series): ((r := post(who.extra["rw"], body, tenant="hdr"))[0] == 200, r[:2]),
+             60, f"a write through {who.name}")
+    tq = start_thanos_query(thanos_bin, [o_grpc, t_grpc], tmp_path / "tq")
+    try:
+        def counts():
+            r = query(tq.url, 'count by (tenant_id) ({__name__=~"mix_.*", env="prod", drop_me="", team=""})',
+                      time.time())
+            return {x["metric"]["tenant_id"]: int(x["value"][1]) for x in r} == want, r
+        poll(counts, 60, f"every series once, relabelled, per tenant {want}")
+        assert query(tq.url, 'count({__name__=~"mix_.*"})', time.time())[0]["value"][1] == "120"
+        members = query(tq.url, 'count by (member) ({__name__=~"mix_.*"})', time.time())
+        assert sorted(x["metric"]["member"] for x in members) == ["ours", "thanos"], members
+    finally:
+        tq.stop()
