@@ -15,9 +15,11 @@ Where Thanos applies them, and so do we:
   the whole request with 400 "tenant name not valid: validation error".
 
 Cost: this is the one place the write path works per series in Python, and only when one of the
-flags is set. Each distinct label set of a request is processed once (a request repeats few), and
-nothing here looks at samples. Series the decoder refused (duplicate or empty label names, bad
-UTF-8) are left as they are, to be refused by the writer as without these flags.
+flags is set. Each distinct label set is processed once, and its result kept for later requests
+(a bounded cache: Prometheus sends the same series every scrape), so in the steady state a series
+costs a dictionary look-up; nothing here looks at samples. Series the decoder refused (duplicate
+or empty label names, bad UTF-8) are left as they are, to be refused by the writer as without
+these flags.
 """
 from __future__ import annotations
 
@@ -38,6 +40,9 @@ __all__ = ["SplitTenantError", "SPLIT_INVALID", "rewrite", "forward_split"]
 #: Thanos' text: ``errors.Wrap(errValidation, "tenant name not valid")``
 SPLIT_INVALID = "tenant name not valid: validation error"
 _REWRITABLE = (rw.STATUS_OK, rw.STATUS_NO_METRIC_NAME)
+#: results kept across requests at most (about 300 bytes each)
+CACHE_MAX = 200_000
+_MISS = object()
 _CANONICAL_FLAGS = np.uint8(~(rw.FLAG_UNSORTED | rw.FLAG_EMPTY_VALUE) & 0xFF)
 
 
@@ -46,61 +51,75 @@ class SplitTenantError(ValueError):
 
 
 def rewrite(decoded: rw.DecodedWrite, tenant: str, *, relabel: Sequence[RelabelConfig] = (),
-            split_label: str = "") -> tuple[rw.DecodedWrite, list[tuple[str, np.ndarray]]]:
+            split_label: str = "", cache: Optional[dict] = None) -> tuple[rw.DecodedWrite, list[tuple[str, np.ndarray]]]:
     """The request with its series relabelled and split: a copy of ``decoded`` whose label columns
     (blobs, routing hashes, status) are rewritten, and the positions to write per tenant (series
-    dropped by relabelling are in none). Unchanged when there is nothing to do."""
+    dropped by relabelling are in none). Unchanged when there is nothing to do.
+
+    ``cache``: results by (tenant, label set) kept across requests, for one ``relabel`` and
+    ``split_label`` (a sender writes the same series again and again: then a series costs a dict
+    look-up); emptied when it holds more than :data:`CACHE_MAX` entries."""
     n = decoded.n_series
     if not relabel and not split_label:
         return decoded, [(tenant, np.arange(n, dtype=np.int64))]
     blobs, off = decoded.blobs, decoded.blob_offsets.tolist()
     status = decoded.status.tolist()
-    out_blobs = bytearray()
-    out_off = np.zeros(n + 1, np.int64)
-    hashes = decoded.hashes.copy()
-    new_status = decoded.status.copy()
-    counts = decoded.label_counts.copy()
-    changed = np.zeros(n, bool)
-    by_tenant: dict[str, list[int]] = {}
-    # per distinct label blob: (new blob or None when dropped, tenant, hash, status, label count)
-    seen: dict[bytes, Optional[tuple[bytes, str, int, int, int]]] = {}
+    # per distinct (tenant, label blob): None when dropped, else (new blob or None when unchanged,
+    # tenant, hash, status, label count)
+    seen: dict = cache if cache is not None else {}
+    if len(seen) > CACHE_MAX:
+        seen.clear()
     split = split_label.encode("utf-8", "surrogateescape") if split_label else b""
+    pieces: list[bytes] = []  # the new blobs
+    owners: list[Optional[str]] = []  # the tenant of each series, None when dropped
+    changed: list[int] = []
+    new_cols: list[tuple[int, int, int]] = []  # (hash, status, label count) of the changed ones
+    miss = _MISS
     for i in range(n):
         blob = blobs[off[i]:off[i + 1]]
         if status[i] not in _REWRITABLE:
-            out_blobs += blob
-            out_off[i + 1] = len(out_blobs)
-            by_tenant.setdefault(tenant, []).append(i)
+            pieces.append(blob)
+            owners.append(tenant)
             continue
-        if blob in seen:
-            r = seen[blob]
-        else:
-            r = seen[blob] = _one(blob, tenant, relabel, split_label, split)
+        key = (tenant, blob)
+        r = seen.get(key, miss)
+        if r is miss:
+            r = seen[key] = _one(blob, tenant, relabel, split_label, split)
         if r is None:  # dropped by relabelling: in no group, an empty label set in the columns
-            out_blobs += b"\x00"
-            out_off[i + 1] = len(out_blobs)
+            pieces.append(b"\x00")
+            owners.append(None)
             continue
-        new_blob, t, h, st, nl = r
-        out_blobs += new_blob
-        out_off[i + 1] = len(out_blobs)
-        if new_blob is not blob:
-            changed[i] = True
-            hashes[i], new_status[i], counts[i] = h, st, nl
-        by_tenant.setdefault(t, []).append(i)
-    flags = decoded.flags.copy()
-    flags[changed] &= _CANONICAL_FLAGS  # the new blobs are canonical: forwarded and hashed as they are
-    out = dataclasses.replace(decoded, blobs=bytes(out_blobs), blob_offsets=out_off, hashes=hashes,
+        if r[0] is None:
+            pieces.append(blob)
+        else:
+            pieces.append(r[0])
+            changed.append(i)
+            new_cols.append(r[2:])
+        owners.append(r[1])
+    out_off = np.zeros(n + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, pieces), np.int64, n), out=out_off[1:])
+    hashes, new_status = decoded.hashes.copy(), decoded.status.copy()
+    counts, flags = decoded.label_counts.copy(), decoded.flags.copy()
+    if changed:
+        idx = np.asarray(changed, np.int64)
+        cols = np.asarray(new_cols, np.uint64)
+        hashes[idx], new_status[idx], counts[idx] = cols[:, 0], cols[:, 1], cols[:, 2]
+        flags[idx] &= _CANONICAL_FLAGS  # the new blobs are canonical: forwarded and hashed as they are
+    out = dataclasses.replace(decoded, blobs=b"".join(pieces), blob_offsets=out_off, hashes=hashes,
                               status=new_status, flags=flags, label_counts=counts,
-                              labels_rewritten=decoded.labels_rewritten or bool(changed.any()))
-    return out, [(t, np.asarray(ids, np.int64)) for t, ids in by_tenant.items()]
-
+                              labels_rewritten=decoded.labels_rewritten or bool(changed))
+    tenants = [t for t in dict.fromkeys(owners) if t is not None]
+    if len(tenants) == 1 and None not in owners:
+        return out, [(tenants[0], np.arange(n, dtype=np.int64))]
+    who = np.array(owners, dtype=object)
+    return out, [(t, np.flatnonzero(who == t)) for t in tenants]
 
 def _one(blob: bytes, tenant: str, relabel: Sequence[RelabelConfig], split_label: str,
-         split: bytes) -> Optional[tuple[bytes, str, int, int, int]]:
-    """One distinct label set: (blob, tenant, routing hash, status, label count); the blob is the
-    same object when nothing changed (then hash, status and count are not used)."""
+         split: bytes) -> Optional[tuple[Optional[bytes], str, int, int, int]]:
+    """One distinct label set: (new blob, tenant, routing hash, status, label count); the blob is
+    None when nothing changed (then hash, status and count are not used)."""
     if not relabel and split not in blob:  # cheap pre-check: the split label cannot be there
-        return blob, tenant, 0, 0, 0
+        return None, tenant, 0, 0, 0
     pairs = rw.decode_blob(blob)
     if relabel:
         new = apply(pairs, relabel)
@@ -116,7 +135,7 @@ def _one(blob: bytes, tenant: str, relabel: Sequence[RelabelConfig], split_label
             t = value
             pairs = [(k, v) for k, v in pairs if k != split_label]
         elif not relabel:
-            return blob, tenant, 0, 0, 0
+            return None, tenant, 0, 0, 0
     new_blob = rw.encode_blob(pairs)
     if not pairs:
         st = rw.STATUS_EMPTY_LABEL_NAME  # Thanos' writer: ErrEmptyLabels
@@ -129,7 +148,7 @@ def _one(blob: bytes, tenant: str, relabel: Sequence[RelabelConfig], split_label
 
 
 async def forward_split(forwarder, tenant: str, decoded: rw.DecodedWrite, replica: int, *,
-                        relabel: Sequence[RelabelConfig] = (), split_label: str = ""):
+                        relabel: Sequence[RelabelConfig] = (), split_label: str = "", cache: Optional[dict] = None):
     """Relabel and split ``decoded`` (see :func:`rewrite`), then route each tenant's series with
     ``forwarder`` (a :class:`pythanos.receive.forward.Forwarder`), concurrently; one answer for
     the request: the worst status (503, 500, 400, 409, then 200) with the failed writes' texts."""
@@ -137,7 +156,7 @@ async def forward_split(forwarder, tenant: str, decoded: rw.DecodedWrite, replic
 
     if not relabel and not split_label:
         return await forwarder.forward(tenant, decoded, replica)
-    new, groups = rewrite(decoded, tenant, relabel=relabel, split_label=split_label)
+    new, groups = rewrite(decoded, tenant, relabel=relabel, split_label=split_label, cache=cache)
     groups = [(t, pos) for t, pos in groups if len(pos)]
     if not groups:  # everything dropped by relabelling: Thanos answers 200
         return ForwardResult(200)

@@ -173,10 +173,12 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
                           and config.rw_client_tls.enabled else None)
     from .rewrite import SplitTenantError, forward_split
 
+    rewritten: dict[str, dict] = {"http": {}, "grpc": {}}  # label rewriting results kept across requests
+
     async def route(tenant: str, decoded, replica: int) -> WriteOutcome:
         try:
             out = await forward_split(forwarder, tenant, decoded, replica, relabel=config.relabel,
-                                      split_label=config.split_tenant_label)
+                                      split_label=config.split_tenant_label, cache=rewritten["http"])
         except SplitTenantError as e:
             return WriteOutcome(status=400, message=str(e))
         return WriteOutcome(status=out.status, message=out.message, samples_written=out.samples_written,
@@ -207,7 +209,8 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
             out = await forwarder.ingest(tenant, decoded)
         else:
             try:  # as Thanos: forwarded writes are split by tenant label too, never relabelled
-                out = await forward_split(forwarder, tenant, decoded, replica, split_label=config.split_tenant_label)
+                out = await forward_split(forwarder, tenant, decoded, replica, split_label=config.split_tenant_label,
+                                          cache=rewritten["grpc"])
             except SplitTenantError as e:
                 raise WriteInvalid(str(e)) from None
         if out.status == 200:
