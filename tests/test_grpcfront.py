@@ -80,6 +80,7 @@ class H2Client:
         self.h2 = H2Connection(H2Configuration(client_side=True, header_encoding="utf-8"))
         self.h2.initiate_connection()
         self.writer.write(self.h2.data_to_send())
+        self.events: list = []  # every h2 event seen
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -114,7 +115,9 @@ class H2Client:
             chunk = await asyncio.wait_for(self.reader.read(65536), max(0.01, deadline - loop.time()))
             if not chunk:
                 raise ConnectionError("closed by the server")
-            for e in self.h2.receive_data(chunk):
+            events = self.h2.receive_data(chunk)
+            self.events += events
+            for e in events:
                 if isinstance(e, (ev.ResponseReceived, ev.TrailersReceived)) and e.stream_id == sid:
                     out.update(dict(e.headers))
                 elif isinstance(e, ev.DataReceived) and e.stream_id == sid:
@@ -186,6 +189,14 @@ async def _splice_and_write_paths():
             with pytest.raises(grpc.aio.AioRpcError) as e:
                 await ch.unary_unary(ECHO)(b"hello", timeout=10)
             assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        # a spliced connection sees one SETTINGS frame: the front's copy of grpcio's, grpcio's own dropped
+        from h2 import events as ev
+
+        async with H2Client(s.port) as c:
+            tr, data = await c.call(ECHO, msg(b"raw h2"))
+            assert (tr["grpc-status"], data) == ("0", msg(b"raw h2"))
+            assert "snappy" not in tr["grpc-accept-encoding"]  # grpcio answered
+            assert sum(isinstance(e, ev.RemoteSettingsChanged) for e in c.events) == 1
         # snappy, as a Thanos router sends it; several calls on one connection
         body = b"series " * 50000
         async with H2Client(s.port) as c:

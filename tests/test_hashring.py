@@ -658,9 +658,11 @@ def test_thanos_router_ingestor_honours_the_replica_header(thanos_bin, tmp_path)
 
 
 def test_thanos_default_snappy_forwarding_is_not_accepted_by_grpcio(thanos_bin, tmp_path):
-    """Known limit, kept visible: Thanos routers compress forwards with snappy unless
-    --receive.grpc-compression=none, and grpcio has no snappy codec: the call fails before our
-    handler runs. If grpcio ever learns snappy, this test fails and the limit can go."""
+    """Why the receiver's gRPC port has a front (pythanos.server.grpcfront, tested with real
+    routers in test_receive_grpcfront): Thanos routers compress forwards with snappy unless
+    --receive.grpc-compression=none, and a bare grpcio server has no snappy codec, so the call
+    fails before its handler runs. If grpcio ever learns snappy, this test fails and the front
+    can go."""
     async def main():
         rec = Recorder()
         g, h, w, c, port = free_ports(5)

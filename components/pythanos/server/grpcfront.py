@@ -474,7 +474,9 @@ class _Conn:
         cut = min(cut, len(buf))
         up_w.write(buf[:cut])
         frame = await asyncio.wait_for(_read_frame(up_r), _HANDSHAKE_TIMEOUT)
-        if frame != front._settings:  # not expected: pass it on (the client applies it too)
+        if frame != front._settings:  # not seen so far: pass it on, visibly (the client ACKs it too)
+            log.warning("gRPC front: grpcio's first SETTINGS differ from those learnt at start; passed on",
+                        extra={"learnt": front._settings.hex(), "now": frame.hex()})
             self.writer.write(frame)
         up_w.write(buf[cut:])
         if front.tls is None and _KERNEL_SPLICE:
