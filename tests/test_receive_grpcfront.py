@@ -91,3 +91,29 @@ def test_thanos_router_default_snappy_into_our_receiver_and_queriers_read_throug
             if p is not None:
                 p.stop()
         rcv.stop()
+
+
+def test_max_connection_age_on_connections_the_front_serves(pythanos_bin, thanos_bin, tmp_path):
+    """``--grpc-server-max-connection-age`` holds for the router's RemoteWrite connection (served
+    by the front, not grpcio): GOAWAY after the age, a real Thanos router reconnects, and no
+    write is lost or refused meanwhile."""
+    rcv = start_receiver(pythanos_bin, tmp_path / "ours", "--grpc-server-max-connection-age=1s", "--log.level=debug")
+    router = None
+    try:
+        rcv.wait_http_ready("/-/ready", 120)
+        router = thanos_router(thanos_bin, tmp_path, rcv.extra["grpc"])
+        now = int(time.time() * 1000)
+        deadline = time.monotonic() + 90
+        k = 0
+        while rcv.log(5000).count("reason=\"max connection age\"") < 2:  # two GOAWAYs: a reconnect in between
+            assert time.monotonic() < deadline, "no two GOAWAYs for the connection age within 90s"
+            body = v1([([("__name__", "aged"), ("i", str(i))], [(now + k, float(k))]) for i in range(10)])
+            code, text, _ = post(router.extra["rw"], body)
+            assert code == 200, (k, text)
+            k += 1
+        got = stored(rcv.extra["grpc"], (("__name__", "=", "aged"),))
+        assert len(got) == 10 and all(len(v) == k for v in got.values()), (k, {s: len(v) for s, v in got.items()})
+    finally:
+        if router is not None:
+            router.stop()
+        rcv.stop()

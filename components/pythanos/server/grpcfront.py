@@ -387,7 +387,7 @@ class _Conn:
             if call.task is not None:
                 call.task.cancel()
 
-    def goaway(self) -> None:
+    def goaway(self, why: str = "shutting down") -> None:
         """Graceful GOAWAY on a connection served here (spliced ones are grpcio's to close)."""
         if self.h2 is None or self.goaway_sent or self.upstream is not None:
             if self.h2 is None and self.upstream is None:  # still sniffing: nothing was started
@@ -398,6 +398,8 @@ class _Conn:
         # written by hand: after h2's own close_connection it refuses to send the answers of the
         # calls still in flight; streams the client opens after this one are refused in _request
         self.goaway_sent = self.h2.highest_inbound_stream_id
+        log.debug("gRPC front: GOAWAY", extra={"reason": why, "last_stream": self.goaway_sent,
+                                               "peer": str(self.writer.get_extra_info("peername"))})
         frame = GoAwayFrame(0)
         frame.last_stream_id, frame.error_code = self.goaway_sent, 0
         self.flush()
@@ -529,7 +531,8 @@ class _Conn:
         age = None
         if front.max_connection_age > 0:
             jitter = front.max_connection_age * random.uniform(-0.1, 0.1)
-            age = asyncio.get_running_loop().call_later(front.max_connection_age + jitter, self.goaway)
+            age = asyncio.get_running_loop().call_later(front.max_connection_age + jitter, self.goaway,
+                                                        "max connection age")
         try:
             self._handle(events)
             self.flush()
