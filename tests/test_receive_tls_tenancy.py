@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from peers import REGISTRY, Process, free_ports, start_thanos_query
+from peers import REGISTRY, Process, free_ports, http_get, start_thanos_query
 from test_receive import poll, post, query, stored, v1
 from test_tls_grpc import _ca
 from test_tls_grpc import _leaf as tls_leaf
@@ -146,6 +146,19 @@ def plain_http_answer(port: int) -> bytes:
             if not chunk:
                 return out
             out += chunk
+
+
+def write_histograms(p: Process) -> dict:
+    """``thanos_receive_write_timeseries`` / ``_samples`` sums and counts by (code, tenant) from /metrics."""
+    import re
+
+    out = {}
+    text = http_get(p.url + "/metrics")[1].decode()
+    for m in re.finditer(r'^thanos_receive_write_(timeseries|samples)_(sum|count)\{([^}]*)\} (\S+)$', text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3)))
+        out[(labels["code"], labels["tenant"], m.group(2) if m.group(1) == "timeseries" else "samples_" + m.group(2))] = \
+            float(m.group(4))
+    return out
 
 
 def label_sets(grpc_addr: str, drop=("member",), matchers=(("__name__", "=~", ".+"),)) -> set:
@@ -343,6 +356,9 @@ def test_split_tenant_label_like_thanos(pythanos_bin, thanos_bin, tmp_path):
     bad = v1([([("__name__", "s"), ("i", "5"), ("team", "a/b")], [(now, 1.0)])])
     answers = [post(w.extra["rw"], bad, tenant="hdr")[:2] for w in (ours, th)]
     assert answers[0] == answers[1] == (400, "tenant name not valid: validation error\n")
+    # the write histograms per tenant the series went to, nothing for the refused request
+    got = [write_histograms(w) for w in (ours, th)]
+    assert got[0] == got[1] and got[0][("200", "t1", "sum")] == 2, got
 
 
 def test_forwarding_over_grpc_mtls_between_our_receivers(certs, pythanos_bin, thanos_bin, tmp_path):

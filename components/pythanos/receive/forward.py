@@ -202,6 +202,8 @@ class ForwardResult:
     exemplars_written: int = 0
     conflicts: int = 0
     failed: int = 0
+    #: (series, samples) routed per tenant, when a request was relabelled or split (receive/rewrite.py)
+    per_tenant: Optional[dict[str, tuple[int, int]]] = None
 
     @property
     def grpc_code(self) -> grpc.StatusCode:

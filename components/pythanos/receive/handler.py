@@ -43,6 +43,9 @@ class WriteOutcome:
     samples_written: int = 0
     histograms_written: int = 0
     exemplars_written: int = 0
+    #: (series, samples) routed per tenant after relabelling and splitting (None: all under the
+    #: request's tenant, as decoded); Thanos observes its write histograms with these
+    per_tenant: Optional[dict[str, tuple[int, int]]] = None
 
 
 Route = Callable[[str, rw.DecodedWrite, int], Awaitable[WriteOutcome]]
@@ -120,7 +123,7 @@ class ReceiveHandler:
     async def handle(self, request):
         from aiohttp import web
 
-        status, text, headers, n_series, n_samples = 500, "", {}, 0, 0
+        status, text, headers, observed = 500, "", {}, {}
         try:
             tenant, why = self._tenant(request), None
         except ValueError as e:
@@ -139,29 +142,30 @@ class ReceiveHandler:
             if gate is not None:
                 await gate.acquire()
             try:
-                status, text, headers, n_series, n_samples = await self._handle(request, tenant, limits)
+                status, text, headers, observed = await self._handle(request, tenant, limits)
             finally:
                 if gate is not None:
                     gate.release()
             return web.Response(status=status, text=(text + "\n") if text else "", headers=headers)
         finally:
             self.metrics.requests.labels(str(status), "receive", "post").inc()
-            if n_series:
-                self.metrics.timeseries.labels(str(status), tenant).observe(n_series)
-                self.metrics.samples.labels(str(status), tenant).observe(n_samples)
+            for t, (n_series, n_samples) in observed.items():
+                if n_series:
+                    self.metrics.timeseries.labels(str(status), t).observe(n_series)
+                    self.metrics.samples.labels(str(status), t).observe(n_samples)
 
     async def _handle(self, request, tenant: str, limits: Limits):
         limit = limits.head_series(tenant)
         if limit and self.head_series(tenant) >= limit:
-            return 429, "tenant is above active series limit", {}, 0, 0
+            return 429, "tenant is above active series limit", {}, {}
         req_limits = limits.request(tenant)
         if req_limits.size_bytes and request.content_length is not None \
                 and request.content_length > req_limits.size_bytes:
-            return 413, "write request too large", {}, 0, 0
+            return 413, "write request too large", {}, {}
         try:
             body = await request.read()
         except Exception as e:  # noqa: BLE001
-            return 500, f"read compressed request body: {e}", {}, 0, 0
+            return 500, f"read compressed request body: {e}", {}, {}
         h = request.headers
         args = (body, h.get("Content-Type", ""), h.get(rw.VERSION_HEADER, ""), h.get("Content-Encoding", ""))
         kw = dict(tenant=tenant, size_bytes_limit=req_limits.size_bytes)
@@ -172,7 +176,7 @@ class ReceiveHandler:
             else:
                 decoded = rw.decode_request(*args, **kw)
         except rw.WriteDecodeError as e:
-            return e.status, e.message, {}, 0, 0
+            return e.status, e.message, {}, {}
         replica = 0
         raw = h.get(self.replica_header, "")
         if raw:
@@ -181,20 +185,21 @@ class ReceiveHandler:
                 if replica < 0 or replica >= 1 << 64:
                     raise ValueError
             except ValueError:
-                return 400, "could not parse replica header", {}, 0, 0
+                return 400, "could not parse replica header", {}, {}
         v2 = decoded.is_v2
         n_series, n_samples = decoded.n_series, decoded.n_samples
         if n_series == 0:
-            return (204, "", rw.written_headers(0, 0, 0), 0, 0) if v2 else (200, "", {}, 0, 0)
+            return (204, "", rw.written_headers(0, 0, 0), {}) if v2 else (200, "", {}, {})
         if req_limits.series and n_series > req_limits.series:
-            return 413, "too many timeseries", {}, n_series, n_samples
+            return 413, "too many timeseries", {}, {tenant: (n_series, n_samples)}
         if req_limits.samples and n_samples > req_limits.samples:
-            return 413, "too many samples", {}, n_series, n_samples
+            return 413, "too many samples", {}, {tenant: (n_series, n_samples)}
         out = await self.route(tenant, decoded, replica)
         if out.status >= 500:
             log.error("internal server error" if out.status == 500 else "write failed",
                       extra={"tenant": tenant, "status": out.status, "err": out.message})
+        counts = out.per_tenant if out.per_tenant is not None else {tenant: (n_series, n_samples)}
         if not v2:
-            return out.status, out.message, {}, n_series, n_samples
+            return out.status, out.message, {}, counts
         headers = rw.written_headers(out.samples_written, out.histograms_written, out.exemplars_written)
-        return _V2_STATUS.get(out.status, out.status), out.message, headers, n_series, n_samples
+        return _V2_STATUS.get(out.status, out.status), out.message, headers, counts

@@ -159,12 +159,14 @@ async def forward_split(forwarder, tenant: str, decoded: rw.DecodedWrite, replic
     new, groups = rewrite(decoded, tenant, relabel=relabel, split_label=split_label, cache=cache)
     groups = [(t, pos) for t, pos in groups if len(pos)]
     if not groups:  # everything dropped by relabelling: Thanos answers 200
-        return ForwardResult(200)
+        return ForwardResult(200, per_tenant={})
     if len(groups) == 1:
         t, pos = groups[0]
-        return await forwarder.forward(t, new, replica, series=None if len(pos) == new.n_series else pos)
+        one = await forwarder.forward(t, new, replica, series=None if len(pos) == new.n_series else pos)
+        one.per_tenant = {t: (one.series, one.samples)}
+        return one
     parts = await asyncio.gather(*(forwarder.forward(t, new, replica, series=pos) for t, pos in groups))
-    out = ForwardResult(200)
+    out = ForwardResult(200, per_tenant={t: (p.series, p.samples) for (t, _), p in zip(groups, parts)})
     for p in parts:
         for k in ("series", "samples", "samples_written", "histograms_written", "exemplars_written", "conflicts",
                   "failed"):

@@ -179,10 +179,11 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
         try:
             out = await forward_split(forwarder, tenant, decoded, replica, relabel=config.relabel,
                                       split_label=config.split_tenant_label, cache=rewritten["http"])
-        except SplitTenantError as e:
-            return WriteOutcome(status=400, message=str(e))
+        except SplitTenantError as e:  # nothing routed: nothing observed, as in Thanos
+            return WriteOutcome(status=400, message=str(e), per_tenant={})
         return WriteOutcome(status=out.status, message=out.message, samples_written=out.samples_written,
-                            histograms_written=out.histograms_written, exemplars_written=out.exemplars_written)
+                            histograms_written=out.histograms_written, exemplars_written=out.exemplars_written,
+                            per_tenant=out.per_tenant)
 
     def head_series(tenant: str) -> int:
         t = tenants._tenants.get(tenant)
