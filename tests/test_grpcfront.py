@@ -31,10 +31,10 @@ LOCAL = [("grpc.use_local_subchannel_pool", 1)]
 class _Server:
     """grpcio (an echo method) behind a front that answers RemoteWrite with ``write``."""
 
-    def __init__(self, max_recv: int = 1 << 20, max_age: float = 0.0) -> None:
+    def __init__(self, max_recv: int = 1 << 20, max_age: float = 0.0, handshake: float = 120.0) -> None:
         self.got: list[bytes] = []
         self.entered, self.release = asyncio.Event(), asyncio.Event()
-        self.max_recv, self.max_age = max_recv, max_age
+        self.max_recv, self.max_age, self.handshake = max_recv, max_age, handshake
 
     async def write(self, raw: bytes) -> None:
         if raw == b"conflict":
@@ -47,7 +47,8 @@ class _Server:
         self.got.append(raw)
 
     async def __aenter__(self) -> "_Server":
-        self.front = GrpcFront(writeable_front(self.write), max_recv=self.max_recv, max_connection_age=self.max_age)
+        self.front = GrpcFront(writeable_front(self.write), max_recv=self.max_recv, max_connection_age=self.max_age,
+                               handshake_timeout=self.handshake)
         self.grpc = grpc.aio.server(options=list(svc.SERVER_OPTIONS))
 
         async def echo(req: bytes, ctx) -> bytes:
@@ -212,7 +213,7 @@ def test_bad_input():
 
 
 async def _bad_input():
-    async with _Server(max_recv=1000) as s:
+    async with _Server(max_recv=1000, handshake=0.5) as s:
         async with H2Client(s.port) as c:
             # a length prefix above the limit: refused from the prefix alone (nothing more is sent)
             tr, _ = await c.call(REMOTE_WRITE, struct.pack(">BI", 0, 0xFFFFFFF0))
@@ -238,11 +239,16 @@ async def _bad_input():
             # still serving on the same connection
             tr, _ = await c.call(REMOTE_WRITE, msg(b"ok"))
             assert tr["grpc-status"] == "0", tr
-        # a connection that stops mid-frame, and one that is not HTTP/2 at all
-        for junk in (PREFACE + b"\x00\x00\x10\x04\x00\x00\x00", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"x" * 100):
+        # a connection that stops mid-frame (its SETTINGS never complete): the front closes it after
+        # the handshake time, as grpcio would; one that goes away mid-frame; one not HTTP/2 at all
+        for junk, wait in ((PREFACE + b"\x00\x00\x10\x04\x00\x00\x00", True),
+                           (PREFACE + b"\x00\x00\x10\x04\x00\x00\x00", False),
+                           (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"x" * 100, False)):
             r, w = await asyncio.open_connection("127.0.0.1", s.port)
             w.write(junk)
             await w.drain()
+            while wait and await asyncio.wait_for(r.read(65536), 10):
+                pass
             w.close()
         r, w = await asyncio.open_connection("127.0.0.1", s.port)
         w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"\x00" * 100)

@@ -273,8 +273,11 @@ class GrpcFront:
     the grpcio server listening on :attr:`upstream` (see the module docstring)."""
 
     def __init__(self, methods: Mapping[str, UnaryMethod], *, max_recv: int, tls=None,
-                 max_connection_age: float = 0.0, name: str = "") -> None:
+                 max_connection_age: float = 0.0, name: str = "",
+                 handshake_timeout: float = _HANDSHAKE_TIMEOUT) -> None:
         self.methods = dict(methods)
+        #: for the TLS handshake and the client's HTTP/2 preface and SETTINGS
+        self.handshake_timeout = handshake_timeout
         self.max_recv = max_recv
         self.tls = _TLSContexts(tls) if tls is not None else None
         self.max_connection_age = max_connection_age
@@ -422,7 +425,7 @@ class _Conn:
 
         front = self.front
         if front.tls is not None:  # reading is still held (_HeldProtocol): the ClientHello goes to ssl
-            await asyncio.wait_for(self.writer.start_tls(front.tls.current()), _HANDSHAKE_TIMEOUT)
+            await asyncio.wait_for(self.writer.start_tls(front.tls.current()), front.handshake_timeout)
         else:
             self.raw.resume_reading()
         h2 = H2Connection(H2Configuration(client_side=False, header_encoding="utf-8"))
@@ -439,8 +442,13 @@ class _Conn:
         buf = bytearray()
         first = None
         events: list = []
+        # the client's preface and SETTINGS within the handshake time, as grpcio allows; after
+        # that a connection may wait idle for its first call
+        loop = asyncio.get_running_loop()
+        deadline: Optional[float] = loop.time() + front.handshake_timeout
         while first is None:
-            data = await self.reader.read(_READ)
+            timeout = None if deadline is None else max(0.0, deadline - loop.time())
+            data = await asyncio.wait_for(self.reader.read(_READ), timeout)
             if not data:
                 return
             buf += data
@@ -450,7 +458,9 @@ class _Conn:
                 events = h2.receive_data(data)
             except ProtocolError:
                 return  # not HTTP/2, or malformed: close
-            for i, ev in enumerate(events):
+            for ev in events:
+                if type(ev).__name__ == "RemoteSettingsChanged":
+                    deadline = None
                 if isinstance(ev, RequestReceived):
                     first = dict(ev.headers).get(":path", "")
                     break
@@ -475,7 +485,7 @@ class _Conn:
             cut += 9 + int.from_bytes(buf[cut:cut + 3], "big")
         cut = min(cut, len(buf))
         up_w.write(buf[:cut])
-        frame = await asyncio.wait_for(_read_frame(up_r), _HANDSHAKE_TIMEOUT)
+        frame = await asyncio.wait_for(_read_frame(up_r), front.handshake_timeout)
         if frame != front._settings:  # not seen so far: pass it on, visibly (the client ACKs it too)
             log.warning("gRPC front: grpcio's first SETTINGS differ from those learnt at start; passed on",
                         extra={"learnt": front._settings.hex(), "now": frame.hex()})
