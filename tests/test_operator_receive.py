@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
 from peers import REGISTRY, Process, start_on_free_ports  # noqa: E402
-from pythanos.receive.hashring import new_multi_hashring, parse_hashrings  # noqa: E402
+from pythanos.receive.hashring import InsufficientNodesError, new_multi_hashring, parse_hashrings  # noqa: E402
 from pythanos_operator import render, status as st  # noqa: E402
 from pythanos_operator.spec import Defaults  # noqa: E402
 import test_operator_render as _render_tests  # noqa: E402
@@ -120,7 +121,7 @@ def test_hashring_is_the_ready_wanted_pods_in_ordinal_order(tc):
 def test_local_endpoint_is_the_hashring_entry_of_its_pod(tc):
     """--receive.local-endpoint, as the kubelet expands $(POD_NAME), equals the pod's hashring entry, so each
     receiver finds itself in the ring; the cluster domain is the operator's (PYTHANOS_CLUSTER_DOMAIN)."""
-    t = with_receiver(tc)
+    t = with_receiver(tc, replicationFactor=1)
     for d in (DEFAULTS, Defaults(component_image="pythanos:0.1.0", cluster_domain="k8s.example")):
         objs = render.render_thanos_cluster(t, [], d, receive_pods=[pod("thanos-receive-demo-1", True)])
         args = _container(_by(objs, "StatefulSet", "thanos-receive-demo"), "thanos-receive")["args"]
@@ -139,9 +140,31 @@ def test_ketama_ring_never_has_fewer_endpoints_than_the_replication_factor(tc):
     new_multi_hashring(configs, "ketama", 3)   # builds
     ready = [pod(f"thanos-receive-demo-{i}", True) for i in range(3)]
     assert ring_of(render.render_thanos_cluster(t, [], DEFAULTS, receive_pods=ready)) == [ep(0), ep(1), ep(2)]
-    hm = with_receiver(tc, replicas=3, replicationFactor=3)   # hashmod: only the ready one
-    assert ring_of(render.render_thanos_cluster(hm, [], DEFAULTS, receive_pods=[pod("thanos-receive-demo-1", True)])) \
-        == [ep(1)]
+
+
+def test_hashmod_ring_below_the_replication_factor_keeps_the_wanted_replicas(tc):
+    """Replication factor 3 over 3 receivers, one of them away (deleted, restarting, rolling): a hashmod
+    ring of the 2 ready ones would refuse every write ("insufficient nodes" for the third copy, as Thanos'
+    GetN), while the ring of all 3 still puts 2 of every series' 3 copies on receivers that are up, the
+    write quorum. The ring shrinks to the ready pods only while they are at least the replication factor."""
+    t = with_receiver(tc, replicas=3, replicationFactor=3)
+    two = [pod("thanos-receive-demo-0", True), pod("thanos-receive-demo-1", True),
+           pod("thanos-receive-demo-2", True, deleting=True)]
+    objs = render.render_thanos_cluster(t, [], DEFAULTS, receive_pods=two)
+    assert ring_of(objs) == [ep(0), ep(1), ep(2)]
+    configs = parse_hashrings(_by(objs, "ConfigMap", "thanos-receive-demo-hashring")["data"]["hashrings.json"])
+    hashes = np.arange(1000, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    _, where = new_multi_hashring(configs, "hashmod", 3).route("default-tenant", hashes, 3)
+    up = np.isin(where, [0, 1]).sum(axis=1)
+    assert (up >= 3 // 2 + 1).all(), up.min()
+    # what a ring of the ready ones alone does: no third copy for any series
+    short = parse_hashrings(render.hashrings_json([ep(0), ep(1)]))
+    with pytest.raises(InsufficientNodesError):
+        new_multi_hashring(short, "hashmod", 3).route("default-tenant", hashes, 3)
+    # enough ready receivers for every copy: the ring is the ready ones
+    t2 = with_receiver(tc, replicas=3, replicationFactor=2)
+    assert ring_of(render.render_thanos_cluster(t2, [], DEFAULTS, receive_pods=two)) == [ep(0), ep(1)]
+    assert ring_of(render.render_thanos_cluster(t2, [], DEFAULTS, receive_pods=two[:1])) == [ep(0), ep(1), ep(2)]
 
 
 # ---------------------------------------------------------------------------------------------- objects
@@ -444,10 +467,16 @@ def test_receivers_rendered_and_hashring_follows_pod_readiness(kubectl, namespac
     assert changes and float(changes[0].split()[-1]) >= 1, changes   # readiness changes may coalesce
     set_ready(kubectl, ns, 2, False)
     wait_ring(kubectl, ns, [0, 1])
+    set_ready(kubectl, ns, 2, True)
+    wait_ring(kubectl, ns, [0, 1, 2])
     # a bound pod deleted gracefully stays, terminating: it leaves the ring at once
     kubectl("delete", "pod", "thanos-receive-demo-1", "--wait=false", namespace=ns)
     assert kget(kubectl, "pod", "thanos-receive-demo-1", ns)["metadata"].get("deletionTimestamp")
-    wait_ring(kubectl, ns, [0])
+    wait_ring(kubectl, ns, [0, 2])
+    # fewer ready than copies of each series: every wanted replica stays listed (a hashmod ring shorter
+    # than the replication factor would refuse every write)
+    set_ready(kubectl, ns, 2, False)
+    wait_ring(kubectl, ns, [0, 1, 2])
     t = wait_cond(kubectl, "thanoscluster", "demo", ns, "Hashring", "False", "HashringBelowReplicationFactor")
     assert "1/3 receivers ready, fewer than the replication factor 2" in cond(t, "Hashring")["message"]
     warning(kubectl, ns, "demo", "HashringBelowReplicationFactor")
@@ -457,11 +486,11 @@ def test_receivers_rendered_and_hashring_follows_pod_readiness(kubectl, namespac
 
     # a hand-edited ring is drift: repaired from the pods
     set_ready(kubectl, ns, 2, True)
-    wait_ring(kubectl, ns, [2])
+    wait_ring(kubectl, ns, [0, 1, 2])
     cm = kget(kubectl, "configmap", "thanos-receive-demo-hashring", ns)
     kubectl("patch", "configmap", "thanos-receive-demo-hashring", "--type=merge", "-p",
             json.dumps({"data": {"hashrings.json": "[]"}}), namespace=ns)
-    wait_ring(kubectl, ns, [2])
+    wait_ring(kubectl, ns, [0, 1, 2])
     assert kget(kubectl, "configmap", "thanos-receive-demo-hashring", ns)["data"] == cm["data"]
 
     # fewer receivers than copies of each series: refused by nobody, reported on the cluster
@@ -695,7 +724,8 @@ def test_a_starting_operator_keeps_the_hashring(kubectl, namespace, operator_kub
 
     ns = namespace
     apply_examples(kubectl, ns, "objstore-secret.yaml")
-    kubectl("apply", "--server-side", "-f", "-", input=receiver_cluster(replicas=2), namespace=ns)
+    kubectl("apply", "--server-side", "-f", "-", input=receiver_cluster(replicas=2, replicationFactor=1),
+            namespace=ns)
     sts = wait_for(lambda: kget(kubectl, "statefulset", "thanos-receive-demo", ns), what="receiver sts")
     for i in range(2):
         make_pod(kubectl, ns, sts, i)

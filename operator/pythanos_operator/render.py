@@ -460,13 +460,16 @@ def hashring_members(tc: Mapping[str, Any], receive_pods: Iterable[Mapping[str, 
 
 def hashring_endpoints(tc: Mapping[str, Any], receive_pods: Iterable[Mapping[str, Any]],
                        defaults: Defaults = Defaults()) -> list[str]:
-    """The hashring's endpoints: the ready receivers, by ordinal. Ketama cannot build a ring with fewer
-    endpoints than the replication factor (Thanos' receivers exit on such a file): then every wanted
-    replica is listed, ready or not, and writes to the missing ones fail until they are up."""
+    """The hashring's endpoints: the ready receivers, by ordinal. With fewer of them than the replication
+    factor, every wanted replica is listed, ready or not: ketama cannot build a shorter ring (Thanos'
+    receivers exit on such a file), and with hashmod a shorter ring refuses every write ("insufficient
+    nodes") where the full one still reaches the quorum on the receivers that are up (replication
+    factor 3, one of 3 away: 2 of 3 copies). With hashmod and no receiver ready, the ring is empty (each
+    receiver becomes ready without being in it, and is added once it is)."""
     s = tc_spec(tc)
     r = s.receiver
     ordinals = hashring_members(tc, receive_pods)
-    if r.algorithm == "ketama" and len(ordinals) < r.replication_factor:
+    if len(ordinals) < r.replication_factor and (ordinals or r.algorithm == "ketama"):
         ordinals = list(range(r.replicas))
     sts = tc_names(s.name)["receive"]
     return [receive_endpoint(f"{sts}-{i}", s.name, s.namespace, defaults.cluster_domain) for i in ordinals]
