@@ -180,22 +180,47 @@ def test_prometheus_writes_over_mtls_and_the_tenant_comes_from_the_certificate(c
     th = receiver(thanos_bin, tmp_path, "thanos", *flags, tls=True)
     tls_cfg = (f"tls_config: {{ca_file: {certs.crt('ca')}, cert_file: {certs.crt('client-a')}, "
                f"key_file: {certs.key('client-a')}}}")
-    prometheus_factory(binary=prometheus3_bin, name="prom-tls", config_yaml=f"""
+    no_cert = f"tls_config: {{ca_file: {certs.crt('ca')}}}"
+    prom = prometheus_factory(binary=prometheus3_bin, name="prom-tls", config_yaml=f"""
 global: {{scrape_interval: 1s}}
 scrape_configs: [{{job_name: rcv, static_configs: [{{targets: ['{ours.url.removeprefix("http://")}']}}]}}]
 remote_write:
   - url: {ours.extra['rw']}
+    name: ours
     {tls_cfg}
     headers: {{THANOS-TENANT: ignored-header}}
     queue_config: {{batch_send_deadline: 500ms}}
   - url: {th.extra['rw']}
+    name: thanos
     {tls_cfg}
     headers: {{THANOS-TENANT: ignored-header}}
     queue_config: {{batch_send_deadline: 500ms}}
+  - url: {ours.extra['rw']}
+    name: ours-no-cert
+    {no_cert}
+    queue_config: {{batch_send_deadline: 500ms, min_backoff: 100ms, max_backoff: 1s}}
+  - url: {th.extra['rw']}
+    name: thanos-no-cert
+    {no_cert}
+    queue_config: {{batch_send_deadline: 500ms, min_backoff: 100ms, max_backoff: 1s}}
 """)
     up = (("__name__", "=", "up"),)
     for who in (ours, th):
         poll(lambda who=who: (bool(stored(who.extra["grpc"], up)), None), 90, f"up through {who.name}")
+
+    def sent(name: str) -> tuple[float, float]:
+        """(samples sent, samples retried) by one of Prometheus' remote-write queues."""
+        import re
+
+        text = http_get(prom.url + "/metrics")[1].decode()
+        def total(metric: str) -> float:
+            return sum(float(v) for v in re.findall(rf'^{metric}{{[^}}]*remote_name="{name}"[^}}]*}} (\S+)$', text,
+                                                    re.M))
+        return total("prometheus_remote_storage_samples_total"), total("prometheus_remote_storage_samples_retried_total")
+    # the queues without a client certificate get nowhere: their sends fail and are retried, on both
+    for name in ("ours-no-cert", "thanos-no-cert"):
+        poll(lambda name=name: (sent(name)[1] > 0, sent(name)), 60, f"Prometheus retrying {name}")
+    assert sent("ours")[1] == sent("thanos")[1] == 0
     assert label_sets(ours.extra["grpc"], matchers=up) == label_sets(th.extra["grpc"], matchers=up) == {
         (("__name__", "up"), ("instance", ours.url.removeprefix("http://")), ("job", "rcv"), ("tenant_id", "org-a"))}
 
