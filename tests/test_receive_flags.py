@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -87,6 +88,24 @@ def test_no_external_labels_is_refused_as_thanos_does(pythanos_bin):
 ])
 def test_unsupported_features_and_bad_configs_are_refused_by_name(pythanos_bin, flag, want):
     assert want in _refused(pythanos_bin, '--label=r="1"', *flag)
+
+
+@pytest.mark.parametrize("argv,ok", [
+    # without gRPC server TLS the peers' client flags set the process' gRPC TLS minimum
+    (["--remote-write.client-tls-secure", "--remote-write.client-tls-min-version=1.2"], "1.2"),
+    (["--remote-write.client-tls-secure"], "1.3"),
+])
+def test_peer_tls_minimum_is_the_process_minimum(argv, ok):
+    code = ("import sys\n"
+            "from pythanos.cli import build_parser\n"
+            "from pythanos.receive.flags import config_from_args\n"
+            "from pythanos.tlsconfig import process_min_version\n"
+            "cfg = config_from_args(build_parser('receive').parse_args(sys.argv[1:]))\n"
+            "print(process_min_version(), cfg.rw_client_tls.min_version)\n")
+    run = subprocess.run([sys.executable, "-c", code, "receive", '--label=r="1"', *argv], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [ok, ok]
 
 
 def test_limits_overlay_default_and_tenants():

@@ -312,7 +312,8 @@ def grpc_tls_from_args(args: argparse.Namespace) -> GrpcTLS:
 
     Components call this first in their ``config_from_args``: grpcio reads its TLS policy once,
     when it is loaded (see :mod:`pythanos.tlsconfig`). The process minimum is the server's when it
-    serves TLS, else the client flags'; every other setting must agree with it."""
+    serves TLS, else the client flags' (the receiver's ``--remote-write.client-tls-*``); every other
+    setting must agree with it."""
     from .tlsconfig import (GO_CIPHER_SUITES, ClientTLS, GrpcTLSPolicy, ServerTLS, check_ciphers, check_curves,
                             fix_process_policy)
 
@@ -345,6 +346,8 @@ def grpc_tls_from_args(args: argparse.Namespace) -> GrpcTLS:
         floor = server.min_version
     elif client is not None:
         floor = client.min_version
+    elif getattr(args, "rw_client_tls_secure", False):  # the receiver dials its peers with these
+        floor = args.rw_client_tls_min_version
     else:
         floor = "1.3"
     fix_process_policy(GrpcTLSPolicy(floor, ciphers))
