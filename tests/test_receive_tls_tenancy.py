@@ -53,6 +53,8 @@ def certs(tmp_path_factory) -> Certs:
     d = tmp_path_factory.mktemp("certs")
     _ca(d, "ca")
     _leaf(d, "server", "ca", "/CN=receiver", "serverAuth,clientAuth", "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    # no 127.0.0.1 in it: dialled at 127.0.0.1, it verifies only under a server name it holds
+    _leaf(d, "named", "ca", "/CN=peer", "serverAuth,clientAuth", "subjectAltName=DNS:peer.test,DNS:localhost\n")
     _leaf(d, "client-a", "ca", "/O=org-a/OU=unit-a/CN=cn-a", "clientAuth")
     _leaf(d, "client-noorg", "ca", "/CN=cn-only", "clientAuth")
     _ca(d, "other-ca")
@@ -65,10 +67,10 @@ def rw_server_tls(c: Certs, client_ca: bool = True) -> list[str]:
             *([f"--remote-write.server-tls-client-ca={c.crt('ca')}"] if client_ca else [])]
 
 
-def grpc_mtls(c: Certs, *, skip_verify: bool = False) -> list[str]:
-    """gRPC server mTLS and the forwarding client's TLS, one certificate for both ends."""
+def grpc_mtls(c: Certs, *, skip_verify: bool = False, server: str = "server") -> list[str]:
+    """gRPC server mTLS (``server``'s certificate) and the forwarding client's TLS."""
     client = ["--remote-write.client-tls-skip-verify"] if skip_verify else [f"--remote-write.client-tls-ca={c.crt('ca')}"]
-    return [f"--grpc-server-tls-cert={c.crt('server')}", f"--grpc-server-tls-key={c.key('server')}",
+    return [f"--grpc-server-tls-cert={c.crt(server)}", f"--grpc-server-tls-key={c.key(server)}",
             f"--grpc-server-tls-client-ca={c.crt('ca')}", "--remote-write.client-tls-secure",
             f"--remote-write.client-tls-cert={c.crt('server')}", f"--remote-write.client-tls-key={c.key('server')}",
             *client]
@@ -388,17 +390,19 @@ def test_split_tenant_label_like_thanos(pythanos_bin, thanos_bin, tmp_path):
 
 def test_forwarding_over_grpc_mtls_between_our_receivers(certs, pythanos_bin, thanos_bin, tmp_path):
     """Two of our receivers in one hashring, gRPC servers requiring client certificates: each
-    forwards the other's share over TLS with its client certificate (one verifying against the CA,
-    the other with skip-verify). RF 1: a write answers 200 only once the other member stored its
-    share."""
+    forwards the other's share over TLS with its client certificate, one verifying against the CA
+    under ``--remote-write.client-server-name`` (the other's certificate does not hold the address
+    dialled), the other with skip-verify. RF 1: a write answers 200 only once the other member
+    stored its share."""
     pa, pb = free_ports(4), free_ports(4)
     ring = tmp_path / "hashrings.json"
     a_grpc, b_grpc = f"127.0.0.1:{pa[1]}", f"127.0.0.1:{pb[1]}"
     ring.write_text(json.dumps([{"hashring": "default", "endpoints": [a_grpc, b_grpc]}]))
     a = receiver(pythanos_bin, tmp_path, "a", f"--receive.hashrings-file={ring}", *grpc_mtls(certs),
-                 f"--receive.local-endpoint={a_grpc}", ports=pa, wait=False)
-    b = receiver(pythanos_bin, tmp_path, "b", f"--receive.hashrings-file={ring}", *grpc_mtls(certs, skip_verify=True),
-                 f"--receive.local-endpoint={b_grpc}", ports=pb)
+                 "--remote-write.client-server-name=peer.test", f"--receive.local-endpoint={a_grpc}", ports=pa,
+                 wait=False)
+    b = receiver(pythanos_bin, tmp_path, "b", f"--receive.hashrings-file={ring}",
+                 *grpc_mtls(certs, skip_verify=True, server="named"), f"--receive.local-endpoint={b_grpc}", ports=pb)
     a.wait_http_ready("/-/ready", 120)
     _write_through_each(certs, thanos_bin, [a, b], "fwd", tmp_path)
 
@@ -425,7 +429,7 @@ def _write_through_each(certs: Certs, thanos_bin: str, members: list[Process], n
     """50 series written through each member in turn (a sample each): every write answers 200
     (RF 1: only once the remote share is stored), and a real thanos query reading both over gRPC
     mutual TLS finds every series with every sample, and series on each member."""
-    tls = ["--grpc-client-tls-secure", f"--grpc-client-tls-ca={certs.crt('ca')}",
+    tls = ["--grpc-client-tls-secure", f"--grpc-client-tls-ca={certs.crt('ca')}", "--grpc-client-server-name=localhost",
            f"--grpc-client-tls-cert={certs.crt('server')}", f"--grpc-client-tls-key={certs.key('server')}"]
     now = int(time.time() * 1000)
     for k, who in enumerate(members):
