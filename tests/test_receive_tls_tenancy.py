@@ -489,3 +489,24 @@ def test_relabel_and_split_tenant_in_a_hashring_with_a_real_thanos_receive(pytha
         assert sorted(x["metric"]["member"] for x in members) == ["ours", "thanos"], members
     finally:
         tq.stop()
+
+
+def test_tls12_and_cipher_suites_like_thanos(certs, pythanos_bin, thanos_bin, tmp_path):
+    """``--remote-write.server-tls-min-version=1.2`` with one cipher suite: ours and a real thanos
+    receive accept and refuse the same handshakes."""
+    flags = [*rw_server_tls(certs, client_ca=False), "--remote-write.server-tls-min-version=1.2",
+             "--remote-write.server-tls-ciphers=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"]
+    members = [receiver(pythanos_bin, tmp_path, "ours", *flags, tls=True),
+               receiver(thanos_bin, tmp_path, "thanos", *flags, tls=True)]
+
+    def ctx(version: ssl.TLSVersion, cipher: str = "") -> ssl.SSLContext:
+        c = client_context(certs, None, version=version)
+        if cipher:
+            c.set_ciphers(cipher)
+        return c
+    cases = {"tls1.3": ctx(ssl.TLSVersion.TLSv1_3), "tls1.2 listed": ctx(ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES128-GCM-SHA256"),
+             "tls1.2 other": ctx(ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES256-GCM-SHA384"),
+             "tls1.1": ctx(ssl.TLSVersion.TLSv1_1)}
+    got = {name: [bool(refused(m.extra["rw_port"], c)) for m in members] for name, c in cases.items()}
+    assert got == {"tls1.3": [False, False], "tls1.2 listed": [False, False], "tls1.2 other": [True, True],
+                   "tls1.1": [True, True]}

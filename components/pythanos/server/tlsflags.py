@@ -84,6 +84,11 @@ def server_tls_from_flags(cert: str, key: str, client_ca: str, min_version: str,
         raise UserError(f"{prefix}min-version: invalid TLS version: {min_version}, valid values are "
                         f"{', '.join(TLS_VERSIONS)}")
     names = check_ciphers(ciphers, f"{prefix}ciphers")
+    if names and min_version != "1.3" and not webconfig.H2_REQUIRED_CIPHERS & set(names):
+        # Go's HTTP/2 server setup, which Thanos' listener goes through, refuses such a list
+        raise UserError(f"{prefix}ciphers: http2: TLSConfig.CipherSuites is missing an HTTP/2-required "
+                        "AES_128_GCM_SHA256 cipher (need at least one of TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 or "
+                        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)")
     want = parse_curves(curves, f"{prefix}curves")
     for name in want:
         if name not in webconfig.CURVES:

@@ -58,7 +58,8 @@ CIPHERS = GO_CIPHER_SUITES
 _GO_DEFAULT_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
                        "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
                        "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA")
-_H2_REQUIRED = {"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"}
+#: Go's HTTP/2 server wants one of these in a TLS 1.2 cipher list
+H2_REQUIRED_CIPHERS = frozenset({"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"})
 
 #: exporter-toolkit's curve names -> OpenSSL's group names
 CURVES = {"CurveP256": "prime256v1", "CurveP384": "secp384r1", "CurveP521": "secp521r1", "X25519": "X25519"}
@@ -494,7 +495,7 @@ def tls_context(cfg: WebConfig, flag: str = DEFAULT_FLAG) -> Optional[ssl.SSLCon
         raise ConfigError(f"{where}.client_allowed_sans: needs client_auth_type VerifyClientCertIfGiven or "
                           "RequireAndVerifyClientCert (Python's TLS cannot read a certificate it did not verify)")
     if cfg.http2 and t.cipher_suites and TLS_VERSIONS[t.min_version] < ssl.TLSVersion.TLSv1_3 \
-            and not _H2_REQUIRED & set(t.cipher_suites):
+            and not H2_REQUIRED_CIPHERS & set(t.cipher_suites):
         raise ConfigError(f"{where}.cipher_suites: with http_server_config.http2 (the default) the list needs "
                           "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 or TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 "
                           "(HTTP/2's required cipher, as Go checks)")
