@@ -72,6 +72,8 @@ def test_no_external_labels_is_refused_as_thanos_does(pythanos_bin):
     (["--receive.relabel-config=- action: nope"], "--receive.relabel-config: relabel config at index 0: unknown "
                                                   "relabel action"),
     (["--receive.relabel-config-file=/nonexistent/relabel.yaml"], "--receive.relabel-config-file"),
+    (["--receive.relabel-config=[{target_label: env, replacement: $(PYTHANOS_TEST_UNSET_VAR)}]"],
+     "--receive.relabel-config: found reference to unset environment variable"),
     (["--remote-write.server-tls-key=/x.key"], "--remote-write.server-tls-key: both server key and certificate "
                                                 "must be provided"),
     (["--remote-write.server-tls-client-ca=/ca.pem"], "--remote-write.server-tls-client-ca=/ca.pem: when a client "

@@ -79,7 +79,7 @@ def grpc_mtls(c: Certs, *, skip_verify: bool = False, server: str = "server") ->
 # ------------------------------------------------------------------------------------ processes
 
 def receiver(binary: str, work: Path, name: str, *extra: str, tls: bool = False, ports: list[int] | None = None,
-             wait: bool = True) -> Process:
+             wait: bool = True, env: dict[str, str] | None = None) -> Process:
     """``pythanos receive`` or ``thanos receive`` (by ``binary``) on free ports; ``extra['rw']`` is
     the remote-write URL (https with ``tls``), ``extra['grpc']`` the gRPC address."""
     thanos = not binary.endswith("pythanos")
@@ -90,7 +90,7 @@ def receiver(binary: str, work: Path, name: str, *extra: str, tls: bool = False,
             f"--http-address=127.0.0.1:{http_port}", *extra]
     if thanos:
         args.append(f"--receive.capnproto-address=127.0.0.1:{capn}")
-    p = REGISTRY.start(f"{'thanos' if thanos else 'pythanos'}-receive-{name}", args, work)
+    p = REGISTRY.start(f"{'thanos' if thanos else 'pythanos'}-receive-{name}", args, work, env=env)
     p.url, p.port = f"http://127.0.0.1:{http_port}", http_port
     p.extra.update(rw=f"{'https' if tls else 'http'}://127.0.0.1:{rw}/api/v1/receive", rw_port=rw,
                    grpc=f"127.0.0.1:{grpc_port}")
@@ -458,13 +458,15 @@ def test_relabel_and_split_tenant_in_a_hashring_with_a_real_thanos_receive(pytha
     o_grpc, t_grpc = f"127.0.0.1:{po[1]}", f"127.0.0.1:{pt[1]}"
     ring = tmp_path / "hashrings.json"
     ring.write_text(json.dumps([{"hashring": "default", "endpoints": [o_grpc, t_grpc]}]))
-    relabel = "[{target_label: env, replacement: prod}, {action: labeldrop, regex: drop_me}]"
+    # $(VAR) taken from the environment, as Thanos does for this flag
+    relabel = "[{target_label: env, replacement: $(RELABEL_ENV)}, {action: labeldrop, regex: drop_me}]"
+    env = {"RELABEL_ENV": "prod"}
     common = [f"--receive.hashrings-file={ring}", "--receive.split-tenant-label-name=team",
               f"--receive.relabel-config={relabel}"]
     ours = receiver(pythanos_bin, tmp_path, "ours", *common, f"--receive.local-endpoint={o_grpc}", ports=po,
-                    wait=False)
+                    wait=False, env=env)
     th = receiver(thanos_bin, tmp_path, "thanos", *common, f"--receive.local-endpoint={t_grpc}",
-                  "--receive.grpc-compression=none", ports=pt)
+                  "--receive.grpc-compression=none", ports=pt, env=env)
     ours.wait_http_ready("/-/ready", 120)
     now = int(time.time() * 1000)
     want: dict[str, int] = {}

@@ -478,6 +478,24 @@ def read_flag_file(path: str, flag: str) -> str:
         raise UserError(f"{flag}={path}: not UTF-8 text: {e}") from None
 
 
+_ENV_REFERENCE = re.compile(r"\$\(([a-zA-Z_0-9]+)\)")
+
+
+def expand_env(text: str, where: str) -> str:
+    """Thanos' environment substitution in a ``--x`` / ``--x-file`` configuration (extkingpin's
+    ``WithEnvSubstitution``): every ``$(NAME)`` replaced by that variable, Kubernetes' convention;
+    a variable that is not set is an error naming ``where``."""
+    import os
+
+    def value(m: "re.Match[str]") -> str:
+        v = os.environ.get(m.group(1))
+        if v is None:
+            raise UserError(f'{where}: found reference to unset environment variable "{m.group(1)}"')
+        return v
+
+    return _ENV_REFERENCE.sub(value, text)
+
+
 def content_flag(args: argparse.Namespace, dest: str, flag: str) -> str:
     """Thanos' ``extflag.PathOrContent``: the ``--x-file`` file's text, or ``--x``'s value, or ""."""
     path = getattr(args, f"{dest}_file", None)

@@ -289,14 +289,14 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _relabel_from_args(args: argparse.Namespace) -> list:
-    """``--receive.relabel-config[-file]``: every Prometheus relabel action; errors name the flag
-    (and file). (Thanos also substitutes ``$(VAR)`` environment references; not done here.)"""
+    """``--receive.relabel-config[-file]``: every Prometheus relabel action, ``$(VAR)`` references
+    substituted from the environment as Thanos does; errors name the flag (and file)."""
     from ..relabel import parse_relabel_config
 
     text = f.content_flag(args, "relabel_config", "--receive.relabel-config")
     where = (f"--receive.relabel-config-file={args.relabel_config_file}" if args.relabel_config_file
              else "--receive.relabel-config")
-    return parse_relabel_config(text or "", where)
+    return parse_relabel_config(f.expand_env(text or "", where), where)
 
 
 def main(args: argparse.Namespace) -> int:
