@@ -410,8 +410,7 @@ def test_forwarding_over_grpc_mtls_between_our_receivers(certs, pythanos_bin, th
 def test_forwarding_over_grpc_mtls_with_a_real_thanos_receive(certs, pythanos_bin, thanos_bin, tmp_path):
     """Ours and a real thanos receive in one hashring, both gRPC servers requiring client
     certificates and both forwarding over TLS: writes through either are stored, each member's
-    share on it. (The Thanos member runs with ``--receive.grpc-compression=none``: our gRPC port
-    may not take snappy yet.)"""
+    share on it. (The Thanos member forwards with its default snappy compression, over TLS.)"""
     po, pt = free_ports(4), free_ports(4)
     o_grpc, t_grpc = f"127.0.0.1:{po[1]}", f"127.0.0.1:{pt[1]}"
     ring = tmp_path / "hashrings.json"
@@ -420,7 +419,7 @@ def test_forwarding_over_grpc_mtls_with_a_real_thanos_receive(certs, pythanos_bi
     ours = receiver(pythanos_bin, tmp_path, "ours", *common, f"--receive.local-endpoint={o_grpc}", ports=po,
                     wait=False)
     th = receiver(thanos_bin, tmp_path, "thanos", *common, f"--receive.local-endpoint={t_grpc}",
-                  "--receive.grpc-compression=none", ports=pt)
+                  ports=pt)
     ours.wait_http_ready("/-/ready", 120)
     _write_through_each(certs, thanos_bin, [ours, th], "mixed_tls", tmp_path)
 
@@ -452,8 +451,8 @@ def test_relabel_and_split_tenant_in_a_hashring_with_a_real_thanos_receive(pytha
     """Ours and a real thanos receive in one hashring (RF 1), both relabelling and splitting by
     tenant label: whichever member a write enters by, every series is stored once, relabelled,
     under the tenant its label names, on the member both agree owns it (a forwarded series carries
-    its new labels and tenant; a member disagreeing would forward it on). (The Thanos member runs
-    with ``--receive.grpc-compression=none``: our gRPC port may not take snappy yet.)"""
+    its new labels and tenant; a member disagreeing would forward it on). The Thanos member
+    forwards with its default snappy compression."""
     po, pt = free_ports(4), free_ports(4)
     o_grpc, t_grpc = f"127.0.0.1:{po[1]}", f"127.0.0.1:{pt[1]}"
     ring = tmp_path / "hashrings.json"
@@ -466,7 +465,7 @@ def test_relabel_and_split_tenant_in_a_hashring_with_a_real_thanos_receive(pytha
     ours = receiver(pythanos_bin, tmp_path, "ours", *common, f"--receive.local-endpoint={o_grpc}", ports=po,
                     wait=False, env=env)
     th = receiver(thanos_bin, tmp_path, "thanos", *common, f"--receive.local-endpoint={t_grpc}",
-                  "--receive.grpc-compression=none", ports=pt, env=env)
+                  ports=pt, env=env)
     ours.wait_http_ready("/-/ready", 120)
     now = int(time.time() * 1000)
     want: dict[str, int] = {}
