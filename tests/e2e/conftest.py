@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -108,6 +109,16 @@ def e2e_cluster(request) -> E2ECluster:
     return E2ECluster("local", cluster.kubeconfig, cluster.kubectl,
                       {"component": images.COMPONENT_IMAGE, "operator": images.OPERATOR_IMAGE,
                        "s3": images.S3_IMAGE, "prometheus": images.PROMETHEUS_IMAGE}, local=cluster)
+
+
+@pytest.fixture(autouse=True)
+def _timed(request) -> Iterator[None]:
+    """Each test's duration into its module's ``TIMINGS`` dict, where it has one (printed at teardown)."""
+    t0 = time.monotonic()
+    yield
+    timings = getattr(request.module, "TIMINGS", None)
+    if timings is not None:
+        timings[request.node.name] = time.monotonic() - t0
 
 
 @pytest.fixture

@@ -253,17 +253,47 @@ class Course:
     # -- set-up -----------------------------------------------------------------------------------
 
     def deploy(self) -> None:
+        """The S3 pod and ``manifests/examples`` (with its compactor's volume)."""
+        self.deploy_s3(claims=(COMPACT_CLAIM,))
+        overlay = write_examples_overlay(self.work / f"examples-{self.namespace}", self.namespace)
+        self.kc("apply", "--server-side", "-k", str(overlay), namespace=self.namespace, timeout=120)
+
+    def deploy_s3(self, claims: tuple[str, ...] = ()) -> None:
+        """The namespace, the S3 pod with its bucket, and volumes for the named claims (where the backend
+        cannot provision them)."""
         ns, kc = self.namespace, self.kc
         kc("create", "namespace", ns)
         kc.apply(S3_MANIFEST % {"image": self.e2e.images["s3"], "access": S3_ACCESS_KEY, "secret": S3_SECRET_KEY},
                  namespace=ns)
-        pv = self.e2e.provide_volume(ns, COMPACT_CLAIM)
-        if pv:
-            self.volumes.append(pv)
+        for claim in claims:
+            self.provide_volume(claim)
         kc("rollout", "status", "deployment/s3", "--timeout=300s", namespace=ns, timeout=330)
         until(self._make_bucket, 180, f"bucket {BUCKET} on the S3 pod")
-        overlay = write_examples_overlay(self.work / f"examples-{ns}", ns)
-        kc("apply", "--server-side", "-k", str(overlay), namespace=ns, timeout=120)
+
+    def provide_volume(self, claim: str) -> None:
+        pv = self.e2e.provide_volume(self.namespace, claim)
+        if pv:
+            self.volumes.append(pv)
+
+    def objstore_secret(self, name: str = "thanos-objstore", key: str = "objstore.yml") -> None:
+        """The objstore Secret pointed at this namespace's S3 pod."""
+        self.kc.apply(yaml.safe_dump({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+                                      "stringData": {key: objstore_yaml(self.namespace)}}), namespace=self.namespace)
+
+    def bucket_metas(self) -> dict[str, dict]:
+        """Every block's meta.json in the S3 pod's bucket, by ULID, read with ``weed shell`` (the bucket's own
+        view, not one of ours)."""
+        d = f"/buckets/{BUCKET}"
+        script = (f"for b in $(echo 'fs.ls {d}' | weed shell 2>/dev/null | grep -E '^[0-9A-Z]{{26}}$'); do "
+                  f"echo \"=== $b\"; echo \"fs.cat {d}/$b/meta.json\" | weed shell 2>/dev/null; echo; done")
+        out = self.kc("exec", "deploy/s3", "--", "sh", "-c", script, namespace=self.namespace, timeout=120).stdout
+        metas = {}
+        for part in out.split("=== ")[1:]:
+            ulid, _, body = part.partition("\n")
+            start, end = body.find("{"), body.rfind("}")
+            if start >= 0 and end > start:
+                metas[ulid.strip()] = json.loads(body[start:end + 1])
+        return metas
 
     def _make_bucket(self) -> None:
         out = self.kc("exec", "deploy/s3", "--", "sh", "-c",

@@ -55,13 +55,6 @@ def course(e2e_cluster, install, tmp_path_factory):
     print("timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in TIMINGS.items()))
 
 
-@pytest.fixture(autouse=True)
-def _timed(request):
-    t0 = time.monotonic()
-    yield
-    TIMINGS[request.node.name] = time.monotonic() - t0
-
-
 # --- 1. install ------------------------------------------------------------------------------------
 
 def test_install_and_examples_become_ready(course):
