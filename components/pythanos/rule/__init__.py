@@ -1,0 +1,1 @@
+"""The ruler (thanos rule): rule evaluation, alerting, its API."""
