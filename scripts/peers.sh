@@ -79,6 +79,14 @@ build_thanos() {
 build_prometheus() {
   build_wrapped prometheus github.com/prometheus/prometheus "$PROMETHEUS_MODULE_VERSION" \
     github.com/prometheus/prometheus/cmd/prometheus "$BIN/prometheus-$PROMETHEUS_VERSION" "$PROMETHEUS_VERSION"
+  build_promtool
+}
+
+# promtool of the same module and version (rule-file checks, tests/test_rule_files.py): built in
+# the prometheus job, after it, so the compiled packages they share come from the build cache.
+build_promtool() {
+  build_wrapped promtool github.com/prometheus/prometheus "$PROMETHEUS_MODULE_VERSION" \
+    github.com/prometheus/prometheus/cmd/promtool "$BIN/promtool-$PROMETHEUS_VERSION" "$PROMETHEUS_VERSION"
 }
 
 # k8s.io/kubernetes requires every staging module (k8s.io/api, k8s.io/client-go, ...) at
@@ -213,6 +221,7 @@ for b in "${builds[@]}"; do
 done
 ln -sf "thanos-$THANOS_VERSION-slicelabels" "$BIN/thanos"
 ln -sf "prometheus-$PROMETHEUS_VERSION" "$BIN/prometheus"
+[[ -x "$BIN/promtool-$PROMETHEUS_VERSION" ]] && ln -sf "promtool-$PROMETHEUS_VERSION" "$BIN/promtool"
 for c in kube-apiserver kube-controller-manager kubectl etcd "${CLUSTER_KUBE_CMDS[@]}"; do
   [[ -f "$PEERS_DIR/etcd-version" && -x "$BIN/$(peer_file "$c")" ]] && ln -sf "$(peer_file "$c")" "$BIN/$c"
 done
