@@ -1,0 +1,633 @@
+"""Rule files: Prometheus 3's rule-file format (``model/rulefmt``) plus Thanos' per-group
+``partial_response_strategy``.
+
+A rule file is checked the way ``promtool check rules`` (Prometheus 3.9.1) and a Thanos v0.42
+ruler check it, so a file one of them refuses is refused here with the same substance:
+
+* YAML is decoded as Go's yaml.v3 decodes it strictly into rulefmt's structures: unknown
+  fields, keys given twice and values of the wrong kind are reported with their line, in Go's
+  words (``line 4: field fo not found in type rulefmt.Rule``); an invalid duration stops the
+  decoding (yaml.v3 gives up on an unmarshaler's error, without a line).
+* Then rulefmt's validation: group names present and unique in the file, exactly one of
+  ``record``/``alert``, an ``expr`` that parses (our PromQL parser), no ``for``,
+  ``keep_firing_for`` or annotations on a recording rule, no braces in a record name, label
+  names (UTF-8 scheme, not ``__name__``), label and annotation templates of alerting rules
+  parsed as Go templates (:mod:`pythanos.promtemplate`). These errors read as rulefmt's:
+  ``12:11: group "g", rule 2, "Foo": could not parse expression: ...`` with line:column of
+  the YAML node.
+
+Every message is prefixed with the file, as promtool prints it; :class:`RuleFileError`
+carries them all (``errors``) and prints one per line.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import yaml
+
+__all__ = ["Rule", "RuleGroup", "RuleFileError", "load_files", "load_file", "parse_rules",
+           "parse_model_duration", "PARTIAL_RESPONSE_STRATEGIES"]
+
+PARTIAL_RESPONSE_STRATEGIES = ("WARN", "ABORT")  # Thanos' storepb enum, in its value order
+
+
+def _items_hash(d: dict) -> tuple:
+    return tuple(sorted(d.items()))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule as written in its file (``kind`` is ``record`` or ``alert``)."""
+
+    kind: str
+    name: str
+    expr: str
+    for_s: float = 0.0
+    keep_firing_for_s: float = 0.0
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    line: int = 0  # line of the rule in its file, for messages
+
+    def __hash__(self) -> int:  # the dicts are never mutated after loading
+        return hash((self.kind, self.name, self.expr, self.for_s, self.keep_firing_for_s,
+                     _items_hash(self.labels), _items_hash(self.annotations), self.line))
+
+
+@dataclass(frozen=True)
+class RuleGroup:
+    """A group of rules evaluated in order at one interval."""
+
+    name: str
+    file: str
+    rules: tuple[Rule, ...] = ()
+    interval_s: Optional[float] = None      # None: --eval-interval
+    query_offset_s: Optional[float] = None  # None: --rule-query-offset
+    limit: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+    partial_response_strategy: str = "ABORT"
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.file, self.rules, self.interval_s, self.query_offset_s, self.limit,
+                     _items_hash(self.labels), self.partial_response_strategy))
+
+
+class RuleFileError(ValueError):
+    """Rule files that do not load: ``errors`` holds one message per problem, each beginning
+    with the file (``rules.yml: 5:11: group "g", rule 1, "x": ...``), as promtool prints them."""
+
+    def __init__(self, errors: Sequence[str]):
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+# ---------------------------------------------------------------------------------------------
+# Durations as Prometheus' model.ParseDuration reads them (units in descending order, integers).
+
+_DURATION_UNITS = {"y": (1, 365 * 86400_000), "w": (2, 7 * 86400_000), "d": (3, 86400_000),
+                   "h": (4, 3600_000), "m": (5, 60_000), "s": (6, 1000), "ms": (7, 1)}
+_DURATION_PART = re.compile(r"([0-9]+)([^0-9]*)")
+_MAX_DURATION_MS = (1 << 63) // 1_000_000  # time.Duration's range, in ms
+
+
+def parse_model_duration(text: str) -> float:
+    """Seconds of a Prometheus duration (``1h30m``, ``2d``, ``0``); ValueError in Prometheus' words."""
+    if text == "0":
+        return 0.0
+    if text == "":
+        raise ValueError("empty duration string")
+    pos, last, total = 0, 0, 0
+    while pos < len(text):
+        m = _DURATION_PART.match(text, pos)
+        if m is None or not m.group(2):
+            raise ValueError(f"not a valid duration string: {_go_quote(text)}")
+        unit = _DURATION_UNITS.get(m.group(2))
+        if unit is None:
+            raise ValueError(f"unknown unit {_go_quote(m.group(2))} in duration {_go_quote(text)}")
+        if unit[0] <= last:
+            raise ValueError(f"not a valid duration string: {_go_quote(text)}")
+        last = unit[0]
+        total += int(m.group(1)) * unit[1]
+        if total > _MAX_DURATION_MS:
+            raise ValueError("duration out of range")
+        pos = m.end()
+    return total / 1000.0
+
+
+def _go_quote(s: str) -> str:
+    from ..relabel import _go_quote as quote  # Go's %q
+
+    return quote(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML: PyYAML's node tree, read as yaml.v3 decodes into typed Go structures.
+
+class _Loader(yaml.SafeLoader):
+    """Composes nodes only, leaving plain scalars untagged (tag ""), so they are resolved as
+    yaml.v3 resolves them (YAML 1.2 core: ``yes`` is a string) rather than as YAML 1.1."""
+
+    def resolve(self, kind, value, implicit):  # type: ignore[override]
+        if kind is yaml.ScalarNode:
+            return ""
+        return super().resolve(kind, value, implicit)
+
+
+_STR, _INT, _FLOAT, _BOOL, _NULL, _SEQ, _MAP = ("!!str", "!!int", "!!float", "!!bool", "!!null", "!!seq", "!!map")
+_NULLS = {"", "~", "null", "Null", "NULL"}
+_BOOLS = {"true", "True", "TRUE", "false", "False", "FALSE"}
+_FLOAT_RE = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
+_SPECIAL_FLOATS = {".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf", "-.INF",
+                   ".nan", ".NaN", ".NAN"}
+_GO_INT_RE = re.compile(r"^[-+]?(0[xX][0-9a-fA-F]+|0[oO]?[0-7]+|0[bB][01]+|[1-9][0-9]*|0)$")
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len("tag:yaml.org,2002:"):] if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+def _go_int(text: str) -> Optional[int]:
+    """``strconv.ParseInt(text, 0, 64)`` after yaml.v3 drops underscores; None if not an int."""
+    plain = text.replace("_", "")
+    if not _GO_INT_RE.match(plain):
+        return None
+    sign = -1 if plain.startswith("-") else 1
+    body = plain.lstrip("+-")
+    low = body.lower()
+    if low.startswith("0x"):
+        v = int(body[2:], 16)
+    elif low.startswith("0o"):
+        v = int(body[2:], 8)
+    elif low.startswith("0b"):
+        v = int(body[2:], 2)
+    elif len(body) > 1 and body.startswith("0"):
+        v = int(body[1:], 8)
+    else:
+        v = int(body)
+    return sign * v
+
+
+def _resolve(node: yaml.ScalarNode) -> tuple[str, Any]:
+    """yaml.v3's tag and value of a scalar: quoted and block scalars are strings."""
+    if node.tag:  # an explicit tag
+        tag = _short_tag(node.tag)
+        if tag == _STR or tag not in (_INT, _FLOAT, _BOOL, _NULL):
+            return tag, node.value
+    elif node.style:
+        return _STR, node.value
+    v = node.value
+    if v in _NULLS:
+        return _NULL, None
+    if v in _BOOLS:
+        return _BOOL, v.lower() == "true"
+    if v in _SPECIAL_FLOATS:
+        return _FLOAT, float(v.replace(".", ""))
+    i = _go_int(v)
+    if i is not None:
+        return _INT, i
+    if _FLOAT_RE.match(v.replace("_", "")):
+        return _FLOAT, float(v.replace("_", ""))
+    return _STR, v
+
+
+class _Fatal(Exception):
+    """An error that stops yaml.v3's decoding (an unmarshaler's own error)."""
+
+
+def _pos(node: Optional[yaml.Node]) -> tuple[int, int]:
+    if node is None:
+        return 0, 0
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+class _Decoder:
+    """Decodes the node tree into plain values, gathering yaml.v3's type errors (``terrors``)."""
+
+    def __init__(self, strict: bool):
+        self.strict = strict
+        self.terrors: list[str] = []
+
+    def terror(self, node: yaml.Node, into: str) -> None:
+        if isinstance(node, yaml.ScalarNode):
+            tag = _resolve(node)[0]
+            v = node.value
+            shown = f" `{v[:7]}...`" if len(v) > 10 else f" `{v}`"
+        else:
+            tag, shown = (_SEQ if isinstance(node, yaml.SequenceNode) else _MAP), ""
+            if node.tag and not node.tag.startswith("tag:yaml.org,2002:"):
+                tag = node.tag
+        self.terrors.append(f"line {_pos(node)[0]}: cannot unmarshal {tag}{shown} into {into}")
+
+    def is_null(self, node: yaml.Node) -> bool:
+        return isinstance(node, yaml.ScalarNode) and _resolve(node)[0] == _NULL
+
+    def string(self, node: yaml.Node) -> Optional[str]:
+        if self.is_null(node):
+            return ""
+        if isinstance(node, yaml.ScalarNode):
+            return node.value
+        self.terror(node, "string")
+        return None
+
+    def integer(self, node: yaml.Node) -> int:
+        if isinstance(node, yaml.ScalarNode):
+            tag, v = _resolve(node)
+            if tag == _NULL:
+                return 0
+            if tag == _INT and -(1 << 63) <= v < (1 << 63):
+                return v
+            if tag == _FLOAT and v == v and abs(v) < 2.0 ** 63:
+                return int(v)
+        self.terror(node, "int")
+        return 0
+
+    def duration(self, node: yaml.Node) -> float:
+        """model.Duration: decoded as a string by its own unmarshaler, whose error ends decoding."""
+        if self.is_null(node):
+            return 0.0
+        text = self.string(node)
+        if text is None:
+            return 0.0
+        try:
+            return parse_model_duration(text)
+        except ValueError as e:
+            raise _Fatal(str(e)) from None
+
+    def string_map(self, node: yaml.Node) -> dict[str, str]:
+        if self.is_null(node):
+            return {}
+        if not isinstance(node, yaml.MappingNode):
+            self.terror(node, "map[string]string")
+            return {}
+        out: dict[str, str] = {}
+        for k, v in self.pairs(node):
+            key = self.string(k)
+            val = self.string(v)
+            if key is not None and val is not None:
+                out[key] = val
+        return out
+
+    def pairs(self, node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node]]:
+        """The mapping's pairs; a key repeated is reported as yaml.v3 does (and the last wins)."""
+        pairs = node.value
+        for i, (k, _) in enumerate(pairs):
+            for k2, _ in pairs[i + 1:]:
+                if type(k) is type(k2) and isinstance(k, yaml.ScalarNode) and k.value == k2.value:
+                    self.terrors.append(f"line {_pos(k2)[0]}: mapping key {_go_quote(k.value)} "
+                                        f"already defined at line {_pos(k)[0]}")
+        return pairs
+
+    def struct(self, node: yaml.Node, type_name: str, known: set[str]) -> Optional[dict[str, tuple]]:
+        """A mapping read into a Go struct: known keys to (key node, value node); unknown ones
+        refused when strict. None (and a type error) when the node is not a mapping."""
+        if self.is_null(node):
+            return {}
+        if not isinstance(node, yaml.MappingNode):
+            self.terror(node, type_name)
+            return None
+        out: dict[str, tuple] = {}
+        for k, v in self.pairs(node):
+            name = k.value if isinstance(k, yaml.ScalarNode) else None
+            if name in known:
+                out[name] = (k, v)
+            elif self.strict:
+                shown = name if name is not None else ""
+                self.terrors.append(f"line {_pos(k)[0]}: field {shown} not found in type {type_name}")
+        return out
+
+
+_GROUP_FIELDS = {"name", "interval", "query_offset", "limit", "rules", "labels", "partial_response_strategy"}
+_RULE_FIELDS = {"record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
+
+
+@dataclass
+class _RawRule:
+    record: str = ""
+    alert: str = ""
+    expr: str = ""
+    for_s: float = 0.0
+    keep_firing_for_s: float = 0.0
+    labels: dict = field(default_factory=dict)
+    annotations: dict = field(default_factory=dict)
+    node: Optional[yaml.Node] = None
+    record_node: Optional[yaml.Node] = None
+    alert_node: Optional[yaml.Node] = None
+    expr_node: Optional[yaml.Node] = None
+
+
+@dataclass
+class _RawGroup:
+    name: str = ""
+    interval_s: float = 0.0
+    query_offset_s: Optional[float] = None
+    limit: int = 0
+    labels: dict = field(default_factory=dict)
+    strategy: str = ""
+    strategy_node: Optional[yaml.Node] = None
+    rules: list = field(default_factory=list)
+    node: Optional[yaml.Node] = None
+
+
+def _decode(doc: Optional[yaml.Node], dec: _Decoder, group_fields: set[str]) -> list[_RawGroup]:
+    if doc is None:
+        return []
+    top = dec.struct(doc, "rulefmt.RuleGroups", {"groups"})
+    if not top or "groups" not in top:
+        return []
+    gnode = top["groups"][1]
+    if dec.is_null(gnode):
+        return []
+    if not isinstance(gnode, yaml.SequenceNode):
+        dec.terror(gnode, "[]rulefmt.RuleGroup")
+        return []
+    groups = []
+    for g in gnode.value:
+        fields = dec.struct(g, "rulefmt.RuleGroup", group_fields)
+        raw = _RawGroup(node=g)
+        groups.append(raw)
+        if fields is None:
+            continue
+        for key, (_, v) in fields.items():
+            if key == "name":
+                raw.name = dec.string(v) or ""
+            elif key == "interval":
+                raw.interval_s = dec.duration(v)
+            elif key == "query_offset":
+                raw.query_offset_s = None if dec.is_null(v) else dec.duration(v)
+            elif key == "limit":
+                raw.limit = dec.integer(v)
+            elif key == "labels":
+                raw.labels = dec.string_map(v)
+            elif key == "partial_response_strategy":
+                raw.strategy, raw.strategy_node = dec.string(v) or "", v
+            elif key == "rules":
+                raw.rules = _decode_rules(v, dec)
+    return groups
+
+
+def _decode_rules(node: yaml.Node, dec: _Decoder) -> list[_RawRule]:
+    if dec.is_null(node):
+        return []
+    if not isinstance(node, yaml.SequenceNode):
+        dec.terror(node, "[]rulefmt.Rule")
+        return []
+    rules = []
+    for r in node.value:
+        fields = dec.struct(r, "rulefmt.Rule", _RULE_FIELDS)
+        raw = _RawRule(node=r)
+        rules.append(raw)
+        for key, (_, v) in (fields or {}).items():
+            if key in ("record", "alert", "expr"):
+                setattr(raw, key, dec.string(v) or "")
+                setattr(raw, key + "_node", v)
+            elif key == "for":
+                raw.for_s = dec.duration(v)
+            elif key == "keep_firing_for":
+                raw.keep_firing_for_s = dec.duration(v)
+            elif key == "labels":
+                raw.labels = dec.string_map(v)
+            elif key == "annotations":
+                raw.annotations = dec.string_map(v)
+    return rules
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation (rulefmt's Validate, UTF-8 name scheme as Prometheus 3 and Thanos v0.42 use).
+
+_TEMPLATE_PREAMBLE = ("{{$labels := .Labels}}{{$externalLabels := .ExternalLabels}}"
+                      "{{$externalURL := .ExternalURL}}{{$value := .Value}}")
+
+
+def _template_parser():
+    """``pythanos.promtemplate.parse`` when that library is present; None skips template checks."""
+    try:
+        from ..promtemplate import parse
+    except ImportError:
+        return None
+    return parse
+
+
+def _check_expr(expr: str) -> Optional[str]:
+    from ..promql.engine import parse
+    from ..promql.errors import PromQLError
+
+    try:
+        parse(expr)
+    except PromQLError as e:
+        return str(e)
+    return None
+
+
+def _valid_name(name: str) -> bool:
+    """Label/metric names under Prometheus 3's UTF-8 scheme: any non-empty valid UTF-8."""
+    return bool(name) and _valid_utf8(name)
+
+
+def _valid_utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: not valid UTF-8
+        return False
+    return True
+
+
+def _where(node: Optional[yaml.Node], alt: Optional[yaml.Node] = None, *, both: bool = False) -> str:
+    """rulefmt's ``line:col: `` prefix; an absent field's node is the zero node (``0:0``)."""
+    line, col = _pos(node)
+    if both:
+        line2, col2 = _pos(alt)
+        return f"{line}:{col}: {line2}:{col2}: "
+    return f"{line}:{col}: "
+
+
+def _validate_rule(r: _RawRule, parse_template) -> list[tuple[str, str]]:
+    """rulefmt's checks of one rule: (position prefix or "", message) pairs."""
+    out: list[tuple[str, str]] = []
+    both = _where(r.record_node, r.alert_node, both=True)
+    if r.record and r.alert:
+        out.append((both, "only one of 'record' and 'alert' must be set"))
+    if not r.record and not r.alert:
+        out.append((both, "one of 'record' or 'alert' must be set"))
+    if not r.expr:
+        out.append((_where(r.expr_node), "field 'expr' must be set in rule"))
+    else:
+        err = _check_expr(r.expr)
+        if err is not None:
+            out.append((_where(r.expr_node), f"could not parse expression: {err}"))
+    if r.record:
+        at = _where(r.record_node)
+        if r.annotations:
+            out.append((at, "invalid field 'annotations' in recording rule"))
+        if r.for_s:
+            out.append((at, "invalid field 'for' in recording rule"))
+        if r.keep_firing_for_s:
+            out.append((at, "invalid field 'keep_firing_for' in recording rule"))
+        if not _valid_name(r.record):
+            out.append((at, f"invalid recording rule name: {r.record}"))
+        if "{" in r.record or "}" in r.record:
+            out.append((at, f"braces present in the recording rule name; should it be in expr?: {r.record}"))
+    for k, v in r.labels.items():
+        if not _valid_name(k) or k == "__name__":
+            out.append(("", f"invalid label name: {k}"))
+        if not _valid_utf8(v):
+            out.append(("", f"invalid label value: {v}"))
+    for k in r.annotations:
+        if not _valid_name(k):
+            out.append(("", f"invalid annotation name: {k}"))
+    if r.alert and parse_template is not None:
+        name = "__alert_" + r.alert
+        for what, d in (("label", r.labels), ("annotation", r.annotations)):
+            for k, text in d.items():
+                err = _template_error(parse_template, _TEMPLATE_PREAMBLE + text, name)
+                if err is not None:
+                    out.append(("", f"{what} {_go_quote(k)}: {err}"))
+    return out
+
+
+def _template_error(parse_template, text: str, name: str) -> Optional[str]:
+    try:
+        parse_template(text, name)
+    except ValueError as e:
+        msg = str(e)
+        prefix = f"error parsing template {name}: "
+        return msg[len(prefix):] if msg.startswith(prefix) else msg
+    return None
+
+
+def _validate(groups: list[_RawGroup]) -> list[str]:
+    errs: list[str] = []
+    seen: set[str] = set()
+    parse_template = _template_parser()
+    for g in groups:
+        line, col = _pos(g.node)
+        if not g.name:
+            errs.append(f"{line}:{col}: Groupname must not be empty")
+        if g.name in seen:
+            errs.append(f'{line}:{col}: groupname: "{g.name}" is repeated in the same file')
+        for k, v in g.labels.items():
+            if not _valid_name(k) or k == "__name__":
+                errs.append(f"invalid label name: {k}")
+            if not _valid_utf8(v):
+                errs.append(f"invalid label value: {v}")
+        seen.add(g.name)
+        for i, r in enumerate(g.rules, 1):
+            name = r.alert or r.record
+            for where, msg in _validate_rule(r, parse_template):
+                errs.append(f"{where}group {_go_quote(g.name)}, rule {i}, {_go_quote(name)}: {msg}")
+    return errs
+
+
+def _strategy(g: _RawGroup) -> tuple[str, Optional[str]]:
+    """Thanos' PartialResponseStrategy from the group's field: empty is ABORT, case-insensitive."""
+    if g.strategy == "":
+        return "ABORT", None
+    up = g.strategy.upper()
+    if up in PARTIAL_RESPONSE_STRATEGIES:
+        return up, None
+    return "ABORT", (f"failed to unmarshal {_go_quote(g.strategy)} as 'partial_response_strategy'. "
+                     f"Possible values are {','.join(PARTIAL_RESPONSE_STRATEGIES)}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+def parse_rules(content: str, path: str, *, thanos: bool = True) -> list[RuleGroup]:
+    """The groups of one rule file's text; RuleFileError with every problem found. ``thanos``
+    accepts the group field ``partial_response_strategy`` (a Thanos ruler); without it the
+    field is unknown, as for promtool."""
+    try:
+        docs = yaml.compose_all(content, Loader=_Loader)
+        doc = next(iter(docs), None)
+    except yaml.YAMLError as e:
+        raise RuleFileError([f"{path}: {_yaml_syntax_error(e)}"]) from None
+    dec = _Decoder(strict=True)
+    try:
+        raw = _decode(doc, dec, _GROUP_FIELDS if thanos else _GROUP_FIELDS - {"partial_response_strategy"})
+    except _Fatal as e:
+        raise RuleFileError([f"{path}: {e}"]) from None
+    if dec.terrors:
+        raise RuleFileError([f"{path}: yaml: unmarshal errors:\n  " + "\n  ".join(dec.terrors)])
+    errs = _validate(raw)
+    strategies = []
+    for g in raw:
+        s, err = _strategy(g)
+        strategies.append(s)
+        if err is not None:
+            line, col = _pos(g.strategy_node)
+            errs.append(f'{line}:{col}: group {_go_quote(g.name)}: {err}')
+    if errs:
+        raise RuleFileError([f"{path}: {e}" for e in errs])
+    return [RuleGroup(
+        name=g.name, file=path,
+        rules=tuple(Rule(kind="alert" if r.alert else "record", name=r.alert or r.record, expr=r.expr,
+                         for_s=r.for_s, keep_firing_for_s=r.keep_firing_for_s, labels=r.labels,
+                         annotations=r.annotations, line=_pos(r.node)[0]) for r in g.rules),
+        interval_s=g.interval_s or None, query_offset_s=g.query_offset_s, limit=g.limit, labels=g.labels,
+        partial_response_strategy=s) for g, s in zip(raw, strategies)]
+
+
+# PyYAML's wording of a syntax error -> libyaml's (which yaml.v3 prints), by context and problem.
+_LIBYAML_WORDS = (
+    ("while parsing a block collection", "expected <block end>", "did not find expected '-' indicator"),
+    ("while parsing a block mapping", "expected <block end>", "did not find expected key"),
+    ("while parsing a flow sequence", "expected ',' or ']'", "did not find expected ',' or ']'"),
+    ("while parsing a flow mapping", "expected ',' or '}'", "did not find expected ',' or '}'"),
+    ("", "mapping values are not allowed here", "mapping values are not allowed in this context"),
+    ("", "found character '\\t' that cannot start any token", "found character that cannot start any token"),
+    ("", "found character", "found character that cannot start any token"),
+)
+
+
+def _yaml_syntax_error(e: yaml.YAMLError) -> str:
+    """A YAML syntax error as yaml.v3 prints it: ``yaml: line N: <libyaml's problem>``, the line
+    being the context's (0-based, one more for scanner errors) or else the problem's."""
+    ctx, prob = getattr(e, "context_mark", None), getattr(e, "problem_mark", None)
+    context, problem = getattr(e, "context", None) or "", getattr(e, "problem", None) or str(e)
+    for want_ctx, want_problem, words in _LIBYAML_WORDS:
+        if context.startswith(want_ctx) and problem.startswith(want_problem):
+            problem = words
+            break
+    scanner = 1 if isinstance(e, yaml.scanner.ScannerError) else 0
+    line = 0
+    if ctx is not None and ctx.line != 0:
+        line = ctx.line + scanner
+    elif prob is not None and prob.line != 0:
+        line = prob.line + scanner
+    return f"yaml: line {line}: {problem}" if line else f"yaml: {problem}"
+
+
+def load_file(path: str, *, thanos: bool = True) -> list[RuleGroup]:
+    """One rule file's groups (RuleFileError names the file on any problem, unreadable included)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise RuleFileError([f"{path}: open {path}: {(e.strerror or str(e)).lower()}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RuleFileError([f"{path}: yaml: invalid Unicode character"]) from None
+    return parse_rules(text, path, thanos=thanos)
+
+
+def load_files(patterns: Sequence[str], *, thanos: bool = True) -> list[RuleGroup]:
+    """Groups of every file the glob patterns match (Go's filepath.Glob: sorted, dot files
+    included; a file matched twice is read once), in order. Every problem in every file is
+    gathered into one RuleFileError."""
+    files: list[str] = []
+    for pat in patterns:
+        for fn in sorted(glob.glob(pat, include_hidden=True)):
+            if fn not in files and not os.path.isdir(fn):
+                files.append(fn)
+    groups: list[RuleGroup] = []
+    errors: list[str] = []
+    for fn in files:
+        try:
+            groups.extend(load_file(fn, thanos=thanos))
+        except RuleFileError as e:
+            errors.extend(e.errors)
+    if errors:
+        raise RuleFileError(errors)
+    return groups
