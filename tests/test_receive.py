@@ -294,6 +294,36 @@ def test_bad_input_gets_precise_4xx_and_good_series_are_kept(pythanos_bin, thano
         ours.stop()
 
 
+def test_series_without_a_metric_name_stored_as_thanos_stores_it(pythanos_bin, thanos_bin, tmp_path):
+    """Thanos' receiver keeps a 1.0 series without __name__ (Prometheus' refuses it): so do we, beside a
+    real thanos receive given the same request; a series with no label at all is refused by both, and
+    a 2.0 series needs its name (the 2.0 specification; Prometheus' 400)."""
+    now = int(time.time() * 1000)
+    nameless = ([("instance", "a"), ("job", "nameless")], [(now - 1000, 1.0), (now, 2.0)])
+    named = ([("__name__", "up"), ("job", "nameless")], [(now, 3.0)])
+    empty = ([("job", "")], [(now, 4.0)])
+    ours = start_receiver(pythanos_bin, tmp_path / "ours")
+    theirs = start_thanos_receive(thanos_bin, tmp_path / "thanos")
+    try:
+        by_job = (("job", "=", "nameless"),)
+        for r in (ours, theirs):
+            code, text, _ = post(r.extra["rw"], v1([nameless, named]))
+            assert code == 200, (r.name, text)
+        want = {tuple(sorted([*ls, ("tenant_id", "default-tenant")])): samples for ls, samples in (nameless, named)}
+        for r in (ours, theirs):  # each with its own replica label
+            got = {tuple(p for p in k if p[0] != "replica"): v for k, v in stored(r.extra["grpc"], by_job).items()}
+            assert got == want, r.name
+        for r in (ours, theirs):
+            code, text, _ = post(r.extra["rw"], v1([empty]))
+            assert code == 409 and "add 1 series" in text, (r.name, text)
+        code, text, _ = post(ours.extra["rw"], v2([([("job", "v2")], [(now, 1.0)])]), v2=True)
+        assert code == 400 and "add 1 series: invalid metric name or labels, got {job=\"v2\"}" in text, text
+        assert stored(ours.extra["grpc"], (("job", "=", "v2"),)) == {}
+    finally:
+        ours.stop()
+        theirs.stop()
+
+
 def test_kill_9_under_load_loses_no_acknowledged_sample(pythanos_bin, tmp_path):
     """Ten SIGKILLs at random moments of a steady remote-write load; after each restart every
     acknowledged sample is there exactly once."""

@@ -289,6 +289,21 @@ def test_v1_statuses():
     assert d.status.tolist() == [s for _, s in cases]
 
 
+def test_v1_and_thanos_write_without_require_name_keep_nameless_series():
+    """Thanos' receiver stores a series without __name__; only a series with no label left is refused."""
+    cases = [
+        ([("job", "a")], STATUS_OK),
+        ([("job", "a"), ("", "x")], STATUS_EMPTY_LABEL_NAME),
+        ([("job", "a"), ("job", "b")], STATUS_DUPLICATE_LABEL),
+        ([("job", "")], STATUS_NO_METRIC_NAME),  # nothing left to store
+        ([], STATUS_NO_METRIC_NAME),
+        ([("__name__", "up")], STATUS_OK),
+    ]
+    body = v1_request([(ls, [(1, 1.0)]) for ls, _ in cases])
+    assert decode_v1(body, require_name=False).status.tolist() == [s for _, s in cases]
+    assert decode_v1(body).status.tolist()[0] == STATUS_NO_METRIC_NAME
+
+
 def test_v1_invalid_utf8_refused():
     for name, value in [(b"a\xff", b"x"), (b"a", b"\xc0\x80"), (b"a", b"\xed\xa0\x80"), (b"a", b"\xf4\x90\x80\x80"),
                         (b"a", b"\xe2\x82")]:

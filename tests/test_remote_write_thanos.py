@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from peers import REGISTRY, free_ports
 from pythanos.receive import hashring as hr
 from pythanos.remote.prompb import remote_pb2, types_pb2, write_v2_pb2
-from pythanos.remote.write import (MESSAGE_THANOS, STATUS_OK, WriteDecodeError, decode_thanos_write, decode_v1,
-                                   decode_v2, encode_v1_timeseries, timeseries_frames)
+from pythanos.remote.write import (MESSAGE_THANOS, STATUS_NO_METRIC_NAME, STATUS_OK, WriteDecodeError,
+                                   decode_thanos_write, decode_v1, decode_v2, encode_v1_timeseries, timeseries_frames)
 from pythanos.storeapi import writeapi
 from pythanos.storeapi.pb import prompb_pb2, write_pb2
 
@@ -89,6 +89,14 @@ def test_thanos_request_decodes_as_the_protobuf_module_reads_it(series, tenant, 
                  "sample_ts", "n_exemplars", "n_histograms"):
         assert np.array_equal(getattr(d, name), getattr(v1, name)), name
     assert d.blobs == v1.blobs
+    # as Thanos' writer (no __name__ needed): the same statuses either way
+    lenient = decode_thanos_write(body, require_name=False)[0].status
+    assert np.array_equal(lenient, decode_v1(remote_pb2.WriteRequest(timeseries=msgs).SerializeToString(), tenant,
+                                             require_name=False).status)
+    gained = (lenient == STATUS_OK) & (d.status != STATUS_OK)  # kept only when no name is needed
+    assert np.all(d.status[gained] == STATUS_NO_METRIC_NAME)
+    assert np.all(lenient[d.status == STATUS_OK] == STATUS_OK)
+    assert all(d.labels(i) for i in np.flatnonzero(gained).tolist())
     assert d.sample_values.view(np.uint64).tolist() == v1.sample_values.view(np.uint64).tolist()
     for i, (lb, sm) in enumerate(series):
         assert d.labels(i) == canonical(lb) or d.status[i] != STATUS_OK

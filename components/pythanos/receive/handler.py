@@ -168,7 +168,8 @@ class ReceiveHandler:
             return 500, f"read compressed request body: {e}", {}, {}
         h = request.headers
         args = (body, h.get("Content-Type", ""), h.get(rw.VERSION_HEADER, ""), h.get("Content-Encoding", ""))
-        kw = dict(tenant=tenant, size_bytes_limit=req_limits.size_bytes)
+        # a 1.0 series without __name__ is stored, as Thanos' receiver stores it (Prometheus' refuses it)
+        kw = dict(tenant=tenant, size_bytes_limit=req_limits.size_bytes, v1_require_name=False)
         try:
             if len(body) > _DECODE_INLINE_MAX:
                 loop = asyncio.get_running_loop()

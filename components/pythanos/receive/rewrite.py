@@ -64,6 +64,7 @@ def rewrite(decoded: rw.DecodedWrite, tenant: str, *, relabel: Sequence[RelabelC
         return decoded, [(tenant, np.arange(n, dtype=np.int64))]
     blobs, off = decoded.blobs, decoded.blob_offsets.tolist()
     status = decoded.status.tolist()
+    v2 = decoded.is_v2  # a 2.0 series needs __name__; a 1.0 or forwarded one does not (as Thanos)
     # per distinct (tenant, label blob): None when dropped, else (new blob or None when unchanged,
     # tenant, hash, status, label count)
     seen: dict = cache if cache is not None else {}
@@ -81,10 +82,10 @@ def rewrite(decoded: rw.DecodedWrite, tenant: str, *, relabel: Sequence[RelabelC
             pieces.append(blob)
             owners.append(tenant)
             continue
-        key = (tenant, blob)
+        key = (tenant, blob, v2)
         r = seen.get(key, miss)
         if r is miss:
-            r = seen[key] = _one(blob, tenant, relabel, split_label, split)
+            r = seen[key] = _one(blob, tenant, relabel, split_label, split, v2)
         if r is None:  # dropped by relabelling: in no group, an empty label set in the columns
             pieces.append(b"\x00")
             owners.append(None)
@@ -115,7 +116,7 @@ def rewrite(decoded: rw.DecodedWrite, tenant: str, *, relabel: Sequence[RelabelC
     return out, [(t, np.flatnonzero(who == t)) for t in tenants]
 
 def _one(blob: bytes, tenant: str, relabel: Sequence[RelabelConfig], split_label: str,
-         split: bytes) -> Optional[tuple[Optional[bytes], str, int, int, int]]:
+         split: bytes, require_name: bool) -> Optional[tuple[Optional[bytes], str, int, int, int]]:
     """One distinct label set: (new blob, tenant, routing hash, status, label count); the blob is
     None when nothing changed (then hash, status and count are not used)."""
     if not relabel and split not in blob:  # cheap pre-check: the split label cannot be there
@@ -139,7 +140,7 @@ def _one(blob: bytes, tenant: str, relabel: Sequence[RelabelConfig], split_label
     new_blob = rw.encode_blob(pairs)
     if not pairs:
         st = rw.STATUS_EMPTY_LABEL_NAME  # Thanos' writer: ErrEmptyLabels
-    elif any(k == "__name__" for k, _ in pairs):
+    elif not require_name or any(k == "__name__" for k, _ in pairs):
         st = rw.STATUS_OK
     else:
         st = rw.STATUS_NO_METRIC_NAME

@@ -200,7 +200,7 @@ async def serve(config: ReceiveConfig, stop: Optional[asyncio.Event] = None) -> 
         try:
             # the routing hashes carry the request's tenant, the one it is written under (Thanos
             # routers always send it; an empty one is refused, not moved to the default tenant)
-            decoded, tenant, replica = rw.decode_thanos_write(raw)
+            decoded, tenant, replica = rw.decode_thanos_write(raw, require_name=False)
         except rw.WriteDecodeError as e:
             raise WriteInvalid(e.message) from None
         why = check_tenant(tenant)

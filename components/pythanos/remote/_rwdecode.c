@@ -1,8 +1,11 @@
 /* Remote-write request bodies (already snappy-decoded) into columns, in one walk over the bytes.
  *
- * decode_v1(body, tenant: bytes, max_label_bytes: int, hash_as_sent=True) -> dict   prometheus.WriteRequest
- * decode_v2(body, tenant: bytes, max_label_bytes: int, hash_as_sent=True) -> dict   io.prometheus.write.v2.Request
- * decode_thanos(body, b"", max_label_bytes, hash_as_sent=True) -> (dict, tenant: bytes, replica: int)
+ * decode_v1(body, tenant: bytes, max_label_bytes: int, hash_as_sent=True, require_name=True) -> dict
+ *                                                                   prometheus.WriteRequest
+ * decode_v2(body, tenant: bytes, max_label_bytes: int, hash_as_sent=True, require_name=True) -> dict
+ *                                                                   io.prometheus.write.v2.Request
+ * decode_thanos(body, b"", max_label_bytes, hash_as_sent=True, require_name=True)
+ *                                   -> (dict, tenant: bytes, replica: int)
  *                                                                   thanos.WriteRequest (gRPC, receiver to receiver)
  * encode_v1(mode, body, blobs, ...) -> bytes   remote-write 1.0 TimeSeries frames from the columns (below)
  * xxh64(data: bytes) -> int                                         (the routing hash's xxHash, for tests)
@@ -14,7 +17,9 @@
  *                                    empty-valued labels left out (Prometheus' head drops them),
  *                                    uvarint count then uvarint-length-prefixed name and value;
  *                                    the WAL Series record body after its ref
- *   status  uint8 n                  0 ok, else why Prometheus' receiver refuses the series (ST_*)
+ *   status  uint8 n                  0 ok, else why Prometheus' receiver refuses the series (ST_*);
+ *                                    without require_name only a series with no label at all is
+ *                                    refused for a missing __name__ (Thanos' writer stores the rest)
  *   flags   uint8 n                  FL_UNSORTED: the sender's order was not sorted;
  *                                    FL_EMPTY_VALUE: empty-valued labels were left out
  *   label_counts uint32 n            labels as sent (the limit on labels per series counts these)
@@ -222,6 +227,7 @@ typedef struct {
     size_t tenant_len;
     size_t max_label_bytes;
     int hash_as_sent; /* 1: Thanos' order (as sent, all labels); 0: the canonical labels */
+    int require_name; /* 1: a series without __name__ is refused (Prometheus); 0: only an empty one (Thanos) */
     /* v2 symbols */
     size_t nsym;
     const int64_t *sym;  /* (offset, length) pairs, in sym_rng */
@@ -512,7 +518,7 @@ static int finish_labels(ctx *c, uint8_t pre) {
         blob_len += 20 + L[i].nlen + L[i].vlen;
     }
     if (st == ST_OK) {
-        if (!has_name) st = ST_NO_METRIC_NAME;
+        if (!has_name && (c->require_name || kept == 0)) st = ST_NO_METRIC_NAME;
         else if (empty_name) st = ST_EMPTY_LABEL_NAME;
         else if (bad) st = ST_INVALID_UTF8;
         else if (empty_metric) st = ST_EMPTY_METRIC_NAME;
@@ -898,8 +904,9 @@ static PyObject *run(PyObject *args, int mode) {
     int v2 = mode == 1;
     Py_buffer body, tenant;
     Py_ssize_t max_label_bytes;
-    int hash_as_sent = 1;
-    if (!PyArg_ParseTuple(args, "y*y*n|p", &body, &tenant, &max_label_bytes, &hash_as_sent)) return NULL;
+    int hash_as_sent = 1, require_name = 1;
+    if (!PyArg_ParseTuple(args, "y*y*n|pp", &body, &tenant, &max_label_bytes, &hash_as_sent, &require_name))
+        return NULL;
     ctx c;
     memset(&c, 0, sizeof c);
     c.buf = body.buf;
@@ -910,6 +917,7 @@ static PyObject *run(PyObject *args, int mode) {
     c.tenant_len = (size_t)tenant.len;
     c.max_label_bytes = max_label_bytes < 0 ? 0 : (size_t)max_label_bytes;
     c.hash_as_sent = hash_as_sent;
+    c.require_name = require_name;
     int rc;
     size_t t_off = 0, t_len = 0;
     int64_t replica = 0;

@@ -444,9 +444,9 @@ def _max_label_bytes(n: int, max_label_bytes: int | None) -> int:
 
 
 def _run(fn, message: str, body: bytes | bytearray, tenant: str, version_header: str, max_label_bytes: int | None,
-         hash_as_sent: bool) -> DecodedWrite:
+         hash_as_sent: bool, require_name: bool = True) -> DecodedWrite:
     try:
-        d = fn(body, tenant.encode(), _max_label_bytes(len(body), max_label_bytes), hash_as_sent)
+        d = fn(body, tenant.encode(), _max_label_bytes(len(body), max_label_bytes), hash_as_sent, require_name)
     except ValueError as e:
         raise WriteDecodeError(400, str(e)) from None
     except OverflowError as e:
@@ -455,14 +455,18 @@ def _run(fn, message: str, body: bytes | bytearray, tenant: str, version_header:
 
 
 def decode_v1(body: bytes | bytearray, tenant: str = "", version_header: str = "0.1.0",
-              max_label_bytes: int | None = None, hash_as_sent: bool = True) -> DecodedWrite:
+              max_label_bytes: int | None = None, hash_as_sent: bool = True,
+              require_name: bool = True) -> DecodedWrite:
     """Decodes a snappy-decoded ``prometheus.WriteRequest``.
 
     ``hash_as_sent``: the routing hash over the labels in the request's order, empty values
     included, as Thanos computes it; False: over the canonical labels (sorted, no empty values), so
     a series sent unsorted routes where its sorted form does. Both agree on every series Thanos
-    accepts."""
-    return _run(_rwdecode.decode_v1, MESSAGE_V1, body, tenant, version_header, max_label_bytes, hash_as_sent)
+    accepts. ``require_name``: a series without ``__name__`` is refused, as Prometheus' receiver
+    refuses it; False: kept, as Thanos' receiver keeps it (a series with no label at all is refused
+    either way)."""
+    return _run(_rwdecode.decode_v1, MESSAGE_V1, body, tenant, version_header, max_label_bytes, hash_as_sent,
+                require_name)
 
 
 def decode_v2(body: bytes | bytearray, tenant: str = "", version_header: str = "2.0.0",
@@ -472,8 +476,8 @@ def decode_v2(body: bytes | bytearray, tenant: str = "", version_header: str = "
     return _run(_rwdecode.decode_v2, MESSAGE_V2, body, tenant, version_header, max_label_bytes, hash_as_sent)
 
 
-def decode_thanos_write(body: bytes | bytearray, *, hash_as_sent: bool = True,
-                        max_label_bytes: int | None = None) -> tuple[DecodedWrite, str, int]:
+def decode_thanos_write(body: bytes | bytearray, *, hash_as_sent: bool = True, max_label_bytes: int | None = None,
+                        require_name: bool = True) -> tuple[DecodedWrite, str, int]:
     """Decodes a ``thanos.WriteRequest`` (the gRPC ``thanos.WriteableStore/RemoteWrite`` body one
     receiver sends another) into the same columns as :func:`decode_v1`, and its tenant and replica.
 
@@ -481,10 +485,11 @@ def decode_thanos_write(body: bytes | bytearray, *, hash_as_sent: bool = True,
     the wire (0: not replicated yet, n > 0: replica n-1 placed by a router). Field 3 is the varint
     replica here and the metadata messages in ``prometheus.WriteRequest``: each decoder refuses the
     other's by its wire type, naming the field and byte. Tenant bytes that are not UTF-8 (Thanos
-    does not check them) come back as surrogate escapes. Malformed input: WriteDecodeError(400)."""
+    does not check them) come back as surrogate escapes. ``require_name``: see decode_v1.
+    Malformed input: WriteDecodeError(400)."""
     try:
         d, tenant, replica = _rwdecode.decode_thanos(body, b"", _max_label_bytes(len(body), max_label_bytes),
-                                                     hash_as_sent)
+                                                     hash_as_sent, require_name)
     except ValueError as e:
         raise WriteDecodeError(400, str(e)) from None
     except OverflowError as e:
@@ -534,11 +539,14 @@ def timeseries_frames(decoded: DecodedWrite, positions: np.ndarray | None = None
 def decode_request(body: bytes, content_type: str, version_header: str, content_encoding: str, *,
                    tenant: str = "", max_decoded_size: int = DEFAULT_MAX_DECODED_SIZE, size_bytes_limit: int = 0,
                    accepted: tuple[str, ...] = (MESSAGE_V1, MESSAGE_V2),
-                   max_label_bytes: int | None = None, hash_as_sent: bool = True) -> DecodedWrite:
+                   max_label_bytes: int | None = None, hash_as_sent: bool = True,
+                   v1_require_name: bool = True) -> DecodedWrite:
     """A remote-write HTTP body into columns, checked in the order Prometheus' handler checks.
 
     ``tenant`` prefixes the routing hash as Thanos' hashring does; ``size_bytes_limit`` is Thanos'
     per-tenant request size limit (0: none) on the compressed and the decoded size.
+    ``v1_require_name``: ``require_name`` of :func:`decode_v1` (a 2.0 series always needs a name,
+    as the 2.0 specification and Prometheus' receiver require).
     """
     enc = content_encoding.strip()
     if enc and enc != "snappy":
@@ -553,7 +561,7 @@ def decode_request(body: bytes, content_type: str, version_header: str, content_
                                     f"only accepts {', '.join(accepted)}")
     if message == MESSAGE_V2:
         return decode_v2(raw, tenant, version_header, max_label_bytes, hash_as_sent)
-    return decode_v1(raw, tenant, version_header, max_label_bytes, hash_as_sent)
+    return decode_v1(raw, tenant, version_header, max_label_bytes, hash_as_sent, v1_require_name)
 
 
 # ---- the rare path: a small protobuf walker (exemplars, histograms, error texts) ----
