@@ -31,7 +31,6 @@ interval too and a changed answer makes the group dial again (grpcio then resolv
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ import yaml
 
 from ..dnsresolve import _host_port, resolve, split_dns_prefix  # resolve/split_dns_prefix re-exported
 from ..errors import ConfigError, UserError
+from ..filesd import read_sd_files  # re-exported
 from ..tlsconfig import ClientTLS, parse_min_version
 
 log = logging.getLogger(__name__)
@@ -264,34 +264,6 @@ def parse_endpoint_config(text: str, where: str, client_tls: Optional[ClientTLS]
             tls = _client_tls(fields, name, None if "enabled" in fields else fallback, cwhere)
         out.append(EndpointSpec(addr, strict, tls, group, service_config))
     return EndpointConfig(out, default_tls)
-
-
-def read_sd_files(patterns: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Prometheus file-SD files (JSON or YAML lists of ``{targets, labels}``): (targets, errors).
-    A file that cannot be read or parsed is reported and skipped; the others still count."""
-    targets: list[str] = []
-    errors: list[str] = []
-    for pat in patterns:
-        for path in sorted(glob.glob(pat)) or ([pat] if not glob.has_magic(pat) else []):
-            try:
-                with open(path, encoding="utf-8") as f:
-                    text = f.read()
-                doc = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-            except (OSError, ValueError, yaml.YAMLError) as e:
-                errors.append(f"{path}: {e}")
-                continue
-            if doc is None:
-                continue
-            if not isinstance(doc, list):
-                errors.append(f"{path}: expected a list of target groups")
-                continue
-            for i, group in enumerate(doc):
-                ts = group.get("targets") if isinstance(group, dict) else None
-                if not isinstance(ts, list):
-                    errors.append(f"{path}: group {i}: 'targets' must be a list")
-                    continue
-                targets.extend(str(t) for t in ts)
-    return targets, errors
 
 
 def _mtimes(patterns: Sequence[str]) -> tuple:
