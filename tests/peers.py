@@ -219,6 +219,13 @@ def prometheus3_bin() -> str:
 
 
 @pytest.fixture(scope="session")
+def promtool3_bin() -> str:
+    """promtool of Prometheus 3.9.1 (scripts/peers.sh builds it with prometheus)."""
+    return find_binary(peers_dir() / "bin" / "promtool") or missing(
+        f"promtool of Prometheus 3.x in {peers_dir()}/bin (scripts/peers.sh)")
+
+
+@pytest.fixture(scope="session")
 def thanos_bin() -> str:
     return find_binary(peers_dir() / "bin" / "thanos") or missing(f"thanos in {peers_dir()}/bin (scripts/peers.sh)")
 
