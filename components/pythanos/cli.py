@@ -16,7 +16,7 @@ from . import __version__, logfmt
 log = logging.getLogger(__name__)
 
 #: the modules that define ``register(subparsers)``: one per component, flags and config there
-COMPONENT_FLAGS = ("tools", "sidecar", "query", "store", "compact", "receive")
+COMPONENT_FLAGS = ("tools", "sidecar", "query", "store", "compact", "receive", "rule")
 #: sub-command aliases a module registers, by the module that registers them
 ALIASES = {"querier": "query"}
 

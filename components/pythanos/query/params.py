@@ -8,9 +8,7 @@ import time
 from datetime import datetime
 from typing import Optional
 
-import promql_parser as pp
 
-from ..promql.errors import ParseError
 from ..tsdb.labels import Matcher
 
 __all__ = ["ApiError", "parse_time", "parse_duration", "parse_bool", "parse_limit", "parse_selector",
@@ -121,29 +119,15 @@ def parse_limit(s: str) -> int:
     return n
 
 
-_OPS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
-
-
 def parse_selector(text: str) -> list[Matcher]:
     """A series selector (``match[]``, ``storeMatch[]``) into matchers; errors as PromQL's."""
-    from ..promql import parse
-    from ..promql.parse_errors import matcher_value
+    from ..promql.selector import SelectorError
+    from ..promql.selector import parse_selector as parse
 
     try:
-        node = parse(text)
-    except ParseError as e:
+        return parse(text)
+    except SelectorError as e:
         raise ApiError("bad_data", str(e)) from None
-    if not isinstance(node, pp.VectorSelector):
-        raise ApiError("bad_data", f"1:1: parse error: expected type instant vector in series selector, got "
-                                   f"{'range vector' if isinstance(node, pp.MatrixSelector) else 'expression'}")
-    out = []
-    if node.name:
-        out.append(Matcher("=", "__name__", node.name))
-    for m in node.matchers.matchers:
-        out.append(Matcher(_OPS[str(m.op)], m.name, matcher_value(m.value)))
-    if all(m.matches("") for m in out):
-        raise ApiError("bad_data", "1:1: parse error: vector selector must contain at least one non-empty matcher")
-    return out
 
 
 def now_ms() -> int:

@@ -1,0 +1,111 @@
+"""The ruler's HTTP API: ``/api/v1/rules`` and ``/api/v1/alerts`` as ``thanos rule`` answers them
+(``pkg/api/rule/v1.go``), and ``POST /-/reload``.
+
+* ``/api/v1/rules``: the manager's groups as Thanos' ``RuleGroup`` JSON, rule labels extended by
+  the external labels, passed through what Thanos' local rules client does (``type``
+  ``alert|record``; ``match[]`` against non-templated rule labels; ``rule_name[]``,
+  ``rule_group[]``, ``file[]``; groups sorted by file and name, rules alerting first, then by name).
+  All of that is :mod:`pythanos.storeapi.rules`, shared with the querier.
+* ``/api/v1/alerts``: every active alert, ``{"Alerts": [...]}`` — capital A, as a real
+  ``thanos rule`` v0.42.4 writes it (its anonymous Go struct has no JSON tag); ``null`` when none.
+* ``POST /-/reload``: re-read the rule files; 500 with the error when they do not load (the
+  previous rules stay in force).
+
+Errors are Prometheus' error JSON (``bad_data``, 400).
+"""
+from __future__ import annotations
+
+import json
+from typing import Awaitable, Callable, Iterable, Optional, Sequence
+
+from aiohttp import web
+
+__all__ = ["RuleAPI", "query_text"]
+
+
+def query_text(expr: str) -> str:
+    """A rule's expression as Thanos reports it (Prometheus prints the parsed expression): our
+    parser's printing when it stays on one line, else the text as written."""
+    try:
+        import promql_parser
+
+        out = promql_parser.parse(expr).prettify()
+    except Exception:  # noqa: BLE001 - an expression the loader accepted; show it as written
+        return expr.strip()
+    return out if "\n" not in out else expr.strip()
+
+
+def _answer(data_json: Optional[str] = None, *, status: int = 200, error_type: str = "", error: str = "",
+            cors: bool = True) -> web.Response:
+    if error_type:
+        body = json.dumps({"status": "error", "errorType": error_type, "error": error})
+    else:
+        body = '{"status":"success","data":' + (data_json or "null") + "}"
+    headers = {"Content-Type": "application/json"}
+    if cors:  # Thanos' default (--web.disable-cors unset)
+        headers.update({"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, OPTIONS",
+                        "Access-Control-Allow-Headers": "Accept, Authorization, Content-Type, Origin",
+                        "Access-Control-Expose-Headers": "Date"})
+    return web.Response(body=body.encode(), status=status, headers=headers)
+
+
+class RuleAPI:
+    """Routes over ``groups()`` (``GroupState`` snapshots in file order), the external labels
+    and ``reload()`` (an error text, or None when the files loaded)."""
+
+    def __init__(self, groups: Callable[[], Iterable], external_labels: dict[str, str],
+                 reload: Callable[[], Awaitable[Optional[str]]], *, disable_cors: bool = False) -> None:
+        self.groups = groups
+        self.ext = tuple(sorted(external_labels.items()))
+        self.reload = reload
+        self.cors = not disable_cors
+
+    def routes(self, app: web.Application, prefix: str = "") -> None:
+        app.router.add_get(prefix + "/api/v1/rules", self.rules)
+        app.router.add_get(prefix + "/api/v1/alerts", self.alerts)
+        app.router.add_post(prefix + "/-/reload", self.reload_handler)
+
+    def group_pbs(self) -> list:
+        from ..storeapi import rules as rpb
+
+        return [rpb.group_pb(g, query_text) for g in self.groups()]
+
+    async def rules(self, request: web.Request) -> web.Response:
+        from ..storeapi import rules as rpb
+
+        q = request.query
+        if request.method == "POST":
+            q = await request.post()
+        typ = rpb.request_type(q.get("type", ""))
+        if typ is None:
+            return _answer(status=400, error_type="bad_data", error=f"invalid rules parameter type='{q['type']}'",
+                           cors=self.cors)
+        try:
+            matcher_sets = [_selector(s) for s in q.getall("match[]", [])]
+        except ValueError as e:
+            return _answer(status=500, error_type="internal",
+                           error=f"error retrieving rules: parser ParseMetricSelector: {e}", cors=self.cors)
+        groups = rpb.filter_type(self.group_pbs(), typ)
+        rpb.extend_labels(groups, self.ext)
+        groups = rpb.gather(groups, matcher_sets=matcher_sets, rule_names=q.getall("rule_name[]", []),
+                            rule_groups=q.getall("rule_group[]", []), files=q.getall("file[]", []))
+        return _answer(rpb.rules_json(groups), cors=self.cors)
+
+    async def alerts(self, request: web.Request) -> web.Response:
+        from ..storeapi import rules as rpb
+
+        data = rpb.alerts_json(self.group_pbs())  # '{"alerts":...}', the querier's key
+        return _answer('{"Alerts"' + data[len('{"alerts"'):], cors=self.cors)
+
+    async def reload_handler(self, request: web.Request) -> web.Response:
+        err = await self.reload()
+        if err is not None:
+            return web.Response(status=500, text=err + "\n")
+        return web.Response(status=200)
+
+
+def _selector(text: str) -> Sequence:
+    """A ``match[]`` series selector as matchers (objects with ``name`` and ``matches``)."""
+    from ..promql.selector import parse_selector
+
+    return parse_selector(text)
