@@ -234,12 +234,12 @@ async def serve(config: RuleConfig, stop: Optional[asyncio.Event] = None) -> int
                               meta_file_name=config.shipper_meta_file,
                               allow_out_of_order_uploads=config.allow_out_of_order_uploads,
                               skip_corrupted_blocks=config.skip_corrupted_blocks, registry=srv.registry)
-    manager, closers = _build_manager(config, appender, srv.registry)
+    manager, query, notifier = _build_manager(
+        config, appender, srv.registry, tsdb_for_state_reader(db, executor) if db is not None else None)
     rules = Rules(config, manager, srv.registry)
     err = await rules.reload("start")
     if err is not None:
-        for c in closers:
-            await c()
+        await query.close()
         if db is not None:
             db.close()
         raise UserError(f"--rule-file: initialize rules failed: {err}")
@@ -261,8 +261,8 @@ async def serve(config: RuleConfig, stop: Optional[asyncio.Event] = None) -> int
         handlers.append(_rules_info_handler(ext))
 
     async def close() -> None:
-        for c in closers:
-            await c()
+        await notifier.stop()
+        await query.close()
         if shipper is not None:
             shipper.close()
         if db is not None:
@@ -298,6 +298,8 @@ async def serve(config: RuleConfig, stop: Optional[asyncio.Event] = None) -> int
         await manager.run()
         await asyncio.Event().wait()  # run() may return once its groups are started
 
+    await notifier.start()
+    query.bind_loop()
     srv.set_ready(True)
     log.info("starting rule", extra={"grpc": config.grpc_address, "http": config.http_address,
                                      "stateless": config.stateless})
@@ -319,27 +321,52 @@ def _ui_routes(app, prefix: str, link_prefix: str) -> None:
     add_rules_ui_routes(app, prefix, link_prefix=link_prefix, component="rule")
 
 
-def _build_manager(config: RuleConfig, appender, registry):
+def tsdb_for_state_reader(db, executor=None):
+    """``ALERTS_FOR_STATE`` read back from the ruler's own TSDB (a restart within
+    ``--for-outage-tolerance`` keeps an alert's ``for`` progress): per series its labels and its
+    last sample in ``[mint, maxt]``."""
+    def read(matchers: dict[str, str], mint: int, maxt: int) -> list:
+        import numpy as np
+
+        from ..tsdb.chunkenc import decode_xor
+        from ..tsdb.labels import Matcher
+
+        out = []
+        for labels, chunks in db.series([Matcher("=", n, v) for n, v in matchers.items()], mint, maxt):
+            best = None
+            for _, _, enc, data in chunks:
+                if enc != 1:  # ALERTS_FOR_STATE is a float series
+                    continue
+                t, v = decode_xor(data)
+                keep = np.flatnonzero((t >= mint) & (t <= maxt))
+                if len(keep) and (best is None or t[keep[-1]] >= best[0]):
+                    best = (int(t[keep[-1]]), float(v[keep[-1]]))
+            if best is not None:
+                out.append((dict(labels), best[0], best[1]))
+        return out
+
+    async def reader(matchers: dict[str, str], mint: int, maxt: int) -> list:
+        return await asyncio.get_running_loop().run_in_executor(executor, read, matchers, mint, maxt)
+
+    return reader
+
+
+def _build_manager(config: RuleConfig, appender, registry, for_state_reader=None):
     """E's :class:`~pythanos.rule.manager.Manager` over the query client and F's notifier; the
-    coroutines that close what was opened."""
+    coroutines that start and close what needs it."""
     from .manager import Manager
-    from .notifier import notifier_from_config
+    from .notifier import from_config
     from .queryclient import QueryClient
 
     query = QueryClient(config.query_addrs, http_method=config.query_http_method, registry=registry,
                         do_not_add_thanos_params=config.query_only_prometheus_params,
                         resolve_interval_s=config.query_dns_interval)
-    notifier = notifier_from_config(config, registry=registry)
-    manager = Manager(query=query, appender=appender.append, notifier=notifier,
-                      external_labels=dict(config.labels), external_url=config.alert_query_url,
-                      for_outage_tolerance_s=config.for_outage_tolerance, for_grace_period_s=config.for_grace_period,
+    notifier = from_config(config, registry=registry)
+    manager = Manager(query=query.query, append=appender.append, notify=notifier.send,
+                      blocking_query=query.query_blocking, external_labels=dict(config.labels),
+                      external_url=config.alert_query_url, query_template=config.alert_query_template,
+                      outage_tolerance_s=config.for_outage_tolerance, for_grace_period_s=config.for_grace_period,
                       resend_delay_s=config.resend_delay, rule_query_offset_s=config.rule_query_offset,
-                      default_interval_s=config.eval_interval, registry=registry)
-    closers = [c for c in (getattr(query, "close", None), getattr(notifier, "close", None)) if c is not None]
-
-    async def call(c):
-        r = c()
-        if asyncio.iscoroutine(r):
-            await r
-
-    return manager, [lambda c=c: call(c) for c in closers]
+                      default_interval_s=config.eval_interval, registry=registry,
+                      for_state_reader=for_state_reader, data_dir=config.data_dir)
+    return manager, query, notifier
