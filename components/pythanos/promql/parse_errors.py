@@ -405,6 +405,10 @@ def prometheus_parse_error(q: str, msg: str) -> str:
     if out == "comparisons between scalars must use BOOL modifier":
         k = next((k for k, t in enumerate(toks) if t.kind == "OP" and t.val in _CMP_OPS), None)
         return f"{_position(q, toks[k].pos if k is not None else at)}: parse error: {out}"
+    if out == "bool modifier can only be used on comparison operators":  # placed at the operator
+        k = next((k for k, t in enumerate(toks[:-1]) if t.kind == "OP" and t.val not in _CMP_OPS
+                  and toks[k + 1].val.lower() == "bool"), None)
+        return f"{_position(q, toks[k].pos if k is not None else at)}: parse error: {out}"
     if out == "vector selector must contain at least one non-empty matcher":
         k = next((k for k, t in enumerate(toks) if t.kind == "{" and (k == 0 or toks[k - 1].kind not in
                                                                        ("IDENT", "METRIC_IDENT"))), None)
