@@ -1,0 +1,502 @@
+"""Prometheus 3.9.1's template functions (``template/template.go``) with their Go signatures.
+
+Each function declares its Go parameter types so the executor checks arguments as Go's does
+(``humanize`` takes ``interface {}``, ``toUpper`` a ``string``: ``toUpper $value`` is an error).
+Number formatting goes through :mod:`.printf` (``%.4g``), time through Go's ``time`` printing, and
+regular expressions through RE2 with Go's syntax (:mod:`pythanos.goregexp`).
+"""
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from typing import Any, Callable, Mapping, Optional
+from urllib.parse import urlsplit
+
+from pythanos import gofmt, goregexp
+
+from . import values as V
+from .exec import ANY, Func, FuncError
+from .printf import can_backquote, quote, sprintf, utf8
+from .exec import query_escape
+
+_NIL_DEREF = "runtime error: invalid memory address or nil pointer dereference"
+_MIN_INT64 = -(1 << 63)
+
+
+def f2i64(v: float) -> int:
+    """Go's ``int64(v)`` on amd64: truncation; NaN and out-of-range values give MinInt64."""
+    if math.isnan(v) or math.isinf(v):
+        return _MIN_INT64
+    i = int(v)
+    if not _MIN_INT64 <= i < (1 << 63):
+        return _MIN_INT64
+    return i
+
+
+def _gdiv(a: int, b: int) -> int:
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def _gmod(a: int, b: int) -> int:
+    return a - b * _gdiv(a, b)
+
+
+_FLOAT_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z")
+_HEXF_RE = re.compile(r"[+-]?0[xX](?:[0-9a-fA-F]+(?:\.[0-9a-fA-F]*)?|\.[0-9a-fA-F]+)[pP][+-]?\d+\Z")
+_SPECIAL = {"inf": math.inf, "+inf": math.inf, "-inf": -math.inf, "infinity": math.inf,
+            "+infinity": math.inf, "-infinity": -math.inf, "nan": math.nan, "+nan": math.nan, "-nan": math.nan}
+
+
+def parse_float(s: str) -> float:
+    """``strconv.ParseFloat(s, 64)``; :class:`FuncError` with Go's text when invalid or out of range."""
+    low = s.lower()
+    if low in _SPECIAL and low not in ("+nan", "-nan"):
+        return _SPECIAL[low]
+    t = s
+    if "_" in t and t.lstrip("+-")[:2].lower() == "0x":
+        t = t.replace("_", "")
+    if _FLOAT_RE.match(t):
+        f = float(t)
+    elif _HEXF_RE.match(t):
+        try:
+            f = float.fromhex(t)
+        except OverflowError:
+            f = math.inf if not t.startswith("-") else -math.inf
+    else:
+        raise FuncError(f"strconv.ParseFloat: parsing {quote(s)}: invalid syntax")
+    if math.isinf(f):
+        raise FuncError(f"strconv.ParseFloat: parsing {quote(s)}: value out of range")
+    return f
+
+
+def to_float(i: Any) -> float:
+    """``ConvertToFloat`` of prometheus/common's template helpers."""
+    if isinstance(i, bool):
+        raise FuncError("can't convert bool to float")
+    if isinstance(i, float):
+        return i
+    if type(i) is str:
+        return parse_float(i)
+    if isinstance(i, int) and not isinstance(i, V.Uint):
+        return float(i)
+    raise FuncError(f"can't convert {V.type_name(i)} to float")
+
+
+def _g4(v: float) -> str:
+    return sprintf("%.4g", [v])
+
+
+def humanize(i: Any) -> str:
+    v = to_float(i)
+    if v == 0 or math.isnan(v) or math.isinf(v):
+        return _g4(v)
+    if abs(v) >= 1:
+        prefix = ""
+        for p in ("k", "M", "G", "T", "P", "E", "Z", "Y"):
+            if abs(v) < 1000:
+                break
+            prefix = p
+            v /= 1000
+        return _g4(v) + prefix
+    prefix = ""
+    for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
+        if abs(v) >= 1:
+            break
+        prefix = p
+        v *= 1000
+    return _g4(v) + prefix
+
+
+def humanize1024(i: Any) -> str:
+    v = to_float(i)
+    if abs(v) <= 1 or math.isnan(v) or math.isinf(v):
+        return _g4(v)
+    prefix = ""
+    for p in ("ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"):
+        if abs(v) < 1024:
+            break
+        prefix = p
+        v /= 1024
+    return _g4(v) + prefix
+
+
+def humanize_duration(i: Any) -> str:
+    v = to_float(i)
+    if math.isnan(v) or math.isinf(v):
+        return _g4(v)
+    if v == 0:
+        return _g4(v) + "s"
+    if abs(v) >= 1:
+        sign = ""
+        if v < 0:
+            sign, v = "-", -v
+        d = f2i64(v)
+        seconds = _gmod(d, 60)
+        minutes = _gmod(_gdiv(d, 60), 60)
+        hours = _gmod(_gdiv(_gdiv(d, 60), 60), 24)
+        days = _gdiv(_gdiv(_gdiv(d, 60), 60), 24)
+        if days != 0:
+            return f"{sign}{days}d {hours}h {minutes}m {seconds}s"
+        if hours != 0:
+            return f"{sign}{hours}h {minutes}m {seconds}s"
+        if minutes != 0:
+            return f"{sign}{minutes}m {seconds}s"
+        return f"{sign}{_g4(v)}s"
+    prefix = ""
+    for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
+        if abs(v) >= 1:
+            break
+        prefix = p
+        v *= 1000
+    return f"{_g4(v)}{prefix}s"
+
+
+def humanize_percentage(i: Any) -> str:
+    return _g4(to_float(i) * 100) + "%"
+
+
+class _NaNOrInf(FuncError):
+    pass
+
+
+def float_to_time(v: float) -> V.GoTime:
+    if math.isnan(v) or math.isinf(v):
+        raise _NaNOrInf("value is NaN or Inf")
+    ts = v * 1e9
+    if ts > 9.223372036854775807e18 or ts < -9.223372036854775808e18:
+        raise FuncError(f"{sprintf('%v', [v])} cannot be represented as a nanoseconds timestamp since it overflows int64")
+    ns = f2i64(ts)
+    ms = _gdiv(ns, 1_000_000)  # model.TimeFromUnixNano: milliseconds
+    return V.GoTime(ms * 1_000_000)
+
+
+def humanize_timestamp(i: Any) -> str:
+    v = to_float(i)
+    try:
+        t = float_to_time(v)
+    except _NaNOrInf:
+        return _g4(v)
+    return t.string()
+
+
+def to_time(i: Any) -> V.GoTime:
+    return float_to_time(to_float(i))
+
+
+def to_duration(i: Any) -> V.GoDuration:
+    return V.GoDuration(f2i64(to_float(i) * 1e9))
+
+
+_UNITS = {"ms": (7, 1_000_000), "s": (6, 1_000_000_000), "m": (5, 60_000_000_000), "h": (4, 3_600_000_000_000),
+          "d": (3, 86_400_000_000_000), "w": (2, 604_800_000_000_000), "y": (1, 31_536_000_000_000_000)}
+
+
+def _parse_model_duration(s: str) -> int:
+    if s == "0":
+        return 0
+    if s == "":
+        raise FuncError("empty duration string")
+    orig, dur, last = s, 0, 0
+    while s:
+        if not s[0].isdigit() or not s[0].isascii():
+            raise FuncError(f"not a valid duration string: {quote(orig)}")
+        i = 0
+        while i < len(s) and "0" <= s[i] <= "9":
+            i += 1
+        v = int(s[:i])
+        if v >= 1 << 64:
+            raise FuncError(f"not a valid duration string: {quote(orig)}")
+        s = s[i:]
+        i = 0
+        while i < len(s) and not ("0" <= s[i] <= "9"):
+            i += 1
+        if i == 0:
+            raise FuncError(f"not a valid duration string: {quote(orig)}")
+        u, s = s[:i], s[i:]
+        if u not in _UNITS:
+            raise FuncError(f"unknown unit {quote(u)} in duration {quote(orig)}")
+        pos, mult = _UNITS[u]
+        if pos <= last:
+            raise FuncError(f"not a valid duration string: {quote(orig)}")
+        last = pos
+        if v > (1 << 63) // mult:
+            raise FuncError("duration out of range")
+        dur += v * mult
+        if dur > (1 << 63) - 1:
+            raise FuncError("duration out of range")
+    return dur
+
+
+def parse_duration(s: str) -> float:
+    if s and s[0] == "-":
+        return -_parse_model_duration(s[1:]) / 1e9
+    return _parse_model_duration(s) / 1e9
+
+
+def split_host_port(hp: str) -> Optional[tuple[str, str]]:
+    """``net.SplitHostPort``; None on error."""
+    i = hp.rfind(":")
+    if i < 0:
+        return None
+    j = k = 0
+    if hp[0] == "[":
+        end = hp.find("]")
+        if end < 0 or end + 1 == len(hp) or end + 1 != i:
+            return None
+        host = hp[1:end]
+        j, k = 1, end + 1
+    else:
+        host = hp[:i]
+        if ":" in host:
+            return None
+    if "[" in hp[j:] or "]" in hp[k:]:
+        return None
+    return host, hp[i + 1:]
+
+
+def parse_ip(s: str) -> bool:
+    """Whether ``net.ParseIP`` accepts ``s``."""
+    if "%" in s:
+        return False
+    if ":" not in s:
+        parts = s.split(".")
+        if len(parts) != 4:
+            return False
+        for p in parts:
+            if not p or not p.isascii() or not p.isdigit() or len(p) > 3 or int(p) > 255:
+                return False
+            if len(p) > 1 and p[0] == "0":
+                return False
+        return True
+    try:
+        ipaddress.IPv6Address(s)
+    except ValueError:
+        return False
+    return True
+
+
+def strip_port(hp: str) -> str:
+    r = split_host_port(hp)
+    return hp if r is None else r[0]
+
+
+def strip_domain(hp: str) -> str:
+    r = split_host_port(hp)
+    host, port = (hp, "") if r is None else r
+    if parse_ip(host):
+        return hp
+    host = host.split(".")[0]
+    if port:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return host
+
+
+def _is_word(c: str) -> bool:
+    return c.isalnum() or c == "_" or (0x300 <= ord(c) <= 0x36F)
+
+
+def title(s: str) -> str:
+    """``cases.Title(language.AmericanEnglish, cases.NoLower)``: the first letter of each word upper-
+    cased (title case), the rest kept. Words follow Unicode word breaks: letters and digits with
+    ``_`` join; ``'`` ``.`` ``:`` between letters do not break a word."""
+    out = []
+    in_word = False
+    n = len(s)
+    for i, c in enumerate(s):
+        if _is_word(c):
+            if not in_word:
+                out.append(c.title() if c.isalpha() else c)
+                in_word = True
+            else:
+                out.append(c)
+            continue
+        if in_word and c in "'.:\u2019\u00b7" and i + 1 < n and s[i + 1].isalpha() and s[i - 1].isalpha():
+            out.append(c)
+            continue
+        if in_word and c in ".,;'" and i + 1 < n and s[i + 1].isdigit() and s[i - 1].isdigit():
+            out.append(c)
+            continue
+        in_word = False
+        out.append(c)
+    return "".join(out)
+
+
+def _regexp_panic(pattern: str, e: goregexp.RegexpError) -> FuncError:
+    q = "`" + pattern + "`" if can_backquote(pattern) else quote(pattern)
+    return FuncError(f"regexp: Compile({q}): {e}")
+
+
+def re_replace_all(pattern: str, repl: str, text: str) -> str:
+    """``regexp.MustCompile(pattern).ReplaceAllString(text, repl)``."""
+    try:
+        rx = goregexp._compile(pattern, False, False)
+    except goregexp.RegexpError as e:
+        raise _regexp_panic(pattern, e) from None
+    src = utf8(text)
+    names = {}
+    for name, idx in rx.NamedCapturingGroups():
+        names[name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name] = idx
+    out: list[bytes] = []
+    last_end = 0
+    pos = 0
+    n = len(src)
+    while pos <= n:
+        spans = rx.Match(goregexp._UNANCHORED, src, pos, n)
+        if spans[0][0] < 0:
+            break
+        a0, a1 = spans[0]
+        out.append(src[last_end:a0])
+        if a1 > last_end or a0 == 0:
+            groups = [None if s < 0 else src[s:e].decode("utf-8", "surrogateescape") for s, e in spans]
+            out.append(utf8(goregexp.expand(repl, groups, names.get)))
+        last_end = a1
+        width = 1
+        if pos < n:
+            b = src[pos]
+            width = 1 if b < 0x80 else 2 if b >> 5 == 6 else 3 if b >> 4 == 14 else 4 if b >> 3 == 30 else 1
+        if pos + width > a1:
+            pos += width
+        elif pos + 1 > a1:
+            pos += 1
+        else:
+            pos = a1
+    out.append(src[last_end:])
+    return b"".join(out).decode("utf-8", "surrogateescape")
+
+
+def match(pattern: str, s: str) -> bool:
+    """``regexp.MatchString``."""
+    try:
+        rx = goregexp._compile(pattern, False, True)
+    except goregexp.RegexpError as e:
+        raise FuncError(str(e)) from None
+    b = utf8(s)
+    return rx.Match(goregexp._UNANCHORED, b, 0, len(b))[0][0] >= 0
+
+
+# ------------------------------------------------------------------------------------ samples
+
+def make_sample(labels: Mapping[str, str], value: Any) -> V.Ptr:
+    st = V.GoStruct(V.SAMPLE, {"Labels": V.GoMap(dict(labels)), "Value": value}, ("Value",))
+    return V.Ptr(st, V.SAMPLE_PTR)
+
+
+def _sample_of(s: Any) -> V.GoStruct:
+    if not isinstance(s, V.Ptr) or s.target is None:
+        raise FuncError(_NIL_DEREF)
+    return s.target
+
+
+def sort_by_label(label: str, v: V.GoSlice) -> V.GoSlice:
+    v.items.sort(key=lambda p: utf8(_sample_of(p).fields["Labels"].d.get(label, "")))
+    return v
+
+
+QueryFn = Callable[[str, int], list]
+
+
+def prometheus_funcs(timestamp_ms: int, external_url: str, query: Optional[QueryFn]) -> dict[str, Func]:
+    """The function map ``NewTemplateExpander`` gives a template evaluated at ``timestamp_ms``."""
+    u = urlsplit(external_url) if external_url else None
+
+    def q(expr: str) -> V.GoSlice:
+        if query is None:
+            raise FuncError(_NIL_DEREF)
+        try:
+            vec = query(expr, timestamp_ms)
+        except Exception as e:  # the query's own error, as Prometheus passes it on
+            raise FuncError(str(e)) from None
+        return V.GoSlice([make_sample(lb, float(val)) for lb, val in vec], V.QUERY_RESULT)
+
+    def first(v: V.GoSlice) -> V.Ptr:
+        if v.items:
+            return v.items[0]
+        raise FuncError("first() called on vector with no elements")
+
+    def args(*a: Any) -> V.GoMap:
+        return V.GoMap({f"arg{i}": x for i, x in enumerate(a)}, V.MAP_SA, True)
+
+    def path_prefix() -> str:
+        return u.path if u is not None else ""
+
+    S, SP, QR = "string", V.SAMPLE_PTR, V.QUERY_RESULT
+    fs = [
+        Func("query", (S,), q),
+        Func("first", (QR,), first),
+        Func("label", (S, SP), lambda name, s: _sample_of(s).fields["Labels"].get(name)),
+        Func("value", (SP,), lambda s: _sample_of(s).field("Value")),
+        Func("strvalue", (SP,), lambda s: _sample_of(s).fields["Labels"].get("__value__")),
+        Func("args", (), args, ANY),
+        Func("reReplaceAll", (S, S, S), re_replace_all),
+        Func("safeHtml", (S,), lambda s: V.HTML(s)),
+        Func("match", (S, S), match),
+        Func("title", (S,), title),
+        Func("toUpper", (S,), lambda s: s.upper()),
+        Func("toLower", (S,), lambda s: s.lower()),
+        Func("graphLink", (S,), lambda e: f"/graph?g0.expr={query_escape(e)}&g0.tab=0"),
+        Func("tableLink", (S,), lambda e: f"/graph?g0.expr={query_escape(e)}&g0.tab=1"),
+        Func("sortByLabel", (S, QR), sort_by_label),
+        Func("stripPort", (S,), strip_port),
+        Func("stripDomain", (S,), strip_domain),
+        Func("humanize", (ANY,), humanize),
+        Func("humanize1024", (ANY,), humanize1024),
+        Func("humanizeDuration", (ANY,), humanize_duration),
+        Func("humanizePercentage", (ANY,), humanize_percentage),
+        Func("humanizeTimestamp", (ANY,), humanize_timestamp),
+        Func("toTime", (ANY,), to_time),
+        Func("toDuration", (ANY,), to_duration),
+        Func("now", (), lambda: timestamp_ms / 1000.0),
+        Func("pathPrefix", (), path_prefix),
+        Func("externalURL", (), lambda: external_url),
+        Func("parseDuration", (S,), parse_duration),
+        Func("urlQueryEscape", (S,), query_escape),
+    ]
+    return {f.name: f for f in fs}
+
+
+FUNC_NAMES = frozenset(prometheus_funcs(0, "", None)) | frozenset(
+    ["and", "or", "call", "html", "index", "slice", "js", "len", "not", "print", "printf", "println",
+     "urlquery", "eq", "ge", "gt", "le", "lt", "ne"])
+
+
+# ------------------------------------------------------------------------------------ methods
+
+def time_method(t: V.GoTime, name: str) -> Optional[Func]:
+    """The methods of ``time.Time`` templates use on ``toTime``'s result."""
+    sec = t.ns // 1_000_000_000
+    ms = {
+        "Unix": lambda: sec,
+        "UnixMilli": lambda: t.ns // 1_000_000,
+        "UnixMicro": lambda: t.ns // 1_000,
+        "UnixNano": lambda: t.ns,
+        "String": t.string,
+        "UTC": lambda: t,
+        "Local": lambda: t,
+        "IsZero": lambda: False,
+        "Nanosecond": lambda: t.ns % 1_000_000_000,
+    }
+    date = gofmt._rfc3339_far(sec)
+    ymd, hms = date[:-1].rsplit("T", 1)
+    y, mo, d = ymd.rsplit("-", 2)
+    hh, mi, ss = hms.split(":")
+    ms.update({"Year": lambda: int(y), "Day": lambda: int(d), "Hour": lambda: int(hh),
+               "Minute": lambda: int(mi), "Second": lambda: int(ss)})
+    fn = ms.get(name)
+    return Func(name, (), fn) if fn is not None else None
+
+
+def duration_method(d: V.GoDuration, name: str) -> Optional[Func]:
+    ns = d.ns
+    ms: dict[str, Callable[[], Any]] = {
+        "Seconds": lambda: _gdiv(ns, 1_000_000_000) + (_gmod(ns, 1_000_000_000)) / 1e9,
+        "Minutes": lambda: _gdiv(ns, 60_000_000_000) + (_gmod(ns, 60_000_000_000)) / 6e10,
+        "Hours": lambda: _gdiv(ns, 3_600_000_000_000) + (_gmod(ns, 3_600_000_000_000)) / 3.6e12,
+        "Milliseconds": lambda: _gdiv(ns, 1_000_000),
+        "Microseconds": lambda: _gdiv(ns, 1_000),
+        "Nanoseconds": lambda: ns,
+        "String": d.string,
+    }
+    fn = ms.get(name)
+    return Func(name, (), fn) if fn is not None else None
