@@ -380,3 +380,199 @@ def test_query_client_without_servers():
 
     run(go())
     assert not math.isnan(0.0)
+
+
+# --- against a real thanos rule ----------------------------------------------------------------
+#
+# Topology: a real Prometheus 3.9.1 scraping itself every second, our sidecar on it, our querier
+# over the sidecar. A real ``thanos rule`` v0.42.4 and our Manager (in this process) evaluate the
+# same rule file against that querier. Our Manager is given the thanos ruler's --data-dir, so the
+# group's path (Thanos' <data-dir>/.tmp-rules/<STRATEGY>/<file>) and therefore its evaluation
+# offset are the same: the samples must then agree to the millisecond. What thanos rule stored is
+# read back through a real ``thanos query`` over its StoreAPI.
+
+import json  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import urllib.parse  # noqa: E402
+
+from peers import REGISTRY, http_get, start_on_free_ports  # noqa: E402
+
+PEER_RULES = """\
+groups:
+  - name: recording
+    interval: 1s
+    rules:
+      - record: job:up:sum
+        expr: sum by (job) (up)
+        labels:
+          source: rules
+      - record: flip:rec
+        expr: vector(1) and on() (vector(time() % 8) < 4)
+  - name: alerts
+    interval: 2s
+    partial_response_strategy: warn
+    rules:
+      - alert: Flapping
+        expr: vector(time() % 12) < 6
+        for: 2s
+        labels:
+          severity: page
+        annotations:
+          summary: plain text
+      - alert: KeepFiring
+        expr: vector(1) and on() (vector(time() % 20) < 5)
+        keep_firing_for: 4s
+      - alert: UpAlert
+        expr: up{job="prometheus"} == 1
+        labels:
+          job: overridden
+"""
+
+COMPARED = "job:up:sum|flip:rec|ALERTS|ALERTS_FOR_STATE"
+
+
+class InProcessRuler:
+    """Our Manager on an event loop in a thread of its own, appending into a list."""
+
+    def __init__(self, query_addr: str, rule_file: str, data_dir: str) -> None:
+        from pythanos.rule.rulefile import load_files
+
+        self.samples: list = []
+        self.groups = load_files([rule_file])
+        self.data_dir = data_dir
+        self.query_addr = query_addr
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.call(self._start())
+
+    def call(self, coro, timeout: float = 60.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def _start(self) -> None:
+        async def append(samples):
+            self.samples.extend(samples)
+
+        self.qc = QueryClient([self.query_addr], registry=CollectorRegistry())
+        self.m = Manager(query=self.qc.query, blocking_query=self.qc.query_blocking, append=append,
+                         registry=CollectorRegistry(), data_dir=self.data_dir, default_interval_s=60)
+        await self.m.update(self.groups)
+        await self.m.start()
+
+    def last_eval_ts(self) -> int:
+        return min(g.last_eval_ts for g in self.m.group_objects())
+
+    def stop(self) -> None:
+        async def go():
+            await self.m.stop()
+            await self.qc.close()
+        self.call(go())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def _wait(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        ok, last = check()
+        if ok:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"not reached within {timeout}s: {what}; last: {last}")
+
+
+def _raw(url: str, expr: str, t_s: float) -> list:
+    u = f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": expr, "time": f"{t_s:.3f}"})
+    code, body = http_get(u, timeout=30)
+    assert code == 200, body
+    return json.loads(body)["data"]["result"]
+
+
+def _by_series(samples, drop=()) -> dict:
+    out: dict = {}
+    for labels, t, v in samples:
+        key = tuple((k, x) for k, x in labels if k not in drop)
+        out.setdefault(key, []).append((t, v))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+@pytest.mark.timeout(600)
+def test_same_series_as_thanos_rule(prometheus_factory, prometheus3_bin, pythanos_bin, thanos_bin,
+                                    thanos_query_factory, tmp_path):
+    from test_rules_api import start_our_query, start_sidecar
+
+    prom = prometheus_factory(binary=prometheus3_bin, name="prom-rule",
+                              config_yaml="global:\n  scrape_interval: 1s\n  external_labels: {cluster: c1}\n"
+                                          "scrape_configs:\n  - job_name: prometheus\n"
+                                          "    static_configs: [{targets: ['127.0.0.1:9']}]\n")
+    cfg = prom.extra["config_file"]
+    cfg.write_text(cfg.read_text().replace("127.0.0.1:9", f"127.0.0.1:{prom.port}"))
+    prom.proc.send_signal(1)
+    _wait(lambda: (bool(_raw(prom.url, 'up{job="prometheus"}', time.time())), None), 60, "Prometheus scrapes itself")
+    sidecar = start_sidecar(pythanos_bin, "ours", prom, tmp_path / "sidecar")
+    querier = start_our_query(pythanos_bin, [sidecar.extra["grpc"]], tmp_path / "query")
+    q_addr = querier.url.removeprefix("http://")
+
+    rule_file = tmp_path / "rules.yml"
+    rule_file.write_text(PEER_RULES)
+    data_dir = tmp_path / "thanos-rule-data"
+
+    def launch(ports: list[int]):
+        h, g = ports
+        p = REGISTRY.start("thanos-rule", [thanos_bin, "rule", f"--http-address=127.0.0.1:{h}",
+                                           f"--grpc-address=127.0.0.1:{g}", f"--data-dir={data_dir}",
+                                           f"--rule-file={rule_file}", f"--query={q_addr}", "--eval-interval=1m",
+                                           '--label=rule_replica="thanos"', "--log.level=debug"], tmp_path)
+        p.url, p.extra["grpc"] = f"http://127.0.0.1:{h}", f"127.0.0.1:{g}"
+        return p
+
+    thanos_rule = start_on_free_ports(2, launch, lambda p: p.wait_http_ready("/-/ready", 60))
+    ours = InProcessRuler(q_addr, str(rule_file), str(data_dir))
+    try:
+        tq = thanos_query_factory([thanos_rule.extra["grpc"]])
+        started = time.time()
+        # both histories converge once every alert has gone through a whole cycle (20s + 4s)
+        t_from = started + 30
+        t_to = t_from + 30
+
+        def thanos_reached():
+            got = _raw(tq.url, f'count({{__name__=~"{COMPARED}"}})', time.time())
+            latest = _raw(tq.url, 'timestamp(job:up:sum)', time.time())
+            ts = max((float(s["value"][1]) for s in latest), default=0)
+            return ts >= t_to + 2 and bool(got), ts
+        _wait(thanos_reached, 180, "thanos rule evaluated past the window")
+        _wait(lambda: (ours.last_eval_ts() / 1e9 >= t_to + 2, ours.last_eval_ts()), 60, "ours evaluated past it")
+        samples = list(ours.samples)
+    finally:
+        ours.stop()
+
+    lo, hi = int(t_from * 1000), int(t_to * 1000)
+    window = [(k, t, v) for k, t, v in samples if lo <= t <= hi]
+    mine = _by_series([(k, t, v) for k, t, v in window if not is_stale_nan(np.array([v]))[0]
+                       and dict(k)["__name__"] in COMPARED.split("|")])
+    res = _raw(tq.url, f'{{__name__=~"{COMPARED}"}}[{int(t_to - t_from) + 5}s]', t_to)
+    theirs_raw = []
+    for s in res:
+        labels = tuple(sorted((k, v) for k, v in s["metric"].items() if k != "rule_replica"))
+        for t, v in s["values"]:
+            t_ms = round(float(t) * 1000)
+            if lo <= t_ms <= hi:
+                theirs_raw.append((labels, t_ms, float(v)))
+    theirs = _by_series(theirs_raw)
+    assert set(mine) == set(theirs), (sorted(set(mine) ^ set(theirs)))
+    for k in theirs:
+        assert mine[k] == theirs[k], (k, mine[k][:5], theirs[k][:5])
+    names = {dict(k)["__name__"] for k in theirs}
+    assert names == {"job:up:sum", "flip:rec", "ALERTS", "ALERTS_FOR_STATE"}
+    states = {dict(k).get("alertstate") for k in theirs if dict(k)["__name__"] == "ALERTS"}
+    assert states == {"pending", "firing"}
+    # our stale markers: thanos rule's series ends at the same instants (an instant query there is empty)
+    stale = [(k, t) for k, t, v in window if is_stale_nan(np.array([v]))[0]]
+    assert stale, "flip:rec and the flapping alerts disappear: stale markers expected"
+    for k, t in stale[:6]:
+        sel = "{" + ",".join(f'{n}="{v}"' for n, v in k) + "}"
+        assert _raw(tq.url, sel, t / 1000) == [], (k, t)
+        assert _raw(tq.url, sel, (t - 1) / 1000) != [], (k, t)

@@ -23,13 +23,12 @@ import asyncio
 import datetime as _dt
 import logging
 import posixpath
-import re
 import time
 from typing import Awaitable, Callable, Optional, Sequence
-from urllib.parse import quote_plus
 
 from .alerting import AlertingRule
 from .group import ForStateReader, Group, GroupOptions, Metrics
+from .notifier import generator_url
 from .recording import RecordingRule
 from .state import AlertState, GroupState
 
@@ -43,15 +42,6 @@ TMP_RULE_DIR = ".tmp-rules"
 QueryFn = Callable[[str, int, str], Awaitable[list[tuple[dict[str, str], float]]]]
 BlockingQueryFn = Callable[[str, int, str], list[tuple[dict[str, str], float]]]
 Appender = Callable[[list], Awaitable[None]]
-
-_EXPR_ACTION = re.compile(r"\{\{-?\s*\.Expr\s*-?\}\}")
-
-
-def generator_url(query_url: str, template: str, expr: str) -> str:
-    """``--alert.query-url`` + the template with ``{{.Expr}}`` replaced by the query-escaped
-    expression (Thanos' ``tableLinkForExpression``)."""
-    esc = quote_plus(expr, safe="")
-    return query_url + _EXPR_ACTION.sub(lambda _m: esc, template)
 
 
 def format_am_time(ns: int) -> str:
