@@ -13,6 +13,7 @@ from peers import (  # noqa: F401  (fixtures are used by name)
     prometheus3_bin,
     prometheus_bin,
     prometheus_factory,
+    promtool3_bin,
     promtool_bin,
     pythanos_bin,
     pythanos_factory,
