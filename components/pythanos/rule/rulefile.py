@@ -197,6 +197,11 @@ class _Fatal(Exception):
     """An error that stops yaml.v3's decoding (an unmarshaler's own error)."""
 
 
+def _key_value(node: yaml.Node) -> str:
+    """A yaml.v3 node's Value: the text of a scalar, empty for a collection."""
+    return node.value if isinstance(node, yaml.ScalarNode) else ""
+
+
 def _pos(node: Optional[yaml.Node]) -> tuple[int, int]:
     if node is None:
         return 0, 0
@@ -263,22 +268,25 @@ class _Decoder:
             self.terror(node, "map[string]string")
             return {}
         out: dict[str, str] = {}
-        for k, v in self.pairs(node):
+        for k, v in self.pairs(node) or ():
             key = self.string(k)
             val = self.string(v)
             if key is not None and val is not None:
                 out[key] = val
         return out
 
-    def pairs(self, node: yaml.MappingNode) -> list[tuple[yaml.Node, yaml.Node]]:
-        """The mapping's pairs; a key repeated is reported as yaml.v3 does (and the last wins)."""
+    def pairs(self, node: yaml.MappingNode) -> Optional[list[tuple[yaml.Node, yaml.Node]]]:
+        """The mapping's pairs, or None when a key is repeated: yaml.v3 reports each repetition
+        and then leaves the whole mapping undecoded (nothing inside it is looked at)."""
         pairs = node.value
+        found = False
         for i, (k, _) in enumerate(pairs):
             for k2, _ in pairs[i + 1:]:
-                if type(k) is type(k2) and isinstance(k, yaml.ScalarNode) and k.value == k2.value:
-                    self.terrors.append(f"line {_pos(k2)[0]}: mapping key {_go_quote(k.value)} "
+                if type(k) is type(k2) and _key_value(k) == _key_value(k2):
+                    found = True
+                    self.terrors.append(f"line {_pos(k2)[0]}: mapping key {_go_quote(_key_value(k))} "
                                         f"already defined at line {_pos(k)[0]}")
-        return pairs
+        return None if found else pairs
 
     def struct(self, node: yaml.Node, type_name: str, known: set[str]) -> Optional[dict[str, tuple]]:
         """A mapping read into a Go struct: known keys to (key node, value node); unknown ones
@@ -288,8 +296,11 @@ class _Decoder:
         if not isinstance(node, yaml.MappingNode):
             self.terror(node, type_name)
             return None
+        pairs = self.pairs(node)
+        if pairs is None:
+            return None
         out: dict[str, tuple] = {}
-        for k, v in self.pairs(node):
+        for k, v in pairs:
             name = k.value if isinstance(k, yaml.ScalarNode) else None
             if name in known:
                 out[name] = (k, v)
@@ -407,7 +418,7 @@ def _template_parser():
         from ..promtemplate import parse
     except ImportError:
         return None
-    return parse
+    return parse if callable(parse) else None  # not the submodule of a package still being written
 
 
 def _check_expr(expr: str) -> Optional[str]:
@@ -528,7 +539,7 @@ def _strategy(g: _RawGroup) -> tuple[str, Optional[str]]:
     if up in PARTIAL_RESPONSE_STRATEGIES:
         return up, None
     return "ABORT", (f"failed to unmarshal {_go_quote(g.strategy)} as 'partial_response_strategy'. "
-                     f"Possible values are {','.join(PARTIAL_RESPONSE_STRATEGIES)}")
+                     f"Possible values are {','.join(sorted(PARTIAL_RESPONSE_STRATEGIES))}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -590,12 +601,31 @@ def _yaml_syntax_error(e: yaml.YAMLError) -> str:
             problem = words
             break
     scanner = 1 if isinstance(e, yaml.scanner.ScannerError) else 0
+    tab_line = _tab_after_plain_scalar(prob) if problem.startswith("found character") else 0
+    if tab_line:  # libyaml finds it while still scanning the plain scalar of the line before
+        return f"yaml: line {tab_line}: found a tab character that violates indentation"
     line = 0
     if ctx is not None and ctx.line != 0:
         line = ctx.line + scanner
     elif prob is not None and prob.line != 0:
         line = prob.line + scanner
     return f"yaml: line {line}: {problem}" if line else f"yaml: {problem}"
+
+
+def _tab_after_plain_scalar(mark) -> int:
+    """The 1-based line of the plain scalar a tab-indented line would continue (libyaml's
+    "tab character that violates indentation"), or 0 if that is not the case."""
+    buf = getattr(mark, "buffer", None)
+    if mark is None or not buf or mark.pointer >= len(buf) or buf[mark.pointer] != "\t":
+        return 0
+    lines = buf.split("\n")
+    if lines[mark.line][:mark.column].strip(" \t"):
+        return 0  # not in the indentation
+    for n in range(mark.line - 1, -1, -1):
+        text = lines[n].split(" #")[0].rstrip()
+        if text:
+            return n + 1 if not text.endswith((":", "-", "|", ">", "[", "{", ",")) else 0
+    return 0
 
 
 def load_file(path: str, *, thanos: bool = True) -> list[RuleGroup]:

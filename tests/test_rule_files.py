@@ -1,0 +1,416 @@
+"""Rule files (pythanos.rule.rulefile) accepted and refused exactly as a real promtool does.
+
+Every file of the corpus below is checked by Prometheus 3.9.1's ``promtool check rules``
+(scripts/peers.sh builds it; it validates as Thanos v0.42 does) and by ours; both must accept it
+or both refuse it, with the same messages (file, position, group, rule index and name, what is
+wrong). Debian's promtool 2.42 checks the files whose meaning did not change since (no
+``query_offset``, group ``labels`` or UTF-8 names). Thanos' ``partial_response_strategy`` is
+checked against a real ``thanos tools rules-check``.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pythanos.rule.rulefile import Rule, RuleFileError, RuleGroup, load_file, load_files, parse_model_duration
+
+GOOD_FULL = """\
+groups:
+- name: full
+  interval: 30s
+  query_offset: 1m
+  limit: 10
+  labels:
+    team: infra
+  rules:
+  - record: job:up:sum
+    expr: sum by (job) (up)
+    labels:
+      source: recording
+  - alert: InstanceDown
+    expr: up == 0
+    for: 5m
+    keep_firing_for: 1m
+    labels:
+      severity: page
+      instance_label: '{{ $labels.instance }}'
+    annotations:
+      summary: "{{ $labels.instance }} of {{ $labels.job }} down ({{ $value | humanize }})"
+      description: '{{ with query "up" }}{{ . | first | value | printf "%.2f" }}{{ end }} {{ $externalLabels.x }}'
+- name: second
+  rules:
+  - record: "a:b:c"
+    expr: |
+      rate(http_requests_total{code=~"5.."}[5m])
+        /
+      rate(http_requests_total[5m])
+"""
+
+# (id, text, checked by promtool 2.42 too)
+CORPUS: list[tuple[str, str, bool]] = [
+    # --- accepted
+    ("good_full", GOOD_FULL, False),
+    ("good_empty", "", True),
+    ("good_comment_only", "# nothing here\n", True),
+    ("good_groups_null", "groups:\n", True),
+    ("good_groups_empty", "groups: []\n", True),
+    ("good_group_no_rules", "groups:\n- name: g\n", True),
+    ("good_expr_int", "groups:\n- name: g\n  rules:\n  - record: r\n    expr: 5\n", True),
+    ("good_for_zero_recording", "groups:\n- name: g\n  rules:\n  - record: r\n    expr: up\n    for: 0s\n", True),
+    ("good_empty_annotations_recording",
+     "groups:\n- name: g\n  rules:\n  - record: r\n    expr: up\n    annotations: {}\n", True),
+    ("good_recording_bad_template_label",
+     "groups:\n- name: g\n  rules:\n  - record: r\n    expr: up\n    labels:\n      a: '{{ .Foo'\n", True),
+    ("good_anchors", """\
+groups:
+- name: g
+  rules:
+  - alert: A
+    expr: up == 0
+    labels: &common
+      severity: page
+  - alert: B
+    expr: up == 0
+    labels: *common
+""", True),
+    ("good_scalars_as_strings", """\
+groups:
+- name: 123
+  rules:
+  - alert: "yes"
+    expr: "up"
+    labels:
+      a: yes
+      b: 1.5
+      c:
+      d: ~
+""", True),
+    ("good_limit_hex", "groups:\n- name: g\n  limit: 0x10\n  rules: []\n", True),
+    ("good_limit_float", "groups:\n- name: g\n  limit: 2.0\n  rules: []\n", True),
+    ("good_durations", """\
+groups:
+- name: g
+  interval: 1m30s
+  rules:
+  - alert: A
+    expr: up
+    for: 1d2h
+    keep_firing_for: 90s
+""", True),
+    ("good_utf8_names", """\
+groups:
+- name: g
+  rules:
+  - record: "métrica.total"
+    expr: up
+    labels:
+      "label.with.dots": x
+""", False),
+    ("good_query_offset_zero", "groups:\n- name: g\n  query_offset: 0\n  rules: []\n", False),
+    ("good_two_documents", "groups: []\n---\nfoo: bar\n", True),
+    ("good_flow_style", "groups: [{name: g, rules: [{alert: A, expr: up, for: 1m}]}]\n", True),
+    # --- YAML structure
+    ("bad_unknown_fields", """\
+groups:
+- name: g
+  foo: 1
+  rules:
+  - record: a
+    expr: up
+    bar: 2
+    baz: 3
+""", True),
+    ("bad_unknown_top", "group:\n- name: g\n", True),
+    ("bad_duplicate_keys", """\
+groups:
+- name: g
+  rules:
+  - alert: a
+    expr: up
+    expr: down
+  name: h
+""", True),
+    ("bad_types", """\
+groups:
+- name: g
+  rules:
+  - alert: [a]
+    expr: {a: b}
+    labels: [x]
+  limit: abc
+""", False),  # 2.42 decoded record/alert/expr as YAML nodes: no type errors for them
+    ("bad_limit_bool", "groups:\n- name: g\n  limit: true\n", True),
+    ("bad_top_list", "- name: g\n", True),
+    ("bad_top_scalar", "hello world, this is long\n", True),
+    ("bad_groups_map", "groups:\n  name: g\n", True),
+    ("bad_groups_scalar_items", "groups: [1, two]\n", True),
+    ("bad_rules_scalar", "groups:\n- name: g\n  rules: abc\n", True),
+    ("bad_partial_response_in_promtool", "groups:\n- name: g\n  partial_response_strategy: warn\n", True),
+    # --- durations (an unmarshaler's error ends the decoding)
+    ("bad_for_no_unit", "groups:\n- name: g\n  rules:\n  - alert: a\n    expr: up\n    for: 5\n", True),
+    ("bad_for_unknown_unit", "groups:\n- name: g\n  rules:\n  - alert: a\n    expr: up\n    for: 5x\n", True),
+    ("bad_for_order", "groups:\n- name: g\n  rules:\n  - alert: a\n    expr: up\n    for: 1s1m\n", True),
+    ("bad_for_negative", "groups:\n- name: g\n  rules:\n  - alert: a\n    expr: up\n    for: -1m\n", True),
+    ("bad_interval_empty", "groups:\n- name: g\n  interval: ''\n", True),
+    ("bad_interval_seq", "groups:\n- name: g\n  interval: [1m]\n  limit: x\n", True),
+    ("bad_query_offset", "groups:\n- name: g\n  query_offset: 1x\n", False),
+    # --- YAML syntax
+    ("bad_syntax_indent", "groups:\n- name: g1\n  rules:\n   - alert: a\n    expr: up\n", True),
+    ("bad_syntax_tab", "groups:\n- name: g\n\trules: []\n", True),
+    ("bad_syntax_tab_start", "groups:\n\t- name: g\n", True),
+    ("bad_syntax_tab_blank_line", "groups:\n- name: g\n  rules:\n  - record: a\n    expr: up\n\t\n\tlabels: {}\n",
+     True),
+    ("bad_syntax_quote", 'groups:\n- name: "g1\n  rules: []\n', True),
+    ("bad_syntax_flow", "groups:\n- name: g1\n  rules: [ {alert: a, expr: up }\n", True),
+    ("bad_syntax_mapping_value", "groups:\n- name: g1\n  rules:\n  - alert: a\n    expr: up: x\n", True),
+    # --- group and rule validation
+    ("bad_group_names", """\
+groups:
+- rules:
+  - alert: a
+    expr: up
+- name: g
+- name: g
+""", True),
+    ("bad_rules", """\
+groups:
+- name: g
+  rules:
+  - alert: B
+    record: c
+    expr: up
+  - expr: up
+  - record: r
+  - record: ""
+    alert: ""
+    expr: up
+""", True),
+    ("bad_recording_fields", """\
+groups:
+- name: g
+  rules:
+  - record: "a{b}"
+    expr: up
+    for: 1m
+    keep_firing_for: 1m
+    annotations:
+      a: b
+""", False),
+    ("bad_label_names", """\
+groups:
+- name: g
+  rules:
+  - alert: A
+    expr: up
+    labels:
+      __name__: x
+      "": y
+    annotations:
+      "": z
+""", True),
+    ("bad_group_labels", "groups:\n- name: g\n  labels:\n    __name__: x\n  rules: []\n", False),
+    # --- expressions
+    ("bad_expr_unclosed", "groups:\n- name: g\n  rules:\n  - record: r\n    expr: sum(up\n", True),
+    ("bad_expr_brace", "groups:\n- name: g\n  rules:\n  - record: r\n    expr: 'up{job=\"a\"'\n", True),
+    ("bad_expr_type", "groups:\n- name: g\n  rules:\n  - record: r\n    expr: rate(up)\n", True),
+    ("bad_expr_trailing_op", "groups:\n- name: g\n  rules:\n  - record: r\n    expr: 1 +\n", True),
+    ("bad_expr_unknown_func", "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: nope(up)\n", True),
+    ("bad_expr_regex", "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: 'up{a=~\"(\"}'\n", True),
+    ("bad_expr_args", "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: histogram_quantile(0.9)\n", True),
+    ("bad_expr_block", "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: |\n      sum(\n        up\n      ))\n",
+     True),
+    ("bad_expr_bool", "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up + bool up\n", True),
+    ("bad_expr_empty_selector", "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: '{a=\"\"}'\n", True),
+    # --- templates (alerting rules only)
+    ("bad_template_unclosed", """\
+groups:
+- name: g
+  rules:
+  - alert: A
+    expr: up
+    annotations:
+      x: "{{ .Foo"
+""", True),
+    ("bad_template_function", """\
+groups:
+- name: g
+  rules:
+  - alert: A
+    expr: up
+    labels:
+      x: "{{ nosuchfunc 1 }}"
+    annotations:
+      y: "{{ end }}"
+      z: "{{ $undefined }}"
+""", True),
+]
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / f"{name}.yml"
+    p.write_text(text)
+    return p
+
+
+def promtool(binary: str, *paths: Path) -> tuple[int, str]:
+    r = subprocess.run([binary, "check", "rules", "--lint=none", *map(str, paths)], capture_output=True, text=True,
+                       timeout=60)
+    return r.returncode, r.stderr
+
+
+def entries(stderr: str, paths: list[Path]) -> list[str]:
+    """promtool's error messages, one per entry (continuation lines kept), each once: promtool
+    decodes a file twice and prints a decoding error of both passes; the first pass' (strict)
+    list of type errors is the complete one."""
+    out: list[str] = []
+    prefixes = tuple(f"{p}: " for p in paths)
+    for line in stderr.splitlines():
+        if line.startswith(prefixes):
+            out.append(line)
+        elif line.startswith("  ") and line.strip() != "FAILED:" and out:
+            out[-1] += "\n" + line
+    seen: list[str] = []
+    unmarshal_files: set[str] = set()
+    for e in out:
+        path, _, msg = e.partition(": ")
+        if msg.startswith("yaml: unmarshal errors:"):
+            if path in unmarshal_files:
+                continue
+            unmarshal_files.add(path)
+        if e not in seen:
+            seen.append(e)
+    return seen
+
+
+def ours(paths: list[Path], thanos: bool = False) -> list[str] | None:
+    try:
+        load_files([str(p) for p in paths], thanos=thanos)
+    except RuleFileError as e:
+        return list(e.errors)
+    return None
+
+
+_GROUP_POS = re.compile(r"^(\S+: )\d+:\d+: (Groupname|groupname)")
+
+
+def same_messages(theirs: list[str], mine: list[str], *, group_positions: bool) -> None:
+    """Equal as sets (Go ranges over label maps in random order). Prometheus 3.9.1 prints 0:0 for
+    the group-level messages (its group node is never filled in); we print the group's position,
+    as Prometheus 2.42 does: compared without it unless ``group_positions``."""
+    if not group_positions:
+        theirs = [_GROUP_POS.sub(r"\1\2", e) for e in theirs]
+        mine = [_GROUP_POS.sub(r"\1\2", e) for e in mine]
+    assert sorted(mine) == sorted(theirs)
+
+
+@pytest.mark.parametrize("name,text", [(n, t) for n, t, _ in CORPUS], ids=[n for n, _, _ in CORPUS])
+def test_corpus_as_promtool_3(promtool3_bin, tmp_path, name, text):
+    path = write(tmp_path, name, text)
+    rc, stderr = promtool(promtool3_bin, path)
+    mine = ours([path])
+    assert rc in (0, 1), stderr
+    assert (rc == 0) == (mine is None), f"promtool rc={rc}\n{stderr}\nours: {mine}"
+    assert (rc == 0) == name.startswith("good"), "the corpus entry's name says what promtool should do"
+    if rc:
+        same_messages(entries(stderr, [path]), mine, group_positions=False)
+
+
+_RULE_PLACE = re.compile(r'group "((?:[^"\\]|\\.)*)", rule (\d+), "((?:[^"\\]|\\.)*)"')
+_LINE = re.compile(r"\bline (\d+)\b")
+
+
+def places(stderr_or_messages: str) -> tuple[set, set]:
+    """Where the errors are: the (group, rule index, rule name) triples and the YAML lines named."""
+    return set(_RULE_PLACE.findall(stderr_or_messages)), set(_LINE.findall(stderr_or_messages))
+
+
+@pytest.mark.parametrize("name,text", [(n, t) for n, t, old in CORPUS if old],
+                         ids=[n for n, _, old in CORPUS if old])
+def test_corpus_as_promtool_2(promtool_bin, tmp_path, name, text):
+    """Debian's promtool 2.42: accepted and refused alike, the errors in the same places (its
+    wording of some messages is older: Go type names, duration and regex texts)."""
+    path = write(tmp_path, name, text)
+    rc, stderr = promtool(promtool_bin, path)
+    mine = ours([path])
+    assert (rc == 0) == (mine is None), f"promtool rc={rc}\n{stderr}\nours: {mine}"
+    if rc:
+        assert places("\n".join(mine)) == places(stderr.replace(str(path), "FILE"))
+
+
+def test_several_files_every_error(promtool3_bin, tmp_path):
+    """Errors of every file are gathered, each naming its file; globs expand sorted."""
+    texts = {n: t for n, t, _ in CORPUS}
+    paths = [write(tmp_path, n, texts[n]) for n in ("bad_rules", "good_full", "bad_types", "bad_expr_regex")]
+    rc, stderr = promtool(promtool3_bin, *sorted(paths))
+    assert rc == 1
+    with pytest.raises(RuleFileError) as e:
+        load_files([str(tmp_path / "*.yml")], thanos=False)
+    same_messages(entries(stderr, paths), e.value.errors, group_positions=False)
+    assert {m.split(": ")[0] for m in e.value.errors} == {str(p) for p in paths if "good" not in p.name}
+
+
+# --- Thanos' partial_response_strategy ---------------------------------------------------------
+
+def thanos_rules_check(binary: str, path: Path) -> tuple[int, str]:
+    r = subprocess.run([binary, "tools", "rules-check", f"--rules={path}"], capture_output=True, text=True,
+                       timeout=60)
+    return r.returncode, r.stderr
+
+
+@pytest.mark.parametrize("value,want", [("abort", "ABORT"), ("WARN", "WARN"), ("Warn", "WARN"), ("''", "ABORT"),
+                                        (None, "ABORT"), ("bogus", None), ("partial", None)])
+def test_partial_response_strategy_as_thanos(thanos_bin, tmp_path, value, want):
+    field = "" if value is None else f"  partial_response_strategy: {value}\n"
+    path = write(tmp_path, "prs", f"groups:\n- name: g\n{field}  rules:\n  - alert: A\n    expr: up\n")
+    rc, stderr = thanos_rules_check(thanos_bin, path)
+    assert (rc == 0) == (want is not None), stderr
+    if want is None:
+        with pytest.raises(RuleFileError) as e:
+            load_file(str(path))
+        theirs = re.search(r'error="([^"\\]*(?:\\.[^"\\]*)*)"', stderr).group(1).replace('\\"', '"')
+        assert theirs in e.value.errors[0]  # ours adds the position and group
+        assert '3:30: group "g"' in e.value.errors[0]
+    else:
+        (g,) = load_file(str(path))
+        assert g.partial_response_strategy == want
+
+
+# --- what load_files returns -------------------------------------------------------------------
+
+def test_loaded_groups(tmp_path):
+    path = write(tmp_path, "good", GOOD_FULL)
+    full, second = load_files([str(path)])
+    assert full == RuleGroup(
+        name="full", file=str(path), interval_s=30.0, query_offset_s=60.0, limit=10, labels={"team": "infra"},
+        partial_response_strategy="ABORT", rules=(
+            Rule(kind="record", name="job:up:sum", expr="sum by (job) (up)", labels={"source": "recording"}, line=9),
+            Rule(kind="alert", name="InstanceDown", expr="up == 0", for_s=300.0, keep_firing_for_s=60.0,
+                 labels={"severity": "page", "instance_label": "{{ $labels.instance }}"},
+                 annotations={"summary": "{{ $labels.instance }} of {{ $labels.job }} down ({{ $value | humanize }})",
+                              "description": '{{ with query "up" }}{{ . | first | value | printf "%.2f" }}{{ end }}'
+                                             ' {{ $externalLabels.x }}'}, line=13)))
+    assert (second.interval_s, second.query_offset_s, second.limit) == (None, None, 0)
+    assert second.rules[0].expr.startswith("rate(http_requests_total") and second.rules[0].expr.endswith("\n")
+    assert len({full, second}) == 2  # hashable (the manager keys state by rule)
+
+
+def test_glob_order_and_missing(tmp_path):
+    write(tmp_path, "b", "groups:\n- name: b\n")
+    write(tmp_path, "a", "groups:\n- name: a\n")
+    write(tmp_path, ".hidden", "groups:\n- name: h\n")
+    assert [g.name for g in load_files([str(tmp_path / "*.yml")])] == ["h", "a", "b"]
+    assert load_files([str(tmp_path / "none-*.yml")]) == []
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(RuleFileError, match="no-such.yml: open .*no-such.yml: no such file or directory"):
+        load_file(str(tmp_path / "no-such.yml"))
+
+
+@pytest.mark.parametrize("text,seconds", [("0", 0), ("1m30s", 90), ("2d", 172800), ("1y", 365 * 86400),
+                                          ("1500ms", 1.5), ("1h0m", 3600)])
+def test_durations(text, seconds):
+    assert parse_model_duration(text) == seconds
