@@ -174,6 +174,14 @@ def _rfc3339_ms(s: str) -> int:
     return int(t.timestamp()) * 1000 + int((frac + "000")[:3])
 
 
+def _eval_ms(rule: dict, alert: dict) -> int:
+    """The timestamp the rule's last evaluation gave its templates. ``lastEvaluation`` is the wall
+    clock when the rule started; evaluations run on the group's 1s grid, which ``activeAt`` (an
+    evaluation time) pins: the last grid point at or before the wall clock."""
+    last, active = _rfc3339_ms(rule["lastEvaluation"]), _rfc3339_ms(alert["activeAt"])
+    return last - (last - active) % 1000
+
+
 def _query_fn(base: str):
     """``query`` for expand_alert: the same PromQL against the same Prometheus at the same time."""
 
@@ -182,7 +190,8 @@ def _query_fn(base: str):
         _, body = http_get(url, timeout=10)
         doc = json.loads(body)
         if doc["status"] != "success":
-            raise RuntimeError(doc["error"])
+            # the HTTP API names the parameter; the rule manager's engine gives the error alone
+            raise RuntimeError(doc["error"].removeprefix('invalid parameter "query": '))
         res = doc["data"]
         if res["resultType"] == "scalar":
             return [({}, float(res["result"][1]))]
@@ -225,8 +234,10 @@ def _alerts_snapshot(url: str, want: int, timeout: float = 60.0) -> list[tuple[i
     deadline = time.monotonic() + timeout
     while True:
         _, body = http_get(url + "/api/v1/rules?type=alert", timeout=10)
-        rules = [r for g in json.loads(body)["data"]["groups"] for r in g["rules"]]
-        out = [(_rfc3339_ms(r["lastEvaluation"]), a) for r in rules for a in r.get("alerts", [])]
+        # Prometheus' JSON passes bytes of invalid UTF-8 through (slicing a string mid-rune makes them)
+        doc = json.loads(body.decode("utf-8", "surrogateescape"))
+        rules = [r for g in doc["data"]["groups"] for r in g["rules"]]
+        out = [(_eval_ms(r, a), a) for r in rules for a in r.get("alerts", [])]
         if len(out) >= want:
             return out
         assert time.monotonic() < deadline, f"only {len(out)} of {want} alerts after {timeout}s"

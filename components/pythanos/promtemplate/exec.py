@@ -297,6 +297,9 @@ def _eval_args(args: Sequence[Any]) -> str:
 
 
 def _printable(v: Any) -> Any:
+    """Go's ``printableValue`` for ``html``/``js``/``urlquery`` operands: no value prints as such."""
+    if v is None:
+        return "<no value>"
     if isinstance(v, V.Ptr):
         v, _ = indirect(v)
         if isinstance(v, V.Ptr):

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
 from typing import Any, Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
 from pythanos import gofmt, goregexp
 
+from . import strconv as _sc
 from . import values as V
 from .exec import ANY, Func, FuncError
 from .printf import can_backquote, quote, sprintf, utf8
@@ -43,32 +43,12 @@ def _gmod(a: int, b: int) -> int:
     return a - b * _gdiv(a, b)
 
 
-_FLOAT_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z")
-_HEXF_RE = re.compile(r"[+-]?0[xX](?:[0-9a-fA-F]+(?:\.[0-9a-fA-F]*)?|\.[0-9a-fA-F]+)[pP][+-]?\d+\Z")
-_SPECIAL = {"inf": math.inf, "+inf": math.inf, "-inf": -math.inf, "infinity": math.inf,
-            "+infinity": math.inf, "-infinity": -math.inf, "nan": math.nan, "+nan": math.nan, "-nan": math.nan}
-
-
 def parse_float(s: str) -> float:
-    """``strconv.ParseFloat(s, 64)``; :class:`FuncError` with Go's text when invalid or out of range."""
-    low = s.lower()
-    if low in _SPECIAL and low not in ("+nan", "-nan"):
-        return _SPECIAL[low]
-    t = s
-    if "_" in t and t.lstrip("+-")[:2].lower() == "0x":
-        t = t.replace("_", "")
-    if _FLOAT_RE.match(t):
-        f = float(t)
-    elif _HEXF_RE.match(t):
-        try:
-            f = float.fromhex(t)
-        except OverflowError:
-            f = math.inf if not t.startswith("-") else -math.inf
-    else:
-        raise FuncError(f"strconv.ParseFloat: parsing {quote(s)}: invalid syntax")
-    if math.isinf(f):
-        raise FuncError(f"strconv.ParseFloat: parsing {quote(s)}: value out of range")
-    return f
+    """``strconv.ParseFloat(s, 64)``; :class:`FuncError` with Go's text."""
+    try:
+        return _sc.parse_float(s)
+    except ValueError as e:
+        raise FuncError(str(e)) from None
 
 
 def to_float(i: Any) -> float:
@@ -297,27 +277,33 @@ def _is_word(c: str) -> bool:
     return c.isalnum() or c == "_" or (0x300 <= ord(c) <= 0x36F)
 
 
+def _cased(c: str) -> bool:
+    return c.lower() != c.upper() or c.istitle()
+
+
 def title(s: str) -> str:
-    """``cases.Title(language.AmericanEnglish, cases.NoLower)``: the first letter of each word upper-
-    cased (title case), the rest kept. Words follow Unicode word breaks: letters and digits with
-    ``_`` join; ``'`` ``.`` ``:`` between letters do not break a word."""
+    """``cases.Title(language.AmericanEnglish, cases.NoLower)``: in each word the first cased letter
+    is title-cased (``1st`` -> ``1St``), the rest kept. Words follow Unicode word breaks: letters,
+    digits and ``_`` join; ``'`` ``.`` ``:`` between letters and ``.`` ``,`` between digits too."""
     out = []
-    in_word = False
+    in_word = pending = False
     n = len(s)
     for i, c in enumerate(s):
         if _is_word(c):
             if not in_word:
-                out.append(c.title() if c.isalpha() else c)
-                in_word = True
-            else:
+                in_word, pending = True, True
+            if pending and _cased(c):
+                c = c.title()
+                pending = False
+            out.append(c)
+            continue
+        if in_word and 0 < i < n - 1:
+            a, b = s[i - 1], s[i + 1]
+            if (c in "'.:\u2019\u00b7" and a.isalpha() and b.isalpha()) or \
+                    (c in ".,;'" and a.isdigit() and b.isdigit()) or (c in ".'" and (a.isalpha() and b.isdigit()
+                                                                                    or a.isdigit() and b.isalpha())):
                 out.append(c)
-            continue
-        if in_word and c in "'.:\u2019\u00b7" and i + 1 < n and s[i + 1].isalpha() and s[i - 1].isalpha():
-            out.append(c)
-            continue
-        if in_word and c in ".,;'" and i + 1 < n and s[i + 1].isdigit() and s[i - 1].isdigit():
-            out.append(c)
-            continue
+                continue
         in_word = False
         out.append(c)
     return "".join(out)

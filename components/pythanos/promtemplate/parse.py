@@ -11,6 +11,7 @@ from typing import Optional
 
 from pythanos import gofmt
 
+from . import strconv as _sc
 from .printf import quote
 
 # item types
@@ -1099,75 +1100,27 @@ class Parser:
 
 
 
-def _parse_int(text: str) -> Optional[int]:
-    """``strconv.ParseInt(text, 0, 64)`` without the range check: the value or None."""
-    s = text
-    neg = False
-    if s[:1] in "+-":
-        neg = s[0] == "-"
-        s = s[1:]
-    if not s:
-        return None
-    base = 10
-    low = s.lower()
-    if low.startswith("0x"):
-        base, s = 16, s[2:]
-    elif low.startswith("0b"):
-        base, s = 2, s[2:]
-    elif low.startswith("0o"):
-        base, s = 8, s[2:]
-    elif len(s) > 1 and s[0] == "0":
-        base, s = 8, s[1:]
-    if not s:
-        return None
-    if "_" in s:
-        # underscores only between digits, and only with a base prefix (or octal 0)
-        if base == 10 or s.startswith("_") and base != 8 or s.endswith("_") or "__" in s:
-            return None
-        if base == 8 and text.lstrip("+-")[1:2] != "o" and text.lstrip("+-")[1:2] != "O":
-            pass
-        s = s.replace("_", "")
+def _float_or_none(text: str) -> Optional[float]:
     try:
-        v = int(s, base)
+        return _sc.parse_float(text)
     except ValueError:
         return None
-    return -v if neg else v
-
-
-def _parse_float(text: str) -> Optional[float]:
-    """``strconv.ParseFloat(text, 64)`` for the literals the lexer accepts; None when invalid."""
-    s = text
-    if "_" in s:
-        body = s.lstrip("+-")
-        if not body[:2].lower() in ("0x", "0b", "0o"):
-            return None
-        s = s.replace("_", "")
-    low = s.lower().lstrip("+-")
-    if low.startswith("0x"):
-        try:
-            return float.fromhex(s)
-        except (ValueError, OverflowError):
-            return None
-    if low.startswith(("0b", "0o")):
-        return None
-    try:
-        f = float(s)
-    except ValueError:
-        return None
-    if f in (float("inf"), float("-inf")):
-        return None  # out of range
-    return f
 
 
 def _number(tr: Tree, pos: int, text: str, typ: int) -> NumberNode:
     n = NumberNode(tr, pos, text)
     if typ == CHARCONST:
-        try:
-            r = gofmt.unquote(text)
-        except gofmt.UnquoteError:
-            raise ValueError("invalid syntax") from None
-        if len(r) != 1:
-            raise ValueError(f"malformed character constant: {text}")
+        r = None
+        for end in range(2, len(text)):  # strconv.UnquoteChar: one character, then the tail
+            try:
+                r = gofmt.unquote("'" + text[1:end] + "'")
+            except gofmt.UnquoteError:
+                continue
+            if text[end:] != "'":
+                raise ValueError(f"malformed character constant: {text}")
+            break
+        if r is None:
+            raise ValueError("invalid syntax")
         c = ord(r)
         if 0xDC80 <= c <= 0xDCFF:
             c -= 0xDC00
@@ -1184,13 +1137,13 @@ def _number(tr: Tree, pos: int, text: str, typ: int) -> NumberNode:
         _simplify_complex(n)
         return n
     if text.endswith("i"):
-        f = _parse_float(text[:-1])
+        f = _float_or_none(text[:-1])
         if f is not None:
             n.is_complex = True
             n.complex128 = complex(0, f)
             _simplify_complex(n)
             return n
-    i = _parse_int(text)
+    i = _sc.parse_int(text)
     if i is not None:
         if 0 <= i < 1 << 64:
             n.is_uint, n.uint64 = True, i
@@ -1203,7 +1156,7 @@ def _number(tr: Tree, pos: int, text: str, typ: int) -> NumberNode:
     elif n.is_uint:
         n.is_float, n.float64 = True, float(n.uint64)
     else:
-        f = _parse_float(text)
+        f = _float_or_none(text)
         if f is not None:
             if not any(c in text for c in ".eEpP"):
                 raise ValueError(f"integer overflow: {quote(text)}")
