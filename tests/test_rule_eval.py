@@ -435,9 +435,12 @@ COMPARED = "job:up:sum|flip:rec|ALERTS|ALERTS_FOR_STATE"
 class InProcessRuler:
     """Our Manager on an event loop in a thread of its own, appending into a list."""
 
-    def __init__(self, query_addr: str, rule_file: str, data_dir: str) -> None:
+    def __init__(self, query_addr: str, rule_file: str, data_dir: str, alertmanager: str = "",
+                 external_labels=None, external_url: str = "", **manager_kw) -> None:
         from pythanos.rule.rulefile import load_files
 
+        self.alertmanager, self.external_labels, self.external_url = alertmanager, external_labels, external_url
+        self.manager_kw = manager_kw
         self.samples: list = []
         self.groups = load_files([rule_file])
         self.data_dir = data_dir
@@ -455,9 +458,16 @@ class InProcessRuler:
         async def append(samples):
             self.samples.extend(samples)
 
+        from pythanos.rule.notifier import Notifier, config_from_url
+
         self.qc = QueryClient([self.query_addr], registry=CollectorRegistry())
+        self.notifier = Notifier([config_from_url(self.alertmanager, 10.0)] if self.alertmanager else [],
+                                 external_labels=self.external_labels, registry=CollectorRegistry())
+        await self.notifier.start()
         self.m = Manager(query=self.qc.query, blocking_query=self.qc.query_blocking, append=append,
-                         registry=CollectorRegistry(), data_dir=self.data_dir, default_interval_s=60)
+                         notify=self.notifier.send, external_labels=self.external_labels,
+                         external_url=self.external_url, registry=CollectorRegistry(), data_dir=self.data_dir,
+                         default_interval_s=60, **self.manager_kw)
         await self.m.update(self.groups)
         await self.m.start()
 
@@ -467,6 +477,7 @@ class InProcessRuler:
     def stop(self) -> None:
         async def go():
             await self.m.stop()
+            await self.notifier.stop()
             await self.qc.close()
         self.call(go())
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -499,9 +510,33 @@ def _by_series(samples, drop=()) -> dict:
     return {k: sorted(v) for k, v in out.items()}
 
 
+def _am_alerts(url: str) -> list:
+    code, body = http_get(url + "/api/v2/alerts")
+    assert code == 200, body
+    return json.loads(body)
+
+
+def _same_flapping_alerts(thanos_am: str, ours_am: str, since: float):
+    """Both Alertmanagers' alerts, once they hold the same firing phase of ``Flapping`` begun after
+    both rulers' histories converged (startsAt, endsAt, labels, annotations, generatorURL);
+    ``UpAlert`` fires since each ruler started, so its times are left out."""
+    def norm(alerts):
+        out = []
+        for a in alerts:
+            keep = {k: a[k] for k in ("labels", "annotations", "generatorURL", "startsAt", "endsAt")}
+            if a["labels"]["alertname"] != "Flapping":
+                keep.pop("startsAt"), keep.pop("endsAt")
+            out.append(keep)
+        return sorted(out, key=lambda a: sorted(a["labels"].items()))
+    theirs, ours = norm(_am_alerts(thanos_am)), norm(_am_alerts(ours_am))
+    flap = [a["startsAt"] for a in theirs if a["labels"]["alertname"] == "Flapping"]
+    since_s = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since))
+    return bool(flap) and flap[0] > since_s and theirs == ours, (theirs, ours)
+
+
 @pytest.mark.timeout(600)
-def test_same_series_as_thanos_rule(prometheus_factory, prometheus3_bin, pythanos_bin, thanos_bin,
-                                    thanos_query_factory, tmp_path):
+def test_same_series_and_notifications_as_thanos_rule(prometheus_factory, prometheus3_bin, pythanos_bin, thanos_bin,
+                                                      thanos_query_factory, alertmanager_factory, tmp_path):
     from test_rules_api import start_our_query, start_sidecar
 
     prom = prometheus_factory(binary=prometheus3_bin, name="prom-rule",
@@ -519,18 +554,22 @@ def test_same_series_as_thanos_rule(prometheus_factory, prometheus3_bin, pythano
     rule_file = tmp_path / "rules.yml"
     rule_file.write_text(PEER_RULES)
     data_dir = tmp_path / "thanos-rule-data"
+    am_thanos, am_ours = alertmanager_factory(), alertmanager_factory()
+    query_url = "http://query.example:9090/prefix"
 
     def launch(ports: list[int]):
         h, g = ports
         p = REGISTRY.start("thanos-rule", [thanos_bin, "rule", f"--http-address=127.0.0.1:{h}",
                                            f"--grpc-address=127.0.0.1:{g}", f"--data-dir={data_dir}",
                                            f"--rule-file={rule_file}", f"--query={q_addr}", "--eval-interval=1m",
-                                           '--label=rule_replica="thanos"', "--log.level=debug"], tmp_path)
+                                           '--label=rule_replica="thanos"', f"--alertmanagers.url={am_thanos.url}",
+                                           f"--alert.query-url={query_url}", "--log.level=debug"], tmp_path)
         p.url, p.extra["grpc"] = f"http://127.0.0.1:{h}", f"127.0.0.1:{g}"
         return p
 
     thanos_rule = start_on_free_ports(2, launch, lambda p: p.wait_http_ready("/-/ready", 60))
-    ours = InProcessRuler(q_addr, str(rule_file), str(data_dir))
+    ours = InProcessRuler(q_addr, str(rule_file), str(data_dir), alertmanager=am_ours.url,
+                          external_labels={"rule_replica": "thanos"}, external_url=query_url)
     try:
         tq = thanos_query_factory([thanos_rule.extra["grpc"]])
         started = time.time()
@@ -546,8 +585,16 @@ def test_same_series_as_thanos_rule(prometheus_factory, prometheus3_bin, pythano
         _wait(thanos_reached, 180, "thanos rule evaluated past the window")
         _wait(lambda: (ours.last_eval_ts() / 1e9 >= t_to + 2, ours.last_eval_ts()), 60, "ours evaluated past it")
         samples = list(ours.samples)
+        notified = _wait(lambda: _same_flapping_alerts(am_thanos.url, am_ours.url, t_from), 120,
+                         "both Alertmanagers hold the same firing phase of Flapping")
     finally:
         ours.stop()
+    theirs_am, ours_am = notified
+    assert ours_am == theirs_am
+    assert {a["labels"]["alertname"] for a in ours_am} >= {"Flapping", "UpAlert"}
+    (up,) = [a for a in ours_am if a["labels"]["alertname"] == "UpAlert"]
+    assert up["labels"]["job"] == "overridden" and up["labels"]["rule_replica"] == "thanos"
+    assert up["generatorURL"].startswith(query_url + "/graph?g0.expr=up%7Bjob%3D%22prometheus%22%7D")
 
     lo, hi = int(t_from * 1000), int(t_to * 1000)
     window = [(k, t, v) for k, t, v in samples if lo <= t <= hi]

@@ -27,6 +27,7 @@ import time
 from typing import Awaitable, Callable, Optional, Sequence
 
 from .alerting import AlertingRule
+from .api import query_text
 from .group import ForStateReader, Group, GroupOptions, Metrics
 from .notifier import generator_url
 from .recording import RecordingRule
@@ -128,13 +129,14 @@ class Manager:
         glabels = dict(getattr(spec, "labels", None) or {})
         for r in spec.rules:
             labels = {**glabels, **dict(r.labels or {})}
+            expr = query_text(r.expr)  # Prometheus queries (and links) the parsed expression's printing
             if r.kind == "alert":
-                rules.append(AlertingRule(r.name, r.expr, for_s=r.for_s, keep_firing_for_s=r.keep_firing_for_s,
+                rules.append(AlertingRule(r.name, expr, for_s=r.for_s, keep_firing_for_s=r.keep_firing_for_s,
                                           labels=labels, annotations=dict(r.annotations or {}),
                                           external_labels=self.external_labels, external_url=self.external_url,
                                           restored=not should_restore, source=r))
             else:
-                rules.append(RecordingRule(r.name, r.expr, labels=labels, source=r))
+                rules.append(RecordingRule(r.name, expr, labels=labels, source=r))
         interval = spec.interval_s if spec.interval_s else self.default_interval_s
         offset = spec.query_offset_s if spec.query_offset_s is not None else self.rule_query_offset_s
         strategy = (spec.partial_response_strategy or "ABORT").upper()
