@@ -167,18 +167,29 @@ def _go_int(text: str) -> Optional[int]:
         v = int(body[1:], 8)
     else:
         v = int(body)
-    return sign * v
+    v *= sign
+    return v if -(1 << 63) <= v < (1 << 64) else None  # ParseInt, else ParseUint; beyond: a float
 
 
 def _resolve(node: yaml.ScalarNode) -> tuple[str, Any]:
-    """yaml.v3's tag and value of a scalar: quoted and block scalars are strings."""
+    """yaml.v3's tag and value of a scalar: quoted and block scalars are strings; an explicit
+    ``!!int``/``!!float``/``!!bool``/``!!null`` the text does not fit ends the decoding."""
     if node.tag:  # an explicit tag
         tag = _short_tag(node.tag)
         if tag == _STR or tag not in (_INT, _FLOAT, _BOOL, _NULL):
             return tag, node.value
-    elif node.style:
+        rtag, v = _resolve_plain(node.value)
+        if rtag == tag:
+            return rtag, v
+        if tag == _FLOAT and rtag == _INT:
+            return _FLOAT, float(v)
+        raise _Fatal(f"yaml: cannot decode {rtag} `{node.value}` as a {tag}")
+    if node.style:
         return _STR, node.value
-    v = node.value
+    return _resolve_plain(node.value)
+
+
+def _resolve_plain(v: str) -> tuple[str, Any]:
     if v in _NULLS:
         return _NULL, None
     if v in _BOOLS:
@@ -195,6 +206,11 @@ def _resolve(node: yaml.ScalarNode) -> tuple[str, Any]:
 
 class _Fatal(Exception):
     """An error that stops yaml.v3's decoding (an unmarshaler's own error)."""
+
+
+def _is_merge(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.value == "<<" and not node.style and (
+        not node.tag or node.tag == "tag:yaml.org,2002:merge")
 
 
 def _key_value(node: yaml.Node) -> str:
@@ -233,7 +249,7 @@ class _Decoder:
         if self.is_null(node):
             return ""
         if isinstance(node, yaml.ScalarNode):
-            return node.value
+            return node.value  # any scalar's text (yaml.v3), once its tag is checked by is_null
         self.terror(node, "string")
         return None
 
@@ -269,6 +285,8 @@ class _Decoder:
             return {}
         out: dict[str, str] = {}
         for k, v in self.pairs(node) or ():
+            if self.is_null(k):
+                continue
             key = self.string(k)
             val = self.string(v)
             if key is not None and val is not None:
@@ -286,7 +304,21 @@ class _Decoder:
                     found = True
                     self.terrors.append(f"line {_pos(k2)[0]}: mapping key {_go_quote(_key_value(k))} "
                                         f"already defined at line {_pos(k)[0]}")
-        return None if found else pairs
+        if found:
+            return None
+        explicit = [(k, v) for k, v in pairs if not _is_merge(k)]
+        names = {_key_value(k) for k, _ in explicit}
+        for k, v in pairs:  # merge keys ("<<: *anchor"): what the mapping does not set itself
+            if _is_merge(k):
+                merged = v.value if isinstance(v, yaml.SequenceNode) else [v]
+                for m in merged:
+                    if not isinstance(m, yaml.MappingNode):
+                        raise _Fatal("yaml: map merge requires map or sequence of maps as the value")
+                    for mk, mv in m.value:
+                        if _key_value(mk) not in names:
+                            names.add(_key_value(mk))
+                            explicit.append((mk, mv))
+        return explicit
 
     def struct(self, node: yaml.Node, type_name: str, known: set[str]) -> Optional[dict[str, tuple]]:
         """A mapping read into a Go struct: known keys to (key node, value node); unknown ones
@@ -301,12 +333,13 @@ class _Decoder:
             return None
         out: dict[str, tuple] = {}
         for k, v in pairs:
-            name = k.value if isinstance(k, yaml.ScalarNode) else None
+            name = self.string(k)
+            if name is None:
+                continue
             if name in known:
                 out[name] = (k, v)
             elif self.strict:
-                shown = name if name is not None else ""
-                self.terrors.append(f"line {_pos(k)[0]}: field {shown} not found in type {type_name}")
+                self.terrors.append(f"line {_pos(k)[0]}: field {name} not found in type {type_name}")
         return out
 
 
@@ -356,6 +389,8 @@ def _decode(doc: Optional[yaml.Node], dec: _Decoder, group_fields: set[str]) -> 
         return []
     groups = []
     for g in gnode.value:
+        if dec.is_null(g):
+            continue  # yaml.v3 leaves a null item out of a list of structs
         fields = dec.struct(g, "rulefmt.RuleGroup", group_fields)
         raw = _RawGroup(node=g)
         groups.append(raw)
@@ -387,6 +422,8 @@ def _decode_rules(node: yaml.Node, dec: _Decoder) -> list[_RawRule]:
         return []
     rules = []
     for r in node.value:
+        if dec.is_null(r):
+            continue
         fields = dec.struct(r, "rulefmt.Rule", _RULE_FIELDS)
         raw = _RawRule(node=r)
         rules.append(raw)
@@ -421,12 +458,15 @@ def _template_parser():
     return parse if callable(parse) else None  # not the submodule of a package still being written
 
 
-def _check_expr(expr: str) -> Optional[str]:
+def _check_expr(expr: str, experimental: bool) -> Optional[str]:
     from ..promql.engine import parse
     from ..promql.errors import PromQLError
+    from ..promql.experimental import refuse_experimental
 
     try:
-        parse(expr)
+        tree = parse(expr)
+        if not experimental:
+            refuse_experimental(expr, tree)
     except PromQLError as e:
         return str(e)
     return None
@@ -454,7 +494,7 @@ def _where(node: Optional[yaml.Node], alt: Optional[yaml.Node] = None, *, both: 
     return f"{line}:{col}: "
 
 
-def _validate_rule(r: _RawRule, parse_template) -> list[tuple[str, str]]:
+def _validate_rule(r: _RawRule, parse_template, experimental: bool) -> list[tuple[str, str]]:
     """rulefmt's checks of one rule: (position prefix or "", message) pairs."""
     out: list[tuple[str, str]] = []
     both = _where(r.record_node, r.alert_node, both=True)
@@ -465,7 +505,7 @@ def _validate_rule(r: _RawRule, parse_template) -> list[tuple[str, str]]:
     if not r.expr:
         out.append((_where(r.expr_node), "field 'expr' must be set in rule"))
     else:
-        err = _check_expr(r.expr)
+        err = _check_expr(r.expr, experimental)
         if err is not None:
             out.append((_where(r.expr_node), f"could not parse expression: {err}"))
     if r.record:
@@ -508,7 +548,7 @@ def _template_error(parse_template, text: str, name: str) -> Optional[str]:
     return None
 
 
-def _validate(groups: list[_RawGroup]) -> list[str]:
+def _validate(groups: list[_RawGroup], experimental: bool) -> list[str]:
     errs: list[str] = []
     seen: set[str] = set()
     parse_template = _template_parser()
@@ -526,7 +566,7 @@ def _validate(groups: list[_RawGroup]) -> list[str]:
         seen.add(g.name)
         for i, r in enumerate(g.rules, 1):
             name = r.alert or r.record
-            for where, msg in _validate_rule(r, parse_template):
+            for where, msg in _validate_rule(r, parse_template, experimental):
                 errs.append(f"{where}group {_go_quote(g.name)}, rule {i}, {_go_quote(name)}: {msg}")
     return errs
 
@@ -544,10 +584,12 @@ def _strategy(g: _RawGroup) -> tuple[str, Optional[str]]:
 
 # ---------------------------------------------------------------------------------------------
 
-def parse_rules(content: str, path: str, *, thanos: bool = True) -> list[RuleGroup]:
+def parse_rules(content: str, path: str, *, thanos: bool = True,
+                experimental_functions: bool = False) -> list[RuleGroup]:
     """The groups of one rule file's text; RuleFileError with every problem found. ``thanos``
     accepts the group field ``partial_response_strategy`` (a Thanos ruler); without it the
-    field is unknown, as for promtool."""
+    field is unknown, as for promtool. ``experimental_functions``: the ruler's
+    ``--enable-feature=promql-experimental-functions`` (else such functions are refused)."""
     try:
         docs = yaml.compose_all(content, Loader=_Loader)
         doc = next(iter(docs), None)
@@ -560,7 +602,7 @@ def parse_rules(content: str, path: str, *, thanos: bool = True) -> list[RuleGro
         raise RuleFileError([f"{path}: {e}"]) from None
     if dec.terrors:
         raise RuleFileError([f"{path}: yaml: unmarshal errors:\n  " + "\n  ".join(dec.terrors)])
-    errs = _validate(raw)
+    errs = _validate(raw, experimental_functions)
     strategies = []
     for g in raw:
         s, err = _strategy(g)
@@ -628,7 +670,7 @@ def _tab_after_plain_scalar(mark) -> int:
     return 0
 
 
-def load_file(path: str, *, thanos: bool = True) -> list[RuleGroup]:
+def load_file(path: str, *, thanos: bool = True, experimental_functions: bool = False) -> list[RuleGroup]:
     """One rule file's groups (RuleFileError names the file on any problem, unreadable included)."""
     try:
         with open(path, "rb") as f:
@@ -639,10 +681,11 @@ def load_file(path: str, *, thanos: bool = True) -> list[RuleGroup]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise RuleFileError([f"{path}: yaml: invalid Unicode character"]) from None
-    return parse_rules(text, path, thanos=thanos)
+    return parse_rules(text, path, thanos=thanos, experimental_functions=experimental_functions)
 
 
-def load_files(patterns: Sequence[str], *, thanos: bool = True) -> list[RuleGroup]:
+def load_files(patterns: Sequence[str], *, thanos: bool = True,
+               experimental_functions: bool = False) -> list[RuleGroup]:
     """Groups of every file the glob patterns match (Go's filepath.Glob: sorted, dot files
     included; a file matched twice is read once), in order. Every problem in every file is
     gathered into one RuleFileError."""
@@ -655,7 +698,7 @@ def load_files(patterns: Sequence[str], *, thanos: bool = True) -> list[RuleGrou
     errors: list[str] = []
     for fn in files:
         try:
-            groups.extend(load_file(fn, thanos=thanos))
+            groups.extend(load_file(fn, thanos=thanos, experimental_functions=experimental_functions))
         except RuleFileError as e:
             errors.extend(e.errors)
     if errors:
