@@ -117,6 +117,7 @@ class ApiConfig:
     experimental_functions: bool = False  # --enable-feature=promql-experimental-functions
     dynamic_lookback_delta: bool = True  # Thanos' hidden --query.dynamic-lookback-delta (default true)
     exemplar_partial_response: bool = True  # Thanos' hidden --exemplar.partial-response (default true)
+    rule_partial_response: bool = True  # Thanos' hidden --rule.partial-response (default true)
 
 
 RESOLUTIONS_MS = (0, 300_000, 3_600_000)  # downsample.ResLevel0, 1, 2
@@ -146,6 +147,7 @@ class QueryAPI:
         self.cfg = config
         self.statuses = statuses
         self.exemplars = None  # a pythanos.query.exemplars.ExemplarsProxy: /api/v1/query_exemplars
+        self.rules = None  # a pythanos.query.rules.RulesProxy: /api/v1/rules, /api/v1/alerts
         self.gate = asyncio.Semaphore(max(1, config.max_concurrent))
         self.in_flight = 0  # queries holding a gate slot: until their work (a worker thread too) has ended
         # evaluation threads: a query keeps its gate slot while its thread runs, so there is always one free
@@ -162,6 +164,9 @@ class QueryAPI:
         if self.exemplars is not None:
             app.router.add_route("GET", p + "/query_exemplars", self._wrap(self.query_exemplars))
             app.router.add_route("POST", p + "/query_exemplars", self._wrap(self.query_exemplars))
+        if self.rules is not None:
+            app.router.add_get(p + "/rules", self._wrap(self.rules_handler))
+            app.router.add_get(p + "/alerts", self._wrap(self.alerts_handler))
         app.router.add_get(p + "/status/buildinfo", self._wrap(self.buildinfo))
 
     # -- plumbing --
@@ -462,6 +467,47 @@ class QueryAPI:
         except FetchError as e:
             raise ApiError("internal", f"retrieving exemplars: proxy Exemplars: {e}") from None
         return ex.to_json(ex.merge(data, self.cfg.replica_labels)), warnings
+
+    async def rules_handler(self, request: web.Request, params) -> tuple[str, list]:
+        """Thanos' rules handler: ``type`` alert|record (any case), ``match[]``, ``rule_name[]``,
+        ``rule_group[]``, ``file[]``; a downstream failure (a bad ``match[]`` too) is "internal"."""
+        from ..storeapi import rules as rl
+        from .rules import FetchError, strategy
+
+        typ_param = request.query.get("type", "")
+        typ = rl.request_type(typ_param)
+        if typ is None:
+            raise ApiError("bad_data", f"invalid rules parameter type='{typ_param}'")
+        req = rl.rules_pb2.RulesRequest(type=typ, partial_response_strategy=strategy(self.cfg.rule_partial_response),
+                                        matcher_string=params.getall("match[]", []),
+                                        rule_name=params.getall("rule_name[]", []),
+                                        rule_group=params.getall("rule_group[]", []),
+                                        file=params.getall("file[]", []))
+        try:
+            groups, warnings = await self.rules.fetch(req)
+        except FetchError as e:
+            raise ApiError("internal", f"error retrieving rules: proxy Rules: {e}") from None
+        sets = []
+        for s in req.matcher_string:
+            try:
+                sets.append(parse_selector(s))
+            except ApiError as e:
+                raise ApiError("internal", f"error retrieving rules: parser ParseMetricSelector: {e.message}") from None
+        groups = rl.gather(groups, matcher_sets=sets, rule_names=list(req.rule_name), rule_groups=list(req.rule_group),
+                           files=list(req.file), replica_labels=self.cfg.replica_labels)
+        return rl.rules_json(groups), warnings
+
+    async def alerts_handler(self, request: web.Request, params) -> tuple[str, list]:
+        """Thanos' alerts handler: the alerts of every de-duplicated alerting rule."""
+        from ..storeapi import rules as rl
+        from .rules import FetchError, strategy
+
+        req = rl.rules_pb2.RulesRequest(type=rl.ALERT, partial_response_strategy=strategy(self.cfg.rule_partial_response))
+        try:
+            groups, warnings = await self.rules.fetch(req)
+        except FetchError as e:
+            raise ApiError("internal", f"error retrieving rules: proxy Rules: {e}") from None
+        return rl.alerts_json(rl.gather(groups, replica_labels=self.cfg.replica_labels)), warnings
 
     async def stores(self, request: web.Request, params) -> tuple[str, list]:
         return _json(self.statuses()), []

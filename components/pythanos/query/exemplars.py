@@ -24,7 +24,8 @@ __all__ = ["ExemplarsProxy", "FetchError"]
 
 
 class FetchError(Exception):
-    """The fan-out failed (Thanos' text; the API answers 500 "retrieving exemplars: ...")."""
+    """A fan-out failed (Thanos' text; the API answers 500 "retrieving exemplars: ..." or "error
+    retrieving rules: ...")."""
 
     def __init__(self, message: str, code: Optional[grpc.StatusCode] = None) -> None:
         super().__init__(message)

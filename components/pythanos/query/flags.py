@@ -101,6 +101,10 @@ def register(components) -> None:
                    action=argparse.BooleanOptionalAction, default=True,
                    help="Enable partial response for exemplar endpoint. --no-exemplar.partial-response for "
                         "disabling (as Thanos' hidden flag of the same name).")
+    p.add_argument("--rule.partial-response", dest="rule_partial_response",
+                   action=argparse.BooleanOptionalAction, default=True,
+                   help="Enable partial response for rules endpoint. --no-rule.partial-response for "
+                        "disabling (as Thanos' hidden flag of the same name).")
     p.add_argument("--query.dynamic-lookback-delta", dest="dynamic_lookback_delta",
                    action=argparse.BooleanOptionalAction, default=True,
                    help="Allow for larger lookback duration for queries based on resolution (as Thanos' hidden "
@@ -183,6 +187,7 @@ def config_from_args(args: argparse.Namespace):
                     metadata_range_ms=int(args.metadata_range * 1000),
                     dynamic_lookback_delta=args.dynamic_lookback_delta,
                     exemplar_partial_response=args.exemplar_partial_response,
+                    rule_partial_response=args.rule_partial_response,
                     experimental_functions="promql-experimental-functions" in features)
     return QueryConfig(http_address=args.http_address, grpc_address=args.grpc_address, http_config=args.http_config,
                       http_grace_period=args.http_grace_period, grpc_grace_period=args.grpc_grace_period,

@@ -111,6 +111,9 @@ async def serve(config: QueryConfig, stop: Optional[asyncio.Event] = None, worke
     from .exemplars import ExemplarsProxy
 
     api.exemplars = ExemplarsProxy(endpoints, timeout=config.response_timeout)
+    from .rules import RulesProxy
+
+    api.rules = RulesProxy(endpoints, timeout=config.response_timeout)
     gate_in_flight.set_function(lambda: api.in_flight)
 
     def update_node_metrics() -> None:
@@ -146,7 +149,8 @@ async def serve(config: QueryConfig, stop: Optional[asyncio.Event] = None, worke
         except BaseException:
             await close()
             raise
-    await srv.start([*StoreServer(QueryStore(proxy)).handlers(), api.exemplars.handler()], cleanup=close)
+    await srv.start([*StoreServer(QueryStore(proxy)).handlers(), api.exemplars.handler(), api.rules.handler()],
+                    cleanup=close)
     if worker is None:
         try:
             await endpoints.start()

@@ -36,7 +36,8 @@ class QueryStore(Store):
             mint, maxt = min(mint, a), max(maxt, b)
         if not eps:
             mint, maxt = MIN_TIME, MAX_TIME
-        return StoreInfo(min_time=mint, max_time=maxt, component_type="query", label_sets=sets, exemplars=(0, 0))
+        return StoreInfo(min_time=mint, max_time=maxt, component_type="query", label_sets=sets, exemplars=(0, 0),
+                         rules=True)
 
     async def series(self, req: SeriesRequest) -> AsyncIterator:
         if not req.matchers:

@@ -234,6 +234,10 @@ class PromClient(SessionClient):
         params = [("query", query), ("start", format_timestamp(start_ms)), ("end", format_timestamp(end_ms))]
         return list(await self._api("GET", "/api/v1/query_exemplars", params=params) or [])
 
+    async def rules(self, typ: str = "") -> Any:
+        """``/api/v1/rules`` data (what the sidecar's Rules API passes on); ``typ``: alert|record|""."""
+        return await self._api("GET", "/api/v1/rules", params=[("type", typ)] if typ else None)
+
     async def reload(self) -> None:
         """``POST /-/reload``; anything but 200 is an error (the message hints at --web.enable-lifecycle)."""
         try:

@@ -221,9 +221,10 @@ async def serve(config: SidecarConfig, stop: Optional[asyncio.Event] = None) -> 
         close_quietly(config.bucket)
 
     from .exemplars import exemplars_server
+    from .rules import rules_server
 
-    await srv.start([*StoreServer(store).handlers(), exemplars_server(api, meta.external_labels)],
-                    cleanup=close_clients)
+    await srv.start([*StoreServer(store).handlers(), exemplars_server(api, meta.external_labels),
+                     rules_server(api, meta.external_labels)], cleanup=close_clients)
 
     tasks: list[asyncio.Task] = []
 

@@ -181,7 +181,7 @@ class PrometheusStore(Store):
         mint, maxt = self.timestamps()
         return StoreInfo(min_time=mint, max_time=maxt, external_labels=ext, component_type="sidecar",
                          supports_sharding=False, supports_without_replica_labels=True,
-                         tsdb_infos=[(ext, mint, maxt)] if ext else [], exemplars=(0, 0))
+                         tsdb_infos=[(ext, mint, maxt)] if ext else [], exemplars=(0, 0), rules=True)
 
     def _label_calls_support_matchers(self) -> bool:
         v = _version_tuple(self.version())

@@ -340,6 +340,16 @@ class StoreClient:
         finally:
             call.cancel()
 
+    async def rules(self, request, timeout: Optional[float] = None) -> list:
+        """``thanos.Rules/Rules``: every ``RulesResponse`` of the stream."""
+        call = self._call(svc.RULES)(request, timeout=self.timeout if timeout is None else timeout)
+        try:
+            return [frame async for frame in call]
+        except grpc.aio.AioRpcError as e:
+            raise self._error(svc.RULES, e) from None
+        finally:
+            call.cancel()
+
     async def series(self, matchers: Iterable[MatcherLike], min_time: int = MIN_TIME, max_time: int = MAX_TIME,
                      *, timeout: Optional[float] = None, **kw) -> AsyncIterator[Union[Series, SeriesWarning, any_pb2.Any]]:
         """Yield :class:`Series` (series and batch frames flattened, in stream order),

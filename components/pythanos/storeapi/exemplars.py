@@ -13,7 +13,6 @@ server and a querier share.
 from __future__ import annotations
 
 import json
-import logging
 import math
 from decimal import Decimal
 from typing import AsyncIterator, Callable, Iterable, Sequence, Union
@@ -22,10 +21,8 @@ import grpc
 
 from ..tsdb.labels import Matcher
 from .pb import exemplars_pb2
-from .service import EXEMPLARS, EXEMPLARS_SERVICE as SERVICE
+from .service import EXEMPLARS, EXEMPLARS_SERVICE as SERVICE, StreamError, streaming_handler
 from .types import labels_from_pb, labels_to_pb
-
-log = logging.getLogger("pythanos.storeapi")
 
 __all__ = ["SERVICE", "EXEMPLARS", "selectors", "match_external", "handler", "merge", "to_json", "data_pb",
            "ExemplarsError"]
@@ -34,14 +31,9 @@ __all__ = ["SERVICE", "EXEMPLARS", "selectors", "match_external", "handler", "me
 Labels = tuple[tuple[str, str], ...]
 
 
-class ExemplarsError(Exception):
+class ExemplarsError(StreamError):
     """An error the server answers with this gRPC code (Thanos' codes: InvalidArgument for no
     matchers, Internal for a query that does not parse, Aborted around a tenant's failure)."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def selectors(query: str) -> list[list[Matcher]]:
@@ -109,21 +101,10 @@ Serve = Callable[[exemplars_pb2.ExemplarsRequest], AsyncIterator[Union[exemplars
 def handler(serve: Serve) -> grpc.GenericRpcHandler:
     """``thanos.Exemplars/Exemplars`` answering with what ``serve(request)`` yields (a string is
     a warning frame)."""
-
-    async def call(request: exemplars_pb2.ExemplarsRequest, context):
-        try:
-            async for d in serve(request):
-                yield (exemplars_pb2.ExemplarsResponse(warning=d) if isinstance(d, str)
-                       else exemplars_pb2.ExemplarsResponse(data=d))
-        except ExemplarsError as e:
-            await context.abort(e.code, e.message)
-        except Exception as e:  # noqa: BLE001 - the caller gets a status, the log the trace
-            log.error("exemplars call failed", extra={"err": repr(e)}, exc_info=e)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
-
-    m = grpc.unary_stream_rpc_method_handler(call, request_deserializer=exemplars_pb2.ExemplarsRequest.FromString,
-                                             response_serializer=exemplars_pb2.ExemplarsResponse.SerializeToString)
-    return grpc.method_handlers_generic_handler(SERVICE, {"Exemplars": m})
+    return streaming_handler(EXEMPLARS, serve,
+                             lambda d: (exemplars_pb2.ExemplarsResponse(warning=d) if isinstance(d, str)
+                                        else exemplars_pb2.ExemplarsResponse(data=d)),
+                             unexpected=grpc.StatusCode.INTERNAL)
 
 
 def merge(data: Iterable[exemplars_pb2.ExemplarData], replica_labels: Iterable[str] = ()

@@ -20,7 +20,7 @@ from pathlib import Path
 PB = Path(__file__).resolve().parent / "pb"
 ROOT = PB.parents[2]  # components/
 PROTOS = ["labels.proto", "types.proto", "rpc.proto", "info.proto", "hints.proto", "prompb.proto", "write.proto",
-          "exemplars.proto"]
+          "exemplars.proto", "rules.proto"]
 # The checked-in modules were written by this grpcio-tools (its bundled protoc); another version
 # writes a different runtime-version check, so `make proto` pins it.
 GRPCIO_TOOLS_VERSION = "1.85.1"

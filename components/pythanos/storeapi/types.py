@@ -352,6 +352,8 @@ class StoreInfo:
     # set: the endpoint serves the Exemplars API, (min_time, max_time) as its Info says (a Thanos
     # receiver says (0, 0)); the querier asks only such endpoints for exemplars
     exemplars: Optional[tuple[int, int]] = None
+    # the endpoint serves the Rules API (Info's ``rules`` set); the querier gathers rules from such
+    rules: bool = False
 
     def __post_init__(self) -> None:
         self.external_labels = norm_labels(self.external_labels)
@@ -379,6 +381,8 @@ class StoreInfo:
         if self.exemplars is not None:
             resp.exemplars.min_time, resp.exemplars.max_time = self.exemplars
             resp.exemplars.SetInParent()
+        if self.rules:
+            resp.rules.SetInParent()
         return resp
 
     def to_store_info_pb(self) -> rpc_pb2.InfoResponse:
@@ -403,7 +407,8 @@ class StoreInfo:
                        tsdb_infos=[(labels_from_pb(t.labels.labels), t.min_time, t.max_time)
                                    for t in st.tsdb_infos],
                        exemplars=((resp.exemplars.min_time, resp.exemplars.max_time)
-                                  if resp.HasField("exemplars") else None))
+                                  if resp.HasField("exemplars") else None),
+                       rules=resp.HasField("rules"))
         raise ValueError(f"endpoint ({resp.ComponentType or 'unknown component'}) does not serve the Store API")
 
     @classmethod
