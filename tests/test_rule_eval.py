@@ -510,6 +510,36 @@ def _by_series(samples, drop=()) -> dict:
     return {k: sorted(v) for k, v in out.items()}
 
 
+def _querier_over_prometheus(prometheus_factory, prometheus3_bin, pythanos_bin, tmp_path) -> str:
+    """A real Prometheus 3.9.1 scraping itself every second, our sidecar, our querier: its address."""
+    from test_rules_api import start_our_query, start_sidecar
+
+    prom = prometheus_factory(binary=prometheus3_bin, name="prom-rule",
+                              config_yaml="global:\n  scrape_interval: 1s\n  external_labels: {cluster: c1}\n"
+                                          "scrape_configs:\n  - job_name: prometheus\n"
+                                          "    static_configs: [{targets: ['127.0.0.1:9']}]\n")
+    cfg = prom.extra["config_file"]
+    cfg.write_text(cfg.read_text().replace("127.0.0.1:9", f"127.0.0.1:{prom.port}"))
+    prom.proc.send_signal(1)
+    _wait(lambda: (bool(_raw(prom.url, 'up{job="prometheus"}', time.time())), None), 60, "Prometheus scrapes itself")
+    sidecar = start_sidecar(pythanos_bin, "ours", prom, tmp_path / "sidecar")
+    querier = start_our_query(pythanos_bin, [sidecar.extra["grpc"]], tmp_path / "query")
+    return querier.url.removeprefix("http://")
+
+
+def _start_thanos_rule(thanos_bin: str, work, rule_file, data_dir, q_addr: str, extra=()):
+    def launch(ports: list[int]):
+        h, g = ports
+        p = REGISTRY.start("thanos-rule", [thanos_bin, "rule", f"--http-address=127.0.0.1:{h}",
+                                           f"--grpc-address=127.0.0.1:{g}", f"--data-dir={data_dir}",
+                                           f"--rule-file={rule_file}", f"--query={q_addr}", "--eval-interval=1m",
+                                           '--label=rule_replica="thanos"', "--log.level=debug", *extra], work)
+        p.url, p.extra["grpc"] = f"http://127.0.0.1:{h}", f"127.0.0.1:{g}"
+        return p
+
+    return start_on_free_ports(2, launch, lambda p: p.wait_http_ready("/-/ready", 60))
+
+
 def _am_alerts(url: str) -> list:
     code, body = http_get(url + "/api/v2/alerts")
     assert code == 200, body
@@ -537,19 +567,7 @@ def _same_flapping_alerts(thanos_am: str, ours_am: str, since: float):
 @pytest.mark.timeout(600)
 def test_same_series_and_notifications_as_thanos_rule(prometheus_factory, prometheus3_bin, pythanos_bin, thanos_bin,
                                                       thanos_query_factory, alertmanager_factory, tmp_path):
-    from test_rules_api import start_our_query, start_sidecar
-
-    prom = prometheus_factory(binary=prometheus3_bin, name="prom-rule",
-                              config_yaml="global:\n  scrape_interval: 1s\n  external_labels: {cluster: c1}\n"
-                                          "scrape_configs:\n  - job_name: prometheus\n"
-                                          "    static_configs: [{targets: ['127.0.0.1:9']}]\n")
-    cfg = prom.extra["config_file"]
-    cfg.write_text(cfg.read_text().replace("127.0.0.1:9", f"127.0.0.1:{prom.port}"))
-    prom.proc.send_signal(1)
-    _wait(lambda: (bool(_raw(prom.url, 'up{job="prometheus"}', time.time())), None), 60, "Prometheus scrapes itself")
-    sidecar = start_sidecar(pythanos_bin, "ours", prom, tmp_path / "sidecar")
-    querier = start_our_query(pythanos_bin, [sidecar.extra["grpc"]], tmp_path / "query")
-    q_addr = querier.url.removeprefix("http://")
+    q_addr = _querier_over_prometheus(prometheus_factory, prometheus3_bin, pythanos_bin, tmp_path)
 
     rule_file = tmp_path / "rules.yml"
     rule_file.write_text(PEER_RULES)
@@ -557,17 +575,8 @@ def test_same_series_and_notifications_as_thanos_rule(prometheus_factory, promet
     am_thanos, am_ours = alertmanager_factory(), alertmanager_factory()
     query_url = "http://query.example:9090/prefix"
 
-    def launch(ports: list[int]):
-        h, g = ports
-        p = REGISTRY.start("thanos-rule", [thanos_bin, "rule", f"--http-address=127.0.0.1:{h}",
-                                           f"--grpc-address=127.0.0.1:{g}", f"--data-dir={data_dir}",
-                                           f"--rule-file={rule_file}", f"--query={q_addr}", "--eval-interval=1m",
-                                           '--label=rule_replica="thanos"', f"--alertmanagers.url={am_thanos.url}",
-                                           f"--alert.query-url={query_url}", "--log.level=debug"], tmp_path)
-        p.url, p.extra["grpc"] = f"http://127.0.0.1:{h}", f"127.0.0.1:{g}"
-        return p
-
-    thanos_rule = start_on_free_ports(2, launch, lambda p: p.wait_http_ready("/-/ready", 60))
+    thanos_rule = _start_thanos_rule(thanos_bin, tmp_path, rule_file, data_dir, q_addr,
+                                     [f"--alertmanagers.url={am_thanos.url}", f"--alert.query-url={query_url}"])
     ours = InProcessRuler(q_addr, str(rule_file), str(data_dir), alertmanager=am_ours.url,
                           external_labels={"rule_replica": "thanos"}, external_url=query_url)
     try:
@@ -623,3 +632,84 @@ def test_same_series_and_notifications_as_thanos_rule(prometheus_factory, promet
         sel = "{" + ",".join(f'{n}="{v}"' for n, v in k) + "}"
         assert _raw(tq.url, sel, t / 1000) == [], (k, t)
         assert _raw(tq.url, sel, (t - 1) / 1000) != [], (k, t)
+
+
+RESTORE_RULES = """\
+groups:
+  - name: restore
+    interval: 1s
+    rules:
+      - alert: FiredBeforeOutage
+        expr: vector(1)
+        for: 4s
+      - alert: PendingForAnHour
+        expr: vector(1)
+        for: 1h
+"""
+
+
+def _active_at(url: str) -> dict:
+    code, body = http_get(url + "/api/v1/alerts")
+    assert code == 200, body
+    import calendar
+
+    data = json.loads(body)["data"]
+    out = {}
+    for a in data.get("alerts", data.get("Alerts")) or []:  # the Thanos ruler's own API says "Alerts"
+        d = a["activeAt"]  # RFC 3339 with up to 9 fraction digits, UTC
+        sec, _, frac = d.rstrip("Z").partition(".")
+        base = calendar.timegm(time.strptime(sec, "%Y-%m-%dT%H:%M:%S"))
+        out[a["labels"]["alertname"]] = (base * S + int((frac + "000000000")[:9]), str(a["state"]).lower())
+    return out
+
+
+@pytest.mark.timeout(600)
+def test_for_state_restored_as_thanos_rule(prometheus_factory, prometheus3_bin, pythanos_bin, thanos_bin,
+                                           thanos_query_factory, tmp_path):
+    """A thanos rule runs, stops and starts again on its data: it restores its alerts' ``for``
+    state from ALERTS_FOR_STATE. Our Manager, reading the same series back through the query API
+    (the stateless ruler's way, --restore-ignored-label dropping the ruler's external label),
+    restores the alert that had fired to the same instant, and moves the pending one back by the
+    outage as well."""
+    q_addr = _querier_over_prometheus(prometheus_factory, prometheus3_bin, pythanos_bin, tmp_path)
+    rule_file = tmp_path / "restore.yml"
+    rule_file.write_text(RESTORE_RULES)
+    data_dir = tmp_path / "thanos-rule-data"
+    flags = ["--for-grace-period=2s"]
+    t1 = _start_thanos_rule(thanos_bin, tmp_path, rule_file, data_dir, q_addr, flags)
+    tq1 = thanos_query_factory([t1.extra["grpc"]])
+
+    def written():
+        got = _raw(tq1.url, 'ALERTS_FOR_STATE{alertname="FiredBeforeOutage"}', time.time())
+        states = _active_at(t1.url)
+        return bool(got) and states.get("FiredBeforeOutage", (0, ""))[1] == "firing", states
+    before = _wait(written, 90, "thanos rule fires and writes ALERTS_FOR_STATE")
+    _wait(lambda: (len(_raw(tq1.url, 'ALERTS_FOR_STATE{alertname="FiredBeforeOutage"}[1m]', time.time())[0]["values"])
+                   >= 3, None), 30, "a few samples written")
+    assert t1.stop() == 0
+    t2 = _start_thanos_rule(thanos_bin, tmp_path, rule_file, data_dir, q_addr, flags)
+    orig_fired = before["FiredBeforeOutage"][0] // S * S  # ALERTS_FOR_STATE holds whole seconds
+    restored = _wait(lambda: (_active_at(t2.url).get("FiredBeforeOutage", (0,))[0] == orig_fired, _active_at(t2.url)),
+                     60, "the second thanos rule restores the fired alert's activeAt")
+    tq2 = thanos_query_factory([t2.extra["grpc"]])
+
+    qc_holder = {}
+    ours_started = time.time_ns()  # without a restore no alert of ours could be active before this
+    ours = InProcessRuler(q_addr, str(rule_file), str(tmp_path / "ours"), for_grace_period_s=2.0)
+    try:
+        async def wire():
+            qc = QueryClient([tq2.url.removeprefix("http://")])
+            qc_holder["qc"] = qc
+            ours.m.opts.for_state_reader = qc.for_state_reader(1, ignored_labels=["rule_replica"])
+        ours.call(wire())
+        (g,) = ours.m.group_objects()
+        _wait(lambda: (all(r.restored for r in g.rules) and g.last_eval_ts > 0, None), 60, "our group restored")
+        ours_at = {r.name: next(iter(r.active.values())).active_at for r in g.rules}
+    finally:
+        if "qc" in qc_holder:
+            ours.call(qc_holder["qc"].close())
+        ours.stop()
+    assert ours_at["FiredBeforeOutage"] == restored["FiredBeforeOutage"][0] == orig_fired
+    # the pending alert: moved back by the time thanos rule was down, not to our own first evaluation
+    assert before["PendingForAnHour"][0] < ours_at["PendingForAnHour"] < ours_started
+    assert restored["PendingForAnHour"][0] > before["PendingForAnHour"][0]
