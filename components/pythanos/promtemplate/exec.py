@@ -136,7 +136,7 @@ def b_index(item: Any, *indexes: Any) -> Any:
         elif k == V.MAP:
             item = item.get(_prepare_map_key(index))
         else:
-            raise FuncError(f"can't index item of type {V.type_name(item)}")
+            raise FuncError(f"can't index item of type {V.elem_type_name(item)}")
     return item
 
 
@@ -157,7 +157,7 @@ def b_slice(item: Any, *indexes: Any) -> Any:
     elif k == V.SLICE:
         seq = item.items
     else:
-        raise FuncError(f"can't slice item of type {V.type_name(item)}")
+        raise FuncError(f"can't slice item of type {V.elem_type_name(item)}")
     cap = len(seq)
     idx = [0, len(seq), 0]
     for i, index in enumerate(indexes):
@@ -186,7 +186,7 @@ def b_len(item: Any) -> int:
         return len(item.items)
     if item is None:
         raise FuncError("reflect: call of reflect.Value.Type on zero Value")
-    raise FuncError(f"len of type {V.type_name(item)}")
+    raise FuncError(f"len of type {V.elem_type_name(item)}")
 
 
 def b_not(arg: Any) -> bool:
@@ -238,13 +238,13 @@ def b_eq(arg1: Any, *arg2: Any) -> bool:
             t = arg1 == arg if k1 != _STRING else str(arg1) == str(arg)
         else:
             if not (V.kind(arg1) == V.kind(arg) or arg1 is None or arg is None):
-                raise FuncError("non-comparable types " + sprint([arg1]) + ": " + V.type_name(arg1) + ", "
+                raise FuncError("non-comparable types " + sprintf("%s", [arg1]) + ": " + V.type_name(arg1) + ", "
                                 + V.type_name(arg) + ": " + sprint([arg]))
             if _is_nil(arg1) or _is_nil(arg):
                 t = _is_nil(arg) == _is_nil(arg1)
             else:
                 if not _comparable(arg):
-                    raise FuncError(f"non-comparable type {sprint([arg])}: {V.type_name(arg)}")
+                    raise FuncError(f"non-comparable type {sprintf('%s', [arg])}: {V.type_name(arg)}")
                 if isinstance(arg1, V.Ptr) and isinstance(arg, V.Ptr):
                     t = arg1.target is arg.target
                 else:
@@ -497,12 +497,13 @@ class _State:
             k = V.kind(val)
             ran = False
             try:
-                if k in (V.INT, V.UINT):
+                if k in (V.INT, V.UINT) or isinstance(val, V.GoDuration):
                     if len(decl) > 1:
                         self.errorf(f"can't use {sprint([val])} to iterate over more than one variable")
-                    for i in range(int(val)):
+                    dur = isinstance(val, V.GoDuration)  # an int64 underneath: 0..d-1 as durations
+                    for i in range(val.ns if dur else int(val)):
                         ran = True
-                        one(None, i)
+                        one(None, V.GoDuration(i) if dur else i)
                 elif k == V.SLICE:
                     for i, e in enumerate(val.items):
                         ran = True

@@ -524,7 +524,52 @@ class _Printer:
             return True
         return False
 
+    def _go_syntax(self, v: Any, depth: int, iface: bool = False) -> None:
+        """``%#v`` of a composite value: Go syntax with type names."""
+        if v is None or (isinstance(v, V.Iface) and v.v is None):
+            self.buf.append("interface {}(nil)" if (iface or isinstance(v, V.Iface)) else "<nil>")
+            return
+        if isinstance(v, V.Iface):
+            v = v.v
+        if isinstance(v, V.GoMap):
+            self.buf.append(v.typ + "{")
+            for i, k in enumerate(sorted(v.d)):
+                if i:
+                    self.buf.append(", ")
+                self.print_arg(k, "v", depth + 1)
+                self.buf.append(":")
+                self._go_syntax(v.d[k], depth + 1, v.elem_iface)
+            self.buf.append("}")
+        elif isinstance(v, V.GoStruct):
+            self.buf.append(v.typ + "{")
+            for i, name in enumerate(v.order):
+                if i:
+                    self.buf.append(", ")
+                self.buf.append(name + ":")
+                self._go_syntax(v.fields[name], depth + 1, name in v.iface_fields)
+            self.buf.append("}")
+        elif isinstance(v, V.GoSlice):
+            self.buf.append(v.typ + "{")
+            for i, e in enumerate(v.items):
+                if i:
+                    self.buf.append(", ")
+                self._go_syntax(e, depth + 1)
+            self.buf.append("}")
+        elif isinstance(v, V.Ptr):
+            if v.target is None:
+                self.buf.append(f"({v.typ})(nil)")
+            elif depth == 0:
+                self.buf.append("&")
+                self._go_syntax(v.target, depth + 1)
+            else:
+                self.buf.append(f"({v.typ})(0xc{id(v.target) & 0xFFFFFFFFF:09x})")
+        else:
+            self.print_arg(v, "v", depth + 1)
+
     def print_value(self, v: Any, verb: str, depth: int) -> None:
+        if self.f.sharp_v and verb == "v":
+            self._go_syntax(v, depth)
+            return
         if depth > 0 and not isinstance(v, V.Iface) and v is not None:
             if self._methods(v, verb):
                 return
@@ -561,8 +606,16 @@ class _Printer:
                 self.print_value(v.target, verb, depth + 1)
             else:
                 self.pad("0x" + format(id(v.target), "x"))
+        elif isinstance(v, (V.GoTime, V.GoDuration)):
+            # a pointer without a String() for this verb: Go prints its address, which no one can
+            # reproduce; an address-like text of the same shape stands in
+            addr = "0xc" + format(id(v) & 0xFFFFFFFFF, "09x")
+            if verb in "vpxX":
+                self.pad(addr)
+            else:
+                self.buf.append(f"%!{verb}({v.typ}={addr})")
         else:
-            self.print_arg(v, verb, depth + 1)
+            self.pad(str(v))
 
     # entry points -----------------------------------------------------------------------------
     def do_printf(self, fmt: str, args: Sequence[Any]) -> None:

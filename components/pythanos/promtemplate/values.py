@@ -156,6 +156,13 @@ def type_name(v: Any) -> str:
     return v.typ
 
 
+def elem_type_name(v: Any) -> str:
+    """The type name of a value reached through a pointer (``*time.Duration`` -> ``time.Duration``)."""
+    if isinstance(v, (GoTime, GoDuration)):
+        return v.typ[1:]
+    return type_name(v)
+
+
 def kind(v: Any) -> int:
     if v is None:
         return INVALID
