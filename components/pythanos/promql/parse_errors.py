@@ -30,10 +30,10 @@ _DUR_UNITS = ("ms", "s", "m", "h", "d", "w", "y")
 
 
 class _Tok:
-    __slots__ = ("kind", "val", "pos")
+    __slots__ = ("kind", "val", "pos", "raw")
 
-    def __init__(self, kind: str, val: str, pos: int):
-        self.kind, self.val, self.pos = kind, val, pos
+    def __init__(self, kind: str, val: str, pos: int, raw: str = ""):
+        self.kind, self.val, self.pos, self.raw = kind, val, pos, raw
 
     def desc(self) -> str:
         """The token as Prometheus' ``Item.desc()`` names it in ``unexpected ...`` errors."""
@@ -48,7 +48,8 @@ class _Tok:
             return f'number "{v}"'
         if k == "DURATION":
             return f'duration "{v}"'
-        if k == "STRING":
+        if k == "STRING":  # Prometheus' item text keeps the quotes: %.10q of "'abc'"
+            v = self.raw or v
             s = v if len(v) <= 10 else v[:10]
             return f"string {_go_quote(s)}" + ("..." if len(v) > 10 else "")
         if k == "KEYWORD":
@@ -117,7 +118,7 @@ def _lex(q: str) -> list:
                 if q[j] == c:
                     break
                 j += 1
-            toks.append(_Tok("STRING", q[i + 1:j], i))
+            toks.append(_Tok("STRING", q[i + 1:j], i, q[i:j + 1]))
             i = j + 1
             continue
         if brace_open:
