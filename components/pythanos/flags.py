@@ -375,6 +375,19 @@ def add_time_range(p: argparse.ArgumentParser, who: str, *, max_time: bool = Fal
                             f"than this value. {_TIME_HELP}")
 
 
+def add_store_limits(p: argparse.ArgumentParser) -> None:
+    """``--store.limits.request-series|samples`` (Thanos ``pkg/store/limiter.go``, on every
+    component serving the StoreAPI from a local TSDB)."""
+    p.add_argument("--store.limits.request-series", dest="series_limit", default=0,
+                   type=flag_type(non_negative_int, "--store.limits.request-series"),
+                   help="The maximum series allowed for a single Series request. The Series call fails if this "
+                        "limit is exceeded. 0 means no limit.")
+    p.add_argument("--store.limits.request-samples", dest="samples_limit", default=0,
+                   type=flag_type(non_negative_int, "--store.limits.request-samples"),
+                   help="The maximum samples allowed for a single Series request, The Series call fails if this "
+                        "limit is exceeded. 0 means no limit.")
+
+
 def add_objstore(p: argparse.ArgumentParser, required: bool) -> None:
     g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--objstore.config-file", dest="objstore_config_file", metavar="PATH",

@@ -26,14 +26,7 @@ def register(components) -> None:
     size = lambda flag: f.flag_type(f.parse_bytes, flag)  # noqa: E731
     count = lambda flag: f.flag_type(f.non_negative_int, flag)  # noqa: E731
     hidden = argparse.SUPPRESS
-    p.add_argument("--store.limits.request-series", dest="series_limit", default=0,
-                   type=count("--store.limits.request-series"),
-                   help="The maximum series allowed for a single Series request. The Series call fails if this "
-                        "limit is exceeded. 0 means no limit.")
-    p.add_argument("--store.limits.request-samples", dest="samples_limit", default=0,
-                   type=count("--store.limits.request-samples"),
-                   help="The maximum samples allowed for a single Series request, The Series call fails if this "
-                        "limit is exceeded. 0 means no limit.")
+    f.add_store_limits(p)
     p.add_argument("--remote-write.address", dest="remote_write_address", default="0.0.0.0:19291",
                    type=f.flag_type(f.parse_address, "--remote-write.address"),
                    help="Address to listen on for remote write requests.")

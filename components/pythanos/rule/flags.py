@@ -35,7 +35,6 @@ def register(components) -> None:
     dur = f.duration
     hidden = argparse.SUPPRESS
     bool_flag = argparse.BooleanOptionalAction
-    count = lambda flag: f.flag_type(f.non_negative_int, flag)  # noqa: E731
     # -- web (config.go webConfig)
     p.add_argument("--web.route-prefix", dest="route_prefix", default="",
                    help="Prefix for API and UI endpoints. This allows thanos UI to be served on a sub-path. This "
@@ -112,14 +111,7 @@ def register(components) -> None:
     p.add_argument("--alert.query-template", dest="alert_query_template", default="/graph?g0.expr={{.Expr}}&g0.tab=1",
                    help="Template to use in alerts source field. Need only include {{.Expr}} parameter")
     # -- store limits (pkg/store/limiter.go)
-    p.add_argument("--store.limits.request-series", dest="series_limit", default=0,
-                   type=count("--store.limits.request-series"),
-                   help="The maximum series allowed for a single Series request. The Series call fails if this "
-                        "limit is exceeded. 0 means no limit.")
-    p.add_argument("--store.limits.request-samples", dest="samples_limit", default=0,
-                   type=count("--store.limits.request-samples"),
-                   help="The maximum samples allowed for a single Series request, The Series call fails if this "
-                        "limit is exceeded. 0 means no limit.")
+    f.add_store_limits(p)
     # -- the ruler's own (rule.go registerRule)
     p.add_argument("--label", dest="labels", action="append", default=[], metavar='<name>="<value>"',
                    help="Labels to be applied to all generated metrics (repeated). Similar to external labels for "

@@ -210,10 +210,10 @@ async def serve(config: RuleConfig, stop: Optional[asyncio.Event] = None) -> int
     db = None
     shipper = None
     if config.stateless:
-        from .remotewrite import RemoteWriteAppender
+        from ..remote.writeclient import RemoteWriter
 
-        appender = RemoteWriteAppender.from_config(config.remote_write_config, config.remote_write_where,
-                                                   registry=srv.registry)
+        appender = RemoteWriter.from_config(config.remote_write_config, config.remote_write_where,
+                                            registry=srv.registry, external_labels=config.labels)
     else:
         from ..tsdb.db import TSDB
 
@@ -234,8 +234,7 @@ async def serve(config: RuleConfig, stop: Optional[asyncio.Event] = None) -> int
                               meta_file_name=config.shipper_meta_file,
                               allow_out_of_order_uploads=config.allow_out_of_order_uploads,
                               skip_corrupted_blocks=config.skip_corrupted_blocks, registry=srv.registry)
-    manager, query, notifier = _build_manager(
-        config, appender, srv.registry, tsdb_for_state_reader(db, executor) if db is not None else None)
+    manager, query, notifier = _build_manager(config, appender, srv.registry, db, executor)
     rules = Rules(config, manager, srv.registry)
     err = await rules.reload("start")
     if err is not None:
@@ -248,7 +247,7 @@ async def serve(config: RuleConfig, stop: Optional[asyncio.Event] = None) -> int
     api = RuleAPI(manager.groups, config.labels, lambda: rules.reload("webhandler"),
                   disable_cors=config.disable_cors)
     api.routes(srv.app, prefix)
-    _ui_routes(srv.app, prefix, config.external_prefix or prefix)
+    _ui_routes(srv.app, prefix, config.external_prefix or prefix, config.alert_query_url)
 
     handlers = [rules_api.provider_handler(manager.groups, lambda: ext, query_text)]
     if db is not None:
@@ -262,6 +261,8 @@ async def serve(config: RuleConfig, stop: Optional[asyncio.Event] = None) -> int
 
     async def close() -> None:
         await notifier.stop()
+        if db is None:
+            await appender.stop()
         await query.close()
         if shipper is not None:
             shipper.close()
@@ -299,6 +300,8 @@ async def serve(config: RuleConfig, stop: Optional[asyncio.Event] = None) -> int
         await asyncio.Event().wait()  # run() may return once its groups are started
 
     await notifier.start()
+    if db is None:
+        await appender.start()
     query.bind_loop()
     srv.set_ready(True)
     log.info("starting rule", extra={"grpc": config.grpc_address, "http": config.http_address,
@@ -312,13 +315,13 @@ async def serve(config: RuleConfig, stop: Optional[asyncio.Event] = None) -> int
                                 asyncio.create_task(housekeeping(), name="tsdb")], on_stop=on_stop)
 
 
-def _ui_routes(app, prefix: str, link_prefix: str) -> None:
+def _ui_routes(app, prefix: str, link_prefix: str, query_url: str) -> None:
     """The rules and alerts pages (and ``/`` -> alerts, as the Thanos ruler's UI)."""
     try:
         from ..web.rules import add_rules_ui_routes
     except ImportError:
         return
-    add_rules_ui_routes(app, prefix, link_prefix=link_prefix, component="rule")
+    add_rules_ui_routes(app, prefix, link_prefix=link_prefix, component="rule", query_url=query_url)
 
 
 def tsdb_for_state_reader(db, executor=None):
@@ -351,7 +354,7 @@ def tsdb_for_state_reader(db, executor=None):
     return reader
 
 
-def _build_manager(config: RuleConfig, appender, registry, for_state_reader=None):
+def _build_manager(config: RuleConfig, appender, registry, db, executor):
     """E's :class:`~pythanos.rule.manager.Manager` over the query client and F's notifier; the
     coroutines that start and close what needs it."""
     from .manager import Manager
@@ -362,6 +365,11 @@ def _build_manager(config: RuleConfig, appender, registry, for_state_reader=None
                         do_not_add_thanos_params=config.query_only_prometheus_params,
                         resolve_interval_s=config.query_dns_interval)
     notifier = from_config(config, registry=registry)
+    if db is not None:
+        for_state_reader = tsdb_for_state_reader(db, executor)
+    else:  # stateless: ALERTS_FOR_STATE read back through the queriers (Thanos #5219)
+        for_state_reader = query.for_state_reader(step_s=max(1, int(config.query_default_step)),
+                                                  ignored_labels=config.restore_ignored_labels)
     manager = Manager(query=query.query, append=appender.append, notify=notifier.send,
                       blocking_query=query.query_blocking, external_labels=dict(config.labels),
                       external_url=config.alert_query_url, query_template=config.alert_query_template,
