@@ -382,6 +382,87 @@ def test_query_client_without_servers():
     assert not math.isnan(0.0)
 
 
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_query_client_request_and_warnings(method):
+    """What goes over the wire (Thanos' promclient parameters) and how warnings are counted: a
+    PromQL annotation is not a partial-response warning; a store's warning is, once per query."""
+    from aiohttp import web
+
+    seen = []
+
+    async def handler(request):
+        form = dict(await request.post()) if request.method == "POST" else dict(request.query)
+        seen.append((request.method, form))
+        return web.json_response({"status": "success", "warnings": [
+            "PromQL info: metric might not be a counter", "store 127.0.0.1:1 unreachable"],
+            "data": {"resultType": "vector", "result": [
+                {"metric": {"__name__": "up", "job": "a"}, "value": [1700000000.5, "NaN"]}]}})
+
+    async def go():
+        app = web.Application()
+        app.router.add_route("*", "/api/v1/query", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        reg = CollectorRegistry()
+        qc = QueryClient([f"127.0.0.1:{port}", f"127.0.0.1:{port}"], http_method=method, registry=reg)
+        try:
+            got = await qc.query("up", T0 + 500 * 10**6, "WARN")
+            got2 = await qc.query("up", T0, "ABORT")
+            # the blocking face, from a worker thread while the loop runs
+            got3 = await asyncio.to_thread(qc.query_blocking, "up", T0 // 10**6, "ABORT")
+        finally:
+            await qc.close()
+            await runner.cleanup()
+        return got, got2, got3, reg
+
+    got, got2, got3, reg = run(go())
+    assert got[0][0] == {"__name__": "up", "job": "a"} and math.isnan(got[0][1]) and len(got) == 1
+    assert len(got3) == 1
+    assert [m for m, _ in seen] == [method] * 3  # duplicate addresses asked once
+    assert seen[0][1] == {"query": "up", "time": "2023-11-14T22:13:20.5Z", "dedup": "true", "explain": "false",
+                          "analyze": "false", "engine": "", "partial_response": "true"}
+    assert seen[1][1]["partial_response"] == "false" and seen[1][1]["time"] == "2023-11-14T22:13:20Z"
+    assert reg.get_sample_value("thanos_rule_evaluation_with_warnings_total", {"strategy": "warn"}) == 1
+    assert reg.get_sample_value("thanos_rule_evaluation_with_warnings_total", {"strategy": "abort"}) == 2
+
+
+def test_missed_iterations_and_failing_notifier_do_not_stop_evaluation():
+    """A group whose evaluation overruns its interval skips the slots it missed (counted); an
+    Alertmanager side that raises never stops the evaluations."""
+    sink = Sink()
+
+    async def slow(expr, t_ns, strategy="ABORT"):
+        await asyncio.sleep(0.25)  # a slow peer: 2.5 intervals
+        return [({}, 1.0)]
+
+    def broken_notify(alerts):
+        raise ConnectionError("alertmanager unreachable")
+
+    reg = CollectorRegistry()
+    m = Manager(query=slow, append=sink, notify=broken_notify, registry=reg)
+    key = {"rule_group": "/r.yaml;g", "strategy": "abort"}
+
+    async def go():
+        await m.update([_group([Rule(kind="alert", name="A", expr="vector(1)")], interval=0.1)])
+        await m.start()
+        for _ in range(500):
+            if (reg.get_sample_value("prometheus_rule_group_iterations_missed_total", key) or 0) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        await m.stop()
+
+    run(go())
+    assert reg.get_sample_value("prometheus_rule_group_iterations_missed_total", key) >= 2
+    total = reg.get_sample_value("prometheus_rule_group_iterations_total", key)
+    evals = reg.get_sample_value("prometheus_rule_evaluations_total", key)
+    assert total > evals >= 2  # scheduled includes the missed ones
+    assert m.groups()[0].rules[0].health == "ok"
+    slots = sorted({t for _, t, _ in sink.samples})
+    assert all((b - a) % 100 == 0 for a, b in zip(slots, slots[1:]))  # still on the group's slots
+
 # --- against a real thanos rule ----------------------------------------------------------------
 #
 # Topology: a real Prometheus 3.9.1 scraping itself every second, our sidecar on it, our querier
