@@ -342,6 +342,82 @@ def test_replicas_deduplicated_as_thanos_query(prometheus_factory, prometheus3_b
             p.stop()
 
 
+def start_ruler(binary: str, kind: str, work: Path, rule_files: list[Path], query_url: str) -> Process:
+    """Our ruler or a real ``thanos rule`` with the same flags (the same ``--label``, so their rules
+    compare equal)."""
+    work.mkdir(parents=True, exist_ok=True)
+
+    def launch(ports: list[int]) -> Process:
+        h, g = ports
+        p = REGISTRY.start(f"{kind}-rule", [binary, "rule", *[f"--rule-file={f}" for f in rule_files],
+                                            f"--query={query_url}", '--label=ruler="r1"', "--eval-interval=1s",
+                                            f"--data-dir={work / 'data'}", f"--http-address=127.0.0.1:{h}",
+                                            f"--grpc-address=127.0.0.1:{g}"], work)
+        p.url, p.port, p.extra["grpc"] = f"http://127.0.0.1:{h}", h, f"127.0.0.1:{g}"
+        return p
+
+    return start_on_free_ports(2, launch, lambda p: p.wait_http_ready("/-/ready", 120))
+
+
+def test_rulers_through_queriers_as_thanos(prometheus_factory, prometheus3_bin, pythanos_bin, thanos_bin, tmp_path):
+    """Our ruler beside a real ``thanos rule`` (same rule files, same querier to read from): a real
+    ``thanos query`` over ours answers as over theirs, our querier over theirs too; over both
+    rulers with ``--query.replica-label=ruler`` each rule shows once. When alerts became
+    active is normalised: the two rulers started at different instants."""
+    started: list[Process] = []
+    try:
+        prom = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "a", extra=True)
+        prom_rules = prom.extra["rule_dir"]
+        files = [prom_rules / "a.yml", prom_rules / "b.yml"]
+        sc = start_sidecar(thanos_bin, "thanos", prom, tmp_path / "sc")
+        started.append(sc)
+        data = start_thanos_query(thanos_bin, [sc.extra["grpc"]], tmp_path / "tq-data")
+        started.append(data)
+        ours = start_ruler(pythanos_bin, "ours", tmp_path / "ruler-ours", files, data.url)
+        started.append(ours)
+        theirs = start_ruler(thanos_bin, "thanos", tmp_path / "ruler-thanos", files, data.url)
+        started.append(theirs)
+        tq_ours = start_thanos_query(thanos_bin, [ours.extra["grpc"]], tmp_path / "tq-ours")
+        started.append(tq_ours)
+        tq_theirs = start_thanos_query(thanos_bin, [theirs.extra["grpc"]], tmp_path / "tq-theirs")
+        started.append(tq_theirs)
+        oq_theirs = start_our_query(pythanos_bin, [theirs.extra["grpc"]], tmp_path / "oq-theirs")
+        started.append(oq_theirs)
+        oq_ours = start_our_query(pythanos_bin, [ours.extra["grpc"]], tmp_path / "oq-ours")
+        started.append(oq_ours)
+
+        def settled(q: Process):
+            body = json.loads(get(q.url, "/api/v1/rules")[1])["data"]
+            states = {r["name"]: (r["health"], r.get("state")) for g in body["groups"] for r in g["rules"]}
+            want = {"job:up:sum": ("ok", None), "job:scrape_duration:max": ("ok", None),
+                    "instance:up:count": ("ok", None), "AlwaysFiring": ("ok", "firing"),
+                    "PendingForAnHour": ("ok", "pending"), "TargetDown": ("ok", "firing"),
+                    "NeverFires": ("ok", "inactive")}
+            return states == want, states
+
+        poll(lambda: settled(tq_theirs), 120, "thanos rule's rules evaluated, alerts firing and pending")
+        poll(lambda: settled(tq_ours), 120, "our ruler's rules evaluated, alerts firing and pending")
+        for path, params in calls(prom_rules):
+            want = get(tq_theirs.url, path, params, active_at=True)
+            for q in (tq_ours, oq_theirs, oq_ours):
+                same(get(q.url, path, params, active_at=True), want, (q.name, path, params))
+        # both rulers under one querier: one copy of each rule with the ruler label taken as replica
+        both = start_thanos_query(thanos_bin, [ours.extra["grpc"], theirs.extra["grpc"]], tmp_path / "tq-both",
+                                  extra=["--query.replica-label=ruler"])
+        started.append(both)
+        oboth = start_our_query(pythanos_bin, [ours.extra["grpc"], theirs.extra["grpc"]], tmp_path / "oq-both",
+                                ["--query.replica-label=ruler"])
+        started.append(oboth)
+        for path, params in (("/api/v1/rules", []), ("/api/v1/rules", [("type", "alert")])):
+            want = get(both.url, path, params, active_at=True)
+            same(get(oboth.url, path, params, active_at=True), want, ("both", path, params))
+            body = json.loads(want[1])["data"]
+            assert sum(len(g["rules"]) for g in body["groups"]) == (7 if not params else 4)
+    finally:
+        for p in started:
+            p.stop()
+
+
 # ---------------------------------------------------------------------------------------------- library
 
 def test_go_value_formats():
