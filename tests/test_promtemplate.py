@@ -68,7 +68,7 @@ NUMBER_TEMPLATES = [
 # templates evaluated on label values with special characters
 LABEL_VALUES = ['a"b\\c\n<é>&\'=', "host.example.com:9090", "10.0.0.1:80", "[::1]:9100", "plain",
                 "ünïcødé ŁÓD 世界 \u00a0nbsp", "word_one two-three four.five 1st", "", "a%b+c d/e?f=g#h",
-                "1.5e3", "$1 ${x} $$"]
+                "1.5e3", "$1 ${x} $$", "straße İstanbul ǅ ᾀ ŉ ﬀ Σσς"]
 STRING_TEMPLATES = [
     "{{ $labels.l }}",
     "{{ $labels.l | printf \"%q|%s|%x|%X|% x|%10s|%-10s|%.3s|%v|%d\" $labels.l $labels.l $labels.l $labels.l $labels.l $labels.l $labels.l $labels.l }}",

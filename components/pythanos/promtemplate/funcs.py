@@ -383,9 +383,71 @@ def sort_by_label(label: str, v: V.GoSlice) -> V.GoSlice:
 QueryFn = Callable[[str, int], list]
 
 
+def _first(v: V.GoSlice) -> V.Ptr:
+    if v.items:
+        return v.items[0]
+    raise FuncError("first() called on vector with no elements")
+
+
+def _args(*a: Any) -> V.GoMap:
+    return V.GoMap({f"arg{i}": x for i, x in enumerate(a)}, V.MAP_SA, True)
+
+
+def to_upper(s: str) -> str:
+    """``strings.ToUpper``: each rune's simple mapping (``ß`` stays; Python's ``upper`` gives ``SS``)."""
+    if s.isascii():
+        return s.upper()
+    out = []
+    for c in s:
+        u = c.upper()
+        if len(u) != 1:
+            t = c.title()
+            u = t if len(t) == 1 else c
+        out.append(u)
+    return "".join(out)
+
+
+def to_lower(s: str) -> str:
+    """``strings.ToLower``: each rune's simple mapping (``İ`` -> ``i``)."""
+    if s.isascii():
+        return s.lower()
+    return "".join(("i" if c == "\u0130" else c) if len(c.lower()) != 1 else c.lower() for c in s)
+
+
+_S, _SP, _QR = "string", V.SAMPLE_PTR, V.QUERY_RESULT
+_STATIC = {f.name: f for f in [
+    Func("first", (_QR,), _first),
+    Func("label", (_S, _SP), lambda name, s: _sample_of(s).fields["Labels"].get(name)),
+    Func("value", (_SP,), lambda s: _sample_of(s).field("Value")),
+    Func("strvalue", (_SP,), lambda s: _sample_of(s).fields["Labels"].get("__value__")),
+    Func("args", (), _args, ANY),
+    Func("reReplaceAll", (_S, _S, _S), re_replace_all),
+    Func("safeHtml", (_S,), lambda s: V.HTML(s)),
+    Func("match", (_S, _S), match),
+    Func("title", (_S,), title),
+    Func("toUpper", (_S,), to_upper),
+    Func("toLower", (_S,), to_lower),
+    Func("graphLink", (_S,), lambda e: f"/graph?g0.expr={query_escape(e)}&g0.tab=0"),
+    Func("tableLink", (_S,), lambda e: f"/graph?g0.expr={query_escape(e)}&g0.tab=1"),
+    Func("sortByLabel", (_S, _QR), sort_by_label),
+    Func("stripPort", (_S,), strip_port),
+    Func("stripDomain", (_S,), strip_domain),
+    Func("humanize", (ANY,), humanize),
+    Func("humanize1024", (ANY,), humanize1024),
+    Func("humanizeDuration", (ANY,), humanize_duration),
+    Func("humanizePercentage", (ANY,), humanize_percentage),
+    Func("humanizeTimestamp", (ANY,), humanize_timestamp),
+    Func("toTime", (ANY,), to_time),
+    Func("toDuration", (ANY,), to_duration),
+    Func("parseDuration", (_S,), parse_duration),
+    Func("urlQueryEscape", (_S,), query_escape),
+]}
+
+
 def prometheus_funcs(timestamp_ms: int, external_url: str, query: Optional[QueryFn]) -> dict[str, Func]:
-    """The function map ``NewTemplateExpander`` gives a template evaluated at ``timestamp_ms``."""
-    u = urlsplit(external_url) if external_url else None
+    """The function map ``NewTemplateExpander`` gives a template evaluated at ``timestamp_ms``: the
+    fixed functions and the four bound to this evaluation (``query``, ``now``, ``pathPrefix``,
+    ``externalURL``)."""
 
     def q(expr: str) -> V.GoSlice:
         if query is None:
@@ -396,50 +458,15 @@ def prometheus_funcs(timestamp_ms: int, external_url: str, query: Optional[Query
             raise FuncError(str(e)) from None
         return V.GoSlice([make_sample(lb, float(val)) for lb, val in vec], V.QUERY_RESULT)
 
-    def first(v: V.GoSlice) -> V.Ptr:
-        if v.items:
-            return v.items[0]
-        raise FuncError("first() called on vector with no elements")
-
-    def args(*a: Any) -> V.GoMap:
-        return V.GoMap({f"arg{i}": x for i, x in enumerate(a)}, V.MAP_SA, True)
-
     def path_prefix() -> str:
-        return u.path if u is not None else ""
+        return urlsplit(external_url).path if external_url else ""
 
-    S, SP, QR = "string", V.SAMPLE_PTR, V.QUERY_RESULT
-    fs = [
-        Func("query", (S,), q),
-        Func("first", (QR,), first),
-        Func("label", (S, SP), lambda name, s: _sample_of(s).fields["Labels"].get(name)),
-        Func("value", (SP,), lambda s: _sample_of(s).field("Value")),
-        Func("strvalue", (SP,), lambda s: _sample_of(s).fields["Labels"].get("__value__")),
-        Func("args", (), args, ANY),
-        Func("reReplaceAll", (S, S, S), re_replace_all),
-        Func("safeHtml", (S,), lambda s: V.HTML(s)),
-        Func("match", (S, S), match),
-        Func("title", (S,), title),
-        Func("toUpper", (S,), lambda s: s.upper()),
-        Func("toLower", (S,), lambda s: s.lower()),
-        Func("graphLink", (S,), lambda e: f"/graph?g0.expr={query_escape(e)}&g0.tab=0"),
-        Func("tableLink", (S,), lambda e: f"/graph?g0.expr={query_escape(e)}&g0.tab=1"),
-        Func("sortByLabel", (S, QR), sort_by_label),
-        Func("stripPort", (S,), strip_port),
-        Func("stripDomain", (S,), strip_domain),
-        Func("humanize", (ANY,), humanize),
-        Func("humanize1024", (ANY,), humanize1024),
-        Func("humanizeDuration", (ANY,), humanize_duration),
-        Func("humanizePercentage", (ANY,), humanize_percentage),
-        Func("humanizeTimestamp", (ANY,), humanize_timestamp),
-        Func("toTime", (ANY,), to_time),
-        Func("toDuration", (ANY,), to_duration),
-        Func("now", (), lambda: timestamp_ms / 1000.0),
-        Func("pathPrefix", (), path_prefix),
-        Func("externalURL", (), lambda: external_url),
-        Func("parseDuration", (S,), parse_duration),
-        Func("urlQueryEscape", (S,), query_escape),
-    ]
-    return {f.name: f for f in fs}
+    fs = dict(_STATIC)
+    fs["query"] = Func("query", (_S,), q)
+    fs["now"] = Func("now", (), lambda: timestamp_ms / 1000.0)
+    fs["pathPrefix"] = Func("pathPrefix", (), path_prefix)
+    fs["externalURL"] = Func("externalURL", (), lambda: external_url)
+    return fs
 
 
 FUNC_NAMES = frozenset(prometheus_funcs(0, "", None)) | frozenset(
