@@ -488,3 +488,56 @@ def test_stateless_ruler_remote_writes_as_thanos(stack, pythanos_bin, thanos_bin
     finally:
         for p in reversed(started):
             p.stop()
+
+
+def _status(url: str, method: str = "GET") -> int:
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a, **k):
+            return None
+
+    req = urllib.request.Request(url, data=b"" if method == "POST" else None, method=method)
+    try:
+        with urllib.request.build_opener(NoRedirect).open(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_route_prefix_and_query_endpoints_from_config_and_sd_files(stack, pythanos_bin, thanos_bin, tmp_path):
+    """--web.route-prefix: the API, reload and pages under it, / redirected to it, as a real thanos
+    rule answers; the querier given by --query.config (static) and by --query.sd-files."""
+    q = urllib.parse.urlsplit(stack["query"].url).netloc
+    sd = tmp_path / "sd.yaml"
+    sd.write_text(f"- targets: ['{q}']\n")
+    f = tmp_path / "rules.yaml"
+    f.write_text(RULES)
+    started = []
+    try:
+        for binary, name, thanos, how in (
+                (pythanos_bin, "ours", False, [f"--query.config=[{{static_configs: ['{q}'], scheme: http}}]"]),
+                (thanos_bin, "thanos", True, [f"--query.config=[{{static_configs: ['{q}'], scheme: http}}]"]),
+                (pythanos_bin, "ours-sd", False, [f"--query.sd-files={sd}"])):
+            work = tmp_path / name
+            work.mkdir()
+
+            def launch(ports, binary=binary, name=name, how=how, work=work):
+                args = [binary, "rule", f"--rule-file={f}", f'--label=ruler="{name}"', "--eval-interval=1s",
+                        f"--data-dir={work / 'data'}", f"--http-address=127.0.0.1:{ports[0]}",
+                        f"--grpc-address=127.0.0.1:{ports[1]}", "--web.route-prefix=/pre", *how]
+                p = REGISTRY.start(name, args, work)
+                p.url = f"http://127.0.0.1:{ports[0]}"
+                return p
+
+            started.append(start_on_free_ports(2, launch, lambda p: p.wait_http_ready("/-/ready", 120)))
+        for r in started:
+            wait_for(lambda: get_json(r.url + "/pre/api/v1/rules")[1]["data"]["groups"] and all(
+                x["health"] == "ok" for g in get_json(r.url + "/pre/api/v1/rules")[1]["data"]["groups"]
+                for x in g["rules"]), f"{r.name}: rules evaluated over the configured querier", procs=(r,))
+        paths = [("/", "GET"), ("/pre/api/v1/rules", "GET"), ("/pre/api/v1/alerts", "GET"), ("/api/v1/rules", "GET"),
+                 ("/pre/-/reload", "POST"), ("/pre/alerts", "GET"), ("/metrics", "GET"), ("/-/ready", "GET")]
+        ours, theirs = started[0], started[1]
+        assert [_status(ours.url + p, m) for p, m in paths] == [_status(theirs.url + p, m) for p, m in paths]
+        assert _status(ours.url + "/pre/rules") == 200
+    finally:
+        for p in started:
+            p.stop()

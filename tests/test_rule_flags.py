@@ -139,3 +139,21 @@ def test_bad_flags_are_refused_by_name(pythanos_bin, argv, want):
 
 def test_bad_durations_name_the_flag(pythanos_bin):
     assert "argument --eval-interval" in _refused(pythanos_bin, "--query=a:1", "--eval-interval=soon")
+
+
+def test_query_config_and_sd_files():
+    from pythanos.errors import UserError
+    from pythanos.rule.flags import config_from_args, parse_query_config
+
+    static, sd = parse_query_config("- static_configs: [a:1]\n  scheme: https\n  path_prefix: /q/\n"
+                                    "- static_configs: ['dns+b:2']\n"
+                                    "- file_sd_configs: [{files: [x.yaml]}]\n", "--query.config")
+    assert static == ["https://a:1/q", "dns+b:2"] and sd == [("http", "", ["x.yaml"])]
+    for text, want in [("- http_config: {tls_config: {ca_file: x}}", "[0]: http_config: not supported"),
+                       ("- bogus: 1", "[0]: field bogus not found"), ("{}", "want a list")]:
+        with pytest.raises(UserError, match=re.escape(want)):
+            parse_query_config(text, "--query.config")
+    with pytest.raises(UserError, match="a DNS name with a scheme or path_prefix"):
+        parse_query_config("- {static_configs: ['dns+b:2'], scheme: https}", "--query.config")
+    cfg = config_from_args(_parser().parse_args(["--query.sd-files=/x/*.yaml"]))
+    assert cfg.query_addrs == [] and cfg.query_sd == [("http", "", ["/x/*.yaml"])]

@@ -189,6 +189,52 @@ def _features(args: argparse.Namespace) -> tuple[str, ...]:
     return out
 
 
+def parse_query_config(text: str, where: str) -> tuple[list[str], list[tuple[str, str, list[str]]]]:
+    """Thanos' ``--query.config`` (``pkg/clientconfig``: a list of ``{static_configs, file_sd_configs,
+    scheme, path_prefix, http_config}``) as (static base URLs, [(scheme, path prefix, SD file
+    globs)]); what we cannot honour (``http_config`` settings, ``grpc_config``) is refused by name."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise UserError(f"{where}: parsing YAML: {e}") from None
+    if doc is None:
+        doc = []
+    if not isinstance(doc, list):
+        raise UserError(f"{where}: want a list of query endpoint configurations")
+    static: list[str] = []
+    sd: list[tuple[str, str, list[str]]] = []
+    known = {"static_configs", "file_sd_configs", "scheme", "path_prefix", "http_config", "grpc_config"}
+    for i, c in enumerate(doc):
+        at = f"{where}: [{i}]"
+        if not isinstance(c, dict) or set(c) - known:
+            extra = sorted(set(c) - known) if isinstance(c, dict) else []
+            raise UserError(f"{at}: " + (f"field {extra[0]} not found" if extra else "want a mapping"))
+        if c.get("http_config"):
+            raise UserError(f"{at}: http_config: not supported by pythanos (plain HTTP to the queriers)")
+        if c.get("grpc_config"):
+            raise UserError(f"{at}: grpc_config: not supported by pythanos (use HTTP endpoints)")
+        scheme = str(c.get("scheme") or "http")
+        prefix = "/" + str(c.get("path_prefix") or "").strip("/") if str(c.get("path_prefix") or "").strip("/") \
+            else ""
+        for a in c.get("static_configs") or []:
+            a = str(a)
+            if a.startswith(("dns+", "dnssrv+", "dnssrvnoa+")):
+                if scheme != "http" or prefix:
+                    raise UserError(f"{at}: static_configs: {a}: a DNS name with a scheme or path_prefix is not "
+                                    "supported by pythanos")
+                static.append(a)
+            else:
+                static.append(f"{scheme}://{a}{prefix}")
+        for j, fc in enumerate(c.get("file_sd_configs") or []):
+            files = [str(x) for x in (fc or {}).get("files") or []]
+            if not files:
+                raise UserError(f"{at}: file_sd_configs[{j}]: no files given")
+            sd.append((scheme, prefix, files))
+    return static, sd
+
+
 def _query_addrs(args: argparse.Namespace) -> tuple[list[str], str]:
     """``--query`` (duplicates refused as Thanos does) and the ``--query.config*`` text."""
     seen: set[str] = set()
@@ -213,6 +259,10 @@ def config_from_args(args: argparse.Namespace):
     features = _features(args)
     labels = f.parse_label_flags(args.labels)
     query_addrs, query_config = _query_addrs(args)
+    query_sd = [("http", "", list(args.query_sd_files))] if args.query_sd_files else []
+    if query_config.strip():
+        where = "--query.config-file" if args.query_config_file else "--query.config"
+        query_addrs, query_sd = parse_query_config(query_config, where)
     am_config = f.expand_env(f.content_flag(args, "alertmanagers_config", "--alertmanagers.config"),
                              "--alertmanagers.config")
     if am_config.strip() and args.alertmanagers_urls:
@@ -238,7 +288,7 @@ def config_from_args(args: argparse.Namespace):
         rule_concurrent_evaluation=args.rule_concurrent_evaluation, features=features,
         block_duration=args.block_duration, retention=args.retention, no_lockfile=args.no_lockfile,
         wal_compression=args.wal_compression,
-        query_addrs=query_addrs, query_config=query_config, query_sd_files=list(args.query_sd_files),
+        query_addrs=query_addrs, query_config=query_config, query_sd=query_sd,
         query_sd_interval=args.query_sd_interval, query_dns_interval=args.query_dns_interval,
         query_http_method=args.query_http_method, query_default_step=args.query_default_step,
         query_only_prometheus_params=args.query_only_prometheus_params,

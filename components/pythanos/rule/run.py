@@ -58,7 +58,7 @@ class RuleConfig:
     wal_compression: bool = True
     query_addrs: list[str] = field(default_factory=list)
     query_config: str = ""
-    query_sd_files: list[str] = field(default_factory=list)
+    query_sd: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (scheme, path prefix, globs)
     query_sd_interval: float = 300.0
     query_dns_interval: float = 30.0
     query_http_method: str = "POST"
@@ -248,6 +248,13 @@ async def serve(config: RuleConfig, stop: Optional[asyncio.Event] = None) -> int
                   disable_cors=config.disable_cors)
     api.routes(srv.app, prefix)
     _ui_routes(srv.app, prefix, config.external_prefix or prefix, config.alert_query_url)
+    if prefix:  # as Thanos: / goes to the route prefix
+        from aiohttp import web
+
+        async def to_prefix(request):
+            raise web.HTTPFound(prefix)
+
+        srv.app.router.add_get("/", to_prefix)
 
     handlers = [rules_api.provider_handler(manager.groups, lambda: ext, query_text)]
     if db is not None:
@@ -354,6 +361,43 @@ def tsdb_for_state_reader(db, executor=None):
     return reader
 
 
+def _sd_addresses(groups: list[tuple[str, str, list[str]]]):
+    """``--query.sd-files`` / ``file_sd_configs``: the targets of the files, re-read when one of
+    them changes (a file that does not parse is logged and its previous targets kept)."""
+    import glob
+    import os
+
+    from ..filesd import read_sd_files
+
+    state: dict = {"stamp": None, "addrs": []}
+
+    def stamp() -> tuple:
+        out = []
+        for _, _, pats in groups:
+            for pat in pats:
+                for path in sorted(glob.glob(pat)):
+                    try:
+                        st = os.stat(path)
+                        out.append((path, st.st_mtime_ns, st.st_size))
+                    except OSError:
+                        pass
+        return tuple(out)
+
+    def addresses() -> list[str]:
+        now = stamp()
+        if now != state["stamp"]:
+            addrs = []
+            for scheme, prefix, pats in groups:
+                targets, errors = read_sd_files(pats)
+                for e in errors:
+                    log.error("query file SD", extra={"err": e})
+                addrs += [t if t.startswith(("dns+", "dnssrv+")) else f"{scheme}://{t}{prefix}" for t in targets]
+            state["stamp"], state["addrs"] = now, addrs
+        return state["addrs"]
+
+    return addresses
+
+
 def _build_manager(config: RuleConfig, appender, registry, db, executor):
     """E's :class:`~pythanos.rule.manager.Manager` over the query client and F's notifier; the
     coroutines that start and close what needs it."""
@@ -363,7 +407,8 @@ def _build_manager(config: RuleConfig, appender, registry, db, executor):
 
     query = QueryClient(config.query_addrs, http_method=config.query_http_method, registry=registry,
                         do_not_add_thanos_params=config.query_only_prometheus_params,
-                        resolve_interval_s=config.query_dns_interval)
+                        resolve_interval_s=config.query_dns_interval,
+                        extra_addresses=_sd_addresses(config.query_sd) if config.query_sd else None)
     notifier = from_config(config, registry=registry)
     if db is not None:
         for_state_reader = tsdb_for_state_reader(db, executor)
