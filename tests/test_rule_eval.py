@@ -508,6 +508,13 @@ groups:
         expr: up{job="prometheus"} == 1
         labels:
           job: overridden
+          value: "{{ $value }}"
+          from_template: "{{ $labels.job }}-{{ $externalLabels.rule_replica }}"
+        annotations:
+          summary: "{{ $labels.instance }} of {{ $labels.job }} is {{ humanize 1234567.0 }} up"
+          queried: '{{ with query "vector(42)" }}{{ . | first | value }}{{ end }}'
+          link: "{{ $externalURL }}"
+          broken: '{{ humanize "abc" }}'
 """
 
 COMPARED = "job:up:sum|flip:rec|ALERTS|ALERTS_FOR_STATE"
@@ -684,6 +691,10 @@ def test_same_series_and_notifications_as_thanos_rule(prometheus_factory, promet
     assert {a["labels"]["alertname"] for a in ours_am} >= {"Flapping", "UpAlert"}
     (up,) = [a for a in ours_am if a["labels"]["alertname"] == "UpAlert"]
     assert up["labels"]["job"] == "overridden" and up["labels"]["rule_replica"] == "thanos"
+    assert up["labels"]["value"] == "1" and up["labels"]["from_template"] == "prometheus-thanos"
+    assert up["annotations"]["queried"] == "42" and up["annotations"]["link"] == query_url
+    assert "1.235M up" in up["annotations"]["summary"]
+    assert up["annotations"]["broken"].startswith("<error expanding template: ")
     assert up["generatorURL"].startswith(query_url + "/graph?g0.expr=up%7Bjob%3D%22prometheus%22%7D")
 
     lo, hi = int(t_from * 1000), int(t_to * 1000)

@@ -41,10 +41,7 @@ OutSample = tuple[LabelKey, int, float]
 QueryFn = Callable[[str, int], Awaitable[list[tuple[dict[str, str], float]]]]
 BlockingQueryFn = Callable[[str, int], list[tuple[dict[str, str], float]]]
 
-try:  # engineer T's template engine; until it exists the raw text stands in for the expansion
-    from pythanos.promtemplate import expand_alert as _expand_alert
-except ImportError:  # pragma: no cover - only while promtemplate is not there yet
-    _expand_alert = None
+from ..promtemplate import expand_alert as _expand_alert
 
 
 def _key(labels: dict[str, str]) -> LabelKey:
@@ -93,11 +90,11 @@ def expand_texts(texts: list[tuple[str, str]], *, alertname: str, labels: dict[s
     """Expand label/annotation templates of one sample (blocking: run it in a worker thread).
 
     Errors come back as Prometheus' ``<error expanding template: ...>`` text from
-    ``expand_alert``; the raw text stands in while the template engine is absent.
+    ``expand_alert``.
     """
     out = []
     for k, text in texts:
-        if _expand_alert is None or "{{" not in text:
+        if "{{" not in text:
             out.append((k, text))  # text without actions renders as itself
             continue
         out.append((k, _expand_alert(text, name=alertname, labels=labels, external_labels=external_labels,
@@ -131,7 +128,7 @@ class AlertingRule:
     kind = "alert"
 
     def _needs_expansion(self) -> bool:
-        return _expand_alert is not None and any("{{" in t for t in (*self.labels.values(), *self.annotations.values()))
+        return any("{{" in t for t in (*self.labels.values(), *self.annotations.values()))
 
     async def eval(self, ts: int, query_offset_ns: int, query: QueryFn, limit: int = 0,
                    blocking_query: Optional[BlockingQueryFn] = None) -> list[OutSample]:
