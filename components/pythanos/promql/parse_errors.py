@@ -294,6 +294,17 @@ def _unexpected(q: str, toks: list) -> tuple:
             return f"unexpected {t.desc()} in @, expected timestamp", t.pos
         if t.kind == "[" and (k == 0 or prev.kind not in operand_end):
             return 'unexpected "["', t.pos
+        if prev.kind in operand_end and t.kind == "DURATION":
+            return f"unexpected {t.desc()}", t.pos
+        if prev.kind in ("}", ")", "]", "NUMBER", "STRING", "DURATION") and t.kind == "{":
+            return 'unexpected "{"', t.pos
+        if prev.kind in operand_end and t.kind == "KEYWORD" and t.val.lower() in (
+                "on", "ignoring", "group_left", "group_right", "bool") and not (
+                prev.kind == ")" and _opener(toks, k - 1) in ("on", "ignoring")):
+            return f"unexpected {t.desc()}", t.pos
+        if prev.kind == ")" and t.kind == "KEYWORD" and t.val.lower() in ("by", "without") and \
+                _opener(toks, k - 1) in ("by", "without"):
+            return f"unexpected {t.desc()} in aggregation", t.pos
         if prev.kind in operand_end and t.kind in operand_start - {"{"}:
             ctx = " in aggregation" if prev.kind == ")" and _grouping_before(toks, k - 1) == "agg" else ""
             return f"unexpected {t.desc()}{ctx}", t.pos
