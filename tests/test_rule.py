@@ -541,3 +541,32 @@ def test_route_prefix_and_query_endpoints_from_config_and_sd_files(stack, pythan
     finally:
         for p in started:
             p.stop()
+
+
+def test_blocks_shipped_with_source_ruler(stack, pythanos_bin, thanos_bin, tmp_path):
+    """With --objstore.config the ruler's blocks go to the bucket with its external labels and
+    ``thanos.source=ruler``, as a real ``thanos tools bucket inspect`` reads them."""
+    import csv
+    import io
+    import subprocess
+
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    objstore = f"--objstore.config={{type: FILESYSTEM, config: {{directory: {bucket}}}}}"
+    f = tmp_path / "rules.yaml"
+    f.write_text(RULES)
+    r = start_ruler(pythanos_bin, tmp_path / "r", f, stack["query"].url, objstore, "--tsdb.block-duration=3s",
+                    label='ruler="shipper"')
+    try:
+        def inspected():
+            run = subprocess.run([thanos_bin, "tools", "bucket", "inspect", objstore, "--output=csv"],
+                                 capture_output=True, text=True, timeout=60)
+            assert run.returncode == 0, run.stderr[-500:]
+            rows = list(csv.DictReader(io.StringIO(run.stdout)))
+            return rows if rows and all(int(x["#SAMPLES"]) > 0 for x in rows) else None
+
+        rows = wait_for(inspected, "a block in the bucket", timeout=120, procs=(r,))
+        assert {(x["LABELS"], x["SOURCE"], x["RESOLUTION"]) for x in rows} == \
+            {("cluster=c1,ruler=shipper", "ruler", "0s")}, rows
+    finally:
+        r.stop()

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["RuleConfig", "run", "serve"]
 
-#: how often the TSDB head is cut into blocks (and blocks shipped, retention applied)
+#: how often (at most) the TSDB head is cut into blocks, blocks shipped and retention applied
 HOUSEKEEPING_S = 30.0
 
 
@@ -286,8 +286,9 @@ async def serve(config: RuleConfig, stop: Optional[asyncio.Event] = None) -> int
 
     async def housekeeping() -> None:
         """Cut the head into blocks, apply retention, ship; errors logged, never fatal."""
+        every = min(HOUSEKEEPING_S, max(1.0, config.block_duration / 4))  # short blocks are cut in time
         while True:
-            await asyncio.sleep(HOUSEKEEPING_S)
+            await asyncio.sleep(every)
             if db is None:
                 continue
             try:
