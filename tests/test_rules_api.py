@@ -93,13 +93,14 @@ scrape_configs:
 """
 
 
-def start_prom(prometheus_factory, prometheus3_bin, tmp_path: Path, replica: str, extra: bool) -> Process:
+def start_prom(prometheus_factory, prometheus3_bin, tmp_path: Path, replica: str, extra: bool,
+               args: tuple = ()) -> Process:
     rule_dir = tmp_path / "rules"  # replicas share it: the same file names, as HA pairs have
     rule_dir.mkdir(exist_ok=True)
     (rule_dir / "a.yml").write_text(RULES_A)
     (rule_dir / "b.yml").write_text(RULES_B)
     dead = f"127.0.0.1:{free_ports(1)[0]}" if extra else None  # leased, never listened on: up == 0
-    prom = prometheus_factory(binary=prometheus3_bin, name=f"prom-{replica}",
+    prom = prometheus_factory(binary=prometheus3_bin, name=f"prom-{replica}", extra_args=list(args),
                               config_yaml=prom_config(rule_dir, replica, dead).replace("PROM_SELF", "127.0.0.1:9"))
     # scrape itself (its port is known only now)
     cfg = Path(prom.extra["config_file"])
@@ -342,7 +343,7 @@ def test_replicas_deduplicated_as_thanos_query(prometheus_factory, prometheus3_b
             p.stop()
 
 
-def start_ruler(binary: str, kind: str, work: Path, rule_files: list[Path], query_url: str) -> Process:
+def start_ruler(binary: str, kind: str, work: Path, rule_files: list[Path], query_url: str, *extra: str) -> Process:
     """Our ruler or a real ``thanos rule`` with the same flags (the same ``--label``, so their rules
     compare equal)."""
     work.mkdir(parents=True, exist_ok=True)
@@ -352,7 +353,7 @@ def start_ruler(binary: str, kind: str, work: Path, rule_files: list[Path], quer
         p = REGISTRY.start(f"{kind}-rule", [binary, "rule", *[f"--rule-file={f}" for f in rule_files],
                                             f"--query={query_url}", '--label=ruler="r1"', "--eval-interval=1s",
                                             f"--data-dir={work / 'data'}", f"--http-address=127.0.0.1:{h}",
-                                            f"--grpc-address=127.0.0.1:{g}"], work)
+                                            f"--grpc-address=127.0.0.1:{g}", *extra], work)
         p.url, p.port, p.extra["grpc"] = f"http://127.0.0.1:{h}", h, f"127.0.0.1:{g}"
         return p
 
@@ -413,6 +414,101 @@ def test_rulers_through_queriers_as_thanos(prometheus_factory, prometheus3_bin, 
             same(get(oboth.url, path, params, active_at=True), want, ("both", path, params))
             body = json.loads(want[1])["data"]
             assert sum(len(g["rules"]) for g in body["groups"]) == (7 if not params else 4)
+    finally:
+        for p in started:
+            p.stop()
+
+
+def test_stateless_rulers_offer_only_rules(prometheus_factory, prometheus3_bin, pythanos_bin, thanos_bin, tmp_path):
+    """Rulers in stateless mode (remote-writing to Prometheus) serve the Rules API and no Store API:
+    queriers keep them as rule endpoints (not unhealthy), ask them for rules and never for series."""
+    started: list[Process] = []
+    try:
+        prom = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "a", extra=True,
+                          args=("--web.enable-remote-write-receiver",))
+        files = [prom.extra["rule_dir"] / "a.yml", prom.extra["rule_dir"] / "b.yml"]
+        rw = f"remote_write:\n  - url: {prom.url}/api/v1/write\n    name: prom\n"
+        sc = start_sidecar(thanos_bin, "thanos", prom, tmp_path / "sc")
+        started.append(sc)
+        data = start_thanos_query(thanos_bin, [sc.extra["grpc"]], tmp_path / "tq-data")
+        started.append(data)
+        ours = start_ruler(pythanos_bin, "ours", tmp_path / "ruler-ours", files, data.url,
+                           f"--remote-write.config={rw}")
+        started.append(ours)
+        theirs = start_ruler(thanos_bin, "thanos", tmp_path / "ruler-thanos", files, data.url,
+                             f"--remote-write.config={rw}")
+        started.append(theirs)
+        tq_ours = start_thanos_query(thanos_bin, [ours.extra["grpc"]], tmp_path / "tq-ours")
+        started.append(tq_ours)
+        tq_theirs = start_thanos_query(thanos_bin, [theirs.extra["grpc"]], tmp_path / "tq-theirs")
+        started.append(tq_theirs)
+        oq_theirs = start_our_query(pythanos_bin, [theirs.extra["grpc"]], tmp_path / "oq-theirs")
+        started.append(oq_theirs)
+
+        def evaluated(q: Process):
+            body = json.loads(get(q.url, "/api/v1/rules")[1])["data"]
+            health = sorted((r["name"], r["health"]) for g in body["groups"] for r in g["rules"])
+            return len(health) == 7 and all(h == "ok" for _, h in health), health
+
+        for q in (tq_theirs, tq_ours, oq_theirs):
+            poll(lambda: evaluated(q), 120, f"{q.name} shows every rule evaluated")
+        want = get(tq_theirs.url, "/api/v1/rules", [("type", "record")])
+        same(get(tq_ours.url, "/api/v1/rules", [("type", "record")]), want, "thanos query over our stateless ruler")
+        same(get(oq_theirs.url, "/api/v1/rules", [("type", "record")]), want, "our query over thanos' stateless ruler")
+        # listed as rule endpoints, asked for no series
+        stores = json.loads(http_get(oq_theirs.url + "/api/v1/stores")[1])["data"]
+        assert list(stores) == ["rule"] and not stores["rule"][0]["lastError"], stores
+        series = json.loads(http_get(oq_theirs.url + "/api/v1/query?query=up")[1])
+        assert series["status"] == "success" and series["data"]["result"] == [] and not series.get("warnings")
+    finally:
+        for p in started:
+            p.stop()
+
+
+def test_querier_rules_and_alerts_pages(prometheus_factory, prometheus3_bin, pythanos_bin, chromium, tmp_path):
+    """The querier's UI: Alerts and Rules in the navigation of every page; the alerts page lists the
+    gathered alerting rules by state with their alerts, the rules page every group and rule;
+    expressions link to the querier's own graph page."""
+    import aiohttp
+
+    from browser import run
+
+    started: list[Process] = []
+    try:
+        prom = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "a", extra=True)
+        sc = start_sidecar(pythanos_bin, "ours", prom, tmp_path / "sc")
+        started.append(sc)
+        q = start_our_query(pythanos_bin, [sc.extra["grpc"]], tmp_path / "oq")
+        started.append(q)
+
+        async def scenario():
+            async with aiohttp.ClientSession() as session:
+                page = await chromium.page(session)
+                await page.goto(q.url + "/graph")
+                nav = await page.eval("[...document.querySelectorAll('nav a.navlink')].map(a => a.textContent)")
+                assert nav == ["Graph", "Stores", "Alerts", "Rules"], nav
+                await page.click("nav a.navlink[href$='/alerts']")
+                await page.wait_for("document.querySelectorAll('section.alert-rule').length === 4", what="alert rules")
+                sections = await page.eval("[...document.querySelectorAll('section.alert-rule')].map(s => "
+                                           "[s.dataset.rule, s.className, s.querySelectorAll('tbody tr').length])")
+                assert sections == [["AlwaysFiring", "alert-rule firing", 1], ["TargetDown", "alert-rule firing", 1],
+                                    ["PendingForAnHour", "alert-rule pending", 1],
+                                    ["NeverFires", "alert-rule inactive", 0]], sections
+                nav = await page.eval("[...document.querySelectorAll('nav a.navlink')].map(a => a.textContent)")
+                assert nav == ["Graph", "Stores", "Alerts", "Rules"], nav
+                href = await page.eval("document.querySelector('section.alert-rule a.series').getAttribute('href')")
+                assert href.startswith("/graph?g0.expr="), href
+                await page.goto(q.url + "/rules")
+                await page.wait_for("document.querySelectorAll('section.rule-group').length === 3", what="rule groups")
+                rows = await page.eval("[...document.querySelectorAll('table.rules tbody tr')].map(tr => "
+                                       "[tr.dataset.rule, tr.children[2].textContent])")
+                assert sorted(rows) == sorted([[n, "OK"] for n in (
+                    "AlwaysFiring", "PendingForAnHour", "TargetDown", "NeverFires", "job:up:sum",
+                    "job:scrape_duration:max", "instance:up:count")]), rows
+                await page.screenshot(tmp_path / "query-rules.png")
+                assert page.errors == [], page.errors
+
+        run(scenario())
     finally:
         for p in started:
             p.stop()

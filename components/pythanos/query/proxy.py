@@ -103,6 +103,8 @@ class Proxy:
                    store_matchers: Optional[list[list[Matcher]]] = None) -> list[Endpoint]:
         out = []
         for ep in self.endpoints.active():
+            if ep.info is not None and not ep.info.store:
+                continue
             emin, emax = ep.time_range()
             if emin > maxt or emax < mint:
                 continue

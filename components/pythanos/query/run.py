@@ -136,6 +136,10 @@ async def serve(config: QueryConfig, stop: Optional[asyncio.Event] = None, worke
         add_ui_routes = None
     if add_ui_routes is not None:
         add_ui_routes(srv.app, prefix)
+        from ..web.rules import add_rules_ui_routes
+
+        add_rules_ui_routes(srv.app, prefix, component="query", redirect_root=False,
+                            nav=[("Graph", "/graph"), ("Stores", "/stores")], home="/graph")
 
     async def close() -> None:
         await endpoints.stop()

@@ -25,7 +25,7 @@ class QueryStore(Store):
         self.proxy = proxy
 
     async def info(self) -> StoreInfo:
-        eps = self.proxy.endpoints.active()
+        eps = [ep for ep in self.proxy.endpoints.active() if ep.info is None or ep.info.store]
         sets: list = []
         mint, maxt = MAX_TIME, MIN_TIME
         for ep in eps:

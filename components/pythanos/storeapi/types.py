@@ -354,6 +354,8 @@ class StoreInfo:
     exemplars: Optional[tuple[int, int]] = None
     # the endpoint serves the Rules API (Info's ``rules`` set); the querier gathers rules from such
     rules: bool = False
+    # the endpoint serves the Store API (Info's ``store`` set); a stateless ruler serves only rules
+    store: bool = True
 
     def __post_init__(self) -> None:
         self.external_labels = norm_labels(self.external_labels)
@@ -370,6 +372,10 @@ class StoreInfo:
         resp = info_pb2.InfoResponse(ComponentType=self.component_type)
         for ls in self.effective_label_sets():
             resp.label_sets.add().labels.extend(labels_to_pb(ls))
+        if not self.store:
+            if self.rules:
+                resp.rules.SetInParent()
+            return resp
         st = resp.store
         st.min_time, st.max_time = self.min_time, self.max_time
         st.supports_sharding = self.supports_sharding
@@ -409,7 +415,11 @@ class StoreInfo:
                        exemplars=((resp.exemplars.min_time, resp.exemplars.max_time)
                                   if resp.HasField("exemplars") else None),
                        rules=resp.HasField("rules"))
-        raise ValueError(f"endpoint ({resp.ComponentType or 'unknown component'}) does not serve the Store API")
+        if resp.HasField("rules"):  # rules only (a stateless ruler): kept for rules, never asked for series
+            return cls(external_labels=sets[0] if sets else (), component_type=resp.ComponentType, label_sets=sets,
+                       rules=True, store=False)
+        raise ValueError(f"endpoint ({resp.ComponentType or 'unknown component'}) serves neither the Store API "
+                         "nor the Rules API")
 
     @classmethod
     def from_store_info_pb(cls, resp) -> "StoreInfo":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+from typing import Sequence
 
 from aiohttp import web
 
@@ -17,19 +18,24 @@ __all__ = ["add_rules_ui_routes"]
 
 
 def add_rules_ui_routes(app: web.Application, prefix: str = "", *, link_prefix: str | None = None,
-                        component: str = "rule", redirect_root: bool = True, query_url: str | None = None) -> None:
+                        component: str = "rule", redirect_root: bool = True, query_url: str | None = None,
+                        nav: Sequence[tuple[str, str]] = (), home: str = "/alerts") -> None:
     """GET {prefix}/rules, {prefix}/alerts and {prefix}/static/...; with ``redirect_root``
     {prefix}/ -> alerts (the Thanos ruler's start page). Links in the pages use ``link_prefix``
     (``--web.external-prefix``; default the route prefix); expressions link to ``query_url``'s
-    graph page (the ruler's ``--alert.query-url``; None: this component's own)."""
+    graph page (the ruler's ``--alert.query-url``; None: this component's own). ``nav``: the
+    component's other pages (title, path) linked before Alerts and Rules (the querier's Graph and
+    Stores), ``home`` where the brand links to."""
     prefix = _normalize_prefix(prefix)
     links = _normalize_prefix(prefix if link_prefix is None else link_prefix)
 
     def page(name: str):
         qurl = json.dumps(query_url.rstrip("/") if query_url is not None else None)
         qurl = qurl.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+        extra = "".join(f'\n    <a class="navlink" href="{html.escape(links + path, quote=True)}">{html.escape(title)}</a>'
+                        for title, path in nav)
         text = render_page(name, links).replace("{{COMPONENT}}", html.escape(component)).replace(
-            "{{QUERY_URL_JSON}}", qurl)
+            "{{QUERY_URL_JSON}}", qurl).replace("{{HOME}}", html.escape(home, quote=True)).replace("{{EXTRA_NAV}}", extra)
 
         async def handler(request: web.Request) -> web.Response:
             return web.Response(text=text, content_type="text/html", charset="utf-8",
