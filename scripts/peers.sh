@@ -56,13 +56,16 @@ build_wrapped() {
     # Directives, single-line and block form.
     sed -n '/^replace (/,/^)/p; /^replace [^(]/p; /^exclude (/,/^)/p; /^exclude [^(]/p' "$gomod"
   } > "$wrap/go.mod"
-  printf 'package %swrap\n' "$name" > "$wrap/doc.go"
+  # With SRC set (a Go file of ours, package main), that program is built in the wrapper module;
+  # PACKAGE is then only what it imports, resolved for the build list.
+  local target=$pkg
+  if [[ -n "${SRC:-}" ]]; then cp "$SRC" "$wrap/main.go"; target=.; else printf 'package %swrap\n' "$name" > "$wrap/doc.go"; fi
   ( cd "$wrap"
     # Resolve the whole build list (the module's requirements plus the directives) into go.sum.
     GOFLAGS=-mod=mod go get "$pkg@$version"
     go build -trimpath ${tags:+-tags "$tags"} -o "$out.partial" \
       -ldflags "-s -w -X github.com/prometheus/common/version.Version=$reported -X github.com/prometheus/common/version.Branch=HEAD" \
-      "$pkg" )
+      "$target" )
   mv "$out.partial" "$out"
   log "built $name $version"
 }
@@ -87,6 +90,18 @@ build_prometheus() {
 build_promtool() {
   build_wrapped promtool github.com/prometheus/prometheus "$PROMETHEUS_MODULE_VERSION" \
     github.com/prometheus/prometheus/cmd/promtool "$BIN/promtool-$PROMETHEUS_VERSION" "$PROMETHEUS_VERSION"
+  build_promtemplate_render
+}
+
+# Prometheus' own template package behind a line protocol (scripts/peers/promtemplate-render, ours):
+# tests/test_promtemplate.py renders thousands of random alert templates with it and with
+# pythanos.promtemplate. The binary's name carries a hash of the source, so an edit rebuilds it.
+PROMTEMPLATE_RENDER_SRC="$(cd "$(dirname "$0")" && pwd)/peers/promtemplate-render/main.go"
+promtemplate_render_file() { echo "promtemplate-render-$PROMETHEUS_VERSION-$(sha256sum "$PROMTEMPLATE_RENDER_SRC" | cut -c1-12)"; }
+build_promtemplate_render() {
+  SRC="$PROMTEMPLATE_RENDER_SRC" build_wrapped promtemplate-render github.com/prometheus/prometheus \
+    "$PROMETHEUS_MODULE_VERSION" github.com/prometheus/prometheus/template "$BIN/$(promtemplate_render_file)" \
+    "$PROMETHEUS_VERSION"
 }
 
 # k8s.io/kubernetes requires every staging module (k8s.io/api, k8s.io/client-go, ...) at
@@ -222,6 +237,7 @@ done
 ln -sf "thanos-$THANOS_VERSION-slicelabels" "$BIN/thanos"
 ln -sf "prometheus-$PROMETHEUS_VERSION" "$BIN/prometheus"
 [[ -x "$BIN/promtool-$PROMETHEUS_VERSION" ]] && ln -sf "promtool-$PROMETHEUS_VERSION" "$BIN/promtool"
+[[ -x "$BIN/$(promtemplate_render_file)" ]] && ln -sf "$(promtemplate_render_file)" "$BIN/promtemplate-render"
 for c in kube-apiserver kube-controller-manager kubectl etcd "${CLUSTER_KUBE_CMDS[@]}"; do
   [[ -f "$PEERS_DIR/etcd-version" && -x "$BIN/$(peer_file "$c")" ]] && ln -sf "$(peer_file "$c")" "$BIN/$c"
 done

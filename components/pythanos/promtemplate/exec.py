@@ -14,7 +14,7 @@ from urllib.parse import quote_plus
 
 from . import parse as P
 from . import values as V
-from .printf import quote, sprint, sprintf, sprintln, utf8, can_backquote
+from .printf import GoErr, sprint, sprintf, sprintln, utf8, can_backquote
 
 MISSING = object()  # no value from a previous pipeline command
 MAX_EXEC_DEPTH = 100000
@@ -82,6 +82,16 @@ def zero_of(typ: str) -> Any:
     if typ.startswith("map["):
         return V.GoMap({}, typ, typ.endswith("interface {}"))
     return None
+
+
+def N(node: P.Node) -> V.Stringer:
+    """A parse node as an error operand (its ``String()``)."""
+    return V.Stringer(str(node), "*parse." + type(node).__name__)
+
+
+def T(typ: Optional[str]) -> Any:
+    """A ``reflect.Type`` as an error operand (its ``String()``); no type is a nil interface."""
+    return None if typ is None else V.Stringer(typ, "*reflect.rtype")
 
 
 def truth(v: Any) -> bool:
@@ -399,16 +409,21 @@ class _State:
         tree = self.set.trees.get(self.set.name)
         self.vars = [["$", data]]
         if tree is None or tree.root is None:
-            self.errorf(f"{quote(self.set.name)} is an incomplete or empty template")
+            self.errorf("%q is an incomplete or empty template", self.set.name)
         self.walk(data, tree.root)
         return "".join(self.out)
 
     # errors ---------------------------------------------------------------------------------
-    def errorf(self, msg: str) -> None:
-        name = self.tmpl_name
+    def errorf(self, fmt: str, *args: Any) -> None:
+        """Go's ``state.errorf``: the location and node go into the format string itself (the
+        template name undoubled there, as Go has it: a ``%`` in a name reads as a verb)."""
+        name = self.tmpl_name.replace("%", "%%")
         if self.node is None:
-            raise ExecError(f"template: {name}: {msg}")
-        raise ExecError(f"template: {self.node.location()}: executing {quote(name)} at <{self.node}>: {msg}")
+            fmt = sprintf("template: %s: %s", [name, fmt])
+        else:
+            fmt = sprintf("template: %s: executing %q at <%s>: %s",
+                          [self.node.location(), name, str(self.node).replace("%", "%%"), fmt])
+        raise ExecError(sprintf(fmt, args))
 
     # variables -------------------------------------------------------------------------------
     def push(self, name: str, value: Any) -> None:
@@ -419,13 +434,13 @@ class _State:
             if v[0] == name:
                 v[1] = value
                 return
-        self.errorf(f"undefined variable: {name}")
+        self.errorf("undefined variable: %s", name)
 
     def var_value(self, name: str) -> Any:
         for v in reversed(self.vars):
             if v[0] == name:
                 return v[1]
-        self.errorf(f"undefined variable: {name}")
+        self.errorf("undefined variable: %s", name)
 
     # walking -----------------------------------------------------------------------------------
     def walk(self, dot: Any, node: P.Node) -> None:
@@ -452,7 +467,7 @@ class _State:
         elif isinstance(node, P.CommentNode):
             pass
         else:
-            self.errorf(f"unknown node: {node}")
+            self.errorf("unknown node: %s", N(node))
 
     def walk_if_with(self, is_with: bool, dot: Any, node: P.BranchNode) -> None:
         mark = len(self.vars)
@@ -460,7 +475,7 @@ class _State:
             val = self.eval_pipeline(dot, node.pipe)
             t, ok = V.is_true(V.deiface(val))
             if not ok:
-                self.errorf(f"if/with can't use {sprint([val])}")
+                self.errorf("if/with can't use %v", val)
             if t:
                 self.walk(val if is_with else dot, node.list)
             elif node.else_list is not None:
@@ -499,7 +514,7 @@ class _State:
             try:
                 if k in (V.INT, V.UINT) or isinstance(val, V.GoDuration):
                     if len(decl) > 1:
-                        self.errorf(f"can't use {sprint([val])} to iterate over more than one variable")
+                        self.errorf("can't use %v to iterate over more than one variable", val)
                     dur = isinstance(val, V.GoDuration)  # an int64 underneath: 0..d-1 as durations
                     for i in range(val.ns if dur else int(val)):
                         ran = True
@@ -515,7 +530,7 @@ class _State:
                 elif k == V.INVALID:
                     pass
                 else:
-                    self.errorf(f"range can't iterate over {sprint([val])}")
+                    self.errorf("range can't iterate over %v", val)
             except _Break:
                 return
             if not ran and r.else_list is not None:
@@ -527,9 +542,9 @@ class _State:
         self.node = t
         tree = self.set.trees.get(t.name)
         if tree is None or tree.root is None:
-            self.errorf(f"template {quote(t.name)} not defined")
+            self.errorf("template %q not defined", t.name)
         if self.depth == MAX_EXEC_DEPTH:
-            self.errorf(f"exceeded maximum template depth ({MAX_EXEC_DEPTH})")
+            self.errorf("exceeded maximum template depth (%v)", MAX_EXEC_DEPTH)
         dot = self.eval_pipeline(dot, t.pipe)
         saved = (self.tmpl_name, self.vars, self.depth)
         self.tmpl_name, self.vars, self.depth = t.name, [["$", dot]], self.depth + 1
@@ -566,7 +581,7 @@ class _State:
 
     def not_a_function(self, args: Optional[list], final: Any) -> None:
         if (args is not None and len(args) > 1) or final is not MISSING:
-            self.errorf(f"can't give argument to non-function {args[0]}")
+            self.errorf("can't give argument to non-function %s", N(args[0]))
 
     def eval_command(self, dot: Any, cmd: P.CommandNode, final: Any) -> Any:
         first = cmd.args[0]
@@ -593,7 +608,7 @@ class _State:
             return self.ideal_constant(first)
         if isinstance(first, P.StringNode):
             return first.text
-        self.errorf(f"can't evaluate command {quote(str(first))}")
+        self.errorf("can't evaluate command %q", N(first))
 
     def ideal_constant(self, c: P.NumberNode) -> Any:
         self.node = c
@@ -606,7 +621,7 @@ class _State:
         if c.is_int:
             return c.int64
         if c.is_uint:
-            self.errorf(f"{t} overflows int")
+            self.errorf("%s overflows int", t)
         return None
 
     def eval_field_node(self, dot: Any, field: P.FieldNode, args: Optional[list], final: Any) -> Any:
@@ -616,7 +631,7 @@ class _State:
     def eval_chain_node(self, dot: Any, chain: P.ChainNode, args: Optional[list], final: Any) -> Any:
         self.node = chain
         if isinstance(chain.node, P.NilNode):
-            self.errorf(f"indirection through explicit nil in {chain}")
+            self.errorf("indirection through explicit nil in %s", N(chain))
         pipe = self.eval_arg(dot, None, chain.node)
         return self.eval_field_chain(dot, pipe, chain, chain.fields, args, final)
 
@@ -644,7 +659,7 @@ class _State:
             fn = BUILTINS.get(name)
             builtin = fn is not None
         if fn is None:
-            self.errorf(f"{quote(name)} is not a defined function")
+            self.errorf("%q is not a defined function", name)
         return self.eval_call(dot, fn, builtin, cmd, name, args, final)
 
     def eval_field(self, dot: Any, name: str, node: P.Node, args: Optional[list], final: Any,
@@ -654,7 +669,7 @@ class _State:
         typ = V.type_name(receiver)
         recv, isnil = indirect(receiver)
         if isinstance(recv, V.Iface) and isnil:
-            self.errorf(f"nil pointer evaluating {typ}.{name}")
+            self.errorf("nil pointer evaluating %s.%s", T(typ), name)
         method = _method(recv, name)
         if method is not None:
             return self.eval_call(dot, method, False, node, name, args, final)
@@ -662,16 +677,16 @@ class _State:
         if isinstance(recv, V.GoStruct):
             if name in recv.fields:
                 if has_args:
-                    self.errorf(f"{name} has arguments but cannot be invoked as function")
+                    self.errorf("%s has arguments but cannot be invoked as function", name)
                 return recv.field(name)
         elif isinstance(recv, V.GoMap):
             if has_args:
-                self.errorf(f"{name} is not a method but has arguments")
+                self.errorf("%s is not a method but has arguments", name)
             return recv.get(name)
         elif isinstance(recv, V.Ptr) and isnil:
             if name in ("Labels", "Value"):
-                self.errorf(f"nil pointer evaluating {typ}.{name}")
-        self.errorf(f"can't evaluate field {name} in type {typ}")
+                self.errorf("nil pointer evaluating %s.%s", T(typ), name)
+        self.errorf("can't evaluate field %s in type %s", name, T(typ))
 
     def eval_call(self, dot: Any, fn: Func, builtin: bool, node: P.Node, name: str, args: Optional[list],
                   final: Any) -> Any:
@@ -681,11 +696,11 @@ class _State:
         if fn.variadic is not None:
             num_fixed = len(params)
             if num_in < num_fixed:
-                self.errorf(f"wrong number of args for {name}: want at least {num_fixed} got {len(args)}")
+                self.errorf("wrong number of args for %s: want at least %d got %d", name, num_fixed, len(args))
         else:
             num_fixed = len(args)
             if num_in != len(params):
-                self.errorf(f"wrong number of args for {name}: want {len(params)} got {num_in}")
+                self.errorf("wrong number of args for %s: want %d got %d", name, len(params), num_in)
         if builtin and name in ("and", "or"):
             v: Any = None
             for arg in args:
@@ -720,14 +735,14 @@ class _State:
             return fn.impl(*argv)
         except FuncError as e:
             self.node = node
-            self.errorf(f"error calling {name}: {e}")
+            self.errorf("error calling %s: %w", name, GoErr(str(e)))
 
     def _call(self, callee: str, argv: list, node: P.Node) -> Any:
         fn = V.deiface(argv[0])
         self.node = node
         if fn is None:
-            self.errorf("error calling call: call of nil")
-        self.errorf(f"error calling call: non-function {callee} of type {V.type_name(fn)}")
+            self.errorf("error calling %s: %w", "call", GoErr("call of nil"))
+        self.errorf("error calling %s: %w", "call", GoErr(f"non-function {callee} of type {V.type_name(fn)}"))
 
     def validate_type(self, value: Any, typ: Optional[str]) -> Any:
         if value is None:
@@ -735,7 +750,7 @@ class _State:
                 return None
             if can_be_nil(typ):
                 return zero_of(typ)
-            self.errorf(f"invalid value; expected {typ}")
+            self.errorf("invalid value; expected %s", T(typ))
         if typ is None or typ in (RV, ANY):
             return value
         vt = V.type_name(value)
@@ -746,9 +761,9 @@ class _State:
                     return value
             if isinstance(value, V.Ptr) and value.typ == "*" + typ:
                 if value.target is None:
-                    self.errorf(f"dereference of nil pointer of type {typ}")
+                    self.errorf("dereference of nil pointer of type %s", T(typ))
                 return value.target
-            self.errorf(f"wrong type for value; expected {typ}; got {V.type_name(value)}")
+            self.errorf("wrong type for value; expected %s; got %s", T(typ), T(V.type_name(value)))
         return value
 
     def eval_arg(self, dot: Any, typ: Optional[str], n: P.Node) -> Any:
@@ -758,7 +773,7 @@ class _State:
         if isinstance(n, P.NilNode):
             if can_be_nil(typ):
                 return zero_of(typ) if typ else None
-            self.errorf(f"cannot assign nil to {typ}")
+            self.errorf("cannot assign nil to %s", T(typ))
         if isinstance(n, P.FieldNode):
             return self.validate_type(self.eval_field_node(dot, n, [n], MISSING), typ)
         if isinstance(n, P.VariableNode):
@@ -772,22 +787,22 @@ class _State:
         if typ == "bool":
             if isinstance(n, P.BoolNode):
                 return n.val
-            self.errorf(f"expected bool; found {n}")
+            self.errorf("expected bool; found %s", N(n))
         if typ == "float64":
             if isinstance(n, P.NumberNode) and n.is_float:
                 return n.float64
-            self.errorf(f"expected float; found {n}")
+            self.errorf("expected float; found %s", N(n))
         if typ in ("int", "int64"):
             if isinstance(n, P.NumberNode) and n.is_int:
                 return n.int64
-            self.errorf(f"expected integer; found {n}")
+            self.errorf("expected integer; found %s", N(n))
         if typ in (ANY, RV):
             return self.eval_empty_interface(dot, n)
         if typ == "string":
             if isinstance(n, P.StringNode):
                 return n.text
-            self.errorf(f"expected string; found {n}")
-        self.errorf(f"can't handle {n} for arg of type {typ}")
+            self.errorf("expected string; found %s", N(n))
+        self.errorf("can't handle %s for arg of type %s", N(n), T(typ))
 
     def eval_empty_interface(self, dot: Any, n: P.Node) -> Any:
         self.node = n
@@ -809,7 +824,7 @@ class _State:
             return self.eval_variable_node(dot, n, None, MISSING)
         if isinstance(n, P.PipeNode):
             return self.eval_pipeline(dot, n)
-        self.errorf(f"can't handle assignment of {n} to empty interface argument")
+        self.errorf("can't handle assignment of %s to empty interface argument", N(n))
 
 
 # ------------------------------------------------------------------------------------ methods

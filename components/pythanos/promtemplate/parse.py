@@ -7,12 +7,13 @@ the ``LINE:COL`` of execution errors.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from pythanos import gofmt
 
 from . import strconv as _sc
-from .printf import quote
+from . import values as V
+from .printf import GoErr, quote, sprintf
 
 # item types
 (ERROR, BOOL, CHAR, CHARCONST, COMMENT, COMPLEX, ASSIGN, DECLARE, EOF, FIELD, IDENT, LDELIM, LPAREN,
@@ -321,17 +322,7 @@ class Lexer:
         return self._item(typ)
 
     def _char(self) -> Item:
-        while True:
-            c = self._next()
-            if c == "\\":
-                c2 = self._next()
-                if c2 not in ("", "\n"):
-                    continue
-                return self._error("unterminated character constant")
-            if c in ("", "\n"):
-                return self._error("unterminated character constant")
-            if c == "'":
-                return self._item(CHARCONST)
+        return self._quoted("'", CHARCONST, "unterminated character constant")
 
     def _accept(self, valid: str) -> bool:
         c = self._next()
@@ -384,17 +375,20 @@ class Lexer:
         return self._item(NUMBER)
 
     def _quote(self) -> Item:
+        return self._quoted('"', STRING, "unterminated quoted string")
+
+    def _quoted(self, close: str, typ: int, unterminated: str) -> Item:
+        """The rest of a quoted string or character constant (escapes are checked when parsed)."""
         while True:
             c = self._next()
             if c == "\\":
-                c2 = self._next()
-                if c2 not in ("", "\n"):
+                if self._next() not in ("", "\n"):
                     continue
-                return self._error("unterminated quoted string")
+                return self._error(unterminated)
             if c in ("", "\n"):
-                return self._error("unterminated quoted string")
-            if c == '"':
-                return self._item(STRING)
+                return self._error(unterminated)
+            if c == close:
+                return self._item(typ)
 
     def _raw_quote(self) -> Item:
         while True:
@@ -691,6 +685,10 @@ class TemplateNode(Node):
         return s + "}}"
 
 
+def _node_arg(n: Node) -> V.Stringer:
+    return V.Stringer(str(n), "*parse." + type(n).__name__)
+
+
 def is_empty_tree(n: Optional[Node]) -> bool:
     if n is None or isinstance(n, CommentNode):
         return True
@@ -772,8 +770,18 @@ class Parser:
         return t
 
     # errors -------------------------------------------------------------------------------
-    def errorf(self, msg: str) -> None:
-        raise ParseError(f"template: {self.name}:{self.tokens[0].line}: {msg}")
+    def errorf(self, fmt: str, *args: Any) -> None:
+        """Go's ``Tree.errorf``: name and line go into the format string (a ``%`` in the name reads
+        as a verb there, as in Go)."""
+        full = sprintf("template: %s:%d: %s", [self.name, self.tokens[0].line, fmt])
+        raise ParseError(sprintf(full, args))
+
+    def _item_arg(self, t: Item) -> V.StringerStruct:
+        """A token as Go formats it in an error: ``String()``, or the struct for other verbs."""
+        pos = len(self.text[:t.pos].encode("utf-8", "surrogateescape"))
+        return V.StringerStruct("parse.item", {"typ": V.NamedInt(t.typ, "parse.itemType"),
+                                               "pos": V.NamedInt(pos, "parse.Pos"), "val": t.val,
+                                               "line": t.line}, str(t))
 
     def expect(self, typ: int, context: str) -> Item:
         t = self.next_non_space()
@@ -794,8 +802,8 @@ class Parser:
                 extra = f" in action started at {self.name}:{self.action_line}"
                 if t.val.endswith(" action"):
                     extra = extra[len(" in action"):]
-            self.errorf(f"{t}{extra}")
-        self.errorf(f"unexpected {t} in {context}")
+            self.errorf("%s%s", self._item_arg(t), extra)
+        self.errorf("unexpected %s in %s", self._item_arg(t), context)
 
     # top level ------------------------------------------------------------------------------
     def parse(self) -> dict[str, Tree]:
@@ -810,7 +818,7 @@ class Parser:
                 self.backup2(delim)
             n = self._text_or_action()
             if isinstance(n, (EndNode, ElseNode)):
-                self.errorf(f"unexpected {n}")
+                self.errorf("unexpected %s", _node_arg(n))
             t.root.nodes.append(n)
         self._add(t)
         return self.trees
@@ -821,7 +829,7 @@ class Parser:
             self.trees[tree.name] = tree
             return
         if not is_empty_tree(tree.root):
-            self.errorf(f"template: multiple definition of template {quote(tree.name)}")
+            self.errorf("template: multiple definition of template %q", tree.name)
 
     def _with_tree(self, tree: Tree):
         outer, outer_vars = self.tree, self.vars
@@ -835,12 +843,12 @@ class Parser:
         try:
             tree.name = gofmt.unquote(name.val)
         except gofmt.UnquoteError as e:
-            self.errorf(str(e))
+            self.errorf("%s", GoErr(str(e)))
         outer, outer_vars = self._with_tree(tree)
         self.expect(RDELIM, context)
         tree.root, end = self._item_list()
         if not isinstance(end, EndNode):
-            self.errorf(f"unexpected {end} in {context}")
+            self.errorf("unexpected %s in %s", _node_arg(end), context)
         self._add(tree)
         self.tree, self.vars = outer, outer_vars
 
@@ -925,7 +933,7 @@ class Parser:
                     if self.peek_non_space().typ in (VARIABLE, RDELIM, RPAREN):
                         continue
                     self.errorf("range can only initialize variables")
-                self.errorf(f"too many declarations in {context}")
+                self.errorf("too many declarations in %s", context)
             elif after.typ == SPACE:
                 self.backup3(v, after)
             else:
@@ -945,10 +953,10 @@ class Parser:
 
     def _check_pipeline(self, pipe: PipeNode, context: str) -> None:
         if not pipe.cmds:
-            self.errorf(f"missing value for {context}")
+            self.errorf("missing value for %s", context)
         for i, c in enumerate(pipe.cmds[1:]):
             if isinstance(c.args[0], (BoolNode, DotNode, NilNode, NumberNode, StringNode)):
-                self.errorf(f"non executable command in pipeline stage {i + 2}")
+                self.errorf("non executable command in pipeline stage %d", i + 2)
 
     def _control(self, context: str):
         mark = len(self.vars)
@@ -972,7 +980,7 @@ class Parser:
                 else:
                     else_list, nxt = self._item_list()
                     if not isinstance(nxt, EndNode):
-                        self.errorf(f"expected end; found {nxt}")
+                        self.errorf("expected end; found %s", _node_arg(nxt))
             return pipe.pos, pipe.line, pipe, lst, else_list
         finally:
             del self.vars[mark:]
@@ -989,7 +997,7 @@ class Parser:
             try:
                 return gofmt.unquote(t.val)
             except gofmt.UnquoteError as e:
-                self.errorf(str(e))
+                self.errorf("%s", GoErr(str(e)))
         self.unexpected(t, context)
         raise AssertionError
 
@@ -1002,7 +1010,7 @@ class Parser:
         outer, outer_vars = self._with_tree(block)
         block.root, end = self._item_list()
         if not isinstance(end, EndNode):
-            self.errorf(f"unexpected {end} in {context}")
+            self.errorf("unexpected %s in %s", _node_arg(end), context)
         self._add(block)
         self.tree, self.vars = outer, outer_vars
         return TemplateNode(self.tree, t.pos, t.line, name, pipe)
@@ -1051,7 +1059,7 @@ class Parser:
             elif isinstance(node, VariableNode):
                 node = VariableNode(self.tree, chain.pos, str(chain))
             elif isinstance(node, (BoolNode, StringNode, NumberNode, NilNode, DotNode)):
-                self.errorf(f"unexpected . after term {quote(str(node))}")
+                self.errorf("unexpected . after term %q", str(node))
             else:
                 node = chain
         return node
@@ -1061,7 +1069,7 @@ class Parser:
         typ = t.typ
         if typ == IDENT:
             if t.val not in self.funcs:
-                self.errorf(f"function {quote(t.val)} not defined")
+                self.errorf("function %q not defined", t.val)
             return IdentifierNode(self.tree, t.pos, t.val)
         if typ == DOT:
             return DotNode(self.tree, t.pos)
@@ -1070,7 +1078,7 @@ class Parser:
         if typ == VARIABLE:
             v = VariableNode(self.tree, t.pos, t.val)
             if v.ident[0] not in self.vars:
-                self.errorf(f"undefined variable {quote(v.ident[0])}")
+                self.errorf("undefined variable %q", v.ident[0])
             return v
         if typ == FIELD:
             return FieldNode(self.tree, t.pos, t.val)
@@ -1080,7 +1088,7 @@ class Parser:
             try:
                 return _number(self.tree, t.pos, t.val, typ)
             except ValueError as e:
-                self.errorf(str(e))
+                self.errorf("%s", GoErr(str(e)))
         if typ == LPAREN:
             if self.stack_depth >= MAX_STACK_DEPTH:
                 self.errorf("max expression depth exceeded")
@@ -1093,7 +1101,7 @@ class Parser:
             try:
                 s = gofmt.unquote(t.val)
             except gofmt.UnquoteError as e:
-                self.errorf(str(e))
+                self.errorf("%s", GoErr(str(e)))
             return StringNode(self.tree, t.pos, t.val, s)
         self.backup()
         return None

@@ -17,7 +17,10 @@ from typing import Any, Sequence
 
 from . import values as V
 
-__all__ = ["sprint", "sprintln", "sprintf", "format_float", "quote", "quote_rune"]
+__all__ = ["sprint", "sprintln", "sprintf", "format_float", "quote", "quote_rune", "GoErr"]
+
+
+GoErr = V.GoErr
 
 
 # ------------------------------------------------------------------------------------ strconv
@@ -471,6 +474,11 @@ class _Printer:
 
     # dispatch -------------------------------------------------------------------------------
     def print_arg(self, arg: Any, verb: str, depth: int = 0) -> None:
+        if verb == "w":
+            if not isinstance(arg, GoErr):
+                self.bad_verb("w", V.deiface(arg))
+                return
+            verb = "v"
         if isinstance(arg, V.Iface):
             if depth > 0:
                 if arg.v is None:
@@ -496,7 +504,12 @@ class _Printer:
             self.print_arg(arg, "v")
             self.buf.append(")")
             return
-        if isinstance(arg, bool):
+        if isinstance(arg, GoErr):
+            if verb in "vsxXq":
+                self.fmt_string(str(arg), verb, arg)
+            else:
+                self.buf.append(f"%!{verb}(*errors.errorString=&{{{arg}}})")
+        elif isinstance(arg, bool):
             self.fmt_bool(arg, verb, arg)
         elif isinstance(arg, V.Uint):
             self.fmt_integer(int(arg), False, verb, arg)
@@ -609,11 +622,15 @@ class _Printer:
         elif isinstance(v, (V.GoTime, V.GoDuration)):
             # a pointer without a String() for this verb: Go prints its address, which no one can
             # reproduce; an address-like text of the same shape stands in
-            addr = "0xc" + format(id(v) & 0xFFFFFFFFF, "09x")
-            if verb in "vpxX":
-                self.pad(addr)
+            addr = 0xC000000000 | (id(v) & 0xFFFFFFFFF)
+            if isinstance(v, V.GoTime) and depth == 0:
+                self.buf.append("&{" + " ".join("%!" + verb + "(" + t + ")" for t in ("uint64", "int64", "*time.Location")) + "}")
+            elif verb in "vp":
+                self.pad(f"0x{addr:x}")
+            elif verb in "bodxX":
+                self.fmt_integer(addr, False, verb, v)
             else:
-                self.buf.append(f"%!{verb}({v.typ}={addr})")
+                self.buf.append(f"%!{verb}({v.typ}=0x{addr:x})")
         else:
             self.pad(str(v))
 

@@ -38,9 +38,32 @@ class HTML(str):
     __slots__ = ()
 
 
+class GoErr(str):
+    """An ``error`` operand of ``fmt.Errorf`` (``%w`` takes it; its text is ``Error()``)."""
+    __slots__ = ()
+
+
 class Uint(int):
     """``uint8``."""
     __slots__ = ()
+
+
+class NamedInt(int):
+    """An int of a named Go type (``parse.Pos``); prints as an int."""
+
+    def __new__(cls, v: int, typ: str) -> "NamedInt":
+        o = super().__new__(cls, v)
+        o.typ = typ
+        return o
+
+
+class Stringer:
+    """A Go value known here only by its ``String()`` and type name (a parse node, a
+    ``reflect.Type``): what error messages format."""
+    __slots__ = ("text", "typ")
+
+    def __init__(self, text: str, typ: str) -> None:
+        self.text, self.typ = text, typ
 
 
 class Iface:
@@ -79,6 +102,15 @@ class GoStruct:
     def field(self, name: str) -> Any:
         v = self.fields[name]
         return Iface(v) if name in self.iface_fields else v
+
+
+class StringerStruct(GoStruct):
+    """A struct with a ``String()`` method (the parser's token, in its error messages)."""
+    __slots__ = ("text",)
+
+    def __init__(self, typ: str, fields: dict, text: str) -> None:
+        super().__init__(typ, fields)
+        self.text = text
 
 
 class Ptr:
@@ -141,12 +173,16 @@ def type_name(v: Any) -> str:
         return "bool"
     if isinstance(v, Uint):
         return "uint8"
+    if isinstance(v, NamedInt):
+        return v.typ
     if isinstance(v, int):
         return "int"
     if isinstance(v, float):
         return "float64"
     if isinstance(v, HTML):
         return "template.HTML"
+    if isinstance(v, GoErr):
+        return "*errors.errorString"
     if isinstance(v, str):
         return "string"
     if isinstance(v, complex):
@@ -198,6 +234,8 @@ def stringer(v: Any) -> Optional[str]:
     """``String()`` of a value whose type has one (``fmt.Stringer``), else None."""
     if isinstance(v, (GoTime, GoDuration)):
         return v.string()
+    if isinstance(v, (Stringer, StringerStruct)):
+        return v.text
     return None
 
 
