@@ -157,3 +157,20 @@ def test_query_config_and_sd_files():
         parse_query_config("- {static_configs: ['dns+b:2'], scheme: https}", "--query.config")
     cfg = config_from_args(_parser().parse_args(["--query.sd-files=/x/*.yaml"]))
     assert cfg.query_addrs == [] and cfg.query_sd == [("http", "", ["/x/*.yaml"])]
+
+
+def test_no_lockfile(tmp_path):
+    """--tsdb.no-lockfile reaches the TSDB: no ``lock`` file, so a second open is not refused
+    (by default it is, as Prometheus' lock refuses it)."""
+    from pythanos.rule.flags import config_from_args
+    from pythanos.tsdb.db import TSDB
+
+    assert config_from_args(_parser().parse_args(["--query=a:1", "--tsdb.no-lockfile"])).no_lockfile
+    a = TSDB.open(tmp_path / "a", lockfile=False)
+    b = TSDB.open(tmp_path / "a", lockfile=False)
+    assert not (tmp_path / "a" / "lock").exists()
+    a.close(), b.close()
+    c = TSDB.open(tmp_path / "b")
+    with pytest.raises(OSError, match="lock DB directory"):
+        TSDB.open(tmp_path / "b")
+    c.close()

@@ -221,7 +221,8 @@ async def serve(config: RuleConfig, stop: Optional[asyncio.Event] = None) -> int
             db = await asyncio.get_running_loop().run_in_executor(executor, lambda: TSDB.open(
                 config.data_dir, chunk_range_ms=int(config.block_duration * 1000),
                 retention_ms=int(config.retention * 1000),
-                wal_compression="snappy" if config.wal_compression else None, registry=srv.registry))
+                wal_compression="snappy" if config.wal_compression else None, registry=srv.registry,
+                lockfile=not config.no_lockfile))
         except OSError as e:
             raise UserError(f"--data-dir={config.data_dir}: cannot open the TSDB: {e}") from None
         appender = TSDBAppender(db, executor)

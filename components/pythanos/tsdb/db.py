@@ -290,12 +290,14 @@ class TSDB:
     def open(cls, directory: str | os.PathLike, *, chunk_range_ms: int = DEFAULT_CHUNK_RANGE, retention_ms: int = 0,
              ooo_window_ms: int = 0, wal_compression: str | None = "snappy",
              wal_segment_size: int = _wal.DEFAULT_SEGMENT_SIZE, samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK,
-             registry: Any = None, metric_labels: dict[str, str] | None = None, max_exemplars: int = 0) -> "TSDB":
+             registry: Any = None, metric_labels: dict[str, str] | None = None, max_exemplars: int = 0,
+             lockfile: bool = True) -> "TSDB":
         """Open (or create) the TSDB in ``directory``: load its blocks, repair and replay its WAL.
-        ``max_exemplars``: slots of the exemplar buffer (0: exemplars are not kept)."""
+        ``max_exemplars``: slots of the exemplar buffer (0: exemplars are not kept); ``lockfile``
+        False: no ``lock`` file is taken (``--tsdb.no-lockfile``)."""
         d = os.fspath(directory)
         os.makedirs(d, exist_ok=True)
-        lock_fd = _lock_dir(d)
+        lock_fd = _lock_dir(d) if lockfile else -1
         metric_labels = dict(metric_labels or {})
         metrics = walm = wblm = None
         if registry is not None:
@@ -306,7 +308,8 @@ class TSDB:
             w = _wal.WAL(os.path.join(d, WAL_DIRNAME), segment_size=wal_segment_size, compression=wal_compression,
                          repair=True, metrics=walm, metric_labels=metric_labels)
         except BaseException:
-            os.close(lock_fd)
+            if lock_fd >= 0:
+                os.close(lock_fd)
             raise
         db = cls(d, head, w, retention_ms=retention_ms, compression=wal_compression or "none", metrics=metrics,
                  metric_labels=metric_labels)
