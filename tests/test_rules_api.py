@@ -514,6 +514,56 @@ def test_querier_rules_and_alerts_pages(prometheus_factory, prometheus3_bin, pyt
             p.stop()
 
 
+def test_failing_endpoint_warns_or_fails_as_thanos_query(prometheus_factory, prometheus3_bin, pythanos_bin,
+                                                          thanos_bin, tmp_path):
+    """A sidecar whose Prometheus went away still answers Info but fails Rules: under partial
+    response (the default) the others' rules come with one warning naming that endpoint; with
+    --no-rule.partial-response the call fails with 500 "error retrieving rules: ...". Thanos
+    names the endpoint by its client's address in memory, we by its address: the warning's and
+    error's texts are compared up to that."""
+    started: list[Process] = []
+    try:
+        pa = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "a", extra=False)
+        pb = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "b", extra=False)
+        sidecars = {}
+        for kind, binary in (("ours", pythanos_bin), ("thanos", thanos_bin)):
+            for name, prom in (("a", pa), ("b", pb)):
+                p = start_sidecar(binary, kind, prom, tmp_path / f"{kind}-{name}")
+                started.append(p)
+                sidecars.setdefault(kind, []).append(p.extra["grpc"])
+        queriers = []
+        for partial in (True, False):
+            extra = [] if partial else ["--no-rule.partial-response"]
+            for kind in ("thanos", "ours"):  # Thanos' sidecars under both queriers, ours under ours
+                tq = start_thanos_query(thanos_bin, sidecars[kind], tmp_path / f"tq-{kind}-{partial}", extra=extra)
+                oq = start_our_query(pythanos_bin, sidecars[kind], tmp_path / f"oq-{kind}-{partial}", extra)
+                started += [tq, oq]
+                queriers.append((partial, kind, tq, oq))
+        pb.stop()
+
+        def masked(t: tuple[int, str]) -> tuple[int, dict]:
+            body = json.loads(t[1])
+            for k in ("warnings", "error"):
+                if k in body:
+                    # the endpoint's name, and below it the sidecar's words for "Prometheus is gone"
+                    body[k] = [re.sub(r"(rules client ).*?(: rpc error: code = Internal desc = ).*", r"\1X\2Y", w)
+                               for w in ([body[k]] if k == "error" else body[k])]
+            return t[0], body
+
+        for partial, kind, tq, oq in queriers:
+            for path in ("/api/v1/rules", "/api/v1/alerts"):
+                want = poll(lambda: ((r := get(tq.url, path, active_at=True))[0] != 200 or '"warnings"' in r[1], r),
+                            60, f"thanos query sees the failure ({path})")
+                code, body = masked(want)
+                assert code == (200 if partial else 500), want
+                got = masked(get(oq.url, path, active_at=True))
+                assert got[0] == code, (partial, kind, path, got, want)
+                assert got == (code, body), (partial, kind, path)
+    finally:
+        for p in started:
+            p.stop()
+
+
 # ---------------------------------------------------------------------------------------------- library
 
 def test_go_value_formats():

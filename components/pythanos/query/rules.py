@@ -18,7 +18,9 @@ import grpc
 from ..storeapi import rules as rl
 from ..storeapi.pb import rules_pb2
 from ..storeapi.pb.types_pb2 import ABORT, WARN
+from ..storeapi.client import StoreAPIError
 from .exemplars import FetchError
+from .proxy import rpc_text
 
 __all__ = ["RulesProxy", "FetchError"]
 
@@ -42,7 +44,11 @@ class RulesProxy:
             if isinstance(got, BaseException):
                 if not isinstance(got, Exception):
                     raise got
-                msg = f"fetching rules from rules client {ep.address}: {got}"
+                # grpc-go reports a stream's failure at its first Recv ("receiving"); only a call
+                # that found no connection fails at its start ("fetching")
+                down = isinstance(got, StoreAPIError) and got.code == grpc.StatusCode.UNAVAILABLE
+                text = rpc_text(got) if isinstance(got, StoreAPIError) else str(got)
+                msg = f"{'fetching' if down else 'receiving'} rules from rules client {ep.address}: {text}"
                 if req.partial_response_strategy == ABORT:
                     raise FetchError(msg, getattr(got, "code", None))
                 warnings.append(msg)
