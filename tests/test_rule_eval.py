@@ -288,6 +288,39 @@ def test_manager_update_keeps_state_of_unchanged_rules_and_notifies():
     assert n["generatorURL"] == "http://thanos:9090/graph?g0.expr=up%7Bjob%3D%22a%22%7D+%3D%3D+1&g0.tab=1"
 
 
+def test_reload_stale_marks_series_of_a_removed_rule_and_keeps_the_rest():
+    sink = Sink()
+    m, reg, _ = _manager(FakeQuery([({"job": "a"}, 1.0)]), sink)
+    r1, r2 = Rule(kind="record", name="r1", expr="up"), Rule(kind="record", name="r2", expr="up")
+
+    async def go():
+        await m.update([_group([r1, r2])])
+        (g,) = m.group_objects()
+        assert [r.state for r in m.groups()[0].rules] == ["", ""]
+        await g.iteration(T0)
+        await m.update([_group([r2])])  # r1 gone: its series are stale at the next evaluation
+        (g2,) = m.group_objects()
+        n = len(sink.samples)
+        await g2.iteration(T0 + 10 * S)
+        return sink.samples[n:]
+
+    after = run(go())
+    stale = [dict(k)["__name__"] for k, t, v in after if is_stale_nan(np.array([v]))[0]]
+    fresh = [dict(k)["__name__"] for k, t, v in after if not is_stale_nan(np.array([v]))[0]]
+    assert stale == ["r1"] and fresh == ["r2"]
+
+
+def test_alert_rule_state_unknown_until_evaluated():
+    m, reg, _ = _manager(FakeQuery([]), Sink())
+
+    async def go():
+        await m.update([_group([Rule(kind="alert", name="A", expr="up")])])
+        before = m.groups()[0].rules[0].state
+        await m.group_objects()[0].iteration(T0)
+        return before, m.groups()[0].rules[0].state
+
+    assert run(go()) == ("unknown", "inactive")
+
 def test_manager_stale_marks_removed_group_later():
     sink = Sink()
     m, reg, _ = _manager(FakeQuery([({}, 1.0)]), sink)

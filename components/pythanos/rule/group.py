@@ -414,8 +414,7 @@ class Group:
                            evaluation_time_s=r.evaluation_time_s, last_evaluation=r.last_evaluation)
             if isinstance(r, AlertingRule):
                 rs.alerts = [a.snapshot() for a in r.active_alerts()]
-                st = r.state()
-                rs.state = STATE_NAMES[st] if st else "inactive"
+                rs.state = STATE_NAMES[r.state()]  # "unknown" until evaluated, as Thanos' Rules API says
             else:
                 rs.state = ""
             rules.append(rs)

@@ -204,7 +204,9 @@ class QueryClient(SessionClient):
         data = m.get("data") or {}
         rtype = data.get("resultType")
         if rtype == "vector":
-            return [(dict(e.get("metric") or {}), _parse_value(e["value"][1])) for e in data.get("result") or []]
+            # a native histogram element has no "value": Thanos' promclient then reads the float 0
+            return [(dict(e.get("metric") or {}), _parse_value(e["value"][1]) if "value" in e else 0.0)
+                    for e in data.get("result") or []]
         if rtype == "scalar":
             return [({}, _parse_value(data["result"][1]))]
         if m.get("warnings") is not None:
