@@ -99,7 +99,7 @@ def run(config: RuleConfig) -> int:
 
 class _ReloadMetrics:
     def __init__(self, registry) -> None:
-        from prometheus_client import Gauge
+        from prometheus_client import Counter, Gauge
 
         self.success = Gauge("thanos_rule_config_last_reload_successful",
                              "Whether the last configuration reload attempt was successful.", registry=registry)
@@ -107,6 +107,9 @@ class _ReloadMetrics:
                                   "Timestamp of the last successful configuration reload.", registry=registry)
         self.loaded = Gauge("thanos_rule_loaded_rules", "Loaded rules partitioned by file and group.",
                             ["strategy", "file", "group"], registry=registry)
+        # Thanos counts addresses given twice across query configurations; ours refuses them at start
+        Counter("thanos_rule_duplicated_query_addresses", "The number of times a duplicated query addresses is "
+                "detected from the different configs in rule.", registry=registry)
 
 
 class Rules:
@@ -226,6 +229,9 @@ async def serve(config: RuleConfig, stop: Optional[asyncio.Event] = None) -> int
         except OSError as e:
             raise UserError(f"--data-dir={config.data_dir}: cannot open the TSDB: {e}") from None
         appender = TSDBAppender(db, executor)
+        from ..tsdb.head import HeadCollector
+
+        srv.registry.register(HeadCollector(lambda: {"": db.head}, label=None))
         if config.bucket is not None:
             from ..block.shipper import Shipper
             from ..objstore import instrument

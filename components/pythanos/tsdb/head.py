@@ -1050,16 +1050,17 @@ class HeadCollector:
     """Prometheus' head metrics (``prometheus_tsdb_head_*`` and the rejection counters, names
     and help from ``tsdb/head.go``) for several heads, one label value each (Thanos' receiver
     labels each tenant's TSDB with ``tenant``). Register with ``prometheus_client.REGISTRY``.
-    ``heads`` is called at each scrape and returns ``{label value: Head}``."""
+    ``heads`` is called at each scrape and returns ``{label value: Head}``; with ``label`` None
+    (one TSDB, as Prometheus or the ruler) the metrics carry no such label and the key is ignored."""
 
-    def __init__(self, heads, label: str = "tenant"):
+    def __init__(self, heads, label: str | None = "tenant"):
         self.heads = heads
         self.label = label
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        lb = [self.label]
+        lb = [self.label] if self.label is not None else []
         g = {n: GaugeMetricFamily(n, h, labels=lb) for n, h in (
             ("prometheus_tsdb_head_series", "Total number of series in the head block."),
             ("prometheus_tsdb_head_chunks", "Total number of chunks in the head block."),
@@ -1084,7 +1085,7 @@ class HeadCollector:
             ("prometheus_tsdb_head_out_of_order_samples_appended", "Total number of appended out of order samples."))}
         for name, head in sorted(self.heads().items()):
             st = head.stats()
-            v = [name]
+            v = [name] if self.label is not None else []
             g["prometheus_tsdb_head_series"].add_metric(v, st["series"])
             g["prometheus_tsdb_head_chunks"].add_metric(v, st["chunks"] + st["open_chunks"] + st["histogram_chunks"]
                                                         + st["histogram_open_chunks"])
@@ -1095,16 +1096,16 @@ class HeadCollector:
             c["prometheus_tsdb_head_chunks_created"].add_metric(v, st["chunks_created"])
             c["prometheus_tsdb_head_chunks_removed"].add_metric(v, st["chunks_removed"])
             c["prometheus_tsdb_head_truncations"].add_metric(v, head.truncations)
-            typed["prometheus_tsdb_head_samples_appended"].add_metric([name, "float"], head.samples_appended)
-            typed["prometheus_tsdb_head_samples_appended"].add_metric([name, "histogram"], head.histograms_appended)
+            typed["prometheus_tsdb_head_samples_appended"].add_metric([*v, "float"], head.samples_appended)
+            typed["prometheus_tsdb_head_samples_appended"].add_metric([*v, "histogram"], head.histograms_appended)
             hr = head.hist_rejected
-            typed["prometheus_tsdb_out_of_order_samples"].add_metric([name, "histogram"], hr[OUT_OF_ORDER])
-            typed["prometheus_tsdb_out_of_bound_samples"].add_metric([name, "histogram"], hr[OUT_OF_BOUNDS])
-            typed["prometheus_tsdb_too_old_samples"].add_metric([name, "histogram"], hr[TOO_OLD])
-            typed["prometheus_tsdb_out_of_order_samples"].add_metric([name, "float"], head.out_of_order_samples)
-            typed["prometheus_tsdb_out_of_bound_samples"].add_metric([name, "float"], head.out_of_bound_samples)
-            typed["prometheus_tsdb_too_old_samples"].add_metric([name, "float"], head.too_old_samples)
-            typed["prometheus_tsdb_head_out_of_order_samples_appended"].add_metric([name, "float"],
+            typed["prometheus_tsdb_out_of_order_samples"].add_metric([*v, "histogram"], hr[OUT_OF_ORDER])
+            typed["prometheus_tsdb_out_of_bound_samples"].add_metric([*v, "histogram"], hr[OUT_OF_BOUNDS])
+            typed["prometheus_tsdb_too_old_samples"].add_metric([*v, "histogram"], hr[TOO_OLD])
+            typed["prometheus_tsdb_out_of_order_samples"].add_metric([*v, "float"], head.out_of_order_samples)
+            typed["prometheus_tsdb_out_of_bound_samples"].add_metric([*v, "float"], head.out_of_bound_samples)
+            typed["prometheus_tsdb_too_old_samples"].add_metric([*v, "float"], head.too_old_samples)
+            typed["prometheus_tsdb_head_out_of_order_samples_appended"].add_metric([*v, "float"],
                                                                                   head.ooo_samples_appended)
         yield from g.values()
         yield from c.values()
