@@ -141,6 +141,9 @@ FIXED_TEMPLATES = [
     "{{ eq (args) (args) }}",
     "{{ .ExternalURL }}|{{ .ExternalLabels.region }}",
     "{{ $ }}",
+    '{{ define "r" }}x{{ template "r" . }}{{ end }}{{ template "r" }}',
+    '{{ define "a" }}{{ template "b" . }}{{ end }}{{ define "b" }}{{ template "a" . }}{{ end }}{{ template "a" 1 }}',
+    '{{ (now | toTime).Format "Mon Jan _2 15:04:05.000 MST 2006" }}|{{ (toTime 1e9).Month }}|{{ (toTime 86400).Weekday }}',
 ]
 
 
@@ -429,6 +432,11 @@ class _Gen:
         '{{ call P }}',
         '{{ with query "up" }}{{ . }}{{ end }}',
         '{{ range $i, $e := P }}{{ $i }}={{ $e }};{{ else }}none{{ end }}',
+        '{{ (toTime P).Format "2006-01-02T15:04:05.000Z07:00 Mon Jan _2 3:4:5PM pm MST -0700 -07:00 .999 ,000 002 __2 06 1 2 _2006" }}',
+        '{{ (toTime P).Format "Monday January 02 03 04 05 15 .0 .9 Z0700 Z07 -07 -070000 January2006" }}',
+        '{{ with toTime P }}{{ .Year }} {{ .Month }} {{ .Day }} {{ .Weekday }} {{ .YearDay }} {{ .Hour }}:{{ .Minute }}:{{ .Second }}.{{ .Nanosecond }} {{ .Unix }} {{ .UnixMilli }} {{ printf "%d %v" .Month .Weekday }}{{ end }}',
+        '{{ with toDuration P }}{{ .Seconds }} {{ .Minutes }} {{ .Hours }} {{ .Milliseconds }} {{ .String }}{{ end }}',
+        '{{ define "r" }}x{{ template "r" . }}{{ end }}{{ template "r" P }}',
     ]
 
     def __init__(self, seed: int) -> None:

@@ -39,6 +39,26 @@ class _Continue(Exception):
     pass
 
 
+class _TooDeep(Exception):
+    """Template calls nested beyond Python's stack; ``frames`` are the innermost calls (node, calling
+    template, its depth), innermost first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[tuple[P.Node, str, int]] = []
+
+    def at_go_limit(self) -> tuple[P.Node, str]:
+        """The call Go refuses (its caller at depth 100000): the recursion repeats with some period,
+        so the frame whose depth has the same residue stands for it."""
+        f = self.frames
+        period = next((n for n in range(1, len(f) // 2 + 1)
+                       if all(f[i][0] is f[i + n][0] for i in range(len(f) - n))), 1)
+        for node, name, depth in f[:period]:
+            if (MAX_EXEC_DEPTH - depth) % period == 0:
+                return node, name
+        return f[0][0], f[0][1]
+
+
 class Func:
     """A template function: its Go parameter types (``variadic`` is the element type of a final
     ``...T``) and an implementation taking the checked arguments."""
@@ -410,7 +430,11 @@ class _State:
         self.vars = [["$", data]]
         if tree is None or tree.root is None:
             self.errorf("%q is an incomplete or empty template", self.set.name)
-        self.walk(data, tree.root)
+        try:
+            self.walk(data, tree.root)
+        except _TooDeep as e:
+            self.node, self.tmpl_name = e.at_go_limit()
+            self.errorf("exceeded maximum template depth (%v)", MAX_EXEC_DEPTH)
         return "".join(self.out)
 
     # errors ---------------------------------------------------------------------------------
@@ -550,6 +574,16 @@ class _State:
         self.tmpl_name, self.vars, self.depth = t.name, [["$", dot]], self.depth + 1
         try:
             self.walk(dot, tree.root)
+        except RecursionError:
+            # Python's stack ends long before Go's 100000 nested templates: report it as Go would
+            # (raised on, to be formatted up the stack where there is room)
+            deep = _TooDeep()
+            deep.frames.append((t, saved[0], saved[2]))
+            raise deep from None
+        except _TooDeep as e:
+            if len(e.frames) < 64:
+                e.frames.append((t, saved[0], saved[2]))
+            raise
         finally:
             self.tmpl_name, self.vars, self.depth = saved
 

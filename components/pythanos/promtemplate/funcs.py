@@ -476,26 +476,116 @@ FUNC_NAMES = frozenset(prometheus_funcs(0, "", None)) | frozenset(
 
 # ------------------------------------------------------------------------------------ methods
 
+_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December"]
+_DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
+
+
+def _civil(ns: int) -> tuple[int, int, int, int, int, int, int, int, int]:
+    """(year, month, day, hour, minute, second, nanosecond, weekday, yearday) of a UTC time."""
+    sec, frac = divmod(ns, 1_000_000_000)
+    days, rem = divmod(sec, 86400)
+    date = gofmt._rfc3339_far(days * 86400)
+    ymd = date[:-10]
+    neg = ymd.startswith("-")
+    y, mo, d = (ymd[1:] if neg else ymd).split("-")
+    year = -int(y) if neg else int(y)
+    month, day = int(mo), int(d)
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    yday = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334][month - 1] + day + (1 if leap and month > 2 else 0)
+    return year, month, day, rem // 3600, rem // 60 % 60, rem % 60, frac, (days + 4) % 7, yday
+
+
+# layout elements, longest first where one is a prefix of another
+_STD = ["January", "Jan", "Monday", "Mon", "MST", "002", "01", "02", "03", "04", "05", "06", "15", "1", "2006",
+        "2", "__2", "_2", "3", "4", "5", "PM", "pm", "-07:00:00", "-070000", "-07:00", "-0700", "-07",
+        "Z07:00:00", "Z070000", "Z07:00", "Z0700", "Z07"]
+
+
+def _std_at(layout: str, i: int) -> tuple[str, int]:
+    """Go's nextStdChunk at ``i``: (element, its length), or ("", 0) for a literal character."""
+    c = layout[i]
+    if c in ".,":
+        j = i + 1
+        if j < len(layout) and layout[j] in "09":
+            while j < len(layout) and layout[j] == layout[i + 1]:
+                j += 1
+            if not (j < len(layout) and layout[j].isdigit()):
+                return layout[i:j], j - i
+        return "", 0
+    if c == "_" and layout.startswith("_2006", i):
+        return "", 0  # a literal _ before the year
+    if c == "0" and i + 1 < len(layout) and not layout.startswith("002", i) and not "1" <= layout[i + 1] <= "6":
+        return "", 0
+    if c == "2" and not layout.startswith("2006", i):
+        return "2", 1
+    for std in _STD:
+        if layout.startswith(std, i):
+            if std == "Mon" and layout.startswith("Monday", i):
+                return "Monday", 6
+            return std, len(std)
+    return "", 0
+
+
+def time_format(ns: int, layout: str) -> str:
+    """``time.Time.Format(layout)`` of a UTC time."""
+    year, month, day, hour, minute, second, frac, wday, yday = _civil(ns)
+    h12 = hour % 12 or 12
+    out = []
+    i = 0
+    while i < len(layout):
+        std, n = _std_at(layout, i)
+        if not n:
+            out.append(layout[i])
+            i += 1
+            continue
+        i += n
+        if std[0] in ".,":
+            digits = f"{frac:09d}"[:len(std) - 1]
+            if std[1] == "9":
+                digits = digits.rstrip("0")
+                out.append(std[0] + digits if digits else "")
+            else:
+                out.append(std[0] + digits)
+            continue
+        out.append({
+            "January": lambda: _MONTHS[month - 1], "Jan": lambda: _MONTHS[month - 1][:3],
+            "Monday": lambda: _DAYS[wday], "Mon": lambda: _DAYS[wday][:3], "MST": lambda: "UTC",
+            "002": lambda: f"{yday:03d}", "__2": lambda: f"{yday:3d}", "01": lambda: f"{month:02d}",
+            "02": lambda: f"{day:02d}", "03": lambda: f"{h12:02d}", "04": lambda: f"{minute:02d}",
+            "05": lambda: f"{second:02d}", "06": lambda: f"{year % 100:02d}", "15": lambda: f"{hour:02d}",
+            "1": lambda: str(month), "2006": lambda: (f"{year:04d}" if year >= 0 else f"-{-year:04d}"),
+            "2": lambda: str(day), "_2": lambda: f"{day:2d}", "3": lambda: str(h12), "4": lambda: str(minute),
+            "5": lambda: str(second), "PM": lambda: "PM" if hour >= 12 else "AM",
+            "pm": lambda: "pm" if hour >= 12 else "am",
+        }.get(std, lambda: "Z" if std[0] == "Z" else std.replace("07", "00").replace("-", "+"))())
+    return "".join(out)
+
+
 def time_method(t: V.GoTime, name: str) -> Optional[Func]:
     """The methods of ``time.Time`` templates use on ``toTime``'s result."""
+    if name == "Format":
+        return Func(name, ("string",), lambda layout: time_format(t.ns, layout))
+    year, month, day, hour, minute, second, frac, wday, yday = _civil(t.ns)
     sec = t.ns // 1_000_000_000
-    ms = {
+    ms: dict[str, Callable[[], Any]] = {
         "Unix": lambda: sec,
         "UnixMilli": lambda: t.ns // 1_000_000,
         "UnixMicro": lambda: t.ns // 1_000,
         "UnixNano": lambda: t.ns,
         "String": t.string,
         "UTC": lambda: t,
-        "Local": lambda: t,
         "IsZero": lambda: False,
-        "Nanosecond": lambda: t.ns % 1_000_000_000,
+        "Year": lambda: year,
+        "Month": lambda: V.NamedInt(month, "time.Month", _MONTHS[month - 1]),
+        "Day": lambda: day,
+        "Weekday": lambda: V.NamedInt(wday, "time.Weekday", _DAYS[wday]),
+        "YearDay": lambda: yday,
+        "Hour": lambda: hour,
+        "Minute": lambda: minute,
+        "Second": lambda: second,
+        "Nanosecond": lambda: frac,
     }
-    date = gofmt._rfc3339_far(sec)
-    ymd, hms = date[:-1].rsplit("T", 1)
-    y, mo, d = ymd.rsplit("-", 2)
-    hh, mi, ss = hms.split(":")
-    ms.update({"Year": lambda: int(y), "Day": lambda: int(d), "Hour": lambda: int(hh),
-               "Minute": lambda: int(mi), "Second": lambda: int(ss)})
     fn = ms.get(name)
     return Func(name, (), fn) if fn is not None else None
 

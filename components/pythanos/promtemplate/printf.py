@@ -513,6 +513,8 @@ class _Printer:
             self.fmt_bool(arg, verb, arg)
         elif isinstance(arg, V.Uint):
             self.fmt_integer(int(arg), False, verb, arg)
+        elif isinstance(arg, V.NamedInt) and arg.text is not None and verb in "vsxXq" and not self.f.sharp_v:
+            self.fmt_string(arg.text, verb, arg)  # a named int with String() (time.Month)
         elif isinstance(arg, int):
             self.fmt_integer(V.wrap_int64(arg), True, verb, arg)
         elif isinstance(arg, float):

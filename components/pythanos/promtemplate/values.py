@@ -49,11 +49,12 @@ class Uint(int):
 
 
 class NamedInt(int):
-    """An int of a named Go type (``parse.Pos``); prints as an int."""
+    """An int of a named Go type (``parse.Pos``); prints as an int, or as ``text`` when the type
+    has a ``String()`` (``time.Month``)."""
 
-    def __new__(cls, v: int, typ: str) -> "NamedInt":
+    def __new__(cls, v: int, typ: str, text: Optional[str] = None) -> "NamedInt":
         o = super().__new__(cls, v)
-        o.typ = typ
+        o.typ, o.text = typ, text
         return o
 
 
@@ -235,6 +236,8 @@ def stringer(v: Any) -> Optional[str]:
     if isinstance(v, (GoTime, GoDuration)):
         return v.string()
     if isinstance(v, (Stringer, StringerStruct)):
+        return v.text
+    if isinstance(v, NamedInt):
         return v.text
     return None
 
