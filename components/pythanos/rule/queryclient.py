@@ -148,14 +148,14 @@ class QueryClient(SessionClient):
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def _request(self, base: str, path: str, params: list[tuple[str, str]]) -> dict:
+    async def _request(self, base: str, path: str, params: list[tuple[str, str]], method: str = "") -> dict:
         body = urlencode(params)
         url = base + path
         kw: dict = {}
         if self.timeout_s:
             kw["timeout"] = aiohttp.ClientTimeout(total=self.timeout_s)
         sess = self._get_session()
-        if self.http_method == "POST":
+        if (method or self.http_method) == "POST":
             req = sess.post(url, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"}, **kw)
         else:
             req = sess.get(url + "?" + body, **kw)
@@ -168,8 +168,8 @@ class QueryClient(SessionClient):
         except ValueError as e:
             raise QueryError(f"unmarshal query response: {e}") from None
 
-    def _thanos_params(self, strategy: str) -> list[tuple[str, str]]:
-        if self.do_not_add_thanos_params:
+    def _thanos_params(self, strategy: str, always: bool = False) -> list[tuple[str, str]]:
+        if self.do_not_add_thanos_params and not always:
             return []
         pr = {"WARN": "true", "ABORT": "false"}.get(strategy.upper())
         if pr is None:
@@ -235,11 +235,11 @@ class QueryClient(SessionClient):
         """Range query, as Thanos' stateless ruler reads ``ALERTS_FOR_STATE`` back (its default
         strategy value sends ``partial_response=true``); no answer: an empty list, as Thanos."""
         params = [("query", expr), ("start", _fmt_seconds(start_ms)), ("end", _fmt_seconds(end_ms)),
-                  ("step", str(int(step_s)))] + self._thanos_params(strategy)
+                  ("step", str(int(step_s)))] + self._thanos_params(strategy, always=True)  # Thanos' restore querier
         eps = await self.endpoints()
         for i in random.sample(range(len(eps)), len(eps)):
             try:
-                m = await self._request(eps[i], "/api/v1/query_range", params)
+                m = await self._request(eps[i], "/api/v1/query_range", params, "GET")  # promclient: always GET
             except (QueryError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
                 log.error("range query failed", extra={"err": str(e) or type(e).__name__, "query": expr})
                 continue
