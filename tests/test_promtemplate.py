@@ -437,6 +437,11 @@ class _Gen:
         '{{ with toTime P }}{{ .Year }} {{ .Month }} {{ .Day }} {{ .Weekday }} {{ .YearDay }} {{ .Hour }}:{{ .Minute }}:{{ .Second }}.{{ .Nanosecond }} {{ .Unix }} {{ .UnixMilli }} {{ printf "%d %v" .Month .Weekday }}{{ end }}',
         '{{ with toDuration P }}{{ .Seconds }} {{ .Minutes }} {{ .Hours }} {{ .Milliseconds }} {{ .String }}{{ end }}',
         '{{ define "r" }}x{{ template "r" . }}{{ end }}{{ template "r" P }}',
+        '{{ range query "x" | sortByLabel "instance" }}{{ label "instance" . }}={{ value . }} {{ .Labels }} {{ .Value }};{{ end }}',
+        '{{ with query "x" }}{{ . | first | value | humanize }}|{{ (first .).Labels.job }}|{{ first . }}{{ else }}none{{ end }}',
+        '{{ query "x" | first | strvalue }}|{{ len (query "x") }}|{{ index (query "x") 0 }}',
+        '{{ range $i, $s := sortByLabel "job" (query "x") }}{{ $i }}:{{ $s.Value }}:{{ $s.Labels.job }} {{ end }}',
+        '{{ query P }}|{{ (query "x") | slice }}',
     ]
 
     def __init__(self, seed: int) -> None:
@@ -504,9 +509,20 @@ class _Gen:
                                            ")", " | ", ":=", "$y", "{{ break }}", "{{ define \"t\" }}"]) + t[i:]
         return t
 
+    def query(self) -> "dict | None":
+        """What the template's query calls answer: a vector, an error, or no query engine."""
+        r, c = self.r.random(), self.r.choice
+        if r < 0.3:
+            return None
+        if r < 0.4:
+            return {"result": [], "error": c(["boom", "1:3: parse error: x%y", "query timed out"])}
+        return {"result": [{"labels": {k: c(["a", "b", "", "h:1", "é"]) for k in self.r.sample(
+                    ["instance", "job", "__value__", "__name__"], self.r.randint(0, 4))},
+                            "value": c(self.VALUES)} for _ in range(self.r.randint(0, 4))], "error": ""}
+
     def case(self) -> dict:
         c = self.r.choice
-        return {"text": self.template(), "name": c(["A", "High Load"] * 5 + ["x%y", "%"]),
+        return {"text": self.template(), "query": self.query(), "name": c(["A", "High Load"] * 5 + ["x%y", "%"]),
                 "labels": {"a": c(["x", "1.5", "host.ex.com:9090", "héllo", "", "10.0.0.1:80", 'a"b']),
                            "b": c(["y", "-3", "NaN"])},
                 "external_labels": {"region": "eu-1"}, "external_url": EXTERNAL_URL,
@@ -524,9 +540,22 @@ def _comparable(text: str, theirs: str, ours: str) -> "tuple[str, str] | None":
         # a Go struct's internals: a time.Time, or (a "%" in the alert name making a verb of it) the
         # parse node or reflect.Type an error message formats
         return None
-    if "toTime" not in text and "toDuration" not in text:
+    if "toTime" not in text and "toDuration" not in text and "query" not in text:
         return theirs, ours
     return _ADDRESS.sub("<addr>", theirs), _ADDRESS.sub("<addr>", ours)
+
+
+def _canned(q: "dict | None"):
+    """The query function answering what promtemplate-render's answers (None: no query engine)."""
+    if q is None:
+        return None
+
+    def run(expr: str, ts_ms: int):
+        if q["error"]:
+            raise RuntimeError(q["error"])
+        return [(s["labels"], float(s["value"])) for s in q["result"]]
+
+    return run
 
 
 def test_random_templates_render_as_prometheus_template_package(promtemplate_render_bin):
@@ -540,7 +569,8 @@ def test_random_templates_render_as_prometheus_template_package(promtemplate_ren
     for c, theirs in zip(cases, answers):
         errors += theirs.startswith("<error expanding template")
         ours = expand_alert(c["text"], name=c["name"], labels=c["labels"], external_labels=c["external_labels"],
-                            external_url=c["external_url"], value=float(c["value"]), timestamp_ms=c["ts_ms"])
+                            external_url=c["external_url"], value=float(c["value"]), timestamp_ms=c["ts_ms"],
+                            query=_canned(c["query"]))
         pair = _comparable(c["text"], theirs, ours)
         if pair is None:
             skipped += 1

@@ -14,7 +14,7 @@ from urllib.parse import quote_plus
 
 from . import parse as P
 from . import values as V
-from .printf import GoErr, sprint, sprintf, sprintln, utf8, can_backquote
+from .printf import GoErr, sprint, sprintf, sprintln, utf8
 
 MISSING = object()  # no value from a previous pipeline command
 MAX_EXEC_DEPTH = 100000
@@ -365,7 +365,7 @@ def js_escape(s: str) -> str:
         elif o < 0x20:
             out.append(f"\\u00{o:02X}")
         elif 0xDC80 <= o <= 0xDCFF:
-            out.append("\\uFFFD")
+            out.append(c)  # a byte that is not UTF-8 decodes as U+FFFD, which is printable: kept
         elif o >= 0x80 and not (c.isprintable() and not (c.isspace() and c != " ")):
             out.append(f"\\u{o:04X}")
         else:
@@ -874,4 +874,4 @@ def _method(recv: Any, name: str) -> Optional[Func]:
     return None
 
 
-__all__ = ["Template", "Func", "FuncError", "ExecError", "BUILTINS", "MISSING", "can_backquote"]
+__all__ = ["Template", "Func", "FuncError", "ExecError", "BUILTINS", "MISSING"]

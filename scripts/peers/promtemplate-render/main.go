@@ -5,23 +5,28 @@
 // text base64-encoded so bytes that are not UTF-8 survive.
 //
 //	{"text": "...", "name": "A", "labels": {...}, "external_labels": {...},
-//	 "external_url": "http://...", "value": "NaN", "ts_ms": 1700000000123}
+//	 "external_url": "http://...", "value": "NaN", "ts_ms": 1700000000123,
+//	 "query": {"result": [{"labels": {...}, "value": "1.5"}], "error": ""}}
 //	-> {"out": "<base64>"}
 //
-// No query engine is attached: a template's query call fails as Prometheus' does without one.
+// With "query", a template's query calls answer that vector (or that error) whatever the
+// expression; without it no query engine is attached and they fail as Prometheus' do then.
 package main
 
 import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/template"
 )
@@ -34,6 +39,15 @@ type request struct {
 	ExternalURL    string            `json:"external_url"`
 	Value          string            `json:"value"`
 	TsMs           int64             `json:"ts_ms"`
+	Query          *query            `json:"query"`
+}
+
+type query struct {
+	Result []struct {
+		Labels map[string]string `json:"labels"`
+		Value  string            `json:"value"`
+	} `json:"result"`
+	Error string `json:"error"`
 }
 
 type answer struct {
@@ -57,8 +71,25 @@ func render(r request) string {
 		return "bad external URL: " + err.Error()
 	}
 	data := template.AlertTemplateData(r.Labels, r.ExternalLabels, r.ExternalURL, promql.Sample{F: v})
+	var queryFn template.QueryFunc
+	if q := r.Query; q != nil {
+		queryFn = func(_ context.Context, _ string, ts time.Time) (promql.Vector, error) {
+			if q.Error != "" {
+				return nil, errors.New(q.Error)
+			}
+			vec := promql.Vector{}
+			for _, s := range q.Result {
+				f, err := strconv.ParseFloat(s.Value, 64)
+				if err != nil {
+					return nil, err
+				}
+				vec = append(vec, promql.Sample{Metric: labels.FromMap(s.Labels), F: f, T: ts.UnixMilli()})
+			}
+			return vec, nil
+		}
+	}
 	exp := template.NewTemplateExpander(context.Background(), strings.Join(append(preamble, r.Text), ""),
-		"__alert_"+r.Name, data, model.Time(r.TsMs), nil, u, nil)
+		"__alert_"+r.Name, data, model.Time(r.TsMs), queryFn, u, nil)
 	out, err := exp.Expand()
 	if err != nil {
 		return fmt.Sprintf("<error expanding template: %s>", err)
