@@ -149,6 +149,9 @@ def _lex(q: str) -> list:
             if c == "-":
                 raise _LexError("duration must be greater than 0", i)
         if c.isdigit() or (c == "." and i + 1 < n and q[i + 1].isdigit()):
+            bad = _bad_number_or_duration(q, i)
+            if bad is not None:
+                raise _LexError(f"bad number or duration syntax: {_go_quote(q[i:bad])}", i)
             m = _DUR_RE.match(q, i)
             if m and not (m.end() < n and (q[m.end()].isalnum() or q[m.end()] == "_")):
                 toks.append(_Tok("DURATION", m.group(), i)); i = m.end(); continue
@@ -175,6 +178,10 @@ def _lex(q: str) -> list:
                 kind = "IDENT"
             toks.append(_Tok(kind, w, i)); i = m.end(); continue
         two = q[i:i + 2]
+        if two in ("=~", "!~"):  # matchers belong in braces
+            raise _LexError(f"unexpected character after {_rune(q, i)}: '~'", i)
+        if c == "=" and two != "==":
+            toks.append(_Tok("=", c, i)); i += 1; continue
         if two in ("==", "!=", "<=", ">=", "=~", "!~"):
             toks.append(_Tok("OP", two, i)); i += 2; continue
         if c in "+-*/%^<>":
@@ -201,6 +208,86 @@ def _lex(q: str) -> list:
         if c == "@":
             toks.append(_Tok("@", c, i)); i += 1; continue
         raise _LexError(f"unexpected character: {_rune(q, i)}", i)
+
+
+def _is_alnum(c: str) -> bool:
+    """Prometheus' lexer: ASCII letters, digits and '_' only."""
+    return c == "_" or ("a" <= c <= "z") or ("A" <= c <= "Z") or ("0" <= c <= "9")
+
+
+def _bad_number_or_duration(q: str, i: int) -> Optional[int]:
+    """Where Prometheus' lexNumberOrDuration stops when the text at ``i`` is neither a number
+    nor a duration (the error quotes ``q[i:end]``); None when it is one of them."""
+    n = len(q)
+    pos = i
+
+    def peek() -> str:
+        return q[pos] if pos < n else ""
+
+    def accept(chars: str) -> bool:
+        nonlocal pos
+        if pos < n and q[pos] in chars:
+            pos += 1
+            return True
+        return False
+
+    def number() -> bool:  # scanNumber: consumes as it goes, even when it fails
+        nonlocal pos
+        start = pos
+        digits = "0123456789"
+        if accept("0") and accept("xX"):
+            accept("_")
+            digits = "0123456789abcdefABCDEF"
+        accept(".")
+        accept(digits)
+        dot = exp = False
+        while peek() and peek() in digits + "._eE":
+            c = peek()
+            if c == "." and dot:
+                accept(".")
+                return False
+            if c in "eE" and exp and digits == "0123456789":
+                accept("eE")
+                return False
+            if accept("."):
+                dot = True
+                if accept("_.") or len(digits) > 10:
+                    return False
+                continue
+            if digits == "0123456789" and accept("eE"):
+                exp = True
+                accept("+-")
+                if accept("._eE") or peek() == "":
+                    return False
+                continue
+            if accept("_"):
+                if accept("._eE") or peek() == "":
+                    return False
+                continue
+            while peek() and peek() in digits:
+                pos += 1
+        if pos == start:
+            return False
+        return not _is_alnum(peek())
+
+    def duration() -> bool:  # acceptRemainingDuration
+        nonlocal pos
+        if not accept("smhdwy"):
+            return False
+        accept("s")
+        while accept("0123456789"):
+            while accept("0123456789"):
+                pass
+            if not accept("smhdw"):
+                return False
+            accept("s")
+        c = peek()
+        pos += 1 if c else 0
+        return not _is_alnum(c)
+
+    if number() or duration():
+        return None
+    return pos
 
 
 def _rune(q: str, i: int) -> str:
@@ -272,8 +359,12 @@ def _unexpected(q: str, toks: list) -> tuple:
     """Place a generic syntax error: the first token that cannot follow its predecessor."""
     operand_end = {"IDENT", "METRIC_IDENT", "NUMBER", "STRING", ")", "}", "]", "DURATION"}
     operand_start = {"IDENT", "METRIC_IDENT", "NUMBER", "STRING", "AGG", "{"}
+    if toks and toks[0].kind == "=":
+        return 'unexpected "="', toks[0].pos
     for k in range(1, len(toks)):
         prev, t = toks[k - 1], toks[k]
+        if t.kind == "=":  # '=' outside braces lexes, and fits nowhere
+            return 'unexpected "="', t.pos
         if t.kind == "EOF":
             if prev.kind == "KEYWORD" and prev.val == "offset" or prev.val == "-" and k >= 2 and \
                     toks[k - 2].val == "offset":
