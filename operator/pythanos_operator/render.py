@@ -7,8 +7,10 @@
 * :func:`render_thanos_cluster` — a ThanosCluster and its member PrometheusHAs to the querier (endpoint SD
   ConfigMap, Deployment, Service), the receivers when enabled (hashring ConfigMap, headless and remote-write
   Services, StatefulSet, PodDisruptionBudget), the store gateway (StatefulSet per shard/time partition,
-  headless Service) and the singleton compactor (StatefulSet, Service). The receiver pods as the API server
-  has them are an input like the others: their readiness makes the hashring (:func:`hashring_endpoints`).
+  headless Service), the rulers when enabled (headless Service, StatefulSet, PodDisruptionBudget; rule files
+  from the ConfigMaps the section names or selects) and the singleton compactor (StatefulSet, Service). The
+  receiver pods and the namespace's ConfigMaps as the API server has them are inputs like the others: their
+  readiness makes the hashring (:func:`hashring_endpoints`), their data the rulers' files.
   A member with ``remoteWrite`` renders without a sidecar and sends to the receivers.
 * :func:`external_label_conflicts` / :func:`cluster_for` / :func:`members_of` / :func:`grpc_tls_mismatch` —
   the cross-object rules.
@@ -34,7 +36,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
-from .spec import (API_VERSION, GRPCTLS, Defaults, PHASpec, ReceiverSpec, labels_match, meta, name_of,
+from .spec import (API_VERSION, GRPCTLS, Defaults, PHASpec, ReceiverSpec, RulerSpec, labels_match, meta, name_of,
                    namespace_of, pha_spec, tc_spec)
 
 MANAGED_BY = "pythanos-operator"
@@ -61,6 +63,11 @@ HASHRING_NAME = "default"
 RECEIVE_DATA_DIR = "/var/thanos/receive"
 TENANT_HEADER = "THANOS-TENANT"   # thanos receive --receive.tenant-header default
 RECEIVE_NAME = "thanos-receive"
+RULE_NAME = "thanos-rule"
+RULE_DATA_DIR = "/var/thanos/rule"
+RULE_DIR = "/etc/thanos/rules"
+RULE_FILE_SUFFIXES = (".yaml", ".yml")
+ANNOTATION_RULES = "pythanos.io/rules-sha256"
 
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "fsGroup": 65534,
                 "seccompProfile": {"type": "RuntimeDefault"}}
@@ -393,7 +400,9 @@ def tc_names(name: str) -> dict[str, str]:
             "store": f"thanos-store-{name}", "compact": f"thanos-compact-{name}",
             # the receivers' StatefulSet and its headless governing Service (pod DNS names, DNS SRV) share a name
             "receive": f"{RECEIVE_NAME}-{name}", "receive_write": f"{RECEIVE_NAME}-{name}-write",
-            "hashring": f"{RECEIVE_NAME}-{name}-hashring"}
+            "hashring": f"{RECEIVE_NAME}-{name}-hashring",
+            # the rulers' StatefulSet and headless Service (DNS SRV for the queriers)
+            "rule": f"{RULE_NAME}-{name}"}
 
 
 def replica_labels(tc: Mapping[str, Any], members: Sequence[Mapping[str, Any]], section: str) -> list[str]:
@@ -406,6 +415,8 @@ def replica_labels(tc: Mapping[str, Any], members: Sequence[Mapping[str, Any]], 
     found = {pha_spec(m).replica_label for m in members} | {str(x) for x in extra}
     if s.receiver.enabled:   # each receiver stamps its pod name on what it ingests (replicated RF times)
         found.add(s.receiver.replica_label)
+    if s.ruler.enabled:   # ruler replicas evaluate the same rules: their series and rules differ by it only
+        found.add(s.ruler.replica_label)
     return sorted(found)
 
 
@@ -418,6 +429,8 @@ def query_endpoints(tc: Mapping[str, Any], members: Sequence[Mapping[str, Any]])
         eps.append({"address": dns_srv(tc_names(s.name)["store"], s.namespace)})
     if s.receiver.enabled and s.receiver.replicas > 0:
         eps.append({"address": dns_srv(tc_names(s.name)["receive"], s.namespace)})
+    if s.ruler.enabled and s.ruler.replicas > 0:   # rules and alerts (Rules API) and recorded series
+        eps.append({"address": dns_srv(tc_names(s.name)["rule"], s.namespace)})
     for e in s.querier.get("extraEndpoints") or []:
         eps.append({"address": e} if isinstance(e, str) else dict(e))
     return eps
@@ -557,11 +570,110 @@ def _receiver_objects(tc: Mapping[str, Any], defaults: Defaults, image: str, ca_
     return out
 
 
+# ---------------------------------------------------------------------------------------------- ruler
+
+def rule_config_maps(tc: Mapping[str, Any], config_maps: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The ConfigMaps whose files the rulers load: in the cluster's namespace, named in ``ruleConfigMaps``
+    or selected by ``ruleSelector``; by name."""
+    s = tc_spec(tc)
+    r: RulerSpec = s.ruler
+    named = set(r.rule_config_maps)
+    out = {}
+    for cm in config_maps:
+        md = meta(cm)
+        if md.get("namespace", s.namespace) != s.namespace or md.get("deletionTimestamp"):
+            continue
+        if name_of(cm) in named or labels_match(r.rule_selector, md.get("labels") or {}):
+            out[name_of(cm)] = cm
+    return [out[n] for n in sorted(out)]
+
+
+def rule_files(config_maps: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
+    """(ConfigMap, key, file name in the rules directory) of every key that is a rule file (``.yaml`` or
+    ``.yml``); the file is named ``<configmap>-<key>`` so keys of different ConfigMaps never clash."""
+    return [(name_of(cm), k, f"{name_of(cm)}-{k}") for cm in config_maps
+            for k in sorted((cm.get("data") or {})) if k.endswith(RULE_FILE_SUFFIXES)]
+
+
+def rules_sha256(config_maps: Sequence[Mapping[str, Any]]) -> str:
+    """Digest of every rule file's name and content: on the pod template, so a changed, added or removed
+    file rolls the rulers, which load their rule files at start (Thanos' ruler does not watch them)."""
+    h = hashlib.sha256()
+    for cm, key, fname in rule_files(config_maps):
+        data = str((next(c for c in config_maps if name_of(c) == cm).get("data") or {})[key])
+        h.update(f"{fname}\0{len(data)}\0{data}".encode())
+    return h.hexdigest()
+
+
+def _ruler_objects(tc: Mapping[str, Any], defaults: Defaults, image: str, ca_sha256: str | None,
+                   config_maps: Iterable[Mapping[str, Any]], objstore_args: list[str],
+                   objstore_mounts: list[dict[str, Any]], objstore_vols: list[dict[str, Any]]) -> list[dict]:
+    """The rulers: headless Service (StatefulSet's, DNS SRV for the queriers), StatefulSet (a PVC each for
+    the TSDB, shipped to the bucket when there is one) and, above one replica, a PodDisruptionBudget. They
+    query the cluster's queriers and send to ``alertmanagers``; the queriers get them as endpoints."""
+    s = tc_spec(tc)
+    r: RulerSpec = s.ruler
+    ns, names = s.namespace, tc_names(s.name)
+    rl = _labels(RULE_NAME, "rule-evaluation-engine", LABEL_TC, s.name)
+    rsel = _selector(rl, LABEL_TC)
+    cms = rule_config_maps(tc, config_maps)
+    files = rule_files(cms)
+    out: list[dict[str, Any]] = [_obj("v1", "Service", names["rule"], ns, rl, tc, spec={
+        "clusterIP": "None", "selector": dict(rsel),
+        "ports": [{"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc"},
+                  {"name": "http", "port": HTTP_PORT, "targetPort": "http"}]})]
+    args = ["rule", f"--log.level={s.log_level}", f"--grpc-address=0.0.0.0:{GRPC_PORT}",
+            f"--http-address=0.0.0.0:{HTTP_PORT}", f"--data-dir={RULE_DATA_DIR}",
+            f"--label={r.replica_label}=\"$(POD_NAME)\""]
+    args += [f"--label={k}={json.dumps(v)}" for k, v in sorted(r.external_labels.items())]
+    args += [f"--rule-file={RULE_DIR}/*{suffix}" for suffix in RULE_FILE_SUFFIXES]
+    args += [f"--query={names['query']}.{ns}.svc:{HTTP_PORT}", f"--eval-interval={r.evaluation_interval}"]
+    args += [f"--alertmanagers.url={u}" for u in r.alertmanagers]
+    if r.retention:
+        args.append(f"--tsdb.retention={r.retention}")
+    args += objstore_args
+    tls = s.grpc_tls
+    if tls is not None:
+        args += grpc_server_tls_args(tls)
+    args += r.extra_args
+    # one projected volume: every rule file flat under RULE_DIR (a ConfigMap with none still mounts nothing)
+    sources = [{"configMap": {"name": cm, "items": [{"key": k, "path": f} for c, k, f in files if c == cm]}}
+               for cm in dict.fromkeys(c for c, _, _ in files)]
+    rules_vol: dict[str, Any] = {"name": "rules", "projected": {"sources": sources}} if sources else {
+        "name": "rules", "emptyDir": {}}
+    mounts = [{"name": "data", "mountPath": RULE_DATA_DIR}, {"name": "rules", "mountPath": RULE_DIR, "readOnly": True},
+              *objstore_mounts]
+    vols = [rules_vol, *objstore_vols, {"name": "tmp", "emptyDir": {}}]
+    if tls is not None:
+        mounts.append(_tls_mount())
+        vols.append(_tls_volume(tls))
+    c = _thanos_container(RULE_NAME, image, defaults.image_pull_policy, args, r.resources, mounts,
+                          [{"name": "grpc", "containerPort": GRPC_PORT}, {"name": "http", "containerPort": HTTP_PORT}])
+    md = _pod_metadata(rl, ca_sha256 if tls is not None and tls.client_auth else None)
+    md.setdefault("annotations", {})[ANNOTATION_RULES] = rules_sha256(cms)
+    out.append(_obj("apps/v1", "StatefulSet", names["rule"], ns, rl, tc, spec={
+        "replicas": r.replicas,
+        "serviceName": names["rule"],
+        "podManagementPolicy": "Parallel",
+        "selector": {"matchLabels": dict(rsel)},
+        "template": {"metadata": md, "spec": {
+            "securityContext": dict(POD_SECURITY), "affinity": _soft_anti_affinity(rsel),
+            "terminationGracePeriodSeconds": 120, "containers": [c], "volumes": vols}},
+        "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": _pvc_spec(r.storage, "10Gi")}],
+    }))
+    if r.replicas > 1:
+        out.append(_obj("policy/v1", "PodDisruptionBudget", names["rule"], ns, rl, tc, spec={
+            "maxUnavailable": 1, "selector": {"matchLabels": dict(rsel)}}))
+    return out
+
+
 def render_thanos_cluster(tc: Mapping[str, Any], members: Sequence[Mapping[str, Any]],
                           defaults: Defaults = Defaults(), ca_sha256: str | None = None,
-                          receive_pods: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+                          receive_pods: Iterable[Mapping[str, Any]] = (),
+                          config_maps: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
     """``ca_sha256``: the digest of the cluster's gRPC TLS CA (None: not known here, no roll annotation);
-    ``receive_pods``: the receiver pods as the API server has them (their readiness makes the hashring)."""
+    ``receive_pods``: the receiver pods as the API server has them (their readiness makes the hashring);
+    ``config_maps``: the namespace's ConfigMaps (those the ruler section names or selects hold its rule files)."""
     s = tc_spec(tc)
     ns, names = s.namespace, tc_names(s.name)
     image = s.image or defaults.component_image
@@ -615,6 +727,9 @@ def render_thanos_cluster(tc: Mapping[str, Any], members: Sequence[Mapping[str, 
     if s.receiver.enabled:
         out += _receiver_objects(tc, defaults, image, ca_sha256, receive_pods, objstore_args, objstore_mounts,
                                  objstore_vols)
+    if s.ruler.enabled:
+        out += _ruler_objects(tc, defaults, image, ca_sha256, config_maps, objstore_args, objstore_mounts,
+                              objstore_vols)
 
     if s.objstore is None:
         return _detached(out)   # store gateway and compactor need a bucket

@@ -22,6 +22,7 @@ DEFAULT_OBJSTORE_KEY = "objstore.yml"
 DEFAULT_PROMETHEUS_VERSION = "v3.9.1"
 DEFAULT_PROMETHEUS_IMAGE_REPO = "quay.io/prometheus/prometheus"
 DEFAULT_RECEIVE_REPLICA_LABEL = "receive_replica"
+DEFAULT_RULE_REPLICA_LABEL = "rule_replica"
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 # kubernetes.io/tls Secret keys (cert-manager adds ca.crt)
 DEFAULT_TLS_CERT_KEY, DEFAULT_TLS_KEY_KEY, DEFAULT_TLS_CA_KEY = "tls.crt", "tls.key", "ca.crt"
@@ -293,6 +294,43 @@ def receiver_spec(d: Mapping[str, Any] | None) -> ReceiverSpec:
 
 
 @dataclass(frozen=True)
+class RulerSpec:
+    """``ThanosCluster.spec.ruler`` with the CRD's defaults. Rule files: the ConfigMaps named in
+    ``rule_config_maps`` and those ``rule_selector`` selects, in the cluster's namespace."""
+    enabled: bool = False
+    replicas: int = 1
+    evaluation_interval: str = "1m"
+    alertmanagers: list[str] = field(default_factory=list)
+    rule_config_maps: list[str] = field(default_factory=list)
+    rule_selector: dict[str, Any] | None = None
+    replica_label: str = DEFAULT_RULE_REPLICA_LABEL
+    external_labels: dict[str, str] = field(default_factory=dict)
+    retention: str | None = None
+    storage: Any = None
+    resources: dict[str, Any] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
+
+
+def ruler_spec(d: Mapping[str, Any] | None) -> RulerSpec:
+    d = d or {}
+    sel = d.get("ruleSelector")
+    return RulerSpec(
+        enabled=bool(d.get("enabled", False)),
+        replicas=int(d.get("replicas", 1)),
+        evaluation_interval=str(d.get("evaluationInterval") or "1m"),
+        alertmanagers=[str(u) for u in d.get("alertmanagers") or []],
+        rule_config_maps=[str(n) for n in d.get("ruleConfigMaps") or []],
+        rule_selector=dict(sel) if isinstance(sel, Mapping) else None,
+        replica_label=str(d.get("replicaExternalLabelName") or DEFAULT_RULE_REPLICA_LABEL),
+        external_labels={str(k): str(v) for k, v in (d.get("externalLabels") or {}).items()},
+        retention=str(d["retention"]) if d.get("retention") else None,
+        storage=d.get("storage"),
+        resources=dict(d.get("resources") or {}),
+        extra_args=[str(a) for a in d.get("extraArgs") or []],
+    )
+
+
+@dataclass(frozen=True)
 class TCSpec:
     name: str
     namespace: str
@@ -305,6 +343,7 @@ class TCSpec:
     compactor: dict[str, Any]
     grpc_tls: GRPCTLS | None = None
     receiver: ReceiverSpec = field(default_factory=ReceiverSpec)
+    ruler: RulerSpec = field(default_factory=RulerSpec)
 
 
 def tc_spec(tc: Mapping[str, Any]) -> TCSpec:
@@ -321,6 +360,7 @@ def tc_spec(tc: Mapping[str, Any]) -> TCSpec:
         compactor=dict(s.get("compactor") or s.get("compact") or {}),
         grpc_tls=_grpc_tls(s.get("grpcTLS")),
         receiver=receiver_spec(s.get("receiver") or s.get("receive")),
+        ruler=ruler_spec(s.get("ruler")),
     )
 
 
