@@ -582,3 +582,59 @@ def test_random_templates_render_as_prometheus_template_package(promtemplate_ren
     assert skipped < len(cases) * 0.05, skipped
     # both outcomes are well represented: rendered texts, parse and execution errors
     assert len(cases) * 0.2 < errors < len(cases) * 0.8, errors
+
+
+# ------------------------------------------------------------------------------------ thanos rule
+
+THANOS_QUERY_URL = "http://thanos.example:10902/some%20where/q"
+THANOS_TEMPLATES = [
+    "{{ $externalURL }}|{{ $externalLabels }}|{{ .ExternalURL }}",
+    "{{ externalURL }}",
+    "{{ pathPrefix }}",
+    "{{ with query \"vector(3)\" }}{{ . | first | value | humanize }}{{ end }}",
+    "{{ now | humanizeTimestamp }}|{{ $value | humanizeDuration }}|{{ $labels.instance | stripDomain }}",
+    "{{ printf \"%.3f %q\" $value $labels.instance }}",
+]
+
+
+def test_alert_templates_render_as_thanos_rule(prometheus_rules, thanos_bin, tmp_path):
+    """``thanos rule`` gives its rule manager no URL: ``externalURL`` and ``pathPrefix`` fail there
+    while ``$externalURL`` is ``--alert.query-url``; ours with ``template_url=None`` renders the same."""
+    from peers import REGISTRY, start_on_free_ports
+
+    prom_url, _ = prometheus_rules
+    anns = {f"t{k}": t for k, t in enumerate(THANOS_TEMPLATES)}
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "t", "interval": "1s", "rules": [
+        {"alert": "Thx", "expr": 'label_replace(vector(2.5), "instance", "n1.example.org:9100", "", "")',
+         "annotations": anns}]}]}))
+
+    def launch(ports):
+        h, g = ports
+        p = REGISTRY.start("thanos-rule-templates", [
+            thanos_bin, "rule", f"--http-address=127.0.0.1:{h}", f"--grpc-address=127.0.0.1:{g}",
+            f"--data-dir={tmp_path / 'data'}", f"--rule-file={tmp_path / 'rules.yml'}",
+            f"--query={prom_url.removeprefix('http://')}", "--eval-interval=1s", '--label=replica="a"',
+            f"--alert.query-url={THANOS_QUERY_URL}"], tmp_path)
+        p.url = f"http://127.0.0.1:{h}"
+        return p
+
+    p = start_on_free_ports(2, launch, lambda p: p.wait_http_ready("/-/ready", 60))
+    try:
+        mismatches: list = []
+        for _attempt in range(5):
+            mismatches = []
+            (ts_ms, alert), = _alerts_snapshot(p.url, 1)
+            labels = {k: v for k, v in alert["labels"].items() if k not in ("alertname", "replica")}
+            assert labels == {"instance": "n1.example.org:9100"}
+            for k, t in anns.items():
+                ours = expand_alert(t, name="Thx", labels=labels, external_labels={"replica": "a"},
+                                    external_url=THANOS_QUERY_URL, value=float(alert["value"]), timestamp_ms=ts_ms,
+                                    query=_query_fn(prom_url), template_url=None)
+                if ours != alert["annotations"][k]:
+                    mismatches.append((t, alert["annotations"][k], ours))
+            if not mismatches:
+                break
+        assert not mismatches, mismatches
+        assert "nil pointer dereference" in alert["annotations"]["t1"]
+    finally:
+        p.stop()

@@ -61,10 +61,11 @@ def parse(text: str, name: str) -> None:
         raise TemplateError(f"error parsing template {name}: {t}", str(t))
 
 
-def expand(text: str, name: str, data: Any, *, timestamp_ms: int, external_url: str = "",
+def expand(text: str, name: str, data: Any, *, timestamp_ms: int, external_url: Optional[str] = "",
            query: Optional[QueryFn] = None) -> str:
     """Prometheus' ``Expander.Expand`` (text mode, ``missingkey=zero``); raises :class:`TemplateError`
-    with Prometheus' message."""
+    with Prometheus' message. ``external_url`` is the URL the ``externalURL``/``pathPrefix``
+    functions give; None is no URL (they fail, as in ``thanos rule``)."""
     t = _compiled(text, name)
     if isinstance(t, ParseError):
         raise TemplateError(f"error parsing template {name}: {t}", str(t))
@@ -88,18 +89,24 @@ def alert_data(labels: Mapping[str, str], external_labels: Mapping[str, str], ex
     }, ("Value",))
 
 
+_SAME: Any = object()
+
+
 def expand_alert(text: str, *, name: str, labels: Mapping[str, str], external_labels: Mapping[str, str],
                  external_url: str, value: float, timestamp_ms: int,
-                 query: Optional[QueryFn] = None) -> str:
+                 query: Optional[QueryFn] = None, template_url: Optional[str] = _SAME) -> str:
     """One label or annotation of the alert rule ``name`` (its alertname) for one sample, as
     Prometheus renders it: the result, or ``<error expanding template: ...>`` in its place.
 
-    ``query(expr, ts_ms)`` runs the template's ``query`` calls (blocking) and returns the vector as
-    ``[(labels, value), ...]``; None makes ``query`` fail as it would with no query engine.
+    ``external_url`` is ``$externalURL``. ``query(expr, ts_ms)`` runs the template's ``query`` calls
+    (blocking) and returns the vector as ``[(labels, value), ...]``; None makes ``query`` fail as it
+    would with no query engine. ``template_url`` is the URL of the ``externalURL``/``pathPrefix``
+    functions, by default ``external_url`` (Prometheus); ``thanos rule`` gives its rule manager
+    none, so there they fail: pass None to render as Thanos does.
     """
     data = alert_data(labels, external_labels, external_url, value)
     try:
         return expand(PREAMBLE + text, "__alert_" + name, data, timestamp_ms=timestamp_ms,
-                      external_url=external_url, query=query)
+                      external_url=external_url if template_url is _SAME else template_url, query=query)
     except TemplateError as e:
         return f"<error expanding template: {e}>"

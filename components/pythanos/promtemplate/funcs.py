@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from typing import Any, Callable, Mapping, Optional
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pythanos import gofmt, goregexp
 
@@ -444,7 +444,7 @@ _STATIC = {f.name: f for f in [
 ]}
 
 
-def prometheus_funcs(timestamp_ms: int, external_url: str, query: Optional[QueryFn]) -> dict[str, Func]:
+def prometheus_funcs(timestamp_ms: int, external_url: Optional[str], query: Optional[QueryFn]) -> dict[str, Func]:
     """The function map ``NewTemplateExpander`` gives a template evaluated at ``timestamp_ms``: the
     fixed functions and the four bound to this evaluation (``query``, ``now``, ``pathPrefix``,
     ``externalURL``)."""
@@ -459,13 +459,20 @@ def prometheus_funcs(timestamp_ms: int, external_url: str, query: Optional[Query
         return V.GoSlice([make_sample(lb, float(val)) for lb, val in vec], V.QUERY_RESULT)
 
     def path_prefix() -> str:
-        return urlsplit(external_url).path if external_url else ""
+        if external_url is None:
+            raise FuncError(_NIL_DEREF)
+        return unquote(urlsplit(external_url).path)  # url.URL's Path is the decoded path
+
+    def ext_url() -> str:
+        if external_url is None:
+            raise FuncError(_NIL_DEREF)
+        return external_url
 
     fs = dict(_STATIC)
     fs["query"] = Func("query", (_S,), q)
     fs["now"] = Func("now", (), lambda: timestamp_ms / 1000.0)
     fs["pathPrefix"] = Func("pathPrefix", (), path_prefix)
-    fs["externalURL"] = Func("externalURL", (), lambda: external_url)
+    fs["externalURL"] = Func("externalURL", (), ext_url)
     return fs
 
 
