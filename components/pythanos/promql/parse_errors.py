@@ -77,8 +77,17 @@ _DUR_RE = re.compile(r"(?:[0-9]+(?:ms|[smhdwy]))+")
 
 
 def _lex(q: str) -> list:
-    """Tokens of ``q`` (character positions); raises _LexError where Prometheus' lexer errors out."""
+    """Tokens of ``q`` (character positions); raises _LexError where Prometheus' lexer errors out
+    (its ``toks``: the tokens before the error, which Prometheus' parser has seen by then)."""
     toks: list = []
+    try:
+        return _lex_into(q, toks)
+    except _LexError as e:
+        e.toks = toks
+        raise
+
+
+def _lex_into(q: str, toks: list) -> list:
     i, n = 0, len(q)
     paren = 0
     bracket_open = False
@@ -148,6 +157,9 @@ def _lex(q: str) -> list:
                 raise _LexError("unexpected left bracket '['", i)
             if c == "-":
                 raise _LexError("duration must be greater than 0", i)
+            if not (c.isdigit() or c == "." or c in "+*/%^(),") and not (
+                    c in "sSmM" and re.match(r"(?i)(step|min|max)(?![A-Za-z])", q[i:])):
+                raise _LexError(f"unexpected character in duration expression: {_rune(q, i)}", i)
         if c.isdigit() or (c == "." and i + 1 < n and q[i + 1].isdigit()):
             bad = _bad_number_or_duration(q, i)
             if bad is not None:
@@ -208,6 +220,48 @@ def _lex(q: str) -> list:
         if c == "@":
             toks.append(_Tok("@", c, i)); i += 1; continue
         raise _LexError(f"unexpected character: {_rune(q, i)}", i)
+
+
+def _operand_before_offset(toks: list, default: int) -> int:
+    """Where the expression an ``offset`` follows begins (a call or a parenthesis)."""
+    k = next((k for k, t in enumerate(toks) if t.kind == "KEYWORD" and t.val.lower() == "offset"), None)
+    if k is None or k == 0 or toks[k - 1].kind != ")":
+        return default
+    j = _matching_open(toks, k - 1)
+    if j is None:
+        return default
+    if j > 0 and toks[j - 1].kind in ("IDENT", "AGG"):
+        return toks[j - 1].pos
+    if j > 1 and toks[j - 1].val.lower() in ("by", "without") and toks[j - 2].kind == ")":  # sum(...) by (a)
+        j3 = _matching_open(toks, j - 2)
+        if j3 is not None and j3 > 0 and toks[j3 - 1].kind == "AGG":
+            return toks[j3 - 1].pos
+    if j > 0 and toks[j - 1].kind == ")":  # sum by (a) (...)
+        j2 = _matching_open(toks, j - 1)
+        if j2 is not None and j2 >= 2 and toks[j2 - 1].val.lower() in ("by", "without") and toks[j2 - 2].kind == "AGG":
+            return toks[j2 - 2].pos
+    return toks[j].pos
+
+
+def _matching_open(toks: list, close: int) -> Optional[int]:
+    depth = 0
+    for j in range(close, -1, -1):
+        depth += {")": 1, "(": -1}.get(toks[j].kind, 0)
+        if depth == 0:
+            return j
+    return None
+
+
+def _unknown_function(name: str) -> bool:
+    import promql_parser as pp
+
+    try:
+        pp.parse(f"{name}()")
+    except BaseException as e:  # noqa: BLE001 - ValueError, or a panic from the Rust side
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        return str(e).startswith("unknown function")
+    return False
 
 
 def _is_alnum(c: str) -> bool:
@@ -465,9 +519,25 @@ def prometheus_parse_error(q: str, msg: str) -> str:
     try:
         toks = _lex(q)
     except _LexError as e:
+        # Prometheus' parser pulls tokens as it goes: a syntax error among the tokens before the
+        # lexer's error, or an unknown function called there, is the one it reports
+        seen = getattr(e, "toks", [])
+        for k, t in enumerate(seen[:-1]):
+            if t.kind == "IDENT" and seen[k + 1].kind == "(" and _unknown_function(t.val):
+                return f'{_position(q, t.pos)}: parse error: unknown function with name "{t.val}"'
+        text, pos = _unexpected(q, seen) if len(seen) > 1 else ("invalid promql query", 0)
+        if text != "invalid promql query" and pos < e.pos:
+            return f"{_position(q, pos)}: parse error: {text}"
         return f"{_position(q, e.pos)}: parse error: {e.msg}"
     at = _first_pos(toks)
     out = msg.replace("'", '"')
+    if out.startswith("offset modifier must be preceded by an vector selector"):
+        return (f"{_position(q, _operand_before_offset(toks, at))}: parse error: offset modifier must be preceded "
+                "by an instant vector selector or range vector selector or a subquery")
+    if out == "expect duration before first colon(:) in brackets":
+        k = next((k for k, t in enumerate(toks) if t.kind == ":"), None)
+        return (f"{_position(q, toks[k].pos + 1 if k is not None else at)}: parse error: unexpected colon before "
+                "duration in duration expression")  # the lexer reports it after the colon
     m = re.match(r"unknown function with name \"(.*)\"$", out)
     if m:
         k = _call_tok(toks, m.group(1))
