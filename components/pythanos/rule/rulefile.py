@@ -25,7 +25,7 @@ import glob
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import yaml
 
@@ -135,6 +135,14 @@ class _Loader(yaml.SafeLoader):
             return ""
         return super().resolve(kind, value, implicit)
 
+    def compose_node(self, parent, index):  # type: ignore[override]
+        """An anchor defined again names the new node from there on (libyaml), not an error."""
+        event = self.peek_event()
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None and not isinstance(event, yaml.AliasEvent):
+            self.anchors.pop(anchor, None)
+        return super().compose_node(parent, index)
+
 
 _STR, _INT, _FLOAT, _BOOL, _NULL, _SEQ, _MAP = ("!!str", "!!int", "!!float", "!!bool", "!!null", "!!seq", "!!map")
 _NULLS = {"", "~", "null", "Null", "NULL"}
@@ -232,6 +240,8 @@ class _Decoder:
         self.terrors: list[str] = []
 
     def terror(self, node: yaml.Node, into: str) -> None:
+        if isinstance(node, yaml.MappingNode) and self.pairs(node) is None:
+            return  # yaml.v3 checks a mapping's keys before what it is decoded into
         if isinstance(node, yaml.ScalarNode):
             tag = _resolve(node)[0]
             v = node.value
@@ -284,7 +294,7 @@ class _Decoder:
             self.terror(node, "map[string]string")
             return {}
         out: dict[str, str] = {}
-        for k, v in self.pairs(node) or ():
+        for k, v in self.with_merges(self.pairs(node) or []):
             if self.is_null(k):
                 continue
             key = self.string(k)
@@ -304,43 +314,44 @@ class _Decoder:
                     found = True
                     self.terrors.append(f"line {_pos(k2)[0]}: mapping key {_go_quote(_key_value(k))} "
                                         f"already defined at line {_pos(k)[0]}")
-        if found:
-            return None
-        explicit = [(k, v) for k, v in pairs if not _is_merge(k)]
-        names = {_key_value(k) for k, _ in explicit}
-        for k, v in pairs:  # merge keys ("<<: *anchor"): what the mapping does not set itself
-            if _is_merge(k):
-                merged = v.value if isinstance(v, yaml.SequenceNode) else [v]
-                for m in merged:
-                    if not isinstance(m, yaml.MappingNode):
-                        raise _Fatal("yaml: map merge requires map or sequence of maps as the value")
-                    for mk, mv in m.value:
-                        if _key_value(mk) not in names:
-                            names.add(_key_value(mk))
-                            explicit.append((mk, mv))
-        return explicit
+        return None if found else pairs
 
-    def struct(self, node: yaml.Node, type_name: str, known: set[str]) -> Optional[dict[str, tuple]]:
-        """A mapping read into a Go struct: known keys to (key node, value node); unknown ones
-        refused when strict. None (and a type error) when the node is not a mapping."""
+    def with_merges(self, pairs: list[tuple[yaml.Node, yaml.Node]]) -> Iterator[tuple[yaml.Node, yaml.Node]]:
+        """The mapping's own pairs, then those its merge keys (``<<: *anchor``) bring that it
+        does not set itself: yaml.v3 decodes the merged mappings last, checking them again."""
+        own = [(k, v) for k, v in pairs if not _is_merge(k)]
+        yield from own
+        names = {_key_value(k) for k, _ in own}
+        for k, v in pairs:
+            if not _is_merge(k):
+                continue
+            for m in (v.value if isinstance(v, yaml.SequenceNode) else [v]):
+                if not isinstance(m, yaml.MappingNode):
+                    raise _Fatal("yaml: map merge requires map or sequence of maps as the value")
+                for mk, mv in self.pairs(m) or ():
+                    if _key_value(mk) not in names:
+                        names.add(_key_value(mk))
+                        yield mk, mv
+
+    def fields(self, node: yaml.Node, type_name: str, known: set[str]) -> Iterator[tuple[str, yaml.Node]]:
+        """A mapping read into a Go struct, in the file's order (so errors come in yaml.v3's
+        order): (field, value node) for the known keys, unknown ones refused when strict; a type
+        error when the node is not a mapping."""
         if self.is_null(node):
-            return {}
+            return
         if not isinstance(node, yaml.MappingNode):
             self.terror(node, type_name)
-            return None
-        pairs = self.pairs(node)
-        if pairs is None:
-            return None
-        out: dict[str, tuple] = {}
-        for k, v in pairs:
+            return
+        for k, v in self.with_merges(self.pairs(node) or []):
+            if self.is_null(k):
+                continue  # yaml.v3 cannot name a field by a null key, and skips it
             name = self.string(k)
             if name is None:
                 continue
             if name in known:
-                out[name] = (k, v)
+                yield name, v
             elif self.strict:
                 self.terrors.append(f"line {_pos(k)[0]}: field {name} not found in type {type_name}")
-        return out
 
 
 _GROUP_FIELDS = {"name", "interval", "query_offset", "limit", "rules", "labels", "partial_response_strategy"}
@@ -378,10 +389,13 @@ class _RawGroup:
 def _decode(doc: Optional[yaml.Node], dec: _Decoder, group_fields: set[str]) -> list[_RawGroup]:
     if doc is None:
         return []
-    top = dec.struct(doc, "rulefmt.RuleGroups", {"groups"})
-    if not top or "groups" not in top:
-        return []
-    gnode = top["groups"][1]
+    groups: list[_RawGroup] = []
+    for _, gnode in dec.fields(doc, "rulefmt.RuleGroups", {"groups"}):
+        groups = _decode_groups(gnode, dec, group_fields)
+    return groups
+
+
+def _decode_groups(gnode: yaml.Node, dec: _Decoder, group_fields: set[str]) -> list[_RawGroup]:
     if dec.is_null(gnode):
         return []
     if not isinstance(gnode, yaml.SequenceNode):
@@ -391,12 +405,9 @@ def _decode(doc: Optional[yaml.Node], dec: _Decoder, group_fields: set[str]) -> 
     for g in gnode.value:
         if dec.is_null(g):
             continue  # yaml.v3 leaves a null item out of a list of structs
-        fields = dec.struct(g, "rulefmt.RuleGroup", group_fields)
         raw = _RawGroup(node=g)
         groups.append(raw)
-        if fields is None:
-            continue
-        for key, (_, v) in fields.items():
+        for key, v in dec.fields(g, "rulefmt.RuleGroup", group_fields):
             if key == "name":
                 raw.name = dec.string(v) or ""
             elif key == "interval":
@@ -424,10 +435,9 @@ def _decode_rules(node: yaml.Node, dec: _Decoder) -> list[_RawRule]:
     for r in node.value:
         if dec.is_null(r):
             continue
-        fields = dec.struct(r, "rulefmt.Rule", _RULE_FIELDS)
         raw = _RawRule(node=r)
         rules.append(raw)
-        for key, (_, v) in (fields or {}).items():
+        for key, v in dec.fields(r, "rulefmt.Rule", _RULE_FIELDS):
             if key in ("record", "alert", "expr"):
                 setattr(raw, key, dec.string(v) or "")
                 setattr(raw, key + "_node", v)
@@ -591,8 +601,7 @@ def parse_rules(content: str, path: str, *, thanos: bool = True,
     field is unknown, as for promtool. ``experimental_functions``: the ruler's
     ``--enable-feature=promql-experimental-functions`` (else such functions are refused)."""
     try:
-        docs = yaml.compose_all(content, Loader=_Loader)
-        doc = next(iter(docs), None)
+        doc = _first_document(content)
     except yaml.YAMLError as e:
         raise RuleFileError([f"{path}: {_yaml_syntax_error(e)}"]) from None
     dec = _Decoder(strict=True)
@@ -621,10 +630,108 @@ def parse_rules(content: str, path: str, *, thanos: bool = True,
         partial_response_strategy=s) for g, s in zip(raw, strategies)]
 
 
+def _first_document(content: str) -> Optional[yaml.Node]:
+    """The first YAML document's node tree, as yaml.v3 reads it: later documents are not
+    looked at, but the tokens up to the next ``---``/``...`` are (libyaml's scanner reads
+    ahead), so a token error right after the document still counts. A tab ending a line is
+    whitespace to libyaml (PyYAML refuses it): such tabs are read as spaces."""
+    placeholders = False
+    for _ in range(1000):
+        try:
+            doc = next(iter(yaml.compose_all(content, Loader=_Loader)), None)
+            _scan_rest_of_document(content)
+            if placeholders and doc is not None:
+                _restore_tabs(doc)
+            return doc
+        except yaml.scanner.ScannerError as e:
+            fix = _tab_fix(content, e)
+            if fix is None:
+                raise
+            at, char = fix
+            placeholders |= char == _TAB_IN_SCALAR
+            content = content[:at] + char + content[at + 1:]
+    raise AssertionError("unreachable")
+
+
+_TAB_IN_SCALAR = "\ue009"  # a tab inside a plain scalar, while PyYAML reads it
+
+
+def _tab_fix(content: str, e: yaml.scanner.ScannerError) -> Optional[tuple[int, str]]:
+    """A tab PyYAML refuses where libyaml takes it: at the end of a line or between tokens it is
+    whitespace (a space here); inside a plain scalar it is part of the text (a placeholder put
+    back afterwards). A tab in a line's indentation stays an error, as for libyaml."""
+    mark = e.problem_mark
+    if mark is None or not (e.problem or "").startswith("found character '\\t'"):
+        return None
+    i = mark.index
+    if i >= len(content) or content[i] != "\t":
+        return None
+    line_start = content.rfind("\n", 0, i) + 1
+    before = content[line_start:i].rstrip(" \t")
+    if not before.strip(" -"):
+        return None  # indentation
+    rest = content[i:].split("\n", 1)[0].lstrip(" \t\r")
+    if rest == "" or rest.startswith("#") or before[-1] in ":-,[{?" or re.match(r":(\s|$)", rest) or \
+            before.split()[-1][:1] in ("!", "&"):  # after a tag or an anchor
+        return i, " "
+    return i, _TAB_IN_SCALAR
+
+
+def _restore_tabs(node: yaml.Node) -> None:
+    stack = [node]
+    seen: set[int] = set()
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if isinstance(n, yaml.ScalarNode):
+            n.value = n.value.replace(_TAB_IN_SCALAR, "\t")
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+        elif isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                stack.extend((k, v))
+
+
+_OPENS = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken,
+          yaml.FlowSequenceStartToken)
+_CLOSES = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+
+
+def _scan_rest_of_document(content: str) -> None:
+    """Scan the first document's tokens and peek at the token after its root node, as libyaml
+    does when it looks for the document's end (with the look-ahead a possible simple key
+    needs): a scanner error up to there counts."""
+    depth, started = 0, False
+    scanner = _Loader(content)
+    try:
+        while scanner.check_token():
+            tok = scanner.get_token()
+            if isinstance(tok, (yaml.StreamStartToken, yaml.DirectiveToken, yaml.DocumentStartToken)) and \
+                    not started:
+                continue
+            if isinstance(tok, (yaml.StreamEndToken, yaml.DocumentEndToken, yaml.DocumentStartToken)):
+                return
+            started = True
+            if isinstance(tok, _OPENS):
+                depth += 1
+            elif isinstance(tok, _CLOSES):
+                depth -= 1
+            if depth <= 0 and not isinstance(tok, (yaml.AnchorToken, yaml.TagToken)):
+                scanner.peek_token()
+                return
+    finally:
+        scanner.dispose()
+
+
 # PyYAML's wording of a syntax error -> libyaml's (which yaml.v3 prints), by context and problem.
 _LIBYAML_WORDS = (
     ("while parsing a block collection", "expected <block end>", "did not find expected '-' indicator"),
     ("while parsing a block mapping", "expected <block end>", "did not find expected key"),
+    ("", "expected the node content", "did not find expected node content"),
+    ("", "expected alphabetic or numeric character", "did not find expected alphabetic or numeric character"),
+    ("", "sequence entries are not allowed here", "block sequence entries are not allowed in this context"),
     ("while parsing a flow sequence", "expected ',' or ']'", "did not find expected ',' or ']'"),
     ("while parsing a flow mapping", "expected ',' or '}'", "did not find expected ',' or '}'"),
     ("", "mapping values are not allowed here", "mapping values are not allowed in this context"),
@@ -638,6 +745,9 @@ def _yaml_syntax_error(e: yaml.YAMLError) -> str:
     being the context's (0-based, one more for scanner errors) or else the problem's."""
     ctx, prob = getattr(e, "context_mark", None), getattr(e, "problem_mark", None)
     context, problem = getattr(e, "context", None) or "", getattr(e, "problem", None) or str(e)
+    alias = re.match(r"found undefined alias '(.*)'$", problem)
+    if alias:  # yaml.v3 says so while resolving, without a line
+        return f"yaml: unknown anchor '{alias.group(1)}' referenced"
     for want_ctx, want_problem, words in _LIBYAML_WORDS:
         if context.startswith(want_ctx) and problem.startswith(want_problem):
             problem = words
