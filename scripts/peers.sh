@@ -190,6 +190,25 @@ build_rwcompliance() {
   log "built rw-compliance-receiver $version in $(( $(date +%s) - t0 ))s"
 }
 
+# Prometheus' alert-generator compliance tester (tests/test_rule_compliance.py), same commit as the
+# remote-write suite. The proxy does not serve the alert_generator module, so its source comes from
+# a local mirror of prometheus/compliance (PYTHANOS_COMPLIANCE_REPO, a git dir) or a shallow clone;
+# its dependencies come from the proxy as for every build. Without source it logs and builds nothing.
+build_alertgen() {
+  local commit=${RW_COMPLIANCE_VERSION##*-} out="$BIN/alert-generator-compliance-tester-${RW_COMPLIANCE_VERSION##*-}" t0
+  [[ -x "$out" ]] && { log "alert-generator-compliance-tester $commit cached"; return 0; }
+  t0=$(date +%s)
+  local src="$PEERS_DIR/src/alert-generator-compliance-$commit" repo="${PYTHANOS_COMPLIANCE_REPO:-/work/.mirror/prometheus+compliance/repo}"
+  rm -rf "$src"; mkdir -p "$src"
+  if [[ -d "$repo" ]] && git -C "$repo" archive "$commit" alert_generator | tar -x -C "$src"; then :
+  elif git clone -q --filter=blob:none https://github.com/prometheus/compliance "$src/clone" 2>/dev/null &&
+       git -C "$src/clone" archive "$commit" alert_generator | tar -x -C "$src"; then rm -rf "$src/clone"
+  else log "alert-generator-compliance-tester: no source for commit $commit, not built"; return 0; fi
+  ( cd "$src/alert_generator" && go build -trimpath -o "$out.partial" ./cmd/alert_generator_compliance_tester )
+  mv "$out.partial" "$out"
+  log "built alert-generator-compliance-tester $commit in $(( $(date +%s) - t0 ))s"
+}
+
 # File name of a Kubernetes-build peer in $BIN (versioned).
 peer_file() {
   if [[ $1 == etcd ]]; then echo "etcd-$(cat "$PEERS_DIR/etcd-version")"; else echo "$1-$KUBERNETES_VERSION"; fi
@@ -224,7 +243,7 @@ build_helm() {
 }
 
 start=$(date +%s)
-builds=(thanos prometheus kubernetes helm rwcompliance)
+builds=(thanos prometheus kubernetes helm rwcompliance alertgen)
 [[ $CLUSTER == 1 ]] && builds+=(coredns)
 pids=()
 for b in "${builds[@]}"; do "build_$b" > "$PEERS_DIR/logs/$b.log" 2>&1 & pids+=($!); done
@@ -244,6 +263,8 @@ done
 [[ -x "$BIN/helm-$HELM_VERSION" ]] && ln -sf "helm-$HELM_VERSION" "$BIN/helm"
 [[ -x "$BIN/rw-compliance-receiver-$RW_COMPLIANCE_VERSION.test" ]] && \
   ln -sf "rw-compliance-receiver-$RW_COMPLIANCE_VERSION.test" "$BIN/rw-compliance-receiver.test"
+[[ -x "$BIN/alert-generator-compliance-tester-${RW_COMPLIANCE_VERSION##*-}" ]] && \
+  ln -sf "alert-generator-compliance-tester-${RW_COMPLIANCE_VERSION##*-}" "$BIN/alert-generator-compliance-tester"
 [[ -x "$BIN/coredns-$COREDNS_VERSION" ]] && ln -sf "coredns-$COREDNS_VERSION" "$BIN/coredns"
 log "peers ready in $BIN after $(( $(date +%s) - start ))s (rc=$rc)"
 exit $rc
