@@ -246,10 +246,16 @@ class Group:
         k = 1
         while True:
             now = self.opts.clock_ns()
-            k = max(k, (now - tick0) // self.interval_ns + 1)  # ticks that fell during a slow evaluation are dropped
-            if not await self._sleep_until(tick0 + k * self.interval_ns):
-                return
-            k += 1
+            if tick0 + k * self.interval_ns <= now:
+                # Go's ticker holds one tick while an evaluation overruns (the next runs at once)
+                # and drops the others
+                k = (now - tick0) // self.interval_ns + 1
+                if self._stop.is_set():
+                    return
+            else:
+                if not await self._sleep_until(tick0 + k * self.interval_ns):
+                    return
+                k += 1
             missed = (self.opts.clock_ns() - ts) // self.interval_ns - 1
             if missed > 0:
                 s = self.strategy.lower()
