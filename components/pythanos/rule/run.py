@@ -12,6 +12,7 @@ At start a file that does not load is fatal, as in Thanos.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import time
@@ -129,7 +130,9 @@ class Rules:
         async with self._lock:
             loop = asyncio.get_running_loop()
             try:
-                groups = await loop.run_in_executor(None, load_files, self.config.rule_files)
+                groups = await loop.run_in_executor(None, functools.partial(
+                    load_files, self.config.rule_files,
+                    experimental_functions="promql-experimental-functions" in self.config.features))
             except (RuleFileError, OSError) as e:
                 self.metrics.success.set(0)
                 msg = f"reloading rules failed: {e}"
