@@ -290,3 +290,18 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
                 line += "| " + (s + " " * gap if gap > 0 else s) + " "
             out.append(line + "|")
     return "\n".join(out) + "\n"
+
+
+_GO_JSON_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
+
+
+def go_json(value) -> str:
+    """``value`` as Go's encoding/json marshals it: compact, UTF-8 kept, ``<``, ``>``, ``&`` and
+    U+2028/U+2029 escaped (its HTML-safe default). Key order is the caller's: Go writes struct
+    fields in declaration order and map keys sorted."""
+    import json
+
+    out = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    for a, b in _GO_JSON_ESCAPES:
+        out = out.replace(a, b)
+    return out

@@ -24,7 +24,6 @@ import asyncio
 import base64
 import collections
 import datetime as _dt
-import json
 import logging
 import re
 import ssl
@@ -278,19 +277,22 @@ def generator_url(query_url: str, template: str, expr: str) -> str:
 
 
 def _payload(alerts: Sequence[Mapping[str, Any]]) -> bytes:
-    """API v2 PostableAlerts, in the field order Go's encoder writes them."""
+    """API v2 PostableAlerts as Thanos' sender marshals them: struct fields in Go's order
+    (annotations and generatorURL left out when empty), label maps sorted, Go's escaping."""
+    from ..gofmt import go_json
+
     out = []
     for a in alerts:
         item: dict[str, Any] = {}
         if a.get("annotations"):
-            item["annotations"] = a["annotations"]
+            item["annotations"] = dict(sorted(a["annotations"].items()))
         item["endsAt"] = format_time(a.get("endsAt"))
         item["startsAt"] = format_time(a.get("startsAt"))
         if a.get("generatorURL"):
             item["generatorURL"] = a["generatorURL"]
-        item["labels"] = a.get("labels") or {}
+        item["labels"] = dict(sorted((a.get("labels") or {}).items()))
         out.append(item)
-    return json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode()
+    return go_json(out).encode()
 
 
 # ---------------------------------------------------------------------------------------------
