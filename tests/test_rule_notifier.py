@@ -570,3 +570,87 @@ def test_payload_as_thanos_rule_sends_it(thanos_bin, prometheus3_bin, prometheus
         assert "replica" not in theirs["labels"] and theirs["labels"]["cluster"] == "eu1"
     finally:
         cap.close()
+
+
+def test_https_and_basic_auth_from_alerting_config(alertmanager_bin, tmp_path):
+    """--alertmanagers.config with scheme https, tls_config (CA, server name) and basic_auth
+    (password_file) against a real Alertmanager serving TLS with basic auth; a wrong password is
+    refused by it (counted, dropped), the right one delivers."""
+    import base64
+    import ssl
+
+    import bcrypt
+
+    from tlsfiles import make_pki
+
+    pki = make_pki(tmp_path / "pki", "localhost")
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config:\n  cert_file: {pki.dir / 'tls.crt'}\n  key_file: {pki.dir / 'tls.key'}\n"
+                   f"basic_auth_users:\n  alerts: '{bcrypt.hashpw(b's3cret', bcrypt.gensalt(4)).decode()}'\n")
+    cfg = tmp_path / "am.yml"
+    cfg.write_text(AM_CONFIG)
+    ctx = ssl.create_default_context(cafile=str(pki.dir / "ca.crt"))
+    auth = "Basic " + base64.b64encode(b"alerts:s3cret").decode()
+
+    def get_alerts(url: str):
+        req = urllib.request.Request(url + "/api/v2/alerts", headers={"Authorization": auth})
+        with urllib.request.urlopen(req, timeout=5, context=ctx) as r:
+            return json.loads(r.read())
+
+    def launch(ports: list[int]) -> Process:
+        p = REGISTRY.start("alertmanager", [alertmanager_bin, f"--config.file={cfg}", f"--web.config.file={web}",
+                                            f"--storage.path={tmp_path / 'data'}", "--cluster.listen-address=",
+                                            f"--web.listen-address=127.0.0.1:{ports[0]}"], tmp_path)
+        p.url, p.port = f"https://localhost:{ports[0]}", ports[0]
+        return p
+
+    def ready(p: Process) -> None:
+        def ok() -> bool:
+            try:
+                get_alerts(p.url)
+                return True
+            except OSError:
+                return False
+        p.wait_ready(ok, 60, what="the Alertmanager answering over TLS with basic auth")
+
+    am = start_on_free_ports(1, launch, ready)
+    try:
+        def alerting(password_field: str) -> str:
+            return f"""
+alertmanagers:
+- static_configs: ['127.0.0.1:{am.port}']
+  scheme: https
+  timeout: 5s
+  http_config:
+    basic_auth:
+      username: alerts
+      {password_field}
+    tls_config:
+      ca_file: {pki.dir / 'ca.crt'}
+      server_name: localhost
+"""
+        reg = prometheus_client.CollectorRegistry()
+        now = time.time()
+
+        async def main():
+            wrong = Notifier(parse_alerting_config(alerting("password: nope")), registry=reg)
+            right = Notifier(parse_alerting_config(alerting(f"password_file: {pw}")))
+            await wrong.start()
+            await right.start()
+            try:
+                wrong.send([alert("Wrong", now)])
+                await wait_for(lambda: value(reg, "thanos_alert_sender_alerts_dropped_total") == 1,
+                               "the refused post counted as dropped")
+                right.send([alert("Right", now)])
+                return await wait_for(lambda: get_alerts(am.url), "the alert over TLS")
+            finally:
+                await wrong.stop()
+                await right.stop()
+
+        got = run(main())
+        assert [a["labels"]["alertname"] for a in got] == ["Right"]
+        assert value(reg, "thanos_alert_sender_errors_total", alertmanager=f"127.0.0.1:{am.port}") == 1
+    finally:
+        am.stop()
