@@ -428,20 +428,43 @@ def _stored(grpc_addr: str, name: str) -> list[tuple[int, float]]:
     return sorted(set(samples))
 
 
-def test_kill9_and_restart_keep_the_recorded_samples(stack, pythanos_bin, tmp_path):
+def _active_at(p: Process, alert: str) -> float | None:
+    """Unix seconds the alert ``alert`` has been active since, per /api/v1/alerts (None: not active)."""
+    import datetime as dt
+
+    for a in get_json(p.url + "/api/v1/alerts")[1]["data"]["Alerts"] or []:
+        if a["labels"]["alertname"] == alert:
+            text = a["activeAt"].rstrip("Z")
+            head, _, frac = text.partition(".")
+            t = dt.datetime.fromisoformat(head).replace(tzinfo=dt.timezone.utc).timestamp()
+            return t + float("0." + frac) if frac else t
+    return None
+
+
+def test_kill9_and_restart_keep_the_recorded_samples_and_for_state(stack, pythanos_bin, tmp_path):
+    """kill -9: what was recorded is still served after the restart (WAL replay), and a pending
+    alert (for: 1h) keeps its progress: restored from ALERTS_FOR_STATE in the ruler's own TSDB, its
+    active-since is from before the restart (shifted by the downtime, as Prometheus restores)."""
     f = tmp_path / "rules.yaml"
     f.write_text(RULES)
     r = start_ruler(pythanos_bin, tmp_path / "r", f, stack["query"].url, label='ruler="k"')
     try:
         wait_for(lambda: len(_stored(r.extra["grpc"], "job:up:sum")) >= 5, "5 recorded samples", procs=(r,))
+        wait_for(lambda: (_active_at(r, "LongPending") or time.time()) < time.time() - 20,
+                 "LongPending pending for 20s", procs=(r,))
         before = _stored(r.extra["grpc"], "job:up:sum")
         os.killpg(r.pid, signal.SIGKILL)
         r.proc.wait(10)
+        restarted = time.time()
         r = restart(r)
         after = _stored(r.extra["grpc"], "job:up:sum")
         assert set(before) <= set(after), (len(before), len(after))
         wait_for(lambda: len(_stored(r.extra["grpc"], "job:up:sum")) > len(after), "evaluation after restart",
                  procs=(r,))
+        # restored after the second evaluation as (second evaluation - 20s pending), before the
+        # restart; unrestored it would be active since after the restart
+        wait_for(lambda: (_active_at(r, "LongPending") or time.time()) < restarted,
+                 "LongPending's for state restored", procs=(r,), timeout=30)
     finally:
         r.stop()
 
