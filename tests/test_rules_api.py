@@ -161,6 +161,30 @@ def start_our_query(pythanos_bin: str, endpoints: list[str], work: Path, extra=(
     return start_on_free_ports(2, launch, ready)
 
 
+@pytest.fixture
+def started():
+    """Processes a test started, stopped when it ends (whatever the outcome)."""
+    procs: list[Process] = []
+    yield procs
+    for p in procs:
+        p.stop()
+
+
+def two_replicas(prometheus_factory, prometheus3_bin, pythanos_bin, thanos_bin, tmp_path: Path, started: list,
+                 extra_a: bool) -> tuple[Process, Process, dict[str, list[str]]]:
+    """Prometheus replicas a and b (``extra_a``: a has a target down) with our sidecar and Thanos' on each:
+    (a, b, {"ours": [gRPC addresses], "thanos": [...]})."""
+    pa = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "a", extra=extra_a)
+    pb = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "b", extra=False)
+    sidecars: dict[str, list[str]] = {}
+    for kind, binary in (("ours", pythanos_bin), ("thanos", thanos_bin)):
+        for name, prom in (("a", pa), ("b", pb)):
+            p = start_sidecar(binary, kind, prom, tmp_path / f"{kind}-{name}")
+            started.append(p)
+            sidecars.setdefault(kind, []).append(p.extra["grpc"])
+    return pa, pb, sidecars
+
+
 _MOVING = [(re.compile(r'"lastEvaluation":"[^"]*"'), '"lastEvaluation":"T"'),
            (re.compile(r'"evaluationTime":[-0-9.e+]+'), '"evaluationTime":0')]
 _ACTIVE_AT = (re.compile(r'"activeAt":"[^"]*"'), '"activeAt":"T"')
@@ -213,134 +237,113 @@ def calls(rule_dir: Path) -> list[tuple[str, list]]:
 
 
 def test_rules_and_alerts_through_sidecars_and_queriers_as_thanos(prometheus_factory, prometheus3_bin, pythanos_bin,
-                                                                    thanos_bin, tmp_path):
-    started: list[Process] = []
-    try:
-        prom = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "a", extra=True)
-        ours = start_sidecar(pythanos_bin, "ours", prom, tmp_path / "ours")
-        started.append(ours)
-        theirs = start_sidecar(thanos_bin, "thanos", prom, tmp_path / "thanos")
-        started.append(theirs)
-        tq_ours = start_thanos_query(thanos_bin, [ours.extra["grpc"]], tmp_path / "tq-ours")
-        started.append(tq_ours)
-        tq_theirs = start_thanos_query(thanos_bin, [theirs.extra["grpc"]], tmp_path / "tq-theirs")
-        started.append(tq_theirs)
-        oq_theirs = start_our_query(pythanos_bin, [theirs.extra["grpc"]], tmp_path / "oq-theirs")
-        started.append(oq_theirs)
-        oq_ours = start_our_query(pythanos_bin, [ours.extra["grpc"]], tmp_path / "oq-ours")
-        started.append(oq_ours)
-        # a real querier over our querier's own Rules API
-        tq_oq = start_thanos_query(thanos_bin, [oq_ours.extra["grpc"]], tmp_path / "tq-oq")
-        started.append(tq_oq)
-        for path, params in calls(prom.extra["rule_dir"]):
-            want = get(tq_theirs.url, path, params)
-            for q in (tq_ours, oq_theirs, oq_ours, tq_oq):
-                same(get(q.url, path, params), want, (q.name, path, params))
-        code, body = get(tq_theirs.url, "/api/v1/rules")
-        data = json.loads(body)["data"]
-        # the fixture is what it should be: external labels on rules, all kinds of states
-        names = {r["name"]: r for g in data["groups"] for r in g["rules"]}
-        assert names["job:up:sum"]["labels"] == {"cluster": "c1", "prom_replica": "a", "source": "rules"}
-        assert {names[n]["state"] for n in ("AlwaysFiring", "PendingForAnHour", "NeverFires")} == {
-            "firing", "pending", "inactive"}
-        alerts = json.loads(get(tq_theirs.url, "/api/v1/alerts")[1])["data"]["alerts"]
-        assert len(alerts) == 3 and all("cluster" not in a["labels"] for a in alerts)
-    finally:
-        for p in started:
-            p.stop()
+                                                                    thanos_bin, tmp_path, started):
+    prom = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "a", extra=True)
+    ours = start_sidecar(pythanos_bin, "ours", prom, tmp_path / "ours")
+    started.append(ours)
+    theirs = start_sidecar(thanos_bin, "thanos", prom, tmp_path / "thanos")
+    started.append(theirs)
+    tq_ours = start_thanos_query(thanos_bin, [ours.extra["grpc"]], tmp_path / "tq-ours")
+    started.append(tq_ours)
+    tq_theirs = start_thanos_query(thanos_bin, [theirs.extra["grpc"]], tmp_path / "tq-theirs")
+    started.append(tq_theirs)
+    oq_theirs = start_our_query(pythanos_bin, [theirs.extra["grpc"]], tmp_path / "oq-theirs")
+    started.append(oq_theirs)
+    oq_ours = start_our_query(pythanos_bin, [ours.extra["grpc"]], tmp_path / "oq-ours")
+    started.append(oq_ours)
+    # a real querier over our querier's own Rules API
+    tq_oq = start_thanos_query(thanos_bin, [oq_ours.extra["grpc"]], tmp_path / "tq-oq")
+    started.append(tq_oq)
+    for path, params in calls(prom.extra["rule_dir"]):
+        want = get(tq_theirs.url, path, params)
+        for q in (tq_ours, oq_theirs, oq_ours, tq_oq):
+            same(get(q.url, path, params), want, (q.name, path, params))
+    code, body = get(tq_theirs.url, "/api/v1/rules")
+    data = json.loads(body)["data"]
+    # the fixture is what it should be: external labels on rules, all kinds of states
+    names = {r["name"]: r for g in data["groups"] for r in g["rules"]}
+    assert names["job:up:sum"]["labels"] == {"cluster": "c1", "prom_replica": "a", "source": "rules"}
+    assert {names[n]["state"] for n in ("AlwaysFiring", "PendingForAnHour", "NeverFires")} == {
+        "firing", "pending", "inactive"}
+    alerts = json.loads(get(tq_theirs.url, "/api/v1/alerts")[1])["data"]["alerts"]
+    assert len(alerts) == 3 and all("cluster" not in a["labels"] for a in alerts)
 
 
 def test_sidecar_rules_grpc_frames_as_thanos_sidecar(prometheus_factory, prometheus3_bin, pythanos_bin, thanos_bin,
-                                                     tmp_path):
+                                                     tmp_path, started):
     """Frame by frame on the wire: both sidecars send the same groups for each type."""
-    started: list[Process] = []
-    try:
-        prom = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "a", extra=False)
-        ours = start_sidecar(pythanos_bin, "ours", prom, tmp_path / "ours")
-        started.append(ours)
-        theirs = start_sidecar(thanos_bin, "thanos", prom, tmp_path / "thanos")
-        started.append(theirs)
+    prom = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "a", extra=False)
+    ours = start_sidecar(pythanos_bin, "ours", prom, tmp_path / "ours")
+    started.append(ours)
+    theirs = start_sidecar(thanos_bin, "thanos", prom, tmp_path / "thanos")
+    started.append(theirs)
 
-        async def frames(address: str, typ: int) -> list:
-            c = StoreClient(address)
-            try:
-                got = await c.rules(rules_pb2.RulesRequest(type=typ), timeout=30)
-            finally:
-                await c.close()
-            out = []
-            for f in got:
-                g = f.group
-                g.ClearField("last_evaluation")
-                g.evaluation_duration_seconds = 0
-                for r in g.rules:
-                    x = r.alert if r.WhichOneof("result") == "alert" else r.recording
-                    x.ClearField("last_evaluation")
-                    x.evaluation_duration_seconds = 0
-                out.append(f.SerializeToString(deterministic=True))
-            return out
+    async def frames(address: str, typ: int) -> list:
+        c = StoreClient(address)
+        try:
+            got = await c.rules(rules_pb2.RulesRequest(type=typ), timeout=30)
+        finally:
+            await c.close()
+        out = []
+        for f in got:
+            g = f.group
+            g.ClearField("last_evaluation")
+            g.evaluation_duration_seconds = 0
+            for r in g.rules:
+                x = r.alert if r.WhichOneof("result") == "alert" else r.recording
+                x.ClearField("last_evaluation")
+                x.evaluation_duration_seconds = 0
+            out.append(f.SerializeToString(deterministic=True))
+        return out
 
-        for typ in (rl.ALL, rl.ALERT, rl.RECORD):
-            want = asyncio.run(frames(theirs.extra["grpc"], typ))
-            assert want
-            assert asyncio.run(frames(ours.extra["grpc"], typ)) == want, typ
-        # a sidecar whose Prometheus is gone answers an error
-        prom.stop()
+    for typ in (rl.ALL, rl.ALERT, rl.RECORD):
+        want = asyncio.run(frames(theirs.extra["grpc"], typ))
+        assert want
+        assert asyncio.run(frames(ours.extra["grpc"], typ)) == want, typ
+    # a sidecar whose Prometheus is gone answers an error
+    prom.stop()
 
-        async def failing(address: str):
-            c = StoreClient(address)
-            try:
-                await c.rules(rules_pb2.RulesRequest(), timeout=30)
-            except Exception as e:  # noqa: BLE001
-                return getattr(e, "code", None)
-            finally:
-                await c.close()
+    async def failing(address: str):
+        c = StoreClient(address)
+        try:
+            await c.rules(rules_pb2.RulesRequest(), timeout=30)
+        except Exception as e:  # noqa: BLE001
+            return getattr(e, "code", None)
+        finally:
+            await c.close()
 
-        assert asyncio.run(failing(ours.extra["grpc"])) == asyncio.run(failing(theirs.extra["grpc"])) \
-            == grpc.StatusCode.INTERNAL
-    finally:
-        for p in started:
-            p.stop()
+    assert asyncio.run(failing(ours.extra["grpc"])) == asyncio.run(failing(theirs.extra["grpc"])) \
+        == grpc.StatusCode.INTERNAL
 
 
 def test_replicas_deduplicated_as_thanos_query(prometheus_factory, prometheus3_bin, pythanos_bin, thanos_bin,
-                                               tmp_path):
+                                               tmp_path, started):
     """Replica a has a target down (TargetDown firing), replica b none (inactive): de-duplication
     keeps the more critical rule; without replica labels both copies show, in Thanos' order."""
-    started: list[Process] = []
-    try:
-        pa = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "a", extra=True)
-        pb = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "b", extra=False)
-        sidecars = {}
-        for kind, binary in (("ours", pythanos_bin), ("thanos", thanos_bin)):
-            for name, prom in (("a", pa), ("b", pb)):
-                p = start_sidecar(binary, kind, prom, tmp_path / f"{kind}-{name}")
-                started.append(p)
-                sidecars.setdefault(kind, []).append(p.extra["grpc"])
-        for dedup in (True, False):
-            # the queriers' default here is "replica", which these Prometheus do not have
-            extra = ["--query.replica-label=prom_replica"] if dedup else []
-            tag = "dedup" if dedup else "raw"
-            tq = start_thanos_query(thanos_bin, sidecars["thanos"], tmp_path / f"tq-{tag}", extra=extra)
-            started.append(tq)
-            oq_theirs = start_our_query(pythanos_bin, sidecars["thanos"], tmp_path / f"oq-theirs-{tag}",
-                                        ["--query.replica-label=replica", *extra])
-            started.append(oq_theirs)
-            oq_ours = start_our_query(pythanos_bin, sidecars["ours"], tmp_path / f"oq-ours-{tag}",
-                                      ["--query.replica-label=replica", *extra])
-            started.append(oq_ours)
-            for path, params in calls(pa.extra["rule_dir"]):
-                want = get(tq.url, path, params, active_at=True)
-                for q in (oq_theirs, oq_ours):
-                    same(get(q.url, path, params, active_at=True), want, (tag, q.name, path, params))
-            data = json.loads(get(tq.url, "/api/v1/rules", [("rule_name[]", "TargetDown")])[1])["data"]
-            rules = [r for g in data["groups"] for r in g["rules"]]
-            if dedup:
-                assert [(r["state"], r["labels"]) for r in rules] == [("firing", {"cluster": "c1", "severity": "page"})]
-            else:
-                assert [(r["state"], r["labels"]["prom_replica"]) for r in rules] == [("firing", "a"), ("inactive", "b")]
-    finally:
-        for p in started:
-            p.stop()
+    pa, pb, sidecars = two_replicas(prometheus_factory, prometheus3_bin, pythanos_bin, thanos_bin, tmp_path,
+                                    started, extra_a=True)
+    for dedup in (True, False):
+        # the queriers' default here is "replica", which these Prometheus do not have
+        extra = ["--query.replica-label=prom_replica"] if dedup else []
+        tag = "dedup" if dedup else "raw"
+        tq = start_thanos_query(thanos_bin, sidecars["thanos"], tmp_path / f"tq-{tag}", extra=extra)
+        started.append(tq)
+        oq_theirs = start_our_query(pythanos_bin, sidecars["thanos"], tmp_path / f"oq-theirs-{tag}",
+                                    ["--query.replica-label=replica", *extra])
+        started.append(oq_theirs)
+        oq_ours = start_our_query(pythanos_bin, sidecars["ours"], tmp_path / f"oq-ours-{tag}",
+                                  ["--query.replica-label=replica", *extra])
+        started.append(oq_ours)
+        for path, params in calls(pa.extra["rule_dir"]):
+            want = get(tq.url, path, params, active_at=True)
+            for q in (oq_theirs, oq_ours):
+                same(get(q.url, path, params, active_at=True), want, (tag, q.name, path, params))
+        data = json.loads(get(tq.url, "/api/v1/rules", [("rule_name[]", "TargetDown")])[1])["data"]
+        rules = [r for g in data["groups"] for r in g["rules"]]
+        if dedup:
+            assert [(r["state"], r["labels"]) for r in rules] == [("firing", {"cluster": "c1", "severity": "page"})]
+        else:
+            assert [(r["state"], r["labels"]["prom_replica"]) for r in rules] == [("firing", "a"), ("inactive", "b")]
 
 
 def start_ruler(binary: str, kind: str, work: Path, rule_files: list[Path], query_url: str, *extra: str) -> Process:
@@ -360,112 +363,105 @@ def start_ruler(binary: str, kind: str, work: Path, rule_files: list[Path], quer
     return start_on_free_ports(2, launch, lambda p: p.wait_http_ready("/-/ready", 120))
 
 
-def test_rulers_through_queriers_as_thanos(prometheus_factory, prometheus3_bin, pythanos_bin, thanos_bin, tmp_path):
+def test_rulers_through_queriers_as_thanos(prometheus_factory, prometheus3_bin, pythanos_bin, thanos_bin, tmp_path,
+                                           started):
     """Our ruler beside a real ``thanos rule`` (same rule files, same querier to read from): a real
     ``thanos query`` over ours answers as over theirs, our querier over theirs too; over both
     rulers with ``--query.replica-label=ruler`` each rule shows once. When alerts became
     active is normalised: the two rulers started at different instants."""
-    started: list[Process] = []
-    try:
-        prom = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "a", extra=True)
-        prom_rules = prom.extra["rule_dir"]
-        files = [prom_rules / "a.yml", prom_rules / "b.yml"]
-        sc = start_sidecar(thanos_bin, "thanos", prom, tmp_path / "sc")
-        started.append(sc)
-        data = start_thanos_query(thanos_bin, [sc.extra["grpc"]], tmp_path / "tq-data")
-        started.append(data)
-        ours = start_ruler(pythanos_bin, "ours", tmp_path / "ruler-ours", files, data.url)
-        started.append(ours)
-        theirs = start_ruler(thanos_bin, "thanos", tmp_path / "ruler-thanos", files, data.url)
-        started.append(theirs)
-        tq_ours = start_thanos_query(thanos_bin, [ours.extra["grpc"]], tmp_path / "tq-ours")
-        started.append(tq_ours)
-        tq_theirs = start_thanos_query(thanos_bin, [theirs.extra["grpc"]], tmp_path / "tq-theirs")
-        started.append(tq_theirs)
-        oq_theirs = start_our_query(pythanos_bin, [theirs.extra["grpc"]], tmp_path / "oq-theirs")
-        started.append(oq_theirs)
-        oq_ours = start_our_query(pythanos_bin, [ours.extra["grpc"]], tmp_path / "oq-ours")
-        started.append(oq_ours)
+    prom = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "a", extra=True)
+    prom_rules = prom.extra["rule_dir"]
+    files = [prom_rules / "a.yml", prom_rules / "b.yml"]
+    sc = start_sidecar(thanos_bin, "thanos", prom, tmp_path / "sc")
+    started.append(sc)
+    data = start_thanos_query(thanos_bin, [sc.extra["grpc"]], tmp_path / "tq-data")
+    started.append(data)
+    ours = start_ruler(pythanos_bin, "ours", tmp_path / "ruler-ours", files, data.url)
+    started.append(ours)
+    theirs = start_ruler(thanos_bin, "thanos", tmp_path / "ruler-thanos", files, data.url)
+    started.append(theirs)
+    tq_ours = start_thanos_query(thanos_bin, [ours.extra["grpc"]], tmp_path / "tq-ours")
+    started.append(tq_ours)
+    tq_theirs = start_thanos_query(thanos_bin, [theirs.extra["grpc"]], tmp_path / "tq-theirs")
+    started.append(tq_theirs)
+    oq_theirs = start_our_query(pythanos_bin, [theirs.extra["grpc"]], tmp_path / "oq-theirs")
+    started.append(oq_theirs)
+    oq_ours = start_our_query(pythanos_bin, [ours.extra["grpc"]], tmp_path / "oq-ours")
+    started.append(oq_ours)
 
-        def settled(q: Process):
-            body = json.loads(get(q.url, "/api/v1/rules")[1])["data"]
-            states = {r["name"]: (r["health"], r.get("state")) for g in body["groups"] for r in g["rules"]}
-            want = {"job:up:sum": ("ok", None), "job:scrape_duration:max": ("ok", None),
-                    "instance:up:count": ("ok", None), "AlwaysFiring": ("ok", "firing"),
-                    "PendingForAnHour": ("ok", "pending"), "TargetDown": ("ok", "firing"),
-                    "NeverFires": ("ok", "inactive")}
-            return states == want, states
+    def settled(q: Process):
+        body = json.loads(get(q.url, "/api/v1/rules")[1])["data"]
+        states = {r["name"]: (r["health"], r.get("state")) for g in body["groups"] for r in g["rules"]}
+        want = {"job:up:sum": ("ok", None), "job:scrape_duration:max": ("ok", None),
+                "instance:up:count": ("ok", None), "AlwaysFiring": ("ok", "firing"),
+                "PendingForAnHour": ("ok", "pending"), "TargetDown": ("ok", "firing"),
+                "NeverFires": ("ok", "inactive")}
+        return states == want, states
 
-        poll(lambda: settled(tq_theirs), 120, "thanos rule's rules evaluated, alerts firing and pending")
-        poll(lambda: settled(tq_ours), 120, "our ruler's rules evaluated, alerts firing and pending")
-        for path, params in calls(prom_rules):
-            want = get(tq_theirs.url, path, params, active_at=True)
-            for q in (tq_ours, oq_theirs, oq_ours):
-                same(get(q.url, path, params, active_at=True), want, (q.name, path, params))
-        # both rulers under one querier: one copy of each rule with the ruler label taken as replica
-        both = start_thanos_query(thanos_bin, [ours.extra["grpc"], theirs.extra["grpc"]], tmp_path / "tq-both",
-                                  extra=["--query.replica-label=ruler"])
-        started.append(both)
-        oboth = start_our_query(pythanos_bin, [ours.extra["grpc"], theirs.extra["grpc"]], tmp_path / "oq-both",
-                                ["--query.replica-label=ruler"])
-        started.append(oboth)
-        for path, params in (("/api/v1/rules", []), ("/api/v1/rules", [("type", "alert")])):
-            want = get(both.url, path, params, active_at=True)
-            same(get(oboth.url, path, params, active_at=True), want, ("both", path, params))
-            body = json.loads(want[1])["data"]
-            assert sum(len(g["rules"]) for g in body["groups"]) == (7 if not params else 4)
-    finally:
-        for p in started:
-            p.stop()
+    poll(lambda: settled(tq_theirs), 120, "thanos rule's rules evaluated, alerts firing and pending")
+    poll(lambda: settled(tq_ours), 120, "our ruler's rules evaluated, alerts firing and pending")
+    for path, params in calls(prom_rules):
+        want = get(tq_theirs.url, path, params, active_at=True)
+        for q in (tq_ours, oq_theirs, oq_ours):
+            same(get(q.url, path, params, active_at=True), want, (q.name, path, params))
+    # both rulers under one querier: one copy of each rule with the ruler label taken as replica
+    both = start_thanos_query(thanos_bin, [ours.extra["grpc"], theirs.extra["grpc"]], tmp_path / "tq-both",
+                              extra=["--query.replica-label=ruler"])
+    started.append(both)
+    oboth = start_our_query(pythanos_bin, [ours.extra["grpc"], theirs.extra["grpc"]], tmp_path / "oq-both",
+                            ["--query.replica-label=ruler"])
+    started.append(oboth)
+    for path, params in (("/api/v1/rules", []), ("/api/v1/rules", [("type", "alert")])):
+        want = get(both.url, path, params, active_at=True)
+        same(get(oboth.url, path, params, active_at=True), want, ("both", path, params))
+        body = json.loads(want[1])["data"]
+        assert sum(len(g["rules"]) for g in body["groups"]) == (7 if not params else 4)
 
 
-def test_stateless_rulers_offer_only_rules(prometheus_factory, prometheus3_bin, pythanos_bin, thanos_bin, tmp_path):
+def test_stateless_rulers_offer_only_rules(prometheus_factory, prometheus3_bin, pythanos_bin, thanos_bin, tmp_path,
+                                           started):
     """Rulers in stateless mode (remote-writing to Prometheus) serve the Rules API and no Store API:
     queriers keep them as rule endpoints (not unhealthy), ask them for rules and never for series."""
-    started: list[Process] = []
-    try:
-        prom = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "a", extra=True,
-                          args=("--web.enable-remote-write-receiver",))
-        files = [prom.extra["rule_dir"] / "a.yml", prom.extra["rule_dir"] / "b.yml"]
-        rw = f"remote_write:\n  - url: {prom.url}/api/v1/write\n    name: prom\n"
-        sc = start_sidecar(thanos_bin, "thanos", prom, tmp_path / "sc")
-        started.append(sc)
-        data = start_thanos_query(thanos_bin, [sc.extra["grpc"]], tmp_path / "tq-data")
-        started.append(data)
-        ours = start_ruler(pythanos_bin, "ours", tmp_path / "ruler-ours", files, data.url,
-                           f"--remote-write.config={rw}")
-        started.append(ours)
-        theirs = start_ruler(thanos_bin, "thanos", tmp_path / "ruler-thanos", files, data.url,
-                             f"--remote-write.config={rw}")
-        started.append(theirs)
-        tq_ours = start_thanos_query(thanos_bin, [ours.extra["grpc"]], tmp_path / "tq-ours")
-        started.append(tq_ours)
-        tq_theirs = start_thanos_query(thanos_bin, [theirs.extra["grpc"]], tmp_path / "tq-theirs")
-        started.append(tq_theirs)
-        oq_theirs = start_our_query(pythanos_bin, [theirs.extra["grpc"]], tmp_path / "oq-theirs")
-        started.append(oq_theirs)
+    prom = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "a", extra=True,
+                      args=("--web.enable-remote-write-receiver",))
+    files = [prom.extra["rule_dir"] / "a.yml", prom.extra["rule_dir"] / "b.yml"]
+    rw = f"remote_write:\n  - url: {prom.url}/api/v1/write\n    name: prom\n"
+    sc = start_sidecar(thanos_bin, "thanos", prom, tmp_path / "sc")
+    started.append(sc)
+    data = start_thanos_query(thanos_bin, [sc.extra["grpc"]], tmp_path / "tq-data")
+    started.append(data)
+    ours = start_ruler(pythanos_bin, "ours", tmp_path / "ruler-ours", files, data.url,
+                       f"--remote-write.config={rw}")
+    started.append(ours)
+    theirs = start_ruler(thanos_bin, "thanos", tmp_path / "ruler-thanos", files, data.url,
+                         f"--remote-write.config={rw}")
+    started.append(theirs)
+    tq_ours = start_thanos_query(thanos_bin, [ours.extra["grpc"]], tmp_path / "tq-ours")
+    started.append(tq_ours)
+    tq_theirs = start_thanos_query(thanos_bin, [theirs.extra["grpc"]], tmp_path / "tq-theirs")
+    started.append(tq_theirs)
+    oq_theirs = start_our_query(pythanos_bin, [theirs.extra["grpc"]], tmp_path / "oq-theirs")
+    started.append(oq_theirs)
 
-        def evaluated(q: Process):
-            body = json.loads(get(q.url, "/api/v1/rules")[1])["data"]
-            health = sorted((r["name"], r["health"]) for g in body["groups"] for r in g["rules"])
-            return len(health) == 7 and all(h == "ok" for _, h in health), health
+    def evaluated(q: Process):
+        body = json.loads(get(q.url, "/api/v1/rules")[1])["data"]
+        health = sorted((r["name"], r["health"]) for g in body["groups"] for r in g["rules"])
+        return len(health) == 7 and all(h == "ok" for _, h in health), health
 
-        for q in (tq_theirs, tq_ours, oq_theirs):
-            poll(lambda: evaluated(q), 120, f"{q.name} shows every rule evaluated")
-        want = get(tq_theirs.url, "/api/v1/rules", [("type", "record")])
-        same(get(tq_ours.url, "/api/v1/rules", [("type", "record")]), want, "thanos query over our stateless ruler")
-        same(get(oq_theirs.url, "/api/v1/rules", [("type", "record")]), want, "our query over thanos' stateless ruler")
-        # listed as rule endpoints, asked for no series
-        stores = json.loads(http_get(oq_theirs.url + "/api/v1/stores")[1])["data"]
-        assert list(stores) == ["rule"] and not stores["rule"][0]["lastError"], stores
-        series = json.loads(http_get(oq_theirs.url + "/api/v1/query?query=up")[1])
-        assert series["status"] == "success" and series["data"]["result"] == [] and not series.get("warnings")
-    finally:
-        for p in started:
-            p.stop()
+    for q in (tq_theirs, tq_ours, oq_theirs):
+        poll(lambda: evaluated(q), 120, f"{q.name} shows every rule evaluated")
+    want = get(tq_theirs.url, "/api/v1/rules", [("type", "record")])
+    same(get(tq_ours.url, "/api/v1/rules", [("type", "record")]), want, "thanos query over our stateless ruler")
+    same(get(oq_theirs.url, "/api/v1/rules", [("type", "record")]), want, "our query over thanos' stateless ruler")
+    # listed as rule endpoints, asked for no series
+    stores = json.loads(http_get(oq_theirs.url + "/api/v1/stores")[1])["data"]
+    assert list(stores) == ["rule"] and not stores["rule"][0]["lastError"], stores
+    series = json.loads(http_get(oq_theirs.url + "/api/v1/query?query=up")[1])
+    assert series["status"] == "success" and series["data"]["result"] == [] and not series.get("warnings")
 
 
-def test_querier_rules_and_alerts_pages(prometheus_factory, prometheus3_bin, pythanos_bin, chromium, tmp_path):
+def test_querier_rules_and_alerts_pages(prometheus_factory, prometheus3_bin, pythanos_bin, chromium, tmp_path,
+                                        started):
     """The querier's UI: Alerts and Rules in the navigation of every page; the alerts page lists the
     gathered alerting rules by state with their alerts, the rules page every group and rule;
     expressions link to the querier's own graph page."""
@@ -473,95 +469,79 @@ def test_querier_rules_and_alerts_pages(prometheus_factory, prometheus3_bin, pyt
 
     from browser import run
 
-    started: list[Process] = []
-    try:
-        prom = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "a", extra=True)
-        sc = start_sidecar(pythanos_bin, "ours", prom, tmp_path / "sc")
-        started.append(sc)
-        q = start_our_query(pythanos_bin, [sc.extra["grpc"]], tmp_path / "oq")
-        started.append(q)
+    prom = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "a", extra=True)
+    sc = start_sidecar(pythanos_bin, "ours", prom, tmp_path / "sc")
+    started.append(sc)
+    q = start_our_query(pythanos_bin, [sc.extra["grpc"]], tmp_path / "oq")
+    started.append(q)
 
-        async def scenario():
-            async with aiohttp.ClientSession() as session:
-                page = await chromium.page(session)
-                await page.goto(q.url + "/graph")
-                nav = await page.eval("[...document.querySelectorAll('nav a.navlink')].map(a => a.textContent)")
-                assert nav == ["Graph", "Stores", "Alerts", "Rules"], nav
-                await page.click("nav a.navlink[href$='/alerts']")
-                await page.wait_for("document.querySelectorAll('section.alert-rule').length === 4", what="alert rules")
-                sections = await page.eval("[...document.querySelectorAll('section.alert-rule')].map(s => "
-                                           "[s.dataset.rule, s.className, s.querySelectorAll('tbody tr').length])")
-                assert sections == [["AlwaysFiring", "alert-rule firing", 1], ["TargetDown", "alert-rule firing", 1],
-                                    ["PendingForAnHour", "alert-rule pending", 1],
-                                    ["NeverFires", "alert-rule inactive", 0]], sections
-                nav = await page.eval("[...document.querySelectorAll('nav a.navlink')].map(a => a.textContent)")
-                assert nav == ["Graph", "Stores", "Alerts", "Rules"], nav
-                href = await page.eval("document.querySelector('section.alert-rule a.series').getAttribute('href')")
-                assert href.startswith("/graph?g0.expr="), href
-                await page.goto(q.url + "/rules")
-                await page.wait_for("document.querySelectorAll('section.rule-group').length === 3", what="rule groups")
-                rows = await page.eval("[...document.querySelectorAll('table.rules tbody tr')].map(tr => "
-                                       "[tr.dataset.rule, tr.children[2].textContent])")
-                assert sorted(rows) == sorted([[n, "OK"] for n in (
-                    "AlwaysFiring", "PendingForAnHour", "TargetDown", "NeverFires", "job:up:sum",
-                    "job:scrape_duration:max", "instance:up:count")]), rows
-                await page.screenshot(tmp_path / "query-rules.png")
-                assert page.errors == [], page.errors
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            page = await chromium.page(session)
+            await page.goto(q.url + "/graph")
+            nav = await page.eval("[...document.querySelectorAll('nav a.navlink')].map(a => a.textContent)")
+            assert nav == ["Graph", "Stores", "Alerts", "Rules"], nav
+            await page.click("nav a.navlink[href$='/alerts']")
+            await page.wait_for("document.querySelectorAll('section.alert-rule').length === 4", what="alert rules")
+            sections = await page.eval("[...document.querySelectorAll('section.alert-rule')].map(s => "
+                                       "[s.dataset.rule, s.className, s.querySelectorAll('tbody tr').length])")
+            assert sections == [["AlwaysFiring", "alert-rule firing", 1], ["TargetDown", "alert-rule firing", 1],
+                                ["PendingForAnHour", "alert-rule pending", 1],
+                                ["NeverFires", "alert-rule inactive", 0]], sections
+            nav = await page.eval("[...document.querySelectorAll('nav a.navlink')].map(a => a.textContent)")
+            assert nav == ["Graph", "Stores", "Alerts", "Rules"], nav
+            href = await page.eval("document.querySelector('section.alert-rule a.series').getAttribute('href')")
+            assert href.startswith("/graph?g0.expr="), href
+            await page.goto(q.url + "/rules")
+            await page.wait_for("document.querySelectorAll('section.rule-group').length === 3", what="rule groups")
+            rows = await page.eval("[...document.querySelectorAll('table.rules tbody tr')].map(tr => "
+                                   "[tr.dataset.rule, tr.children[2].textContent])")
+            assert sorted(rows) == sorted([[n, "OK"] for n in (
+                "AlwaysFiring", "PendingForAnHour", "TargetDown", "NeverFires", "job:up:sum",
+                "job:scrape_duration:max", "instance:up:count")]), rows
+            await page.screenshot(tmp_path / "query-rules.png")
+            assert page.errors == [], page.errors
 
-        run(scenario())
-    finally:
-        for p in started:
-            p.stop()
+    run(scenario())
 
 
 def test_failing_endpoint_warns_or_fails_as_thanos_query(prometheus_factory, prometheus3_bin, pythanos_bin,
-                                                          thanos_bin, tmp_path):
+                                                          thanos_bin, tmp_path, started):
     """A sidecar whose Prometheus went away still answers Info but fails Rules: under partial
     response (the default) the others' rules come with one warning naming that endpoint; with
     --no-rule.partial-response the call fails with 500 "error retrieving rules: ...". Thanos
     names the endpoint by its client's address in memory, we by its address: the warning's and
     error's texts are compared up to that."""
-    started: list[Process] = []
-    try:
-        pa = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "a", extra=False)
-        pb = start_prom(prometheus_factory, prometheus3_bin, tmp_path, "b", extra=False)
-        sidecars = {}
-        for kind, binary in (("ours", pythanos_bin), ("thanos", thanos_bin)):
-            for name, prom in (("a", pa), ("b", pb)):
-                p = start_sidecar(binary, kind, prom, tmp_path / f"{kind}-{name}")
-                started.append(p)
-                sidecars.setdefault(kind, []).append(p.extra["grpc"])
-        queriers = []
-        for partial in (True, False):
-            extra = [] if partial else ["--no-rule.partial-response"]
-            for kind in ("thanos", "ours"):  # Thanos' sidecars under both queriers, ours under ours
-                tq = start_thanos_query(thanos_bin, sidecars[kind], tmp_path / f"tq-{kind}-{partial}", extra=extra)
-                oq = start_our_query(pythanos_bin, sidecars[kind], tmp_path / f"oq-{kind}-{partial}", extra)
-                started += [tq, oq]
-                queriers.append((partial, kind, tq, oq))
-        pb.stop()
+    pa, pb, sidecars = two_replicas(prometheus_factory, prometheus3_bin, pythanos_bin, thanos_bin, tmp_path,
+                                    started, extra_a=False)
+    queriers = []
+    for partial in (True, False):
+        extra = [] if partial else ["--no-rule.partial-response"]
+        for kind in ("thanos", "ours"):  # Thanos' sidecars under both queriers, ours under ours
+            tq = start_thanos_query(thanos_bin, sidecars[kind], tmp_path / f"tq-{kind}-{partial}", extra=extra)
+            oq = start_our_query(pythanos_bin, sidecars[kind], tmp_path / f"oq-{kind}-{partial}", extra)
+            started += [tq, oq]
+            queriers.append((partial, kind, tq, oq))
+    pb.stop()
 
-        def masked(t: tuple[int, str]) -> tuple[int, dict]:
-            body = json.loads(t[1])
-            for k in ("warnings", "error"):
-                if k in body:
-                    # the endpoint's name, and below it the sidecar's words for "Prometheus is gone"
-                    body[k] = [re.sub(r"(rules client ).*?(: rpc error: code = Internal desc = ).*", r"\1X\2Y", w)
-                               for w in ([body[k]] if k == "error" else body[k])]
-            return t[0], body
+    def masked(t: tuple[int, str]) -> tuple[int, dict]:
+        body = json.loads(t[1])
+        for k in ("warnings", "error"):
+            if k in body:
+                # the endpoint's name, and below it the sidecar's words for "Prometheus is gone"
+                body[k] = [re.sub(r"(rules client ).*?(: rpc error: code = Internal desc = ).*", r"\1X\2Y", w)
+                           for w in ([body[k]] if k == "error" else body[k])]
+        return t[0], body
 
-        for partial, kind, tq, oq in queriers:
-            for path in ("/api/v1/rules", "/api/v1/alerts"):
-                want = poll(lambda: ((r := get(tq.url, path, active_at=True))[0] != 200 or '"warnings"' in r[1], r),
-                            60, f"thanos query sees the failure ({path})")
-                code, body = masked(want)
-                assert code == (200 if partial else 500), want
-                got = masked(get(oq.url, path, active_at=True))
-                assert got[0] == code, (partial, kind, path, got, want)
-                assert got == (code, body), (partial, kind, path)
-    finally:
-        for p in started:
-            p.stop()
+    for partial, kind, tq, oq in queriers:
+        for path in ("/api/v1/rules", "/api/v1/alerts"):
+            want = poll(lambda: ((r := get(tq.url, path, active_at=True))[0] != 200 or '"warnings"' in r[1], r),
+                        60, f"thanos query sees the failure ({path})")
+            code, body = masked(want)
+            assert code == (200 if partial else 500), want
+            got = masked(get(oq.url, path, active_at=True))
+            assert got[0] == code, (partial, kind, path, got, want)
+            assert got == (code, body), (partial, kind, path)
 
 
 # ---------------------------------------------------------------------------------------------- library

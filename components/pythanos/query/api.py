@@ -502,7 +502,8 @@ class QueryAPI:
         from ..storeapi import rules as rl
         from .rules import FetchError, strategy
 
-        req = rl.rules_pb2.RulesRequest(type=rl.ALERT, partial_response_strategy=strategy(self.cfg.rule_partial_response))
+        req = rl.rules_pb2.RulesRequest(type=rl.ALERT,
+                                        partial_response_strategy=strategy(self.cfg.rule_partial_response))
         try:
             groups, warnings = await self.rules.fetch(req)
         except FetchError as e:
