@@ -672,6 +672,27 @@ def _start_thanos_rule(thanos_bin: str, work, rule_file, data_dir, q_addr: str, 
     return start_on_free_ports(2, launch, lambda p: p.wait_http_ready("/-/ready", 60))
 
 
+RULE_METRICS = ("prometheus_rule_evaluations_total", "prometheus_rule_evaluation_failures_total",
+                "prometheus_rule_group_iterations_total", "prometheus_rule_group_iterations_missed_total",
+                "prometheus_rule_group_interval_seconds", "prometheus_rule_group_rules",
+                "prometheus_rule_group_last_evaluation_samples", "prometheus_rule_group_last_duration_seconds",
+                "thanos_rule_evaluation_with_warnings_total")
+
+
+def _rule_metrics(url: str) -> dict:
+    """``{(name, sorted labels): value}`` of the rule-evaluation series on ``/metrics``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    code, body = http_get(url + "/metrics")
+    assert code == 200
+    out = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        for smp in fam.samples:
+            if smp.name in RULE_METRICS:
+                out[(smp.name, tuple(sorted(smp.labels.items())))] = smp.value
+    return out
+
+
 def _am_alerts(url: str) -> list:
     code, body = http_get(url + "/api/v2/alerts")
     assert code == 200, body
@@ -899,3 +920,13 @@ def test_our_ruler_component_stores_what_thanos_rule_stores(prometheus_factory, 
     assert gaps, flip
     for kind in ("thanos", "ours"):
         assert _raw(tq.url, f'flip:rec{{ruler="{kind}"}}', (gaps[0] + 1000) / 1000) == [], kind
+    # the rule metrics: the same series (Prometheus' names and labels, Thanos' strategy label and
+    # rule_group path), the static ones with the same values, no failures
+    metrics = {kind: _rule_metrics(p.url) for kind, p in procs.items()}
+    assert set(metrics["ours"]) == set(metrics["thanos"]), set(metrics["ours"]) ^ set(metrics["thanos"])
+    for key, v in metrics["thanos"].items():
+        if key[0] in ("prometheus_rule_group_rules", "prometheus_rule_group_interval_seconds",
+                      "prometheus_rule_evaluation_failures_total", "thanos_rule_evaluation_with_warnings_total"):
+            assert metrics["ours"][key] == v, key
+    assert ("prometheus_rule_group_rules", (("rule_group", "data/.tmp-rules/WARN/rules.yml;alerts"),
+                                            ("strategy", "warn"))) in metrics["ours"]
