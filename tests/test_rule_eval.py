@@ -511,6 +511,7 @@ import time  # noqa: E402
 import urllib.parse  # noqa: E402
 
 from peers import REGISTRY, http_get, start_on_free_ports  # noqa: E402
+from test_receive import poll  # noqa: E402
 
 PEER_RULES = """\
 groups:
@@ -605,17 +606,6 @@ class InProcessRuler:
         self.thread.join(10)
 
 
-def _wait(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        ok, last = check()
-        if ok:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"not reached within {timeout}s: {what}; last: {last}")
-
-
 def _raw(url: str, expr: str, t_s: float) -> list:
     u = f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": expr, "time": f"{t_s:.3f}"})
     code, body = http_get(u, timeout=30)
@@ -653,7 +643,7 @@ def _querier_over_prometheus(prometheus_factory, prometheus3_bin, pythanos_bin, 
     cfg = prom.extra["config_file"]
     cfg.write_text(cfg.read_text().replace("127.0.0.1:9", f"127.0.0.1:{prom.port}"))
     prom.proc.send_signal(1)
-    _wait(lambda: (bool(_raw(prom.url, 'up{job="prometheus"}', time.time())), None), 60, "Prometheus scrapes itself")
+    poll(lambda: (bool(_raw(prom.url, 'up{job="prometheus"}', time.time())), None), 60, "Prometheus scrapes itself")
     sidecar = start_sidecar(pythanos_bin, "ours", prom, tmp_path / "sidecar")
     querier = start_our_query(pythanos_bin, [sidecar.extra["grpc"]], tmp_path / "query")
     return querier.url.removeprefix("http://")
@@ -744,10 +734,10 @@ def test_same_series_and_notifications_as_thanos_rule(prometheus_factory, promet
             latest = _raw(tq.url, 'timestamp(job:up:sum)', time.time())
             ts = max((float(s["value"][1]) for s in latest), default=0)
             return ts >= t_to + 2 and bool(got), ts
-        _wait(thanos_reached, 180, "thanos rule evaluated past the window")
-        _wait(lambda: (ours.last_eval_ts() / 1e9 >= t_to + 2, ours.last_eval_ts()), 60, "ours evaluated past it")
+        poll(thanos_reached, 180, "thanos rule evaluated past the window")
+        poll(lambda: (ours.last_eval_ts() / 1e9 >= t_to + 2, ours.last_eval_ts()), 60, "ours evaluated past it")
         samples = list(ours.samples)
-        notified = _wait(lambda: _same_flapping_alerts(am_thanos.url, am_ours.url, t_from), 120,
+        notified = poll(lambda: _same_flapping_alerts(am_thanos.url, am_ours.url, t_from), 120,
                          "both Alertmanagers hold the same firing phase of Flapping")
     finally:
         ours.stop()
@@ -838,13 +828,13 @@ def test_for_state_restored_as_thanos_rule(prometheus_factory, prometheus3_bin, 
         got = _raw(tq1.url, 'ALERTS_FOR_STATE{alertname="FiredBeforeOutage"}', time.time())
         states = _active_at(t1.url)
         return bool(got) and states.get("FiredBeforeOutage", (0, ""))[1] == "firing", states
-    before = _wait(written, 90, "thanos rule fires and writes ALERTS_FOR_STATE")
-    _wait(lambda: (len(_raw(tq1.url, 'ALERTS_FOR_STATE{alertname="FiredBeforeOutage"}[1m]', time.time())[0]["values"])
+    before = poll(written, 90, "thanos rule fires and writes ALERTS_FOR_STATE")
+    poll(lambda: (len(_raw(tq1.url, 'ALERTS_FOR_STATE{alertname="FiredBeforeOutage"}[1m]', time.time())[0]["values"])
                    >= 3, None), 30, "a few samples written")
     assert t1.stop() == 0
     t2 = _start_thanos_rule(thanos_bin, tmp_path, rule_file, data_dir, q_addr, flags)
     orig_fired = before["FiredBeforeOutage"][0] // S * S  # ALERTS_FOR_STATE holds whole seconds
-    restored = _wait(lambda: (_active_at(t2.url).get("FiredBeforeOutage", (0,))[0] == orig_fired, _active_at(t2.url)),
+    restored = poll(lambda: (_active_at(t2.url).get("FiredBeforeOutage", (0,))[0] == orig_fired, _active_at(t2.url)),
                      60, "the second thanos rule restores the fired alert's activeAt")
     tq2 = thanos_query_factory([t2.extra["grpc"]])
 
@@ -858,7 +848,7 @@ def test_for_state_restored_as_thanos_rule(prometheus_factory, prometheus3_bin, 
             ours.m.opts.for_state_reader = qc.for_state_reader(1, ignored_labels=["rule_replica"])
         ours.call(wire())
         (g,) = ours.m.group_objects()
-        _wait(lambda: (all(r.restored for r in g.rules) and g.last_eval_ts > 0, None), 60, "our group restored")
+        poll(lambda: (all(r.restored for r in g.rules) and g.last_eval_ts > 0, None), 60, "our group restored")
         ours_at = {r.name: next(iter(r.active.values())).active_at for r in g.rules}
     finally:
         if "qc" in qc_holder:
@@ -902,7 +892,7 @@ def test_our_ruler_component_stores_what_thanos_rule_stores(prometheus_factory, 
         got = _raw(tq.url, "timestamp(job:up:sum)", time.time())
         ts = {s["metric"]["ruler"]: float(s["value"][1]) for s in got}
         return len(ts) == 2 and min(ts.values()) >= t_to + 2, ts
-    _wait(both_past, 180, "both rulers evaluated past the window")
+    poll(both_past, 180, "both rulers evaluated past the window")
     lo, hi = int(t_from * 1000), int(t_to * 1000)
     by_ruler: dict = {"thanos": [], "ours": []}
     for s in _raw(tq.url, f'{{__name__=~"{COMPARED}"}}[{int(t_to - t_from) + 5}s]', t_to):
