@@ -310,6 +310,24 @@ def test_reload_stale_marks_series_of_a_removed_rule_and_keeps_the_rest():
     assert stale == ["r1"] and fresh == ["r2"]
 
 
+def test_snapshots_carry_the_rule_files_objects_and_evaluation_state():
+    m, reg, _ = _manager(FakeQuery([({"i": "1"}, 7.0)]), Sink(), clock_ns=lambda: T0 + 5 * S)
+    alert = Rule(kind="alert", name="A", expr="up", for_s=60, annotations={"s": "x"})
+    spec = _group([Rule(kind="record", name="r", expr="up"), alert], interval=15)
+
+    async def go():
+        await m.update([spec])
+        await m.group_objects()[0].iteration(T0)
+
+    run(go())
+    (gs,) = m.groups()
+    assert gs.group is spec and gs.interval_s == 15 and gs.last_evaluation == T0 / 1e9 + 5
+    assert [r.rule for r in gs.rules] == list(spec.rules)
+    assert [r.health for r in gs.rules] == ["ok", "ok"] and gs.rules[1].state == "pending"
+    (a,) = gs.rules[1].alerts
+    assert (a.state, a.active_at, a.value, a.annotations, a.fired_at) == ("pending", T0 / 1e9, 7.0, {"s": "x"}, None)
+    assert [x.labels for x in m.alerts()] == [{"alertname": "A", "i": "1"}]
+
 def test_alert_rule_state_unknown_until_evaluated():
     m, reg, _ = _manager(FakeQuery([]), Sink())
 
