@@ -392,7 +392,7 @@ def test_queue_full_drops_oldest():
 @pytest.mark.parametrize("url,err", [
     ("127.0.0.1:9093", "empty"),
     ("http://", "alertmanagers.url contains empty host"),
-    ("ftp://host:21", "unsupported scheme"),
+    ("http://a b:9093", 'invalid character " " in host name'),
 ])
 def test_bad_urls(url, err):
     with pytest.raises(ConfigError, match=err):
@@ -412,7 +412,7 @@ def test_dns_url_forms():
     ("alertmanagers:\n- static_configs: [a:1]\n  api_version: v3\n", "one of \\[v1 v2\\]"),
     ("alertmanagers:\n- static_configs: [a:1]\n  foo: 1\n", r"alertmanagers\[0\]: field foo not found"),
     ("alertmanagers:\n- http_config: {basic_auth: {username: u, password: p, password_file: f}}\n",
-     "at most one of basic_auth password & password_file"),
+     "at most one of basic_auth password, password_file & password_ref"),
     ("alertmanagers:\n- timeout: 5x\n", r"alertmanagers\[0\]\.timeout: unknown unit"),
     ("alertmanager: []\n", "field alertmanager not found"),
 ])
@@ -654,3 +654,75 @@ alertmanagers:
         assert value(reg, "thanos_alert_sender_errors_total", alertmanager=f"127.0.0.1:{am.port}") == 1
     finally:
         am.stop()
+
+
+ALERTING_CASES = [  # (flags, what Thanos says when it refuses them)
+    (["--alertmanagers.config=alertmanagers:\n- static_configs: [a:1]\n  foo: 1\n"], "field foo not found"),
+    (["--alertmanagers.config=alertmanagers:\n- static_configs: [a:1]\n  api_version: v3\n"], "one of [v1 v2]"),
+    (["--alertmanagers.config=alertmanagers:\n- static_configs: [a:1]\n  scheme: ftp\n"], None),
+    (["--alertmanagers.config=alertmanagers:\n- timeout: 5x\n"], 'unknown unit "x"'),
+    (["--alertmanagers.config=alertmanagers:\n- http_config: {basic_auth: {username: u, password: p, "
+      "password_file: f}}\n"], "at most one of basic_auth password, password_file & password_ref"),
+    (["--alertmanagers.config=alertmanagers:\n- http_config: {tls_config: {cert_file: /x}}\n"],
+     "exactly one of key or key_file must be configured"),
+    (["--alertmanagers.config=alertmanagers:\n- http_config: {bearer_token: a, bearer_token_file: b}\n"],
+     "at most one of bearer_token & bearer_token_file"),
+    (["--alertmanagers.config=alertmanagers:\n- static_configs: a:1\n"], "cannot unmarshal !!str"),
+    (["--alertmanagers.config=alertmanager: []\n"], "field alertmanager not found"),
+    (["--alertmanagers.config=alertmanagers:\n- static_configs: ['dns+am.example:9093', 'b:1']\n  scheme: https\n"
+      "  path_prefix: /am\n  timeout: 3s\n  file_sd_configs:\n  - files: [/nonexistent/*.yml]\n"
+      "    refresh_interval: 1m\n"], None),
+    (["--alertmanagers.url=http://", ], "alertmanagers.url contains empty host"),
+    (["--alertmanagers.url=http://a b:1"], "invalid character"),
+    (["--alertmanagers.url=ftp://h:1"], None),
+    (["--alertmanagers.url=dnssrv+https://user:pw@_am._tcp.example/prefix", "--alertmanagers.url=dns+http://am"],
+     None),
+    (["--alertmanagers.url=http://a:1", "--alertmanagers.config=alertmanagers: []\n"], "cannot be defined at the same"),
+]
+
+
+@pytest.mark.parametrize("flags,theirs", ALERTING_CASES, ids=[str(i) for i in range(len(ALERTING_CASES))])
+def test_alertmanager_flags_as_thanos_rule(thanos_bin, tmp_path, flags, theirs):
+    """The Alertmanager configurations a real thanos rule v0.42.4 starts with are accepted by ours;
+    the ones it refuses, ours refuses for the same reason (its words where ours has them)."""
+    def launch(ports: list[int]) -> Process:
+        args = [thanos_bin, "rule", "--query=http://127.0.0.1:1", f"--data-dir={tmp_path / 'data'}",
+                f"--rule-file={tmp_path / 'none.yml'}", f"--http-address=127.0.0.1:{ports[0]}",
+                f"--grpc-address=127.0.0.1:{ports[1]}", *flags]
+        p = REGISTRY.start("thanos-rule", args, tmp_path)
+        p.url = f"http://127.0.0.1:{ports[0]}"
+        return p
+
+    def started_or_exited(p: Process) -> None:
+        deadline = time.monotonic() + 60
+        while p.alive():
+            try:
+                with urllib.request.urlopen(p.url + "/-/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("thanos rule neither ready nor exited:\n" + p.log())
+            time.sleep(0.1)
+        if "address already in use" in p.log(60).lower():
+            raise RuntimeError("port taken")  # start_on_free_ports tries other ports
+
+    p = start_on_free_ports(2, launch, started_or_exited)
+    try:
+        refused = not p.alive()
+        log = p.log()
+    finally:
+        p.stop()
+    urls = [f.split("=", 1)[1] for f in flags if f.startswith("--alertmanagers.url=")]
+    config = next((f.split("=", 1)[1] for f in flags if f.startswith("--alertmanagers.config=")), "")
+    try:
+        alertmanager_configs(urls, config, 10.0)
+        ours = None
+    except ConfigError as e:
+        ours = str(e)
+    assert refused == (theirs is not None), log
+    assert refused == (ours is not None), ours
+    if refused:
+        assert theirs in log.replace('\\"', '"'), log
+        assert theirs.replace("[v1 v2]", "") in ours or theirs.split()[0] in ours, ours

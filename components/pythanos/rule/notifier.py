@@ -120,6 +120,9 @@ def config_from_url(url: str, timeout_s: float, where: str = "--alertmanagers.ur
     hostport = u.netloc.rpartition("@")[2]
     if not hostport:
         raise ConfigError(f"{where}={url}: alertmanagers.url contains empty host")
+    bad = next((c for c in hostport if c.isspace() or c in '<>"{}|\\^`'), None)
+    if bad is not None:
+        raise ConfigError(f'{where}={url}: parse "{url}": invalid character "{bad}" in host name')
     host = hostport
     for prefix in _DNS_SCHEME_PREFIXES:
         if scheme.lower().startswith(prefix):
@@ -128,9 +131,6 @@ def config_from_url(url: str, timeout_s: float, where: str = "--alertmanagers.ur
             if prefix == "dns+" and u.port is None:
                 host += f":{DEFAULT_PORT}"
             break
-    if scheme not in ("http", "https"):
-        raise ConfigError(f"{where}={url}: unsupported scheme {scheme!r} (want http or https, optionally after "
-                          "dns+ or dnssrv+)")
     return AlertmanagerConfig(static_addresses=[host], scheme=scheme, path_prefix=u.path, timeout_s=timeout_s,
                               username=unquote(u.username or ""), password=unquote(u.password or ""),
                               where=f"{where}={url}")
@@ -147,11 +147,24 @@ _TRANSPORT_FIELDS = {"max_idle_conns", "max_idle_conns_per_host", "idle_conn_tim
 _FILE_SD_FIELDS = {"files", "refresh_interval"}
 
 
+def _cannot(value: Any, into: str, where: str) -> ConfigError:
+    """yaml's type error: ``cannot unmarshal !!str `x` into []string``."""
+    if isinstance(value, dict):
+        kind = "!!map"
+    elif isinstance(value, list):
+        kind = "!!seq"
+    else:
+        tag = {bool: "!!bool", int: "!!int", float: "!!float"}.get(type(value), "!!str")
+        text = str(value)
+        kind = f"{tag} `{text[:7] + '...' if len(text) > 10 else text}`"
+    return ConfigError(f"{where}: cannot unmarshal {kind} into {into}")
+
+
 def _mapping(value: Any, where: str, known: set[str]) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: want a mapping, got {type(value).__name__}")
+        raise _cannot(value, "a mapping", where)
     for k in value:
         if k not in known:
             raise ConfigError(f"{where}: field {k} not found (known: {', '.join(sorted(known))})")
@@ -162,7 +175,7 @@ def _str(value: Any, where: str) -> str:
     if value is None:
         return ""
     if isinstance(value, (dict, list)):
-        raise ConfigError(f"{where}: want a string")
+        raise _cannot(value, "string", where)
     return str(value)
 
 
@@ -170,7 +183,7 @@ def _str_list(value: Any, where: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise ConfigError(f"{where}: want a list of strings")
+        raise _cannot(value, "[]string", where)
     return [_str(v, f"{where}[{i}]") for i, v in enumerate(value)]
 
 
@@ -186,7 +199,7 @@ def parse_alerting_config(text: str, where: str = "--alertmanagers.config") -> l
     if ams is None:
         return []
     if not isinstance(ams, list):
-        raise ConfigError(f"{where}: alertmanagers: want a list")
+        raise _cannot(ams, "[]alert.AlertmanagerConfig", f"{where}: alertmanagers")
     out = []
     for i, raw in enumerate(ams):
         at = f"{where}: alertmanagers[{i}]"
@@ -196,9 +209,7 @@ def parse_alerting_config(text: str, where: str = "--alertmanagers.config") -> l
         for j, sd in enumerate(am.get("file_sd_configs") or []):
             sd = _mapping(sd, f"{at}.file_sd_configs[{j}]", _FILE_SD_FIELDS)
             cfg.file_sd_files += _str_list(sd.get("files"), f"{at}.file_sd_configs[{j}].files")
-        cfg.scheme = _str(am.get("scheme"), f"{at}.scheme") or "http"
-        if cfg.scheme not in ("http", "https"):
-            raise ConfigError(f"{at}.scheme: unsupported scheme {cfg.scheme!r} (want http or https)")
+        cfg.scheme = _str(am.get("scheme"), f"{at}.scheme") or "http"  # any: Thanos fails at sending
         cfg.path_prefix = _str(am.get("path_prefix"), f"{at}.path_prefix")
         if am.get("timeout") is not None:
             from .rulefile import parse_model_duration
@@ -222,8 +233,8 @@ def parse_alerting_config(text: str, where: str = "--alertmanagers.config") -> l
         cfg.password = _str(ba.get("password"), f"{at}.http_config.basic_auth.password")
         cfg.password_file = _str(ba.get("password_file"), f"{at}.http_config.basic_auth.password_file")
         if cfg.password and cfg.password_file:
-            raise ConfigError(f"{at}.http_config.basic_auth: at most one of basic_auth password & password_file "
-                              "must be configured")
+            raise ConfigError(f"{at}.http_config.basic_auth: at most one of basic_auth password, password_file & "
+                              "password_ref must be configured")
         cfg.bearer_token = _str(http.get("bearer_token"), f"{at}.http_config.bearer_token")
         cfg.bearer_token_file = _str(http.get("bearer_token_file"), f"{at}.http_config.bearer_token_file")
         if cfg.bearer_token and cfg.bearer_token_file:
@@ -236,9 +247,12 @@ def parse_alerting_config(text: str, where: str = "--alertmanagers.config") -> l
         for k in ("ca_file", "cert_file", "key_file", "server_name"):
             setattr(cfg, k, _str(tls.get(k), f"{at}.http_config.tls_config.{k}"))
         cfg.insecure_skip_verify = bool(tls.get("insecure_skip_verify") or False)
-        if bool(cfg.cert_file) != bool(cfg.key_file):
-            raise ConfigError(f"{at}.http_config.tls_config: client cert file and client key file must both be "
-                              "specified")
+        if cfg.cert_file and not cfg.key_file:
+            raise ConfigError(f"{at}.http_config.tls_config: exactly one of key or key_file must be configured "
+                              "when a client certificate is configured")
+        if cfg.key_file and not cfg.cert_file:
+            raise ConfigError(f"{at}.http_config.tls_config: exactly one of cert or cert_file must be configured "
+                              "when a client key is configured")
         out.append(cfg)
     return out
 
