@@ -14,7 +14,7 @@ from urllib.parse import quote_plus
 
 from . import parse as P
 from . import values as V
-from .printf import GoErr, sprint, sprintf, sprintln, utf8
+from .printf import GoErr, format_float, sprint, sprintf, sprintln, utf8
 
 MISSING = object()  # no value from a previous pipeline command
 MAX_EXEC_DEPTH = 100000
@@ -469,13 +469,14 @@ class _State:
     # walking -----------------------------------------------------------------------------------
     def walk(self, dot: Any, node: P.Node) -> None:
         self.node = node
-        if isinstance(node, P.ActionNode):
+        t = type(node)
+        if t is P.TextNode:
+            self.out.append(node.text)
+        elif t is P.ActionNode:
             val = self.eval_pipeline(dot, node.pipe)
             if not node.pipe.decl:
                 self.print_value(node, val)
-        elif isinstance(node, P.TextNode):
-            self.out.append(node.text)
-        elif isinstance(node, P.ListNode):
+        elif t is P.ListNode:
             for n in node.nodes:
                 self.walk(dot, n)
         elif isinstance(node, (P.IfNode, P.WithNode)):
@@ -593,8 +594,12 @@ class _State:
             v, _ = indirect(v)
         if v is None:
             self.out.append("<no value>")
-            return
-        self.out.append(sprint([v]))
+        elif type(v) is str:
+            self.out.append(v)
+        elif type(v) is float:
+            self.out.append(format_float(v, "g", -1))
+        else:
+            self.out.append(sprint([v]))
 
     # evaluation --------------------------------------------------------------------------------
     def eval_pipeline(self, dot: Any, pipe: Optional[P.PipeNode]) -> Any:

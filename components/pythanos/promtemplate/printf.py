@@ -578,6 +578,10 @@ class _Printer:
                 self._go_syntax(v.target, depth + 1)
             else:
                 self.buf.append(f"({v.typ})(0xc{id(v.target) & 0xFFFFFFFFF:09x})")
+        elif isinstance(v, V.GoTime):
+            self.buf.append(v.go_string())  # time.Time's GoString
+        elif isinstance(v, V.GoDuration):
+            self.buf.append(f"({v.typ})(0x{0xC000000000 | (id(v) & 0xFFFFFFFFF):x})")
         else:
             self.print_arg(v, "v", depth + 1)
 
@@ -783,6 +787,9 @@ def _int_from_arg(args: Sequence[Any], argn: int) -> tuple[int | None, int]:
 
 
 def sprintf(fmt: str, args: Sequence[Any]) -> str:
+    """``fmt.Sprintf``."""
+    if "%" not in fmt and not args:
+        return fmt
     p = _Printer()
     p.do_printf(fmt, args)
     return "".join(p.buf)

@@ -157,7 +157,21 @@ class GoTime:
             s += ("." + f"{frac:09d}").rstrip("0")
         return s + " +0000 UTC"
 
+    def go_string(self) -> str:
+        """``time.Time.GoString()``: ``time.Date(1970, time.January, 1, 0, 0, 1, 500000000, time.UTC)``."""
+        sec, frac = divmod(self.ns, 1_000_000_000)
+        date = gofmt._rfc3339_far(sec)[:-1]
+        ymd, hms = date.split("T")
+        neg = ymd.startswith("-")
+        y, mo, d = (ymd[1:] if neg else ymd).split("-")
+        hh, mi, ss = hms.split(":")
+        year = -int(y) if neg else int(y)
+        return (f"time.Date({year}, time.{_MONTH_NAMES[int(mo) - 1]}, {int(d)}, {int(hh)}, {int(mi)}, {int(ss)}, "
+                f"{frac}, time.UTC)")
 
+
+_MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+                "November", "December")
 STRUCT_ALERT = "struct { Labels map[string]string; ExternalLabels map[string]string; ExternalURL string; Value interface {} }"
 SAMPLE = "template.sample"
 SAMPLE_PTR = "*template.sample"
