@@ -110,7 +110,7 @@ def test_minimal_thanoscluster_gets_schema_defaults(kubectl, pythanos_crds, name
             "deduplication": {"enabled": True, "func": "penalty", "extraReplicaLabels": []},
         },
         "ruler": {"enabled": False, "replicas": 1, "evaluationInterval": "1m", "alertmanagers": [],
-                  "ruleConfigMaps": []},
+                  "ruleConfigMaps": [], "replicaExternalLabelName": "rule_replica"},
         "receiver": {"enabled": False, "replicas": 1, "replicationFactor": 1, "tenantLabelName": "tenant_id",
                      "replicaExternalLabelName": "receive_replica", "hashringsAlgorithm": "hashmod"},
         "queryFrontend": {"enabled": False, "replicas": 1, "splitInterval": "24h"},

@@ -211,3 +211,96 @@ def test_rendered_ruler_loads_the_selected_files(impl, request, tc, tmp_path):
             ("a", "base-rules-a.yaml", ["job:up:sum"]), ("b", "team-rules-b.yml", ["AlwaysFiring"])]
     finally:
         p.stop()
+
+
+# ---------------------------------------------------------------------------------------------- real API server
+
+import yaml  # noqa: E402
+
+import test_operator as _operator_tests  # noqa: E402
+from test_crds import MINIMAL_TC, rejected, tc_yaml  # noqa: E402
+from test_operator import EXAMPLES, apply_examples, args_of, kget, wait_for  # noqa: E402
+
+# the running operator (under the install's RBAC) of test_operator, as fixtures of this module
+installed, operator_kubeconfig = _operator_tests.installed, _operator_tests.operator_kubeconfig
+operator, op_log = _operator_tests.operator, _operator_tests.op_log
+
+
+def ruler_cluster(**over) -> str:
+    t = yaml.safe_load((EXAMPLES / "thanoscluster.yaml").read_text())
+    t["spec"]["ruler"] = {"enabled": True, "ruleConfigMaps": ["base-rules"],
+                          "ruleSelector": {"matchLabels": {"pythanos.io/rules": "demo"}}, **over}
+    return yaml.safe_dump(t)
+
+
+def sources(kubectl, ns: str) -> list | None:
+    sts = kget(kubectl, "statefulset", "thanos-rule-demo", ns)
+    if sts is None:
+        return None
+    vol = next(v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "rules")
+    return [(s["configMap"]["name"], [i["path"] for i in s["configMap"]["items"]])
+            for s in (vol.get("projected") or {}).get("sources") or []]
+
+
+def digest(kubectl, ns: str) -> str:
+    sts = kget(kubectl, "statefulset", "thanos-rule-demo", ns)
+    return sts["spec"]["template"]["metadata"]["annotations"][render.ANNOTATION_RULES]
+
+
+def test_rulers_follow_their_rule_config_maps(kubectl, namespace, op_log):
+    """The rulers appear with the cluster, the queriers get them; a selected ConfigMap created, edited,
+    relabelled away or deleted re-renders the rulers at once (no change of the ThanosCluster)."""
+    ns = namespace
+    apply_examples(kubectl, ns, "objstore-secret.yaml")
+    for c in CMS[:3]:
+        kubectl("apply", "-f", "-", input=json.dumps({**c, "metadata": {**c["metadata"], "namespace": ns}}),
+                namespace=ns)
+    kubectl("apply", "--server-side", "-f", "-", input=ruler_cluster(), namespace=ns)
+    want = [("base-rules", ["base-rules-a.yaml"]), ("team-rules", ["team-rules-b.yml"])]
+    wait_for(lambda: sources(kubectl, ns) == want, what=f"rulers with both ConfigMaps (now {sources(kubectl, ns)})")
+    sts = kget(kubectl, "statefulset", "thanos-rule-demo", ns)
+    args = args_of(sts, "thanos-rule")
+    assert args[0] == "rule" and f"--query=thanos-query-demo.{ns}.svc:10902" in args
+    assert kget(kubectl, "service", "thanos-rule-demo", ns)["spec"]["clusterIP"] == "None"
+    sd = yaml.safe_load(kget(kubectl, "configmap", "thanos-query-demo-endpoints", ns)["data"]["endpoints.yaml"])
+    assert {"address": f"dnssrv+_grpc._tcp.thanos-rule-demo.{ns}.svc"} in sd["endpoints"]
+
+    # an edited file: same layout, a new digest (the rulers roll)
+    before = digest(kubectl, ns)
+    kubectl("patch", "configmap", "team-rules", "--type=merge", "-p",
+            json.dumps({"data": {"b.yml": GROUP_B.replace("vector(1)", "vector(2)")}}), namespace=ns)
+    wait_for(lambda: digest(kubectl, ns) != before, what="digest after an edit")
+    # a new selected ConfigMap joins; one relabelled away leaves; a deleted named one leaves
+    kubectl("label", "configmap", "other-team", "pythanos.io/rules=demo", "--overwrite", namespace=ns)
+    wait_for(lambda: [n for n, _ in sources(kubectl, ns) or []] == ["base-rules", "other-team", "team-rules"],
+             what="a newly selected ConfigMap")
+    kubectl("label", "configmap", "team-rules", "pythanos.io/rules=gone", "--overwrite", namespace=ns)
+    wait_for(lambda: [n for n, _ in sources(kubectl, ns) or []] == ["base-rules", "other-team"],
+             what="a ConfigMap no longer selected")
+    kubectl("delete", "configmap", "base-rules", namespace=ns)
+    wait_for(lambda: [n for n, _ in sources(kubectl, ns) or []] == ["other-team"], what="a deleted ConfigMap")
+    # rulers off: pruned
+    kubectl("patch", "thanoscluster", "demo", "--type=merge", "-p", json.dumps({"spec": {"ruler": {"enabled": False}}}),
+            namespace=ns)
+    wait_for(lambda: kget(kubectl, "statefulset", "thanos-rule-demo", ns) is None, what="rulers pruned")
+
+
+def test_ruler_fields_are_validated_by_the_api_server(kubectl, pythanos_crds, namespace):
+    kubectl("apply", "-f", "-", namespace=namespace, input=tc_yaml("ok", MINIMAL_TC + """\
+ruler:
+  enabled: true
+  ruleSelector: {matchLabels: {team: a}}
+"""))
+    spec = kubectl.json("get", "thanoscluster", "ok", namespace=namespace)["spec"]["ruler"]
+    assert spec["replicaExternalLabelName"] == "rule_replica" and spec["evaluationInterval"] == "1m"
+    err = rejected(kubectl, tc_yaml("bad", MINIMAL_TC + """\
+ruler:
+  enabled: true
+  externalLabels: {rule_replica: x}
+"""), namespace)
+    assert "externalLabels must not contain the replica label rule_replica" in err
+    err = rejected(kubectl, tc_yaml("bad2", MINIMAL_TC + """\
+ruler:
+  ruleSelector: {matchExpressions: [{key: a, operator: Sometimes}]}
+"""), namespace)
+    assert "Sometimes" in err

@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -112,6 +113,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Lo
     # Set here, before kopf copies the memo for each object: every handler shares this one.
     memo.secret_watch = SecretWatch()
     memo.hashrings = {}   # (namespace, cluster) -> the hashrings file content last applied
+    memo.rule_digests = {}   # (namespace, cluster) -> the rulers' rule files' digest last applied
     interval = float(os.environ.get("PYTHANOS_OPERATOR_SECRET_RESYNC", "60"))
     if interval > 0:
         peering = None if settings.peering.standalone else (
@@ -172,6 +174,24 @@ def receive_pod_idx(namespace: str, name: str, body: kopf.Body, **_: Any) -> dic
     return {(namespace, (body.get("metadata", {}).get("labels") or {}).get(render.LABEL_TC)): _slim_pod(body)}
 
 
+@kopf.index("v1", "configmaps")
+def rule_cm_idx(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+    """ConfigMaps by namespace, slim: name, labels and the digest of each rule-file key (a ruler's input:
+    the render lays out the keys and hashes the digests; the contents stay in the API server)."""
+    if (body.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/managed-by") == render.MANAGED_BY:
+        return {}
+    return {namespace: _slim_cm(body)}
+
+
+def _slim_cm(body: Mapping[str, Any]) -> dict[str, Any]:
+    md = body.get("metadata") or {}
+    data = body.get("data") or {}
+    return {"metadata": {"name": md.get("name"), "namespace": md.get("namespace"),
+                         "labels": dict(md.get("labels") or {}), "deletionTimestamp": md.get("deletionTimestamp")},
+            "data": {k: hashlib.sha256(str(v).encode()).hexdigest() for k, v in data.items()
+                     if k.endswith(render.RULE_FILE_SUFFIXES)}}
+
+
 def _slim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
     md = body.get("metadata") or {}
     ready = [dict(c) for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"]
@@ -216,17 +236,23 @@ class Ctx:
     pod_index: Any = None        # kopf's live index of receiver pods
     pod_overrides: dict = field(default_factory=dict)   # (ns, name) -> the event's own pod (None: deleted)
     hashrings: dict = field(default_factory=dict)       # (ns, cluster) -> hashrings file last applied
+    cm_index: Any = None         # kopf's live index of ConfigMaps (slim: labels, rule-file keys' digests)
+    cm_overrides: dict = field(default_factory=dict)    # (ns, name) -> the event's own ConfigMap (None: deleted)
+    rule_digests: dict = field(default_factory=dict)    # (ns, cluster) -> rule files' digest last applied
 
     @classmethod
     def build(cls, memo: Any, logger: logging.Logger, pha_idx: Any, tc_idx: Any, sts_idx: Any,
-              deploy_idx: Any, pod_idx: Any = None) -> "Ctx":
+              deploy_idx: Any, pod_idx: Any = None, cm_idx: Any = None) -> "Ctx":
         watch = getattr(memo, "secret_watch", None) or SecretWatch()
         if watch.kopf is None:   # for reconciles the resync thread starts: kopf's indexes and Event poster
-            watch.kopf = KopfHandles((pha_idx, tc_idx, sts_idx, deploy_idx, pod_idx), contextvars.copy_context())
+            watch.kopf = KopfHandles((pha_idx, tc_idx, sts_idx, deploy_idx, pod_idx, cm_idx),
+                                     contextvars.copy_context())
         hashrings = getattr(memo, "hashrings", None)
+        digests = getattr(memo, "rule_digests", None)
         return cls(memo.kube, memo.defaults, _values(pha_idx), _values(tc_idx), (sts_idx, deploy_idx), logger,
                    getattr(memo, "retry_delay", 30.0), secret_watch=watch, pod_index=pod_idx,
-                   hashrings=hashrings if hashrings is not None else {})
+                   hashrings=hashrings if hashrings is not None else {}, cm_index=cm_idx,
+                   rule_digests=digests if digests is not None else {})
 
     def receive_pods(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
         """The cluster's receiver pods: kopf's index, with the pod of the event being handled as it is now."""
@@ -241,6 +267,20 @@ class Ctx:
             elif ((v.get("metadata") or {}).get("labels") or {}).get(render.LABEL_TC) == cluster:
                 pods[(ns, name)] = v
         return [pods[k] for k in sorted(pods)]
+
+    def config_maps(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's ConfigMaps (slim): kopf's index, with the one of the event being handled as it is now."""
+        cms = {}
+        for v in (self.cm_index or {}).get(namespace) or ():
+            cms[(v.get("metadata") or {}).get("name")] = v
+        for (ns, name), v in self.cm_overrides.items():
+            if ns != namespace:
+                continue
+            if v is None:
+                cms.pop(name, None)
+            else:
+                cms[name] = v
+        return [cms[k] for k in sorted(cms)]
 
     def workload(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
         for idx in self.workload_indexes:
@@ -580,14 +620,20 @@ def _reconcile_tc(ctx: Ctx, tc: Mapping[str, Any], own: bool) -> None:
     usable, ca_sha256 = _tls_usable(ctx, TC_KIND, tc, s.grpc_tls, expected, own, "spec.grpcTLS")
     if not usable:
         return
+    cms = ctx.config_maps(ns)
     objs = render.render_thanos_cluster(tc, members, ctx.defaults, ca_sha256=ca_sha256,
-                                        receive_pods=ctx.receive_pods(ns, name))
+                                        receive_pods=ctx.receive_pods(ns, name), config_maps=cms)
+    digest = render.rules_sha256(render.rule_config_maps(tc, cms)) if s.ruler.enabled else None
+    ctx.rule_digests.pop((ns, name), None)
     ring = next((o["data"][render.HASHRING_KEY] for o in objs if o["kind"] == "ConfigMap"
                  and o["metadata"]["name"] == render.tc_names(name)["hashring"]), None)
     ctx.hashrings.pop((ns, name), None)   # unknown until this apply has succeeded
-    if _apply(ctx, TC_KIND, tc, objs, TC_CHILD_KINDS,
-              f"{render.LABEL_TC}={name},!{render.LABEL_PHA},app.kubernetes.io/managed-by={render.MANAGED_BY}",
-              expected, own) and ring is not None:
+    applied = _apply(ctx, TC_KIND, tc, objs, TC_CHILD_KINDS,
+                     f"{render.LABEL_TC}={name},!{render.LABEL_PHA},app.kubernetes.io/managed-by={render.MANAGED_BY}",
+                     expected, own)
+    if applied and digest is not None:
+        ctx.rule_digests[(ns, name)] = digest
+    if applied and ring is not None:
         ctx.hashrings[(ns, name)] = ring
         metrics.hashring_applied(ns, name, sum(len(h["endpoints"]) for h in json.loads(ring)))
     metrics.observe(TC_KIND, time.monotonic() - t0)
@@ -655,7 +701,7 @@ def _peers_and_cluster(ctx: Ctx, pha: Mapping[str, Any], cluster_key: tuple[str,
 def pha_reconcile(body: kopf.Body, old: Any, retry: int, memo: kopf.Memo, logger: logging.Logger,
                   pha_idx: kopf.Index, tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index,
                   **_: Any) -> None:
-    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, _.get("receive_pod_idx"))
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, _.get("receive_pod_idx"), _.get("rule_cm_idx"))
     ctx.first_attempt = retry == 0
     ctx.with_current(PHA_KIND, body)
     keys = {render.cluster_key(body, ctx.tcs)}
@@ -676,7 +722,7 @@ def pha_reconcile(body: kopf.Body, old: Any, retry: int, memo: kopf.Memo, logger
 @kopf.on.update(GROUP, VERSION, TC_PLURAL)
 def tc_reconcile(body: kopf.Body, retry: int, memo: kopf.Memo, logger: logging.Logger, pha_idx: kopf.Index,
                  tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index, **_: Any) -> None:
-    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, _.get("receive_pod_idx"))
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, _.get("receive_pod_idx"), _.get("rule_cm_idx"))
     ctx.first_attempt = retry == 0
     ctx.with_current(TC_KIND, body)
     try:
@@ -690,7 +736,7 @@ def pha_deleted(type: str, body: kopf.Body, memo: kopf.Memo, logger: logging.Log
                 tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index, **_: Any) -> None:
     if type != "DELETED":
         return
-    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, _.get("receive_pod_idx"))
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, _.get("receive_pod_idx"), _.get("rule_cm_idx"))
     key = (namespace_of(body), name_of(body))
     ctx.secret_watch.forget(PHA_KIND, *key)
     ctx.phas = [p for p in ctx.phas if (namespace_of(p), name_of(p)) != key]
@@ -702,7 +748,7 @@ def tc_deleted(type: str, body: kopf.Body, memo: kopf.Memo, logger: logging.Logg
                tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index, **_: Any) -> None:
     if type != "DELETED":
         return
-    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, _.get("receive_pod_idx"))
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, _.get("receive_pod_idx"), _.get("rule_cm_idx"))
     key = (namespace_of(body), name_of(body))
     ctx.secret_watch.forget(TC_KIND, *key)
     ctx.tcs = [t for t in ctx.tcs if (namespace_of(t), name_of(t)) != key]
@@ -717,11 +763,13 @@ def _rendered(ctx: Ctx, owner_kind: str, owner: Mapping[str, Any]) -> list[dict[
     if owner_kind == PHA_KIND:
         return render.render_prometheus_ha(owner, ctx.cluster_of(owner), ctx.defaults, ca_sha256=ca)
     return render.render_thanos_cluster(owner, ctx.accepted_members(owner), ctx.defaults, ca_sha256=ca,
-                                        receive_pods=ctx.receive_pods(namespace_of(owner), name_of(owner)))
+                                        receive_pods=ctx.receive_pods(namespace_of(owner), name_of(owner)),
+                                        config_maps=ctx.config_maps(namespace_of(owner)))
 
 
 def _child_event(kind: str, event_type: str | None, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger,
-                 pha_idx: Any, tc_idx: Any, sts_idx: Any, deploy_idx: Any, pod_idx: Any = None) -> None:
+                 pha_idx: Any, tc_idx: Any, sts_idx: Any, deploy_idx: Any, pod_idx: Any = None,
+                 cm_idx: Any = None) -> None:
     """One watch event of a child we manage: repair drift (re-run the owner's reconcile), else refresh the
     owner's status from its workloads."""
     md = body.get("metadata") or {}
@@ -730,7 +778,7 @@ def _child_event(kind: str, event_type: str | None, body: kopf.Body, memo: kopf.
         return
     owner_kind, owner_name, owner_uid = ref
     ns, name = md.get("namespace"), md.get("name")
-    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, pod_idx)
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, pod_idx, cm_idx)
     owners = ctx.phas if owner_kind == PHA_KIND else ctx.tcs
     owner = next((o for o in owners if (namespace_of(o), name_of(o)) == (ns, owner_name)), None)
     if owner is None or (owner.get("metadata") or {}).get("uid") != owner_uid:
@@ -793,7 +841,7 @@ def child_event(type: str | None, body: kopf.Body, resource: kopf.Resource, memo
                 logger: logging.Logger, pha_idx: kopf.Index, tc_idx: kopf.Index, sts_idx: kopf.Index,
                 deploy_idx: kopf.Index, **_: Any) -> None:
     _child_event(CHILD_PLURALS[resource.plural], type, body, memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx,
-                 _.get("receive_pod_idx"))
+                 _.get("receive_pod_idx"), _.get("rule_cm_idx"))
 
 
 # ---------------------------------------------------------------------------------------------- receiver pods
@@ -810,7 +858,7 @@ def receive_pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger
     ns, cluster = md.get("namespace"), (md.get("labels") or {}).get(render.LABEL_TC)
     if not ns or not cluster:
         return
-    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, receive_pod_idx)
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, receive_pod_idx, _.get("rule_cm_idx"))
     ctx.pod_overrides[(ns, md.get("name"))] = None if type == "DELETED" else _slim_pod(body)
     tc = next((t for t in ctx.tcs if (namespace_of(t), name_of(t)) == (ns, cluster)), None)
     if tc is None or (tc.get("metadata") or {}).get("deletionTimestamp") or not tc_spec(tc).receiver.enabled:
@@ -825,6 +873,42 @@ def receive_pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger
         reconcile_tc(ctx, tc, own=False)
     except ApiError as e:
         logger.warning("ThanosCluster %s/%s after a receiver pod event: %s", ns, cluster, e)
+
+
+# ---------------------------------------------------------------------------------------------- rule ConfigMaps
+
+@kopf.on.event("v1", "configmaps")
+def rule_config_map_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger,
+                          pha_idx: kopf.Index, tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index,
+                          rule_cm_idx: kopf.Index, **_: Any) -> None:
+    """A ConfigMap changed (created, edited, relabelled, deleted): when that changes the rule files of a
+    ThanosCluster's rulers in its namespace (one it names or selects, now or before), re-run the cluster's
+    reconcile, which lays the files out and rolls the rulers. Other ConfigMaps cost no API call."""
+    md = body.get("metadata") or {}
+    ns = md.get("namespace")
+    if not ns or (md.get("labels") or {}).get("app.kubernetes.io/managed-by") == render.MANAGED_BY:
+        return
+    if not _has_rulers(tc_idx, ns):
+        return
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, _.get("receive_pod_idx"), rule_cm_idx)
+    ctx.cm_overrides[(ns, md.get("name"))] = None if type == "DELETED" else _slim_cm(body)
+    for tc in [t for t in ctx.tcs if namespace_of(t) == ns]:
+        if (tc.get("metadata") or {}).get("deletionTimestamp") or not tc_spec(tc).ruler.enabled:
+            continue
+        digest = render.rules_sha256(render.rule_config_maps(tc, ctx.config_maps(ns)))
+        if ctx.rule_digests.get((ns, name_of(tc))) == digest:
+            continue
+        logger.info("ConfigMap %s/%s (%s): rule files of ThanosCluster %s change; reconciling", ns, md.get("name"),
+                    type or "resumed", name_of(tc))
+        try:
+            reconcile_tc(ctx, tc, own=False)
+        except ApiError as e:
+            logger.warning("ThanosCluster %s/%s after a ConfigMap event: %s", ns, name_of(tc), e)
+
+
+def _has_rulers(tc_idx: Any, namespace: str) -> bool:
+    """Whether any ThanosCluster of the namespace has rulers (most ConfigMap events stop here)."""
+    return any(namespace_of(t) == namespace and tc_spec(t).ruler.enabled for t in _values(tc_idx))
 
 
 # ---------------------------------------------------------------------------------------------- TLS Secret resync
