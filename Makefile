@@ -43,7 +43,7 @@ e2e: venv
 
 ## make golden: rewrite the golden files (tests/golden/operator) from the current render; review the diff
 golden: venv
-	UPDATE_GOLDEN=1 $(PY) -m pytest -q tests/test_operator_render.py -k golden
+	UPDATE_GOLDEN=1 $(PY) -m pytest -q tests/test_operator_render.py tests/test_operator_receive.py tests/test_operator_rule.py -k golden
 
 ## make fuzz: every fuzz target (fuzz/targets/) for FUZZ_TIME seconds (per target), one after another, with the
 ## C kernels built by clang with ASan + UBSan + libFuzzer coverage into .fuzz-build (never into .venv);
