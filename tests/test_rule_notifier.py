@@ -340,6 +340,8 @@ alertmanagers:
     assert f"http://127.0.0.1:{am1.port}/api/v2/alerts" in endpoints
     assert f"http://127.0.0.1:{am2.port}/api/v2/alerts" in endpoints
     assert value(reg, "thanos_rule_alertmanagers_dns_failures_total") >= 1
+    assert value(reg, "thanos_rule_alertmanagers_dns_provider_results", addr=f"dns+localhost:{am1.port}") >= 1
+    assert value(reg, "thanos_rule_alertmanagers_dns_provider_results", addr="dns+no-such-host.invalid:9093") == 0
     assert value(reg, "thanos_alert_sender_alerts_dropped_total") == 0
 
 

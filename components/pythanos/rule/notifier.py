@@ -337,6 +337,8 @@ class _Metrics:
                                    "The number of DNS lookups resolutions attempts", **kw)
         self.dns_failures = Counter("thanos_rule_alertmanagers_dns_failures_total",
                                     "The number of DNS lookup failures", **kw)
+        self.dns_results = Gauge("thanos_rule_alertmanagers_dns_provider_results",
+                                 "The number of resolved endpoints for each configured address", ["addr"], **kw)
 
 
 class _Set:
@@ -493,6 +495,10 @@ class Notifier:
                               "dns resolution failed", extra={"addr": addr, "err": str(e)})
                     resolved[addr] = s.resolved.get(addr, [])
             s.resolved = resolved
+        self.m.dns_results.clear()
+        for s in self._sets:
+            for addr, got in s.resolved.items():
+                self.m.dns_results.labels(addr).set(len(got))
 
     async def _resolve_loop(self) -> None:
         while True:
