@@ -18,6 +18,15 @@ ruler check it, so a file one of them refuses is refused here with the same subs
 
 Every message is prefixed with the file, as promtool prints it; :class:`RuleFileError`
 carries them all (``errors``) and prints one per line.
+
+Where we part from the Go tools, on purpose: group-level messages carry the group's position
+(``6:3: groupname: "g" is repeated``, as Prometheus 2 printed it; 3.9.1 prints ``0:0``);
+messages name the file as given, where thanos rule names the temporary copy it validates.
+A running thanos rule is laxer than promtool and ``thanos tools rules-check`` (it re-encodes
+the file through a non-strict decoder first, so repeated keys and unknown top-level keys pass
+there, and it panics on a null group): we refuse what promtool refuses. YAML syntax errors
+come from PyYAML: the line and wording follow libyaml's where the two agree, which is not
+always (the tests compare them loosely).
 """
 from __future__ import annotations
 
