@@ -3,6 +3,7 @@ the defaults its help renders, and the flags we cannot honour refused by name.""
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 
@@ -99,10 +100,25 @@ def test_boolean_defaults(thanos_help, name, default):
     assert _ours()[name].default is default
 
 
-def test_config_defaults():
-    from pythanos.rule.flags import config_from_args
+def _config(*argv: str) -> "argparse.Namespace":
+    """``config_from_args`` in a process of its own (it puts grpcio's TLS policy in force, once per
+    process; other tests of the session may have loaded grpc already): the RuleConfig's plain fields."""
+    import sys
 
-    cfg = config_from_args(_parser().parse_args(["--query=127.0.0.1:9090", '--label=ruler="a"']))
+    code = ("import dataclasses, json, sys\n"
+            "from pythanos.cli import build_parser\n"
+            "from pythanos.rule.flags import config_from_args\n"
+            "cfg = config_from_args(build_parser('rule').parse_args(sys.argv[1:]))\n"
+            "print(json.dumps({k: v for k, v in dataclasses.asdict(cfg).items() if k not in ('bucket', 'grpc_tls')},"
+            " default=str) + '\\n' + json.dumps(cfg.stateless))\n")
+    run = subprocess.run([sys.executable, "-c", code, "rule", *argv], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    fields, stateless = run.stdout.splitlines()
+    return argparse.Namespace(**json.loads(fields), stateless=json.loads(stateless))
+
+
+def test_config_defaults():
+    cfg = _config("--query=127.0.0.1:9090", '--label=ruler="a"')
     assert cfg.data_dir == "data/" and cfg.rule_files == ["rules/"]
     assert cfg.retention == 48 * 3600 and cfg.block_duration == 7200
     assert cfg.eval_interval == 60 and cfg.resend_delay == 60 and cfg.for_grace_period == 600
@@ -143,7 +159,7 @@ def test_bad_durations_name_the_flag(pythanos_bin):
 
 def test_query_config_and_sd_files():
     from pythanos.errors import UserError
-    from pythanos.rule.flags import config_from_args, parse_query_config
+    from pythanos.rule.flags import parse_query_config
 
     static, sd = parse_query_config("- static_configs: [a:1]\n  scheme: https\n  path_prefix: /q/\n"
                                     "- static_configs: ['dns+b:2']\n"
@@ -155,17 +171,16 @@ def test_query_config_and_sd_files():
             parse_query_config(text, "--query.config")
     with pytest.raises(UserError, match="a DNS name with a scheme or path_prefix"):
         parse_query_config("- {static_configs: ['dns+b:2'], scheme: https}", "--query.config")
-    cfg = config_from_args(_parser().parse_args(["--query.sd-files=/x/*.yaml"]))
-    assert cfg.query_addrs == [] and cfg.query_sd == [("http", "", ["/x/*.yaml"])]
+    cfg = _config("--query.sd-files=/x/*.yaml")
+    assert cfg.query_addrs == [] and cfg.query_sd == [["http", "", ["/x/*.yaml"]]]
 
 
 def test_no_lockfile(tmp_path):
     """--tsdb.no-lockfile reaches the TSDB: no ``lock`` file, so a second open is not refused
     (by default it is, as Prometheus' lock refuses it)."""
-    from pythanos.rule.flags import config_from_args
     from pythanos.tsdb.db import TSDB
 
-    assert config_from_args(_parser().parse_args(["--query=a:1", "--tsdb.no-lockfile"])).no_lockfile
+    assert _config("--query=a:1", "--tsdb.no-lockfile").no_lockfile
     a = TSDB.open(tmp_path / "a", lockfile=False)
     b = TSDB.open(tmp_path / "a", lockfile=False)
     assert not (tmp_path / "a" / "lock").exists()
