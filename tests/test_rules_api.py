@@ -251,12 +251,17 @@ def test_rules_and_alerts_through_sidecars_and_queriers_as_thanos(prometheus_fac
     started.append(oq_theirs)
     oq_ours = start_our_query(pythanos_bin, [ours.extra["grpc"]], tmp_path / "oq-ours")
     started.append(oq_ours)
-    # a real querier over our querier's own Rules API
+    # a real querier over our querier's own Rules API, ours over a real querier's
     tq_oq = start_thanos_query(thanos_bin, [oq_ours.extra["grpc"]], tmp_path / "tq-oq")
     started.append(tq_oq)
+    tq_mid = start_thanos_query(thanos_bin, [theirs.extra["grpc"]], tmp_path / "tq-mid")
+    started.append(tq_mid)
+    tq_grpc = next(a.split("=", 1)[1] for a in tq_mid.args if a.startswith("--grpc-address="))
+    oq_tq = start_our_query(pythanos_bin, [tq_grpc], tmp_path / "oq-tq")
+    started.append(oq_tq)
     for path, params in calls(prom.extra["rule_dir"]):
         want = get(tq_theirs.url, path, params)
-        for q in (tq_ours, oq_theirs, oq_ours, tq_oq):
+        for q in (tq_ours, oq_theirs, oq_ours, tq_oq, oq_tq):
             same(get(q.url, path, params), want, (q.name, path, params))
     code, body = get(tq_theirs.url, "/api/v1/rules")
     data = json.loads(body)["data"]
