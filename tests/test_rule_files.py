@@ -628,3 +628,84 @@ def test_mutated_files_as_promtool_3(promtool3_bin, tmp_path, seed):
             except AssertionError:
                 problems.append(f"{p.name}: promtool {theirs}, ours {mine}")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("data", [b'groups:\n- name: "\xff\xfe"\n', b"\xffgroups: []\n", b'groups:\n- name: "\xc3',
+                                  b'groups:\n- name: "\xc3\x28"\n'], ids=["leading", "first", "incomplete", "trailing"])
+def test_invalid_utf8_as_promtool_3(promtool3_bin, tmp_path, data):
+    path = tmp_path / "bad.yml"
+    path.write_bytes(data)
+    rc, stderr = promtool(promtool3_bin, path)
+    assert rc == 1
+    with pytest.raises(RuleFileError) as e:
+        load_file(str(path))
+    assert e.value.errors == entries(stderr, [path])
+
+
+def thanos_rule_error(binary: str, work: Path, rule_file: str) -> str | None:
+    """What a real thanos rule says when it will not start on ``rule_file`` (None: it started)."""
+    import time
+    import urllib.request
+
+    from peers import REGISTRY, start_on_free_ports
+
+    def launch(ports: list[int]):
+        p = REGISTRY.start("thanos-rule", [binary, "rule", "--query=http://127.0.0.1:1", f"--rule-file={rule_file}",
+                                           f"--data-dir={work / 'data'}", f"--http-address=127.0.0.1:{ports[0]}",
+                                           f"--grpc-address=127.0.0.1:{ports[1]}"], work)
+        p.url = f"http://127.0.0.1:{ports[0]}"
+        return p
+
+    def settled(p) -> None:
+        deadline = time.monotonic() + 60
+        while p.alive():
+            try:
+                with urllib.request.urlopen(p.url + "/-/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, p.log()
+            time.sleep(0.1)
+        if "address already in use" in p.log(60).lower():
+            raise RuntimeError("port taken")
+
+    p = start_on_free_ports(2, launch, settled)
+    try:
+        if p.alive():
+            return None
+        log = p.log()
+        m = (re.search(r'msg="loading groups failed" err="((?:[^"\\]|\\.)*)"', log)
+             or re.search(r'level=error err="((?:[^"\\]|\\.)*)"', log))
+        return m.group(1).replace('\\"', '"') if m else log
+    finally:
+        p.stop()
+
+
+def test_directory_matched_is_an_error_as_thanos_rule(thanos_bin, tmp_path):
+    """A directory among the rule files stops a real thanos rule ('read <dir>: is a directory'); ours too."""
+    (tmp_path / "rules").mkdir()
+    theirs = thanos_rule_error(thanos_bin, tmp_path, str(tmp_path / "rules") + "/")
+    want = f"read {tmp_path / 'rules'}: is a directory"
+    assert theirs is not None and want in theirs
+    with pytest.raises(RuleFileError, match=re.escape(want)):
+        load_files([str(tmp_path / "rules") + "/"])
+
+
+@pytest.mark.parametrize("name", ["good_full", "bad_expr_unclosed", "bad_for_unknown_unit", "bad_template_unclosed",
+                                  "bad_unknown_fields", "bad_expr_experimental"])
+def test_corpus_as_thanos_rule(thanos_bin, tmp_path, name):
+    """A real thanos rule starts on the files promtool accepts and stops on these it refuses, for
+    the same reason. Its messages name the temporary copy it validates, re-encoded (other lines):
+    compared without file and positions."""
+    text = dict((n, t) for n, t, _ in CORPUS)[name]
+    path = write(tmp_path, name, text)
+    theirs = thanos_rule_error(thanos_bin, tmp_path, str(path))
+    mine = ours([path], thanos=True)
+    assert (theirs is None) == (mine is None), (theirs, mine)
+    if mine:
+        def bare(msg: str) -> str:
+            msg = msg.replace("\\n", "\n").split("\n")[0]
+            msg = re.sub(r"^\S+\.yml: ", "", msg)
+            return re.sub(r"^(\d+:\d+: )+|line \d+: ", "", msg)
+        assert bare(mine[0].split(": ", 1)[1]) in bare(theirs), (theirs, mine)

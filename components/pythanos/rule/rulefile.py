@@ -791,6 +791,8 @@ def _tab_after_plain_scalar(mark) -> int:
 
 def load_file(path: str, *, thanos: bool = True, experimental_functions: bool = False) -> list[RuleGroup]:
     """One rule file's groups (RuleFileError names the file on any problem, unreadable included)."""
+    if os.path.isdir(path):
+        raise RuleFileError([f"{path}: read {os.path.normpath(path)}: is a directory"])
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -798,20 +800,22 @@ def load_file(path: str, *, thanos: bool = True, experimental_functions: bool = 
         raise RuleFileError([f"{path}: open {path}: {(e.strerror or str(e)).lower()}"]) from None
     try:
         text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise RuleFileError([f"{path}: yaml: invalid Unicode character"]) from None
+    except UnicodeDecodeError as e:  # libyaml's words for the three cases
+        what = {"invalid start byte": "invalid leading UTF-8 octet",
+                "unexpected end of data": "incomplete UTF-8 octet sequence"}.get(e.reason, "invalid trailing UTF-8 octet")
+        raise RuleFileError([f"{path}: yaml: {what}"]) from None
     return parse_rules(text, path, thanos=thanos, experimental_functions=experimental_functions)
 
 
 def load_files(patterns: Sequence[str], *, thanos: bool = True,
                experimental_functions: bool = False) -> list[RuleGroup]:
     """Groups of every file the glob patterns match (Go's filepath.Glob: sorted, dot files
-    included; a file matched twice is read once), in order. Every problem in every file is
-    gathered into one RuleFileError."""
+    included; a file matched twice is read once), in order. A directory matched is an error, as
+    in thanos rule. Every problem in every file is gathered into one RuleFileError."""
     files: list[str] = []
     for pat in patterns:
         for fn in sorted(glob.glob(pat, include_hidden=True)):
-            if fn not in files and not os.path.isdir(fn):
+            if fn not in files:
                 files.append(fn)
     groups: list[RuleGroup] = []
     errors: list[str] = []
