@@ -728,3 +728,10 @@ def test_alertmanager_flags_as_thanos_rule(thanos_bin, tmp_path, flags, theirs):
     if refused:
         assert theirs in log.replace('\\"', '"'), log
         assert theirs.replace("[v1 v2]", "") in ours or theirs.split()[0] in ours, ours
+
+
+def test_missing_ca_file_named(tmp_path):
+    cfgs = parse_alerting_config(f"alertmanagers:\n- static_configs: [a:1]\n  scheme: https\n  http_config:\n"
+                                 f"    tls_config: {{ca_file: {tmp_path / 'none.crt'}}}\n")
+    with pytest.raises(ConfigError, match=r"alertmanagers\[0\]: http_config.tls_config: unable to load"):
+        Notifier(cfgs)

@@ -347,7 +347,10 @@ class _Set:
     def __init__(self, cfg: AlertmanagerConfig) -> None:
         self.cfg = cfg
         self.resolved: dict[str, list[str]] = {}   # configured address -> host:port list
-        self.ssl = cfg.ssl_context() if cfg.scheme == "https" else None
+        try:
+            self.ssl = cfg.ssl_context() if cfg.scheme == "https" else None
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"{cfg.where}: http_config.tls_config: unable to load the certificates: {e}") from None
 
     def addresses(self) -> list[str]:
         out: list[str] = []
