@@ -625,3 +625,35 @@ def test_metric_families_as_thanos_rule(stack):
     missing = {n for n in theirs if n not in ours}
     assert missing == NOT_YET & set(theirs), sorted(missing)
     assert {n: t for n, t in theirs.items() if n in ours} == {n: ours[n] for n in theirs if n in ours}
+
+
+def test_alertmanager_down_then_up(stack, pythanos_bin, alertmanager_bin, tmp_path):
+    """An Alertmanager that is not there never holds up evaluation (rules keep being evaluated,
+    send errors counted); once it is up, the firing alert reaches it (resent every --resend-delay)."""
+    from ports import free_port
+
+    port = free_port()
+    f = tmp_path / "rules.yaml"
+    f.write_text(RULES)
+    r = start_ruler(pythanos_bin, tmp_path / "r", f, stack["query"].url, label='ruler="am"',
+                    am=f"http://127.0.0.1:{port}")
+    am = None
+    try:
+        wait_for(lambda: (metric(r, "thanos_alert_sender_errors_total") or 0) > 0, "send errors counted",
+                 procs=(r,))
+        t0 = rules(r)["data"]["groups"][1]["lastEvaluation"]
+        wait_for(lambda: rules(r)["data"]["groups"][1]["lastEvaluation"] != t0, "evaluation goes on", procs=(r,))
+        cfg = tmp_path / "am.yml"
+        cfg.write_text("route: {receiver: r, group_wait: 0s}\nreceivers: [{name: r}]\n")
+        am = REGISTRY.start("alertmanager", [alertmanager_bin, f"--config.file={cfg}", f"--storage.path={tmp_path / 'am'}",
+                                             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                            tmp_path)
+        am.url = f"http://127.0.0.1:{port}"
+        am.wait_http_ready("/-/ready", 60)
+        wait_for(lambda: [a for a in get_json(am.url + "/api/v2/alerts")[1]
+                          if a["labels"]["alertname"] == "AlwaysFiring" and a["labels"]["ruler"] == "am"],
+                 "AlwaysFiring at the Alertmanager once it is up", procs=(r, am))
+    finally:
+        r.stop()
+        if am is not None:
+            am.stop()

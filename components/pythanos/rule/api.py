@@ -74,8 +74,6 @@ class RuleAPI:
         from ..storeapi import rules as rpb
 
         q = request.query
-        if request.method == "POST":
-            q = await request.post()
         typ = rpb.request_type(q.get("type", ""))
         if typ is None:
             return _answer(status=400, error_type="bad_data", error=f"invalid rules parameter type='{q['type']}'",
