@@ -561,6 +561,9 @@ def _template_error(parse_template, text: str, name: str) -> Optional[str]:
     try:
         parse_template(text, name)
     except ValueError as e:
+        go_error = getattr(e, "go_error", None)  # Go's own text, what rulefmt prints
+        if go_error:
+            return go_error
         msg = str(e)
         prefix = f"error parsing template {name}: "
         return msg[len(prefix):] if msg.startswith(prefix) else msg
