@@ -709,3 +709,37 @@ def test_corpus_as_thanos_rule(thanos_bin, tmp_path, name):
             msg = re.sub(r"^\S+\.yml: ", "", msg)
             return re.sub(r"^(\d+:\d+: )+|line \d+: ", "", msg)
         assert bare(mine[0].split(": ", 1)[1]) in bare(theirs), (theirs, mine)
+
+
+TEMPLATE_PIECES = ("{{", "}}", "{{-", "-}}", " ", "if", "else", "end", "range", "with", "define", "template", "block",
+                   "break", "continue", "$x", ":=", "=", "$labels", ".Labels", ".", "|", "(", ")", '"s"', "'c'", "`r`",
+                   "1", "1.5", "0x1", "nil", "true", "humanize", "printf", "query", "first", "value", "label", "nosuch",
+                   "and", "or", "not", "len", "index", "/*", "*/", ",", "$", "$value", "$externalLabels.x", "toUpper",
+                   "reReplaceAll", "\n", "x", "1e3", "-1", "'\\n'", '"\\q"')
+
+
+def test_random_annotation_templates_as_promtool_3(promtool3_bin, tmp_path):
+    """400 random annotation templates (fixed seed) in alerting rules: accepted or refused as
+    promtool 3.9.1 does, with its message (template parsing is pythanos.promtemplate's)."""
+    import json
+
+    rnd = random.Random(7)
+    paths = []
+    for k in range(400):
+        t = "".join(rnd.choice(TEMPLATE_PIECES) + (" " if rnd.random() < 0.5 else "")
+                    for _ in range(rnd.randint(1, 9)))
+        p = tmp_path / f"t{k}.yml"
+        p.write_text("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    annotations:\n      a: "
+                     + json.dumps(t) + "\n")
+        paths.append(p)
+    r = subprocess.run([promtool3_bin, "check", "rules", "--lint=none", *map(str, paths)], capture_output=True,
+                       text=True, timeout=120)
+    refused = 0
+    for p in paths:
+        accepted = f"Checking {p}\n  SUCCESS" in r.stdout
+        mine = ours([p])
+        assert accepted == (mine is None), (p.read_text(), entries(r.stderr, [p]), mine)
+        if mine:
+            refused += 1
+            assert sorted(mine) == sorted(entries(r.stderr, [p])), p.read_text()
+    assert 50 < refused < 350  # both kinds were exercised
