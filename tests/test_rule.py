@@ -596,10 +596,10 @@ def test_blocks_shipped_with_source_ruler(stack, pythanos_bin, thanos_bin, tmp_p
 
 
 #: families a real thanos rule has that ours does not yet: DNS service-discovery bookkeeping of the
-#: query client and the notifier (ours resolve without Thanos' dns.Provider); equality below makes
-#: this list shrink as they arrive
+#: query client (it resolves without Thanos' dns.Provider); equality below makes this list shrink
+#: as they arrive
 NOT_YET = {"thanos_rule_query_apis_dns_lookups_total", "thanos_rule_query_apis_dns_failures_total",
-           "thanos_rule_query_apis_dns_provider_results", "thanos_rule_alertmanagers_dns_provider_results"}
+           "thanos_rule_query_apis_dns_provider_results"}
 
 
 #: the head metrics every TSDB user watches (what was recorded)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 from typing import Sequence
 
 import yaml
 
-__all__ = ["read_sd_files"]
+__all__ = ["read_sd_files", "file_stamps"]
 
 
 def read_sd_files(patterns: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -38,3 +39,17 @@ def read_sd_files(patterns: Sequence[str]) -> tuple[list[str], list[str]]:
                     continue
                 targets.extend(str(t) for t in ts)
     return targets, errors
+
+
+def file_stamps(patterns: Sequence[str]) -> tuple:
+    """What identifies the current content of the files ``patterns`` match (path, mtime, size;
+    None for a file gone meanwhile): re-read the files only when this changes."""
+    out = []
+    for pat in patterns:
+        for path in sorted(glob.glob(pat)):
+            try:
+                st = os.stat(path)
+                out.append((path, st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append((path, None, None))
+    return tuple(out)

@@ -1,4 +1,5 @@
-"""An aiohttp session that a client either borrows or owns.
+"""An aiohttp session that a client either borrows or owns, and the Authorization header of
+Prometheus' HTTP client configuration.
 
 Clients of Prometheus' HTTP API and remote-read endpoint take an optional shared session (one
 connection pool per process); without one they create their own on first use and close only
@@ -35,3 +36,23 @@ class SessionClient:
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
+
+
+def auth_headers(username: str = "", password: str = "", password_file: str = "", bearer_token: str = "",
+                 bearer_token_file: str = "") -> dict[str, str]:
+    """The ``Authorization`` header of a Prometheus HTTP client config (``basic_auth`` with
+    ``password`` or ``password_file``, else ``bearer_token[_file]``); files are read at each call,
+    as Prometheus' client reads them at each request."""
+    import base64
+
+    if username or password or password_file:
+        pw = password
+        if password_file:
+            with open(password_file, encoding="utf-8") as f:
+                pw = f.read().strip()
+        return {"Authorization": "Basic " + base64.b64encode(f"{username}:{pw}".encode()).decode()}
+    token = bearer_token
+    if bearer_token_file:
+        with open(bearer_token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}

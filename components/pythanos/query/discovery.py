@@ -30,17 +30,15 @@ interval too and a changed answer makes the group dial again (grpcio then resolv
 """
 from __future__ import annotations
 
-import glob
 import logging
-import os
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional
 
 import yaml
 
 from ..dnsresolve import _host_port, resolve, split_dns_prefix  # resolve/split_dns_prefix re-exported
 from ..errors import ConfigError, UserError
-from ..filesd import read_sd_files  # re-exported
+from ..filesd import file_stamps, read_sd_files  # read_sd_files re-exported
 from ..tlsconfig import ClientTLS, parse_min_version
 
 log = logging.getLogger(__name__)
@@ -266,18 +264,6 @@ def parse_endpoint_config(text: str, where: str, client_tls: Optional[ClientTLS]
     return EndpointConfig(out, default_tls)
 
 
-def _mtimes(patterns: Sequence[str]) -> tuple:
-    out = []
-    for pat in patterns:
-        for path in sorted(glob.glob(pat)):
-            try:
-                st = os.stat(path)
-                out.append((path, st.st_mtime_ns, st.st_size))
-            except OSError:
-                out.append((path, None, None))
-    return tuple(out)
-
-
 @dataclass
 class Discovery:
     """Resolves the configured endpoints into addresses, on demand (:meth:`addresses`).
@@ -307,7 +293,7 @@ class Discovery:
 
     def _reload_files(self, now: float) -> None:
         if self.sd_files:
-            state = _mtimes(self.sd_files)
+            state = file_stamps(self.sd_files)
             if state != self._file_state or now - self._file_read_at >= self.sd_interval:
                 targets, errors = read_sd_files(self.sd_files)
                 for e in errors:
@@ -316,7 +302,7 @@ class Discovery:
                     self._file_targets = targets
                 self._file_state, self._file_read_at = state, now
         if self.sd_config_file:
-            state = _mtimes([self.sd_config_file])
+            state = file_stamps([self.sd_config_file])
             if state != self._cfg_state or now - self._cfg_read_at >= self.sd_config_interval:
                 try:
                     with open(self.sd_config_file, encoding="utf-8") as f:

@@ -59,20 +59,10 @@ class RemoteWriteConfig:
 
     def auth_headers(self) -> dict[str, str]:
         """Authorization for one request (files read at each send, as Prometheus' client does)."""
-        import base64
+        from ..httpsession import auth_headers
 
-        if self.username or self.password or self.password_file:
-            pw = self.password
-            if self.password_file:
-                with open(self.password_file, encoding="utf-8") as f:
-                    pw = f.read().strip()
-            token = base64.b64encode(f"{self.username}:{pw}".encode()).decode()
-            return {"Authorization": f"Basic {token}"}
-        tok = self.bearer_token
-        if self.bearer_token_file:
-            with open(self.bearer_token_file, encoding="utf-8") as f:
-                tok = f.read().strip()
-        return {"Authorization": f"Bearer {tok}"} if tok else {}
+        return auth_headers(self.username, self.password, self.password_file, self.bearer_token,
+                            self.bearer_token_file)
 
 
 def parse_remote_write_config(text: str, where: str) -> list[RemoteWriteConfig]:

@@ -21,7 +21,6 @@ prefix) or from ``--alertmanagers.config[-file]`` (Thanos' ``alertmanagers:`` YA
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import datetime as _dt
 import logging
@@ -39,6 +38,7 @@ import yaml
 from ..dnsresolve import resolve, split_dns_prefix
 from ..errors import ConfigError
 from ..filesd import read_sd_files
+from ..httpsession import auth_headers
 from ..relabel import RelabelConfig, apply, parse_relabel_config
 
 __all__ = ["AlertmanagerConfig", "Notifier", "parse_alerting_config", "config_from_url", "alertmanager_configs",
@@ -90,18 +90,8 @@ class AlertmanagerConfig:
     def headers(self) -> dict[str, str]:
         """The Authorization header: basic auth (files read at each send, as Prometheus' client
         does) or a bearer token."""
-        if self.username or self.password or self.password_file:
-            pw = self.password
-            if self.password_file:
-                with open(self.password_file, encoding="utf-8") as f:
-                    pw = f.read().strip()
-            cred = base64.b64encode(f"{self.username}:{pw}".encode()).decode()
-            return {"Authorization": f"Basic {cred}"}
-        token = self.bearer_token
-        if self.bearer_token_file:
-            with open(self.bearer_token_file, encoding="utf-8") as f:
-                token = f.read().strip()
-        return {"Authorization": f"Bearer {token}"} if token else {}
+        return auth_headers(self.username, self.password, self.password_file, self.bearer_token,
+                            self.bearer_token_file)
 
 
 # ---------------------------------------------------------------------------------------------

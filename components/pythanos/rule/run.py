@@ -375,27 +375,12 @@ def tsdb_for_state_reader(db, executor=None):
 def _sd_addresses(groups: list[tuple[str, str, list[str]]]):
     """``--query.sd-files`` / ``file_sd_configs``: the targets of the files, re-read when one of
     them changes (a file that does not parse is logged and its previous targets kept)."""
-    import glob
-    import os
-
-    from ..filesd import read_sd_files
+    from ..filesd import file_stamps, read_sd_files
 
     state: dict = {"stamp": None, "addrs": []}
 
-    def stamp() -> tuple:
-        out = []
-        for _, _, pats in groups:
-            for pat in pats:
-                for path in sorted(glob.glob(pat)):
-                    try:
-                        st = os.stat(path)
-                        out.append((path, st.st_mtime_ns, st.st_size))
-                    except OSError:
-                        pass
-        return tuple(out)
-
     def addresses() -> list[str]:
-        now = stamp()
+        now = file_stamps([pat for _, _, pats in groups for pat in pats])
         if now != state["stamp"]:
             addrs = []
             for scheme, prefix, pats in groups:
