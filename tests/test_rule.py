@@ -657,3 +657,41 @@ def test_alertmanager_down_then_up(stack, pythanos_bin, alertmanager_bin, tmp_pa
         r.stop()
         if am is not None:
             am.stop()
+
+
+def test_stateless_remote_write_endpoint_down_then_up(stack, pythanos_bin, prometheus3_bin, tmp_path):
+    """The remote-write endpoint is not there at first: batches are retried (counted), nothing
+    fails; once a real Prometheus listens there, the recorded series arrive — the earliest
+    samples too."""
+    from ports import free_port
+
+    port = free_port()
+    f = tmp_path / "rules.yaml"
+    f.write_text(RULES)
+    rw = f"--remote-write.config=remote_write: [{{url: 'http://127.0.0.1:{port}/api/v1/write', name: late}}]"
+    r = start_ruler(pythanos_bin, tmp_path / "r", f, stack["query"].url, rw, label='ruler="late"')
+    prom = None
+    try:
+        wait_for(lambda: (metric(r, "prometheus_remote_storage_samples_retried_total") or 0) > 0,
+                 "retries counted", procs=(r,))
+        first_eval = time.time()
+        cfg = tmp_path / "p.yml"
+        cfg.write_text("global: {scrape_interval: 1m}\n")
+        prom = REGISTRY.start("prometheus-late", [prometheus3_bin, f"--config.file={cfg}",
+                                                  f"--storage.tsdb.path={tmp_path / 'p'}",
+                                                  f"--web.listen-address=127.0.0.1:{port}",
+                                                  "--web.enable-remote-write-receiver"], tmp_path)
+        prom.url = f"http://127.0.0.1:{port}"
+        prom.wait_http_ready("/-/ready", 90)
+
+        def earliest():
+            q = urllib.parse.urlencode({"query": "timestamp(job:up:sum)", "time": f"{first_eval:.3f}"})
+            res = get_json(prom.url + "/api/v1/query?" + q)[1]["data"]["result"]
+            return res and float(res[0]["value"][1]) < first_eval
+
+        wait_for(earliest, "a sample from before the endpoint was up", procs=(r, prom))
+        assert metric(r, "prometheus_remote_storage_samples_failed_total") in (None, 0.0)
+    finally:
+        r.stop()
+        if prom is not None:
+            prom.stop()
