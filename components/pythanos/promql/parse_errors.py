@@ -409,12 +409,29 @@ def _arg_type(text: str) -> Optional[str]:
         return None
 
 
+def _unexpected_start(toks: list) -> Optional[tuple]:
+    """(message, position) when the first token is one no expression starts with."""
+    first = toks[0]
+    if first.kind == "OP" and first.val in _BIN_OPS and first.val not in ("+", "-") and not first.val.isalpha():
+        return f"unexpected {first.desc()}", first.pos
+    if first.kind == "@":
+        return "unexpected <op:@>", first.pos
+    if first.kind in (",", "["):
+        return f'unexpected "{first.kind}"', first.pos
+    if first.kind == "KEYWORD" and first.val.lower() in ("on", "ignoring", "group_left", "group_right", "bool"):
+        return f"unexpected {first.desc()}", first.pos
+    return None
+
+
 def _unexpected(q: str, toks: list) -> tuple:
     """Place a generic syntax error: the first token that cannot follow its predecessor."""
     operand_end = {"IDENT", "METRIC_IDENT", "NUMBER", "STRING", ")", "}", "]", "DURATION"}
     operand_start = {"IDENT", "METRIC_IDENT", "NUMBER", "STRING", "AGG", "{"}
     if toks and toks[0].kind == "=":
         return 'unexpected "="', toks[0].pos
+    start = _unexpected_start(toks) if len(toks) > 1 else None
+    if start is not None:
+        return start
     for k in range(1, len(toks)):
         prev, t = toks[k - 1], toks[k]
         if t.kind == "=":  # '=' outside braces lexes, and fits nowhere
@@ -525,7 +542,8 @@ def prometheus_parse_error(q: str, msg: str) -> str:
         for k, t in enumerate(seen[:-1]):
             if t.kind == "IDENT" and seen[k + 1].kind == "(" and _unknown_function(t.val):
                 return f'{_position(q, t.pos)}: parse error: unknown function with name "{t.val}"'
-        text, pos = _unexpected(q, seen) if len(seen) > 1 else ("invalid promql query", 0)
+        start = _unexpected_start(seen) if seen else None
+        text, pos = start or (_unexpected(q, seen) if len(seen) > 1 else ("invalid promql query", 0))
         if text != "invalid promql query" and pos < e.pos:
             return f"{_position(q, pos)}: parse error: {text}"
         return f"{_position(q, e.pos)}: parse error: {e.msg}"
