@@ -420,6 +420,16 @@ def _unexpected_start(toks: list) -> Optional[tuple]:
         return f'unexpected "{first.kind}"', first.pos
     if first.kind == "KEYWORD" and first.val.lower() in ("on", "ignoring", "group_left", "group_right", "bool"):
         return f"unexpected {first.desc()}", first.pos
+    # and/or/unless/by/without/offset first are read as a metric name: what follows must fit one
+    if len(toks) > 1 and ((first.kind == "OP" and first.val.isalpha()) or
+                          (first.kind == "KEYWORD" and first.val.lower() in ("by", "without", "offset"))):
+        t = toks[1]
+        if t.kind == "(":
+            return 'unexpected "("', t.pos
+        if t.kind in ("IDENT", "METRIC_IDENT", "AGG", "NUMBER", "STRING", "DURATION") or (
+                t.kind == "KEYWORD" and t.val.lower() in ("on", "ignoring", "group_left", "group_right", "bool",
+                                                           "by", "without")):
+            return f"unexpected {t.desc()}", t.pos
     return None
 
 
@@ -451,6 +461,14 @@ def _unexpected(q: str, toks: list) -> tuple:
                 return 'unexpected end of input in grouping opts, expected "("', t.pos
             continue
         if prev.kind == "OP" and t.kind == "OP" and t.val not in ("+", "-"):
+            return f"unexpected {t.desc()}", t.pos
+        if prev.kind == "," and not _inside_braces(toks, k) and (
+                t.kind == ")" or t.kind == "OP" and t.val not in ("+", "-") and not t.val.isalpha()):
+            return "trailing commas not allowed in function call args", prev.pos
+        if prev.kind in ("(", ",") and t.kind == "OP" and t.val.isalpha() and k + 1 < len(toks) and \
+                toks[k + 1].kind in ("IDENT", "METRIC_IDENT", "NUMBER", "STRING", "AGG"):
+            return f"unexpected {toks[k + 1].desc()}", toks[k + 1].pos  # the set operator read as a name
+        if prev.kind in ("(", ",") and t.kind == "OP" and t.val not in ("+", "-") and not t.val.isalpha():
             return f"unexpected {t.desc()}", t.pos
         if prev.kind == "@" and t.kind in ("IDENT", "METRIC_IDENT"):
             return f"unexpected {t.desc()} in @, expected timestamp", t.pos
@@ -552,6 +570,10 @@ def prometheus_parse_error(q: str, msg: str) -> str:
     if out.startswith("offset modifier must be preceded by an vector selector"):
         return (f"{_position(q, _operand_before_offset(toks, at))}: parse error: offset modifier must be preceded "
                 "by an instant vector selector or range vector selector or a subquery")
+    if out == "trailing commas not allowed in function call args":
+        k = next((k for k in range(len(toks) - 1) if toks[k].kind == "," and not _inside_braces(toks, k + 1) and (
+            toks[k + 1].kind == ")" or toks[k + 1].kind == "OP" and toks[k + 1].val not in ("+", "-"))), None)
+        return f"{_position(q, toks[k].pos if k is not None else at)}: parse error: {out}"
     if out == "expect duration before first colon(:) in brackets":
         k = next((k for k, t in enumerate(toks) if t.kind == ":"), None)
         return (f"{_position(q, toks[k].pos + 1 if k is not None else at)}: parse error: unexpected colon before "
