@@ -462,6 +462,9 @@ def _unexpected(q: str, toks: list) -> tuple:
             continue
         if prev.kind == "OP" and t.kind == "OP" and t.val not in ("+", "-"):
             return f"unexpected {t.desc()}", t.pos
+        if prev.kind == "," and not _inside_braces(toks, k) and \
+                sum({"(": 1, ")": -1}.get(x.kind, 0) for x in toks[:k]) <= 0:
+            return 'unexpected ","', prev.pos  # a comma outside any call
         if prev.kind == "," and not _inside_braces(toks, k) and (
                 t.kind == ")" or t.kind == "OP" and t.val not in ("+", "-") and not t.val.isalpha()):
             return "trailing commas not allowed in function call args", prev.pos
