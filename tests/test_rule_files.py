@@ -169,7 +169,8 @@ groups:
 """, False),  # 2.42 decoded record/alert/expr as YAML nodes: no type errors for them
     ("bad_limit_values", "groups:\n- name: a\n  limit: 99999999999999999999\n- name: b\n  limit: .inf\n"
                          "- name: c\n  limit: '5'\n- name: d\n  limit: verylongvaluehere\n", True),
-    ("bad_explicit_tag", "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: !!int up\n", False),  # 2.42: expr was a YAML node
+    # (2.42 decoded expr as a YAML node, no tag check)
+    ("bad_explicit_tag", "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: !!int up\n", False),
     ("bad_merge_unknown", "x: &d {expr: up}\ngroups:\n- name: g\n  rules:\n  - <<: *d\n    alert: A\n", True),
     ("bad_merge_scalar", "groups:\n- name: g\n  rules:\n  - <<: 5\n    alert: A\n", True),
     ("bad_key_kinds", "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n    labels:\n      [a]: x\n", True),

@@ -805,7 +805,8 @@ def load_file(path: str, *, thanos: bool = True, experimental_functions: bool = 
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:  # libyaml's words for the three cases
         what = {"invalid start byte": "invalid leading UTF-8 octet",
-                "unexpected end of data": "incomplete UTF-8 octet sequence"}.get(e.reason, "invalid trailing UTF-8 octet")
+                "unexpected end of data": "incomplete UTF-8 octet sequence"}.get(e.reason,
+                                                                                 "invalid trailing UTF-8 octet")
         raise RuleFileError([f"{path}: yaml: {what}"]) from None
     return parse_rules(text, path, thanos=thanos, experimental_functions=experimental_functions)
 
