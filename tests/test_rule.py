@@ -695,3 +695,42 @@ def test_stateless_remote_write_endpoint_down_then_up(stack, pythanos_bin, prome
         r.stop()
         if prom is not None:
             prom.stop()
+
+
+def test_store_limits_as_thanos(stack, pythanos_bin, thanos_bin, tmp_path):
+    """--store.limits.request-series / -samples: a Series call past them fails with Thanos' status
+    and text, as on a real thanos rule with the same limits."""
+    from pythanos.storeapi.client import StoreClient
+    from pythanos.tsdb.labels import Matcher
+
+    f = tmp_path / "rules.yaml"
+    f.write_text(RULES)
+    started = []
+    try:
+        for binary, name, thanos, limit in ((pythanos_bin, "ours-s", False, "--store.limits.request-series=1"),
+                                            (thanos_bin, "thanos-s", True, "--store.limits.request-series=1"),
+                                            (pythanos_bin, "ours-c", False, "--store.limits.request-samples=100"),
+                                            (thanos_bin, "thanos-c", True, "--store.limits.request-samples=100")):
+            started.append(start_ruler(binary, tmp_path / name, f, stack["query"].url, limit, label=f'ruler="{name}"',
+                                       thanos=thanos))
+
+        async def series(addr: str):
+            try:
+                async with StoreClient(addr, timeout=30) as c:
+                    got, _ = await c.series_list([Matcher("=~", "__name__", "ALERTS.*|job:up:sum|one")])
+                return len(got), ""
+            except Exception as e:  # noqa: BLE001 - the status is the point
+                return None, str(e)
+
+        answers = {}
+        for name, r in zip(("ours-s", "thanos-s", "ours-c", "thanos-c"), started):  # refused once 2 series
+            answers[name] = wait_for(lambda: (lambda a: a if a[0] is None else None)(asyncio.run(
+                series(r.extra["grpc"]))), f"{r.name}: the limit hit", procs=(r,))
+        for ours, theirs, want in (("ours-s", "thanos-s", "failed to send series: limit 1 violated (got 2)"),
+                                   ("ours-c", "thanos-c", "failed to send samples: limit 100 violated (got 120)")):
+            assert want in answers[ours][1] and want in answers[theirs][1], answers
+            code = lambda text: text.split(": ")[1]  # noqa: E731 - 'store <addr> <method>: CODE: ...'
+            assert code(answers[ours][1]) == code(answers[theirs][1]) == "UNKNOWN", answers
+    finally:
+        for p in started:
+            p.stop()

@@ -271,7 +271,15 @@ async def serve(config: RuleConfig, stop: Optional[asyncio.Event] = None) -> int
         from ..storeapi import StoreServer
         from ..storeapi.tsdbstore import TSDBStore
 
-        store = TSDBStore(lambda: db, config.labels, component_type="rule", executor=executor, rules=True)
+        from prometheus_client import Counter
+
+        dropped = Counter("thanos_store_selects_dropped", "Number of select queries that were dropped due to "
+                          "configured limits.", ["reason"], registry=srv.registry)
+        for reason in ("series", "chunks"):
+            dropped.labels(reason)
+        store = TSDBStore(lambda: db, config.labels, component_type="rule", executor=executor, rules=True,
+                          series_limit=config.series_limit, samples_limit=config.samples_limit,
+                          dropped=lambda reason: dropped.labels(reason).inc())
         handlers += StoreServer(store).handlers()
     else:
         handlers.append(_rules_info_handler(ext))

@@ -10,7 +10,9 @@ import asyncio
 from concurrent.futures import Executor
 from typing import AsyncIterator, Callable, Optional
 
-from .server import InvalidArgument, Store, Unavailable
+import grpc
+
+from .server import InvalidArgument, Store, StoreError, Unavailable
 from .types import (FLOAT_HISTOGRAM, HISTOGRAM, MAX_TIME, XOR, LabelNamesRequest, LabelsResult, LabelValuesRequest,
                     Series, SeriesRequest, StoreInfo)
 
@@ -18,6 +20,15 @@ __all__ = ["TSDBStore"]
 
 #: Prometheus' chunk encodings (chunkenc: XOR 1, histogram 2, float histogram 3) -> Thanos' storepb numbers
 _TO_THANOS = {1: XOR, 2: HISTOGRAM, 3: FLOAT_HISTOGRAM}
+#: Thanos' samples limit counts every chunk as this many samples (pkg/store MaxSamplesPerChunk)
+SAMPLES_PER_CHUNK = 120
+
+
+class LimitError(StoreError):
+    """``--store.limits.request-*`` exceeded: Thanos' limiter returns a plain error, which gRPC
+    answers as UNKNOWN."""
+
+    code = grpc.StatusCode.UNKNOWN
 
 
 class TSDBStore(Store):
@@ -25,11 +36,18 @@ class TSDBStore(Store):
 
     TSDB reads run on ``executor`` so the event loop stays free; ``ready`` gives the reason the
     store cannot answer yet (None: it can), answered as UNAVAILABLE. ``rules``: the component
-    also serves the Rules API, said in its Info."""
+    also serves the Rules API, said in its Info. ``series_limit`` / ``samples_limit``
+    (``--store.limits.request-series|samples``, 0: none) fail a Series call past them, as Thanos'
+    limited store server (samples counted as 120 per chunk); ``dropped(reason)`` is called then
+    (``thanos_store_selects_dropped_total{reason="series"|"chunks"}``)."""
 
     def __init__(self, db: Callable[[], object], ext_labels: dict[str, str], *, component_type: str,
                  executor: Optional[Executor] = None, ready: Callable[[], Optional[str]] = lambda: None,
-                 rules: bool = False) -> None:
+                 rules: bool = False, series_limit: int = 0, samples_limit: int = 0,
+                 dropped: Callable[[str], None] = lambda reason: None) -> None:
+        self.series_limit = series_limit
+        self.samples_limit = samples_limit
+        self.dropped = dropped
         self._db = db
         self.ext = tuple(sorted(ext_labels.items()))
         self.component_type = component_type
@@ -61,7 +79,16 @@ class TSDBStore(Store):
             raise InvalidArgument("no matchers specified (excluding external labels)")
         found = await self._run(lambda: list(db.series(req.matchers, req.min_time, req.max_time,
                                                        skip_chunks=req.skip_chunks)))
+        n = samples = 0
         for labels, chunks in found:
+            n += 1
+            if self.series_limit and n > self.series_limit:
+                self.dropped("series")
+                raise LimitError(f"failed to send series: limit {self.series_limit} violated (got {n})")
+            samples += len(chunks) * SAMPLES_PER_CHUNK
+            if self.samples_limit and samples > self.samples_limit:
+                self.dropped("chunks")
+                raise LimitError(f"failed to send samples: limit {self.samples_limit} violated (got {samples})")
             yield Series(labels, [] if req.skip_chunks else [(a, z, _TO_THANOS[e], d) for a, z, e, d in chunks])
 
     async def label_names(self, req: LabelNamesRequest) -> LabelsResult:
