@@ -459,7 +459,9 @@ class _Gen:
         r, c = self.r.random(), self.r.choice
         if r < 0.25:
             return c(["$value", ".Value", "$labels.a", "$labels.b", "$labels.missing", "$externalURL",
-                      ".ExternalURL", "$externalLabels.region", "$labels", "."])
+                      ".ExternalURL", "$externalLabels.region", "$labels", ".", ".Labels", "$externalLabels",
+                      "(args 1 \"a\")", "(query \"x\")", "(toTime 1.5)", "(toDuration 90)", "(safeHtml \"<b>\")",
+                      "(index \"ab\" 0)", "$", "(first (query \"x\"))"])
         if r < 0.45:
             return c(self.STRS)
         if r < 0.65:
@@ -543,11 +545,11 @@ class _Gen:
 # Go prints the pointers toTime/toDuration return, where a verb finds no String(), as addresses (a
 # time.Time as its internals): no other program prints those, so addresses are masked and internals
 # left out (and counted)
-_ADDRESS = re.compile(r"0x[0-9a-f]{6,}|(?<![\d.])\d{11,}(?![\d.])")
+_ADDRESS = re.compile(r"(?:0x)?[0-9a-f]{9,}|(?<![\d.])\d{11,}(?![\d.])", re.IGNORECASE)
 
 
 def _comparable(text: str, theirs: str, ours: str) -> "tuple[str, str] | None":
-    if ("&{" in theirs and "&{" not in text) or "*time.Location" in theirs:
+    if any(m in theirs and m not in text for m in ("&{", "%26%7B", "\\u0026{", "&amp;{")) or "time.Location" in theirs:
         # a Go struct's internals: a time.Time, or (a "%" in the alert name making a verb of it) the
         # parse node or reflect.Type an error message formats
         return None

@@ -538,9 +538,10 @@ class _State:
             ran = False
             try:
                 if k in (V.INT, V.UINT) or isinstance(val, V.GoDuration):
-                    if len(decl) > 1:
-                        self.errorf("can't use %v to iterate over more than one variable", val)
                     dur = isinstance(val, V.GoDuration)  # an int64 underneath: 0..d-1 as durations
+                    if len(decl) > 1:
+                        self.errorf("can't use %v to iterate over more than one variable",
+                                    V.NamedInt(val.ns, "time.Duration", val.string()) if dur else val)
                     for i in range(val.ns if dur else int(val)):
                         ran = True
                         one(None, V.GoDuration(i) if dur else i)

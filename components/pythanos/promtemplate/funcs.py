@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import unicodedata
 from typing import Any, Callable, Mapping, Optional
 from urllib.parse import unquote, urlsplit
 
@@ -273,39 +274,43 @@ def strip_domain(hp: str) -> str:
     return host
 
 
-def _is_word(c: str) -> bool:
-    return c.isalnum() or c == "_" or (0x300 <= ord(c) <= 0x36F)
+# Unicode word-break classes as golang.org/x/text/cases collapses them: mid-word punctuation
+# (MidLetter, MidNumLet, Single_Quote) and the letter-like classes; every other rune is a break
+_MID = frozenset(":\u00b7\u0387\u055f\u05f4\u2027\ufe13\ufe55\uff1a.\u2018\u2019\u2024\ufe52\uff07\uff0e'")
+_NOT_LETTER_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3FFFF),
+                      (0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0xAC00, 0xD7AF))
 
 
-def _cased(c: str) -> bool:
-    return c.lower() != c.upper() or c.istitle()
+def _letter_like(c: str) -> bool:
+    """ALetter, Hebrew_Letter, Numeric, Extend, ExtendNumLet, Format or ZWJ (no word break)."""
+    cat = unicodedata.category(c)
+    if cat[0] == "M" or cat in ("Cf", "Pc", "Nd"):
+        return True
+    if not c.isalpha():
+        return False
+    o = ord(c)
+    return not any(lo <= o <= hi for lo, hi in _NOT_LETTER_RANGES)
 
 
 def title(s: str) -> str:
-    """``cases.Title(language.AmericanEnglish, cases.NoLower)``: in each word the first cased letter
-    is title-cased (``1st`` -> ``1St``), the rest kept. Words follow Unicode word breaks: letters,
-    digits and ``_`` join; ``'`` ``.`` ``:`` between letters and ``.`` ``,`` between digits too."""
+    """``cases.Title(language.AmericanEnglish, cases.NoLower)``: the first cased letter of each word
+    title-cased (``1st`` -> ``1St``), the rest kept. A word ends at a rune of no letter-like
+    word-break class (space, ``-``, ``,``) or at two mid-word runes in a row (``a..b``); one
+    ``'`` ``.`` ``:`` keeps it going (``four.five``, ``don't``)."""
     out = []
-    in_word = pending = False
-    n = len(s)
-    for i, c in enumerate(s):
-        if _is_word(c):
-            if not in_word:
-                in_word, pending = True, True
-            if pending and _cased(c):
-                c = c.title()
-                pending = False
+    mid_word = prev_mid = False
+    for c in s:
+        is_mid = c in _MID
+        if prev_mid and is_mid:
+            mid_word = False
+        if c.islower() or c.isupper() or c.istitle():
+            out.append(c if mid_word else c.title())
+            mid_word = True
+        else:
             out.append(c)
-            continue
-        if in_word and 0 < i < n - 1:
-            a, b = s[i - 1], s[i + 1]
-            if (c in "'.:\u2019\u00b7" and a.isalpha() and b.isalpha()) or \
-                    (c in ".,;'" and a.isdigit() and b.isdigit()) or (c in ".'" and (a.isalpha() and b.isdigit()
-                                                                                    or a.isdigit() and b.isalpha())):
-                out.append(c)
-                continue
-        in_word = False
-        out.append(c)
+            if not is_mid and not _letter_like(c):
+                mid_word = False
+        prev_mid = is_mid
     return "".join(out)
 
 

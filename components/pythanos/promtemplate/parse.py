@@ -1137,10 +1137,7 @@ def _number(tr: Tree, pos: int, text: str, typ: int) -> NumberNode:
         n.is_int = n.is_uint = n.is_float = True
         return n
     if typ == COMPLEX:
-        try:
-            n.complex128 = complex(text.replace("i", "j"))
-        except ValueError:
-            raise ValueError("expected integer") from None
+        n.complex128 = _scan_complex(text)
         n.is_complex = True
         _simplify_complex(n)
         return n
@@ -1153,7 +1150,7 @@ def _number(tr: Tree, pos: int, text: str, typ: int) -> NumberNode:
             return n
     i = _sc.parse_int(text)
     if i is not None:
-        if 0 <= i < 1 << 64:
+        if 0 <= i < 1 << 64 and text[0] not in "+-":  # ParseUint takes no sign
             n.is_uint, n.uint64 = True, i
         if -(1 << 63) <= i < 1 << 63:
             n.is_int, n.int64 = True, i
@@ -1176,6 +1173,20 @@ def _number(tr: Tree, pos: int, text: str, typ: int) -> NumberNode:
     if not (n.is_int or n.is_uint or n.is_float):
         raise ValueError(f"illegal number syntax: {quote(text)}")
     return n
+
+
+def _scan_complex(text: str) -> complex:
+    """``fmt.Sscan`` of a complex literal the lexer accepted (``1+2i``): the real part, the signed
+    imaginary part, ``i``."""
+    for k in range(len(text) - 1, 0, -1):
+        if text[k] in "+-" and text[k - 1] not in "eEpP":
+            real, imag = text[:k], text[k:-1]
+            break
+    else:
+        raise ValueError("syntax error scanning complex number")
+    if imag[1:] in ("", "i", "I") or not text.endswith("i"):
+        raise ValueError("syntax error scanning complex number")
+    return complex(_sc.parse_float(real), _sc.parse_float(imag))
 
 
 def _simplify_complex(n: NumberNode) -> None:

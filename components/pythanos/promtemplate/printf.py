@@ -513,7 +513,8 @@ class _Printer:
             self.fmt_bool(arg, verb, arg)
         elif isinstance(arg, V.Uint):
             self.fmt_integer(int(arg), False, verb, arg)
-        elif isinstance(arg, V.NamedInt) and arg.text is not None and verb in "vsxXq" and not self.f.sharp_v:
+        elif isinstance(arg, V.NamedInt) and arg.text is not None and verb in "vsxXq" and not self.f.sharp_v \
+                and not self.erroring:
             self.fmt_string(arg.text, verb, arg)  # a named int with String() (time.Month)
         elif isinstance(arg, int):
             self.fmt_integer(V.wrap_int64(arg), True, verb, arg)
@@ -579,7 +580,7 @@ class _Printer:
             else:
                 self.buf.append(f"({v.typ})(0xc{id(v.target) & 0xFFFFFFFFF:09x})")
         elif isinstance(v, V.GoTime):
-            self.buf.append(v.go_string())  # time.Time's GoString
+            self.pad(self._trunc(v.go_string()))  # time.Time's GoString, as fmt prints a GoStringer
         elif isinstance(v, V.GoDuration):
             self.buf.append(f"({v.typ})(0x{0xC000000000 | (id(v) & 0xFFFFFFFFF):x})")
         else:
@@ -624,21 +625,26 @@ class _Printer:
                 self.buf.append("&")
                 self.print_value(v.target, verb, depth + 1)
             else:
-                self.pad("0x" + format(id(v.target), "x"))
+                self._pointer(v.typ, v.target, verb)
+        elif isinstance(v, V.GoTime) and depth == 0:
+            self.buf.append("&{" + " ".join("%!" + verb + "(" + t + ")" for t in ("uint64", "int64", "*time.Location")) + "}")
         elif isinstance(v, (V.GoTime, V.GoDuration)):
-            # a pointer without a String() for this verb: Go prints its address, which no one can
-            # reproduce; an address-like text of the same shape stands in
-            addr = 0xC000000000 | (id(v) & 0xFFFFFFFFF)
-            if isinstance(v, V.GoTime) and depth == 0:
-                self.buf.append("&{" + " ".join("%!" + verb + "(" + t + ")" for t in ("uint64", "int64", "*time.Location")) + "}")
-            elif verb in "vp":
-                self.pad(f"0x{addr:x}")
-            elif verb in "bodxX":
-                self.fmt_integer(addr, False, verb, v)
-            else:
-                self.buf.append(f"%!{verb}({v.typ}=0x{addr:x})")
+            self._pointer(v.typ, v, verb)
         else:
             self.pad(str(v))
+
+    def _pointer(self, typ: str, target: Any, verb: str) -> None:
+        """Go's fmtPointer: a pointer fmt has no method for prints as its address. No one can
+        reproduce Go's addresses; one of the same shape stands in."""
+        addr = 0xC000000000 | (id(target) & 0xFFFFFFFFF)
+        if verb in "vp":
+            self._int(addr, 16, "v", "0123456789abcdefx", sharp=not self.f.sharp)
+        elif verb in "bodxX":
+            self.fmt_integer(addr, False, verb, target)
+        else:
+            self.buf.append(f"%!{verb}({typ}=")
+            self._int(addr, 16, "v", "0123456789abcdefx", sharp=not self.f.sharp)
+            self.buf.append(")")
 
     # entry points -----------------------------------------------------------------------------
     def do_printf(self, fmt: str, args: Sequence[Any]) -> None:
