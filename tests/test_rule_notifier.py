@@ -499,6 +499,7 @@ class Capture:
         self.server.server_close()
 
 
+QUERY_TEMPLATE = '/graph?g0.expr={{ .Expr }}{{ if .Expr }}&g0.tab=1{{ end }}{{ printf "&n=%d" (len .Expr) }}'
 RULES_FOR_PAYLOAD = """\
 groups:
 - name: payload
@@ -531,7 +532,7 @@ def test_payload_as_thanos_rule_sends_it(thanos_bin, prometheus3_bin, prometheus
                     '--label=cluster="eu1"', "--alert.label-drop=replica", "--eval-interval=1s",
                     f"--data-dir={tmp_path / 'data'}", f"--http-address=127.0.0.1:{ports[0]}",
                     f"--grpc-address=127.0.0.1:{ports[1]}", "--alert.query-url=http://query.example:9090/",
-                    f"--alertmanagers.url={cap.url}/prefix"]
+                    f"--alertmanagers.url={cap.url}/prefix", f"--alert.query-template={QUERY_TEMPLATE}"]
             p = REGISTRY.start("thanos-rule", args, tmp_path)
             p.url = f"http://127.0.0.1:{ports[0]}"
             return p
@@ -570,6 +571,7 @@ def test_payload_as_thanos_rule_sends_it(thanos_bin, prometheus3_bin, prometheus
         assert b2 == body, (b2, body)
         assert b"\\u003cb\\u003e \\u0026 \\u2028" in body  # the cases the file is there for did occur
         assert "replica" not in theirs["labels"] and theirs["labels"]["cluster"] == "eu1"
+        assert theirs["generatorURL"] == generator_url("http://query.example:9090/", QUERY_TEMPLATE, "vector(1)")
     finally:
         cap.close()
 

@@ -273,11 +273,27 @@ def format_time(t: Any) -> str:
     return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
 
 
+_PLAIN_EXPR_TEMPLATE = re.compile(r"(?:[^{]|\{(?!\{))*(?:\{\{\s*\.Expr\s*\}\}(?:[^{]|\{(?!\{))*)*")
+
+
 def generator_url(query_url: str, template: str, expr: str) -> str:
-    """An alert's ``generatorURL`` as Thanos builds it: ``--alert.query-url`` followed by
-    ``--alert.query-template`` with ``{{.Expr}}`` replaced by the query-escaped expression."""
+    """An alert's ``generatorURL`` as Thanos builds it: ``--alert.query-url`` followed by the
+    ``--alert.query-template`` Go template executed with ``.Expr`` the query-escaped expression
+    (a template that fails gives the URL alone, as Thanos logs and goes on)."""
     escaped = quote_plus(expr, safe="")
-    return query_url + re.sub(r"\{\{-?\s*\.Expr\s*-?\}\}", lambda _m: escaped, template)
+    if _PLAIN_EXPR_TEMPLATE.fullmatch(template):  # the usual case: no other actions
+        return query_url + re.sub(r"\{\{\s*\.Expr\s*\}\}", lambda _m: escaped, template)
+    try:
+        from ..promtemplate import TemplateError, expand
+        from ..promtemplate.values import GoStruct
+    except ImportError:
+        return query_url
+    try:
+        return query_url + expand(template, "url", GoStruct("main.Expression", {"Expr": escaped}),
+                                  timestamp_ms=0, external_url=None)
+    except TemplateError as e:
+        log.warning("failed to generate link for expression", extra={"expr": expr, "err": str(e)})
+        return query_url
 
 
 def _payload(alerts: Sequence[Mapping[str, Any]]) -> bytes:
