@@ -19,8 +19,8 @@ from peers import REGISTRY, Process, start_on_free_ports
 from ports import free_port, free_ports
 from pythanos.errors import ConfigError
 from pythanos.relabel import parse_relabel_config
-from pythanos.rule.notifier import (Notifier, alertmanager_configs, config_from_url, format_time, from_config,
-                                    generator_url, parse_alerting_config)
+from pythanos.rule.notifier import (Notifier, alertmanager_configs, check_query_template, config_from_url,
+                                    format_time, from_config, generator_url, parse_alerting_config)
 
 AM_CONFIG = "route:\n  receiver: default\nreceivers:\n  - name: default\n"
 
@@ -682,6 +682,9 @@ ALERTING_CASES = [  # (flags, what Thanos says when it refuses them)
     (["--alertmanagers.url=dnssrv+https://user:pw@_am._tcp.example/prefix", "--alertmanagers.url=dns+http://am"],
      None),
     (["--alertmanagers.url=http://a:1", "--alertmanagers.config=alertmanagers: []\n"], "cannot be defined at the same"),
+    (["--alert.query-template=/graph?g0.expr={{.Expr"], "failed to parse the template: template: "),
+    (["--alert.query-template=/graph?g0.expr={{.Nope}}"], "failed to execute the template: template: "),
+    (["--alert.query-template=/graph?g0.expr={{ .Expr }}{{ if .Expr }}&g0.tab=1{{ end }}"], None),
 ]
 
 
@@ -720,8 +723,10 @@ def test_alertmanager_flags_as_thanos_rule(thanos_bin, tmp_path, flags, theirs):
         p.stop()
     urls = [f.split("=", 1)[1] for f in flags if f.startswith("--alertmanagers.url=")]
     config = next((f.split("=", 1)[1] for f in flags if f.startswith("--alertmanagers.config=")), "")
+    template = next((f.split("=", 1)[1] for f in flags if f.startswith("--alert.query-template=")), "")
     try:
         alertmanager_configs(urls, config, 10.0)
+        check_query_template(template)
         ours = None
     except ConfigError as e:
         ours = str(e)

@@ -42,7 +42,7 @@ from ..httpsession import auth_headers
 from ..relabel import RelabelConfig, apply, parse_relabel_config
 
 __all__ = ["AlertmanagerConfig", "Notifier", "parse_alerting_config", "config_from_url", "alertmanager_configs",
-           "from_config", "generator_url", "format_time", "QUEUE_CAPACITY", "MAX_BATCH_SIZE"]
+           "from_config", "generator_url", "check_query_template", "format_time", "QUEUE_CAPACITY", "MAX_BATCH_SIZE"]
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +294,24 @@ def generator_url(query_url: str, template: str, expr: str) -> str:
     except TemplateError as e:
         log.warning("failed to generate link for expression", extra={"expr": expr, "err": str(e)})
         return query_url
+
+
+def check_query_template(template: str, where: str = "--alert.query-template") -> None:
+    """Thanos' start-up check of ``--alert.query-template``: it must parse and execute with
+    ``.Expr`` set (ConfigError in Thanos' words otherwise)."""
+    if _PLAIN_EXPR_TEMPLATE.fullmatch(template):
+        return
+    try:
+        from ..promtemplate import TemplateError, expand
+        from ..promtemplate.values import GoStruct
+    except ImportError:
+        return
+    try:
+        expand(template, "test", GoStruct("main.Expression", {"Expr": "test_expr"}), timestamp_ms=0,
+               external_url=None)
+    except TemplateError as e:
+        what = "parse" if str(e).startswith("error parsing") else "execute"
+        raise ConfigError(f"{where}: failed to {what} the template: {getattr(e, 'go_error', '') or e}") from None
 
 
 def _payload(alerts: Sequence[Mapping[str, Any]]) -> bytes:
@@ -604,6 +622,7 @@ def from_config(cfg: Any, *, registry=None, external_labels: Optional[Mapping[st
     ams = alertmanager_configs(list(getattr(cfg, "alertmanagers_urls", []) or []),
                                getattr(cfg, "alertmanagers_config", "") or "",
                                float(getattr(cfg, "alertmanagers_send_timeout", 10.0)))
+    check_query_template(getattr(cfg, "alert_query_template", "") or "")
     relabel_text = getattr(cfg, "alert_relabel_config", "") or ""
     relabel = parse_relabel_config(relabel_text, getattr(cfg, "alert_relabel_where", "--alert.relabel-config"))
     return Notifier(ams, external_labels=external_labels if external_labels is not None else
