@@ -734,3 +734,26 @@ def test_store_limits_as_thanos(stack, pythanos_bin, thanos_bin, tmp_path):
     finally:
         for p in started:
             p.stop()
+
+
+def test_pages_take_their_link_prefix_from_the_prefix_header():
+    """--web.prefix-header: behind a proxy that strips a path, the pages' links carry the prefix
+    the proxy names in that header (HTML-escaped); without the header, none."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from pythanos.web.rules import add_rules_ui_routes
+
+    async def go():
+        app = web.Application()
+        add_rules_ui_routes(app, "", component="rule", prefix_header="X-Forwarded-Prefix")
+        async with TestClient(TestServer(app)) as c:
+            plain = await (await c.get("/alerts")).text()
+            behind = await (await c.get("/alerts", headers={"X-Forwarded-Prefix": "/ruler/"})).text()
+            hostile = await (await c.get("/rules", headers={"X-Forwarded-Prefix": '/"><script>'})).text()
+        return plain, behind, hostile
+
+    plain, behind, hostile = asyncio.run(go())
+    assert 'href="/static/app.css"' in plain and "/ruler/" not in plain
+    assert 'href="/ruler/static/app.css"' in behind and 'href="/ruler/rules"' in behind
+    assert '"><script>' not in hostile and "&quot;&gt;&lt;script&gt;" in hostile

@@ -176,6 +176,12 @@ def _refuse(args: argparse.Namespace) -> None:
     if args.grpc_query_endpoints:
         raise UserError(f"--grpc-query-endpoint={args.grpc_query_endpoints[0]}: not supported by pythanos (the "
                         "Thanos gRPC Query API); give the querier's HTTP address with --query")
+    if args.rule_concurrent_evaluation > 1:
+        raise UserError(f"--rule-concurrent-evaluation={args.rule_concurrent_evaluation}: not supported by pythanos "
+                        "(the rules of a group are evaluated one after another, Thanos' default 1)")
+    if args.hash_func:
+        raise UserError(f"--hash-func={args.hash_func}: not supported by pythanos (shipped blocks carry no file "
+                        "hashes)")
     if args.x_functions:
         raise UserError("--query.enable-x-functions: not supported by pythanos (xrate, xincrease and xdelta are "
                         "Thanos engine functions our engine does not have)")

@@ -257,7 +257,7 @@ async def serve(config: RuleConfig, stop: Optional[asyncio.Event] = None) -> int
     api = RuleAPI(manager.groups, config.labels, lambda: rules.reload("webhandler"),
                   disable_cors=config.disable_cors)
     api.routes(srv.app, prefix)
-    _ui_routes(srv.app, prefix, config.external_prefix or prefix, config.alert_query_url)
+    _ui_routes(srv.app, prefix, config.external_prefix or prefix, config.alert_query_url, config.prefix_header)
     if prefix:  # as Thanos: / goes to the route prefix
         from aiohttp import web
 
@@ -341,13 +341,14 @@ async def serve(config: RuleConfig, stop: Optional[asyncio.Event] = None) -> int
                                 asyncio.create_task(housekeeping(), name="tsdb")], on_stop=on_stop)
 
 
-def _ui_routes(app, prefix: str, link_prefix: str, query_url: str) -> None:
+def _ui_routes(app, prefix: str, link_prefix: str, query_url: str, prefix_header: str = "") -> None:
     """The rules and alerts pages (and ``/`` -> alerts, as the Thanos ruler's UI)."""
     try:
         from ..web.rules import add_rules_ui_routes
     except ImportError:
         return
-    add_rules_ui_routes(app, prefix, link_prefix=link_prefix, component="rule", query_url=query_url)
+    add_rules_ui_routes(app, prefix, link_prefix=link_prefix, component="rule", query_url=query_url,
+                        prefix_header=prefix_header)
 
 
 def tsdb_for_state_reader(db, executor=None):

@@ -19,26 +19,34 @@ __all__ = ["add_rules_ui_routes"]
 
 def add_rules_ui_routes(app: web.Application, prefix: str = "", *, link_prefix: str | None = None,
                         component: str = "rule", redirect_root: bool = True, query_url: str | None = None,
-                        nav: Sequence[tuple[str, str]] = (), home: str = "/alerts") -> None:
+                        nav: Sequence[tuple[str, str]] = (), home: str = "/alerts", prefix_header: str = "") -> None:
     """GET {prefix}/rules, {prefix}/alerts and {prefix}/static/...; with ``redirect_root``
     {prefix}/ -> alerts (the Thanos ruler's start page). Links in the pages use ``link_prefix``
     (``--web.external-prefix``; default the route prefix); expressions link to ``query_url``'s
     graph page (the ruler's ``--alert.query-url``; None: this component's own). ``nav``: the
     component's other pages (title, path) linked before Alerts and Rules (the querier's Graph and
-    Stores), ``home`` where the brand links to."""
+    Stores), ``home`` where the brand links to. ``prefix_header`` (``--web.prefix-header``, used
+    when ``link_prefix`` is empty): the links' prefix is taken from that request header, as
+    Thanos does behind a proxy that strips a path (e.g. ``X-Forwarded-Prefix``)."""
     prefix = _normalize_prefix(prefix)
     links = _normalize_prefix(prefix if link_prefix is None else link_prefix)
 
-    def page(name: str):
+    def render(name: str, links: str) -> str:
         qurl = json.dumps(query_url.rstrip("/") if query_url is not None else None)
         qurl = qurl.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
         extra = "".join(f'\n    <a class="navlink" href="{html.escape(links + path, quote=True)}">{html.escape(title)}</a>'
                         for title, path in nav)
-        text = render_page(name, links).replace("{{COMPONENT}}", html.escape(component)).replace(
+        return render_page(name, links).replace("{{COMPONENT}}", html.escape(component)).replace(
             "{{QUERY_URL_JSON}}", qurl).replace("{{HOME}}", html.escape(home, quote=True)).replace("{{EXTRA_NAV}}", extra)
 
+    def page(name: str):
+        text = render(name, links)
+
         async def handler(request: web.Request) -> web.Response:
-            return web.Response(text=text, content_type="text/html", charset="utf-8",
+            body = text
+            if prefix_header and not links and request.headers.get(prefix_header):
+                body = render(name, _normalize_prefix(request.headers[prefix_header]))
+            return web.Response(text=body, content_type="text/html", charset="utf-8",
                                 headers={"Cache-Control": "no-cache"})
         return handler
 
