@@ -146,6 +146,7 @@ def _refused(pythanos_bin: str, *argv: str) -> str:
     (["--query=a:1", "--enable-feature=nope"], "--enable-feature=nope: unknown feature"),
     (["--query=a:1", "--rule-concurrent-evaluation=4"], "--rule-concurrent-evaluation=4: not supported by pythanos"),
     (["--query=a:1", "--hash-func=SHA256"], "--hash-func=SHA256: not supported by pythanos"),
+    (["--query=a:1", "--request.logging-config=options: {}"], "--request.logging-config: not supported by pythanos"),
     (["--query=a:1", "--label=x"], "--label: unrecognized label 'x'"),
     (["--query=a:1", "--remote-write.config=$(PYTHANOS_TEST_UNSET_VAR)"],
      '--remote-write.config: found reference to unset environment variable'),

@@ -182,6 +182,9 @@ def _refuse(args: argparse.Namespace) -> None:
     if args.hash_func:
         raise UserError(f"--hash-func={args.hash_func}: not supported by pythanos (shipped blocks carry no file "
                         "hashes)")
+    if args.request_logging_config or args.request_logging_config_file:
+        raise UserError("--request.logging-config: not supported by pythanos (requests are not logged per "
+                        "configuration)")
     if args.x_functions:
         raise UserError("--query.enable-x-functions: not supported by pythanos (xrate, xincrease and xdelta are "
                         "Thanos engine functions our engine does not have)")
