@@ -205,6 +205,18 @@ groups:
     ("bad_syntax_quote", 'groups:\n- name: "g1\n  rules: []\n', True),
     ("bad_syntax_flow", "groups:\n- name: g1\n  rules: [ {alert: a, expr: up }\n", True),
     ("bad_syntax_mapping_value", "groups:\n- name: g1\n  rules:\n  - alert: a\n    expr: up: x\n", True),
+    # --- everyday mistakes
+    ("bad_missing_colon", "groups:\n- name: g\n  rules\n  - record: a\n    expr: up\n", True),
+    ("bad_unquoted_template", "groups:\n- name: g\n  rules:\n  - alert: a\n    expr: up\n    annotations:\n"
+                              "      summary: {{ $labels.x }} is down\n", True),
+    ("bad_colon_in_value", "groups:\n- name: g\n  rules:\n  - alert: a\n    expr: up\n    annotations:\n"
+                           "      summary: foo: bar\n", True),
+    ("bad_indent_deeper", "groups:\n- name: g\n  rules:\n  - alert: a\n     expr: up\n", True),
+    ("bad_indent_shallower", "groups:\n- name: g\n  rules:\n  - alert: a\n   expr: up\n", True),
+    ("bad_list_indent", "groups:\n- name: g\n  rules:\n    - alert: a\n      expr: up\n  - alert: b\n    expr: up\n",
+     True),
+    ("bad_dash_no_space", "groups:\n-name: g\n", True),
+    ("bad_quoted_expr_and_more", "groups:\n- name: g\n  rules:\n  - alert: a\n    expr: 'up{job=\"a\"}' == 0\n", True),
     # --- group and rule validation
     ("bad_group_names", """\
 groups:
