@@ -106,6 +106,24 @@ def listening(p: "Process", want: Sequence[str] = ("http", "grpc"), timeout: flo
     return found
 
 
+def ready_or_exited(p: "Process", path: str = "/-/ready", timeout: float = 60.0) -> None:
+    """Wait until ``p`` (``p.url`` set) answers ``path`` or has exited: for a peer that may refuse
+    its flags. A bind failure raises RuntimeError, so :func:`start_on_free_ports` tries again."""
+    deadline = time.monotonic() + timeout
+    while p.alive():
+        try:
+            with urllib.request.urlopen(p.url + path, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{p.name} neither ready nor exited:\n{p.log()}")
+        time.sleep(0.1)
+    if bind_failed(p):
+        raise RuntimeError(f"{p.name}: port taken")
+
+
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:

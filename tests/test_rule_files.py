@@ -657,10 +657,7 @@ def test_invalid_utf8_as_promtool_3(promtool3_bin, tmp_path, data):
 
 def thanos_rule_error(binary: str, work: Path, rule_file: str) -> str | None:
     """What a real thanos rule says when it will not start on ``rule_file`` (None: it started)."""
-    import time
-    import urllib.request
-
-    from peers import REGISTRY, start_on_free_ports
+    from peers import REGISTRY, ready_or_exited, start_on_free_ports
 
     def launch(ports: list[int]):
         p = REGISTRY.start("thanos-rule", [binary, "rule", "--query=http://127.0.0.1:1", f"--rule-file={rule_file}",
@@ -669,21 +666,7 @@ def thanos_rule_error(binary: str, work: Path, rule_file: str) -> str | None:
         p.url = f"http://127.0.0.1:{ports[0]}"
         return p
 
-    def settled(p) -> None:
-        deadline = time.monotonic() + 60
-        while p.alive():
-            try:
-                with urllib.request.urlopen(p.url + "/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, p.log()
-            time.sleep(0.1)
-        if "address already in use" in p.log(60).lower():
-            raise RuntimeError("port taken")
-
-    p = start_on_free_ports(2, launch, settled)
+    p = start_on_free_ports(2, launch, ready_or_exited)
     try:
         if p.alive():
             return None

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import prometheus_client
 import pytest
 
-from peers import REGISTRY, Process, start_on_free_ports
+from peers import REGISTRY, Process, ready_or_exited, start_on_free_ports
 from ports import free_port, free_ports
 from pythanos.errors import ConfigError
 from pythanos.relabel import parse_relabel_config
@@ -700,22 +700,7 @@ def test_alertmanager_flags_as_thanos_rule(thanos_bin, tmp_path, flags, theirs):
         p.url = f"http://127.0.0.1:{ports[0]}"
         return p
 
-    def started_or_exited(p: Process) -> None:
-        deadline = time.monotonic() + 60
-        while p.alive():
-            try:
-                with urllib.request.urlopen(p.url + "/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("thanos rule neither ready nor exited:\n" + p.log())
-            time.sleep(0.1)
-        if "address already in use" in p.log(60).lower():
-            raise RuntimeError("port taken")  # start_on_free_ports tries other ports
-
-    p = start_on_free_ports(2, launch, started_or_exited)
+    p = start_on_free_ports(2, launch, ready_or_exited)
     try:
         refused = not p.alive()
         log = p.log()
