@@ -404,6 +404,9 @@ def to_upper(s: str) -> str:
         return s.upper()
     out = []
     for c in s:
+        if 0xDC80 <= ord(c) <= 0xDCFF:  # a byte that is not UTF-8: Go's strings.Map writes U+FFFD
+            out.append("\ufffd")
+            continue
         u = c.upper()
         if len(u) != 1:
             t = c.title()
@@ -416,7 +419,8 @@ def to_lower(s: str) -> str:
     """``strings.ToLower``: each rune's simple mapping (``İ`` -> ``i``)."""
     if s.isascii():
         return s.lower()
-    return "".join(("i" if c == "\u0130" else c) if len(c.lower()) != 1 else c.lower() for c in s)
+    return "".join("\ufffd" if 0xDC80 <= ord(c) <= 0xDCFF else ("i" if c == "\u0130" else c)
+                   if len(c.lower()) != 1 else c.lower() for c in s)
 
 
 _S, _SP, _QR = "string", V.SAMPLE_PTR, V.QUERY_RESULT
@@ -535,6 +539,8 @@ def _std_at(layout: str, i: int) -> tuple[str, int]:
         if layout.startswith(std, i):
             if std == "Mon" and layout.startswith("Monday", i):
                 return "Monday", 6
+            if std in ("Jan", "Mon") and "a" <= layout[i + 3:i + 4] <= "z":
+                break  # "Jant", "Mond": not an element
             return std, len(std)
     return "", 0
 

@@ -457,7 +457,7 @@ class _Printer:
             parts.append(digits[b[i] >> 4] + digits[b[i] & 15])
         s = "".join(parts)
         if f.wid and f.wid > len(s):
-            s = s + " " * (f.wid - len(s)) if f.minus else " " * (f.wid - len(s)) + s
+            s = s + " " * (f.wid - len(s)) if f.minus else ("0" if f.zero else " ") * (f.wid - len(s)) + s
         self.buf.append(s)
 
     # errors --------------------------------------------------------------------------------
