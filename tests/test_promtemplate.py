@@ -130,6 +130,7 @@ FIXED_TEMPLATES = [
     "{{ parseDuration \"1x\" }}",
     "{{ parseDuration \"5m1h\" }}",
     "{{ reReplaceAll \"(\" \"x\" \"y\" }}",
+    "{{ reReplaceAll \"\\\\B\" \"-\" \"héllo wörld\" }}|{{ reReplaceAll \"\" \"_\" \"日本\" }}|{{ reReplaceAll \"(?P<w>\\\\pL+)\" \"${w}!$$\" \"ab cd\" }}",
     "{{ match \"[\" \"y\" }}",
     "{{ sortByLabel \"x\" (query \"vector(1)\") | len }}",
     "{{ first (query \"vector(1)\") }}",

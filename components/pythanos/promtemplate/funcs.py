@@ -335,6 +335,12 @@ def re_replace_all(pattern: str, repl: str, text: str) -> str:
     n = len(src)
     while pos <= n:
         spans = rx.Match(goregexp._UNANCHORED, src, pos, n)
+        # RE2 may find an empty match inside a multi-byte rune; Go tries rune boundaries only
+        while spans[0][0] >= 0 and spans[0][0] == spans[0][1] and spans[0][0] < n and src[spans[0][0]] & 0xC0 == 0x80:
+            b = spans[0][0]
+            while b < n and src[b] & 0xC0 == 0x80:
+                b += 1
+            spans = rx.Match(goregexp._UNANCHORED, src, b, n)
         if spans[0][0] < 0:
             break
         a0, a1 = spans[0]
