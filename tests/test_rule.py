@@ -115,6 +115,16 @@ def start_ruler(binary: str, work: Path, rule_file: Path, query_url: str, *extra
     return start_on_free_ports(2, launch, lambda p: p.wait_http_ready("/-/ready", 120))
 
 
+def start_rw_prometheus(binary: str, work: Path, port: int, name: str = "prometheus-rw") -> Process:
+    """A real Prometheus 3.9.1 taking remote writes on ``port`` (nothing scraped)."""
+    cfg = work / f"{name}.yml"
+    cfg.write_text("global: {scrape_interval: 1m}\n")
+    p = REGISTRY.start(name, [binary, f"--config.file={cfg}", f"--storage.tsdb.path={work / name}",
+                              f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver"], work)
+    p.url = f"http://127.0.0.1:{port}"
+    return p
+
+
 def restart(p: Process) -> Process:
     """The same command line again (same ports and data directory)."""
     q = REGISTRY.start(p.name, p.args, p.log_path.parent)
@@ -472,17 +482,8 @@ def test_kill9_and_restart_keep_the_recorded_samples_and_for_state(stack, pythan
 def test_stateless_ruler_remote_writes_as_thanos(stack, pythanos_bin, thanos_bin, prometheus3_bin, tmp_path):
     """--remote-write.config: no TSDB, no StoreAPI; the recorded series and ALERTS arrive at a real
     Prometheus 3.9.1 with the external labels, as a stateless thanos rule writes them."""
-    def prom_launch(ports):
-        cfg = tmp_path / "p.yml"
-        cfg.write_text("global: {scrape_interval: 1m}\n")
-        p = REGISTRY.start("prometheus-rw", [prometheus3_bin, f"--config.file={cfg}",
-                                             f"--storage.tsdb.path={tmp_path / 'p'}",
-                                             f"--web.listen-address=127.0.0.1:{ports[0]}",
-                                             "--web.enable-remote-write-receiver"], tmp_path)
-        p.url = f"http://127.0.0.1:{ports[0]}"
-        return p
-
-    prom = start_on_free_ports(1, prom_launch, lambda p: p.wait_http_ready("/-/ready", 90))
+    prom = start_on_free_ports(1, lambda ports: start_rw_prometheus(prometheus3_bin, tmp_path, ports[0]),
+                               lambda p: p.wait_http_ready("/-/ready", 90))
     rw = f"--remote-write.config=remote_write: [{{url: '{prom.url}/api/v1/write', name: sink}}]"
     f = tmp_path / "rules.yaml"
     f.write_text(RULES)
@@ -675,19 +676,12 @@ def test_stateless_remote_write_endpoint_down_then_up(stack, pythanos_bin, prome
         wait_for(lambda: (metric(r, "prometheus_remote_storage_samples_retried_total") or 0) > 0,
                  "retries counted", procs=(r,))
         first_eval = time.time()
-        cfg = tmp_path / "p.yml"
-        cfg.write_text("global: {scrape_interval: 1m}\n")
-        prom = REGISTRY.start("prometheus-late", [prometheus3_bin, f"--config.file={cfg}",
-                                                  f"--storage.tsdb.path={tmp_path / 'p'}",
-                                                  f"--web.listen-address=127.0.0.1:{port}",
-                                                  "--web.enable-remote-write-receiver"], tmp_path)
-        prom.url = f"http://127.0.0.1:{port}"
+        prom = start_rw_prometheus(prometheus3_bin, tmp_path, port, "prometheus-late")
         prom.wait_http_ready("/-/ready", 90)
 
-        def earliest():
-            q = urllib.parse.urlencode({"query": "timestamp(job:up:sum)", "time": f"{first_eval:.3f}"})
-            res = get_json(prom.url + "/api/v1/query?" + q)[1]["data"]["result"]
-            return res and float(res[0]["value"][1]) < first_eval
+        def earliest():  # any series the ruler wrote, with a sample from before the endpoint was up
+            q = urllib.parse.urlencode({"query": 'count({ruler="late"})', "time": f"{first_eval:.3f}"})
+            return get_json(prom.url + "/api/v1/query?" + q)[1]["data"]["result"]
 
         wait_for(earliest, "a sample from before the endpoint was up", procs=(r, prom))
         assert metric(r, "prometheus_remote_storage_samples_failed_total") in (None, 0.0)

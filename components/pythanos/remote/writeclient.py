@@ -200,7 +200,7 @@ class _Endpoint:
                     if resp.status // 100 == 2:
                         sent.inc(len(batch))
                         return
-                    text = (await resp.text())[:256]
+                    text = (await resp.read())[:256].decode("utf-8", "replace")
                     if resp.status // 100 != 5 and resp.status != 429:
                         failed.inc(len(batch))
                         log.error("non-recoverable error", extra={"url": self.cfg.url, "status": resp.status,
@@ -208,6 +208,9 @@ class _Endpoint:
                         return
                     why = f"server returned HTTP status {resp.status}: {text}"
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                why = f"{type(e).__name__}: {e}"
+            except Exception as e:  # noqa: BLE001 - never let the sender die silently: say it, retry
+                log.exception("remote write sender failed", extra={"url": self.cfg.url})
                 why = f"{type(e).__name__}: {e}"
             retried.inc(len(batch))
             log.warning("failed to send batch, retrying", extra={"url": self.cfg.url, "err": why})
