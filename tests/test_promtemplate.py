@@ -448,6 +448,8 @@ class _Gen:
         '{{ template "t2" P }}{{ define "t2" }}{{ $ }}|{{ . }}|{{ $.Labels }}{{ end }}',
         '{{ N }} {{ N }} {{ printf "%v %T" N N }}',
         '{{ printf FMT P P }}',
+        '{{ printf SPEC P P P }}',
+        '{{ printf SPEC $value 255 "héllo" }}{{ printf SPEC -0.0 true (1+2i) }}',
     ]
     NUMLITS = ["1e", "0x", "1.2.3", "08", "0b102", "1i", "1+2i", "'\\x41'", "'\\u00e9'", "'ab'", "0x1p-2", "0X1P+2",
                "1_0_0", "_1", "1__0", ".5", "5.", "-.5", "+5", "0b101", "0o8", "1e308", "1e309", "-0x10", "0.0e0",
@@ -455,6 +457,18 @@ class _Gen:
 
     def __init__(self, seed: int) -> None:
         self.r = random.Random(seed)
+
+    def spec(self) -> str:
+        """A random printf verb: flags, argument index, width, precision (numbers or *)."""
+        r = self.r
+        f = "%" + "".join(fl for fl in "#0+- " if r.random() < 0.15)
+        if r.random() < 0.1:
+            f += f"[{r.randint(0, 3)}]"
+        if r.random() < 0.4:
+            f += str(r.randint(0, 25)) if r.random() < 0.9 else "*"
+        if r.random() < 0.4:
+            f += "." + (str(r.randint(0, 20)) if r.random() < 0.9 else "*")
+        return f + r.choice("vvsdfFeEgGxXqtcbouUT%")
 
     def operand(self, d: int = 0) -> str:
         r, c = self.r.random(), self.r.choice
@@ -501,6 +515,7 @@ class _Gen:
             while " N " in t or "{{ N" in t:
                 t = t.replace("N", self.r.choice(self.NUMLITS), 1)
             t = t.replace("FMT", '"' + "".join(self.r.choice(self.FMTS) for _ in range(3)) + '"')
+            t = t.replace("SPEC", '"' + "|".join(self.spec() for _ in range(self.r.randint(1, 3))) + '"')
         else:
             parts = []
             for _ in range(self.r.randint(1, 3)):

@@ -143,10 +143,10 @@ def _format_hex(v: float, prec: int, fmt: str) -> str:
                 e += 1
             frac_bits = q & ((1 << (4 * prec)) - 1)
             frac = f"{frac_bits:0{prec}x}" if prec else ""
-        else:
+        elif prec < 0:
             frac = f"{frac_bits:013x}".rstrip("0")
-            if prec > 13:
-                frac = frac + "0" * (prec - len(frac))
+        else:
+            frac = f"{frac_bits:013x}" + "0" * (prec - 13)
         mant_s, exp = "1", e
     if v == 0 and prec > 0:
         frac = "0" * prec
@@ -279,7 +279,8 @@ class _Printer:
         elif verb == "q":
             self.pad(quote_rune(v, f.plus))
         elif verb == "U":
-            s = f"U+{v:04X}" if v >= 0 else f"U+{v & 0xFFFFFFFFFFFFFFFF:04X}"
+            digits = max(4, f.prec or 0)
+            s = f"U+{v & 0xFFFFFFFFFFFFFFFF:0{digits}X}"
             if f.sharp and 0 <= v <= 0x10FFFF and _is_print(chr(v)):
                 s += " '" + chr(v) + "'"
             old = f.zero
@@ -371,7 +372,7 @@ class _Printer:
             return
         if f.sharp and verb != "b":
             digits = 0
-            if verb in "vgGxX":
+            if verb in "vgGx":  # not X: Go's list has only the lower-case hex verb
                 digits = prec if prec != -1 else 6
             tail = ""
             body = num
@@ -446,7 +447,7 @@ class _Printer:
             n = f.prec
         if n == 0:
             if f.wid:
-                self.buf.append(" " * f.wid)
+                self.buf.append(("0" if f.zero and not f.minus else " ") * f.wid)
             return
         parts = []
         for i in range(n):
@@ -500,9 +501,10 @@ class _Printer:
             self.pad(self._trunc(V.type_name(arg)))
             return
         if verb == "p":
-            self.buf.append("%!p(" + V.type_name(arg) + "=")
-            self.print_arg(arg, "v")
-            self.buf.append(")")
+            if isinstance(arg, (V.GoMap, V.GoSlice, V.Ptr, V.GoTime, V.GoDuration)):
+                self._pointer(V.type_name(arg), arg, "p")
+            else:
+                self.bad_verb("p", arg)
             return
         if isinstance(arg, GoErr):
             if verb in "vsxXq":
