@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PEERS_DIR := $(shell scripts/peers.sh --print)
 export PYTHANOS_PEERS_DIR := $(PEERS_DIR)
 
-.PHONY: quickstart test bench peers system-peers venv clean proto e2e golden fuzz
+.PHONY: quickstart test bench peers system-peers venv clean proto e2e golden fuzz compliance
 
 ## make quickstart: start what pythanos has so far on this machine (see README);
 ## SCENARIO=receive: seed 002's receive topology (two receivers, replication 2) instead of the course
@@ -40,6 +40,12 @@ e2e: venv
 	echo "e2e backend: $$backend"; \
 	if [ "$$backend" = local ]; then scripts/system-peers-cluster.sh; scripts/peers.sh --cluster | tail -n 2; fi; \
 	PYTHANOS_E2E=1 PYTHANOS_E2E_BACKEND=$$backend $(PY) -m pytest tests/e2e -rs $(PYTEST_ARGS)
+
+## make compliance: Prometheus' alert-generator compliance suite against pythanos rule (tests/compliance,
+## about 40 minutes; `make test` does not run it). Builds its tester with `scripts/peers.sh --compliance`.
+compliance: venv system-peers
+	scripts/peers.sh --compliance | tail -n 2
+	PYTHANOS_ALERT_COMPLIANCE=1 $(PY) -m pytest tests/compliance -rs $(PYTEST_ARGS)
 
 ## make golden: rewrite the golden files (tests/golden/operator) from the current render; review the diff
 golden: venv

@@ -9,6 +9,7 @@
 #   scripts/peers.sh --cluster  also the node and cluster-add-on peers of the local e2e cluster
 #                               (tests/e2e/localcluster.py): kube-scheduler, kubelet, kube-proxy
 #                               (same Kubernetes version, same wrapper module) and CoreDNS
+#   scripts/peers.sh --compliance  also Prometheus' alert-generator compliance tester (make compliance)
 #   scripts/peers.sh --print    print the cache directory
 set -euo pipefail
 
@@ -26,9 +27,10 @@ PEERS_DIR="${PYTHANOS_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pythanos-peers}
 BIN="$PEERS_DIR/bin"
 
 if [[ "${1:-}" == "--print" ]]; then echo "$PEERS_DIR"; exit 0; fi
-CLUSTER=0
+CLUSTER=0 COMPLIANCE=0
 if [[ "${1:-}" == "--cluster" ]]; then CLUSTER=1; shift; fi
-[[ $# -eq 0 ]] || { echo "usage: scripts/peers.sh [--cluster|--print]" >&2; exit 2; }
+if [[ "${1:-}" == "--compliance" ]]; then COMPLIANCE=1; shift; fi
+[[ $# -eq 0 ]] || { echo "usage: scripts/peers.sh [--cluster|--compliance|--print]" >&2; exit 2; }
 command -v go >/dev/null || { echo "peers.sh: go is not on PATH" >&2; exit 1; }
 mkdir -p "$BIN" "$PEERS_DIR/logs"
 export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0
@@ -190,10 +192,10 @@ build_rwcompliance() {
   log "built rw-compliance-receiver $version in $(( $(date +%s) - t0 ))s"
 }
 
-# Prometheus' alert-generator compliance tester (tests/test_rule_compliance.py), same commit as the
-# remote-write suite. The proxy does not serve the alert_generator module, so its source comes from
-# a local mirror of prometheus/compliance (PYTHANOS_COMPLIANCE_REPO, a git dir) or a shallow clone;
-# its dependencies come from the proxy as for every build. Without source it logs and builds nothing.
+# Prometheus' alert-generator compliance tester (tests/compliance, `make compliance` only), same commit
+# as the remote-write suite. The proxy does not serve the alert_generator module, so its source comes
+# from a local mirror of prometheus/compliance (PYTHANOS_COMPLIANCE_REPO, a git dir) or a shallow
+# clone; its dependencies come from the proxy as for every build. Without source it fails.
 build_alertgen() {
   local commit=${RW_COMPLIANCE_VERSION##*-} out="$BIN/alert-generator-compliance-tester-${RW_COMPLIANCE_VERSION##*-}" t0
   [[ -x "$out" ]] && { log "alert-generator-compliance-tester $commit cached"; return 0; }
@@ -203,7 +205,7 @@ build_alertgen() {
   if [[ -d "$repo" ]] && git -C "$repo" archive "$commit" alert_generator | tar -x -C "$src"; then :
   elif git clone -q --filter=blob:none https://github.com/prometheus/compliance "$src/clone" 2>/dev/null &&
        git -C "$src/clone" archive "$commit" alert_generator | tar -x -C "$src"; then rm -rf "$src/clone"
-  else log "alert-generator-compliance-tester: no source for commit $commit, not built"; return 0; fi
+  else echo "alert-generator-compliance-tester: no source for commit $commit (set PYTHANOS_COMPLIANCE_REPO)" >&2; return 1; fi
   ( cd "$src/alert_generator" && go build -trimpath -o "$out.partial" ./cmd/alert_generator_compliance_tester )
   mv "$out.partial" "$out"
   log "built alert-generator-compliance-tester $commit in $(( $(date +%s) - t0 ))s"
@@ -243,8 +245,9 @@ build_helm() {
 }
 
 start=$(date +%s)
-builds=(thanos prometheus kubernetes helm rwcompliance alertgen)
+builds=(thanos prometheus kubernetes helm rwcompliance)
 [[ $CLUSTER == 1 ]] && builds+=(coredns)
+[[ $COMPLIANCE == 1 ]] && builds+=(alertgen)
 pids=()
 for b in "${builds[@]}"; do "build_$b" > "$PEERS_DIR/logs/$b.log" 2>&1 & pids+=($!); done
 rc=0
