@@ -106,13 +106,19 @@ def main() -> int:
         qs.say(f"querier UI: {ui}/graph   stores: {ui}/stores")
         qs.say("waiting for the first remote writes (5 s scrape interval) ...")
 
-        def both_clusters(dedup: str) -> bool:
-            doc = qs.query(ui, "up", dedup=dedup)
-            want = 2 if dedup == "true" else 4
-            return doc.get("status") == "success" and len(doc["data"]["result"]) == want
-        qs.wait_for("both clusters' samples on both receivers", lambda: both_clusters("false"), procs, timeout=120)
+        seen: dict[str, list] = {}
+
+        def both_clusters() -> bool:
+            """Both answers from one look, so what is printed is what was waited for."""
+            for dedup, want in (("false", 4), ("true", 2)):
+                doc = qs.query(ui, "up", dedup=dedup)
+                if doc.get("status") != "success" or len(doc["data"]["result"]) != want:
+                    return False
+                seen[dedup] = doc["data"]["result"]
+            return True
+        qs.wait_for("both clusters' samples on both receivers", both_clusters, procs, timeout=120)
         for dedup in ("true", "false"):
-            res = qs.query(ui, "up", dedup=dedup)["data"]["result"]
+            res = seen[dedup]
             shown = ", ".join(sorted("{" + ",".join(f'{k}="{v}"' for k, v in sorted(r["metric"].items())) + "}"
                                      for r in res))
             qs.say(f"  dedup={dedup}: up has {len(res)} series: {shown}")
