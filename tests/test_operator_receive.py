@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
 from peers import REGISTRY, Process, start_on_free_ports  # noqa: E402
+from configmap_volume import write_configmap_volume  # noqa: E402
 from pythanos.receive.hashring import InsufficientNodesError, new_multi_hashring, parse_hashrings  # noqa: E402
 from pythanos_operator import render, status as st  # noqa: E402
 from pythanos_operator.spec import Defaults  # noqa: E402
@@ -581,21 +581,8 @@ def test_receiver_fields_are_validated_by_the_api_server(kubectl, pythanos_crds,
 # ---------------------------------------------------------------------------------------------- rendered receivers run
 
 def _configmap_volume(d: Path, key: str, text: str) -> Path:
-    """Write ``key`` as the kubelet lays out a ConfigMap volume: ``key`` -> ``..data/key``, ``..data`` a
-    symlink to a timestamped directory, replaced atomically on each update (the old directory removed)."""
-    d.mkdir(parents=True, exist_ok=True)
-    old = (d / "..data").resolve() if (d / "..data").is_symlink() else None
-    stamp = d / f"..{len(list(d.glob('..2*')))}_2026_{time.monotonic_ns()}"
-    stamp.mkdir()
-    (stamp / key).write_text(text)
-    tmp = d / "..data_tmp"
-    tmp.symlink_to(stamp.name)
-    tmp.rename(d / "..data")
-    if not (d / key).is_symlink():
-        (d / key).symlink_to(f"..data/{key}")
-    if old is not None:
-        shutil.rmtree(old)
-    return d / key
+    """``key`` alone in a kubelet-style ConfigMap volume at ``d``; its path."""
+    return write_configmap_volume(d, {key: text}) / key
 
 
 POD0 = "thanos-receive-demo-0"

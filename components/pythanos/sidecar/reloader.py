@@ -20,7 +20,8 @@ Facts followed (verified in Thanos' ``pkg/reloader/reloader.go``, ``cmd/thanos/{
 * The first apply happens at start, and its failure is fatal (Thanos' ``Watch`` returns it);
   later failures are logged and counted.
 
-Metrics (registered with the ``thanos_sidecar_`` prefix, as the Thanos sidecar does):
+Metrics (registered with the ``thanos_sidecar_`` prefix, as the Thanos sidecar does; ``metric_prefix``
+changes it, e.g. to none for ``pythanos config-reloader`` as prometheus-operator's reloader):
 ``reloader_reloads_total``, ``reloader_reloads_failed_total``, ``reloader_last_reload_successful``,
 ``reloader_last_reload_success_timestamp_seconds``, ``reloader_config_apply_operations_total``,
 ``reloader_config_apply_operations_failed_total``, ``reloader_config_environment_variable_expansion_errors``,
@@ -135,8 +136,8 @@ def _hash_dirs(dirs: Sequence[str]) -> bytes | None:
 
 
 class _Metrics:
-    def __init__(self, registry: CollectorRegistry, method: str):
-        p = METRIC_PREFIX
+    def __init__(self, registry: CollectorRegistry, method: str, prefix: str = METRIC_PREFIX):
+        p = prefix
         self.reloads = Counter(p + "reloader_reloads_total", "Total number of reload requests.", registry=registry)
         self.reload_errors = Counter(p + "reloader_reloads_failed_total",
                                      "Total number of reload requests that failed.", registry=registry)
@@ -174,7 +175,8 @@ class Reloader:
                  config_envsubst_file: str | None = None, rule_dirs: Sequence[str] = (),
                  watch_interval: float = 180.0, retry_interval: float = 5.0, retry_initial: float = 0.25,
                  poll_interval: float = 1.0, environ: Mapping[str, str] | None = None,
-                 registry: CollectorRegistry | None = None, method: str = "http"):
+                 registry: CollectorRegistry | None = None, method: str = "http",
+                 metric_prefix: str = METRIC_PREFIX):
         self.reload = reload
         self.config_file = config_file or None
         self.config_envsubst_file = config_envsubst_file or None
@@ -184,7 +186,7 @@ class Reloader:
         self.retry_initial = min(retry_initial, retry_interval) if retry_interval > 0 else retry_initial
         self.poll_interval = poll_interval
         self.environ = environ if environ is not None else os.environ
-        self.metrics = _Metrics(registry if registry is not None else CollectorRegistry(), method)
+        self.metrics = _Metrics(registry if registry is not None else CollectorRegistry(), method, metric_prefix)
         self._last_cfg_hash: bytes | None = None
         self._last_dirs_hash: bytes | None = None
         self._force_reload = False
