@@ -480,6 +480,40 @@ def test_query_client_request_and_warnings(method):
     assert reg.get_sample_value("thanos_rule_evaluation_with_warnings_total", {"strategy": "abort"}) == 2
 
 
+def test_query_client_dns_metrics():
+    """Thanos' query-API dns.Provider families: a lookup per dns+ address resolved, a failure per
+    lookup that failed (the last answer kept), results per configured address (a static one is 1)."""
+    from aiohttp import web
+
+    async def handler(request):
+        return web.json_response({"status": "success", "data": {"resultType": "vector", "result": []}})
+
+    async def go():
+        app = web.Application()
+        app.router.add_route("*", "/api/v1/query", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        reg = CollectorRegistry()
+        addrs = [f"dns+127.0.0.1:{port}", "dns+no-such-host.invalid:9090", f"127.0.0.1:{port}"]
+        qc = QueryClient(addrs, registry=reg, resolve_interval_s=3600)
+        try:
+            await qc.query("up", T0, "WARN")
+            await qc.query("up", T0, "WARN")   # within the interval: no new lookup
+        finally:
+            await qc.close()
+            await runner.cleanup()
+        return reg, addrs
+
+    reg, addrs = run(go())
+    assert reg.get_sample_value("thanos_rule_query_apis_dns_lookups_total") == 2
+    assert reg.get_sample_value("thanos_rule_query_apis_dns_failures_total") == 1
+    results = "thanos_rule_query_apis_dns_provider_results"
+    assert [reg.get_sample_value(results, {"addr": a}) for a in addrs] == [1, 0, 1]
+
+
 def test_missed_iterations_and_failing_notifier_do_not_stop_evaluation():
     """A group whose evaluation overruns its interval skips the slots it missed (counted); an
     Alertmanager side that raises never stops the evaluations."""

@@ -8,7 +8,8 @@ asks for ``dedup=true`` and ``partial_response`` from the group's strategy (``WA
 the error is Thanos' ``no query API server reachable``.
 
 ``dns+``/``dnssrv+`` addresses are resolved with :mod:`pythanos.dnsresolve` every
-``resolve_interval_s`` (a failed lookup keeps the last answer).
+``resolve_interval_s`` (a failed lookup keeps the last answer), when a query needs them (Thanos
+resolves on a timer); counted in Thanos' ``thanos_rule_query_apis_dns_*`` families.
 
 Two faces: :meth:`QueryClient.query` (a coroutine, for rule evaluation) and
 :meth:`QueryClient.query_blocking` (for the templates' ``query`` function, called from a worker
@@ -111,6 +112,17 @@ class QueryClient(SessionClient):
         if self.warnings is not None:
             for s in ("abort", "warn"):
                 self.warnings.labels(strategy=s)
+        self.dns_lookups = self.dns_failures = self.dns_results = None
+        if registry is not None:   # Thanos' query-API dns.Provider, under its prefix
+            from prometheus_client import Counter, Gauge
+
+            self.dns_lookups = Counter("thanos_rule_query_apis_dns_lookups_total",
+                                       "The number of DNS lookups resolutions attempts", registry=registry)
+            self.dns_failures = Counter("thanos_rule_query_apis_dns_failures_total",
+                                        "The number of DNS lookup failures", registry=registry)
+            self.dns_results = Gauge("thanos_rule_query_apis_dns_provider_results",
+                                     "The number of resolved endpoints for each configured address", ["addr"],
+                                     registry=registry)
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -131,13 +143,19 @@ class QueryClient(SessionClient):
             else:
                 cached = self._dns.get(a)
                 if cached is None or now - cached[0] >= self.resolve_interval_s:
+                    if self.dns_lookups is not None:
+                        self.dns_lookups.inc()
                     try:
                         self._dns[a] = (now, await resolve(prefix, rest, self.dns_server))
                     except Exception as e:  # noqa: BLE001 - keep the last good answer, as Thanos' provider
+                        if self.dns_failures is not None:
+                            self.dns_failures.inc()
                         log.error("failed to resolve query API address", extra={"address": a, "err": str(e)})
                         if cached is None:
                             self._dns[a] = (now, [])
                 found = self._dns[a][1]
+            if self.dns_results is not None:
+                self.dns_results.labels(a).set(len(found))
             for f in found:
                 u = self._base(f)
                 if u in out:
