@@ -86,3 +86,21 @@ def test_counter_resets_in_place_equals_copy():
         t2, v2 = t.copy(), v.copy()
         m = counter_resets_inplace(t2, v2)
         assert np.array_equal(t2[:m], et) and np.array_equal(v2[:m], ev)
+
+
+def test_range_functions_over_a_lazy_selection_of_nothing():
+    """A range function over a selector the stores have no series for: an empty vector (or
+    matrix), as over an empty in-memory selection. The querier's lazy selection of nothing has
+    no batches; the engine then found no part to join and the query failed with a 500
+    (``increase(metric_not_yet_scraped[1m]) > 0`` in a rule, found by test_rule_faults)."""
+    from pythanos.promql.engine import Engine
+
+    class Empty:
+        def select(self, matchers, mint, maxt, hints=None):
+            return to_samples({}, {}, mint, maxt, QueryOptions(dedup=False), getattr(hints, "func", "") or "")
+
+    assert hasattr(Empty().select([], 0, 1), "batches")  # the lazy kind
+    e = Engine()
+    for q in ("increase(m[1m]) > 0", "rate(m[1m])", "max_over_time(m[5m])", "sum(rate(m[1m]))"):
+        assert e.instant(q, 1_700_000_000_000, Empty()).value == [], q
+        assert e.range(q, 1_700_000_000_000, 1_700_000_060_000, 15_000, Empty()).value == [], q

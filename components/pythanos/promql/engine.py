@@ -881,10 +881,14 @@ class _Evaluator:
             yield self.range_arg(n, ts) if found is None else self._range_bounds(_without_stale(found), te, rng, n)
             return
         it = found.batches()
+        first = True
         while True:
             batch = next(it, None)
             if batch is None:
+                if first:  # nothing selected: one empty part, as range_arg answers
+                    yield self._range_bounds([], te, rng, n)
                 return
+            first = False
             self.ctx.check()
             ra = self._range_bounds(_without_stale(batch), te, rng, n)
             del batch
