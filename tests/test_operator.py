@@ -751,7 +751,21 @@ def can(kubectl, sa: str, verb: str, resource: str, ns: str | None = None, *extr
     where = ["-n", ns] if ns else ["--all-namespaces"]
     r = kubectl("auth", "can-i", verb, resource, *where, *extra, f"--as=system:serviceaccount:{sa}", check=False)
     assert r.returncode in (0, 1) and r.stdout.strip() in ("yes", "no"), r.stderr + r.stdout
+    if "doesn't have a resource type" in r.stderr and not extra:   # a CRD not installed (PrometheusRule)
+        return _reviewed(kubectl, sa, verb, resource, ns)
     return r.stdout.strip() == "yes"
+
+
+def _reviewed(kubectl, sa: str, verb: str, resource: str, ns: str | None) -> bool:
+    """A SubjectAccessReview with the group spelled out: kubectl cannot resolve a resource the API server
+    does not serve, while RBAC rules name it all the same."""
+    plural, _, group = resource.partition(".")
+    attrs = {"verb": verb, "group": group, "resource": plural, **({"namespace": ns} if ns else {})}
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
+        "user": f"system:serviceaccount:{sa}", "resourceAttributes": attrs,
+        "groups": ["system:serviceaccounts", f"system:serviceaccounts:{sa.split(':')[0]}", "system:authenticated"]}}
+    out = kubectl("create", "-f", "-", "-o", "json", input=json.dumps(review))
+    return bool(json.loads(out.stdout)["status"].get("allowed"))
 
 
 NEEDED = [("list", "prometheushas.pythanos.io"), ("watch", "thanosclusters.pythanos.io"),
@@ -759,10 +773,13 @@ NEEDED = [("list", "prometheushas.pythanos.io"), ("watch", "thanosclusters.pytha
           ("create", "statefulsets.apps"), ("patch", "deployments.apps"), ("delete", "statefulsets.apps"),
           ("watch", "services"), ("watch", "configmaps"), ("watch", "poddisruptionbudgets.policy"),
           ("delete", "poddisruptionbudgets.policy"), ("get", "secrets"), ("create", "events"),
-          ("list", "pods"), ("watch", "pods"),
+          ("list", "pods"), ("watch", "pods"), ("get", "prometheusrules.monitoring.coreos.com"),
+          ("list", "prometheusrules.monitoring.coreos.com"), ("watch", "prometheusrules.monitoring.coreos.com"),
           ("patch", "kopfpeerings.kopf.dev"), ("get", "kopfpeerings.kopf.dev")]
 NEVER = [("list", "secrets"), ("watch", "secrets"), ("create", "secrets"), ("patch", "secrets"),
-         ("delete", "secrets"), ("update", "prometheushas.pythanos.io"), ("create", "thanosclusters.pythanos.io"),
+         ("delete", "secrets"), ("create", "prometheusrules.monitoring.coreos.com"),
+         ("patch", "prometheusrules.monitoring.coreos.com"), ("update", "prometheushas.pythanos.io"),
+         ("create", "thanosclusters.pythanos.io"),
          ("delete", "prometheushas.pythanos.io"), ("get", "pods"), ("create", "pods", "--subresource=exec"),
          ("patch", "pods"), ("delete", "pods"), ("patch", "pods", "--subresource=status"),
          ("get", "events"), ("create", "events.events.k8s.io"), ("create", "rolebindings.rbac.authorization.k8s.io"),

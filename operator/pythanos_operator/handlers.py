@@ -22,6 +22,15 @@
   (``HashringEmpty``, ``HashringBelowReplicationFactor``, ``ReplicationFactorTooHigh``: Warning Events).
   kopf does not retry event handlers: the resync thread below also re-applies any ring that is not the one
   last applied (a failed apply), every ``PYTHANOS_OPERATOR_SECRET_RESYNC`` seconds.
+* The rulers' rule sources (:mod:`rulefiles`): ConfigMaps (all, as kopf indexes them: name, labels, a
+  digest of each ``.yaml``/``.yml`` key) and PrometheusRules (``monitoring.coreos.com/v1``, indexed the same
+  way, when their CRD exists as the operator starts). An event that changes the digest of a ThanosCluster's
+  selected sources re-runs its reconcile, which reads the selected objects whole, checks each file with the
+  ruler's loader (one that does not load is left out: condition ``RuleFiles``/``RuleFileInvalid`` and a
+  Warning Event naming the object, key and message) and writes the rulers' ConfigMaps; the pods reload in
+  place. Without the CRD nothing is watched and nothing complains; a CRD installed later is noticed by the
+  resync thread below, which then lists the PrometheusRules of the namespaces with rulers every interval
+  (kopf follows new CRDs only with scanning on, which needs cluster-wide CRD permissions).
 * gRPC TLS Secrets (``grpcTLS``) are read by name at each reconcile (keys present and PEM; the CA's digest
   goes on the pods that read it) and re-read every ``PYTHANOS_OPERATOR_SECRET_RESYNC`` seconds (default 60;
   0 turns it off) by one operator thread (:mod:`tlswatch`): the operator may not watch Secrets, and a Secret
@@ -44,7 +53,6 @@ from __future__ import annotations
 import contextvars
 import copy
 import datetime
-import hashlib
 import json
 import logging
 import os
@@ -58,6 +66,7 @@ import kopf
 from . import drift as drift_
 from . import metrics
 from . import render
+from . import rulefiles
 from . import status as st
 from .kube import ApiError, Kube
 from .spec import (GROUP, GRPCTLS, PHA_KIND, PHA_PLURAL, TC_KIND, TC_PLURAL, VERSION, Defaults, check_tls_secret,
@@ -69,6 +78,7 @@ PHA_CHILD_KINDS = ("StatefulSet", "PodDisruptionBudget", "Service", "ConfigMap")
 TC_CHILD_KINDS = ("Deployment", "StatefulSet", "PodDisruptionBudget", "Service", "ConfigMap")
 WORKLOAD_KINDS = ("StatefulSet", "Deployment")
 RECEIVE_PODS = {**MANAGED, "app.kubernetes.io/name": render.RECEIVE_NAME}
+PR_GROUP, PR_VERSION, PR_PLURAL = "monitoring.coreos.com", "v1", "prometheusrules"   # prometheus-operator's
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -113,7 +123,11 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Lo
     # Set here, before kopf copies the memo for each object: every handler shares this one.
     memo.secret_watch = SecretWatch()
     memo.hashrings = {}   # (namespace, cluster) -> the hashrings file content last applied
-    memo.rule_digests = {}   # (namespace, cluster) -> the rulers' rule files' digest last applied
+    memo.rule_digests = {}   # (namespace, cluster) -> digest of the rulers' rule sources last applied
+    memo.rule_builds = {}    # (namespace, cluster) -> (sources digest, rulefiles.RuleFiles) last built
+    memo.polled_rules = {}   # namespace -> its PrometheusRules (slim), when kopf does not watch them
+    # set by main() (:func:`watch_prometheus_rules`); else PrometheusRules are read by the resync thread
+    memo.prometheus_rules_watched = bool(getattr(memo, "prometheus_rules_watched", False))
     interval = float(os.environ.get("PYTHANOS_OPERATOR_SECRET_RESYNC", "60"))
     if interval > 0:
         peering = None if settings.peering.standalone else (
@@ -121,6 +135,31 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Lo
         threading.Thread(target=_secret_resync, args=(memo, interval, peering, logging.getLogger(__name__)),
                          name="tls-secret-resync", daemon=True).start()
     logger.info("pythanos-operator started (component image %s)", memo.defaults.component_image)
+
+
+def watch_prometheus_rules(kube: Kube, namespaces: list[str], scanning: bool, logger: logging.Logger) -> bool:
+    """Register kopf's PrometheusRule index and event handler when kopf can watch them: the CRD is served
+    (or kopf follows CRDs: scanning on) and the operator may list them where it works. Called before kopf
+    starts (kopf takes its handlers as it starts). Otherwise kopf never hears of PrometheusRules: without the
+    CRD it would only warn, but a watch it may not list (RBAC older than the operator) stops kopf, as does the
+    CRD's deletion while watched (the operator then restarts without it: a Deployment brings it back). Not
+    watched, PrometheusRules are read by the resync thread (:func:`_resync_prometheus_rules`) once the CRD
+    is there. Returns whether kopf watches them."""
+    try:
+        usable = (scanning or kube.served("PrometheusRule")) and all(
+            kube.may_list("PrometheusRule", ns) for ns in (namespaces or [None]))
+    except Exception as e:  # noqa: BLE001  (unknown now: the resync thread looks again)
+        logger.warning("PrometheusRules: API discovery failed (%s); they are read every resync interval", e)
+        usable = False
+    if usable:
+        kopf.index(PR_GROUP, PR_VERSION, PR_PLURAL)(prometheus_rule_idx)
+        kopf.on.event(PR_GROUP, PR_VERSION, PR_PLURAL)(prometheus_rule_event)
+        logger.info("PrometheusRules (monitoring.coreos.com/v1) are watched: rulers get their files too")
+    else:
+        logger.info("PrometheusRules (monitoring.coreos.com/v1) not watched (no CRD, or no permission to list "
+                    "them): rulers get rule files from ConfigMaps, and from PrometheusRules read every resync "
+                    "interval once there are some to read")
+    return usable
 
 
 @kopf.on.cleanup()
@@ -176,20 +215,17 @@ def receive_pod_idx(namespace: str, name: str, body: kopf.Body, **_: Any) -> dic
 
 @kopf.index("v1", "configmaps")
 def rule_cm_idx(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
-    """ConfigMaps by namespace, slim: name, labels and the digest of each rule-file key (a ruler's input:
-    the render lays out the keys and hashes the digests; the contents stay in the API server)."""
+    """ConfigMaps by namespace, slim: name, labels and the digest of each rule-file key (a ruler's input;
+    the contents stay in the API server and are read when a digest changes)."""
     if (body.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/managed-by") == render.MANAGED_BY:
         return {}
-    return {namespace: _slim_cm(body)}
+    return {namespace: rulefiles.slim_config_map(body)}
 
 
-def _slim_cm(body: Mapping[str, Any]) -> dict[str, Any]:
-    md = body.get("metadata") or {}
-    data = body.get("data") or {}
-    return {"metadata": {"name": md.get("name"), "namespace": md.get("namespace"),
-                         "labels": dict(md.get("labels") or {}), "deletionTimestamp": md.get("deletionTimestamp")},
-            "data": {k: hashlib.sha256(str(v).encode()).hexdigest() for k, v in data.items()
-                     if k.endswith(render.RULE_FILE_SUFFIXES)}}
+def prometheus_rule_idx(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+    """PrometheusRules by namespace, slim (name, uid, labels, digest of the groups); registered with kopf by
+    :func:`watch_prometheus_rules` only (without it, handlers get no such index)."""
+    return {namespace: rulefiles.slim_prometheus_rule(body)}
 
 
 def _slim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,6 +235,12 @@ def _slim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
                          "labels": {render.LABEL_TC: (md.get("labels") or {}).get(render.LABEL_TC)},
                          "deletionTimestamp": md.get("deletionTimestamp")},
             "status": {"conditions": ready}}
+
+
+def _more(kwargs: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """The indexes a handler gets besides the four every one names: receiver pods, ConfigMaps,
+    PrometheusRules (in :meth:`Ctx.build`'s order)."""
+    return kwargs.get("receive_pod_idx"), kwargs.get("rule_cm_idx"), kwargs.get("prometheus_rule_idx")
 
 
 def _values(index: Any) -> list[dict[str, Any]]:
@@ -238,21 +280,27 @@ class Ctx:
     hashrings: dict = field(default_factory=dict)       # (ns, cluster) -> hashrings file last applied
     cm_index: Any = None         # kopf's live index of ConfigMaps (slim: labels, rule-file keys' digests)
     cm_overrides: dict = field(default_factory=dict)    # (ns, name) -> the event's own ConfigMap (None: deleted)
-    rule_digests: dict = field(default_factory=dict)    # (ns, cluster) -> rule files' digest last applied
+    rule_digests: dict = field(default_factory=dict)    # (ns, cluster) -> rule sources' digest last applied
+    pr_index: Any = None         # kopf's live index of PrometheusRules (slim; empty without the CRD)
+    pr_overrides: dict = field(default_factory=dict)    # (ns, name) -> the event's own PrometheusRule (None: deleted)
+    polled_rules: dict = field(default_factory=dict)    # ns -> PrometheusRules read by the resync thread
+    rule_builds: dict = field(default_factory=dict)     # (ns, cluster) -> (sources digest, RuleFiles) last built
 
     @classmethod
     def build(cls, memo: Any, logger: logging.Logger, pha_idx: Any, tc_idx: Any, sts_idx: Any,
-              deploy_idx: Any, pod_idx: Any = None, cm_idx: Any = None) -> "Ctx":
+              deploy_idx: Any, pod_idx: Any = None, cm_idx: Any = None, pr_idx: Any = None) -> "Ctx":
         watch = getattr(memo, "secret_watch", None) or SecretWatch()
         if watch.kopf is None:   # for reconciles the resync thread starts: kopf's indexes and Event poster
-            watch.kopf = KopfHandles((pha_idx, tc_idx, sts_idx, deploy_idx, pod_idx, cm_idx),
+            watch.kopf = KopfHandles((pha_idx, tc_idx, sts_idx, deploy_idx, pod_idx, cm_idx, pr_idx),
                                      contextvars.copy_context())
-        hashrings = getattr(memo, "hashrings", None)
-        digests = getattr(memo, "rule_digests", None)
+
+        def shared(attr: str) -> dict:   # the memo's dict (kept across handlers), or a fresh one
+            d = getattr(memo, attr, None)
+            return d if d is not None else {}
         return cls(memo.kube, memo.defaults, _values(pha_idx), _values(tc_idx), (sts_idx, deploy_idx), logger,
                    getattr(memo, "retry_delay", 30.0), secret_watch=watch, pod_index=pod_idx,
-                   hashrings=hashrings if hashrings is not None else {}, cm_index=cm_idx,
-                   rule_digests=digests if digests is not None else {})
+                   hashrings=shared("hashrings"), cm_index=cm_idx, rule_digests=shared("rule_digests"),
+                   pr_index=pr_idx, polled_rules=shared("polled_rules"), rule_builds=shared("rule_builds"))
 
     def receive_pods(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
         """The cluster's receiver pods: kopf's index, with the pod of the event being handled as it is now."""
@@ -281,6 +329,44 @@ class Ctx:
             else:
                 cms[name] = v
         return [cms[k] for k in sorted(cms)]
+
+    def prometheus_rules(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's PrometheusRules (slim): kopf's index (or what the resync thread read when kopf does
+        not watch them), with the one of the event being handled as it is now."""
+        prs = {(v.get("metadata") or {}).get("name"): v for v in self.polled_rules.get(namespace) or ()}
+        for v in (self.pr_index or {}).get(namespace) or ():
+            prs[(v.get("metadata") or {}).get("name")] = v
+        for (ns, name), v in self.pr_overrides.items():
+            if ns != namespace:
+                continue
+            if v is None:
+                prs.pop(name, None)
+            else:
+                prs[name] = v
+        return [prs[k] for k in sorted(prs)]
+
+    def rule_sources_digest(self, tc: Mapping[str, Any]) -> str:
+        ns = namespace_of(tc)
+        return rulefiles.sources_digest(tc, self.config_maps(ns), self.prometheus_rules(ns))
+
+    def rule_files(self, tc: Mapping[str, Any]) -> tuple[str, rulefiles.RuleFiles]:
+        """(digest of the sources, the rulers' files): the last build while the sources' digest (from the
+        indexes) is unchanged, else a new one from the selected objects read whole from the API server."""
+        ns, name = namespace_of(tc), name_of(tc)
+        digest = self.rule_sources_digest(tc)
+        cached = self.rule_builds.get((ns, name))
+        if cached is not None and cached[0] == digest:
+            return cached
+        cms = [self.kube.get("ConfigMap", ns, name_of(c))
+               for c in rulefiles.selected_config_maps(tc, self.config_maps(ns))]
+        prs = [self.kube.get("PrometheusRule", ns, name_of(p))
+               for p in rulefiles.selected_prometheus_rules(tc, self.prometheus_rules(ns))]
+        cms, prs = [c for c in cms if c], [p for p in prs if p]
+        built = rulefiles.build(tc, cms, prs)
+        digest = rulefiles.sources_digest(tc, [rulefiles.slim_config_map(c) for c in cms],
+                                          [rulefiles.slim_prometheus_rule(p) for p in prs])
+        self.rule_builds[(ns, name)] = (digest, built)
+        return digest, built
 
     def workload(self, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
         for idx in self.workload_indexes:
@@ -367,6 +453,40 @@ def hashring_cond(ctx: Ctx, tc: Mapping[str, Any]) -> st.Cond | None:
     return st.hashring_condition(r.replicas, r.replication_factor, len(_hashring_members(ctx, tc)))
 
 
+def rule_files_cond(ctx: Ctx, tc: Mapping[str, Any]) -> st.Cond | None:
+    """The RuleFiles condition of a ThanosCluster with rulers, from its last build of their files (None
+    without rulers, or when no build is known yet)."""
+    built = ctx.rule_builds.get((namespace_of(tc), name_of(tc))) if tc_spec(tc).ruler.enabled else None
+    if built is None:
+        return None
+    rf = built[1]
+    if rf.problems:
+        return st.Cond("False", st.RULE_FILE_INVALID, rulefiles.summary(rf))
+    return st.Cond("True", st.RULE_FILES_LOADED, rulefiles.summary(rf))
+
+
+def _warn_on_change(ctx: Ctx, kind: str, body: Mapping[str, Any], prev: list, ctype: str,
+                    new: st.Cond | None, same: Any) -> bool:
+    """A Warning Event when an optional condition turns False, or stays False for another reason
+    (``same``: what of the condition counts as "the same"); whether it was posted."""
+    old = st.cond_of(prev, ctype)
+    if new is None or new.status == "True" or (old is not None and same(old) == same(new)):
+        return False
+    ctx.logger.warning("%s %s/%s: %s: %s", kind, namespace_of(body), name_of(body), new.reason, new.message)
+    kopf.warn(body, reason=new.reason, message=new.message)
+    return True
+
+
+def _warn_rule_sources(ctx: Ctx, tc: Mapping[str, Any]) -> None:
+    """The same news on each object whose file was left out (``kubectl describe`` of a ConfigMap or
+    PrometheusRule shows it, as prometheus-operator's Event on a rejected PrometheusRule does)."""
+    built = ctx.rule_builds.get((namespace_of(tc), name_of(tc)))
+    for p in built[1].problems if built is not None else ():
+        if (p.ref.get("metadata") or {}).get("uid"):
+            kopf.warn(p.ref, reason=st.RULE_FILE_INVALID,
+                      message=f"left out of the rule files of ThanosCluster {name_of(tc)}: {p}")
+
+
 def _newest(indexed: Mapping[str, Any] | None, applied: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     """The workload as the index holds it, unless the apply just made a newer generation than the index has
     seen yet (its watch event is still on the way): then the apply's answer (a scaled StatefulSet must not
@@ -410,6 +530,11 @@ def write_status(ctx: Ctx, kind: str, body: Mapping[str, Any], reconciled: st.Co
             old_h = st.cond_of(prev, st.HASHRING)
             if old_h is not None:
                 new_conds[st.HASHRING] = old_h
+        rules = rule_files_cond(ctx, live) if kind == TC_KIND else None
+        if rules is None and kind == TC_KIND and tc_spec(live).ruler.enabled:   # no build yet: keep what was known
+            rules = st.cond_of(prev, st.RULE_FILES)
+        if rules is not None:
+            new_conds[st.RULE_FILES] = rules
         conds = st.merge_conditions(prev, generation, new_conds, _now())
         new = {"conditions": conds, **status_extras(ctx, kind, body, avail)}
         if generation is not None:
@@ -418,11 +543,10 @@ def write_status(ctx: Ctx, kind: str, body: Mapping[str, Any], reconciled: st.Co
             return False
         ctx.kube.patch_status(kind, ns, name, new)
         metrics.set_ready(kind, ns, name, ready.status == "True")
-        old_h = st.cond_of(prev, st.HASHRING)
-        if hashring is not None and hashring.status != "True" and \
-                (old_h is None or (old_h.status, old_h.reason) != (hashring.status, hashring.reason)):
-            ctx.logger.warning("%s %s/%s: %s: %s", kind, ns, name, hashring.reason, hashring.message)
-            kopf.warn(body, reason=hashring.reason, message=hashring.message)
+        _warn_on_change(ctx, kind, body, prev, st.HASHRING, hashring, lambda c: (c.status, c.reason))
+        if _warn_on_change(ctx, kind, body, prev, st.RULE_FILES, rules,
+                           lambda c: (c.status, c.reason, c.message.partition("; left out")[2])):
+            _warn_rule_sources(ctx, live)
         return old_rec != reconciled
 
 
@@ -620,10 +744,10 @@ def _reconcile_tc(ctx: Ctx, tc: Mapping[str, Any], own: bool) -> None:
     usable, ca_sha256 = _tls_usable(ctx, TC_KIND, tc, s.grpc_tls, expected, own, "spec.grpcTLS")
     if not usable:
         return
-    cms = ctx.config_maps(ns)
+    digest, rules = ctx.rule_files(tc) if s.ruler.enabled else (None, None)
     objs = render.render_thanos_cluster(tc, members, ctx.defaults, ca_sha256=ca_sha256,
-                                        receive_pods=ctx.receive_pods(ns, name), config_maps=cms)
-    digest = render.rules_sha256(render.rule_config_maps(tc, cms)) if s.ruler.enabled else None
+                                        receive_pods=ctx.receive_pods(ns, name),
+                                        rule_shards=rules.shards if rules is not None else ())
     ctx.rule_digests.pop((ns, name), None)
     ring = next((o["data"][render.HASHRING_KEY] for o in objs if o["kind"] == "ConfigMap"
                  and o["metadata"]["name"] == render.tc_names(name)["hashring"]), None)
@@ -631,8 +755,9 @@ def _reconcile_tc(ctx: Ctx, tc: Mapping[str, Any], own: bool) -> None:
     applied = _apply(ctx, TC_KIND, tc, objs, TC_CHILD_KINDS,
                      f"{render.LABEL_TC}={name},!{render.LABEL_PHA},app.kubernetes.io/managed-by={render.MANAGED_BY}",
                      expected, own)
-    if applied and digest is not None:
+    if applied and rules is not None:
         ctx.rule_digests[(ns, name)] = digest
+        metrics.rule_files_applied(ns, name, rules.files, len(rules.problems))
     if applied and ring is not None:
         ctx.hashrings[(ns, name)] = ring
         metrics.hashring_applied(ns, name, sum(len(h["endpoints"]) for h in json.loads(ring)))
@@ -701,7 +826,7 @@ def _peers_and_cluster(ctx: Ctx, pha: Mapping[str, Any], cluster_key: tuple[str,
 def pha_reconcile(body: kopf.Body, old: Any, retry: int, memo: kopf.Memo, logger: logging.Logger,
                   pha_idx: kopf.Index, tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index,
                   **_: Any) -> None:
-    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, _.get("receive_pod_idx"), _.get("rule_cm_idx"))
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, *_more(_))
     ctx.first_attempt = retry == 0
     ctx.with_current(PHA_KIND, body)
     keys = {render.cluster_key(body, ctx.tcs)}
@@ -722,7 +847,7 @@ def pha_reconcile(body: kopf.Body, old: Any, retry: int, memo: kopf.Memo, logger
 @kopf.on.update(GROUP, VERSION, TC_PLURAL)
 def tc_reconcile(body: kopf.Body, retry: int, memo: kopf.Memo, logger: logging.Logger, pha_idx: kopf.Index,
                  tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index, **_: Any) -> None:
-    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, _.get("receive_pod_idx"), _.get("rule_cm_idx"))
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, *_more(_))
     ctx.first_attempt = retry == 0
     ctx.with_current(TC_KIND, body)
     try:
@@ -736,7 +861,7 @@ def pha_deleted(type: str, body: kopf.Body, memo: kopf.Memo, logger: logging.Log
                 tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index, **_: Any) -> None:
     if type != "DELETED":
         return
-    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, _.get("receive_pod_idx"), _.get("rule_cm_idx"))
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, *_more(_))
     key = (namespace_of(body), name_of(body))
     ctx.secret_watch.forget(PHA_KIND, *key)
     ctx.phas = [p for p in ctx.phas if (namespace_of(p), name_of(p)) != key]
@@ -748,10 +873,12 @@ def tc_deleted(type: str, body: kopf.Body, memo: kopf.Memo, logger: logging.Logg
                tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index, **_: Any) -> None:
     if type != "DELETED":
         return
-    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, _.get("receive_pod_idx"), _.get("rule_cm_idx"))
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, *_more(_))
     key = (namespace_of(body), name_of(body))
     ctx.secret_watch.forget(TC_KIND, *key)
     ctx.tcs = [t for t in ctx.tcs if (namespace_of(t), name_of(t)) != key]
+    ctx.rule_builds.pop(key, None)
+    ctx.rule_digests.pop(key, None)
     former = [p for p in ctx.phas if render.cluster_key(p, [*ctx.tcs, _plain(body)]) == key]
     _others(ctx, reconcile_pha, former)
 
@@ -762,14 +889,15 @@ def _rendered(ctx: Ctx, owner_kind: str, owner: Mapping[str, Any]) -> list[dict[
     ca = ctx.secret_watch.ca_sha256(owner_kind, namespace_of(owner), name_of(owner))
     if owner_kind == PHA_KIND:
         return render.render_prometheus_ha(owner, ctx.cluster_of(owner), ctx.defaults, ca_sha256=ca)
+    rules = ctx.rule_files(owner)[1] if tc_spec(owner).ruler.enabled else None
     return render.render_thanos_cluster(owner, ctx.accepted_members(owner), ctx.defaults, ca_sha256=ca,
                                         receive_pods=ctx.receive_pods(namespace_of(owner), name_of(owner)),
-                                        config_maps=ctx.config_maps(namespace_of(owner)))
+                                        rule_shards=rules.shards if rules is not None else ())
 
 
 def _child_event(kind: str, event_type: str | None, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger,
                  pha_idx: Any, tc_idx: Any, sts_idx: Any, deploy_idx: Any, pod_idx: Any = None,
-                 cm_idx: Any = None) -> None:
+                 cm_idx: Any = None, pr_idx: Any = None) -> None:
     """One watch event of a child we manage: repair drift (re-run the owner's reconcile), else refresh the
     owner's status from its workloads."""
     md = body.get("metadata") or {}
@@ -778,7 +906,7 @@ def _child_event(kind: str, event_type: str | None, body: kopf.Body, memo: kopf.
         return
     owner_kind, owner_name, owner_uid = ref
     ns, name = md.get("namespace"), md.get("name")
-    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, pod_idx, cm_idx)
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, pod_idx, cm_idx, pr_idx)
     owners = ctx.phas if owner_kind == PHA_KIND else ctx.tcs
     owner = next((o for o in owners if (namespace_of(o), name_of(o)) == (ns, owner_name)), None)
     if owner is None or (owner.get("metadata") or {}).get("uid") != owner_uid:
@@ -841,7 +969,7 @@ def child_event(type: str | None, body: kopf.Body, resource: kopf.Resource, memo
                 logger: logging.Logger, pha_idx: kopf.Index, tc_idx: kopf.Index, sts_idx: kopf.Index,
                 deploy_idx: kopf.Index, **_: Any) -> None:
     _child_event(CHILD_PLURALS[resource.plural], type, body, memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx,
-                 _.get("receive_pod_idx"), _.get("rule_cm_idx"))
+                 *_more(_))
 
 
 # ---------------------------------------------------------------------------------------------- receiver pods
@@ -858,7 +986,8 @@ def receive_pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger
     ns, cluster = md.get("namespace"), (md.get("labels") or {}).get(render.LABEL_TC)
     if not ns or not cluster:
         return
-    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, receive_pod_idx, _.get("rule_cm_idx"))
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx,
+                    *_more({**_, "receive_pod_idx": receive_pod_idx}))
     ctx.pod_overrides[(ns, md.get("name"))] = None if type == "DELETED" else _slim_pod(body)
     tc = next((t for t in ctx.tcs if (namespace_of(t), name_of(t)) == (ns, cluster)), None)
     if tc is None or (tc.get("metadata") or {}).get("deletionTimestamp") or not tc_spec(tc).receiver.enabled:
@@ -875,7 +1004,7 @@ def receive_pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger
         logger.warning("ThanosCluster %s/%s after a receiver pod event: %s", ns, cluster, e)
 
 
-# ---------------------------------------------------------------------------------------------- rule ConfigMaps
+# ---------------------------------------------------------------------------------------------- rule sources
 
 @kopf.on.event("v1", "configmaps")
 def rule_config_map_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger,
@@ -883,32 +1012,98 @@ def rule_config_map_event(type: str | None, body: kopf.Body, memo: kopf.Memo, lo
                           rule_cm_idx: kopf.Index, **_: Any) -> None:
     """A ConfigMap changed (created, edited, relabelled, deleted): when that changes the rule files of a
     ThanosCluster's rulers in its namespace (one it names or selects, now or before), re-run the cluster's
-    reconcile, which lays the files out and rolls the rulers. Other ConfigMaps cost no API call."""
+    reconcile, which rewrites the rulers' ConfigMaps (the pods' reloaders take it from there; nothing rolls).
+    Other ConfigMaps cost no API call."""
     md = body.get("metadata") or {}
     ns = md.get("namespace")
     if not ns or (md.get("labels") or {}).get("app.kubernetes.io/managed-by") == render.MANAGED_BY:
         return
     if not _has_rulers(tc_idx, ns):
         return
-    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, _.get("receive_pod_idx"), rule_cm_idx)
-    ctx.cm_overrides[(ns, md.get("name"))] = None if type == "DELETED" else _slim_cm(body)
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx, *_more({**_, "rule_cm_idx": rule_cm_idx}))
+    ctx.cm_overrides[(ns, md.get("name"))] = None if type == "DELETED" else rulefiles.slim_config_map(body)
+    rule_sources_changed(ctx, ns, f"ConfigMap {ns}/{md.get('name')} ({type or 'resumed'})")
+
+
+def prometheus_rule_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger,
+                          pha_idx: kopf.Index, tc_idx: kopf.Index, sts_idx: kopf.Index, deploy_idx: kopf.Index,
+                          prometheus_rule_idx: kopf.Index, **_: Any) -> None:
+    """A PrometheusRule changed: as a ConfigMap (above). Registered by :func:`watch_prometheus_rules`."""
+    md = body.get("metadata") or {}
+    ns = md.get("namespace")
+    if not ns or not _has_rulers(tc_idx, ns):
+        return
+    ctx = Ctx.build(memo, logger, pha_idx, tc_idx, sts_idx, deploy_idx,
+                    *_more({**_, "prometheus_rule_idx": prometheus_rule_idx}))
+    ctx.pr_overrides[(ns, md.get("name"))] = None if type == "DELETED" else rulefiles.slim_prometheus_rule(body)
+    rule_sources_changed(ctx, ns, f"PrometheusRule {ns}/{md.get('name')} ({type or 'resumed'})")
+
+
+def rule_sources_changed(ctx: Ctx, ns: str, what: str) -> None:
+    """Re-run the reconcile of each ThanosCluster of the namespace with rulers whose rule sources are no
+    longer the ones last applied."""
     for tc in [t for t in ctx.tcs if namespace_of(t) == ns]:
         if (tc.get("metadata") or {}).get("deletionTimestamp") or not tc_spec(tc).ruler.enabled:
             continue
-        digest = render.rules_sha256(render.rule_config_maps(tc, ctx.config_maps(ns)))
-        if ctx.rule_digests.get((ns, name_of(tc))) == digest:
+        if ctx.rule_digests.get((ns, name_of(tc))) == ctx.rule_sources_digest(tc):
             continue
-        logger.info("ConfigMap %s/%s (%s): rule files of ThanosCluster %s change; reconciling", ns, md.get("name"),
-                    type or "resumed", name_of(tc))
+        ctx.logger.info("%s: rule files of ThanosCluster %s change; reconciling", what, name_of(tc))
+        metrics.rule_file_change(ns, name_of(tc))
         try:
             reconcile_tc(ctx, tc, own=False)
         except ApiError as e:
-            logger.warning("ThanosCluster %s/%s after a ConfigMap event: %s", ns, name_of(tc), e)
+            ctx.logger.warning("ThanosCluster %s/%s after %s: %s", ns, name_of(tc), what, e)
 
 
 def _has_rulers(tc_idx: Any, namespace: str) -> bool:
     """Whether any ThanosCluster of the namespace has rulers (most ConfigMap events stop here)."""
     return any(namespace_of(t) == namespace and tc_spec(t).ruler.enabled for t in _values(tc_idx))
+
+
+def _list_prometheus_rules(memo: Any, ns: str, logger: logging.Logger) -> list[dict[str, Any]]:
+    """The namespace's PrometheusRules (slim); none, said once, where the operator may not list them."""
+    try:
+        return [rulefiles.slim_prometheus_rule(p) for p in memo.kube.list("PrometheusRule", ns, "")]
+    except ApiError as e:
+        if e.status != 403:
+            raise
+        told = getattr(memo, "told_forbidden", None)
+        if told is None:
+            told = memo.told_forbidden = set()
+        if ns not in told:
+            told.add(ns)
+            logger.warning("PrometheusRules in %s not read: %s (the operator's RBAC needs list on "
+                           "prometheusrules.monitoring.coreos.com)", ns, e)
+        return []
+
+
+def _resync_prometheus_rules(memo: Any, handles: KopfHandles, peering: tuple[str, bool, int] | None,
+                             logger: logging.Logger) -> None:
+    """PrometheusRules when kopf does not watch them (their CRD came after the operator started; kopf
+    follows CRDs only with scanning on, which needs cluster-wide CRD permissions): every resync interval,
+    while some ThanosCluster has rulers, one API discovery request and, with the CRD there, one list per
+    namespace with rulers; a namespace whose PrometheusRules changed is handled as a watch event would be.
+    A removed CRD takes its PrometheusRules' files away the same way."""
+    if getattr(memo, "prometheus_rules_watched", True):
+        return
+    ctx = Ctx.build(memo, logger, *handles.indexes)
+    namespaces = sorted({namespace_of(t) for t in ctx.tcs if tc_spec(t).ruler.enabled})
+    served = bool(namespaces) and memo.kube.served("PrometheusRule")
+    if served and not getattr(memo, "told_prometheus_rules", False):
+        memo.told_prometheus_rules = True
+        logger.info("PrometheusRule CRD installed after the operator started: PrometheusRules are read every "
+                    "resync interval (restart the operator to watch them)")
+    for ns in sorted(set(namespaces) | set(memo.polled_rules)):
+        if peering is not None and _outranked(memo.kube, peering, ns):
+            continue
+        now = _list_prometheus_rules(memo, ns, logger) if served and ns in namespaces else []
+        if (memo.polled_rules.get(ns) or []) == now:
+            continue
+        if now:
+            memo.polled_rules[ns] = now
+        else:
+            memo.polled_rules.pop(ns, None)
+        rule_sources_changed(Ctx.build(memo, logger, *handles.indexes), ns, "PrometheusRules read")
 
 
 # ---------------------------------------------------------------------------------------------- TLS Secret resync
@@ -936,6 +1131,7 @@ def _secret_resync(memo: Any, interval: float, peering: tuple[str, bool, int] | 
                     continue
                 handles.context.copy().run(_resync_one, memo, handles, seen, logger)
             handles.context.copy().run(_resync_hashrings, memo, handles, peering, logger)
+            handles.context.copy().run(_resync_prometheus_rules, memo, handles, peering, logger)
         except Exception:  # noqa: BLE001  (an API server hiccup: the next round tries again)
             logger.exception("TLS Secret resync failed")
 

@@ -21,6 +21,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
     "PrometheusHA": ("/apis/pythanos.io/v1alpha1", "prometheushas"),
     "ThanosCluster": ("/apis/pythanos.io/v1alpha1", "thanosclusters"),
+    "PrometheusRule": ("/apis/monitoring.coreos.com/v1", "prometheusrules"),   # prometheus-operator's, optional
 }
 
 
@@ -147,6 +148,29 @@ class Kube:
         for it in items:   # list items carry no kind
             it.setdefault("kind", kind)
         return items
+
+    def served(self, kind: str) -> bool:
+        """Whether the API server serves ``kind`` (API discovery: a custom resource whose CRD is installed)."""
+        prefix, plural = KINDS[kind]
+        try:
+            found = self._call("GET", prefix) or {}
+        except ApiError as e:
+            if e.status == 404:
+                return False
+            raise
+        return any(r.get("name") == plural for r in found.get("resources") or [])
+
+    def may_list(self, kind: str, namespace: str | None) -> bool:
+        """Whether a list of ``kind`` (in ``namespace``, or cluster-wide) is allowed: one list of one item."""
+        prefix, plural = KINDS[kind]
+        path = f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
+        try:
+            self._call("GET", path, query=[("limit", "1")])
+        except ApiError as e:
+            if e.status == 403:
+                return False
+            raise
+        return True
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import sys
 from typing import Sequence
@@ -34,14 +35,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import kopf
 
-    from . import handlers  # noqa: F401  (registers the handlers with kopf)
+    from . import handlers   # registers the handlers with kopf
     from . import metrics
 
     if args.metrics_address:
         host, _, port = args.metrics_address.rpartition(":")
         metrics.serve(int(port), host or "0.0.0.0")
+    from .kube import Kube
+
     priority = args.priority if args.priority is not None else random.randint(1, 1_000_000)
     memo = kopf.Memo(peering=None if args.standalone else args.peering, namespaces=list(args.namespace))
+    memo.kube = Kube.from_environment()
+    memo.prometheus_rules_watched = handlers.watch_prometheus_rules(
+        memo.kube, list(args.namespace), os.environ.get("PYTHANOS_OPERATOR_SCANNING", "0") == "1",
+        logging.getLogger("pythanos_operator.handlers"))
     kopf.run(
         memo=memo,
         standalone=args.standalone,

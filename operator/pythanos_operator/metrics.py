@@ -18,6 +18,12 @@ HASHRING_CHANGES = Counter("pythanos_operator_hashring_changes_total",
                            ["namespace", "name"])
 HASHRING_ENDPOINTS = Gauge("pythanos_operator_hashring_endpoints",
                            "Endpoints in the receivers' hashring the operator last applied.", ["namespace", "name"])
+RULE_FILES = Gauge("pythanos_operator_rule_files",
+                   "Rule files in the rulers' ConfigMaps, as last applied (loaded), and those left out because "
+                   "they do not load (invalid).", ["namespace", "name", "state"])
+RULE_FILE_CHANGES = Counter("pythanos_operator_rule_file_changes_total",
+                            "Reconciles started because a ThanosCluster's rule sources (ConfigMaps, PrometheusRules) "
+                            "changed.", ["namespace", "name"])
 READY = Gauge("pythanos_operator_resource_ready", "1 when the resource's Ready condition is True.",
               ["kind", "namespace", "name"])
 
@@ -44,6 +50,15 @@ def hashring_change(namespace: str, name: str) -> None:
 
 def hashring_applied(namespace: str, name: str, endpoints: int) -> None:
     HASHRING_ENDPOINTS.labels(namespace, name).set(endpoints)
+
+
+def rule_files_applied(namespace: str, name: str, loaded: int, invalid: int) -> None:
+    RULE_FILES.labels(namespace, name, "loaded").set(loaded)
+    RULE_FILES.labels(namespace, name, "invalid").set(invalid)
+
+
+def rule_file_change(namespace: str, name: str) -> None:
+    RULE_FILE_CHANGES.labels(namespace, name).inc()
 
 
 def observe(kind: str, seconds: float) -> None:

@@ -7,10 +7,12 @@
 * :func:`render_thanos_cluster` — a ThanosCluster and its member PrometheusHAs to the querier (endpoint SD
   ConfigMap, Deployment, Service), the receivers when enabled (hashring ConfigMap, headless and remote-write
   Services, StatefulSet, PodDisruptionBudget), the store gateway (StatefulSet per shard/time partition,
-  headless Service), the rulers when enabled (headless Service, StatefulSet, PodDisruptionBudget; rule files
-  from the ConfigMaps the section names or selects) and the singleton compactor (StatefulSet, Service). The
-  receiver pods and the namespace's ConfigMaps as the API server has them are inputs like the others: their
-  readiness makes the hashring (:func:`hashring_endpoints`), their data the rulers' files.
+  headless Service), the rulers when enabled (rule-file ConfigMaps, headless Service, StatefulSet with a
+  config reloader, PodDisruptionBudget) and the singleton compactor (StatefulSet, Service). The receiver
+  pods as the API server has them and the rulers' files (:mod:`rulefiles`, from the ConfigMaps and
+  PrometheusRules the section names or selects) are inputs like the others: the pods' readiness makes the
+  hashring (:func:`hashring_endpoints`), the files fill the rulers' ConfigMaps, mounted whole and reloaded
+  in place (a changed file rolls nothing).
   A member with ``remoteWrite`` renders without a sidecar and sends to the receivers.
 * :func:`external_label_conflicts` / :func:`cluster_for` / :func:`members_of` / :func:`grpc_tls_mismatch` —
   the cross-object rules.
@@ -67,7 +69,9 @@ RULE_NAME = "thanos-rule"
 RULE_DATA_DIR = "/var/thanos/rule"
 RULE_DIR = "/etc/thanos/rules"
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
-ANNOTATION_RULES = "pythanos.io/rules-sha256"
+RULE_RELOADER_NAME = "config-reloader"
+RELOADER_PORT = 8081
+RELOADER_RESOURCES = {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}
 
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "fsGroup": 65534,
                 "seccompProfile": {"type": "RuntimeDefault"}}
@@ -572,56 +576,57 @@ def _receiver_objects(tc: Mapping[str, Any], defaults: Defaults, image: str, ca_
 
 # ---------------------------------------------------------------------------------------------- ruler
 
-def rule_config_maps(tc: Mapping[str, Any], config_maps: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The ConfigMaps whose files the rulers load: in the cluster's namespace, named in ``ruleConfigMaps``
-    or selected by ``ruleSelector``; by name."""
-    s = tc_spec(tc)
-    r: RulerSpec = s.ruler
-    named = set(r.rule_config_maps)
-    out = {}
-    for cm in config_maps:
-        md = meta(cm)
-        if md.get("namespace", s.namespace) != s.namespace or md.get("deletionTimestamp"):
-            continue
-        if name_of(cm) in named or labels_match(r.rule_selector, md.get("labels") or {}):
-            out[name_of(cm)] = cm
-    return [out[n] for n in sorted(out)]
+def rule_config_map_names(cluster_name: str, shards: int) -> list[str]:
+    """The operator's ConfigMaps holding the rulers' files: ``<rule StatefulSet>-rulefiles-<n>``."""
+    return [f"{tc_names(cluster_name)['rule']}-rulefiles-{i}" for i in range(max(1, shards))]
 
 
-def rule_files(config_maps: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
-    """(ConfigMap, key, file name in the rules directory) of every key that is a rule file (``.yaml`` or
-    ``.yml``); the file is named ``<configmap>-<key>`` so keys of different ConfigMaps never clash."""
-    return [(name_of(cm), k, f"{name_of(cm)}-{k}") for cm in config_maps
-            for k in sorted((cm.get("data") or {})) if k.endswith(RULE_FILE_SUFFIXES)]
-
-
-def rules_sha256(config_maps: Sequence[Mapping[str, Any]]) -> str:
-    """Digest of every rule file's name and content: on the pod template, so a changed, added or removed
-    file rolls the rulers, which load their rule files at start (Thanos' ruler does not watch them)."""
-    h = hashlib.sha256()
-    for cm, key, fname in rule_files(config_maps):
-        data = str((next(c for c in config_maps if name_of(c) == cm).get("data") or {})[key])
-        h.update(f"{fname}\0{len(data)}\0{data}".encode())
-    return h.hexdigest()
+def _reloader_container(image: str, pull: str, log_level: str) -> dict[str, Any]:
+    """The ruler pod's config reloader: watches the rules directory (the kubelet updates the mounted
+    ConfigMaps in place) and POSTs the ruler's ``/-/reload`` when a file changes."""
+    return {
+        "name": RULE_RELOADER_NAME, "image": image, "imagePullPolicy": pull,
+        "args": ["config-reloader", f"--log.level={log_level}",
+                 f"--reload-url=http://127.0.0.1:{HTTP_PORT}/-/reload", f"--watched-dir={RULE_DIR}",
+                 f"--listen-address=:{RELOADER_PORT}"],
+        "ports": [{"name": "reloader-web", "containerPort": RELOADER_PORT}],
+        "livenessProbe": _http_probe("/-/healthy", "reloader-web", 30, 4),
+        "readinessProbe": _http_probe("/-/ready", "reloader-web", 5, 20),
+        "resources": {k: dict(v) for k, v in RELOADER_RESOURCES.items()},
+        "securityContext": dict(CONTAINER_SECURITY),
+        "volumeMounts": [{"name": "rules", "mountPath": RULE_DIR, "readOnly": True},
+                         {"name": "tmp", "mountPath": "/tmp"}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
 
 
 def _ruler_objects(tc: Mapping[str, Any], defaults: Defaults, image: str, ca_sha256: str | None,
-                   config_maps: Iterable[Mapping[str, Any]], objstore_args: list[str],
+                   rule_shards: Sequence[Mapping[str, str]], objstore_args: list[str],
                    objstore_mounts: list[dict[str, Any]], objstore_vols: list[dict[str, Any]]) -> list[dict]:
-    """The rulers: headless Service (StatefulSet's, DNS SRV for the queriers), StatefulSet (a PVC each for
-    the TSDB, shipped to the bucket when there is one) and, above one replica, a PodDisruptionBudget. They
-    query the cluster's queriers and send to ``alertmanagers``; the queriers get them as endpoints."""
+    """The rulers: their rule-file ConfigMaps (one per shard, always one), headless Service (StatefulSet's,
+    DNS SRV for the queriers), StatefulSet (a PVC each for the TSDB, shipped to the bucket when there is one;
+    the ruler and its config reloader) and, above one replica, a PodDisruptionBudget. They query the cluster's
+    queriers and send to ``alertmanagers``; the queriers get them as endpoints.
+
+    The ConfigMaps are mounted whole, flat under the rules directory (a projected volume without ``items``),
+    so the kubelet updates the files in place and the reloader has the ruler re-read them: the pod template
+    depends on the number of shards only, never on the files. The ``--rule-file`` globs ``*.yaml``/``*.yml``
+    match the top-level ``<key> -> ..data/<key>`` links of such a volume and nothing else in it (``..data``,
+    the timestamped directory)."""
     s = tc_spec(tc)
     r: RulerSpec = s.ruler
     ns, names = s.namespace, tc_names(s.name)
+    pull = defaults.image_pull_policy
     rl = _labels(RULE_NAME, "rule-evaluation-engine", LABEL_TC, s.name)
     rsel = _selector(rl, LABEL_TC)
-    cms = rule_config_maps(tc, config_maps)
-    files = rule_files(cms)
-    out: list[dict[str, Any]] = [_obj("v1", "Service", names["rule"], ns, rl, tc, spec={
+    shards = list(rule_shards) or [{}]
+    cm_names = rule_config_map_names(s.name, len(shards))
+    out: list[dict[str, Any]] = [_obj("v1", "ConfigMap", n, ns, rl, tc, data=dict(sorted(d.items())))
+                                 for n, d in zip(cm_names, shards)]
+    out.append(_obj("v1", "Service", names["rule"], ns, rl, tc, spec={
         "clusterIP": "None", "selector": dict(rsel),
         "ports": [{"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc"},
-                  {"name": "http", "port": HTTP_PORT, "targetPort": "http"}]})]
+                  {"name": "http", "port": HTTP_PORT, "targetPort": "http"}]}))
     args = ["rule", f"--log.level={s.log_level}", f"--grpc-address=0.0.0.0:{GRPC_PORT}",
             f"--http-address=0.0.0.0:{HTTP_PORT}", f"--data-dir={RULE_DATA_DIR}",
             f"--label={r.replica_label}=\"$(POD_NAME)\""]
@@ -636,21 +641,16 @@ def _ruler_objects(tc: Mapping[str, Any], defaults: Defaults, image: str, ca_sha
     if tls is not None:
         args += grpc_server_tls_args(tls)
     args += r.extra_args
-    # one projected volume: every rule file flat under RULE_DIR (a ConfigMap with none still mounts nothing)
-    sources = [{"configMap": {"name": cm, "items": [{"key": k, "path": f} for c, k, f in files if c == cm]}}
-               for cm in dict.fromkeys(c for c, _, _ in files)]
-    rules_vol: dict[str, Any] = {"name": "rules", "projected": {"sources": sources}} if sources else {
-        "name": "rules", "emptyDir": {}}
+    rules_vol = {"name": "rules", "projected": {"sources": [{"configMap": {"name": n}} for n in cm_names]}}
     mounts = [{"name": "data", "mountPath": RULE_DATA_DIR}, {"name": "rules", "mountPath": RULE_DIR, "readOnly": True},
               *objstore_mounts]
     vols = [rules_vol, *objstore_vols, {"name": "tmp", "emptyDir": {}}]
     if tls is not None:
         mounts.append(_tls_mount())
         vols.append(_tls_volume(tls))
-    c = _thanos_container(RULE_NAME, image, defaults.image_pull_policy, args, r.resources, mounts,
+    c = _thanos_container(RULE_NAME, image, pull, args, r.resources, mounts,
                           [{"name": "grpc", "containerPort": GRPC_PORT}, {"name": "http", "containerPort": HTTP_PORT}])
     md = _pod_metadata(rl, ca_sha256 if tls is not None and tls.client_auth else None)
-    md.setdefault("annotations", {})[ANNOTATION_RULES] = rules_sha256(cms)
     out.append(_obj("apps/v1", "StatefulSet", names["rule"], ns, rl, tc, spec={
         "replicas": r.replicas,
         "serviceName": names["rule"],
@@ -658,7 +658,8 @@ def _ruler_objects(tc: Mapping[str, Any], defaults: Defaults, image: str, ca_sha
         "selector": {"matchLabels": dict(rsel)},
         "template": {"metadata": md, "spec": {
             "securityContext": dict(POD_SECURITY), "affinity": _soft_anti_affinity(rsel),
-            "terminationGracePeriodSeconds": 120, "containers": [c], "volumes": vols}},
+            "terminationGracePeriodSeconds": 120,
+            "containers": [c, _reloader_container(image, pull, s.log_level)], "volumes": vols}},
         "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": _pvc_spec(r.storage, "10Gi")}],
     }))
     if r.replicas > 1:
@@ -670,10 +671,11 @@ def _ruler_objects(tc: Mapping[str, Any], defaults: Defaults, image: str, ca_sha
 def render_thanos_cluster(tc: Mapping[str, Any], members: Sequence[Mapping[str, Any]],
                           defaults: Defaults = Defaults(), ca_sha256: str | None = None,
                           receive_pods: Iterable[Mapping[str, Any]] = (),
-                          config_maps: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+                          rule_shards: Sequence[Mapping[str, str]] = ()) -> list[dict[str, Any]]:
     """``ca_sha256``: the digest of the cluster's gRPC TLS CA (None: not known here, no roll annotation);
     ``receive_pods``: the receiver pods as the API server has them (their readiness makes the hashring);
-    ``config_maps``: the namespace's ConfigMaps (those the ruler section names or selects hold its rule files)."""
+    ``rule_shards``: the rulers' rule files, file name -> content, one mapping per ConfigMap
+    (:func:`pythanos_operator.rulefiles.build`; none: one empty ConfigMap)."""
     s = tc_spec(tc)
     ns, names = s.namespace, tc_names(s.name)
     image = s.image or defaults.component_image
@@ -728,7 +730,7 @@ def render_thanos_cluster(tc: Mapping[str, Any], members: Sequence[Mapping[str, 
         out += _receiver_objects(tc, defaults, image, ca_sha256, receive_pods, objstore_args, objstore_mounts,
                                  objstore_vols)
     if s.ruler.enabled:
-        out += _ruler_objects(tc, defaults, image, ca_sha256, config_maps, objstore_args, objstore_mounts,
+        out += _ruler_objects(tc, defaults, image, ca_sha256, rule_shards, objstore_args, objstore_mounts,
                               objstore_vols)
 
     if s.objstore is None:

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 READY, RECONCILED, AVAILABLE = "Ready", "Reconciled", "Available"
 HASHRING = "Hashring"   # ThanosClusters with receivers only
+RULE_FILES = "RuleFiles"   # ThanosClusters with rulers only
 
 # Reasons
 RECONCILE_SUCCEEDED = "ReconcileSucceeded"
@@ -31,6 +32,9 @@ HASHRING_EMPTY = "HashringEmpty"                                     # no receiv
 HASHRING_BELOW_REPLICATION_FACTOR = "HashringBelowReplicationFactor"   # fewer ready receivers than copies
 REPLICATION_FACTOR_TOO_HIGH = "ReplicationFactorTooHigh"             # more copies than receivers
 RECEIVER_NOT_ENABLED = "ReceiverNotEnabled"   # a PrometheusHA remote-writes to a cluster without receivers
+# the rulers' rule files (condition RuleFiles)
+RULE_FILES_LOADED = "RuleFilesLoaded"   # every selected file is in the rulers' ConfigMaps
+RULE_FILE_INVALID = "RuleFileInvalid"   # some did not load and were left out (the message names them)
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,7 @@ def ready_from(reconciled: Cond, available: Cond, hashring: Cond | None = None) 
     return Cond("True", available.reason, available.message)
 
 
-OPTIONAL = (HASHRING,)   # conditions that exist only while they apply: absent from ``new``, they go
+OPTIONAL = (HASHRING, RULE_FILES)   # conditions that exist only while they apply: absent from ``new``, they go
 
 
 def merge_conditions(previous: Iterable[Mapping[str, Any]] | None, generation: int | None,
