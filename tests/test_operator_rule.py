@@ -355,31 +355,78 @@ def _ruler_args(t: dict, rules: Path, tmp_path: Path) -> list[str]:
             if not a.startswith(("--grpc-address", "--http-address"))]
 
 
+def _start_ruler(impl: str, binary: str, args: list[str], work: Path) -> Process:
+    def launch(ports: list[int]) -> Process:
+        h, g = ports
+        p = REGISTRY.start(f"{impl}-rule", [binary, *args, f"--http-address=127.0.0.1:{h}",
+                                            f"--grpc-address=127.0.0.1:{g}"], work)
+        p.url = f"http://127.0.0.1:{h}"
+        return p
+
+    return start_on_free_ports(2, launch, lambda p: p.wait_http_ready("/-/ready", 120))
+
+
+def _groups(p: Process) -> list[tuple[str, str, list[str]]]:
+    from peers import http_get
+
+    code, body = http_get(p.url + "/api/v1/rules")
+    assert code == 200, body
+    return sorted((g["name"], Path(g["file"]).name, [r["name"] for r in g["rules"]])
+                  for g in json.loads(body)["data"]["groups"])
+
+
 @pytest.mark.parametrize("impl", ["pythanos", "thanos"])
 def test_rendered_ruler_loads_the_selected_files(impl, request, tc, tmp_path):
     binary = request.getfixturevalue("pythanos_bin" if impl == "pythanos" else "thanos_bin")
     t = with_ruler(tc)
     rules = kubelet_volume(tmp_path / "rules", data_of(rendered(t)))
-    args = _ruler_args(t, rules, tmp_path)
-
-    def launch(ports: list[int]) -> Process:
-        h, g = ports
-        p = REGISTRY.start(f"{impl}-rule", [binary, *args, f"--http-address=127.0.0.1:{h}",
-                                            f"--grpc-address=127.0.0.1:{g}"], tmp_path)
-        p.url = f"http://127.0.0.1:{h}"
-        return p
-
-    p = start_on_free_ports(2, launch, lambda p: p.wait_http_ready("/-/ready", 120))
+    p = _start_ruler(impl, binary, _ruler_args(t, rules, tmp_path), tmp_path)
     try:
-        from peers import http_get
-
-        code, body = http_get(p.url + "/api/v1/rules")
-        assert code == 200, body
-        groups = json.loads(body)["data"]["groups"]
-        assert sorted((g["name"], Path(g["file"]).name, [r["name"] for r in g["rules"]]) for g in groups) == [
-            ("a", "base-rules-a.yaml", ["job:up:sum"]), ("b", "team-rules-b.yml", ["AlwaysFiring"])]
+        assert _groups(p) == [("a", "base-rules-a.yaml", ["job:up:sum"]), ("b", "team-rules-b.yml", ["AlwaysFiring"])]
     finally:
         p.stop()
+
+
+@pytest.mark.parametrize("impl", ["pythanos", "thanos"])
+def test_the_ruler_pod_reloads_changed_files_in_place(impl, request, tc, tmp_path, pythanos_factory):
+    """The rendered pod's two containers as processes: the ruler (ours, or a real ``thanos rule``) and our
+    config reloader with the rendered flags, on a rules directory that changes as the kubelet changes a
+    mounted ConfigMap (``..data`` swapped in one rename): an edited, an added and a removed file reach the
+    ruler's /api/v1/rules through ``POST /-/reload``, and the ruler is the same process throughout."""
+    from configmap_volume import write_configmap_volume
+    from peers import listening
+
+    binary = request.getfixturevalue("pythanos_bin" if impl == "pythanos" else "thanos_bin")
+    t = with_ruler(tc)
+    files = data_of(rendered(t))
+    rules = write_configmap_volume(tmp_path / "rules", files)
+    ruler = _start_ruler(impl, binary, _ruler_args(t, rules, tmp_path), tmp_path)
+    try:
+        pid = ruler.pid
+        assert [g[0] for g in _groups(ruler)] == ["a", "b"]
+        spec = template(rendered(t))["spec"]
+        args = [a.replace(render.RULE_DIR, str(rules)) for a in _container({"spec": {"template": {"spec": spec}}},
+                                                                             "config-reloader")["args"]]
+        args = [f"--reload-url={ruler.url}/-/reload" if a.startswith("--reload-url=") else
+                "--listen-address=127.0.0.1:0" if a.startswith("--listen-address=") else a for a in args]
+        reloader = pythanos_factory(args, name="config-reloader")
+        reloader.url = "http://" + listening(reloader, want=("http",))["http"]
+
+        def now(want: list, what: str) -> None:
+            ruler.wait_ready(lambda: _groups(ruler) == want, 60, what=f"{what} (now {_groups(ruler)})")
+
+        edited = {**files, "base-rules-a.yaml": GROUP_A.replace("name: a", "name: a2")}
+        write_configmap_volume(rules, edited)
+        now([("a2", "base-rules-a.yaml", ["job:up:sum"]), ("b", "team-rules-b.yml", ["AlwaysFiring"])], "edited")
+        added = {**edited, "more-c.yaml": GROUP_A.replace("name: a", "name: c")}
+        write_configmap_volume(rules, added)
+        now([("a2", "base-rules-a.yaml", ["job:up:sum"]), ("b", "team-rules-b.yml", ["AlwaysFiring"]),
+             ("c", "more-c.yaml", ["job:up:sum"])], "added")
+        write_configmap_volume(rules, {k: v for k, v in added.items() if k != "team-rules-b.yml"})
+        now([("a2", "base-rules-a.yaml", ["job:up:sum"]), ("c", "more-c.yaml", ["job:up:sum"])], "removed")
+        assert ruler.alive() and ruler.pid == pid and reloader.alive()
+    finally:
+        ruler.stop()
 
 
 # ---------------------------------------------------------------------------------------------- real API server
