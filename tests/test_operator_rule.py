@@ -9,7 +9,14 @@
   reloader container's command line is one ``pythanos config-reloader`` accepts.
 * The rendered command line is accepted by a real ``thanos rule`` (v0.42) and parsed by ours; the
   rendered ruler, ours and Thanos', started on the files as the kubelet lays out the mounted ConfigMaps,
-  loads every selected group (the rules directory's globs match them and nothing else such a volume holds).
+  loads every selected group (the rules directory's globs match them and nothing else such a volume holds);
+  with our config reloader beside it (the pod's second container), it takes edited, added and removed files
+  through ``/-/reload`` without a restart.
+* Against a real API server with the operator running under the install's RBAC: ConfigMap edits, selection
+  and deletion reach the rulers' ConfigMap and never the StatefulSet; a file that does not load gives the
+  RuleFiles condition and Warning Events; prometheus-operator's real PrometheusRule CRD installed after the
+  operator started, PrometheusRules reaching the rulers (read by the resync thread, and watched by an operator
+  started after the CRD), and the CRD's removal taking their files away.
 """
 from __future__ import annotations
 
