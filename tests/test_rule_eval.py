@@ -288,6 +288,55 @@ def test_manager_update_keeps_state_of_unchanged_rules_and_notifies():
     assert n["generatorURL"] == "http://thanos:9090/graph?g0.expr=up%7Bjob%3D%22a%22%7D+%3D%3D+1&g0.tab=1"
 
 
+def test_failed_query_keeps_sending_the_last_known_alerts_within_the_outage_tolerance():
+    """Prometheus keeps an alerting rule's alerts when its query fails and sends none; ours
+    sends the last known ones every resend delay (endsAt pushed on) while the failures have
+    lasted no longer than --for-outage-tolerance since the last good evaluation, then stops.
+    Pending alerts are never sent; a failure after the query answered (a duplicate label set)
+    sends nothing; the query answering again finds the alerts as they were."""
+    state = {"fail": False, "vec": [({"i": "1"}, 1.0)]}
+
+    def answer(expr):
+        if state["fail"]:
+            raise QueryError("no query API server reachable")
+        return state["vec"] if expr == "up" else [({}, 1.0)]
+
+    m, reg, sent = _manager(FakeQuery(answer), Sink(), resend_delay_s=5, outage_tolerance_s=35)
+    spec = _group([Rule(kind="alert", name="Up", expr="up"), Rule(kind="alert", name="Slow", expr="x", for_s=3600)])
+
+    async def go():
+        await m.update([spec])
+        (g,) = m.group_objects()
+        await g.iteration(T0)
+        state["fail"] = True
+        for k in range(1, 6):  # slots T0+10s .. T0+50s; tolerance ends after T0+35s
+            await g.iteration(T0 + 10 * k * S)
+        return g
+
+    g = run(go())
+    ups = [n for n in sent if n["labels"]["alertname"] == "Up"]
+    assert [n["endsAt"] for n in ups] == [format_am_time(T0 + t * S + 4 * 10 * S) for t in (0, 10, 20, 30)]
+    assert {n["startsAt"] for n in ups} == {format_am_time(T0)}
+    assert not [n for n in sent if n["labels"]["alertname"] == "Slow"]  # pending: never sent
+    up, slow = g.rules
+    assert up.health == slow.health == "err"
+    assert (up.state(), slow.state()) == (FIRING, PENDING)
+    key = {"rule_group": "/r.yaml;g", "strategy": "abort"}
+    assert reg.get_sample_value("prometheus_rule_evaluation_failures_total", key) == 10
+    state["fail"] = False
+    sent.clear()
+    run(g.iteration(T0 + 60 * S))
+    (a,) = up.active.values()
+    assert up.health == "ok" and a.state == FIRING and a.active_at == a.fired_at == T0
+    assert [n["startsAt"] for n in sent] == [format_am_time(T0)]
+    # a failure after the query answered is the rule's, not an outage: nothing sent
+    sent.clear()
+    state["vec"] = [({"i": "1", "x": "1"}, 1.0), ({"i": "1", "x": "2"}, 1.0)]
+    up.labels = {"x": ""}  # both series end up with the same labels
+    run(g.iteration(T0 + 80 * S))
+    assert up.health == "err" and "same labelset" in up.last_error and sent == []
+
+
 def test_reload_stale_marks_series_of_a_removed_rule_and_keeps_the_rest():
     sink = Sink()
     m, reg, _ = _manager(FakeQuery([({"job": "a"}, 1.0)]), sink)
@@ -431,6 +480,39 @@ def test_query_client_without_servers():
 
     run(go())
     assert not math.isnan(0.0)
+
+
+def test_query_client_names_the_error_of_a_server_that_answered():
+    """When every endpoint fails and one of them answered with an error (the querier's
+    ``execution`` error naming a failed store), that answer is the error, not Thanos' "no query
+    API server reachable"; an endpoint that is not there still gives Thanos' text."""
+    from aiohttp import web
+
+    async def handler(request):
+        return web.json_response({"status": "error", "errorType": "execution", "error":
+                                  "expanding series: receive series from Addr: 127.0.0.1:7 ...: Unavailable"},
+                                 status=422)
+
+    async def go():
+        app = web.Application()
+        app.router.add_route("*", "/api/v1/query", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        qc = QueryClient(["127.0.0.1:1", f"127.0.0.1:{port}"])
+        try:
+            with pytest.raises(QueryError) as e:
+                await qc.query("up", T0)
+        finally:
+            await qc.close()
+            await runner.cleanup()
+        return str(e.value)
+
+    assert run(go()).startswith("query API server http://127.0.0.1:")
+    assert run(go()).endswith(" answered 422 execution: expanding series: receive series from "
+                              "Addr: 127.0.0.1:7 ...: Unavailable")
 
 
 @pytest.mark.parametrize("method", ["POST", "GET"])

@@ -124,6 +124,9 @@ class AlertingRule:
         self.last_error = ""
         self.evaluation_time_s = 0.0
         self.last_evaluation = 0.0  # unix seconds of the last evaluation's start, 0: never
+        self.last_ok_ts = 0  # the slot (ns) of the last evaluation that succeeded, 0: none yet
+        self.query_failed = False  # the last evaluation failed in its query (not in its results)
+        self.bridging = False  # its last known alerts are being sent while its query fails (group.py)
 
     kind = "alert"
 
@@ -135,7 +138,9 @@ class AlertingRule:
         """One evaluation at ``ts`` (ns); returns ``ALERTS``/``ALERTS_FOR_STATE`` samples (once
         restored). Raises on a query error, a duplicate label set or an exceeded ``limit``."""
         qt_ms = (ts - query_offset_ns) // 10**6
+        self.query_failed = True
         res = await query(self.expr, ts - query_offset_ns)
+        self.query_failed = False
         ts_ms = ts // 10**6
         # labels/annotations of every sample; templates expanded off the event loop
         texts = [("L", k, v) for k, v in self.labels.items()] + [("A", k, v) for k, v in self.annotations.items()]
@@ -241,3 +246,4 @@ class AlertingRule:
 
     def copy_state_from(self, other: "AlertingRule") -> None:
         self.active.update(other.active)
+        self.last_ok_ts = max(self.last_ok_ts, other.last_ok_ts)

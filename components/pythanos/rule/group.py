@@ -12,6 +12,14 @@ timestamp; so do the series of a group that was removed or changed on reload.
 
 The ``for`` state of alerts is restored after the second evaluation of a freshly loaded group
 (``restore_for_state``), from ``ALERTS_FOR_STATE`` read through a callback.
+
+A rule whose evaluation fails is ``err`` with the error as ``lastError``, counted in
+``prometheus_rule_evaluation_failures_total{rule_group}``, and writes nothing; an alerting rule
+keeps its alerts as they were. Where we differ from Prometheus (and so from Thanos): when the
+query failed, or an evaluation runs past its interval, the rule's last known alerts are still
+sent every ``--resend-delay``, for up to ``--for-outage-tolerance`` after its last good
+evaluation (``_bridge``); Prometheus sends none, so a query outage longer than
+4 x max(interval, resend delay) resolves them at the Alertmanager.
 """
 from __future__ import annotations
 
@@ -24,7 +32,7 @@ from typing import Awaitable, Callable, Optional, Sequence, Union
 import xxhash
 
 from ..promql import STALE_NAN
-from .alerting import FIRING, STATE_NAMES, AlertingRule, LabelKey, OutSample
+from .alerting import FIRING, PENDING, STATE_NAMES, AlertingRule, LabelKey, OutSample
 from .recording import RecordingRule
 from .state import GroupState, RuleState
 
@@ -273,7 +281,7 @@ class Group:
         m.iterations_scheduled.labels(self.key, s).inc()
         start = self.opts.clock_ns()
         t0 = time.perf_counter()
-        await self.eval(ts)
+        await self._eval_keeping_alerts(ts)
         took = time.perf_counter() - t0
         m.iteration_duration.labels(s).observe(took)
         m.iteration_duration_hist.labels(s).observe(took)
@@ -283,6 +291,25 @@ class Group:
         self.evaluation_time_s = took
         self.last_evaluation = start / 1e9
         self.last_eval_ts = ts
+
+    async def _eval_keeping_alerts(self, ts: int) -> None:
+        """:meth:`eval`; while it runs past an interval (a query that hangs: a querier that
+        accepts connections and does not answer), the rules' last known alerts are sent as when
+        their query fails (:meth:`_bridge`). Prometheus sends nothing until the evaluation ends."""
+        task = asyncio.ensure_future(self.eval(ts))
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.interval_ns / 1e9)
+                if done:
+                    break
+                now = self.opts.clock_ns()
+                for rule in self.rules:
+                    if isinstance(rule, AlertingRule):
+                        self._bridge(rule, now)
+        except BaseException:
+            task.cancel()
+            raise
+        task.result()
 
     async def eval(self, ts: int) -> None:
         """Evaluate every rule in order at slot ``ts`` (ns); a failing rule never stops the others."""
@@ -305,16 +332,14 @@ class Group:
                     m.eval_failures.labels(self.key, s).inc()
                     log.warning("Evaluating rule failed", extra={"group": self.name, "file": self.file,
                                                                  "rule": rule.name, "index": i, "err": rule.last_error})
+                    if isinstance(rule, AlertingRule) and rule.query_failed:
+                        self._bridge(rule, ts)
                     continue
                 rule.health, rule.last_error = "ok", ""
                 samples_total += len(vec)
                 if isinstance(rule, AlertingRule):
-                    due = rule.alerts_to_send(ts, self.opts.resend_delay_ns, self.interval_ns)
-                    if due:
-                        try:
-                            self.opts.notify(rule, due, ts)
-                        except Exception as e:  # noqa: BLE001 - an unreachable Alertmanager never stops evaluation
-                            log.warning("sending alerts failed", extra={"group": self.name, "err": str(e)})
+                    rule.last_ok_ts, rule.bridging = ts, False
+                    self._send(rule, ts)
                 returned = {k: None for k, _, _ in vec}
                 out = list(vec)
                 for k in self.series_prev[i]:
@@ -338,6 +363,37 @@ class Group:
                 rule.last_evaluation = started / 1e9
         m.group_samples.labels(self.key, s).set(samples_total)
         await self.cleanup_stale_series(ts)
+
+    def _send(self, rule: AlertingRule, ts: int) -> None:
+        """Prometheus' ``sendAlerts``: the rule's alerts due at ``ts`` to the notifier."""
+        due = rule.alerts_to_send(ts, self.opts.resend_delay_ns, self.interval_ns)
+        if due:
+            try:
+                self.opts.notify(rule, due, ts)
+            except Exception as e:  # noqa: BLE001 - an unreachable Alertmanager never stops evaluation
+                log.warning("sending alerts failed", extra={"group": self.name, "err": str(e)})
+
+    def _bridge(self, rule: AlertingRule, ts: int) -> None:
+        """The rule's query failed (or hangs): its alerts keep their state (as in Prometheus) and, unlike
+        Prometheus, the last known ones are still sent while the failures have lasted no longer
+        than ``--for-outage-tolerance`` since the last good evaluation. Prometheus sends nothing,
+        so every alert of a rule whose query fails resolves at the Alertmanager once its
+        ``endsAt`` (4 x max(interval, resend delay)) passes, and fires again when the query
+        works: a querier outage reads as 'all resolved', then 'all firing'."""
+        if not rule.last_ok_ts:
+            return
+        if ts - rule.last_ok_ts > self.opts.outage_tolerance_ns:
+            if rule.bridging:
+                rule.bridging = False
+                log.warning("Rule's queries have failed for longer than --for-outage-tolerance; its last known "
+                            "alerts are no longer sent", extra={"group": self.name, "rule": rule.name,
+                                                                 "since": rule.last_ok_ts // 10**9})
+            return
+        if not rule.bridging and any(a.state != PENDING for a in rule.active.values()):
+            rule.bridging = True
+            log.warning("Rule's query failed or hangs; its last known alerts are sent until it works again or "
+                        "--for-outage-tolerance has passed", extra={"group": self.name, "rule": rule.name})
+        self._send(rule, ts)
 
     async def cleanup_stale_series(self, ts: int) -> None:
         """Stale markers for series of rules that are gone (reload); kept until written."""

@@ -5,7 +5,10 @@ endpoints are tried in a fresh random order per query and the first answer wins;
 asks for ``dedup=true`` and ``partial_response`` from the group's strategy (``WARN`` -> true,
 ``ABORT`` -> false). Non-PromQL warnings under either strategy are counted in
 ``thanos_rule_evaluation_with_warnings_total{strategy}`` and logged; when no endpoint answers,
-the error is Thanos' ``no query API server reachable``.
+the error is Thanos' ``no query API server reachable``. Unlike Thanos, when one answered with an
+error (a store down under ``partial_response_strategy: abort``), the evaluation's error is that
+answer (``query API server <url> answered 422 execution: ...``, naming the store), not Thanos'
+text, which would send whoever reads the rule's ``lastError`` to look for a querier outage.
 
 ``dns+``/``dnssrv+`` addresses are resolved with :mod:`pythanos.dnsresolve` every
 ``resolve_interval_s`` (a failed lookup keeps the last answer), when a query needs them (Thanos
@@ -54,7 +57,23 @@ class RangeSeries:
 
 
 class QueryError(Exception):
-    """A query that no endpoint answered; ``str()`` is Thanos' text."""
+    """A failed query; ``str()`` is Thanos' text. ``answer``: what a server that answered with an
+    error said, shortly (its status, error type and error)."""
+
+    def __init__(self, text: str, answer: str = "") -> None:
+        super().__init__(text)
+        self.answer = answer or text
+
+
+def _answer(status: int, body: str) -> str:
+    """A non-2xx answer as ``<status> <errorType>: <error>`` when it is Prometheus' error JSON."""
+    try:
+        m = json.loads(body)
+        if isinstance(m, dict) and isinstance(m.get("error"), str):
+            return f"{status} {m.get('errorType') or 'error'}: {m['error']}"
+    except ValueError:
+        pass
+    return f"{status}: {body[:1000]}"
 
 
 def format_rfc3339nano(t_ns: int) -> str:
@@ -180,7 +199,9 @@ class QueryClient(SessionClient):
         async with req as resp:
             raw = await resp.read()
             if resp.status // 100 != 2:
-                raise QueryError(f"expected 2xx response, got {resp.status}. Body: {raw.decode('utf-8', 'replace')}")
+                text = raw.decode('utf-8', 'replace')
+                raise QueryError(f"expected 2xx response, got {resp.status}. Body: {text}",
+                                 answer=_answer(resp.status, text))
         try:
             return json.loads(raw)
         except ValueError as e:
@@ -202,11 +223,16 @@ class QueryClient(SessionClient):
             self.loop = asyncio.get_running_loop()  # for query_blocking from template worker threads
         params = [("query", expr), ("time", format_rfc3339nano(t_ns))] + self._thanos_params(strategy)
         eps = await self.endpoints()
+        answered = ""
         for i in random.sample(range(len(eps)), len(eps)):
             try:
                 m = await self._request(eps[i], "/api/v1/query", params)
                 vec = self._vector(m)
-            except (QueryError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            except QueryError as e:
+                log.error("query failed", extra={"err": str(e), "query": expr})
+                answered = f"query API server {eps[i]} answered {e.answer}"
+                continue
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
                 log.error("query failed", extra={"err": str(e) or type(e).__name__, "query": expr})
                 continue
             warns = [w for w in (m.get("warnings") or []) if not _is_promql_annotation(w)]
@@ -215,7 +241,9 @@ class QueryClient(SessionClient):
                     self.warnings.labels(strategy=strategy.lower()).inc()
                 log.warning("query returned warnings", extra={"warnings": ", ".join(warns), "query": expr})
             return vec
-        raise QueryError(NO_SERVER)
+        # Thanos says "no query API server reachable" either way; when a server did answer, its
+        # error (a failed store under partial_response_strategy abort, say) is what went wrong
+        raise QueryError(answered or NO_SERVER)
 
     @staticmethod
     def _vector(m: dict) -> list[Sample]:
