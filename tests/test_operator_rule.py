@@ -248,6 +248,30 @@ def test_rule_files_that_do_not_load_are_left_out_and_named(tc):
     assert rulefiles.build(t_exp, [exp], []).problems == ()
 
 
+def test_a_change_rechecks_the_changed_file_only(tc):
+    """The operator's checker remembers verdicts by content: after one file changes, a new build runs the
+    loader on that file alone (it parses every expression, so a large rule set is not re-parsed each time)."""
+    seen: list[str] = []
+
+    def counting(content: str, source: str, experimental: bool):
+        seen.append(source)
+        return rulefiles.load_check(content, source, experimental)
+
+    check = rulefiles.CachedCheck(counting)
+    t = with_ruler(tc)
+    first = rulefiles.build(t, CMS, PRS, check=check)
+    assert sorted(seen) == ["ConfigMap base-rules, key a.yaml", "ConfigMap team-rules, key b.yml",
+                            "PrometheusRule node-rules"]
+    edited = copy.deepcopy(CMS)
+    edited[1]["data"]["b.yml"] = BAD
+    seen.clear()
+    second = rulefiles.build(t, edited, PRS, check=check)
+    assert seen == ["ConfigMap team-rules, key b.yml"]
+    assert [p.source for p in second.problems] == ["ConfigMap team-rules, key b.yml"] and not first.problems
+    seen.clear()
+    assert rulefiles.build(t, edited, PRS, check=check) == second and seen == []
+
+
 def test_rule_file_names_and_sizes_a_config_map_cannot_hold(tc):
     """A file name that is no valid ConfigMap key (too long) and a file larger than a shard are left out and
     named; so is a second file of one name."""

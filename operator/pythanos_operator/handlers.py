@@ -79,6 +79,7 @@ TC_CHILD_KINDS = ("Deployment", "StatefulSet", "PodDisruptionBudget", "Service",
 WORKLOAD_KINDS = ("StatefulSet", "Deployment")
 RECEIVE_PODS = {**MANAGED, "app.kubernetes.io/name": render.RECEIVE_NAME}
 PR_GROUP, PR_VERSION, PR_PLURAL = "monitoring.coreos.com", "v1", "prometheusrules"   # prometheus-operator's
+RULE_CHECK = rulefiles.CachedCheck()   # one for the process: the verdicts on rule files seen before
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -362,7 +363,7 @@ class Ctx:
         prs = [self.kube.get("PrometheusRule", ns, name_of(p))
                for p in rulefiles.selected_prometheus_rules(tc, self.prometheus_rules(ns))]
         cms, prs = [c for c in cms if c], [p for p in prs if p]
-        built = rulefiles.build(tc, cms, prs)
+        built = rulefiles.build(tc, cms, prs, check=RULE_CHECK)
         digest = rulefiles.sources_digest(tc, [rulefiles.slim_config_map(c) for c in cms],
                                           [rulefiles.slim_prometheus_rule(p) for p in prs])
         self.rule_builds[(ns, name)] = (digest, built)
