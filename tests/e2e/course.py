@@ -183,15 +183,16 @@ FAST_LOOPS = [
 ]
 
 
-def write_examples_overlay(d: Path, namespace: str) -> Path:
-    """``manifests/examples`` with its objstore Secret pointed at the S3 pod of ``namespace``."""
+def write_examples_overlay(d: Path, namespace: str, examples: str = "examples") -> Path:
+    """``manifests/<examples>`` (``examples``, or ``examples-rule`` which adds rulers to them) with its
+    objstore Secret pointed at the S3 pod of ``namespace``."""
     d.mkdir(parents=True, exist_ok=True)
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "thanos-objstore"},
               "stringData": {"objstore.yml": objstore_yaml(namespace)}}
     (d / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
         "sortOptions": {"order": "fifo"},   # the examples' own order: the ThanosCluster before its members
-        "resources": [os.path.relpath(ROOT / "manifests" / "examples", d)],
+        "resources": [os.path.relpath(ROOT / "manifests" / examples, d)],
         "patches": [{"patch": yaml.safe_dump(secret)},
                     {"target": {"group": "pythanos.io", "kind": "ThanosCluster", "name": "demo"},
                      "patch": yaml.safe_dump(FAST_LOOPS)}],
