@@ -419,8 +419,10 @@ def test_one_store_down_abort_group_fails_warn_group_alerts(tmp_path, prometheus
     What the real thanos rule does differently: its ``lastError`` is ``no query API server
     reachable`` (it drops the querier's answer), ours is that answer, naming store B; and the
     abort group's firing alert resolves at the Alertmanager once its ``endsAt`` passes, while ours
-    keeps sending it (see the module doc). Without ``--endpoint-strict`` neither ruler sees a
-    failure: the querier drops the unhealthy endpoint and the abort group evaluates over A alone.
+    keeps sending it (see the module doc). B is strict because a plain endpoint that fails its
+    health check (every 5 s) is dropped from the querier's endpoint set, as Thanos' querier drops
+    it: from then on the abort group evaluates over A alone and fails nothing (partial data, said
+    nowhere), so when the failure shows would depend on that check.
     """
     hook = Webhook()
     started: list[Process] = []
