@@ -284,11 +284,16 @@ def test_recorded_series_served_over_storeapi_to_a_real_querier(stack):
                                                        "cluster": "c1"}
     assert got["r0"]["value"][1] == got["thanos"]["value"][1] == "1"
     # ALERTS and ALERTS_FOR_STATE are stored too, with the same labels as Thanos stores them
+    # (from the evaluation after the for-state restore on: the second, which may not have run yet)
     for name in ("ALERTS", "ALERTS_FOR_STATE"):
-        _, body = get_json(q.url + "/api/v1/query?" + urllib.parse.urlencode({"query": name}))
-        series = {}
-        for s in body["data"]["result"]:
-            series.setdefault(s["metric"].pop("ruler"), []).append(s["metric"])
+        def by_ruler(name=name):
+            _, body = get_json(q.url + "/api/v1/query?" + urllib.parse.urlencode({"query": name}))
+            series = {}
+            for s in body["data"]["result"]:
+                series.setdefault(s["metric"].pop("ruler"), []).append(s["metric"])
+            return series if {"r0", "thanos"} <= set(series) else None
+
+        series = wait_for(by_ruler, f"{name} from both rulers", procs=(stack["ours"], q))
         key = lambda m: json.dumps(m, sort_keys=True)  # noqa: E731
         assert sorted(series["r0"], key=key) == sorted(series["thanos"], key=key), name
     # the querier sees our ruler as a rule component offering the Rules API, as the real one
