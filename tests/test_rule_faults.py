@@ -5,14 +5,16 @@ sidecar and our querier, a real Alertmanager 0.25 notifying a webhook in this te
 * The querier goes away and comes back: evaluations fail and are counted per group, the rules
   show ``err`` and Thanos' ``lastError``, the alerts keep their state, and nothing is re-fired
   when it returns.
+* The querier hangs (SIGSTOP), then answers: evaluations overrun, the missed slots are counted.
 * One store of two is down (Thanos #6223): a group under ``partial_response_strategy: abort``
   fails, naming the store; a ``warn`` group keeps alerting, and a meta-alert on the failures
   (the ruler's own /metrics scraped by Prometheus) reaches the Alertmanager.
 
-Where our ruler does better than Prometheus' rules engine (which Thanos runs): a failed
-evaluation of an alerting rule still re-sends its last known alerts (every ``--resend-delay``,
-for up to ``--for-outage-tolerance`` since its last good evaluation), so a query outage does not
-make the Alertmanager resolve every alert and fire it again afterwards.
+Where our ruler does better than Prometheus' rules engine (which Thanos runs): an alerting rule
+whose query fails, or hangs past the group's interval, still re-sends its last known alerts
+(every ``--resend-delay``, for up to ``--for-outage-tolerance`` since its last good evaluation),
+so a query outage does not make the Alertmanager resolve every alert and fire it again
+afterwards; and its ``lastError`` is the querier's answer when there was one.
 """
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ import json
 import os
 import signal
 import threading
-import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
