@@ -468,6 +468,19 @@ def test_formats():
     assert generator_url("", "/graph?g0.expr={{.Expr}}&g0.tab=1", "a b/c") == "/graph?g0.expr=a+b%2Fc&g0.tab=1"
 
 
+async def _query_api(handler):
+    """A query API (``/api/v1/query`` answered by ``handler``) on a free port: (runner, port)."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_route("*", "/api/v1/query", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
 def test_query_client_without_servers():
     qc = QueryClient(["127.0.0.1:1"])
 
@@ -494,13 +507,7 @@ def test_query_client_names_the_error_of_a_server_that_answered():
                                  status=422)
 
     async def go():
-        app = web.Application()
-        app.router.add_route("*", "/api/v1/query", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        runner, port = await _query_api(handler)
         qc = QueryClient(["127.0.0.1:1", f"127.0.0.1:{port}"])
         try:
             with pytest.raises(QueryError) as e:
@@ -532,13 +539,7 @@ def test_query_client_request_and_warnings(method):
                 {"metric": {"__name__": "up", "job": "a"}, "value": [1700000000.5, "NaN"]}]}})
 
     async def go():
-        app = web.Application()
-        app.router.add_route("*", "/api/v1/query", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        runner, port = await _query_api(handler)
         reg = CollectorRegistry()
         qc = QueryClient([f"127.0.0.1:{port}", f"127.0.0.1:{port}"], http_method=method, registry=reg)
         try:
@@ -571,13 +572,7 @@ def test_query_client_dns_metrics():
         return web.json_response({"status": "success", "data": {"resultType": "vector", "result": []}})
 
     async def go():
-        app = web.Application()
-        app.router.add_route("*", "/api/v1/query", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        runner, port = await _query_api(handler)
         reg = CollectorRegistry()
         addrs = [f"dns+127.0.0.1:{port}", "dns+no-such-host.invalid:9090", f"127.0.0.1:{port}"]
         qc = QueryClient(addrs, registry=reg, resolve_interval_s=3600)
