@@ -30,7 +30,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from peers import REGISTRY, Process, http_get, start_on_free_ports
-from test_rule import get_json, restart, rules, start_ruler, wait_for
+from test_rule import get_json, normalize_rules as normalize, restart, rules, start_ruler, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -173,19 +173,6 @@ def at_am(am: Process, ruler: str) -> dict[str, dict]:
     """The active alerts the Alertmanager holds from ``ruler``, by name."""
     _, got = get_json(am.url + "/api/v2/alerts")
     return {a["labels"]["alertname"]: a for a in got if a["labels"].get("ruler") == ruler}
-
-
-def normalize(body: dict) -> dict:
-    """``/api/v1/rules`` without what differs between two rulers: times, the ruler label."""
-    body = json.loads(json.dumps(body))
-    for g in body["data"]["groups"]:
-        g["lastEvaluation"] = g["evaluationTime"] = "-"
-        for r in g["rules"]:
-            r["lastEvaluation"] = r["evaluationTime"] = "-"
-            r["labels"].pop("ruler", None)
-            for a in r.get("alerts", ()):
-                a["activeAt"] = "-"
-    return body
 
 
 # ---------------------------------------------------------------------------------------------- tests
