@@ -200,7 +200,7 @@ build_alertgen() {
   local commit=${RW_COMPLIANCE_VERSION##*-} out="$BIN/alert-generator-compliance-tester-${RW_COMPLIANCE_VERSION##*-}" t0
   [[ -x "$out" ]] && { log "alert-generator-compliance-tester $commit cached"; return 0; }
   t0=$(date +%s)
-  local src="$PEERS_DIR/src/alert-generator-compliance-$commit" repo="${PYTHANOS_COMPLIANCE_REPO:-/work/.mirror/prometheus+compliance/repo}"
+  local src="$PEERS_DIR/src/alert-generator-compliance-$commit" repo="${PYTHANOS_COMPLIANCE_REPO:-}"
   rm -rf "$src"; mkdir -p "$src"
   if [[ -d "$repo" ]] && git -C "$repo" archive "$commit" alert_generator | tar -x -C "$src"; then :
   elif git clone -q --filter=blob:none https://github.com/prometheus/compliance "$src/clone" 2>/dev/null &&

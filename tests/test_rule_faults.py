@@ -197,6 +197,23 @@ groups:
 """
 
 
+def start_outage_stack(tmp_path, started: list, prometheus3_bin: str, pythanos_bin: str, alertmanager_bin: str,
+                       hook: "Webhook") -> tuple[Process, Process, Path]:
+    """Prometheus + our sidecar + our querier, an Alertmanager notifying ``hook`` and OUTAGE_RULES
+    written out: (querier, Alertmanager, rule file). Each process joins ``started`` as it starts."""
+    prom = start_prometheus(prometheus3_bin, tmp_path, "prometheus", "c1")
+    started.append(prom)
+    sidecar = start_sidecar(pythanos_bin, prom, tmp_path, "sidecar")
+    started.append(sidecar)
+    query = start_querier(pythanos_bin, tmp_path / "query", [sidecar.extra["grpc"]])
+    started.append(query)
+    am = start_alertmanager(alertmanager_bin, tmp_path, hook)
+    started.append(am)
+    rule_file = tmp_path / "rules.yaml"
+    rule_file.write_text(OUTAGE_RULES)
+    return query, am, rule_file
+
+
 def test_querier_down_then_back(tmp_path, prometheus3_bin, pythanos_bin, thanos_bin, alertmanager_bin):
     """The querier stops, then starts again on the same port.
 
@@ -214,16 +231,8 @@ def test_querier_down_then_back(tmp_path, prometheus3_bin, pythanos_bin, thanos_
     hook = Webhook()
     started: list[Process] = []
     try:
-        prom = start_prometheus(prometheus3_bin, tmp_path, "prometheus", "c1")
-        started.append(prom)
-        sidecar = start_sidecar(pythanos_bin, prom, tmp_path, "sidecar")
-        started.append(sidecar)
-        query = start_querier(pythanos_bin, tmp_path / "query", [sidecar.extra["grpc"]])
-        started.append(query)
-        am = start_alertmanager(alertmanager_bin, tmp_path, hook)
-        started.append(am)
-        rule_file = tmp_path / "rules.yaml"
-        rule_file.write_text(OUTAGE_RULES)
+        query, am, rule_file = start_outage_stack(tmp_path, started, prometheus3_bin, pythanos_bin,
+                                                  alertmanager_bin, hook)
         rulers = {}
         for name, binary, extra in (("ours", pythanos_bin, ()), ("thanos", thanos_bin, ()),
                                     ("short", pythanos_bin, ("--for-outage-tolerance=2s",))):
@@ -321,16 +330,8 @@ def test_querier_hangs_then_answers(tmp_path, prometheus3_bin, pythanos_bin, tha
     started: list[Process] = []
     query = None
     try:
-        prom = start_prometheus(prometheus3_bin, tmp_path, "prometheus", "c1")
-        started.append(prom)
-        sidecar = start_sidecar(pythanos_bin, prom, tmp_path, "sidecar")
-        started.append(sidecar)
-        query = start_querier(pythanos_bin, tmp_path / "query", [sidecar.extra["grpc"]])
-        started.append(query)
-        am = start_alertmanager(alertmanager_bin, tmp_path, hook)
-        started.append(am)
-        rule_file = tmp_path / "rules.yaml"
-        rule_file.write_text(OUTAGE_RULES)
+        query, am, rule_file = start_outage_stack(tmp_path, started, prometheus3_bin, pythanos_bin,
+                                                  alertmanager_bin, hook)
         rulers = {name: start_ruler(binary, tmp_path / name, rule_file, query.url, label=f'ruler="{name}"',
                                     am=am.url, thanos=name == "thanos")
                   for name, binary in (("ours", pythanos_bin), ("thanos", thanos_bin))}
