@@ -264,6 +264,20 @@ def _lock(kind: str, ns: str, name: str) -> threading.RLock:
         return _locks.setdefault((kind, ns, name), threading.RLock())
 
 
+
+def _by_name(objs: Iterable[Mapping[str, Any]], overrides: Mapping[tuple[str, str], Any],
+             namespace: str) -> list[dict[str, Any]]:
+    """``objs`` by name (a later one wins), then the namespace's ``overrides`` (the object of the event being
+    handled as it is now; None: deleted); sorted by name."""
+    out = {(v.get("metadata") or {}).get("name"): v for v in objs}
+    for (ns, name), v in overrides.items():
+        if ns == namespace:
+            if v is None:
+                out.pop(name, None)
+            else:
+                out[name] = v
+    return [out[k] for k in sorted(out)]
+
 @dataclass
 class Ctx:
     kube: Kube
@@ -319,32 +333,13 @@ class Ctx:
 
     def config_maps(self, namespace: str) -> list[dict[str, Any]]:
         """The namespace's ConfigMaps (slim): kopf's index, with the one of the event being handled as it is now."""
-        cms = {}
-        for v in (self.cm_index or {}).get(namespace) or ():
-            cms[(v.get("metadata") or {}).get("name")] = v
-        for (ns, name), v in self.cm_overrides.items():
-            if ns != namespace:
-                continue
-            if v is None:
-                cms.pop(name, None)
-            else:
-                cms[name] = v
-        return [cms[k] for k in sorted(cms)]
+        return _by_name((self.cm_index or {}).get(namespace) or (), self.cm_overrides, namespace)
 
     def prometheus_rules(self, namespace: str) -> list[dict[str, Any]]:
         """The namespace's PrometheusRules (slim): kopf's index (or what the resync thread read when kopf does
         not watch them), with the one of the event being handled as it is now."""
-        prs = {(v.get("metadata") or {}).get("name"): v for v in self.polled_rules.get(namespace) or ()}
-        for v in (self.pr_index or {}).get(namespace) or ():
-            prs[(v.get("metadata") or {}).get("name")] = v
-        for (ns, name), v in self.pr_overrides.items():
-            if ns != namespace:
-                continue
-            if v is None:
-                prs.pop(name, None)
-            else:
-                prs[name] = v
-        return [prs[k] for k in sorted(prs)]
+        return _by_name([*(self.polled_rules.get(namespace) or ()), *((self.pr_index or {}).get(namespace) or ())],
+                        self.pr_overrides, namespace)
 
     def rule_sources_digest(self, tc: Mapping[str, Any]) -> str:
         ns = namespace_of(tc)
