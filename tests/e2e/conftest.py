@@ -111,6 +111,18 @@ def e2e_cluster(request) -> E2ECluster:
                        "s3": images.S3_IMAGE, "prometheus": images.PROMETHEUS_IMAGE}, local=cluster)
 
 
+@pytest.fixture(scope="module")
+def install(e2e_cluster, tmp_path_factory):
+    """The operator installed with ``kubectl apply -k`` for one module, uninstalled after it (a module may
+    define its own: test_operator.py times it)."""
+    from course import Install
+
+    inst = Install(e2e_cluster, "kustomize", tmp_path_factory.mktemp("kustomize"))
+    inst.install()
+    yield inst
+    inst.uninstall()
+
+
 @pytest.fixture(autouse=True)
 def _timed(request) -> Iterator[None]:
     """Each test's duration into its module's ``TIMINGS`` dict, where it has one (printed at teardown)."""

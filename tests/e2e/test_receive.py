@@ -32,7 +32,7 @@ from typing import Callable
 
 import pytest
 
-from course import Course, Install, condition, until, vector
+from course import Course, condition, until, vector
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -71,14 +71,6 @@ spec:
   - job_name: prometheus
     static_configs: [{{targets: ["127.0.0.1:9090"]}}]
 """
-
-
-@pytest.fixture(scope="module")
-def install(e2e_cluster, tmp_path_factory):
-    inst = Install(e2e_cluster, "kustomize", tmp_path_factory.mktemp("kustomize"))
-    inst.install()
-    yield inst
-    inst.uninstall()
 
 
 @pytest.fixture(scope="module")

@@ -23,22 +23,13 @@ import uuid
 import pytest
 import yaml
 
-from course import (COMPACT_CLAIM, EXAMPLES, QUERY_SVC, Course, Install, condition, until, vector,
-                    write_examples_overlay)
+from course import COMPACT_CLAIM, EXAMPLES, QUERY_SVC, Course, condition, until, vector, write_examples_overlay
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 RULE = "thanos-rule-demo"
 RULE_CM = "rules-demo"
 TIMINGS: dict[str, float] = {}
-
-
-@pytest.fixture(scope="module")
-def install(e2e_cluster, tmp_path_factory):
-    inst = Install(e2e_cluster, "kustomize", tmp_path_factory.mktemp("kustomize"))
-    inst.install()
-    yield inst
-    inst.uninstall()
 
 
 @pytest.fixture(scope="module")
