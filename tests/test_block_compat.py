@@ -46,11 +46,14 @@ def read_all(dirs) -> tuple[dict, dict]:
     """(merged samples over all blocks, {block dir: samples of that block})."""
     merged: dict = {}
     per: dict = {}
+    by_time = []
     for d in dirs:
         with BlockReader.open_dir(d) as r:
-            bs = {l: (t, v) for l, t, v in r.series()}
-        per[d] = bs
-        for l, (t, v) in bs.items():
+            per[d] = {l: (t, v) for l, t, v in r.series()}
+            by_time.append((r.meta.min_time, d))
+    # ULIDs made in the same millisecond sort by their random part, so name order is not time order.
+    for _, d in sorted(by_time):
+        for l, (t, v) in per[d].items():
             pt, pv = merged.get(l, (np.empty(0, np.int64), np.empty(0)))
             merged[l] = (np.concatenate([pt, t]), np.concatenate([pv, v]))
     return merged, per

@@ -36,6 +36,8 @@ from pythanos.tsdb.head import (AT_COMMIT, BAD_REF, DUP_OK, DUPLICATE, OK, OOO_O
                                 TOO_OLD, Head, blob_from_labels, blobs_from_labels, labels_from_blob, status_error)
 from pythanos.tsdb.labels import Matcher
 
+from blockdirs import blocks_by_time
+
 H2 = 2 * 3600 * 1000
 T0 = 1_700_000_000_000
 STALE_NAN_BITS = 0x7FF0000000000002
@@ -614,17 +616,10 @@ def test_head_chunks_equal_a_real_prometheus_head(tmp_path, prometheus3_bin, pro
     ulids = h.compact(ours)
     assert len(ulids) == 2
 
-    def blocks(d):
-        out = []
-        for p in sorted(d.iterdir()):
-            if (p / "meta.json").exists() and not p.name.endswith(".tmp-for-creation"):
-                out.append(p)
-        return out
-
     deadline = time.monotonic() + 120
-    while len(blocks(data_dir)) < 2 and time.monotonic() < deadline:
+    while len(blocks_by_time(data_dir)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
-    theirs = blocks(data_dir)
+    theirs = blocks_by_time(data_dir)
     assert len(theirs) == 2, "Prometheus did not compact its head"
 
     def chunks_of(d):
@@ -634,7 +629,7 @@ def test_head_chunks_equal_a_real_prometheus_head(tmp_path, prometheus3_bin, pro
                 lbls: [(a, b, e, bytes(c)) for a, b, e, c in chunks] for lbls, _iv, chunks in br.series_chunks()}
 
     sizes, counts = [], []
-    for mine, prom_block in zip(blocks(ours), theirs):
+    for mine, prom_block in zip(blocks_by_time(ours), theirs):
         m_meta, m_chunks = chunks_of(mine)
         p_meta, p_chunks = chunks_of(prom_block)
         assert m_meta == p_meta

@@ -24,6 +24,8 @@ from pythanos.tsdb.block import BlockReader
 from pythanos.tsdb.head import (AT_COMMIT, DUP_OK, DUPLICATE, INVALID, OK, OUT_OF_ORDER, Head)
 from pythanos.tsdb.histchunk import decode_histogram_chunk, histogram_columns
 
+from blockdirs import blocks_by_time
+
 H2 = 2 * 3600 * 1000
 T0 = 1_700_000_000_000
 STALE_NAN = np.array([0x7FF0000000000002], dtype=np.uint64).view(np.float64)[0]
@@ -134,10 +136,6 @@ def gen_series(rng, kind: str, ts: np.ndarray) -> list:
 KINDS = ["int", "float", "reset", "gauge", "custom", "custom_float", "gauge_int", "hires", "hires_float"]
 
 
-def _blocks(d):
-    return [p for p in sorted(d.iterdir()) if (p / "meta.json").exists()]
-
-
 def _chunks_of(d):
     with BlockReader.open_dir(d) as br:
         meta = br.meta
@@ -233,12 +231,12 @@ def test_histogram_chunks_equal_a_real_prometheus_head(tmp_path, prometheus3_bin
     assert len(ulids) == 2
 
     deadline = time.monotonic() + 120
-    while len(_blocks(data_dir)) < 2 and time.monotonic() < deadline:
+    while len(blocks_by_time(data_dir)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
-    theirs = _blocks(data_dir)
+    theirs = blocks_by_time(data_dir)
     assert len(theirs) == 2, "Prometheus did not compact its head"
     headers, encs, recoded = set(), set(), 0
-    for mine, prom_block in zip(_blocks(ours), theirs):
+    for mine, prom_block in zip(blocks_by_time(ours), theirs):
         m_meta, m_chunks = _chunks_of(mine)
         p_meta, p_chunks = _chunks_of(prom_block)
         assert m_meta == p_meta
@@ -294,7 +292,7 @@ def test_blocks_with_histograms_read_by_prometheus(tmp_path, prometheus3_bin, pr
     db = tmp_path / "db"
     db.mkdir()
     assert len(h.compact(db)) == 2
-    for blk in _blocks(db):
+    for blk in blocks_by_time(db):
         r = subprocess.run([promtool_bin, "tsdb", "analyze", "--extended", str(db), blk.name], capture_output=True,
                            text=True, timeout=120)
         assert r.returncode == 0 and "Series: 9" in r.stdout, r.stderr
