@@ -510,7 +510,12 @@ def test_stateless_ruler_remote_writes_as_thanos(stack, pythanos_bin, thanos_bin
             key = lambda m: json.dumps(m, sort_keys=True)  # noqa: E731
             assert sorted(got["ours"], key=key) == sorted(got["thanos"], key=key), q
             assert all(m["cluster"] == "c1" for m in got["ours"])
-        assert not os.path.exists(tmp_path / "ours" / "data" / "wal")
+        # as thanos rule's agent DB: a WAL and a lock in --data-dir, no blocks, no head chunks
+        # (thanos rule also keeps its copy of the rule files in .tmp-rules)
+        for name in ("ours", "thanos"):
+            data = tmp_path / name / "data"
+            assert (data / "wal").is_dir() and (data / "lock").exists(), name
+            assert not [p for p in data.iterdir() if p.name not in ("wal", "lock", ".tmp-rules")], name
         ours = started[1]
         assert metric(ours, "prometheus_remote_storage_samples_total") > 0
         assert rules(ours)["data"]["groups"]
@@ -630,6 +635,27 @@ def test_metric_families_as_thanos_rule(stack):
     assert {n: t for n, t in theirs.items() if n in ours} == {n: ours[n] for n in theirs if n in ours}
 
 
+def test_status_endpoints_as_thanos_rule(stack):
+    """/api/v1/status/{flags,runtimeinfo,buildinfo} (Thanos' BaseAPI): the same flags with the same
+    values as thanos rule prints them (defaults, durations of both kinds, repeated flags), but for
+    the ones the two were started with differently; the same fields in the other two."""
+    def data(p: Process, what: str) -> dict:
+        code, body = get_json(p.url + "/api/v1/status/" + what)
+        assert code == 200 and body["status"] == "success", body
+        return body["data"]
+
+    ours, theirs = data(stack["ours"], "flags"), data(stack["theirs"], "flags")
+    assert set(ours) == set(theirs)
+    differ = {k for k in theirs if ours[k] != theirs[k]}
+    assert differ == {"data-dir", "grpc-address", "http-address", "label"}, {k: (ours[k], theirs[k]) for k in differ}
+    assert ours["label"] == 'ruler="r0",cluster="c1"' and theirs["label"] == 'ruler="thanos",cluster="c1"'
+    assert theirs["tsdb.retention"] == ours["tsdb.retention"] == "2d"  # a model.Duration
+    assert theirs["for-grace-period"] == ours["for-grace-period"] == "10m0s"  # a time.Duration
+    for what in ("runtimeinfo", "buildinfo"):
+        o, t = data(stack["ours"], what), data(stack["theirs"], what)
+        assert {k: type(v) for k, v in o.items()} == {k: type(v) for k, v in t.items()}, what
+
+
 def test_alertmanager_down_then_up(stack, pythanos_bin, alertmanager_bin, tmp_path):
     """An Alertmanager that is not there never holds up evaluation (rules keep being evaluated,
     send errors counted); once it is up, the firing alert reaches it (resent every --resend-delay)."""
@@ -664,8 +690,9 @@ def test_alertmanager_down_then_up(stack, pythanos_bin, alertmanager_bin, tmp_pa
 
 def test_stateless_remote_write_endpoint_down_then_up(stack, pythanos_bin, prometheus3_bin, tmp_path):
     """The remote-write endpoint is not there at first: batches are retried (counted), nothing
-    fails; once a real Prometheus listens there, the recorded series arrive — the earliest
-    samples too."""
+    fails. The ruler is killed with SIGKILL and started again meanwhile; once a real Prometheus
+    listens there, the recorded series arrive, the first process's earliest samples too (they
+    waited in the WAL; Thanos' queue starts from its start time and never sends them)."""
     from ports import free_port
 
     port = free_port()
@@ -678,15 +705,24 @@ def test_stateless_remote_write_endpoint_down_then_up(stack, pythanos_bin, prome
         wait_for(lambda: (metric(r, "prometheus_remote_storage_samples_retried_total") or 0) > 0,
                  "retries counted", procs=(r,))
         first_eval = time.time()
+        wait_for(lambda: (metric(r, "prometheus_rule_group_iterations_total") or 0) >= 3,
+                 "three evaluations before the kill", procs=(r,))
+        os.killpg(r.pid, signal.SIGKILL)
+        r.proc.wait(10)
+        killed = time.time()
+        r = start_ruler(pythanos_bin, tmp_path / "r", f, stack["query"].url, rw, label='ruler="late"')
         prom = start_rw_prometheus(prometheus3_bin, tmp_path, port, "prometheus-late")
         prom.wait_http_ready("/-/ready", 90)
 
-        def earliest():  # any series the ruler wrote, with a sample from before the endpoint was up
-            q = urllib.parse.urlencode({"query": 'count({ruler="late"})', "time": f"{first_eval:.3f}"})
+        def samples_between(a: float, b: float):  # what the ruler wrote in [a, b], by timestamp
+            q = urllib.parse.urlencode({"query": f'count_over_time({{ruler="late"}}[{max(1, int(b - a))}s])',
+                                        "time": f"{b:.3f}"})
             return get_json(prom.url + "/api/v1/query?" + q)[1]["data"]["result"]
 
-        wait_for(earliest, "a sample from before the endpoint was up", procs=(r, prom))
+        wait_for(lambda: samples_between(first_eval, killed), "the killed ruler's samples", procs=(r, prom))
+        wait_for(lambda: samples_between(killed, time.time()), "the restarted ruler's samples", procs=(r, prom))
         assert metric(r, "prometheus_remote_storage_samples_failed_total") in (None, 0.0)
+        assert metric(r, "prometheus_remote_storage_samples_dropped_total") in (None, 0.0)
     finally:
         r.stop()
         if prom is not None:

@@ -42,9 +42,25 @@ def _component(argv: Sequence[str]) -> str | None:
     return first if first in COMPONENT_FLAGS else None
 
 
+def _record_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """The component's flags as ``/api/v1/status/flags`` shows them."""
+    from .web.statusapi import record_command_line
+
+    words = iter(a for a in argv if not a.startswith("-"))
+    while True:  # down to the (sub-)command named: ``tools bucket web`` has its own flags
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)  # noqa: SLF001
+        word = next(words, None) if sub is not None else None
+        if word not in (sub.choices if sub is not None else ()):
+            break
+        parser = sub.choices[word]
+    record_command_line(parser, argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(_component(argv)).parse_args(argv)
+    parser = build_parser(_component(argv))
+    args = parser.parse_args(argv)
+    _record_flags(parser, argv)
     try:
         logfmt.setup(args.log_level, args.log_format)
     except ValueError as e:

@@ -197,7 +197,9 @@ def flag_type(parse: Callable[[str, str], T], flag: str) -> Callable[[str], T]:
 
 
 def duration(flag: str) -> Callable[[str], float]:
-    return flag_type(parse_duration, flag)
+    conv = flag_type(parse_duration, flag)
+    conv.is_duration = True  # type: ignore[attr-defined]  # /api/v1/status/flags prints its default as one
+    return conv
 
 
 # ---------------------------------------------------------------------------------------------- groups

@@ -305,3 +305,23 @@ def go_json(value) -> str:
     for a, b in _GO_JSON_ESCAPES:
         out = out.replace(a, b)
     return out
+
+
+_MODEL_UNITS = (("y", 365 * 86_400_000, True), ("w", 7 * 86_400_000, True), ("d", 86_400_000, True),
+                ("h", 3_600_000, False), ("m", 60_000, False), ("s", 1000, False), ("ms", 1, False))
+
+
+def model_duration(ms: int) -> str:
+    """Prometheus' ``model.Duration.String()`` (``2d``, ``1h30m``, ``0s``): years, weeks and days
+    only when they divide the whole, then hours down to milliseconds."""
+    ms = int(ms)
+    if ms == 0:
+        return "0s"
+    out = ""
+    for unit, mult, exact in _MODEL_UNITS:
+        if exact and ms % mult:
+            continue
+        if ms // mult > 0:
+            out += f"{ms // mult}{unit}"
+            ms -= ms // mult * mult
+    return out

@@ -17,10 +17,10 @@ from typing import Awaitable, Callable, Optional, Sequence
 
 from aiohttp import web
 
-from .. import __version__
 from ..promql import Engine, PromQLError
 from ..promql.engine import Planned
 from ..promql.format import result_pieces
+from ..web.statusapi import add_status_routes
 from .params import (MAX_TIME_MS, MIN_TIME_MS, ApiError, first, now_ms, parse_bool, parse_duration, parse_limit,
                      parse_selector, parse_time)
 from .proxy import Proxy, StoreFetchError
@@ -167,7 +167,7 @@ class QueryAPI:
         if self.rules is not None:
             app.router.add_get(p + "/rules", self._wrap(self.rules_handler))
             app.router.add_get(p + "/alerts", self._wrap(self.alerts_handler))
-        app.router.add_get(p + "/status/buildinfo", self._wrap(self.buildinfo))
+        add_status_routes(app, prefix, cors=False)  # the querier sets no CORS headers yet
 
     # -- plumbing --
     def _wrap(self, fn: Callable[[web.Request, dict], Awaitable[tuple["str | list", list]]]):
@@ -512,12 +512,6 @@ class QueryAPI:
 
     async def stores(self, request: web.Request, params) -> tuple[str, list]:
         return _json(self.statuses()), []
-
-    async def buildinfo(self, request: web.Request, params) -> tuple[str, list]:
-        import platform
-
-        return _json({"version": __version__, "revision": "", "branch": "", "buildUser": "", "buildDate": "",
-                      "goVersion": f"python{platform.python_version()}"}), []
 
 
 # Prometheus 3.9.1 parser/functions.go entries with Experimental: true, and the experimental

@@ -11,24 +11,29 @@ refused by name.
 Wire (``storage/remote/client.go``): ``POST`` of a snappy block of ``prometheus.WriteRequest``,
 ``Content-Encoding: snappy``, ``Content-Type: application/x-protobuf``,
 ``X-Prometheus-Remote-Write-Version: 0.1.0``. A 5xx, 429 or connection error is retried with
-backoff (30 ms doubling to 5 s) until it succeeds; another 4xx drops the batch. Each endpoint has
-its own queue (at most ``capacity`` samples; the oldest dropped when full) and sender task, so one
-endpoint down never holds up evaluation or the others. Metrics: Prometheus'
+backoff (30 ms doubling to 5 s) until it succeeds; another 4xx drops the batch. Samples wait in a
+WAL on disk (``walqueue.py``: an outage of up to 4 h and a crash lose nothing); each endpoint has
+its own position in it and its own sender task, so one endpoint down never holds up evaluation
+or the others. Metrics: Prometheus'
 ``prometheus_remote_storage_samples_total`` / ``..._samples_failed_total`` /
 ``..._samples_retried_total`` / ``..._samples_dropped_total`` ``{remote_name, url}``.
 """
 from __future__ import annotations
 
 import asyncio
-import collections
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import aiohttp
 import yaml
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .walqueue import WALQueue
 
 __all__ = ["RemoteWriteConfig", "parse_remote_write_config", "RemoteWriter"]
 
@@ -56,6 +61,7 @@ class RemoteWriteConfig:
     bearer_token: str = ""
     bearer_token_file: str = ""
     relabel: list = field(default_factory=list)
+    key: str = ""  # the queue's name: ``name``, or a hash of the entry (as Prometheus names queues)
 
     def auth_headers(self) -> dict[str, str]:
         """Authorization for one request (files read at each send, as Prometheus' client does)."""
@@ -101,8 +107,14 @@ def parse_remote_write_config(text: str, where: str) -> list[RemoteWriteConfig]:
             raise ConfigError(f"{at}: basic_auth: want a mapping")
         relabel = parse_relabel_config(yaml.safe_dump(e.get("write_relabel_configs") or []),
                                        f"{at}: write_relabel_configs")
+        name = str(e.get("name") or "")
+        key = name or hashlib.sha256(json.dumps(e, sort_keys=True, default=str).encode()).hexdigest()[:6]
+        if name and any(o.name == name for o in out):
+            raise ConfigError(f"{at}: found multiple remote write configs with job name {name!r}")
+        if any(o.key == key for o in out):
+            raise ConfigError(f"{at}: duplicate remote write configs are not allowed, found duplicate for URL: {url}")
         out.append(RemoteWriteConfig(
-            url=url, name=str(e.get("name") or ""), timeout_s=timeout,
+            url=url, name=name, key=key, timeout_s=timeout,
             headers={str(k): str(v) for k, v in (e.get("headers") or {}).items()},
             username=str(ba.get("username") or ""), password=str(ba.get("password") or ""),
             password_file=str(ba.get("password_file") or ""), bearer_token=str(e.get("bearer_token") or ""),
@@ -147,43 +159,44 @@ class _Metrics:
 
 
 class _Endpoint:
-    def __init__(self, cfg: RemoteWriteConfig, capacity: int, metrics: _Metrics, external: dict[str, str]) -> None:
+    def __init__(self, cfg: RemoteWriteConfig, queue: "WALQueue", metrics: _Metrics,
+                 external: dict[str, str]) -> None:
         self.cfg = cfg
+        self.queue = queue
         self.external = external
-        self.capacity = capacity
-        self.queue: collections.deque = collections.deque()
         self.more = asyncio.Event()
         self.m = [c.labels(cfg.name, cfg.url) for c in (metrics.sent, metrics.failed, metrics.retried,
                                                           metrics.dropped)]
 
-    def put(self, samples: list) -> None:
+    def _labels(self, labels: tuple) -> Optional[tuple]:
+        """The series as this endpoint sends it (None: relabelled away)."""
         from ..relabel import apply
 
-        for labels, t, v in samples:
-            if self.external:  # as Prometheus' queue: external labels under the series' own, then relabelling
-                d = dict(self.external)
-                d.update(labels)
-                labels = tuple(sorted(d.items()))
-            if self.cfg.relabel:
-                got = apply(labels, self.cfg.relabel)
-                if not got:
-                    continue
-                labels = tuple(sorted(got.items()))
-            self.queue.append((labels, t, v))
-        over = len(self.queue) - self.capacity
-        if over > 0:
-            for _ in range(over):
-                self.queue.popleft()
-            self.m[3].inc(over)
-        self.more.set()
+        if self.external:  # as Prometheus' queue: external labels under the series' own, then relabelling
+            d = dict(self.external)
+            d.update(labels)
+            labels = tuple(sorted(d.items()))
+        if self.cfg.relabel:
+            got = apply(labels, self.cfg.relabel)
+            if not got:
+                return None
+            labels = tuple(sorted(got.items()))
+        return labels
 
     async def run(self, session: aiohttp.ClientSession) -> None:
+        key = self.cfg.key
         while True:
-            await self.more.wait()
             self.more.clear()
-            while self.queue:
-                batch = [self.queue.popleft() for _ in range(min(MAX_BATCH, len(self.queue)))]
-                await self._send(session, batch)
+            batch = self.queue.read(key)
+            if batch is None:
+                await self.more.wait()
+                continue
+            names = [self._labels(l) for l in batch.series]
+            samples = [(names[i], t, v) for i, t, v in zip(batch.index.tolist(), batch.ts.tolist(),
+                                                          batch.vs.tolist()) if names[i] is not None]
+            for k in range(0, len(samples), MAX_BATCH):
+                await self._send(session, samples[k:k + MAX_BATCH])
+            self.queue.commit(key, batch.end)
 
     async def _send(self, session: aiohttp.ClientSession, batch: list) -> None:
         body = encode_write_request(batch)
@@ -219,24 +232,33 @@ class _Endpoint:
 
 
 class RemoteWriter:
-    """``append(samples)`` queues (label pairs, ts ms, value) for every endpoint and returns at
-    once; ``start()`` / ``stop()`` run the senders in the current event loop. ``external_labels``
-    are added to every series that lacks them (Prometheus' global ``external_labels``)."""
+    """``append(samples)`` logs (label pairs, ts ms, value) to the queue's WAL in ``directory``
+    and returns at once; ``start()`` / ``stop()`` run one sender per endpoint in the current event
+    loop, each reading the WAL from its own acknowledged position. ``external_labels`` are added
+    to every series that lacks them (Prometheus' global ``external_labels``)."""
 
-    def __init__(self, configs: Sequence[RemoteWriteConfig], *, registry=None, capacity: int = 100_000,
-                 external_labels: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, configs: Sequence[RemoteWriteConfig], directory: str, *, registry=None,
+                 compression: Optional[str] = "snappy", external_labels: Optional[dict[str, str]] = None,
+                 **queue_kw: Any) -> None:
+        from .walqueue import WALQueue
+
         m = _Metrics(registry)
-        self.endpoints = [_Endpoint(c, capacity, m, dict(external_labels or {})) for c in configs]
+        dropped = {c.key: m.dropped.labels(c.name, c.url) for c in configs}
+
+        self.queue = WALQueue(directory, [c.key for c in configs], compression=compression,
+                              on_dropped=lambda reader, n: dropped[reader].inc(n), **queue_kw)
+        self.endpoints = [_Endpoint(c, self.queue, m, dict(external_labels or {})) for c in configs]
         self._tasks: list[asyncio.Task] = []
         self._session: Optional[aiohttp.ClientSession] = None
 
     @classmethod
-    def from_config(cls, text: str, where: str, **kw: Any) -> "RemoteWriter":
-        return cls(parse_remote_write_config(text, where), **kw)
+    def from_config(cls, text: str, where: str, directory: str, **kw: Any) -> "RemoteWriter":
+        return cls(parse_remote_write_config(text, where), directory, **kw)
 
     async def append(self, samples: list) -> None:
-        for e in self.endpoints:
-            e.put(samples)
+        if self.queue.append(samples):
+            for e in self.endpoints:
+                e.more.set()
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession()
@@ -244,6 +266,8 @@ class RemoteWriter:
                        for e in self.endpoints]
 
     async def stop(self) -> None:
+        """Senders stop where they are: what they had not delivered stays in the WAL for the next
+        start."""
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -251,3 +275,4 @@ class RemoteWriter:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        self.queue.close()

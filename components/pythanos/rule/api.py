@@ -20,6 +20,9 @@ from typing import Awaitable, Callable, Iterable, Optional, Sequence
 
 from aiohttp import web
 
+from ..web.statusapi import add_status_routes
+from ..web.statusapi import answer as _answer
+
 __all__ = ["RuleAPI", "query_text"]
 
 
@@ -33,20 +36,6 @@ def query_text(expr: str) -> str:
     except Exception:  # noqa: BLE001 - an expression the loader accepted; show it as written
         return expr.strip()
     return out if "\n" not in out else expr.strip()
-
-
-def _answer(data_json: Optional[str] = None, *, status: int = 200, error_type: str = "", error: str = "",
-            cors: bool = True) -> web.Response:
-    if error_type:
-        body = json.dumps({"status": "error", "errorType": error_type, "error": error})
-    else:
-        body = '{"status":"success","data":' + (data_json or "null") + "}"
-    headers = {"Content-Type": "application/json"}
-    if cors:  # Thanos' default (--web.disable-cors unset)
-        headers.update({"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, OPTIONS",
-                        "Access-Control-Allow-Headers": "Accept, Authorization, Content-Type, Origin",
-                        "Access-Control-Expose-Headers": "Date"})
-    return web.Response(body=body.encode(), status=status, headers=headers)
 
 
 class RuleAPI:
@@ -64,6 +53,7 @@ class RuleAPI:
         app.router.add_get(prefix + "/api/v1/rules", self.rules)
         app.router.add_get(prefix + "/api/v1/alerts", self.alerts)
         app.router.add_post(prefix + "/-/reload", self.reload_handler)
+        add_status_routes(app, prefix, cors=self.cors)
 
     def group_pbs(self) -> list:
         from ..storeapi import rules as rpb

@@ -138,7 +138,9 @@ def register(components) -> None:
                    help="The default rule group query_offset duration to use.")
     p.add_argument("--for-outage-tolerance", dest="for_outage_tolerance", default=3600.0,
                    type=dur("--for-outage-tolerance"),
-                   help="Max time to tolerate prometheus outage for restoring \"for\" state of alert.")
+                   help="Max time to tolerate prometheus outage for restoring \"for\" state of alert. "
+                        "pythanos also keeps resending a rule's last known alerts while its queries fail, "
+                        "for up to this long after its last good evaluation.")
     p.add_argument("--for-grace-period", dest="for_grace_period", default=600.0, type=dur("--for-grace-period"),
                    help="Minimum duration between alert and restored \"for\" state. This is maintained only for "
                         "alerts with configured \"for\" time greater than grace period.")

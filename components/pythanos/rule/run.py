@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -215,11 +216,21 @@ async def serve(config: RuleConfig, stop: Optional[asyncio.Event] = None) -> int
     ext = tuple(sorted(config.labels.items()))
     db = None
     shipper = None
+    lock_fd = -1
     if config.stateless:
         from ..remote.writeclient import RemoteWriter
+        from ..tsdb.db import lock_dir
+        from ..tsdb.wal import WALCorruption
 
-        appender = RemoteWriter.from_config(config.remote_write_config, config.remote_write_where,
-                                            registry=srv.registry, external_labels=config.labels)
+        try:  # as Thanos' agent DB: <data-dir>/lock and the queue's WAL in <data-dir>/wal
+            os.makedirs(config.data_dir, exist_ok=True)
+            lock_fd = -1 if config.no_lockfile else lock_dir(config.data_dir)
+            appender = RemoteWriter.from_config(
+                config.remote_write_config, config.remote_write_where, os.path.join(config.data_dir, "wal"),
+                registry=srv.registry, external_labels=config.labels,
+                compression="snappy" if config.wal_compression else None)
+        except (OSError, WALCorruption) as e:
+            raise UserError(f"--data-dir={config.data_dir}: cannot open the remote-write WAL: {e}") from None
     else:
         from ..tsdb.db import TSDB
 
@@ -288,6 +299,8 @@ async def serve(config: RuleConfig, stop: Optional[asyncio.Event] = None) -> int
         await notifier.stop()
         if db is None:
             await appender.stop()
+            if lock_fd >= 0:
+                os.close(lock_fd)
         await query.close()
         if shipper is not None:
             shipper.close()

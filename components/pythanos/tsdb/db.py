@@ -165,7 +165,7 @@ class _NoMetric:
 
 # --- helpers -------------------------------------------------------------------------------------
 
-def _lock_dir(d: str) -> int:
+def lock_dir(d: str) -> int:
     """Take ``<dir>/lock`` as Prometheus does (flock(2), exclusive, non-blocking): a Prometheus,
     another process or a second open in this one cannot use the same TSDB meanwhile."""
     import fcntl
@@ -297,7 +297,7 @@ class TSDB:
         False: no ``lock`` file is taken (``--tsdb.no-lockfile``)."""
         d = os.fspath(directory)
         os.makedirs(d, exist_ok=True)
-        lock_fd = _lock_dir(d) if lockfile else -1
+        lock_fd = lock_dir(d) if lockfile else -1
         metric_labels = dict(metric_labels or {})
         metrics = walm = wblm = None
         if registry is not None:

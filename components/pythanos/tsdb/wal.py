@@ -124,15 +124,16 @@ def _decompress(flags: int, data: bytes) -> bytes:
     return bytes(cramjam.zstd.decompress(data))
 
 
-def _read_segment(path: str) -> Iterator[tuple[int, bytes]]:
-    """(end offset, record) of one segment file; raises WALCorruption at the first damage."""
+def read_segment(path: str, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """(end offset, record) of one segment file from ``start`` (0 or an end offset it gave
+    before); raises WALCorruption at the first damage."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        if size == 0:
+        if size <= start:
             return
         view = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     try:
-        pos, good = 0, 0
+        pos, good = start, start
         while True:
             payload, ends, offs, flags, pos, err = _wal.parse(view, pos, _READ_BATCH)
             e = np.frombuffer(ends, dtype=np.int64).tolist()
@@ -177,7 +178,7 @@ def _sources(src: Source) -> list[str]:
 def iter_records(src: Source) -> Iterator[tuple[str, int, bytes]]:
     """(segment file, offset past the record, record) in replay order; see read_records."""
     for path in _sources(src):
-        for off, rec in _read_segment(path):
+        for off, rec in read_segment(path):
             yield path, off, rec
 
 
@@ -531,7 +532,7 @@ class WAL:
         while last > idx[0] and os.path.getsize(segment_name(self.dir, last)) == 0:
             last -= 1
         try:
-            for _ in _read_segment(segment_name(self.dir, last)):
+            for _ in read_segment(segment_name(self.dir, last)):
                 pass
         except WALCorruption as e:
             repair(self.dir, e)

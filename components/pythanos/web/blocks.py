@@ -286,7 +286,10 @@ def add_blocks_routes(app: web.Application, view, *, prefix: str = "", loaded=No
     ``bucket`` receives markers (default: ``view.bucket``; without one, marking answers an error).
     ``label`` is the external label whose value titles a row (``--label`` / ``--bucket-web-label``);
     ``component`` names the process in the page's title bar; ``cors=False`` is ``--web.disable-cors``."""
+    from .statusapi import add_status_routes
+
     prefix = _normalize_prefix(prefix)
+    add_status_routes(app, prefix, cors=cors)  # Thanos' BlocksAPI embeds its BaseAPI
     if bucket is None:
         bucket = getattr(view, "bucket", None)
     views = ["global"] + (["loaded"] if loaded is not None else [])
