@@ -151,8 +151,13 @@ class AlertingRule:
                                  external_url=self.external_url, value=v, ts_ms=ts_ms, query=blocking_query)
                     for lb, v in res]
 
-        expanded = await asyncio.to_thread(expand_all) if (res and self._needs_expansion()) else \
-            [pairs for _ in res]
+        if not res or not self._needs_expansion():
+            expanded = [pairs for _ in res]
+        elif any("query" in t for _, t in pairs):
+            # the template's query function waits on this event loop: expand in a thread
+            expanded = await asyncio.to_thread(expand_all)
+        else:  # no query: expanding here costs less than the hand-over to a thread
+            expanded = expand_all()
 
         new: dict[LabelKey, Alert] = {}
         for (lb, v), exp in zip(res, expanded):

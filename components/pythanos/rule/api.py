@@ -15,6 +15,7 @@ Errors are Prometheus' error JSON (``bad_data``, 400).
 """
 from __future__ import annotations
 
+import functools
 import json
 from typing import Awaitable, Callable, Iterable, Optional, Sequence
 
@@ -26,6 +27,7 @@ from ..web.statusapi import answer as _answer
 __all__ = ["RuleAPI", "query_text"]
 
 
+@functools.lru_cache(maxsize=65536)
 def query_text(expr: str) -> str:
     """A rule's expression as Thanos reports it (Prometheus prints the parsed expression): our
     parser's printing when it stays on one line, else the text as written."""
@@ -48,6 +50,7 @@ class RuleAPI:
         self.ext = tuple(sorted(external_labels.items()))
         self.reload = reload
         self.cors = not disable_cors
+        self._pbs: dict[int, tuple] = {}  # id(group spec) -> (state key, RuleGroup, group spec)
 
     def routes(self, app: web.Application, prefix: str = "") -> None:
         app.router.add_get(prefix + "/api/v1/rules", self.rules)
@@ -56,9 +59,25 @@ class RuleAPI:
         add_status_routes(app, prefix, cors=self.cors)
 
     def group_pbs(self) -> list:
+        """Every group as protobuf (the callers' own copies: they add labels and filter). A
+        group's is built again only after one of its rules was evaluated since: a dashboard
+        polling /api/v1/rules over 1 000 rules and 2 000 alerts cost a quarter second a call."""
         from ..storeapi import rules as rpb
 
-        return [rpb.group_pb(g, query_text) for g in self.groups()]
+        out, seen = [], {}
+        for g in self.groups():
+            key = (g.last_evaluation, g.evaluation_time_s,
+                   tuple((r.last_evaluation, r.evaluation_time_s, r.health, r.last_error, len(r.alerts))
+                         for r in g.rules))
+            hit = self._pbs.get(id(g.group))
+            if hit is None or hit[0] != key or hit[2] is not g.group:
+                hit = (key, rpb.group_pb(g, query_text), g.group)
+            seen[id(g.group)] = hit
+            copy = type(hit[1])()
+            copy.CopyFrom(hit[1])
+            out.append(copy)
+        self._pbs = seen  # groups gone after a reload are forgotten
+        return out
 
     async def rules(self, request: web.Request) -> web.Response:
         from ..storeapi import rules as rpb

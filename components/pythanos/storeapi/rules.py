@@ -289,12 +289,16 @@ def handler(serve: Serve) -> grpc.GenericRpcHandler:
 
 
 def provider_handler(groups: Callable[[], Iterable[Any]], external_labels: Callable[[], Labels],
-                     query_text: Callable[[str], str] = lambda q: q) -> grpc.GenericRpcHandler:
+                     query_text: Callable[[str], str] = lambda q: q,
+                     group_pbs: Optional[Callable[[], Iterable[rules_pb2.RuleGroup]]] = None
+                     ) -> grpc.GenericRpcHandler:
     """A ruler's Rules API: ``groups()`` returns ``GroupState``-shaped snapshots (see
-    :func:`group_pb`), ``external_labels()`` the sorted label pairs added to every rule."""
+    :func:`group_pb`), ``external_labels()`` the sorted label pairs added to every rule;
+    ``group_pbs()``, when given, returns them already as protobuf (copies the call may change)."""
 
     async def serve(req: rules_pb2.RulesRequest):
-        pgs = filter_type((group_pb(g, query_text) for g in groups()), req.type)
+        pbs = group_pbs() if group_pbs is not None else (group_pb(g, query_text) for g in groups())
+        pgs = filter_type(pbs, req.type)
         extend_labels(pgs, tuple(external_labels()))
         for g in pgs:
             yield g
@@ -396,10 +400,17 @@ def gather(groups: Iterable[rules_pb2.RuleGroup], *, matcher_sets: Sequence[Sequ
 # -- JSON as Thanos' querier writes it -----------------------------------------------------------
 
 def _jstr(s: str) -> str:
-    out = json.dumps(s, ensure_ascii=False)
+    """A JSON string, not yet HTML-escaped: rules_json and alerts_json escape the whole answer
+    once (``<``, ``>``, ``&``, U+2028/9 can only occur inside strings)."""
+    return json.dumps(s, ensure_ascii=False)
+
+
+def _go_escape(out: str) -> str:
+    """Go's encoding/json HTML-safe escaping of a whole document."""
     for a, b in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
                  ("\u2029", "\\u2029")):
-        out = out.replace(a, b)
+        if a in out:
+            out = out.replace(a, b)
     return out
 
 
@@ -410,7 +421,7 @@ def _jfloat(x: float) -> str:
 
 
 def _jlabels(zset) -> str:
-    return "{" + ",".join(_jstr(n) + ":" + _jstr(v) for n, v in sorted(labels_from_pb(zset.labels))) + "}"
+    return json.dumps(dict(sorted(labels_from_pb(zset.labels))), ensure_ascii=False, separators=(",", ":"))
 
 
 def _alert_json(a: rules_pb2.AlertInstance) -> str:
@@ -456,7 +467,7 @@ def _group_json(g: rules_pb2.RuleGroup) -> str:
 
 def rules_json(groups: Sequence[rules_pb2.RuleGroup]) -> str:
     """``{"groups":[...]}`` (field order and formats of Thanos' gogo structs)."""
-    return '{"groups":[' + ",".join(_group_json(g) for g in groups) + "]}"
+    return _go_escape('{"groups":[' + ",".join(_group_json(g) for g in groups) + "]}")
 
 
 def alerts_json(groups: Sequence[rules_pb2.RuleGroup]) -> str:
@@ -464,4 +475,4 @@ def alerts_json(groups: Sequence[rules_pb2.RuleGroup]) -> str:
     there are none, as Thanos' querier writes its nil list)."""
     alerts = [_alert_json(a) for g in groups for r in g.rules if r.WhichOneof("result") == "alert"
               for a in r.alert.alerts]
-    return '{"alerts":' + ("[" + ",".join(alerts) + "]" if alerts else "null") + "}"
+    return _go_escape('{"alerts":' + ("[" + ",".join(alerts) + "]" if alerts else "null") + "}")

@@ -53,7 +53,7 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -549,10 +549,20 @@ class TSDB:
                 e[ref] = t
 
     # -- appending --------------------------------------------------------------------------------
-    def append(self, buf: Any, offsets: Any, series: Any, ts: Any, vs: Any) -> AppendResult:
+    def append(self, buf: Any, offsets: Any, series: Any, ts: Any, vs: Any, *,
+               blocking: bool = True) -> Optional[AppendResult]:
         """Append one request: label blobs ``buf[offsets[i]:offsets[i+1]]`` (canonical format),
         per sample its series index ``series[j]``, timestamp ``ts[j]`` (ms) and value ``vs[j]``.
-        New series and the accepted samples are in the WAL when this returns."""
+        New series and the accepted samples are in the WAL when this returns. With
+        ``blocking=False`` nothing is done and None returned while another thread holds the
+        append lock (a flush): an event loop appends small batches itself, not waiting."""
+        if not blocking:
+            if not self._wlock.acquire(blocking=False):
+                return None
+            try:
+                return self.append(buf, offsets, series, ts, vs)
+            finally:
+                self._wlock.release()
         offsets = _i64(offsets)
         series = _i64(series)
         ts = _i64(ts)
