@@ -511,6 +511,16 @@ def expand_env(text: str, where: str) -> str:
     return _ENV_REFERENCE.sub(value, text)
 
 
+def add_path_or_content(p: argparse.ArgumentParser, name: str, text: str, *, path_help: str = "Path to ") -> None:
+    """Thanos' ``extflag.RegisterPathOrContent``: ``--<name>-file`` and ``--<name>``, mutually
+    exclusive; read them with :func:`content_flag`."""
+    dest = name.replace(".", "_").replace("-", "_")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(f"--{name}-file", dest=f"{dest}_file", metavar="<file-path>", help=f"{path_help}{text}")
+    g.add_argument(f"--{name}", dest=dest, metavar="<content>",
+                   help=f"Alternative to '{name}-file' flag (mutually exclusive). Content of {text}")
+
+
 def content_flag(args: argparse.Namespace, dest: str, flag: str) -> str:
     """Thanos' ``extflag.PathOrContent``: the ``--x-file`` file's text, or ``--x``'s value, or ""."""
     path = getattr(args, f"{dest}_file", None)

@@ -18,15 +18,6 @@ __all__ = ["register", "config_from_args"]
 FEATURES = ("promql-experimental-functions",)
 
 
-def _content(p: argparse.ArgumentParser, name: str, text: str, *, path_help: str = "Path to ") -> None:
-    """Thanos' ``extflag.RegisterPathOrContent``: ``--<name>-file`` and ``--<name>``, mutually exclusive."""
-    dest = name.replace(".", "_").replace("-", "_")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument(f"--{name}-file", dest=f"{dest}_file", metavar="<file-path>", help=f"{path_help}{text}")
-    g.add_argument(f"--{name}", dest=dest, metavar="<content>",
-                   help=f"Alternative to '{name}-file' flag (mutually exclusive). Content of {text}")
-
-
 def register(components) -> None:
     p = components.add_parser("rule", help="Ruler evaluating Prometheus rules against given Query nodes, exposing "
                                            "Store API and storing old blocks in bucket.")
@@ -71,8 +62,10 @@ def register(components) -> None:
                    help="Addresses of statically configured query API servers (repeatable). The scheme may be "
                         "prefixed with 'dns+' or 'dnssrv+' to detect query API servers through respective DNS "
                         "lookups.")
-    _content(p, "query.config", "YAML file that contains query API servers configuration. If defined, it takes "
-                                "precedence over the '--query' and '--query.sd-files' flags.")
+    f.add_path_or_content(
+        p, "query.config",
+        "YAML file that contains query API servers configuration. If defined, it takes "
+        "precedence over the '--query' and '--query.sd-files' flags.")
     p.add_argument("--query.sd-files", dest="query_sd_files", action="append", default=[], metavar="<path>",
                    help="Path to file that contains addresses of query API servers. The path can be a glob pattern "
                         "(repeatable).")
@@ -90,9 +83,11 @@ def register(components) -> None:
     p.add_argument("--query.only-prometheus-params", dest="query_only_prometheus_params", action=bool_flag,
                    default=False, help=hidden)
     # -- Alertmanagers (config.go alertMgrConfig)
-    _content(p, "alertmanagers.config", "YAML file that contains alerting configuration. If defined, it takes "
-                                        "precedence over the '--alertmanagers.url' and '--alertmanagers.send-timeout' "
-                                        "flags.")
+    f.add_path_or_content(
+        p, "alertmanagers.config",
+        "YAML file that contains alerting configuration. If defined, it takes "
+        "precedence over the '--alertmanagers.url' and '--alertmanagers.send-timeout' "
+        "flags.")
     p.add_argument("--alertmanagers.url", dest="alertmanagers_urls", action="append", default=[],
                    help="Alertmanager replica URLs to push firing alerts. Ruler claims success if push to at least "
                         "one alertmanager from discovered succeeds. The scheme may be prefixed with 'dns+' or "
@@ -107,7 +102,7 @@ def register(components) -> None:
     p.add_argument("--alert.label-drop", dest="alert_label_drop", action="append", default=[],
                    help="Labels by name to drop before sending to alertmanager. This allows alert to be "
                         "deduplicated on replica label (repeated). Similar Prometheus alert relabelling")
-    _content(p, "alert.relabel-config", "YAML file that contains alert relabelling configuration.")
+    f.add_path_or_content(p, "alert.relabel-config", "YAML file that contains alert relabelling configuration.")
     p.add_argument("--alert.query-template", dest="alert_query_template", default="/graph?g0.expr={{.Expr}}&g0.tab=1",
                    help="Template to use in alerts source field. Need only include {{.Expr}} parameter")
     # -- store limits (pkg/store/limiter.go)
@@ -163,13 +158,15 @@ def register(components) -> None:
     p.add_argument("--tsdb.enable-native-histograms", dest="native_histograms", action=bool_flag, default=True,
                    help="(Deprecated) Enables the ingestion of native histograms. This flag is a no-op now and will "
                         "be removed in the future. Native histogram ingestion is always enabled.")
-    _content(p, "remote-write.config", "YAML config for the remote-write configurations, that specify servers "
-                                       "where samples should be sent to. This automatically enables stateless mode "
-                                       "for ruler and no series will be stored in the ruler's TSDB. If an empty "
-                                       "config (or file) is provided, the flag is ignored and ruler is run with its "
-                                       "own TSDB.")
+    f.add_path_or_content(
+        p, "remote-write.config",
+        "YAML config for the remote-write configurations, that specify servers "
+        "where samples should be sent to. This automatically enables stateless mode "
+        "for ruler and no series will be stored in the ruler's TSDB. If an empty "
+        "config (or file) is provided, the flag is ignored and ruler is run with its "
+        "own TSDB.")
     f.add_objstore(p, required=False)
-    _content(p, "request.logging-config", "YAML file with request logging configuration.")
+    f.add_path_or_content(p, "request.logging-config", "YAML file with request logging configuration.")
     p.set_defaults(run=main)
 
 
