@@ -20,18 +20,31 @@ GLOBAL = {"--help", "--version", "--tracing.config", "--tracing.config-file", "-
           "--auto-gomemlimit.ratio"}
 
 
+def component_parser(module: str, command: str) -> argparse.ArgumentParser:
+    """The sub-parser of ``pythanos <command>`` (its flags in ``pythanos.<module>.flags``)."""
+    return build_parser(module)._subparsers._group_actions[0].choices[command]
+
+
+def actions_by_flag(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {opt: a for a in parser._actions for opt in a.option_strings}
+
+
+def thanos_help_of(thanos_bin: str, command: str) -> str:
+    run = subprocess.run([thanos_bin, command, "--help"], capture_output=True, text=True, timeout=60)
+    return run.stdout + run.stderr
+
+
 def _parser() -> argparse.ArgumentParser:
-    return build_parser("rule")._subparsers._group_actions[0].choices["rule"]
+    return component_parser("rule", "rule")
 
 
 def _ours() -> dict[str, argparse.Action]:
-    return {opt: a for a in _parser()._actions for opt in a.option_strings}
+    return actions_by_flag(_parser())
 
 
 @pytest.fixture(scope="module")
 def thanos_help(thanos_bin) -> str:
-    run = subprocess.run([thanos_bin, "rule", "--help"], capture_output=True, text=True, timeout=60)
-    return run.stdout + run.stderr
+    return thanos_help_of(thanos_bin, "rule")
 
 
 def _listed(text: str) -> dict[str, str | None]:

@@ -16,9 +16,9 @@ from . import __version__, logfmt
 log = logging.getLogger(__name__)
 
 #: the modules that define ``register(subparsers)``: one per component, flags and config there
-COMPONENT_FLAGS = ("tools", "sidecar", "query", "store", "compact", "receive", "rule", "configreloader")
+COMPONENT_FLAGS = ("tools", "sidecar", "query", "store", "compact", "receive", "rule", "configreloader", "frontend")
 #: sub-command aliases a module registers, by the module that registers them
-ALIASES = {"querier": "query", "config-reloader": "configreloader"}
+ALIASES = {"querier": "query", "config-reloader": "configreloader", "query-frontend": "frontend"}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

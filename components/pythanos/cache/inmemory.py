@@ -27,13 +27,15 @@ class InMemoryCache(Cache):
     one asyncio loop (it is not meant to be shared between threads)."""
 
     def __init__(self, max_size_bytes: int = DEFAULT_MAX_SIZE, max_item_size_bytes: int = DEFAULT_MAX_ITEM_SIZE,
-                 *, name: str = "inmemory", registry=None, clock=time.monotonic) -> None:
+                 *, name: str = "inmemory", registry=None, clock=time.monotonic,
+                 max_items: Optional[int] = None) -> None:
         if max_item_size_bytes > max_size_bytes:
             raise ValueError(f"max item size ({format_size(max_item_size_bytes)}) cannot be bigger than overall "
                              f"cache size ({format_size(max_size_bytes)})")
         self.name = name
         self.max_size_bytes = int(max_size_bytes)
         self.max_item_size_bytes = int(max_item_size_bytes)
+        self.max_items = max_items  # the query frontend's max_size_items, besides the byte bound
         self._clock = clock
         # key -> (value, entry size, expiry or None)
         self._lru: "OrderedDict[str, tuple[bytes, int, Optional[float]]]" = OrderedDict()
@@ -100,7 +102,8 @@ class InMemoryCache(Cache):
                 continue
             if k in self._lru:
                 self._remove(k)
-            while self.size_bytes + size > self.max_size_bytes and self._lru:
+            while self._lru and (self.size_bytes + size > self.max_size_bytes
+                                 or (self.max_items is not None and len(self._lru) >= self.max_items)):
                 old, _ = next(iter(self._lru.items()))
                 self._remove(old)
                 self.evicted += 1

@@ -1,0 +1,1 @@
+"""The query frontend: ``pythanos query-frontend`` (see run.py)."""

@@ -1,0 +1,160 @@
+"""The range-query results cache: extents of complete answers per split piece, so that a later
+query over an overlapping range asks downstream only for what is missing.
+
+Thanos' lessons (#5075, #8641, #7831, #1651) shape it:
+
+* an extent is stored only for a whole downstream answer whose warnings are all PromQL's own
+  annotations (kept with it and served again with it); a store or partial-response warning, or
+  ``Cache-Control: no-store``, keeps it out; it is trimmed to what is older than the max
+  freshness; nothing partial, nothing with a gap, is ever stored;
+* the key holds everything that changes the answer (see :func:`cache_key`), derived from the split
+  actually made, and the piece's position on the step grid (``start % step``), which Thanos leaves
+  out although a query off the grid answers other timestamps;
+* a cached value is a JSON list of ``{"start", "end", "result"}`` (ms, inclusive), sorted and
+  non-overlapping; a value that does not parse is treated as a miss, never as an answer.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Optional, Sequence
+
+from ..cache import Cache
+from .merge import extract, merge_results
+
+__all__ = ["Piece", "ResultsCache", "cache_key", "harmless", "MIN_EXTENT_MS"]
+
+log = logging.getLogger(__name__)
+
+MIN_EXTENT_MS = 5 * 60_000  # Cortex's minCacheExtent: shorter extents are not worth a cache entry
+
+
+@dataclass
+class Piece:
+    """A downstream answer for ``[start, end]``: the matrix, its warnings and infos; cacheable
+    when its only warnings are PromQL's own annotations and downstream did not say no-store."""
+    start: int
+    end: int
+    result: list
+    warnings: list
+    infos: list
+    cacheable: bool = True
+    extra: dict = field(default_factory=dict)  # data's other members (the querier's "analysis")
+
+
+Fetch = Callable[[int, int], Awaitable[Piece]]
+
+
+def harmless(warning: str) -> bool:
+    """A PromQL annotation (the engine's info or warning about the query), as Thanos' querier
+    classifies them: it answers the same every time, unlike a store's partial-response warning."""
+    return warning.startswith(("PromQL info", "PromQL warning"))
+
+
+def cache_key(*, tenant: str, query: str, step: int, split: int, start: int, max_source_resolution: int,
+              shard: str, lookback_ms: int, engine: str, partial: bool, replica_labels: Sequence[str],
+              analyze: bool) -> str:
+    """Thanos v0.42's key fields (``fe:<tenant>:<query>:<step>:<split>:<start/split>:<resolution
+    index>:<shard>:<lookback>:<engine>:<partial>:<replica labels>:<analyze>``) plus the grid
+    offset ``start % step``."""
+    res_idx = next((i for i, r in enumerate((3_600_000, 300_000, 0)) if max_source_resolution >= r), 2)
+    bucket = start // split if split > 0 else 0
+    return (f"fe:{tenant}:{query}:{step}:{split}:{bucket}:{res_idx}:{shard or '-'}:{lookback_ms}:{engine}:"
+            f"{str(partial).lower()}:{','.join(sorted(replica_labels))}:{str(analyze).lower()}:{start % step}")
+
+
+class ResultsCache:
+    """Answers pieces from ``cache`` and ``fetch``; ``max_freshness_ms`` bounds what is stored."""
+
+    def __init__(self, cache: Cache, ttl: float, max_freshness_ms: int, clock_ms: Callable[[], int]) -> None:
+        self.cache, self.ttl, self.max_freshness_ms, self.clock_ms = cache, ttl, max_freshness_ms, clock_ms
+        self.hits = self.misses = 0
+
+    async def _extents(self, key: str) -> list[dict]:
+        try:
+            got = (await self.cache.get_multi([key])).get(key)
+        except Exception as e:  # noqa: BLE001 - a cache outage is a miss, not an error
+            log.warning("results cache get failed", extra={"err": f"{type(e).__name__}: {e}"})
+            return []
+        if got is None:
+            return []
+        try:
+            ext = json.loads(got)
+            ok = isinstance(ext, list) and all(isinstance(e, dict) and isinstance(e.get("start"), int)
+                                                and isinstance(e.get("end"), int) and isinstance(e.get("result"), list)
+                                                for e in ext)
+        except ValueError:
+            ok = False
+        if not ok:
+            log.warning("results cache entry unreadable, asking downstream", extra={"key": key[:200]})
+            return []
+        return sorted(ext, key=lambda e: e["start"])
+
+    async def get(self, key: str, start: int, end: int, step: int, fetch: Fetch) -> Piece:
+        """``[start, end]`` (on ``start``'s step grid) from cached extents and fetched gaps."""
+        extents = await self._extents(key)
+        parts: list[tuple[int, list]] = []
+        notes: list[tuple[list, list]] = []  # the PromQL annotations the cached answers came with
+        extra: dict = {}
+        gaps: list[tuple[int, int]] = []
+        cur = start
+        for e in extents:
+            if e["end"] < cur or e["start"] > end:
+                continue
+            if e["start"] > cur:
+                gaps.append((cur, min(e["start"] - step, end)))
+            lo = max(cur, e["start"])
+            hi = min(end, e["end"])
+            parts.append((lo, extract(e["result"], lo, hi)))
+            notes.append((e.get("warnings") or [], e.get("infos") or []))
+            extra = {**(e.get("extra") or {}), **extra}
+            cur = hi + step
+        if cur <= end:
+            gaps.append((cur, end))
+        if parts:
+            self.hits += 1
+        if gaps:
+            self.misses += 1
+        fetched = list(await asyncio.gather(*(fetch(a, b) for a, b in gaps)))
+        warnings: list = []
+        infos: list = []
+        for w_, i_ in notes + [(p.warnings, p.infos) for p in fetched]:
+            warnings += [w for w in w_ if w not in warnings]
+            infos += [i for i in i_ if i not in infos]
+        for p in fetched:
+            parts.append((p.start, p.result))
+            extra = {**p.extra, **extra}
+        parts.sort(key=lambda x: x[0])
+        merged = merge_results(r for _, r in parts)
+        await self._store(key, extents, [p for p in fetched if p.cacheable], step)
+        return Piece(start, end, merged, warnings, infos, cacheable=all(p.cacheable for p in fetched), extra=extra)
+
+    async def _store(self, key: str, extents: list[dict], fetched: list[Piece], step: int) -> None:
+        limit = self.clock_ms() - self.max_freshness_ms
+        new = []
+        for p in fetched:
+            end = min(p.end, p.start + (limit - p.start) // step * step) if limit >= p.start else p.start - step
+            if end - p.start < MIN_EXTENT_MS:
+                continue
+            new.append({"start": p.start, "end": end, "result": extract(p.result, p.start, end),
+                        "warnings": p.warnings, "infos": p.infos, "extra": p.extra})
+        if not new:
+            return
+        merged: list[dict] = []
+        for e in sorted(extents + new, key=lambda e: e["start"]):
+            if merged and e["start"] <= merged[-1]["end"] + step:  # touching or overlapping: one extent
+                last = merged[-1]
+                if e["end"] > last["end"]:
+                    last["result"] = merge_results([last["result"], extract(e["result"], last["end"] + step,
+                                                                            e["end"])])
+                    last["end"] = e["end"]
+                    for k in ("warnings", "infos"):
+                        last[k] = (last.get(k) or []) + [x for x in e.get(k) or () if x not in (last.get(k) or [])]
+                continue
+            merged.append(dict(e))
+        try:
+            await self.cache.set_multi({key: json.dumps(merged, separators=(",", ":")).encode()}, self.ttl)
+        except Exception as e:  # noqa: BLE001 - best effort
+            log.warning("results cache set failed", extra={"err": f"{type(e).__name__}: {e}"})

@@ -1,0 +1,344 @@
+"""``pythanos query-frontend``: range queries aligned, split, cached and retried in front of any
+Prometheus-compatible query API; every other path passed through.
+
+Range queries (``/api/v1/query_range``, GET or POST): parameters checked as the querier checks
+them; ``--query-range.max-query-length`` enforced; start and end aligned to the step
+(``--query-range.align-range-with-step``); ``@ start()``/``@ end()`` pinned; the range split at
+``--query-range.split-interval`` (day-aligned, UTC) and the pieces asked for in parallel (at most
+``--query-range.max-query-parallelism`` at once), each through the results cache when one is
+configured; the answers merged into the querier's own JSON. A piece's 5xx or transport error is
+retried (``--query-range.max-retries-per-request``, backoff from 200 ms to 2 s); a 4xx, or the last
+5xx, is returned to the client as downstream wrote it. Requests with ``dedup=false``,
+``storeMatch[]``, a ``Cache-Control: no-store`` header or answers with warnings are not cached.
+
+Instant queries are retried (``--query.max-retries-per-request``); labels and series requests
+too (``--labels.max-retries-per-request``); anything else is proxied once. ``X-Forwarded-For``
+and the ``--query-frontend.forward-header`` headers are passed on.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+__all__ = ["FrontendConfig", "serve", "run"]
+
+log = logging.getLogger(__name__)
+
+MIN_BACKOFF_S, MAX_BACKOFF_S = 0.2, 2.0
+_HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
+                "transfer-encoding", "upgrade", "content-length", "host", "accept-encoding", "content-encoding"}
+
+
+@dataclass
+class FrontendConfig:
+    http_address: str = "0.0.0.0:10902"
+    http_grace_period: float = 120.0
+    http_config: str = ""
+    disable_cors: bool = False
+    downstream_url: str = "http://localhost:9090"
+    align_range_with_step: bool = True
+    split_interval_ms: int = 24 * 3_600_000
+    max_retries: int = 5
+    instant_max_retries: int = 5
+    labels_max_retries: int = 5
+    max_query_length_ms: int = 0
+    max_query_parallelism: int = 14
+    max_freshness_ms: int = 60_000
+    partial_response: bool = True
+    response_cache: object = None  # a ResponseCacheConfig, or None: no caching
+    forward_headers: list[str] = field(default_factory=list)
+    log_queries_longer_than_s: float = 0.0
+    tenant_header: str = "THANOS-TENANT"
+    default_tenant: str = "default-tenant"
+
+
+class Downstream:
+    """The downstream query API over one keep-alive session."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+        self._session = None
+
+    def session(self):
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(auto_decompress=True)
+        return self._session
+
+    async def call(self, method: str, path: str, params: list, headers: dict, body: Optional[bytes] = None,
+                   retries: int = 0) -> tuple[int, dict, bytes]:
+        """(status, headers, body); 5xx and transport errors retried ``retries`` times."""
+        import aiohttp
+        from urllib.parse import urlencode
+
+        url = self.base + path
+        attempt, backoff = 0, MIN_BACKOFF_S
+        while True:
+            try:
+                if method == "POST" and body is None:
+                    resp_cm = self.session().post(url, data=urlencode(params), headers={
+                        **headers, "Content-Type": "application/x-www-form-urlencoded"})
+                elif method in ("GET", "HEAD"):
+                    resp_cm = self.session().request(method, url, params=params, headers=headers)
+                else:
+                    resp_cm = self.session().request(method, url, params=params, headers=headers, data=body)
+                async with resp_cm as resp:
+                    data = await resp.read()
+                    status, rh = resp.status, {k: v for k, v in resp.headers.items()
+                                               if k.lower() not in _HOP_HEADERS}
+                if status < 500 or attempt >= retries:
+                    return status, rh, data
+                why = f"status {status}"
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                if attempt >= retries:
+                    return 502, {"Content-Type": "application/json"}, _error_json(
+                        "unavailable", f"downstream {self.base} unreachable: {type(e).__name__}: {e}")
+                why = f"{type(e).__name__}: {e}"
+            attempt += 1
+            log.warning("retrying downstream request", extra={"path": path, "attempt": attempt, "err": why})
+            await asyncio.sleep(backoff * (0.5 + random.random() / 2))
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _error_json(error_type: str, message: str) -> bytes:
+    return json.dumps({"status": "error", "errorType": error_type, "error": message}).encode()
+
+
+class Frontend:
+    def __init__(self, config: FrontendConfig, registry=None) -> None:
+        self.cfg = config
+        self.down = Downstream(config.downstream_url)
+        self.cache = None
+        if config.response_cache is not None:
+            from .cacheconfig import build_response_cache
+            from .resultscache import ResultsCache
+
+            backend = build_response_cache(config.response_cache, name="frontend-cache", registry=registry)
+            self.cache = ResultsCache(backend, config.response_cache.ttl, config.max_freshness_ms,
+                                      lambda: int(time.time() * 1000))
+        self.gate = asyncio.Semaphore(max(1, config.max_query_parallelism))
+
+    def _headers(self, request) -> dict:
+        out = {}
+        for name in self.cfg.forward_headers:
+            v = request.headers.get(name)
+            if v is not None:
+                out[name] = v
+        for name in ("Authorization", "Accept", self.cfg.tenant_header):
+            v = request.headers.get(name)
+            if v is not None:
+                out.setdefault(name, v)
+        peer = request.remote or ""
+        xff = request.headers.get("X-Forwarded-For")
+        out["X-Forwarded-For"] = f"{xff}, {peer}" if xff else peer
+        return out
+
+    def _response(self, status: int, headers: dict, body: bytes):
+        from aiohttp import web
+
+        h = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
+        if not self.cfg.disable_cors:
+            h["Access-Control-Allow-Origin"] = "*"
+        return web.Response(status=status, body=body, headers=h)
+
+    async def _params(self, request) -> list:
+        params = list(request.query.items())
+        if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
+            params += list((await request.post()).items())
+        return params
+
+    # -- range queries ------------------------------------------------------------------------
+
+    async def query_range(self, request):
+        from ..query.params import ApiError, parse_duration, parse_time
+        from .split import align, pin_at_modifiers, split_range
+
+        started = time.monotonic()
+        params = await self._params(request)
+        p = dict(params)
+        try:
+            start = parse_time(p.get("start", ""))  # errors worded as Thanos' frontend and querier
+            end = parse_time(p.get("end", ""))
+            if end < start:
+                raise ApiError("bad_data", "end timestamp must not be before start time")
+            step = parse_duration(p.get("step", ""))
+            if step <= 0:
+                raise ApiError("bad_data", "zero or negative query resolution step widths are not accepted. "
+                                           "Try a positive integer")
+            if (end - start) // step > 11000:
+                raise ApiError("bad_data", "exceeded maximum resolution of 11,000 points per timeseries. "
+                                           "Try decreasing the query resolution (?step=XX)")
+            if self.cfg.max_query_length_ms and end - start > self.cfg.max_query_length_ms:
+                from ..gofmt import model_duration
+
+                raise ApiError("bad_data", f"the query time range exceeds the limit (query length: "
+                                           f"{model_duration(end - start)}, limit: "
+                                           f"{model_duration(self.cfg.max_query_length_ms)})")
+        except ApiError as e:
+            return self._response(e.status, {"Content-Type": "application/json"}, _error_json(e.error_type, str(e)))
+        if self.cfg.align_range_with_step:
+            start, end = align(start, end, step)
+        query = pin_at_modifiers(p.get("query", ""), start, end)
+        if "partial_response" not in p:
+            params.append(("partial_response", "true" if self.cfg.partial_response else "false"))
+        rest = [(k, v) for k, v in params if k not in ("start", "end", "query")]
+        headers = self._headers(request)
+        cacheable = (self.cache is not None and p.get("dedup", "true").lower() not in ("false", "0", "f")
+                     and not any(k == "storeMatch[]" for k, _ in params)
+                     and "no-store" not in request.headers.get("Cache-Control", "").lower())
+        pieces = split_range(start, end, step, self.cfg.split_interval_ms)
+        errors: list = []
+
+        async def fetch(a: int, b: int):
+            from .resultscache import Piece
+
+            sub = [("query", query), ("start", _seconds(a)), ("end", _seconds(b)), *rest]
+            async with self.gate:
+                status, h, body = await self.down.call("POST", "/api/v1/query_range", sub, headers,
+                                                       retries=self.cfg.max_retries)
+            if status // 100 != 2:
+                errors.append((status, h, body))
+                raise _Failed()
+            try:
+                doc = json.loads(body)
+                data = doc["data"]
+                if data.get("resultType") != "matrix":
+                    raise ValueError(f"resultType {data.get('resultType')!r}")
+                result = data["result"] or []
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                errors.append((502, {"Content-Type": "application/json"},
+                               _error_json("internal", f"unexpected downstream answer: {e}")))
+                raise _Failed() from None
+            from .resultscache import harmless
+
+            warnings = list(doc.get("warnings") or [])
+            no_store = "no-store" in h.get("Cache-Control", "").lower()
+            return Piece(a, b, result, warnings, list(doc.get("infos") or []),
+                         cacheable=not no_store and all(harmless(w) for w in warnings),
+                         extra={k: v for k, v in data.items() if k not in ("resultType", "result")})
+
+        async def one(a: int, b: int):
+            if cacheable:
+                from .resultscache import cache_key
+
+                key = cache_key(tenant=request.headers.get(self.cfg.tenant_header, self.cfg.default_tenant),
+                                query=query, step=step, split=self.cfg.split_interval_ms, start=a,
+                                max_source_resolution=_resolution(p.get("max_source_resolution", "")),
+                                shard=p.get("shard_info", ""), lookback_ms=_lookback(p.get("lookback_delta", "")),
+                                engine=p.get("engine", ""),
+                                partial=p.get("partial_response", "true").lower() in ("true", "1", "t"),
+                                replica_labels=[v for k, v in params if k == "replicaLabels[]"],
+                                analyze=p.get("analyze", "").lower() in ("true", "1", "t"))
+                return await self.cache.get(key, a, b, step, fetch)
+            return await fetch(a, b)
+
+        try:
+            got = await asyncio.gather(*(one(a, b) for a, b in pieces))
+        except _Failed:
+            status, h, body = errors[0]
+            return self._response(status, h, body)
+        from .merge import encode_matrix, merge_results
+
+        warnings: list = []
+        infos: list = []
+        extra: dict = {}
+        for g in got:
+            warnings += [w for w in g.warnings if w not in warnings]
+            infos += [i for i in g.infos if i not in infos]
+            extra = {**g.extra, **extra}
+        body = encode_matrix(merge_results(g.result for g in got), warnings, infos, extra)
+        took = time.monotonic() - started
+        slow = self.cfg.log_queries_longer_than_s
+        if slow and (slow < 0 or took > slow):
+            log.info("slow query detected", extra={"time_taken": f"{took:.3f}s", "query": query,
+                                                   "start": start, "end": end, "step": step})
+        from .resultscache import harmless
+
+        h = {"Content-Type": "application/json"}
+        if not all(harmless(w) for w in warnings):
+            h["Cache-Control"] = "no-store"
+        return self._response(200, h, body)
+
+    # -- everything else ----------------------------------------------------------------------
+
+    async def passthrough(self, request, retries: int = 0):
+        params = list(request.query.items())
+        body = await request.read() if request.method not in ("GET", "HEAD") else None
+        headers = self._headers(request)
+        ct = request.headers.get("Content-Type")
+        if ct:
+            headers["Content-Type"] = ct
+        status, h, data = await self.down.call(request.method, request.rel_url.path, params, headers,
+                                               body=body if body is not None else None, retries=retries)
+        return self._response(status, h, data)
+
+    def routes(self, app) -> None:
+        r = app.router
+        for m in ("GET", "POST"):
+            r.add_route(m, "/api/v1/query_range", self.query_range)
+            r.add_route(m, "/api/v1/query", lambda q: self.passthrough(q, self.cfg.instant_max_retries))
+            for path in ("/api/v1/labels", "/api/v1/label/{name}/values", "/api/v1/series"):
+                r.add_route(m, path, lambda q: self.passthrough(q, self.cfg.labels_max_retries))
+        r.add_route("*", "/{tail:.*}", self.passthrough)
+
+
+class _Failed(Exception):
+    """A piece failed; the downstream answer to return is in the handler's ``errors``."""
+
+
+def _seconds(ms: int) -> str:
+    sec, rem = divmod(ms, 1000)
+    return str(sec) if not rem else f"{sec}.{rem:03d}"
+
+
+def _resolution(v: str) -> int:
+    from ..query.params import ApiError, parse_duration
+
+    if not v or v == "auto":
+        return 0
+    try:
+        return parse_duration(v)
+    except ApiError:
+        return 0
+
+
+def _lookback(v: str) -> int:
+    return _resolution(v)
+
+
+async def serve(config: FrontendConfig, stop: Optional[asyncio.Event] = None) -> int:
+    from ..server import Component
+
+    srv = Component("query-frontend", http_address=config.http_address, http_grace_period=config.http_grace_period,
+                    http_config=config.http_config, stop=stop)
+    fe = Frontend(config, registry=srv.registry)
+    fe.routes(srv.app)
+    await srv.start_http()
+    srv.set_ready(True)
+    log.info("starting query frontend", extra={"http": config.http_address, "downstream": config.downstream_url,
+                                              "cache": type(fe.cache.cache).__name__ if fe.cache else "none"})
+
+    async def close() -> None:
+        await fe.down.close()
+        if fe.cache is not None:
+            await fe.cache.cache.close()
+
+    return await srv.run_tasks([asyncio.create_task(asyncio.Event().wait(), name="serve")], on_stop=close)
+
+
+def run(config: FrontendConfig) -> int:
+    from ..runtime import tune_gc
+
+    tune_gc()
+    return asyncio.run(serve(config))

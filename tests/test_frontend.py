@@ -1,0 +1,209 @@
+"""``pythanos query-frontend`` in front of real queriers: a year of the course's data
+(``continuous-365d-tiny``) in a FILESYSTEM bucket served by our store, our querier and a real
+``thanos query`` over it.
+
+* Range queries split by day answer byte for byte what the querier answers for the whole range.
+* The results cache serves what it holds with the querier stopped, and never serves a range it
+  does not hold completely (the missing part fails, as the querier is gone: no gap is filled
+  with nothing, thanos-io/thanos#5075).
+* Downstream 4xx pass through unchanged and are not retried; our parameter errors read as the
+  querier's.
+* The split and pure pieces (alignment, ``@ start()``, merging) against hand-computed cases.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from peers import REGISTRY, free_ports, start_thanos_query
+from pythanos.frontend.merge import merge_results
+from pythanos.frontend.split import align, pin_at_modifiers, split_range
+
+DAY = 86_400_000
+
+
+# --- pure pieces -----------------------------------------------------------------------------------
+
+def test_split_by_day_asks_every_step_once():
+    step = 300_000
+    start, end = align(3 * DAY - 7 * step + 11, 6 * DAY + 13 * step + 5, step)
+    pieces = split_range(start, end, step, DAY)
+    assert pieces[0][0] == start and pieces[-1][1] == end
+    asked = [t for a, b in pieces for t in range(a, b + 1, step)]
+    assert asked == list(range(start, end + 1, step))
+    assert all((b + step) % DAY == 0 for _, b in pieces[:-1])  # cut at midnight UTC
+    assert split_range(start, start, step, DAY) == [(start, start)]
+
+
+def test_split_off_grid_step_keeps_the_grid():
+    step = 7 * 60_000
+    pieces = split_range(1_000, 3 * DAY, step, DAY)
+    asked = [t for a, b in pieces for t in range(a, b + 1, step)]
+    assert asked == list(range(1_000, 3 * DAY + 1, step))
+
+
+def test_at_modifiers_pinned_outside_strings():
+    q = 'sum(rate(x{a="@ start()"}[5m] @ start())) + y @end( ) # @ end()'
+    assert pin_at_modifiers(q, 1_500, 2_000_000) == \
+        'sum(rate(x{a="@ start()"}[5m] @ 1.5)) + y @ 2000 # @ end()'
+
+
+def test_merge_pieces_in_label_order():
+    a = [{"metric": {"b": "2"}, "values": [[1, "1"], [2, "2"]]}, {"metric": {"a": "1"}, "values": [[1, "5"]]}]
+    b = [{"metric": {"a": "1"}, "values": [[1, "9"], [3, "6"]]}]
+    assert merge_results([a, b]) == [{"metric": {"a": "1"}, "values": [[1, "5"], [3, "6"]]},
+                                     {"metric": {"b": "2"}, "values": [[1, "1"], [2, "2"]]}]
+
+
+# --- against real queriers ---------------------------------------------------------------------------
+
+def _get(url: str, params: dict, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(url + "?" + urllib.parse.urlencode(params), headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def start_frontend(pythanos_bin: str, downstream: str, work: Path, *extra: str):
+    work.mkdir(parents=True, exist_ok=True)
+    (port,) = free_ports(1)
+    p = REGISTRY.start("pythanos-query-frontend", [
+        pythanos_bin, "query-frontend", f"--http-address=127.0.0.1:{port}",
+        f"--query-frontend.downstream-url={downstream}",
+        "--query-range.response-cache-config={type: IN-MEMORY, config: {max_size: 64MB}}", *extra], work)
+    p.url = f"http://127.0.0.1:{port}"
+    p.wait_http_ready("/-/ready", 60)
+    return p
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, pythanos_bin, thanos_bin):
+    from test_rules_api import start_our_query
+    from test_store import fs_yaml, start_store
+
+    work = tmp_path_factory.mktemp("frontend")
+    bucket = work / "bucket"
+    subprocess.run([pythanos_bin, "tools", "bench-blocks", "--profile", "continuous-365d-tiny", "--labels",
+                    'cluster="eu1"', "--max-time", "6h", "--output.dir", str(bucket)],
+                   check=True, capture_output=True, timeout=600)
+    started = []
+    try:
+        store = start_store(pythanos_bin, "pythanos-store", fs_yaml(bucket), work / "store")
+        started.append(store)
+        ours = start_our_query(pythanos_bin, [store.extra["grpc"]], work / "query")
+        started.append(ours)
+        theirs = start_thanos_query(thanos_bin, [store.extra["grpc"]], work / "tq")
+        started.append(theirs)
+        now = int(time.time()) // 300 * 300
+        yield dict(work=work, store=store, ours=ours, theirs=theirs, now=now)
+    finally:
+        for p in reversed(started):
+            p.stop()
+
+
+QUERIES = ["sum(rate(continuous_app_metric0[5m]))", "continuous_app_metric1", "max by (__name__) ({cluster=\"eu1\"})",
+           "count_over_time(continuous_app_metric0[1h] @ end())", 'absent(nonexistent{job="x"})']
+
+
+def _values(body: bytes) -> dict:
+    return {(json.dumps(s["metric"], sort_keys=True), v[0]): v[1]
+            for s in json.loads(body)["data"]["result"] for v in s.get("values", ())}
+
+
+@pytest.mark.parametrize("downstream", ["ours", "theirs"])
+def test_split_answers_are_the_queriers_own(stack, pythanos_bin, downstream, tmp_path):
+    """The frontend's answer holds exactly the querier's answers for the day pieces it asked for
+    (a step's float may differ in its last bits between a day's query and a week's, in Thanos'
+    querier as in ours), and where those equal the whole range's answer it is that answer, byte
+    for byte from our querier (JSON-equal from Thanos', whose number printing differs)."""
+    q = stack[downstream]
+    fe = start_frontend(pythanos_bin, q.url, tmp_path / "fe")
+    try:
+        now = stack["now"]
+        for query in QUERIES:
+            start, end, step = now - 5 * 86400 + 600, now - 86400 - 900, 300
+            params = {"query": query, "start": start, "end": end, "step": step}
+            direct = _get(q.url + "/api/v1/query_range", params)
+            assert direct[0] == 200, direct
+            pinned = pin_at_modifiers(query, start * 1000, end * 1000)
+            pieces: dict = {}
+            for a, b in split_range(start * 1000, end * 1000, step * 1000, DAY):
+                got = _get(q.url + "/api/v1/query_range", {"query": pinned, "start": a / 1000, "end": b / 1000,
+                                                           "step": step})
+                assert got[0] == 200, got
+                pieces.update(_values(got[2]))
+            for attempt in ("cold", "cached"):
+                got = _get(fe.url + "/api/v1/query_range", params)
+                assert got[0] == 200, (query, got[2][:300])
+                assert _values(got[2]) == pieces, (query, attempt)
+                assert _values(got[2]).keys() == _values(direct[2]).keys(), (query, attempt)
+                if pieces != _values(direct[2]):
+                    continue
+                if downstream == "ours":
+                    assert got[2] == direct[2], (query, attempt)
+                else:
+                    assert json.loads(got[2]) == json.loads(direct[2]), (query, attempt)
+    finally:
+        fe.stop()
+
+
+def test_cache_serves_what_it_holds_and_never_fills_a_gap(stack, pythanos_bin, tmp_path):
+    from test_rules_api import start_our_query
+
+    q = start_our_query(pythanos_bin, [stack["store"].extra["grpc"]], tmp_path / "q")
+    fe = start_frontend(pythanos_bin, q.url, tmp_path / "fe", "--query-range.max-retries-per-request=0")
+    try:
+        now = stack["now"]
+        held = {"query": "sum(rate(continuous_app_metric0[5m]))", "start": now - 4 * 86400, "end": now - 2 * 86400,
+                "step": 300}
+        first = _get(fe.url + "/api/v1/query_range", held)
+        assert first[0] == 200 and json.loads(first[2])["data"]["result"]
+        q.stop()
+        inside = dict(held, start=now - 3 * 86400, end=now - 2 * 86400 - 3600)
+        got = _get(fe.url + "/api/v1/query_range", inside)
+        assert got[0] == 200
+        held_values = _values(first[2])
+        want = {k: v for k, v in held_values.items() if inside["start"] <= k[1] <= inside["end"]}
+        assert want and _values(got[2]) == want
+        wider = dict(held, start=now - 5 * 86400)
+        got = _get(fe.url + "/api/v1/query_range", wider)
+        assert got[0] == 502 and b"unreachable" in got[2], got
+        fresh = dict(held, end=now)  # nothing newer than now - 1m was ever stored
+        assert _get(fe.url + "/api/v1/query_range", fresh)[0] == 502
+        no_store = _get(fe.url + "/api/v1/query_range", held, {"Cache-Control": "no-store"})
+        assert no_store[0] == 502  # the cache is not consulted
+    finally:
+        fe.stop()
+        q.stop()
+
+
+def test_errors_as_the_querier_writes_them(stack, pythanos_bin, tmp_path):
+    q = stack["ours"]
+    fe = start_frontend(pythanos_bin, q.url, tmp_path / "fe")
+    try:
+        now = stack["now"]
+        base = {"query": "sum(", "start": now - 3600, "end": now, "step": 60}
+        direct = _get(q.url + "/api/v1/query_range", base)
+        got = _get(fe.url + "/api/v1/query_range", base)
+        assert got[0] == direct[0] == 400 and got[2] == direct[2]
+        for bad in ({"start": "x"}, {"end": now - 7200}, {"step": "0"}, {"step": "1", "start": now - 86400}):
+            p = dict(base, query="up", **bad)
+            d, g = _get(q.url + "/api/v1/query_range", p), _get(fe.url + "/api/v1/query_range", p)
+            assert g[0] == d[0] == 400, bad
+            assert json.loads(g[2])["error"] == json.loads(d[2])["error"], bad
+        # everything else is passed through: the querier's own answer
+        for path, params in (("/api/v1/query", {"query": "continuous_app_metric0", "time": now - 86400}),
+                             ("/api/v1/labels", {}), ("/api/v1/stores", {})):
+            d, g = _get(q.url + path, params), _get(fe.url + path, params)
+            assert g[0] == d[0] == 200 and json.loads(g[2])["data"] == json.loads(d[2])["data"], path
+    finally:
+        fe.stop()
