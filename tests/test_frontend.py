@@ -73,13 +73,16 @@ def _get(url: str, params: dict, headers: dict | None = None) -> tuple[int, dict
         return e.code, dict(e.headers), e.read()
 
 
-def start_frontend(pythanos_bin: str, downstream: str, work: Path, *extra: str):
+IN_MEMORY = "{type: IN-MEMORY, config: {max_size: 64MB}}"
+
+
+def start_frontend(pythanos_bin: str, downstream: str, work: Path, *extra: str, cache: str = IN_MEMORY):
     work.mkdir(parents=True, exist_ok=True)
     (port,) = free_ports(1)
     p = REGISTRY.start("pythanos-query-frontend", [
         pythanos_bin, "query-frontend", f"--http-address=127.0.0.1:{port}",
-        f"--query-frontend.downstream-url={downstream}",
-        "--query-range.response-cache-config={type: IN-MEMORY, config: {max_size: 64MB}}", *extra], work)
+        f"--query-frontend.downstream-url={downstream}", f"--query-range.response-cache-config={cache}", *extra],
+        work)
     p.url = f"http://127.0.0.1:{port}"
     p.wait_http_ready("/-/ready", 60)
     return p
@@ -156,30 +159,39 @@ def test_split_answers_are_the_queriers_own(stack, pythanos_bin, downstream, tmp
         fe.stop()
 
 
-def test_cache_serves_what_it_holds_and_never_fills_a_gap(stack, pythanos_bin, tmp_path):
+@pytest.mark.parametrize("backend", ["IN-MEMORY", "MEMCACHED", "REDIS"])
+def test_cache_serves_what_it_holds_and_never_fills_a_gap(stack, pythanos_bin, tmp_path, backend, request):
+    """With each backend (real memcached and Redis servers): what the cache holds is answered with
+    the querier stopped; a range it holds only in part fails rather than coming back with a gap."""
     from test_rules_api import start_our_query
 
+    cache = IN_MEMORY
+    if backend == "MEMCACHED":
+        cache = f"{{type: MEMCACHED, config: {{addresses: [{request.getfixturevalue('memcached_server').address}]}}}}"
+    elif backend == "REDIS":
+        cache = f"{{type: REDIS, config: {{addr: {request.getfixturevalue('redis_server').address}}}}}"
+    tenant = {"THANOS-TENANT": f"t-{time.monotonic_ns()}"}  # keys of its own in a shared server
     q = start_our_query(pythanos_bin, [stack["store"].extra["grpc"]], tmp_path / "q")
-    fe = start_frontend(pythanos_bin, q.url, tmp_path / "fe", "--query-range.max-retries-per-request=0")
+    fe = start_frontend(pythanos_bin, q.url, tmp_path / "fe", "--query-range.max-retries-per-request=0", cache=cache)
     try:
         now = stack["now"]
         held = {"query": "sum(rate(continuous_app_metric0[5m]))", "start": now - 4 * 86400, "end": now - 2 * 86400,
                 "step": 300}
-        first = _get(fe.url + "/api/v1/query_range", held)
+        first = _get(fe.url + "/api/v1/query_range", held, tenant)
         assert first[0] == 200 and json.loads(first[2])["data"]["result"]
         q.stop()
         inside = dict(held, start=now - 3 * 86400, end=now - 2 * 86400 - 3600)
-        got = _get(fe.url + "/api/v1/query_range", inside)
+        got = _get(fe.url + "/api/v1/query_range", inside, tenant)
         assert got[0] == 200
         held_values = _values(first[2])
         want = {k: v for k, v in held_values.items() if inside["start"] <= k[1] <= inside["end"]}
         assert want and _values(got[2]) == want
         wider = dict(held, start=now - 5 * 86400)
-        got = _get(fe.url + "/api/v1/query_range", wider)
+        got = _get(fe.url + "/api/v1/query_range", wider, tenant)
         assert got[0] == 502 and b"unreachable" in got[2], got
         fresh = dict(held, end=now)  # nothing newer than now - 1m was ever stored
-        assert _get(fe.url + "/api/v1/query_range", fresh)[0] == 502
-        no_store = _get(fe.url + "/api/v1/query_range", held, {"Cache-Control": "no-store"})
+        assert _get(fe.url + "/api/v1/query_range", fresh, tenant)[0] == 502
+        no_store = _get(fe.url + "/api/v1/query_range", held, {**tenant, "Cache-Control": "no-store"})
         assert no_store[0] == 502  # the cache is not consulted
     finally:
         fe.stop()
