@@ -76,6 +76,12 @@ def _get(url: str, params: dict, headers: dict | None = None) -> tuple[int, dict
 IN_MEMORY = "{type: IN-MEMORY, config: {max_size: 64MB}}"
 
 
+def _metrics(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url + "/metrics", timeout=30) as r:
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in r.read().decode().splitlines() if line and not line.startswith("#")}
+
+
 def start_frontend(pythanos_bin: str, downstream: str, work: Path, *extra: str, cache: str = IN_MEMORY):
     work.mkdir(parents=True, exist_ok=True)
     (port,) = free_ports(1)
@@ -181,8 +187,13 @@ def test_cache_serves_what_it_holds_and_never_fills_a_gap(stack, pythanos_bin, t
         assert first[0] == 200 and json.loads(first[2])["data"]["result"]
         q.stop()
         inside = dict(held, start=now - 3 * 86400, end=now - 2 * 86400 - 3600)
+        before = _metrics(fe.url)
         got = _get(fe.url + "/api/v1/query_range", inside, tenant)
+        after = _metrics(fe.url)
         assert got[0] == 200
+        miss = 'querier_cache_misses_total{cache="frontend-cache",tripperware="query_range"}'
+        gets = 'querier_cache_gets_total{cache="frontend-cache",tripperware="query_range"}'
+        assert after[miss] == before[miss] and after[gets] == before[gets] + 2  # two day pieces, both cached
         held_values = _values(first[2])
         want = {k: v for k, v in held_values.items() if inside["start"] <= k[1] <= inside["end"]}
         assert want and _values(got[2]) == want

@@ -42,6 +42,7 @@ class Piece:
     infos: list
     cacheable: bool = True
     extra: dict = field(default_factory=dict)  # data's other members (the querier's "analysis")
+    fetched: int = 0  # how many downstream requests made it (0: all from the cache)
 
 
 Fetch = Callable[[int, int], Awaitable[Piece]]
@@ -129,7 +130,8 @@ class ResultsCache:
         parts.sort(key=lambda x: x[0])
         merged = merge_results(r for _, r in parts)
         await self._store(key, extents, [p for p in fetched if p.cacheable], step)
-        return Piece(start, end, merged, warnings, infos, cacheable=all(p.cacheable for p in fetched), extra=extra)
+        return Piece(start, end, merged, warnings, infos, cacheable=all(p.cacheable for p in fetched), extra=extra,
+                     fetched=len(fetched))
 
     async def _store(self, key: str, extents: list[dict], fetched: list[Piece], step: int) -> None:
         limit = self.clock_ms() - self.max_freshness_ms

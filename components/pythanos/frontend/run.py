@@ -60,9 +60,10 @@ class FrontendConfig:
 class Downstream:
     """The downstream query API over one keep-alive session."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, retries_histogram=None) -> None:
         self.base = base.rstrip("/")
         self._session = None
+        self.retries_histogram = retries_histogram
 
     def session(self):
         import aiohttp
@@ -72,7 +73,7 @@ class Downstream:
         return self._session
 
     async def call(self, method: str, path: str, params: list, headers: dict, body: Optional[bytes] = None,
-                   retries: int = 0) -> tuple[int, dict, bytes]:
+                   retries: int = 0, tripperware: str = "") -> tuple[int, dict, bytes]:
         """(status, headers, body); 5xx and transport errors retried ``retries`` times."""
         import aiohttp
         from urllib.parse import urlencode
@@ -93,10 +94,12 @@ class Downstream:
                     status, rh = resp.status, {k: v for k, v in resp.headers.items()
                                                if k.lower() not in _HOP_HEADERS}
                 if status < 500 or attempt >= retries:
+                    self._observe(tripperware, attempt)
                     return status, rh, data
                 why = f"status {status}"
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
                 if attempt >= retries:
+                    self._observe(tripperware, attempt)
                     return 502, {"Content-Type": "application/json"}, _error_json(
                         "unavailable", f"downstream {self.base} unreachable: {type(e).__name__}: {e}")
                 why = f"{type(e).__name__}: {e}"
@@ -104,6 +107,10 @@ class Downstream:
             log.warning("retrying downstream request", extra={"path": path, "attempt": attempt, "err": why})
             await asyncio.sleep(backoff * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def _observe(self, tripperware: str, attempts: int) -> None:
+        if tripperware and self.retries_histogram is not None:
+            self.retries_histogram.labels(tripperware).observe(attempts)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -115,10 +122,32 @@ def _error_json(error_type: str, message: str) -> bytes:
     return json.dumps({"status": "error", "errorType": error_type, "error": message}).encode()
 
 
+class _Metrics:
+    """Thanos' query frontend families (names, labels) that tell what the frontend did."""
+
+    def __init__(self, registry) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.queries = Counter("thanos_query_frontend_queries", "Total queries passing through query frontend",
+                               ["op"], registry=registry)
+        for op in ("query_range", "query", "label_names", "label_values", "series"):
+            self.queries.labels(op)
+        self.split = Counter("thanos_frontend_split_queries", "Total number of underlying query requests after "
+                             "the split by interval is applied", ["tripperware"], registry=registry)
+        self.split.labels("query_range")
+        self.retries = Histogram("cortex_query_frontend_retries", "Number of times a request is retried.",
+                                 ["tripperware"], buckets=(0, 1, 2, 3, 4, 5), registry=registry)
+        self.gets = Counter("querier_cache_gets", "The total number of Get calls", ["cache", "tripperware"],
+                            registry=registry)
+        self.misses = Counter("querier_cache_misses", "The total number of Get calls that had no valid entry",
+                              ["cache", "tripperware"], registry=registry)
+
+
 class Frontend:
     def __init__(self, config: FrontendConfig, registry=None) -> None:
         self.cfg = config
-        self.down = Downstream(config.downstream_url)
+        self.m = _Metrics(registry)
+        self.down = Downstream(config.downstream_url, self.m.retries)
         self.cache = None
         if config.response_cache is not None:
             from .cacheconfig import build_response_cache
@@ -165,6 +194,7 @@ class Frontend:
         from .split import align, pin_at_modifiers, split_range
 
         started = time.monotonic()
+        self.m.queries.labels("query_range").inc()
         params = await self._params(request)
         p = dict(params)
         try:
@@ -198,6 +228,7 @@ class Frontend:
                      and not any(k == "storeMatch[]" for k, _ in params)
                      and "no-store" not in request.headers.get("Cache-Control", "").lower())
         pieces = split_range(start, end, step, self.cfg.split_interval_ms)
+        self.m.split.labels("query_range").inc(len(pieces))
         errors: list = []
 
         async def fetch(a: int, b: int):
@@ -206,7 +237,7 @@ class Frontend:
             sub = [("query", query), ("start", _seconds(a)), ("end", _seconds(b)), *rest]
             async with self.gate:
                 status, h, body = await self.down.call("POST", "/api/v1/query_range", sub, headers,
-                                                       retries=self.cfg.max_retries)
+                                                       retries=self.cfg.max_retries, tripperware="query_range")
             if status // 100 != 2:
                 errors.append((status, h, body))
                 raise _Failed()
@@ -240,7 +271,11 @@ class Frontend:
                                 partial=p.get("partial_response", "true").lower() in ("true", "1", "t"),
                                 replica_labels=[v for k, v in params if k == "replicaLabels[]"],
                                 analyze=p.get("analyze", "").lower() in ("true", "1", "t"))
-                return await self.cache.get(key, a, b, step, fetch)
+                self.m.gets.labels("frontend-cache", "query_range").inc()
+                got = await self.cache.get(key, a, b, step, fetch)
+                if got.fetched:
+                    self.m.misses.labels("frontend-cache", "query_range").inc()
+                return got
             return await fetch(a, b)
 
         try:
@@ -272,7 +307,9 @@ class Frontend:
 
     # -- everything else ----------------------------------------------------------------------
 
-    async def passthrough(self, request, retries: int = 0):
+    async def passthrough(self, request, retries: int = 0, op: str = "", tripperware: str = ""):
+        if op:
+            self.m.queries.labels(op).inc()
         params = list(request.query.items())
         body = await request.read() if request.method not in ("GET", "HEAD") else None
         headers = self._headers(request)
@@ -280,16 +317,18 @@ class Frontend:
         if ct:
             headers["Content-Type"] = ct
         status, h, data = await self.down.call(request.method, request.rel_url.path, params, headers,
-                                               body=body if body is not None else None, retries=retries)
+                                               body=body, retries=retries, tripperware=tripperware)
         return self._response(status, h, data)
 
     def routes(self, app) -> None:
         r = app.router
         for m in ("GET", "POST"):
             r.add_route(m, "/api/v1/query_range", self.query_range)
-            r.add_route(m, "/api/v1/query", lambda q: self.passthrough(q, self.cfg.instant_max_retries))
-            for path in ("/api/v1/labels", "/api/v1/label/{name}/values", "/api/v1/series"):
-                r.add_route(m, path, lambda q: self.passthrough(q, self.cfg.labels_max_retries))
+            r.add_route(m, "/api/v1/query", lambda q: self.passthrough(q, self.cfg.instant_max_retries, "query",
+                                                                        "query_instant"))
+            for path, op in (("/api/v1/labels", "label_names"), ("/api/v1/label/{name}/values", "label_values"),
+                             ("/api/v1/series", "series")):
+                r.add_route(m, path, lambda q, op=op: self.passthrough(q, self.cfg.labels_max_retries, op, "labels"))
         r.add_route("*", "/{tail:.*}", self.passthrough)
 
 
