@@ -230,3 +230,57 @@ def test_errors_as_the_querier_writes_them(stack, pythanos_bin, tmp_path):
             assert g[0] == d[0] == 200 and json.loads(g[2])["data"] == json.loads(d[2])["data"], path
     finally:
         fe.stop()
+
+
+def test_downsampled_prefix_asked_again_as_thanos_frontend(downsampled_bucket, pythanos_bin, thanos_bin, tmp_path):
+    """max_source_resolution=auto over a bucket whose raw blocks before a cutoff are gone (retention):
+    the querier's answer starts late, so the missing prefix is asked again at 5m, exactly as a real
+    ``thanos query-frontend`` in front of the same querier does."""
+    import shutil
+
+    from test_rules_api import start_our_query
+    from test_store import fs_yaml, start_store
+
+    bucket = tmp_path / "bucket"
+    shutil.copytree(downsampled_bucket, bucket)
+    metas = {p.parent: json.loads(p.read_text()) for p in bucket.glob("*/meta.json")}
+    end = max(m["maxTime"] for m in metas.values())
+    cutoff = end - 60 * DAY
+    dropped = [d for d, m in metas.items() if m["thanos"]["downsample"]["resolution"] == 0 and m["maxTime"] < cutoff]
+    assert dropped
+    for d in dropped:
+        shutil.rmtree(d)
+    started = []
+    try:
+        store = start_store(pythanos_bin, "pythanos-store", fs_yaml(bucket), tmp_path / "store",
+                            ["--ignore-deletion-marks-delay=0s"])
+        started.append(store)
+        q = start_our_query(pythanos_bin, [store.extra["grpc"]], tmp_path / "q")
+        started.append(q)
+        ours = start_frontend(pythanos_bin, q.url, tmp_path / "fe")
+        started.append(ours)
+        (port,) = free_ports(1)
+        theirs = REGISTRY.start("thanos-query-frontend", [
+            thanos_bin, "query-frontend", f"--http-address=127.0.0.1:{port}",
+            f"--query-frontend.downstream-url={q.url}", f"--query-range.response-cache-config={IN_MEMORY}"],
+            tmp_path / "tfe")
+        theirs.url = f"http://127.0.0.1:{port}"
+        theirs.wait_http_ready("/-/ready", 60)
+        started.append(theirs)
+        first_raw = min(m["minTime"] for m in metas.values()
+                        if m["thanos"]["downsample"]["resolution"] == 0 and m["maxTime"] >= cutoff)
+        params = {"query": "sum(continuous_app_metric0)", "start": (first_raw - 20 * DAY) // 1000,
+                  "end": (first_raw + 10 * DAY) // 1000, "step": 300, "max_source_resolution": "auto"}
+        direct = json.loads(_get(q.url + "/api/v1/query_range", params)[2])["data"]["result"]
+        assert direct and direct[0]["values"][0][0] * 1000 >= first_raw - 300_000  # raw only: starts late
+        for attempt in ("cold", "cached"):
+            got = _get(ours.url + "/api/v1/query_range", params)
+            want = _get(theirs.url + "/api/v1/query_range", params)
+            assert got[0] == want[0] == 200, (got[2][:300], want[2][:300])
+            assert json.loads(got[2])["data"]["result"] == json.loads(want[2])["data"]["result"], attempt
+            values = json.loads(got[2])["data"]["result"][0]["values"]
+            assert values[0][0] < params["start"] + DAY // 1000  # the prefix came back, from 5m data
+        assert _metrics(ours.url)['thanos_frontend_downsampled_extra_queries_total{tripperware="query_range"}'] >= 1
+    finally:
+        for p in reversed(started):
+            p.stop()

@@ -174,6 +174,7 @@ def config_from_args(args: argparse.Namespace):
     return FrontendConfig(
         http_address=args.http_address, http_grace_period=args.http_grace_period, http_config=args.http_config,
         disable_cors=args.disable_cors, downstream_url=args.downstream_url, align_range_with_step=args.align,
+        request_downsampled=args.request_downsampled,
         split_interval_ms=int(args.split_interval * 1000), max_retries=args.max_retries,
         instant_max_retries=args.instant_max_retries, labels_max_retries=args.labels_max_retries,
         max_query_length_ms=int(args.max_query_length * 1000), max_query_parallelism=args.max_query_parallelism,

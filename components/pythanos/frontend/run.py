@@ -30,6 +30,7 @@ __all__ = ["FrontendConfig", "serve", "run"]
 log = logging.getLogger(__name__)
 
 MIN_BACKOFF_S, MAX_BACKOFF_S = 0.2, 2.0
+RESOLUTIONS = (300_000, 3_600_000)  # the downsampled middleware's fallbacks: 5m, then 1h
 _HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
                 "transfer-encoding", "upgrade", "content-length", "host", "accept-encoding", "content-encoding"}
 
@@ -42,6 +43,7 @@ class FrontendConfig:
     disable_cors: bool = False
     downstream_url: str = "http://localhost:9090"
     align_range_with_step: bool = True
+    request_downsampled: bool = True
     split_interval_ms: int = 24 * 3_600_000
     max_retries: int = 5
     instant_max_retries: int = 5
@@ -135,6 +137,9 @@ class _Metrics:
         self.split = Counter("thanos_frontend_split_queries", "Total number of underlying query requests after "
                              "the split by interval is applied", ["tripperware"], registry=registry)
         self.split.labels("query_range")
+        self.downsampled = Counter("thanos_frontend_downsampled_extra_queries", "Total number of additional "
+                                   "queries for downsampled data", ["tripperware"], registry=registry)
+        self.downsampled.labels("query_range")
         self.retries = Histogram("cortex_query_frontend_retries", "Number of times a request is retried.",
                                  ["tripperware"], buckets=(0, 1, 2, 3, 4, 5), registry=registry)
         self.gets = Counter("querier_cache_gets", "The total number of Get calls", ["cache", "tripperware"],
@@ -227,14 +232,14 @@ class Frontend:
         cacheable = (self.cache is not None and p.get("dedup", "true").lower() not in ("false", "0", "f")
                      and not any(k == "storeMatch[]" for k, _ in params)
                      and "no-store" not in request.headers.get("Cache-Control", "").lower())
-        pieces = split_range(start, end, step, self.cfg.split_interval_ms)
-        self.m.split.labels("query_range").inc(len(pieces))
         errors: list = []
+        auto = p.get("max_source_resolution", "") == "auto"
+        base_res = step // 5 if auto else _resolution(p.get("max_source_resolution", ""))
 
-        async def fetch(a: int, b: int):
-            from .resultscache import Piece
+        async def fetch(a: int, b: int, sub_rest: list):
+            from .resultscache import Piece, harmless
 
-            sub = [("query", query), ("start", _seconds(a)), ("end", _seconds(b)), *rest]
+            sub = [("query", query), ("start", _seconds(a)), ("end", _seconds(b)), *sub_rest]
             async with self.gate:
                 status, h, body = await self.down.call("POST", "/api/v1/query_range", sub, headers,
                                                        retries=self.cfg.max_retries, tripperware="query_range")
@@ -251,35 +256,45 @@ class Frontend:
                 errors.append((502, {"Content-Type": "application/json"},
                                _error_json("internal", f"unexpected downstream answer: {e}")))
                 raise _Failed() from None
-            from .resultscache import harmless
-
             warnings = list(doc.get("warnings") or [])
             no_store = "no-store" in h.get("Cache-Control", "").lower()
             return Piece(a, b, result, warnings, list(doc.get("infos") or []),
                          cacheable=not no_store and all(harmless(w) for w in warnings),
                          extra={k: v for k, v in data.items() if k not in ("resultType", "result")})
 
-        async def one(a: int, b: int):
-            if cacheable:
-                from .resultscache import cache_key
+        async def run_range(s_: int, e_: int, res_param: Optional[str], res_ms: int) -> list:
+            """Split, cache and ask: the pieces of ``[s_, e_]`` at ``max_source_resolution``
+            ``res_param`` (None: the request's own)."""
+            from .resultscache import cache_key
 
+            sub_rest = rest if res_param is None else \
+                [(k, v) for k, v in rest if k != "max_source_resolution"] + [("max_source_resolution", res_param)]
+            pieces = split_range(s_, e_, step, self.cfg.split_interval_ms)
+            self.m.split.labels("query_range").inc(len(pieces))
+
+            async def one(a: int, b: int):
+                if not cacheable:
+                    return await fetch(a, b, sub_rest)
                 key = cache_key(tenant=request.headers.get(self.cfg.tenant_header, self.cfg.default_tenant),
                                 query=query, step=step, split=self.cfg.split_interval_ms, start=a,
-                                max_source_resolution=_resolution(p.get("max_source_resolution", "")),
-                                shard=p.get("shard_info", ""), lookback_ms=_lookback(p.get("lookback_delta", "")),
-                                engine=p.get("engine", ""),
+                                max_source_resolution=res_ms, shard=p.get("shard_info", ""),
+                                lookback_ms=_lookback(p.get("lookback_delta", "")), engine=p.get("engine", ""),
                                 partial=p.get("partial_response", "true").lower() in ("true", "1", "t"),
                                 replica_labels=[v for k, v in params if k == "replicaLabels[]"],
                                 analyze=p.get("analyze", "").lower() in ("true", "1", "t"))
                 self.m.gets.labels("frontend-cache", "query_range").inc()
-                got = await self.cache.get(key, a, b, step, fetch)
+                got = await self.cache.get(key, a, b, step, lambda x, y: fetch(x, y, sub_rest))
                 if got.fetched:
                     self.m.misses.labels("frontend-cache", "query_range").inc()
                 return got
-            return await fetch(a, b)
+
+            return list(await asyncio.gather(*(one(a, b) for a, b in pieces)))
 
         try:
-            got = await asyncio.gather(*(one(a, b) for a, b in pieces))
+            if auto and self.cfg.request_downsampled:
+                got = await self._downsampled(run_range, start, end, step, base_res)
+            else:
+                got = await run_range(start, end, None, base_res)
         except _Failed:
             status, h, body = errors[0]
             return self._response(status, h, body)
@@ -304,6 +319,43 @@ class Frontend:
         if not all(harmless(w) for w in warnings):
             h["Cache-Control"] = "no-store"
         return self._response(200, h, body)
+
+    async def _downsampled(self, run_range, start: int, end: int, step: int, res: int) -> list:
+        """Thanos' downsampled middleware (``max_source_resolution=auto``): when the answer starts
+        after ``start`` (raw data already deleted by retention), the missing prefix is asked again
+        at 5m and then 1h resolution; every answer's pieces are returned, oldest data first."""
+        from .merge import sample_ms
+
+        answers: list[list] = []
+        res_param: Optional[str] = None  # "auto" as sent
+        s_, e_, i = start, end, 0
+        while i < len(RESOLUTIONS):
+            if answers:
+                self.m.downsampled.labels("query_range").inc()
+            got = await run_range(s_, e_, res_param, res)
+            answers.append(got)
+            while i < len(RESOLUTIONS):
+                if res < RESOLUTIONS[i]:
+                    res, res_param = RESOLUTIONS[i], _seconds(RESOLUTIONS[i])
+                    break
+                i += 1
+            firsts = [sample_ms(pts[0][0]) for g in got for ser in g.result
+                      for pts in (ser.get("values"), ser.get("histograms")) if pts]
+            if not firsts:
+                continue
+            m = min(firsts)
+            if m == s_:
+                break
+            e_ = m - step
+            if s_ > e_:
+                break
+
+        def first_time(pieces: list) -> float:
+            ts = [sample_ms(pts[0][0]) for g in pieces for ser in g.result
+                  for pts in (ser.get("values"), ser.get("histograms")) if pts]
+            return min(ts) if ts else float("inf")
+
+        return [g for a in sorted(answers, key=first_time) for g in a]
 
     # -- everything else ----------------------------------------------------------------------
 
