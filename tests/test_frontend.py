@@ -284,3 +284,78 @@ def test_downsampled_prefix_asked_again_as_thanos_frontend(downsampled_bucket, p
     finally:
         for p in reversed(started):
             p.stop()
+
+
+GENERATED = [
+    ("sum(rate(continuous_app_metric0[5m]))", 300), ("rate(continuous_app_metric1[10m] offset 1h)", 600),
+    ("max_over_time(continuous_app_metric0[30m:5m])", 900), ("continuous_app_metric1 @ start()", 1800),
+    ("avg by (__name__) (continuous_app_metric0 offset -30m)", 300), ("count(continuous_app_metric0 > 100)", 3600),
+    ("sum(increase(continuous_app_metric0[1h] @ end()))", 1200), ("absent(continuous_app_metric0)", 7200),
+]
+
+
+def test_answers_equal_a_real_thanos_frontend(stack, pythanos_bin, thanos_bin, tmp_path):
+    """The same sequence of range queries (steps, day crossings, offsets, @, subqueries; a first
+    call, the same again, then an overlapping wider range) through our frontend and a real
+    ``thanos query-frontend`` v0.42 over the same querier: the same answers every time."""
+    q = stack["ours"]
+    ours = start_frontend(pythanos_bin, q.url, tmp_path / "fe")
+    (port,) = free_ports(1)
+    theirs = REGISTRY.start("thanos-query-frontend", [
+        thanos_bin, "query-frontend", f"--http-address=127.0.0.1:{port}", f"--query-frontend.downstream-url={q.url}",
+        f"--query-range.response-cache-config={IN_MEMORY}"], tmp_path / "tfe")
+    theirs.url = f"http://127.0.0.1:{port}"
+    try:
+        theirs.wait_http_ready("/-/ready", 60)
+        now = stack["now"]
+        for query, step in GENERATED:
+            held = {"query": query, "start": now - 4 * 86400 + 77, "end": now - 2 * 86400 - 31, "step": step}
+            wider = dict(held, start=now - 6 * 86400 + 123, end=now - 86400 + 19)
+            for what, params in (("first", held), ("cached", held), ("partly cached", wider)):
+                got = _get(ours.url + "/api/v1/query_range", params)
+                want = _get(theirs.url + "/api/v1/query_range", params)
+                assert got[0] == want[0] == 200, (query, what, got[2][:300], want[2][:300])
+                g, w = json.loads(got[2]), json.loads(want[2])
+                assert g["data"]["result"] == w["data"]["result"], (query, what)
+                assert g.get("warnings") == w.get("warnings"), (query, what)
+    finally:
+        ours.stop()
+        theirs.stop()
+
+
+def test_cache_server_stopped_midway_costs_only_hits(stack, pythanos_bin, memcached_server, tmp_path):
+    """memcached stopped under a running frontend: answers keep coming (from the querier), equal to
+    the cached ones; once it is back, it is used again."""
+    q = stack["ours"]
+    cache = f"{{type: MEMCACHED, config: {{addresses: [{memcached_server.address}], timeout: 200ms}}}}"
+    fe = start_frontend(pythanos_bin, q.url, tmp_path / "fe", cache=cache)
+    tenant = {"THANOS-TENANT": f"t-{time.monotonic_ns()}"}
+    try:
+        now = stack["now"]
+        params = {"query": "sum(rate(continuous_app_metric0[5m]))", "start": now - 3 * 86400, "end": now - 86400,
+                  "step": 600}
+        first = _get(fe.url + "/api/v1/query_range", params, tenant)
+        assert first[0] == 200
+        memcached_server.stop()
+        try:
+            during = _get(fe.url + "/api/v1/query_range", params, tenant)
+            assert during[0] == 200 and _values(during[2]) == _values(first[2])
+        finally:
+            memcached_server.start()
+        miss = 'querier_cache_misses_total{cache="frontend-cache",tripperware="query_range"}'
+        m0 = _metrics(fe.url)[miss]
+        again = _get(fe.url + "/api/v1/query_range", params, tenant)  # the entries are gone with the server
+        assert again[0] == 200 and _values(again[2]) == _values(first[2])
+        assert _metrics(fe.url)[miss] > m0
+
+        def all_hits() -> bool:  # the entries are written back asynchronously: ask until one call misses nothing
+            before = _metrics(fe.url)[miss]
+            got = _get(fe.url + "/api/v1/query_range", params, tenant)
+            assert got[0] == 200 and _values(got[2]) == _values(first[2])
+            return _metrics(fe.url)[miss] == before
+
+        deadline = time.monotonic() + 60
+        while not all_hits():
+            assert time.monotonic() < deadline, "memcached not used again after it came back"
+    finally:
+        fe.stop()
