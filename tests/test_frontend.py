@@ -359,3 +359,38 @@ def test_cache_server_stopped_midway_costs_only_hits(stack, pythanos_bin, memcac
             assert time.monotonic() < deadline, "memcached not used again after it came back"
     finally:
         fe.stop()
+
+
+def test_labels_and_series_split_and_merged_as_thanos_frontend(stack, pythanos_bin, thanos_bin, tmp_path):
+    """Label names, values and series over several days, split into day pieces and merged: the same
+    data as the querier's own answer for the whole range and as a real thanos query-frontend's;
+    without start and end, the last --labels.default-time-range (24h) as in Thanos."""
+    q = stack["ours"]
+    ours = start_frontend(pythanos_bin, q.url, tmp_path / "fe")
+    (port,) = free_ports(1)
+    theirs = REGISTRY.start("thanos-query-frontend", [
+        thanos_bin, "query-frontend", f"--http-address=127.0.0.1:{port}", f"--query-frontend.downstream-url={q.url}"],
+        tmp_path / "tfe")
+    theirs.url = f"http://127.0.0.1:{port}"
+    try:
+        theirs.wait_http_ready("/-/ready", 60)
+        now = stack["now"]
+        rng = {"start": now - 5 * 86400 + 17, "end": now - 86400}
+        cases = [("/api/v1/labels", rng), ("/api/v1/label/__name__/values", rng),
+                 ("/api/v1/series", dict(rng, **{"match[]": '{__name__=~"continuous_app_metric[01]"}'})),
+                 ("/api/v1/label/__name__/values", {}), ("/api/v1/series", {"match[]": "continuous_app_metric0"})]
+        split0 = _metrics(ours.url)['thanos_frontend_split_queries_total{tripperware="labels"}']
+        for path, params in cases:
+            got = _get(ours.url + path, params)
+            want = _get(theirs.url + path, params)
+            assert got[0] == want[0] == 200, (path, got[2][:300])
+            g, w = json.loads(got[2])["data"], json.loads(want[2])["data"]
+            assert g == w and g, (path, params)
+            if params:
+                direct = json.loads(_get(q.url + path, params)[2])["data"]
+                key = (lambda x: json.dumps(x, sort_keys=True)) if path.endswith("series") else str
+                assert sorted(g, key=key) == sorted(direct, key=key), path
+        assert _metrics(ours.url)['thanos_frontend_split_queries_total{tripperware="labels"}'] >= split0 + 3 * 4
+    finally:
+        ours.stop()
+        theirs.stop()

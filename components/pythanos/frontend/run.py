@@ -11,8 +11,10 @@ retried (``--query-range.max-retries-per-request``, backoff from 200 ms to 2 s);
 5xx, is returned to the client as downstream wrote it. Requests with ``dedup=false``,
 ``storeMatch[]``, a ``Cache-Control: no-store`` header or answers with warnings are not cached.
 
-Instant queries are retried (``--query.max-retries-per-request``); labels and series requests
-too (``--labels.max-retries-per-request``); anything else is proxied once. ``X-Forwarded-For``
+Instant queries are retried (``--query.max-retries-per-request``); label names, label values
+and series requests are split (``--labels.split-interval``, over ``--labels.default-time-range``
+when they give no range), asked in parallel, merged as Thanos merges them and retried
+(``--labels.max-retries-per-request``); anything else is proxied once. ``X-Forwarded-For``
 and the ``--query-frontend.forward-header`` headers are passed on.
 """
 from __future__ import annotations
@@ -48,6 +50,9 @@ class FrontendConfig:
     max_retries: int = 5
     instant_max_retries: int = 5
     labels_max_retries: int = 5
+    labels_split_interval_ms: int = 24 * 3_600_000
+    labels_default_range_ms: int = 24 * 3_600_000
+    labels_partial_response: bool = True
     max_query_length_ms: int = 0
     max_query_parallelism: int = 14
     max_freshness_ms: int = 60_000
@@ -137,6 +142,7 @@ class _Metrics:
         self.split = Counter("thanos_frontend_split_queries", "Total number of underlying query requests after "
                              "the split by interval is applied", ["tripperware"], registry=registry)
         self.split.labels("query_range")
+        self.split.labels("labels")
         self.downsampled = Counter("thanos_frontend_downsampled_extra_queries", "Total number of additional "
                                    "queries for downsampled data", ["tripperware"], registry=registry)
         self.downsampled.labels("query_range")
@@ -357,6 +363,76 @@ class Frontend:
 
         return [g for a in sorted(answers, key=first_time) for g in a]
 
+    # -- labels and series ---------------------------------------------------------------------
+
+    async def labels(self, request, op: str):
+        """Label names, label values and series: split into ``--labels.split-interval`` pieces
+        from the start (Thanos splits these from the request's start, not at day boundaries),
+        asked in parallel, merged as Thanos merges them (names and values sorted and unique;
+        series unique by label set, sorted)."""
+        from ..query.params import ApiError, parse_time
+
+        self.m.queries.labels(op).inc()
+        split = self.cfg.labels_split_interval_ms
+        if split <= 0:
+            return await self.passthrough(request, self.cfg.labels_max_retries, tripperware="labels")
+        params = await self._params(request)
+        p = dict(params)
+        now = int(time.time() * 1000)
+        try:
+            if self.cfg.labels_default_range_ms:
+                start = parse_time(p["start"]) if p.get("start") else now - self.cfg.labels_default_range_ms
+                end = parse_time(p["end"]) if p.get("end") else now
+            else:
+                from ..query.params import MAX_TIME_MS, MIN_TIME_MS
+
+                start = parse_time(p["start"]) if p.get("start") else MIN_TIME_MS
+                end = parse_time(p["end"]) if p.get("end") else MAX_TIME_MS
+            if end < start:
+                raise ApiError("bad_data", "end timestamp must not be before start time")
+        except ApiError as e:
+            return self._response(e.status, {"Content-Type": "application/json"}, _error_json(e.error_type, str(e)))
+        if "partial_response" not in p:
+            params.append(("partial_response", "true" if self.cfg.labels_partial_response else "false"))
+        rest = [(k, v) for k, v in params if k not in ("start", "end")]
+        headers = self._headers(request)
+        pieces = [(a, min(a + split, end)) for a in range(start, end, split)] if end > start else [(start, end)]
+        self.m.split.labels("labels").inc(len(pieces))
+
+        async def one(a: int, b: int):
+            sub = [("start", _seconds(a)), ("end", _seconds(b)), *rest]
+            async with self.gate:
+                return await self.down.call("POST", request.rel_url.path, sub, headers,
+                                            retries=self.cfg.labels_max_retries, tripperware="labels")
+
+        answers = await asyncio.gather(*(one(a, b) for a, b in pieces))
+        for status, h, body in answers:
+            if status // 100 != 2:
+                return self._response(status, h, body)
+        if len(answers) == 1:
+            return self._response(*answers[0])
+        warnings: list = []
+        try:
+            docs = [json.loads(body) for _, _, body in answers]
+            for d in docs:
+                warnings += [w for w in d.get("warnings") or () if w not in warnings]
+            if op == "series":
+                seen: dict = {}
+                for d in docs:
+                    for ser in d["data"] or ():
+                        seen.setdefault(tuple(sorted(ser.items())), ser)
+                data = [seen[k] for k in sorted(seen)]
+            else:
+                data = sorted({v for d in docs for v in d["data"] or ()})
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            return self._response(502, {"Content-Type": "application/json"},
+                                  _error_json("internal", f"unexpected downstream answer: {e}"))
+        out = '{"status":"success","data":' + json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        if warnings:
+            out += ',"warnings":' + json.dumps(warnings, ensure_ascii=False, separators=(",", ":"))
+        body = (out + "}").replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
+        return self._response(200, {"Content-Type": "application/json"}, body)
+
     # -- everything else ----------------------------------------------------------------------
 
     async def passthrough(self, request, retries: int = 0, op: str = "", tripperware: str = ""):
@@ -380,7 +456,7 @@ class Frontend:
                                                                         "query_instant"))
             for path, op in (("/api/v1/labels", "label_names"), ("/api/v1/label/{name}/values", "label_values"),
                              ("/api/v1/series", "series")):
-                r.add_route(m, path, lambda q, op=op: self.passthrough(q, self.cfg.labels_max_retries, op, "labels"))
+                r.add_route(m, path, lambda q, op=op: self.labels(q, op))
         r.add_route("*", "/{tail:.*}", self.passthrough)
 
 
