@@ -62,6 +62,31 @@ def test_merge_pieces_in_label_order():
                                      {"metric": {"b": "2"}, "values": [[1, "1"], [2, "2"]]}]
 
 
+def test_snappy_cached_values_are_snappy_blocks():
+    import asyncio
+
+    import cramjam
+
+    from pythanos.cache import InMemoryCache
+    from pythanos.frontend.resultscache import Piece, ResultsCache
+
+    step = 60_000
+    res = [{"metric": {"a": "1"}, "values": [[t / 1000, "1"] for t in range(0, 3_600_000 + 1, step)]}]
+
+    async def fetch(a, b):
+        return Piece(a, b, res, [], [])
+
+    async def main():
+        mem = InMemoryCache(1 << 20, 1 << 20)
+        rc = ResultsCache(mem, 0, 60_000, lambda: 10 * DAY, compression="snappy")
+        await rc.get("k", 0, 3_600_000, step, fetch)
+        stored = (await mem.get_multi(["k"]))["k"]
+        assert not stored.startswith(b"[")
+        assert json.loads(bytes(cramjam.snappy.decompress_raw(stored)))[0]["result"] == res
+
+    asyncio.run(main())
+
+
 # --- against real queriers ---------------------------------------------------------------------------
 
 def _get(url: str, params: dict, headers: dict | None = None) -> tuple[int, dict, bytes]:
@@ -394,3 +419,31 @@ def test_labels_and_series_split_and_merged_as_thanos_frontend(stack, pythanos_b
     finally:
         ours.stop()
         theirs.stop()
+
+
+def test_compressed_responses_and_snappy_cached_values(stack, pythanos_bin, tmp_path):
+    """--query-frontend.compress-responses gzips for a client that accepts it (and only then);
+    --cache-compression-type=snappy stores snappy blocks in the cache, served again as the same
+    answer with the querier stopped."""
+    import gzip
+
+    from test_rules_api import start_our_query
+
+    q = start_our_query(pythanos_bin, [stack["store"].extra["grpc"]], tmp_path / "q")
+    fe = start_frontend(pythanos_bin, q.url, tmp_path / "fe", "--query-frontend.compress-responses",
+                        "--cache-compression-type=snappy", "--query-range.max-retries-per-request=0")
+    try:
+        now = stack["now"]
+        params = {"query": "sum(rate(continuous_app_metric0[5m]))", "start": now - 3 * 86400, "end": now - 86400,
+                  "step": 600}
+        plain = _get(fe.url + "/api/v1/query_range", params)
+        assert plain[0] == 200 and "Content-Encoding" not in plain[1]
+        zipped = _get(fe.url + "/api/v1/query_range", params, {"Accept-Encoding": "gzip"})
+        assert zipped[0] == 200 and zipped[1].get("Content-Encoding") == "gzip"
+        assert gzip.decompress(zipped[2]) == plain[2]
+        q.stop()
+        cached = _get(fe.url + "/api/v1/query_range", params)
+        assert cached[0] == 200 and cached[2] == plain[2]
+    finally:
+        fe.stop()
+        q.stop()

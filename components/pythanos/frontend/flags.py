@@ -2,8 +2,7 @@
 defaults) -> :class:`pythanos.frontend.run.FrontendConfig`.
 
 Every flag ``thanos query-frontend`` has is accepted; those whose feature is not built yet
-(dynamic splitting, vertical sharding, labels splitting and caching, response compression, the
-downstream tripper file) are refused by name when set to anything but their default, never
+(dynamic splitting, vertical sharding, labels caching, the downstream tripper file) are refused by name when set to anything but their default, never
 silently ignored.
 """
 from __future__ import annotations
@@ -137,8 +136,6 @@ def _not_yet(args: argparse.Namespace) -> None:
         ("--query-range.max-split-interval", args.max_split_interval != 0.0),
         ("--query-range.horizontal-shards", args.horizontal_shards != 0),
         ("--query-frontend.vertical-shards", args.vertical_shards > 1),
-        ("--query-frontend.compress-responses", args.compress_responses),
-        ("--cache-compression-type", bool(args.cache_compression)),
         ("--labels.response-cache-config", bool(args.labels_response_cache_config
                                                  or args.labels_response_cache_config_file)),
         ("--query-frontend.downstream-tripper-config", bool(args.query_frontend_downstream_tripper_config
@@ -179,7 +176,8 @@ def config_from_args(args: argparse.Namespace):
         instant_max_retries=args.instant_max_retries, labels_max_retries=args.labels_max_retries,
         labels_split_interval_ms=int(args.labels_split_interval * 1000),
         labels_default_range_ms=int(args.labels_default_time_range * 1000),
-        labels_partial_response=args.labels_partial_response,
+        labels_partial_response=args.labels_partial_response, cache_compression=args.cache_compression,
+        compress_responses=args.compress_responses,
         max_query_length_ms=int(args.max_query_length * 1000), max_query_parallelism=args.max_query_parallelism,
         max_freshness_ms=int(args.max_freshness * 1000), partial_response=args.partial_response,
         response_cache=cache, forward_headers=list(args.forward_headers),

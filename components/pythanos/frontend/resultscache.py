@@ -69,8 +69,10 @@ def cache_key(*, tenant: str, query: str, step: int, split: int, start: int, max
 class ResultsCache:
     """Answers pieces from ``cache`` and ``fetch``; ``max_freshness_ms`` bounds what is stored."""
 
-    def __init__(self, cache: Cache, ttl: float, max_freshness_ms: int, clock_ms: Callable[[], int]) -> None:
+    def __init__(self, cache: Cache, ttl: float, max_freshness_ms: int, clock_ms: Callable[[], int],
+                 compression: str = "") -> None:
         self.cache, self.ttl, self.max_freshness_ms, self.clock_ms = cache, ttl, max_freshness_ms, clock_ms
+        self.snappy = compression == "snappy"  # --cache-compression-type
         self.hits = self.misses = 0
 
     async def _extents(self, key: str) -> list[dict]:
@@ -82,11 +84,15 @@ class ResultsCache:
         if got is None:
             return []
         try:
+            if self.snappy:
+                import cramjam
+
+                got = bytes(cramjam.snappy.decompress_raw(got))
             ext = json.loads(got)
             ok = isinstance(ext, list) and all(isinstance(e, dict) and isinstance(e.get("start"), int)
                                                 and isinstance(e.get("end"), int) and isinstance(e.get("result"), list)
                                                 for e in ext)
-        except ValueError:
+        except Exception:  # noqa: BLE001 - not JSON, or not snappy (written before the flag changed)
             ok = False
         if not ok:
             log.warning("results cache entry unreadable, asking downstream", extra={"key": key[:200]})
@@ -157,6 +163,11 @@ class ResultsCache:
                 continue
             merged.append(dict(e))
         try:
-            await self.cache.set_multi({key: json.dumps(merged, separators=(",", ":")).encode()}, self.ttl)
+            value = json.dumps(merged, separators=(",", ":")).encode()
+            if self.snappy:
+                import cramjam
+
+                value = bytes(cramjam.snappy.compress_raw(value))
+            await self.cache.set_multi({key: value}, self.ttl)
         except Exception as e:  # noqa: BLE001 - best effort
             log.warning("results cache set failed", extra={"err": f"{type(e).__name__}: {e}"})

@@ -53,6 +53,8 @@ class FrontendConfig:
     labels_split_interval_ms: int = 24 * 3_600_000
     labels_default_range_ms: int = 24 * 3_600_000
     labels_partial_response: bool = True
+    cache_compression: str = ""  # "" or "snappy"
+    compress_responses: bool = False
     max_query_length_ms: int = 0
     max_query_parallelism: int = 14
     max_freshness_ms: int = 60_000
@@ -166,7 +168,7 @@ class Frontend:
 
             backend = build_response_cache(config.response_cache, name="frontend-cache", registry=registry)
             self.cache = ResultsCache(backend, config.response_cache.ttl, config.max_freshness_ms,
-                                      lambda: int(time.time() * 1000))
+                                      lambda: int(time.time() * 1000), config.cache_compression)
         self.gate = asyncio.Semaphore(max(1, config.max_query_parallelism))
 
     def _headers(self, request) -> dict:
@@ -190,7 +192,10 @@ class Frontend:
         h = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
         if not self.cfg.disable_cors:
             h["Access-Control-Allow-Origin"] = "*"
-        return web.Response(status=status, body=body, headers=h)
+        resp = web.Response(status=status, body=body, headers=h)
+        if self.cfg.compress_responses:  # gzip or deflate, as the client accepts (none: as is)
+            resp.enable_compression()
+        return resp
 
     async def _params(self, request) -> list:
         params = list(request.query.items())
