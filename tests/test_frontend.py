@@ -447,3 +447,36 @@ def test_compressed_responses_and_snappy_cached_values(stack, pythanos_bin, tmp_
     finally:
         fe.stop()
         q.stop()
+
+
+def test_dynamic_split_as_thanos_frontend(stack, pythanos_bin, thanos_bin, tmp_path):
+    """--query-range.split-interval=0 with min/max split intervals and horizontal shards: ranges
+    long, middling and short are cut into as many pieces as a real thanos query-frontend cuts them
+    (its split counter and ours move alike) and answered alike, cached or not."""
+    q = stack["ours"]
+    dyn = ["--query-range.split-interval=0", "--query-range.min-split-interval=1h",
+           "--query-range.max-split-interval=1d", "--query-range.horizontal-shards=4"]
+    ours = start_frontend(pythanos_bin, q.url, tmp_path / "fe", *dyn)
+    (port,) = free_ports(1)
+    theirs = REGISTRY.start("thanos-query-frontend", [
+        thanos_bin, "query-frontend", f"--http-address=127.0.0.1:{port}", f"--query-frontend.downstream-url={q.url}",
+        f"--query-range.response-cache-config={IN_MEMORY}", *dyn], tmp_path / "tfe")
+    theirs.url = f"http://127.0.0.1:{port}"
+    split = 'thanos_frontend_split_queries_total{tripperware="query_range"}'
+    try:
+        theirs.wait_http_ready("/-/ready", 60)
+        now = stack["now"]
+        for span in (3 * 86400 + 5400, 12 * 3600 + 600, 1800):
+            params = {"query": "sum(rate(continuous_app_metric0[5m]))", "start": now - 86400 - span,
+                      "end": now - 86400, "step": 300}
+            for attempt in ("first", "cached"):
+                before = (_metrics(ours.url)[split], _metrics(theirs.url)[split])
+                got = _get(ours.url + "/api/v1/query_range", params)
+                want = _get(theirs.url + "/api/v1/query_range", params)
+                assert got[0] == want[0] == 200
+                assert json.loads(got[2])["data"]["result"] == json.loads(want[2])["data"]["result"], (span, attempt)
+                after = (_metrics(ours.url)[split], _metrics(theirs.url)[split])
+                assert after[0] - before[0] == after[1] - before[1] >= 1, (span, attempt, before, after)
+    finally:
+        ours.stop()
+        theirs.stop()

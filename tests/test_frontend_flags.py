@@ -55,7 +55,10 @@ def test_rendered_defaults_are_ours(thanos_help):
 
 
 @pytest.mark.parametrize("argv,want", [
-    (["--query-range.horizontal-shards=2"], "--query-range.horizontal-shards: not supported"),
+    (["--query-range.horizontal-shards=2"], "(dynamic split) cannot be set at the same time"),
+    (["--query-range.split-interval=0", "--query-range.horizontal-shards=2"],
+     "--query-range.max-split-interval: must be greater than 0"),
+    (["--labels.default-time-range=0"], "--labels.default-time-range: cannot be set to 0"),
     (["--query-frontend.vertical-shards=4"], "--query-frontend.vertical-shards: not supported"),
     (["--labels.response-cache-config=type: IN-MEMORY"], "--labels.response-cache-config: not supported"),
     (["--query-range.response-cache-config=type: NOPE"], "response cache with type 'NOPE' is not supported"),

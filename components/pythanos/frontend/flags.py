@@ -2,7 +2,7 @@
 defaults) -> :class:`pythanos.frontend.run.FrontendConfig`.
 
 Every flag ``thanos query-frontend`` has is accepted; those whose feature is not built yet
-(dynamic splitting, vertical sharding, labels caching, the downstream tripper file) are refused by name when set to anything but their default, never
+(vertical sharding, labels caching, the downstream tripper file) are refused by name when set to anything but their default, never
 silently ignored.
 """
 from __future__ import annotations
@@ -132,9 +132,6 @@ def register(components) -> None:
 def _not_yet(args: argparse.Namespace) -> None:
     """Features not built yet: refused by name rather than ignored."""
     checks = [
-        ("--query-range.min-split-interval", args.min_split_interval != 0.0),
-        ("--query-range.max-split-interval", args.max_split_interval != 0.0),
-        ("--query-range.horizontal-shards", args.horizontal_shards != 0),
         ("--query-frontend.vertical-shards", args.vertical_shards > 1),
         ("--labels.response-cache-config", bool(args.labels_response_cache_config
                                                  or args.labels_response_cache_config_file)),
@@ -165,14 +162,29 @@ def config_from_args(args: argparse.Namespace):
              else "--query-range.response-cache-config")
     cache = parse_response_cache_config(
         f.content_flag(args, "query_range_response_cache_config", "--query-range.response-cache-config"), where)
-    if cache is not None and args.split_interval <= 0:
+    dynamic = args.min_split_interval > 0 or args.max_split_interval > 0 or args.horizontal_shards > 0
+    if cache is not None and args.split_interval <= 0 and not dynamic:
         raise UserError("--query-range.split-interval: must be greater than 0 when "
                         "--query-range.response-cache-config is configured")
+    if dynamic and args.split_interval != 0:
+        raise UserError("--query-range.split-interval and --query-range.min-split-interval, "
+                        "--query-range.max-split-interval, --query-range.horizontal-shards (dynamic split) cannot "
+                        "be set at the same time (set --query-range.split-interval=0)")
+    if dynamic:
+        for flag, v in (("--query-range.horizontal-shards", args.horizontal_shards),
+                        ("--query-range.max-split-interval", args.max_split_interval),
+                        ("--query-range.min-split-interval", args.min_split_interval)):
+            if v <= 0:
+                raise UserError(f"{flag}: must be greater than 0 when the dynamic split is used")
+    if args.labels_default_time_range <= 0:
+        raise UserError("--labels.default-time-range: cannot be set to 0")
     return FrontendConfig(
         http_address=args.http_address, http_grace_period=args.http_grace_period, http_config=args.http_config,
         disable_cors=args.disable_cors, downstream_url=args.downstream_url, align_range_with_step=args.align,
         request_downsampled=args.request_downsampled,
         split_interval_ms=int(args.split_interval * 1000), max_retries=args.max_retries,
+        min_split_interval_ms=int(args.min_split_interval * 1000),
+        max_split_interval_ms=int(args.max_split_interval * 1000), horizontal_shards=args.horizontal_shards,
         instant_max_retries=args.instant_max_retries, labels_max_retries=args.labels_max_retries,
         labels_split_interval_ms=int(args.labels_split_interval * 1000),
         labels_default_range_ms=int(args.labels_default_time_range * 1000),

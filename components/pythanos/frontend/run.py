@@ -47,6 +47,9 @@ class FrontendConfig:
     align_range_with_step: bool = True
     request_downsampled: bool = True
     split_interval_ms: int = 24 * 3_600_000
+    min_split_interval_ms: int = 0  # the dynamic split (split_interval_ms 0): see Frontend.split_interval
+    max_split_interval_ms: int = 0
+    horizontal_shards: int = 0
     max_retries: int = 5
     instant_max_retries: int = 5
     labels_max_retries: int = 5
@@ -171,6 +174,20 @@ class Frontend:
                                       lambda: int(time.time() * 1000), config.cache_compression)
         self.gate = asyncio.Semaphore(max(1, config.max_query_parallelism))
 
+    def split_interval(self, start: int, end: int) -> int:
+        """Thanos' ``dynamicIntervalFn``: the static interval when set; else the max interval for
+        ranges of at least twice it, the range in ``horizontal_shards`` equal parts above the
+        min interval, the min interval below it. The cache key is made from this very value."""
+        c = self.cfg
+        if c.split_interval_ms or not c.max_split_interval_ms:
+            return c.split_interval_ms
+        span = end - start
+        if span // c.max_split_interval_ms >= 2:
+            return c.max_split_interval_ms
+        if span > c.min_split_interval_ms:
+            return span // max(1, c.horizontal_shards)
+        return c.min_split_interval_ms
+
     def _headers(self, request) -> dict:
         out = {}
         for name in self.cfg.forward_headers:
@@ -280,14 +297,15 @@ class Frontend:
 
             sub_rest = rest if res_param is None else \
                 [(k, v) for k, v in rest if k != "max_source_resolution"] + [("max_source_resolution", res_param)]
-            pieces = split_range(s_, e_, step, self.cfg.split_interval_ms)
+            interval = self.split_interval(s_, e_)
+            pieces = split_range(s_, e_, step, interval)
             self.m.split.labels("query_range").inc(len(pieces))
 
             async def one(a: int, b: int):
                 if not cacheable:
                     return await fetch(a, b, sub_rest)
                 key = cache_key(tenant=request.headers.get(self.cfg.tenant_header, self.cfg.default_tenant),
-                                query=query, step=step, split=self.cfg.split_interval_ms, start=a,
+                                query=query, step=step, split=interval, start=a,
                                 max_source_resolution=res_ms, shard=p.get("shard_info", ""),
                                 lookback_ms=_lookback(p.get("lookback_delta", "")), engine=p.get("engine", ""),
                                 partial=p.get("partial_response", "true").lower() in ("true", "1", "t"),
