@@ -2,8 +2,8 @@
 defaults) -> :class:`pythanos.frontend.run.FrontendConfig`.
 
 Every flag ``thanos query-frontend`` has is accepted; those whose feature is not built yet
-(vertical sharding, labels caching, the downstream tripper file) are refused by name when set to anything but their default, never
-silently ignored.
+(vertical sharding, labels caching, the downstream tripper file) are refused by name when set to
+anything but their default, never silently ignored.
 """
 from __future__ import annotations
 
