@@ -480,3 +480,46 @@ def test_dynamic_split_as_thanos_frontend(stack, pythanos_bin, thanos_bin, tmp_p
     finally:
         ours.stop()
         theirs.stop()
+
+
+def test_https_downstream_with_the_tripper_config(stack, pythanos_bin, tmp_path):
+    """A querier serving HTTPS only (--http.config): reached with the tripper config's tls_config
+    (CA, server name) and refused, with the reason, without it."""
+    import ssl
+
+    from tlsfiles import make_pki
+
+    pki = make_pki(tmp_path / "pki", "querier.test")
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config:\n  cert_file: {pki.dir / 'tls.crt'}\n  key_file: {pki.dir / 'tls.key'}\n")
+    h, g = free_ports(2)
+    (tmp_path / "q").mkdir()
+    q = REGISTRY.start("query", [pythanos_bin, "query", f"--http-address=127.0.0.1:{h}", f"--grpc-address=127.0.0.1:{g}",
+                                 f"--endpoint={stack['store'].extra['grpc']}", f"--http.config={web}"], tmp_path / "q")
+    https = f"https://127.0.0.1:{h}"
+    ctx = ssl.create_default_context(cafile=str(pki.dir / "ca.crt"))
+    ctx.check_hostname = False
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(https + "/api/v1/stores", timeout=5, context=ctx) as r:
+                return any(not s.get("lastError") for grp in json.loads(r.read())["data"].values() for s in grp)
+        except OSError:
+            return False
+
+    q.wait_ready(ready, 60, what="the HTTPS querier with its store")
+    tripper = f"{{tls_config: {{ca_file: {pki.dir / 'ca.crt'}, server_name: querier.test}}, max_conns_per_host: 4}}"
+    ok = start_frontend(pythanos_bin, https, tmp_path / "ok", f"--query-frontend.downstream-tripper-config={tripper}",
+                        "--query-range.max-retries-per-request=0")
+    bad = start_frontend(pythanos_bin, https, tmp_path / "bad", "--query-range.max-retries-per-request=0")
+    try:
+        now = stack["now"]
+        params = {"query": "continuous_app_metric0", "start": now - 2 * 86400, "end": now - 86400, "step": 3600}
+        got = _get(ok.url + "/api/v1/query_range", params)
+        assert got[0] == 200 and json.loads(got[2])["data"]["result"]
+        refused = _get(bad.url + "/api/v1/query_range", params)
+        assert refused[0] == 502 and b"certificate" in refused[2].lower(), refused
+    finally:
+        ok.stop()
+        bad.stop()
+        q.stop()

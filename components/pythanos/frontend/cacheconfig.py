@@ -20,7 +20,8 @@ from ..cache import Cache, InMemoryCache, MemcachedCache, RedisCache
 from ..cache.config import _Fields, _memcached, _redis  # the client keys are the index cache's
 from ..errors import ConfigError
 
-__all__ = ["ResponseCacheConfig", "parse_response_cache_config", "build_response_cache", "DEFAULT_MAX_SIZE"]
+__all__ = ["ResponseCacheConfig", "parse_response_cache_config", "build_response_cache", "DEFAULT_MAX_SIZE",
+           "TripperConfig", "parse_tripper_config"]
 
 DEFAULT_MAX_SIZE = 100 << 20
 DEFAULT_EXPIRATION = 24 * 3600.0
@@ -69,3 +70,59 @@ def build_response_cache(cfg: ResponseCacheConfig, *, name: str, registry=None) 
     if cfg.type == "MEMCACHED":
         return MemcachedCache(cfg.backend, name=name, registry=registry)  # type: ignore[arg-type]
     return RedisCache(cfg.backend, name=name, registry=registry)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class TripperConfig:
+    """``--query-frontend.downstream-tripper-config``: Thanos' ``DownstreamTripperConfig``. The
+    idle and per-host limits map onto aiohttp's connector; ``max_idle_conns`` and
+    ``expect_continue_timeout`` have no counterpart there (accepted, no effect)."""
+    idle_conn_timeout: float = 90.0
+    response_header_timeout: float = 0.0  # 0: none
+    tls_handshake_timeout: float = 10.0
+    max_conns_per_host: int = 0  # 0: no limit
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    server_name: str = ""
+    insecure_skip_verify: bool = False
+
+    def ssl_context(self):
+        """The TLS client context for an https downstream (None: aiohttp's default)."""
+        import ssl
+
+        if not (self.ca_file or self.cert_file or self.insecure_skip_verify):
+            return None
+        ctx = ssl.create_default_context(cafile=self.ca_file or None)
+        if self.cert_file:
+            ctx.load_cert_chain(self.cert_file, self.key_file or None)
+        if self.insecure_skip_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
+def parse_tripper_config(text: str, where: str) -> TripperConfig:
+    """An empty text gives the defaults."""
+    if not (text or "").strip():
+        return TripperConfig()
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: parsing downstream tripper config YAML file: {e}") from None
+    f = _Fields(doc, where, "")
+    f.check_known(("idle_conn_timeout", "response_header_timeout", "tls_handshake_timeout", "expect_continue_timeout",
+                   "max_idle_conns", "max_idle_conns_per_host", "max_conns_per_host", "tls_config"),
+                  "the downstream tripper configuration")
+    t = f.sub("tls_config")
+    t.check_known(("ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"), "tls_config")
+    if t.str("key_file") and not t.str("cert_file"):
+        raise t.err("cert_file", "client key file specified without client cert file")
+    d = TripperConfig()
+    return TripperConfig(
+        idle_conn_timeout=f.duration("idle_conn_timeout", d.idle_conn_timeout),
+        response_header_timeout=f.duration("response_header_timeout", d.response_header_timeout),
+        tls_handshake_timeout=f.duration("tls_handshake_timeout", d.tls_handshake_timeout),
+        max_conns_per_host=f.int("max_conns_per_host", 0),
+        ca_file=t.str("ca_file"), cert_file=t.str("cert_file"), key_file=t.str("key_file"),
+        server_name=t.str("server_name"), insecure_skip_verify=t.bool("insecure_skip_verify", False))

@@ -2,7 +2,7 @@
 defaults) -> :class:`pythanos.frontend.run.FrontendConfig`.
 
 Every flag ``thanos query-frontend`` has is accepted; those whose feature is not built yet
-(vertical sharding, labels caching, the downstream tripper file) are refused by name when set to
+(vertical sharding, labels caching) are refused by name when set to
 anything but their default, never silently ignored.
 """
 from __future__ import annotations
@@ -135,8 +135,6 @@ def _not_yet(args: argparse.Namespace) -> None:
         ("--query-frontend.vertical-shards", args.vertical_shards > 1),
         ("--labels.response-cache-config", bool(args.labels_response_cache_config
                                                  or args.labels_response_cache_config_file)),
-        ("--query-frontend.downstream-tripper-config", bool(args.query_frontend_downstream_tripper_config
-                                                             or args.query_frontend_downstream_tripper_config_file)),
     ]
     for flag, used in checks:
         if used:
@@ -144,7 +142,7 @@ def _not_yet(args: argparse.Namespace) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from .cacheconfig import parse_response_cache_config
+    from .cacheconfig import parse_response_cache_config, parse_tripper_config
     from .run import FrontendConfig
 
     _not_yet(args)
@@ -178,6 +176,10 @@ def config_from_args(args: argparse.Namespace):
                 raise UserError(f"{flag}: must be greater than 0 when the dynamic split is used")
     if args.labels_default_time_range <= 0:
         raise UserError("--labels.default-time-range: cannot be set to 0")
+    twhere = ("--query-frontend.downstream-tripper-config-file" if args.query_frontend_downstream_tripper_config_file
+              else "--query-frontend.downstream-tripper-config")
+    tripper = parse_tripper_config(f.content_flag(args, "query_frontend_downstream_tripper_config",
+                                                  "--query-frontend.downstream-tripper-config"), twhere)
     return FrontendConfig(
         http_address=args.http_address, http_grace_period=args.http_grace_period, http_config=args.http_config,
         disable_cors=args.disable_cors, downstream_url=args.downstream_url, align_range_with_step=args.align,
@@ -189,7 +191,7 @@ def config_from_args(args: argparse.Namespace):
         labels_split_interval_ms=int(args.labels_split_interval * 1000),
         labels_default_range_ms=int(args.labels_default_time_range * 1000),
         labels_partial_response=args.labels_partial_response, cache_compression=args.cache_compression,
-        compress_responses=args.compress_responses,
+        compress_responses=args.compress_responses, tripper=tripper,
         max_query_length_ms=int(args.max_query_length * 1000), max_query_parallelism=args.max_query_parallelism,
         max_freshness_ms=int(args.max_freshness * 1000), partial_response=args.partial_response,
         response_cache=cache, forward_headers=list(args.forward_headers),

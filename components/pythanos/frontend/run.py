@@ -57,6 +57,7 @@ class FrontendConfig:
     labels_default_range_ms: int = 24 * 3_600_000
     labels_partial_response: bool = True
     cache_compression: str = ""  # "" or "snappy"
+    tripper: object = None  # a cacheconfig.TripperConfig (None: Go's http.Transport defaults)
     compress_responses: bool = False
     max_query_length_ms: int = 0
     max_query_parallelism: int = 14
@@ -72,17 +73,30 @@ class FrontendConfig:
 class Downstream:
     """The downstream query API over one keep-alive session."""
 
-    def __init__(self, base: str, retries_histogram=None) -> None:
+    def __init__(self, base: str, retries_histogram=None, tripper=None) -> None:
+        from .cacheconfig import TripperConfig
+
         self.base = base.rstrip("/")
         self._session = None
         self.retries_histogram = retries_histogram
+        self.tripper = tripper or TripperConfig()
 
     def session(self):
         import aiohttp
 
         if self._session is None:
-            self._session = aiohttp.ClientSession(auto_decompress=True)
+            t = self.tripper
+            ctx = t.ssl_context()
+            conn = aiohttp.TCPConnector(limit=0, limit_per_host=t.max_conns_per_host,
+                                        keepalive_timeout=t.idle_conn_timeout or None,
+                                        ssl=ctx if ctx is not None else True)
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.tls_handshake_timeout or None,
+                                            sock_read=t.response_header_timeout or None)
+            self._session = aiohttp.ClientSession(connector=conn, timeout=timeout, auto_decompress=True)
         return self._session
+
+    def _server_name(self) -> dict:
+        return {"server_hostname": self.tripper.server_name} if self.tripper.server_name else {}
 
     async def call(self, method: str, path: str, params: list, headers: dict, body: Optional[bytes] = None,
                    retries: int = 0, tripperware: str = "") -> tuple[int, dict, bytes]:
@@ -96,11 +110,13 @@ class Downstream:
             try:
                 if method == "POST" and body is None:
                     resp_cm = self.session().post(url, data=urlencode(params), headers={
-                        **headers, "Content-Type": "application/x-www-form-urlencoded"})
+                        **headers, "Content-Type": "application/x-www-form-urlencoded"}, **self._server_name())
                 elif method in ("GET", "HEAD"):
-                    resp_cm = self.session().request(method, url, params=params, headers=headers)
+                    resp_cm = self.session().request(method, url, params=params, headers=headers,
+                                                     **self._server_name())
                 else:
-                    resp_cm = self.session().request(method, url, params=params, headers=headers, data=body)
+                    resp_cm = self.session().request(method, url, params=params, headers=headers, data=body,
+                                                     **self._server_name())
                 async with resp_cm as resp:
                     data = await resp.read()
                     status, rh = resp.status, {k: v for k, v in resp.headers.items()
@@ -163,7 +179,7 @@ class Frontend:
     def __init__(self, config: FrontendConfig, registry=None) -> None:
         self.cfg = config
         self.m = _Metrics(registry)
-        self.down = Downstream(config.downstream_url, self.m.retries)
+        self.down = Downstream(config.downstream_url, self.m.retries, config.tripper)
         self.cache = None
         if config.response_cache is not None:
             from .cacheconfig import build_response_cache
