@@ -494,8 +494,9 @@ def test_https_downstream_with_the_tripper_config(stack, pythanos_bin, tmp_path)
     web.write_text(f"tls_server_config:\n  cert_file: {pki.dir / 'tls.crt'}\n  key_file: {pki.dir / 'tls.key'}\n")
     h, g = free_ports(2)
     (tmp_path / "q").mkdir()
-    q = REGISTRY.start("query", [pythanos_bin, "query", f"--http-address=127.0.0.1:{h}", f"--grpc-address=127.0.0.1:{g}",
-                                 f"--endpoint={stack['store'].extra['grpc']}", f"--http.config={web}"], tmp_path / "q")
+    q = REGISTRY.start("query", [pythanos_bin, "query", f"--http-address=127.0.0.1:{h}",
+                                 f"--grpc-address=127.0.0.1:{g}", f"--endpoint={stack['store'].extra['grpc']}",
+                                 f"--http.config={web}"], tmp_path / "q")
     https = f"https://127.0.0.1:{h}"
     ctx = ssl.create_default_context(cafile=str(pki.dir / "ca.crt"))
     ctx.check_hostname = False
