@@ -11,10 +11,11 @@ Prometheus sorts a matrix. Encoding escapes ``<``, ``>`` and ``&`` as the querie
 from __future__ import annotations
 
 import bisect
-import json
 from typing import Iterable, Optional, Sequence
 
-__all__ = ["merge_results", "extract", "encode_matrix", "sample_ms"]
+import orjson
+
+__all__ = ["merge_results", "extract", "encode_matrix", "escape_html", "sample_ms"]
 
 _POINT_KINDS = ("values", "histograms")
 
@@ -73,21 +74,23 @@ def extract(result: Sequence[dict], start: int, end: int) -> list[dict]:
     return out
 
 
-def _escape(s: str) -> str:
-    return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
 def encode_matrix(result: Sequence[dict], warnings: Optional[Sequence[str]] = None,
                   infos: Optional[Sequence[str]] = None, extra: Optional[dict] = None) -> bytes:
     """The success envelope of a matrix answer; ``extra``: data's other members, after result
-    (the querier's ``"analysis"``)."""
-    body = json.dumps(list(result), ensure_ascii=False, separators=(",", ":"))
-    out = '{"status":"success","data":{"resultType":"matrix","result":' + body
+    (the querier's ``"analysis"``). orjson writes what ``json.dumps(ensure_ascii=False)`` writes
+    (same escapes, same shortest floats), several times faster."""
+    parts = [b'{"status":"success","data":{"resultType":"matrix","result":', orjson.dumps(list(result))]
     for k, v in (extra or {}).items():
-        out += "," + json.dumps(k) + ":" + json.dumps(v, ensure_ascii=False, separators=(",", ":"))
-    out += "}"
+        parts += [b",", orjson.dumps(k), b":", orjson.dumps(v)]
+    parts.append(b"}")
     if warnings:
-        out += ',"warnings":' + json.dumps(list(warnings), ensure_ascii=False, separators=(",", ":"))
+        parts += [b',"warnings":', orjson.dumps(list(warnings))]
     if infos:
-        out += ',"infos":' + json.dumps(list(infos), ensure_ascii=False, separators=(",", ":"))
-    return _escape(out + "}").encode()
+        parts += [b',"infos":', orjson.dumps(list(infos))]
+    parts.append(b"}")
+    return escape_html(b"".join(parts))
+
+
+def escape_html(body: bytes) -> bytes:
+    """``<``, ``>`` and ``&`` as the querier writes them (only strings can hold them)."""
+    return body.replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")

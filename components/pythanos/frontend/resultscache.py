@@ -16,10 +16,13 @@ Thanos' lessons (#5075, #8641, #7831, #1651) shape it:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Optional, Sequence
+
+import orjson
+import xxhash
 
 from ..cache import Cache
 from .merge import extract, merge_results
@@ -28,7 +31,8 @@ __all__ = ["Piece", "ResultsCache", "cache_key", "harmless", "MIN_EXTENT_MS"]
 
 log = logging.getLogger(__name__)
 
-MIN_EXTENT_MS = 5 * 60_000  # Cortex's minCacheExtent: shorter extents are not worth a cache entry
+MIN_EXTENT_MS = 5 * 60_000
+DECODED_MAX_BYTES = 8 << 20  # stored bytes whose decoded extents are kept in memory  # Cortex's minCacheExtent: shorter extents are not worth a cache entry
 
 
 @dataclass
@@ -73,6 +77,11 @@ class ResultsCache:
                  compression: str = "") -> None:
         self.cache, self.ttl, self.max_freshness_ms, self.clock_ms = cache, ttl, max_freshness_ms, clock_ms
         self.snappy = compression == "snappy"  # --cache-compression-type
+        # decoded extents by the digest of their stored bytes: a dashboard reloading from the cache
+        # decodes each entry once (decoding is most of a warm answer's cost); bounded by the stored
+        # size of what it holds. Never changed in place: merge and extract build new lists.
+        self._decoded: "OrderedDict[bytes, tuple[int, list]]" = OrderedDict()
+        self._decoded_bytes = 0
         self.hits = self.misses = 0
 
     async def _extents(self, key: str) -> list[dict]:
@@ -83,12 +92,17 @@ class ResultsCache:
             return []
         if got is None:
             return []
+        digest = xxhash.xxh3_128_digest(got)
+        hit = self._decoded.get(digest)
+        if hit is not None:
+            self._decoded.move_to_end(digest)
+            return hit[1]
         try:
             if self.snappy:
                 import cramjam
 
                 got = bytes(cramjam.snappy.decompress_raw(got))
-            ext = json.loads(got)
+            ext = orjson.loads(got)
             ok = isinstance(ext, list) and all(isinstance(e, dict) and isinstance(e.get("start"), int)
                                                 and isinstance(e.get("end"), int) and isinstance(e.get("result"), list)
                                                 for e in ext)
@@ -97,7 +111,15 @@ class ResultsCache:
         if not ok:
             log.warning("results cache entry unreadable, asking downstream", extra={"key": key[:200]})
             return []
-        return sorted(ext, key=lambda e: e["start"])
+        ext = sorted(ext, key=lambda e: e["start"])
+        size = len(got)
+        if size <= DECODED_MAX_BYTES // 4:
+            self._decoded[digest] = (size, ext)
+            self._decoded_bytes += size
+            while self._decoded_bytes > DECODED_MAX_BYTES:
+                _, (old_size, _) = self._decoded.popitem(last=False)
+                self._decoded_bytes -= old_size
+        return ext
 
     async def get(self, key: str, start: int, end: int, step: int, fetch: Fetch) -> Piece:
         """``[start, end]`` (on ``start``'s step grid) from cached extents and fetched gaps."""
@@ -163,7 +185,7 @@ class ResultsCache:
                 continue
             merged.append(dict(e))
         try:
-            value = json.dumps(merged, separators=(",", ":")).encode()
+            value = orjson.dumps(merged)
             if self.snappy:
                 import cramjam
 

@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+import orjson
+
 __all__ = ["FrontendConfig", "serve", "run"]
 
 log = logging.getLogger(__name__)
@@ -291,7 +293,7 @@ class Frontend:
                 errors.append((status, h, body))
                 raise _Failed()
             try:
-                doc = json.loads(body)
+                doc = orjson.loads(body)
                 data = doc["data"]
                 if data.get("resultType") != "matrix":
                     raise ValueError(f"resultType {data.get('resultType')!r}")
@@ -452,7 +454,7 @@ class Frontend:
             return self._response(*answers[0])
         warnings: list = []
         try:
-            docs = [json.loads(body) for _, _, body in answers]
+            docs = [orjson.loads(body) for _, _, body in answers]
             for d in docs:
                 warnings += [w for w in d.get("warnings") or () if w not in warnings]
             if op == "series":
@@ -466,10 +468,12 @@ class Frontend:
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             return self._response(502, {"Content-Type": "application/json"},
                                   _error_json("internal", f"unexpected downstream answer: {e}"))
-        out = '{"status":"success","data":' + json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        from .merge import escape_html
+
+        out = b'{"status":"success","data":' + orjson.dumps(data)
         if warnings:
-            out += ',"warnings":' + json.dumps(warnings, ensure_ascii=False, separators=(",", ":"))
-        body = (out + "}").replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
+            out += b',"warnings":' + orjson.dumps(warnings)
+        body = escape_html(out + b"}")
         return self._response(200, {"Content-Type": "application/json"}, body)
 
     # -- everything else ----------------------------------------------------------------------
