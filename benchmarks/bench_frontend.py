@@ -22,7 +22,6 @@ Figures: seconds until the whole dashboard has loaded, cold and warm, per fronte
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -36,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sidecar import _binary, _peers_dir, _Procs, _ports  # noqa: E402
+from bench_store_query import _same  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_FRONTEND_RUNS", "3"))
 DAY = 86400
@@ -63,22 +63,6 @@ def _hwm_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def _same(a: dict, b: dict) -> bool:
-    ra = {json.dumps(r["metric"], sort_keys=True): r["values"] for r in a["data"]["result"]}
-    rb = {json.dumps(r["metric"], sort_keys=True): r["values"] for r in b["data"]["result"]}
-    if ra.keys() != rb.keys():
-        return False
-    for k, va in ra.items():
-        vb = rb[k]
-        if [p[0] for p in va] != [p[0] for p in vb]:
-            return False
-        for (_, x), (_, y) in zip(va, vb):
-            fx, fy = float(x), float(y)
-            if x != y and not (math.isnan(fx) and math.isnan(fy)) and not math.isclose(fx, fy, rel_tol=1e-9):
-                return False
-    return True
 
 
 def _load(base: str, paths: list[str]) -> tuple[float, list[bytes]]:

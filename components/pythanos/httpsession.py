@@ -7,9 +7,12 @@ that one.
 """
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TYPE_CHECKING, Optional, TypeVar
 
 import aiohttp
+
+if TYPE_CHECKING:
+    import ssl
 
 T = TypeVar("T", bound="SessionClient")
 
@@ -56,3 +59,20 @@ def auth_headers(username: str = "", password: str = "", password_file: str = ""
         with open(bearer_token_file, encoding="utf-8") as f:
             token = f.read().strip()
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def client_ssl_context(ca_file: str = "", cert_file: str = "", key_file: str = "",
+                       insecure_skip_verify: bool = False) -> "Optional[ssl.SSLContext]":
+    """An HTTP client's TLS context from Prometheus' ``tls_config`` files (None when nothing is
+    set: aiohttp's default verification against the system roots)."""
+    import ssl
+
+    if not (ca_file or cert_file or insecure_skip_verify):
+        return None
+    ctx = ssl.create_default_context(cafile=ca_file or None)
+    if cert_file:
+        ctx.load_cert_chain(cert_file, key_file or None)
+    if insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx

@@ -89,17 +89,9 @@ class TripperConfig:
 
     def ssl_context(self):
         """The TLS client context for an https downstream (None: aiohttp's default)."""
-        import ssl
+        from ..httpsession import client_ssl_context
 
-        if not (self.ca_file or self.cert_file or self.insecure_skip_verify):
-            return None
-        ctx = ssl.create_default_context(cafile=self.ca_file or None)
-        if self.cert_file:
-            ctx.load_cert_chain(self.cert_file, self.key_file or None)
-        if self.insecure_skip_verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        return client_ssl_context(self.ca_file, self.cert_file, self.key_file, self.insecure_skip_verify)
 
 
 def parse_tripper_config(text: str, where: str) -> TripperConfig:

@@ -77,15 +77,9 @@ class AlertmanagerConfig:
 
     def ssl_context(self) -> Optional[ssl.SSLContext]:
         """The TLS client context for https endpoints (None: aiohttp's default)."""
-        if not (self.ca_file or self.cert_file or self.insecure_skip_verify):
-            return None
-        ctx = ssl.create_default_context(cafile=self.ca_file or None)
-        if self.cert_file:
-            ctx.load_cert_chain(self.cert_file, self.key_file or None)
-        if self.insecure_skip_verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        from ..httpsession import client_ssl_context
+
+        return client_ssl_context(self.ca_file, self.cert_file, self.key_file, self.insecure_skip_verify)
 
     def headers(self) -> dict[str, str]:
         """The Authorization header: basic auth (files read at each send, as Prometheus' client
