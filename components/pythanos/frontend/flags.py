@@ -154,8 +154,10 @@ def config_from_args(args: argparse.Namespace):
                     ("--labels.max-retries-per-request", args.labels_max_retries)):
         if v < 0:
             raise UserError(f"{flag}={v}: must not be negative")
-    if args.max_query_parallelism < 1:
-        raise UserError(f"--query-range.max-query-parallelism={args.max_query_parallelism}: must be at least 1")
+    for flag, v in (("--query-range.max-query-parallelism", args.max_query_parallelism),
+                    ("--labels.max-query-parallelism", args.labels_max_query_parallelism)):
+        if v < 1:
+            raise UserError(f"{flag}={v}: must be at least 1")
     where = ("--query-range.response-cache-config-file" if args.query_range_response_cache_config_file
              else "--query-range.response-cache-config")
     cache = parse_response_cache_config(
@@ -193,6 +195,7 @@ def config_from_args(args: argparse.Namespace):
         labels_partial_response=args.labels_partial_response, cache_compression=args.cache_compression,
         compress_responses=args.compress_responses, tripper=tripper,
         max_query_length_ms=int(args.max_query_length * 1000), max_query_parallelism=args.max_query_parallelism,
+        labels_max_query_parallelism=args.labels_max_query_parallelism,
         max_freshness_ms=int(args.max_freshness * 1000), partial_response=args.partial_response,
         response_cache=cache, forward_headers=list(args.forward_headers),
         log_queries_longer_than_s=args.log_queries_longer_than, tenant_header=args.tenant_header,

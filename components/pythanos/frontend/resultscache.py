@@ -31,8 +31,8 @@ __all__ = ["Piece", "ResultsCache", "cache_key", "harmless", "MIN_EXTENT_MS"]
 
 log = logging.getLogger(__name__)
 
-MIN_EXTENT_MS = 5 * 60_000
-DECODED_MAX_BYTES = 8 << 20  # stored bytes whose decoded extents are kept in memory  # Cortex's minCacheExtent: shorter extents are not worth a cache entry
+MIN_EXTENT_MS = 5 * 60_000  # Cortex's minCacheExtent: shorter extents are not worth a cache entry
+DECODED_MAX_BYTES = 8 << 20  # stored bytes whose decoded extents are kept in memory
 
 
 @dataclass

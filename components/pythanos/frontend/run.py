@@ -63,6 +63,7 @@ class FrontendConfig:
     compress_responses: bool = False
     max_query_length_ms: int = 0
     max_query_parallelism: int = 14
+    labels_max_query_parallelism: int = 14
     max_freshness_ms: int = 60_000
     partial_response: bool = True
     response_cache: object = None  # a ResponseCacheConfig, or None: no caching
@@ -190,7 +191,6 @@ class Frontend:
             backend = build_response_cache(config.response_cache, name="frontend-cache", registry=registry)
             self.cache = ResultsCache(backend, config.response_cache.ttl, config.max_freshness_ms,
                                       lambda: int(time.time() * 1000), config.cache_compression)
-        self.gate = asyncio.Semaphore(max(1, config.max_query_parallelism))
 
     def split_interval(self, start: int, end: int) -> int:
         """Thanos' ``dynamicIntervalFn``: the static interval when set; else the max interval for
@@ -279,6 +279,7 @@ class Frontend:
                      and not any(k == "storeMatch[]" for k, _ in params)
                      and "no-store" not in request.headers.get("Cache-Control", "").lower())
         errors: list = []
+        gate = asyncio.Semaphore(self.cfg.max_query_parallelism)  # per query, as Thanos schedules its pieces
         auto = p.get("max_source_resolution", "") == "auto"
         base_res = step // 5 if auto else _resolution(p.get("max_source_resolution", ""))
 
@@ -286,7 +287,7 @@ class Frontend:
             from .resultscache import Piece, harmless
 
             sub = [("query", query), ("start", _seconds(a)), ("end", _seconds(b)), *sub_rest]
-            async with self.gate:
+            async with gate:
                 status, h, body = await self.down.call("POST", "/api/v1/query_range", sub, headers,
                                                        retries=self.cfg.max_retries, tripperware="query_range")
             if status // 100 != 2:
@@ -439,10 +440,11 @@ class Frontend:
         headers = self._headers(request)
         pieces = [(a, min(a + split, end)) for a in range(start, end, split)] if end > start else [(start, end)]
         self.m.split.labels("labels").inc(len(pieces))
+        gate = asyncio.Semaphore(self.cfg.labels_max_query_parallelism)
 
         async def one(a: int, b: int):
             sub = [("start", _seconds(a)), ("end", _seconds(b)), *rest]
-            async with self.gate:
+            async with gate:
                 return await self.down.call("POST", request.rel_url.path, sub, headers,
                                             retries=self.cfg.labels_max_retries, tripperware="labels")
 
