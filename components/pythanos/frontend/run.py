@@ -232,6 +232,10 @@ class Frontend:
             resp.enable_compression()
         return resp
 
+    def _api_error(self, e):
+        """An :class:`~pythanos.query.params.ApiError` in Prometheus' error JSON."""
+        return self._response(e.status, {"Content-Type": "application/json"}, _error_json(e.error_type, str(e)))
+
     async def _params(self, request) -> list:
         params = list(request.query.items())
         if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
@@ -267,7 +271,7 @@ class Frontend:
                                            f"{model_duration(end - start)}, limit: "
                                            f"{model_duration(self.cfg.max_query_length_ms)})")
         except ApiError as e:
-            return self._response(e.status, {"Content-Type": "application/json"}, _error_json(e.error_type, str(e)))
+            return self._api_error(e)
         if self.cfg.align_range_with_step:
             start, end = align(start, end, step)
         query = pin_at_modifiers(p.get("query", ""), start, end)
@@ -433,7 +437,7 @@ class Frontend:
             if end < start:
                 raise ApiError("bad_data", "end timestamp must not be before start time")
         except ApiError as e:
-            return self._response(e.status, {"Content-Type": "application/json"}, _error_json(e.error_type, str(e)))
+            return self._api_error(e)
         if "partial_response" not in p:
             params.append(("partial_response", "true" if self.cfg.labels_partial_response else "false"))
         rest = [(k, v) for k, v in params if k not in ("start", "end")]

@@ -63,11 +63,16 @@ def answer(data_json: Optional[str] = None, *, status: int = 200, error_type: st
     return web.Response(body=body.encode(), status=status, headers=headers)
 
 
+def _long_name(action: argparse.Action) -> str:
+    """The action's first long flag without its dashes (what kingpin names the flag)."""
+    return next(o for o in action.option_strings if o.startswith("--"))[2:]
+
+
 def _duration_text(action: argparse.Action, seconds: float) -> str:
     from ..flags import format_duration
     from ..gofmt import model_duration
 
-    name = [o for o in action.option_strings if o.startswith("--")][0][2:]
+    name = _long_name(action)
     return model_duration(round(seconds * 1000)) if name in MODEL_DURATION_FLAGS else format_duration(seconds)
 
 
@@ -108,7 +113,7 @@ def flags_map(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict[str,
         a = actions.get(opt)
         if a is None:
             continue
-        name = [o for o in a.option_strings if o.startswith("--")][0][2:]
+        name = _long_name(a)
         if a.nargs == 0:  # store_true/false, BooleanOptionalAction
             neg = opt.startswith("--no-") and not name.startswith("no-")
             if isinstance(a, argparse._StoreFalseAction):  # noqa: SLF001
