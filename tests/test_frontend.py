@@ -421,6 +421,152 @@ def test_labels_and_series_split_and_merged_as_thanos_frontend(stack, pythanos_b
         theirs.stop()
 
 
+@pytest.mark.parametrize("backend", ["IN-MEMORY", "REDIS"])
+def test_labels_cache_serves_the_pieces_it_holds(stack, pythanos_bin, tmp_path, backend, request):
+    """--labels.response-cache-config: label names, values and series pieces are cached whole,
+    each for its exact range on the split grid. With the querier stopped, the same requests are
+    answered as before; one whose pieces are not all held (another matcher, a range reaching
+    into the last minute, an edge off the cached grid) fails rather than coming back short."""
+    from test_rules_api import start_our_query
+
+    cache = IN_MEMORY
+    if backend == "REDIS":
+        cache = f"{{type: REDIS, config: {{addr: {request.getfixturevalue('redis_server').address}}}}}"
+    tenant = {"THANOS-TENANT": f"t-{time.monotonic_ns()}"}
+    q = start_our_query(pythanos_bin, [stack["store"].extra["grpc"]], tmp_path / "q")
+    fe = start_frontend(pythanos_bin, q.url, tmp_path / "fe", "--labels.max-retries-per-request=0",
+                        f"--labels.response-cache-config={cache}")
+    try:
+        now = stack["now"]
+        rng = {"start": now - 4 * 86400 + 17, "end": now - 2 * 86400}
+        cases = [("/api/v1/labels", rng), ("/api/v1/label/__name__/values", rng),
+                 ("/api/v1/series", dict(rng, **{"match[]": '{__name__=~"continuous_app_metric[01]"}'}))]
+        first = {}
+        for path, params in cases:
+            got = _get(fe.url + path, params, tenant)
+            direct = _get(q.url + path, params)
+            assert got[0] == direct[0] == 200, got
+            g, d = json.loads(got[2])["data"], json.loads(direct[2])["data"]
+            key = (lambda x: json.dumps(x, sort_keys=True)) if path.endswith("series") else str
+            assert g and sorted(g, key=key) == sorted(d, key=key), path
+            first[path] = got[2]
+        q.stop()
+        gets = 'querier_cache_gets_total{cache="frontend-cache",tripperware="labels"}'
+        miss = 'querier_cache_misses_total{cache="frontend-cache",tripperware="labels"}'
+        before = _metrics(fe.url)
+        for path, params in cases:
+            got = _get(fe.url + path, params, tenant)
+            assert got[0] == 200 and got[2] == first[path], path
+        after = _metrics(fe.url)
+        assert after[miss] == before[miss] and after[gets] >= before[gets] + 3 * 3
+        other = dict(cases[2][1], **{"match[]": "continuous_app_metric0"})
+        assert _get(fe.url + "/api/v1/series", other, tenant)[0] == 502
+        assert _get(fe.url + "/api/v1/labels", dict(rng, end=now), tenant)[0] == 502   # fresh: never stored
+        assert _get(fe.url + "/api/v1/labels", dict(rng, start=rng["start"] + 60), tenant)[0] == 502
+        assert _get(fe.url + "/api/v1/labels", rng, {**tenant, "Cache-Control": "no-store"})[0] == 502
+    finally:
+        fe.stop()
+        q.stop()
+
+
+SHARDED = ['sum by (__blockgen_target__) ({__name__=~"continuous_app_metric[0-4]"})',
+           'max by (__name__) ({__name__=~"continuous_app_metric.*", __blockgen_target__=~"[1-5]"})',
+           "sum by (__blockgen_target__) (rate(continuous_app_metric3[5m]))",
+           "continuous_app_metric1 - ignoring(__name__) continuous_app_metric2"]
+
+
+@pytest.fixture(scope="module")
+def shard_stack(tmp_path_factory, pythanos_bin):
+    """Our store and querier over one 2h block of 10k series (100 targets x 100 metrics) that
+    ended an hour ago: enough series for shards to hold different ones."""
+    from test_rules_api import start_our_query
+    from test_store import fs_yaml, metas, start_store
+
+    work = tmp_path_factory.mktemp("shards")
+    subprocess.run([pythanos_bin, "tools", "bench-blocks", "--profile", "bench-10k-2h", "--labels", 'cluster="eu1"',
+                    "--max-time=-3h", "--output.dir", str(work / "bucket")], check=True, capture_output=True,
+                   timeout=600)
+    (meta,) = metas(work / "bucket").values()
+    store = start_store(pythanos_bin, "pythanos-store", fs_yaml(work / "bucket"), work / "store")
+    try:
+        q = start_our_query(pythanos_bin, [store.extra["grpc"]], work / "query")
+        try:
+            yield dict(ours=q, start=meta["minTime"] // 1000 + 600, end=meta["maxTime"] // 1000 - 600)
+        finally:
+            q.stop()
+    finally:
+        store.stop()
+
+
+def test_querier_answers_one_shard_per_shard_info(shard_stack):
+    """shard_info on our querier's range API: the stores answer that shard's series only; the shards
+    partition the unsharded answer; a shard_info that does not parse is bad_data naming it."""
+    from pythanos.frontend.vertical import analyze, shard_param
+
+    q = shard_stack["ours"]
+    base = {"start": shard_stack["start"], "end": shard_stack["end"], "step": 300}
+    for query in SHARDED:
+        whole = _values(_get(q.url + "/api/v1/query_range", dict(base, query=query))[2])
+        plan = analyze(query)
+        parts = [_values(_get(q.url + "/api/v1/query_range", dict(base, query=query,
+                                                                  shard_info=shard_param(plan, k, 3)))[2])
+                 for k in range(3)]
+        assert len(whole) > 1000 and sum(len(x) for x in parts) == len(whole), query
+        assert {k: v for x in parts for k, v in x.items()} == whole, query
+        assert all(len(x) < len(whole) // 2 for x in parts), query   # really split
+    bad = _get(q.url + "/api/v1/query_range", dict(base, query=SHARDED[0], shard_info="{nope"))
+    assert bad[0] == 400 and json.loads(bad[2])["errorType"] == "bad_data"
+    assert json.loads(bad[2])["error"].startswith("could not unmarshal parameter shard_info")
+
+
+@pytest.mark.parametrize("frontend", ["ours", "theirs"])
+def test_vertical_shards_answer_the_unsharded_answer(shard_stack, pythanos_bin, thanos_bin, tmp_path, frontend):
+    """--query-frontend.vertical-shards=3, ours and a real thanos query-frontend, over our querier: each
+    shardable range query is asked in three shards and answers exactly the querier's unsharded answer (byte
+    for byte from ours), cold and from the cache; instant queries the same samples (in Thanos' order: by
+    labels, or by value under sort_desc); a query that cannot be sharded passes as it is."""
+    q = shard_stack["ours"]
+    if frontend == "ours":
+        fe = start_frontend(pythanos_bin, q.url, tmp_path / "fe", "--query-frontend.vertical-shards=3")
+    else:
+        (port,) = free_ports(1)
+        fe = REGISTRY.start("thanos-query-frontend", [
+            thanos_bin, "query-frontend", f"--http-address=127.0.0.1:{port}", f"--query-frontend.downstream-url={q.url}",
+            "--query-frontend.vertical-shards=3", f"--query-range.response-cache-config={IN_MEMORY}"], tmp_path / "tfe")
+        fe.url = f"http://127.0.0.1:{port}"
+        fe.wait_http_ready("/-/ready", 60)
+    try:
+        for query in SHARDED + ["sum(continuous_app_metric0)"]:
+            params = {"query": query, "start": shard_stack["start"], "end": shard_stack["end"], "step": 120}
+            direct = _get(q.url + "/api/v1/query_range", params)
+            assert direct[0] == 200 and json.loads(direct[2])["data"]["result"], direct
+            for attempt in ("cold", "cached"):
+                got = _get(fe.url + "/api/v1/query_range", params)
+                assert got[0] == 200, got
+                if frontend == "ours" and _values(got[2]) == _values(direct[2]):
+                    assert got[2] == direct[2], (query, attempt)
+                assert _values(got[2]) == _values(direct[2]), (query, attempt)
+        at = {"time": shard_stack["end"]}
+        for query in SHARDED + ["sort_desc(sum by (__blockgen_target__) (continuous_app_metric0))"]:
+            direct = _get(q.url + "/api/v1/query", dict(at, query=query))
+            got = _get(fe.url + "/api/v1/query", dict(at, query=query))
+            assert direct[0] == got[0] == 200, got
+            d, g = json.loads(direct[2])["data"], json.loads(got[2])["data"]
+            key = lambda r: json.dumps(r["metric"], sort_keys=True)   # noqa: E731
+            assert d["resultType"] == g["resultType"] == "vector" and len(d["result"]) > 2, query
+            assert {key(r): r["value"] for r in g["result"]} == {key(r): r["value"] for r in d["result"]}, query
+            if query.startswith("sort_desc"):
+                values = [float(r["value"][1]) for r in g["result"]]
+                assert values == sorted(values, reverse=True)
+        m = _metrics(fe.url)
+        family = "thanos_frontend_sharding_middleware_queries_total"
+        assert m[f'{family}{{shardable="true",tripperware="query_range"}}'] == 2 * len(SHARDED)
+        assert m[f'{family}{{shardable="false",tripperware="query_range"}}'] == 2
+        assert m[f'{family}{{shardable="true",tripperware="query_instant"}}'] == len(SHARDED) + 1
+    finally:
+        fe.stop()
+
+
 def test_compressed_responses_and_snappy_cached_values(stack, pythanos_bin, tmp_path):
     """--query-frontend.compress-responses gzips for a client that accepts it (and only then);
     --cache-compression-type=snappy stores snappy blocks in the cache, served again as the same

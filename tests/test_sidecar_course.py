@@ -20,6 +20,7 @@ import urllib.parse
 import pytest
 
 from peers import REGISTRY, explain_thanos_crash, free_ports, http_get
+from pythanos.storeapi.pb import rpc_pb2
 from pythanos.storeapi import MAX_TIME, XOR, Series, StoreClient
 from pythanos.tsdb.chunkenc import decode_xor
 from pythanos.tsdb.labels import Matcher
@@ -211,7 +212,14 @@ def test_our_sidecar_and_thanos_sidecar_return_identical_samples(prometheus_bin,
                                        t_ms)
             names = await c.label_names(start=t_ms - 3_600_000, end=t_ms)
             jobs = await c.label_values("job", start=t_ms - 3_600_000, end=t_ms)
-            return info, everything, batched, up, none, names, jobs
+            shards = []   # vertical sharding: 3 shards by __name__, 4 without instance (replica label dropped)
+            for total, by, labels, norep in ((3, True, ["__name__"], []), (4, False, ["instance"], ["replica"])):
+                for k in range(total):
+                    got, _ = await c.series_list([Matcher.re("__name__", ".+")], t_ms - 3_600_000, t_ms,
+                                                 without_replica_labels=norep, shard_info=rpc_pb2.ShardInfo(
+                                                     shard_index=k, total_shards=total, by=by, labels=labels))
+                    shards.append((total, [x.labels for x in got]))
+            return info, everything, batched, up, none, names, jobs, shards
 
     async def both():
         return await read(f"127.0.0.1:{th_grpc}"), await read(f"127.0.0.1:{our_grpc}")
@@ -221,8 +229,15 @@ def test_our_sidecar_and_thanos_sidecar_return_identical_samples(prometheus_bin,
     except Exception:
         explain_thanos_crash(th)
         raise
-    t_info, t_all, t_batched, t_up, t_none, t_names, t_jobs = theirs
-    o_info, o_all, o_batched, o_up, o_none, o_names, o_jobs = mine
+    t_info, t_all, t_batched, t_up, t_none, t_names, t_jobs, t_shards = theirs
+    o_info, o_all, o_batched, o_up, o_none, o_names, o_jobs, o_shards = mine
+    # each shard holds the series Thanos' sidecar puts there (one hash), the shards partition the whole
+    assert o_shards == t_shards
+    for total, first_shard in ((3, 0), (4, 3)):
+        parts = [set(labels) for _, labels in o_shards[first_shard:first_shard + total]]
+        assert all(parts) and sum(len(x) for x in parts) == len(set().union(*parts))
+    assert set().union(*(set(labels) for _, labels in o_shards[:3])) == {x.labels for x in o_all[0]}
+    assert set().union(*(set(labels) for _, labels in o_shards[3:])) == {x.labels for x in o_batched[0]}
 
     assert (o_info.component_type, o_info.label_sets, o_info.max_time) == (
         t_info.component_type, t_info.label_sets, t_info.max_time) == ("sidecar", [(("cluster", "eu1"),

@@ -237,6 +237,30 @@ def test_series_equal_to_thanos_on_compacted_and_downsampled_blocks(bench_bucket
     assert compared > 500  # the answers are not all empty
 
 
+def test_shard_info_splits_series_as_thanos_store(prom_bucket, pair):
+    """Vertical sharding: for each shard of a sharded Series call, our store answers exactly the series
+    (and chunks) Thanos' store answers (one hash for both: replicas held by stores of either kind land in
+    the same shard); the shards partition the unsharded answer."""
+    ours, theirs = pair(prom_bucket)
+    lo, hi = span(prom_bucket)
+    matchers = [("job", EQ, "prometheus"), ("__name__", RE, "prometheus_.*")]
+    whole = series(ours.extra["grpc"], matchers, lo, hi, without_replica_labels=["replica"])
+    assert len(whole) > 50
+    for total, by, labels in ((3, True, ["__name__"]), (2, True, ["instance", "nonexistent"]),
+                              (4, False, ["__name__"])):
+        parts = []
+        for k in range(total):
+            kw = dict(without_replica_labels=["replica"],
+                      shard_info=rpc_pb2.ShardInfo(shard_index=k, total_shards=total, by=by, labels=labels))
+            a = series(ours.extra["grpc"], matchers, lo, hi, **kw)
+            assert a == series(theirs.extra["grpc"], matchers, lo, hi, **kw), (total, by, labels, k)
+            parts.append(a)
+        if labels != ["instance", "nonexistent"]:   # one instance: every series in one shard
+            assert all(parts), (total, by, labels)
+        assert sorted((x for p in parts for x in p), key=lambda x: x.SerializeToString()) == \
+            sorted(whole, key=lambda x: x.SerializeToString())
+
+
 PROM_MATCHERS = [
     [("__name__", EQ, "up")],
     [("job", EQ, "prometheus"), ("__name__", RE, "prometheus_tsdb_head_.*")],

@@ -1,9 +1,7 @@
 """``pythanos query-frontend`` flags (Thanos v0.42 ``cmd/thanos/query_frontend.go`` names and
 defaults) -> :class:`pythanos.frontend.run.FrontendConfig`.
 
-Every flag ``thanos query-frontend`` has is accepted; those whose feature is not built yet
-(vertical sharding, labels caching) are refused by name when set to
-anything but their default, never silently ignored.
+Every flag ``thanos query-frontend`` has is accepted.
 """
 from __future__ import annotations
 
@@ -129,23 +127,10 @@ def register(components) -> None:
     p.set_defaults(run=main)
 
 
-def _not_yet(args: argparse.Namespace) -> None:
-    """Features not built yet: refused by name rather than ignored."""
-    checks = [
-        ("--query-frontend.vertical-shards", args.vertical_shards > 1),
-        ("--labels.response-cache-config", bool(args.labels_response_cache_config
-                                                 or args.labels_response_cache_config_file)),
-    ]
-    for flag, used in checks:
-        if used:
-            raise UserError(f"{flag}: not supported by pythanos query-frontend yet")
-
-
 def config_from_args(args: argparse.Namespace):
     from .cacheconfig import parse_response_cache_config, parse_tripper_config
     from .run import FrontendConfig
 
-    _not_yet(args)
     for feat in (x.strip() for v in args.features for x in v.split(",") if x.strip()):
         if feat not in FEATURES:
             raise UserError(f"--enable-feature={feat}: unknown feature (known: {', '.join(FEATURES)})")
@@ -154,6 +139,8 @@ def config_from_args(args: argparse.Namespace):
                     ("--labels.max-retries-per-request", args.labels_max_retries)):
         if v < 0:
             raise UserError(f"{flag}={v}: must not be negative")
+    if args.vertical_shards < 0:
+        raise UserError(f"--query-frontend.vertical-shards={args.vertical_shards}: must not be negative")
     for flag, v in (("--query-range.max-query-parallelism", args.max_query_parallelism),
                     ("--labels.max-query-parallelism", args.labels_max_query_parallelism)):
         if v < 1:
@@ -176,6 +163,13 @@ def config_from_args(args: argparse.Namespace):
                         ("--query-range.min-split-interval", args.min_split_interval)):
             if v <= 0:
                 raise UserError(f"{flag}: must be greater than 0 when the dynamic split is used")
+    lwhere = ("--labels.response-cache-config-file" if args.labels_response_cache_config_file
+              else "--labels.response-cache-config")
+    labels_cache = parse_response_cache_config(
+        f.content_flag(args, "labels_response_cache_config", "--labels.response-cache-config"), lwhere)
+    if labels_cache is not None and args.labels_split_interval <= 0:
+        raise UserError("--labels.split-interval: must be greater than 0 when --labels.response-cache-config "
+                        "is configured")
     if args.labels_default_time_range <= 0:
         raise UserError("--labels.default-time-range: cannot be set to 0")
     twhere = ("--query-frontend.downstream-tripper-config-file" if args.query_frontend_downstream_tripper_config_file
@@ -189,6 +183,7 @@ def config_from_args(args: argparse.Namespace):
         split_interval_ms=int(args.split_interval * 1000), max_retries=args.max_retries,
         min_split_interval_ms=int(args.min_split_interval * 1000),
         max_split_interval_ms=int(args.max_split_interval * 1000), horizontal_shards=args.horizontal_shards,
+        vertical_shards=args.vertical_shards,
         instant_max_retries=args.instant_max_retries, labels_max_retries=args.labels_max_retries,
         labels_split_interval_ms=int(args.labels_split_interval * 1000),
         labels_default_range_ms=int(args.labels_default_time_range * 1000),
@@ -197,7 +192,8 @@ def config_from_args(args: argparse.Namespace):
         max_query_length_ms=int(args.max_query_length * 1000), max_query_parallelism=args.max_query_parallelism,
         labels_max_query_parallelism=args.labels_max_query_parallelism,
         max_freshness_ms=int(args.max_freshness * 1000), partial_response=args.partial_response,
-        response_cache=cache, forward_headers=list(args.forward_headers),
+        response_cache=cache, labels_response_cache=labels_cache,
+        labels_max_freshness_ms=int(args.labels_max_freshness * 1000), forward_headers=list(args.forward_headers),
         log_queries_longer_than_s=args.log_queries_longer_than, tenant_header=args.tenant_header,
         default_tenant=args.default_tenant)
 

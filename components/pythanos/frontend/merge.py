@@ -15,7 +15,7 @@ from typing import Iterable, Optional, Sequence
 
 import orjson
 
-__all__ = ["merge_results", "extract", "encode_matrix", "escape_html", "sample_ms"]
+__all__ = ["merge_results", "merge_vectors", "extract", "encode_matrix", "encode_result", "escape_html", "sample_ms"]
 
 _POINT_KINDS = ("values", "histograms")
 
@@ -58,6 +58,43 @@ def merge_results(pieces: Iterable[Sequence[dict]]) -> list[dict]:
     return [out[k] for k in sorted(out) if any(out[k].get(kind) for kind in _POINT_KINDS)]
 
 
+def _go_label_string(metric: dict) -> str:
+    """Prometheus' ``labels.Labels.String()`` (names sorted bytewise, values quoted), the key
+    Thanos' frontend orders merged instant vectors by."""
+    import json
+
+    return "{" + ", ".join(f"{k}={json.dumps(metric[k], ensure_ascii=False)}" for k in sorted(metric)) + "}"
+
+
+def _sample_value(s: dict) -> float:
+    v = s.get("value")
+    return float(v[1]) if v else 0.0
+
+
+def merge_vectors(parts: Iterable[Sequence[dict]], order: str) -> list[dict]:
+    """One instant vector from the vectors of its shards, as Thanos' frontend merges them: one
+    sample per label set (the newest), then ``order``: "merge" keeps the shards' order (``topk``
+    and the like at the root), "asc"/"desc" sorts by value (``sort``/``sort_desc``), "labels" by
+    the label string."""
+    out: dict[str, dict] = {}
+    for part in parts:
+        for s in part:
+            key = _go_label_string(s.get("metric") or {})
+            have = out.get(key)
+            if have is None or _sample_ts(have) < _sample_ts(s):
+                out[key] = s
+    if order == "merge":
+        return list(out.values())
+    if order in ("asc", "desc"):
+        return sorted(out.values(), key=_sample_value, reverse=order == "desc")
+    return [out[k] for k in sorted(out)]
+
+
+def _sample_ts(s: dict) -> float:
+    pt = s.get("value") or s.get("histogram")
+    return float(pt[0]) if pt else 0.0
+
+
 def extract(result: Sequence[dict], start: int, end: int) -> list[dict]:
     """The samples of ``result`` within ``[start, end]`` (ms); series left empty are dropped."""
     out = []
@@ -79,7 +116,14 @@ def encode_matrix(result: Sequence[dict], warnings: Optional[Sequence[str]] = No
     """The success envelope of a matrix answer; ``extra``: data's other members, after result
     (the querier's ``"analysis"``). orjson writes what ``json.dumps(ensure_ascii=False)`` writes
     (same escapes, same shortest floats), several times faster."""
-    parts = [b'{"status":"success","data":{"resultType":"matrix","result":', orjson.dumps(list(result))]
+    return encode_result("matrix", result, warnings, infos, extra)
+
+
+def encode_result(result_type: str, result: Sequence[dict], warnings: Optional[Sequence[str]] = None,
+                  infos: Optional[Sequence[str]] = None, extra: Optional[dict] = None) -> bytes:
+    """The success envelope of a ``result_type`` (matrix or vector) answer."""
+    parts = [b'{"status":"success","data":{"resultType":', orjson.dumps(result_type), b',"result":',
+             orjson.dumps(list(result))]
     for k, v in (extra or {}).items():
         parts += [b",", orjson.dumps(k), b":", orjson.dumps(v)]
     parts.append(b"}")

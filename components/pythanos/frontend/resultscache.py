@@ -27,7 +27,7 @@ import xxhash
 from ..cache import Cache
 from .merge import extract, merge_results
 
-__all__ = ["Piece", "ResultsCache", "cache_key", "harmless", "MIN_EXTENT_MS"]
+__all__ = ["Piece", "ResultsCache", "LabelsCache", "cache_key", "labels_cache_key", "harmless", "MIN_EXTENT_MS"]
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +70,79 @@ def cache_key(*, tenant: str, query: str, step: int, split: int, start: int, max
             f"{str(partial).lower()}:{','.join(sorted(replica_labels))}:{str(analyze).lower()}:{start % step}")
 
 
-class ResultsCache:
-    """Answers pieces from ``cache`` and ``fetch``; ``max_freshness_ms`` bounds what is stored."""
+class _Entries:
+    """Raw entries in a cache backend: snappy as ``--cache-compression-type`` says, and an outage
+    or a failed write only a miss (logged), never an error of the request."""
 
     def __init__(self, cache: Cache, ttl: float, max_freshness_ms: int, clock_ms: Callable[[], int],
                  compression: str = "") -> None:
         self.cache, self.ttl, self.max_freshness_ms, self.clock_ms = cache, ttl, max_freshness_ms, clock_ms
-        self.snappy = compression == "snappy"  # --cache-compression-type
+        self.snappy = compression == "snappy"
+
+    async def _get_raw(self, key: str) -> Optional[bytes]:
+        try:
+            return (await self.cache.get_multi([key])).get(key)
+        except Exception as e:  # noqa: BLE001 - a cache outage is a miss, not an error
+            log.warning("results cache get failed", extra={"err": f"{type(e).__name__}: {e}"})
+            return None
+
+    def _decompress(self, got: bytes) -> bytes:
+        if not self.snappy:
+            return got
+        import cramjam
+
+        return bytes(cramjam.snappy.decompress_raw(got))
+
+    async def _set_raw(self, key: str, value: bytes) -> None:
+        try:
+            if self.snappy:
+                import cramjam
+
+                value = bytes(cramjam.snappy.compress_raw(value))
+            await self.cache.set_multi({key: value}, self.ttl)
+        except Exception as e:  # noqa: BLE001 - best effort
+            log.warning("results cache set failed", extra={"err": f"{type(e).__name__}: {e}"})
+
+
+def labels_cache_key(*, tenant: str, path: str, params: Sequence[tuple[str, str]], start: int, end: int) -> str:
+    """A labels, label values or series piece: every parameter but the time range (matchers,
+    limit, partial response...; sorted, hashed to keep the key short) and the piece's exact
+    ``[start, end]``, so a cached answer is only ever served for the very range it answered."""
+    digest = xxhash.xxh3_128_hexdigest(orjson.dumps(sorted(params)))
+    return f"fe:{tenant}:{path}:{digest}:{start}:{end}"
+
+
+class LabelsCache(_Entries):
+    """Whole answers of labels, label values and series pieces: stored when the piece ended
+    before the max freshness and the answer is complete (no warning, no ``no-store``)."""
+
+    def cacheable(self, end: int) -> bool:
+        return end <= self.clock_ms() - self.max_freshness_ms
+
+    async def get(self, key: str) -> Optional[bytes]:
+        got = await self._get_raw(key)
+        if got is None:
+            return None
+        try:
+            body = self._decompress(got)
+            doc = orjson.loads(body)
+            if isinstance(doc, dict) and doc.get("status") == "success" and isinstance(doc.get("data"), list):
+                return body
+        except Exception:  # noqa: BLE001 - written by something else: a miss
+            pass
+        log.warning("labels cache entry unreadable, asking downstream", extra={"key": key[:200]})
+        return None
+
+    async def put(self, key: str, body: bytes) -> None:
+        await self._set_raw(key, body)
+
+
+class ResultsCache(_Entries):
+    """Answers pieces from ``cache`` and ``fetch``; ``max_freshness_ms`` bounds what is stored."""
+
+    def __init__(self, cache: Cache, ttl: float, max_freshness_ms: int, clock_ms: Callable[[], int],
+                 compression: str = "") -> None:
+        super().__init__(cache, ttl, max_freshness_ms, clock_ms, compression)
         # decoded extents by the digest of their stored bytes: a dashboard reloading from the cache
         # decodes each entry once (decoding is most of a warm answer's cost); bounded by the stored
         # size of what it holds. Never changed in place: merge and extract build new lists.
@@ -85,11 +151,7 @@ class ResultsCache:
         self.hits = self.misses = 0
 
     async def _extents(self, key: str) -> list[dict]:
-        try:
-            got = (await self.cache.get_multi([key])).get(key)
-        except Exception as e:  # noqa: BLE001 - a cache outage is a miss, not an error
-            log.warning("results cache get failed", extra={"err": f"{type(e).__name__}: {e}"})
-            return []
+        got = await self._get_raw(key)
         if got is None:
             return []
         digest = xxhash.xxh3_128_digest(got)
@@ -98,10 +160,7 @@ class ResultsCache:
             self._decoded.move_to_end(digest)
             return hit[1]
         try:
-            if self.snappy:
-                import cramjam
-
-                got = bytes(cramjam.snappy.decompress_raw(got))
+            got = self._decompress(got)
             ext = orjson.loads(got)
             ok = isinstance(ext, list) and all(isinstance(e, dict) and isinstance(e.get("start"), int)
                                                 and isinstance(e.get("end"), int) and isinstance(e.get("result"), list)
@@ -184,12 +243,4 @@ class ResultsCache:
                         last[k] = (last.get(k) or []) + [x for x in e.get(k) or () if x not in (last.get(k) or [])]
                 continue
             merged.append(dict(e))
-        try:
-            value = orjson.dumps(merged)
-            if self.snappy:
-                import cramjam
-
-                value = bytes(cramjam.snappy.compress_raw(value))
-            await self.cache.set_multi({key: value}, self.ttl)
-        except Exception as e:  # noqa: BLE001 - best effort
-            log.warning("results cache set failed", extra={"err": f"{type(e).__name__}: {e}"})
+        await self._set_raw(key, orjson.dumps(merged))

@@ -11,11 +11,17 @@ retried (``--query-range.max-retries-per-request``, backoff from 200 ms to 2 s);
 5xx, is returned to the client as downstream wrote it. Requests with ``dedup=false``,
 ``storeMatch[]``, a ``Cache-Control: no-store`` header or answers with warnings are not cached.
 
+With ``--query-frontend.vertical-shards`` above 1, a range piece or an instant query whose
+series can be split (:mod:`.vertical`) is asked in that many shards (``shard_info``), whose
+answers concatenate (instant vectors in Thanos' order).
+
 Instant queries are retried (``--query.max-retries-per-request``); label names, label values
 and series requests are split (``--labels.split-interval``, over ``--labels.default-time-range``
 when they give no range), asked in parallel, merged as Thanos merges them and retried
-(``--labels.max-retries-per-request``); anything else is proxied once. ``X-Forwarded-For``
-and the ``--query-frontend.forward-header`` headers are passed on.
+(``--labels.max-retries-per-request``); with ``--labels.response-cache-config`` their pieces end
+on the split grid and each complete one older than ``--labels.response-cache-max-freshness``
+is cached whole, for its exact range. Anything else is proxied once. ``X-Forwarded-For`` and
+the ``--query-frontend.forward-header`` headers are passed on.
 """
 from __future__ import annotations
 
@@ -52,6 +58,7 @@ class FrontendConfig:
     min_split_interval_ms: int = 0  # the dynamic split (split_interval_ms 0): see Frontend.split_interval
     max_split_interval_ms: int = 0
     horizontal_shards: int = 0
+    vertical_shards: int = 0  # above 1: shardable range queries asked in that many series shards
     max_retries: int = 5
     instant_max_retries: int = 5
     labels_max_retries: int = 5
@@ -67,6 +74,8 @@ class FrontendConfig:
     max_freshness_ms: int = 60_000
     partial_response: bool = True
     response_cache: object = None  # a ResponseCacheConfig, or None: no caching
+    labels_response_cache: object = None  # the same for labels, label values and series
+    labels_max_freshness_ms: int = 60_000
     forward_headers: list[str] = field(default_factory=list)
     log_queries_longer_than_s: float = 0.0
     tenant_header: str = "THANOS-TENANT"
@@ -156,7 +165,7 @@ def _error_json(error_type: str, message: str) -> bytes:
 class _Metrics:
     """Thanos' query frontend families (names, labels) that tell what the frontend did."""
 
-    def __init__(self, registry) -> None:
+    def __init__(self, registry, vertical_shards: int = 0) -> None:
         from prometheus_client import Counter, Histogram
 
         self.queries = Counter("thanos_query_frontend_queries", "Total queries passing through query frontend",
@@ -172,6 +181,14 @@ class _Metrics:
         self.downsampled.labels("query_range")
         self.retries = Histogram("cortex_query_frontend_retries", "Number of times a request is retried.",
                                  ["tripperware"], buckets=(0, 1, 2, 3, 4, 5), registry=registry)
+        self.sharding = None
+        if vertical_shards > 1:  # Thanos adds the middleware, and so the family, only then
+            self.sharding = Counter("thanos_frontend_sharding_middleware_queries",
+                                    "Total number of queries analyzed by the sharding middleware",
+                                    ["shardable", "tripperware"], registry=registry)
+            for shardable in ("true", "false"):
+                for t in ("query_range", "query_instant"):
+                    self.sharding.labels(shardable, t)
         self.gets = Counter("querier_cache_gets", "The total number of Get calls", ["cache", "tripperware"],
                             registry=registry)
         self.misses = Counter("querier_cache_misses", "The total number of Get calls that had no valid entry",
@@ -181,7 +198,7 @@ class _Metrics:
 class Frontend:
     def __init__(self, config: FrontendConfig, registry=None) -> None:
         self.cfg = config
-        self.m = _Metrics(registry)
+        self.m = _Metrics(registry, config.vertical_shards)
         self.down = Downstream(config.downstream_url, self.m.retries, config.tripper)
         self.cache = None
         if config.response_cache is not None:
@@ -191,6 +208,15 @@ class Frontend:
             backend = build_response_cache(config.response_cache, name="frontend-cache", registry=registry)
             self.cache = ResultsCache(backend, config.response_cache.ttl, config.max_freshness_ms,
                                       lambda: int(time.time() * 1000), config.cache_compression)
+        self.labels_cache = None
+        if config.labels_response_cache is not None:
+            from .cacheconfig import build_response_cache
+            from .resultscache import LabelsCache
+
+            backend = build_response_cache(config.labels_response_cache, name="frontend-labels-cache",
+                                           registry=registry)
+            self.labels_cache = LabelsCache(backend, config.labels_response_cache.ttl, config.labels_max_freshness_ms,
+                                            lambda: int(time.time() * 1000), config.cache_compression)
 
     def split_interval(self, start: int, end: int) -> int:
         """Thanos' ``dynamicIntervalFn``: the static interval when set; else the max interval for
@@ -287,10 +313,41 @@ class Frontend:
         auto = p.get("max_source_resolution", "") == "auto"
         base_res = step // 5 if auto else _resolution(p.get("max_source_resolution", ""))
 
+        shards: list = [None]
+        if self.m.sharding is not None and "shard_info" not in p:
+            from .vertical import analyze, shard_param
+
+            plan = analyze(query)
+            self.m.sharding.labels("true" if plan else "false", "query_range").inc()
+            if plan is not None:
+                n = self.cfg.vertical_shards
+                shards = [shard_param(plan, i, n) for i in range(n)]
+
         async def fetch(a: int, b: int, sub_rest: list):
+            """One piece, from its shards' answers (series of different shards never share
+            labels: their matrices concatenate)."""
+            if len(shards) == 1:
+                return await fetch_shard(a, b, sub_rest, None)
+            parts = await asyncio.gather(*(fetch_shard(a, b, sub_rest, sh) for sh in shards))
+            from .merge import merge_results
+            from .resultscache import Piece
+
+            warnings: list = []
+            infos: list = []
+            extra: dict = {}
+            for x in parts:
+                warnings += [w for w in x.warnings if w not in warnings]
+                infos += [i for i in x.infos if i not in infos]
+                extra = {**x.extra, **extra}
+            return Piece(a, b, merge_results(x.result for x in parts), warnings, infos,
+                         cacheable=all(x.cacheable for x in parts), extra=extra)
+
+        async def fetch_shard(a: int, b: int, sub_rest: list, shard: Optional[str]):
             from .resultscache import Piece, harmless
 
             sub = [("query", query), ("start", _seconds(a)), ("end", _seconds(b)), *sub_rest]
+            if shard is not None:
+                sub.append(("shard_info", shard))
             async with gate:
                 status, h, body = await self.down.call("POST", "/api/v1/query_range", sub, headers,
                                                        retries=self.cfg.max_retries, tripperware="query_range")
@@ -409,6 +466,60 @@ class Frontend:
 
         return [g for a in sorted(answers, key=first_time) for g in a]
 
+    # -- instant queries -----------------------------------------------------------------------
+
+    async def query_instant(self, request):
+        """Passed through (with ``--query.max-retries-per-request`` retries), or, with vertical
+        shards and a shardable query, asked in shards whose vectors merge as Thanos merges them."""
+        tries = self.cfg.instant_max_retries
+        if self.m.sharding is None:
+            return await self.passthrough(request, tries, "query", "query_instant")
+        from .vertical import analyze, instant_order, shard_param
+
+        params = await self._params(request)
+        p = dict(params)
+        plan = None if "shard_info" in p else analyze(p.get("query", ""))
+        self.m.sharding.labels("true" if plan else "false", "query_instant").inc()
+        if plan is None:
+            return await self.passthrough(request, tries, "query", "query_instant")
+        self.m.queries.labels("query").inc()
+        if "partial_response" not in p:
+            params.append(("partial_response", "true" if self.cfg.partial_response else "false"))
+        headers = self._headers(request)
+        n = self.cfg.vertical_shards
+
+        async def one(k: int):
+            return await self.down.call("POST", "/api/v1/query", [*params, ("shard_info", shard_param(plan, k, n))],
+                                        headers, retries=tries, tripperware="query_instant")
+
+        answers = await asyncio.gather(*(one(k) for k in range(n)))
+        for status, h, body in answers:
+            if status // 100 != 2:
+                return self._response(status, h, body)
+        from .merge import encode_result, merge_results, merge_vectors
+
+        try:
+            docs = [orjson.loads(body) for _, _, body in answers]
+            kind = docs[0]["data"]["resultType"]
+            results = [d["data"]["result"] or [] for d in docs]
+        except (ValueError, KeyError, TypeError) as e:
+            return self._response(502, {"Content-Type": "application/json"},
+                                  _error_json("internal", f"unexpected downstream answer: {e}"))
+        if kind == "vector":
+            merged = merge_vectors(results, instant_order(p.get("query", "")))
+        elif kind == "matrix":
+            merged = merge_results(results)
+        else:  # a scalar or string is never split (not shardable): the first answer is the answer
+            return self._response(*answers[0])
+        warnings: list = []
+        infos: list = []
+        for d in docs:
+            warnings += [w for w in d.get("warnings") or () if w not in warnings]
+            infos += [i for i in d.get("infos") or () if i not in infos]
+        extra = {k: v for k, v in docs[0]["data"].items() if k not in ("resultType", "result")}
+        return self._response(200, {"Content-Type": "application/json"},
+                              encode_result(kind, merged, warnings, infos, extra))
+
     # -- labels and series ---------------------------------------------------------------------
 
     async def labels(self, request, op: str):
@@ -442,15 +553,49 @@ class Frontend:
             params.append(("partial_response", "true" if self.cfg.labels_partial_response else "false"))
         rest = [(k, v) for k, v in params if k not in ("start", "end")]
         headers = self._headers(request)
-        pieces = [(a, min(a + split, end)) for a in range(start, end, split)] if end > start else [(start, end)]
+        cache = self.labels_cache
+        if cache is not None and "no-store" in request.headers.get("Cache-Control", "").lower():
+            cache = None
+        if cache is not None and end > start:
+            # with a cache, pieces end on the split grid (as range queries do) so that a sliding
+            # dashboard range asks again only for its ends; the union over the pieces is the same
+            # answer, the label APIs answering for every block or series a piece touches
+            cuts = [start, *range((start // split + 1) * split, end, split), end]
+            pieces = list(zip(cuts, cuts[1:]))
+        elif end > start:
+            pieces = [(a, min(a + split, end)) for a in range(start, end, split)]
+        else:
+            pieces = [(start, end)]
         self.m.split.labels("labels").inc(len(pieces))
         gate = asyncio.Semaphore(self.cfg.labels_max_query_parallelism)
+        tenant = request.headers.get(self.cfg.tenant_header, self.cfg.default_tenant)
 
-        async def one(a: int, b: int):
+        async def ask(a: int, b: int):
             sub = [("start", _seconds(a)), ("end", _seconds(b)), *rest]
             async with gate:
                 return await self.down.call("POST", request.rel_url.path, sub, headers,
                                             retries=self.cfg.labels_max_retries, tripperware="labels")
+
+        async def one(a: int, b: int):
+            if cache is None or not cache.cacheable(b):
+                return await ask(a, b)
+            from .resultscache import labels_cache_key
+
+            key = labels_cache_key(tenant=tenant, path=request.rel_url.path, params=rest, start=a, end=b)
+            self.m.gets.labels("frontend-cache", "labels").inc()
+            body = await cache.get(key)
+            if body is not None:
+                return 200, {"Content-Type": "application/json"}, body
+            self.m.misses.labels("frontend-cache", "labels").inc()
+            status, h, body = await ask(a, b)
+            if status == 200 and "no-store" not in h.get("Cache-Control", "").lower():
+                try:
+                    complete = not orjson.loads(body).get("warnings")
+                except (ValueError, AttributeError):
+                    complete = False
+                if complete:
+                    await cache.put(key, body)
+            return status, h, body
 
         answers = await asyncio.gather(*(one(a, b) for a, b in pieces))
         for status, h, body in answers:
@@ -501,8 +646,7 @@ class Frontend:
         r = app.router
         for m in ("GET", "POST"):
             r.add_route(m, "/api/v1/query_range", self.query_range)
-            r.add_route(m, "/api/v1/query", lambda q: self.passthrough(q, self.cfg.instant_max_retries, "query",
-                                                                        "query_instant"))
+            r.add_route(m, "/api/v1/query", self.query_instant)
             for path, op in (("/api/v1/labels", "label_names"), ("/api/v1/label/{name}/values", "label_values"),
                              ("/api/v1/series", "series")):
                 r.add_route(m, path, lambda q, op=op: self.labels(q, op))

@@ -207,8 +207,16 @@ class QueryAPI:
         engine = first(params, "engine")
         if engine and engine not in ("prometheus", "thanos"):
             raise ApiError("bad_data", f"'{engine}' bad engine")
+        shard = None
+        if first(params, "shard_info"):
+            from ..storeapi.sharding import shard_info_from_json
+
+            try:
+                shard = shard_info_from_json(first(params, "shard_info"))
+            except ValueError as e:
+                raise ApiError("bad_data", f"could not unmarshal parameter shard_info: {e}") from None
         return QueryOptions(dedup=dedup, replica_labels=replica, partial=partial, store_matchers=store_matchers,
-                            max_resolution_window=res, dedup_func=self.cfg.dedup_func)
+                            max_resolution_window=res, dedup_func=self.cfg.dedup_func, shard_info=shard)
 
     def _lookback(self, params, opts: QueryOptions) -> Optional[int]:
         """The request's ``lookback_delta`` when positive, else the lookback for the query's

@@ -118,10 +118,12 @@ class Proxy:
     async def fetch(self, matchers: Sequence[Matcher], mint: int, maxt: int, *,
                     replica_labels: Sequence[str] = (), partial: bool = True, skip_chunks: bool = False,
                     store_matchers: Optional[list[list[Matcher]]] = None, timeout: Optional[float] = None,
-                    max_resolution_window: int = 0, limit: int = 0, aggregates: Sequence[int] = ()) -> Fetched:
+                    max_resolution_window: int = 0, limit: int = 0, aggregates: Sequence[int] = (),
+                    shard_info=None) -> Fetched:
         """One Series call to every candidate endpoint, concurrently; see the module doc.
         ``max_resolution_window``/``aggregates``: the downsampled data the stores may answer with
-        (``SeriesRequest`` fields 4 and 5)."""
+        (``SeriesRequest`` fields 4 and 5); ``shard_info``: the stores answer that shard's series
+        only (a frontend's vertical sharding)."""
         eps = self.candidates(matchers, mint, maxt, store_matchers)
         out = Fetched()
         strategy = PARTIAL_RESPONSE_WARN if partial else PARTIAL_RESPONSE_ABORT
@@ -132,7 +134,8 @@ class Proxy:
             req = ep.client.series_request(
                 matchers, mint, maxt, skip_chunks=skip_chunks, response_batch_size=self.batch_size,
                 without_replica_labels=list(replica_labels), partial_response_strategy=strategy,
-                max_resolution_window=max_resolution_window, aggregates=aggregates, limit=limit)
+                max_resolution_window=max_resolution_window, aggregates=aggregates, limit=limit,
+                shard_info=shard_info)
             got: list = []
             warns: list = []
             strip = set(replica_labels) if replica_labels and ep.info is not None and \

@@ -59,6 +59,7 @@ class QueryOptions:
     store_matchers: Optional[list] = None
     max_resolution_window: int = 0
     dedup_func: str = "penalty"
+    shard_info: Optional[object] = None  # an rpc_pb2.ShardInfo from the request's shard_info
 
     @property
     def deduplicating(self) -> bool:
@@ -111,7 +112,7 @@ class StoreQueryable:
                 matchers, mint_ms, maxt_ms, replica_labels=o.replica_labels if o.deduplicating else (),
                 partial=o.partial, store_matchers=o.store_matchers, timeout=left,
                 max_resolution_window=max_resolution_from_hints(o.max_resolution_window, rng, func),
-                aggregates=aggrs_from_func(func))
+                aggregates=aggrs_from_func(func), shard_info=o.shard_info)
         except StoreFetchError as e:
             raise StorageError(str(e)) from None
         except asyncio.TimeoutError:

@@ -48,7 +48,8 @@ class QueryStore(Store):
                                          replica_labels=req.without_replica_labels, partial=partial,
                                          skip_chunks=req.skip_chunks,
                                          max_resolution_window=req.max_resolution_window,
-                                         aggregates=list(req.aggregates))
+                                         aggregates=list(req.aggregates),
+                                         shard_info=req.raw.shard_info if req.shard is not None else None)
         except StoreFetchError as e:
             raise Unavailable(str(e)) from None
         for w in got.warnings:

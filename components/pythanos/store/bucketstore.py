@@ -775,6 +775,11 @@ class BucketStore(Store):
 
                 def answer() -> SeriesFrames:
                     m = merge_answers(results, per_chunk) if results else BlockAnswer([], [], [])
+                    if req.shard is not None and m.labels:  # the other shards' series (final labels)
+                        keep = [i for i, lb in enumerate(m.labels) if req.shard.matches(lb)]
+                        m = BlockAnswer([m.labels[i] for i in keep],
+                                        [m.chunks[i] for i in keep] if m.chunks is not None else None,
+                                        [m.wires[i] for i in keep])
                     if limit and len(m.labels) > limit:
                         m = BlockAnswer(m.labels[:limit], m.chunks[:limit] if m.chunks is not None else None,
                                         m.wires[:limit])

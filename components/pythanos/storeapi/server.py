@@ -14,6 +14,8 @@ What the base does for every store (as Thanos' own stores do, ``pkg/store/promet
   series are sorted after that removal (Thanos' resortingServer buffers and sorts too; a store
   that already yields the final order sets ``presorted = True`` and is streamed, checked);
 * ``limit`` caps the number of series; ``skip_chunks`` drops chunks;
+* ``shard_info`` keeps the series of the requested shard only (:mod:`.sharding`, hashed on the
+  final labels);
 * ``response_batch_size > 1`` sends ``batch`` frames of up to that many series, a warning
   flushes the pending batch first (``batchableServer``);
 * frames are written as bytes (the Series RPC's serializer passes them as they are): label
@@ -39,6 +41,7 @@ from google.protobuf import any_pb2
 
 from . import service as svc
 from .pb import rpc_pb2
+from .sharding import ShardMatcher
 from .types import (
     BadMatcherError,
     Labels,
@@ -275,7 +278,9 @@ class StoreServer:
             max_resolution_window=r.max_resolution_window, aggregates=list(r.aggregates),
             partial_response_strategy=r.partial_response_strategy,
             without_replica_labels=list(r.without_replica_labels), limit=r.limit,
-            hints=r.hints if r.HasField("hints") else None, external_labels=ext, raw=r)
+            hints=r.hints if r.HasField("hints") else None, external_labels=ext, raw=r,
+            shard=ShardMatcher.from_pb(r.shard_info) if r.HasField("shard_info") else None)
+        shard = req.shard
         batch = int(r.response_batch_size)
         out = _Framer(batch)
         limit = int(r.limit)
@@ -327,6 +332,8 @@ class StoreServer:
                                 yield f
                             continue
                         lbls = item[0]
+                        if shard is not None and not shard.matches(lbls):
+                            continue
                         if prev is not None and lbls <= prev:
                             if lbls < prev:
                                 raise _Fail(grpc.StatusCode.INTERNAL,
@@ -352,6 +359,8 @@ class StoreServer:
                             yield f
                         continue
                     lbls = complete(item)
+                    if shard is not None and not shard.matches(lbls):
+                        continue
                     if prev is not None and lbls < prev:
                         raise _Fail(grpc.StatusCode.INTERNAL,
                                     f"store yielded series out of order: {_fmt(lbls)} after {_fmt(prev)}")
@@ -379,6 +388,8 @@ class StoreServer:
                             yield f
                         continue
                     lbls = complete(item)
+                    if shard is not None and not shard.matches(lbls):
+                        continue
                     payload = to_pb(lbls, item)
                     buf.append((lbls, payload))
                     if not ordered:

@@ -292,6 +292,9 @@ class SeriesRequest:
     hints: Optional[any_pb2.Any] = None
     external_labels: Labels = ()
     raw: Optional[rpc_pb2.SeriesRequest] = None
+    #: a :class:`~.sharding.ShardMatcher` when the request is sharded: the base drops the other
+    #: shards' series; a store that yields :class:`SeriesFrames` must drop them itself
+    shard: Optional[object] = None
 
     @property
     def abort_on_error(self) -> bool:
