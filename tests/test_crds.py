@@ -113,7 +113,9 @@ def test_minimal_thanoscluster_gets_schema_defaults(kubectl, pythanos_crds, name
                   "ruleConfigMaps": [], "replicaExternalLabelName": "rule_replica"},
         "receiver": {"enabled": False, "replicas": 1, "replicationFactor": 1, "tenantLabelName": "tenant_id",
                      "replicaExternalLabelName": "receive_replica", "hashringsAlgorithm": "hashmod"},
-        "queryFrontend": {"enabled": False, "replicas": 1, "splitInterval": "24h"},
+        "queryFrontend": {"enabled": False, "replicas": 1, "splitInterval": "24h", "maxRetriesPerRequest": 5,
+                          "maxQueryParallelism": 14, "compressResponses": True,
+                          "cache": {"type": "IN-MEMORY", "maxSize": "256MB"}},
     }
 
 

@@ -38,8 +38,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
-from .spec import (API_VERSION, GRPCTLS, Defaults, PHASpec, ReceiverSpec, RulerSpec, labels_match, meta, name_of,
-                   namespace_of, pha_spec, tc_spec)
+from .spec import (API_VERSION, GRPCTLS, Defaults, FrontendCacheSpec, PHASpec, ReceiverSpec, RulerSpec, labels_match,
+                   meta, name_of, namespace_of, pha_spec, tc_spec)
 
 MANAGED_BY = "pythanos-operator"
 PART_OF = "pythanos"
@@ -71,6 +71,8 @@ RULE_DIR = "/etc/thanos/rules"
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
 RULE_RELOADER_NAME = "config-reloader"
 RELOADER_PORT = 8081
+FRONTEND_NAME = "thanos-query-frontend"
+FRONTEND_CACHE_DIR = "/etc/thanos/frontend-cache"
 RELOADER_RESOURCES = {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}
 
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "fsGroup": 65534,
@@ -406,7 +408,9 @@ def tc_names(name: str) -> dict[str, str]:
             "receive": f"{RECEIVE_NAME}-{name}", "receive_write": f"{RECEIVE_NAME}-{name}-write",
             "hashring": f"{RECEIVE_NAME}-{name}-hashring",
             # the rulers' StatefulSet and headless Service (DNS SRV for the queriers)
-            "rule": f"{RULE_NAME}-{name}"}
+            "rule": f"{RULE_NAME}-{name}",
+            # the query frontend's Deployment and Service (what Grafana points at)
+            "query_frontend": f"{FRONTEND_NAME}-{name}"}
 
 
 def replica_labels(tc: Mapping[str, Any], members: Sequence[Mapping[str, Any]], section: str) -> list[str]:
@@ -668,6 +672,67 @@ def _ruler_objects(tc: Mapping[str, Any], defaults: Defaults, image: str, ca_sha
     return out
 
 
+def frontend_cache_config(c: FrontendCacheSpec) -> str | None:
+    """Thanos' response cache configuration for ``cache`` as one line of YAML (None: no cache, or
+    the configuration is a mounted Secret key). The same serves range queries and labels."""
+    if c.type == "NONE" or c.config_ref is not None:
+        return None
+    if c.type == "IN-MEMORY":
+        cfg: dict[str, Any] = {"max_size": c.max_size, **({"validity": c.validity} if c.validity else {})}
+    elif c.type == "MEMCACHED":
+        cfg = {"addresses": list(c.addresses)}
+    else:
+        cfg = {"addr": c.addresses[0] if c.addresses else ""}
+    if c.type != "IN-MEMORY" and c.validity:
+        cfg["expiration"] = c.validity
+    return yaml.safe_dump({"type": c.type, "config": cfg}, default_flow_style=True, width=10_000).strip()
+
+
+def _query_frontend_objects(tc: Mapping[str, Any], defaults: Defaults, image: str) -> list[dict[str, Any]]:
+    """The query frontend: Deployment and Service in front of the querier Service, the cache given
+    (inline, or a Secret key mounted and read by ``-file`` flags) for range queries and labels."""
+    s = tc_spec(tc)
+    f = s.query_frontend
+    ns, names = s.namespace, tc_names(s.name)
+    fl = _labels(FRONTEND_NAME, "query-cache", LABEL_TC, s.name)
+    fsel = _selector(fl, LABEL_TC)
+    args = ["query-frontend", f"--log.level={s.log_level}", f"--http-address=0.0.0.0:{HTTP_PORT}",
+            f"--query-frontend.downstream-url=http://{names['query']}.{ns}.svc:{HTTP_PORT}",
+            f"--query-range.split-interval={f.split_interval}",
+            f"--query-range.max-retries-per-request={f.max_retries}",
+            f"--query-range.max-query-parallelism={f.max_query_parallelism}",
+            f"--labels.max-retries-per-request={f.max_retries}"]
+    mounts: list[dict[str, Any]] = []
+    vols: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    inline = frontend_cache_config(f.cache)
+    if inline is not None:
+        args += [f"--query-range.response-cache-config={inline}", f"--labels.response-cache-config={inline}"]
+    elif f.cache.config_ref is not None:
+        path = f"{FRONTEND_CACHE_DIR}/{f.cache.config_ref.key}"
+        args += [f"--query-range.response-cache-config-file={path}", f"--labels.response-cache-config-file={path}"]
+        mounts.append({"name": "cache-config", "mountPath": FRONTEND_CACHE_DIR, "readOnly": True})
+        vols.append({"name": "cache-config", "secret": {"secretName": f.cache.config_ref.name}})
+    if f.compress_responses:
+        args.append("--query-frontend.compress-responses")
+    if f.log_queries_longer_than:
+        args.append(f"--query-frontend.log-queries-longer-than={f.log_queries_longer_than}")
+    args += f.extra_args
+    c = _thanos_container(FRONTEND_NAME, image, defaults.image_pull_policy, args, f.resources, mounts,
+                          [{"name": "http", "containerPort": HTTP_PORT}])
+    out = [_obj("apps/v1", "Deployment", names["query_frontend"], ns, fl, tc, spec={
+        "replicas": f.replicas,
+        "selector": {"matchLabels": dict(fsel)},
+        "template": {"metadata": {"labels": dict(fl)}, "spec": {
+            "securityContext": dict(POD_SECURITY), "affinity": _soft_anti_affinity(fsel),
+            "terminationGracePeriodSeconds": 120, "containers": [c], "volumes": vols}},
+    }), _obj("v1", "Service", names["query_frontend"], ns, fl, tc, spec={
+        "selector": dict(fsel), "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"}]})]
+    if f.replicas > 1:
+        out.append(_obj("policy/v1", "PodDisruptionBudget", names["query_frontend"], ns, fl, tc, spec={
+            "maxUnavailable": 1, "selector": {"matchLabels": dict(fsel)}}))
+    return out
+
+
 def render_thanos_cluster(tc: Mapping[str, Any], members: Sequence[Mapping[str, Any]],
                           defaults: Defaults = Defaults(), ca_sha256: str | None = None,
                           receive_pods: Iterable[Mapping[str, Any]] = (),
@@ -726,6 +791,8 @@ def render_thanos_cluster(tc: Mapping[str, Any], members: Sequence[Mapping[str, 
         out.append(_obj("policy/v1", "PodDisruptionBudget", names["query"], ns, ql, tc, spec={
             "maxUnavailable": 1, "selector": {"matchLabels": dict(qsel)}}))
 
+    if s.query_frontend.enabled:
+        out += _query_frontend_objects(tc, defaults, image)
     if s.receiver.enabled:
         out += _receiver_objects(tc, defaults, image, ca_sha256, receive_pods, objstore_args, objstore_mounts,
                                  objstore_vols)

@@ -330,6 +330,59 @@ def ruler_spec(d: Mapping[str, Any] | None) -> RulerSpec:
     )
 
 
+FRONTEND_CACHE_TYPES = ("IN-MEMORY", "MEMCACHED", "REDIS", "NONE")
+
+
+@dataclass(frozen=True)
+class FrontendCacheSpec:
+    """``ThanosCluster.spec.queryFrontend.cache``: the response cache of range queries and of label
+    and series requests. ``config_ref``: a Secret key holding Thanos' whole cache configuration
+    (credentials, TLS, tuning), used as is; otherwise built from ``type`` and the fields below."""
+    type: str = "IN-MEMORY"
+    max_size: str = "256MB"          # IN-MEMORY
+    addresses: tuple[str, ...] = ()  # MEMCACHED: host:port or dnssrv+...; REDIS: the first is addr
+    validity: str | None = None      # expiry of an entry (IN-MEMORY validity; MEMCACHED/REDIS expiration)
+    config_ref: SecretKeyRef | None = None
+
+
+@dataclass(frozen=True)
+class QueryFrontendSpec:
+    """``ThanosCluster.spec.queryFrontend`` with the CRD's defaults: ``pythanos query-frontend`` in
+    front of the cluster's queriers."""
+    enabled: bool = False
+    replicas: int = 1
+    split_interval: str = "24h"
+    max_retries: int = 5
+    max_query_parallelism: int = 14
+    log_queries_longer_than: str | None = None
+    compress_responses: bool = True
+    cache: FrontendCacheSpec = field(default_factory=FrontendCacheSpec)
+    resources: dict[str, Any] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
+
+
+def query_frontend_spec(d: Mapping[str, Any] | None) -> QueryFrontendSpec:
+    d = d or {}
+    c = d.get("cache") or {}
+    return QueryFrontendSpec(
+        enabled=bool(d.get("enabled", False)),
+        replicas=int(d.get("replicas", 1)),
+        split_interval=str(d.get("splitInterval") or "24h"),
+        max_retries=int(d.get("maxRetriesPerRequest", 5)),
+        max_query_parallelism=int(d.get("maxQueryParallelism", 14)),
+        log_queries_longer_than=str(d["logQueriesLongerThan"]) if d.get("logQueriesLongerThan") else None,
+        compress_responses=bool(d.get("compressResponses", True)),
+        cache=FrontendCacheSpec(
+            type=str(c.get("type") or "IN-MEMORY").upper(),
+            max_size=str(c.get("maxSize") or "256MB"),
+            addresses=tuple(str(a) for a in c.get("addresses") or ()),
+            validity=str(c["validity"]) if c.get("validity") else None,
+            config_ref=_secret_key_ref(c.get("configFrom"), "config.yaml")),
+        resources=dict(d.get("resources") or {}),
+        extra_args=[str(a) for a in d.get("extraArgs") or []],
+    )
+
+
 @dataclass(frozen=True)
 class TCSpec:
     name: str
@@ -344,6 +397,7 @@ class TCSpec:
     grpc_tls: GRPCTLS | None = None
     receiver: ReceiverSpec = field(default_factory=ReceiverSpec)
     ruler: RulerSpec = field(default_factory=RulerSpec)
+    query_frontend: QueryFrontendSpec = field(default_factory=QueryFrontendSpec)
 
 
 def tc_spec(tc: Mapping[str, Any]) -> TCSpec:
@@ -361,6 +415,7 @@ def tc_spec(tc: Mapping[str, Any]) -> TCSpec:
         grpc_tls=_grpc_tls(s.get("grpcTLS")),
         receiver=receiver_spec(s.get("receiver") or s.get("receive")),
         ruler=ruler_spec(s.get("ruler")),
+        query_frontend=query_frontend_spec(s.get("queryFrontend")),
     )
 
 
