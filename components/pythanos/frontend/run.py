@@ -332,13 +332,7 @@ class Frontend:
             from .merge import merge_results
             from .resultscache import Piece
 
-            warnings: list = []
-            infos: list = []
-            extra: dict = {}
-            for x in parts:
-                warnings += [w for w in x.warnings if w not in warnings]
-                infos += [i for i in x.infos if i not in infos]
-                extra = {**x.extra, **extra}
+            warnings, infos, extra = _notes(parts)
             return Piece(a, b, merge_results(x.result for x in parts), warnings, infos,
                          cacheable=all(x.cacheable for x in parts), extra=extra)
 
@@ -409,13 +403,7 @@ class Frontend:
             return self._response(status, h, body)
         from .merge import encode_matrix, merge_results
 
-        warnings: list = []
-        infos: list = []
-        extra: dict = {}
-        for g in got:
-            warnings += [w for w in g.warnings if w not in warnings]
-            infos += [i for i in g.infos if i not in infos]
-            extra = {**g.extra, **extra}
+        warnings, infos, extra = _notes(got)
         body = encode_matrix(merge_results(g.result for g in got), warnings, infos, extra)
         took = time.monotonic() - started
         slow = self.cfg.log_queries_longer_than_s
@@ -651,6 +639,19 @@ class Frontend:
                              ("/api/v1/series", "series")):
                 r.add_route(m, path, lambda q, op=op: self.labels(q, op))
         r.add_route("*", "/{tail:.*}", self.passthrough)
+
+
+def _notes(pieces) -> tuple[list, list, dict]:
+    """The warnings and infos of answers put together (each once, in order) and their other
+    ``data`` members (the first answer's win)."""
+    warnings: list = []
+    infos: list = []
+    extra: dict = {}
+    for x in pieces:
+        warnings += [w for w in x.warnings if w not in warnings]
+        infos += [i for i in x.infos if i not in infos]
+        extra = {**x.extra, **extra}
+    return warnings, infos, extra
 
 
 class _Failed(Exception):
