@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from peers import IN_CI
+from peers import IN_CI, REGISTRY
 from peers import (  # noqa: F401  (fixtures are used by name)
     alertmanager_bin,
     alertmanager_factory,
@@ -43,6 +43,20 @@ from kube import (  # noqa: F401  (fixtures are used by name; the real kube-apis
 
 def pytest_runtest_setup(item):
     runtest_setup_hook(item)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Nothing the tests started outlives them: what is still running is stopped and named."""
+    left = REGISTRY.stop_leftovers()
+    if left:
+        names: dict[str, int] = {}
+        for p in left:
+            names[p.name] = names.get(p.name, 0) + 1
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        msg = f"stopped {len(left)} processes the tests left running: " + ", ".join(
+            f"{n} x{c}" for n, c in sorted(names.items()))
+        if tr is not None:
+            tr.write_line(msg)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -192,6 +192,7 @@ class ProcessRegistry:
     def __init__(self) -> None:
         self.current: list[Process] = []
         self.session: list[Process] = []
+        self.every: list[Process] = []   # all of them: what is still running at the end is stopped then
 
     def start(self, name: str, args: Sequence[str], log_dir: Path, *, session: bool = False,
               env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None) -> Process:
@@ -206,7 +207,20 @@ class ProcessRegistry:
             logf.close()
         p = Process(name=name, args=list(map(str, args)), log_path=log_path, proc=proc)
         (self.session if session else self.current).append(p)
+        self.every.append(p)
         return p
+
+    def stop_leftovers(self, timeout: float = 10.0) -> list[Process]:
+        """Stop (by process group) every process still running: those a test or fixture started
+        and did not stop. All are sent SIGTERM at once, then each waited for (SIGKILL after
+        ``timeout``). Returns them, for the session's report."""
+        left = [p for p in self.every if p.alive()]
+        for p in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.proc.pid, signal.SIGTERM)
+        for p in left:
+            p.stop(timeout)
+        return left
 
 
 REGISTRY = ProcessRegistry()
