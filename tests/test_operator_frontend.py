@@ -2,7 +2,7 @@
 
 * Renders (no cluster): the golden of the tutorial's cluster with a frontend of two replicas over memcached;
   the other cache forms (IN-MEMORY, REDIS, a Secret's configuration mounted, none) as flags; without the
-  section nothing else changes.
+  section nothing else changes; its Deployment counts in the cluster's Available condition.
 * The rendered command line is accepted by a real ``thanos query-frontend`` (v0.42) and by ours, and both,
   started with it (their listen address and downstream URL pointed here), answer the querier's own answer.
 * Against a real API server: the section's schema defaults and CEL rules; the operator running under the
@@ -110,6 +110,24 @@ def test_cache_from_a_secret_is_mounted_and_read_from_the_file(tc):
 
 def test_no_cache(tc):
     assert not any("cache-config" in a for a in fe_args(tc, cache={"type": "NONE"}))
+
+
+def test_frontend_counts_in_the_clusters_availability(tc):
+    """The cluster's Available condition (and so Ready and Argo CD's health) waits for the frontend's pods
+    and names its Deployment while they are not ready."""
+    from pythanos_operator import status as st
+    from pythanos_operator.handlers import _expected_workloads
+    from test_operator_render import _wl
+
+    objs = render.render_thanos_cluster(with_frontend(tc, replicas=2), [], DEFAULTS)
+    expected = _expected_workloads(objs)
+    assert ("Deployment", FE) in expected
+    live = [_wl(k, n, 2 if n == FE else 1, 1) for k, n in expected]
+    a = st.availability(expected, live)
+    assert (a.cond.status, a.cond.reason) == ("False", st.SOME_PODS_NOT_READY)
+    assert a.cond.message == f"Deployment {FE}: 1/2 ready"
+    live = [_wl(k, n, 2 if n == FE else 1, 2 if n == FE else 1) for k, n in expected]
+    assert st.availability(expected, live).cond.status == "True"
 
 
 # ---------------------------------------------------------------------------------------------- the command line
