@@ -234,6 +234,29 @@ def test_cache_serves_what_it_holds_and_never_fills_a_gap(stack, pythanos_bin, t
         q.stop()
 
 
+def test_a_range_sliding_by_a_step_is_held_whole(stack, pythanos_bin, tmp_path):
+    """A dashboard range that moves on by one step: the new step is fetched once and added to what the
+    cache holds (too short for an entry of its own, it is kept as part of the longer one), so the moved
+    range is then answered from the cache alone, with the querier stopped."""
+    from test_rules_api import start_our_query
+
+    q = start_our_query(pythanos_bin, [stack["store"].extra["grpc"]], tmp_path / "q")
+    fe = start_frontend(pythanos_bin, q.url, tmp_path / "fe", "--query-range.max-retries-per-request=0")
+    try:
+        day = (stack["now"] // 86400 - 2) * 86400
+        first = {"query": "sum(rate(continuous_app_metric0[5m]))", "start": day + 3600, "end": day + 7200, "step": 60}
+        moved = dict(first, start=first["start"] + 60, end=first["end"] + 60)
+        assert _get(fe.url + "/api/v1/query_range", first)[0] == 200
+        want = _get(fe.url + "/api/v1/query_range", moved)
+        assert want[0] == 200 and json.loads(want[2])["data"]["result"]
+        q.stop()
+        again = _get(fe.url + "/api/v1/query_range", moved)
+        assert again[0] == 200 and again[2] == want[2]
+    finally:
+        fe.stop()
+        q.stop()
+
+
 def test_errors_as_the_querier_writes_them(stack, pythanos_bin, tmp_path):
     q = stack["ours"]
     fe = start_frontend(pythanos_bin, q.url, tmp_path / "fe")

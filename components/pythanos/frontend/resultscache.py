@@ -31,7 +31,7 @@ __all__ = ["Piece", "ResultsCache", "LabelsCache", "cache_key", "labels_cache_ke
 
 log = logging.getLogger(__name__)
 
-MIN_EXTENT_MS = 5 * 60_000  # Cortex's minCacheExtent: shorter extents are not worth a cache entry
+MIN_EXTENT_MS = 5 * 60_000  # Cortex's minCacheExtent: shorter extents are not used for longer requests
 DECODED_MAX_BYTES = 8 << 20  # stored bytes whose decoded extents are kept in memory
 
 
@@ -181,25 +181,34 @@ class ResultsCache(_Entries):
         return ext
 
     async def get(self, key: str, start: int, end: int, step: int, fetch: Fetch) -> Piece:
-        """``[start, end]`` (on ``start``'s step grid) from cached extents and fetched gaps."""
+        """``[start, end]`` (on ``start``'s step grid) from cached extents and fetched gaps.
+
+        The gaps are the ones Cortex's ``partition`` asks for, so that every value comes from the
+        same downstream request as in Thanos' frontend (a querier's float results may differ in
+        their last digits between two ranges that hold the same step): a gap before an extent
+        runs up to and including its first step and wins there; the one after an extent starts
+        at its last step, where the extent wins; an extent shorter than :data:`MIN_EXTENT_MS` is
+        not used for a longer request (a few larger queries beat many slivers)."""
         extents = await self._extents(key)
         parts: list[tuple[int, list]] = []
         notes: list[tuple[list, list]] = []  # the PromQL annotations the cached answers came with
         extra: dict = {}
         gaps: list[tuple[int, int]] = []
         cur = start
+        long_request = start != end and end - start > MIN_EXTENT_MS
         for e in extents:
             if e["end"] < cur or e["start"] > end:
                 continue
-            if e["start"] > cur:
-                gaps.append((cur, min(e["start"] - step, end)))
+            if long_request and e["end"] - e["start"] < MIN_EXTENT_MS:
+                continue
+            if cur < e["start"]:
+                gaps.append((cur, e["start"]))
             lo = max(cur, e["start"])
-            hi = min(end, e["end"])
-            parts.append((lo, extract(e["result"], lo, hi)))
+            parts.append((lo, extract(e["result"], lo, min(end, e["end"]))))
             notes.append((e.get("warnings") or [], e.get("infos") or []))
             extra = {**(e.get("extra") or {}), **extra}
-            cur = hi + step
-        if cur <= end:
+            cur = e["end"]
+        if cur < end or (start == end and not parts):
             gaps.append((cur, end))
         if parts:
             self.hits += 1
@@ -225,7 +234,7 @@ class ResultsCache(_Entries):
         new = []
         for p in fetched:
             end = min(p.end, p.start + (limit - p.start) // step * step) if limit >= p.start else p.start - step
-            if end - p.start < MIN_EXTENT_MS:
+            if end < p.start:  # all of it newer than the max freshness
                 continue
             new.append({"start": p.start, "end": end, "result": extract(p.result, p.start, end),
                         "warnings": p.warnings, "infos": p.infos, "extra": p.extra})
