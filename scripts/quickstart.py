@@ -345,6 +345,15 @@ def main() -> int:
             raise second.error
         wait_for("the store gateway on the querier's stores page", lambda: healthy([f"127.0.0.1:{store_grpc}"]),
                  procs)
+
+        def year_known() -> bool:
+            """The querier has the store gateway's time range (its Info after the blocks were
+            loaded): before that it asks the store for nothing older than what the sidecars hold."""
+            doc = json.loads(get(ui + "/api/v1/stores")[1] or b'{"data":{}}')
+            mins = [s.get("minTime") for g in doc.get("data", {}).values() for s in g
+                    if s["name"] == f"127.0.0.1:{store_grpc}"]
+            return bool(mins) and mins[0] is not None and mins[0] <= (time.time() - 300 * 86400) * 1000
+        wait_for("the store gateway's year on the querier's stores page", year_known, procs)
         store_ui, compact_ui = f"http://127.0.0.1:{store_http}", f"http://127.0.0.1:{compact_http}"
         say(f"store gateway: {store_ui} (gRPC 127.0.0.1:{store_grpc})  compactor: {compact_ui}  "
             f"bucket: {BUCKET}")
