@@ -11,6 +11,7 @@ Prometheus sorts a matrix. Encoding escapes ``<``, ``>`` and ``&`` as the querie
 from __future__ import annotations
 
 import bisect
+import json
 from typing import Iterable, Optional, Sequence
 
 import orjson
@@ -61,8 +62,6 @@ def merge_results(pieces: Iterable[Sequence[dict]]) -> list[dict]:
 def _go_label_string(metric: dict) -> str:
     """Prometheus' ``labels.Labels.String()`` (names sorted bytewise, values quoted), the key
     Thanos' frontend orders merged instant vectors by."""
-    import json
-
     return "{" + ", ".join(f"{k}={json.dumps(metric[k], ensure_ascii=False)}" for k in sorted(metric)) + "}"
 
 

@@ -22,6 +22,7 @@ loses what a ``without`` set excludes); the query is shardable when a non-empty 
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Optional
@@ -87,6 +88,7 @@ def _string_arg(n) -> str:
     return n.val
 
 
+@functools.lru_cache(maxsize=256)  # dashboards repeat their queries (Thanos caches its analyses too)
 def analyze(query: str) -> Optional[ShardPlan]:
     """The labels to shard ``query`` by, or None when it cannot be sharded (or does not parse:
     the querier answers that)."""
@@ -142,6 +144,7 @@ def shard_param(plan: ShardPlan, index: int, total: int) -> str:
     return json.dumps(d, separators=(",", ":"))
 
 
+@functools.lru_cache(maxsize=256)
 def instant_order(query: str) -> str:
     """How the shards' instant vectors are put in order (Thanos' ``sortPlanForQuery``): "merge"
     for ``topk``/``bottomk``/``limitk``/``limit_ratio`` at the root, "asc"/"desc" for a root
