@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 
 from ..storeapi import service as _svc
 from ..storeapi.client import StoreAPIError
+from ..storeapi.h2stream import H2Error
 from ..storeapi.types import PARTIAL_RESPONSE_ABORT, PARTIAL_RESPONSE_WARN
 from ..tsdb.aggrchunk import AGGR_ENCODING, AGGR_TYPES
 from ..tsdb.aggrchunk import split as split_aggr
@@ -222,6 +223,9 @@ class Proxy:
 _RAW_CALLS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
+_SERIES_PATH = _svc.SERIES.encode()
+
+
 def _raw_series_call(client):
     """The client's Series method on its own channel, but answering raw frame bytes."""
     client._call(_svc.SERIES)  # opens the channel if needed
@@ -246,12 +250,23 @@ async def _read(ep: Endpoint, req, got: list, warns: list, strip: Optional[set],
     import grpc
 
     client = ep.client
-    call = _raw_series_call(client)(req, timeout=_rpc_timeout(client.timeout, timeout))
+    lean = client.stream_channel()
+    rpc_timeout = _rpc_timeout(client.timeout, timeout)
     strip_set = frozenset(strip) if strip else None
     cache: dict = {}
     parse = _frames.parse
     eof = grpc.aio.EOF
+    call = None
     try:
+        if lean is not None:
+            start = lean.unary_stream(_SERIES_PATH, req.SerializeToString(), rpc_timeout)
+            try:
+                call = await (asyncio.wait_for(start, response_timeout) if response_timeout else start)
+            except asyncio.TimeoutError:
+                raise StoreAPIError(ep.address, "/thanos.Store/Series", None,
+                                    f"no response within --store.response-timeout={response_timeout:g}s") from None
+        else:
+            call = _raw_series_call(client)(req, timeout=rpc_timeout)
         while True:  # call.read(): one layer less per frame than the call's async iterator
             try:
                 if response_timeout:
@@ -273,10 +288,13 @@ async def _read(ep: Endpoint, req, got: list, warns: list, strip: Optional[set],
                 got.extend(payload)
             elif kind == 2:
                 warns.append(payload)
+    except H2Error as e:
+        raise StoreAPIError(ep.address, _svc.SERIES, e.code, e.details) from None
     except grpc.aio.AioRpcError as e:
         raise client._error(_svc.SERIES, e) from None
     finally:
-        call.cancel()
+        if call is not None:
+            call.cancel()
 
 
 def _rpc_timeout(client_timeout: Optional[float], query_timeout: Optional[float]) -> Optional[float]:

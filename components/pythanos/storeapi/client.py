@@ -29,6 +29,7 @@ from google.protobuf import any_pb2
 
 from ..tsdb.labels import Matcher
 from . import service as svc
+from .h2stream import H2Channel
 from .pb import info_pb2, rpc_pb2, types_pb2
 from .types import (
     MAX_TIME,
@@ -152,8 +153,25 @@ class StoreClient:
         self._channel: Optional[grpc.aio.Channel] = None
         self._calls: dict = {}
         self._closing: dict = {}  # close(grace) task -> retired channel
+        self._h2: Optional[H2Channel] = None
+        self._h2_checked = False
 
     # -- channel --
+    def stream_channel(self) -> Optional[H2Channel]:
+        """The lean HTTP/2 channel for Series (:mod:`.h2stream`) when this endpoint is dialled in
+        plaintext at its own ``host:port``; None when grpcio must carry the call (TLS, a resolver
+        target, raw credentials)."""
+        if not self._h2_checked:
+            self._h2_checked = True
+            if self.tls is None and self._credentials is None and self.target == self.address and \
+                    "://" not in self.address and not self.address.startswith(("unix:", "dns:")):
+                try:
+                    max_recv = dict(self._options).get("grpc.max_receive_message_length", svc.MAX_MSG_SIZE)
+                    self._h2 = H2Channel(self.address, max_recv=max_recv if max_recv > 0 else svc.MAX_MSG_SIZE)
+                except ValueError:
+                    self._h2 = None
+        return self._h2
+
     def _call(self, path: str):
         c = self._calls.get(path)
         if c is None:
@@ -244,6 +262,8 @@ class StoreClient:
                 await old.close()
             except Exception:  # noqa: BLE001 - closing anyway
                 pass
+        if self._h2 is not None:
+            self._h2.close()
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
