@@ -218,7 +218,7 @@ class H2Call:
 
     def _header_block(self, block: bytes, end_stream: bool) -> None:
         try:
-            headers = self._conn.decoder.decode(block, raw=True)
+            headers = self._conn.decode(block)
         except hpack.HPACKError as e:
             self._conn.fatal(f"bad header block: {e}")
             return
@@ -265,6 +265,7 @@ class _Connection(asyncio.Protocol):
         self.channel = channel
         self.max_recv = channel.max_recv
         self.decoder = hpack.Decoder()
+        self._decoded: dict[bytes, list] = {}
         self.transport: Optional[asyncio.Transport] = None
         self.streams: dict[int, H2Call] = {}
         self.next_sid = 1
@@ -430,6 +431,21 @@ class _Connection(asyncio.Protocol):
         self.channel._retire(self)
         self._close_if_idle()
 
+    def decode(self, block: bytes) -> list:
+        """HPACK-decode a header block. A block that does not change the dynamic table (indexed
+        fields and literals without indexing only: a server's every answer after its first) means
+        the same while the table stays as it is, so its decoding is kept until a block changes it."""
+        got = self._decoded.get(block)
+        if got is not None:
+            return got
+        headers = self.decoder.decode(block, raw=True)
+        if _leaves_table(block):
+            if len(self._decoded) < 64:
+                self._decoded[block] = headers
+        else:
+            self._decoded.clear()
+        return headers
+
     # -- writing --
     def send(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -564,6 +580,50 @@ class _Connection(asyncio.Protocol):
         if self.closed is not None and not self.streams and self.transport is not None:
             self.transport.close()
             self.transport = None
+
+
+def _skip_int(block: bytes, i: int, prefix_bits: int) -> int:
+    """Past an HPACK integer whose prefix starts at ``block[i]``."""
+    if block[i] & ((1 << prefix_bits) - 1) != (1 << prefix_bits) - 1:
+        return i + 1
+    i += 1
+    while i < len(block) and block[i] & 0x80:
+        i += 1
+    return i + 1
+
+
+def _str_end(block: bytes, i: int) -> int:
+    """Past an HPACK string literal starting at ``block[i]``."""
+    n, j = block[i] & 0x7F, i + 1
+    if n == 0x7F:
+        n, shift = 0x7F, 0
+        while j < len(block):
+            n += (block[j] & 0x7F) << shift
+            shift += 7
+            j += 1
+            if not block[j - 1] & 0x80:
+                break
+    return j + n
+
+
+def _leaves_table(block: bytes) -> bool:
+    """True when the block holds no field that adds to the dynamic table and no size update."""
+    i, n = 0, len(block)
+    while i < n:
+        c = block[i]
+        if c & 0x80:  # indexed field
+            i = _skip_int(block, i, 7)
+        elif c & 0xE0:  # literal with incremental indexing, or a table size update
+            return False
+        else:  # literal without indexing / never indexed: name index or literal name, then value
+            named = c & 0x0F
+            i = _skip_int(block, i, 4)
+            if not named:
+                i = _str_end(block, i)
+            if i >= n:
+                return False
+            i = _str_end(block, i)
+    return i == n
 
 
 class _ConnError(Exception):
