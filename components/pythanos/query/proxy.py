@@ -130,20 +130,24 @@ class Proxy:
         strategy = PARTIAL_RESPONSE_WARN if partial else PARTIAL_RESPONSE_ABORT
 
         nbytes = [0]
+        if not eps:
+            return out
+        # one request for every endpoint, serialized once
+        req = eps[0].client.series_request(
+            matchers, mint, maxt, skip_chunks=skip_chunks, response_batch_size=self.batch_size,
+            without_replica_labels=list(replica_labels), partial_response_strategy=strategy,
+            max_resolution_window=max_resolution_window, aggregates=aggregates, limit=limit,
+            shard_info=shard_info)
+        body = req.SerializeToString()
 
         async def one(ep: Endpoint) -> tuple[Endpoint, list, list, Optional[str]]:
-            req = ep.client.series_request(
-                matchers, mint, maxt, skip_chunks=skip_chunks, response_batch_size=self.batch_size,
-                without_replica_labels=list(replica_labels), partial_response_strategy=strategy,
-                max_resolution_window=max_resolution_window, aggregates=aggregates, limit=limit,
-                shard_info=shard_info)
             got: list = []
             warns: list = []
             strip = set(replica_labels) if replica_labels and ep.info is not None and \
                 not ep.info.supports_without_replica_labels else None
             try:
                 async with asyncio.timeout(timeout or None):  # no task of its own, unlike wait_for
-                    await _read(ep, req, got, warns, strip, self.response_timeout, nbytes, timeout)
+                    await _read(ep, req, got, warns, strip, self.response_timeout, nbytes, timeout, body)
             except asyncio.TimeoutError:
                 return ep, got, warns, (f"receive series from {_describe(ep)}: rpc error: code = DeadlineExceeded "
                                         f"desc = context deadline exceeded after {timeout:g}s")
@@ -240,11 +244,12 @@ def _raw_series_call(client):
 
 
 async def _read(ep: Endpoint, req, got: list, warns: list, strip: Optional[set], response_timeout: float,
-                nbytes: Optional[list] = None, timeout: Optional[float] = None) -> None:
+                nbytes: Optional[list] = None, timeout: Optional[float] = None, body: Optional[bytes] = None) -> None:
     """Read one endpoint's Series stream into ``got`` as (labels, [chunk tuples]); the frames'
     bytes are added to ``nbytes[0]``. ``timeout``: what is left of the query's time; the call
     carries it as its gRPC deadline, so the store stops its work then even if this process
-    cannot tell it (a cancelled read cancels the call)."""
+    cannot tell it (a cancelled read cancels the call). ``body``: ``req`` serialized, when the
+    caller has it."""
     if _frames is None:
         return await _read_pb(ep, req, got, warns, strip, response_timeout, timeout)
     import grpc
@@ -259,7 +264,7 @@ async def _read(ep: Endpoint, req, got: list, warns: list, strip: Optional[set],
     call = None
     try:
         if lean is not None:
-            start = lean.unary_stream(_SERIES_PATH, req.SerializeToString(), rpc_timeout)
+            start = lean.unary_stream(_SERIES_PATH, body if body is not None else req.SerializeToString(), rpc_timeout)
             try:
                 call = await (asyncio.wait_for(start, response_timeout) if response_timeout else start)
             except asyncio.TimeoutError:
