@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import re
 import time
@@ -530,9 +531,11 @@ EXPERIMENTAL_FUNCS = frozenset({"first_over_time", "double_exponential_smoothing
 EXPERIMENTAL_AGGRS = frozenset({"limitk", "limit_ratio"})
 
 
+@functools.lru_cache(maxsize=512)
 def _check_parse(q: str, experimental: bool = True):
     """The query's syntax tree, or the API's error: a parse error, or an experimental function
-    that is not enabled."""
+    that is not enabled. Trees are kept per query text (a dashboard asks the same queries again
+    and again; nothing changes a tree once parsed); errors are not kept."""
     from ..promql import parse
 
     try:
