@@ -476,6 +476,27 @@ def test_split_replicas_orders_and_drops_identical():
     assert split_replicas([]) == []
 
 
+def test_split_replicas_short_path_equals_general():
+    """One or two chunks take a short path; it must split exactly as the general one: every pair
+    of a few ranges (equal, touching, overlapping, either order) and data (equal, either order)."""
+    from itertools import product
+
+    from pythanos.dedup import _split_general
+
+    ranges = [(0, 100), (0, 50), (100, 200), (101, 200), (50, 150), (-10, 0)]
+    datas = [b"\x00\x01a", b"\x00\x01b", b"\x00\x01a\x00"]
+    chunks = [(lo, hi, d) for (lo, hi), d in product(ranges, datas)]
+    n = 0
+    for x in chunks:
+        assert split_replicas([x]) == _split_general([x]) == [[x]]
+        for y in chunks:
+            assert split_replicas([x, y]) == _split_general([x, y]), (x, y)
+            n += 1
+    assert n == len(chunks) ** 2
+    # generators are taken too
+    assert split_replicas(iter(chunks[:2])) == _split_general(chunks[:2])
+
+
 def test_small_inputs_and_errors():
     e = (np.empty(0, np.int64), np.empty(0))
     assert dedup_samples([])[0].size == 0

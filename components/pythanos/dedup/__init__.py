@@ -167,6 +167,23 @@ def split_replicas(chunks: Iterable[RawChunk]) -> list[list[RawChunk]]:
     chunk goes to the first replica whose last chunk ends before the chunk's min_time, else to a
     new replica. The order matters: it decides which replica is "A" and wins ties.
     """
+    if not isinstance(chunks, (list, tuple)):
+        chunks = list(chunks)
+    if len(chunks) <= 2:  # a small query's usual case: one chunk per store, as the general path orders them
+        cs = [(int(c[0]), int(c[1]), bytes(c[2])) for c in chunks]
+        if len(cs) < 2:
+            return [cs] if cs else []
+        a, b = cs
+        if a[2] == b[2]:
+            return [[a]]
+        if (b[0], b[1]) < (a[0], a[1]) or ((b[0], b[1]) == (a[0], a[1]) and b[2] > a[2]):
+            a, b = b, a
+        return [[a, b]] if a[1] < b[0] else [[a], [b]]
+    return _split_general(chunks)
+
+
+def _split_general(chunks: Iterable[RawChunk]) -> list[list[RawChunk]]:
+    """:func:`split_replicas` for any number of chunks."""
     seen: dict[bytes, RawChunk] = {}
     for c in chunks:
         mint, maxt, data = int(c[0]), int(c[1]), bytes(c[2])
@@ -251,7 +268,7 @@ def dedup_many(items: Sequence[tuple], *, counter: bool = False, func: str = "pe
     rep_sizes: list = []
     series_nreps: list = []
     for _, chunks in items:
-        reps = split_replicas((c[0], c[1], c[3]) for c in chunks)
+        reps = split_replicas([(c[0], c[1], c[3]) for c in chunks])
         for r in reps:
             rep_sizes.append(len(r))
             datas.extend(c[2] for c in r)
