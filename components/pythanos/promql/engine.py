@@ -195,11 +195,21 @@ class _DroppedName(str):
 _DROPPED = _DroppedName(NAME)
 
 
+_STALE_SCAN_BATCH = 1 << 16  # samples: up to this many, all series are scanned in one go
+
+
 def _without_stale(found) -> list:
     """A selection's series without staleness markers (a range vector never holds them), and
     without the series left empty."""
     if getattr(found, "stale_free", False):
         return [x for x in found if len(x[1])]
+    if not isinstance(found, list):
+        found = list(found)
+    if 1 < len(found) and sum(len(x[2]) for x in found) <= _STALE_SCAN_BATCH:
+        # many small series (a dashboard's): one scan for markers over all of them; usually none
+        allv = np.concatenate([np.asarray(x[2], dtype=np.float64) for x in found])
+        if not (allv.view(np.uint64) == np.uint64(STALE_NAN_BITS)).any():
+            return [x for x in found if len(x[1])]
     series = []
     for lab, t, v in found:
         st = is_stale_nan(v)
