@@ -460,7 +460,7 @@ class _Connection(asyncio.Protocol):
         self._wake_slots()
         self._close_if_idle()
 
-    async def start(self, path: bytes, authority: bytes, body: bytes, timeout: Optional[float],
+    async def start(self, path: bytes, body: bytes, timeout: Optional[float],
                     metadata: tuple = ()) -> H2Call:
         while len(self.streams) >= self.peer_max_streams and self.closed is None:
             w = self.loop.create_future()
@@ -475,8 +475,7 @@ class _Connection(asyncio.Protocol):
             self.closed = "stream ids used up"
         call = H2Call(self, sid, timeout)
         self.streams[sid] = call
-        block = (b"\x83\x86" + _literal(4, b"", path) + _literal(1, b"", authority) +
-                 _literal(31, b"", b"application/grpc") + _literal(0, b"te", b"trailers"))
+        block = self.channel.header_prefix(path)
         if timeout is not None:
             block += _literal(0, b"grpc-timeout", grpc_timeout(timeout))
         for k, v in metadata:
@@ -645,8 +644,19 @@ class H2Channel:
         self.max_recv = max_recv
         self.keepalive, self.keepalive_timeout = keepalive, keepalive_timeout
         self.connect_timeout = connect_timeout
+        self._prefixes: dict[bytes, bytes] = {}
         self._conn: Optional[_Connection] = None
         self._dialing: Optional[asyncio.Future] = None
+
+    def header_prefix(self, path: bytes) -> bytes:
+        """The request headers every call of ``path`` begins with (all but the deadline)."""
+        got = self._prefixes.get(path)
+        if got is None:
+            got = (b"\x83\x86" + _literal(4, b"", path) + _literal(1, b"", self.authority) +  # POST, http
+                   _literal(31, b"", b"application/grpc") + _literal(0, b"te", b"trailers"))
+            if len(self._prefixes) < 16:
+                self._prefixes[path] = got
+        return got
 
     def _retire(self, conn: _Connection) -> None:
         if self._conn is conn:
@@ -692,7 +702,7 @@ class H2Channel:
         deadline = None if timeout is None else time.monotonic() + timeout
         conn = await self._connection(deadline)
         left = None if deadline is None else max(0.001, deadline - time.monotonic())
-        return await conn.start(path, self.authority, body, left, metadata)
+        return await conn.start(path, body, left, metadata)
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
