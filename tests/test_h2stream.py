@@ -308,3 +308,37 @@ scrape_configs:
         ch.close()
     finally:
         sc.stop()
+
+
+def test_the_servers_stream_limit_is_waited_for(aio):
+    """A server that allows two streams at a time (SETTINGS_MAX_CONCURRENT_STREAMS): thirty calls
+    at once all answer. Calls wait for a free stream, and the ones grpcio refuses while it still
+    counts the two just reset (REFUSED_STREAM) are sent again (this failed before the retry)."""
+    store = _Stalling()
+    srv = StoreServer(store)
+
+    async def start():
+        s = grpc.aio.server(options=[*svc.SERVER_OPTIONS, ("grpc.max_concurrent_streams", 2)])
+        s.add_generic_rpc_handlers(srv.handlers())
+        port = s.add_insecure_port("127.0.0.1:0")
+        await s.start()
+        return s, port
+
+    server, port = aio.run(start())
+    ch = H2Channel(f"127.0.0.1:{port}")
+    try:
+        async def go():
+            # two calls stall, holding both streams; the rest must wait for them
+            stalled = [await ch.unary_stream(PATH, STALL.SerializeToString(), 30) for _ in range(2)]
+            await asyncio.wait_for(store.entered.wait(), 30)
+            waiting = asyncio.gather(*(_lean(ch, _req([Matcher.re("__name__", ".+")])) for _ in range(30)))
+            for c in stalled:
+                c.cancel()
+            return await asyncio.wait_for(waiting, 60), ch._conn.peer_max_streams
+
+        got, limit = aio.run(go(), 90)
+        assert limit == 2
+        assert all(len(g) == 4 for g in got) and len(got) == 30
+    finally:
+        ch.close()
+        aio.run(server.stop(0))

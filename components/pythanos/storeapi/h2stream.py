@@ -45,7 +45,8 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
 END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT_STREAMS, S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE = 1, 2, 3, 4, 5
-CANCEL = 0x8
+CANCEL, REFUSED_STREAM = 0x8, 0x7
+REFUSED_RETRIES = 8  # times a refused call is sent again (backoff 10 ms doubling, at most 1 s)
 
 STREAM_WINDOW = 4 << 20  # bytes a stream may have in flight and unread
 CONNECTION_WINDOW = 64 << 20
@@ -110,7 +111,7 @@ class H2Call:
     """One call's stream: :meth:`read` gives each message's bytes, then :data:`EOF`, or raises H2Error."""
 
     __slots__ = ("_conn", "sid", "_messages", "_buf", "_waiter", "_error", "_done", "_unacked", "_queued",
-                 "_headers", "send_window", "_timer", "_ended")
+                 "_headers", "send_window", "_timer", "_ended", "_request", "_deadline", "_retries", "_slot")
 
     def __init__(self, conn: "_Connection", sid: int, timeout: Optional[float]) -> None:
         self._conn, self.sid = conn, sid
@@ -124,8 +125,13 @@ class H2Call:
         self._queued = 0  # bytes of complete messages not yet read
         self._headers: Optional[list] = None
         self.send_window = conn.peer_initial_window
+        self._request: tuple = (b"", b"", ())
+        self._retries = 0
+        self._slot: Optional[asyncio.Future] = None  # while waiting for a stream slot
         self._timer = None
+        self._deadline = None
         if timeout is not None:
+            self._deadline = time.monotonic() + timeout
             self._timer = conn.loop.call_later(timeout, self._expire)
 
     # -- reader side --
@@ -172,6 +178,8 @@ class H2Call:
         if not self._ended:
             self._ended = True
             self._conn.forget(self)
+        if self._slot is not None and not self._slot.done():
+            self._slot.set_result(None)
         self._wake()
 
     def _expire(self) -> None:
@@ -279,6 +287,7 @@ class _Connection(asyncio.Protocol):
         self._buf = bytearray()
         self._pending_block: Optional[tuple[int, bytearray, bool]] = None
         self._window_waiters: list[asyncio.Future] = []
+        self._retrying: set = set()  # tasks sending refused calls again
         self._slot_waiters: collections.deque = collections.deque()
         self._last_frame = time.monotonic()
         self._ping_sent: Optional[float] = None
@@ -334,6 +343,8 @@ class _Connection(asyncio.Protocol):
                     call = self.streams.get(sid)
                     if call is not None:
                         code = int.from_bytes(payload[:4], "big") if len(payload) >= 4 else 0
+                        if code == REFUSED_STREAM and self._refused(call):
+                            continue
                         call._fail(H2Error(_RST_CODES.get(code, grpc.StatusCode.INTERNAL),
                                            f"stream reset by the peer (HTTP/2 error code {code})"))
                 elif typ == GOAWAY:
@@ -452,37 +463,54 @@ class _Connection(asyncio.Protocol):
             self.transport.write(data)
 
     def reset(self, call: H2Call, code: int) -> None:
-        if not call._ended:
+        if not call._ended and call.sid:
             self.send(_frame(RST_STREAM, 0, call.sid, struct.pack(">I", code)))
 
     def forget(self, call: H2Call) -> None:
-        self.streams.pop(call.sid, None)
+        if self.streams.get(call.sid) is call:
+            del self.streams[call.sid]
         self._wake_slots()
         self._close_if_idle()
 
     async def start(self, path: bytes, body: bytes, timeout: Optional[float],
                     metadata: tuple = ()) -> H2Call:
-        while len(self.streams) >= self.peer_max_streams and self.closed is None:
+        call = H2Call(self, 0, timeout)
+        call._request = (path, body, metadata)
+        await self._open(call)
+        return call
+
+    async def _open(self, call: H2Call) -> None:
+        """Give ``call`` a stream once the peer's stream limit allows, and send its request."""
+        while len(self.streams) >= self.peer_max_streams and self.closed is None and not call._done:
             w = self.loop.create_future()
             self._slot_waiters.append(w)
-            await w
+            call._slot = w
+            try:
+                await w
+            finally:
+                call._slot = None
+        if call._done:  # its deadline passed while it waited
+            return
         if self.closed is not None:
-            raise H2Error(grpc.StatusCode.UNAVAILABLE, self.closed)
+            call._fail(H2Error(grpc.StatusCode.UNAVAILABLE, self.closed))
+            return
         sid = self.next_sid
         self.next_sid += 2
         if self.next_sid > MAX_STREAM_ID:
             self.channel._retire(self)
             self.closed = "stream ids used up"
-        call = H2Call(self, sid, timeout)
+        call.sid = sid
+        call.send_window = self.peer_initial_window
         self.streams[sid] = call
+        path, body, metadata = call._request
         block = self.channel.header_prefix(path)
-        if timeout is not None:
-            block += _literal(0, b"grpc-timeout", grpc_timeout(timeout))
+        if call._deadline is not None:
+            block += _literal(0, b"grpc-timeout", grpc_timeout(max(0.001, call._deadline - time.monotonic())))
         for k, v in metadata:
             block += _literal(0, k, v)
         if len(block) > self.peer_max_frame:
             call._fail(H2Error(grpc.StatusCode.INTERNAL, f"request headers of {len(block)} bytes"))
-            return call
+            return
         headers = _frame(HEADERS, END_HEADERS, sid, block)
         data = b"\x00" + len(body).to_bytes(4, "big") + body
         n = len(data)
@@ -490,10 +518,29 @@ class _Connection(asyncio.Protocol):
             self.send(headers + _frame(DATA, END_STREAM, sid, data))  # one write: the common case
             self.send_window -= n
             call.send_window -= n
-            return call
+            return
         self.send(headers)
         await self._send_body(call, data)
-        return call
+
+    def _refused(self, call: H2Call) -> bool:
+        """REFUSED_STREAM before any answer: the peer did not process the request (RFC 9113
+        8.7), so it is sent again on a new stream after a short backoff, as gRPC's transparent
+        retry does; a server still counting streams it has been told to reset refuses new ones
+        for a moment. False when the call has used its retries."""
+        if call._headers is not None or call._retries >= REFUSED_RETRIES or call._done:
+            return False
+        call._retries += 1
+        self.streams.pop(call.sid, None)
+        call.sid = 0
+        delay = min(1.0, 0.005 * (1 << call._retries))
+
+        def again() -> None:
+            task = self.loop.create_task(self._open(call))
+            self._retrying.add(task)
+            task.add_done_callback(self._retrying.discard)
+        self.loop.call_later(delay, again)
+        self._wake_slots()
+        return True
 
     async def _send_body(self, call: H2Call, data: bytes) -> None:
         """``data`` as DATA frames as the peer's windows and frame size allow."""
