@@ -63,6 +63,12 @@ setup(
             extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
         Extension(
+            "pythanos.promql._rate",
+            sources=["components/pythanos/promql/_rate.c"],
+            # -ffp-contract=off: extrapolatedRate must round as Go's (no fused multiply-add).
+            extra_compile_args=["-O3", "-std=c99", "-ffp-contract=off", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
+        Extension(
             "pythanos.promql._jsonfmt",
             sources=["components/pythanos/promql/_jsonfmt.c"],
             extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],

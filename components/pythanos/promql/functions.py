@@ -11,6 +11,8 @@ from .engine import (NAME, SC, ST, VS, RangeArg, _check_dupes, _drop_name, _has_
                      _reduce_windows,
                      _unparen)
 from . import _topk as _topk_c
+
+from . import _rate as _rate_c  # rate/increase/delta; None selects the numpy path (the tests' reference)
 from ..goregexp import compile_anchored
 from .errors import ExecutionError
 from .stop import checkpoint
@@ -1000,11 +1002,23 @@ def _go_seconds(ms: int) -> float:
     return float(sec) + float(rest * 1_000_000) / 1e9
 
 
+_RATE_KINDS = {"rate": 0, "increase": 1, "delta": 2}
+
+
 def _batched_chunk(name, ra: RangeArg, a, b, lens, te, out, ok_out, extra=(), ts=None):
     chunk = ra.series[a:b]
     off = np.cumsum(lens) - lens
     T = np.concatenate([t for _, t, _ in chunk]) if b - a > 1 else chunk[0][1]
     V = np.concatenate([v for _, _, v in chunk]) if b - a > 1 else chunk[0][2]
+    kind = _RATE_KINDS.get(name)
+    if kind is not None and _rate_c is not None:
+        # the kernel does the numpy path's arithmetic below, in its order: the same bits
+        _rate_c.extrapolated(np.ascontiguousarray(T, np.int64), np.ascontiguousarray(V, np.float64),
+                             np.ascontiguousarray(off, np.int64), np.ascontiguousarray(lens, np.int64),
+                             np.ascontiguousarray(ra.lo[a:b], np.int64), np.ascontiguousarray(ra.hi[a:b], np.int64),
+                             np.ascontiguousarray(te.reshape(-1), np.int64), int(ra.range_ms), kind,
+                             _go_seconds(ra.range_ms), out, ok_out.view(np.uint8))
+        return
     LO = np.asarray(ra.lo[a:b]) + off[:, None]
     HI = np.asarray(ra.hi[a:b]) + off[:, None]
     cnt = HI - LO
