@@ -256,8 +256,13 @@ def _groups(keys):
     return ids, order
 
 
+_ZERO_START = np.zeros(1, np.intp)
+
+
 def _seg_reduce(ufunc, M, ids, G):
     """Reduce rows of M per group id (rows reordered by group), returning (G, S)."""
+    if G == 1 and len(ids):  # one group (sum(...) without by): already in order, nothing to reorder
+        return ufunc.reduceat(M, _ZERO_START, axis=0), ids[:1]
     order = np.argsort(ids, kind="stable")
     sids = ids[order]
     starts = np.r_[0, np.nonzero(np.diff(sids))[0] + 1]
