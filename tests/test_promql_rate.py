@@ -59,3 +59,27 @@ def test_kernel_refuses_windows_outside_the_series():
     with pytest.raises(ValueError, match="kind"):
         F._rate_c.extrapolated(T, V, one, np.array([4]), np.array([[0]]), np.array([[1]]), np.array([10]), 1000, 7,
                                1.0, out, ok)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_window_bounds_in_one_search_equal_per_series(seed):
+    """``engine._bounds_at_once`` (all series' windows in one search) against a search per series:
+    empty series, negative and far-apart timestamps, bounds before and after every sample."""
+    from pythanos.promql import engine as E
+
+    rng = np.random.default_rng(seed)
+    series = []
+    for i in range(int(rng.integers(8, 60))):
+        n = int(rng.integers(0, 50)) if i % 4 else 0
+        base = int(rng.choice([0, -10**12, 10**12, 1_700_000_000_000]))
+        t = np.sort(rng.choice(np.arange(base, base + 10**7, 997), size=n, replace=False)).astype(np.int64)
+        series.append(((), t, np.zeros(n)))
+    te = np.sort(rng.integers(-2 * 10**12, 2 * 10**12, int(rng.integers(1, 30)))).astype(np.int64)
+    bounds = np.concatenate([te - 300_000, te])
+    want = np.array([np.searchsorted(t, bounds, "right") for _, t, _ in series])
+    got = np.empty_like(want)
+    assert E._bounds_at_once(series, bounds, got)
+    assert np.array_equal(got, want)
+    # bands that would overflow int64: refused, nothing written, the caller searches per series
+    far = series + [((), np.array([-(1 << 62), 1 << 62], np.int64), np.zeros(2))]
+    assert not E._bounds_at_once(far, bounds, np.empty((len(far), len(bounds)), np.int64))

@@ -268,6 +268,11 @@ def dedup_many(items: Sequence[tuple], *, counter: bool = False, func: str = "pe
     rep_sizes: list = []
     series_nreps: list = []
     for _, chunks in items:
+        if len(chunks) == 1 and type(chunks[0][3]) is bytes:  # one chunk: one replica of it
+            datas.append(chunks[0][3])
+            rep_sizes.append(1)
+            series_nreps.append(1)
+            continue
         reps = split_replicas([(c[0], c[1], c[3]) for c in chunks])
         for r in reps:
             rep_sizes.append(len(r))

@@ -195,6 +195,35 @@ class _DroppedName(str):
 _DROPPED = _DroppedName(NAME)
 
 
+def _bounds_at_once(series: list, bounds: np.ndarray, both: np.ndarray) -> bool:
+    """Every series' window bounds in one search (a dashboard's many small series): series k's
+    timestamps are shifted into their own band ``(k * span, (k + 1) * span)`` so the
+    concatenation is sorted, and each bound, shifted into the same band, finds its count there.
+    False (nothing written) when the samples are too many to copy or the bands would overflow."""
+    ts = [t for _, t, _ in series]
+    lens = np.fromiter(map(len, ts), np.int64, len(ts))
+    total = int(lens.sum())
+    if total > _BOUNDS_AT_ONCE_SAMPLES:
+        return False
+    if total == 0:
+        both[...] = 0
+        return True
+    allt = np.concatenate(ts).astype(np.int64, copy=False)
+    lo = min(int(allt.min()), int(bounds.min()))
+    span = max(int(allt.max()), int(bounds.max())) - lo + 2
+    if span * (len(ts) + 1) >= 1 << 62:
+        return False
+    band = np.arange(len(ts), dtype=np.int64) * span
+    keys = allt - (lo - 1)
+    keys += np.repeat(band, lens)
+    bkeys = (bounds.astype(np.int64) - (lo - 1))[None, :] + band[:, None]
+    found = np.searchsorted(keys, bkeys.ravel(), "right").reshape(bkeys.shape)
+    found -= (np.cumsum(lens) - lens)[:, None]
+    both[...] = found
+    return True
+
+
+_BOUNDS_AT_ONCE_SAMPLES = 1 << 20
 _STALE_SCAN_BATCH = 1 << 16  # samples: up to this many, all series are scanned in one go
 
 
@@ -950,8 +979,9 @@ class _Evaluator:
         longest = max((len(t) for _, t, _ in series), default=0)
         both = np.empty((len(series), 2 * S), dtype=np.int32 if longest < 2**31 - 1 else np.int64)
         bounds = np.concatenate([te - rng, te])
-        for k, (lab, t, v) in enumerate(series):
-            both[k] = np.searchsorted(t, bounds, "right")
+        if len(series) < 8 or not _bounds_at_once(series, bounds, both):
+            for k, (lab, t, v) in enumerate(series):
+                both[k] = np.searchsorted(t, bounds, "right")
         los, his = both[:, :S], both[:, S:]
         self.count_samples(int(his.sum(dtype=np.int64)) - int(los.sum(dtype=np.int64)))
         return RangeArg(series, los, his, te, rng, n)
