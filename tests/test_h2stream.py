@@ -342,3 +342,38 @@ def test_the_servers_stream_limit_is_waited_for(aio):
     finally:
         ch.close()
         aio.run(server.stop(0))
+
+
+def test_connection_age_goaway_is_followed_by_a_new_connection(aio):
+    """A server that ends its connections after 300 ms (grpcio's max_connection_age, Thanos'
+    --grpc-server-max-connection-age): it sends GOAWAY, calls already sent finish on the old
+    connection, new ones go on a new one; every call answers."""
+    srv = StoreServer(MemoryStore(_many(6)))
+
+    async def start():
+        s = grpc.aio.server(options=[*svc.SERVER_OPTIONS, ("grpc.max_connection_age_ms", 300),
+                                     ("grpc.max_connection_age_grace_ms", 10_000)])
+        s.add_generic_rpc_handlers(srv.handlers())
+        port = s.add_insecure_port("127.0.0.1:0")
+        await s.start()
+        return s, port
+
+    server, port = aio.run(start())
+    ch = H2Channel(f"127.0.0.1:{port}")
+    try:
+        async def go():
+            conns, answers = set(), []
+            while len(conns) < 3:  # until the channel has dialled three times
+                call = await ch.unary_stream(PATH, _req([Matcher.re("__name__", ".+")]).SerializeToString(), 30)
+                conns.add(call._conn)  # the connection objects themselves: no id is reused
+                got = []
+                while (m := await call.read()) is not EOF:
+                    got.append(m)
+                answers.append(got)
+            return conns, answers
+
+        conns, answers = aio.run(go(), 120)
+        assert len(conns) >= 3 and all(len(a) == 6 for a in answers)
+    finally:
+        ch.close()
+        aio.run(server.stop(0))
