@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import pytest
 
-from peers import REGISTRY, free_ports, http_get
+from peers import free_ports, http_get
 from pythanos.storeapi import Chunk, Series, StoreClient, StoreServer
 from pythanos.storeapi import service as svc
 from pythanos.storeapi.h2stream import EOF, H2Channel, H2Error, grpc_timeout
@@ -22,7 +22,7 @@ from pythanos.storeapi.memstore import MemoryStore
 from pythanos.storeapi.pb import rpc_pb2, types_pb2
 from pythanos.storeapi.types import XOR
 from pythanos.tsdb.labels import Matcher
-from test_storeapi import Loop
+from test_storeapi import Loop, start_thanos_sidecar
 
 PATH = svc.SERIES.encode()
 
@@ -262,25 +262,10 @@ def test_grpc_timeout_header():
 def test_against_a_real_thanos_sidecar(aio, prometheus_factory, thanos_bin, tmp_path):
     """grpc-go on the other end: frames and errors equal to grpcio's; a frozen sidecar (SIGSTOP)
     with a call in flight is found by the keepalive ping, and the channel recovers after it."""
-    sc_http, sc_grpc = free_ports(2)
-    cfg = f"""\
-global:
-  scrape_interval: 1s
-  external_labels: {{cluster: eu1, replica: "0"}}
-scrape_configs:
-  - job_name: sidecar
-    static_configs: [{{targets: ["127.0.0.1:{sc_http}"]}}]
-"""
-    prom = prometheus_factory(config_yaml=cfg, extra_args=["--storage.tsdb.min-block-duration=2h"])
-    sc = REGISTRY.start("thanos-sidecar", [
-        thanos_bin, "sidecar", f"--prometheus.url={prom.url}", f"--tsdb.path={tmp_path / 'unused'}",
-        f"--grpc-address=127.0.0.1:{sc_grpc}", f"--http-address=127.0.0.1:{sc_http}"], tmp_path)
+    prom, sc, addr = start_thanos_sidecar(prometheus_factory, thanos_bin, tmp_path)
     try:
-        sc.url = f"http://127.0.0.1:{sc_http}"
-        sc.wait_http_ready("/-/ready", 60)
         sc.wait_ready(lambda: b'"job":"sidecar"' in http_get(f"{prom.url}/api/v1/query?query=up")[1],
                       30, what="a scrape of the sidecar")
-        addr = f"127.0.0.1:{sc_grpc}"
         t_ms = int(time.time() * 1000)
         ch = H2Channel(addr, keepalive=0.5, keepalive_timeout=0.5)
         bad_regex = types_pb2.LabelMatcher(type=types_pb2.LabelMatcher.RE, name="job", value="(")
@@ -310,21 +295,24 @@ scrape_configs:
         sc.stop()
 
 
+def _serve_with(aio, store, *options):
+    """``store`` behind a grpcio server with our server options and ``options``: (server, port)."""
+    async def start():
+        s = grpc.aio.server(options=[*svc.SERVER_OPTIONS, *options])
+        s.add_generic_rpc_handlers(StoreServer(store).handlers())
+        port = s.add_insecure_port("127.0.0.1:0")
+        await s.start()
+        return s, port
+
+    return aio.run(start())
+
+
 def test_the_servers_stream_limit_is_waited_for(aio):
     """A server that allows two streams at a time (SETTINGS_MAX_CONCURRENT_STREAMS): thirty calls
     at once all answer. Calls wait for a free stream, and the ones grpcio refuses while it still
     counts the two just reset (REFUSED_STREAM) are sent again (this failed before the retry)."""
     store = _Stalling()
-    srv = StoreServer(store)
-
-    async def start():
-        s = grpc.aio.server(options=[*svc.SERVER_OPTIONS, ("grpc.max_concurrent_streams", 2)])
-        s.add_generic_rpc_handlers(srv.handlers())
-        port = s.add_insecure_port("127.0.0.1:0")
-        await s.start()
-        return s, port
-
-    server, port = aio.run(start())
+    server, port = _serve_with(aio, store, ("grpc.max_concurrent_streams", 2))
     ch = H2Channel(f"127.0.0.1:{port}")
     try:
         async def go():
@@ -348,17 +336,8 @@ def test_connection_age_goaway_is_followed_by_a_new_connection(aio):
     """A server that ends its connections after 300 ms (grpcio's max_connection_age, Thanos'
     --grpc-server-max-connection-age): it sends GOAWAY, calls already sent finish on the old
     connection, new ones go on a new one; every call answers."""
-    srv = StoreServer(MemoryStore(_many(6)))
-
-    async def start():
-        s = grpc.aio.server(options=[*svc.SERVER_OPTIONS, ("grpc.max_connection_age_ms", 300),
-                                     ("grpc.max_connection_age_grace_ms", 10_000)])
-        s.add_generic_rpc_handlers(srv.handlers())
-        port = s.add_insecure_port("127.0.0.1:0")
-        await s.start()
-        return s, port
-
-    server, port = aio.run(start())
+    server, port = _serve_with(aio, MemoryStore(_many(6)), ("grpc.max_connection_age_ms", 300),
+                               ("grpc.max_connection_age_grace_ms", 10_000))
     ch = H2Channel(f"127.0.0.1:{port}")
     try:
         async def go():

@@ -456,7 +456,9 @@ def test_thanos_querier_partial_response_warnings(aio, thanos_query_factory):
 
 # --- 4. our client against a real Thanos sidecar on a real Prometheus -------------------------
 
-def test_client_against_real_thanos_sidecar(aio, prometheus_factory, thanos_bin, tmp_path):
+def start_thanos_sidecar(prometheus_factory, thanos_bin: str, tmp_path: Path):
+    """A real Prometheus (``cluster=eu1, replica=0``, scraping the sidecar every second) and a real
+    Thanos sidecar on it, ready: (prometheus, sidecar process, the sidecar's gRPC address)."""
     sc_http, sc_grpc = free_ports(2)
     cfg = f"""\
 global:
@@ -474,7 +476,15 @@ scrape_configs:
     try:
         sc.url = f"http://127.0.0.1:{sc_http}"
         sc.wait_http_ready("/-/ready", 60)
-        addr = f"127.0.0.1:{sc_grpc}"
+    except BaseException:
+        sc.stop()
+        raise
+    return prom, sc, f"127.0.0.1:{sc_grpc}"
+
+
+def test_client_against_real_thanos_sidecar(aio, prometheus_factory, thanos_bin, tmp_path):
+    prom, sc, addr = start_thanos_sidecar(prometheus_factory, thanos_bin, tmp_path)
+    try:
         # a few seconds of 1 s scrapes, some of them with the sidecar up
         sc.wait_ready(lambda: len(api(prom, "/api/v1/query", query="up[1h]")["data"]["result"][0]["values"]) >= 8,
                       30, what="8 scrapes")
@@ -523,7 +533,7 @@ scrape_configs:
         assert warns == [] and len(series) == 1
         s = series[0]
         assert dict(s.labels) == {"__name__": "up", "cluster": "eu1", "replica": "0", "instance":
-                                  f"127.0.0.1:{sc_http}", "job": "sidecar"}
+                                  sc.url.removeprefix("http://"), "job": "sidecar"}
         got_t, got_v = [], []
         for ch in s.chunks:
             assert ch.encoding == XOR  # Thanos numbering on the wire
