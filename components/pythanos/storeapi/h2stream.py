@@ -125,7 +125,7 @@ class H2Call:
         self._queued = 0  # bytes of complete messages not yet read
         self._headers: Optional[list] = None
         self.send_window = conn.peer_initial_window
-        self._request: tuple = (b"", b"", ())
+        self._request: tuple = (b"", b"")
         self._retries = 0
         self._slot: Optional[asyncio.Future] = None  # while waiting for a stream slot
         self._timer = None
@@ -472,10 +472,9 @@ class _Connection(asyncio.Protocol):
         self._wake_slots()
         self._close_if_idle()
 
-    async def start(self, path: bytes, body: bytes, timeout: Optional[float],
-                    metadata: tuple = ()) -> H2Call:
+    async def start(self, path: bytes, body: bytes, timeout: Optional[float]) -> H2Call:
         call = H2Call(self, 0, timeout)
-        call._request = (path, body, metadata)
+        call._request = (path, body)
         await self._open(call)
         return call
 
@@ -502,12 +501,10 @@ class _Connection(asyncio.Protocol):
         call.sid = sid
         call.send_window = self.peer_initial_window
         self.streams[sid] = call
-        path, body, metadata = call._request
+        path, body = call._request
         block = self.channel.header_prefix(path)
         if call._deadline is not None:
             block += _literal(0, b"grpc-timeout", grpc_timeout(max(0.001, call._deadline - time.monotonic())))
-        for k, v in metadata:
-            block += _literal(0, k, v)
         if len(block) > self.peer_max_frame:
             call._fail(H2Error(grpc.StatusCode.INTERNAL, f"request headers of {len(block)} bytes"))
             return
@@ -742,14 +739,13 @@ class H2Channel:
         finally:
             self._dialing = None
 
-    async def unary_stream(self, path: bytes, body: bytes, timeout: Optional[float] = None,
-                           metadata: tuple = ()) -> H2Call:
+    async def unary_stream(self, path: bytes, body: bytes, timeout: Optional[float] = None) -> H2Call:
         """Start a call: ``path`` (``/pkg.Service/Method``), ``body`` the serialized request;
         the answers are read from the returned call."""
         deadline = None if timeout is None else time.monotonic() + timeout
         conn = await self._connection(deadline)
         left = None if deadline is None else max(0.001, deadline - time.monotonic())
-        return await conn.start(path, body, left, metadata)
+        return await conn.start(path, body, left)
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
