@@ -204,8 +204,7 @@ DASHBOARD = [
 ]
 
 
-def test_concurrent_small_queries_answer_as_thanos(stack):
-    """Many clients at once on both workers; every answer equals the real Thanos querier's."""
+def _concurrent_dashboard_as_thanos(stack) -> None:
     end = time.time() - 5
     want = {qs: _canon(_get(stack["thanos"].url + _range_path(qs, end))) for qs in DASHBOARD}
     got: list = []
@@ -228,6 +227,101 @@ def test_concurrent_small_queries_answer_as_thanos(stack):
     assert len(got) == 12 * len(DASHBOARD)
     for qs, answer in got:
         _same(answer, want[qs], qs)
+
+
+def test_concurrent_small_queries_answer_as_thanos(stack):
+    """Many clients at once (on worker 0 alone unless it is saturated, see the spill tests
+    below); every answer equals the real Thanos querier's."""
+    _concurrent_dashboard_as_thanos(stack)
+
+
+# -- workers join while the ones taking connections are saturated (pythanos.server.spill) ---------
+
+def _worker_figures(url: str) -> dict:
+    """Per worker: whether it takes connections, and the query_range requests it answered."""
+    out: dict = {"accepting": {}, "served": {}}
+    for line in http_get(url + "/metrics", timeout=30)[1].decode().splitlines():
+        value = line.rsplit(" ", 1)[-1]
+        worker = line.partition('worker="')[2].partition('"')[0]
+        if line.startswith("pythanos_worker_accepting_connections{"):
+            out["accepting"][worker] = float(value)
+        elif line.startswith("http_request_duration_seconds_count{") and 'handler="/api/v1/query_range"' in line:
+            out["served"][worker] = out["served"].get(worker, 0.0) + float(value)
+    return out
+
+
+def _worker_one_out(url: str) -> dict:
+    return _poll(lambda: (lambda f: f if f["accepting"].get("1") == 0 else None)(_worker_figures(url)), 60,
+                 "worker 1 not taking connections")
+
+
+def test_second_worker_stays_out_of_light_load(stack):
+    """Queries one at a time keep worker 0 far from saturated: worker 1 takes none of them."""
+    q = stack["ours"]
+    before = _worker_one_out(q.url)
+    end = time.time() - 5
+    for i in range(3 * len(DASHBOARD)):
+        assert _get(q.url + _range_path(DASHBOARD[i % len(DASHBOARD)], end))["status"] == "success"
+    after = _worker_figures(q.url)
+    assert after["served"].get("1", 0) == before["served"].get("1", 0)
+    assert after["served"]["0"] >= before["served"]["0"] + 3 * len(DASHBOARD)
+    assert after["accepting"] == {"0": 1.0, "1": 0.0}
+
+
+#: About 440,000 window cells per request (61 steps of a 2 h window at 1 s): tens of ms of CPU, so
+#: four clients keep worker 0 saturated.
+SPILL_QUERY = "quantile_over_time(0.5, vector(1)[2h:1s])"
+
+
+def test_saturated_worker_brings_in_the_second_and_hands_it_kept_connections(stack):
+    """Four clients keep their connections open (opened while worker 1 takes none, so worker 0
+    holds all four) and send CPU-heavy queries back to back. Worker 1 joins, worker 0 answers
+    some requests with ``Connection: close``, the clients reconnect and worker 1 answers on the
+    new connections; every answer is right. Meanwhile the dashboard queries over fresh
+    connections still equal Thanos'. Once the load stops, worker 1 leaves."""
+    import http.client
+
+    q = stack["ours"]
+    before = _worker_one_out(q.url)
+    host, port = q.url.split("//")[1].split(":")
+    conns = [http.client.HTTPConnection(host, int(port), timeout=120) for _ in range(4)]
+    for c in conns:
+        c.connect()
+    stop = threading.Event()
+    closes, errors = [0], []
+
+    def load(c) -> None:
+        try:
+            while not stop.is_set():
+                end = time.time()
+                c.request("GET", "/api/v1/query_range?" + urllib.parse.urlencode(
+                    {"query": SPILL_QUERY, "start": f"{end - 3600:.3f}", "end": f"{end:.3f}", "step": "60"}))
+                r = c.getresponse()
+                doc = json.loads(r.read())
+                if r.status != 200 or {v for s in doc["data"]["result"] for _, v in s["values"]} != {"1"}:
+                    errors.append((r.status, str(doc)[:300]))
+                if (r.getheader("Connection") or "").lower() == "close":
+                    closes[0] += 1  # http.client reconnects on the next request
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=load, args=(c,)) for c in conns]
+    for t in threads:
+        t.start()
+    try:
+        joined = _poll(lambda: (lambda f: f if f["served"].get("1", 0) > before["served"].get("1", 0)
+                                and closes[0] else None)(_worker_figures(q.url)), 120,
+                       "worker 1 answering on connections worker 0 handed back")
+        assert joined["accepting"]["1"] == 1.0
+        _concurrent_dashboard_as_thanos(stack)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        for c in conns:
+            c.close()
+    assert not errors, errors[:3]
+    _worker_one_out(q.url)
 
 
 def test_stacked_thanos_querier_reads_the_workers_grpc_port(stack):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import time
@@ -113,6 +114,8 @@ class Component:
         self._extra_runners: list = []
         self._grpc = None
         self._front: Optional[GrpcFront] = None
+        self._spill = None  # a worker's pythanos.server.spill.Spill
+        self._spill_timer: Optional[asyncio.TimerHandle] = None
         self.grpc_port = 0
         self.http_port = 0
         self._install_signals()
@@ -164,6 +167,8 @@ class Component:
         try:
             resp = await handler(request)
             code = resp.status
+            if self._spill is not None and self._spill.shed > 0 and self._spill.take_shed():
+                resp.force_close()  # the client reconnects, and a less busy worker takes it
             return resp
         except web.HTTPException as e:
             code = e.status
@@ -210,6 +215,8 @@ class Component:
             else:
                 site = web.TCPSite(self._runner, host.strip("[]") or None, int(port))
             await site.start()
+            if self.worker is not None and self.worker.count > 1:
+                self._start_spill(site)
         except OSError as e:
             await self._runner.cleanup()
             self._runner = None
@@ -229,11 +236,42 @@ class Component:
         """The site on already listening sockets: TLS when the web config has a TLS section."""
         from aiohttp import web
 
+        accepting = self.worker is None or self.worker.index == 0  # see pythanos.server.spill
         if guard is not None and guard.tls:
             from .httpguard import TLSSite
 
-            return TLSSite(self._runner, socks, guard)
+            return TLSSite(self._runner, socks, guard, accepting=accepting)
+        if self.worker is not None:
+            from .spill import WorkerSite
+
+            return WorkerSite(self._runner, socks[0], accepting=accepting)
         return web.SockSite(self._runner, socks[0])
+
+    def _start_spill(self, site) -> None:
+        """A worker takes connections while its siblings are busy (:mod:`pythanos.server.spill`)."""
+        from prometheus_client import Gauge
+
+        from .spill import TICK, LoadBoard, Spill
+
+        assert self.worker is not None
+        board = LoadBoard(os.path.join(self.worker.metrics_dir, "load"), self.worker.count, self.worker.index)
+        server = self._runner.server
+        self._spill = spill = Spill(board, site.pause, site.resume, connections=lambda: len(server.connections))
+        accepting = Gauge("pythanos_worker_accepting_connections", "1 while this worker takes new HTTP connections "
+                          "(worker 0 always; others while the workers taking them use their cores).",
+                          registry=self.registry)
+        cores = Gauge("pythanos_worker_cpu_cores", "CPU this worker used lately (cores, about the last second).",
+                      registry=self.registry)
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            spill.tick()
+            accepting.set(1 if spill.accepting else 0)
+            cores.set(spill.load)
+            self._spill_timer = loop.call_later(TICK, tick)
+
+        accepting.set(1 if spill.accepting else 0)
+        self._spill_timer = loop.call_later(TICK, tick)
 
     async def _start_local_metrics(self) -> None:
         """A worker's own ``/metrics`` for its siblings, on a Unix socket in the supervisor's private
@@ -324,6 +362,8 @@ class Component:
             else:
                 site = web.TCPSite(runner, host.strip("[]") or None, int(port))
             await site.start()
+            if self.worker is not None and self.worker.count > 1:
+                self._start_spill(site)
         except OSError as e:
             await runner.cleanup()
             raise UserError(f"{flag}={address}: cannot listen: {e.strerror or e}") from None
@@ -398,6 +438,8 @@ class Component:
     async def shutdown(self) -> None:
         """Not ready, then gRPC and HTTP stop within their grace periods."""
         self.set_ready(False)
+        if self._spill_timer is not None:
+            self._spill_timer.cancel()
         if self._front is not None:  # its connections drain while grpcio stops (spliced ones are grpcio's)
             self._front.stop_accepting()
         if self._grpc is not None:

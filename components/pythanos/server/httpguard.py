@@ -358,7 +358,7 @@ class _Acceptor:
     the whole ClientHello) and starts TLS on the current context."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, socks: list[socket.socket], factory: Callable[[], Any],
-                 guard: HTTPGuard, handshake_timeout: float, backlog: int) -> None:
+                 guard: HTTPGuard, handshake_timeout: float, backlog: int, accepting: bool = True) -> None:
         self._loop = loop
         self._socks = socks
         self._factory = factory
@@ -368,9 +368,25 @@ class _Acceptor:
         self._pending: dict[socket.socket, tuple[asyncio.TimerHandle, bytearray]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
+        self._accepting = False
         for s in socks:
             s.setblocking(False)
-            loop.add_reader(s.fileno(), self._accept, s)
+        if accepting:
+            self.resume()
+
+    def resume(self) -> None:
+        """Take connections (see :class:`pythanos.server.spill.Spill`)."""
+        if not self._accepting and not self._closed:
+            self._accepting = True
+            for s in self._socks:
+                self._loop.add_reader(s.fileno(), self._accept, s)
+
+    def pause(self) -> None:
+        """Take no new connections; those taken are served on."""
+        if self._accepting:
+            self._accepting = False
+            for s in self._socks:
+                self._loop.remove_reader(s.fileno())
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -395,7 +411,7 @@ class _Acceptor:
             self._loop.add_reader(conn.fileno(), self._sniff, conn)
 
     def _resume(self, sock: socket.socket) -> None:
-        if not self._closed:
+        if not self._closed and self._accepting:
             self._loop.add_reader(sock.fileno(), self._accept, sock)
 
     def _drop(self, conn: socket.socket) -> None:
@@ -463,9 +479,9 @@ class _Acceptor:
     def close(self) -> None:
         if self._closed:
             return
+        self.pause()
         self._closed = True
         for s in self._socks:
-            self._loop.remove_reader(s.fileno())
             s.close()
         for conn in list(self._pending):
             self._drop(conn)
@@ -481,11 +497,12 @@ class TLSSite(web.BaseSite):
     """An aiohttp site serving HTTPS on already listening sockets (see :class:`_Acceptor`)."""
 
     def __init__(self, runner, socks: list[socket.socket], guard: HTTPGuard, *, handshake_timeout: float = 60.0,
-                 backlog: int = 128) -> None:
+                 backlog: int = 128, accepting: bool = True) -> None:
         super().__init__(runner, backlog=backlog)
         self._socks = socks
         self._guard = guard
         self._handshake_timeout = handshake_timeout
+        self._accepting = accepting
 
     @property
     def name(self) -> str:
@@ -499,4 +516,15 @@ class TLSSite(web.BaseSite):
         server = self._runner.server
         assert server is not None
         self._server = _Acceptor(asyncio.get_running_loop(), self._socks, server, self._guard,
-                                 self._handshake_timeout, self._backlog)  # type: ignore[assignment]
+                                 self._handshake_timeout, self._backlog, self._accepting)  # type: ignore[assignment]
+
+    def pause(self) -> None:
+        """Take no new connections (see :class:`pythanos.server.spill.Spill`)."""
+        self._accepting = False
+        if self._server is not None:
+            self._server.pause()  # type: ignore[attr-defined]
+
+    def resume(self) -> None:
+        self._accepting = True
+        if self._server is not None:
+            self._server.resume()  # type: ignore[attr-defined]

@@ -5,7 +5,8 @@ CPython runs one thread of Python at a time, so a component that spends its time
 With ``n`` workers the process the user started becomes a small supervisor:
 
 * it opens the HTTP listening socket itself and hands it to every worker (one accept queue: a
-  new connection goes to whichever worker takes it first, so an idle one does), and reserves the
+  new connection goes to whichever worker takes it first; worker 0 always takes connections and
+  the others join while the workers taking them are busy, see :mod:`pythanos.server.spill`), and reserves the
   gRPC port (``SO_REUSEPORT``: every worker listens on it too, gRPC cannot take a socket);
 * it starts ``n`` copies of its own command line, each told by the environment which worker it
   is (:class:`WorkerSlot`), and forwards SIGTERM/SIGINT/SIGHUP to them;
