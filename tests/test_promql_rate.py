@@ -83,3 +83,45 @@ def test_window_bounds_in_one_search_equal_per_series(seed):
     # bands that would overflow int64: refused, nothing written, the caller searches per series
     far = series + [((), np.array([-(1 << 62), 1 << 62], np.int64), np.zeros(2))]
     assert not E._bounds_at_once(far, bounds, np.empty((len(far), len(bounds)), np.int64))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_instant_selection_in_one_search_equals_prometheus_lookback(seed):
+    """``engine._latest_at_once`` (an instant selector over many small series in one search)
+    against each step's latest sample per series as Prometheus picks it: at or before the step,
+    newer than the lookback, not a staleness marker (a plain NaN is a value). Empty series,
+    series that start after some steps, negative and far-apart timestamps."""
+    from pythanos.promql import engine as E
+    from pythanos.tsdb.chunkenc import STALE_NAN_BITS
+
+    stale = np.array([STALE_NAN_BITS], np.uint64).view(np.float64)[0]
+    rng = np.random.default_rng(seed)
+    series = []
+    for i in range(int(rng.integers(8, 60))):
+        n = int(rng.integers(0, 40)) if i % 5 else 0
+        base = int(rng.choice([0, -10**12, 10**12, 1_700_000_000_000]))
+        t = np.sort(rng.choice(np.arange(base, base + 10**7, 997), size=n, replace=False)).astype(np.int64)
+        v = rng.normal(size=n)
+        v[rng.random(n) < 0.15] = stale
+        v[rng.random(n) < 0.05] = np.nan
+        series.append(((("i", str(i)),), t, v))
+    te = np.sort(np.concatenate([rng.integers(-2 * 10**12, 2 * 10**12, 5),
+                                 rng.integers(1_700_000_000_000, 1_700_000_000_000 + 10**7, 20)])).astype(np.int64)
+    lb = int(rng.choice([300_000, 5_000, 10**7]))
+    cut = te - lb
+    S, N = len(te), len(series)
+    V, P, T = np.full((N + 2, S), -1.0), np.zeros((N + 2, S), bool), np.zeros((N + 2, S), np.int64)
+    assert E._latest_at_once(series, te, cut, V, P, T, 1)
+    for k, (_, t, v) in enumerate(series):
+        for j, step in enumerate(te):
+            i = int(np.searchsorted(t, step, "right")) - 1
+            want = i >= 0 and t[i] > step - lb and v[i].view(np.uint64) != STALE_NAN_BITS
+            assert P[k + 1, j] == want, (k, j)
+            if want:
+                assert T[k + 1, j] == t[i]
+                assert V[k + 1, j] == v[i] or (np.isnan(V[k + 1, j]) and np.isnan(v[i]))
+    assert not P[0].any() and not P[N + 1].any()  # rows outside the batch untouched
+    assert (V[0] == -1).all() and (V[N + 1] == -1).all()
+    # bands that would overflow int64: refused, the caller goes series by series
+    far = series + [((), np.array([-(1 << 62), 1 << 62], np.int64), np.zeros(2))]
+    assert not E._latest_at_once(far, te, cut, np.empty((N + 1, S)), np.empty((N + 1, S), bool), None, 0)

@@ -208,19 +208,58 @@ def _bounds_at_once(series: list, bounds: np.ndarray, both: np.ndarray) -> bool:
     if total == 0:
         both[...] = 0
         return True
-    allt = np.concatenate(ts).astype(np.int64, copy=False)
-    lo = min(int(allt.min()), int(bounds.min()))
-    span = max(int(allt.max()), int(bounds.max())) - lo + 2
-    if span * (len(ts) + 1) >= 1 << 62:
+    found = _band_search(np.concatenate(ts).astype(np.int64, copy=False), lens, bounds)
+    if found is None:
         return False
-    band = np.arange(len(ts), dtype=np.int64) * span
-    keys = allt - (lo - 1)
-    keys += np.repeat(band, lens)
-    bkeys = (bounds.astype(np.int64) - (lo - 1))[None, :] + band[:, None]
-    found = np.searchsorted(keys, bkeys.ravel(), "right").reshape(bkeys.shape)
     found -= (np.cumsum(lens) - lens)[:, None]
     both[...] = found
     return True
+
+
+def _latest_at_once(batch: list, te: np.ndarray, cut: np.ndarray, V: np.ndarray, P: np.ndarray,
+                    T: Optional[np.ndarray], row: int) -> bool:
+    """An instant selector's rows ``row...`` for a batch of many small series in a few array
+    operations: each step's latest sample at or before ``te`` and after ``cut`` (not a staleness
+    marker), as the per-series loop in ``vector_selector`` finds it. False (nothing written)
+    when the batch is too big to copy or its bands would overflow."""
+    ts = [t for _, t, _ in batch]
+    lens = np.fromiter(map(len, ts), np.int64, len(ts))
+    total = int(lens.sum())
+    if total == 0 or total > _BOUNDS_AT_ONCE_SAMPLES:
+        return False
+    allt = np.concatenate(ts).astype(np.int64, copy=False)
+    found = _band_search(allt, lens, te)
+    if found is None:
+        return False
+    starts = np.cumsum(lens) - lens
+    ok = P[row:row + len(batch)]
+    np.greater(found, starts[:, None], out=ok)  # a sample at or before the step in its own series
+    found -= 1
+    np.maximum(found, 0, out=found)  # where there is none, any index in range (masked out)
+    tt = allt[found]
+    vv = V[row:row + len(batch)]
+    np.take(np.concatenate([v for _, _, v in batch]).astype(np.float64, copy=False), found, out=vv)
+    ok &= tt > cut
+    if np.isnan(vv).any():
+        ok &= ~is_stale_nan(vv)
+    if T is not None:
+        T[row:row + len(batch)] = tt
+    return True
+
+
+def _band_search(allt: np.ndarray, lens: np.ndarray, bounds: np.ndarray) -> Optional[np.ndarray]:
+    """``found[k, j]``: where ``bounds[j]`` goes (``"right"``) in the concatenation ``allt`` of
+    every series' sorted timestamps, searched within series k only (``lens``: the series'
+    lengths; at least one sample in all). None when the bands would overflow int64."""
+    lo = min(int(allt.min()), int(bounds.min()))
+    span = max(int(allt.max()), int(bounds.max())) - lo + 2
+    if span * (len(lens) + 1) >= 1 << 62:
+        return None
+    band = np.arange(len(lens), dtype=np.int64) * span
+    keys = allt - (lo - 1)
+    keys += np.repeat(band, lens)
+    bkeys = (bounds.astype(np.int64) - (lo - 1))[None, :] + band[:, None]
+    return np.searchsorted(keys, bkeys.ravel(), "right").reshape(bkeys.shape)
 
 
 _BOUNDS_AT_ONCE_SAMPLES = 1 << 20
@@ -873,23 +912,30 @@ class _Evaluator:
         i = 0
         # one pass: a lazy selection decodes batch by batch while this reads it
         check = self.ctx.check
-        for lab, t, v in found:
-            if not i & 1023:
-                check()
-            labels.append(lab)
-            idx = np.searchsorted(t, te, "right")
-            idx -= 1
-            ok = P[i]
-            np.greater_equal(idx, 0, out=ok)
-            np.maximum(idx, 0, out=idx)
-            tt = t[idx]
-            np.take(v, idx, out=V[i])
-            ok &= tt > cut
-            if np.isnan(V[i]).any():  # stale markers are NaNs; the bit test only when there are any
-                ok &= ~is_stale_nan(V[i])
-            if with_ts:
-                T[i] = tt
-            i += 1
+        batches = found.batches() if hasattr(found, "batches") else (found if isinstance(found, list) else list(found),)
+        for batch in batches:
+            check()
+            if len(batch) >= 8 and _latest_at_once(batch, te, cut, V, P, T, i):
+                labels.extend(lab for lab, _, _ in batch)
+                i += len(batch)
+                continue
+            for lab, t, v in batch:
+                if not i & 1023:
+                    check()
+                labels.append(lab)
+                idx = np.searchsorted(t, te, "right")
+                idx -= 1
+                ok = P[i]
+                np.greater_equal(idx, 0, out=ok)
+                np.maximum(idx, 0, out=idx)
+                tt = t[idx]
+                np.take(v, idx, out=V[i])
+                ok &= tt > cut
+                if np.isnan(V[i]).any():  # stale markers are NaNs; the bit test only when there are any
+                    ok &= ~is_stale_nan(V[i])
+                if with_ts:
+                    T[i] = tt
+                i += 1
         if i < N:
             V, P = V[:i], P[:i]
             if with_ts:
