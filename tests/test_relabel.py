@@ -355,7 +355,13 @@ def test_yaml_decoding_like_yaml_v2():
     ("$é", ""), ("$1.$name", "foo.bar"), ("${1}${2}", "foobar"), ("$123456789012", ""),
 ])
 def test_expand_like_go(template, want):
-    assert compile_anchored(r"(\w+)-(?P<name>\w+)(x)?").replace(template, "foo-bar") == want
+    rx = compile_anchored(r"(\w+)-(?P<name>\w+)(x)?")
+    assert rx.replace(template, "foo-bar") == want
+    # label_replace's form, every series at once: the same expansion, None where nothing matches
+    values = ["foo-bar", "nomatch", "", "a-bx", "ü-é", "foo-bar"]
+    assert rx.replace_many(template, values) == [rx.replace(template, v) for v in values]
+    assert rx.replace_many(template, values)[0] == want
+    assert rx.replace_many("", ["foo-bar", "x"]) == ["", None]
 
 
 def test_case_mapping_is_go_simple_case_mapping():

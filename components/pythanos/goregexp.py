@@ -22,7 +22,7 @@ they are matched as UTF-8, as Go matches its strings.
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import Optional, Sequence
 
 from re2 import _re2
 
@@ -315,6 +315,39 @@ class Regexp:
             return None
         return expand(template, groups, self.group_index)
 
+    def replace_many(self, template: str, values: Sequence[str]) -> list[Optional[str]]:
+        """:meth:`replace` of every value (``label_replace`` over every series): the template's
+        references are resolved to group numbers once, and only the groups it uses are decoded."""
+        sub = self._submatch_re()
+        ngroups = sub.NumberOfCapturingGroups() + 1
+        pieces: list = []  # text, or a group number to insert (-1: expands to "")
+        for piece in (_template_pieces(template) if "$" in template else (template,)):
+            if type(piece) is str:
+                pieces.append(piece)
+            else:
+                name, num = piece
+                group = num if num >= 0 else self._names.get(name)
+                pieces.append(group if group is not None and group < ngroups else -1)
+        only = pieces[0] if len(pieces) == 1 else None
+        anchor, match = self._anchor, sub.Match
+        out: list[Optional[str]] = []
+        for s in values:
+            b = _encode(s)
+            spans = match(anchor, b, 0, len(b))
+            if spans[0][0] < 0:
+                out.append(None)
+            elif type(only) is str:
+                out.append(only)
+            else:
+                parts = []
+                for p in pieces:
+                    if type(p) is str:
+                        parts.append(p)
+                    elif p >= 0 and spans[p][0] >= 0:
+                        parts.append(b[spans[p][0]:spans[p][1]].decode("utf-8", "surrogatepass"))
+                out.append("".join(parts))
+        return out
+
 
 @functools.lru_cache(maxsize=_CACHE)
 def compile_matcher(value: str) -> Regexp:
@@ -337,12 +370,28 @@ def expand(template: str, groups: list, group_index) -> str:
     if "$" not in template:
         return template
     out: list[str] = []
+    for piece in _template_pieces(template):
+        if type(piece) is str:
+            out.append(piece)
+            continue
+        name, num = piece
+        group = num if num >= 0 else group_index(name)
+        if group is not None and group < len(groups):
+            out.append(groups[group] or "")
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def _template_pieces(template: str) -> tuple:
+    """A template read once (``label_replace`` expands it for every series): its text pieces
+    and its references as ``(name, number or -1)``."""
+    out: list = []
     i, n = 0, len(template)
     while True:
         j = template.find("$", i)
         if j < 0:
             out.append(template[i:])
-            return "".join(out)
+            return tuple(out)
         out.append(template[i:j])
         i = j + 1
         if i < n and template[i] == "$":
@@ -354,9 +403,7 @@ def expand(template: str, groups: list, group_index) -> str:
             out.append("$")
             continue
         name, num, i = ref
-        group = num if num >= 0 else group_index(name)
-        if group is not None and group < len(groups):
-            out.append(groups[group] or "")
+        out.append((name, num))
 
 
 def _extract(s: str, i: int) -> Optional[tuple[str, int, int]]:

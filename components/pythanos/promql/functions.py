@@ -813,9 +813,9 @@ def call(ev, n, ts):
         if not dst or dst in ev.ctx.bad_utf8:  # 3.x: any non-empty valid UTF-8 name
             raise ExecutionError(f"invalid destination label name in label_replace(): {dst}")
         out = []
-        for l in vec.labels:
+        got = creg.replace_many(repl, [dict(l).get(src, "") for l in vec.labels])
+        for l, res in zip(vec.labels, got):
             d = dict(_keep_name(l) if dst == NAME else l)  # writing __name__ cancels a pending removal
-            res = creg.replace(repl, d.get(src, ""))
             if res is not None:
                 if res:
                     d[dst] = res
