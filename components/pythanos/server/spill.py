@@ -10,9 +10,9 @@ starts running goroutines on another core only when there is work waiting for on
 So worker 0 always accepts, and worker ``k`` joins when the workers' CPU use adds up to more
 than ``k`` cores at :data:`JOIN` each (they are saturated, another core helps) and leaves when
 it adds up to less than ``k`` cores at :data:`LEAVE` each (the others could carry it without
-being saturated; the gap between the two keeps a worker from joining and leaving in turn). CPU use is each process' CPU time (every
-thread) per second of wall time, smoothed over about a second, published in a small file all
-workers map (:class:`LoadBoard`). On a machine where the querier cannot get a whole core (others
+being saturated; the gap between the two keeps a worker from joining and leaving in turn).
+CPU use is each process' CPU time (every thread) per second of wall time, smoothed over about a
+second, published in a small file all workers map (:class:`LoadBoard`). On a machine where the querier cannot get a whole core (others
 take it), no second worker joins: it would not get a core either.
 
 Connections a client keeps open stay with the worker that accepted them. When a worker is
