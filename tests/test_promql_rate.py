@@ -61,6 +61,17 @@ def test_kernel_refuses_windows_outside_the_series():
                                1.0, out, ok)
 
 
+def _random_times(rng, most: int, empty_every: int) -> list:
+    """8-59 series' sorted timestamps of up to ``most`` samples, every ``empty_every``-th empty,
+    around bases that are zero, negative, far positive or today's."""
+    out = []
+    for i in range(int(rng.integers(8, 60))):
+        n = int(rng.integers(0, most)) if i % empty_every else 0
+        base = int(rng.choice([0, -10**12, 10**12, 1_700_000_000_000]))
+        out.append(np.sort(rng.choice(np.arange(base, base + 10**7, 997), size=n, replace=False)).astype(np.int64))
+    return out
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_window_bounds_in_one_search_equal_per_series(seed):
     """``engine._bounds_at_once`` (all series' windows in one search) against a search per series:
@@ -68,12 +79,7 @@ def test_window_bounds_in_one_search_equal_per_series(seed):
     from pythanos.promql import engine as E
 
     rng = np.random.default_rng(seed)
-    series = []
-    for i in range(int(rng.integers(8, 60))):
-        n = int(rng.integers(0, 50)) if i % 4 else 0
-        base = int(rng.choice([0, -10**12, 10**12, 1_700_000_000_000]))
-        t = np.sort(rng.choice(np.arange(base, base + 10**7, 997), size=n, replace=False)).astype(np.int64)
-        series.append(((), t, np.zeros(n)))
+    series = [((), t, np.zeros(len(t))) for t in _random_times(rng, 50, 4)]
     te = np.sort(rng.integers(-2 * 10**12, 2 * 10**12, int(rng.integers(1, 30)))).astype(np.int64)
     bounds = np.concatenate([te - 300_000, te])
     want = np.array([np.searchsorted(t, bounds, "right") for _, t, _ in series])
@@ -97,10 +103,8 @@ def test_instant_selection_in_one_search_equals_prometheus_lookback(seed):
     stale = np.array([STALE_NAN_BITS], np.uint64).view(np.float64)[0]
     rng = np.random.default_rng(seed)
     series = []
-    for i in range(int(rng.integers(8, 60))):
-        n = int(rng.integers(0, 40)) if i % 5 else 0
-        base = int(rng.choice([0, -10**12, 10**12, 1_700_000_000_000]))
-        t = np.sort(rng.choice(np.arange(base, base + 10**7, 997), size=n, replace=False)).astype(np.int64)
+    for i, t in enumerate(_random_times(rng, 40, 5)):
+        n = len(t)
         v = rng.normal(size=n)
         v[rng.random(n) < 0.15] = stale
         v[rng.random(n) < 0.05] = np.nan
