@@ -862,8 +862,9 @@ class _Evaluator:
             return _fn.call(self, n, ts)
         raise ExecutionError(f"unsupported expression {type(n).__name__}")
 
-    def select(self, node, matchers, mint: int, maxt: int, rng: int) -> list:
-        """The selection for ``node``: its prefetched result when that covers [mint, maxt], else a fresh select."""
+    def select(self, node, vs, mint: int, maxt: int, rng: int) -> list:
+        """The selection for ``node`` (its vector selector ``vs``): its prefetched result when that
+        covers [mint, maxt], else a fresh select."""
         ctx = self.ctx
         key = id(node)
         pl = ctx.plan.get(key)
@@ -882,7 +883,7 @@ class _Evaluator:
             hints = SelectHints(mint, maxt, h.step, rng, h.func, h.grouping, h.by)
         else:
             hints = SelectHints(mint, maxt, ctx.step, rng)
-        found = ctx.q.select(matchers, mint, maxt, hints=hints)
+        found = ctx.q.select(_matchers(vs), mint, maxt, hints=hints)
         ctx.check()
         return found
 
@@ -902,7 +903,7 @@ class _Evaluator:
         te = self._eff_times(n, ts)
         lb = self.ctx.lookback
         S = len(ts)
-        found = self.select(n, _matchers(n), int(te.min()) - lb + 1, int(te.max()), 0)
+        found = self.select(n, n, int(te.min()) - lb + 1, int(te.max()), 0)
         N = len(found)  # at most this many series come (a lazy selection skips empty ones)
         V = np.empty((N, S), dtype=np.float64)
         P = np.empty((N, S), dtype=bool)
@@ -961,7 +962,7 @@ class _Evaluator:
             vs = n.vector_selector
             rng = _ms(n.range)
             te = self._eff_times(vs, ts)
-            found = self.select(n, _matchers(vs), int(te.min()) - rng + 1, int(te.max()), rng)
+            found = self.select(n, vs, int(te.min()) - rng + 1, int(te.max()), rng)
         if found is None or not hasattr(found, "batches"):
             yield self.range_arg(n, ts) if found is None else self._range_bounds(_without_stale(found), te, rng, n)
             return
@@ -986,7 +987,7 @@ class _Evaluator:
             vs = n.vector_selector
             rng = _ms(n.range)
             te = self._eff_times(vs, ts)
-            found = self.select(n, _matchers(vs), int(te.min()) - rng + 1, int(te.max()), rng)
+            found = self.select(n, vs, int(te.min()) - rng + 1, int(te.max()), rng)
             if hasattr(found, "batches"):
                 series = [x for batch in found.batches() for x in _without_stale(batch)]
             else:
