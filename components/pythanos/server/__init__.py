@@ -362,8 +362,6 @@ class Component:
             else:
                 site = web.TCPSite(runner, host.strip("[]") or None, int(port))
             await site.start()
-            if self.worker is not None and self.worker.count > 1:
-                self._start_spill(site)
         except OSError as e:
             await runner.cleanup()
             raise UserError(f"{flag}={address}: cannot listen: {e.strerror or e}") from None
