@@ -74,6 +74,11 @@ def start_prometheus(prometheus_factory, replica: str = "0"):
     os.kill(prom.pid, signal.SIGHUP)
     prom.wait_ready(lambda: json.loads(http_get(prom.url + "/api/v1/query?query=up%3D%3D1")[1])["data"]["result"],
                     60, what="Prometheus scraping itself")
+    # the graph test draws the last minute of prometheus_tsdb_head_series: a line needs several
+    # samples (one sample is a dot of a few pixels)
+    enough = "/api/v1/query?query=" + urllib.parse.quote("count_over_time(prometheus_tsdb_head_series[1m]) >= 5")
+    prom.wait_ready(lambda: json.loads(http_get(prom.url + enough)[1])["data"]["result"], 60,
+                    what="five scrapes of Prometheus itself")
     return prom
 
 
