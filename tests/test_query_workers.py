@@ -16,6 +16,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -251,8 +252,11 @@ def _worker_figures(url: str) -> dict:
 
 
 def _worker_one_out(url: str) -> dict:
-    return _poll(lambda: (lambda f: f if f["accepting"].get("1") == 0 else None)(_worker_figures(url)), 60,
-                 "worker 1 not taking connections")
+    def out() -> Optional[dict]:
+        f = _worker_figures(url)
+        return f if f["accepting"].get("1") == 0 else None
+
+    return _poll(out, 60, "worker 1 not taking connections")
 
 
 def test_second_worker_stays_out_of_light_load(stack):
@@ -309,9 +313,11 @@ def test_saturated_worker_brings_in_the_second_and_hands_it_kept_connections(sta
     for t in threads:
         t.start()
     try:
-        joined = _poll(lambda: (lambda f: f if f["served"].get("1", 0) > before["served"].get("1", 0)
-                                and closes[0] else None)(_worker_figures(q.url)), 120,
-                       "worker 1 answering on connections worker 0 handed back")
+        def worker_one_answers() -> Optional[dict]:
+            f = _worker_figures(q.url)
+            return f if f["served"].get("1", 0) > before["served"].get("1", 0) and closes[0] else None
+
+        joined = _poll(worker_one_answers, 120, "worker 1 answering on connections worker 0 handed back")
         assert joined["accepting"]["1"] == 1.0
         _concurrent_dashboard_as_thanos(stack)
     finally:
