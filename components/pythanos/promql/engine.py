@@ -200,20 +200,30 @@ def _bounds_at_once(series: list, bounds: np.ndarray, both: np.ndarray) -> bool:
     timestamps are shifted into their own band ``(k * span, (k + 1) * span)`` so the
     concatenation is sorted, and each bound, shifted into the same band, finds its count there.
     False (nothing written) when the samples are too many to copy or the bands would overflow."""
-    ts = [t for _, t, _ in series]
-    lens = np.fromiter(map(len, ts), np.int64, len(ts))
-    total = int(lens.sum())
-    if total > _BOUNDS_AT_ONCE_SAMPLES:
+    got = _concat_times(series)
+    if got is None:
         return False
-    if total == 0:
+    allt, lens, starts = got
+    if not len(allt):
         both[...] = 0
         return True
-    found = _band_search(np.concatenate(ts).astype(np.int64, copy=False), lens, bounds)
+    found = _band_search(allt, lens, bounds)
     if found is None:
         return False
-    found -= (np.cumsum(lens) - lens)[:, None]
+    found -= starts[:, None]
     both[...] = found
     return True
+
+
+def _concat_times(series: list) -> Optional[tuple]:
+    """``(timestamps, lengths, starts)``: every series' timestamps concatenated (int64), each
+    series' length and where it starts; None when they are more than the one-search limit."""
+    ts = [t for _, t, _ in series]
+    lens = np.fromiter(map(len, ts), np.int64, len(ts))
+    if int(lens.sum()) > _BOUNDS_AT_ONCE_SAMPLES:
+        return None
+    allt = np.concatenate(ts).astype(np.int64, copy=False) if ts else np.empty(0, np.int64)
+    return allt, lens, np.cumsum(lens) - lens
 
 
 def _latest_at_once(batch: list, te: np.ndarray, cut: np.ndarray, V: np.ndarray, P: np.ndarray,
@@ -222,16 +232,13 @@ def _latest_at_once(batch: list, te: np.ndarray, cut: np.ndarray, V: np.ndarray,
     operations: each step's latest sample at or before ``te`` and after ``cut`` (not a staleness
     marker), as the per-series loop in ``vector_selector`` finds it. False (nothing written)
     when the batch is too big to copy or its bands would overflow."""
-    ts = [t for _, t, _ in batch]
-    lens = np.fromiter(map(len, ts), np.int64, len(ts))
-    total = int(lens.sum())
-    if total == 0 or total > _BOUNDS_AT_ONCE_SAMPLES:
+    got = _concat_times(batch)
+    if got is None or not len(got[0]):
         return False
-    allt = np.concatenate(ts).astype(np.int64, copy=False)
+    allt, lens, starts = got
     found = _band_search(allt, lens, te)
     if found is None:
         return False
-    starts = np.cumsum(lens) - lens
     ok = P[row:row + len(batch)]
     np.greater(found, starts[:, None], out=ok)  # a sample at or before the step in its own series
     found -= 1
